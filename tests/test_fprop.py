@@ -1,0 +1,141 @@
+"""The forward convolution against a float64 reference, under Triton's interpreter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv import KernelConfig
+from triton_conv.problem import ConvProblem
+
+from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+
+# (input shape, weight shape, conv2d keyword arguments): every feature, no dimension a tile multiple.
+FEATURES = {
+    "3x3": ((2, 5, 9, 11), (7, 5, 3, 3), dict(padding=1)),
+    "asymmetric": ((2, 5, 9, 11), (7, 5, 3, 2), dict(stride=(2, 1), padding=(1, 2))),
+    "dilation": ((2, 3, 11, 10), (6, 3, 3, 3), dict(dilation=(2, 3), padding=(2, 3))),
+    "groups": ((2, 8, 9, 7), (6, 4, 3, 3), dict(groups=2, padding=1)),
+    "depthwise": ((2, 6, 8, 7), (12, 1, 3, 3), dict(groups=6, padding=1)),
+    "same_even": ((2, 4, 9, 10), (5, 4, 4, 2), dict(padding="same", dilation=(1, 2))),
+    "valid": ((2, 4, 9, 10), (5, 4, 3, 3), dict(padding="valid")),
+    "pointwise": ((2, 9, 7, 9), (10, 9, 1, 1), {}),
+    "strided_1x1": ((2, 9, 7, 9), (10, 9, 1, 1), dict(stride=2)),
+    "5x5_stride3": ((1, 3, 13, 12), (5, 3, 5, 5), dict(stride=3, padding=2)),
+    "unbatched": ((5, 9, 11), (7, 5, 3, 3), dict(padding=1)),
+    "channels_37": ((2, 37, 6, 5), (41, 37, 3, 3), dict(padding=1)),
+}
+# (dtype, layout) pairs; every feature runs in each, so every dtype meets every layout somewhere.
+VARIANTS = [
+    (torch.float32, "nchw"),
+    (torch.float16, "nhwc"),
+    (torch.bfloat16, "strided"),
+]
+# Tile configs, none of which divides the problems above; split-K and GROUP_M=1 included.
+CONFIGS = [
+    KernelConfig(16, 16, 16, group_m=1),
+    KernelConfig(32, 16, 16, split_k=3),
+    KernelConfig(64, 32, 32, num_warps=4),
+    KernelConfig(16, 64, 16, group_m=4, split_k=2),
+    KernelConfig(128, 16, 32, num_warps=8),
+]
+
+
+def _bound(dtype) -> float:
+    # The interpreter's fp32 dot is exact fp32 even when TF32 is requested.
+    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+
+
+def run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=None, bias=True, **extra):
+    x = make_tensor(x_shape, dtype, layout)
+    w = make_tensor(w_shape, dtype, layout)
+    b = make_tensor((w_shape[0],), dtype) if bias else None
+    x_before, w_before = x.clone(), w.clone()
+    problem = triton_conv.functional.validate(x, w, b, **kwargs)
+    with triton_only() as proof:
+        if config is None:
+            y = triton_conv.conv2d(x, w, b, **kwargs)
+        else:
+            y = triton_conv.conv2d_with_config(x, w, b, **kwargs, config=config, **extra)
+    assert proof.launches.get("fprop_kernel", 0) >= 1 or y.numel() == 0
+    ref = reference_conv2d(x, w, b, problem)
+    assert y.dtype == dtype and y.shape == ref.shape
+    err = rel_error(y, ref)
+    assert err < _bound(dtype), f"relative error {err:.2e} over {_bound(dtype):.0e}"
+    assert torch.equal(x, x_before) and torch.equal(w, w_before), "conv2d modified its inputs"
+    return y
+
+
+@pytest.mark.parametrize("dtype,layout", VARIANTS, ids=lambda v: str(v).replace("torch.", ""))
+@pytest.mark.parametrize("feature", list(FEATURES))
+def test_features(feature, dtype, layout, triton_only):
+    run_case(*FEATURES[feature], dtype, layout, triton_only)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("feature", ["asymmetric", "groups", "channels_37"])
+def test_configs(feature, dtype, config, triton_only):
+    run_case(*FEATURES[feature], dtype, "nhwc", triton_only, config=config)
+
+
+def test_float64(triton_only):
+    x_shape, w_shape, kwargs = FEATURES["asymmetric"]
+    run_case(x_shape, w_shape, kwargs, torch.float64, "nchw", triton_only)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1]], ids=str)
+def test_forced_int64_offsets(config, triton_only):
+    run_case(*FEATURES["dilation"], torch.float32, "strided", triton_only, config=config, force_int64=True)
+
+
+def test_int64_chosen_at_2_pow_31_elements():
+    from triton_conv.launchers.common import kernel_flags
+
+    small = torch.empty(4)
+    huge = torch.empty(2**31, dtype=torch.int8, device="meta")
+    assert not kernel_flags(torch.float16, small).use_int64
+    assert kernel_flags(torch.float16, small, huge).use_int64
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_without_bias(bias, triton_only):
+    run_case(*FEATURES["3x3"], torch.float32, "nchw", triton_only, bias=bias)
+
+
+def test_empty_batch(triton_only):
+    x = torch.randn(0, 5, 9, 11)
+    w = torch.randn(7, 5, 3, 3)
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, padding=1)
+    assert y.shape == (0, 7, 9, 11) and not proof.launches
+
+
+@pytest.mark.parametrize("layout,channels_last", [("nchw", False), ("nhwc", True), ("strided", False)])
+def test_output_follows_input_layout(layout, channels_last, triton_only):
+    y = run_case(*FEATURES["3x3"], torch.float32, layout, triton_only)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert y.is_contiguous() == (not channels_last)
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_tf32_follows_cudnn_setting(allow_tf32, monkeypatch):
+    from triton_conv.launchers.common import kernel_flags
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+    conv_settings = getattr(torch.backends.cudnn, "conv", None)
+    if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
+        monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if allow_tf32 else "ieee")
+    expected = "tf32" if allow_tf32 else "ieee"
+    assert kernel_flags(torch.float32, torch.empty(1)).input_precision == expected
+    assert kernel_flags(torch.float16, torch.empty(1)).input_precision == "ieee"
+
+
+def test_problem_gemm_views():
+    problem = ConvProblem.from_shapes((3, 8, 10, 12), (6, 4, 3, 5), stride=(2, 1), padding=(1, 2), groups=2)
+    assert problem.output_shape == (3, 6, 5, 12)
+    assert problem.gemm("fprop") == (3 * 5 * 12, 3, 4 * 3 * 5)
+    assert problem.gemm("dgrad") == (3 * 10 * 12, 4, 3 * 3 * 5)
+    assert problem.gemm("wgrad") == (3, 4 * 3 * 5, 3 * 5 * 12)
+    assert problem.flops() == 2 * 180 * 3 * 60 * 2

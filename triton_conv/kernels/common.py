@@ -1,0 +1,116 @@
+"""@triton.jit helpers shared by the three passes: tile order, im2col indexing, the dot, the epilogue."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def swizzled_tile(tile_id, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+    """Map a linear tile id to (tile_m, tile_n) so that GROUP_M row tiles share B tiles in L2."""
+    tiles_in_group = GROUP_M * tiles_n
+    group_id = tile_id // tiles_in_group
+    first_m = group_id * GROUP_M
+    group_rows = min(tiles_m - first_m, GROUP_M)
+    tile_m = first_m + (tile_id % tiles_in_group) % group_rows
+    tile_n = (tile_id % tiles_in_group) // group_rows
+    return tile_m, tile_n
+
+
+@triton.jit
+def as_offset(value, USE_INT64: tl.constexpr):
+    """Offsets are int64 only when a tensor has 2**31 elements or more (the int32 math is faster)."""
+    if USE_INT64:
+        return value.to(tl.int64)
+    return value
+
+
+@triton.jit
+def split_range(total_iters, split_id, SPLIT_K: tl.constexpr):
+    """The [start, end) slice of the reduction's iterations that split `split_id` owns."""
+    per_split = tl.cdiv(total_iters, SPLIT_K)
+    start = split_id * per_split
+    end = min(start + per_split, total_iters)
+    return start, end
+
+
+@triton.jit
+def decode_pixels(index, height, width):
+    """Split a flat (n, row, col) pixel index into its three coordinates."""
+    col = index % width
+    rest = index // width
+    return rest // height, rest % height, col
+
+
+@triton.jit
+def zero_accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, operand_ptr):
+    """fp32 accumulation for every dtype but float64 (gradcheck), which keeps float64."""
+    if operand_ptr.dtype.element_ty == tl.float64:
+        return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+
+@triton.jit
+def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """acc += a @ b in fp32. UPCAST works around the interpreter's wrong bf16 dot (CPU tests only)."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+
+@triton.jit
+def reduce_splits(
+    acc,
+    workspace_ptr,
+    counter_ptr,
+    tile_slot,
+    split_id,
+    SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_INT64: tl.constexpr,
+):
+    """Deterministic split-K: every split parks its partial tile in the workspace; the last
+    split to arrive sums all of them in split order, so the bits never depend on arrival order.
+
+    Call only when SPLIT_K > 1. Returns (sum, is_last); only the split with is_last set may run
+    the epilogue. The last split also resets the tile's counter to zero, so counters can be reused.
+    """
+    tile_elems = BLOCK_M * BLOCK_N
+    local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    tile_base = as_offset(tile_slot, USE_INT64) * SPLIT_K * tile_elems
+    tl.store(workspace_ptr + tile_base + split_id * tile_elems + local, acc)
+    # acq_rel: our partial is visible before the count moves; the last split sees all partials.
+    arrived = tl.atomic_add(counter_ptr + tile_slot, 1, sem="acq_rel")
+    is_last = arrived == SPLIT_K - 1
+    total = tl.zeros_like(acc)
+    if is_last:
+        for split in range(SPLIT_K):
+            total += tl.load(workspace_ptr + tile_base + split * tile_elems + local)
+        tl.store(counter_ptr + tile_slot, 0)
+    return total, is_last
+
+
+@triton.jit
+def store_tile(
+    acc,
+    out_ptr,
+    row_offsets,
+    col_offsets,
+    row_mask,
+    col_mask,
+    bias_ptr,
+    bias_index,
+    HAS_BIAS: tl.constexpr,
+):
+    """Add the bias (fp32) to each column, cast to the output's dtype, store with the output's strides."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    out = acc.to(out_ptr.dtype.element_ty)
+    tl.store(
+        out_ptr + row_offsets[:, None] + col_offsets[None, :],
+        out,
+        mask=row_mask[:, None] & col_mask[None, :],
+    )

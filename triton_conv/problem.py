@@ -1,0 +1,258 @@
+"""The convolution's geometry, named once: validation, output size and the GEMM view of each pass.
+
+Every launcher, the tuner, the model and the tests describe a convolution with a `ConvProblem`.
+Padding is stored per side because padding='same' with an even kernel pads more at the bottom and
+right than at the top and left (as torch does); the kernels only need the top/left offsets, the
+bottom/right padding only shapes the output size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+PASSES = ("fprop", "dgrad", "wgrad")
+
+
+class GemmShape(NamedTuple):
+    """One pass as a GEMM, per group: C[m, n] = sum_k A[m, k] B[k, n]."""
+
+    m: int
+    n: int
+    k: int
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 1 and isinstance(value[0], int):
+        return (value[0], value[0])
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return (value[0], value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _shape(value, rank: int, name: str) -> tuple[int, ...]:
+    shape = tuple(value)
+    if len(shape) != rank or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ValueError(f"{name} must have {rank} non-negative dimensions, got shape {shape}")
+    return shape
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """A 2-D convolution y = conv(x, w): x is (N, C, H, W), w is (K, C/groups, R, S), y is (N, K, P, Q)."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    stride: tuple[int, int] = (1, 1)
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_bottom: int = 0
+    pad_right: int = 0
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def from_shapes(
+        cls, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
+    ) -> ConvProblem:
+        """Validate torch.nn.functional.conv2d's arguments and name the geometry.
+
+        `input_shape` is (N, C, H, W); an unbatched (C, H, W) input is the caller's to unsqueeze.
+        Raises ValueError or TypeError naming the argument at fault.
+        """
+        batch, in_channels, height, width = _shape(input_shape, 4, "input")
+        out_channels, channels_per_group, kernel_h, kernel_w = _shape(weight_shape, 4, "weight")
+        stride = _pair(stride, "stride")
+        dilation = _pair(dilation, "dilation")
+        if isinstance(groups, bool) or not isinstance(groups, int):
+            raise TypeError(f"groups must be an int, got {groups!r}")
+        if min(stride) <= 0:
+            raise ValueError(f"stride must be positive, got {stride}")
+        if min(dilation) <= 0:
+            raise ValueError(f"dilation must be positive, got {dilation}")
+        if groups <= 0:
+            raise ValueError(f"groups must be positive, got {groups}")
+        if kernel_h == 0 or kernel_w == 0:
+            raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide the input channels ({in_channels}) and the weight's "
+                f"output channels ({out_channels})"
+            )
+        if channels_per_group * groups != in_channels:
+            raise ValueError(
+                f"weight expects {channels_per_group * groups} input channels "
+                f"({channels_per_group} per group x groups={groups}), but input has {in_channels}"
+            )
+
+        extent_h = dilation[0] * (kernel_h - 1) + 1
+        extent_w = dilation[1] * (kernel_w - 1) + 1
+        if isinstance(padding, str):
+            if padding == "valid":
+                pads = (0, 0, 0, 0)
+            elif padding == "same":
+                if stride != (1, 1):
+                    raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+                # torch pads the extra row/column of an even kernel at the bottom/right.
+                top, left = (extent_h - 1) // 2, (extent_w - 1) // 2
+                pads = (top, left, extent_h - 1 - top, extent_w - 1 - left)
+            else:
+                raise ValueError(f"padding must be 'same', 'valid', an int or a pair, got {padding!r}")
+        else:
+            pad_h, pad_w = _pair(padding, "padding")
+            if min(pad_h, pad_w) < 0:
+                raise ValueError(f"padding must be non-negative, got {(pad_h, pad_w)}")
+            pads = (pad_h, pad_w, pad_h, pad_w)
+
+        problem = cls(
+            batch, in_channels, height, width, out_channels, kernel_h, kernel_w,
+            stride, *pads, dilation, groups,
+        )  # fmt: skip
+        if height + pads[0] + pads[2] < extent_h or width + pads[1] + pads[3] < extent_w:
+            raise ValueError(
+                f"weight's dilated kernel ({extent_h}x{extent_w}) is larger than the padded input "
+                f"({height + pads[0] + pads[2]}x{width + pads[1] + pads[3]})"
+            )
+        return problem
+
+    # --- sizes -------------------------------------------------------------------------------
+    @property
+    def out_height(self) -> int:
+        span = self.height + self.pad_top + self.pad_bottom - self.dilation[0] * (self.kernel_h - 1)
+        return (span - 1) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        span = self.width + self.pad_left + self.pad_right - self.dilation[1] * (self.kernel_w - 1)
+        return (span - 1) // self.stride[1] + 1
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.in_channels, self.height, self.width)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.in_per_group, self.kernel_h, self.kernel_w)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_channels, self.out_height, self.out_width)
+
+    @property
+    def is_pointwise(self) -> bool:
+        """A 1x1, stride-1, unpadded convolution: fprop is a plain GEMM over NHWC rows."""
+        return (
+            self.kernel_h == self.kernel_w == 1
+            and self.stride == (1, 1)
+            and (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right) == (0, 0, 0, 0)
+        )
+
+    def with_batch(self, batch: int) -> ConvProblem:
+        return ConvProblem(
+            batch, self.in_channels, self.height, self.width, self.out_channels,
+            self.kernel_h, self.kernel_w, self.stride, self.pad_top, self.pad_left,
+            self.pad_bottom, self.pad_right, self.dilation, self.groups,
+        )  # fmt: skip
+
+    # --- the GEMM views (per group) -----------------------------------------------------------
+    def gemm(self, pass_name: str) -> GemmShape:
+        """The GEMM of one pass, per group (see the table in the README)."""
+        taps = self.kernel_h * self.kernel_w
+        if pass_name == "fprop":
+            return GemmShape(
+                self.batch * self.out_height * self.out_width,
+                self.out_per_group,
+                self.in_per_group * taps,
+            )
+        if pass_name == "dgrad":
+            return GemmShape(
+                self.batch * self.height * self.width, self.in_per_group, self.out_per_group * taps
+            )
+        if pass_name == "wgrad":
+            return GemmShape(
+                self.out_per_group,
+                self.in_per_group * taps,
+                self.batch * self.out_height * self.out_width,
+            )
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+
+    def flops(self, pass_name: str = "fprop") -> int:
+        """Multiply-adds x 2 of one pass over all groups (the same count for all three passes)."""
+        shape = self.gemm(pass_name)
+        return 2 * shape.m * shape.n * shape.k * self.groups
+
+    def dgrad_phases(self) -> list[DgradPhase]:
+        """The stride_h x stride_w dense sub-problems of the input gradient (see kernels/dgrad.py)."""
+        phases = []
+        for phase_h in range(self.stride[0]):
+            rows = _phase_axis(
+                phase_h, self.height, self.stride[0], self.pad_top, self.dilation[0], self.kernel_h
+            )
+            for phase_w in range(self.stride[1]):
+                cols = _phase_axis(
+                    phase_w, self.width, self.stride[1], self.pad_left, self.dilation[1], self.kernel_w
+                )
+                phases.append(DgradPhase(rows, cols))
+        return phases
+
+    def __str__(self) -> str:
+        pads = (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right)
+        return (
+            f"N={self.batch} C={self.in_channels} H={self.height} W={self.width} "
+            f"K={self.out_channels} R={self.kernel_h} S={self.kernel_w} stride={self.stride} "
+            f"pad(t,l,b,r)={pads} dilation={self.dilation} groups={self.groups}"
+        )
+
+
+class PhaseAxis(NamedTuple):
+    """One axis of a dgrad stride phase: input rows first, first + stride, ...; taps tap0, tap0 + tap_step, ...
+
+    Input row h = first + i * stride reads output row p = out_first + i - j * out_step for the
+    j-th tap r = tap0 + j * tap_step: every (i, j) pair is a real multiply-add, none is a zero.
+    """
+
+    first: int  # first input row of the phase
+    count: int  # input rows in the phase
+    tap0: int  # first kernel tap that reaches this phase (taps >= kernel size when none does)
+    tap_step: int
+    taps: int  # number of taps that reach the phase
+    out_first: int  # output row read by (i=0, tap0)
+    out_step: int  # output rows between consecutive taps
+
+
+def _phase_axis(phase: int, size: int, stride: int, pad: int, dilation: int, kernel: int):
+    count = max(0, -(-(size - phase) // stride))
+    # Tap r reaches input row h when (h + pad - r * dilation) is a multiple of the stride.
+    tap0 = next((r for r in range(kernel) if (phase + pad - r * dilation) % stride == 0), kernel)
+    tap_step = stride // math.gcd(stride, dilation)
+    taps = 0 if tap0 >= kernel else (kernel - 1 - tap0) // tap_step + 1
+    out_first = (phase + pad - tap0 * dilation) // stride if taps else 0
+    out_step = tap_step * dilation // stride
+    return PhaseAxis(phase, count, tap0, tap_step, taps, out_first, out_step)
+
+
+class DgradPhase(NamedTuple):
+    rows: PhaseAxis
+    cols: PhaseAxis
