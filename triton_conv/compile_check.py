@@ -7,9 +7,12 @@ Triton's JIT specialises them, so what is checked is what a GPU would run.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from .launchers.common import LaunchSpec
+from .runtime import interpreter_active
 
 _TRITON_TYPES = {
     torch.float16: "fp16",
@@ -50,14 +54,16 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def _signature(spec: LaunchSpec):
+def describe(spec: LaunchSpec, capability: int = 90) -> dict:
+    """A picklable description of what to compile: the kernel by module and name, the signature
+    and divisibility hints that Triton's JIT would derive from the launch's real arguments."""
+    function = spec.kernel.fn
     names = spec.kernel.arg_names
     runtime_names = [n for n in names if n not in spec.constexprs]
     if len(runtime_names) != len(spec.args):
-        raise ValueError(f"{spec.kernel.__name__}: {len(spec.args)} args for {len(runtime_names)} params")
+        raise ValueError(f"{function.__name__}: {len(spec.args)} args for {len(runtime_names)} params")
     signature, attrs = {}, {}
     for name, value in zip(runtime_names, spec.args):
-        index = names.index(name)
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + _TRITON_TYPES[value.dtype]
             aligned = value.device.type == "meta" or value.data_ptr() % 16 == 0
@@ -70,20 +76,31 @@ def _signature(spec: LaunchSpec):
         else:
             raise TypeError(f"{name}: cannot type {value!r} for ahead-of-time compilation")
         if aligned:
-            attrs[(index,)] = [["tt.divisibility", 16]]
+            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
     for name in spec.constexprs:
         signature[name] = "constexpr"
-    return signature, attrs
+    constexprs = dict(spec.constexprs)
+    if "UPCAST" in constexprs:
+        constexprs["UPCAST"] = False  # the interpreter's bf16 workaround: a GPU never runs it
+    return {
+        "module": function.__module__,
+        "name": function.__name__,
+        "signature": signature,
+        "attrs": attrs,
+        "constexprs": constexprs,
+        "num_warps": spec.num_warps,
+        "num_stages": spec.num_stages,
+        "capability": capability,
+    }
 
 
-def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
-    """Compile `spec` for sm_<capability> with no GPU present and report its resources."""
-    signature, attrs = _signature(spec)
-    source = ASTSource(spec.kernel, signature, dict(spec.constexprs), attrs)
+def _compile_here(job: dict) -> CompileReport:
+    kernel = getattr(importlib.import_module(job["module"]), job["name"])
+    source = ASTSource(kernel, job["signature"], job["constexprs"], job["attrs"])
     compiled = triton.compile(
         source,
-        target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
+        target=GPUTarget("cuda", job["capability"], 32),
+        options={"num_warps": job["num_warps"], "num_stages": job["num_stages"]},
     )
     with tempfile.TemporaryDirectory() as folder:
         cubin = os.path.join(folder, "kernel.cubin")
@@ -97,10 +114,10 @@ def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
         ).stdout
     found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
     if found is None:
-        raise RuntimeError(f"cannot read the resource usage of {spec.kernel.__name__}: {usage}")
+        raise RuntimeError(f"cannot read the resource usage of {job['name']}: {usage}")
     return CompileReport(
-        kernel=spec.kernel.__name__,
-        capability=capability,
+        kernel=job["name"],
+        capability=job["capability"],
         registers=int(found.group(1)),
         spill_bytes=int(found.group(2)),
         local_loads=len(re.findall(r"\bLDL\b", sass)),
@@ -110,8 +127,42 @@ def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
     )
 
 
+def compile_specs(specs: list[LaunchSpec], capability: int = 90) -> list[CompileReport]:
+    """Compile each launch for sm_<capability> with no GPU present and report its resources.
+
+    Under TRITON_INTERPRET=1 the kernels in this process are interpreted functions, which cannot
+    be compiled, so the jobs go to one child process that imports the package uninterpreted.
+    """
+    jobs = [describe(spec, capability) for spec in specs]
+    if not interpreter_active():
+        return [_compile_here(job) for job in jobs]
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "triton_conv.compile_check"],
+        input=pickle.dumps(jobs),
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"compiling in a child process failed:\n{done.stderr.decode()[-4000:]}")
+    return pickle.loads(done.stdout)
+
+
+def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
+    return compile_specs([spec], capability)[0]
+
+
 def wgmma_eligible(dtype: torch.dtype, block_m: int, num_warps: int) -> bool:
     """Hopper takes the wgmma path for a dot only with whole warpgroups and 64-row multiples."""
     return dtype in (torch.float16, torch.bfloat16, torch.float32) and (
         num_warps % 4 == 0 and block_m % 64 == 0
     )
+
+
+if __name__ == "__main__":  # the child process of compile_specs: jobs in on stdin, reports out
+    # Import the module by name so the reports unpickle as triton_conv.compile_check.CompileReport.
+    from triton_conv.compile_check import _compile_here as compile_job
+
+    reports = [compile_job(job) for job in pickle.loads(sys.stdin.buffer.read())]
+    sys.stdout.buffer.write(pickle.dumps(reports))

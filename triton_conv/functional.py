@@ -35,13 +35,13 @@ def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     if weight.dtype != input.dtype:
         raise TypeError(f"weight's dtype {weight.dtype} differs from input's {input.dtype}")
     if weight.device != input.device:
-        raise RuntimeError(f"weight is on {weight.device} but input is on {input.device}")
+        raise RuntimeError(f"weight is on device {weight.device} but input is on device {input.device}")
     if bias is not None:
         _check_tensor(bias, "bias", (1,))
         if bias.dtype != input.dtype:
             raise TypeError(f"bias's dtype {bias.dtype} differs from input's {input.dtype}")
         if bias.device != input.device:
-            raise RuntimeError(f"bias is on {bias.device} but input is on {input.device}")
+            raise RuntimeError(f"bias is on device {bias.device} but input is on device {input.device}")
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(
                 f"bias must have {weight.shape[0]} elements (weight's output channels), "

@@ -1,0 +1,113 @@
+"""Bad input: a clear error naming the argument, before any kernel launches, inputs untouched."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv import runtime
+from triton_conv.launchers.common import launch_counts
+
+
+def _args(**over):
+    args = dict(
+        input=torch.randn(2, 4, 8, 8),
+        weight=torch.randn(6, 4, 3, 3),
+        bias=torch.randn(6),
+        stride=1,
+        padding=1,
+        dilation=1,
+        groups=1,
+    )
+    args.update(over)
+    return args
+
+
+BAD = {
+    "input_rank_2": (_args(input=torch.randn(4, 8)), ValueError, "input"),
+    "input_rank_5": (_args(input=torch.randn(1, 2, 4, 8, 8)), ValueError, "input"),
+    "weight_rank_3": (_args(weight=torch.randn(6, 4, 3)), ValueError, "weight"),
+    "channel_mismatch": (_args(weight=torch.randn(6, 3, 3, 3)), ValueError, "input channels"),
+    "groups_not_dividing_input": (
+        _args(input=torch.randn(2, 5, 8, 8), weight=torch.randn(6, 5, 3, 3), groups=2),
+        ValueError,
+        "groups",
+    ),
+    "groups_not_dividing_output": (
+        _args(weight=torch.randn(5, 2, 3, 3), bias=torch.randn(5), groups=2),
+        ValueError,
+        "groups",
+    ),
+    "group_channel_mismatch": (_args(weight=torch.randn(6, 4, 3, 3), groups=2), ValueError, "per group"),
+    "kernel_too_large": (
+        _args(weight=torch.randn(6, 4, 11, 3), padding=0),
+        ValueError,
+        "larger than the padded input",
+    ),
+    "zero_stride": (_args(stride=0), ValueError, "stride"),
+    "negative_stride": (_args(stride=(1, -2)), ValueError, "stride"),
+    "negative_padding": (_args(padding=-1), ValueError, "padding"),
+    "zero_dilation": (_args(dilation=0), ValueError, "dilation"),
+    "zero_groups": (_args(groups=0), ValueError, "groups"),
+    "same_with_stride": (_args(padding="same", stride=2), ValueError, "padding='same'"),
+    "unknown_padding": (_args(padding="full"), ValueError, "padding"),
+    "padding_triple": (_args(padding=(1, 1, 1)), TypeError, "padding"),
+    "float_stride": (_args(stride=1.5), TypeError, "stride"),
+    "integer_input": (
+        _args(input=torch.ones(2, 4, 8, 8, dtype=torch.int32)),
+        TypeError,
+        "input must be float16",
+    ),
+    "mismatched_dtypes": (_args(weight=torch.randn(6, 4, 3, 3).half()), TypeError, "weight's dtype"),
+    "bias_dtype": (_args(bias=torch.randn(6).double()), TypeError, "bias's dtype"),
+    "bias_length": (_args(bias=torch.randn(5)), ValueError, "bias must have 6"),
+    "bias_rank": (_args(bias=torch.randn(6, 1)), ValueError, "bias"),
+    "input_not_tensor": (_args(input=[[1.0]]), TypeError, "input"),
+    "mismatched_devices": (_args(weight=torch.randn(6, 4, 3, 3, device="meta")), RuntimeError, "device"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+@pytest.mark.parametrize("entry", ["conv2d", "conv2d_with_config"])
+def test_bad_input(case, entry):
+    args, error, words = BAD[case]
+    snapshot = {k: v.clone() for k, v in args.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"}
+    before = sum(launch_counts.values())
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        getattr(triton_conv, entry)(**args)
+    assert sum(launch_counts.values()) == before, "a kernel launched before the error"
+    for name, value in snapshot.items():
+        assert torch.equal(args[name], value), f"{name} was modified"
+
+
+def test_config_must_be_a_kernel_config():
+    with pytest.raises(TypeError, match="config"):
+        triton_conv.conv2d_with_config(**_args(), config={"block_m": 64})
+
+
+@pytest.mark.parametrize(
+    "field,value", [("block_m", 48), ("block_n", 8), ("block_k", 0), ("num_warps", 3), ("split_k", 0)]
+)
+def test_bad_kernel_config(field, value):
+    with pytest.raises(ValueError, match=field):
+        triton_conv.KernelConfig(**{field: value})
+
+
+def test_cpu_without_interpreter_falls_back_once(monkeypatch):
+    """Without TRITON_INTERPRET a CPU tensor runs torch's conv2d and says how to get the Triton path."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(runtime, "_warned_fallback", False)
+    args = _args()
+    before = sum(launch_counts.values())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = triton_conv.conv2d(**args)
+        second = triton_conv.conv2d(**args)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "TRITON_INTERPRET=1" in messages[0]
+    assert sum(launch_counts.values()) == before
+    expected = torch.nn.functional.conv2d(**args)
+    assert torch.equal(first, expected) and torch.equal(second, expected)

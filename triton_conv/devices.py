@@ -1,0 +1,338 @@
+"""What the model (occupancy.py) and config pruning need to know of a GPU: a table, and the live device.
+
+Every figure in `DEVICES` names the document it comes from (`DeviceSpec.source`):
+
+- SM count, per-SM limits (shared memory per SM and per block, registers, threads, resident CTAs):
+  the CUDA C++ Programming Guide's table "Technical Specifications per Compute Capability" and the
+  architecture whitepapers (which give each product's SM count). "KB" there means KiB.
+- Shared memory reserved per CTA: the CUDA C++ Programming Guide, compute capability 8.x and 9.0
+  sections (the driver reserves 1 KB per thread block; devices before 8.0 reserve none). The
+  per-block maximum already excludes it (228 KB per SM, 227 KB per block on Hopper).
+- Peak rates: the vendor datasheet's *dense* figures (datasheets quote tensor rates with 2:4
+  sparsity; the dense rate is half). The fp16/bf16 tensor rate is the one with fp32 accumulation,
+  which is what the kernels do (it matters on GeForce parts, where fp16 accumulation is twice as fast).
+  `None` means the device has no tensor-core path for that type; the model then uses the fp32 FMA rate
+  (on Pascal, native fp16 arithmetic runs at 1/64 of fp32, so code computes fp16 data in fp32).
+- Memory bandwidth and capacity: the datasheet, in decimal units (1 TB/s = 1e12 bytes/s, 1 GB = 1e9).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+KIB = 1024
+GB = 10**9
+TB_S = 10**12
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One GPU as the model sees it. Rates are dense peaks; sizes are bytes."""
+
+    name: str
+    compute_capability: tuple[int, int]
+    sm_count: int
+    smem_per_sm: int  # shared memory one SM can give to all its resident CTAs, bytes
+    smem_per_block: int  # the most one CTA may use (opt-in maximum), bytes
+    smem_reserved_per_cta: int  # shared memory the driver reserves per CTA on top of the kernel's, bytes
+    regs_per_sm: int  # 32-bit registers per SM
+    max_threads_per_sm: int
+    max_ctas_per_sm: int
+    fp16_tflops: float | None  # dense tensor-core peak, fp32 accumulation; None: no tensor path
+    bf16_tflops: float | None
+    tf32_tflops: float | None
+    fp32_tflops: float  # non-tensor fp32 FMA peak (2 FLOPs per FMA)
+    mem_bandwidth: float  # bytes/s
+    mem_bytes: int  # device memory capacity, bytes
+    source: str
+
+    max_regs_per_thread: int = 255
+
+    def peak_flops(self, kind: str, allow_tf32: bool = True) -> float:
+        """FLOP/s for GEMM operands of `kind` ('fp16', 'bf16' or 'fp32').
+
+        fp32 operands use the TF32 tensor rate when `allow_tf32` (torch.backends.cudnn.allow_tf32
+        defaults to True) and the device has one; a type without a tensor path runs at the fp32 rate.
+        """
+        if kind == "fp16":
+            tflops = self.fp16_tflops
+        elif kind == "bf16":
+            tflops = self.bf16_tflops
+        elif kind == "fp32":
+            tflops = self.tf32_tflops if allow_tf32 else None
+        else:
+            raise ValueError(f"kind must be 'fp16', 'bf16' or 'fp32', got {kind!r}")
+        return (tflops if tflops is not None else self.fp32_tflops) * 1e12
+
+
+_GUIDE = "CUDA C++ Programming Guide, Technical Specifications per Compute Capability"
+
+H200_SXM = DeviceSpec(
+    name="H200 SXM",
+    compute_capability=(9, 0),
+    sm_count=132,
+    smem_per_sm=228 * KIB,
+    smem_per_block=227 * KIB,
+    smem_reserved_per_cta=1 * KIB,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=989.4,
+    bf16_tflops=989.4,
+    tf32_tflops=494.7,
+    fp32_tflops=66.9,
+    mem_bandwidth=4.8 * TB_S,
+    mem_bytes=141 * GB,
+    source=(
+        "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
+        "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
+        "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
+        f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+)
+
+H100_SXM = DeviceSpec(
+    name="H100 SXM",
+    compute_capability=(9, 0),
+    sm_count=132,
+    smem_per_sm=228 * KIB,
+    smem_per_block=227 * KIB,
+    smem_reserved_per_cta=1 * KIB,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=989.4,
+    bf16_tflops=989.4,
+    tf32_tflops=494.7,
+    fp32_tflops=66.9,
+    mem_bandwidth=3.35 * TB_S,
+    mem_bytes=80 * GB,
+    source=(
+        "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
+        "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
+        f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)"
+    ),
+)
+
+A100_SXM_80GB = DeviceSpec(
+    name="A100 SXM 80GB",
+    compute_capability=(8, 0),
+    sm_count=108,
+    smem_per_sm=164 * KIB,
+    smem_per_block=163 * KIB,
+    smem_reserved_per_cta=1 * KIB,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=312.0,
+    bf16_tflops=312.0,
+    tf32_tflops=156.0,
+    fp32_tflops=19.5,
+    mem_bandwidth=2.039 * TB_S,
+    mem_bytes=80 * GB,
+    source=(
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
+        "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+)
+
+T4 = DeviceSpec(
+    name="T4",
+    compute_capability=(7, 5),
+    sm_count=40,
+    smem_per_sm=64 * KIB,
+    smem_per_block=64 * KIB,
+    smem_reserved_per_cta=0,
+    regs_per_sm=65536,
+    max_threads_per_sm=1024,
+    max_ctas_per_sm=16,
+    fp16_tflops=65.0,
+    bf16_tflops=None,
+    tf32_tflops=None,
+    fp32_tflops=8.1,
+    mem_bandwidth=320 * GB,
+    mem_bytes=16 * GB,
+    source=(
+        "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
+        "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
+        f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
+        "16 CTAs per SM)"
+    ),
+)
+
+GTX_1050 = DeviceSpec(
+    name="GTX 1050",
+    compute_capability=(6, 1),
+    sm_count=5,
+    smem_per_sm=96 * KIB,
+    smem_per_block=48 * KIB,
+    smem_reserved_per_cta=0,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=None,
+    bf16_tflops=None,
+    tf32_tflops=None,
+    fp32_tflops=1.8624,
+    mem_bandwidth=112 * GB,
+    mem_bytes=2 * GB,
+    source=(
+        "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
+        "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
+        "Pascal GP104 whitepaper (no tensor cores); "
+        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+        "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
+        "per clock per SM, 1/64: the model uses the fp32 FMA rate)"
+    ),
+)
+
+RTX_4090 = DeviceSpec(
+    name="RTX 4090",
+    compute_capability=(8, 9),
+    sm_count=128,
+    smem_per_sm=100 * KIB,
+    smem_per_block=99 * KIB,
+    smem_reserved_per_cta=1 * KIB,
+    regs_per_sm=65536,
+    max_threads_per_sm=1536,
+    max_ctas_per_sm=24,
+    fp16_tflops=165.2,
+    bf16_tflops=165.2,
+    tf32_tflops=82.6,
+    fp32_tflops=82.6,
+    mem_bandwidth=1008 * GB,
+    mem_bytes=24 * GB,
+    source=(
+        "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
+        "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
+        f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)"
+    ),
+)
+
+DEVICES: dict[str, DeviceSpec] = {
+    spec.name: spec for spec in (H200_SXM, H100_SXM, A100_SXM_80GB, T4, GTX_1050, RTX_4090)
+}
+
+# Substrings of torch.cuda.get_device_properties(...).name, tried in order, and the table entry each
+# one stands for, matched as whole words. A relative with another SM count (a GTX 1050 Ti has 6 SMs,
+# a PCIe H100 114) matches too: live_device takes its own SM count and scales the table's peaks.
+_NAME_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("h200", "H200 SXM"),
+    ("h100", "H100 SXM"),
+    ("a100", "A100 SXM 80GB"),
+    ("t4", "T4"),
+    ("gtx 1050", "GTX 1050"),
+    ("rtx 4090", "RTX 4090"),
+)
+
+
+def _normalise(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+# Short names get_device also accepts (normalised): the SXM part for H200/H100/A100.
+_ALIASES = {"h200": "H200 SXM", "h100": "H100 SXM", "a100": "A100 SXM 80GB", "4090": "RTX 4090"}
+
+
+def get_device(name: str | DeviceSpec) -> DeviceSpec:
+    """The table entry called `name`, compared case-insensitively and ignoring spaces and punctuation.
+
+    'H200', 'H100' and 'A100' name the SXM parts; a DeviceSpec is returned as it is.
+    """
+    if isinstance(name, DeviceSpec):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a name or a DeviceSpec, got {name!r}")
+    wanted = _normalise(name)
+    wanted = _normalise(_ALIASES.get(wanted, wanted))
+    for key, spec in DEVICES.items():
+        if _normalise(key) == wanted:
+            return spec
+    raise ValueError(f"unknown device {name!r}; known devices: {', '.join(DEVICES)}")
+
+
+def match_device_name(torch_name: str) -> DeviceSpec | None:
+    """The table entry a name reported by torch (e.g. 'NVIDIA H100 80GB HBM3') stands for, or None."""
+    lowered = " ".join(torch_name.lower().replace("-", " ").split())
+    for pattern, key in _NAME_PATTERNS:
+        if re.search(rf"\b{pattern}\b", lowered):
+            return DEVICES[key]
+    return None
+
+
+def live_device(index: int | None = None) -> DeviceSpec | None:
+    """The GPU torch sees, or None without one.
+
+    Counts and sizes come from torch.cuda.get_device_properties (attribute names differ between
+    torch versions, so each is read with a fallback to the table). Peak rates come from the table
+    entry the name matches, scaled by the live SM count over the table's (a PCIe H100 has 114 SMs
+    where the SXM part has 132); an unknown GPU raises no error but gets no tensor rates and an fp32
+    rate of 128 FMA lanes per SM at the reported clock, a rough stand-in stated in `source`.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if index is None else index
+    props = torch.cuda.get_device_properties(index)
+    known = match_device_name(props.name)
+    sm_count = int(props.multi_processor_count)
+    cc = (int(props.major), int(props.minor))
+
+    def read(attr: str, fallback):
+        value = getattr(props, attr, None)
+        return int(value) if value else fallback
+
+    if known is not None:
+        scale = sm_count / known.sm_count
+        peaks = {
+            key: (None if value is None else value * scale)
+            for key, value in (
+                ("fp16_tflops", known.fp16_tflops),
+                ("bf16_tflops", known.bf16_tflops),
+                ("tf32_tflops", known.tf32_tflops),
+                ("fp32_tflops", known.fp32_tflops),
+            )
+        }
+        bandwidth = known.mem_bandwidth
+        source = (
+            f"live: torch.cuda.get_device_properties({index}); peaks and bandwidth from the table entry "
+            f"{known.name!r} (peaks scaled by {sm_count}/{known.sm_count} SMs): {known.source}"
+        )
+        base = known
+    else:
+        clock_hz = read("clock_rate", 0) * 1e3  # kHz
+        peaks = {
+            "fp16_tflops": None,
+            "bf16_tflops": None,
+            "tf32_tflops": None,
+            "fp32_tflops": sm_count * 128 * 2 * clock_hz / 1e12,
+        }
+        # Double data rate on the bus: memory_clock_rate (kHz) x 2 x bus width (bits) / 8.
+        bandwidth = read("memory_clock_rate", 0) * 1e3 * 2 * read("memory_bus_width", 0) / 8
+        source = (
+            f"live: torch.cuda.get_device_properties({index}); {props.name!r} is not in the table: "
+            "fp32 peak estimated as SMs x 128 lanes x 2 x clock, no tensor rates, bandwidth from the "
+            "memory clock and bus width"
+        )
+        base = H100_SXM if cc >= (9, 0) else A100_SXM_80GB if cc >= (8, 0) else T4
+    reserved = 1 * KIB if cc >= (8, 0) else 0
+    return replace(
+        base,
+        name=props.name,
+        compute_capability=cc,
+        sm_count=sm_count,
+        smem_per_sm=read("shared_memory_per_multiprocessor", base.smem_per_sm),
+        smem_per_block=read("shared_memory_per_block_optin", base.smem_per_block),
+        smem_reserved_per_cta=read("reserved_shared_memory_per_block", reserved),
+        regs_per_sm=read("regs_per_multiprocessor", base.regs_per_sm),
+        max_threads_per_sm=read("max_threads_per_multi_processor", base.max_threads_per_sm),
+        mem_bandwidth=bandwidth,
+        mem_bytes=int(props.total_memory),
+        source=source,
+        **peaks,
+    )

@@ -1,0 +1,184 @@
+"""Input gradient as an implicit GEMM, one dense sub-problem per stride phase.
+
+dx[n, c, h, w] = sum over (k, r, s) of dy[n, k, p, q] w[k, c, r, s], where h + pad - r * dil = p * stride.
+With stride > 1 most (h, r) pairs have no integer p, so zero-stuffing dy would spend most multiply-adds
+on zeros. Instead the input rows h = first + i * stride of one phase are reached only by the taps
+r = tap0 + j * tap_step, which read p = out_first + i - j * out_step (ConvProblem.dgrad_phases names
+the same numbers on the host): each of the stride_h * stride_w phases is a dense stride-1 GEMM with
+M = N * rows * cols, columns = C per group and a reduction over (K per group) x (the phase's taps).
+
+All phases share one launch: program axis 1 is group x phase, axis 0 counts tiles of the largest
+phase (programs past a smaller phase's tiles leave at once), axis 2 splits the reduction.
+"""
+
+import triton
+import triton.language as tl
+
+from .common import (
+    as_offset,
+    decode_pixels,
+    mma,
+    reduce_splits,
+    split_range,
+    store_tile,
+    swizzled_tile,
+    zero_accumulator,
+)
+
+
+@triton.jit
+def phase_axis(phase, size, stride, pad, dil, kernel, tap_step):
+    """(rows, tap0, taps, out_first) of one axis of a phase, as problem.PhaseAxis defines them.
+
+    Scalar math per program, not a table: a device-side table costs a host-to-device copy per call
+    and does not survive CUDA-graph capture.
+    """
+    rows = (size - phase + stride - 1) // stride
+    # At most one r in [0, tap_step) solves r * dil = phase + pad (mod stride); tap0 = kernel: none.
+    tap0 = phase * 0 + kernel  # a tensor even when `kernel` is specialised to a constexpr
+    for r in range(0, tap_step):
+        hit = ((phase + pad - r * dil) % stride == 0) & (r < kernel)
+        tap0 = tl.where(hit, r, tap0)
+    taps = tl.where(tap0 < kernel, (kernel - 1 - tap0) // tap_step + 1, 0)
+    # An exact division when the phase has taps (and unused when it has none).
+    out_first = (phase + pad - tap0 * dil) // stride
+    return rows, tap0, taps, out_first
+
+
+@triton.jit
+def dgrad_kernel(
+    dy_ptr, w_ptr, dx_ptr, workspace_ptr, counter_ptr,
+    batch, height, width, in_per_group, out_per_group, out_height, out_width,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, kernel_h, kernel_w, tap_step_h, tap_step_w,
+    dy_sn, dy_sk, dy_sp, dy_sq,
+    w_sk, w_sc, w_sr, w_ss,
+    dx_sn, dx_sc, dx_sh, dx_sw,
+    DY_K_UNIT: tl.constexpr, W_C_UNIT: tl.constexpr, DX_C_UNIT: tl.constexpr,
+    POINTWISE: tl.constexpr,
+    USE_INT64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+):  # fmt: skip
+    phases = stride_h * stride_w
+    group = tl.program_id(1) // phases
+    phase = tl.program_id(1) % phases
+    phase_h = phase // stride_w
+    phase_w = phase % stride_w
+    rows_h, tap0_h, taps_h, out_first_h = phase_axis(
+        phase_h, height, stride_h, pad_h, dil_h, kernel_h, tap_step_h
+    )
+    rows_w, tap0_w, taps_w, out_first_w = phase_axis(
+        phase_w, width, stride_w, pad_w, dil_w, kernel_w, tap_step_w
+    )
+    out_step_h = tap_step_h * dil_h // stride_h
+    out_step_w = tap_step_w * dil_w // stride_w
+
+    gemm_m = batch * rows_h * rows_w
+    tiles_m = tl.cdiv(gemm_m, BLOCK_M)
+    tiles_n = tl.cdiv(in_per_group, BLOCK_N)
+    tile_id = tl.program_id(0)
+    if tile_id >= tiles_m * tiles_n:  # the grid is sized for the largest phase
+        return
+    tile_m, tile_n = swizzled_tile(tile_id, tiles_m, tiles_n, GROUP_M)
+    split_id = tl.program_id(2)
+
+    # Rows: input pixels (n, i, j) of the phase, decoded once; (p_row, q_row) is what tap j = 0 reads.
+    offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < gemm_m
+    n, i, j = decode_pixels(offs_m, rows_h, rows_w)
+    p_row = out_first_h + i
+    q_row = out_first_w + j
+    dy_rows = (
+        as_offset(n, USE_INT64) * dy_sn
+        + as_offset(p_row, USE_INT64) * dy_sp
+        + as_offset(q_row, USE_INT64) * dy_sq
+    )
+    # Columns: input channels of this group.
+    offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = offs_n < in_per_group
+    in_channel = group * in_per_group + offs_n
+    if W_C_UNIT:
+        w_cols = offs_n
+    else:
+        w_cols = offs_n * w_sc
+
+    # Reduction: output channels of this group, the GEMM's K.
+    offs_k = tl.arange(0, BLOCK_K)
+    first_k = group * out_per_group
+    if DY_K_UNIT:
+        dy_chan = as_offset(first_k + offs_k, USE_INT64)
+    else:
+        dy_chan = as_offset(first_k + offs_k, USE_INT64) * dy_sk
+    w_rows = as_offset(first_k + offs_k, USE_INT64) * w_sk
+
+    # Scalar strides made int64 here (when needed) so the loop calls no helper per iteration.
+    dy_back_h = as_offset(out_step_h, USE_INT64) * dy_sp
+    dy_back_w = as_offset(out_step_w, USE_INT64) * dy_sq
+    dy_sk_o = as_offset(dy_sk, USE_INT64)
+    w_sk_o = as_offset(w_sk, USE_INT64)
+
+    channel_blocks = tl.cdiv(out_per_group, BLOCK_K)
+    it, it_end = split_range(taps_h * taps_w * channel_blocks, split_id, SPLIT_K)
+    # Decode the split's first (tap row, tap column, channel block) once, then count up.
+    channel_block = it % channel_blocks
+    jr = (it // channel_blocks) // max(taps_w, 1)
+    js = (it // channel_blocks) % max(taps_w, 1)
+
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, dy_ptr)
+    for _ in range(it, it_end):
+        channel0 = channel_block * BLOCK_K
+        k_ok = offs_k < out_per_group - channel0
+        if POINTWISE:
+            a_ok = row_ok
+        else:
+            p = p_row - jr * out_step_h
+            q = q_row - js * out_step_w
+            a_ok = row_ok & (p >= 0) & (p < out_height) & (q >= 0) & (q < out_width)
+        if DY_K_UNIT:
+            a_cols = dy_chan + channel0
+        else:
+            a_cols = dy_chan + channel0 * dy_sk_o
+        a_rows = dy_rows - (jr * dy_back_h + js * dy_back_w)
+        a = tl.load(
+            dy_ptr + a_rows[:, None] + a_cols[None, :], mask=a_ok[:, None] & k_ok[None, :], other=0.0
+        )
+        r = tap0_h + jr * tap_step_h
+        s = tap0_w + js * tap_step_w
+        tap_w = r * w_sr + s * w_ss + channel0 * w_sk_o
+        b = tl.load(
+            w_ptr + (w_rows + tap_w)[:, None] + w_cols[None, :],
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
+
+        channel_block += 1
+        wrap = (channel_block == channel_blocks).to(tl.int32)
+        channel_block -= wrap * channel_blocks
+        js += wrap
+        wrap = (js == taps_w).to(tl.int32)
+        js -= wrap * taps_w
+        jr += wrap
+
+    # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros here.
+    do_store = True
+    if SPLIT_K > 1:
+        tile_slot = tl.program_id(1) * tl.num_programs(0) + tile_id
+        acc, do_store = reduce_splits(
+            acc, workspace_ptr, counter_ptr, tile_slot, split_id, SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64
+        )
+    if do_store:
+        h = phase_h + i * stride_h
+        w = phase_w + j * stride_w
+        dx_rows = (
+            as_offset(n, USE_INT64) * dx_sn
+            + as_offset(h, USE_INT64) * dx_sh
+            + as_offset(w, USE_INT64) * dx_sw
+        )
+        if DX_C_UNIT:
+            dx_cols = as_offset(in_channel, USE_INT64)
+        else:
+            dx_cols = as_offset(in_channel, USE_INT64) * dx_sc
+        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, dx_ptr, in_channel, False)

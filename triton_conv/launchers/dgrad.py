@@ -1,0 +1,80 @@
+"""Host side of the input gradient: dx allocation and the single launch that covers every stride phase."""
+
+from __future__ import annotations
+
+import torch
+
+from ..configs import KernelConfig
+from ..kernels.dgrad import dgrad_kernel
+from ..problem import ConvProblem
+from .common import INT32_LIMIT, LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
+
+
+def reaches_int32_limit(*tensors: torch.Tensor) -> bool:
+    """True when an element of a tensor lies 2**31 elements or more past its start. A sliced view can
+    reach that with fewer than 2**31 elements, which kernel_flags' element count does not see."""
+    return any(
+        t.numel() > 0 and sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride())) >= INT32_LIMIT
+        for t in tensors
+    )
+
+
+def dgrad_spec(
+    dy: torch.Tensor,
+    weight: torch.Tensor,
+    dx: torch.Tensor,
+    problem: ConvProblem,
+    config: KernelConfig,
+    force_int64: bool = False,
+) -> LaunchSpec:
+    """The launch of dx = conv2d_input(dy, weight); dy, weight and dx may have any strides, zero
+    strides (an expanded dy, as y.sum().backward() makes) included."""
+    force_int64 = force_int64 or reaches_int32_limit(dy, weight, dx)
+    flags = kernel_flags(dy.dtype, dy, weight, dx, force_int64=force_int64)
+    stride_h, stride_w = problem.stride
+    phase0 = problem.dgrad_phases()[0]  # the largest phase; tap steps are the same in all of them
+    rows = problem.batch * phase0.rows.count * phase0.cols.count
+    tiles = cdiv(rows, config.block_m) * cdiv(problem.in_per_group, config.block_n)
+    grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
+    workspace, counters = split_k_buffers(
+        config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device
+    )
+    args = (
+        dy, weight, dx, workspace, counters,
+        problem.batch, problem.height, problem.width,
+        problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
+        stride_h, stride_w, problem.pad_top, problem.pad_left, *problem.dilation,
+        problem.kernel_h, problem.kernel_w, phase0.rows.tap_step, phase0.cols.tap_step,
+        *dy.stride(), *weight.stride(), *dx.stride(),
+    )  # fmt: skip
+    constexprs = dict(
+        DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, DX_C_UNIT=dx.stride(1) == 1,
+        POINTWISE=problem.is_pointwise,
+        USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        GROUP_M=config.group_m, SPLIT_K=config.split_k,
+    )  # fmt: skip
+    return LaunchSpec(dgrad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
+
+
+def conv2d_dgrad(
+    dy: torch.Tensor,
+    weight: torch.Tensor,
+    problem: ConvProblem,
+    config: KernelConfig,
+    *,
+    channels_last: bool,
+    force_int64: bool = False,
+) -> torch.Tensor:
+    """dx, the gradient of conv2d(x, weight) with respect to x, for a validated 4-D problem.
+
+    dx has problem.input_shape and dy's dtype, in channels_last or contiguous memory as asked.
+    """
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    dx = torch.empty(problem.input_shape, dtype=dy.dtype, device=dy.device, memory_format=memory_format)
+    if dx.numel() == 0:
+        return dx
+    if problem.out_per_group == 0:  # an empty reduction
+        return dx.zero_()
+    launch(dgrad_spec(dy, weight, dx, problem, config, force_int64))
+    return dx

@@ -1,0 +1,117 @@
+"""Host side of the weight gradient: dw (and db) allocation, the split-K choice and the wgrad launch."""
+
+from __future__ import annotations
+
+import torch
+
+from ..configs import KernelConfig
+from ..kernels.wgrad import wgrad_kernel
+from ..problem import ConvProblem
+from .common import LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
+
+# A split should keep at least this many BLOCK_K steps: with fewer, the loads of a num_stages-deep
+# pipeline never overlap the dots, and the split's workspace round trip (two BM x BN fp32 tiles)
+# costs about as much as its own loads.
+MIN_STEPS_PER_SPLIT = 4
+
+
+def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: int) -> int:
+    """split_k for a wgrad launch with `config`'s tiles on a GPU with `sm_count` SMs.
+
+    The rule, in words: wgrad's output tiles (K/BM x C·R·S/BN per group) do not grow with the batch,
+    so when they are fewer than the SMs, split the N·P·Q reduction until tiles x split is about one
+    wave, floor(sm_count / tiles), never past one wave (a partial second wave costs a whole wave's
+    time), and no further than leaves each split MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
+    """
+    gemm = problem.gemm("wgrad")
+    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
+    steps = cdiv(gemm.k, config.block_k)
+    if tiles == 0 or steps == 0:
+        return 1
+    fill = sm_count // tiles
+    return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
+
+
+def _db_split_buffer(split_k: int, row_slots: int, block_m: int, dtype, device) -> torch.Tensor:
+    """Per-split partial bias gradients of the first column block (accumulator dtype).
+
+    A sibling of split_k_buffers (launchers/common.py), kept here while wgrad is its only user."""
+    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    size = row_slots * split_k * block_m if split_k > 1 else 1
+    return torch.empty(size, dtype=acc_dtype, device=device)
+
+
+def wgrad_spec(
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False
+) -> LaunchSpec:
+    """The launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is given).
+
+    dy and x may have any strides, zero strides (an expanded dy) included; dw any strides; db is 1-D
+    and contiguous.
+    """
+    gemm = problem.gemm("wgrad")
+    tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(gemm.n, config.block_n)
+    workspace, counters = split_k_buffers(
+        config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
+        x.dtype, x.device,
+    )  # fmt: skip
+    db_workspace = _db_split_buffer(
+        config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device
+    )
+    # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
+    flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64)
+    args = (
+        dy, x, dw, db if db is not None else dw, workspace, db_workspace, counters,
+        problem.batch, problem.height, problem.width,
+        problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
+        *problem.stride, problem.pad_top, problem.pad_left, *problem.dilation,
+        problem.kernel_h, problem.kernel_w,
+        *dy.stride(), *x.stride(), *dw.stride(),
+    )  # fmt: skip
+    one_tap = problem.in_per_group % config.block_n == 0 or problem.kernel_h * problem.kernel_w == 1
+    constexprs = dict(
+        HAS_BIAS=db is not None,
+        DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
+        ONE_TAP_TILES=one_tap, POINTWISE=problem.is_pointwise,
+        USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        GROUP_M=config.group_m, SPLIT_K=config.split_k,
+    )  # fmt: skip
+    grid = (tiles_m * tiles_n, problem.groups, config.split_k)
+    return LaunchSpec(wgrad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
+
+
+def conv2d_wgrad(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    problem: ConvProblem,
+    config: KernelConfig,
+    *,
+    weight_dtype: torch.dtype,
+    channels_last: bool,
+    need_bias: bool,
+    force_int64: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dw, db) of y = conv2d(x, w) + b given dy = dL/dy; db is None unless need_bias.
+
+    dw has problem.weight_shape and `weight_dtype`, channels_last or contiguous as asked; db has
+    problem.out_channels elements. dy and x are the 4-D (batched) tensors, with any strides.
+    """
+    if tuple(dy.shape) != problem.output_shape or tuple(x.shape) != problem.input_shape:
+        raise ValueError(
+            f"wgrad expects dy {problem.output_shape} and x {problem.input_shape}, "
+            f"got {tuple(dy.shape)} and {tuple(x.shape)}"
+        )
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    dw = torch.empty(problem.weight_shape, dtype=weight_dtype, device=x.device, memory_format=memory_format)
+    db = torch.empty(problem.out_channels, dtype=weight_dtype, device=x.device) if need_bias else None
+    if problem.batch == 0:  # an empty reduction
+        dw.zero_()
+        return dw, None if db is None else db.zero_()
+    if dw.numel() == 0:  # no input channels: no tiles, but db is still dy's sum
+        if db is not None:
+            acc_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
+            db.copy_(dy.sum(dim=(0, 2, 3), dtype=acc_dtype))
+        return dw, db
+    launch(wgrad_spec(dy, x, dw, db, problem, config, force_int64))
+    return dw, db
