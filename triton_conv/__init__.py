@@ -1,9 +1,20 @@
 """triton-conv: implicit-GEMM conv2d kernels in Triton, with the batch folded into the GEMM's M."""
 
+from ._version import __version__
+from .autograd import Conv2dFunction
 from .configs import KernelConfig
 from .functional import conv2d, conv2d_with_config
+from .nn import Conv2d, convert_model
 from .problem import ConvProblem, GemmShape
 
-__version__ = "0.1.0"
-
-__all__ = ["ConvProblem", "GemmShape", "KernelConfig", "conv2d", "conv2d_with_config", "__version__"]
+__all__ = [
+    "Conv2d",
+    "Conv2dFunction",
+    "ConvProblem",
+    "GemmShape",
+    "KernelConfig",
+    "conv2d",
+    "conv2d_with_config",
+    "convert_model",
+    "__version__",
+]

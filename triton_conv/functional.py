@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .autograd import conv2d_op
 from .configs import KernelConfig, default_config
 from .launchers.fprop import conv2d_fprop
 from .problem import ConvProblem
@@ -78,6 +79,18 @@ def conv2d_with_config(
     return y if batched else y.squeeze(0)
 
 
+def _autocast(*tensors):
+    """Under torch.autocast, run in the autocast dtype as torch's own conv2d does (it is on
+    autocast's lower-precision list on CUDA and on the CPU)."""
+    first = tensors[0]
+    if not isinstance(first, torch.Tensor) or not torch.is_autocast_enabled(first.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors
+    )
+
+
 def conv2d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -87,12 +100,18 @@ def conv2d(
     dilation=1,
     groups: int = 1,
 ) -> torch.Tensor:
-    """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels.
+    """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels,
+    differentiable in input, weight and bias.
 
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.
     """
-    validate(input, weight, bias, stride, padding, dilation, groups)
+    input, weight, bias = _autocast(input, weight, bias)
+    problem = validate(input, weight, bias, stride, padding, dilation, groups)
     if not runs_triton(input):
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return conv2d_with_config(input, weight, bias, stride, padding, dilation, groups)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
+    y = conv2d_op(x, weight, bias, problem.stride, pads, problem.dilation, problem.groups)
+    return y if batched else y.squeeze(0)

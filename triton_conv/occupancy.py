@@ -378,8 +378,12 @@ def predict(
     dtype="fp16",
     *,
     allow_tf32: bool = True,
+    launch_overhead_s: float = LAUNCH_OVERHEAD_S,
 ) -> Prediction:
-    """The roofline time of one pass (formulas in the module docstring); config None: the default."""
+    """The roofline time of one pass (formulas in the module docstring); config None: the default.
+
+    `launch_overhead_s=0` isolates the tile and wave effects from the fixed cost of a launch.
+    """
     device = get_device(device)
     kind, size = dtype_kind(dtype)
     if config is None:
@@ -393,7 +397,7 @@ def predict(
     efficiency = stats.tile_efficiency * stats.wave_efficiency
     compute_s = work / (peak * efficiency) if work else 0.0
     memory_s = (nbytes + splitk_bytes) / device.mem_bandwidth
-    time_s = max(compute_s, memory_s) + LAUNCH_OVERHEAD_S
+    time_s = max(compute_s, memory_s) + launch_overhead_s
     return Prediction(
         stats=stats,
         dtype=kind,
@@ -405,7 +409,7 @@ def predict(
         peak_flops=peak,
         compute_s=compute_s,
         memory_s=memory_s,
-        launch_s=LAUNCH_OVERHEAD_S,
+        launch_s=launch_overhead_s,
         time_s=time_s,
         tflops=flops / time_s / 1e12,
         efficiency=flops / time_s / peak,
@@ -452,14 +456,18 @@ def batching_speedup(
     config: KernelConfig | None,
     device: DeviceSpec | str,
     dtype="fp16",
+    *,
+    launch_overhead_s: float = LAUNCH_OVERHEAD_S,
 ) -> float:
     """S(N) = N · t(1) / t(N): per-image speed of a batch of N over one image at a time."""
     device = get_device(device)
     if config is None:
         config = default_model_config(problem, pass_name, dtype, device)
-    one = predict(problem.with_batch(1), pass_name, config, device, dtype).time_s
-    many = predict(problem.with_batch(batch), pass_name, config, device, dtype).time_s
-    return batch * one / many
+    one, many = (
+        predict(problem.with_batch(n), pass_name, config, device, dtype, launch_overhead_s=launch_overhead_s)
+        for n in (1, batch)
+    )
+    return batch * one.time_s / many.time_s
 
 
 # --- whole layer sets -------------------------------------------------------------------------------
@@ -477,23 +485,41 @@ def network_time(
     device: DeviceSpec | str,
     dtype="fp16",
     config: KernelConfig | None = None,
+    *,
+    launch_overhead_s: float = LAUNCH_OVERHEAD_S,
 ) -> float:
-    """Σ count · time_s over the layers (name, problem at N=1, count) and the pass(es), at `batch`."""
+    """Σ count · time_s over the layers (name, problem at N=1, count) and the pass(es), at `batch`.
+
+    `pass_name` is one pass or several (("fprop", "dgrad", "wgrad") for a training step).
+    """
     device = get_device(device)
     total = 0.0
     for _, problem, count in layers:
         for name in _passes(pass_name):
-            total += count * predict(problem.with_batch(batch), name, config, device, dtype).time_s
+            prediction = predict(
+                problem.with_batch(batch), name, config, device, dtype, launch_overhead_s=launch_overhead_s
+            )
+            total += count * prediction.time_s
     return total
 
 
 def network_speedup(
-    layers, pass_name, batch: int, device: DeviceSpec | str, dtype="fp16", config=None
+    layers,
+    pass_name,
+    batch: int,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    config: KernelConfig | None = None,
+    *,
+    launch_overhead_s: float = LAUNCH_OVERHEAD_S,
 ) -> float:
     """S(N) for a whole layer set: N · T(1) / T(N) with T the summed layer times."""
     layers = list(layers)
-    one = network_time(layers, pass_name, 1, device, dtype, config)
-    return batch * one / network_time(layers, pass_name, batch, device, dtype, config)
+    one, many = (
+        network_time(layers, pass_name, n, device, dtype, config, launch_overhead_s=launch_overhead_s)
+        for n in (1, batch)
+    )
+    return batch * one / many
 
 
 # --- memory ---------------------------------------------------------------------------------------------

@@ -199,9 +199,13 @@ class ConvProblem:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
 
     def flops(self, pass_name: str = "fprop") -> int:
-        """Multiply-adds x 2 of one pass over all groups (the same count for all three passes)."""
-        shape = self.gemm(pass_name)
-        return 2 * shape.m * shape.n * shape.k * self.groups
+        """2 x the multiply-adds of one pass over all groups: every (output pixel, tap, c, k) product
+        once, the same count for all three passes. (dgrad's GEMM view, N·H·W rows, would count
+        stride_h·stride_w times too many: its stride phases skip the products that are zeros.)"""
+        if pass_name not in PASSES:
+            raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+        fprop = self.gemm("fprop")
+        return 2 * fprop.m * fprop.n * fprop.k * self.groups
 
     def dgrad_phases(self) -> list[DgradPhase]:
         """The stride_h x stride_w dense sub-problems of the input gradient (see kernels/dgrad.py)."""

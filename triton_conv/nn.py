@@ -1,0 +1,83 @@
+"""triton_conv.Conv2d, a drop-in torch.nn.Conv2d, and convert_model for whole networks."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import conv2d
+
+
+class Conv2d(nn.Conv2d):
+    """torch.nn.Conv2d whose convolution runs on triton-conv's kernels.
+
+    Same constructor, parameters and state_dict keys as torch.nn.Conv2d, so checkpoints load
+    both ways; every padding_mode torch supports ('zeros', 'reflect', 'replicate', 'circular').
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            # As torch does: pad explicitly in the requested mode, then convolve unpadded.
+            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    @classmethod
+    def from_torch(cls, conv: nn.Conv2d) -> Conv2d:
+        """A triton_conv.Conv2d that shares `conv`'s parameters (no copy) and training mode."""
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta",
+        )  # fmt: skip
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+
+def _reason_to_skip(module: nn.Module) -> str | None:
+    if type(module) is Conv2d:
+        return "already a triton_conv.Conv2d"
+    if type(module) is not nn.Conv2d:
+        return f"{type(module).__name__} subclasses nn.Conv2d with its own behaviour"
+    if module.weight.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return f"weight dtype {module.weight.dtype} is not supported"
+    if module.weight.device.type == "meta":
+        return "parameters are on the meta device"
+    return None
+
+
+def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
+    """Replace every torch.nn.Conv2d in `model` (nested ones too) with a triton_conv.Conv2d that
+    shares its parameters, in place, and return the model (a new module if `model` is a Conv2d).
+
+    What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
+    list is given, and otherwise said in one warning.
+    """
+    skipped: list[tuple[str, str]] = []
+
+    def convert(module: nn.Module, name: str) -> nn.Module:
+        reason = _reason_to_skip(module)
+        if reason is None:
+            return Conv2d.from_torch(module)
+        if reason != "already a triton_conv.Conv2d":
+            skipped.append((name or "<model>", reason))
+        return module
+
+    if isinstance(model, nn.Conv2d):
+        model = convert(model, "")
+    else:
+        for name, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.Conv2d):
+                    qualified = f"{name}.{child_name}" if name else child_name
+                    setattr(module, child_name, convert(child, qualified))
+    if report is not None:
+        report.extend(skipped)
+    elif skipped:
+        listing = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        warnings.warn(f"convert_model left {len(skipped)} convolution(s) alone: {listing}", stacklevel=2)
+    return model
