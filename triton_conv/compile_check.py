@@ -62,26 +62,34 @@ def describe(spec: LaunchSpec, capability: int = 90) -> dict:
     runtime_names = [n for n in names if n not in spec.constexprs]
     if len(runtime_names) != len(spec.args):
         raise ValueError(f"{function.__name__}: {len(spec.args)} args for {len(runtime_names)} params")
+    values = dict(zip(runtime_names, spec.args))
+    constexprs = dict(spec.constexprs)
+    if "UPCAST" in constexprs:
+        constexprs["UPCAST"] = False  # the interpreter's bf16 workaround: a GPU never runs it
     signature, attrs = {}, {}
-    for name, value in zip(runtime_names, spec.args):
+    for index, name in enumerate(names):  # ASTSource reads the signature by position
+        value = values.get(name)
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + _TRITON_TYPES[value.dtype]
             aligned = value.device.type == "meta" or value.data_ptr() % 16 == 0
         elif isinstance(value, bool):
             signature[name] = "i1"
             aligned = False
+        elif isinstance(value, int) and value == 1:
+            # As the JIT does: an int argument equal to 1 becomes a compile-time constant.
+            signature[name] = "constexpr"
+            constexprs[name] = 1
+            continue
         elif isinstance(value, int):
             signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
             aligned = value % 16 == 0
         else:
             raise TypeError(f"{name}: cannot type {value!r} for ahead-of-time compilation")
         if aligned:
-            attrs[(names.index(name),)] = [["tt.divisibility", 16]]
-    for name in spec.constexprs:
-        signature[name] = "constexpr"
-    constexprs = dict(spec.constexprs)
-    if "UPCAST" in constexprs:
-        constexprs["UPCAST"] = False  # the interpreter's bf16 workaround: a GPU never runs it
+            attrs[(index,)] = [["tt.divisibility", 16]]
     return {
         "module": function.__module__,
         "name": function.__name__,

@@ -18,10 +18,13 @@ def swizzled_tile(tile_id, tiles_m, tiles_n, GROUP_M: tl.constexpr):
 
 @triton.jit
 def as_offset(value, USE_INT64: tl.constexpr):
-    """Offsets are int64 only when a tensor has 2**31 elements or more (the int32 math is faster)."""
+    """Offsets are int64 only when a tensor has 2**31 elements or more (the int32 math is faster).
+    tl.cast, not .to: the JIT turns an int argument equal to 1 into a constexpr, which has no .to."""
     if USE_INT64:
-        return value.to(tl.int64)
-    return value
+        offset = tl.cast(value, tl.int64)
+    else:
+        offset = value
+    return offset
 
 
 @triton.jit
@@ -104,9 +107,9 @@ def store_tile(
     bias_index,
     HAS_BIAS: tl.constexpr,
 ):
-    """Add the bias (fp32) to each column, cast to the output's dtype, store with the output's strides."""
+    """Add the bias (in the accumulator's dtype) to each column, cast to the output's dtype, store with the output's strides."""
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(tl.float32)
+        bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(acc.dtype)
         acc = acc + bias[None, :]
     out = acc.to(out_ptr.dtype.element_ty)
     tl.store(

@@ -1,4 +1,4 @@
-"""Forward convolution as an implicit GEMM: y[m, k] = sum over (r, s, c) of x_im2col[m, (r, s, c)] w[(r, s, c), k].
+"""Forward convolution as an implicit GEMM: y[m, k] = sum over (r, s, c) of x_im2col[m, rsc] w[rsc, k].
 
 Rows m = (n, p, q) fold the batch into the GEMM's M; columns are output channels of one group
 (program axis 1); axis 2 splits the reduction (split-K) for problems too small to fill the GPU.

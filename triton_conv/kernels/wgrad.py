@@ -1,4 +1,4 @@
-"""Weight gradient as an implicit GEMM: dw[k, (r, s, c)] = sum over (n, p, q) of dy[k, npq] x_im2col[npq, (r, s, c)].
+"""Weight gradient as an implicit GEMM: dw[k, (r, s, c)] = sum over npq of dy[k, npq] im2col(x)[npq, (r,s,c)].
 
 Rows are the output channels of one group (program axis 1 picks the group); columns are the filter's
 (r, s, c) with c innermost, the order of a KRSC weight. The reduction runs over every output pixel of
@@ -31,7 +31,7 @@ def wgrad_kernel(
     dy_sn, dy_sk, dy_sp, dy_sq,
     x_sn, x_sc, x_sh, x_sw,
     dw_sk, dw_sc, dw_sr, dw_ss,
-    HAS_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DB_BY_DOT: tl.constexpr,
     DY_K_UNIT: tl.constexpr, X_C_UNIT: tl.constexpr, DW_C_UNIT: tl.constexpr,
     ONE_TAP_TILES: tl.constexpr,
     POINTWISE: tl.constexpr,
@@ -52,10 +52,7 @@ def wgrad_kernel(
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_m < out_per_group
     out_channel = as_offset(group * out_per_group + offs_m, USE_INT64)
-    if DY_K_UNIT:
-        dy_rows = out_channel
-    else:
-        dy_rows = out_channel * dy_sk
+    dy_rows = out_channel if DY_K_UNIT else out_channel * dy_sk
 
     # Columns: filter taps (r, s) and input channels c, decoded once per tile.
     col0 = tile_n * BLOCK_N
@@ -85,7 +82,7 @@ def wgrad_kernel(
     # by BLOCK_K as mixed-radix digits (one compare-and-carry per digit suffices because each digit
     # of BLOCK_K is below its radix), so the loop does no vector div/mod, the costliest integer ops
     # on a GPU. Past the end of the reduction n reaches `batch`, which is the mask.
-    steps = tl.cdiv(batch * out_height * out_width, BLOCK_K)
+    steps = tl.cdiv(as_offset(batch, USE_INT64) * out_height * out_width, BLOCK_K)
     it, it_end = split_range(steps, split_id, SPLIT_K)
     n, p, q = decode_pixels(it * BLOCK_K + tl.arange(0, BLOCK_K), out_height, out_width)
     step_q = BLOCK_K % out_width
@@ -93,7 +90,14 @@ def wgrad_kernel(
     step_n = BLOCK_K // (out_width * out_height)
 
     acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
+    # The first column block's tiles sum dy's rows too; constant false without a bias.
+    sums_bias = (tile_n == 0) & HAS_BIAS
     db_acc = tl.zeros((BLOCK_M,), dtype=acc.dtype)
+    # Row sums of dy by a dot with ones keep `a` an MMA operand only, so its loads stay async and
+    # out of registers; exact for 16-bit and fp64 inputs, but TF32 would round dy, so fp32 with
+    # TF32 sums in registers instead (see DB_BY_DOT in the launcher).
+    db_tile = zero_accumulator(BLOCK_M, 16, x_ptr)
+    ones = tl.full((BLOCK_K, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
     for _ in range(it, it_end):
         npq_ok = n < batch
         n_off = as_offset(n, USE_INT64)
@@ -117,8 +121,10 @@ def wgrad_kernel(
             b_ok = (npq_ok[:, None] & col_ok[None, :]) & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
         b = tl.load(x_ptr + x_rows[:, None] + x_cols[None, :], mask=b_ok, other=0.0)
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
-        if HAS_BIAS:
-            if tile_n == 0:
+        if sums_bias:
+            if DB_BY_DOT:
+                db_tile = mma(db_tile, a, ones, INPUT_PRECISION, UPCAST)
+            else:
                 db_acc += tl.sum(a.to(db_acc.dtype), axis=1)
 
         q += step_q
@@ -129,24 +135,24 @@ def wgrad_kernel(
         p -= carry * out_height
         n += step_n + carry
 
+    if DB_BY_DOT:  # every column of db_tile holds the row sums; take the first
+        db_acc = tl.sum(tl.where(tl.arange(0, 16)[None, :] == 0, db_tile, 0.0), axis=1)
     do_store = True
     if SPLIT_K > 1:
         row_slot = group * tiles_m + tile_m
         db_local = tl.arange(0, BLOCK_M)
         db_base = as_offset(row_slot, USE_INT64) * SPLIT_K * BLOCK_M
-        if HAS_BIAS:
-            if tile_n == 0:
-                # Parked before reduce_splits' release, so the last split to arrive sees all partials.
-                tl.store(db_workspace_ptr + db_base + split_id * BLOCK_M + db_local, db_acc)
+        if sums_bias:
+            # Parked before reduce_splits' release, so the last split to arrive sees all partials.
+            tl.store(db_workspace_ptr + db_base + split_id * BLOCK_M + db_local, db_acc)
         acc, do_store = reduce_splits(
             acc, workspace_ptr, counter_ptr, row_slot * tiles_n + tile_n, split_id,
             SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64,
         )  # fmt: skip
-        if HAS_BIAS:
-            if (tile_n == 0) & do_store:
-                db_acc = tl.zeros_like(db_acc)
-                for split in range(SPLIT_K):
-                    db_acc += tl.load(db_workspace_ptr + db_base + split * BLOCK_M + db_local)
+        if sums_bias & do_store:
+            db_acc = tl.zeros_like(db_acc)
+            for split in range(SPLIT_K):
+                db_acc += tl.load(db_workspace_ptr + db_base + split * BLOCK_M + db_local)
     if do_store:
         dw_rows = out_channel * dw_sk
         dw_cols = as_offset(r, USE_INT64) * dw_sr + as_offset(s, USE_INT64) * dw_ss
@@ -155,6 +161,5 @@ def wgrad_kernel(
         else:
             dw_cols += as_offset(c, USE_INT64) * dw_sc
         store_tile(acc, dw_ptr, dw_rows, dw_cols, row_ok, col_ok, db_ptr, 0, False)
-        if HAS_BIAS:
-            if tile_n == 0:
-                tl.store(db_ptr + out_channel, db_acc.to(db_ptr.dtype.element_ty), mask=row_ok)
+        if sums_bias:
+            tl.store(db_ptr + out_channel, db_acc.to(db_ptr.dtype.element_ty), mask=row_ok)

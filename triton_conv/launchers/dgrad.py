@@ -14,7 +14,8 @@ def reaches_int32_limit(*tensors: torch.Tensor) -> bool:
     """True when an element of a tensor lies 2**31 elements or more past its start. A sliced view can
     reach that with fewer than 2**31 elements, which kernel_flags' element count does not see."""
     return any(
-        t.numel() > 0 and sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride())) >= INT32_LIMIT
+        t.numel() > 0
+        and sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride(), strict=True)) >= INT32_LIMIT
         for t in tensors
     )
 

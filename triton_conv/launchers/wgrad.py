@@ -41,14 +41,14 @@ def _db_split_buffer(split_k: int, row_slots: int, block_m: int, dtype, device) 
     return torch.empty(size, dtype=acc_dtype, device=device)
 
 
-def wgrad_spec(
-    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False
-) -> LaunchSpec:
+def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> LaunchSpec:
     """The launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is given).
 
     dy and x may have any strides, zero strides (an expanded dy) included; dw any strides; db is 1-D
     and contiguous.
     """
+    if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
+        raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
     tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(gemm.n, config.block_n)
     workspace, counters = split_k_buffers(
@@ -70,7 +70,7 @@ def wgrad_spec(
     )  # fmt: skip
     one_tap = problem.in_per_group % config.block_n == 0 or problem.kernel_h * problem.kernel_w == 1
     constexprs = dict(
-        HAS_BIAS=db is not None,
+        HAS_BIAS=db is not None, DB_BY_DOT=flags.input_precision != "tf32",
         DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
         ONE_TAP_TILES=one_tap, POINTWISE=problem.is_pointwise,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,

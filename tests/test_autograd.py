@@ -1,0 +1,204 @@
+"""triton_conv.conv2d as a differentiable op: gradients, needs_input_grad, strides of grad_output,
+torch.compile, opcheck and autocast. Kernel-level grids for dgrad and wgrad are in their own files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import triton_conv
+from triton_conv.autograd import conv2d_op
+
+from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance
+from .test_fprop import FEATURES
+
+
+def _leaves(x_shape, w_shape, dtype, layout, bias=True):
+    x = make_tensor(x_shape, dtype, layout).requires_grad_()
+    w = make_tensor(w_shape, dtype, layout).requires_grad_()
+    b = make_tensor((w_shape[0],), dtype).requires_grad_() if bias else None
+    return x, w, b
+
+
+def _reference_grads(x, w, b, kwargs, grad_output):
+    """float64 gradients from torch's own conv2d, outside any Triton-only block."""
+    leaves = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
+    y = F.conv2d(leaves[0], leaves[1], leaves[2], **kwargs)
+    y.backward(grad_output.double())
+    return [t.grad if t is not None else None for t in leaves]
+
+
+def _bound(dtype):
+    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype,layout", [(torch.float32, "nchw"), (torch.float16, "nhwc"), (torch.bfloat16, "strided")], ids=str
+)
+@pytest.mark.parametrize("feature", ["3x3", "asymmetric", "dilation", "groups", "depthwise", "same_even"])
+def test_gradients_match_reference(feature, dtype, layout, triton_only):
+    x_shape, w_shape, kwargs = FEATURES[feature]
+    x, w, b = _leaves(x_shape, w_shape, dtype, layout)
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, b, **kwargs)
+        grad_output = torch.randn_like(y)
+        y.backward(grad_output)
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
+    for name, got, ref in zip("xwb", (x.grad, w.grad, b.grad), _reference_grads(x, w, b, kwargs, grad_output)):
+        err = rel_error(got, ref)
+        assert err < _bound(dtype), f"d{name}: relative error {err:.2e}"
+        assert got.dtype == dtype
+    assert x.grad.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
+
+
+@pytest.mark.parametrize(
+    "wanted,launched",
+    [
+        ("x", {"dgrad_kernel"}),
+        ("w", {"wgrad_kernel"}),
+        ("b", set()),  # the bias gradient alone is a sum over dy: no GEMM
+        ("wb", {"wgrad_kernel"}),  # fused: one wgrad launch computes both
+        ("xwb", {"dgrad_kernel", "wgrad_kernel"}),
+    ],
+)
+def test_only_needed_gradients_are_computed(wanted, launched, triton_only):
+    x, w, b = (t.detach() for t in _leaves((2, 4, 6, 5), (3, 4, 3, 3), torch.float32, "nchw"))
+    for name, tensor in zip("xwb", (x, w, b)):
+        tensor.requires_grad_(name in wanted)
+    y = triton_conv.conv2d(x, w, b, padding=1)
+    grad_output = torch.randn_like(y)
+    with triton_only() as proof:
+        y.backward(grad_output)
+    assert set(proof.launches) == launched
+    refs = _reference_grads(x, w, b, dict(padding=1), grad_output)
+    for name, tensor, ref in zip("xwb", (x, w, b), refs):
+        if name in wanted:
+            assert rel_error(tensor.grad, ref) < REL_TOL_FP32_IEEE
+        else:
+            assert tensor.grad is None
+
+
+@pytest.mark.parametrize("kind", ["sum", "channels_last", "transposed", "sliced"])
+def test_grad_output_of_any_strides(kind, triton_only):
+    x, w, b = _leaves((2, 4, 7, 6), (6, 4, 3, 3), torch.float32, "nchw")
+    kwargs = dict(stride=(2, 1), padding=1)
+    with triton_only():
+        y = triton_conv.conv2d(x, w, b, **kwargs)
+        if kind == "sum":  # expanded ones: every stride is zero
+            grad_output = torch.ones(()).expand_as(y)
+            y.sum().backward()
+        else:
+            if kind == "channels_last":
+                grad_output = torch.randn_like(y).to(memory_format=torch.channels_last)
+            elif kind == "transposed":
+                grad_output = torch.randn(y.shape[0], y.shape[1], y.shape[3], y.shape[2]).transpose(2, 3)
+            else:
+                grad_output = torch.randn(*y.shape[:3], y.shape[3] * 2)[..., ::2]
+            y.backward(grad_output)
+    for got, ref in zip((x.grad, w.grad, b.grad), _reference_grads(x, w, b, kwargs, grad_output)):
+        assert rel_error(got, ref) < REL_TOL_FP32_IEEE
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((1, 2, 5, 4), (2, 1, 2, 3), dict(stride=(2, 1), padding=(1, 0), groups=2)),
+        ((1, 2, 5, 5), (3, 2, 3, 2), dict(dilation=(2, 1), padding="same")),
+    ],
+)
+def test_gradcheck_float64(x_shape, w_shape, kwargs):
+    x, w, b = _leaves(x_shape, w_shape, torch.float64, "nchw")
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: triton_conv.conv2d(x, w, b, **kwargs), (x, w, b), fast_mode=True
+    )
+
+
+def test_autograd_function_and_op_agree(triton_only):
+    x, w, b = _leaves((2, 3, 6, 5), (4, 3, 3, 3), torch.float32, "nchw")
+    geometry = ((1, 2), (1, 0, 1, 2), (1, 1), 1)
+    grad_output = None
+    grads = []
+    for fn in (triton_conv.Conv2dFunction.apply, conv2d_op):
+        for t in (x, w, b):
+            t.grad = None
+        with triton_only():
+            y = fn(x, w, b, *geometry)
+            grad_output = torch.randn_like(y) if grad_output is None else grad_output
+            y.backward(grad_output)
+        grads.append((y.detach(), x.grad, w.grad, b.grad))
+    for first, second in zip(*grads):
+        assert torch.equal(first, second)
+
+
+def test_gradient_accumulation_matches_a_batch(triton_only):
+    """N micro-batches of one image accumulate the weight gradient of one batch of N."""
+    x = torch.randn(4, 3, 7, 6, dtype=torch.float64)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    with triton_only():
+        triton_conv.conv2d(x, w, b, padding=1).square().sum().backward()
+        batch_grads = (w.grad.clone(), b.grad.clone())
+        w.grad = b.grad = None
+        for image in x.split(1):
+            triton_conv.conv2d(image, w, b, padding=1).square().sum().backward()
+    assert rel_error(w.grad, batch_grads[0]) < 1e-12
+    assert rel_error(b.grad, batch_grads[1]) < 1e-12
+
+
+def test_opcheck():
+    x, w, b = _leaves((2, 4, 6, 5), (6, 2, 3, 3), torch.float64, "nchw")
+    torch.library.opcheck(conv2d_op, (x, w, b, (2, 1), (1, 1, 0, 2), (1, 2), 2))
+    x, w, _ = _leaves((1, 3, 5, 5), (4, 3, 1, 1), torch.float32, "nhwc", bias=False)
+    torch.library.opcheck(conv2d_op, (x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1))
+
+
+def test_compiled_model_has_no_graph_break():
+    """fullgraph=True: one graph, no fallback. (torch.compile refuses to run under a dispatch mode,
+    so here the graphs themselves show that torch's convolution is absent and ours present.)"""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    from triton_conv.launchers.common import launch_counts
+
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append({str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"})
+        return make_boxed_func(graph_module.forward)
+
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 1, stride=2)
+    )
+    eager = triton_conv.convert_model(model)
+    backend = aot_autograd(fw_compiler=record, bw_compiler=record)
+    compiled = torch.compile(eager, backend=backend, fullgraph=True)
+    x = torch.randn(2, 3, 8, 7, requires_grad=True)
+    before = dict(launch_counts)
+    compiled(x).square().sum().backward()
+    launched = {k: v - before.get(k, 0) for k, v in launch_counts.items()}
+    assert launched["fprop_kernel"] == 2 and launched["wgrad_kernel"] == 2 and launched["dgrad_kernel"] == 2
+    forward_ops, backward_ops = graphs
+    assert "triton_conv.conv2d.default" in forward_ops
+    assert {"triton_conv.conv2d_input_grad.default", "triton_conv.conv2d_weight_grad.default"} <= backward_ops
+    assert not any("convolution" in op for op in forward_ops | backward_ops)
+    grads = [p.grad.clone() for p in model.parameters()] + [x.grad.clone()]
+    model.zero_grad()
+    x.grad = None
+    eager(x).square().sum().backward()
+    for got, ref in zip(grads, [p.grad for p in model.parameters()] + [x.grad]):
+        assert rel_error(got, ref) < REL_TOL_FP32_IEEE
+
+
+def test_autocast_runs_in_the_autocast_dtype(triton_only):
+    x, w, b = (t.detach() for t in _leaves((2, 4, 6, 5), (3, 4, 3, 3), torch.float32, "nchw"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.conv2d(x, w, b, padding=1)
+        with triton_only() as proof:
+            y = triton_conv.conv2d(x, w, b, padding=1)
+    assert proof.launches == {"fprop_kernel": 1}
+    assert y.dtype == expected.dtype == torch.bfloat16
+    assert rel_error(y, F.conv2d(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double(), padding=1)) < (
+        tolerance(torch.bfloat16)
+    )

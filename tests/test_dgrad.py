@@ -1,0 +1,318 @@
+"""The input gradient (dgrad) against a float64 autograd reference, under Triton's interpreter."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from triton_conv import KernelConfig
+from triton_conv.compile_check import compile_specs, wgmma_eligible
+from triton_conv.kernels.dgrad import phase_axis
+from triton_conv.launchers.common import launch
+from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec, reaches_int32_limit
+from triton_conv.problem import ConvProblem
+
+from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+
+# (input shape, weight shape, conv2d keyword arguments): strides, dilations and paddings whose phases
+# differ in rows and taps, phases that no tap reaches, and no dimension a multiple of a tile.
+FEATURES = {
+    "3x3": ((2, 5, 9, 11), (7, 5, 3, 3), dict(padding=1)),
+    "stride2": ((2, 5, 9, 11), (7, 5, 3, 3), dict(stride=2, padding=1)),
+    "stride21_asym": ((2, 5, 9, 11), (7, 5, 3, 2), dict(stride=(2, 1), padding=(1, 2))),
+    "stride32": ((2, 4, 11, 10), (6, 4, 3, 3), dict(stride=(3, 2), padding=(1, 0))),
+    "dilation": ((2, 3, 11, 10), (6, 3, 3, 3), dict(dilation=(2, 3), padding=(2, 3))),
+    # gcd(stride, dilation) > 1 on one axis: half the phases get no tap there (they must be zeros).
+    "dilated_strided": ((1, 3, 11, 10), (6, 3, 5, 4), dict(stride=(3, 2), dilation=(2, 2), padding=(2, 1))),
+    "same_even": ((2, 4, 9, 10), (5, 4, 4, 2), dict(padding="same", dilation=(1, 2))),
+    "groups": ((2, 8, 9, 7), (6, 4, 3, 3), dict(groups=2, stride=2, padding=1)),
+    "depthwise": ((2, 6, 8, 7), (12, 1, 3, 3), dict(groups=6, stride=2, padding=1)),
+    "pointwise": ((2, 9, 7, 9), (10, 9, 1, 1), {}),
+    "1x1_stride2": ((2, 9, 7, 9), (10, 9, 1, 1), dict(stride=2)),
+    "5x5_stride3": ((1, 3, 13, 12), (5, 3, 5, 5), dict(stride=3, padding=2)),
+    # H < stride_h: a phase with no rows at all.
+    "tiny": ((2, 3, 2, 5), (4, 3, 2, 2), dict(stride=3)),
+    # Two channel blocks of 16 in the reduction, two column tiles of 16.
+    "channels_20": ((1, 18, 5, 6), (20, 18, 3, 3), dict(stride=2, padding=1)),
+}
+# (dtype, layout) pairs; every feature runs in each, so every dtype meets every layout somewhere.
+# "expanded" is a dy with zero strides (weight contiguous); dx is channels_last exactly for nhwc.
+VARIANTS = [
+    (torch.float32, "nchw"),
+    (torch.float16, "nhwc"),
+    (torch.bfloat16, "strided"),
+    (torch.float32, "expanded"),
+]
+DEFAULT = KernelConfig(64, 16, 16)
+# Tile configs, none of which divides the problems above; split-K and GROUP_M=1 included.
+CONFIGS = [
+    KernelConfig(16, 16, 16, group_m=1),
+    KernelConfig(32, 16, 16, split_k=3),
+    KernelConfig(16, 32, 16, group_m=2, split_k=2),
+    KernelConfig(128, 16, 32, num_warps=8),
+]
+
+
+def _bound(dtype) -> float:
+    # The interpreter's fp32 dot is exact fp32 even when TF32 is requested.
+    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+
+
+def make_dy(shape, dtype, layout) -> torch.Tensor:
+    if layout == "expanded":  # zero strides on the batch and row dimensions
+        n, k, p, q = shape
+        return torch.randn(1, k, 1, q).to(dtype).expand(n, k, p, q)
+    return make_tensor(shape, dtype, layout)
+
+
+def reference_dgrad(dy, w, problem: ConvProblem) -> torch.Tensor:
+    x = torch.zeros(problem.input_shape, dtype=torch.float64, requires_grad=True)
+    y = reference_conv2d(x, w, None, problem)
+    return torch.autograd.grad(y, x, dy.double())[0]
+
+
+def run_case(
+    x_shape, w_shape, kwargs, dtype, layout, triton_only, config=DEFAULT, force_int64=False, dy=None
+):
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    dy = make_dy(problem.output_shape, dtype, layout) if dy is None else dy
+    w = make_tensor(w_shape, dtype, "nchw" if layout == "expanded" else layout)
+    dy_before, w_before = dy.clone(), w.clone()
+    channels_last = layout == "nhwc"
+    with triton_only() as proof:
+        dx = conv2d_dgrad(dy, w, problem, config, channels_last=channels_last, force_int64=force_int64)
+    assert proof.launches == {"dgrad_kernel": 1}, "one launch covers every stride phase"
+    ref = reference_dgrad(dy, w, problem)
+    assert dx.dtype == dtype and dx.shape == ref.shape
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    assert dx.is_contiguous(memory_format=memory_format)
+    err = rel_error(dx, ref)
+    assert err < _bound(dtype), f"relative error {err:.2e} over {_bound(dtype):.0e}"
+    assert torch.equal(dy, dy_before) and torch.equal(w, w_before), "dgrad modified its inputs"
+    return dx
+
+
+@pytest.mark.parametrize("dtype,layout", VARIANTS, ids=lambda v: str(v).replace("torch.", ""))
+@pytest.mark.parametrize("feature", list(FEATURES))
+def test_features(feature, dtype, layout, triton_only):
+    run_case(*FEATURES[feature], dtype, layout, triton_only)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize(
+    "feature,dtype",
+    [("stride32", torch.float32), ("groups", torch.float16), ("channels_20", torch.float32)],
+    ids=lambda v: str(v).replace("torch.", ""),
+)
+def test_configs(feature, dtype, config, triton_only):
+    run_case(*FEATURES[feature], dtype, "nhwc", triton_only, config=config)
+
+
+@pytest.mark.parametrize("feature", ["stride21_asym", "dilated_strided"])
+def test_float64(feature, triton_only):
+    run_case(*FEATURES[feature], torch.float64, "nchw", triton_only, config=CONFIGS[1])
+
+
+@pytest.mark.parametrize("config", [DEFAULT, CONFIGS[1]], ids=str)
+def test_forced_int64_offsets(config, triton_only):
+    run_case(*FEATURES["stride32"], torch.float32, "strided", triton_only, config=config, force_int64=True)
+
+
+def test_sum_backward_gradient(triton_only):
+    """dy as y.sum().backward() hands it over: one element, every stride zero."""
+    x_shape, w_shape, kwargs = FEATURES["stride2"]
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    y = torch.zeros(problem.output_shape, dtype=torch.float16, requires_grad=True)
+    (dy,) = torch.autograd.grad(y.sum(), y)
+    assert dy.stride() == (0, 0, 0, 0)
+    run_case(x_shape, w_shape, kwargs, torch.float16, "nchw", triton_only, dy=dy)
+
+
+@pytest.mark.parametrize("feature", ["1x1_stride2", "tiny", "dilated_strided"])
+@pytest.mark.parametrize("config", [DEFAULT, CONFIGS[2]], ids=str)
+def test_every_element_written(feature, config):
+    """Phases without taps, or without rows, still write their zeros: dx starts as NaN here."""
+    x_shape, w_shape, kwargs = FEATURES[feature]
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    dy, w = torch.randn(problem.output_shape), torch.randn(w_shape)
+    dx = torch.full(problem.input_shape, float("nan"))
+    launch(dgrad_spec(dy, w, dx, problem, config))
+    err = rel_error(dx, reference_dgrad(dy, w, problem))  # fails on any NaN left
+    assert err < REL_TOL_FP32_IEEE
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_batch(channels_last, triton_only):
+    problem = ConvProblem.from_shapes((0, 5, 9, 11), (7, 5, 3, 3), stride=2, padding=1)
+    with triton_only() as proof:
+        dx = conv2d_dgrad(
+            torch.randn(problem.output_shape), torch.randn(7, 5, 3, 3), problem, DEFAULT,
+            channels_last=channels_last,
+        )  # fmt: skip
+    assert dx.shape == (0, 5, 9, 11) and not proof.launches
+
+
+def test_no_output_channels(triton_only):
+    problem = ConvProblem.from_shapes((2, 4, 6, 6), (0, 4, 3, 3), stride=2)
+    with triton_only() as proof:
+        dx = conv2d_dgrad(torch.randn(problem.output_shape), torch.randn(0, 4, 3, 3), problem, DEFAULT,
+                          channels_last=False)  # fmt: skip
+    assert torch.equal(dx, torch.zeros(2, 4, 6, 6)) and not proof.launches
+
+
+def test_int64_chosen_for_views_that_reach_2_pow_31():
+    small = torch.empty(4)
+    big_view = torch.empty(2**31 + 1, dtype=torch.int8, device="meta")[:: 2**31]  # 2 elements
+    assert big_view.numel() == 2
+    assert not reaches_int32_limit(small) and reaches_int32_limit(small, big_view)
+    assert not reaches_int32_limit(torch.empty(2**31, dtype=torch.int8, device="meta").expand(2, -1)[:, :1])
+
+
+# --- the phase decomposition spends no multiply-add on an inserted zero -------------------------
+
+
+def _real_pairs(size, stride, pad, dil, kernel):
+    """Brute force: (input row h, tap r) pairs whose output row p = (h + pad - r*dil) / stride is an
+    integer, mapped to that p (which may still fall outside dy: a padding border, masked)."""
+    pairs = {}
+    for h, r in itertools.product(range(size), range(kernel)):
+        offset = h + pad - r * dil
+        if offset % stride == 0:
+            pairs[(h, r)] = offset // stride
+    return pairs
+
+
+def _phase_pairs(axis, stride):
+    pairs = {}
+    for i, j in itertools.product(range(axis.count), range(axis.taps)):
+        key = (axis.first + i * stride, axis.tap0 + j * axis.tap_step)
+        assert key not in pairs, f"{key} visited twice"
+        pairs[key] = axis.out_first + i - j * axis.out_step
+    return pairs
+
+
+AXES = list(itertools.product(range(1, 12), range(1, 5), range(3), range(1, 4), range(1, 6)))
+
+
+def test_phase_axes_enumerate_exactly_the_real_pairs():
+    for size, stride, pad, dil, kernel in AXES:
+        if size + 2 * pad < dil * (kernel - 1) + 1:
+            continue
+        problem = ConvProblem.from_shapes((1, 1, size, 1), (1, 1, kernel, 1), (stride, 1), (pad, 0), (dil, 1))
+        phases = problem.dgrad_phases()
+        visited = {}
+        for phase in phases:
+            visited.update(_phase_pairs(phase.rows, stride))
+        assert visited == _real_pairs(size, stride, pad, dil, kernel), (size, stride, pad, dil, kernel)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        FEATURES[name]
+        for name in ("stride2", "stride32", "dilated_strided", "1x1_stride2", "5x5_stride3", "tiny")
+    ],
+)
+def test_phase_macs_equal_real_pairs(x_shape, w_shape, kwargs):
+    """Per image and channel pair: sum over phases of rows x taps equals the (pixel, tap) pairs of a
+    brute-force scan whose output pixel index is an integer, so no multiply-add meets an inserted zero."""
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    macs = sum(p.rows.count * p.cols.count * p.rows.taps * p.cols.taps for p in problem.dgrad_phases())
+    (pad_h, pad_w), (dil_h, dil_w) = (problem.pad_top, problem.pad_left), problem.dilation
+    stride_h, stride_w = problem.stride
+    real = sum(
+        (h + pad_h - r * dil_h) % stride_h == 0 and (w + pad_w - s * dil_w) % stride_w == 0
+        for h, w, r, s in itertools.product(
+            range(problem.height), range(problem.width), range(problem.kernel_h), range(problem.kernel_w)
+        )
+    )
+    assert macs == real
+    # Zero-stuffing spends H*W*R*S multiply-adds here; the phases about 1/(stride_h*stride_w) of that.
+    zero_stuffed = problem.height * problem.width * problem.kernel_h * problem.kernel_w
+    assert macs * stride_h * stride_w <= 2 * zero_stuffed
+
+
+@triton.jit
+def _phase_axis_probe(params_ptr, out_ptr):
+    base = params_ptr + tl.program_id(0) * 7
+    rows, tap0, taps, out_first = phase_axis(
+        tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3),
+        tl.load(base + 4), tl.load(base + 5), tl.load(base + 6),
+    )  # fmt: skip
+    out = out_ptr + tl.program_id(0) * 4
+    tl.store(out, rows)
+    tl.store(out + 1, tap0)
+    tl.store(out + 2, taps)
+    tl.store(out + 3, out_first)
+
+
+def test_kernel_phase_math_matches_problem():
+    """The kernel derives each phase's (rows, tap0, taps, out_first) with scalar math; it must agree
+    with ConvProblem.dgrad_phases, whose pairs test_phase_axes_enumerate_exactly_the_real_pairs checks."""
+    cases, expected = [], []
+    for size, stride, pad, dil, kernel in AXES[::7]:
+        if size + 2 * pad < dil * (kernel - 1) + 1:
+            continue
+        problem = ConvProblem.from_shapes((1, 1, size, 1), (1, 1, kernel, 1), (stride, 1), (pad, 0), (dil, 1))
+        for phase in problem.dgrad_phases():
+            axis = phase.rows
+            cases.append((axis.first, size, stride, pad, dil, kernel, axis.tap_step))
+            expected.append((axis.count, axis.tap0, axis.taps, axis.out_first))
+    params = torch.tensor(cases, dtype=torch.int32)
+    out = torch.empty(len(cases), 4, dtype=torch.int32)
+    _phase_axis_probe[(len(cases),)](params, out)
+    for got, want, case in zip(out.tolist(), expected, cases, strict=True):
+        if want[2] == 0:  # no tap: tap0 and out_first are not used
+            got, want = got[::2], want[::2]
+        assert tuple(got) == tuple(want), case
+
+
+# --- ahead-of-time compilation for sm_90 and sm_80 -----------------------------------------------
+
+COMPILE_PROBLEM = ConvProblem.from_shapes((8, 64, 28, 28), (64, 64, 3, 3), stride=2, padding=1)
+COMPILE_CASES = [
+    (KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90),
+    (KernelConfig(64, 128, 64, num_warps=4), torch.bfloat16, 90),
+    (KernelConfig(64, 64, 32, num_warps=4, split_k=2), torch.float16, 90),
+    (KernelConfig(64, 64, 32, num_warps=4), torch.float32, 90),
+    (KernelConfig(128, 128, 64, num_warps=8), torch.bfloat16, 80),
+    (KernelConfig(64, 64, 32, num_warps=4), torch.float16, 80),
+    (KernelConfig(64, 128, 32, num_warps=4), torch.float32, 80),
+]
+
+
+def _compile_spec(config, dtype):
+    def make(shape):  # channels_last: the layout the kernels are tuned for
+        return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
+
+    dy, w = make(COMPILE_PROBLEM.output_shape), make(COMPILE_PROBLEM.weight_shape)
+    return dgrad_spec(dy, w, make(COMPILE_PROBLEM.input_shape), COMPILE_PROBLEM, config)
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    found = {}
+    for capability in (90, 80):
+        cases = [(c, d) for c, d, cap in COMPILE_CASES if cap == capability]
+        reports = compile_specs([_compile_spec(c, d) for c, d in cases], capability)
+        found.update({(c, d, capability): r for (c, d), r in zip(cases, reports, strict=True)})
+    return found
+
+
+@pytest.mark.parametrize("config,dtype,capability", COMPILE_CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_compiles(config, dtype, capability, compile_reports):
+    report = compile_reports[(config, dtype, capability)]
+    assert report.kernel == "dgrad_kernel" and report.capability == capability
+    assert not report.spills, report
+    if (
+        capability == 90
+        and dtype != torch.float32
+        and wgmma_eligible(dtype, config.block_m, config.num_warps)
+    ):
+        assert report.wgmma, f"{config} {dtype} fell off wgmma: {report}"
+    if capability == 80:
+        assert not report.wgmma and report.mma_sync

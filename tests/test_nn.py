@@ -1,0 +1,122 @@
+"""triton_conv.Conv2d and convert_model against torch.nn.Conv2d."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import triton_conv
+
+from .reference import REL_TOL_FP32_IEEE, rel_error
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_module_matches_torch(padding_mode, triton_only):
+    kwargs = dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=2, padding_mode=padding_mode)
+    reference = nn.Conv2d(4, 6, (3, 2), **kwargs).double()
+    module = triton_conv.Conv2d(4, 6, (3, 2), **kwargs).double()
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    with triton_only() as proof:
+        y = module(x)
+        grad_output = torch.randn_like(y)
+        y.backward(grad_output)
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
+    y_ref = reference(x_ref)
+    y_ref.backward(grad_output)
+    assert rel_error(y, y_ref) < 1e-12
+    assert rel_error(x.grad, x_ref.grad) < 1e-12
+    assert rel_error(module.weight.grad, reference.weight.grad) < 1e-12
+    assert rel_error(module.bias.grad, reference.bias.grad) < 1e-12
+
+
+def test_checkpoints_load_both_ways():
+    ours = triton_conv.Conv2d(3, 5, 3, padding=1, bias=True)
+    theirs = nn.Conv2d(3, 5, 3, padding=1, bias=True)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    theirs.load_state_dict(ours.state_dict())
+    assert torch.equal(theirs.weight, ours.weight)
+    ours2 = triton_conv.Conv2d(3, 5, 3, padding=1)
+    ours2.load_state_dict(theirs.state_dict())
+    assert torch.equal(ours2.bias, theirs.bias)
+    assert isinstance(ours, nn.Conv2d)
+
+
+class Block(nn.Module):
+    """Convolutions, batch norm, a residual, a depthwise conv and a strided 1x1 downsample."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pointwise = nn.Conv2d(8, 8, 1)
+        self.body = nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.downsample = nn.Conv2d(8, 12, 1, stride=2, bias=False)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = x + self.pointwise(torch.relu(self.depthwise(x)))
+        x = self.body(x) + self.downsample(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_converted_network_matches_original(triton_only):
+    torch.manual_seed(torch.initial_seed())
+    original = Block().double()
+    converted = triton_conv.convert_model(Block().double())
+    converted.load_state_dict(original.state_dict())
+    conv_count = sum(isinstance(m, triton_conv.Conv2d) for m in converted.modules())
+    assert conv_count == 5
+    x = torch.randn(3, 3, 9, 10, dtype=torch.float64)
+    with triton_only() as proof:
+        out = converted(x)
+        out.square().sum().backward()
+    assert proof.launches["fprop_kernel"] == 5 and proof.launches["wgrad_kernel"] == 5
+    out_ref = original(x)
+    out_ref.square().sum().backward()
+    assert rel_error(out, out_ref) < 1e-12
+    for (name, p), p_ref in zip(converted.named_parameters(), original.parameters()):
+        assert rel_error(p.grad, p_ref.grad) < 1e-10, name
+
+
+def test_convert_model_shares_parameters_and_reports_what_it_left():
+    class CustomConv(nn.Conv2d):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 1), CustomConv(4, 4, 1)))
+    weights = [model[0].weight, model[1][0].weight]
+    report = []
+    assert triton_conv.convert_model(model, report=report) is model
+    assert type(model[0]) is triton_conv.Conv2d and type(model[1][0]) is triton_conv.Conv2d
+    assert model[0].weight is weights[0] and model[1][0].weight is weights[1]
+    assert type(model[1][1]) is CustomConv
+    assert report == [("1.1", "CustomConv subclasses nn.Conv2d with its own behaviour")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        triton_conv.convert_model(model)
+    assert len(caught) == 1 and "1.1" in str(caught[0].message)
+
+
+def test_convert_a_bare_conv_and_keep_training_mode():
+    conv = nn.Conv2d(2, 3, 3).eval()
+    converted = triton_conv.convert_model(conv)
+    assert type(converted) is triton_conv.Conv2d and not converted.training
+    assert converted.weight is conv.weight
+
+
+def test_converted_float32_model(triton_only):
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 2, 3, stride=2))
+    reference = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(2, 3, 8, 9)
+    expected = model(x)
+    triton_conv.convert_model(model)
+    with triton_only():
+        got = model(x)
+    assert rel_error(got, expected) < REL_TOL_FP32_IEEE
+    assert all(torch.equal(p, r) for p, r in zip(model.parameters(), reference))

@@ -1,0 +1,118 @@
+"""`triton-conv` (also `python -m triton_conv`): the package's commands.
+
+demo             run one Triton convolution, compare it with torch, print its GEMM views
+predict          the model's predictions for a device (no GPU needed; labelled as predictions)
+main             the README's main job: on a GPU the sweep and report, on a CPU demo + predictions
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+KERNEL_COMMANDS = {"demo", "main"}
+
+
+def _ensure_kernels_can_run(command: str) -> None:
+    """Without a GPU the kernels run in Triton's interpreter, which must be switched on before the
+    package is imported: re-run this command in a fresh process with TRITON_INTERPRET=1."""
+    from .runtime import interpreter_active
+
+    if command in KERNEL_COMMANDS and not torch.cuda.is_available() and not interpreter_active():
+        print("no CUDA device: running the Triton kernels in Triton's interpreter (TRITON_INTERPRET=1)")
+        sys.stdout.flush()
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "triton_conv", *sys.argv[1:]], env)
+
+
+def cmd_demo(args) -> int:
+    import triton_conv
+    from triton_conv.launchers.common import launch_counts
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    x = torch.randn(args.batch, 16, 14, 14, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    w = torch.randn(24, 16, 3, 3, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    b = torch.randn(24, device=device, dtype=dtype)
+    problem = triton_conv.ConvProblem.from_shapes(x.shape, w.shape, stride=1, padding=1)
+    print(f"problem: {problem}  dtype={dtype}  device={device}")
+    for pass_name in ("fprop", "dgrad", "wgrad"):
+        gemm = problem.gemm(pass_name)
+        print(f"  {pass_name}: GEMM M={gemm.m} N={gemm.n} K={gemm.k} (x{problem.groups} groups)")
+    x.requires_grad_()
+    w.requires_grad_()
+    y = triton_conv.conv2d(x, w, b, padding=1)
+    y.backward(torch.ones_like(y))
+    ref_x, ref_w = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = torch.nn.functional.conv2d(ref_x, ref_w, b.double(), padding=1)
+    ref.backward(torch.ones_like(ref))
+    for name, got, want in (("y", y, ref), ("dx", x.grad, ref_x.grad), ("dw", w.grad, ref_w.grad)):
+        error = ((got.double() - want).norm() / want.norm()).item()
+        print(f"  {name}: relative error against torch (float64) = {error:.2e}")
+    print(f"  Triton launches: {dict(launch_counts)}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tabulate import tabulate
+
+    from .devices import get_device
+    from .layers import get_layer_set
+    from .occupancy import batching_knee, batching_speedup, default_model_config, predict
+
+    device = get_device(args.device)
+    rows = []
+    for layer in get_layer_set(args.layers):
+        config = default_model_config(layer.problem, "fprop", args.dtype, device)
+        knee = batching_knee(layer.problem, "fprop", config, device, args.dtype)
+        for batch in args.batch:
+            prediction = predict(layer.problem.with_batch(batch), "fprop", config, device, args.dtype)
+            speedup = batching_speedup(layer.problem, "fprop", batch, config, device, args.dtype)
+            rows.append(
+                [layer.name, batch, prediction.tiles, prediction.waves, f"{prediction.wave_efficiency:.2f}",
+                 f"{prediction.tflops:.1f}", f"{speedup:.2f}", knee]
+            )  # fmt: skip
+    print(f"PREDICTED by the model (not measured): fprop, {args.dtype}, {device.name}")
+    print(tabulate(rows, headers=["layer", "N", "tiles", "waves", "wave eff", "TFLOP/s", "S(N)", "knee N"]))
+    return 0
+
+
+def cmd_main(args) -> int:
+    if not torch.cuda.is_available():
+        cmd_demo(argparse.Namespace(batch=2))
+        print()
+        return cmd_predict(
+            argparse.Namespace(
+                device=args.device, layers="quantization_probes", dtype="fp16", batch=[1, 8, 32, 34, 128]
+            )
+        )
+    raise SystemExit("the GPU sweep is not wired in yet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triton-conv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run one Triton convolution and compare it with torch")
+    demo.add_argument("--batch", type=int, default=2)
+    demo.set_defaults(run=cmd_demo)
+    predict = commands.add_parser("predict", help="the model's predictions for a device")
+    predict.add_argument("--device", default="H200")
+    predict.add_argument("--layers", default="resnet50")
+    predict.add_argument("--dtype", default="fp16")
+    predict.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
+    predict.set_defaults(run=cmd_predict)
+    main = commands.add_parser("main", help="the README's main job")
+    main.add_argument("--device", default="H200", help="the device the CPU-only predictions are for")
+    main.set_defaults(run=cmd_main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _ensure_kernels_can_run(args.command)
+    return args.run(args)
