@@ -45,7 +45,9 @@ def test_gradients_match_reference(feature, dtype, layout, triton_only):
         grad_output = torch.randn_like(y)
         y.backward(grad_output)
     assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
-    for name, got, ref in zip("xwb", (x.grad, w.grad, b.grad), _reference_grads(x, w, b, kwargs, grad_output)):
+    for name, got, ref in zip(
+        "xwb", (x.grad, w.grad, b.grad), _reference_grads(x, w, b, kwargs, grad_output)
+    ):
         err = rel_error(got, ref)
         assert err < _bound(dtype), f"d{name}: relative error {err:.2e}"
         assert got.dtype == dtype
@@ -199,6 +201,6 @@ def test_autocast_runs_in_the_autocast_dtype(triton_only):
             y = triton_conv.conv2d(x, w, b, padding=1)
     assert proof.launches == {"fprop_kernel": 1}
     assert y.dtype == expected.dtype == torch.bfloat16
-    assert rel_error(y, F.conv2d(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double(), padding=1)) < (
-        tolerance(torch.bfloat16)
-    )
+    assert rel_error(
+        y, F.conv2d(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double(), padding=1)
+    ) < (tolerance(torch.bfloat16))

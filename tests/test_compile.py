@@ -58,7 +58,11 @@ def test_fprop_compiles(config, dtype, capability, reports):
     report = reports[(config, dtype, capability)]
     assert report.kernel == "fprop_kernel" and report.capability == capability
     assert not report.spills, report
-    if capability == 90 and dtype != torch.float32 and wgmma_eligible(dtype, config.block_m, config.num_warps):
+    if (
+        capability == 90
+        and dtype != torch.float32
+        and wgmma_eligible(dtype, config.block_m, config.num_warps)
+    ):
         assert report.wgmma, f"{config} {dtype} fell off wgmma: {report}"
     if capability == 80:
         assert not report.wgmma and report.mma_sync

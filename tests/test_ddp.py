@@ -39,7 +39,9 @@ def test_ddp_gradients_match_torch():
     processes = [context.Process(target=_worker, args=(r, 2, port, inputs, queue)) for r in range(2)]
     for process in processes:
         process.start()
-    results = dict((rank, (grads, launches)) for rank, grads, launches in (queue.get(timeout=300) for _ in range(2)))
+    results = dict(
+        (rank, (grads, launches)) for rank, grads, launches in (queue.get(timeout=300) for _ in range(2))
+    )
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0

@@ -12,8 +12,8 @@ import triton.language as tl
 from triton_conv import KernelConfig
 from triton_conv.compile_check import compile_specs, wgmma_eligible
 from triton_conv.kernels.dgrad import phase_axis
-from triton_conv.launchers.common import launch
-from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec, reaches_int32_limit
+from triton_conv.launchers.common import launch, reaches_int32_limit
+from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import ConvProblem
 
 from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance

@@ -74,7 +74,9 @@ BAD = {
 @pytest.mark.parametrize("entry", ["conv2d", "conv2d_with_config"])
 def test_bad_input(case, entry):
     args, error, words = BAD[case]
-    snapshot = {k: v.clone() for k, v in args.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"}
+    snapshot = {
+        k: v.clone() for k, v in args.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"
+    }
     before = sum(launch_counts.values())
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
         getattr(triton_conv, entry)(**args)

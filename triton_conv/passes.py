@@ -23,7 +23,9 @@ def output_memory_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_
 def choose_config(problem: ConvProblem, pass_name: str, dtype: torch.dtype, device) -> KernelConfig:
     config = default_config(problem.gemm(pass_name), torch.empty((), dtype=dtype).element_size())
     if pass_name == "wgrad":
-        sm_count = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        sm_count = (
+            torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        )
         split = default_wgrad_split(problem, config, sm_count)
         config = KernelConfig(**{**config.as_dict(), "split_k": split})
     return config

@@ -66,9 +66,7 @@ class ConvProblem:
     groups: int = 1
 
     @classmethod
-    def from_shapes(
-        cls, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
-    ) -> ConvProblem:
+    def from_shapes(cls, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
         """Validate torch.nn.functional.conv2d's arguments and name the geometry.
 
         `input_shape` is (N, C, H, W); an unbatched (C, H, W) input is the caller's to unsqueeze.
@@ -231,7 +229,8 @@ class ConvProblem:
 
 
 class PhaseAxis(NamedTuple):
-    """One axis of a dgrad stride phase: input rows first, first + stride, ...; taps tap0, tap0 + tap_step, ...
+    """One axis of a dgrad stride phase: input rows first, first + stride, ...; kernel taps tap0,
+    tap0 + tap_step, ...
 
     Input row h = first + i * stride reads output row p = out_first + i - j * out_step for the
     j-th tap r = tap0 + j * tap_step: every (i, j) pair is a real multiply-add, none is a zero.

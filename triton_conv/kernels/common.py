@@ -107,7 +107,8 @@ def store_tile(
     bias_index,
     HAS_BIAS: tl.constexpr,
 ):
-    """Add the bias (in the accumulator's dtype) to each column, cast to the output's dtype, store with the output's strides."""
+    """Add the bias (in the accumulator's dtype) to each column, cast to the output's dtype, and
+    store with the output's strides."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(acc.dtype)
         acc = acc + bias[None, :]

@@ -41,10 +41,24 @@ class KernelFlags(NamedTuple):
     upcast: bool
 
 
+def reaches_int32_limit(*tensors: torch.Tensor | None) -> bool:
+    """True when some element of a tensor lies 2**31 elements or more past its start, or the tensor
+    has that many elements. A sliced view can reach that with few elements; an expanded one can
+    have many elements and reach none."""
+    for t in tensors:
+        if t is None or t.numel() == 0:
+            continue
+        reach = sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride()))
+        if max(reach + 1, t.numel()) >= INT32_LIMIT:
+            return True
+    return False
+
+
 def kernel_flags(dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool = False) -> KernelFlags:
-    """int64 offsets when any tensor reaches 2**31 elements (or the caller forces it, as tests do);
-    TF32 for fp32 only when cuDNN would use it; the bf16 upcast only under the interpreter."""
-    use_int64 = force_int64 or any(t.numel() >= INT32_LIMIT for t in tensors if t is not None)
+    """int64 offsets when a tensor (workspaces included) reaches 2**31 elements, or when the caller
+    forces it, as tests do; TF32 for fp32 only when cuDNN would use it; the bf16 upcast only under
+    the interpreter."""
+    use_int64 = force_int64 or reaches_int32_limit(*tensors)
     precision = "tf32" if dtype == torch.float32 and fp32_uses_tf32() else "ieee"
     upcast = dtype == torch.bfloat16 and interpreter_active()
     return KernelFlags(use_int64, precision, upcast)
@@ -53,9 +67,7 @@ def kernel_flags(dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool =
 def wants_channels_last(*tensors: torch.Tensor) -> bool:
     """The output follows its inputs' memory format, as cuDNN does: channels_last if either is."""
     return any(
-        t.dim() == 4
-        and t.is_contiguous(memory_format=torch.channels_last)
-        and not t.is_contiguous()
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
         for t in tensors
     )
 

@@ -7,17 +7,7 @@ import torch
 from ..configs import KernelConfig
 from ..kernels.dgrad import dgrad_kernel
 from ..problem import ConvProblem
-from .common import INT32_LIMIT, LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
-
-
-def reaches_int32_limit(*tensors: torch.Tensor) -> bool:
-    """True when an element of a tensor lies 2**31 elements or more past its start. A sliced view can
-    reach that with fewer than 2**31 elements, which kernel_flags' element count does not see."""
-    return any(
-        t.numel() > 0
-        and sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride(), strict=True)) >= INT32_LIMIT
-        for t in tensors
-    )
+from .common import LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
 
 
 def dgrad_spec(
@@ -30,8 +20,6 @@ def dgrad_spec(
 ) -> LaunchSpec:
     """The launch of dx = conv2d_input(dy, weight); dy, weight and dx may have any strides, zero
     strides (an expanded dy, as y.sum().backward() makes) included."""
-    force_int64 = force_int64 or reaches_int32_limit(dy, weight, dx)
-    flags = kernel_flags(dy.dtype, dy, weight, dx, force_int64=force_int64)
     stride_h, stride_w = problem.stride
     phase0 = problem.dgrad_phases()[0]  # the largest phase; tap steps are the same in all of them
     rows = problem.batch * phase0.rows.count * phase0.cols.count
@@ -40,6 +28,7 @@ def dgrad_spec(
     workspace, counters = split_k_buffers(
         config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device
     )
+    flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
     args = (
         dy, weight, dx, workspace, counters,
         problem.batch, problem.height, problem.width,

@@ -12,12 +12,12 @@ from .common import LaunchSpec, cdiv, empty_like_layout, kernel_flags, launch, s
 
 def fprop_spec(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False):
     """The launch of y = conv2d(x, weight) + bias; x, weight, y may have any strides."""
-    flags = kernel_flags(x.dtype, x, weight, y, force_int64=force_int64)
     gemm = problem.gemm("fprop")
     tiles = cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
     workspace, counters = split_k_buffers(
         config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device
     )
+    flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64)
     args = (
         x, weight, bias if bias is not None else x, y, workspace, counters,
         problem.batch, problem.height, problem.width,
