@@ -118,15 +118,16 @@ class SubSpace:
 
 
 def tile_area(c: KernelConfig) -> bool:
-    """64x64 <= BM x BN <= 128x256: a smaller tile re-reads its operands too often to feed the tensor
-    cores; a larger one does not fit its fp32 accumulator in registers."""
-    return 64 * 64 <= c.block_m * c.block_n <= 128 * 256
+    """64x64 <= BM x BN <= 128x128: a smaller tile re-reads its operands too often to feed the tensor
+    cores; a larger one needs more than 8 warps to hold its fp32 accumulator (next rule)."""
+    return 64 * 64 <= c.block_m * c.block_n <= 128 * 128
 
 
 def accumulator_per_thread(c: KernelConfig) -> bool:
-    """32 <= BM x BN / (32 x num_warps) <= 128 fp32 accumulator registers per thread: fewer leaves
-    warps with too little work per load; more spills (255 registers is a thread's maximum)."""
-    return 32 <= c.block_m * c.block_n // (32 * c.num_warps) <= 128
+    """32 <= BM x BN / (32 x num_warps) <= 64 fp32 accumulator registers per thread: fewer leaves
+    warps too little work per load; more leaves too few of a thread's 255 registers for the
+    operands and addresses (the sm_90 report saw 128 spill in fp32)."""
+    return 32 <= c.block_m * c.block_n // (32 * c.num_warps) <= 64
 
 
 def pipeline_depth(c: KernelConfig) -> bool:
@@ -142,15 +143,27 @@ SHAPE_RULES = (tile_area, accumulator_per_thread, pipeline_depth)
 # operand is small enough to stay in L2, so the tile order (GROUP_M) is not searched. Split-K is a
 # separate sub-space of the tiles that make the most CTAs, for problems too small to fill the GPU.
 _PIXEL_ROWS = (
-    SubSpace("dense", (64, 128), (64, 128, 256), (32, 64), (4, 8), (3, 4), (8,), (1,)),
-    SubSpace("split", (64,), (64, 128), (32, 64), (4,), (3, 4), (8,), (2, 4, 8, 16)),
-)
+    SubSpace(
+        "dense", block_m=(64, 128), block_n=(64, 128, 256), block_k=(32, 64),
+        num_warps=(4, 8), num_stages=(3, 4), group_m=(8,), split_k=(1,),
+    ),
+    SubSpace(
+        "split", block_m=(64,), block_n=(64, 128), block_k=(64,),
+        num_warps=(4,), num_stages=(3,), group_m=(8,), split_k=(2, 4, 8, 16),
+    ),
+)  # fmt: skip
 # wgrad: the output (K x C·R·S) does not grow with the batch, only the reduction does, so split-K
 # is what fills the GPU (up to 64 splits); both operands stream through L2, so GROUP_M is searched.
 _WGRAD = (
-    SubSpace("dense", (64, 128), (64, 128), (32, 64), (4, 8), (3, 4), (1, 8), (1,)),
-    SubSpace("split", (64, 128), (64, 128), (64,), (4,), (3,), (8,), (2, 4, 8, 16, 32, 64)),
-)
+    SubSpace(
+        "dense", block_m=(64, 128), block_n=(64, 128), block_k=(32, 64),
+        num_warps=(4, 8), num_stages=(3, 4), group_m=(1, 8), split_k=(1,),
+    ),
+    SubSpace(
+        "split", block_m=(64, 128), block_n=(64, 128), block_k=(64,),
+        num_warps=(4,), num_stages=(3,), group_m=(8,), split_k=(2, 4, 8, 16, 32, 64),
+    ),
+)  # fmt: skip
 SPACES: dict[str, tuple[SubSpace, ...]] = {"fprop": _PIXEL_ROWS, "dgrad": _PIXEL_ROWS, "wgrad": _WGRAD}
 
 
@@ -191,7 +204,7 @@ def tuning_key(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channel
     fprop and dgrad, the reduction for wgrad) bucketed to a power of two, the filter, stride,
     dilation, groups, dtype and layout. Batch and image size enter only through that bucket, so a
     new image size does not always mean a new search. Example:
-    'fprop fp16 nhwc M=4096 N=64 K=576 RxS=3x3 stride=1x1 dil=1x1 g=1'."""
+    'fprop fp16 nhwc M~4096 N=64 K=576 RxS=3x3 stride=1x1 dil=1x1 g=1' (~: bucketed)."""
     m, n, k = problem.gemm(pass_name)
     m_text, k_text = (f"M={m}", f"K~{bucket(k)}") if pass_name == "wgrad" else (f"M~{bucket(m)}", f"K={k}")
     return (
@@ -254,21 +267,18 @@ class Target:
             taps = 1
         return taps * _cdiv(walked, c.block_k)
 
-    def predicted_efficiency(self, c: KernelConfig) -> float:
-        """tile efficiency x wave efficiency, CTAs per SM limited by shared memory, threads and the
-        CTA limit (the occupancy model's first two factors; used to rank, not to report)."""
+    def fill_score(self, c: KernelConfig) -> float:
+        """Tile efficiency (useful / computed elements) x the fraction of SM-waves busy, one CTA per
+        SM: a deliberately crude ranking of which configs keep the most SMs busy with the least
+        masked work (occupancy.py is the model that is reported)."""
         rows, cols, _ = self.dims()
         tiles = self.tiles(c)
         if tiles == 0:
             return 0.0
-        d = self.device
-        per_cta = shared_bytes(c, self.element_size) + d.smem_reserved_per_cta
-        ctas = min(d.max_ctas_per_sm, d.smem_per_sm // per_cta, d.max_threads_per_sm // (32 * c.num_warps))
-        slots = d.sm_count * max(ctas, 1)
+        sms = self.device.sm_count
         launched = tiles * c.split_k
-        waves = _cdiv(launched, slots)
         tile_eff = rows * cols / (_cdiv(rows, c.block_m) * c.block_m * _cdiv(cols, c.block_n) * c.block_n)
-        return tile_eff * launched / (waves * slots)
+        return tile_eff * launched / (_cdiv(launched, sms) * sms)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -284,6 +294,21 @@ def shared_memory(c: KernelConfig, t: Target) -> bool:
     """stages x (BM x BK + BK x BN) x bytes fits the GPU's shared memory per block (227 KiB on
     Hopper, 163 KiB on A100, 99 KiB on an RTX 4090): a larger config fails to launch."""
     return shared_bytes(c, t.element_size) <= t.device.smem_per_block
+
+
+def operand_registers(c: KernelConfig, element_size: int) -> int:
+    """Registers per thread for the fp32 accumulator and one BLOCK_K step of A and B fragments:
+    BM x BN / threads + (BM + BN) x BK x bytes / (4 x threads)."""
+    threads = 32 * c.num_warps
+    return (c.block_m * c.block_n + (c.block_m + c.block_n) * c.block_k * element_size // 4) // threads
+
+
+def register_budget(c: KernelConfig, t: Target) -> bool:
+    """Accumulator plus one BK step of operand fragments (operand_registers) take at most 128 of a
+    thread's 255 registers; the rest holds addresses, masks and loop state. The sm_90 compile of
+    wgrad spilled at 160 (fp32, BK 64, 4 warps on 128x64) and did not at 128 (fp32 128x128x64,
+    8 warps): fp32 operands are twice the registers of 16-bit ones."""
+    return operand_registers(c, t.element_size) <= 128
 
 
 def tile_fits_problem(c: KernelConfig, t: Target) -> bool:
@@ -326,6 +351,7 @@ def wgmma_on_hopper(c: KernelConfig, t: Target) -> bool:
 
 PROBLEM_RULES = (
     shared_memory,
+    register_budget,
     tile_fits_problem,
     split_only_when_idle,
     split_within_two_waves,
@@ -342,12 +368,15 @@ class Pruning:
 
 
 def _same_tile_order(configs, t: Target) -> list[KernelConfig]:
-    """With one row or one column of tiles every GROUP_M gives the same launch order: keep one."""
+    """With one row or one column of tiles every GROUP_M gives the same launch order: keep one
+    (GROUP_M=8, the default, where it is among them)."""
     kept: dict[KernelConfig, KernelConfig] = {}
     for c in configs:
         rows, cols, _ = t.dims()
         if _cdiv(rows, c.block_m) == 1 or _cdiv(cols, c.block_n) == 1:
-            kept.setdefault(KernelConfig(**{**c.as_dict(), "group_m": 8}), c)
+            canonical = KernelConfig(**{**c.as_dict(), "group_m": 8})
+            if canonical not in kept or c.group_m == 8:  # keep the default GROUP_M
+                kept[canonical] = c
         else:
             kept[c] = c
     return list(kept.values())
@@ -362,7 +391,7 @@ def prune(
     max_configs: int = MAX_SURVIVORS,
 ) -> Pruning:
     """Apply PROBLEM_RULES in order, then merge GROUP_M variants with the same tile order
-    ('same_tile_order') and keep the max_configs best by predicted efficiency ('cap')."""
+    ('same_tile_order') and keep the max_configs best by Target.fill_score ('cap')."""
     configs = list(configs)
     floors = tuple(
         min((getattr(c, a) for c in configs), default=16) for a in ("block_m", "block_n", "block_k")
@@ -381,7 +410,7 @@ def prune(
     removed["same_tile_order"] = tuple(c for c in configs if c not in kept)
     ranked = sorted(
         kept,
-        key=lambda c: (-round(target.predicted_efficiency(c), 6), -c.block_m * c.block_n, c.split_k),
+        key=lambda c: (-round(target.fill_score(c), 6), -c.block_m * c.block_n, c.split_k),
     )
     removed["cap"] = tuple(ranked[max_configs:])
     survivors = tuple(c for c in kept if c in ranked[:max_configs])

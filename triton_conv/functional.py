@@ -21,9 +21,7 @@ def _check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}"
-        )
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
     if value.dim() not in ranks:
         expected = " or ".join(str(r) for r in ranks)
         raise ValueError(f"{name} must have {expected} dimensions, got shape {tuple(value.shape)}")
@@ -45,8 +43,7 @@ def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
             raise RuntimeError(f"bias is on device {bias.device} but input is on device {input.device}")
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(
-                f"bias must have {weight.shape[0]} elements (weight's output channels), "
-                f"got {bias.shape[0]}"
+                f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
             )
     shape = input.shape if input.dim() == 4 else (1, *input.shape)
     return ConvProblem.from_shapes(shape, weight.shape, stride, padding, dilation, groups)
@@ -86,9 +83,7 @@ def _autocast(*tensors):
     if not isinstance(first, torch.Tensor) or not torch.is_autocast_enabled(first.device.type):
         return tensors
     dtype = torch.get_autocast_dtype(first.device.type)
-    return tuple(
-        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors
-    )
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
 
 
 def conv2d(
