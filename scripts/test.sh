@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 # CPU-only machine take the CPU build first. A machine that already has torch keeps it.
 python3 -c "import torch" 2>/dev/null || python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest -q "$@"
+# --benchmark-disable: bench/ runs once as a correctness check, not as timings (no GPU here).
+exec python3 -m pytest -q --benchmark-disable "$@"

@@ -24,7 +24,8 @@ def _worker(rank, world, port, inputs, queue):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     model = nn.parallel.DistributedDataParallel(triton_conv.convert_model(_model().double()))
     model(inputs[rank]).square().sum().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
+    # numpy arrays travel by value: a tensor would travel as shared memory that dies with this process.
+    grads = [p.grad.numpy().copy() for p in model.parameters()]
     queue.put((rank, grads, launch_counts["wgrad_kernel"]))
     dist.destroy_process_group()
 
@@ -52,4 +53,4 @@ def test_ddp_gradients_match_torch():
         grads, launches = results[rank]
         assert launches == 2, "each rank ran the Triton weight-gradient kernel per convolution"
         for got, ref in zip(grads, reference.parameters()):
-            assert torch.allclose(got, ref.grad, rtol=1e-10, atol=1e-12)
+            assert torch.allclose(torch.from_numpy(got), ref.grad, rtol=1e-10, atol=1e-12)

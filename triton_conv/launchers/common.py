@@ -77,13 +77,22 @@ def empty_like_layout(shape, like: tuple[torch.Tensor, ...], dtype, device) -> t
     return torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
 
 
+_placeholders: dict = {}
+
+
 def split_k_buffers(split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device):
     """Partial tiles (in the accumulator's dtype) and zeroed arrival counters for deterministic
-    split-K; one-element placeholders when split_k is 1."""
+    split-K; with split_k 1 the kernel never touches them, and one cached placeholder pair per
+    device serves (no allocation on the launch path)."""
     acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if split_k == 1:
-        dummy = torch.empty(1, dtype=acc_dtype, device=device)
-        return dummy, torch.empty(1, dtype=torch.int32, device=device)
+        key = (torch.device(device), acc_dtype)
+        if key not in _placeholders:
+            _placeholders[key] = (
+                torch.empty(1, dtype=acc_dtype, device=device),
+                torch.empty(1, dtype=torch.int32, device=device),
+            )
+        return _placeholders[key]
     workspace = torch.empty(tile_slots * split_k * block_m * block_n, dtype=acc_dtype, device=device)
     counters = torch.zeros(tile_slots, dtype=torch.int32, device=device)
     return workspace, counters

@@ -1,0 +1,1 @@
+"""The benchmark suite (pytest-benchmark): `pytest bench --benchmark-only` on a GPU; see bench/cases.py."""

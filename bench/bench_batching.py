@@ -1,0 +1,62 @@
+"""One batch of N images against N launches of one image each (fprop): is a batch really faster per
+image, or, as one reader measured with cuDNN on a 5-SM GTX 1050, exactly N times slower than one?"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triton_conv.autograd import conv2d_op
+from triton_conv.benchmarking import DTYPES, make_inputs, reference_result, relative_error, tolerance
+from triton_conv.occupancy import batching_speedup
+from triton_conv.runtime import fp32_uses_tf32
+
+from .cases import BATCHING_CASES, CASES, ids
+from .harness import device, model_device, model_info, run_benchmark
+from .settings import MODE
+
+
+def _conv(impl: str, problem):
+    stride, dilation, groups = list(problem.stride), list(problem.dilation), problem.groups
+    if impl == "triton-conv":
+        pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+        return lambda x, w: conv2d_op(x, w, None, stride, pads, dilation, groups)
+    return lambda x, w: F.conv2d(x, w, None, stride, [problem.pad_top, problem.pad_left], dilation, groups)
+
+
+@pytest.mark.parametrize("case_id", ids("batching", BATCHING_CASES))
+def test_one_batch_against_single_images(case_id, benchmark):
+    case = CASES[case_id]
+    problem, n = case.problem, case.problem.batch
+    tensors = make_inputs(problem, DTYPES[case.dtype], True, device())
+    conv, x, w = _conv(case.impl, problem), tensors["x"], tensors["w"]
+    if case.how == "batch":
+        run = lambda: conv(x, w)
+    else:
+        images = [x[i : i + 1] for i in range(n)]
+        run = lambda: [conv(image, w) for image in images]
+    want = reference_result("fprop", problem, tensors)
+    tf32 = MODE == "gpu" and fp32_uses_tf32()
+
+    def check(result):
+        got = result if isinstance(result, torch.Tensor) else torch.cat(result)
+        error, limit = relative_error(got, want), tolerance(case.dtype, tf32)
+        assert error <= limit, f"{case.impl} {case.how}: relative error {error:.2e} > {limit:.0e}"
+
+    one = problem.with_batch(1)
+    info = {
+        "kind": "batching",
+        "implementation": case.impl,
+        "how": case.how,
+        "pass": "fprop",
+        "layer_set": case.layer_set,
+        "layer": case.layer,
+        "N": n,
+        "dtype": case.dtype,
+        "layout": "channels_last",
+        "launches": 1 if case.how == "batch" else n,
+        "flops": problem.flops("fprop"),
+        "model_speedup": batching_speedup(one, "fprop", n, None, model_device(), case.dtype),
+    }
+    model = model_info(problem, "fprop", case.dtype, model_device())
+    info.update(tiles=model["tiles"], waves=model["waves"], model=model)
+    run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)

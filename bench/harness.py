@@ -1,0 +1,185 @@
+"""How every benchmark runs: warm-up and checks outside the timed rounds, then pytest-benchmark's
+pedantic mode with the synchronising timer (bench/conftest.py marks each item with it).
+
+On the GPU: one call (autotuning, cuDNN's algorithm search, Inductor's compilation) whose result is
+checked against torch in fp64, two more warm-up calls, a calibration that sets iterations per round so
+a round lasts at least MIN_ROUND_S, one call for the peak memory, one burst for the host time, then
+ROUNDS timed rounds; extra_info gets the timing-derived fields. On the CPU check (smoke mode): one call
+through benchmark.pedantic (a single run when benchmarks are disabled), checked the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+
+import pytest
+import torch
+
+from triton_conv.benchmarking import (
+    DTYPES,
+    host_seconds,
+    measure_matmul_peak,
+    median_seconds,
+    peak_memory_bytes,
+    synchronized_timer,
+)
+from triton_conv.devices import DeviceSpec, get_device, live_device
+from triton_conv.launchers.common import launch_counts
+from triton_conv.occupancy import batching_knee, default_model_config, predict
+from triton_conv.problem import ConvProblem
+
+from .settings import MODE, env_float
+
+ROUNDS = int(env_float("TRITON_CONV_BENCH_ROUNDS", 20))
+MIN_ROUND_S = 2e-3
+MAX_ITERATIONS = 1000
+# Finished benchmarks, for the summary printed at the end of the session (bench/conftest.py).
+RECORDS: list[dict] = []
+_PEAKS: dict[str, float] = {}  # measured matmul peak per dtype, FLOP/s
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if MODE == "gpu" else "cpu")
+
+
+def record_peak(dtype: str, flops_per_s: float) -> None:
+    _PEAKS[dtype] = flops_per_s
+
+
+def measured_peak(dtype: str) -> float | None:
+    """The matmul peak measured this session for `dtype` (fp32: with this session's TF32 setting),
+    measured now if bench_peak.py has not run yet; None on the CPU."""
+    if MODE == "gpu" and dtype not in _PEAKS and dtype in DTYPES:
+        _PEAKS[dtype] = measure_matmul_peak(DTYPES[dtype])
+    return _PEAKS.get(dtype)
+
+
+@functools.cache
+def model_device() -> DeviceSpec:
+    """The GPU the model predicts for: the live one, or (the CPU check) the H200 of the table."""
+    return (live_device() if MODE == "gpu" else None) or get_device("H200")
+
+
+def measured_peaks_tflops() -> dict[str, float]:
+    return {dtype: value / 1e12 for dtype, value in sorted(_PEAKS.items())}
+
+
+def fits_in_memory(nbytes: int, fraction: float = 0.8) -> bool:
+    """Whether `nbytes` more fit in the GPU's free memory (always True on the CPU)."""
+    if MODE != "gpu":
+        return True
+    free, _ = torch.cuda.mem_get_info()
+    return nbytes <= fraction * free
+
+
+def skip_unless_fits(nbytes: int, what: str) -> None:
+    if not fits_in_memory(nbytes):
+        pytest.skip(f"{what} needs about {nbytes / 1e9:.1f} GB, more than the GPU has free")
+
+
+def _checked(check, launches_triton: bool):
+    """`check` plus, for triton-conv, proof that its Triton kernels ran (not a fallback to torch)."""
+
+    def run_check(result, launched: int):
+        if launches_triton:
+            assert launched > 0, "triton-conv launched no Triton kernel: something fell back to torch"
+        if check is not None:
+            check(result)
+
+    return run_check
+
+
+def run_benchmark(benchmark, run, *, info: dict, flops: float | None = None, check=None, dtype: str = "fp16"):
+    """Time `run` (a zero-argument callable) and fill benchmark.extra_info with `info` and the timing.
+
+    `check(result)` raises if the result is wrong; it runs on the first call, outside the timed rounds,
+    as does the proof that a triton-conv benchmark launched Triton kernels. Returns that call's result.
+    """
+    benchmark.extra_info.update(info)
+    verify = _checked(check, info.get("implementation") == "triton-conv")
+    before = sum(launch_counts.values())
+    if MODE != "gpu":
+        result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+        verify(result, sum(launch_counts.values()) - before)
+        benchmark.extra_info["checked"] = check is not None
+        return result
+    started = time.perf_counter()
+    try:
+        result = run()
+        synchronized_timer()
+        verify(result, sum(launch_counts.values()) - before)
+        run(), run()
+        per_call = median_seconds(run, repeats=3)
+        iterations = max(1, min(MAX_ITERATIONS, math.ceil(MIN_ROUND_S / max(per_call, 1e-9))))
+        memory = peak_memory_bytes(run, device())
+        host = host_seconds(run, calls=min(iterations, 20))
+        setup_s = time.perf_counter() - started
+        benchmark.pedantic(run, rounds=ROUNDS, iterations=iterations, warmup_rounds=1)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        pytest.skip(f"out of GPU memory: {info.get('layer', '')} N={info.get('N')} {info.get('dtype', '')}")
+    seconds = benchmark.stats.stats.median
+    peak = measured_peak(dtype)
+    timing = {
+        "checked": check is not None,
+        "seconds": seconds,
+        "iterations": iterations,
+        "host_seconds": host,
+        "launch_bound": host > seconds,
+        "setup_seconds": setup_s,
+        "peak_memory_bytes": memory,
+        "tflops": flops / seconds / 1e12 if flops else None,
+        "measured_peak_tflops": peak / 1e12 if peak else None,
+        "fraction_of_peak": flops / seconds / peak if flops and peak else None,
+    }
+    benchmark.extra_info.update(timing)
+    RECORDS.append({**benchmark.extra_info, "name": benchmark.name})
+    return result
+
+
+# --- the model's numbers for a benchmark ----------------------------------------------------------------
+def model_info(
+    problem: ConvProblem, pass_name: str, dtype_name: str, device: DeviceSpec, config=None
+) -> dict:
+    """tiles, waves, slots, predicted time and TFLOP/s and the batching knee of one benchmark (fwd+bwd:
+    the three passes' times summed; tiles and waves are fprop's). `config` None: the model's default."""
+    kind = "fp32" if dtype_name == "fp64" else dtype_name
+    names = ("fprop", "dgrad", "wgrad") if pass_name == "fwd+bwd" else (pass_name,)
+    predictions = [
+        predict(problem, name, config if len(names) == 1 else None, device, kind) for name in names
+    ]
+    first = predictions[0]
+    seconds = sum(p.time_s for p in predictions)
+    knee_config = config if len(names) == 1 else default_model_config(problem, names[0], kind, device)
+    return {
+        "device": device.name,
+        "config": str(first.stats.block_m) + "x" + str(first.stats.block_n) + f" split {first.stats.split_k}",
+        "tiles": first.tiles,
+        "slots": first.slots,
+        "waves": first.waves,
+        "wave_efficiency": first.wave_efficiency,
+        "tile_efficiency": first.tile_efficiency,
+        "bound": first.bound,
+        "seconds": seconds,
+        "tflops": len(names) * problem.flops("fprop") / seconds / 1e12,
+        "knee": batching_knee(problem, names[0], knee_config, device, kind, max_batch=4096),
+    }
+
+
+def config_in_use(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channels_last: bool, device):
+    """The tile config triton-conv launches for this pass (passes.choose_config), or None if unknown."""
+    from triton_conv import passes
+
+    choose = getattr(passes, "choose_config", None)
+    if choose is None or pass_name == "fwd+bwd":
+        return None
+    extra = (
+        {"channels_last": channels_last} if "channels_last" in inspect.signature(choose).parameters else {}
+    )
+    try:
+        return choose(problem, pass_name, dtype, torch.device(device), **extra)
+    except Exception:  # a changed signature must not stop a sweep: the model then uses its default
+        return None

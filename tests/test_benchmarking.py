@@ -1,0 +1,176 @@
+"""The benchmark helpers (triton_conv.benchmarking) and the sweep's definition (bench/cases.py), on the
+CPU: the GPU-only parts are checked for what they can be without a GPU (settings, options, the sweep)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import cases, settings
+from bench.resnet50_model import ResNet50, conv_shapes
+from triton_conv import benchmarking
+from triton_conv.layers import resnet50, resnet50_convs
+from triton_conv.problem import ConvProblem
+
+STRIDED = ConvProblem.from_shapes((2, 4, 7, 6), (6, 4, 3, 3), stride=2, padding=1)
+
+
+def test_synchronized_timer_and_medians_on_the_cpu():
+    first = benchmarking.synchronized_timer()
+    assert benchmarking.synchronized_timer() >= first
+    assert 0 < benchmarking.median_seconds(lambda: sum(range(1000)), repeats=3, calls=2) < 1
+    assert 0 < benchmarking.host_seconds(lambda: None, calls=3) < 1
+    assert benchmarking.peak_memory_bytes(lambda: None, "cpu") is None
+
+
+def test_peer_options_make_inductor_use_only_its_triton_templates():
+    options = benchmarking.peer_options()
+    assert options["max_autotune"] is True and options["triton.cudagraphs"] is False
+    assert options["max_autotune_gemm_backends"] == options["max_autotune_conv_backends"] == "TRITON"
+    torch.compile(lambda x: x, options=options)  # torch rejects unknown or mistyped options here
+    backward = {"max_autotune_conv_bwd_input_backends", "max_autotune_conv_bwd_weight_backends"}
+    assert benchmarking.peer_has_backward_templates() == (backward <= set(options))
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_comparable_settings_leave_every_tf32_flag_readable_and_agreeing(tf32):
+    # In a child process: the settings are global and deliberately never restored.
+    code = f"""
+import torch
+from triton_conv.benchmarking import use_comparable_settings
+from triton_conv.runtime import fp32_uses_tf32
+use_comparable_settings({tf32})
+b = torch.backends
+assert b.cudnn.benchmark
+assert b.cudnn.allow_tf32 == b.cuda.matmul.allow_tf32 == fp32_uses_tf32() == {tf32}
+if hasattr(b.cudnn, "fp32_precision"):
+    assert (b.cudnn.fp32_precision == "tf32") == {tf32}  # what Inductor's conv template reads
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("impl", ["triton-conv", "cudnn", "inductor"])
+@pytest.mark.parametrize("pass_name", benchmarking.BENCH_PASSES)
+def test_every_implementation_computes_every_pass(impl, pass_name):
+    tensors = benchmarking.make_inputs(STRIDED, torch.float32, True, "cpu")
+    run = benchmarking.pass_function(impl, pass_name, STRIDED, tensors, on_gpu=False)
+    want = benchmarking.reference_result(pass_name, STRIDED, tensors)
+    assert benchmarking.relative_error(run(), want) < benchmarking.tolerance("fp32", tf32=False)
+
+
+def test_relative_error_and_tolerances():
+    a = torch.ones(4)
+    assert benchmarking.relative_error(a, a) == 0
+    assert benchmarking.relative_error((a, a), (a, 2 * a)) == pytest.approx(0.5)
+    assert benchmarking.tolerance("fp32", tf32=True) > benchmarking.tolerance("fp32", tf32=False)
+    even = ConvProblem.from_shapes((1, 2, 5, 5), (2, 2, 2, 2), padding="same")  # pads 0 top, 1 bottom
+    with pytest.raises(ValueError, match="symmetric"):
+        benchmarking.torch_pass("fprop", even, {"x": None, "w": None, "dy": None})
+    with pytest.raises(ValueError, match="impl"):
+        benchmarking.pass_function("cublas", "fprop", STRIDED, {})
+
+
+def test_sweep_command_runs_bench_without_the_interpreter(monkeypatch, tmp_path):
+    command = benchmarking.sweep_command("out.json", ["-x"])
+    assert command[1:3] == ["-m", "pytest"] and command[3].endswith("bench")
+    assert "--benchmark-only" in command and "--benchmark-json=out.json" in command and command[-1] == "-x"
+    calls = []
+    monkeypatch.setattr(
+        benchmarking.subprocess, "call", lambda command, env, cwd: calls.append((command, env)) or 0
+    )
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert benchmarking.run_sweep(str(tmp_path / "s.json"), env={"TRITON_CONV_BENCH_PART": "fprop"}) == 0
+    ((command, env),) = calls
+    assert env["TRITON_INTERPRET"] == "0" and env["TRITON_CONV_BENCH_PART"] == "fprop"
+    assert f"--benchmark-json={tmp_path / 's.json'}" in command
+    monkeypatch.setattr(benchmarking, "bench_dir", lambda: tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="checkout"):
+        benchmarking.run_sweep(str(tmp_path / "sweep.json"))
+
+
+def test_the_benchmark_network_is_resnet50():
+    found = conv_shapes(ResNet50(), 224)
+    expected = resnet50_convs(224, 224)
+    assert [name for name, *_ in found] == [name for name, _ in expected]
+    for (_, x, w, stride, padding), (_, problem) in zip(found, expected, strict=True):
+        assert (x[1:], w) == (problem.input_shape[1:], problem.weight_shape)
+        assert (stride, padding) == (problem.stride, (problem.pad_top, problem.pad_left))
+
+
+@pytest.mark.parametrize(
+    ("gpu", "interpreted", "mode"),
+    [(True, False, "gpu"), (True, True, "blocked"), (False, True, "smoke"), (False, False, "no-device")],
+)
+def test_session_modes(monkeypatch, gpu, interpreted, mode):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setenv("TRITON_INTERPRET", "1" if interpreted else "0")
+    found, reason = settings.session_mode()
+    assert found == mode and (mode == "gpu") == (reason == "")
+    if mode != "gpu":
+        assert ("GPU" in reason) and ("TRITON_INTERPRET" in reason)
+
+
+def test_the_cpu_check_covers_every_benchmark_function_at_tiny_sizes():
+    assert cases.MODE == "smoke"  # this test session has no GPU
+    passes = {(c.layer_set, c.pass_name, c.impl) for c in cases.PASS_CASES}
+    assert {
+        ("quantization_probes", p, i) for p in benchmarking.BENCH_PASSES for i in cases.ALL_IMPLS
+    } <= passes
+    assert {c.layer_set for c in cases.PASS_CASES} == set(cases.SETS)
+    for case in cases.PASS_CASES:
+        assert case.problem.batch == 2 and max(case.problem.in_channels, case.problem.height) <= 9
+    assert {c.how for c in cases.BATCHING_CASES} == {"batch", "one-at-a-time"}
+    assert {c.micro for c in cases.ACCUMULATION_CASES} == {1, 2} and cases.TRAINING_CASES
+    assert len(cases.CASES) == sum(map(len, (cases.PASS_CASES, cases.BATCHING_CASES, cases.TRAINING_CASES,
+                                             cases.ACCUMULATION_CASES, cases.PEAK_CASES)))  # fmt: skip
+
+
+def test_default_gpu_sweep(monkeypatch):
+    monkeypatch.setattr(cases, "MODE", "gpu")
+    sweep = cases.pass_cases()
+    assert len({c.id for c in sweep}) == len(sweep)
+    probes = [c for c in sweep if c.layer_set == "quantization_probes" and c.pass_name == "fprop"]
+    assert {32, 33, 34, 256} <= {c.problem.batch for c in probes}  # both sides of the wave probe's full wave
+    assert {c.impl for c in sweep} == set(cases.ALL_IMPLS)
+    assert {c.dtype for c in sweep} == {"fp16", "bf16", "fp32"}
+    assert {c.pass_name for c in sweep} == set(benchmarking.BENCH_PASSES)
+    assert {c.layer_set for c in sweep} == set(cases.SETS)
+    assert min(c.priority for c in sweep if c.layer_set == "quantization_probes") < min(
+        c.priority for c in sweep if c.layer_set == "resnet50_megapixel"
+    )
+    assert {c.micro for c in cases.accumulation_cases()} == {32, 8, 1}
+    assert {c.batch for c in cases.training_cases()} >= {1, 32, 128}
+
+
+def test_environment_widens_and_narrows_the_sweep(monkeypatch):
+    monkeypatch.setattr(cases, "MODE", "gpu")
+    monkeypatch.setenv("TRITON_CONV_BENCH_BATCHES", "3,5")
+    monkeypatch.setenv("TRITON_CONV_BENCH_SETS", "resnet50")
+    monkeypatch.setenv("TRITON_CONV_BENCH_DTYPES", "bf16")
+    sweep = cases.pass_cases()
+    assert {c.problem.batch for c in sweep} == {3, 5} and {c.dtype for c in sweep} == {"bf16"}
+    assert {c.layer_set for c in sweep} == {"resnet50"} and not cases.batching_cases()
+    monkeypatch.setattr(cases, "WIDE", True)
+    monkeypatch.delenv("TRITON_CONV_BENCH_BATCHES")
+    wide = cases.pass_cases()
+    assert {c.layer for c in wide} == {layer.name for layer in resnet50()}  # all 23 distinct shapes
+    assert {c.layout for c in wide} == {"channels_last", "nchw"} and {c.problem.batch for c in wide} >= {
+        1,
+        256,
+    }
+
+
+def test_the_default_sweep_splits_into_parts(monkeypatch):
+    monkeypatch.setattr(cases, "MODE", "gpu")
+    everything = cases.pass_cases() + cases.batching_cases() + cases.training_cases() + cases.peak_cases()
+    sizes = {}
+    for part in cases.PARTS:
+        monkeypatch.setenv("TRITON_CONV_BENCH_PART", part)
+        sizes[part] = len(cases.in_part(everything))
+        assert sizes[part] > 0, part
+    assert sum(sizes.values()) == len(everything)  # every case in exactly one part
+    monkeypatch.setenv("TRITON_CONV_BENCH_PART", "most")
+    with pytest.raises(ValueError, match="fprop"):
+        cases.in_part(everything)

@@ -1,0 +1,180 @@
+"""triton_conv.report: the measured report from a pytest-benchmark JSON (a SYNTHETIC one, built here in
+tmp_path, never written into notes/), the model's report, and the section splicing that keeps the
+hand-written text of notes/batching.md."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from triton_conv import report
+from triton_conv.report import measured, plots
+from triton_conv.report.markdown import read_section, replace_section
+
+NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
+LAYER = "probe (14x14, 256)"
+
+
+def _pass(impl, n, seconds, pass_name="fprop", model_knee=43):
+    info = {"kind": "pass", "implementation": impl, "pass": pass_name, "layer_set": "probes", "layer": LAYER,
+            "N": n, "dtype": "fp16", "layout": "channels_last", "flops": 1e9 * n, "tiles": 4 * n, "waves": 1,
+            "tflops": 1e9 * n / seconds / 1e12, "fraction_of_peak": 0.5,
+            "model": {"seconds": 5e-6 * n, "tflops": 200.0, "knee": model_knee}}  # fmt: skip
+    return {"name": f"test_conv_pass[{impl}-{n}]", "extra_info": info, "stats": {"median": seconds}}
+
+
+def _synthetic_json(tmp_path) -> Path:
+    """SYNTHETIC numbers with known answers. triton-conv: t(N) = max(40 µs, 10 µs·N), so its per-image
+    rate is 25k, 50k, 100k, 100k images/s at N = 1, 2, 4, 8 (knee 4); cuDNN: 20 µs·N (knee 1).
+    Speedup t_cuDNN / t_triton: 0.5 at N=1, 2.0 at N=8."""
+    benchmarks = []
+    for n in (1, 2, 4, 8):
+        benchmarks.append(_pass("triton-conv", n, max(40e-6, 10e-6 * n)))
+        benchmarks.append(_pass("cudnn", n, 20e-6 * n))
+    benchmarks.append(_pass("inductor", 8, 100e-6))
+    for how, seconds in (("batch", 80e-6), ("one-at-a-time", 320e-6)):
+        info = {"kind": "batching", "implementation": "triton-conv", "how": how, "layer": LAYER, "N": 8,
+                "dtype": "fp16", "model_speedup": 8.0}  # fmt: skip
+        benchmarks.append({"name": f"batching-{how}", "extra_info": info, "stats": {"median": seconds}})
+    for micro, seconds, memory in ((32, 0.010, 4e9), (1, 0.050, 1e9)):
+        info = {"kind": "grad_accumulation", "implementation": "cudnn", "N": 32, "micro_batch": micro,
+                "dtype": "fp16", "peak_memory_bytes": memory}  # fmt: skip
+        benchmarks.append({"name": f"accumulate-{micro}", "extra_info": info, "stats": {"median": seconds}})
+    step = {"kind": "training_step", "implementation": "cudnn", "N": 32, "micro_batch": 32, "dtype": "fp16",
+            "peak_memory_bytes": 4e9, "model_activation_bytes": 7e8, "model_weight_bytes": 5e7}  # fmt: skip
+    benchmarks.append({"name": "train", "extra_info": step, "stats": {"median": 0.010}})
+    peak = {"kind": "matmul_peak", "implementation": "cublas", "dtype": "bf16", "N": 8192, "tflops": 750.0}
+    benchmarks.append({"name": "peak", "extra_info": peak, "stats": {"median": 0.0015}})
+    data = {
+        "machine_info": {
+            "python_version": "3.12.0",
+            "triton_conv": {
+                "gpu": "SYNTHETIC GPU (test data, not measured)",
+                "sm_count": 132,
+                "torch": "9.9.9",
+                "triton": "8.8.8",
+                "cuda": "7.7",
+                "cudnn": 90000,
+                "version": "0.1.0",
+                "tf32": True,
+                "sweep": "default",
+                "measured_peak_tflops": {"bf16": 750.0},
+            },
+        },  # fmt: skip
+        "commit_info": {"id": "0123456789abcdef", "dirty": True, "branch": "main"},
+        "datetime": "2030-01-02T03:04:05",
+        "benchmarks": benchmarks,
+    }
+    path = tmp_path / "synthetic_sweep.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def records(tmp_path):
+    return measured.load_run(_synthetic_json(tmp_path))[0]
+
+
+def _row(text: str, *cells: str) -> list[str]:
+    """The cells of the one table row of `text` that holds every one of `cells`."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in row] for row in rows]
+    found = [row for row in rows if all(c in row for c in cells)]
+    assert len(found) == 1, (cells, text)
+    return found[0]
+
+
+def test_speedup_against_cudnn(records):
+    text = report.speedup_table(records)
+    assert _row(text, LAYER, "fprop")[-4:] == ["0.50", "1.00", "2.00", "2.00"]  # N = 1, 2, 4, 8
+
+
+def test_knee_per_layer_and_device(records):
+    text = measured.knee_table(records, "SYNTHETIC GPU")
+    assert _row(text, "triton-conv", "1..8")[-2:] == ["4", "43"]  # measured knee, model knee
+    assert _row(text, "cudnn", "1..8")[-2:] == ["1", "43"]
+    assert "inductor" not in text  # one batch size only: no knee
+
+
+def test_batching_speedups(records):
+    assert _row(report.batching_table(records), LAYER, "triton-conv")[-2:] == ["4.00", "8.00"]  # 320/80 µs
+    curve = measured.speedup_curve_table(records)
+    # Measured 8 x 40 µs / 80 µs; the synthetic model's 5 µs·N gives no speedup.
+    assert _row(curve, "triton-conv", "8")[-2:] == ["4.00", "1.00"]
+
+
+def test_training_and_accumulation(records):
+    text = measured.training_tables(records)
+    assert _row(text, "cudnn", "32", "1")[-2:] == ["5.00", "0.25"]  # 5x the time, a quarter of the memory
+    assert _row(text, "cudnn", "3200.00")[3] == "10.00"  # the plain step: 10 ms, 3200 images/s
+
+
+def test_make_report_keeps_the_hand_written_text(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if matplotlib were not installed
+    note = tmp_path / "notes" / "batching.md"
+    note.parent.mkdir()
+    note.write_text("# Findings\n\nHand-written prose.\n")
+    path = report.make_report(str(_synthetic_json(tmp_path)), str(note))
+    text = note.read_text()
+    assert path == str(note) and text.startswith("# Findings\n\nHand-written prose.\n")
+    section = read_section(note, "measured")
+    provenance = (
+        "SYNTHETIC GPU",
+        "torch 9.9.9",
+        "Triton 8.8.8",
+        "CUDA 7.7",
+        "0123456789abcdef",
+        "uncommitted",
+    )
+    for expected in (*provenance, "2030-01-02", "bf16 750", "Plots skipped: matplotlib is not installed"):
+        assert expected in section, expected
+    assert not (tmp_path / "notes" / "plots").exists()
+    report.make_report(str(_synthetic_json(tmp_path)), str(note))
+    assert note.read_text() == text  # regenerating replaces the section, it does not append another
+
+
+def test_plots_when_matplotlib_is_installed(tmp_path, records):
+    pytest.importorskip("matplotlib")
+    markdown = plots.write_plots(records, tmp_path / "plots", tmp_path)
+    pngs = list((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 1 and f"]({'plots/' + pngs[0].name})" in markdown
+
+
+def test_replace_section(tmp_path):
+    path = tmp_path / "note.md"
+    replace_section(path, "a", "first")
+    replace_section(path, "b", "second")
+    replace_section(path, "a", "third")
+    assert read_section(path, "a") == "third" and read_section(path, "b") == "second"
+    assert path.read_text().count("BEGIN a:") == 1 and read_section(path, "c") is None
+
+
+def test_model_report_tables(tmp_path):
+    note = tmp_path / "batching.md"
+    report.make_model_report(("H200", "GTX 1050"), str(note))
+    provenance, tables = read_section(note, "model-provenance"), read_section(note, "model")
+    assert "Predicted by the model, not measured" in provenance and "sha256" in provenance
+    assert [f"#### M{i}." in tables for i in range(1, 8)] == [True] * 7
+    # 14x14, 256 channels on an H200: 4 tiles on 132 slots, one wave first filled at N=43.
+    h200 = tables.split("GTX 1050 (fp32)")[0]
+    assert _row(h200, "224x224", "layer3.1.conv2")[5:9] == ["4", "132", "3%", "43"]
+    # The reader's GTX 1050: 5 SMs x 2 CTAs; the 56x56 layer's 25 tiles fill it at N=1.
+    gtx = tables.split("GTX 1050 (fp32)")[1].split("#### M2")[0]
+    assert _row(gtx, "224x224", "layer1.0.conv2")[5:9] == ["25", "10", "100%", "1"]
+
+
+def test_notes_hold_the_current_model_tables():
+    """notes/batching.md must show what the model predicts now: regenerate it when the model changes
+    (`python -m triton_conv.report model`)."""
+    assert read_section(NOTES, "model") == report.model_tables(), "stale: python -m triton_conv.report model"
+    assert "Predicted by the model, not measured" in read_section(NOTES, "model-provenance")
+
+
+def test_a_sweep_split_over_several_commands_makes_one_subsection(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    note = tmp_path / "batching.md"
+    report.make_report([str(_synthetic_json(first)), str(_synthetic_json(second))], str(note), plots=False)
+    section = read_section(note, "measured")
+    assert section.count("### SYNTHETIC GPU") == 1 and section.count("- source:") == 2

@@ -1,0 +1,308 @@
+"""Timing helpers for the benchmark suite (bench/): the three implementations of each pass, a timer
+that synchronises the GPU, the measured peak, peak memory, and the sweep as a command (`run_sweep`).
+
+The implementations, each on the same tensors (dtype, memory format, TF32 setting):
+
+- "triton-conv": this package's custom ops (what triton_conv.conv2d and its backward run);
+- "cudnn": torch's convolution (cuDNN on a GPU, with torch.backends.cudnn.benchmark on);
+- "inductor": the same torch functions through torch.compile with max-autotune and Triton as the only
+  GEMM and convolution backend, so Inductor's own Triton conv templates run (`peer_options`).
+
+Nothing here needs a GPU to import; on the CPU every helper works on CPU tensors (the interpreter),
+which is how CI keeps the benchmark files from rotting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .problem import ConvProblem
+
+IMPLEMENTATIONS = ("triton-conv", "cudnn", "inductor")
+BENCH_PASSES = ("fprop", "dgrad", "wgrad", "fwd+bwd")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
+# Relative error (Frobenius norm) each dtype may show against an fp32/fp64 reference.
+TOLERANCE = {"fp16": 1e-2, "bf16": 4e-2, "fp32": 1e-2, "fp64": 1e-9}
+TOLERANCE_FP32_IEEE = 1e-4
+
+
+# --- timing -----------------------------------------------------------------------------------------
+def synchronized_timer() -> float:
+    """time.perf_counter() after the GPU has finished all queued work: pytest-benchmark's timer for
+    GPU benchmarks (@pytest.mark.benchmark(timer=...)), so a round measures work done, not launched."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, calls: int = 1) -> float:
+    """Median seconds per call of `fn` over `repeats` synchronised rounds of `calls` calls."""
+    times = []
+    for _ in range(repeats):
+        start = synchronized_timer()
+        for _ in range(calls):
+            fn()
+        times.append((synchronized_timer() - start) / calls)
+    return statistics.median(times)
+
+
+def host_seconds(fn: Callable[[], object], calls: int = 10) -> float:
+    """Seconds the host spends per call (no synchronisation inside): when it exceeds the GPU time,
+    the measurement is launch-bound, as small layers at N=1 can be."""
+    synchronized_timer()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = (time.perf_counter() - start) / calls
+    synchronized_timer()
+    return elapsed
+
+
+def peak_memory_bytes(fn: Callable[[], object], device) -> int | None:
+    """Bytes allocated at the peak of one call beyond what was allocated before it (None on a CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 8192, device="cuda") -> float:
+    """The measured peak in FLOP/s: a size x size x size torch.matmul (cuBLAS), median of 10 runs."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    run = lambda: torch.matmul(a, b)
+    median_seconds(run, repeats=2)  # warm-up, cuBLAS heuristics
+    return 2 * size**3 / median_seconds(run, repeats=10)
+
+
+# --- settings shared by the implementations -----------------------------------------------------------
+def use_comparable_settings(tf32: bool = True) -> None:
+    """For the whole session: cuDNN's algorithm search on (torch.backends.cudnn.benchmark) and one TF32
+    setting for cuDNN, cuBLAS, Inductor's templates and triton-conv, which read different flags.
+
+    TF32 on: cuDNN's new-API fp32_precision = 'tf32' where it exists (Inductor's conv template reads
+    exactly that; conv and rnn inherit it, and the legacy allow_tf32 still reads True), else the legacy
+    flag; cuBLAS through its legacy flag. TF32 off: the legacy flags. Set once and never restored:
+    torch 2.13 refuses to read a legacy flag once the two APIs disagree, and Inductor reads some."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    cudnn.benchmark = True
+    matmul.allow_tf32 = tf32  # the legacy setter keeps both of cuBLAS's flags readable
+    if tf32 and hasattr(cudnn, "fp32_precision"):
+        cudnn.fp32_precision = "tf32"
+    else:
+        cudnn.allow_tf32 = tf32
+
+
+def peer_options() -> dict:
+    """torch.compile options for the peer: max-autotune without CUDA graphs (the other two
+    implementations launch eagerly, so graphs would credit only the peer with saved launch time), and
+    Triton as the only GEMM and convolution backend, 1x1 convolutions as Triton GEMMs. Knobs that this
+    torch does not have are left out: the backward templates (max_autotune_conv_bwd_*) came after 2.11."""
+    import torch._inductor.config as inductor
+
+    wanted = {
+        "max_autotune": True,
+        "coordinate_descent_tuning": True,
+        "triton.cudagraphs": False,
+        "max_autotune_gemm_backends": "TRITON",
+        "max_autotune_conv_backends": "TRITON",
+        "max_autotune_conv_bwd_input_backends": "TRITON",
+        "max_autotune_conv_bwd_weight_backends": "TRITON",
+        "conv_1x1_as_mm": True,
+    }
+
+    def exists(key: str) -> bool:
+        owner = inductor
+        *path, leaf = key.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        return owner is not None and hasattr(owner, leaf)
+
+    return {key: value for key, value in wanted.items() if exists(key)}
+
+
+def peer_has_backward_templates() -> bool:
+    """Whether this torch's Inductor has Triton templates for dgrad and wgrad (else they run ATen)."""
+    options = peer_options()
+    return {"max_autotune_conv_bwd_input_backends", "max_autotune_conv_bwd_weight_backends"} <= set(options)
+
+
+def compile_peer(fn: Callable, *, on_gpu: bool = True) -> Callable:
+    """`fn` through torch.compile as the peer; on a CPU only Dynamo's tracing (backend 'eager'), which
+    checks the wrapping without Inductor's CPU code generation."""
+    if on_gpu:
+        return torch.compile(fn, dynamic=False, options=peer_options())
+    return torch.compile(fn, dynamic=False, backend="eager")
+
+
+# --- the passes ---------------------------------------------------------------------------------------
+def make_inputs(problem: ConvProblem, dtype: torch.dtype, channels_last: bool, device) -> dict:
+    """Random x, w and dy for one problem, in the memory format asked for."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    make = lambda shape: torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=layout)
+    return {"x": make(problem.input_shape), "w": make(problem.weight_shape), "dy": make(problem.output_shape)}
+
+
+def _geometry(problem: ConvProblem):
+    if (problem.pad_top, problem.pad_left) != (problem.pad_bottom, problem.pad_right):
+        raise ValueError(f"the benchmarks use symmetric padding, got {problem}")
+    return list(problem.stride), [problem.pad_top, problem.pad_left], list(problem.dilation), problem.groups
+
+
+def torch_pass(pass_name: str, problem: ConvProblem, tensors: dict) -> Callable[[], object]:
+    """torch's own pass (cuDNN on a GPU): F.conv2d, aten.convolution_backward, or both with autograd."""
+    stride, padding, dilation, groups = _geometry(problem)
+    x, w, dy = tensors["x"], tensors["w"], tensors["dy"]
+    backward = lambda mask: torch.ops.aten.convolution_backward(
+        dy, x, w, None, stride, padding, dilation, False, [0, 0], groups, mask
+    )
+    if pass_name == "fprop":
+        return lambda: F.conv2d(x, w, None, stride, padding, dilation, groups)
+    if pass_name == "dgrad":
+        return lambda: backward([True, False, False])[0]
+    if pass_name == "wgrad":
+        return lambda: backward([False, True, False])[1]
+    return _forward_backward(lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups), tensors)
+
+
+def triton_pass(pass_name: str, problem: ConvProblem, tensors: dict) -> Callable[[], object]:
+    """triton-conv's custom ops for one pass (fwd+bwd: triton_conv.conv2d with autograd)."""
+    from .autograd import conv2d_op, input_grad_op, weight_grad_op
+    from .functional import conv2d
+
+    stride, _, dilation, groups = _geometry(problem)
+    pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+    x, w, dy = tensors["x"], tensors["w"], tensors["dy"]
+    if pass_name == "fprop":
+        return lambda: conv2d_op(x, w, None, stride, pads, dilation, groups)
+    if pass_name == "dgrad":
+        return lambda: input_grad_op(dy, x, w, stride, pads, dilation, groups)
+    if pass_name == "wgrad":
+        return lambda: weight_grad_op(dy, x, w, stride, pads, dilation, groups, False)[0]
+    padding = [problem.pad_top, problem.pad_left]
+    return _forward_backward(lambda a, b: conv2d(a, b, None, stride, padding, dilation, groups), tensors)
+
+
+def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bool = True):
+    """The Inductor peer: torch's pass compiled by `compile_peer` (fwd+bwd: the forward compiled,
+    AOTAutograd compiles its backward). Dynamo is reset first: its cache is per code object, and after
+    a few shapes of the same lambda it would stop compiling and silently run eagerly."""
+    torch._dynamo.reset()
+    stride, padding, dilation, groups = _geometry(problem)
+    x, w, dy = tensors["x"], tensors["w"], tensors["dy"]
+    if pass_name == "fwd+bwd":
+        forward = compile_peer(
+            lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups), on_gpu=on_gpu
+        )
+        return _forward_backward(forward, tensors)
+    if pass_name == "fprop":
+        compiled = compile_peer(
+            lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups), on_gpu=on_gpu
+        )
+        return lambda: compiled(x, w)
+    index, mask = (0, [True, False, False]) if pass_name == "dgrad" else (1, [False, True, False])
+    compiled = compile_peer(
+        lambda g, a, b: torch.ops.aten.convolution_backward(
+            g, a, b, None, stride, padding, dilation, False, [0, 0], groups, mask
+        )[index],
+        on_gpu=on_gpu,
+    )
+    return lambda: compiled(dy, x, w)
+
+
+def _forward_backward(forward: Callable, tensors: dict) -> Callable[[], tuple]:
+    x = tensors["x"].detach().requires_grad_()
+    w = tensors["w"].detach().requires_grad_()
+    dy = tensors["dy"]
+    return lambda: torch.autograd.grad(forward(x, w), (x, w), dy)
+
+
+def pass_function(impl: str, pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bool = True):
+    """A zero-argument callable that runs one pass with one implementation on `tensors`."""
+    if impl == "triton-conv":
+        return triton_pass(pass_name, problem, tensors)
+    if impl == "cudnn":
+        return torch_pass(pass_name, problem, tensors)
+    if impl == "inductor":
+        return peer_pass(pass_name, problem, tensors, on_gpu=on_gpu)
+    raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+
+
+def reference_result(pass_name: str, problem: ConvProblem, tensors: dict):
+    """torch's result in fp64 (no TF32 to switch off) on the same device, to check any implementation."""
+    widened = {name: t.to(torch.float64) for name, t in tensors.items()}
+    with without_algorithm_search():
+        return torch_pass(pass_name, problem, widened)()
+
+
+@contextlib.contextmanager
+def without_algorithm_search():
+    """cuDNN's benchmark mode off for a reference computation: it would time fp64 algorithms per shape."""
+    searching = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = searching
+
+
+def relative_error(got, want) -> float:
+    """max over the results of ||got - want|| / ||want|| (Frobenius), in fp64."""
+    pairs = zip(got, want, strict=True) if isinstance(got, (tuple, list)) else [(got, want)]
+    errors = []
+    for a, b in pairs:
+        b = b.double()
+        errors.append(((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item())
+    return max(errors)
+
+
+def tolerance(dtype_name: str, tf32: bool) -> float:
+    return TOLERANCE_FP32_IEEE if dtype_name == "fp32" and not tf32 else TOLERANCE[dtype_name]
+
+
+# --- the sweep as a command -------------------------------------------------------------------------------
+def bench_dir() -> Path:
+    """bench/ beside the package (an editable install or a checkout)."""
+    return Path(__file__).resolve().parent.parent / "bench"
+
+
+def sweep_command(json_path: str, pytest_args=()) -> list[str]:
+    return [sys.executable, "-m", "pytest", str(bench_dir()), "--benchmark-only",
+            f"--benchmark-json={json_path}", "-p", "no:cacheprovider", *pytest_args]  # fmt: skip
+
+
+def default_sweep_path(notes_dir: str = "notes") -> str:
+    """notes/sweeps/<gpu>.json for the GPU torch sees ('notes/sweeps/nvidia-h200.json')."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no-gpu"
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+    return str(Path(notes_dir) / "sweeps" / f"{slug}.json")
+
+
+def run_sweep(json_path: str | None = None, pytest_args=(), env: dict | None = None) -> int:
+    """Run the benchmark sweep on the GPU (pytest bench/ --benchmark-only) into `json_path` (default:
+    `default_sweep_path()`); returns pytest's exit status. TRITON_INTERPRET is switched off for the
+    child, whose kernels must compile; `env` adds the sweep's variables (bench/settings.py), e.g.
+    {"TRITON_CONV_BENCH_PART": "fprop", "TRITON_CONV_BENCH_BUDGET_S": "480"}."""
+    if not bench_dir().is_dir():
+        raise FileNotFoundError(f"{bench_dir()} not found: the sweep runs from a checkout of triton-conv")
+    json_path = json_path or default_sweep_path()
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(env or {}), "TRITON_INTERPRET": "0"}
+    return subprocess.call(
+        sweep_command(str(Path(json_path).resolve()), pytest_args), env=env, cwd=bench_dir().parent
+    )

@@ -1,0 +1,27 @@
+"""`python -m triton_conv.report model|measured ...`: see triton_conv/report/__init__.py."""
+
+import argparse
+
+from . import DEFAULT_DEVICES, make_model_report, make_report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m triton_conv.report", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("model", help="the model's tables (no GPU needed)")
+    model.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES))
+    model.add_argument("--out", default="notes/batching.md")
+    measured = commands.add_parser("measured", help="tables and plots from pytest-benchmark JSON files")
+    measured.add_argument("json", nargs="+")
+    measured.add_argument("--out", default="notes/batching.md")
+    measured.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "model":
+        print(make_model_report(args.devices, args.out))
+    else:
+        print(make_report(args.json, args.out, plots=not args.no_plots))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""A pytest-benchmark JSON of bench/ -> the measured section of notes/batching.md: provenance, throughput
+against N per layer (triton-conv, cuDNN, the Inductor peer, the model), speedups, knees, batching,
+training memory and gradient accumulation; plots when matplotlib is there."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .markdown import replace_section, slug, table
+from .plots import write_plots
+
+KNEE_FRACTION = 0.9  # measured knee: the smallest N within 10% of the best per-image throughput
+IMPLS = ("triton-conv", "cudnn", "inductor")
+
+
+def load_run(json_path) -> tuple[list[dict], dict]:
+    """(records, meta) of one JSON: a record is a benchmark's extra_info plus `seconds` (the median per
+    call) and `name`; meta holds machine_info, commit_info and the datetime."""
+    data = json.loads(Path(json_path).read_text())
+    records = []
+    for bench in data.get("benchmarks", []):
+        info = dict(bench.get("extra_info") or {})
+        info["seconds"] = (bench.get("stats") or {}).get("median", info.get("seconds"))
+        info["name"] = bench.get("name")
+        if info.get("kind") and info["seconds"]:
+            records.append(info)
+    meta = {key: data.get(key) or {} for key in ("machine_info", "commit_info")}
+    meta["datetime"] = data.get("datetime", "")
+    return records, meta
+
+
+def provenance(meta: dict, json_path) -> str:
+    machine, commit = meta["machine_info"], meta["commit_info"]
+    ours = machine.get("triton_conv", {})
+    dirty = " + uncommitted changes" if commit.get("dirty") else ""
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in (ours.get("measured_peak_tflops") or {}).items()) or "—"
+    lines = [
+        f"- GPU: {ours.get('gpu', '—')} ({ours.get('sm_count', '—')} SMs); CUDA {ours.get('cuda', '—')}, "
+        f"cuDNN {ours.get('cudnn', '—')}",
+        f"- torch {ours.get('torch', '—')}, Triton {ours.get('triton', '—')}, triton-conv "
+        f"{ours.get('version', '—')}, Python {machine.get('python_version', '—')}",
+        f"- commit {commit.get('id', 'unknown')}{dirty} ({commit.get('branch', '—')}); "
+        f"run {meta['datetime']}",
+        f"- sweep: {ours.get('sweep', '—')} {ours.get('sweep_env') or ''}; "
+        f"TF32 for fp32: {ours.get('tf32', '—')}; measured matmul peak (TFLOP/s): {peaks}",
+        f"- source: `{json_path}`",
+    ]
+    return "\n".join(lines)
+
+
+def _key(r: dict) -> tuple:
+    return (r.get("layer_set"), r.get("layer"), r.get("pass"), r.get("dtype"), r.get("layout"))
+
+
+def _by_impl(records, kind="pass") -> dict:
+    """{(layer_set, layer, pass, dtype, layout): {N: {impl: record}}}"""
+    grouped: dict = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if r.get("kind") == kind:
+            grouped[_key(r)][r["N"]][r["implementation"]] = r
+    return grouped
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def speedup_table(records) -> str:
+    """t_cuDNN / t_triton-conv per (layer, pass, dtype, layout) row and N column; > 1: triton-conv faster."""
+    grouped = _by_impl(records)
+    batches = sorted({n for by_n in grouped.values() for n in by_n})
+    rows = []
+    for key, by_n in grouped.items():
+        cells = [_ratio(by_n.get(n, {}).get("cudnn", {}).get("seconds"),
+                        by_n.get(n, {}).get("triton-conv", {}).get("seconds")) for n in batches]  # fmt: skip
+        if any(c is not None for c in cells):
+            rows.append([key[0], key[1], key[2], key[3], *cells])
+    return table(["set", "layer", "pass", "dtype", *[f"N={n}" for n in batches]], rows)
+
+
+def batching_table(records) -> str:
+    """One batch of N against N launches of one image: measured S(N) = t(N one at a time) / t(batch)."""
+    pairs: dict = defaultdict(dict)
+    for r in records:
+        if r.get("kind") == "batching":
+            pairs[(r["layer"], r["implementation"], r["dtype"], r["N"])][r["how"]] = r
+    rows = []
+    for (layer, impl, dtype, n), by_how in sorted(pairs.items()):
+        batch, single = by_how.get("batch", {}), by_how.get("one-at-a-time", {})
+        model = (batch or single).get("model_speedup")
+        rows.append([layer, impl, dtype, n, _ms(batch.get("seconds")), _ms(single.get("seconds")),
+                     _ratio(single.get("seconds"), batch.get("seconds")), model])  # fmt: skip
+    headers = ["layer", "impl", "dtype", "N", "batch ms", "N x one image ms", "measured S(N)", "model S(N)"]
+    return table(headers, rows) if rows else ""
+
+
+def _ms(seconds):
+    return seconds * 1e3 if seconds else None
+
+
+def throughput_tables(records) -> str:
+    """One table per (set, pass, dtype, layout): times, TFLOP/s, fraction of peak, speedups, the model."""
+    grouped = _by_impl(records)
+    sections: dict = defaultdict(list)
+    for (layer_set, layer, pass_name, dtype, layout), by_n in grouped.items():
+        for n in sorted(by_n):
+            impl = by_n[n]
+            ours, cudnn, peer = (impl.get(i, {}) for i in IMPLS)
+            any_record = ours or cudnn or peer
+            model = any_record.get("model") or {}
+            sections[(layer_set, pass_name, dtype, layout)].append([
+                layer, n, *(_ms(r.get("seconds")) for r in (ours, cudnn, peer)), ours.get("tflops"),
+                ours.get("fraction_of_peak"), _ratio(cudnn.get("seconds"), ours.get("seconds")),
+                _ratio(cudnn.get("seconds"), peer.get("seconds")), model.get("tflops"),
+                any_record.get("tiles"), any_record.get("waves"),
+            ])  # fmt: skip
+    headers = ["layer", "N", "triton-conv ms", "cuDNN ms", "Inductor ms", "triton-conv TFLOP/s", "of peak",
+               "vs cuDNN", "Inductor vs cuDNN", "model TFLOP/s", "tiles", "waves"]  # fmt: skip
+    parts = []
+    for (layer_set, pass_name, dtype, layout), rows in sections.items():
+        parts.append(f"##### {layer_set}, {pass_name}, {dtype}, {layout}\n\n{table(headers, rows, '.3g')}")
+    return "\n\n".join(parts)
+
+
+def knee_table(records, device: str) -> str:
+    """Measured knee (smallest N within 10% of the best per-image throughput) against the model's."""
+    rows = []
+    for key, by_n in _by_impl(records).items():
+        for impl in IMPLS:
+            rates = {n: n / r[impl]["seconds"] for n, r in by_n.items() if impl in r}
+            if len(rates) < 3:
+                continue
+            best = max(rates.values())
+            knee = min(n for n, rate in rates.items() if rate >= KNEE_FRACTION * best)
+            model = next(r[impl].get("model") or {} for r in by_n.values() if impl in r)
+            rows.append([device, key[0], key[1], key[2], key[3], impl, f"{min(rates)}..{max(rates)}", knee,
+                         model.get("knee")])  # fmt: skip
+    headers = ["device", "set", "layer", "pass", "dtype", "impl", "N measured", "measured knee", "model knee"]
+    return table(headers, rows) if rows else "(fewer than three batch sizes per layer: no knee)"
+
+
+def speedup_curve_table(records) -> str:
+    """S(N) = N·t(1)/t(N) from the pass benchmarks (fprop), measured and as the model predicts it."""
+    rows = []
+    for key, by_n in _by_impl(records).items():
+        if key[2] != "fprop" or 1 not in by_n:
+            continue
+        for impl in IMPLS:
+            one = by_n[1].get(impl)
+            if not one:
+                continue
+            for n in sorted(by_n):
+                r = by_n[n].get(impl)
+                if r and n > 1:
+                    model = _ratio(
+                        n * (one.get("model") or {}).get("seconds", 0), (r.get("model") or {}).get("seconds")
+                    )
+                    rows.append(
+                        [key[0], key[1], key[3], impl, n, _ratio(n * one["seconds"], r["seconds"]), model]
+                    )
+    return table(["set", "layer", "dtype", "impl", "N", "measured S(N)", "model S(N)"], rows) if rows else ""
+
+
+def training_tables(records) -> str:
+    steps = sorted(
+        (r for r in records if r.get("kind") == "training_step"),
+        key=lambda r: (r["dtype"], r["implementation"], r["N"]),
+    )
+    rows = []
+    for r in steps:
+        model_s = (r.get("model") or {}).get("seconds")
+        weights = _gb(2 * (r.get("model_weight_bytes") or 0))
+        measured = [_ms(r["seconds"]), _ms(model_s), r["N"] / r["seconds"], _gb(r.get("peak_memory_bytes"))]
+        rows.append(
+            [
+                r["implementation"],
+                r["dtype"],
+                r["N"],
+                *measured,
+                _gb(r.get("model_activation_bytes")),
+                weights,
+            ]
+        )
+    parts = []
+    if rows:
+        headers = ["impl", "dtype", "N", "step ms", "model step ms", "images/s", "peak GB",
+                   "model activations GB", "model weights+grads GB"]  # fmt: skip
+        parts.append(table(headers, rows))
+    accumulation = [r for r in records if r.get("kind") == "grad_accumulation"]
+    real = {(r["implementation"], r["dtype"]): r for r in accumulation if r["micro_batch"] == r["N"]}
+    rows = []
+    for r in sorted(accumulation, key=lambda r: (r["implementation"], -r["micro_batch"])):
+        base = real.get((r["implementation"], r["dtype"]), {})
+        rows.append([r["implementation"], r["dtype"], r["N"], r["micro_batch"], _ms(r["seconds"]),
+                     _gb(r.get("peak_memory_bytes")), _ratio(r["seconds"], base.get("seconds")),
+                     _ratio(r.get("peak_memory_bytes"), base.get("peak_memory_bytes"))])  # fmt: skip
+    if rows:
+        parts.append(table(["impl", "dtype", "images", "micro-batch", "ms per update", "peak GB",
+                            "time vs one batch", "memory vs one batch"], rows))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def _gb(nbytes):
+    return nbytes / 1e9 if nbytes else None
+
+
+def _gpu(meta: dict) -> str:
+    return meta["machine_info"].get("triton_conv", {}).get("gpu") or "unknown GPU"
+
+
+def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> str:
+    """One GPU's subsection from its runs [(records, meta, json_path)]: several JSONs of one GPU (a sweep
+    split over several commands) are merged, each keeping its provenance."""
+    records = [r for run_records, _, _ in runs for r in run_records]
+    sources = "\n".join(provenance(meta, path) for _, meta, path in runs)
+    parts = [f"### {device}: measured\n\n{sources}"]
+    peaks = [[r["dtype"], r["N"], r.get("tflops")] for r in records if r.get("kind") == "matmul_peak"]
+    if peaks:
+        parts.append("#### Measured peak (torch.matmul)\n\n" + table(["dtype", "size", "TFLOP/s"], peaks))
+    for title, body in (
+        ("Speedup of triton-conv over cuDNN (t_cuDNN / t_triton-conv)", speedup_table(records)),
+        ("Knee per layer", knee_table(records, device)),
+        ("Batching speedup S(N) = N·t(1)/t(N)", speedup_curve_table(records)),
+        ("One batch of N against N launches of one image", batching_table(records)),
+        ("Training step and gradient accumulation (ResNet-50)", training_tables(records)),
+        ("Throughput against N", throughput_tables(records)),
+    ):
+        if body:
+            parts.append(f"#### {title}\n\n{body}")
+    if plot_dir is not None:
+        parts.append("#### Plots\n\n" + write_plots(records, plot_dir / slug(device), note_dir))
+    return "\n\n".join(parts)
+
+
+def make_report(json_path, out_path: str = "notes/batching.md", plots: bool = True) -> str:
+    """Write the measured section of `out_path` from a pytest-benchmark JSON of bench/, or a list of
+    them (one subsection per GPU; a GPU's JSONs merged), plots under <out_path's folder>/plots/<gpu>/;
+    returns out_path."""
+    paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
+    note_dir = Path(out_path).parent
+    by_device: dict = defaultdict(list)
+    for path in paths:
+        records, meta = load_run(path)
+        by_device[_gpu(meta)].append((records, meta, path))
+    plot_dir = note_dir / "plots" if plots else None
+    bodies = [render_device(device, runs, plot_dir, note_dir) for device, runs in by_device.items()]
+    return replace_section(out_path, "measured", "\n\n".join(bodies))
