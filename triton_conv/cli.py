@@ -80,16 +80,59 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import glob
+
+    from .report import make_model_report, make_report
+
+    make_model_report(out_path=args.out)
+    sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
+    if sweeps:
+        make_report(sweeps, out_path=args.out, plots=not args.no_plots)
+    print(f"wrote {args.out}: model tables" + (f" and {len(sweeps)} measured sweep(s)" if sweeps else ""))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .autotune_tables import tune_and_write
+
+    path = tune_and_write(
+        layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
+        out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
+    )  # fmt: skip
+    if path is None:
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_static_report(args) -> int:
+    from .static_report import write_static_report
+
+    print(f"wrote {write_static_report(args.out, workers=args.workers)}")
+    return 0
+
+
 def cmd_main(args) -> int:
     if not torch.cuda.is_available():
         cmd_demo(argparse.Namespace(batch=2))
         print()
-        return cmd_predict(
-            argparse.Namespace(
-                device=args.device, layers="quantization_probes", dtype="fp16", batch=[1, 8, 32, 34, 128]
-            )
+        probes = argparse.Namespace(
+            device=args.device, layers="quantization_probes", dtype="fp16", batch=[1, 8, 32, 34, 128]
         )
-    raise SystemExit("the GPU sweep is not wired in yet")
+        return cmd_predict(probes)
+    from .benchmarking import default_sweep_path, run_sweep
+
+    # The sweep in its parts (bench/cases.py PARTS), one JSON each, then the report from all of them.
+    base = default_sweep_path().removesuffix(".json")
+    paths = []
+    for part in args.parts:
+        path = f"{base}-{part}.json"
+        status = run_sweep(path, env={"TRITON_CONV_BENCH_PART": part})
+        print(f"sweep part {part}: pytest exit status {status}, {path}")
+        if os.path.exists(path):
+            paths.append(path)
+    return cmd_report(argparse.Namespace(json=paths, out="notes/batching.md", no_plots=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,8 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dtype", default="fp16")
     predict.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
     predict.set_defaults(run=cmd_predict)
+    report = commands.add_parser("report", help="write notes/batching.md from sweeps and the model")
+    report.add_argument("json", nargs="*", help="pytest-benchmark JSONs (default: notes/sweeps/*.json)")
+    report.add_argument("--out", default="notes/batching.md")
+    report.add_argument("--no-plots", action="store_true")
+    report.set_defaults(run=cmd_report)
+    tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
+    tune.add_argument("--layers", default="resnet50", help="a layer set of triton_conv.layers")
+    tune.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
+    tune.add_argument("--passes", nargs="+", default=["fprop", "dgrad", "wgrad"])
+    tune.add_argument("--dtypes", nargs="+", default=["fp16"])
+    tune.add_argument("--out-dir", default="notes/autotune")
+    tune.add_argument("--rep-ms", type=int, default=100, help="timed milliseconds per config")
+    tune.add_argument("--max-configs", type=int, default=None)
+    tune.set_defaults(run=cmd_tune)
+    static = commands.add_parser("static-report", help="sm_90 registers, shared memory, spills, wgmma")
+    static.add_argument("--out", default="notes/autotune/sm90_static.md")
+    static.add_argument("--workers", type=int, default=None)
+    static.set_defaults(run=cmd_static_report)
     main = commands.add_parser("main", help="the README's main job")
     main.add_argument("--device", default="H200", help="the device the CPU-only predictions are for")
+    main.add_argument(
+        "--parts", nargs="+", default=["fprop", "backward", "peer", "training", "layers", "dtypes"]
+    )
     main.set_defaults(run=cmd_main)
     return parser
 

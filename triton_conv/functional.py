@@ -80,7 +80,9 @@ def _autocast(*tensors):
     """Under torch.autocast, run in the autocast dtype as torch's own conv2d does (it is on
     autocast's lower-precision list on CUDA and on the CPU)."""
     first = tensors[0]
-    if not isinstance(first, torch.Tensor) or not torch.is_autocast_enabled(first.device.type):
+    if not isinstance(first, torch.Tensor) or first.device.type not in ("cuda", "cpu"):
+        return tensors
+    if not torch.is_autocast_enabled(first.device.type):
         return tensors
     dtype = torch.get_autocast_dtype(first.device.type)
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)

@@ -16,9 +16,10 @@ def interpreter_active() -> bool:
 
 
 def runs_triton(tensor: torch.Tensor) -> bool:
-    """True when a tensor on this device runs the Triton kernels; warns once when it cannot."""
+    """True when a tensor on this device runs the Triton kernels (meta tensors: the ops' shape-only
+    implementations); warns once when it cannot."""
     global _warned_fallback
-    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreter_active()):
+    if tensor.device.type in ("cuda", "meta") or (tensor.device.type == "cpu" and interpreter_active()):
         return True
     if not _warned_fallback:
         _warned_fallback = True

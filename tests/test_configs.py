@@ -1,0 +1,304 @@
+"""The search space: generated from axis lists and shape rules; pruned per problem by named rules;
+the tuning key. Each rule is shown to remove what it should and to keep what it should."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from triton_conv.compile_check import wgmma_eligible
+from triton_conv.configs import (
+    MAX_SURVIVORS,
+    PROBLEM_RULES,
+    SHAPE_RULES,
+    SPACES,
+    KernelConfig,
+    Target,
+    accumulator_per_thread,
+    bucket,
+    config_space,
+    default_config,
+    default_pass_config,
+    operand_registers,
+    pipeline_depth,
+    prune,
+    register_budget,
+    search_space,
+    shared_bytes,
+    shared_memory,
+    split_keeps_work,
+    split_only_when_idle,
+    split_within_two_waves,
+    tile_area,
+    tile_fits_problem,
+    tuning_key,
+    wgmma_on_hopper,
+)
+from triton_conv.devices import get_device
+from triton_conv.occupancy import launch_tiles
+from triton_conv.problem import PASSES, ConvProblem
+
+H200 = get_device("H200")
+
+
+def conv(c, h, w, k, r, stride=1, pad=0, batch=1, groups=1):
+    return ConvProblem.from_shapes((batch, c, h, w), (k, c // groups, r, r), stride, pad, groups=groups)
+
+
+def cfg(bm=64, bn=64, bk=32, warps=4, stages=4, group_m=8, split=1):
+    return KernelConfig(bm, bn, bk, group_m, split, warps, stages)
+
+
+SMALL = conv(256, 14, 14, 256, 3, pad=1)  # 196 rows: few tiles at N=1
+BIG = conv(64, 56, 56, 64, 3, pad=1, batch=64)  # 200704 rows: thousands of tiles
+
+
+# --- the space ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_space_is_the_filtered_product(pass_name):
+    raw = [c for sub in SPACES[pass_name] for c in sub.product()]
+    expected = list(dict.fromkeys(c for c in raw if all(rule(c) for rule in SHAPE_RULES)))
+    assert list(config_space(pass_name)) == expected
+    assert 10 <= len(expected) <= 48  # small enough to compile for sm_90 and run under the interpreter
+    assert any(c.split_k > 1 for c in expected)  # every pass can fill an idle GPU by splitting
+    assert any(c.split_k == 1 for c in expected)
+
+
+def test_wgrad_searches_group_m_and_deep_splits():
+    space = config_space("wgrad")
+    assert {c.group_m for c in space} == {1, 8}
+    assert max(c.split_k for c in space) == 64
+    assert {c.group_m for c in config_space("fprop")} == {8}
+
+
+def test_shape_rules_each_remove_something_from_the_raw_product():
+    raw = [c for p in PASSES for sub in SPACES[p] for c in sub.product()]
+    for rule in SHAPE_RULES:
+        assert any(not rule(c) for c in raw), f"{rule.__name__} removes nothing: drop it or its axis"
+
+
+def test_tile_area():
+    assert tile_area(cfg(64, 64)) and tile_area(cfg(128, 128)) and tile_area(cfg(64, 256))
+    assert not tile_area(cfg(128, 256)) and not tile_area(cfg(32, 64)) and not tile_area(cfg(16, 16))
+
+
+def test_accumulator_per_thread():
+    assert accumulator_per_thread(cfg(64, 64, warps=4))  # 32 registers
+    assert accumulator_per_thread(cfg(128, 128, warps=8))  # 64
+    assert not accumulator_per_thread(cfg(128, 128, warps=4))  # 128: spills in fp32 on sm_90
+    assert not accumulator_per_thread(cfg(64, 64, warps=8))  # 16: too little work per warp
+
+
+def test_pipeline_depth():
+    assert pipeline_depth(cfg(bk=32, stages=4)) and pipeline_depth(cfg(bk=64, stages=3))
+    assert not pipeline_depth(cfg(bk=32, stages=3)) and not pipeline_depth(cfg(bk=64, stages=4))
+    assert not pipeline_depth(cfg(bk=16, stages=4))
+
+
+# --- the problem rules --------------------------------------------------------------------------------
+def target(problem, pass_name="fprop", dtype=torch.float16, device=H200, floors=(64, 64, 32)):
+    return Target(problem, pass_name, dtype, get_device(device), floors)
+
+
+def test_shared_memory_rule():
+    big_fp32 = cfg(128, 128, 64, warps=8, stages=3)  # 3 x (128x64 + 64x128) x 4 bytes = 192 KiB
+    assert shared_bytes(big_fp32, 4) == 192 * 1024
+    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float32))  # H200: 227 KiB per block
+    assert not shared_memory(big_fp32, target(SMALL, dtype=torch.float32, device="A100"))  # 163 KiB
+    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float16, device="A100"))  # 96 KiB
+    assert not shared_memory(
+        cfg(64, 256, 64, warps=8, stages=3), target(SMALL, dtype=torch.float16, device="T4")
+    )
+    pruning = prune(config_space("fprop"), BIG, "fprop", torch.float32, "RTX 4090")
+    assert pruning.removed["shared_memory"]
+    assert all(shared_bytes(c, 4) > 99 * 1024 for c in pruning.removed["shared_memory"])
+    assert all(shared_bytes(c, 4) <= 99 * 1024 for c in pruning.survivors)
+
+
+def test_register_budget_rule():
+    assert operand_registers(cfg(128, 64, 64, warps=4, stages=3), 4) == 64 + 96
+    fp32 = target(SMALL, dtype=torch.float32)
+    assert not register_budget(cfg(128, 64, 64, warps=4, stages=3), fp32)  # 160: spilled on sm_90
+    assert not register_budget(cfg(64, 128, 64, warps=4, stages=3, split=4), fp32)
+    assert register_budget(cfg(128, 128, 64, warps=8, stages=3), fp32)  # 128: did not
+    assert register_budget(cfg(128, 64, 32, warps=4), fp32)  # BK 32: 112
+    assert register_budget(cfg(128, 64, 64, warps=4, stages=3), target(SMALL))  # fp16: 112
+    removed = prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float32, H200).removed
+    assert removed["register_budget"] and all(c.block_k == 64 for c in removed["register_budget"])
+    assert not prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float16, H200).removed[
+        "register_budget"
+    ]
+
+
+def test_tile_fits_problem_rule():
+    forty_rows = conv(16, 5, 8, 48, 1)  # fprop GEMM 40 x 48, 16 channels per tap
+    t = target(forty_rows)
+    assert tile_fits_problem(cfg(64, 64, 32), t)  # the smallest blocks available stay
+    assert not tile_fits_problem(cfg(128, 64, 32), t)  # BM=128 when M is 40
+    assert not tile_fits_problem(cfg(64, 128, 32), t)  # BN=128 when N is 48
+    assert not tile_fits_problem(cfg(64, 64, 64), t)  # BK=64 when a tap has 16 channels
+    assert tile_fits_problem(cfg(128, 64, 64), target(BIG))  # 200704 rows, 64 channels: fits
+    assert not tile_fits_problem(cfg(128, 128, 64), target(BIG))  # but 64 output channels
+    # wgrad: rows are output channels (64), BLOCK_K walks N·P·Q (large)
+    assert not tile_fits_problem(cfg(128, 64, 64), target(BIG, "wgrad"))
+    assert tile_fits_problem(cfg(64, 128, 64), target(BIG, "wgrad"))
+
+
+def test_split_only_when_idle_rule():
+    split = cfg(64, 64, 64, stages=3, split=4)
+    assert target(SMALL).tiles(split) == 4 * 4 < H200.sm_count
+    assert split_only_when_idle(split, target(SMALL))
+    assert not split_only_when_idle(split, target(BIG))  # 3136 x 1 tiles already fill 132 SMs
+    assert split_only_when_idle(cfg(), target(BIG))  # no split: never removed
+    assert all(c.split_k == 1 for c in search_space(BIG, "fprop", torch.float16, H200))
+    assert any(c.split_k > 1 for c in search_space(SMALL, "fprop", torch.float16, H200))
+
+
+def test_split_within_two_waves_rule():
+    t = target(SMALL)  # 16 tiles of 64x64
+    assert split_within_two_waves(cfg(bk=64, stages=3, split=16), t)  # 256 <= 264
+    assert not split_within_two_waves(cfg(bk=64, stages=3, split=32), t)  # 512 CTAs
+    assert not split_within_two_waves(cfg(bk=64, stages=3, split=16), target(SMALL, device="A100"))
+
+
+def test_split_keeps_work_rule():
+    t = target(SMALL)  # fprop reduction: 9 taps x 256/64 channel blocks = 36 steps
+    assert t.reduction_steps(cfg(bk=64, stages=3)) == 36
+    assert split_keeps_work(cfg(bk=64, stages=3, split=8), t)  # 4.5 steps per split
+    assert not split_keeps_work(cfg(bk=64, stages=3, split=16), t)  # 2.25
+    one_image = target(SMALL, "wgrad")  # wgrad reduction: 196 pixels = 4 steps of 64
+    assert not split_keeps_work(cfg(bk=64, stages=3, split=2), one_image)
+    assert split_keeps_work(cfg(bk=64, stages=3, split=2), target(SMALL.with_batch(8), "wgrad"))
+
+
+def test_wgmma_rule_on_hopper_only():
+    falls_off = [cfg(32, 64, warps=4), cfg(64, 64, warps=2)]
+    for c in falls_off:
+        assert not wgmma_on_hopper(c, target(SMALL, dtype=torch.float16))
+        assert not wgmma_on_hopper(c, target(SMALL, dtype=torch.float32))  # TF32 takes wgmma too
+        assert wgmma_on_hopper(c, target(SMALL, dtype=torch.float64))  # no tensor-core path to lose
+        assert wgmma_on_hopper(c, target(SMALL, device="A100"))  # no wgmma on sm_80 at all
+    assert wgmma_on_hopper(cfg(64, 64, warps=4), target(SMALL))
+    pruning = prune([cfg(64, 64), *falls_off], SMALL, "fprop", torch.float16, H200)
+    assert pruning.removed["wgmma_on_hopper"] == tuple(falls_off)
+    assert pruning.survivors == (cfg(64, 64),)
+
+
+@pytest.mark.parametrize("bm,warps", itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8, 16)))
+def test_wgmma_rule_matches_compile_check(bm, warps):
+    c = KernelConfig(bm, 64, 32, num_warps=warps)
+    assert wgmma_on_hopper(c, target(SMALL)) == wgmma_eligible(torch.float16, bm, warps)
+
+
+def test_same_tile_order_merges_group_m_variants():
+    one_column = conv(64, 14, 14, 64, 1)  # wgrad 64 x 64: one tile each way
+    pruning = prune(config_space("wgrad"), one_column.with_batch(32), "wgrad", torch.float16, H200)
+    merged = pruning.removed["same_tile_order"]
+    assert merged and all(c.group_m == 1 for c in merged)  # the default GROUP_M stays
+    many = conv(512, 7, 7, 512, 3, pad=1, batch=32)  # wgrad 512 x 4608: GROUP_M changes the order
+    kept = prune(config_space("wgrad"), many, "wgrad", torch.float16, H200)
+    assert not kept.removed["same_tile_order"]
+    assert {c.group_m for c in kept.survivors} == {1, 8}
+
+
+def test_cap_keeps_the_best_filled():
+    pruning = prune(config_space("wgrad"), SMALL.with_batch(128), "wgrad", torch.float16, H200, max_configs=5)
+    assert len(pruning.survivors) == 5 and pruning.removed["cap"]
+    t = Target(SMALL.with_batch(128), "wgrad", torch.float16, H200)
+    assert min(map(t.fill_score, pruning.survivors)) >= max(map(t.fill_score, pruning.removed["cap"]))
+    assert len(search_space(SMALL.with_batch(128), "wgrad", torch.float16, H200)) <= MAX_SURVIVORS
+
+
+def test_every_config_removed_once_and_rules_named():
+    pruning = prune(config_space("fprop"), SMALL, "fprop", torch.float32, "T4")
+    removed = [c for configs in pruning.removed.values() for c in configs]
+    assert len(removed) == len(set(removed))
+    assert set(removed) | set(pruning.survivors) == set(config_space("fprop"))
+    assert list(pruning.removed)[: len(PROBLEM_RULES)] == [r.__name__ for r in PROBLEM_RULES]
+
+
+def test_a_rule_that_would_remove_everything_is_relaxed():
+    off_wgmma = [cfg(32, 128, warps=4)]
+    pruning = prune(off_wgmma, SMALL, "fprop", torch.float16, H200)
+    assert pruning.survivors == tuple(off_wgmma) and pruning.relaxed == ("wgmma_on_hopper",)
+    assert prune(off_wgmma, SMALL, "fprop", torch.float16, "A100").relaxed == ()
+
+
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("problem", [SMALL, BIG, conv(8, 9, 11, 12, 3, stride=2, pad=1, groups=2)], ids=str)
+def test_target_tiles_match_the_model_and_the_launchers(pass_name, problem):
+    for c in config_space(pass_name):
+        assert Target(problem, pass_name, torch.float16, H200).tiles(c) * c.split_k == launch_tiles(
+            problem, pass_name, c
+        )
+
+
+# --- the key --------------------------------------------------------------------------------------------
+def test_bucket():
+    assert [bucket(n) for n in (0, 1, 2, 3, 4, 5, 196, 256, 257)] == [0, 1, 2, 4, 4, 8, 256, 256, 512]
+
+
+def test_key_buckets_the_growing_dimension():
+    a = conv(64, 56, 56, 64, 3, pad=1)  # 3136 rows -> 4096
+    b = conv(64, 60, 60, 64, 3, pad=1)  # 3600 rows -> 4096: a new image size, no new search
+    assert tuning_key(a, "fprop", torch.float16, True) == tuning_key(b, "fprop", torch.float16, True)
+    assert "M~4096" in tuning_key(a, "fprop", torch.float16, True)
+    assert tuning_key(a, "fprop", torch.float16, True) != tuning_key(
+        a.with_batch(2), "fprop", torch.float16, True
+    )
+    # wgrad: M (output channels) is exact, the reduction N·P·Q is bucketed
+    assert tuning_key(a, "wgrad", torch.float16, True) == tuning_key(b, "wgrad", torch.float16, True)
+    assert "M=64" in tuning_key(a, "wgrad", torch.float16, True)
+
+
+def test_key_names_tf32_apart_from_ieee_fp32(monkeypatch):
+    keys = set()
+    for allow in (True, False):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
+        conv_settings = getattr(torch.backends.cudnn, "conv", None)
+        if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
+            monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if allow else "ieee")
+        keys.add(tuning_key(SMALL, "fprop", torch.float32, True).split()[1])
+    assert keys == {"tf32", "fp32"}
+
+
+def test_key_separates_what_changes_the_kernel():
+    base = conv(64, 56, 56, 64, 3, pad=1)
+    key = tuning_key(base, "fprop", torch.float16, True)
+    assert key == "fprop fp16 nhwc M~4096 N=64 K=576 RxS=3x3 stride=1x1 dil=1x1 g=1"
+    others = [
+        tuning_key(base, "dgrad", torch.float16, True),
+        tuning_key(base, "fprop", torch.bfloat16, True),
+        tuning_key(base, "fprop", torch.float16, False),
+        tuning_key(conv(64, 112, 112, 64, 3, stride=2, pad=1), "fprop", torch.float16, True),
+        tuning_key(
+            ConvProblem.from_shapes((1, 64, 60, 60), (64, 64, 3, 3), dilation=2), "fprop", torch.float16, True
+        ),
+        tuning_key(conv(64, 56, 56, 64, 3, pad=1, groups=2), "fprop", torch.float16, True),
+        tuning_key(conv(64, 56, 56, 128, 3, pad=1), "fprop", torch.float16, True),
+    ]
+    assert len({key, *others}) == len(others) + 1
+
+
+# --- KernelConfig and the defaults ---------------------------------------------------------------------
+def test_config_dict_round_trip():
+    for c in config_space("wgrad"):
+        assert KernelConfig.from_dict(c.as_dict()) == c
+    with pytest.raises(ValueError, match="exactly the fields"):
+        KernelConfig.from_dict({"block_m": 64})
+
+
+def test_default_config_unchanged():
+    from triton_conv.problem import GemmShape
+
+    assert default_config(GemmShape(8192, 256, 2304), 2) == KernelConfig(128, 128, 64, 8, 1, 8, 3)
+    assert default_config(GemmShape(100, 10, 9), 4) == KernelConfig(64, 16, 16, 8, 1, 4, 3)
+
+
+def test_default_pass_config_splits_wgrad_only_with_sms():
+    eight = conv(64, 56, 56, 64, 3, pad=1, batch=8)  # wgrad: 64 x 576 output, 25088-pixel reduction
+    assert default_pass_config(eight, "wgrad", torch.float16, sm_count=132).split_k > 1
+    assert default_pass_config(eight, "wgrad", torch.float16, sm_count=1).split_k == 1
+    assert default_pass_config(SMALL, "fprop", torch.float16) == default_config(SMALL.gemm("fprop"), 2)

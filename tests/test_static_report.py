@@ -1,0 +1,80 @@
+"""The sm_90 static report: configs of the space compile for Hopper (a deterministic sample here, all
+of them in `triton-conv static-report`), and the committed table lists exactly the current space."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from triton_conv import static_report
+from triton_conv.configs import config_space, shared_bytes
+from triton_conv.problem import PASSES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED = os.path.join(REPO, static_report.DEFAULT_PATH)
+SIZES = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+def _sample():
+    """Per pass: the first, middle and last config of the space, each in another dtype."""
+    cases = []
+    for pass_name in PASSES:
+        space = config_space(pass_name)
+        for dtype, index in zip(("fp16", "bf16", "fp32"), (0, len(space) // 2, len(space) - 1), strict=True):
+            cases.append((pass_name, dtype, space[index]))
+    return cases
+
+
+SAMPLE = _sample()
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return dict(zip(SAMPLE, static_report.compile_cases(SAMPLE, workers=2), strict=True))
+
+
+@pytest.mark.parametrize("case", SAMPLE, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}".replace(" ", "_"))
+def test_sampled_config_compiles_for_sm90(case, compiled):
+    pass_name, dtype, config = case
+    report = compiled[case]
+    assert report.capability == 90 and report.kernel == f"{pass_name}_kernel"
+    # the shared_memory rule's formula is what the compiler allocates, give or take small extras
+    # (wgrad's bias sum keeps a BK x 16 tile of ones; some pipelines need less than all stages)
+    assert report.shared_bytes <= shared_bytes(config, SIZES[dtype]) + 4096
+    verdict = static_report.verdict(pass_name, static_report._BY_NAME[dtype], config, report)
+    assert not verdict.startswith("FLAG"), (verdict, report)
+    if verdict.startswith("ok"):  # what the tuner may time on Hopper: wgmma, no local-memory traffic
+        assert report.wgmma and report.local_loads == 0, report
+
+
+def test_committed_table_lists_the_current_space():
+    assert os.path.exists(COMMITTED), "run triton_conv.static_report.write_static_report()"
+    listed = static_report.listed_cases(COMMITTED)
+    current = {(p, d, str(c)) for p, d, c in static_report.space_cases()}
+    missing, stale = current - listed, listed - current
+    assert not missing and not stale, (
+        f"{static_report.DEFAULT_PATH} is out of date ({len(missing)} configs missing, {len(stale)} "
+        "no longer in the space): regenerate it with triton_conv.static_report.write_static_report()"
+    )
+
+
+def test_committed_table_is_labelled_and_has_no_flags():
+    with open(COMMITTED) as handle:
+        text = handle.read()
+    assert "compiled, not measured" in text and "sm_90" in text and "commit " in text
+    assert "FLAG" not in text.split("## ", 1)[1], "a config spills or falls off wgmma unpruned"
+
+
+def test_space_cases_cover_every_pass_and_dtype():
+    cases = static_report.space_cases()
+    assert len(cases) == 3 * sum(len(config_space(p)) for p in PASSES)
+    assert {d for _, d, _ in cases} == {"fp16", "bf16", "fp32"}
+
+
+def test_build_spec_uses_the_gpu_flags():
+    spec = static_report.build_spec("wgrad", torch.bfloat16, config_space("wgrad")[0])
+    assert spec.constexprs["UPCAST"] is False and spec.constexprs["INPUT_PRECISION"] == "ieee"
+    spec = static_report.build_spec("fprop", torch.float32, config_space("fprop")[0])
+    assert spec.constexprs["INPUT_PRECISION"] == "tf32"

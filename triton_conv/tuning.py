@@ -1,0 +1,348 @@
+"""Autotuning: time each surviving config of a pass's space, keep the fastest, remember it on disk.
+
+`select_config` is what the passes call: a cached config when there is one (in memory, then the
+per-device file of tuning_cache.py); on a miss on a CUDA device, every config that survives
+configs.search_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
+inputs and the fastest is cached with the runner-up and all the times (TRITON_CONV_AUTOTUNE=0
+turns the timing off: cache hits are still used, misses get the default config). On the CPU (the
+interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
+default config is returned, the one the passes used before tuning existed.
+
+`tune_model` tunes a model's convolutions ahead of time; `tune_layer_set` (implemented in
+autotune_tables.py, beside the table writer) tunes a named layer set and returns table rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .configs import KernelConfig, default_pass_config, search_space, tuning_key
+from .devices import DeviceSpec, get_device, live_device
+from .problem import ConvProblem
+from .tuning_cache import TuneResult, get_cache
+
+Timer = Callable[[Callable[[], object]], float]  # runs a callable, returns milliseconds
+ENV_AUTOTUNE = "TRITON_CONV_AUTOTUNE"  # "0": never time on a cache miss, use the default config
+CPU_TARGET = "H200"  # the GPU whose limits prune the space when a test tunes on the CPU
+
+
+def autotuning_enabled() -> bool:
+    return os.environ.get(ENV_AUTOTUNE, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def gpu_timer(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:
+    """Median milliseconds of `fn` by triton.testing.do_bench (device events, L2 flushed per run,
+    `warmup` ms of warm-up, then about `rep` ms of timed runs)."""
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def cpu_timer(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Median wall-clock milliseconds over `repeats` runs after one warm-up run (the interpreter)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+# --- inputs and the callables that launch one pass --------------------------------------------------
+def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device) -> dict:
+    """Fresh random tensors (never zeros) for one pass, in the layout asked for."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def make(shape):
+        return torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=layout)
+
+    tensors = {"weight": make(problem.weight_shape)}
+    if pass_name == "fprop":
+        tensors.update(
+            x=make(problem.input_shape), bias=torch.randn(problem.out_channels, dtype=dtype, device=device)
+        )
+    else:
+        tensors["dy"] = make(problem.output_shape)
+        if pass_name == "wgrad":
+            tensors["x"] = make(problem.input_shape)
+    return tensors
+
+
+def pass_runner(problem, pass_name: str, tensors: dict, config: KernelConfig, channels_last: bool):
+    """A callable that allocates the pass's output and launches it with `config` (what is timed)."""
+    if pass_name == "fprop":
+        from .launchers.fprop import conv2d_fprop
+
+        return lambda: conv2d_fprop(tensors["x"], tensors["weight"], tensors["bias"], problem, config)
+    if pass_name == "dgrad":
+        from .launchers.dgrad import conv2d_dgrad
+
+        return lambda: conv2d_dgrad(
+            tensors["dy"], tensors["weight"], problem, config, channels_last=channels_last
+        )
+    from .launchers.wgrad import conv2d_wgrad
+
+    dtype = tensors["x"].dtype
+    return lambda: conv2d_wgrad(
+        tensors["dy"], tensors["x"], problem, config,
+        weight_dtype=dtype, channels_last=channels_last, need_bias=True,
+    )  # fmt: skip
+
+
+# --- one tuning ---------------------------------------------------------------------------------------
+# Counts every timing the tuner runs (tests use it to prove a cached shape is not re-tuned).
+timing_calls = 0
+
+
+def time_configs(
+    configs, make_runner: Callable[[KernelConfig], Callable[[], object]], timer: Timer, errors=None
+):
+    """[(config, ms)] for each config. A config that fails to build or launch (out of resources on
+    a smaller GPU, say) gets inf, and its error goes into `errors` (str(config) -> message)."""
+    global timing_calls
+    timings = []
+    for config in configs:
+        timing_calls += 1
+        try:
+            ms = float(timer(make_runner(config)))
+        except torch.cuda.OutOfMemoryError:  # the problem, not the config: nothing else will fit
+            raise
+        except Exception as error:
+            ms = math.inf
+            if errors is not None:
+                errors[str(config)] = f"{type(error).__name__}: {error}"[:500]
+        timings.append((config, ms))
+    return timings
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+_SPECS: dict[int, DeviceSpec] = {}
+
+
+def device_identity(device: torch.device) -> tuple[str, DeviceSpec | None]:
+    """(name of the cache file's device, the live DeviceSpec) for a CUDA device; ('cpu', None)."""
+    if device.type != "cuda":
+        return "cpu", None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SPECS:
+        _SPECS[index] = live_device(index)
+    return _SPECS[index].name, _SPECS[index]
+
+
+def tune_problem(
+    problem,
+    pass_name,
+    dtype,
+    channels_last,
+    device=None,
+    *,
+    timer=None,
+    target=None,
+    max_configs=None,
+    configs=None,
+) -> TuneResult:
+    """Time every surviving config (or `configs`) on `device` and return the fastest, uncached."""
+    device = _device(device)
+    _, live = device_identity(device)
+    target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
+    if configs is None:
+        kwargs = {} if max_configs is None else {"max_configs": max_configs}
+        configs = search_space(problem, pass_name, dtype, target, **kwargs)
+    timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
+    tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
+    errors: dict[str, str] = {}
+    timings = time_configs(
+        configs, lambda c: pass_runner(problem, pass_name, tensors, c, channels_last), timer, errors
+    )
+    ranked = sorted(timings, key=lambda item: item[1])
+    if math.isinf(ranked[0][1]):
+        raise RuntimeError(f"no config of {pass_name} ran on {device} for {problem}: {errors}")
+    runner = ranked[1] if len(ranked) > 1 and not math.isinf(ranked[1][1]) else (None, None)
+    return TuneResult(
+        tuning_key(problem, pass_name, dtype, channels_last), ranked[0][0], ranked[0][1], *runner,
+        timings, device.type, False, str(problem), errors,
+    )  # fmt: skip
+
+
+def autotune(
+    problem, pass_name, dtype, channels_last, device=None, *, timer=None, target=None, max_configs=None
+) -> TuneResult:
+    """The cached result for this problem's key, else a tuning on `device` that is then cached.
+
+    Without a CUDA device and without a `timer`, nothing is timed or cached: the default config.
+    With TRITON_CONV_AUTOTUNE=0 a CUDA device still reads the cache but times nothing on a miss.
+    """
+    device = _device(device)
+    name, live = device_identity(device)
+    key = tuning_key(problem, pass_name, dtype, channels_last)
+    if device.type != "cuda" and timer is None:
+        return TuneResult(key, default_pass_config(problem, pass_name, dtype, sm_count=1), None)
+    cache = get_cache(name)
+    entry = cache.get(key)
+    if entry is not None:
+        return TuneResult.from_entry(key, entry)
+    if timer is None and not autotuning_enabled():
+        return TuneResult(key, default_pass_config(problem, pass_name, dtype, sm_count=live.sm_count), None)
+    result = tune_problem(
+        problem, pass_name, dtype, channels_last, device, timer=timer, target=target, max_configs=max_configs
+    )
+    stored = cache.put(key, result.entry())
+    return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)
+
+
+_CHOSEN: dict[tuple, KernelConfig] = {}
+
+
+def select_config(
+    problem: ConvProblem,
+    pass_name: str,
+    dtype: torch.dtype,
+    channels_last: bool,
+    device=None,
+    *,
+    timer: Timer | None = None,
+) -> KernelConfig:
+    """The config the autotuned passes launch with (memoised per problem in this process)."""
+    device = _device(device)
+    memo = (problem, pass_name, dtype, bool(channels_last), str(device), timer)
+    config = _CHOSEN.get(memo)
+    if config is None:
+        config = autotune(problem, pass_name, dtype, channels_last, device, timer=timer).best
+        _CHOSEN[memo] = config
+    return config
+
+
+def forget_choices() -> None:
+    """Clear the in-process memo (tests; after changing TRITON_CONV_CACHE_DIR)."""
+    from .tuning_cache import forget_open_caches
+
+    _CHOSEN.clear()
+    forget_open_caches()
+
+
+# --- ahead of time: a model's convolutions ------------------------------------------------------------
+def _is_conv2d(module) -> bool:
+    weight = getattr(module, "weight", None)
+    return (
+        isinstance(weight, torch.Tensor) and weight.dim() == 4
+        and all(hasattr(module, a) for a in ("stride", "padding", "dilation", "groups"))
+    )  # fmt: skip
+
+
+def conv_problems(model: torch.nn.Module, input_shape) -> list[tuple[str, ConvProblem, bool, bool]]:
+    """(module name, problem at batch 1, needs dgrad, needs wgrad) of every Conv2d call in one forward
+    pass at `input_shape` ((C, H, W), or (N, C, H, W) with N ignored), run on meta tensors.
+
+    For that pass each convolution module computes with torch's own conv2d on meta tensors (a
+    triton-conv Conv2d need not support the meta device), recording its problem on the way."""
+    shape = (1, *tuple(input_shape)[-3:])
+    found = []
+    convs = {module: name for name, module in model.named_modules() if _is_conv2d(module)}
+
+    def recording(module):
+        def forward(x):
+            pad, (h, w) = module.padding, x.shape[-2:]
+            if getattr(module, "padding_mode", "zeros") != "zeros" and not isinstance(pad, str):
+                h, w, pad = h + 2 * pad[0], w + 2 * pad[1], 0  # the module pads before convolving
+            problem = ConvProblem.from_shapes(
+                (x.shape[0], x.shape[1], h, w), module.weight.shape, module.stride, pad, module.dilation,
+                module.groups,
+            )  # fmt: skip
+            found.append((convs[module], problem, bool(x.requires_grad), bool(module.weight.requires_grad)))
+            if isinstance(module, torch.nn.Conv2d):
+                return torch.nn.Conv2d._conv_forward(module, x, module.weight, module.bias)
+            bias = getattr(module, "bias", None)
+            return F.conv2d(
+                x, module.weight, bias, module.stride, module.padding, module.dilation, module.groups
+            )
+
+        return forward
+
+    for module in convs:
+        module.forward = recording(module)  # an instance attribute shadows the class's forward
+    meta = {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+            for n, t in [*model.named_parameters(), *model.named_buffers()]}  # fmt: skip
+    try:
+        with torch.enable_grad():
+            torch.func.functional_call(model, meta, (torch.empty(shape, device="meta"),))
+    finally:
+        for module in convs:
+            del module.forward
+    return found
+
+
+def tune_model(
+    model,
+    input_shapes,
+    batch_sizes=(1,),
+    dtype=torch.float16,
+    passes=("fprop", "dgrad", "wgrad"),
+    progress=True,
+    *,
+    channels_last=True,
+    device=None,
+    timer=None,
+    stream=None,
+) -> list[TuneResult]:
+    """Tune every convolution of `model` ahead of time for each input shape and batch size.
+
+    `input_shapes`: one per-image shape (C, H, W) or a list of them. Each distinct tuning key is
+    tuned once (cached keys are not re-timed); dgrad is skipped where the convolution's input needs
+    no gradient (the first layer), wgrad where the weight is frozen. Progress goes to `stream`
+    (stderr) one line per key. Without a GPU and a timer the lines say 'default'.
+    """
+    import sys
+
+    stream = stream or sys.stderr
+    shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
+    device = _device(device)
+    jobs: dict[str, tuple] = {}
+    for shape in shapes:
+        for name, problem, needs_dgrad, needs_wgrad in conv_problems(model, shape):
+            wanted = {"fprop": True, "dgrad": needs_dgrad, "wgrad": needs_wgrad}
+            for batch in batch_sizes:
+                for pass_name in passes:
+                    if wanted[pass_name]:
+                        sized = problem.with_batch(batch)
+                        key = tuning_key(sized, pass_name, dtype, channels_last)
+                        jobs.setdefault(key, (name, sized, pass_name))
+    results = []
+    for i, (key, (name, problem, pass_name)) in enumerate(jobs.items(), 1):
+        start = time.perf_counter()
+        result = autotune(problem, pass_name, dtype, channels_last, device, timer=timer)
+        results.append(result)
+        if progress:
+            how = ("cached" if result.cached else f"tuned {len(result.timings)} configs"
+                   if result.timed_on else "default, not timed")  # fmt: skip
+            ms = "" if result.best_ms is None else f" {result.best_ms:.4f} ms"
+            print(f"[{i}/{len(jobs)}] {name} {key}: {result.best}{ms} ({how}, "
+                  f"{time.perf_counter() - start:.1f} s)", file=stream, flush=True)  # fmt: skip
+    return results
+
+
+def tune_layer_set(
+    layer_set,
+    batch_sizes=(1, 8, 32, 128),
+    passes=("fprop", "dgrad", "wgrad"),
+    dtypes=None,
+    device=None,
+    **options,
+) -> list[dict]:
+    """Tune a named layer set (layers.py) and return the autotune table's rows: see
+    autotune_tables.tune_layer_set, where it lives beside the table writer."""
+    from .autotune_tables import tune_layer_set as run
+
+    return run(layer_set, batch_sizes, passes, dtypes or (torch.float16,), device, **options)

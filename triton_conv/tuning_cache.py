@@ -1,0 +1,207 @@
+"""The persistent tuning cache: one JSON file per device name, Triton version and package version.
+
+Files live in $TRITON_CONV_CACHE_DIR (default ~/.cache/triton-conv). Writes are atomic (a temporary
+file in the same folder, then os.replace) and merge under an exclusive fcntl lock: a writer re-reads
+the file inside the lock and adds its entries to what is there, so two processes tuning at once
+neither corrupt the file nor lose each other's entries. A file that does not parse, or whose header
+names another schema, device or version (stale), is ignored with a warning and rebuilt on the next
+write. On a miss the file is re-read before anyone tunes, so a second process never re-tunes a
+shape another process has cached. `TuneResult` is what a tuning returns and, as `entry()`, what
+the file stores per key: winner, runner-up, every config's time, the problem it was timed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+
+from .configs import KernelConfig
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, writes stay atomic
+    fcntl = None
+
+SCHEMA = 1
+ENV_DIR = "TRITON_CONV_CACHE_DIR"
+
+
+def package_version() -> str:
+    """triton_conv.__version__ (kept in triton_conv/_version.py, which imports nothing)."""
+    from ._version import __version__
+
+    return __version__
+
+
+def triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
+def cache_dir() -> str:
+    return os.environ.get(ENV_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "triton-conv")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "device"
+
+
+def cache_path(device_name: str) -> str:
+    """<cache dir>/<device>--triton-<version>--triton-conv-<version>.json"""
+    name = f"{_slug(device_name)}--triton-{triton_version()}--triton-conv-{package_version()}.json"
+    return os.path.join(cache_dir(), name)
+
+
+class TuningCache:
+    """Tuned entries (tuning key -> dict with at least 'config') of one device, on disk."""
+
+    def __init__(self, device_name: str, path: str | None = None):
+        self.device_name = device_name
+        self.path = path or cache_path(device_name)
+        self.header = {
+            "schema": SCHEMA,
+            "device": device_name,
+            "triton": triton_version(),
+            "triton_conv": package_version(),
+        }
+        self.entries: dict[str, dict] = {}
+        self._warned: set[str] = set()
+        self.refresh()
+
+    # --- reading ----------------------------------------------------------------------------------
+    def _read(self) -> dict[str, dict]:
+        """The file's entries; {} (with a warning, once per problem) when missing, corrupt or stale."""
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            self._warn(f"corrupt tuning cache {self.path} ({error}): ignored, it will be rebuilt")
+            return {}
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+            self._warn(f"corrupt tuning cache {self.path} (no entries table): ignored, it will be rebuilt")
+            return {}
+        found = {k: data.get(k) for k in self.header}
+        if found != self.header:
+            self._warn(
+                f"stale tuning cache {self.path} (made for {found}, now {self.header}): "
+                "ignored, it will be rebuilt"
+            )
+            return {}
+        return {k: v for k, v in data["entries"].items() if isinstance(v, dict) and "config" in v}
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def refresh(self) -> None:
+        """Re-read the file (another process may have added entries since)."""
+        self.entries.update(self._read())
+
+    def get(self, key: str) -> dict | None:
+        """The entry for `key`: memory first, then the file as it is now."""
+        if key not in self.entries:
+            self.refresh()
+        return self.entries.get(key)
+
+    # --- writing ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path + ".lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def put(self, key: str, entry: dict) -> dict:
+        """Add an entry and merge it into the file; returns the entry the file now holds for `key`
+        (another process's, when it cached the same key first)."""
+        with self._locked():
+            on_disk = self._read()
+            merged = {**on_disk, key: on_disk.get(key, entry)}
+            self._write(merged)
+        self.entries.update(merged)
+        return merged[key]
+
+    def _write(self, entries: dict) -> None:
+        text = json.dumps({**self.header, "entries": entries}, indent=1, sort_keys=True)
+        folder = os.path.dirname(self.path) or "."
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+@dataclass
+class TuneResult:
+    """One tuning's outcome (or a cached one's), and `entry()`, what the cache file stores for it."""
+
+    key: str
+    best: KernelConfig
+    best_ms: float | None
+    runner_up: KernelConfig | None = None
+    runner_up_ms: float | None = None
+    timings: list = field(default_factory=list)  # [(config, ms)], ms = inf where a config failed
+    timed_on: str | None = None  # 'cuda', 'cpu', or None: not timed (the default config)
+    cached: bool = False  # found in the cache, not timed now
+    problem: str = ""  # the problem it was timed on
+    errors: dict = field(default_factory=dict)  # str(config) -> why it did not run
+
+    def entry(self) -> dict:
+        return {
+            "config": self.best.as_dict(),
+            "ms": self.best_ms,
+            "runner_up": self.runner_up.as_dict() if self.runner_up else None,
+            "runner_up_ms": self.runner_up_ms,
+            "timings": [[str(c), None if math.isinf(ms) else ms] for c, ms in self.timings],
+            "timed_on": self.timed_on,
+            "problem": self.problem,
+            "errors": self.errors,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    @classmethod
+    def from_entry(cls, key: str, entry: dict) -> TuneResult:
+        runner = entry.get("runner_up")
+        return cls(
+            key, KernelConfig.from_dict(entry["config"]), entry.get("ms"),
+            KernelConfig.from_dict(runner) if runner else None, entry.get("runner_up_ms"),
+            [], entry.get("timed_on"), True, entry.get("problem", ""),
+        )  # fmt: skip
+
+
+_OPEN: dict[str, TuningCache] = {}
+
+
+def get_cache(device_name: str) -> TuningCache:
+    """The process-wide cache object of a device (one per file path)."""
+    path = cache_path(device_name)
+    if path not in _OPEN:
+        _OPEN[path] = TuningCache(device_name, path)
+    return _OPEN[path]
+
+
+def forget_open_caches() -> None:
+    """Drop the in-memory copies (tests; or after moving TRITON_CONV_CACHE_DIR)."""
+    _OPEN.clear()
