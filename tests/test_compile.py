@@ -1,4 +1,8 @@
-"""The kernels compile for GPUs that are not here: sm_90 (wgmma, no spills) and sm_80."""
+"""The kernels compile for GPUs that are not here: sm_90 (wgmma, no spills) and sm_80 (mma.sync).
+
+The whole config space of each pass is compiled for sm_90 by tests/test_static_report.py; this file
+covers the configs the CPU tests run, both capabilities, every dtype and the int64 variant.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +10,81 @@ import pytest
 import torch
 
 from triton_conv import KernelConfig
-from triton_conv.compile_check import compile_specs, wgmma_eligible
-from triton_conv.launchers.fprop import fprop_spec
+from triton_conv.compile_check import compile_specs, example_spec, wgmma_eligible
 from triton_conv.problem import ConvProblem
 
 from .test_fprop import CONFIGS
 
-# A ResNet-like layer: channel counts divisible by 16, as a real network's are, so the compiler
-# sees the same divisibility a GPU launch would give it.
-PROBLEM = ConvProblem.from_shapes((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+# ResNet-like layers: channel counts divisible by 16, as a real network's are, so the compiler sees
+# the same divisibility a GPU launch would give it. dgrad's is strided (four stride phases).
+PROBLEMS = {
+    "fprop": ConvProblem.from_shapes((8, 64, 56, 56), (64, 64, 3, 3), padding=1),
+    "dgrad": ConvProblem.from_shapes((8, 64, 28, 28), (64, 64, 3, 3), stride=2, padding=1),
+    "wgrad": ConvProblem.from_shapes((4, 64, 28, 28), (128, 64, 3, 3), padding=1),
+}
 PRODUCTION = [
     KernelConfig(128, 128, 64, num_warps=8, num_stages=3),
     KernelConfig(128, 64, 64, num_warps=4, num_stages=4),
     KernelConfig(64, 64, 32, num_warps=4, num_stages=3),
 ]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
-CAPABILITIES = [90, 80]
-
-
-def _fprop(dtype, config):
-    def make(shape):
-        return torch.empty(shape, dtype=dtype).to(memory_format=torch.channels_last)
-
-    x, w, y = make(PROBLEM.input_shape), make(PROBLEM.weight_shape), make(PROBLEM.output_shape)
-    return fprop_spec(x, w, torch.empty(PROBLEM.out_channels, dtype=dtype), y, PROBLEM, config)
 
 
 def _fit_fp32(config, dtype):
     if dtype == torch.float32 and config.block_k > 32:
-        # fp32 elements take twice the bytes: BLOCK_K 64 spills on sm_80 at 128x64 (8 bytes seen).
+        # fp32 elements take twice the bytes: BLOCK_K 64 spills on sm_80 at 128x64 (the config
+        # space's register_budget rule prunes these too).
         return KernelConfig(**{**config.as_dict(), "block_k": 32})
     return config
 
 
-CASES = [(_fit_fp32(c, d), d, cap) for c in PRODUCTION + CONFIGS for d in DTYPES for cap in CAPABILITIES]
+# (pass, config, dtype, capability, force_int64)
+CASES = [
+    ("fprop", _fit_fp32(c, d), d, cap, False)
+    for c in PRODUCTION + CONFIGS
+    for d in DTYPES
+    for cap in (90, 80)
+] + [
+    ("fprop", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, True),
+    ("dgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, False),
+    ("dgrad", KernelConfig(64, 128, 64, num_warps=4), torch.bfloat16, 90, False),
+    ("dgrad", KernelConfig(64, 64, 32, num_warps=4, split_k=2), torch.float16, 90, False),
+    ("dgrad", KernelConfig(64, 64, 32, num_warps=4), torch.float32, 90, False),
+    ("dgrad", KernelConfig(64, 64, 32, num_warps=4, split_k=2), torch.float16, 90, True),
+    ("dgrad", KernelConfig(128, 128, 64, num_warps=8), torch.bfloat16, 80, False),
+    ("dgrad", KernelConfig(64, 128, 32, num_warps=4), torch.float32, 80, False),
+    ("wgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, False),
+    ("wgrad", KernelConfig(128, 64, 64, split_k=4, num_warps=4), torch.bfloat16, 90, False),
+    ("wgrad", KernelConfig(128, 64, 32, split_k=4, num_warps=4), torch.float32, 90, False),
+    ("wgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, True),
+    ("wgrad", KernelConfig(64, 64, 32, split_k=2, num_warps=4), torch.bfloat16, 90, True),
+    ("wgrad", KernelConfig(64, 64, 32, num_warps=4), torch.bfloat16, 80, False),
+    ("wgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 80, False),
+]
 
 
 @pytest.fixture(scope="module")
 def reports():
     """Every case compiled in one batch per capability (a child process under the interpreter)."""
     found = {}
-    for capability in CAPABILITIES:
-        cases = [(c, d) for c, d, cap in CASES if cap == capability]
-        compiled = compile_specs([_fprop(d, c) for c, d in cases], capability)
-        found.update({(c, d, capability): r for (c, d), r in zip(cases, compiled)})
+    for capability in (90, 80):
+        cases = [case for case in CASES if case[3] == capability]
+        specs = [
+            example_spec(pass_name, dtype, config, PROBLEMS[pass_name], force_int64=int64)
+            for pass_name, config, dtype, _, int64 in cases
+        ]
+        found.update(zip(cases, compile_specs(specs, capability), strict=True))
     return found
 
 
-@pytest.mark.parametrize("config,dtype,capability", CASES, ids=lambda v: str(v).replace("torch.", ""))
-def test_fprop_compiles(config, dtype, capability, reports):
-    report = reports[(config, dtype, capability)]
-    assert report.kernel == "fprop_kernel" and report.capability == capability
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v).replace("torch.", "") for v in c))
+def test_compiles(case, reports):
+    pass_name, config, dtype, capability, _ = case
+    report = reports[case]
+    assert report.kernel == f"{pass_name}_kernel" and report.capability == capability
     assert not report.spills, report
-    if (
-        capability == 90
-        and dtype != torch.float32
-        and wgmma_eligible(dtype, config.block_m, config.num_warps)
-    ):
+    eligible = wgmma_eligible(dtype, config.block_m, config.num_warps)
+    if capability == 90 and dtype != torch.float32 and eligible:
         assert report.wgmma, f"{config} {dtype} fell off wgmma: {report}"
     if capability == 80:
         assert not report.wgmma and report.mma_sync

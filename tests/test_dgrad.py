@@ -10,7 +10,6 @@ import triton
 import triton.language as tl
 
 from triton_conv import KernelConfig
-from triton_conv.compile_check import compile_specs, wgmma_eligible
 from triton_conv.kernels.dgrad import phase_axis
 from triton_conv.launchers.common import launch, reaches_int32_limit
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
@@ -269,50 +268,3 @@ def test_kernel_phase_math_matches_problem():
         if want[2] == 0:  # no tap: tap0 and out_first are not used
             got, want = got[::2], want[::2]
         assert tuple(got) == tuple(want), case
-
-
-# --- ahead-of-time compilation for sm_90 and sm_80 -----------------------------------------------
-
-COMPILE_PROBLEM = ConvProblem.from_shapes((8, 64, 28, 28), (64, 64, 3, 3), stride=2, padding=1)
-COMPILE_CASES = [
-    (KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90),
-    (KernelConfig(64, 128, 64, num_warps=4), torch.bfloat16, 90),
-    (KernelConfig(64, 64, 32, num_warps=4, split_k=2), torch.float16, 90),
-    (KernelConfig(64, 64, 32, num_warps=4), torch.float32, 90),
-    (KernelConfig(128, 128, 64, num_warps=8), torch.bfloat16, 80),
-    (KernelConfig(64, 64, 32, num_warps=4), torch.float16, 80),
-    (KernelConfig(64, 128, 32, num_warps=4), torch.float32, 80),
-]
-
-
-def _compile_spec(config, dtype):
-    def make(shape):  # channels_last: the layout the kernels are tuned for
-        return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
-
-    dy, w = make(COMPILE_PROBLEM.output_shape), make(COMPILE_PROBLEM.weight_shape)
-    return dgrad_spec(dy, w, make(COMPILE_PROBLEM.input_shape), COMPILE_PROBLEM, config)
-
-
-@pytest.fixture(scope="module")
-def compile_reports():
-    found = {}
-    for capability in (90, 80):
-        cases = [(c, d) for c, d, cap in COMPILE_CASES if cap == capability]
-        reports = compile_specs([_compile_spec(c, d) for c, d in cases], capability)
-        found.update({(c, d, capability): r for (c, d), r in zip(cases, reports, strict=True)})
-    return found
-
-
-@pytest.mark.parametrize("config,dtype,capability", COMPILE_CASES, ids=lambda v: str(v).replace("torch.", ""))
-def test_compiles(config, dtype, capability, compile_reports):
-    report = compile_reports[(config, dtype, capability)]
-    assert report.kernel == "dgrad_kernel" and report.capability == capability
-    assert not report.spills, report
-    if (
-        capability == 90
-        and dtype != torch.float32
-        and wgmma_eligible(dtype, config.block_m, config.num_warps)
-    ):
-        assert report.wgmma, f"{config} {dtype} fell off wgmma: {report}"
-    if capability == 80:
-        assert not report.wgmma and report.mma_sync

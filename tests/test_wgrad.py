@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv import KernelConfig
-from triton_conv.launchers.wgrad import MIN_STEPS_PER_SPLIT, conv2d_wgrad, default_wgrad_split, wgrad_spec
+from triton_conv.launchers.wgrad import MIN_STEPS_PER_SPLIT, conv2d_wgrad, default_wgrad_split
 from triton_conv.problem import ConvProblem
 
 from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance
@@ -216,60 +216,3 @@ def test_default_split_fills_one_wave():
     forty = ConvProblem.from_shapes((8, 64, 56, 56), (640, 64, 1, 1))
     assert default_wgrad_split(forty, KernelConfig(16, 64, 32), 132) == 3
     assert default_wgrad_split(ConvProblem.from_shapes((0, 4, 5, 5), (4, 4, 3, 3)), config, 132) == 1
-
-
-# --- ahead-of-time compiles for GPUs that are not here -----------------------------------------
-# A ResNet-like layer with channels divisible by 16, as a GPU launch would see them.
-_AOT_PROBLEM = ConvProblem.from_shapes((4, 64, 28, 28), (128, 64, 3, 3), padding=1)
-AOT_CASES = [
-    # (config, dtype, capability, force_int64)
-    (KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, False),
-    (KernelConfig(128, 64, 64, split_k=4, num_warps=4), torch.bfloat16, 90, False),
-    (KernelConfig(64, 64, 32, num_warps=4), torch.float32, 90, False),
-    (KernelConfig(128, 64, 32, split_k=4, num_warps=4), torch.float32, 90, False),
-    # int64 with split_k > 1 waits for common.as_offset to compile with USE_INT64 (see kernels/wgrad.py).
-    (KernelConfig(128, 128, 64, num_warps=8), torch.float16, 90, True),
-    (KernelConfig(64, 64, 32, num_warps=4), torch.bfloat16, 80, False),
-    (KernelConfig(128, 128, 64, num_warps=8), torch.float16, 80, False),
-]
-
-
-def _aot_spec(config, dtype, force_int64):
-    def make(shape):
-        return torch.empty(shape, dtype=dtype).to(memory_format=torch.channels_last)
-
-    problem = _AOT_PROBLEM
-    x, dy, dw = make(problem.input_shape), make(problem.output_shape), make(problem.weight_shape)
-    db = torch.empty(problem.out_channels, dtype=dtype)
-    return wgrad_spec(dy, x, dw, db, problem, config, force_int64=force_int64)
-
-
-@pytest.fixture(scope="module")
-def aot_reports():
-    """Every case compiled in one batch per capability (a child process under the interpreter)."""
-    from triton_conv.compile_check import compile_specs
-
-    found = {}
-    for capability in sorted({case[2] for case in AOT_CASES}):
-        cases = [case for case in AOT_CASES if case[2] == capability]
-        reports = compile_specs([_aot_spec(c, d, i64) for c, d, _, i64 in cases], capability)
-        found.update(zip(cases, reports, strict=True))
-    return found
-
-
-@pytest.mark.parametrize(
-    "config,dtype,capability,int64", AOT_CASES, ids=lambda v: str(v).replace("torch.", "")
-)
-def test_compiles(config, dtype, capability, int64, aot_reports):
-    from triton_conv.compile_check import wgmma_eligible
-
-    report = aot_reports[(config, dtype, capability, int64)]
-    assert report.kernel == "wgrad_kernel" and not report.spills, report
-    if (
-        capability == 90
-        and dtype != torch.float32
-        and wgmma_eligible(dtype, config.block_m, config.num_warps)
-    ):
-        assert report.wgmma, f"{config} {dtype} fell off wgmma: {report}"
-    if capability == 80:
-        assert not report.wgmma and report.mma_sync, report

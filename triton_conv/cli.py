@@ -2,6 +2,9 @@
 
 demo             run one Triton convolution, compare it with torch, print its GEMM views
 predict          the model's predictions for a device (no GPU needed; labelled as predictions)
+report           notes/batching.md from pytest-benchmark JSONs of bench/ and the model's tables
+tune             autotune a layer set on the GPU; tables into notes/autotune/<device>.md
+static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static.md
 main             the README's main job: on a GPU the sweep and report, on a CPU demo + predictions
 """
 

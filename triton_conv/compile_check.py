@@ -161,6 +161,36 @@ def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
     return compile_specs([spec], capability)[0]
 
 
+def example_spec(
+    pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False
+) -> LaunchSpec:
+    """The launch a GPU would run for `problem`, on channels_last meta tensors (with a bias), with
+    the flags a GPU run gets: TF32 for fp32 as cuDNN's default, no interpreter bf16 upcast."""
+
+    def make(shape):
+        return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
+
+    x, w, y = make(problem.input_shape), make(problem.weight_shape), make(problem.output_shape)
+    bias = torch.empty(problem.out_channels, dtype=dtype, device="meta")
+    if pass_name == "fprop":
+        from .launchers.fprop import fprop_spec
+
+        spec = fprop_spec(x, w, bias, y, problem, config, force_int64)
+    elif pass_name == "dgrad":
+        from .launchers.dgrad import dgrad_spec
+
+        spec = dgrad_spec(y, w, x, problem, config, force_int64)
+    elif pass_name == "wgrad":
+        from .launchers.wgrad import wgrad_spec
+
+        spec = wgrad_spec(y, x, w, bias, problem, config, force_int64)
+    else:
+        raise ValueError(f"pass_name must be fprop, dgrad or wgrad, got {pass_name!r}")
+    constexprs = dict(spec.constexprs)
+    constexprs["INPUT_PRECISION"] = "tf32" if dtype == torch.float32 else "ieee"
+    return spec._replace(constexprs=constexprs)
+
+
 def wgmma_eligible(dtype: torch.dtype, block_m: int, num_warps: int) -> bool:
     """Hopper takes the wgmma path for a dot only with whole warpgroups and 64-row multiples."""
     return dtype in (torch.float16, torch.bfloat16, torch.float32) and (

@@ -62,30 +62,9 @@ def space_cases(passes: Iterable[str] = PASSES, dtypes=DTYPES) -> list[tuple[str
 
 
 def build_spec(pass_name: str, dtype: torch.dtype, config: KernelConfig, problem: ConvProblem = PROBLEM):
-    """The launch a GPU would run, on meta tensors, with the flags a GPU run gets (TF32 for fp32 as
-    cuDNN's default; no interpreter bf16 upcast)."""
+    from .compile_check import example_spec
 
-    def make(shape):
-        return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
-
-    x, w, y = make(problem.input_shape), make(problem.weight_shape), make(problem.output_shape)
-    bias = torch.empty(problem.out_channels, dtype=dtype, device="meta")
-    if pass_name == "fprop":
-        from .launchers.fprop import fprop_spec
-
-        spec = fprop_spec(x, w, bias, y, problem, config)
-    elif pass_name == "dgrad":
-        from .launchers.dgrad import dgrad_spec
-
-        spec = dgrad_spec(y, w, x, problem, config)
-    else:
-        from .launchers.wgrad import wgrad_spec
-
-        spec = wgrad_spec(y, x, w, bias, problem, config)
-    constexprs = dict(spec.constexprs)
-    constexprs["INPUT_PRECISION"] = "tf32" if dtype == torch.float32 else "ieee"
-    constexprs["UPCAST"] = False
-    return spec._replace(constexprs=constexprs)
+    return example_spec(pass_name, dtype, config, problem)
 
 
 def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) -> str:

@@ -37,6 +37,20 @@ def split_range(total_iters, split_id, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def next_tap_step(channel_block, tap_col, tap_row, channel_blocks, tap_cols):
+    """Count the reduction's (tap row, tap column, channel block) up by one, channel blocks
+    innermost, with compares instead of the div/mod a flat index would need in the loop."""
+    channel_block += 1
+    wrap = (channel_block == channel_blocks).to(tl.int32)
+    channel_block -= wrap * channel_blocks
+    tap_col += wrap
+    wrap = (tap_col == tap_cols).to(tl.int32)
+    tap_col -= wrap * tap_cols
+    tap_row += wrap
+    return channel_block, tap_col, tap_row
+
+
+@triton.jit
 def decode_pixels(index, height, width):
     """Split a flat (n, row, col) pixel index into its three coordinates."""
     col = index % width

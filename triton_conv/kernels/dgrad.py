@@ -18,6 +18,7 @@ from .common import (
     as_offset,
     decode_pixels,
     mma,
+    next_tap_step,
     reduce_splits,
     split_range,
     store_tile,
@@ -150,13 +151,7 @@ def dgrad_kernel(
         )
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
-        channel_block += 1
-        wrap = (channel_block == channel_blocks).to(tl.int32)
-        channel_block -= wrap * channel_blocks
-        js += wrap
-        wrap = (js == taps_w).to(tl.int32)
-        js -= wrap * taps_w
-        jr += wrap
+        channel_block, js, jr = next_tap_step(channel_block, js, jr, channel_blocks, taps_w)
 
     # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros here.
     do_store = True

@@ -14,6 +14,7 @@ from .common import (
     as_offset,
     decode_pixels,
     mma,
+    next_tap_step,
     reduce_splits,
     split_range,
     store_tile,
@@ -98,13 +99,7 @@ def fprop_kernel(
         b = tl.load(b_ptrs, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
-        channel_block += 1
-        wrap = (channel_block == channel_blocks).to(tl.int32)
-        channel_block -= wrap * channel_blocks
-        s += wrap
-        wrap = (s == kernel_w).to(tl.int32)
-        s -= wrap * kernel_w
-        r += wrap
+        channel_block, s, r = next_tap_step(channel_block, s, r, channel_blocks, kernel_w)
 
     do_store = True
     if SPLIT_K > 1:
