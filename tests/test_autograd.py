@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import triton_conv
-from triton_conv.autograd import conv2d_op
+from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op
 
 from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance
 from .test_fprop import FEATURES
@@ -153,6 +153,12 @@ def test_opcheck():
     torch.library.opcheck(conv2d_op, (x, w, b, (2, 1), (1, 1, 0, 2), (1, 2), 2))
     x, w, _ = _leaves((1, 3, 5, 5), (4, 3, 1, 1), torch.float32, "nhwc", bias=False)
     torch.library.opcheck(conv2d_op, (x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1))
+    # The backward passes are ops of their own, so torch.compile traces the backward too.
+    x, w, _ = (t.detach() for t in _leaves((2, 4, 6, 5), (6, 2, 3, 3), torch.float64, "nchw"))
+    geometry = ((2, 1), (1, 1, 0, 2), (1, 2), 2)
+    grad_output = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    torch.library.opcheck(input_grad_op, (grad_output, x, w, *geometry))
+    torch.library.opcheck(weight_grad_op, (grad_output, x, w, *geometry, True))
 
 
 def test_compiled_model_has_no_graph_break():
