@@ -1,0 +1,61 @@
+"""The training check (python -m triton_conv.training_check) at CPU scale, under the interpreter:
+identical starting weights, loss curves equal to torch's within fp32 noise, and the JSON's fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from triton_conv.training_check import compare, main
+
+# Three stages of one bottleneck each, 8 channels, 32x32 images: the last stage's BatchNorm still sees
+# 4 images x 2x2 pixels (with fewer values, training-mode BatchNorm amplifies rounding chaotically).
+TINY = ["--width", "8", "--image", "32", "--batch", "4", "--steps", "3", "--blocks", "1,1,1",
+        "--classes", "10", "--dtype", "fp32", "--warmup", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("training") / "check.json"
+    assert main([*TINY, "--out", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_same_start_and_same_losses(result):
+    assert result["initial_weights_identical"]
+    assert result["convert_skipped"] == [], "every Conv2d of the network is converted"
+    torch_losses = result["runs"]["torch"]["losses"]
+    ours = result["runs"]["triton-conv"]["losses"]
+    assert len(torch_losses) == len(ours) == 3
+    for step, (a, b) in enumerate(zip(torch_losses, ours, strict=True)):
+        assert abs(a - b) <= 1e-4 * abs(a), f"step {step}: torch {a} against triton-conv {b}"
+    assert result["comparison"]["max_relative_loss_deviation"] <= 1e-4
+
+
+def test_json_fields(result):
+    provenance = result["provenance"]
+    for key in ("gpu", "torch", "triton", "cuda", "date_utc", "commit", "dirty", "triton_conv"):
+        assert key in provenance
+    assert result["config"]["steps"] == 3 and result["config"]["dtype"] == "fp32"
+    for impl in ("torch", "triton-conv"):
+        run = result["runs"][impl]
+        assert len(run["step_seconds"]) == 3 and run["median_step_seconds"] > 0
+        assert "peak_memory_bytes" in run and "peak_step_memory_bytes" in run  # None on the CPU
+    comparison = compare(result)
+    assert comparison == result["comparison"]
+    for key in ("speed_ratio", "peak_memory_ratio", "max_loss_deviation", "meets_speed_target"):
+        assert key in comparison
+
+
+def test_compare_ratios():
+    run = lambda seconds, peak, losses: {
+        "losses": losses, "median_step_seconds": seconds,
+        "peak_memory_bytes": peak + 10, "peak_step_memory_bytes": peak,
+    }  # fmt: skip
+    result = {"runs": {"torch": run(0.9, 100, [2.0, 1.5]), "triton-conv": run(1.0, 90, [2.0, 1.6])}}
+    comparison = compare(result)
+    assert comparison["speed_ratio"] == pytest.approx(0.9)
+    assert comparison["peak_memory_ratio"] == pytest.approx(0.9)
+    assert comparison["max_loss_deviation"] == pytest.approx(0.1)
+    assert comparison["meets_speed_target"] and comparison["meets_memory_target"]

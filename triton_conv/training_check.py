@@ -1,0 +1,219 @@
+"""A ResNet-50 training run with torch's Conv2d against the same network converted with convert_model:
+the same initial weights, the same fixed synthetic data, SGD, autocast (bf16 by default) and channels_last;
+per-step loss, synchronised step times and peak memory of each, written as JSON with provenance.
+
+    python -m triton_conv.training_check --steps 50 --batch 32 --dtype bf16 --out notes/training/h200-n32.json
+
+`compare(result)` reduces the JSON to the numbers issue 7 asks for: speed ratio (torch step time /
+triton-conv step time, target >= 0.9), peak-memory ratio (triton-conv / torch, target <= 1) and the
+largest deviation between the two loss curves. On a CPU (TRITON_INTERPRET=1) it runs at a tiny scale:
+--width 8 --image 32 --batch 2 --steps 3 --blocks 1,1,1,1 --classes 10 --dtype fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+IMPLS = ("torch", "triton-conv")
+
+
+def resnet50_class():
+    """bench/resnet50_model.py's ResNet50: importable as `bench` from a checkout's root, else by path."""
+    try:
+        from bench.resnet50_model import ResNet50
+    except ImportError as error:
+        path = Path(__file__).resolve().parent.parent / "bench" / "resnet50_model.py"
+        if not path.is_file():
+            raise ImportError(f"{path} not found: the training check runs from a checkout") from error
+        spec = importlib.util.spec_from_file_location("_triton_conv_resnet50_model", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ResNet50 = module.ResNet50
+    return ResNet50
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _git_commit() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
+    try:
+        commit = run("rev-parse", "HEAD").stdout.strip() or None
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def provenance(device: torch.device) -> dict:
+    import triton
+
+    from . import __version__
+
+    cuda = device.type == "cuda"
+    return {
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "device": str(device),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "python": sys.version.split()[0],
+        "triton_conv": __version__,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        **_git_commit(),
+    }
+
+
+def build_models(args, device: torch.device):
+    """(torch model, converted copy, convert_model's report): identical weights, channels_last."""
+    from . import convert_model
+
+    torch.manual_seed(args.seed)
+    blocks = tuple(int(b) for b in args.blocks.split(","))
+    net = resnet50_class()(args.width, blocks, args.classes).to(device).to(memory_format=torch.channels_last)
+    report: list = []
+    converted = convert_model(copy.deepcopy(net), report=report)
+    return net, converted, report
+
+
+def fixed_data(args, device: torch.device) -> list:
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    batches = []
+    for _ in range(args.data_batches):
+        x = torch.randn(args.batch, 3, args.image, args.image, generator=generator)
+        y = torch.randint(0, args.classes, (args.batch,), generator=generator)
+        batches.append((x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)))
+    return batches
+
+
+def train(net, data, args, device: torch.device) -> dict:
+    """args.steps SGD steps on the fixed batches, in turn; per-step loss and synchronised time."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
+    dtype = DTYPES[args.dtype]
+    net.train()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+    losses, seconds = [], []
+    for step in range(args.steps):
+        x, y = data[step % len(data)]
+        _sync(device)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(net(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+        losses.append(loss.item())
+    timed = seconds[args.warmup :] or seconds
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "losses": losses,
+        "step_seconds": seconds,
+        "median_step_seconds": statistics.median(timed),
+        "first_step_seconds": seconds[0],
+        "images_per_second": args.batch / statistics.median(timed),
+        "peak_memory_bytes": peak,
+        "memory_before_bytes": before,
+        "peak_step_memory_bytes": peak - before if peak is not None else None,
+    }
+
+
+def run(args) -> dict:
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    net, converted, report = build_models(args, device)
+    reference, ours = net.state_dict(), converted.state_dict()
+    identical = reference.keys() == ours.keys() and all(torch.equal(reference[k], ours[k]) for k in reference)
+    data = fixed_data(args, device)
+    result = {
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "provenance": provenance(device),
+        "initial_weights_identical": identical,
+        "convert_skipped": [list(item) for item in report],
+        "runs": {},
+    }
+    for impl, model in (("torch", net), ("triton-conv", converted)):
+        result["runs"][impl] = train(model, data, args, device)
+    result["comparison"] = compare(result)
+    return result
+
+
+def compare(result: dict) -> dict:
+    """Speed ratio (torch time / triton-conv time), peak-memory ratio (triton-conv / torch, the step's
+    own memory above what was allocated before it), and the loss curves' largest deviation."""
+    ref, ours = result["runs"]["torch"], result["runs"]["triton-conv"]
+    pairs = list(zip(ref["losses"], ours["losses"], strict=True))
+    deviation = max(abs(a - b) for a, b in pairs)
+    relative = max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
+    ratio = lambda a, b: a / b if a and b else None
+    speed = ratio(ref["median_step_seconds"], ours["median_step_seconds"])
+    memory = ratio(ours["peak_step_memory_bytes"], ref["peak_step_memory_bytes"])
+    return {
+        "speed_ratio": speed,
+        "peak_memory_ratio": memory,
+        "peak_memory_ratio_absolute": ratio(ours["peak_memory_bytes"], ref["peak_memory_bytes"]),
+        "max_loss_deviation": deviation,
+        "max_relative_loss_deviation": relative,
+        "final_loss": {"torch": ref["losses"][-1], "triton-conv": ours["losses"][-1]},
+        "meets_speed_target": speed >= 0.9 if speed is not None else None,
+        "meets_memory_target": memory <= 1.0 if memory is not None else None,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m triton_conv.training_check", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="autocast dtype (fp32: none)")
+    p.add_argument("--out", help="JSON path (default: print only the comparison)")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--image", type=int, default=224)
+    p.add_argument("--blocks", default="3,4,6,3")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=3, help="steps left out of the median step time")
+    p.add_argument("--data-batches", type=int, default=4, help="fixed batches, used in turn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = run(args)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["comparison"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
