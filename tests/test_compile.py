@@ -22,6 +22,7 @@ PROBLEMS = {
     "dgrad": ConvProblem.from_shapes((8, 64, 28, 28), (64, 64, 3, 3), stride=2, padding=1),
     "wgrad": ConvProblem.from_shapes((4, 64, 28, 28), (128, 64, 3, 3), padding=1),
 }
+PROBLEMS["dgrad_masked"] = PROBLEMS["dgrad"]
 PRODUCTION = [
     KernelConfig(128, 128, 64, num_warps=8, num_stages=3),
     KernelConfig(128, 64, 64, num_warps=4, num_stages=4),
@@ -60,6 +61,8 @@ CASES = [
     ("wgrad", KernelConfig(64, 64, 32, split_k=2, num_warps=4), torch.bfloat16, 90, True),
     ("wgrad", KernelConfig(64, 64, 32, num_warps=4), torch.bfloat16, 80, False),
     ("wgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 80, False),
+    ("dgrad_masked", KernelConfig(128, 128, 64, num_warps=8), torch.bfloat16, 90, False),
+    ("dgrad_masked", KernelConfig(64, 64, 32, num_warps=4), torch.float16, 80, False),
 ]
 
 

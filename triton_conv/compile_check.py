@@ -184,8 +184,12 @@ def example_spec(
         from .launchers.wgrad import wgrad_spec
 
         spec = wgrad_spec(y, x, w, bias, problem, config, force_int64)
+    elif pass_name == "dgrad_masked":  # the benchmark baseline of the stride-phase dgrad
+        from .launchers.dgrad_masked import dgrad_masked_spec
+
+        spec = dgrad_masked_spec(y, w, x, problem, config, force_int64)
     else:
-        raise ValueError(f"pass_name must be fprop, dgrad or wgrad, got {pass_name!r}")
+        raise ValueError(f"pass_name must be fprop, dgrad, wgrad or dgrad_masked, got {pass_name!r}")
     constexprs = dict(spec.constexprs)
     constexprs["INPUT_PRECISION"] = "tf32" if dtype == torch.float32 else "ieee"
     return spec._replace(constexprs=constexprs)

@@ -46,7 +46,37 @@ def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
                 f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
             )
     shape = input.shape if input.dim() == 4 else (1, *input.shape)
-    return ConvProblem.from_shapes(shape, weight.shape, stride, padding, dilation, groups)
+    return _problem(shape, weight.shape, stride, padding, dilation, groups)
+
+
+def _plain(value):
+    """`value` as a key for _problem's memo: an int, a str, or a tuple of the ints of a tuple or
+    list; None for anything else (a bool, which equals an int but is an error, a tensor, ...)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return value
+    if (kind is tuple or kind is list) and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
+
+
+_PROBLEMS: dict = {}
+
+
+def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
+    """ConvProblem.from_shapes, memoised on arguments that hash unambiguously (only valid problems
+    are remembered: an invalid one raises anew on every call)."""
+    geometry = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
+    if None in geometry:
+        return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups)
+    key = (tuple(shape), tuple(weight_shape), *geometry)
+    problem = _PROBLEMS.get(key)
+    if problem is None:
+        problem = ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups)
+        if len(_PROBLEMS) >= 4096:
+            _PROBLEMS.clear()
+        _PROBLEMS[key] = problem
+    return problem
 
 
 def conv2d_with_config(

@@ -1,4 +1,12 @@
-"""What the three launchers share: runtime flags, output layout and split-K buffers."""
+"""What the three launchers share: runtime flags, output layout, split-K buffers and the per-shape
+launch plans.
+
+A launch plan is everything of a launch that depends only on the call's geometry (shapes, strides,
+dtype, device, problem, tile config and flags): the grid, the integer arguments and the constexprs.
+Each launcher keeps its plans in a `PlanCache` keyed on exactly those, so a repeated call only
+allocates its output, fetches the plan and launches. Nothing on the launch path reads a tensor's
+data or synchronises with the device, so the passes can be captured in a CUDA graph.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ launch_counts: Counter = Counter()
 
 def launch(spec: LaunchSpec) -> None:
     launch_counts[spec.kernel.__name__] += 1
+    # Triton's launch itself (argument binding, specialisation key, the driver call) is Triton's.
     spec.kernel[spec.grid](
         *spec.args, **spec.constexprs, num_warps=spec.num_warps, num_stages=spec.num_stages
     )
@@ -64,6 +73,77 @@ def kernel_flags(dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool =
     return KernelFlags(use_int64, precision, upcast)
 
 
+def flag_settings(dtype: torch.dtype):
+    """The process-wide settings that kernel_flags reads, for a plan cache's key: the TF32 setting
+    for fp32 (read anew each call: torch.backends can change between calls), the interpreter for
+    bf16 (the upcast); other dtypes depend on neither."""
+    if dtype == torch.float32:
+        return fp32_uses_tf32()
+    if dtype == torch.bfloat16:
+        return interpreter_active()
+    return None
+
+
+def geometry(tensor: torch.Tensor) -> tuple:
+    """What of a tensor a launch depends on, besides its data pointer: shape and strides (zero
+    strides of an expanded tensor included). dtype and device are the same for all of a launch's
+    tensors and enter the key once."""
+    return (tensor.shape, tensor.stride())
+
+
+class Plan(NamedTuple):
+    """A launch without its tensors: what a PlanCache keeps per shape. `spec(tensors)` puts the
+    call's tensors (and the split-K buffers) in front of the integer arguments."""
+
+    kernel: Any
+    grid: tuple[int, int, int]
+    ints: tuple  # the runtime integer arguments, after the tensors, in the kernel's order
+    constexprs: dict
+    num_warps: int
+    num_stages: int
+    split: tuple  # split_k_buffers' arguments
+    buffers: tuple | None  # the cached placeholder pair when split_k is 1, else None: per call
+
+    def spec(self, tensors: tuple, extra: tuple = ()) -> LaunchSpec:
+        """The launch with `tensors` first, then the split-K buffers after `extra` (wgrad's db
+        workspace sits between the workspace and the counters), then the integers."""
+        workspace, counters = self.buffers if self.buffers is not None else split_k_buffers(*self.split)
+        args = (*tensors, workspace, *extra, counters, *self.ints)
+        return LaunchSpec(self.kernel, self.grid, args, self.constexprs, self.num_warps, self.num_stages)
+
+
+class PlanCache:
+    """One launcher's plans, keyed on everything that changes its launch. `get(key, build)` returns
+    the cached plan or builds, stores and returns it. Bounded: cleared when it reaches `limit`
+    entries (a model has tens of shapes; a shape sweep should not grow without end)."""
+
+    def __init__(self, name: str, limit: int = 4096):
+        self.name, self.limit = name, limit
+        self.plans: dict = {}
+        self.hits = self.misses = 0
+
+    def get(self, key, build):
+        plan = self.plans.get(key)
+        if plan is not None:
+            self.hits += 1
+            return plan
+        self.misses += 1
+        if len(self.plans) >= self.limit:
+            self.plans.clear()
+        plan = self.plans[key] = build()
+        return plan
+
+    def __contains__(self, key) -> bool:
+        return key in self.plans
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def clear(self) -> None:
+        self.plans.clear()
+        self.hits = self.misses = 0
+
+
 def wants_channels_last(*tensors: torch.Tensor) -> bool:
     """The output follows its inputs' memory format, as cuDNN does: channels_last if either is."""
     return any(
@@ -83,7 +163,14 @@ _placeholders: dict = {}
 def split_k_buffers(split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device):
     """Partial tiles (in the accumulator's dtype) and zeroed arrival counters for deterministic
     split-K; with split_k 1 the kernel never touches them, and one cached placeholder pair per
-    device serves (no allocation on the launch path)."""
+    device serves (no allocation on the launch path).
+
+    With split_k > 1 both are allocated per call, on the current stream, the counters zeroed by a
+    memset that a CUDA graph captures like any kernel. They are deliberately not cached, although
+    the kernel's last split re-zeroes each counter it used: one cached buffer shared by launches on
+    two streams (or by a graph replayed on one stream while eager launches run on another) would let
+    two launches count arrivals in the same counters and finish each other's tiles. The caching
+    allocator already makes the per-call allocation cheap and stream-safe."""
     acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if split_k == 1:
         key = (torch.device(device), acc_dtype)

@@ -7,30 +7,21 @@ import torch
 from ..configs import KernelConfig
 from ..kernels.dgrad import dgrad_kernel
 from ..problem import ConvProblem
-from .common import LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
+from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
-def dgrad_spec(
-    dy: torch.Tensor,
-    weight: torch.Tensor,
-    dx: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    force_int64: bool = False,
-) -> LaunchSpec:
-    """The launch of dx = conv2d_input(dy, weight); dy, weight and dx may have any strides, zero
-    strides (an expanded dy, as y.sum().backward() makes) included."""
+def dgrad_plan(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False) -> Plan:
+    """Everything of the launch of dx = conv2d_input(dy, weight) but the tensors; dy, weight and dx
+    may have any strides, zero strides (an expanded dy, as y.sum().backward() makes) included."""
     stride_h, stride_w = problem.stride
     phase0 = problem.dgrad_phases()[0]  # the largest phase; tap steps are the same in all of them
     rows = problem.batch * phase0.rows.count * phase0.cols.count
     tiles = cdiv(rows, config.block_m) * cdiv(problem.in_per_group, config.block_n)
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
-    workspace, counters = split_k_buffers(
-        config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device
-    )
+    split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
+    workspace, _ = split_k_buffers(*split)
     flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
-    args = (
-        dy, weight, dx, workspace, counters,
+    ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
         stride_h, stride_w, problem.pad_top, problem.pad_left, *problem.dilation,
@@ -44,7 +35,18 @@ def dgrad_spec(
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         GROUP_M=config.group_m, SPLIT_K=config.split_k,
     )  # fmt: skip
-    return LaunchSpec(dgrad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
+    buffers = split_k_buffers(*split) if config.split_k == 1 else None
+    return Plan(dgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split, buffers)
+
+
+def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False):
+    """The launch of dx = conv2d_input(dy, weight) (uncached: the compile check and tests)."""
+    return dgrad_plan(dy, weight, dx, problem, config, force_int64).spec((dy, weight, dx))
+
+
+# Per shape: everything the launch depends on but the data. dx's strides follow from its shape and
+# memory format (problem and channels_last), so they are not part of the key.
+plans = PlanCache("dgrad")
 
 
 def conv2d_dgrad(
@@ -61,10 +63,16 @@ def conv2d_dgrad(
     dx has problem.input_shape and dy's dtype, in channels_last or contiguous memory as asked.
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    dx = torch.empty(problem.input_shape, dtype=dy.dtype, device=dy.device, memory_format=memory_format)
+    dtype = dy.dtype
+    dx = torch.empty(problem.input_shape, dtype=dtype, device=dy.device, memory_format=memory_format)
     if dx.numel() == 0:
         return dx
     if problem.out_per_group == 0:  # an empty reduction
         return dx.zero_()
-    launch(dgrad_spec(dy, weight, dx, problem, config, force_int64))
+    key = (
+        problem, config, geometry(dy), geometry(weight), channels_last, dtype, dy.device,
+        force_int64, flag_settings(dtype),
+    )  # fmt: skip
+    plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64))
+    launch(plan.spec((dy, weight, dx)))
     return dx

@@ -7,19 +7,28 @@ import torch
 from ..configs import KernelConfig
 from ..kernels.fprop import fprop_kernel
 from ..problem import ConvProblem
-from .common import LaunchSpec, cdiv, empty_like_layout, kernel_flags, launch, split_k_buffers
+from .common import (
+    Plan,
+    PlanCache,
+    cdiv,
+    flag_settings,
+    geometry,
+    kernel_flags,
+    launch,
+    split_k_buffers,
+    wants_channels_last,
+)
 
 
-def fprop_spec(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False):
-    """The launch of y = conv2d(x, weight) + bias; x, weight, y may have any strides."""
+def fprop_plan(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False) -> Plan:
+    """Everything of the launch of y = conv2d(x, weight) + bias but the tensors; x, weight, y may
+    have any strides."""
     gemm = problem.gemm("fprop")
     tiles = cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
-    workspace, counters = split_k_buffers(
-        config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device
-    )
+    split = (config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device)
+    workspace, _ = split_k_buffers(*split)  # its size decides int64 as much as x's does
     flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64)
-    args = (
-        x, weight, bias if bias is not None else x, y, workspace, counters,
+    ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
         *problem.stride, problem.pad_top, problem.pad_left, *problem.dilation,
@@ -35,7 +44,32 @@ def fprop_spec(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, f
         GROUP_M=config.group_m, SPLIT_K=config.split_k,
     )  # fmt: skip
     grid = (tiles, problem.groups, config.split_k)
-    return LaunchSpec(fprop_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
+    buffers = split_k_buffers(*split) if config.split_k == 1 else None
+    return Plan(fprop_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split, buffers)
+
+
+def fprop_spec(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False):
+    """The launch of y = conv2d(x, weight) + bias (uncached: the compile check and tests)."""
+    plan = fprop_plan(x, weight, bias, y, problem, config, force_int64)
+    return plan.spec((x, weight, bias if bias is not None else x, y))
+
+
+class _OutputPlan:
+    """A cached fprop launch and its output's allocation (shape, memory format; y's strides follow)."""
+
+    __slots__ = ("shape", "memory_format", "plan")
+
+    def __init__(self, x, weight, bias, problem, config, force_int64):
+        self.shape = problem.output_shape
+        channels_last = wants_channels_last(x, weight)  # the output follows the inputs, as cuDNN's
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        y = torch.empty(self.shape, dtype=x.dtype, device=x.device, memory_format=self.memory_format)
+        self.plan = fprop_plan(x, weight, bias, y, problem, config, force_int64)
+
+
+# Per shape: everything the launch depends on but the data. y is allocated from the plan, so its
+# strides follow from x's and weight's and are not part of the key.
+plans = PlanCache("fprop")
 
 
 def conv2d_fprop(
@@ -47,11 +81,17 @@ def conv2d_fprop(
     force_int64: bool = False,
 ) -> torch.Tensor:
     """y = conv2d(x, weight) + bias for a validated 4-D problem, with the given tile config."""
-    y = empty_like_layout(problem.output_shape, (x, weight), x.dtype, x.device)
+    dtype = x.dtype
+    key = (
+        problem, config, geometry(x), geometry(weight), bias is not None, dtype, x.device,
+        force_int64, flag_settings(dtype),
+    )  # fmt: skip
+    cached = plans.get(key, lambda: _OutputPlan(x, weight, bias, problem, config, force_int64))
+    y = torch.empty(cached.shape, dtype=dtype, device=x.device, memory_format=cached.memory_format)
     if y.numel() == 0:
         return y
     if problem.in_per_group == 0:  # an empty reduction: the output is the bias
         y.zero_()
         return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
-    launch(fprop_spec(x, weight, bias, y, problem, config, force_int64))
+    launch(cached.plan.spec((x, weight, bias if bias is not None else x, y)))
     return y

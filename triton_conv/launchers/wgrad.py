@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..configs import KernelConfig
 from ..kernels.wgrad import wgrad_kernel
 from ..problem import ConvProblem
-from .common import LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
+from .common import (
+    LaunchSpec,
+    Plan,
+    PlanCache,
+    cdiv,
+    flag_settings,
+    geometry,
+    kernel_flags,
+    launch,
+    split_k_buffers,
+)
 
 # A split should keep at least this many BLOCK_K steps: with fewer, the loads of a num_stages-deep
 # pipeline never overlap the dots, and the split's workspace round trip (two BM x BN fp32 tiles)
@@ -32,17 +44,36 @@ def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: in
     return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
 
 
+_db_placeholders: dict = {}
+
+
 def _db_split_buffer(split_k: int, row_slots: int, block_m: int, dtype, device) -> torch.Tensor:
-    """Per-split partial bias gradients of the first column block (accumulator dtype).
+    """Per-split partial bias gradients of the first column block (accumulator dtype); with split_k
+    1 the kernel never touches it, and one cached placeholder per device serves.
 
     A sibling of split_k_buffers (launchers/common.py), kept here while wgrad is its only user."""
     acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    size = row_slots * split_k * block_m if split_k > 1 else 1
-    return torch.empty(size, dtype=acc_dtype, device=device)
+    if split_k == 1:
+        key = (torch.device(device), acc_dtype)
+        if key not in _db_placeholders:
+            _db_placeholders[key] = torch.empty(1, dtype=acc_dtype, device=device)
+        return _db_placeholders[key]
+    return torch.empty(row_slots * split_k * block_m, dtype=acc_dtype, device=device)
 
 
-def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> LaunchSpec:
-    """The launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is given).
+class _WgradPlan(NamedTuple):
+    plan: Plan
+    db_split: tuple  # _db_split_buffer's arguments
+    db_buffer: torch.Tensor | None  # the cached placeholder when split_k is 1, else None: per call
+
+    def spec(self, dy, x, dw, db) -> LaunchSpec:
+        db_workspace = self.db_buffer if self.db_buffer is not None else _db_split_buffer(*self.db_split)
+        return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
+
+
+def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> _WgradPlan:
+    """Everything of the launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is
+    given) but the tensors.
 
     dy and x may have any strides, zero strides (an expanded dy) included; dw any strides; db is 1-D
     and contiguous.
@@ -51,17 +82,15 @@ def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
     tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(gemm.n, config.block_n)
-    workspace, counters = split_k_buffers(
+    split = (
         config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
         x.dtype, x.device,
     )  # fmt: skip
-    db_workspace = _db_split_buffer(
-        config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device
-    )
+    workspace, _ = split_k_buffers(*split)
+    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
     flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64)
-    args = (
-        dy, x, dw, db if db is not None else dw, workspace, db_workspace, counters,
+    ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
         *problem.stride, problem.pad_top, problem.pad_left, *problem.dilation,
@@ -78,7 +107,22 @@ def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_
         GROUP_M=config.group_m, SPLIT_K=config.split_k,
     )  # fmt: skip
     grid = (tiles_m * tiles_n, problem.groups, config.split_k)
-    return LaunchSpec(wgrad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
+    single = config.split_k == 1
+    plan = Plan(
+        wgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split,
+        split_k_buffers(*split) if single else None,
+    )  # fmt: skip
+    return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None)
+
+
+def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> LaunchSpec:
+    """The launch of dw = wgrad(dy, x) (and db when given); uncached: the compile check and tests."""
+    return wgrad_plan(dy, x, dw, db, problem, config, force_int64).spec(dy, x, dw, db)
+
+
+# Per shape: everything the launch depends on but the data. dw's and db's strides follow from their
+# shapes and memory format (problem and channels_last), so they are not part of the key.
+plans = PlanCache("wgrad")
 
 
 def conv2d_wgrad(
@@ -97,7 +141,12 @@ def conv2d_wgrad(
     dw has problem.weight_shape and `weight_dtype`, channels_last or contiguous as asked; db has
     problem.out_channels elements. dy and x are the 4-D (batched) tensors, with any strides.
     """
-    if tuple(dy.shape) != problem.output_shape or tuple(x.shape) != problem.input_shape:
+    dtype = x.dtype
+    key = (
+        problem, config, geometry(dy), geometry(x), channels_last, need_bias, dtype, x.device,
+        force_int64, flag_settings(dtype),
+    )  # fmt: skip
+    if key not in plans and (dy.shape != problem.output_shape or x.shape != problem.input_shape):
         raise ValueError(
             f"wgrad expects dy {problem.output_shape} and x {problem.input_shape}, "
             f"got {tuple(dy.shape)} and {tuple(x.shape)}"
@@ -113,5 +162,6 @@ def conv2d_wgrad(
             acc_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
             db.copy_(dy.sum(dim=(0, 2, 3), dtype=acc_dtype))
         return dw, db
-    launch(wgrad_spec(dy, x, dw, db, problem, config, force_int64))
+    plan = plans.get(key, lambda: wgrad_plan(dy, x, dw, db, problem, config, force_int64))
+    launch(plan.spec(dy, x, dw, db))
     return dw, db
