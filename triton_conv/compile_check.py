@@ -192,6 +192,7 @@ def example_spec(
         raise ValueError(f"pass_name must be fprop, dgrad, wgrad or dgrad_masked, got {pass_name!r}")
     constexprs = dict(spec.constexprs)
     constexprs["INPUT_PRECISION"] = "tf32" if dtype == torch.float32 else "ieee"
+    constexprs["UPCAST"] = False
     return spec._replace(constexprs=constexprs)
 
 
