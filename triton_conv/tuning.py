@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .configs import KernelConfig, default_pass_config, search_space, tuning_key
 from .devices import DeviceSpec, get_device, live_device
 from .problem import ConvProblem
+from .runtime import fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
 
 Timer = Callable[[Callable[[], object]], float]  # runs a callable, returns milliseconds
@@ -217,7 +218,9 @@ def select_config(
 ) -> KernelConfig:
     """The config the autotuned passes launch with (memoised per problem in this process)."""
     device = _device(device)
-    memo = (problem, pass_name, dtype, bool(channels_last), str(device), timer)
+    # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
+    tf32 = dtype == torch.float32 and fp32_uses_tf32()
+    memo = (problem, pass_name, dtype, bool(channels_last), str(device), timer, tf32)
     config = _CHOSEN.get(memo)
     if config is None:
         config = autotune(problem, pass_name, dtype, channels_last, device, timer=timer).best
