@@ -294,42 +294,16 @@ class Prediction:
     efficiency: float  # of the peak
     bound: str  # "compute" or "memory"
 
-    # The tile statistics, under the names of the design card.
-    @property
-    def gemm_m(self) -> int:
-        return self.stats.gemm_m
+    # The tile statistics, under the names of the design card (prediction.tiles, .waves, ...).
+    _STATS_NAMES = frozenset(
+        ("gemm_m", "gemm_n", "gemm_k", "tiles", "ctas_per_sm", "slots", "waves",
+         "tile_efficiency", "wave_efficiency")
+    )  # fmt: skip
 
-    @property
-    def gemm_n(self) -> int:
-        return self.stats.gemm_n
-
-    @property
-    def gemm_k(self) -> int:
-        return self.stats.gemm_k
-
-    @property
-    def tiles(self) -> int:
-        return self.stats.tiles
-
-    @property
-    def ctas_per_sm(self) -> int:
-        return self.stats.ctas_per_sm
-
-    @property
-    def slots(self) -> int:
-        return self.stats.slots
-
-    @property
-    def waves(self) -> int:
-        return self.stats.waves
-
-    @property
-    def tile_efficiency(self) -> float:
-        return self.stats.tile_efficiency
-
-    @property
-    def wave_efficiency(self) -> float:
-        return self.stats.wave_efficiency
+    def __getattr__(self, name):
+        if name in Prediction._STATS_NAMES:
+            return getattr(self.stats, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def time_per_image_s(self) -> float:
