@@ -51,9 +51,9 @@ class KernelFlags(NamedTuple):
 
 
 def reaches_int32_limit(*tensors: torch.Tensor | None) -> bool:
-    """True when some element of a tensor lies 2**31 elements or more past its start, or the tensor
-    has that many elements. A sliced view can reach that with few elements; an expanded one can
-    have many elements and reach none."""
+    """True when some element of a tensor lies 2**31 elements or more past its start (a sliced view
+    can with few elements), or the tensor has that many elements (an expanded one, whose flat pixel
+    indices still count that high, though its strides reach little)."""
     for t in tensors:
         if t is None or t.numel() == 0:
             continue
@@ -150,11 +150,6 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
         t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
         for t in tensors
     )
-
-
-def empty_like_layout(shape, like: tuple[torch.Tensor, ...], dtype, device) -> torch.Tensor:
-    memory_format = torch.channels_last if wants_channels_last(*like) else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
 
 
 _placeholders: dict = {}
