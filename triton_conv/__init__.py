@@ -6,6 +6,7 @@ from .configs import KernelConfig
 from .functional import conv2d, conv2d_with_config
 from .nn import Conv2d, convert_model
 from .problem import ConvProblem, GemmShape
+from .tuning import tune_model
 
 __all__ = [
     "Conv2d",
@@ -16,5 +17,6 @@ __all__ = [
     "conv2d",
     "conv2d_with_config",
     "convert_model",
+    "tune_model",
     "__version__",
 ]
