@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv import KernelConfig
-from triton_conv.launchers.wgrad import MIN_STEPS_PER_SPLIT, conv2d_wgrad, default_wgrad_split
+from triton_conv.configs import MIN_STEPS_PER_SPLIT, default_wgrad_split
+from triton_conv.launchers.wgrad import conv2d_wgrad
 from triton_conv.problem import ConvProblem
 
 from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance

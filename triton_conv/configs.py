@@ -21,6 +21,10 @@ from .problem import PASSES, ConvProblem, GemmShape
 from .runtime import fp32_uses_tf32
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
@@ -83,14 +87,35 @@ def default_config(shape: GemmShape, element_size: int) -> KernelConfig:
     return KernelConfig(block_m, block_n, block_k, 8, 1, num_warps, 3)
 
 
+# A split should keep at least this many BLOCK_K steps: with fewer, the loads of a num_stages-deep
+# pipeline never overlap the dots, and the split's workspace round trip (two BM x BN fp32 tiles)
+# costs about as much as its own loads.
+MIN_STEPS_PER_SPLIT = 4
+
+
+def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: int) -> int:
+    """split_k for a wgrad launch with `config`'s tiles on a GPU with `sm_count` SMs.
+
+    The rule, in words: wgrad's output tiles (K/BM x C·R·S/BN per group) do not grow with the batch,
+    so when they are fewer than the SMs, split the N·P·Q reduction until tiles x split is about one
+    wave, floor(sm_count / tiles), never past one wave (a partial second wave costs a whole wave's
+    time), and no further than leaves each split MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
+    """
+    gemm = problem.gemm("wgrad")
+    tiles = problem.groups * _cdiv(gemm.m, config.block_m) * _cdiv(gemm.n, config.block_n)
+    steps = _cdiv(gemm.k, config.block_k)
+    if tiles == 0 or steps == 0:
+        return 1
+    fill = sm_count // tiles
+    return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
+
+
 def default_pass_config(problem: ConvProblem, pass_name: str, dtype: torch.dtype, sm_count: int = 132):
     """The untuned config of one pass: default_config on the pass's GEMM; wgrad adds the split that
-    launchers.wgrad.default_wgrad_split chooses (wgrad's tiles do not grow with the batch)."""
+    default_wgrad_split chooses (wgrad's tiles do not grow with the batch)."""
     element_size = torch.empty((), dtype=dtype).element_size()
     config = default_config(problem.gemm(pass_name), element_size)
     if pass_name == "wgrad":
-        from .launchers.wgrad import default_wgrad_split  # lazy: that module imports this one
-
         split = default_wgrad_split(problem, config, sm_count)
         config = KernelConfig(**{**config.as_dict(), "split_k": split})
     return config
@@ -220,7 +245,6 @@ def tuning_key(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channel
 # --- pruning: what cannot win on this problem and this GPU, before any timing ----------------------
 
 MAX_SURVIVORS = 24  # the most configs one tuning times
-MIN_STEPS_PER_SPLIT = 4  # BLOCK_K steps a split keeps (the same number as launchers/wgrad.py)
 
 
 @dataclass(frozen=True)
@@ -282,10 +306,6 @@ class Target:
         launched = tiles * c.split_k
         tile_eff = rows * cols / (_cdiv(rows, c.block_m) * c.block_m * _cdiv(cols, c.block_n) * c.block_n)
         return tile_eff * launched / (_cdiv(launched, sms) * sms)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def shared_bytes(c: KernelConfig, element_size: int) -> int:

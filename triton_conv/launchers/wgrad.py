@@ -21,29 +21,6 @@ from .common import (
     split_k_buffers,
 )
 
-# A split should keep at least this many BLOCK_K steps: with fewer, the loads of a num_stages-deep
-# pipeline never overlap the dots, and the split's workspace round trip (two BM x BN fp32 tiles)
-# costs about as much as its own loads.
-MIN_STEPS_PER_SPLIT = 4
-
-
-def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: int) -> int:
-    """split_k for a wgrad launch with `config`'s tiles on a GPU with `sm_count` SMs.
-
-    The rule, in words: wgrad's output tiles (K/BM x C·R·S/BN per group) do not grow with the batch,
-    so when they are fewer than the SMs, split the N·P·Q reduction until tiles x split is about one
-    wave, floor(sm_count / tiles), never past one wave (a partial second wave costs a whole wave's
-    time), and no further than leaves each split MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
-    """
-    gemm = problem.gemm("wgrad")
-    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
-    steps = cdiv(gemm.k, config.block_k)
-    if tiles == 0 or steps == 0:
-        return 1
-    fill = sm_count // tiles
-    return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
-
-
 _db_placeholders: dict = {}
 
 

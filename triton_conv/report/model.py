@@ -13,6 +13,7 @@ import math
 from dataclasses import replace
 
 from .. import __version__
+from ..configs import default_wgrad_split
 from ..devices import DeviceSpec, get_device
 from ..layers import Layer, get_layer_set
 from ..occupancy import (
@@ -39,12 +40,10 @@ def model_dtype(device: DeviceSpec) -> str:
 
 
 def model_config(problem, pass_name: str, device: DeviceSpec, dtype: str):
-    """The default model config; wgrad split as launchers.wgrad.default_wgrad_split splits it."""
+    """The default model config; wgrad split as configs.default_wgrad_split splits it."""
     config = default_model_config(problem, pass_name, dtype, device)
     if pass_name != "wgrad":
         return config
-    from ..launchers.wgrad import default_wgrad_split  # imports the kernels: only for wgrad's rule
-
     return replace(config, split_k=default_wgrad_split(problem, config, device.sm_count))
 
 
