@@ -10,19 +10,26 @@ import torch
 
 from triton_conv.compile_check import wgmma_eligible
 from triton_conv.configs import (
-    MAX_SURVIVORS,
-    PROBLEM_RULES,
     SHAPE_RULES,
     SPACES,
     KernelConfig,
-    Target,
     accumulator_per_thread,
     bucket,
     config_space,
     default_config,
     default_pass_config,
-    operand_registers,
     pipeline_depth,
+    tile_area,
+    tuning_key,
+)
+from triton_conv.devices import get_device
+from triton_conv.occupancy import launch_tiles
+from triton_conv.problem import PASSES, ConvProblem
+from triton_conv.pruning import (
+    MAX_SURVIVORS,
+    PROBLEM_RULES,
+    Target,
+    operand_registers,
     prune,
     register_budget,
     search_space,
@@ -31,14 +38,9 @@ from triton_conv.configs import (
     split_keeps_work,
     split_only_when_idle,
     split_within_two_waves,
-    tile_area,
     tile_fits_problem,
-    tuning_key,
     wgmma_on_hopper,
 )
-from triton_conv.devices import get_device
-from triton_conv.occupancy import launch_tiles
-from triton_conv.problem import PASSES, ConvProblem
 
 H200 = get_device("H200")
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from triton_conv import static_report
-from triton_conv.configs import config_space, shared_bytes
+from triton_conv.configs import config_space
 from triton_conv.problem import PASSES
+from triton_conv.pruning import shared_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(REPO, static_report.DEFAULT_PATH)

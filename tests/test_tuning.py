@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv import autotune_tables, tuning, tuning_cache
-from triton_conv.configs import KernelConfig, default_pass_config, search_space, tuning_key
+from triton_conv.configs import KernelConfig, default_pass_config, tuning_key
 from triton_conv.problem import ConvProblem
+from triton_conv.pruning import search_space
 
 from .reference import rel_error
 

@@ -1,11 +1,9 @@
-"""Tile configurations: what a kernel launch is parameterised by, the default choice, and the search
-space the tuner times.
+"""Tile configurations: what a kernel launch is parameterised by, the default choice, the search
+space the tuner times, and the tuning key.
 
 Each pass's space is generated, not listed: `SubSpace`s are itertools.products over short axis lists,
-filtered by the problem-independent SHAPE_RULES below. Before any timing, `prune` removes what cannot
-win on a given problem and GPU, rule by rule (PROBLEM_RULES), and keeps at most MAX_SURVIVORS.
-Every rule is a small function whose docstring is the rule in words; `prune` reports what each one
-removed, so a reader can follow why a config was never timed.
+filtered by the problem-independent SHAPE_RULES below. What cannot win on a given problem and GPU is
+pruned before any timing by the rules of triton_conv.pruning.
 """
 
 from __future__ import annotations
@@ -16,12 +14,11 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from .devices import DeviceSpec, get_device
 from .problem import PASSES, ConvProblem, GemmShape
 from .runtime import fp32_uses_tf32
 
 
-def _cdiv(a: int, b: int) -> int:
+def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -102,8 +99,8 @@ def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: in
     time), and no further than leaves each split MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
     """
     gemm = problem.gemm("wgrad")
-    tiles = problem.groups * _cdiv(gemm.m, config.block_m) * _cdiv(gemm.n, config.block_n)
-    steps = _cdiv(gemm.k, config.block_k)
+    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
+    steps = cdiv(gemm.k, config.block_k)
     if tiles == 0 or steps == 0:
         return 1
     fill = sm_count // tiles
@@ -240,213 +237,3 @@ def tuning_key(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channel
         f"RxS={problem.kernel_h}x{problem.kernel_w} stride={problem.stride[0]}x{problem.stride[1]} "
         f"dil={problem.dilation[0]}x{problem.dilation[1]} g={problem.groups}"
     )
-
-
-# --- pruning: what cannot win on this problem and this GPU, before any timing ----------------------
-
-MAX_SURVIVORS = 24  # the most configs one tuning times
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the problem rules look at: one pass of one problem in one dtype on one GPU, and the
-    smallest block sizes among the candidates (the floor a tile can shrink to)."""
-
-    problem: ConvProblem
-    pass_name: str
-    dtype: torch.dtype
-    device: DeviceSpec
-    floors: tuple[int, int, int] = (16, 16, 16)
-
-    @property
-    def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
-    def dims(self) -> tuple[int, int, int]:
-        """(rows, columns, the dimension BLOCK_K walks) of one launch's tiles, as the launchers tile:
-        dgrad tiles one stride phase (the largest) at a time; fprop and dgrad walk channels per tap."""
-        p = self.problem
-        m, n, k = p.gemm(self.pass_name)
-        if self.pass_name == "fprop":
-            return m, n, p.in_per_group
-        if self.pass_name == "dgrad":
-            phase = p.dgrad_phases()[0]
-            return p.batch * phase.rows.count * phase.cols.count, n, p.out_per_group
-        return m, n, k
-
-    def tiles(self, c: KernelConfig) -> int:
-        """Output tiles of one launch (all groups and stride phases), before any split."""
-        rows, cols, _ = self.dims()
-        p = self.problem
-        phases = p.stride[0] * p.stride[1] if self.pass_name == "dgrad" else 1
-        return _cdiv(rows, c.block_m) * _cdiv(cols, c.block_n) * p.groups * phases
-
-    def reduction_steps(self, c: KernelConfig) -> int:
-        """BLOCK_K steps of one tile's whole reduction (all taps)."""
-        _, _, walked = self.dims()
-        p = self.problem
-        if self.pass_name == "fprop":
-            taps = p.kernel_h * p.kernel_w
-        elif self.pass_name == "dgrad":
-            phase = p.dgrad_phases()[0]
-            taps = phase.rows.taps * phase.cols.taps
-        else:
-            taps = 1
-        return taps * _cdiv(walked, c.block_k)
-
-    def fill_score(self, c: KernelConfig) -> float:
-        """Tile efficiency (useful / computed elements) x the fraction of SM-waves busy, one CTA per
-        SM: a deliberately crude ranking of which configs keep the most SMs busy with the least
-        masked work (occupancy.py is the model that is reported)."""
-        rows, cols, _ = self.dims()
-        tiles = self.tiles(c)
-        if tiles == 0:
-            return 0.0
-        sms = self.device.sm_count
-        launched = tiles * c.split_k
-        tile_eff = rows * cols / (_cdiv(rows, c.block_m) * c.block_m * _cdiv(cols, c.block_n) * c.block_n)
-        return tile_eff * launched / (_cdiv(launched, sms) * sms)
-
-
-def shared_bytes(c: KernelConfig, element_size: int) -> int:
-    """The operand pipeline's shared memory: stages x (BM x BK + BK x BN) x bytes per element."""
-    return c.num_stages * (c.block_m * c.block_k + c.block_k * c.block_n) * element_size
-
-
-def shared_memory(c: KernelConfig, t: Target) -> bool:
-    """stages x (BM x BK + BK x BN) x bytes fits the GPU's shared memory per block (227 KiB on
-    Hopper, 163 KiB on A100, 99 KiB on an RTX 4090): a larger config fails to launch."""
-    return shared_bytes(c, t.element_size) <= t.device.smem_per_block
-
-
-def operand_registers(c: KernelConfig, element_size: int) -> int:
-    """Registers per thread for the fp32 accumulator and one BLOCK_K step of A and B fragments:
-    BM x BN / threads + (BM + BN) x BK x bytes / (4 x threads)."""
-    threads = 32 * c.num_warps
-    return (c.block_m * c.block_n + (c.block_m + c.block_n) * c.block_k * element_size // 4) // threads
-
-
-def register_budget(c: KernelConfig, t: Target) -> bool:
-    """Accumulator plus one BK step of operand fragments (operand_registers) take at most 128 of a
-    thread's 255 registers; the rest holds addresses, masks and loop state. The sm_90 compile of
-    wgrad spilled at 160 (fp32, BK 64, 4 warps on 128x64) and did not at 128 (fp32 128x128x64,
-    8 warps): fp32 operands are twice the registers of 16-bit ones."""
-    return operand_registers(c, t.element_size) <= 128
-
-
-def tile_fits_problem(c: KernelConfig, t: Target) -> bool:
-    """No block is larger than the smallest power of two covering its dimension (unless it is the
-    smallest block available): BM=128 on 40 rows computes 88 masked rows. Rows and columns are
-    the tile's GEMM dimensions; BLOCK_K walks channels per tap (fprop, dgrad) or pixels (wgrad)."""
-    rows, cols, walked = t.dims()
-    return all(
-        block <= max(bucket(size), floor)
-        for block, size, floor in zip(
-            (c.block_m, c.block_n, c.block_k), (rows, cols, walked), t.floors, strict=True
-        )
-    )
-
-
-def split_only_when_idle(c: KernelConfig, t: Target) -> bool:
-    """Split the reduction only when the output tiles are fewer than the SMs: otherwise the tiles
-    already occupy every SM and a split only adds the partial sums' round trip."""
-    return c.split_k == 1 or t.tiles(c) < t.device.sm_count
-
-
-def split_within_two_waves(c: KernelConfig, t: Target) -> bool:
-    """tiles x split_k <= 2 x SMs: a larger split makes waves of CTAs that each do less work."""
-    return c.split_k == 1 or t.tiles(c) * c.split_k <= 2 * t.device.sm_count
-
-
-def split_keeps_work(c: KernelConfig, t: Target) -> bool:
-    """Each split keeps at least MIN_STEPS_PER_SPLIT BLOCK_K steps, or its pipeline never fills."""
-    return c.split_k == 1 or t.reduction_steps(c) >= MIN_STEPS_PER_SPLIT * c.split_k
-
-
-def wgmma_on_hopper(c: KernelConfig, t: Target) -> bool:
-    """On Hopper (sm_90) a 16-bit or TF32 dot becomes wgmma only with whole warpgroups (num_warps a
-    multiple of 4) and BM a multiple of 64 (compile_check.wgmma_eligible); otherwise it silently
-    falls back to mma.sync at a fraction of the rate, so such configs are not timed there."""
-    if t.device.compute_capability[0] != 9 or t.dtype == torch.float64:
-        return True
-    return c.num_warps % 4 == 0 and c.block_m % 64 == 0
-
-
-PROBLEM_RULES = (
-    shared_memory,
-    register_budget,
-    tile_fits_problem,
-    split_only_when_idle,
-    split_within_two_waves,
-    split_keeps_work,
-    wgmma_on_hopper,
-)
-
-
-@dataclass(frozen=True)
-class Pruning:
-    survivors: tuple[KernelConfig, ...]
-    removed: dict  # rule name -> configs it removed (in rule order; each config counted once)
-    relaxed: tuple[str, ...]  # rules that would have removed every remaining config, so removed none
-
-
-def _same_tile_order(configs, t: Target) -> list[KernelConfig]:
-    """With one row or one column of tiles every GROUP_M gives the same launch order: keep one
-    (GROUP_M=8, the default, where it is among them)."""
-    kept: dict[KernelConfig, KernelConfig] = {}
-    for c in configs:
-        rows, cols, _ = t.dims()
-        if _cdiv(rows, c.block_m) == 1 or _cdiv(cols, c.block_n) == 1:
-            canonical = KernelConfig(**{**c.as_dict(), "group_m": 8})
-            if canonical not in kept or c.group_m == 8:  # keep the default GROUP_M
-                kept[canonical] = c
-        else:
-            kept[c] = c
-    return list(kept.values())
-
-
-def prune(
-    configs,
-    problem: ConvProblem,
-    pass_name: str,
-    dtype: torch.dtype,
-    device: DeviceSpec | str,
-    max_configs: int = MAX_SURVIVORS,
-) -> Pruning:
-    """Apply PROBLEM_RULES in order, then merge GROUP_M variants with the same tile order
-    ('same_tile_order') and keep the max_configs best by Target.fill_score ('cap')."""
-    configs = list(configs)
-    floors = tuple(
-        min((getattr(c, a) for c in configs), default=16) for a in ("block_m", "block_n", "block_k")
-    )
-    target = Target(problem, pass_name, dtype, get_device(device), floors)
-    removed: dict[str, tuple[KernelConfig, ...]] = {}
-    relaxed = []
-    for rule in PROBLEM_RULES:
-        kept = [c for c in configs if rule(c, target)]
-        if not kept and configs:
-            relaxed.append(rule.__name__)
-            continue
-        removed[rule.__name__] = tuple(c for c in configs if c not in kept)
-        configs = kept
-    kept = _same_tile_order(configs, target)
-    removed["same_tile_order"] = tuple(c for c in configs if c not in kept)
-    ranked = sorted(
-        kept,
-        key=lambda c: (-round(target.fill_score(c), 6), -c.block_m * c.block_n, c.split_k),
-    )
-    removed["cap"] = tuple(ranked[max_configs:])
-    survivors = tuple(c for c in kept if c in ranked[:max_configs])
-    return Pruning(survivors, removed, tuple(relaxed))
-
-
-def search_space(
-    problem: ConvProblem,
-    pass_name: str,
-    dtype: torch.dtype,
-    device: DeviceSpec | str,
-    max_configs: int = MAX_SURVIVORS,
-) -> list[KernelConfig]:
-    """The configs worth timing for this problem on this GPU: the pass's space, pruned."""
-    survivors = prune(config_space(pass_name), problem, pass_name, dtype, device, max_configs).survivors
-    return list(survivors)

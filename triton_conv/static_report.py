@@ -20,19 +20,10 @@ from typing import NamedTuple
 
 import torch
 
-from .configs import (
-    KernelConfig,
-    Target,
-    config_space,
-    dtype_name,
-    operand_registers,
-    register_budget,
-    shared_bytes,
-    shared_memory,
-    wgmma_on_hopper,
-)
+from .configs import KernelConfig, config_space, dtype_name
 from .devices import get_device
 from .problem import PASSES, ConvProblem
+from .pruning import Target, operand_registers, register_budget, shared_bytes, shared_memory, wgmma_on_hopper
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # A ResNet-50 layer (layer3's 3x3 at 14x14, 256 -> 256, 8 images), channels_last, as a network
@@ -191,7 +182,7 @@ def render(rows: list[StaticRow]) -> str:
         "the compiler's metadata. These are resource counts, not times.",
         "",
         f"- Problem: {PROBLEM}, channels_last; fp32 compiled with TF32 (cuDNN's default).",
-        f"- Verdict: what configs.PROBLEM_RULES do with the config on an {device}. 'ok (8-byte stack",
+        f"- Verdict: what pruning.PROBLEM_RULES do with the config on an {device}. 'ok (8-byte stack",
         "  frame, no local loads)': the compiler reserved a frame that no instruction reads or writes.",
         "  'FLAG' would mark a config that spills or falls off wgmma with no rule pruning it (the tests",
         "  fail on one).",

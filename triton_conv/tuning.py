@@ -2,7 +2,7 @@
 
 `select_config` is what the passes call: a cached config when there is one (in memory, then the
 per-device file of tuning_cache.py); on a miss on a CUDA device, every config that survives
-configs.search_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
+pruning.search_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
 inputs and the fastest is cached with the runner-up and all the times (TRITON_CONV_AUTOTUNE=0
 turns the timing off: cache hits are still used, misses get the default config). On the CPU (the
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
@@ -23,9 +23,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .configs import KernelConfig, default_pass_config, search_space, tuning_key
+from .configs import KernelConfig, default_pass_config, tuning_key
 from .devices import DeviceSpec, get_device, live_device
 from .problem import ConvProblem
+from .pruning import search_space
 from .runtime import fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
 
