@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Set up a fresh machine and run the test suite (CPU: Triton's interpreter runs the kernels).
+# Set up a virtual environment and run the test suite (CPU: Triton's interpreter runs the kernels).
+#   bash scripts/test.sh [pytest arguments]
+# The environment is made by scripts/setup_env.sh (TRITON_CONV_STACK=gpu-machine for the GPU
+# machine's versions; see there). On a machine with a GPU the tests run the compiled kernels there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A bare `torch` requirement with no torch installed pulls several GB of CUDA packages; on a
-# CPU-only machine take the CPU build first. A machine that already has torch keeps it.
-python3 -c "import torch" 2>/dev/null || python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e '.[test]'
-# --benchmark-disable: bench/ runs once as a correctness check, not as timings (no GPU here).
-exec python3 -m pytest -q --benchmark-disable "$@"
+python=$(bash scripts/setup_env.sh)
+"$python" -c 'import torch, triton, numpy; print(f"python {__import__("sys").version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}, numpy {numpy.__version__}")'
+# --benchmark-disable: bench/ runs once as a correctness check, not as timings (timings: README).
+exec "$python" -m pytest -q --benchmark-disable "$@"

@@ -1,19 +1,60 @@
-"""Tests run the Triton kernels on CPU tensors through Triton's interpreter.
+"""Where the tests run the kernels, what they may not leave behind, and how they prove the Triton
+kernels did the work.
 
-TRITON_INTERPRET must be set before @triton.jit runs, so before triton_conv is imported.
+Two modes, chosen before triton_conv is imported (TRITON_INTERPRET is read when @triton.jit runs):
+- "cpu": CPU tensors through Triton's interpreter (TRITON_INTERPRET=1). The default without a GPU.
+- "cuda": the compiled kernels on the GPU, with torch's default device set to CUDA so every tensor a
+  test makes lives there. The default where a GPU is present; tests marked `interpreter` (they run
+  kernels on explicit CPU tensors) are skipped there.
+TRITON_CONV_TEST_DEVICE=cpu|cuda overrides the choice; an explicit TRITON_INTERPRET=1 means cpu.
 """
 
+import contextlib
 import os
 import sys
+from importlib.metadata import version
 
+import numpy
+import pytest
 import torch
 
-# `pytest --benchmark-only` on a GPU machine times the real kernels: no interpreter there.
-if not ("--benchmark-only" in sys.argv and torch.cuda.is_available()):
+
+def _test_device() -> str:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return "cpu"
+    chosen = os.environ.get("TRITON_CONV_TEST_DEVICE", "")
+    if chosen not in ("", "cpu", "cuda"):
+        raise pytest.UsageError(f"TRITON_CONV_TEST_DEVICE must be cpu or cuda, got {chosen!r}")
+    if chosen == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("TRITON_CONV_TEST_DEVICE=cuda, but torch sees no CUDA device")
+    return chosen or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def interpreter_problem() -> str | None:
+    """Why Triton's interpreter cannot run the kernels with the installed packages, or None.
+
+    Triton 3.6's interpreter keeps scalars as one-element arrays and converts them with int(), which
+    numpy 2.4 stopped allowing: every loop with a runtime bound fails (Triton 3.7 fixed it)."""
+    if _version(version("triton")) < (3, 7) and _version(numpy.__version__) >= (2, 4):
+        return (
+            f"Triton {version('triton')}'s interpreter needs numpy < 2.4 (found {numpy.__version__}); "
+            "install numpy<2.4, or run the tests on a GPU (TRITON_CONV_TEST_DEVICE=cuda)"
+        )
+    return None
+
+
+# Not `import triton` before this point: Triton 3.6 reads TRITON_INTERPRET when it is imported.
+TEST_DEVICE = _test_device()
+# `pytest --benchmark-only` on a GPU machine times the real kernels: no interpreter there either.
+if TEST_DEVICE == "cpu" and not ("--benchmark-only" in sys.argv and torch.cuda.is_available()):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-import pytest  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from triton_conv.launchers.common import launch_counts  # noqa: E402
@@ -70,3 +111,141 @@ def _fresh_seed():
     torch.manual_seed(seed)
     print(f"torch.manual_seed({seed})")
     yield seed
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "interpreter: runs the kernels on explicit CPU tensors through Triton's interpreter"
+    )
+    if TEST_DEVICE == "cuda":
+        torch.set_default_device("cuda")
+    elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and (reason := interpreter_problem()):
+        pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_collection_modifyitems(config, items):
+    if TEST_DEVICE != "cuda":
+        return
+    skip = pytest.mark.skip(reason="needs Triton's interpreter on CPU tensors; this run uses the GPU")
+    for item in items:
+        if "interpreter" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    runner = "Triton's interpreter" if interpreted else "compiled kernels"
+    return (
+        f"triton-conv tests on {TEST_DEVICE} ({runner}); "
+        f"torch {torch.__version__}, Triton {version('triton')}, numpy {numpy.__version__}"
+    )
+
+
+# --- settings a test may change, restored whatever happens ---------------------------------------
+
+
+def _tf32_state() -> tuple:
+    """cuDNN's TF32 settings, raw: the legacy flag and the new API's three levels (and RNN's)."""
+    cudnn = torch.backends.cudnn
+    conv, rnn = getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None)
+    with contextlib.suppress(RuntimeError):  # the legacy getter raises once the new API set conv != rnn
+        legacy = torch._C._get_cudnn_allow_tf32()
+        return (
+            legacy,
+            getattr(torch.backends, "fp32_precision", None),
+            getattr(cudnn, "fp32_precision", None),
+            getattr(conv, "fp32_precision", None),
+            getattr(rnn, "fp32_precision", None),
+        )
+    return ("unreadable",)
+
+
+def _restore_tf32(state: tuple) -> None:
+    legacy, generic, cudnn_all, conv, rnn = state
+    torch._C._set_cudnn_allow_tf32(legacy)  # sets conv's and RNN's levels too: the raw ones follow
+    cudnn = torch.backends.cudnn
+    for holder, value in (
+        (torch.backends, generic), (cudnn, cudnn_all),
+        (getattr(cudnn, "conv", None), conv), (getattr(cudnn, "rnn", None), rnn),
+    ):  # fmt: skip
+        if value is not None:
+            holder.fp32_precision = value
+
+
+@contextlib.contextmanager
+def cudnn_tf32(on: bool):
+    """cuDNN's TF32 switched on or off (through the legacy flag, as most code does) for a block."""
+    state = _tf32_state()
+    try:
+        torch.backends.cudnn.allow_tf32 = on
+        yield
+    finally:
+        _restore_tf32(state)
+
+
+@pytest.fixture
+def set_tf32():
+    """`set_tf32(on)` switches cuDNN's TF32 setting for the rest of the test; restored after.
+    (pytest's monkeypatch cannot: torch's settings are class-level properties, which monkeypatch 9.2
+    records as missing and then fails to delete, abandoning the rest of its undo.)"""
+    with contextlib.ExitStack() as stack:
+        yield lambda on: stack.enter_context(cudnn_tf32(on))
+
+
+@pytest.fixture
+def tf32_restored():
+    """For a test that sets torch's TF32 precision settings itself: all of them restored after."""
+    state = _tf32_state()
+    try:
+        yield
+    finally:
+        _restore_tf32(state)
+
+
+def _launch_functions() -> dict:
+    """Every module-level `launch` of the launchers: a test that swaps one for a recorder and leaves
+    it would make every later test see kernels that never ran."""
+    import importlib
+    import pkgutil
+
+    import triton_conv.launchers as launchers
+
+    found = {}
+    for info in pkgutil.iter_modules(launchers.__path__):
+        module = importlib.import_module(f"{launchers.__name__}.{info.name}")
+        if hasattr(module, "launch"):
+            found[module] = module.launch
+    return found
+
+
+def _global_state() -> dict:
+    return {
+        "launchers": _launch_functions(),
+        "cudnn TF32": _tf32_state(),
+        "default dtype": torch.get_default_dtype(),
+        "grad mode": torch.is_grad_enabled(),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_state():
+    """Fails a test that leaves process-wide state changed, after putting it back, so one test's
+    teardown can never poison the tests after it."""
+    before = _global_state()
+    yield
+    after = _global_state()
+    leaked = [name for name in before if after[name] != before[name]]
+    if not leaked:
+        return
+    for module, function in before["launchers"].items():
+        module.launch = function
+    if before["cudnn TF32"] != after["cudnn TF32"] and len(before["cudnn TF32"]) == 5:
+        _restore_tf32(before["cudnn TF32"])
+    torch.set_default_dtype(before["default dtype"])
+    torch.set_grad_enabled(before["grad mode"])
+    if before["TRITON_INTERPRET"] is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = before["TRITON_INTERPRET"]
+    pytest.fail(f"the test left process-wide state changed (now restored): {', '.join(leaked)}")

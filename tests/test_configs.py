@@ -255,13 +255,10 @@ def test_key_buckets_the_growing_dimension():
     assert "M=64" in tuning_key(a, "wgrad", torch.float16, True)
 
 
-def test_key_names_tf32_apart_from_ieee_fp32(monkeypatch):
+def test_key_names_tf32_apart_from_ieee_fp32(set_tf32):
     keys = set()
     for allow in (True, False):
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
-        conv_settings = getattr(torch.backends.cudnn, "conv", None)
-        if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
-            monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if allow else "ieee")
+        set_tf32(allow)
         keys.add(tuning_key(SMALL, "fprop", torch.float32, True).split()[1])
     assert keys == {"tf32", "fp32"}
 

@@ -120,13 +120,10 @@ def test_output_follows_input_layout(layout, channels_last, triton_only):
 
 
 @pytest.mark.parametrize("allow_tf32", [False, True])
-def test_tf32_follows_cudnn_setting(allow_tf32, monkeypatch):
+def test_tf32_follows_cudnn_setting(allow_tf32, set_tf32):
     from triton_conv.launchers.common import kernel_flags
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
-    conv_settings = getattr(torch.backends.cudnn, "conv", None)
-    if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
-        monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if allow_tf32 else "ieee")
+    set_tf32(allow_tf32)
     expected = "tf32" if allow_tf32 else "ieee"
     assert kernel_flags(torch.float32, torch.empty(1)).input_precision == expected
     assert kernel_flags(torch.float16, torch.empty(1)).input_precision == "ieee"

@@ -57,13 +57,6 @@ def test_a_cached_launch_equals_a_fresh_one(monkeypatch):
     assert all(a is b or a == b for a, b in zip(fresh.args, second.args, strict=True))
 
 
-def _set_tf32(monkeypatch, on: bool):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", on)
-    conv_settings = getattr(torch.backends.cudnn, "conv", None)
-    if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
-        monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if on else "ieee")
-
-
 CHANGES = {
     "stride": lambda x, w, b: (x.contiguous(memory_format=torch.channels_last), w, b),
     "zero stride": lambda x, w, b: (x[:1].expand(2, -1, -1, -1), w, b),
@@ -74,9 +67,9 @@ CHANGES = {
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
-def test_what_changes_the_launch_misses_the_cache(change, monkeypatch):
+def test_what_changes_the_launch_misses_the_cache(change, monkeypatch, set_tf32):
     specs = _recorded_specs(monkeypatch)
-    _set_tf32(monkeypatch, False)
+    set_tf32(False)
     fprop.plans.clear()
     x, w, b = _tensors()
     _fprop(x, w, b)
@@ -85,20 +78,20 @@ def test_what_changes_the_launch_misses_the_cache(change, monkeypatch):
     assert specs[0].args[4:] != specs[1].args[4:] or specs[0].constexprs != specs[1].constexprs
 
 
-def test_tf32_setting_config_and_int64_miss_the_cache(monkeypatch):
+def test_tf32_setting_config_and_int64_miss_the_cache(monkeypatch, set_tf32):
     specs = _recorded_specs(monkeypatch)
     fprop.plans.clear()
     x, w, b = _tensors()
-    _set_tf32(monkeypatch, False)
+    set_tf32(False)
     _fprop(x, w, b)
-    _set_tf32(monkeypatch, True)
+    set_tf32(True)
     _fprop(x, w, b)
     _fprop(x, w, b, force_int64=True)
     _fprop(x, w, b, config=KernelConfig(32, 16, 16))
     assert (fprop.plans.misses, fprop.plans.hits) == (4, 0)
     assert [s.constexprs["INPUT_PRECISION"] for s in specs] == ["ieee", "tf32", "tf32", "tf32"]
     assert [s.constexprs["USE_INT64"] for s in specs] == [False, False, True, False]
-    _set_tf32(monkeypatch, False)
+    set_tf32(False)
     _fprop(x, w, b)  # back to the first launch: a hit
     assert fprop.plans.hits == 1 and specs[-1].constexprs == specs[0].constexprs
 

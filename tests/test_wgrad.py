@@ -127,12 +127,9 @@ def test_float64(feature, triton_only):
 
 
 @pytest.mark.parametrize("allow_tf32", [False, True])
-def test_fp32_bias_paths(allow_tf32, monkeypatch, triton_only):
+def test_fp32_bias_paths(allow_tf32, set_tf32, triton_only):
     """Without TF32 the bias gradient is a dot with ones; with it, a sum in registers (exact dy)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
-    conv_settings = getattr(torch.backends.cudnn, "conv", None)
-    if conv_settings is not None and hasattr(conv_settings, "fp32_precision"):
-        monkeypatch.setattr(conv_settings, "fp32_precision", "tf32" if allow_tf32 else "ieee")
+    set_tf32(allow_tf32)
     check_case(*FEATURES["groups"], torch.float32, "nchw", triton_only, CONFIGS[1])
 
 

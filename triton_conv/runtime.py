@@ -34,9 +34,19 @@ def runs_triton(tensor: torch.Tensor) -> bool:
 
 
 def fp32_uses_tf32() -> bool:
-    """fp32 convolutions use TF32 exactly when cuDNN's convolutions would."""
+    """fp32 convolutions use TF32 exactly when cuDNN's would.
+
+    torch (2.9 and later) resolves cuDNN's conv precision as the first of cuDNN-conv's, cuDNN's and
+    the global `fp32_precision` that is not 'none', and uses TF32 only when that is 'tf32' (all
+    'none', as `allow_tf32 = False` leaves them, is IEEE). The legacy `cudnn.allow_tf32` is read
+    only where that API is missing: reading it raises once the new API set conv and RNN apart.
+    """
     conv_settings = getattr(torch.backends.cudnn, "conv", None)
-    precision = getattr(conv_settings, "fp32_precision", None)
-    if precision in ("tf32", "ieee"):
-        return precision == "tf32"
-    return bool(torch.backends.cudnn.allow_tf32)
+    chain = (
+        getattr(conv_settings, "fp32_precision", None),
+        getattr(torch.backends.cudnn, "fp32_precision", None),
+        getattr(torch.backends, "fp32_precision", None),
+    )
+    if chain[0] is None:
+        return bool(torch.backends.cudnn.allow_tf32)
+    return next((precision for precision in chain if precision not in (None, "none")), "ieee") == "tf32"

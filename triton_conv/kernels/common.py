@@ -69,11 +69,12 @@ def zero_accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, operand_ptr):
 
 @triton.jit
 def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """acc += a @ b in fp32. UPCAST works around the interpreter's wrong bf16 dot (CPU tests only)."""
+    """acc += a @ b in the accumulator's dtype (fp32, or fp64 for gradcheck: Triton 3.6 needs
+    out_dtype named for that). UPCAST works around the interpreter's wrong bf16 dot (CPU tests only)."""
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
 @triton.jit

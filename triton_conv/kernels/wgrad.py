@@ -97,7 +97,12 @@ def wgrad_kernel(
     # out of registers; exact for 16-bit and fp64 inputs, but TF32 would round dy, so fp32 with
     # TF32 sums in registers instead (see DB_BY_DOT in the launcher).
     db_tile = zero_accumulator(BLOCK_M, 16, x_ptr)
-    ones = tl.full((BLOCK_K, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
+    # Under the interpreter's bf16 upcast the dot runs in fp32, and Triton 3.6's interpreter has no
+    # bf16 tl.full: the ones take the dtype the dot will see.
+    if UPCAST:
+        ones = tl.full((BLOCK_K, 16), 1.0, dtype=tl.float32)
+    else:
+        ones = tl.full((BLOCK_K, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
     for _ in range(it, it_end):
         npq_ok = n < batch
         n_off = as_offset(n, USE_INT64)
