@@ -114,9 +114,6 @@ def _fresh_seed():
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "interpreter: runs the kernels on explicit CPU tensors through Triton's interpreter"
-    )
     if TEST_DEVICE == "cuda":
         torch.set_default_device("cuda")
     elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and (reason := interpreter_problem()):

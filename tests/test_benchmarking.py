@@ -13,6 +13,9 @@ from triton_conv import benchmarking
 from triton_conv.layers import resnet50, resnet50_convs
 from triton_conv.problem import ConvProblem
 
+# The CPU checks of the benchmark functions (a GPU run is `pytest bench --benchmark-only`).
+pytestmark = pytest.mark.interpreter
+
 STRIDED = ConvProblem.from_shapes((2, 4, 7, 6), (6, 4, 3, 3), stride=2, padding=1)
 
 

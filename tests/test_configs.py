@@ -188,7 +188,7 @@ def test_wgmma_rule_on_hopper_only():
     assert pruning.survivors == (cfg(64, 64),)
 
 
-@pytest.mark.parametrize("bm,warps", itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8, 16)))
+@pytest.mark.parametrize("bm,warps", list(itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8, 16))))
 def test_wgmma_rule_matches_compile_check(bm, warps):
     c = KernelConfig(bm, 64, 32, num_warps=warps)
     assert wgmma_on_hopper(c, target(SMALL)) == wgmma_eligible(torch.float16, bm, warps)

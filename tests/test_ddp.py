@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+
+# gloo on two CPU processes, each running the kernels through the interpreter.
+pytestmark = pytest.mark.interpreter
 
 
 def _model():

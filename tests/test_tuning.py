@@ -23,6 +23,9 @@ from triton_conv.pruning import search_space
 
 from .reference import rel_error
 
+# Tuning times the kernels on CPU tensors (device "cpu"): the interpreter's job, not a GPU run's.
+pytestmark = pytest.mark.interpreter
+
 PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

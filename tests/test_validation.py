@@ -98,6 +98,7 @@ def test_bad_kernel_config(field, value):
         triton_conv.KernelConfig(**{field: value})
 
 
+@pytest.mark.interpreter
 def test_cpu_without_interpreter_falls_back_once(monkeypatch):
     """Without TRITON_INTERPRET a CPU tensor runs torch's conv2d and says how to get the Triton path."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")

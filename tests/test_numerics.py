@@ -1,0 +1,64 @@
+"""Identical numerics on every supported Triton, torch and numpy: on integer-valued data whose every
+product and partial sum is exact in the kernel's accumulator, each pass must return torch's float64
+result bit for bit. Any Triton that accumulated in a narrower type (fp64 data in fp32, say), dropped
+a split-K partial, or rounded the bias differently would show here as an inequality, not a
+tolerance; CI runs this file on both ends of the supported range (README, CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_conv import KernelConfig
+from triton_conv.functional import conv2d_with_config
+from triton_conv.launchers.dgrad import conv2d_dgrad
+from triton_conv.launchers.wgrad import conv2d_wgrad
+from triton_conv.problem import ConvProblem
+
+from .reference import reference_conv2d
+
+# Strided, padded, grouped and dilated, with sizes off every block: a 2x2 stride makes four dgrad
+# phases; split_k 2 exercises the deterministic reduction.
+PROBLEM = ConvProblem.from_shapes(
+    (2, 6, 9, 7), (10, 3, 3, 2), stride=2, padding=(1, 2), dilation=(1, 2), groups=2
+)
+CONFIGS = (KernelConfig(16, 16, 16), KernelConfig(32, 16, 16, split_k=2))
+
+# Integer values in [-limit, limit]: products and sums stay far below where the accumulator rounds
+# (fp32: 2**24), and the outputs are exact in the output dtype too. fp64 uses large values on purpose,
+# whose sums an fp32 accumulator could not hold exactly.
+LIMITS = {torch.float16: 3, torch.bfloat16: 3, torch.float32: 3, torch.float64: 2**14}
+
+
+def _integers(shape, dtype, channels_last=False) -> torch.Tensor:
+    limit = LIMITS[dtype]
+    values = torch.randint(-limit, limit + 1, shape, dtype=torch.int64).to(dtype)
+    return values.contiguous(memory_format=torch.channels_last) if channels_last else values
+
+
+def _exact(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype != torch.float64 or want.dtype == torch.float64
+    difference = (got.double() - want.double()).abs().max().item()
+    assert torch.equal(got.double(), want.double()), f"not bit-exact: max |difference| {difference}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", list(LIMITS), ids=str)
+def test_every_pass_is_exact_on_integers(dtype, channels_last, config, set_tf32):
+    set_tf32(False)  # TF32 would round inputs of 11 bits or more; the limits keep fp32 inputs small
+    x = _integers(PROBLEM.input_shape, dtype, channels_last)
+    w = _integers(PROBLEM.weight_shape, dtype, channels_last)
+    b = _integers((PROBLEM.out_channels,), dtype)
+    dy = _integers(PROBLEM.output_shape, dtype, channels_last)
+    x64, w64, dy64 = x.double().requires_grad_(), w.double().requires_grad_(), dy.double()
+    y64 = reference_conv2d(x64, w64, b, PROBLEM)
+    dx64, dw64 = torch.autograd.grad(y64, (x64, w64), dy64)
+
+    _exact(conv2d_with_config(x, w, b, PROBLEM.stride, (1, 2), PROBLEM.dilation, 2, config=config), y64)
+    _exact(conv2d_dgrad(dy, w, PROBLEM, config, channels_last=channels_last), dx64)
+    dw, db = conv2d_wgrad(
+        dy, x, PROBLEM, config, weight_dtype=dtype, channels_last=channels_last, need_bias=True
+    )
+    _exact(dw, dw64)
+    _exact(db, dy64.sum(dim=(0, 2, 3)))
