@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=$(bash scripts/setup_env.sh)
-"$python" -c 'import torch, triton, numpy; print(f"python {__import__("sys").version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}, numpy {numpy.__version__}")'
+"$python" -c 'import sys, numpy, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__)'
 # --benchmark-disable: bench/ runs once as a correctness check, not as timings (timings: README).
 exec "$python" -m pytest -q --benchmark-disable "$@"
