@@ -208,3 +208,28 @@ def test_fit_fraction_recovers_the_fraction():
     with pytest.raises(ValueError):
         fit_fraction([])
     assert math.isfinite(fit_fraction([(1e-3, 1e-5, 1e-4)]))
+
+
+def test_predict_command_prints_the_ideal_and_the_fitted_curve(capsys):
+    from triton_conv.cli import main
+
+    args = ["predict", "--device", "V100", "--layers", "quantization_probes", "--batch", "1", "8", "32"]
+    assert main([*args, "--fit", "1=0.0128", "32=0.0200"]) == 0
+    out = capsys.readouterr().out
+    assert "PREDICTED by the model (not measured)" in out and "calibrated on [1, 32]" in out
+    rows = {
+        tuple(line.split()[:2]): [float(cell) for cell in line.split()[1:]]
+        for line in out.splitlines()
+        if line.split()[:1] in (["ideal"], ["calibrated"]) and len(line.split()) == 5
+    }
+    # the fit reproduces its two points: 12.8 ms at N=1, 20.0 ms at N=32 (S(32) = 32·12.8/20 = 20.48)
+    assert rows[("calibrated", "1")][1] == pytest.approx(12.8, abs=1e-3)
+    assert rows[("calibrated", "32")][1:] == pytest.approx([20.0, 1600, 20.48], abs=1e-2)
+    ideal = network_time(quantization_layers(), "fprop", 8, V100)
+    assert rows[("ideal", "8")][1] == pytest.approx(ideal * 1e3, abs=1e-3)
+
+
+def quantization_layers():
+    from triton_conv.layers import quantization_probes
+
+    return quantization_probes()

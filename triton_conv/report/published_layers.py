@@ -149,11 +149,11 @@ def _layer_text(p: ConvProblem) -> str:
 
 
 def pair_rows(fit: DeviceFit, pass_name: str | None = None, application: str | None = None) -> list[list]:
-    rows = []
+    rows, predicted = [], dict(fit.rows)
     for row, row2, measured, model in fit.ratios(pass_name):
         if application not in (None, row.application):
             continue
-        p, p2 = (dict(fit.rows)[r] for r in (row, row2))
+        p, p2 = predicted[row], predicted[row2]
         rows.append(
             [
                 row.application,
@@ -164,8 +164,8 @@ def pair_rows(fit: DeviceFit, pass_name: str | None = None, application: str | N
                 p.time_s * 1e6,
                 row2.seconds * 1e6,
                 p2.time_s * 1e6,
-                measured,
-                model,
+                f"{measured:.2f}",
+                f"{model:.2f}",
                 f"{model / measured - 1:+.0%}",
                 row.algorithm or "—",
             ]
