@@ -7,7 +7,7 @@ launch takes `waves` rounds, and a launch with fewer tiles than slots leaves SMs
 
 Its parts, each a module with its formulas in its docstring:
     resources    one CTA's shared memory and registers, CTAs per SM (`occupancy`)
-    tiles        tiles, slots, waves, tile and wave efficiency (`tile_stats`)
+    tiles        tiles, slots, waves, tile, reduction and wave efficiency (`tile_stats`)
     roofline     one call's time: floor + max(compute, memory) / achieved fraction (`predict`)
     choice       the config of the pruned space with the least predicted time (`best_config`)
     terms        the named terms: per-call floor, achieved fraction, stack overhead (`Terms`)
@@ -19,10 +19,14 @@ The public API, in the units it returns:
     layer_time(problem, pass, device, dtype, batch=, terms=)            seconds per call
     network_time(layers, passes, N, device, dtype, terms=)              seconds per step of N images
     network_speedup(layers, passes, N, device, dtype, terms=)           S(N) = N·T(1)/T(N)
-    fit_stack(layers, passes, device, dtype, {N1: s, N2: s})            Terms of a stack
-    predict(problem, pass, config, device, dtype)                       a Prediction (tiles, waves, ...)
+    fit_stack(layers, passes, device, dtype, {N1: s, N2: s}, overlapped=)  Terms of a stack
+    fit_fraction([(measured s, floor s, roofline s), ...])              a library's achieved fraction
+    predict(problem, pass, config, device, dtype, terms=)               a Prediction (tiles, waves, ...)
 `terms` defaults to the ideal model (datasheet roofline, 5 µs per call, no stack); a stack's
-calibration (fit_stack) makes the same functions predict that stack.
+calibration (fit_stack) makes the same functions predict that stack. Example, PyTorch on a V100 in
+fp16 as NVIDIA published it (12.8 ms per image at N=1, 3249 images/s at N=128):
+    terms = fit_stack(resnet50(), "fprop", "V100", "fp16", {1: 12.8e-3, 128: 128 / 3249})
+    network_speedup(resnet50(), "fprop", 32, "V100", "fp16", terms=terms)   # S(32) predicted
 """
 
 from .calibration import fit_fraction, fit_stack

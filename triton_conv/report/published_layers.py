@@ -80,12 +80,16 @@ class DeviceFit:
         return not (row.pass_name == "fprop" and row.problem.batch == FIT_BATCH)
 
     def ratios(self, pass_name: str | None = None) -> list[tuple]:
-        """(row at N, row at 2N, measured ratio, predicted ratio) for the layers measured at both."""
-        found = {(r.problem.with_batch(1), r.pass_name, r.problem.batch): (r, p) for r, p in self.rows}
+        """(row at N, row at 2N, measured ratio, predicted ratio) for the layers measured at both; a
+        layer that two of DeepBench's sets list is a pair in each, one listed twice in a set once."""
+        found = {
+            (r.application, r.problem.with_batch(1), r.pass_name, r.problem.batch): (r, p)
+            for r, p in self.rows
+        }
         pairs = []
-        for (one, name, n), (row, p) in found.items():
-            if (one, name, 2 * n) in found and pass_name in (None, name):
-                row2, p2 = found[(one, name, 2 * n)]
+        for (application, one, name, n), (row, p) in found.items():
+            if (application, one, name, 2 * n) in found and pass_name in (None, name):
+                row2, p2 = found[(application, one, name, 2 * n)]
                 pairs.append((row, row2, row2.seconds / row.seconds, p2.time_s / p.time_s))
         return pairs
 
