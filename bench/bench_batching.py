@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from triton_conv.autograd import conv2d_op
 from triton_conv.benchmarking import DTYPES, make_inputs, reference_result, relative_error, tolerance
-from triton_conv.occupancy import batching_speedup
+from triton_conv.model import batching_speedup
 from triton_conv.runtime import fp32_uses_tf32
 
 from .cases import BATCHING_CASES, CASES, ids

@@ -9,7 +9,7 @@ import torch
 from triton_conv import convert_model
 from triton_conv.benchmarking import DTYPES, relative_error, tolerance, without_algorithm_search
 from triton_conv.layers import resnet50
-from triton_conv.occupancy import activation_bytes, weight_bytes
+from triton_conv.model import activation_bytes, weight_bytes
 from triton_conv.report.model import TRAINING, network_seconds
 from triton_conv.runtime import fp32_uses_tf32
 

@@ -28,7 +28,7 @@ from triton_conv.benchmarking import (
 )
 from triton_conv.devices import DeviceSpec, get_device, live_device
 from triton_conv.launchers.common import launch_counts
-from triton_conv.occupancy import batching_knee, default_model_config, predict
+from triton_conv.model import batching_knee, predict
 from triton_conv.problem import ConvProblem
 
 from .settings import MODE, env_float
@@ -145,7 +145,8 @@ def model_info(
     problem: ConvProblem, pass_name: str, dtype_name: str, device: DeviceSpec, config=None
 ) -> dict:
     """tiles, waves, slots, predicted time and TFLOP/s and the batching knee of one benchmark (fwd+bwd:
-    the three passes' times summed; tiles and waves are fprop's). `config` None: the model's default."""
+    the three passes' times summed; tiles and waves are fprop's). `config` None: the config the model
+    would pick; the knee is the given config's, or the 128x128 reference tile's."""
     kind = "fp32" if dtype_name == "fp64" else dtype_name
     names = ("fprop", "dgrad", "wgrad") if pass_name == "fwd+bwd" else (pass_name,)
     predictions = [
@@ -153,7 +154,7 @@ def model_info(
     ]
     first = predictions[0]
     seconds = sum(p.time_s for p in predictions)
-    knee_config = config if len(names) == 1 else default_model_config(problem, names[0], kind, device)
+    knee_config = config if len(names) == 1 else None
     return {
         "device": device.name,
         "config": str(first.stats.block_m) + "x" + str(first.stats.block_n) + f" split {first.stats.split_k}",

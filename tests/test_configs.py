@@ -23,7 +23,7 @@ from triton_conv.configs import (
     tuning_key,
 )
 from triton_conv.devices import get_device
-from triton_conv.occupancy import launch_tiles
+from triton_conv.model import launch_tiles
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import (
     MAX_SURVIVORS,

@@ -1,8 +1,10 @@
-"""The model of tiles, waves, the roofline and memory (triton_conv.occupancy, triton_conv.devices).
+"""The model of tiles, waves, the roofline and memory (triton_conv.model, triton_conv.devices).
 
-Every expected value is worked out by hand in the comments. The default model config is 128x128 tiles,
-BK 64 (fp16), 4 stages, 8 warps: 4 x (128 + 128) x 64 x 2 bytes = 131,072 bytes of shared memory,
-so one CTA per SM on an H200 (228 KiB = 233,472 bytes per SM, 1 KiB reserved per CTA).
+Every expected value is worked out by hand in the comments. The design card's reference config is
+128x128 tiles, BK 64 (fp16), 4 stages, 8 warps: 4 x (128 + 128) x 64 x 2 bytes = 131,072 bytes of
+shared memory, so one CTA per SM on an H200 (228 KiB = 233,472 bytes per SM, 1 KiB reserved per CTA).
+The tests here give the model that config (or another) explicitly; test_model_choice.py tests the
+config the model picks, and the terms.
 """
 
 import ast
@@ -13,19 +15,20 @@ import torch
 from triton_conv.configs import KernelConfig
 from triton_conv.devices import DEVICES, DeviceSpec, get_device, live_device, match_device_name
 from triton_conv.layers import quantization_probes, resnet50, resnet50_megapixel
-from triton_conv.occupancy import (
-    LAUNCH_OVERHEAD_S,
+from triton_conv.model import (
+    CALL_FLOOR_S,
+    NO_FLOOR,
     activation_bytes,
     activation_bytes_per_image,
     batching_knee,
     batching_speedup,
     compulsory_bytes,
-    default_model_config,
     dtype_kind,
     max_batch_for_memory,
     network_speedup,
     occupancy,
     predict,
+    reference_config,
     registers_per_thread,
     smem_per_cta,
     tile_stats,
@@ -45,7 +48,7 @@ def _layer(layers, name):
 LAYER3 = _layer(resnet50(), "layer3.1.conv2")  # 3x3, 256 -> 256, 14x14, pad 1
 LAYER1 = _layer(resnet50(), "layer1.0.conv2")  # 3x3, 64 -> 64, 56x56, pad 1
 WAVE_PROBE = quantization_probes()[3].problem  # 3x3, 128 -> 128, 22x24, pad 1
-BIG = default_model_config(LAYER3, "fprop", "fp16", H200)
+BIG = reference_config("fprop", "fp16", H200)
 
 
 def _stats(problem, batch, pass_name="fprop", config=BIG, device=H200, dtype="fp16"):
@@ -54,9 +57,32 @@ def _stats(problem, batch, pass_name="fprop", config=BIG, device=H200, dtype="fp
 
 # --- devices ----------------------------------------------------------------------------------------
 def test_device_table():
-    assert {"H200 SXM", "H100 SXM", "A100 SXM 80GB", "T4", "GTX 1050", "RTX 4090"} <= set(DEVICES)
+    assert {
+        "H200 SXM",
+        "H100 SXM",
+        "A100 SXM 80GB",
+        "A100 SXM 40GB",
+        "V100 SXM2 16GB",
+        "V100 SXM2 32GB",
+        "T4",
+        "GTX 1050",
+        "GTX 1080 Ti",
+        "RTX 4090",
+    } <= set(DEVICES)
     assert (DEVICES["H200 SXM"].sm_count, DEVICES["A100 SXM 80GB"].sm_count) == (132, 108)
     assert (DEVICES["T4"].sm_count, DEVICES["GTX 1050"].sm_count) == (40, 5)
+    v100, a100, gtx = DEVICES["V100 SXM2 16GB"], DEVICES["A100 SXM 40GB"], DEVICES["GTX 1080 Ti"]
+    assert (v100.sm_count, v100.compute_capability, v100.smem_per_block, v100.smem_reserved_per_cta) == (
+        80, (7, 0), 96 * 1024, 0
+    )  # fmt: skip
+    assert (v100.peak_flops("fp16"), v100.peak_flops("fp32"), v100.mem_bandwidth) == (125e12, 15.7e12, 900e9)
+    assert v100.peak_flops("bf16") == 15.7e12  # Volta has no bf16 tensor path
+    assert DEVICES["V100 SXM2 32GB"].mem_bytes == 2 * v100.mem_bytes == 32 * 10**9
+    # the 40 GB A100 is the 80 GB one with HBM2 at 1,555 GB/s instead of HBM2e at 2,039
+    assert (a100.sm_count, a100.peak_flops("fp16"), a100.mem_bandwidth) == (108, 312e12, 1.555e12)
+    # GTX 1080 Ti: 3584 lanes x 2 x 1.582 GHz; 11 Gbps x 352 bits / 8 = 484 GB/s
+    assert gtx.peak_flops("fp16") == gtx.peak_flops("fp32") == pytest.approx(3584 * 2 * 1.582e9)
+    assert (gtx.sm_count, gtx.mem_bandwidth, gtx.smem_per_block) == (28, 11e9 * 352 / 8, 48 * 1024)
     for spec in DEVICES.values():
         assert isinstance(spec, DeviceSpec)
         assert "Programming Guide" in spec.source
@@ -82,14 +108,21 @@ def test_get_device_is_case_insensitive_and_lists_names():
     assert get_device("H200") is H200
     assert get_device("a100-sxm-80gb") is DEVICES["A100 SXM 80GB"]
     assert get_device(H200) is H200
+    assert get_device("V100") is DEVICES["V100 SXM2 16GB"]
+    assert get_device("gtx-1080-ti") is get_device("1080 Ti") is DEVICES["GTX 1080 Ti"]
     with pytest.raises(ValueError, match="H200 SXM.*GTX 1050"):
-        get_device("V100")
+        get_device("P100")
 
 
 def test_match_device_name():
     assert match_device_name("NVIDIA H200") is H200
     assert match_device_name("NVIDIA H100 80GB HBM3") is DEVICES["H100 SXM"]
     assert match_device_name("NVIDIA A100-SXM4-80GB") is DEVICES["A100 SXM 80GB"]
+    assert match_device_name("NVIDIA A100-SXM4-40GB") is DEVICES["A100 SXM 40GB"]
+    assert match_device_name("Tesla V100-SXM2-16GB") is DEVICES["V100 SXM2 16GB"]
+    assert match_device_name("Tesla V100-SXM2-32GB") is DEVICES["V100 SXM2 32GB"]
+    assert match_device_name("NVIDIA GeForce GTX 1080 Ti") is DEVICES["GTX 1080 Ti"]
+    assert match_device_name("NVIDIA GeForce GTX 1080") is None  # 20 SMs, not the Ti's 28
     assert match_device_name("Tesla T4") is DEVICES["T4"]
     assert match_device_name("NVIDIA GeForce GTX 1050") is GTX_1050
     assert match_device_name("NVIDIA GeForce RTX 4090") is DEVICES["RTX 4090"]
@@ -149,12 +182,14 @@ def test_a_config_too_big_for_the_device_is_refused_or_shrunk():
     assert occupancy(BIG, 2, "T4").ctas_per_sm == 0
     # stages 4 -> 2 (64 KiB fits 64 KiB); RTX 4090 3 stages (96 KiB <= 99 KiB); GTX 1050 (48 KiB):
     # fp16 2 stages then BK 32 (2·256·32·2 = 32 KiB); fp32 2 stages then BK 16 (2·256·16·4 = 32 KiB)
-    assert default_model_config(LAYER3, "fprop", "fp16", "T4") == KernelConfig(128, 128, 64, 8, 1, 8, 2)
-    assert default_model_config(LAYER3, "fprop", "fp16", "RTX 4090").num_stages == 3
-    assert default_model_config(LAYER3, "fprop", "fp16", GTX_1050) == KernelConfig(128, 128, 32, 8, 1, 8, 2)
-    assert default_model_config(LAYER3, "fprop", "fp32", GTX_1050) == KernelConfig(128, 128, 16, 8, 1, 8, 2)
-    assert default_model_config(LAYER3, "fprop", "fp32") == KernelConfig(128, 128, 32, 8, 1, 8, 4)
-    assert default_model_config(LAYER3, "wgrad", "fp16", split_k=3).split_k == 3
+    assert reference_config("fprop", "fp16", "T4") == KernelConfig(128, 128, 64, 8, 1, 8, 2)
+    assert reference_config("fprop", "fp16", "RTX 4090").num_stages == 3
+    assert reference_config("fprop", "fp16", GTX_1050) == KernelConfig(128, 128, 32, 8, 1, 8, 2)
+    assert reference_config("fprop", "fp32", GTX_1050) == KernelConfig(128, 128, 16, 8, 1, 8, 2)
+    assert reference_config("fprop", "fp32") == KernelConfig(128, 128, 32, 8, 1, 8, 4)
+    assert reference_config("wgrad", "fp16", split_k=3).split_k == 3
+    with pytest.raises(ValueError, match="pass_name"):
+        reference_config("bprop")
 
 
 # --- tiles and waves ----------------------------------------------------------------------------------
@@ -198,16 +233,17 @@ def test_gtx_1050_is_full_at_batch_1():
     # (64 + 256·32·2/1024 = 16 + 32) x 256 threads = 28,672 -> 65,536 // 28,672 = 2 CTAs per SM,
     # 5 SMs -> 10 slots. 25 tiles >= 10: one image fills the GPU (three waves).
     for dtype in ("fp16", "fp32"):
-        config = default_model_config(LAYER1, "fprop", dtype, GTX_1050)
+        config = reference_config("fprop", dtype, GTX_1050)
         stats = tile_stats(LAYER1, "fprop", config, GTX_1050, dtype)
         assert (stats.tiles, stats.ctas_per_sm, stats.limited_by) == (25, 2, "registers")
         assert (stats.slots, stats.waves) == (10, 3)
         assert batching_knee(LAYER1, "fprop", None, GTX_1050, dtype) == 1
     # N=8: 196 tiles, 20 waves. Compute-bound both times, so without launch overhead t ∝ waves
     # and S(8) = 8·3/20 = 1.2: a batch buys only the last wave's slack (the seed's "N x the time").
-    s8 = batching_speedup(LAYER1, "fprop", 8, None, GTX_1050, launch_overhead_s=0)
+    reference = reference_config("fprop", "fp16", GTX_1050)
+    s8 = batching_speedup(LAYER1, "fprop", 8, reference, GTX_1050, terms=NO_FLOOR)
     assert s8 == pytest.approx(1.2, rel=1e-12)
-    assert 1.2 < batching_speedup(LAYER1, "fprop", 8, None, GTX_1050) < 1.22
+    assert 1.2 < batching_speedup(LAYER1, "fprop", 8, reference, GTX_1050) < 1.22
     # while the H200 needs N = 6 to fill its 132 slots with this layer: ceil(24.5 N) tiles,
     # 123 at N=5, 147 at N=6
     assert batching_knee(LAYER1, "fprop", None, H200) == 6
@@ -224,8 +260,8 @@ def test_h200_per_image_time_steps_at_multiples_of_the_slots():
     assert per_image[34] > per_image[32] and per_image[33] > per_image[32]
     # compute-bound, so t = waves x (one wave) + launch: 34 images cost two waves, 32 one
     wave = 2 * 1152 * 128 * 128 * 132 / 989.4e12  # 2·K·BM·BN·W / peak, 5.0361 µs
-    assert t[32].time_s == pytest.approx(wave + LAUNCH_OVERHEAD_S, rel=1e-12)
-    assert t[34].time_s == pytest.approx(2 * wave + LAUNCH_OVERHEAD_S, rel=1e-12)
+    assert t[32].time_s == pytest.approx(wave + CALL_FLOOR_S, rel=1e-12)
+    assert t[34].time_s == pytest.approx(2 * wave + CALL_FLOOR_S, rel=1e-12)
     assert t[64].time_s == pytest.approx(t[33].time_s, rel=1e-12)  # 264 tiles: still two waves
     # per-image time rises exactly where the tiles spill into a new wave:
     # 4.125 N > 132 k first at N = 33, 65 (268.125 > 264), 97 (400.125 > 396)
@@ -271,7 +307,7 @@ def test_strided_dgrad_counts_its_stride_phases():
 
 # --- the roofline ---------------------------------------------------------------------------------------
 def test_prediction_of_the_worked_example_at_batch_1():
-    p = predict(LAYER3, "fprop", None, "H200", torch.float16)
+    p = predict(LAYER3, "fprop", BIG, "H200", torch.float16)
     assert (p.gemm_m, p.gemm_n, p.gemm_k, p.tiles, p.ctas_per_sm, p.slots, p.waves) == (
         196, 256, 2304, 4, 1, 132, 1
     )  # fmt: skip
@@ -291,7 +327,7 @@ def test_prediction_of_the_worked_example_at_batch_1():
 
 def test_pointwise_layer_is_memory_bound():
     pointwise = _layer(resnet50(), "layer1.0.conv3")  # 1x1 64 -> 256 at 56x56
-    p = predict(pointwise, "fprop", None, H200)
+    p = predict(pointwise, "fprop", BIG, H200)
     # bytes (200,704 + 16,384 + 802,816) x 2 = 2,039,808 -> 0.425 µs > 50 tiles' one wave 0.28 µs
     assert p.bytes == 2_039_808
     assert p.bound == "memory"
@@ -307,17 +343,26 @@ def test_megapixel_layers_fill_the_gpu_at_batch_1():
     assert all(_stats(layer.problem, 1).tiles >= 1000 for layer in layers[:6])
     # N=8: 32,400 tiles, ceil(245.45) = 246 waves. Compute-bound: S(8) = 8·31/246 without launch cost
     assert _stats(stem, 8).waves == 246
-    assert batching_speedup(stem, "fprop", 8, None, H200, launch_overhead_s=0) == pytest.approx(
+    assert batching_speedup(stem, "fprop", 8, BIG, H200, terms=NO_FLOOR) == pytest.approx(
         8 * 31 / 246, rel=1e-12
     )
-    assert 1.0 < batching_speedup(stem, "fprop", 8, None, H200) < 1.25
+    assert 1.0 < batching_speedup(stem, "fprop", 8, BIG, H200) < 1.25
     for layer, small in zip(layers[:6], resnet50()[:6], strict=True):
-        assert batching_speedup(layer.problem, "fprop", 8, None, H200, launch_overhead_s=0) < 1.04
-        assert batching_speedup(layer.problem, "fprop", 8, None, H200) < 1.6
-        assert batching_speedup(small.problem, "fprop", 8, None, H200) > 5  # the same layer at 224
-    # the whole network's forward pass: batching buys ~8% at 1920x1080 and ~7x at 224x224
-    assert network_speedup(layers, "fprop", 8, H200, launch_overhead_s=0) < 1.1
-    assert network_speedup(resnet50(), "fprop", 8, H200, launch_overhead_s=0) > 6
+        assert batching_speedup(layer.problem, "fprop", 8, BIG, H200, terms=NO_FLOOR) < 1.04
+        assert batching_speedup(layer.problem, "fprop", 8, BIG, H200) < 1.6
+        if small.name != "conv1":
+            assert batching_speedup(small.problem, "fprop", 8, BIG, H200) > 5  # the same layer at 224
+    # the 224 stem is compute-bound already at N=1: its 3 input channels fill 3 of each BK=64 step
+    # (reduction efficiency 3/64), and 112·112 = 12,544 rows make 98 tiles: N=8 makes 784, 6 waves
+    small_stem = resnet50()[0].problem
+    assert _stats(small_stem, 1).reduction_efficiency == 3 / 64
+    assert batching_speedup(small_stem, "fprop", 8, BIG, H200, terms=NO_FLOOR) == pytest.approx(
+        8 / 6, rel=1e-12
+    )
+    # the whole network's forward pass, each call in its chosen config: batching buys little at
+    # 1920x1080 and several times at 224x224
+    assert network_speedup(layers, "fprop", 8, H200, terms=NO_FLOOR) < 1.1
+    assert network_speedup(resnet50(), "fprop", 8, H200, terms=NO_FLOOR) > 3
 
 
 # --- memory -----------------------------------------------------------------------------------------------
@@ -374,19 +419,22 @@ def test_max_batch_for_memory_respects_the_budget():
 
 
 def test_the_model_imports_no_kernel():
+    from pathlib import Path
+
     import triton_conv.devices
     import triton_conv.layers
-    import triton_conv.occupancy
+    import triton_conv.model
 
-    for module in (triton_conv.occupancy, triton_conv.layers, triton_conv.devices):
-        with open(module.__file__) as f:
-            tree = ast.parse(f.read())
+    model = sorted(Path(triton_conv.model.__file__).parent.glob("*.py"))
+    own = {path.stem for path in model}
+    for path in [*model, Path(triton_conv.layers.__file__), Path(triton_conv.devices.__file__)]:
+        tree = ast.parse(path.read_text())
         names = set()
-        for node in tree.body:  # module-level imports only (live_device imports torch when called)
-            if isinstance(node, ast.Import):
+        for node in tree.body:  # module-level imports only (live_device imports torch when called;
+            if isinstance(node, ast.Import):  # choice.candidate_configs imports the pruning rules)
                 names |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
                 names.add(node.module or "")
-        assert not {n for n in names if n.split(".")[0] in ("triton", "torch", "kernels", "launchers")}
-        assert names <= {"__future__", "math", "re", "dataclasses", "typing", "collections.abc",
-                         "configs", "devices", "problem"}  # fmt: skip
+        assert not {n for n in names if n.split(".")[0] in ("triton", "torch", "kernels", "launchers")}, path
+        assert names <= {"__future__", "math", "re", "dataclasses", "typing", "collections.abc", "functools",
+                         "configs", "devices", "problem", *own}, (path, names)  # fmt: skip

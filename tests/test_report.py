@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from triton_conv import report
-from triton_conv.report import measured, plots
+from triton_conv.report import measured, plots, published
 from triton_conv.report.markdown import read_section, replace_section
 
 NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
@@ -169,6 +169,30 @@ def test_notes_hold_the_current_model_tables():
     (`python -m triton_conv.report model`)."""
     assert read_section(NOTES, "model") == report.model_tables(), "stale: python -m triton_conv.report model"
     assert "Predicted by the model, not measured" in read_section(NOTES, "model-provenance")
+
+
+def test_notes_hold_the_current_published_comparison():
+    """The comparison with published measurements must be what the model and notes/published/*.csv
+    give now: regenerate it when either changes (`python -m triton_conv.report published`)."""
+    assert read_section(NOTES, "published") == report.published_tables(), (
+        "stale: python -m triton_conv.report published"
+    )
+    assert "copied from their sources" in read_section(NOTES, "published-provenance")
+
+
+def test_published_report_writes_its_sections_and_every_row(tmp_path):
+    note, rows = tmp_path / "batching.md", tmp_path / "rows.md"
+    note.write_text("# Findings\n\nHand-written.\n")
+    report.make_published_report(str(note), rows)
+    text = read_section(note, "published")
+    assert note.read_text().startswith("# Findings\n\nHand-written.\n")
+    assert [f"#### P{i}." in text for i in range(8)] == [True] * 8
+    # P0's first target: the serial fit's held-out S(N) pairs, as published.summary counts them
+    hits, total = published.summary([published.compare(t) for t in published.load_inference_tables()])[
+        "serial"
+    ]
+    assert _row(text, "S(N) within 15%, held-out (table, N), serial")[1] == f"{hits} of {total}"
+    assert rows.read_text().count("## ") == 5  # V100 fp32, fp16; T4 fp32, fp16; GTX 1080 Ti fp32
 
 
 def test_a_sweep_split_over_several_commands_makes_one_subsection(tmp_path):

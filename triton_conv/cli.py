@@ -1,7 +1,7 @@
 """`triton-conv` (also `python -m triton_conv`): the package's commands.
 
 demo             run one Triton convolution, compare it with torch, print its GEMM views
-predict          the model's predictions for a device (no GPU needed; labelled as predictions)
+predict          the model's predictions for a device, ideal or fitted to a stack (labelled as predictions)
 report           notes/batching.md from pytest-benchmark JSONs of bench/ and the model's tables
 tune             autotune a layer set on the GPU; tables into notes/autotune/<device>.md
 static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static.md
@@ -64,22 +64,56 @@ def cmd_predict(args) -> int:
 
     from .devices import get_device
     from .layers import get_layer_set
-    from .occupancy import batching_knee, batching_speedup, default_model_config, predict
+    from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
 
-    device = get_device(args.device)
+    device, layers = get_device(args.device), get_layer_set(args.layers)
     rows = []
-    for layer in get_layer_set(args.layers):
-        config = default_model_config(layer.problem, "fprop", args.dtype, device)
-        knee = batching_knee(layer.problem, "fprop", config, device, args.dtype)
+    for layer in layers:
+        for pass_name in args.passes:
+            knee = batching_knee(layer.problem, pass_name, None, device, args.dtype)
+            one = predict(layer.problem, pass_name, None, device, args.dtype)
+            for batch in args.batch:
+                p = predict(layer.problem.with_batch(batch), pass_name, None, device, args.dtype)
+                rows.append(
+                    [
+                        layer.name,
+                        pass_name,
+                        batch,
+                        str(p.config),
+                        p.tiles,
+                        p.waves,
+                        f"{p.time_s * 1e6:.1f}",
+                        f"{p.tflops:.1f}",
+                        f"{batch * one.time_s / p.time_s:.2f}",
+                        knee,
+                    ]
+                )
+    print(f"PREDICTED by the model (not measured): {', '.join(args.passes)}, {args.dtype}, {device.name}; "
+          f"each call in the config the model picks; {DEFAULT_TERMS}")  # fmt: skip
+    headers = ["layer", "pass", "N", "config", "tiles", "waves", "µs", "TFLOP/s", "S(N)", "knee N (128²)"]
+    print(tabulate(rows, headers=headers))
+    calibrations = {"ideal": DEFAULT_TERMS}
+    if args.fit:
+        measured = {int(n): float(t) for n, t in (item.split("=") for item in args.fit)}
+        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
+                                               overlapped=args.overlapped)  # fmt: skip
+        print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
+    table = []
+    for name, terms in calibrations.items():
+        one = network_time(layers, args.passes, 1, device, args.dtype, terms=terms)
         for batch in args.batch:
-            prediction = predict(layer.problem.with_batch(batch), "fprop", config, device, args.dtype)
-            speedup = batching_speedup(layer.problem, "fprop", batch, config, device, args.dtype)
-            rows.append(
-                [layer.name, batch, prediction.tiles, prediction.waves, f"{prediction.wave_efficiency:.2f}",
-                 f"{prediction.tflops:.1f}", f"{speedup:.2f}", knee]
-            )  # fmt: skip
-    print(f"PREDICTED by the model (not measured): fprop, {args.dtype}, {device.name}")
-    print(tabulate(rows, headers=["layer", "N", "tiles", "waves", "wave eff", "TFLOP/s", "S(N)", "knee N"]))
+            seconds = network_time(layers, args.passes, batch, device, args.dtype, terms=terms)
+            table.append(
+                [
+                    name,
+                    batch,
+                    f"{seconds * 1e3:.3f}",
+                    f"{batch / seconds:.0f}",
+                    f"{batch * one / seconds:.2f}",
+                ]
+            )
+    print(f"\nwhole {args.layers} ({', '.join(args.passes)}), PREDICTED:")
+    print(tabulate(table, headers=["terms", "N", "T(N) ms", "images/s", "S(N)"]))
     return 0
 
 
@@ -121,7 +155,13 @@ def cmd_main(args) -> int:
         cmd_demo(argparse.Namespace(batch=2))
         print()
         probes = argparse.Namespace(
-            device=args.device, layers="quantization_probes", dtype="fp16", batch=[1, 8, 32, 34, 128]
+            device=args.device,
+            layers="quantization_probes",
+            dtype="fp16",
+            batch=[1, 8, 32, 34, 128],
+            passes=["fprop"],
+            fit=None,
+            overlapped=False,
         )
         return cmd_predict(probes)
     from .benchmarking import default_sweep_path, run_sweep
@@ -151,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--layers", default="resnet50")
     predict.add_argument("--dtype", default="fp16")
     predict.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
+    predict.add_argument("--passes", nargs="+", default=["fprop"], choices=["fprop", "dgrad", "wgrad"])
+    predict.add_argument(
+        "--fit",
+        nargs="+",
+        metavar="N=SECONDS",
+        help="calibrate a stack on one or two measured batch times (seconds per batch)",
+    )
+    predict.add_argument(
+        "--overlapped", action="store_true", help="the stack overlaps the GPU (max, not sum)"
+    )
     predict.set_defaults(run=cmd_predict)
     report = commands.add_parser("report", help="write notes/batching.md from sweeps and the model")
     report.add_argument("json", nargs="*", help="pytest-benchmark JSONs (default: notes/sweeps/*.json)")

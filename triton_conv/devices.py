@@ -1,4 +1,4 @@
-"""What the model (occupancy.py) and config pruning need to know of a GPU: a table, and the live device.
+"""What the model (triton_conv.model) and config pruning need to know of a GPU: a table, and the live device.
 
 Every figure in `DEVICES` names the document it comes from (`DeviceSpec.source`):
 
@@ -138,6 +138,50 @@ A100_SXM_80GB = DeviceSpec(
     ),
 )
 
+A100_SXM_40GB = replace(
+    A100_SXM_80GB,
+    name="A100 SXM 40GB",
+    mem_bandwidth=1.555 * TB_S,
+    mem_bytes=40 * GB,
+    source=(
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM 40GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
+        "TFLOPS; 40 GB HBM2 at 1,555 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+)
+
+V100_SXM2_16GB = DeviceSpec(
+    name="V100 SXM2 16GB",
+    compute_capability=(7, 0),
+    sm_count=80,
+    smem_per_sm=96 * KIB,
+    smem_per_block=96 * KIB,
+    smem_reserved_per_cta=0,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=125.0,
+    bf16_tflops=None,
+    tf32_tflops=None,
+    fp32_tflops=15.7,
+    mem_bandwidth=900 * GB,
+    mem_bytes=16 * GB,
+    source=(
+        "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
+        "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
+        "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
+        f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+)
+
+V100_SXM2_32GB = replace(
+    V100_SXM2_16GB,
+    name="V100 SXM2 32GB",
+    mem_bytes=32 * GB,
+    source=V100_SXM2_16GB.source + "; also the DGX-2's V100 32GB (SXM3), whose rates the DGX-2 "
+    "datasheet gives as 2 PFLOPS tensor for 16 GPUs, 125 TFLOPS each",
+)
+
 T4 = DeviceSpec(
     name="T4",
     compute_capability=(7, 5),
@@ -188,6 +232,31 @@ GTX_1050 = DeviceSpec(
     ),
 )
 
+GTX_1080_TI = DeviceSpec(
+    name="GTX 1080 Ti",
+    compute_capability=(6, 1),
+    sm_count=28,
+    smem_per_sm=96 * KIB,
+    smem_per_block=48 * KIB,
+    smem_reserved_per_cta=0,
+    regs_per_sm=65536,
+    max_threads_per_sm=2048,
+    max_ctas_per_sm=32,
+    fp16_tflops=None,
+    bf16_tflops=None,
+    tf32_tflops=None,
+    fp32_tflops=11.339776,
+    mem_bandwidth=484 * GB,
+    mem_bytes=11 * GB,
+    source=(
+        "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
+        "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
+        "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
+        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+        "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)"
+    ),
+)
+
 RTX_4090 = DeviceSpec(
     name="RTX 4090",
     compute_capability=(8, 9),
@@ -212,8 +281,12 @@ RTX_4090 = DeviceSpec(
 )
 
 DEVICES: dict[str, DeviceSpec] = {
-    spec.name: spec for spec in (H200_SXM, H100_SXM, A100_SXM_80GB, T4, GTX_1050, RTX_4090)
-}
+    spec.name: spec
+    for spec in (
+        H200_SXM, H100_SXM, A100_SXM_80GB, A100_SXM_40GB, V100_SXM2_16GB, V100_SXM2_32GB, T4,
+        GTX_1050, GTX_1080_TI, RTX_4090,
+    )
+}  # fmt: skip
 
 # Substrings of torch.cuda.get_device_properties(...).name, tried in order, and the table entry each
 # one stands for, matched as whole words. A relative with another SM count (a GTX 1050 Ti has 6 SMs,
@@ -221,9 +294,13 @@ DEVICES: dict[str, DeviceSpec] = {
 _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     ("h200", "H200 SXM"),
     ("h100", "H100 SXM"),
+    ("a100 .*40gb", "A100 SXM 40GB"),
     ("a100", "A100 SXM 80GB"),
+    ("v100 .*32gb", "V100 SXM2 32GB"),
+    ("v100", "V100 SXM2 16GB"),
     ("t4", "T4"),
     ("gtx 1050", "GTX 1050"),
+    ("gtx 1080 ti", "GTX 1080 Ti"),
     ("rtx 4090", "RTX 4090"),
 )
 
@@ -232,14 +309,18 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-# Short names get_device also accepts (normalised): the SXM part for H200/H100/A100.
-_ALIASES = {"h200": "H200 SXM", "h100": "H100 SXM", "a100": "A100 SXM 80GB", "4090": "RTX 4090"}
+# Short names get_device also accepts (normalised): the SXM parts for H200/H100/A100/V100.
+_ALIASES = {
+    "h200": "H200 SXM", "h100": "H100 SXM", "a100": "A100 SXM 80GB", "v100": "V100 SXM2 16GB",
+    "1080ti": "GTX 1080 Ti", "4090": "RTX 4090",
+}  # fmt: skip
 
 
 def get_device(name: str | DeviceSpec) -> DeviceSpec:
     """The table entry called `name`, compared case-insensitively and ignoring spaces and punctuation.
 
-    'H200', 'H100' and 'A100' name the SXM parts; a DeviceSpec is returned as it is.
+    'H200', 'H100', 'A100' (80GB) and 'V100' (16GB) name the SXM parts; a DeviceSpec is returned
+    as it is.
     """
     if isinstance(name, DeviceSpec):
         return name

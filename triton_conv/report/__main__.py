@@ -1,8 +1,8 @@
-"""`python -m triton_conv.report model|measured ...`: see triton_conv/report/__init__.py."""
+"""`python -m triton_conv.report model|published|measured ...`: see triton_conv/report/__init__.py."""
 
 import argparse
 
-from . import DEFAULT_DEVICES, make_model_report, make_report
+from . import DEFAULT_DEVICES, make_model_report, make_published_report, make_report
 
 
 def main(argv=None) -> int:
@@ -11,6 +11,8 @@ def main(argv=None) -> int:
     model = commands.add_parser("model", help="the model's tables (no GPU needed)")
     model.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES))
     model.add_argument("--out", default="notes/batching.md")
+    published = commands.add_parser("published", help="the model against published measurements")
+    published.add_argument("--out", default="notes/batching.md")
     measured = commands.add_parser("measured", help="tables and plots from pytest-benchmark JSON files")
     measured.add_argument("json", nargs="+")
     measured.add_argument("--out", default="notes/batching.md")
@@ -18,6 +20,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "model":
         print(make_model_report(args.devices, args.out))
+    elif args.command == "published":
+        print(make_published_report(args.out))
     else:
         print(make_report(args.json, args.out, plots=not args.no_plots))
     return 0

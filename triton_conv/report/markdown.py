@@ -11,7 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 _PACKAGE = Path(__file__).resolve().parent.parent
-MODEL_SOURCES = ("occupancy.py", "devices.py", "layers.py", "problem.py", "launchers/wgrad.py")
+MODEL_SOURCES = ("devices.py", "layers.py", "problem.py", "configs.py", "pruning.py")  # and model/*.py
 
 
 def _cell(value, floatfmt: str) -> str:
@@ -79,8 +79,8 @@ def git_commit() -> str:
 def model_fingerprint() -> str:
     """sha256 (12 hex digits) of the model's sources: a changed model changes the fingerprint."""
     digest = hashlib.sha256()
-    for name in MODEL_SOURCES:
-        digest.update((_PACKAGE / name).read_bytes())
+    for path in [*(_PACKAGE / name for name in MODEL_SOURCES), *sorted((_PACKAGE / "model").glob("*.py"))]:
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -1,30 +1,31 @@
 """The model's answers to the seed texts' claims, as the tables of notes/batching.md (M1..M7).
 
-Everything here is predicted by triton_conv.occupancy, not measured: the default model config (128x128
-tiles; occupancy.default_model_config), wgrad with the launcher's split-K rule, a 5 µs launch per pass,
-the datasheet peaks of triton_conv.devices. A device without fp16 tensor cores (the GTX 1050) is
-modelled in fp32, as its readers ran it; the others in fp16.
+Everything here is predicted by triton_conv.model, not measured: each call in the config the model
+would pick from the package's pruned space (model.choice), the ideal terms (datasheet roofline, a 5 µs
+floor per call, no stack; model.terms), the datasheet figures of triton_conv.devices. The batching
+knee and M3's wave steps are also shown for the design card's fixed 128x128 tile. A device without
+fp16 tensor cores (the GTX 1050) is modelled in fp32, as its readers ran it; the others in fp16.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import replace
 
 from .. import __version__
-from ..configs import default_wgrad_split
 from ..devices import DeviceSpec, get_device
 from ..layers import Layer, get_layer_set
-from ..occupancy import (
-    LAUNCH_OVERHEAD_S,
+from ..model import (
+    CALL_FLOOR_S,
     activation_bytes,
     activation_bytes_per_image,
     batching_knee,
     compulsory_bytes,
-    default_model_config,
     max_batch_for_memory,
+    network_cost,
+    network_time,
     predict,
+    reference_config,
     weight_bytes,
 )
 from .markdown import git_commit, model_fingerprint, replace_section, table
@@ -39,27 +40,14 @@ def model_dtype(device: DeviceSpec) -> str:
     return "fp16" if device.fp16_tflops else "fp32"
 
 
-def model_config(problem, pass_name: str, device: DeviceSpec, dtype: str):
-    """The default model config; wgrad split as configs.default_wgrad_split splits it."""
-    config = default_model_config(problem, pass_name, dtype, device)
-    if pass_name != "wgrad":
-        return config
-    return replace(config, split_k=default_wgrad_split(problem, config, device.sm_count))
-
-
-def _predict(problem, pass_name, n, device, dtype):
-    sized = problem.with_batch(n)
-    return predict(sized, pass_name, model_config(sized, pass_name, device, dtype), device, dtype)
+def _predict(problem, pass_name, n, device, dtype, config=None):
+    """One call at batch n, in the chosen config unless one is given."""
+    return predict(problem.with_batch(n), pass_name, config, device, dtype)
 
 
 def network_seconds(layers: list[Layer], passes, n: int, device: DeviceSpec, dtype: str) -> float:
-    """Σ count x time over the layers and passes at N (the stem's input needs no dgrad)."""
-    return sum(
-        layer.count * _predict(layer.problem, p, n, device, dtype).time_s
-        for i, layer in enumerate(layers)
-        for p in passes
-        if not (p == "dgrad" and i == 0)
-    )
+    """T(N) of the layers and passes with the ideal terms (the stem's input needs no dgrad)."""
+    return network_time(layers, passes, n, device, dtype)
 
 
 def network_speedup(layers, passes, n, device, dtype) -> float:
@@ -70,25 +58,64 @@ def network_speedup(layers, passes, n, device, dtype) -> float:
     )
 
 
+def _config_text(config) -> str:
+    """BMxBN, and the split when there is one: what distinguishes the chosen configs."""
+    return f"{config.block_m}x{config.block_n}" + (f" /{config.split_k}" if config.split_k > 1 else "")
+
+
 def _three_by_three(layer_set: str) -> list[Layer]:
     return [layer for layer in get_layer_set(layer_set) if layer.problem.kernel_h == 3]
 
 
 def fill_table(device: DeviceSpec) -> str:
-    """M1: the 3x3 layers at N=1: tiles, the share of the slots they fill, the knee, S(N)."""
+    """M1: the 3x3 layers at N=1: the 128x128 tile's tiles, slots and knee; the chosen config, its
+    share of the slots, and S(N) in the chosen configs."""
     dtype, rows = model_dtype(device), []
     for size, layer_set in SETS.items():
         for layer in _three_by_three(layer_set):
-            one = _predict(layer.problem, "fprop", 1, device, dtype)
+            reference = _predict(
+                layer.problem, "fprop", 1, device, dtype, reference_config("fprop", dtype, device)
+            )
             knee = batching_knee(layer.problem, "fprop", None, device, dtype, max_batch=4096)
+            one = _predict(layer.problem, "fprop", 1, device, dtype)
             s8, s32 = (
                 n * one.time_s / _predict(layer.problem, "fprop", n, device, dtype).time_s for n in (8, 32)
             )
             p = layer.problem
-            rows.append([size, layer.name, f"{p.height}x{p.width}", p.in_channels, p.stride[0], one.tiles,
-                         one.slots, f"{one.stats.machine_fraction:.0%}", knee, s8, s32])  # fmt: skip
-    headers = ["image", "layer", "H x W", "C=K", "stride", "tiles N=1", "slots", "filled N=1", "knee N",
-               "S(8)", "S(32)"]  # fmt: skip
+            rows.append(
+                [
+                    size,
+                    layer.name,
+                    f"{p.height}x{p.width}",
+                    p.in_channels,
+                    p.stride[0],
+                    reference.tiles,
+                    reference.slots,
+                    f"{reference.stats.machine_fraction:.0%}",
+                    knee,
+                    _config_text(one.config),
+                    one.tiles,
+                    f"{one.stats.machine_fraction:.0%}",
+                    s8,
+                    s32,
+                ]
+            )
+    headers = [
+        "image",
+        "layer",
+        "H x W",
+        "C=K",
+        "stride",
+        "128² tiles N=1",
+        "128² slots",
+        "128² filled",
+        "128² knee N",
+        "chosen N=1",
+        "tiles",
+        "filled",
+        "S(8)",
+        "S(32)",
+    ]
     return table(headers, rows)
 
 
@@ -101,31 +128,58 @@ def network_table(devices) -> str:
             layers = get_layer_set(layer_set)
             for kind, passes in (("inference", ("fprop",)), ("training", TRAINING)):
                 one = network_seconds(layers, passes, 1, device, dtype)
-                launches = sum(la.count for la in layers) * len(passes) - (len(passes) > 1)
+                calls = network_cost(layers, passes, 1, device, dtype).calls
                 batch32 = network_seconds(layers, passes, 32, device, dtype)
                 speedups = [network_speedup(layers, passes, n, device, dtype) for n in (2, 8, 32, 128)]
-                share = launches * LAUNCH_OVERHEAD_S / one
+                share = calls * CALL_FLOOR_S / one
                 rows.append([device.name, dtype, size, kind, one * 1e3, share, batch32 * 1e3, *speedups])
-    headers = ["device", "dtype", "image", "step", "t(1) ms", "launch share t(1)", "t(32) ms", "S(2)", "S(8)",
+    headers = ["device", "dtype", "image", "step", "t(1) ms", "floor share t(1)", "t(32) ms", "S(2)", "S(8)",
                "S(32)", "S(128)"]  # fmt: skip
     return table(headers, rows)
 
 
 def wave_table(devices) -> str:
-    """M3: wave quantization of the wave probe (22x24, 128 channels): per-image time around one wave."""
+    """M3: wave quantization of the wave probe (22x24, 128 channels): per-image time around one wave,
+    in the 128x128 tile and in the chosen config."""
     probe = get_layer_set("quantization_probes")[3]
     rows = []
     for device in devices:
         dtype = model_dtype(device)
-        best = None
+        best = chosen_best = None
         for n in WAVE_BATCHES:
-            p = _predict(probe.problem, "fprop", n, device, dtype)
-            per_image = p.time_per_image_s * 1e6
+            p = _predict(probe.problem, "fprop", n, device, dtype, reference_config("fprop", dtype, device))
+            chosen = _predict(probe.problem, "fprop", n, device, dtype)
+            per_image, chosen_per_image = p.time_per_image_s * 1e6, chosen.time_per_image_s * 1e6
             best = per_image if best is None else min(best, per_image)
+            chosen_best = chosen_per_image if chosen_best is None else min(chosen_best, chosen_per_image)
             rows.append(
-                [device.name, n, p.tiles, p.slots, p.waves, p.wave_efficiency, per_image, per_image / best]
+                [
+                    device.name,
+                    n,
+                    p.tiles,
+                    p.slots,
+                    p.waves,
+                    p.wave_efficiency,
+                    per_image,
+                    per_image / best,
+                    _config_text(chosen.config),
+                    chosen_per_image,
+                    chosen_per_image / chosen_best,
+                ]
             )
-    headers = ["device", "N", "tiles", "slots", "waves", "wave eff.", "µs per image", "vs best so far"]
+    headers = [
+        "device",
+        "N",
+        "128² tiles",
+        "slots",
+        "waves",
+        "wave eff.",
+        "µs per image",
+        "vs best so far",
+        "chosen",
+        "µs per image",
+        "vs best so far",
+    ]
     return table(headers, rows)
 
 
@@ -235,10 +289,10 @@ def model_provenance(devices=DEFAULT_DEVICES) -> str:
     today = datetime.date.today().isoformat()
     return (
         f"**Predicted by the model, not measured.** triton-conv {__version__}, commit {git_commit()}, "
-        f"model sources (occupancy, devices, layers, problem, wgrad split) sha256 {model_fingerprint()}; "
-        f"generated "
-        f"{today} by `triton_conv.report.make_model_report`; devices: {names} (triton_conv.devices, "
-        "datasheet figures); 128x128 tiles, wgrad split-K as the launcher splits, 5 µs per launch."
+        f"model sources (model/, devices, layers, problem, configs, pruning) sha256 {model_fingerprint()}; "
+        f"generated {today} by `triton_conv.report.make_model_report`; devices: {names} "
+        "(triton_conv.devices, datasheet figures); each call in the config the model picks from the "
+        "pruned space, the ideal terms (datasheet roofline, 5 µs floor per call, no stack)."
     )
 
 

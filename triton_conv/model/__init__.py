@@ -1,0 +1,82 @@
+"""The model: tiles, waves, a roofline, the config a library would pick, the terms it leaves out,
+activation memory. Pure Python; it never imports a kernel or a launcher.
+
+It explains what batching buys a convolution. The batch folds into the GEMM's M (fprop: N·P·Q rows;
+dgrad: N·H·W rows); a launch makes one CTA per output tile; the GPU runs `slots` CTAs at once, so a
+launch takes `waves` rounds, and a launch with fewer tiles than slots leaves SMs idle.
+
+Its parts, each a module with its formulas in its docstring:
+    resources    one CTA's shared memory and registers, CTAs per SM (`occupancy`)
+    tiles        tiles, slots, waves, tile, reduction and wave efficiency (`tile_stats`)
+    roofline     one call's time: floor + max(compute, memory) / achieved fraction (`predict`)
+    choice       the config of the pruned space with the least predicted time (`best_config`)
+    terms        the named terms: per-call floor, achieved fraction, stack overhead (`Terms`)
+    network      a layer's and a layer set's time, S(N), the batching knee
+    calibration  fitting the terms to measurements: at most two numbers (`fit_stack`, `fit_fraction`)
+    memory       activation and weight bytes, the largest batch that fits
+
+The public API, in the units it returns:
+    layer_time(problem, pass, device, dtype, batch=, terms=)            seconds per call
+    network_time(layers, passes, N, device, dtype, terms=)              seconds per step of N images
+    network_speedup(layers, passes, N, device, dtype, terms=)           S(N) = N·T(1)/T(N)
+    fit_stack(layers, passes, device, dtype, {N1: s, N2: s}, overlapped=)  Terms of a stack
+    fit_fraction([(measured s, floor s, roofline s), ...])              a library's achieved fraction
+    predict(problem, pass, config, device, dtype, terms=)               a Prediction (tiles, waves, ...)
+`terms` defaults to the ideal model (datasheet roofline, 5 µs per call, no stack); a stack's
+calibration (fit_stack) makes the same functions predict that stack. Example, PyTorch on a V100 in
+fp16 as NVIDIA published it (12.8 ms per image at N=1, 3249 images/s at N=128):
+    terms = fit_stack(resnet50(), "fprop", "V100", "fp16", {1: 12.8e-3, 128: 128 / 3249})
+    network_speedup(resnet50(), "fprop", 32, "V100", "fp16", terms=terms)   # S(32) predicted
+"""
+
+from .calibration import fit_fraction, fit_stack
+from .choice import best_config, candidate_configs
+from .memory import activation_bytes, activation_bytes_per_image, max_batch_for_memory, weight_bytes
+from .network import (
+    NetworkCost,
+    batching_knee,
+    batching_speedup,
+    layer_time,
+    network_cost,
+    network_speedup,
+    network_time,
+)
+from .resources import Occupancy, dtype_kind, occupancy, registers_per_thread, smem_per_cta
+from .roofline import Prediction, compulsory_bytes, predict, reference_config
+from .terms import CALL_FLOOR_S, DEFAULT_TERMS, NO_FLOOR, Terms
+from .tiles import TileStats, launch_tiles, tile_stats, work_flops
+
+__all__ = [
+    "CALL_FLOOR_S",
+    "DEFAULT_TERMS",
+    "NO_FLOOR",
+    "NetworkCost",
+    "Occupancy",
+    "Prediction",
+    "Terms",
+    "TileStats",
+    "activation_bytes",
+    "activation_bytes_per_image",
+    "batching_knee",
+    "batching_speedup",
+    "best_config",
+    "candidate_configs",
+    "compulsory_bytes",
+    "dtype_kind",
+    "fit_fraction",
+    "fit_stack",
+    "launch_tiles",
+    "layer_time",
+    "max_batch_for_memory",
+    "network_cost",
+    "network_speedup",
+    "network_time",
+    "occupancy",
+    "predict",
+    "reference_config",
+    "registers_per_thread",
+    "smem_per_cta",
+    "tile_stats",
+    "weight_bytes",
+    "work_flops",
+]

@@ -1,0 +1,85 @@
+"""Calibration: the named terms (terms.py) fitted to measurements, never more than two numbers.
+
+fit_stack — a software stack running a network: from its measured time per batch at one or two
+    batch sizes N1 < N2, the stack overhead s (seconds per inference) and, with a second batch size,
+    the achieved fraction η. Serial, T(N) = s + calls·floor + roofline(N)/η is linear in s and 1/η,
+    so two points give them exactly:
+        1/η = (T(N2) − T(N1)) / (roofline(N2) − roofline(N1)),  s = T(N1) − calls·floor − roofline(N1)/η.
+    Overlapped, T(N) = max(s, calls·floor + roofline(N)/η): the larger batch is taken to be the GPU's
+    time (1/η = (T(N2) − calls·floor) / roofline(N2)) and the smaller the stack's (s = T(N1)).
+    The floor stays what it is given (the default 5 µs): it cannot be told apart from s by a network's
+    time. Every other batch size is then a prediction. A negative s or an η above 1 is returned as
+    found: it says the model's curve has the wrong shape for that stack, and the report shows it.
+
+fit_fraction — a library's per-call times on one device and dtype: the single achieved fraction η
+    that minimises the squared log error Σ (ln t_measured − ln(floor + roofline/η))² over the calls
+    given (a scale fitted to many points, not a shape).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from .network import network_cost
+from .terms import CALL_FLOOR_S, Terms
+
+
+def fit_stack(
+    layers,
+    passes,
+    device,
+    dtype,
+    measured_s: Mapping[int, float],
+    *,
+    call_floor_s: float = CALL_FLOOR_S,
+    overlapped: bool = False,
+    allow_tf32: bool = True,
+    input_dgrad: bool = False,
+) -> Terms:
+    """The Terms of a stack from {batch: measured seconds per batch} at one or two batch sizes (see
+    the module docstring); one batch size fits the stack overhead alone (achieved fraction 1)."""
+    if not 1 <= len(measured_s) <= 2:
+        raise ValueError(f"a stack is calibrated on one or two batch sizes, got {sorted(measured_s)}")
+    layers = list(layers)
+    (n1, t1), *rest = sorted(measured_s.items())
+    cost1 = network_cost(layers, passes, n1, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad)
+    inverse = 1.0
+    if rest:
+        (n2, t2) = rest[0]
+        cost2 = network_cost(
+            layers, passes, n2, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad
+        )
+        if not (t2 > t1 and cost2.roofline_s > cost1.roofline_s):
+            raise ValueError(
+                f"cannot fit: the time must grow from N={n1} ({t1:.3g} s) to N={n2} ({t2:.3g} s)"
+            )
+        if overlapped:
+            inverse = (t2 - cost2.calls * call_floor_s) / cost2.roofline_s
+        else:
+            inverse = (t2 - t1) / (cost2.roofline_s - cost1.roofline_s)
+    overhead = t1 if overlapped else t1 - cost1.calls * call_floor_s - cost1.roofline_s * inverse
+    return Terms(call_floor_s, 1.0 / inverse, overhead, overlapped)
+
+
+def _log_error(inverse: float, points) -> float:
+    return sum((math.log(t) - math.log(floor + roofline * inverse)) ** 2 for t, floor, roofline in points)
+
+
+def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
+    """η minimising Σ (ln t − ln(floor + roofline/η))² over (measured t, floor, roofline) in seconds:
+    a log-spaced scan of 1/η over [0.01, 1000], refined by golden-section search."""
+    points = [p for p in points if p[0] > 0]
+    if not points:
+        raise ValueError("no measured times to fit")
+    grid = [10 ** (-2 + 5 * i / 500) for i in range(501)]
+    best = min(range(len(grid)), key=lambda i: _log_error(grid[i], points))
+    lo, hi = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, len(grid) - 1)])
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if _log_error(math.exp(a), points) <= _log_error(math.exp(b), points):
+            hi = b
+        else:
+            lo = a
+    return 1.0 / math.exp((lo + hi) / 2)

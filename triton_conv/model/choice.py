@@ -1,0 +1,72 @@
+"""Which config a library would run: the one of the package's pruned config space (configs.py
+config_space, pruned by pruning.py as the tuner prunes it before timing) that the roofline predicts
+fastest, as an autotuner that measured exactly the model's times would pick.
+
+The ranking is by the roofline time at achieved fraction 1, ties broken towards fewer splits, larger
+tiles, then the config's text. Neither the per-call floor (added to every config alike) nor the
+achieved fraction (dividing every config's roofline alike) changes the ranking, so one choice serves
+every calibration (terms.py).
+
+At a small batch the choice is usually a 64x64 tile with the reduction split (its partial tiles fill
+the slots that N=1 leaves idle; a 14x14, 256-channel layer on an H200 runs 8 splits); at a large
+batch a large tile (fewer, fuller waves). The model gives each slot 1/W of the peak, so a smaller
+tile gains speed only by filling more of the slots, never by running alone on an SM.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..configs import KernelConfig
+from ..devices import DeviceSpec, get_device
+from ..problem import ConvProblem
+from .resources import check_pass, dtype_kind, occupancy
+from .roofline import fit_shared_memory, predict, reference_config
+from .terms import NO_FLOOR
+
+_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def candidate_configs(problem: ConvProblem, pass_name: str, device: DeviceSpec | str, dtype="fp16"):
+    """The configs the tuner would time for this problem on this device (pruning.search_space) that
+    can launch there. When none can (the space's pipelines exceed a GTX 1080 Ti's 48 KiB per block
+    in fp32), each is shrunk to fit instead (roofline.fit_shared_memory), as it would have to be."""
+    import torch
+
+    from ..pruning import search_space
+
+    check_pass(pass_name)
+    kind, size = dtype_kind(dtype)
+    device = get_device(device)
+    space = search_space(problem, pass_name, getattr(torch, _TORCH_DTYPES[kind]), device)
+    launchable = [c for c in space if occupancy(c, size, device).ctas_per_sm > 0]
+    if launchable:
+        return launchable
+    shrunk = []
+    for config in space:
+        try:
+            shrunk.append(fit_shared_memory(config, size, device))
+        except ValueError:
+            continue
+    return [c for c in dict.fromkeys(shrunk) if occupancy(c, size, device).ctas_per_sm > 0]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _best(problem: ConvProblem, pass_name: str, device: DeviceSpec, kind: str, allow_tf32: bool):
+    ranked = []
+    for config in candidate_configs(problem, pass_name, device, kind):
+        p = predict(problem, pass_name, config, device, kind, allow_tf32=allow_tf32, terms=NO_FLOOR)
+        key = (p.roofline_s, config.split_k, -config.block_m * config.block_n, str(config))
+        ranked.append((key, config))
+    if not ranked:
+        return reference_config(pass_name, kind, device)
+    return min(ranked, key=lambda item: item[0])[1]
+
+
+def best_config(
+    problem: ConvProblem, pass_name: str, device: DeviceSpec | str, dtype="fp16", *, allow_tf32: bool = True
+) -> KernelConfig:
+    """The config of candidate_configs with the least predicted time (see the module docstring); the
+    design card's reference tile when there is none."""
+    kind, _ = dtype_kind(dtype)
+    return _best(problem, pass_name, get_device(device), kind, allow_tf32)

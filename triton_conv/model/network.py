@@ -1,0 +1,179 @@
+"""Time of one layer, of a whole layer set (a network), and what batching buys.
+
+A layer set is a list of (name, problem at N=1, count) (triton_conv.layers). Its GPU time at batch N is
+
+    G(N) = Σ_layers Σ_passes count · (call_floor_s + roofline(N) / achieved_fraction)
+
+with each call in the config choice.best_config picks for that N, and its time on a stack
+T(N) = stack_overhead_s + G(N), or max(stack_overhead_s, G(N)) when the stack overlaps (terms.py).
+Without a stack's calibration the terms are the defaults: a 5 µs floor, the full roofline, no stack.
+In a training step (passes fprop, dgrad, wgrad) the first layer's dgrad is not run: its input is the
+network's input, which needs no gradient (`input_dgrad=True` runs it).
+
+Batching: S(N) = N · T(1) / T(N), how much faster per image a batch of N is than N calls of one
+image. The knee is the smallest N whose tiles fill one wave (tiles >= slots) for a given config (the
+design card's 128x128 reference tile by default: with the chosen config, split-K fills the slots at
+N=1 and the knee says little); None when no N does (wgrad without enough split-K).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from ..configs import KernelConfig
+from ..devices import DeviceSpec, get_device
+from ..problem import ConvProblem
+from .resources import check_pass, dtype_kind
+from .roofline import predict, reference_config
+from .terms import DEFAULT_TERMS, Terms
+from .tiles import tile_stats
+
+
+def layer_time(
+    problem: ConvProblem,
+    pass_name: str,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    batch: int | None = None,
+    terms: Terms = DEFAULT_TERMS,
+    config: KernelConfig | None = None,
+    allow_tf32: bool = True,
+) -> float:
+    """Seconds for one call of `pass_name` on `problem` (at `batch` images if given), in the chosen
+    config unless one is given, with the floor and achieved fraction of `terms`."""
+    if batch is not None:
+        problem = problem.with_batch(batch)
+    return predict(problem, pass_name, config, device, dtype, allow_tf32=allow_tf32, terms=terms).time_s
+
+
+def _passes(passes) -> tuple[str, ...]:
+    names = (passes,) if isinstance(passes, str) else tuple(passes)
+    for name in names:
+        check_pass(name)
+    return names
+
+
+class NetworkCost(NamedTuple):
+    """What T(N) is made of: kernel calls per step, and the sum of their roofline times (seconds)."""
+
+    calls: int
+    roofline_s: float
+
+    def gpu_s(self, terms: Terms = DEFAULT_TERMS) -> float:
+        """G = calls · call_floor_s + roofline_s / achieved_fraction."""
+        return self.calls * terms.call_floor_s + self.roofline_s / terms.achieved_fraction
+
+    def time_s(self, terms: Terms = DEFAULT_TERMS) -> float:
+        """T = stack_overhead_s + G, or max(stack_overhead_s, G) when the stack overlaps."""
+        gpu = self.gpu_s(terms)
+        return max(terms.stack_overhead_s, gpu) if terms.overlapped else terms.stack_overhead_s + gpu
+
+
+@functools.lru_cache(maxsize=4096)
+def _cost(layers: tuple, passes: tuple, batch: int, device: DeviceSpec, kind: str, allow_tf32: bool,
+          input_dgrad: bool, config: KernelConfig | None) -> NetworkCost:  # fmt: skip
+    calls, seconds = 0, 0.0
+    for index, (_, problem, count) in enumerate(layers):
+        for name in passes:
+            if name == "dgrad" and index == 0 and not input_dgrad:
+                continue
+            p = predict(problem.with_batch(batch), name, config, device, kind, allow_tf32=allow_tf32)
+            calls += count
+            seconds += count * p.roofline_s
+    return NetworkCost(calls, seconds)
+
+
+def network_cost(
+    layers: Iterable[tuple[str, ConvProblem, int]],
+    passes,
+    batch: int,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    allow_tf32: bool = True,
+    input_dgrad: bool = False,
+    config: KernelConfig | None = None,
+) -> NetworkCost:
+    """The calls and summed roofline of the layers' passes at `batch` (one pass name or several)."""
+    kind, _ = dtype_kind(dtype)
+    return _cost(tuple(tuple(layer) for layer in layers), _passes(passes), batch, get_device(device), kind,
+                 allow_tf32, input_dgrad, config)  # fmt: skip
+
+
+def network_time(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,
+                 allow_tf32: bool = True, input_dgrad: bool = False, config=None) -> float:  # fmt: skip
+    """T(N) in seconds (module docstring): `terms` is a stack's calibration or the default terms."""
+    cost = network_cost(layers, passes, batch, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad,
+                        config=config)  # fmt: skip
+    return cost.time_s(terms)
+
+
+def network_speedup(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,
+                    allow_tf32: bool = True, input_dgrad: bool = False, config=None) -> float:  # fmt: skip
+    """S(N) = N · T(1) / T(N) for a whole layer set, with or without a stack's calibration."""
+    layers = list(layers)
+    one, many = (
+        network_time(
+            layers,
+            passes,
+            n,
+            device,
+            dtype,
+            terms=terms,
+            allow_tf32=allow_tf32,
+            input_dgrad=input_dgrad,
+            config=config,
+        )  # fmt: skip
+        for n in (1, batch)
+    )
+    return batch * one / many
+
+
+def batching_speedup(
+    problem: ConvProblem,
+    pass_name: str,
+    batch: int,
+    config: KernelConfig | None,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    terms: Terms = DEFAULT_TERMS,
+) -> float:
+    """S(N) = N · t(1) / t(N) of one layer; config None: each batch in its chosen config."""
+    one, many = (
+        predict(problem.with_batch(n), pass_name, config, device, dtype, terms=terms) for n in (1, batch)
+    )
+    return batch * one.time_s / many.time_s
+
+
+def batching_knee(
+    problem: ConvProblem,
+    pass_name: str,
+    config: KernelConfig | None,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    max_batch: int = 1 << 20,
+) -> int | None:
+    """The smallest batch whose tiles fill one wave (tiles >= slots) in `config` (None: the reference
+    tile); None if none up to max_batch. `problem`'s own batch is ignored. Tiles never shrink as N
+    grows, so a bisection finds it."""
+    device = get_device(device)
+    if config is None:
+        config = reference_config(pass_name, dtype, device)
+
+    def fills(n: int) -> bool:
+        return tile_stats(problem.with_batch(n), pass_name, config, device, dtype).fills_wave
+
+    if fills(1):
+        return 1
+    if not fills(max_batch):
+        return None
+    lo, hi = 1, max_batch  # fills(lo) is False, fills(hi) is True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fills(mid) else (mid, hi)
+    return hi

@@ -1,0 +1,109 @@
+"""One CTA's resources, and how many CTAs of a config one SM holds.
+
+CTAs per SM = min(by shared memory, by registers, by threads, the device's CTA limit):
+  shared memory per CTA = stages · (BM·BK + BK·BN) · element size (Triton's own pruning rule), plus
+    the driver's reservation per CTA (1 KiB on CC >= 8.0); by shared memory = floor(smem per SM /
+    that), 0 when the kernel's part exceeds the per-block maximum (the config cannot launch).
+  registers per thread, an estimate (a cubin's real count is in `cuobjdump -res-usage`):
+    BM·BN / threads (the fp32 accumulator) + (BM + BN)·BK·element size / (4·threads) (one BK step of
+    A and B fragments) + REGISTER_OVERHEAD (pointers, offsets, masks, loop state), rounded up to 8,
+    capped at the device maximum (255; beyond it the compiler spills). 128x128x64 fp16 with 8 warps:
+    64 + 32 + 32 = 128. by registers = floor(regs per SM / (regs per thread · threads)).
+  by threads = floor(max threads per SM / (num_warps · 32)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..configs import KernelConfig
+from ..devices import DeviceSpec, get_device
+from ..problem import PASSES
+
+REGISTER_OVERHEAD = 32  # registers per thread beyond accumulator and fragments (pointers, masks, loops)
+THREADS_PER_WARP = 32
+MAX_THREADS_PER_CTA = 1024
+
+_KINDS = {
+    "fp16": "fp16", "float16": "fp16", "half": "fp16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "fp32": "fp32", "float32": "fp32", "float": "fp32", "tf32": "fp32",
+}  # fmt: skip
+_SIZES = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+def dtype_kind(dtype) -> tuple[str, int]:
+    """('fp16' | 'bf16' | 'fp32', element size in bytes) for a torch dtype, a name or an element size.
+
+    An element size of 2 means fp16, 4 means fp32; 'tf32' names fp32 operands (whether they run on
+    the TF32 tensor path is `allow_tf32`'s to say).
+    """
+    if isinstance(dtype, int) and not isinstance(dtype, bool):
+        by_size = {2: "fp16", 4: "fp32"}
+        if dtype not in by_size:
+            raise ValueError(f"element size must be 2 (fp16) or 4 (fp32), got {dtype}")
+        return by_size[dtype], dtype
+    text = str(dtype).lower()
+    text = text[len("torch.") :] if text.startswith("torch.") else text
+    if text not in _KINDS:
+        raise ValueError(f"dtype must be float16, bfloat16 or float32 (or 2, 4), got {dtype!r}")
+    kind = _KINDS[text]
+    return kind, _SIZES[kind]
+
+
+def check_pass(pass_name: str) -> None:
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+
+
+def smem_per_cta(config: KernelConfig, element_size: int) -> int:
+    """The kernel's shared memory: `num_stages` buffers of a BM x BK and a BK x BN operand tile."""
+    return config.num_stages * (config.block_m + config.block_n) * config.block_k * element_size
+
+
+def registers_per_thread(config: KernelConfig, element_size: int, max_regs: int = 255) -> int:
+    """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`."""
+    threads = config.num_warps * THREADS_PER_WARP
+    accumulator = math.ceil(config.block_m * config.block_n / threads)
+    fragments = math.ceil((config.block_m + config.block_n) * config.block_k * element_size / (4 * threads))
+    regs = accumulator + fragments + REGISTER_OVERHEAD
+    return min(max_regs, -(-regs // 8) * 8)
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Resident CTAs of one config on one SM, and what limits them."""
+
+    ctas_per_sm: int
+    limited_by: str  # "shared memory", "registers", "threads" or "CTA limit"
+    smem_per_cta: int  # the kernel's shared memory, bytes (the driver's reservation not included)
+    regs_per_thread: int
+    by_smem: int
+    by_regs: int
+    by_threads: int
+    by_cta_limit: int
+
+
+def occupancy(config: KernelConfig, element_size: int, device: DeviceSpec | str) -> Occupancy:
+    """CTAs per SM = min(shared memory, registers, threads, the CTA limit); 0 when the config cannot run."""
+    device = get_device(device)
+    smem = smem_per_cta(config, element_size)
+    threads = config.num_warps * THREADS_PER_WARP
+    regs = registers_per_thread(config, element_size, device.max_regs_per_thread)
+    if smem > device.smem_per_block:
+        by_smem = 0
+    else:
+        by_smem = device.smem_per_sm // (smem + device.smem_reserved_per_cta)
+    by_regs = device.regs_per_sm // (regs * threads)
+    by_threads = device.max_threads_per_sm // threads if threads <= MAX_THREADS_PER_CTA else 0
+    limits = {
+        "shared memory": by_smem,
+        "registers": by_regs,
+        "threads": by_threads,
+        "CTA limit": device.max_ctas_per_sm,
+    }
+    limited_by = min(limits, key=limits.get)  # the first of equal limits, in this order
+    return Occupancy(
+        limits[limited_by], limited_by, smem, regs, by_smem, by_regs, by_threads, device.max_ctas_per_sm
+    )

@@ -1,0 +1,182 @@
+"""The time of one call: a roofline over the tiles and waves, plus the per-call floor.
+
+FLOPs (`flops`) = 2·N·P·Q·K·(C/g)·R·S for every pass (problem.flops("fprop")): the work TFLOP/s is
+quoted against; `work_flops` (tiles.py) is what the tiles compute.
+Compulsory bytes (`bytes`) = each tensor of the pass read or written once, at the element size:
+fprop x, w -> y; dgrad dy, w -> dx; wgrad dy, x -> dw; of x only the pixels some filter window
+covers (a 1x1 stride-2 convolution reads a quarter of its input; dgrad writes all of dx).
+Split-K adds `splitk_bytes` = 2 · 4 · BM·BN · T (each split writes an fp32 partial tile to the
+workspace, the last split reads them all back).
+intensity = flops / bytes (FLOP per compulsory byte).
+
+compute_s = work_flops / (peak · η_tile · η_k · η_wave) (tiles.py): waves · (one tile's BK steps at
+  peak / W), each slot running at 1/W of the peak whether or not the other slots are busy.
+  peak: device.peak_flops(dtype) (fp32 uses TF32 when allow_tf32, a type without tensor cores runs
+  at the fp32 FMA rate).
+memory_s = (bytes + splitk_bytes) / bandwidth.
+time_s = call_floor_s + max(compute_s, memory_s) / achieved_fraction   (terms.py names both).
+tflops = flops / time_s / 1e12; efficiency = flops / time_s / peak.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+
+from ..configs import KernelConfig
+from ..devices import DeviceSpec, get_device
+from ..problem import ConvProblem
+from .resources import check_pass, dtype_kind, smem_per_cta
+from .terms import DEFAULT_TERMS, Terms
+from .tiles import TileStats, tile_stats, work_flops
+
+
+@functools.lru_cache(maxsize=4096)
+def _covered(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Input rows (or columns) in [0, size) that at least one of the `out` windows reads."""
+    return len(
+        {o * stride - pad + k * dilation for o in range(out) for k in range(kernel)} & set(range(size))
+    )
+
+
+def read_input_elements(problem: ConvProblem) -> int:
+    """Elements of x some window covers: N · C · covered rows · covered columns."""
+    rows = _covered(problem.height, problem.out_height, problem.kernel_h, problem.stride[0], problem.pad_top,
+                    problem.dilation[0])  # fmt: skip
+    cols = _covered(problem.width, problem.out_width, problem.kernel_w, problem.stride[1], problem.pad_left,
+                    problem.dilation[1])  # fmt: skip
+    return problem.batch * problem.in_channels * rows * cols
+
+
+def compulsory_bytes(problem: ConvProblem, pass_name: str, dtype="fp16") -> int:
+    """Each tensor the pass reads or writes, once: fprop x, w -> y; dgrad dy, w -> dx; wgrad dy, x -> dw
+    (x: the covered pixels only; dx: all of it)."""
+    check_pass(pass_name)
+    _, size = dtype_kind(dtype)
+    x, w, y = (math.prod(s) for s in (problem.input_shape, problem.weight_shape, problem.output_shape))
+    read = read_input_elements(problem)
+    return size * {"fprop": read + w + y, "dgrad": y + w + x, "wgrad": y + read + w}[pass_name]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's time for one pass of one problem with one config on one device."""
+
+    stats: TileStats
+    config: KernelConfig
+    dtype: str  # "fp16", "bf16" or "fp32"
+    flops: int  # 2·N·P·Q·K·(C/g)·R·S
+    work_flops: int  # what the tiles compute (dgrad: its stride phases)
+    bytes: int  # compulsory
+    splitk_bytes: int  # the split-K workspace round trip
+    intensity: float  # flops / bytes
+    peak_flops: float  # FLOP/s
+    compute_s: float  # at the datasheet peak (achieved fraction 1)
+    memory_s: float  # at the datasheet bandwidth
+    floor_s: float  # the per-call floor
+    achieved_fraction: float
+    time_s: float  # floor_s + max(compute_s, memory_s) / achieved_fraction
+    tflops: float  # flops / time_s / 1e12
+    efficiency: float  # of the peak
+    bound: str  # "compute" or "memory"
+
+    # The tile statistics, under the names of the design card (prediction.tiles, .waves, ...).
+    _STATS_NAMES = frozenset(
+        ("gemm_m", "gemm_n", "gemm_k", "tiles", "ctas_per_sm", "slots", "waves",
+         "tile_efficiency", "wave_efficiency", "reduction_efficiency")
+    )  # fmt: skip
+
+    def __getattr__(self, name):
+        if name in Prediction._STATS_NAMES:
+            return getattr(self.stats, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def roofline_s(self) -> float:
+        """max(compute_s, memory_s): the ideal kernel's time, without floor or achieved fraction."""
+        return max(self.compute_s, self.memory_s)
+
+    @property
+    def time_per_image_s(self) -> float:
+        return self.time_s / self.stats.batch
+
+
+def fit_shared_memory(config: KernelConfig, element_size: int, device: DeviceSpec | str) -> KernelConfig:
+    """`config`, with fewer stages (down to 2), then a smaller BK (down to 16), until its shared
+    memory fits the device's per-block maximum; raises ValueError when even that does not fit."""
+    device = get_device(device)
+    while smem_per_cta(config, element_size) > device.smem_per_block:
+        if config.num_stages > 2:
+            config = replace(config, num_stages=config.num_stages - 1)
+        elif config.block_k > 16:
+            config = replace(config, block_k=config.block_k // 2)
+        else:
+            raise ValueError(f"{config} does not fit {device.name}'s shared memory")
+    return config
+
+
+def reference_config(
+    pass_name: str = "fprop", dtype="fp16", device: DeviceSpec | str | None = None, split_k: int = 1
+) -> KernelConfig:
+    """The design card's fixed tile: 128x128, BK 64 for 2-byte types (32 for fp32, the same 32 KiB
+    per stage), 4 stages, 8 warps, GROUP_M 8. The batching knee and the worked example are stated for
+    it; predictions choose their config (choice.best_config) unless given one.
+
+    With a device, a config whose shared memory exceeds the per-block maximum is shrunk
+    (fit_shared_memory: T4 2 stages; GTX 1050 2 stages and BK 32 in fp16).
+    """
+    check_pass(pass_name)
+    _, size = dtype_kind(dtype)
+    config = KernelConfig(128, 128, 64 if size <= 2 else 32, 8, split_k, 8, 4)
+    return config if device is None else fit_shared_memory(config, size, device)
+
+
+def predict(
+    problem: ConvProblem,
+    pass_name: str,
+    config: KernelConfig | None,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    allow_tf32: bool = True,
+    terms: Terms = DEFAULT_TERMS,
+) -> Prediction:
+    """The time of one pass (formulas in the module docstring). config None: the config an autotuner
+    would pick from the package's pruned space (choice.best_config); `terms` the floor and achieved
+    fraction (terms.py; its stack overhead is a network's, not a call's)."""
+    device = get_device(device)
+    kind, size = dtype_kind(dtype)
+    if config is None:
+        from .choice import best_config  # choice.py ranks configs with this function
+
+        config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32)
+    stats = tile_stats(problem, pass_name, config, device, dtype)
+    flops = problem.flops("fprop")
+    work = work_flops(problem, pass_name)
+    nbytes = compulsory_bytes(problem, pass_name, dtype)
+    splitk_bytes = 2 * 4 * config.block_m * config.block_n * stats.tiles if config.split_k > 1 else 0
+    peak = device.peak_flops(kind, allow_tf32)
+    efficiency = stats.tile_efficiency * stats.reduction_efficiency * stats.wave_efficiency
+    compute_s = work / (peak * efficiency) if work else 0.0
+    memory_s = (nbytes + splitk_bytes) / device.mem_bandwidth
+    time_s = terms.call_floor_s + max(compute_s, memory_s) / terms.achieved_fraction
+    return Prediction(
+        stats=stats,
+        config=config,
+        dtype=kind,
+        flops=flops,
+        work_flops=work,
+        bytes=nbytes,
+        splitk_bytes=splitk_bytes,
+        intensity=flops / nbytes if nbytes else 0.0,
+        peak_flops=peak,
+        compute_s=compute_s,
+        memory_s=memory_s,
+        floor_s=terms.call_floor_s,
+        achieved_fraction=terms.achieved_fraction,
+        time_s=time_s,
+        tflops=flops / time_s / 1e12,
+        efficiency=flops / time_s / peak,
+        bound="compute" if compute_s >= memory_s else "memory",
+    )

@@ -1,0 +1,67 @@
+"""What the roofline leaves out, as three named numbers with units (`Terms`).
+
+The roofline of one call (roofline.py) is the time an ideal kernel would take: every slot of the GPU
+computing at the datasheet peak, every byte moved once at the datasheet bandwidth. Real libraries and
+the software stacks around them are slower in three ways the model names and nothing else:
+
+call_floor_s (seconds per kernel call)
+    The least time any call takes, however little work it has: launching the kernel, filling the
+    operand pipeline before the first multiply, writing the last tile back. Added to every call's
+    roofline time (a call with no work takes exactly the floor). The default, CALL_FLOOR_S = 5 µs,
+    is an assumption of the order of a back-to-back kernel launch, not a measurement; DeepBench's
+    cuDNN calls on a V100 never took less than 12 µs (notes/published/, table P4).
+
+achieved_fraction (dimensionless, 0 < η <= 1, per device and dtype)
+    The fraction of the roofline a real library reaches once tiles and waves are accounted for: its
+    compute and memory terms both run at η times the datasheet rates. It does not change which config
+    is fastest (every config's roofline time is divided by the same η), so the model's choice of
+    config (choice.py) is made once, at η = 1.
+
+stack_overhead_s (seconds per inference, independent of the batch)
+    What a software stack spends per call of the network beyond its convolution kernels' floors and
+    roofline time: framework dispatch on the host, copies, and the non-convolution layers as far as
+    their cost does not grow with the batch. Added once to a network's time (network.py).
+
+A whole network on a stack then takes, with G(N) = Σ_calls (call_floor_s + roofline_i(N) /
+achieved_fraction) the GPU's time,
+    T(N) = stack_overhead_s + G(N)            (serial: the stack's cost adds to the GPU's), or
+    T(N) = max(stack_overhead_s, G(N))        (overlapped: the host dispatches asynchronously and
+                                               the GPU works while it does).
+`overlapped` says which; it is a property of how a stack runs, not a fitted number. Either way two
+measured batch sizes determine the two unknowns (calibration.fit_stack) and the rest of the curve is a
+prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CALL_FLOOR_S = 5e-6  # seconds per kernel call: an assumed launch-and-ramp time (see above)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The model's three named terms (see the module docstring); the defaults are the ideal model
+    with an assumed 5 µs floor per call: the datasheet roofline, no stack."""
+
+    call_floor_s: float = CALL_FLOOR_S
+    achieved_fraction: float = 1.0
+    stack_overhead_s: float = 0.0
+    overlapped: bool = False  # T = max(stack, GPU) instead of stack + GPU (see the module docstring)
+
+    def __post_init__(self):
+        if not self.call_floor_s >= 0:
+            raise ValueError(f"call_floor_s must be >= 0 seconds, got {self.call_floor_s!r}")
+        if not self.achieved_fraction > 0:
+            raise ValueError(f"achieved_fraction must be > 0, got {self.achieved_fraction!r}")
+
+    def __str__(self) -> str:
+        return (
+            f"floor {self.call_floor_s * 1e6:.1f} µs per call, {self.achieved_fraction:.1%} of the "
+            f"roofline, stack {self.stack_overhead_s * 1e3:.2f} ms per inference"
+            + (" (overlapped)" if self.overlapped else "")
+        )
+
+
+DEFAULT_TERMS = Terms()
+NO_FLOOR = Terms(call_floor_s=0.0)  # isolates the tile and wave effects from the cost of a call
