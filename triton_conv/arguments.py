@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 
 # Every geometry value the kernels see (a padded extent, a stride, a dilation) is a 32-bit int.
@@ -28,7 +29,15 @@ class ConvTypeError(RuntimeError, TypeError):
 
 def as_int(value, name: str) -> int:
     """An int from what torch accepts for an int argument: a Python int, a NumPy integer, or an
-    integer tensor of one element. bool is refused, as torch refuses it."""
+    integer tensor of one element, within int64's range. bool is refused, as torch refuses it (and
+    so are bool tensors, which torch takes as 0 or 1 in some positions and refuses in others)."""
+    number = _as_int(value, name)
+    if not -(2**63) <= number < 2**63:
+        raise ConvArgumentError(f"{name}={number} is out of range: torch takes 64-bit ints")
+    return number
+
+
+def _as_int(value, name: str) -> int:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.dim() > 1 or value.dtype.is_floating_point or value.is_complex():
             raise ConvTypeError(
@@ -37,10 +46,10 @@ def as_int(value, name: str) -> int:
         if value.dtype == torch.bool:
             raise ConvTypeError(f"{name} must be an int, got a bool tensor")
         return int(value.item())
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, (bool, np.bool_)):
         raise ConvTypeError(f"{name} must be an int, got {value!r}")
     try:
-        return operator.index(value)  # int, NumPy integers, anything with __index__
+        return operator.index(value)  # int, NumPy integers, anything else with __index__
     except TypeError:
         raise ConvTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
 

@@ -10,8 +10,9 @@ passes are bilinear, so the derivatives of each are again the three passes: back
 AD, double backward (gradient penalties), torch.func.grad/vjp/jvp, gradcheck and gradgradcheck all
 run on this package's kernels, and torch.compile still sees one opaque op per pass.
 
-The Autograd-key registration is done by hand (torch.library.custom_op's register_autograd has no
-forward-mode formula); the kernel enters the autograd.Function only when a gradient can be asked
+The Autograd-key registration is done by hand: torch.library.custom_op's register_autograd (torch
+2.11 to 2.13) has no forward-mode formula, and its generated autograd.Function fails under
+torch.func.grad. The kernel here enters the autograd.Function only when a gradient can be asked
 for, and otherwise runs the op below autograd, as custom_op does. Padding reaches the ops as four
 ints (top, left, bottom, right): strings are resolved before. The ops check their arguments with
 the same checks as triton_conv.conv2d (Conv2dFunction is exported and may be called directly).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import torch
 import torch.autograd.forward_ad as forward_ad
+from torch._functorch.utils import enable_single_level_autograd_function, unwrap_dead_wrappers
 
 from . import passes
 from .arguments import ConvArgumentError, check_tensor, check_tensors
@@ -34,14 +36,18 @@ def checked_problem(input, weight, bias, stride, padding, dilation, groups) -> C
     """The op's problem after every check of its tensors and geometry, in the canonical form the
     passes run (memoised on plain ints)."""
     check_tensors(input, weight, bias, (4,), 4)
-    key = (tuple(input.shape), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation), groups)
-    plain = all(type(v) is int for part in key[:-1] for v in part) and type(groups) is int
-    problem = _PROBLEMS.get(key) if plain else None
+    # The dispatcher hands the ops plain ints (never a bool), or SymInts under torch.compile's
+    # dynamic shapes, which do not hash: those are checked anew each time.
+    key = (input.shape, weight.shape, *stride, None, *padding, None, *dilation, groups)
+    try:
+        problem = _PROBLEMS.get(key)
+    except TypeError:
+        key = problem = None
     if problem is None:
         problem = ConvProblem.from_sides(
             input.shape, weight.shape, stride, padding, dilation, groups
         ).canonical()
-        if plain:
+        if key is not None:
             if len(_PROBLEMS) >= 4096:
                 _PROBLEMS.clear()
             _PROBLEMS[key] = problem
@@ -56,9 +62,9 @@ def _channels_last(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
 
-def _new(like: torch.Tensor, shape, channels_last: bool, dtype=None) -> torch.Tensor:
+def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=layout)
+    return like.new_empty(shape).contiguous(memory_format=layout)
 
 
 def bias_grad(grad_output: torch.Tensor, out_channels: int) -> torch.Tensor:
@@ -306,8 +312,8 @@ def _apply(function: type[torch.autograd.Function], args):
     own ops: the plain (C++) apply is what records the node there."""
     apply = super(torch.autograd.Function, function).apply
     if not torch._C._are_functorch_transforms_active():
-        return apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
-    with torch._functorch.utils.enable_single_level_autograd_function():
+        return apply(*unwrap_dead_wrappers(args))
+    with enable_single_level_autograd_function():
         return apply(*args)
 
 

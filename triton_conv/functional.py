@@ -1,6 +1,7 @@
 """triton_conv.conv2d: torch.nn.functional.conv2d's signature and semantics on Triton kernels.
 
-Every argument is checked here, once, before anything launches; the caller's tensors are only read.
+Every argument is checked here, before anything launches, as torch checks it (arguments.py,
+ConvProblem.from_shapes); the caller's tensors are only read.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels,
-    differentiable in input, weight and bias.
+    differentiable in input, weight and bias in reverse and forward mode, to any order (the
+    derivatives of each pass are the passes: see autograd.py).
 
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.

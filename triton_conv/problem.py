@@ -76,9 +76,13 @@ class ConvProblem:
             raise ConvArgumentError(f"padding must be 'same', 'valid', an int or a pair, got {padding!r}")
         if stride != (1, 1):
             raise ConvArgumentError(f"padding='same' needs stride 1, got stride={stride}")
+        if 0 in weight_shape[2:]:
+            raise ConvArgumentError(
+                f"padding='same' needs a non-empty kernel, got weight of shape {weight_shape}"
+            )
         # torch pads the extra row/column of an even kernel at the bottom/right.
-        total_h = max(0, dilation[0] * (weight_shape[2] - 1))
-        total_w = max(0, dilation[1] * (weight_shape[3] - 1))
+        total_h = dilation[0] * (weight_shape[2] - 1)
+        total_w = dilation[1] * (weight_shape[3] - 1)
         pads = (total_h // 2, total_w // 2, total_h - total_h // 2, total_w - total_w // 2)
         return cls.from_sides(input_shape, weight_shape, stride, pads, dilation, groups)
 
@@ -118,9 +122,10 @@ class ConvProblem:
         extent_w = dilation[1] * (kernel_w - 1) + 1
         padded_h, padded_w = height + pads[0] + pads[2], width + pads[1] + pads[3]
         if padded_h < extent_h or padded_w < extent_w:
+            kernel = f"{extent_h}x{extent_w}: {kernel_h}x{kernel_w}, dilation={dilation}"
             raise ConvArgumentError(
-                f"weight's dilated kernel ({extent_h}x{extent_w}) is larger than the padded input "
-                f"({padded_h}x{padded_w})"
+                f"weight's dilated kernel ({kernel}) is larger than the padded input "
+                f"({padded_h}x{padded_w}: padding={pads})"
             )
         if max(padded_h, padded_w, extent_h, extent_w) > INT32_MAX:
             raise ConvArgumentError(
