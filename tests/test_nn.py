@@ -10,6 +10,7 @@ from torch import nn
 
 import triton_conv
 
+from .contract import EXACT, EXACT_TOL
 from .reference import REL_TOL_FP32_IEEE, rel_error
 
 
@@ -120,3 +121,76 @@ def test_converted_float32_model(triton_only):
         got = model(x)
     assert rel_error(got, expected) < REL_TOL_FP32_IEEE
     assert all(torch.equal(p, r) for p, r in zip(model.parameters(), reference))
+
+
+def test_convert_model_keeps_every_hook(triton_only):
+    """Forward hooks (with kwargs and always_called too), pre-hooks, full backward hooks and
+    state-dict hooks move with the conversion; the caller's handles still remove them."""
+    calls = []
+    conv = nn.Conv2d(2, 3, 3, padding=1).to(EXACT)
+    handles = [
+        conv.register_forward_pre_hook(lambda m, args: calls.append("pre") or (args[0] * 2,)),
+        conv.register_forward_hook(lambda m, args, out: calls.append("post") or out + 1),
+        conv.register_forward_hook(lambda m, a, k, out: calls.append("kwargs") or None, with_kwargs=True),
+        conv.register_full_backward_hook(lambda m, gin, gout: calls.append("backward") or None),
+        conv.register_forward_pre_hook(lambda m, a, k: calls.append("pre_kwargs") or None, with_kwargs=True),
+    ]
+    conv._register_state_dict_hook(lambda m, sd, prefix, local: calls.append("state_dict") or None)
+    model = nn.Sequential(conv)
+    x = torch.randn(1, 2, 5, 4, dtype=EXACT, requires_grad=True)
+    expected = model(x)
+    expected.sum().backward()
+    expected_calls, calls[:] = list(calls), []
+    triton_conv.convert_model(model)
+    assert type(model[0]) is triton_conv.Conv2d
+    with triton_only() as proof:
+        got = model(x)
+        got.sum().backward()
+    assert proof.launches["fprop_kernel"] == 1
+    assert calls == expected_calls and rel_error(got, expected) < EXACT_TOL
+    model.state_dict()
+    assert calls[-1] == "state_dict"
+    for handle in handles:
+        handle.remove()
+    calls.clear()
+    with triton_only():
+        plain = model(x)
+    assert (
+        calls == []
+        and rel_error(plain, nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)) < EXACT_TOL
+    )
+
+
+def test_convert_model_keeps_legacy_weight_norm_working(triton_only):
+    """The legacy torch.nn.utils.weight_norm is a pre-hook that recomputes `weight` from weight_g and
+    weight_v: converted with it, the gradients reach g and v, and remove_weight_norm still works."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        reference = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3).to(EXACT))
+        original = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3).to(EXACT))
+    original.load_state_dict(reference.state_dict())
+    converted = triton_conv.convert_model(original)
+    assert type(converted) is triton_conv.Conv2d
+    x = torch.randn(2, 3, 6, 5, dtype=EXACT)
+    with triton_only() as proof:
+        got = converted(x)
+        got.square().sum().backward()
+    assert proof.launches == {"fprop_kernel": 1, "wgrad_kernel": 1}
+    expected = reference(x)
+    expected.square().sum().backward()
+    assert rel_error(got, expected) < EXACT_TOL
+    for name in ("weight_g", "weight_v", "bias"):
+        assert rel_error(getattr(converted, name).grad, getattr(reference, name).grad) < EXACT_TOL, name
+    torch.nn.utils.remove_weight_norm(converted)
+    assert isinstance(converted.weight, nn.Parameter) and not converted._forward_pre_hooks
+
+
+def test_convert_model_skips_parametrized_convs_with_a_report():
+    parametrized = torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3))
+    shared = nn.Conv2d(4, 4, 1)
+    model = nn.Sequential(parametrized, shared, nn.Sequential(shared))
+    report = []
+    triton_conv.convert_model(model, report=report)
+    assert model[0] is parametrized
+    assert [name for name, _ in report] == ["0"] and "parametrized" in report[0][1]
+    assert type(model[1]) is triton_conv.Conv2d and model[2][0] is model[1]  # a shared conv stays one

@@ -1,4 +1,5 @@
-"""Bad input: a clear error naming the argument, before any kernel launches, inputs untouched."""
+"""Bad input: a clear error naming the argument (a RuntimeError, as torch's, and a ValueError or
+TypeError), before any kernel launches, inputs untouched."""
 
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ def test_bad_input(case, entry):
         k: v.clone() for k, v in args.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"
     }
     before = sum(launch_counts.values())
-    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")) as caught:
         getattr(triton_conv, entry)(**args)
+    assert isinstance(caught.value, RuntimeError), "code written around F.conv2d catches RuntimeError"
     assert sum(launch_counts.values()) == before, "a kernel launched before the error"
     for name, value in snapshot.items():
         assert torch.equal(args[name], value), f"{name} was modified"

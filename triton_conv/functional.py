@@ -1,6 +1,7 @@
 """triton_conv.conv2d: torch.nn.functional.conv2d's signature and semantics on Triton kernels.
 
-Every argument is checked here, once, before anything launches; the caller's tensors are only read.
+Every argument is checked here, before anything launches, as torch checks it (arguments.py,
+ConvProblem.from_shapes); the caller's tensors are only read.
 """
 
 from __future__ import annotations
@@ -8,45 +9,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .arguments import ConvArgumentError, ConvTypeError, check_tensors
 from .autograd import conv2d_op
 from .configs import KernelConfig, default_config
 from .launchers.fprop import conv2d_fprop
 from .problem import ConvProblem
 from .runtime import runs_triton
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
-    if value.dim() not in ranks:
-        expected = " or ".join(str(r) for r in ranks)
-        raise ValueError(f"{name} must have {expected} dimensions, got shape {tuple(value.shape)}")
-
 
 def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
-    """Check every argument of conv2d and return the problem (with a batch dimension)."""
-    _check_tensor(input, "input", (3, 4))
-    _check_tensor(weight, "weight", (4,))
-    if weight.dtype != input.dtype:
-        raise TypeError(f"weight's dtype {weight.dtype} differs from input's {input.dtype}")
-    if weight.device != input.device:
-        raise RuntimeError(f"weight is on device {weight.device} but input is on device {input.device}")
-    if bias is not None:
-        _check_tensor(bias, "bias", (1,))
-        if bias.dtype != input.dtype:
-            raise TypeError(f"bias's dtype {bias.dtype} differs from input's {input.dtype}")
-        if bias.device != input.device:
-            raise RuntimeError(f"bias is on device {bias.device} but input is on device {input.device}")
-        if bias.shape[0] != weight.shape[0]:
-            raise ValueError(
-                f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
-            )
+    """Check every argument of conv2d as torch does and return the problem (with a batch dimension).
+    Raises ConvArgumentError / ConvTypeError (RuntimeError and ValueError / TypeError)."""
+    check_tensors(input, weight, bias, (3, 4), 4)
     shape = input.shape if input.dim() == 4 else (1, *input.shape)
-    return _problem(shape, weight.shape, stride, padding, dilation, groups)
+    problem = _problem(shape, weight.shape, stride, padding, dilation, groups)
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ConvArgumentError(
+            f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
+        )
+    return problem
 
 
 def _plain(value):
@@ -64,15 +45,15 @@ _PROBLEMS: dict = {}
 
 
 def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
-    """ConvProblem.from_shapes, memoised on arguments that hash unambiguously (only valid problems
-    are remembered: an invalid one raises anew on every call)."""
+    """ConvProblem.from_shapes in canonical form, memoised on arguments that hash unambiguously
+    (only valid problems are remembered: an invalid one raises anew on every call)."""
     geometry = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
     if None in geometry:
-        return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups)
+        return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
     key = (tuple(shape), tuple(weight_shape), *geometry)
     problem = _PROBLEMS.get(key)
     if problem is None:
-        problem = ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups)
+        problem = ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
         if len(_PROBLEMS) >= 4096:
             _PROBLEMS.clear()
         _PROBLEMS[key] = problem
@@ -97,25 +78,38 @@ def conv2d_with_config(
     """
     problem = validate(input, weight, bias, stride, padding, dilation, groups)
     if config is not None and not isinstance(config, KernelConfig):
-        raise TypeError(f"config must be a KernelConfig, got {type(config).__name__}")
+        raise ConvTypeError(f"config must be a KernelConfig, got {type(config).__name__}")
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     if config is None:
         config = default_config(problem.gemm("fprop"), x.element_size())
+    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (K elements).
+    bias = None if bias is None else bias.contiguous()
     y = conv2d_fprop(x, weight, bias, problem, config, force_int64=force_int64)
     return y if batched else y.squeeze(0)
 
 
-def _autocast(*tensors):
-    """Under torch.autocast, run in the autocast dtype as torch's own conv2d does (it is on
-    autocast's lower-precision list on CUDA and on the CPU)."""
-    first = tensors[0]
-    if not isinstance(first, torch.Tensor) or first.device.type not in ("cuda", "cpu"):
-        return tensors
-    if not torch.is_autocast_enabled(first.device.type):
-        return tensors
-    dtype = torch.get_autocast_dtype(first.device.type)
-    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
+def _autocast(input, weight, bias):
+    """Under torch.autocast, cast as torch's own conv2d is cast: it is on autocast's lower-precision
+    list on CUDA and on the CPU, which casts every floating-point tensor on the autocast device to
+    the autocast dtype, except float64 (left alone, so a float64 convolution stays float64)."""
+    if not isinstance(input, torch.Tensor) or input.device.type not in ("cuda", "cpu"):
+        return input, weight, bias
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(tensor):
+        eligible = (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and tensor.dtype != torch.float64
+            and tensor.device.type == device_type
+        )
+        return tensor.to(dtype) if eligible else tensor
+
+    return cast(input), cast(weight), cast(bias)
 
 
 def conv2d(
@@ -128,7 +122,8 @@ def conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels,
-    differentiable in input, weight and bias.
+    differentiable in input, weight and bias in reverse and forward mode, to any order (the
+    derivatives of each pass are the passes: see autograd.py).
 
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.

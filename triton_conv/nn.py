@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arguments import FLOAT_DTYPES
 from .functional import conv2d
 
 
@@ -27,14 +28,16 @@ class Conv2d(nn.Conv2d):
 
     @classmethod
     def from_torch(cls, conv: nn.Conv2d) -> Conv2d:
-        """A triton_conv.Conv2d that shares `conv`'s parameters (no copy) and training mode."""
-        new = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta",
-        )  # fmt: skip
-        new.weight = conv.weight
-        new.bias = conv.bias
-        new.train(conv.training)
+        """A triton_conv.Conv2d that is `conv` in all but its class: the same parameters and buffers
+        (no copy), training mode, attributes and hooks. The hook tables are shared, not copied, so
+        the handles a caller holds still remove them; parameters, buffers and submodules are new
+        tables holding the same tensors, so that replacing one on the new module leaves `conv` alone."""
+        new = cls.__new__(cls)
+        state = dict(conv.__dict__)
+        for table in ("_parameters", "_buffers", "_modules"):
+            state[table] = type(state[table])(state[table])
+        state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
+        new.__dict__.update(state)
         return new
 
 
@@ -42,27 +45,41 @@ def _reason_to_skip(module: nn.Module) -> str | None:
     if type(module) is Conv2d:
         return "already a triton_conv.Conv2d"
     if type(module) is not nn.Conv2d:
+        if getattr(module, "parametrizations", None) is not None:
+            return (
+                f"{type(module).__name__} is parametrized (torch.nn.utils.parametrize: "
+                "parametrizations.weight_norm, spectral_norm, ...); convert before parametrizing"
+            )
         return f"{type(module).__name__} subclasses nn.Conv2d with its own behaviour"
-    if module.weight.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        return f"weight dtype {module.weight.dtype} is not supported"
-    if module.weight.device.type == "meta":
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return "weight is not a tensor"
+    if weight.dtype not in FLOAT_DTYPES:
+        return f"weight dtype {weight.dtype} is not supported"
+    if weight.device.type == "meta":
         return "parameters are on the meta device"
     return None
 
 
 def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     """Replace every torch.nn.Conv2d in `model` (nested ones too) with a triton_conv.Conv2d that
-    shares its parameters, in place, and return the model (a new module if `model` is a Conv2d).
+    shares its parameters, buffers, attributes and hooks (forward, pre-forward, backward, state-dict;
+    the legacy torch.nn.utils.weight_norm / spectral_norm are such hooks and keep working), in place,
+    and return the model (a new module if `model` is a Conv2d).
 
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning.
     """
     skipped: list[tuple[str, str]] = []
+    converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
 
     def convert(module: nn.Module, name: str) -> nn.Module:
+        if id(module) in converted:
+            return converted[id(module)]
         reason = _reason_to_skip(module)
         if reason is None:
-            return Conv2d.from_torch(module)
+            converted[id(module)] = Conv2d.from_torch(module)
+            return converted[id(module)]
         if reason != "already a triton_conv.Conv2d":
             skipped.append((name or "<model>", reason))
         return module

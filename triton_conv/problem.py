@@ -8,9 +8,14 @@ bottom/right padding only shapes the output size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
+
+import torch
+
+from .arguments import INT32_MAX, ConvArgumentError, as_int, int_tuple
 
 PASSES = ("fprop", "dgrad", "wgrad")
 
@@ -23,26 +28,10 @@ class GemmShape(NamedTuple):
     k: int
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 1 and isinstance(value[0], int):
-        return (value[0], value[0])
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return (value[0], value[1])
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-
-
 def _shape(value, rank: int, name: str) -> tuple[int, ...]:
-    shape = tuple(value)
-    if len(shape) != rank or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValueError(f"{name} must have {rank} non-negative dimensions, got shape {shape}")
+    shape = tuple(value)  # ints, or SymInts when torch.compile traces with dynamic shapes
+    if len(shape) != rank or not all(isinstance(d, (int, torch.SymInt)) and d >= 0 for d in shape):
+        raise ConvArgumentError(f"{name} must have {rank} non-negative dimensions, got shape {shape}")
     return shape
 
 
@@ -69,63 +58,103 @@ class ConvProblem:
     def from_shapes(cls, input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
         """Validate torch.nn.functional.conv2d's arguments and name the geometry.
 
-        `input_shape` is (N, C, H, W); an unbatched (C, H, W) input is the caller's to unsqueeze.
-        Raises ValueError or TypeError naming the argument at fault.
+        `input_shape` is (N, C, H, W) (an unbatched (C, H, W) input is the caller's to unsqueeze);
+        padding is an int, a pair, 'same' or 'valid'. Raises ConvArgumentError / ConvTypeError
+        (RuntimeError and ValueError / TypeError) naming the argument at fault.
+        """
+        weight_shape = _shape(weight_shape, 4, "weight")
+        stride = int_tuple(stride, "stride", 2)
+        dilation = int_tuple(dilation, "dilation", 2)
+        if not isinstance(padding, str):
+            pad_h, pad_w = int_tuple(padding, "padding", 2)
+            return cls.from_sides(
+                input_shape, weight_shape, stride, (pad_h, pad_w, pad_h, pad_w), dilation, groups
+            )
+        if padding == "valid":
+            return cls.from_sides(input_shape, weight_shape, stride, (0, 0, 0, 0), dilation, groups)
+        if padding != "same":
+            raise ConvArgumentError(f"padding must be 'same', 'valid', an int or a pair, got {padding!r}")
+        if stride != (1, 1):
+            raise ConvArgumentError(f"padding='same' needs stride 1, got stride={stride}")
+        if 0 in weight_shape[2:]:
+            raise ConvArgumentError(
+                f"padding='same' needs a non-empty kernel, got weight of shape {weight_shape}"
+            )
+        # torch pads the extra row/column of an even kernel at the bottom/right.
+        total_h = dilation[0] * (weight_shape[2] - 1)
+        total_w = dilation[1] * (weight_shape[3] - 1)
+        pads = (total_h // 2, total_w // 2, total_h - total_h // 2, total_w - total_w // 2)
+        return cls.from_sides(input_shape, weight_shape, stride, pads, dilation, groups)
+
+    @classmethod
+    def from_sides(cls, input_shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
+        """The same checks for the custom ops' form of the arguments: padding is four ints (top,
+        left, bottom, right). Degenerate shapes follow torch: no batch or no input channels give an
+        empty output (see output_shape), no output channels and an empty image raise.
         """
         batch, in_channels, height, width = _shape(input_shape, 4, "input")
         out_channels, channels_per_group, kernel_h, kernel_w = _shape(weight_shape, 4, "weight")
-        stride = _pair(stride, "stride")
-        dilation = _pair(dilation, "dilation")
-        if isinstance(groups, bool) or not isinstance(groups, int):
-            raise TypeError(f"groups must be an int, got {groups!r}")
+        stride = int_tuple(stride, "stride", 2)
+        dilation = int_tuple(dilation, "dilation", 2)
+        pads = int_tuple(padding, "padding", 4)
+        groups = as_int(groups, "groups")
         if min(stride) <= 0:
-            raise ValueError(f"stride must be positive, got {stride}")
+            raise ConvArgumentError(f"stride must be positive, got {stride}")
         if min(dilation) <= 0:
-            raise ValueError(f"dilation must be positive, got {dilation}")
+            raise ConvArgumentError(f"dilation must be positive, got {dilation}")
+        if min(pads) < 0:
+            raise ConvArgumentError(f"padding must be non-negative, got {pads}")
         if groups <= 0:
-            raise ValueError(f"groups must be positive, got {groups}")
-        if kernel_h == 0 or kernel_w == 0:
-            raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must divide the input channels ({in_channels}) and the weight's "
-                f"output channels ({out_channels})"
+            raise ConvArgumentError(f"groups must be positive, got {groups}")
+        if out_channels < groups or out_channels % groups:
+            raise ConvArgumentError(
+                f"groups={groups} must divide the weight's output channels ({out_channels}), which "
+                f"cannot be 0: weight has shape {tuple(weight_shape)}"
             )
+        if in_channels % groups:
+            raise ConvArgumentError(f"groups={groups} must divide the input channels ({in_channels})")
         if channels_per_group * groups != in_channels:
-            raise ValueError(
+            raise ConvArgumentError(
                 f"weight expects {channels_per_group * groups} input channels "
                 f"({channels_per_group} per group x groups={groups}), but input has {in_channels}"
             )
-
         extent_h = dilation[0] * (kernel_h - 1) + 1
         extent_w = dilation[1] * (kernel_w - 1) + 1
-        if isinstance(padding, str):
-            if padding == "valid":
-                pads = (0, 0, 0, 0)
-            elif padding == "same":
-                if stride != (1, 1):
-                    raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
-                # torch pads the extra row/column of an even kernel at the bottom/right.
-                top, left = (extent_h - 1) // 2, (extent_w - 1) // 2
-                pads = (top, left, extent_h - 1 - top, extent_w - 1 - left)
-            else:
-                raise ValueError(f"padding must be 'same', 'valid', an int or a pair, got {padding!r}")
-        else:
-            pad_h, pad_w = _pair(padding, "padding")
-            if min(pad_h, pad_w) < 0:
-                raise ValueError(f"padding must be non-negative, got {(pad_h, pad_w)}")
-            pads = (pad_h, pad_w, pad_h, pad_w)
-
-        problem = cls(
+        padded_h, padded_w = height + pads[0] + pads[2], width + pads[1] + pads[3]
+        if padded_h < extent_h or padded_w < extent_w:
+            kernel = f"{extent_h}x{extent_w}: {kernel_h}x{kernel_w}, dilation={dilation}"
+            raise ConvArgumentError(
+                f"weight's dilated kernel ({kernel}) is larger than the padded input "
+                f"({padded_h}x{padded_w}: padding={pads})"
+            )
+        if max(padded_h, padded_w, extent_h, extent_w) > INT32_MAX:
+            raise ConvArgumentError(
+                f"padding={pads} and dilation={dilation} make a padded input of {padded_h}x{padded_w} "
+                f"and a kernel extent of {extent_h}x{extent_w}; the kernels take at most {INT32_MAX}"
+            )
+        if in_channels and (kernel_h == 0 or kernel_w == 0):
+            raise ConvArgumentError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+        if in_channels and batch and (height == 0 or width == 0):
+            raise ConvArgumentError(
+                f"input has an empty image (shape {tuple(input_shape)}): like torch, only an empty "
+                "batch or zero input channels are accepted"
+            )
+        return cls(
             batch, in_channels, height, width, out_channels, kernel_h, kernel_w,
             stride, *pads, dilation, groups,
         )  # fmt: skip
-        if height + pads[0] + pads[2] < extent_h or width + pads[1] + pads[3] < extent_w:
-            raise ValueError(
-                f"weight's dilated kernel ({extent_h}x{extent_w}) is larger than the padded input "
-                f"({height + pads[0] + pads[2]}x{width + pads[1] + pads[3]})"
-            )
-        return problem
+
+    def canonical(self) -> ConvProblem:
+        """The same convolution with each stride at most the padded input's span (the positions
+        the dilated kernel can take): a larger stride leaves one output row, the same whatever its
+        value. The ops run this form, so that a huge stride never reaches a kernel (dgrad launches
+        one phase per stride step)."""
+        span_h = self.height + self.pad_top + self.pad_bottom - self.dilation[0] * (self.kernel_h - 1)
+        span_w = self.width + self.pad_left + self.pad_right - self.dilation[1] * (self.kernel_w - 1)
+        stride = (min(self.stride[0], max(span_h, 1)), min(self.stride[1], max(span_w, 1)))
+        if stride == self.stride:
+            return self
+        return dataclasses.replace(self, stride=stride)
 
     # --- sizes -------------------------------------------------------------------------------
     @property
@@ -156,7 +185,10 @@ class ConvProblem:
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.out_channels, self.out_height, self.out_width)
+        """(N, K, P, Q); with no input channels (N, 0, P, Q), because that is what torch's conv2d
+        returns (its empty-input path), bias or not."""
+        channels = self.out_channels if self.in_channels else 0
+        return (self.batch, channels, self.out_height, self.out_width)
 
     @property
     def is_pointwise(self) -> bool:

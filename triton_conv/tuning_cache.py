@@ -5,7 +5,10 @@ file in the same folder, then os.replace) and merge under an exclusive fcntl loc
 the file inside the lock and adds its entries to what is there, so two processes tuning at once
 neither corrupt the file nor lose each other's entries. A file that does not parse, or whose header
 names another schema, device or version (stale), is ignored with a warning and rebuilt on the next
-write. On a miss the file is re-read before anyone tunes, so a second process never re-tunes a
+write; an entry that does not hold a valid config is dropped with a warning. A cache that cannot be
+read or written (a folder where the file should be, a cache folder that is a file or read-only)
+warns and the process carries on with what it has in memory: the cache never fails a convolution.
+On a miss the file is re-read before anyone tunes, so a second process never re-tunes a
 shape another process has cached. `TuneResult` is what a tuning returns and, as `entry()`, what
 the file stores per key: winner, runner-up, every config's time, the problem it was timed on.
 """
@@ -78,14 +81,20 @@ class TuningCache:
 
     # --- reading ----------------------------------------------------------------------------------
     def _read(self) -> dict[str, dict]:
-        """The file's entries; {} (with a warning, once per problem) when missing, corrupt or stale."""
+        """The file's valid entries; {} (with a warning, once per problem) when missing, unreadable,
+        corrupt or stale."""
         try:
             with open(self.path) as handle:
                 data = json.load(handle)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as error:
-            self._warn(f"corrupt tuning cache {self.path} ({error}): ignored, it will be rebuilt")
+        except OSError as error:  # a folder in its place, no permission, ...
+            self._warn(f"unreadable tuning cache {self.path} ({error}): ignored")
+            return {}
+        except (ValueError, RecursionError) as error:  # not JSON, or nested too deep to parse
+            self._warn(
+                f"corrupt tuning cache {self.path} ({type(error).__name__}): ignored, it will be rebuilt"
+            )
             return {}
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
             self._warn(f"corrupt tuning cache {self.path} (no entries table): ignored, it will be rebuilt")
@@ -97,7 +106,13 @@ class TuningCache:
                 "ignored, it will be rebuilt"
             )
             return {}
-        return {k: v for k, v in data["entries"].items() if isinstance(v, dict) and "config" in v}
+        entries = {k: v for k, v in data["entries"].items() if isinstance(k, str) and valid_entry(k, v)}
+        if len(entries) != len(data["entries"]):
+            dropped = len(data["entries"]) - len(entries)
+            self._warn(
+                f"tuning cache {self.path}: {dropped} malformed entries ignored (they will be re-tuned)"
+            )
+        return entries
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
@@ -129,11 +144,16 @@ class TuningCache:
 
     def put(self, key: str, entry: dict) -> dict:
         """Add an entry and merge it into the file; returns the entry the file now holds for `key`
-        (another process's, when it cached the same key first)."""
-        with self._locked():
-            on_disk = self._read()
-            merged = {**on_disk, key: on_disk.get(key, entry)}
-            self._write(merged)
+        (another process's, when it cached the same key first). When the file cannot be written the
+        entry is kept in memory only, with a warning."""
+        try:
+            with self._locked():
+                on_disk = self._read()
+                merged = {**on_disk, key: on_disk.get(key, entry)}
+                self._write(merged)
+        except OSError as error:
+            self._warn(f"cannot write tuning cache {self.path} ({error}): tuned configs stay in memory only")
+            merged = {key: self.entries.get(key, entry)}
         self.entries.update(merged)
         return merged[key]
 
@@ -189,6 +209,41 @@ class TuneResult:
             KernelConfig.from_dict(runner) if runner else None, entry.get("runner_up_ms"),
             [], entry.get("timed_on"), True, entry.get("problem", ""),
         )  # fmt: skip
+
+
+# Sanity bounds on a cached config, beyond KernelConfig's own checks: a hand-edited or foreign file
+# must not launch a kernel no tuning would have produced.
+_CONFIG_BOUNDS = {
+    "block_m": 512, "block_n": 512, "block_k": 512, "group_m": 64, "split_k": 256,
+    "num_warps": 32, "num_stages": 8,
+}  # fmt: skip
+
+
+def _valid_config(values) -> bool:
+    if not isinstance(values, dict) or set(values) != set(_CONFIG_BOUNDS):
+        return False
+    if not all(
+        type(values[name]) is int and 0 < values[name] <= bound for name, bound in _CONFIG_BOUNDS.items()
+    ):
+        return False
+    try:
+        KernelConfig.from_dict(values)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def valid_entry(key: str, entry) -> bool:
+    """An entry TuneResult.from_entry reads without error and whose configs are plausible."""
+    if not isinstance(entry, dict) or not _valid_config(entry.get("config")):
+        return False
+    runner_up = entry.get("runner_up")
+    if runner_up is not None and not _valid_config(runner_up):
+        return False
+    numbers = (entry.get("ms"), entry.get("runner_up_ms"))
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in numbers):
+        return False
+    return isinstance(entry.get("problem", ""), str) and isinstance(entry.get("timed_on"), (str, type(None)))
 
 
 _OPEN: dict[str, TuningCache] = {}

@@ -1,0 +1,151 @@
+"""The persistent tuning cache copes with whatever it finds on disk: a malformed entry, a file nested
+too deep to parse, a folder where the file should be, a cache folder that is a file or read-only.
+Each gives a warning and the process carries on (the default config, or a re-tune whose result
+stays in memory); nothing raises out of the config choice that conv2d makes on a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+from triton_conv import tuning, tuning_cache
+from triton_conv.configs import KernelConfig, default_pass_config, tuning_key
+from triton_conv.problem import ConvProblem
+from triton_conv.pruning import search_space
+
+PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
+KEY = tuning_key(PROBLEM, "fprop", torch.float16, False)
+GOOD = KernelConfig(64, 32, 32).as_dict()
+
+
+@pytest.fixture
+def pretend_gpu(tmp_path, monkeypatch):
+    """select_config's GPU path on the CPU: a device named 'Pretend', a timer that scores configs
+    without launching (the smallest tile wins), a fresh cache folder."""
+    from triton_conv.devices import get_device
+
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
+    monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
+
+    def runner(problem, pass_name, tensors, config, channels_last):
+        def fn():
+            return None
+
+        fn.config = config
+        return fn
+
+    monkeypatch.setattr(tuning, "pass_runner", runner)
+    monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
+    monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
+    tuning.forget_choices()
+    yield tmp_path / "cache"
+    tuning.forget_choices()
+
+
+def _choose():
+    """What passes.choose_config does on a CUDA device (the cache read, then a re-tune on a miss)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = tuning.select_config(PROBLEM, "fprop", torch.float16, False, "cuda")
+    return config, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def _write(folder, text: str):
+    os.makedirs(folder, exist_ok=True)
+    with open(tuning_cache.cache_path("Pretend"), "w") as handle:
+        handle.write(text)
+
+
+def _file_with(entry) -> str:
+    header = {
+        "schema": tuning_cache.SCHEMA, "device": "Pretend", "triton": tuning_cache.triton_version(),
+        "triton_conv": tuning_cache.package_version(),
+    }  # fmt: skip
+    return json.dumps({**header, "entries": {KEY: entry}})
+
+
+MALFORMED = {
+    "missing_fields": {"config": {"block_m": 64, "block_n": 64}},
+    "a_string": "64x64x32",
+    "config_a_string": {"config": "64x64x32"},
+    "not_a_power_of_two": {"config": {**GOOD, "block_m": 48}},
+    "a_bool": {"config": {**GOOD, "group_m": True}},
+    "a_float": {"config": {**GOOD, "num_warps": 4.0}},
+    "absurd_split": {"config": {**GOOD, "split_k": 2**20}},
+    "bad_runner_up": {"config": GOOD, "runner_up": {"block_m": "big"}},
+    "bad_time": {"config": GOOD, "ms": "fast"},
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_entry_is_dropped_and_re_tuned(case, pretend_gpu):
+    _write(pretend_gpu, _file_with(MALFORMED[case]))
+    config, messages = _choose()
+    assert any("malformed entries ignored" in m for m in messages)
+    assert config == min(search_space(PROBLEM, "fprop", torch.float16, "H200"),
+                         key=lambda c: c.block_m * c.block_n)  # fmt: skip
+    with open(tuning_cache.cache_path("Pretend")) as handle:  # rewritten with the re-tuned entry
+        assert tuning_cache.valid_entry(KEY, json.load(handle)["entries"][KEY])
+
+
+def test_a_valid_entry_is_used():
+    assert tuning_cache.valid_entry(KEY, {"config": GOOD, "runner_up": None, "ms": 1.5, "timed_on": "cuda"})
+
+
+def test_a_file_nested_too_deep_is_ignored(pretend_gpu):
+    _write(pretend_gpu, "[" * 200_000 + "]" * 200_000)
+    config, messages = _choose()
+    assert any("corrupt tuning cache" in m for m in messages)
+    assert isinstance(config, KernelConfig)
+
+
+def test_a_folder_where_the_file_should_be(pretend_gpu):
+    os.makedirs(tuning_cache.cache_path("Pretend"))
+    config, messages = _choose()
+    assert any("unreadable tuning cache" in m for m in messages)
+    assert any("cannot write tuning cache" in m for m in messages)
+    assert isinstance(config, KernelConfig)
+
+
+def test_a_cache_folder_that_is_a_file(pretend_gpu):
+    pretend_gpu.parent.mkdir(exist_ok=True)
+    pretend_gpu.write_text("not a folder")
+    config, messages = _choose()
+    assert any("cannot write tuning cache" in m for m in messages)
+    tuning.forget_choices()
+    assert _choose()[0] == config  # a re-tune gives the same choice; still nothing raised
+
+
+def test_a_read_only_cache_folder(pretend_gpu, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tuning_cache.tempfile, "mkstemp", refuse)  # as a read-only folder does
+    config, messages = _choose()
+    assert any("cannot write tuning cache" in m and "Permission denied" in m for m in messages)
+    assert isinstance(config, KernelConfig)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_cache_folder_for_real(pretend_gpu):
+    pretend_gpu.mkdir(parents=True)
+    pretend_gpu.chmod(0o500)
+    try:
+        config, messages = _choose()
+    finally:
+        pretend_gpu.chmod(0o700)
+    assert any("cannot write tuning cache" in m for m in messages)
+    assert isinstance(config, KernelConfig)
+
+
+def test_autotune_off_with_a_corrupt_file_uses_the_default(pretend_gpu, monkeypatch):
+    """With autotuning off a miss uses the default config: a broken cache changes nothing else."""
+    monkeypatch.setenv(tuning.ENV_AUTOTUNE, "0")
+    _write(pretend_gpu, "{ not json")
+    config, messages = _choose()
+    assert config == default_pass_config(PROBLEM, "fprop", torch.float16, sm_count=132)
+    assert any("corrupt tuning cache" in m for m in messages)

@@ -1,0 +1,97 @@
+"""What the convolutions accept, checked once before anything launches: the errors they raise, the
+integer arguments (stride, padding, dilation, groups) and the tensors.
+
+torch raises RuntimeError for a bad convolution argument, and code written around F.conv2d catches
+that; a Python caller expects ValueError or TypeError. The two error classes here are both, and each
+message names the argument at fault. The geometry itself (shapes, groups, kernel against padded
+input) is checked by ConvProblem (problem.py), which uses these helpers.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+
+# Every geometry value the kernels see (a padded extent, a stride, a dilation) is a 32-bit int.
+INT32_MAX = 2**31 - 1
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class ConvArgumentError(RuntimeError, ValueError):
+    """A convolution argument with a wrong value (catchable as torch's RuntimeError or ValueError)."""
+
+
+class ConvTypeError(RuntimeError, TypeError):
+    """A convolution argument of a wrong kind (catchable as torch's RuntimeError or TypeError)."""
+
+
+def as_int(value, name: str) -> int:
+    """An int from what torch accepts for an int argument: a Python int, a NumPy integer, or an
+    integer tensor of one element, within int64's range. bool is refused, as torch refuses it (and
+    so are bool tensors, which torch takes as 0 or 1 in some positions and refuses in others)."""
+    number = _as_int(value, name)
+    if not -(2**63) <= number < 2**63:
+        raise ConvArgumentError(f"{name}={number} is out of range: torch takes 64-bit ints")
+    return number
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dim() > 1 or value.dtype.is_floating_point or value.is_complex():
+            raise ConvTypeError(
+                f"{name} must be an int, got a {value.dtype} tensor of shape {tuple(value.shape)}"
+            )
+        if value.dtype == torch.bool:
+            raise ConvTypeError(f"{name} must be an int, got a bool tensor")
+        return int(value.item())
+    if isinstance(value, (bool, np.bool_)):
+        raise ConvTypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)  # int, NumPy integers, anything else with __index__
+    except TypeError:
+        raise ConvTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def int_tuple(value, name: str, count: int) -> tuple[int, ...]:
+    """`count` ints from one int-like value (repeated) or a tuple/list of 1 or `count` of them."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (1, count):
+            raise ConvTypeError(
+                f"{name} must be an int or {count} ints, got {len(value)} values: {tuple(value)!r}"
+            )
+        ints = tuple(as_int(v, name) for v in value)
+        return ints * count if len(ints) == 1 else ints
+    if isinstance(value, str):
+        raise ConvTypeError(f"{name} must be an int or {count} ints, got the string {value!r}")
+    return (as_int(value, name),) * count
+
+
+def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise ConvTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.layout != torch.strided:
+        raise ConvTypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise ConvTypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+    if value.dim() not in ranks:
+        expected = " or ".join(str(r) for r in ranks)
+        raise ConvArgumentError(f"{name} must have {expected} dimensions, got shape {tuple(value.shape)}")
+
+
+def check_tensors(input, weight, bias, input_ranks: tuple[int, ...], weight_rank: int) -> None:
+    """Kinds, dtypes, ranks and devices of a convolution's tensors (shapes are ConvProblem's)."""
+    check_tensor(input, "input", input_ranks)
+    check_tensor(weight, "weight", (weight_rank,))
+    tensors = [("weight", weight)]
+    if bias is not None:
+        check_tensor(bias, "bias", (1,))
+        tensors.append(("bias", bias))
+    for name, tensor in tensors:
+        if tensor.dtype != input.dtype:
+            raise ConvTypeError(f"{name}'s dtype {tensor.dtype} differs from input's {input.dtype}")
+        if tensor.device != input.device:
+            raise ConvArgumentError(
+                f"{name} is on device {tensor.device} but input is on device {input.device}"
+            )
