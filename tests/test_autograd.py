@@ -201,7 +201,7 @@ def test_compiled_model_has_no_graph_break():
 
 def test_autocast_runs_in_the_autocast_dtype(triton_only):
     x, w, b = (t.detach() for t in _leaves((2, 4, 6, 5), (3, 4, 3, 3), torch.float32, "nchw"))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(torch.get_default_device().type, dtype=torch.bfloat16):
         expected = F.conv2d(x, w, b, padding=1)
         with triton_only() as proof:
             y = triton_conv.conv2d(x, w, b, padding=1)

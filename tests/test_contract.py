@@ -21,7 +21,7 @@ import triton_conv
 from triton_conv import ConvArgumentError, ConvTypeError
 from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op
 
-from .contract import EXACT, EXACT_TOL, FLOAT64_RUNS, LOW_PRECISION, needs_float64, outcome, reproduction
+from .contract import EXACT, EXACT_TOL, LOW_PRECISION, outcome, reproduction
 from .reference import REL_TOL_FP32_IEEE, rel_error
 
 MODULE = "tests.test_contract"
@@ -104,13 +104,11 @@ def test_autocast_casts_as_torch_does(autocast_dtype, triton_only):
         "float64_with_float32": (torch.float64, torch.float32, None),
     }
     for name, dtypes in cases.items():
-        if not FLOAT64_RUNS and torch.float64 in dtypes:
-            continue  # this Triton's interpreter cannot run float64 (see tests/contract.py)
         x, w, b = (
             None if d is None else torch.randn(s).to(d)
             for s, d in zip(((2, 3, 5, 4), (4, 3, 3, 3), (4,)), dtypes)
         )
-        with torch.autocast("cpu", dtype=autocast_dtype):
+        with torch.autocast(torch.get_default_device().type, dtype=autocast_dtype):
             torch_kind, expected = outcome(lambda: F.conv2d(x, w, b, padding=1))  # noqa: B023
             with triton_only():
                 kind, got = outcome(lambda: triton_conv.conv2d(x, w, b, padding=1))  # noqa: B023
@@ -123,7 +121,6 @@ def test_autocast_casts_as_torch_does(autocast_dtype, triton_only):
 
 
 # --- the bias gradient with the weight frozen ------------------------------------------------------------
-@needs_float64
 def test_frozen_weight_bias_gradient_sums_float64_in_float64():
     """dy's values cancel to far below float32's resolution: a float32 sum loses them."""
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
@@ -298,7 +295,6 @@ def test_double_backward_runs_on_triton_kernels(triton_only):
         ((1, 2, 3, 3), (2, 2, 2, 2), dict(padding="same")),
     ],
 )
-@needs_float64
 def test_gradcheck_and_gradgradcheck_float64(x_shape, w_shape, kwargs):
     inputs = _exact(x_shape, w_shape, (w_shape[0],), requires_grad=True)
 

@@ -27,7 +27,6 @@ import triton_conv
 from .contract import (
     EXACT,
     EXACT_TOL,
-    FLOAT64_RUNS,
     LOW_PRECISION,
     Layout,
     bound,
@@ -161,7 +160,7 @@ class ModeCase:
     seed: int
 
 
-FLOATS = [*LOW_PRECISION, torch.float32] + ([torch.float64] if FLOAT64_RUNS else [])
+FLOATS = [*LOW_PRECISION, torch.float32, torch.float64]
 
 
 @st.composite
@@ -181,7 +180,7 @@ def _modes(case: ModeCase):
     stack = contextlib.ExitStack()
     stack.enter_context(getattr(torch, case.grad_mode)())
     if case.autocast is not None:
-        stack.enter_context(torch.autocast("cpu", dtype=case.autocast))
+        stack.enter_context(torch.autocast(torch.get_default_device().type, dtype=case.autocast))
     return stack
 
 
