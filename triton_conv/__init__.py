@@ -1,24 +1,30 @@
-"""triton-conv: implicit-GEMM conv2d kernels in Triton, with the batch folded into the GEMM's M."""
+"""triton-conv: implicit-GEMM convolution kernels in Triton (conv2d, conv1d, conv_transpose2d), with the
+batch folded into the GEMM's M."""
 
 from ._version import __version__
 from .arguments import ConvArgumentError, ConvTypeError
-from .autograd import Conv2dFunction
+from .autograd import Conv2dFunction, ConvTranspose2dFunction
 from .configs import KernelConfig
-from .functional import conv2d, conv2d_with_config
-from .nn import Conv2d, convert_model
+from .functional import conv1d, conv2d, conv2d_with_config, conv_transpose2d
+from .nn import Conv1d, Conv2d, ConvTranspose2d, convert_model
 from .problem import ConvProblem, GemmShape
 from .tuning import tune_model
 
 __all__ = [
+    "Conv1d",
     "Conv2d",
     "Conv2dFunction",
     "ConvArgumentError",
     "ConvProblem",
+    "ConvTranspose2d",
+    "ConvTranspose2dFunction",
     "ConvTypeError",
     "GemmShape",
     "KernelConfig",
+    "conv1d",
     "conv2d",
     "conv2d_with_config",
+    "conv_transpose2d",
     "convert_model",
     "tune_model",
     "__version__",

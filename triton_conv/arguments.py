@@ -95,3 +95,9 @@ def check_tensors(input, weight, bias, input_ranks: tuple[int, ...], weight_rank
             raise ConvArgumentError(
                 f"{name} is on device {tensor.device} but input is on device {input.device}"
             )
+
+
+def check_bias(bias, channels: int, what: str) -> None:
+    """A bias has one element per output channel (`what` says which channels those are)."""
+    if bias is not None and bias.shape[0] != channels:
+        raise ConvArgumentError(f"bias must have {channels} elements ({what}), got {bias.shape[0]}")

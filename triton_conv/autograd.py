@@ -3,12 +3,18 @@
     triton_conv::conv2d              y  = conv(x, w) + b                      (fprop)
     triton_conv::conv2d_input_grad   dx = conv_input(dy, w)                   (dgrad)
     triton_conv::conv2d_weight_grad  dw, db = conv_weight(dy, x), sum(dy)     (wgrad)
+    triton_conv::conv_transpose2d    y  = conv_input(x, w) + b                (dgrad, bias epilogue)
 
 Each op has a real implementation (the Triton passes), a fake one (shapes only, for torch.compile)
 and, at the dispatcher's Autograd key, an autograd.Function with a backward and a jvp. All three
 passes are bilinear, so the derivatives of each are again the three passes: backward and forward-mode
 AD, double backward (gradient penalties), torch.func.grad/vjp/jvp, gradcheck and gradgradcheck all
 run on this package's kernels, and torch.compile still sees one opaque op per pass.
+
+The transposed convolution is the input-gradient pass of its conv2d view (ConvProblem.from_transposed)
+applied to x, with a bias: its derivatives are the input-gradient pass's (dx = fprop of dy, dw = wgrad
+with x in dy's place), on that view's geometry, whose bottom/right padding is negative (a crop) when
+output_padding exceeds padding: the ops accept such a crop. conv1d is conv2d on height-one views.
 
 The Autograd-key registration is done by hand: torch.library.custom_op's register_autograd (torch
 2.11 to 2.13) has no forward-mode formula, and its generated autograd.Function fails under
@@ -25,37 +31,65 @@ import torch.autograd.forward_ad as forward_ad
 from torch._functorch.utils import enable_single_level_autograd_function, unwrap_dead_wrappers
 
 from . import passes
-from .arguments import ConvArgumentError, check_tensor, check_tensors
+from .arguments import ConvArgumentError, check_bias, check_tensor, check_tensors
 from .problem import ConvProblem
 
 _LIB = torch.library.Library("triton_conv", "DEF")
 _PROBLEMS: dict = {}
 
 
+def _memoised(key, build) -> ConvProblem:
+    """build(), remembered under `key`. The dispatcher hands the ops plain ints (never a bool), or
+    SymInts under torch.compile's dynamic shapes, which do not hash: those are checked anew."""
+    try:
+        problem = _PROBLEMS.get(key)
+    except TypeError:
+        return build()
+    if problem is None:
+        problem = build()
+        if len(_PROBLEMS) >= 4096:
+            _PROBLEMS.clear()
+        _PROBLEMS[key] = problem
+    return problem
+
+
 def checked_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
     """The op's problem after every check of its tensors and geometry, in the canonical form the
     passes run (memoised on plain ints)."""
     check_tensors(input, weight, bias, (4,), 4)
-    # The dispatcher hands the ops plain ints (never a bool), or SymInts under torch.compile's
-    # dynamic shapes, which do not hash: those are checked anew each time.
-    key = (input.shape, weight.shape, *stride, None, *padding, None, *dilation, groups)
-    try:
-        problem = _PROBLEMS.get(key)
-    except TypeError:
-        key = problem = None
-    if problem is None:
-        problem = ConvProblem.from_sides(
+    key = ("conv2d", input.shape, weight.shape, *stride, None, *padding, None, *dilation, groups)
+    problem = _memoised(
+        key,
+        lambda: ConvProblem.from_sides(
             input.shape, weight.shape, stride, padding, dilation, groups
-        ).canonical()
-        if key is not None:
-            if len(_PROBLEMS) >= 4096:
-                _PROBLEMS.clear()
-            _PROBLEMS[key] = problem
-    if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ConvArgumentError(
-            f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
-        )
+        ).canonical(),
+    )
+    check_bias(bias, weight.shape[0], "weight's output channels")
     return problem
+
+
+def checked_transposed_problem(
+    input, weight, bias, stride, padding, output_padding, groups, dilation
+) -> ConvProblem:
+    """The conv2d view of conv_transpose2d's arguments after every check, canonical (memoised)."""
+    check_tensors(input, weight, bias, (4,), 4)
+    key = ("transposed", input.shape, weight.shape, *stride, None, *padding, None, *output_padding,
+           None, *dilation, groups)  # fmt: skip
+    problem = _memoised(
+        key,
+        lambda: ConvProblem.from_transposed(
+            input.shape, weight.shape, stride, padding, output_padding, dilation, groups
+        ).canonical(),
+    )
+    check_bias(bias, problem.in_channels, "weight's output channels x groups")
+    return problem
+
+
+def transposed_geometry(stride, padding, output_padding, dilation, groups) -> tuple:
+    """The conv2d ops' geometry (stride, padding top/left/bottom/right, dilation, groups) of a
+    transposed convolution's conv2d view: padding p - output_padding at the bottom/right."""
+    pads = [*padding, padding[0] - output_padding[0], padding[1] - output_padding[1]]
+    return list(stride), pads, list(dilation), groups
 
 
 def _channels_last(tensor: torch.Tensor) -> bool:
@@ -122,6 +156,25 @@ def _weight_grad_fake(grad_output, input, weight, stride, padding, dilation, gro
     return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
 
 
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    problem = checked_transposed_problem(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
+        return _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    channels_last = passes.output_memory_format(input, weight) == torch.channels_last
+    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (C_out elements).
+    bias = None if bias is None else bias.contiguous()
+    return passes.input_grad(input, weight, problem, channels_last=channels_last, bias=bias)
+
+
+def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    problem = checked_transposed_problem(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    return _new(input, problem.input_shape, passes.output_memory_format(input, weight) == torch.channels_last)
+
+
 def _grad_problem(grad_output, input, weight, stride, padding, dilation, groups) -> ConvProblem:
     problem = checked_problem(input, weight, None, stride, padding, dilation, groups)
     check_tensor(grad_output, "grad_output", (4,))
@@ -159,7 +212,8 @@ def _add(total, term):
 
 class Conv2dFunction(torch.autograd.Function):
     """conv2d(input, weight, bias, stride, padding(t, l, b, r), dilation, groups), differentiable in
-    input, weight and bias, in reverse and forward mode; the autograd formula of triton_conv::conv2d."""
+    input, weight and bias, in reverse and forward mode; the autograd formula of triton_conv::conv2d.
+    The bottom/right padding may be negative (a crop: see ConvProblem.from_sides)."""
 
     generate_vmap_rule = True
 
@@ -205,6 +259,14 @@ class Conv2dFunction(torch.autograd.Function):
         return tangent if tangent is not None else input.new_zeros(ctx.output_shape)
 
 
+def _input_grad_vjp(grad_output, weight, grad_dx, geometry, needs_dy: bool, needs_w: bool):
+    """The backward of dx = conv_input(dy, w) (dgrad, and the transposed convolution's forward):
+    <conv_input(dy, w), g> = <dy, conv(g, w)> = <w, conv_weight(dy, g)>."""
+    grad_dy = conv2d_op(grad_dx, weight, None, *geometry) if needs_dy else None
+    grad_w = weight_grad_op(grad_output, grad_dx, weight, *geometry, False)[0] if needs_w else None
+    return grad_dy, grad_w
+
+
 class InputGradFunction(torch.autograd.Function):
     """dx = conv_input(dy, w), linear in dy and in w; `input` only gives dx's shape and layout."""
 
@@ -228,9 +290,7 @@ class InputGradFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if grad_dx is None:
             return (None,) * 7
-        # <conv_input(dy, w), g> = <dy, conv(g, w)> = <w, conv_weight(dy, g)>
-        grad_dy = conv2d_op(grad_dx, weight, None, *ctx.geometry) if needs[0] else None
-        grad_w = weight_grad_op(grad_output, grad_dx, weight, *ctx.geometry, False)[0] if needs[2] else None
+        grad_dy, grad_w = _input_grad_vjp(grad_output, weight, grad_dx, ctx.geometry, needs[0], needs[2])
         return grad_dy, None, grad_w, None, None, None, None
 
     @staticmethod
@@ -295,6 +355,53 @@ class WeightGradFunction(torch.autograd.Function):
         return dw_t, db_t
 
 
+class ConvTranspose2dFunction(torch.autograd.Function):
+    """conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation) (the
+    order of aten's), differentiable in input, weight and bias, in reverse and forward mode; the
+    autograd formula of triton_conv::conv_transpose2d. Its forward is the input-gradient pass of its
+    conv2d view applied to x, so its backward is that pass's (InputGradFunction's) plus the bias sum."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
+        args = (input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return _below_autograd(conv_transpose2d_op, *args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, stride, padding, output_padding, groups, dilation = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+        ctx.arguments = (list(stride), list(padding), list(output_padding), groups, list(dilation))
+        ctx.geometry = transposed_geometry(stride, padding, output_padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        ctx.output_shape = output.shape
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if input.numel() == 0:  # no batch: the view's geometry may have an empty image; no reduction
+            grad_input, grad_weight = torch.zeros_like(input), torch.zeros_like(weight)
+        else:
+            grad_input, grad_weight = _input_grad_vjp(input, weight, grad_output, ctx.geometry, *needs[:2])
+        grad_bias = bias_grad(grad_output, ctx.output_shape[1]) if ctx.has_bias and needs[2] else None
+        return grad_input if needs[0] else None, grad_weight if needs[1] else None, grad_bias, *(None,) * 5
+
+    @staticmethod
+    def jvp(ctx, input_t, weight_t, bias_t, *_):
+        input, weight = ctx.saved_tensors
+        tangent = None
+        if input_t is not None:
+            tangent = conv_transpose2d_op(input_t, weight, None, *ctx.arguments)
+        if weight_t is not None:
+            tangent = _add(tangent, conv_transpose2d_op(input, weight_t, None, *ctx.arguments))
+        if bias_t is not None:
+            tangent = _add(tangent, bias_t.view(1, -1, 1, 1).expand(ctx.output_shape))
+        return tangent if tangent is not None else input.new_zeros(ctx.output_shape)
+
+
 # --- registration ---------------------------------------------------------------------------------
 def _needs_autograd(args) -> bool:
     """A gradient can be asked for: reverse mode (grad mode on and an input requiring grad, which
@@ -347,4 +454,9 @@ weight_grad_op = _define(
     f"conv2d_weight_grad(Tensor grad_output, Tensor input, Tensor weight, {_GEOMETRY}, bool with_bias)"
     " -> (Tensor, Tensor)",
     _weight_grad, _weight_grad_fake, WeightGradFunction,
+)  # fmt: skip
+conv_transpose2d_op = _define(
+    "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, "
+    "SymInt[] output_padding, SymInt groups, SymInt[] dilation) -> Tensor",
+    _conv_transpose2d, _conv_transpose2d_fake, ConvTranspose2dFunction,
 )  # fmt: skip

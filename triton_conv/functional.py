@@ -1,7 +1,9 @@
-"""triton_conv.conv2d: torch.nn.functional.conv2d's signature and semantics on Triton kernels.
+"""triton_conv.conv2d, conv1d and conv_transpose2d: torch.nn.functional's signatures and semantics on
+Triton kernels.
 
 Every argument is checked here, before anything launches, as torch checks it (arguments.py,
-ConvProblem.from_shapes); the caller's tensors are only read.
+ConvProblem.from_shapes / from_transposed); the caller's tensors are only read. conv1d runs conv2d
+on height-one views of its tensors; conv_transpose2d runs the input-gradient kernel (autograd.py).
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .arguments import ConvArgumentError, ConvTypeError, check_tensors
-from .autograd import conv2d_op
+from .arguments import ConvTypeError, check_bias, check_tensors, int_tuple
+from .autograd import conv2d_op, conv_transpose2d_op
 from .configs import KernelConfig, default_config
 from .launchers.fprop import conv2d_fprop
 from .problem import ConvProblem
@@ -23,10 +25,7 @@ def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     check_tensors(input, weight, bias, (3, 4), 4)
     shape = input.shape if input.dim() == 4 else (1, *input.shape)
     problem = _problem(shape, weight.shape, stride, padding, dilation, groups)
-    if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ConvArgumentError(
-            f"bias must have {weight.shape[0]} elements (weight's output channels), got {bias.shape[0]}"
-        )
+    check_bias(bias, weight.shape[0], "weight's output channels")
     return problem
 
 
@@ -44,20 +43,29 @@ def _plain(value):
 _PROBLEMS: dict = {}
 
 
-def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
-    """ConvProblem.from_shapes in canonical form, memoised on arguments that hash unambiguously
-    (only valid problems are remembered: an invalid one raises anew on every call)."""
-    geometry = (_plain(stride), _plain(padding), _plain(dilation), _plain(groups))
+def _memoised(build, *arguments) -> ConvProblem:
+    """build(*arguments), memoised on arguments that hash unambiguously (only valid problems are
+    remembered: an invalid one raises anew on every call)."""
+    geometry = tuple(map(_plain, arguments[2:]))
     if None in geometry:
-        return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
-    key = (tuple(shape), tuple(weight_shape), *geometry)
+        return build(*arguments)
+    key = (build, tuple(arguments[0]), tuple(arguments[1]), *geometry)
     problem = _PROBLEMS.get(key)
     if problem is None:
-        problem = ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
+        problem = build(*arguments)
         if len(_PROBLEMS) >= 4096:
             _PROBLEMS.clear()
         _PROBLEMS[key] = problem
     return problem
+
+
+def _canonical(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
+    return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
+
+
+def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
+    """ConvProblem.from_shapes in canonical form, memoised."""
+    return _memoised(_canonical, shape, weight_shape, stride, padding, dilation, groups)
 
 
 def conv2d_with_config(
@@ -137,3 +145,87 @@ def conv2d(
     pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
     y = conv2d_op(x, weight, bias, problem.stride, pads, problem.dilation, problem.groups)
     return y if batched else y.squeeze(0)
+
+
+# --- conv1d: conv2d of height one -----------------------------------------------------------------
+def validate1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
+    """Check every argument of conv1d as torch does; the problem is its conv2d of height one (with a
+    batch dimension)."""
+    check_tensors(input, weight, bias, (2, 3), 3)
+    shape = input.shape if input.dim() == 3 else (1, *input.shape)
+    (stride,), (dilation,) = int_tuple(stride, "stride", 1), int_tuple(dilation, "dilation", 1)
+    padding = padding if isinstance(padding, str) else (0, *int_tuple(padding, "padding", 1))
+    problem = _problem(
+        (shape[0], shape[1], 1, shape[2]), (*weight.shape[:2], 1, weight.shape[2]),
+        (1, stride), padding, (1, dilation), groups,
+    )  # fmt: skip
+    check_bias(bias, weight.shape[0], "weight's output channels")
+    return problem
+
+
+def conv1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Drop-in torch.nn.functional.conv1d: conv2d's kernels and derivatives on (N, C, 1, L) views.
+    Outputs follow the input's memory format as conv2d's do (an (N, C, L) input with unit channel
+    stride gives such an output, as cuDNN's)."""
+    input, weight, bias = _autocast(input, weight, bias)
+    problem = validate1d(input, weight, bias, stride, padding, dilation, groups)
+    if not runs_triton(input):
+        return F.conv1d(input, weight, bias, stride, padding, dilation, groups)
+    x = (input if input.dim() == 3 else input.unsqueeze(0)).unsqueeze(2)
+    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
+    y = conv2d_op(x, weight.unsqueeze(2), bias, problem.stride, pads, problem.dilation, problem.groups)
+    return y.squeeze(2) if input.dim() == 3 else y.squeeze(2).squeeze(0)
+
+
+# --- conv_transpose2d: the input-gradient kernel, with a bias -------------------------------------
+def validate_transposed(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+) -> ConvProblem:
+    """Check every argument of conv_transpose2d as torch does and return its conv2d view (with a
+    batch dimension; not canonical: its arguments are those the caller gave)."""
+    check_tensors(input, weight, bias, (3, 4), 4)
+    if isinstance(padding, str):
+        raise ConvTypeError(
+            f"conv_transpose2d's padding must be an int or a pair, got the string {padding!r}"
+        )
+    shape = input.shape if input.dim() == 4 else (1, *input.shape)
+    problem = _memoised(
+        ConvProblem.from_transposed, shape, weight.shape, stride, padding, output_padding, dilation, groups
+    )
+    check_bias(bias, problem.in_channels, "weight's output channels x groups")
+    return problem
+
+
+def conv_transpose2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> torch.Tensor:
+    """Drop-in torch.nn.functional.conv_transpose2d (the same argument order: groups before dilation):
+    the input-gradient kernel of its conv2d view with the bias in its epilogue; its input gradient is
+    conv2d's forward kernel, its weight gradient the weight-gradient kernel with x and dy exchanged.
+    The output follows the input's (or weight's) memory format, as cuDNN's does."""
+    input, weight, bias = _autocast(input, weight, bias)
+    problem = validate_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if not runs_triton(input):
+        return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    x = input if input.dim() == 4 else input.unsqueeze(0)
+    padding = (problem.pad_top, problem.pad_left)
+    output_padding = (problem.pad_top - problem.pad_bottom, problem.pad_left - problem.pad_right)
+    y = conv_transpose2d_op(
+        x, weight, bias, problem.stride, padding, output_padding, problem.groups, problem.dilation
+    )
+    return y if input.dim() == 4 else y.squeeze(0)

@@ -1,4 +1,5 @@
-"""triton_conv.Conv2d, a drop-in torch.nn.Conv2d, and convert_model for whole networks."""
+"""Drop-in torch.nn convolution modules (Conv1d, Conv2d, ConvTranspose2d) and convert_model for whole
+networks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arguments import FLOAT_DTYPES
-from .functional import conv2d
+from .functional import conv1d, conv2d, conv_transpose2d
 
 
-class Conv2d(nn.Conv2d):
+class _FromTorch:
+    """from_torch for each module: the same module in all but its class."""
+
+    @classmethod
+    def from_torch(cls, conv: nn.Module):
+        """A module of this class that is `conv` in all but its class: the same parameters and
+        buffers (no copy), training mode, attributes and hooks. The hook tables are shared, not
+        copied, so the handles a caller holds still remove them; parameters, buffers and submodules
+        are new tables holding the same tensors, so that replacing one on the new module leaves
+        `conv` alone."""
+        new = cls.__new__(cls)
+        state = dict(conv.__dict__)
+        for table in ("_parameters", "_buffers", "_modules"):
+            state[table] = type(state[table])(state[table])
+        state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
+        new.__dict__.update(state)
+        return new
+
+
+class Conv2d(_FromTorch, nn.Conv2d):
     """torch.nn.Conv2d whose convolution runs on triton-conv's kernels.
 
     Same constructor, parameters and state_dict keys as torch.nn.Conv2d, so checkpoints load
@@ -26,31 +46,57 @@ class Conv2d(nn.Conv2d):
             return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-    @classmethod
-    def from_torch(cls, conv: nn.Conv2d) -> Conv2d:
-        """A triton_conv.Conv2d that is `conv` in all but its class: the same parameters and buffers
-        (no copy), training mode, attributes and hooks. The hook tables are shared, not copied, so
-        the handles a caller holds still remove them; parameters, buffers and submodules are new
-        tables holding the same tensors, so that replacing one on the new module leaves `conv` alone."""
-        new = cls.__new__(cls)
-        state = dict(conv.__dict__)
-        for table in ("_parameters", "_buffers", "_modules"):
-            state[table] = type(state[table])(state[table])
-        state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
-        new.__dict__.update(state)
-        return new
+
+class Conv1d(_FromTorch, nn.Conv1d):
+    """torch.nn.Conv1d on triton-conv's kernels (conv2d of height one): same constructor,
+    parameters, state_dict and padding modes as torch's."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv1d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
+    """torch.nn.ConvTranspose2d on triton-conv's kernels: same constructor, parameters and
+    state_dict, and forward's `output_size`, resolved by torch's own _output_padding."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
+        return conv_transpose2d(
+            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+            self.dilation,
+        )  # fmt: skip
+
+
+# torch's class -> triton-conv's drop-in
+CONVERSIONS: dict[type, type] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
 
 
 def _reason_to_skip(module: nn.Module) -> str | None:
-    if type(module) is Conv2d:
-        return "already a triton_conv.Conv2d"
-    if type(module) is not nn.Conv2d:
+    kind = type(module)
+    if kind in CONVERSIONS.values():
+        return "already triton-conv's"
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin):
+        return (
+            f"{kind.__name__} is lazy (its parameters are uninitialized until a first forward, which "
+            "turns it into a torch module); run one forward, then convert"
+        )
+    if kind not in CONVERSIONS:
         if getattr(module, "parametrizations", None) is not None:
             return (
-                f"{type(module).__name__} is parametrized (torch.nn.utils.parametrize: "
+                f"{kind.__name__} is parametrized (torch.nn.utils.parametrize: "
                 "parametrizations.weight_norm, spectral_norm, ...); convert before parametrizing"
             )
-        return f"{type(module).__name__} subclasses nn.Conv2d with its own behaviour"
+        base = next((torch_class for torch_class in CONVERSIONS if isinstance(module, torch_class)), None)
+        if base is not None:
+            return f"{kind.__name__} subclasses nn.{base.__name__} with its own behaviour"
+        return f"{kind.__name__}: triton-conv has no kernels for it (only Conv1d, Conv2d, ConvTranspose2d)"
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return "weight is not a tensor"
@@ -62,13 +108,14 @@ def _reason_to_skip(module: nn.Module) -> str | None:
 
 
 def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
-    """Replace every torch.nn.Conv2d in `model` (nested ones too) with a triton_conv.Conv2d that
-    shares its parameters, buffers, attributes and hooks (forward, pre-forward, backward, state-dict;
-    the legacy torch.nn.utils.weight_norm / spectral_norm are such hooks and keep working), in place,
-    and return the model (a new module if `model` is a Conv2d).
+    """Replace every torch.nn.Conv1d, Conv2d and ConvTranspose2d in `model` (nested ones too) with
+    triton-conv's module that shares its parameters, buffers, attributes and hooks (forward,
+    pre-forward, backward, state-dict; the legacy torch.nn.utils.weight_norm / spectral_norm are
+    such hooks and keep working), in place, and return the model (a new module if `model` is one).
 
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
-    list is given, and otherwise said in one warning.
+    list is given, and otherwise said in one warning: every other convolution (Conv3d,
+    ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules.
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
@@ -78,18 +125,19 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
             return converted[id(module)]
         reason = _reason_to_skip(module)
         if reason is None:
-            converted[id(module)] = Conv2d.from_torch(module)
+            converted[id(module)] = CONVERSIONS[type(module)].from_torch(module)
             return converted[id(module)]
-        if reason != "already a triton_conv.Conv2d":
+        if reason != "already triton-conv's":
             skipped.append((name or "<model>", reason))
         return module
 
-    if isinstance(model, nn.Conv2d):
+    convolution = nn.modules.conv._ConvNd
+    if isinstance(model, convolution):
         model = convert(model, "")
     else:
         for name, module in list(model.named_modules()):
             for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.Conv2d):
+                if isinstance(child, convolution):
                     qualified = f"{name}.{child_name}" if name else child_name
                     setattr(module, child_name, convert(child, qualified))
     if report is not None:

@@ -69,9 +69,11 @@ def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     return conv2d_fprop(x, weight, bias, problem, config)
 
 
-def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool) -> torch.Tensor:
+def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
+    """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
+    (the same kernel, tuned under the same key)."""
     config = choose_config(problem, "dgrad", dy.dtype, dy.device, channels_last)
-    return conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last)
+    return conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last, bias=bias)
 
 
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):

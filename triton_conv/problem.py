@@ -4,6 +4,11 @@ Every launcher, the tuner, the model and the tests describe a convolution with a
 Padding is stored per side because padding='same' with an even kernel pads more at the bottom and
 right than at the top and left (as torch does); the kernels only need the top/left offsets, the
 bottom/right padding only shapes the output size.
+
+A transposed convolution is described by its conv2d view (`from_transposed`): the convolution whose
+input gradient it is. Its three passes are that view's passes (TRANSPOSED_PASSES): forward = dgrad,
+input gradient = fprop, weight gradient = wgrad with x and dy exchanged. conv1d is a conv2d of
+height one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 from .arguments import INT32_MAX, ConvArgumentError, as_int, int_tuple
 
 PASSES = ("fprop", "dgrad", "wgrad")
+# The conv2d pass (of the conv2d view) that runs each pass of a transposed convolution.
+TRANSPOSED_PASSES = {"fprop": "dgrad", "dgrad": "fprop", "wgrad": "wgrad"}
 
 
 class GemmShape(NamedTuple):
@@ -91,6 +98,9 @@ class ConvProblem:
         """The same checks for the custom ops' form of the arguments: padding is four ints (top,
         left, bottom, right). Degenerate shapes follow torch: no batch or no input channels give an
         empty output (see output_shape), no output channels and an empty image raise.
+
+        The bottom and right padding may be negative: a crop, the last rows or columns that no
+        window reads (a transposed convolution's view with output_padding > padding has one).
         """
         batch, in_channels, height, width = _shape(input_shape, 4, "input")
         out_channels, channels_per_group, kernel_h, kernel_w = _shape(weight_shape, 4, "weight")
@@ -102,7 +112,7 @@ class ConvProblem:
             raise ConvArgumentError(f"stride must be positive, got {stride}")
         if min(dilation) <= 0:
             raise ConvArgumentError(f"dilation must be positive, got {dilation}")
-        if min(pads) < 0:
+        if min(pads[:2]) < 0:
             raise ConvArgumentError(f"padding must be non-negative, got {pads}")
         if groups <= 0:
             raise ConvArgumentError(f"groups must be positive, got {groups}")
@@ -142,6 +152,72 @@ class ConvProblem:
         return cls(
             batch, in_channels, height, width, out_channels, kernel_h, kernel_w,
             stride, *pads, dilation, groups,
+        )  # fmt: skip
+
+    @classmethod
+    def from_transposed(
+        cls, input_shape, weight_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1
+    ) -> ConvProblem:
+        """Validate torch.nn.functional.conv_transpose2d's arguments (as torch checks them) and
+        return the transposed convolution's conv2d view, the convolution whose input gradient it is.
+
+        The transposed convolution maps x (N, C_in, H, W) with w (C_in, C_out/g, R, S) to y (N, C_out,
+        H_out, W_out), H_out = (H - 1)·stride - 2·pad + dil·(R - 1) + output_padding + 1. The view
+        convolves y-shaped inputs with the same w (its K is C_in) into x-shaped outputs: input (N,
+        C_out, H_out, W_out), padding pad at the top and pad - output_padding at the bottom (negative:
+        a crop of rows no window reads), so that its output is exactly H x W.
+        """
+        batch, in_channels, height, width = _shape(input_shape, 4, "input")
+        weight_shape = _shape(weight_shape, 4, "weight")
+        weight_in, out_per_group, kernel_h, kernel_w = weight_shape
+        stride = int_tuple(stride, "stride", 2)
+        pads = int_tuple(padding, "padding", 2)
+        output_padding = int_tuple(output_padding, "output_padding", 2)
+        dilation = int_tuple(dilation, "dilation", 2)
+        groups = as_int(groups, "groups")
+        for name, values, least in (
+            ("stride", stride, 1), ("dilation", dilation, 1), ("padding", pads, 0),
+            ("output_padding", output_padding, 0), ("groups", (groups,), 1),
+        ):  # fmt: skip
+            if min(values) < least:
+                raise ConvArgumentError(
+                    f"{name} must be {'positive' if least else 'non-negative'}, got {values}"
+                )
+        if any(o >= max(s, d) for o, s, d in zip(output_padding, stride, dilation)):
+            raise ConvArgumentError(
+                f"output_padding={output_padding} must be smaller than stride={stride} or "
+                f"dilation={dilation} (on each axis)"
+            )
+        if weight_in < groups or weight_in % groups:
+            raise ConvArgumentError(
+                f"groups={groups} must divide the weight's input channels ({weight_in}, its first "
+                f"dimension), which cannot be 0: weight has shape {weight_shape}"
+            )
+        if in_channels != weight_in:
+            raise ConvArgumentError(f"weight expects {weight_in} input channels, but input has {in_channels}")
+        if 0 in (out_per_group, kernel_h, kernel_w):
+            raise ConvArgumentError(
+                f"weight must have output channels and a kernel, got shape {weight_shape}"
+            )
+        if batch and (height == 0 or width == 0):
+            raise ConvArgumentError(
+                f"input has an empty image (shape {tuple(input_shape)}): like torch, only an empty batch "
+                "is accepted"
+            )
+        extents = [d * (k - 1) + 1 for d, k in zip(dilation, (kernel_h, kernel_w))]
+        out_h, out_w = (
+            (size - 1) * s - 2 * p + e + o
+            for size, s, p, e, o in zip((height, width), stride, pads, extents, output_padding)
+        )
+        if min(out_h, out_w) < 1 or max(out_h + 2 * pads[0], out_w + 2 * pads[1], *extents) > INT32_MAX:
+            raise ConvArgumentError(
+                f"the output would be {out_h}x{out_w} for an input of {height}x{width} (stride={stride}, "
+                f"padding={pads}, dilation={dilation}, output_padding={output_padding}): it must be at "
+                f"least 1x1, and padded output and kernel extent at most {INT32_MAX}"
+            )
+        return cls(
+            batch, out_per_group * groups, out_h, out_w, in_channels, kernel_h, kernel_w, stride,
+            pads[0], pads[1], pads[0] - output_padding[0], pads[1] - output_padding[1], dilation, groups,
         )  # fmt: skip
 
     def canonical(self) -> ConvProblem:
@@ -227,6 +303,37 @@ class ConvProblem:
                 self.batch * self.out_height * self.out_width,
             )
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+
+    def transposed_gemm(self, pass_name: str) -> GemmShape:
+        """The GEMM of one pass of the transposed convolution whose conv2d view this is: its forward
+        is this view's dgrad (stride phases), its input gradient this view's fprop, its weight
+        gradient this view's wgrad (dy and x exchanged), so it batches as dgrad does."""
+        if pass_name not in TRANSPOSED_PASSES:
+            raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+        return self.gemm(TRANSPOSED_PASSES[pass_name])
+
+    def transposed_arguments(self) -> dict:
+        """F.conv_transpose2d's stride, padding, output_padding, dilation and groups of the transposed
+        convolution whose view this is (from_transposed's inverse): its input is this view's output,
+        its output this view's input. Raises ValueError when no transposed convolution has this view
+        (padding more at the bottom than at the top, or an output_padding out of range)."""
+        extent_h = self.dilation[0] * (self.kernel_h - 1) + 1
+        extent_w = self.dilation[1] * (self.kernel_w - 1) + 1
+        output_padding = (
+            self.height - ((self.out_height - 1) * self.stride[0] - 2 * self.pad_top + extent_h),
+            self.width - ((self.out_width - 1) * self.stride[1] - 2 * self.pad_left + extent_w),
+        )
+        arguments = dict(
+            stride=self.stride, padding=(self.pad_top, self.pad_left), output_padding=output_padding,
+            dilation=self.dilation, groups=self.groups,
+        )  # fmt: skip
+        try:
+            view = ConvProblem.from_transposed(self.output_shape, self.weight_shape, **arguments)
+        except ConvArgumentError as error:
+            raise ValueError(f"{self} is the view of no transposed convolution: {error}") from None
+        if view.input_shape != self.input_shape:
+            raise ValueError(f"{self} is the view of no transposed convolution (rows left unread)")
+        return arguments
 
     def flops(self, pass_name: str = "fprop") -> int:
         """2 x the multiply-adds of one pass over all groups: every (output pixel, tap, c, k) product

@@ -9,6 +9,9 @@ M = N * rows * cols, columns = C per group and a reduction over (K per group) x 
 
 All phases share one launch: program axis 1 is group x phase, axis 0 counts tiles of the largest
 phase (a smaller phase's surplus tiles do no work), axis 2 splits the reduction.
+
+HAS_BIAS adds a bias per column (input channel) in the epilogue: the transposed convolution's forward
+is this pass, and its bias belongs there.
 """
 
 import triton
@@ -48,12 +51,13 @@ def phase_axis(phase, size, stride, pad, dil, kernel, tap_step):
 
 @triton.jit
 def dgrad_kernel(
-    dy_ptr, w_ptr, dx_ptr, workspace_ptr, counter_ptr,
+    dy_ptr, w_ptr, bias_ptr, dx_ptr, workspace_ptr, counter_ptr,
     batch, height, width, in_per_group, out_per_group, out_height, out_width,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, kernel_h, kernel_w, tap_step_h, tap_step_w,
     dy_sn, dy_sk, dy_sp, dy_sq,
     w_sk, w_sc, w_sr, w_ss,
     dx_sn, dx_sc, dx_sh, dx_sw,
+    HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, W_C_UNIT: tl.constexpr, DX_C_UNIT: tl.constexpr,
     POINTWISE: tl.constexpr,
     USE_INT64: tl.constexpr,
@@ -153,7 +157,7 @@ def dgrad_kernel(
 
         channel_block, js, jr = next_tap_step(channel_block, js, jr, channel_blocks, taps_w)
 
-    # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros here.
+    # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros (or bias) here.
     do_store = True
     if SPLIT_K > 1:
         tile_slot = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
@@ -170,4 +174,4 @@ def dgrad_kernel(
         )
         dx_cols = as_offset(in_channel, USE_INT64)
         dx_cols = dx_cols if DX_C_UNIT else dx_cols * dx_sc
-        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, dx_ptr, in_channel, False)
+        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, bias_ptr, in_channel, HAS_BIAS)

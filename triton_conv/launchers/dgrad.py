@@ -10,9 +10,12 @@ from ..problem import ConvProblem
 from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
-def dgrad_plan(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False) -> Plan:
-    """Everything of the launch of dx = conv2d_input(dy, weight) but the tensors; dy, weight and dx
-    may have any strides, zero strides (an expanded dy, as y.sum().backward() makes) included."""
+def dgrad_plan(
+    dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, has_bias=False
+) -> Plan:
+    """Everything of the launch of dx = conv2d_input(dy, weight) (+ a contiguous bias per channel of
+    dx, a transposed convolution's) but the tensors; dy, weight and dx may have any strides, zero
+    strides (an expanded dy, as y.sum().backward() makes) included."""
     stride_h, stride_w = problem.stride
     phase0 = problem.dgrad_phases()[0]  # the largest phase; tap steps are the same in all of them
     rows = problem.batch * phase0.rows.count * phase0.cols.count
@@ -29,6 +32,7 @@ def dgrad_plan(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force
         *dy.stride(), *weight.stride(), *dx.stride(),
     )  # fmt: skip
     constexprs = dict(
+        HAS_BIAS=has_bias,
         DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, DX_C_UNIT=dx.stride(1) == 1,
         POINTWISE=problem.is_pointwise,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
@@ -39,9 +43,10 @@ def dgrad_plan(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force
     return Plan(dgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split, buffers)
 
 
-def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False):
-    """The launch of dx = conv2d_input(dy, weight) (uncached: the compile check and tests)."""
-    return dgrad_plan(dy, weight, dx, problem, config, force_int64).spec((dy, weight, dx))
+def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, bias=None):
+    """The launch of dx = conv2d_input(dy, weight) + bias (uncached: the compile check and tests)."""
+    plan = dgrad_plan(dy, weight, dx, problem, config, force_int64, bias is not None)
+    return plan.spec((dy, weight, dy if bias is None else bias, dx))
 
 
 # Per shape: everything the launch depends on but the data. dx's strides follow from its shape and
@@ -56,9 +61,11 @@ def conv2d_dgrad(
     config: KernelConfig,
     *,
     channels_last: bool,
+    bias: torch.Tensor | None = None,
     force_int64: bool = False,
 ) -> torch.Tensor:
-    """dx, the gradient of conv2d(x, weight) with respect to x, for a validated 4-D problem.
+    """dx, the gradient of conv2d(x, weight) with respect to x, for a validated 4-D problem; with a
+    (contiguous) bias, the transposed convolution of dy with weight, plus the bias.
 
     dx has problem.input_shape and dy's dtype, in channels_last or contiguous memory as asked.
     """
@@ -68,11 +75,12 @@ def conv2d_dgrad(
     if dx.numel() == 0:
         return dx
     if problem.out_per_group == 0:  # an empty reduction
-        return dx.zero_()
+        return dx.zero_() if bias is None else dx.copy_(bias.view(1, -1, 1, 1).expand_as(dx))
+    has_bias = bias is not None
     key = (
-        problem, config, geometry(dy), geometry(weight), channels_last, dtype, dy.device,
+        problem, config, geometry(dy), geometry(weight), channels_last, has_bias, dtype, dy.device,
         force_int64, flag_settings(dtype),
     )  # fmt: skip
-    plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64))
-    launch(plan.spec((dy, weight, dx)))
+    plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias))
+    launch(plan.spec((dy, weight, bias if has_bias else dy, dx)))
     return dx
