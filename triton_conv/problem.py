@@ -209,11 +209,12 @@ class ConvProblem:
             (size - 1) * s - 2 * p + e + o
             for size, s, p, e, o in zip((height, width), stride, pads, extents, output_padding)
         )
-        if min(out_h, out_w) < 1 or max(out_h + 2 * pads[0], out_w + 2 * pads[1], *extents) > INT32_MAX:
+        least = 1 if batch else 0  # as torch: an empty batch may have an empty output image
+        if min(out_h, out_w) < least or max(out_h + 2 * pads[0], out_w + 2 * pads[1], *extents) > INT32_MAX:
             raise ConvArgumentError(
                 f"the output would be {out_h}x{out_w} for an input of {height}x{width} (stride={stride}, "
                 f"padding={pads}, dilation={dilation}, output_padding={output_padding}): it must be at "
-                f"least 1x1, and padded output and kernel extent at most {INT32_MAX}"
+                f"least {least}x{least}, and padded output and kernel extent at most {INT32_MAX}"
             )
         return cls(
             batch, out_per_group * groups, out_h, out_w, in_channels, kernel_h, kernel_w, stride,

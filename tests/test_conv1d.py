@@ -1,0 +1,163 @@
+"""triton_conv.conv1d against float64 torch: conv2d's kernels on height-one views. Every argument
+(stride, padding as ints, 'same' and 'valid', dilation, groups, bias), batched and unbatched, every
+layout and dtype, each pass on this package's kernels, torch's degenerate shapes and errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import triton_conv
+
+from .contract import outcome, reproduction
+from .reference import REL_TOL_FP32_IEEE, rel_error, tolerance
+
+MODULE = "tests.test_conv1d"
+
+# (x shape, weight shape, conv1d keyword arguments): no length a tile multiple.
+FEATURES = {
+    "k3_p1": ((2, 5, 11), (7, 5, 3), dict(padding=1)),
+    "stride2_dilation2": ((2, 4, 13), (6, 4, 3), dict(stride=2, dilation=2, padding=2)),
+    "same_even": ((2, 4, 10), (5, 4, 4), dict(padding="same", dilation=2)),
+    "valid": ((2, 4, 9), (5, 4, 3), dict(padding="valid")),
+    "groups": ((2, 6, 9), (4, 3, 3), dict(groups=2, stride=3)),
+    "depthwise": ((2, 4, 9), (8, 1, 5), dict(groups=4, padding=2)),
+    "pointwise": ((2, 9, 7), (10, 9, 1), {}),
+    "unbatched": ((5, 11), (7, 5, 3), dict(padding=(1,))),
+    "channels_37": ((1, 37, 6), (41, 37, 3), dict(padding=1)),
+}
+VARIANTS = [
+    (torch.float32, "ncl"),
+    (torch.float16, "nlc"),
+    (torch.bfloat16, "strided"),
+    (torch.float64, "nlc"),
+]
+CASES = [
+    (name, *VARIANTS[(index + shift) % len(VARIANTS)], bool((index + shift) % 2))
+    for index, name in enumerate(FEATURES)
+    for shift in (0, 1)
+]
+
+
+def make(shape, dtype, layout: str) -> torch.Tensor:
+    """ncl (contiguous), nlc (channels innermost: unit channel stride, as a channels_last 2-D tensor
+    seen at height one) or strided (a sliced view)."""
+    if layout == "strided":
+        big = torch.randn(*[2 * d + 1 for d in shape]).to(dtype)
+        return big[tuple(slice(1, 1 + 2 * d, 2) for d in shape)]
+    tensor = torch.randn(shape).to(dtype)
+    if layout == "nlc" and len(shape) == 3:
+        tensor = tensor.transpose(1, 2).contiguous().transpose(1, 2)
+    return tensor
+
+
+def _bound(dtype) -> float:
+    return {torch.float32: REL_TOL_FP32_IEEE, torch.float64: 1e-12}.get(dtype) or tolerance(dtype)
+
+
+@pytest.mark.parametrize("feature,dtype,layout,with_bias", CASES, ids=str)
+def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, triton_only):
+    x_shape, w_shape, kwargs = FEATURES[feature]
+    x = make(x_shape, dtype, layout).requires_grad_()
+    w = make(w_shape, dtype, layout).requires_grad_()
+    b = make((w_shape[0],), dtype, "ncl").requires_grad_() if with_bias else None
+    with triton_only() as proof:
+        y = triton_conv.conv1d(x, w, b, **kwargs)
+        grad_output = torch.randn_like(y)
+        y.backward(grad_output)
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
+    leaves = [None if t is None else t.detach().double().requires_grad_() for t in (x, w, b)]
+    expected = F.conv1d(*leaves, **kwargs)
+    expected.backward(grad_output.double())
+    assert y.shape == expected.shape and y.dtype == dtype
+    assert rel_error(y, expected) < _bound(dtype)
+    for name, got, ref in zip("xwb", (x.grad, w.grad, None if b is None else b.grad), leaves):
+        if ref is not None:
+            assert got.dtype == dtype and rel_error(got, ref.grad) < 2 * _bound(dtype), f"d{name}"
+    # The output follows the input's layout, as conv2d's (and cuDNN's) does: channels innermost in,
+    # channels innermost out.
+    if layout == "nlc" and x.dim() == 3 and y.shape[1] > 1:
+        assert y.stride(1) == 1 and x.grad.stride(1) == 1
+
+
+def test_an_audio_stack_of_layers(triton_only):
+    """A strided, dilated, grouped stack as audio models use them, forward and backward in float64."""
+    layers = [dict(stride=2, padding=3), dict(dilation=3, padding="same", groups=4), dict(padding="valid")]
+    weights = [torch.randn(8, 1, 7), torch.randn(8, 2, 3), torch.randn(3, 8, 1)]
+    weights = [w.double().requires_grad_() for w in weights]
+    x = torch.randn(2, 1, 50, dtype=torch.float64, requires_grad=True)
+
+    def run(conv):
+        h = x
+        for w, kwargs in zip(weights, layers):
+            h = torch.tanh(conv(h, w, None, **kwargs))
+        return torch.autograd.grad(h.square().sum(), [x, *weights])
+
+    with triton_only() as proof:
+        got = run(triton_conv.conv1d)
+    assert proof.launches["fprop_kernel"] == 3 and proof.launches["wgrad_kernel"] == 3
+    for ours, theirs in zip(got, run(F.conv1d)):
+        assert rel_error(ours, theirs) < 1e-12
+
+
+# --- degenerate shapes and errors ------------------------------------------------------------------
+def _degenerate_cases():
+    for n, c, k, length, s, padding, groups, bias, stride in itertools.product(
+        (0, 2), (0, 2), (0, 2), (0, 4), (0, 1, 2), (0, 1, "same"), (1, 2), (False, True), (1, 2)
+    ):
+        yield (n, c, length), (k, c // groups, s), bias, dict(padding=padding, groups=groups, stride=stride)
+
+
+def run_degenerate_case(x_shape, w_shape, with_bias, kwargs):
+    failure = reproduction(MODULE, f"run_degenerate_case({x_shape}, {w_shape}, {with_bias}, {kwargs})")
+    results = {}
+    for name, conv in (("torch", F.conv1d), ("ours", triton_conv.conv1d)):
+        leaves = [torch.ones(x_shape), torch.ones(w_shape), torch.ones(w_shape[0]) if with_bias else None]
+        kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
+        results[name] = kind, y
+    (torch_kind, expected), (kind, got) = results["torch"], results["ours"]
+    if kind == "raise":
+        assert isinstance(got, RuntimeError) and isinstance(got, (ValueError, TypeError)), (got, failure)
+        # As for conv2d: 'same' with a zero-size kernel is refused where torch crops the input.
+        assert torch_kind == "raise" or "padding='same' needs a non-empty kernel" in str(got), (got, failure)
+        return
+    assert torch_kind == "ok", (expected, failure)
+    assert got.shape == expected.shape and torch.allclose(got, expected), failure
+
+
+def test_degenerate_shapes_do_what_torch_does():
+    for case in _degenerate_cases():
+        run_degenerate_case(*case)
+
+
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        (dict(stride=0), "stride"),
+        (dict(stride=(1, 1)), "stride"),
+        (dict(padding=(1, 1)), "padding"),
+        (dict(padding="same", stride=2), "same"),
+        (dict(padding="full"), "padding"),
+        (dict(dilation=0), "dilation"),
+        (dict(groups=3), "groups"),
+        (dict(weight=torch.randn(4, 3, 3, 3)), "dimensions"),
+        (dict(input=torch.randn(2, 4, 5, 5)), "dimensions"),
+        (dict(weight=torch.randn(4, 3, 3)), "input channels"),
+        (dict(bias=torch.randn(3)), "bias"),
+        (dict(padding=1.5), "padding"),
+    ],
+)
+def test_errors_name_the_argument_and_are_torchs_kind(change, words):
+    args = dict(input=torch.randn(2, 4, 9), weight=torch.randn(4, 4, 3), bias=torch.randn(4))
+    args.update(change)
+    torch_kind, expected = outcome(lambda: F.conv1d(**args))
+    assert torch_kind == "raise", expected
+    with pytest.raises(RuntimeError, match=words) as caught:
+        triton_conv.conv1d(**args)
+    assert isinstance(caught.value, (ValueError, TypeError))
+    if isinstance(expected, TypeError):
+        assert isinstance(caught.value, TypeError)
