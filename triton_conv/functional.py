@@ -43,13 +43,14 @@ def _plain(value):
 _PROBLEMS: dict = {}
 
 
-def _memoised(build, *arguments) -> ConvProblem:
-    """build(*arguments), memoised on arguments that hash unambiguously (only valid problems are
-    remembered: an invalid one raises anew on every call)."""
+def _memoised(kind: str, build, *arguments) -> ConvProblem:
+    """build(*arguments), memoised under `kind` on arguments that hash unambiguously (only valid
+    problems are remembered: an invalid one raises anew on every call). The key holds plain values
+    only: torch.compile traces this and cannot hash a function."""
     geometry = tuple(map(_plain, arguments[2:]))
     if None in geometry:
         return build(*arguments)
-    key = (build, tuple(arguments[0]), tuple(arguments[1]), *geometry)
+    key = (kind, tuple(arguments[0]), tuple(arguments[1]), *geometry)
     problem = _PROBLEMS.get(key)
     if problem is None:
         problem = build(*arguments)
@@ -65,7 +66,7 @@ def _canonical(shape, weight_shape, stride, padding, dilation, groups) -> ConvPr
 
 def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
     """ConvProblem.from_shapes in canonical form, memoised."""
-    return _memoised(_canonical, shape, weight_shape, stride, padding, dilation, groups)
+    return _memoised("conv2d", _canonical, shape, weight_shape, stride, padding, dilation, groups)
 
 
 def conv2d_with_config(
@@ -198,7 +199,15 @@ def validate_transposed(
         )
     shape = input.shape if input.dim() == 4 else (1, *input.shape)
     problem = _memoised(
-        ConvProblem.from_transposed, shape, weight.shape, stride, padding, output_padding, dilation, groups
+        "transposed",
+        ConvProblem.from_transposed,
+        shape,
+        weight.shape,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups,
     )
     check_bias(bias, problem.in_channels, "weight's output channels x groups")
     return problem
