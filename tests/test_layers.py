@@ -8,6 +8,7 @@ import pytest
 from triton_conv.layers import (
     LAYER_SETS,
     Layer,
+    TransposedLayer,
     get_layer_set,
     quantization_probes,
     resnet50,
@@ -15,6 +16,7 @@ from triton_conv.layers import (
     resnet50_megapixel,
     total_convs,
     total_flops,
+    unet_decoder,
 )
 from triton_conv.problem import ConvProblem
 
@@ -119,8 +121,33 @@ def test_quantization_probes():
 
 
 def test_get_layer_set():
-    assert set(LAYER_SETS) == {"resnet50", "resnet50_megapixel", "quantization_probes"}
+    assert set(LAYER_SETS) == {"resnet50", "resnet50_megapixel", "quantization_probes", "unet_decoder"}
     assert get_layer_set("resnet50") == resnet50()
     assert get_layer_set("resnet50_megapixel") == resnet50_megapixel()
     with pytest.raises(ValueError, match="resnet50_megapixel"):
         get_layer_set("resnet101")
+
+
+def test_unet_decoder_is_torchs_conv_transpose2d_layers():
+    """Each layer's conv2d view maps the layer's output shape to its input shape, as torch's
+    ConvTranspose2d does; a layer unpacks as (name, problem, count) and runs its forward as dgrad."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = unet_decoder()
+    assert len(layers) == 7 and all(isinstance(layer, TransposedLayer) for layer in layers)
+    expected = [  # (C_in, size, C_out, kernel, padding, output_padding) at 256x256
+        (1024, 16, 512, 2, 0, 0), (512, 32, 256, 2, 0, 0), (256, 64, 128, 2, 0, 0), (128, 128, 64, 2, 0, 0),
+        (1024, 16, 256, 4, 1, 0), (256, 64, 64, 4, 1, 0), (128, 64, 64, 3, 1, 1),
+    ]  # fmt: skip
+    for layer, (c, size, k, r, pad, out_pad) in zip(layers, expected, strict=True):
+        name, problem, count = layer
+        x, w = torch.empty(1, c, size, size, device="meta"), torch.empty(c, k, r, r, device="meta")
+        y = F.conv_transpose2d(x, w, stride=2, padding=pad, output_padding=out_pad)
+        assert problem.output_shape == x.shape and problem.input_shape == y.shape, name
+        assert y.shape[-1] == 2 * size and count == 1
+        assert layer.kernel_pass("fprop") == "dgrad" and layer.kernel_pass("dgrad") == "fprop"
+        assert problem.transposed_gemm("fprop") == problem.gemm("dgrad")
+    # A 2x2 stride-2 up-convolution: each output pixel is one product per input channel.
+    assert layers[0].problem.flops() == 2 * (32 * 32) * 512 * 1024
+    assert not resnet50()[0].transposed and resnet50()[0].kernel_pass("fprop") == "fprop"

@@ -14,7 +14,14 @@ import torch
 
 from triton_conv.configs import KernelConfig
 from triton_conv.devices import DEVICES, DeviceSpec, get_device, live_device, match_device_name
-from triton_conv.layers import quantization_probes, resnet50, resnet50_megapixel
+from triton_conv.layers import (
+    Layer,
+    TransposedLayer,
+    quantization_probes,
+    resnet50,
+    resnet50_megapixel,
+    unet_decoder,
+)
 from triton_conv.model import (
     CALL_FLOOR_S,
     NO_FLOOR,
@@ -25,6 +32,7 @@ from triton_conv.model import (
     compulsory_bytes,
     dtype_kind,
     max_batch_for_memory,
+    network_cost,
     network_speedup,
     occupancy,
     predict,
@@ -438,3 +446,32 @@ def test_the_model_imports_no_kernel():
         assert not {n for n in names if n.split(".")[0] in ("triton", "torch", "kernels", "launchers")}, path
         assert names <= {"__future__", "math", "re", "dataclasses", "typing", "collections.abc", "functools",
                          "configs", "devices", "problem", *own}, (path, names)  # fmt: skip
+
+
+def test_a_transposed_layer_is_modelled_by_its_views_passes():
+    """A transposed layer's forward is predicted as its view's dgrad (stride phases: a 3x3 stride-2
+    view has phases of 1, 2 and 4 taps, not fprop's 9), its training step as the view's dgrad, fprop
+    and wgrad; its activations are the layers' outputs (the views' inputs)."""
+    view = ConvProblem.from_transposed(
+        (1, 512, 16, 16), (512, 256, 3, 3), stride=2, padding=1, output_padding=1
+    )
+    layers = [TransposedLayer("up", view, 2)]
+    dgrad, fprop = (
+        predict(view.with_batch(8), name, None, H200, "fp16").roofline_s for name in ("dgrad", "fprop")
+    )
+    assert dgrad < 0.8 * fprop  # 9 taps x 256 channels per output pixel in fprop, 2.25 on average in dgrad
+    forward = network_cost(layers, "fprop", 8, H200, "fp16")
+    assert forward.calls == 2 and forward.roofline_s == pytest.approx(2 * dgrad)
+    assert network_cost([Layer(*layers[0])], "fprop", 8, H200, "fp16").roofline_s == pytest.approx(2 * fprop)
+    step = network_cost(unet_decoder(), ("fprop", "dgrad", "wgrad"), 8, H200, "fp16", input_dgrad=True)
+    views = sum(
+        predict(layer.problem.with_batch(8), name, None, H200, "fp16").roofline_s
+        for layer in unet_decoder()
+        for name in ("dgrad", "fprop", "wgrad")
+    )
+    assert step.calls == 21 and step.roofline_s == pytest.approx(views)
+    # U-Net's last up-convolution writes 64 x 256 x 256 elements per image (its view's input).
+    last = unet_decoder()[3:4]
+    assert activation_bytes_per_image(last, "fp16") == 2 * 64 * 256 * 256
+    assert activation_bytes_per_image([Layer(*last[0])], "fp16") == 2 * 128 * 128 * 128
+    assert weight_bytes(last, "fp16") == 2 * 128 * 64 * 2 * 2

@@ -3,6 +3,8 @@
 A layer set is a list of `Layer(name, problem, count)`: `problem` is a ConvProblem at batch 1 (use
 `problem.with_batch(n)`), `count` how many convolutions of exactly that shape the network runs, and
 `name` the torchvision name of the first of them. Identical shapes are merged, in order of first use.
+A `TransposedLayer` is a ConvTranspose2d: its problem is the conv2d view (ConvProblem.from_transposed)
+and its passes run that view's (`kernel_pass`: its forward is the view's dgrad).
 """
 
 from __future__ import annotations
@@ -10,13 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .problem import ConvProblem
+from .problem import TRANSPOSED_PASSES, ConvProblem
 
 
 class Layer(NamedTuple):
     name: str
     problem: ConvProblem  # at batch 1
     count: int  # convolutions of this shape in the network
+
+    transposed = False  # a class attribute, not a field: a layer unpacks as (name, problem, count)
+
+    def kernel_pass(self, pass_name: str) -> str:
+        """The conv2d pass of `problem` that runs the layer's `pass_name`."""
+        return TRANSPOSED_PASSES[pass_name] if self.transposed else pass_name
+
+
+class TransposedLayer(Layer):
+    """A ConvTranspose2d layer: `problem` is its conv2d view, whose dgrad is the layer's forward."""
+
+    __slots__ = ()
+    transposed = True
 
 
 def _conv(c: int, h: int, w: int, k: int, r: int, stride: int = 1, pad: int = 0) -> ConvProblem:
@@ -94,10 +109,42 @@ def quantization_probes() -> list[Layer]:
     ]
 
 
+def _up(c: int, size: int, k: int, r: int, pad: int = 0, output_padding: int = 0) -> ConvProblem:
+    """The conv2d view of a stride-2 ConvTranspose2d, c -> k channels, size x size -> about twice."""
+    return ConvProblem.from_transposed(
+        (1, c, size, size), (c, k, r, r), stride=2, padding=pad, output_padding=output_padding
+    )
+
+
+def unet_decoder(size: int = 256) -> list[Layer]:
+    """The up-sampling layers of U-Net-style decoders on a size x size image, all ConvTranspose2d
+    (TransposedLayer): the forward of each is stride-phase dgrad of its conv2d view.
+
+    - U-Net (Ronneberger et al. 2015, padded as common implementations are): four 2x2 stride-2
+      up-convolutions that halve the channels, 1024 -> 512 at size/16 -> size/8, ..., 128 -> 64 at
+      size/2 -> size. Stride = kernel: each of the 4 stride phases has one tap, a plain GEMM of
+      N·(size/16)² rows and K = 1024 (one image at 256: 256 rows, 2 row tiles of 128 per phase).
+    - pix2pix's U-Net generator: 4x4 stride-2 padding-1 (4 taps per phase), with the skip
+      concatenation doubling the input channels: 1024 -> 256 at size/16, 256 -> 64 at size/4.
+    - LinkNet/ENet-style: 3x3 stride-2 padding-1 output_padding-1 (phases of 1, 2 and 4 taps).
+    """
+    layers = [
+        (f"unet.up{i + 1} ({c}->{c // 2}, {size // 2 ** (4 - i)}->{size // 2 ** (3 - i)}, 2x2)",
+         _up(c, size // 2 ** (4 - i), c // 2, 2))
+        for i, c in enumerate((1024, 512, 256, 128))
+    ] + [
+        (f"pix2pix.up (1024->256, {size // 16}->{size // 8}, 4x4)", _up(1024, size // 16, 256, 4, pad=1)),
+        (f"pix2pix.up (256->64, {size // 4}->{size // 2}, 4x4)", _up(256, size // 4, 64, 4, pad=1)),
+        (f"linknet.up (128->64, {size // 4}->{size // 2}, 3x3 op1)", _up(128, size // 4, 64, 3, 1, 1)),
+    ]  # fmt: skip
+    return [TransposedLayer(name, problem, 1) for name, problem in layers]
+
+
 LAYER_SETS: dict[str, Callable[[], list[Layer]]] = {
     "resnet50": resnet50,
     "resnet50_megapixel": resnet50_megapixel,
     "quantization_probes": quantization_probes,
+    "unet_decoder": unet_decoder,
 }
 
 

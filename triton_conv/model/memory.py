@@ -19,10 +19,18 @@ from ..problem import ConvProblem
 from .resources import dtype_kind
 
 
-def _elements(problem: ConvProblem) -> tuple[int, int, int]:
-    """Input, weight and output elements of one image (batch 1)."""
+def _elements(problem: ConvProblem, transposed: bool = False) -> tuple[int, int, int]:
+    """Input, weight and output elements of one image (batch 1); a transposed layer's problem is its
+    conv2d view, whose output is the layer's input and whose input is the layer's output."""
     one = problem.with_batch(1)
-    return tuple(math.prod(s) for s in (one.input_shape, one.weight_shape, one.output_shape))
+    shapes = (one.output_shape, one.weight_shape, one.input_shape) if transposed else (
+        one.input_shape, one.weight_shape, one.output_shape)  # fmt: skip
+    return tuple(math.prod(s) for s in shapes)
+
+
+def _layer_elements(layers) -> list[tuple[tuple[int, int, int], int]]:
+    """((input, weight, output) elements per image, count) of each layer (transposed ones too)."""
+    return [(_elements(layer[1], getattr(layer, "transposed", False)), layer[2]) for layer in layers]
 
 
 def activation_bytes_per_image(
@@ -30,10 +38,10 @@ def activation_bytes_per_image(
 ) -> int:
     """Training: Σ count · output (kept for backward); inference: max over layers of input + output."""
     _, size = dtype_kind(dtype)
-    layers = list(layers)
+    elements = _layer_elements(layers)
     if training:
-        return size * sum(count * _elements(problem)[2] for _, problem, count in layers)
-    return size * max((_elements(p)[0] + _elements(p)[2] for _, p, _ in layers), default=0)
+        return size * sum(count * e[2] for e, count in elements)
+    return size * max((e[0] + e[2] for e, _ in elements), default=0)
 
 
 def activation_bytes(layers, batch: int, dtype="fp16", training: bool = True) -> int:
@@ -43,7 +51,7 @@ def activation_bytes(layers, batch: int, dtype="fp16", training: bool = True) ->
 
 def weight_bytes(layers: Iterable[tuple[str, ConvProblem, int]], dtype="fp16") -> int:
     _, size = dtype_kind(dtype)
-    return size * sum(count * _elements(problem)[1] for _, problem, count in layers)
+    return size * sum(count * e[1] for e, count in _layer_elements(layers))
 
 
 def max_batch_for_memory(

@@ -8,7 +8,9 @@ with each call in the config choice.best_config picks for that N, and its time o
 T(N) = stack_overhead_s + G(N), or max(stack_overhead_s, G(N)) when the stack overlaps (terms.py).
 Without a stack's calibration the terms are the defaults: a 5 µs floor, the full roofline, no stack.
 In a training step (passes fprop, dgrad, wgrad) the first layer's dgrad is not run: its input is the
-network's input, which needs no gradient (`input_dgrad=True` runs it).
+network's input, which needs no gradient (`input_dgrad=True` runs it). A transposed layer
+(layers.TransposedLayer) runs each pass as its conv2d view's pass (ConvProblem's TRANSPOSED_PASSES):
+its forward is predicted as that view's dgrad, and batches as dgrad does.
 
 Batching: S(N) = N · T(1) / T(N), how much faster per image a batch of N is than N calls of one
 image. The knee is the smallest N whose tiles fill one wave (tiles >= slots) for a given config (the
@@ -24,7 +26,7 @@ from typing import NamedTuple
 
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
-from ..problem import ConvProblem
+from ..problem import TRANSPOSED_PASSES, ConvProblem
 from .resources import check_pass, dtype_kind
 from .roofline import predict, reference_config
 from .terms import DEFAULT_TERMS, Terms
@@ -76,10 +78,11 @@ class NetworkCost(NamedTuple):
 def _cost(layers: tuple, passes: tuple, batch: int, device: DeviceSpec, kind: str, allow_tf32: bool,
           input_dgrad: bool, config: KernelConfig | None) -> NetworkCost:  # fmt: skip
     calls, seconds = 0, 0.0
-    for index, (_, problem, count) in enumerate(layers):
+    for index, (_, problem, count, transposed) in enumerate(layers):
         for name in passes:
             if name == "dgrad" and index == 0 and not input_dgrad:
                 continue
+            name = TRANSPOSED_PASSES[name] if transposed else name
             p = predict(problem.with_batch(batch), name, config, device, kind, allow_tf32=allow_tf32)
             calls += count
             seconds += count * p.roofline_s
@@ -99,8 +102,8 @@ def network_cost(
 ) -> NetworkCost:
     """The calls and summed roofline of the layers' passes at `batch` (one pass name or several)."""
     kind, _ = dtype_kind(dtype)
-    return _cost(tuple(tuple(layer) for layer in layers), _passes(passes), batch, get_device(device), kind,
-                 allow_tf32, input_dgrad, config)  # fmt: skip
+    layers = tuple((*layer, getattr(layer, "transposed", False)) for layer in layers)
+    return _cost(layers, _passes(passes), batch, get_device(device), kind, allow_tf32, input_dgrad, config)
 
 
 def network_time(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,
