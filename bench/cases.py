@@ -16,6 +16,8 @@ from triton_conv.problem import ConvProblem
 from .settings import MODE, WIDE, env_list
 
 SETS = ("quantization_probes", "resnet50", "resnet50_megapixel")
+# Layer sets of transposed convolutions (bench/bench_transposed.py: against cuDNN's conv_transpose2d).
+TRANSPOSED_SETS = ("unet_decoder",)
 RESNET50_LAYERS = ("conv1", "layer1.0.conv3", "layer2.0.conv2", "layer3.0.downsample.0", "layer4.0.conv3")
 MEGAPIXEL_LAYERS = ("conv1", "layer1.0.conv2", "layer4.1.conv2")
 # The CPU check's layer of each set (shrunk): a 3x3, the 7x7 stride-2 stem, a 3x3 stride-2 (dgrad phases).
@@ -151,7 +153,7 @@ def _overridden(piece: Slice) -> Slice:
 
 
 def _wanted_sets() -> tuple[str, ...]:
-    return env_list("TRITON_CONV_BENCH_SETS") or SETS
+    return env_list("TRITON_CONV_BENCH_SETS") or SETS + TRANSPOSED_SETS
 
 
 def _shrunk(problem: ConvProblem) -> ConvProblem:
@@ -181,6 +183,46 @@ def pass_cases() -> list[PassCase]:
         grid = itertools.product(
             layers, piece.batches, piece.dtypes, piece.layouts, piece.passes, piece.impls
         )
+        for layer, n, dtype, layout, pass_name, impl in grid:
+            problem = layer.problem.with_batch(n)
+            case = PassCase(
+                piece.priority, piece.layer_set, layer.name, problem, dtype, layout, pass_name, impl
+            )
+            cases.setdefault(case.id, case)
+    return list(cases.values())
+
+
+def _shrunk_transposed(view: ConvProblem) -> ConvProblem:
+    """A CPU-sized copy of a transposed layer's view (2 images, at most 8 channels, a 4x4 input, the
+    same filter geometry)."""
+    c_in, c_out = min(view.out_channels, 8), min(view.in_channels, 8)
+    x_shape = (2, c_in, min(view.out_height, 4), min(view.out_width, 4))
+    w_shape = (c_in, c_out, view.kernel_h, view.kernel_w)
+    return ConvProblem.from_transposed(x_shape, w_shape, **view.transposed_arguments())
+
+
+# The decoder's cases are PassCases whose problem is a transposed layer's conv2d view and whose
+# pass_name is the transposed convolution's pass (its forward runs the view's dgrad).
+DECODER_SLICES = (Slice(100, "unet_decoder", None, (1, 8, 32)),)
+WIDE_DECODER_SLICES = (Slice(100, "unet_decoder", None, WIDE_BATCHES, dtypes=("fp16", "bf16", "fp32"),
+                             layouts=("channels_last", "nchw")),)  # fmt: skip
+SMOKE_TRANSPOSED_LAYER = -1  # LinkNet's 3x3 stride-2 output_padding-1 up-convolution (phases of 1, 2, 4 taps)
+
+
+def transposed_cases() -> list[PassCase]:
+    """Each pass of each transposed layer against cuDNN's ConvTranspose2d (no Inductor peer: its conv
+    templates do not cover transposed convolutions)."""
+    if MODE != "gpu":
+        layer = get_layer_set("unet_decoder")[SMOKE_TRANSPOSED_LAYER]
+        view = _shrunk_transposed(layer.problem)
+        return [PassCase(0, "unet_decoder", layer.name, view, "fp32", "channels_last", p, impl)
+                for p in BENCH_PASSES for impl in TWO]  # fmt: skip
+    cases: dict[str, PassCase] = {}
+    for piece in map(_overridden, WIDE_DECODER_SLICES if WIDE else DECODER_SLICES):
+        if piece.layer_set not in _wanted_sets():
+            continue
+        grid = itertools.product(get_layer_set(piece.layer_set), piece.batches, piece.dtypes, piece.layouts,
+                                 piece.passes, [i for i in piece.impls if i != "inductor"])  # fmt: skip
         for layer, n, dtype, layout, pass_name, impl in grid:
             problem = layer.problem.with_batch(n)
             case = PassCase(
@@ -251,6 +293,7 @@ PARTS = {
     "training": (50, 59),  # ResNet-50 training steps and gradient accumulation
     "layers": (60, 79),  # ResNet-50 layers at 224x224 and 1920x1080
     "dtypes": (80, 99),  # the probes in bf16 and fp32
+    "decoder": (100, 109),  # the U-Net-style decoder's transposed convolutions against cuDNN's
 }
 
 
@@ -265,14 +308,15 @@ def in_part(cases_: list) -> list:
 
 
 PASS_CASES = in_part(pass_cases())
+TRANSPOSED_CASES = in_part(transposed_cases())
 BATCHING_CASES = in_part(batching_cases())
 TRAINING_CASES = in_part(training_cases())
 ACCUMULATION_CASES = in_part(accumulation_cases())
 PEAK_CASES = in_part(peak_cases())
 CASES = {
     f"{kind}-{case.id}": case
-    for kind, cases in (("pass", PASS_CASES), ("batching", BATCHING_CASES), ("train", TRAINING_CASES),
-                        ("accumulate", ACCUMULATION_CASES), ("peak", PEAK_CASES))
+    for kind, cases in (("pass", PASS_CASES), ("transposed", TRANSPOSED_CASES), ("batching", BATCHING_CASES),
+                        ("train", TRAINING_CASES), ("accumulate", ACCUMULATION_CASES), ("peak", PEAK_CASES))
     for case in cases
 }  # fmt: skip
 

@@ -10,7 +10,7 @@ import torch
 from bench import cases, settings
 from bench.resnet50_model import ResNet50, conv_shapes
 from triton_conv import benchmarking
-from triton_conv.layers import resnet50, resnet50_convs
+from triton_conv.layers import get_layer_set, resnet50, resnet50_convs
 from triton_conv.problem import ConvProblem
 
 # The CPU checks of the benchmark functions (a GPU run is `pytest bench --benchmark-only`).
@@ -126,8 +126,14 @@ def test_the_cpu_check_covers_every_benchmark_function_at_tiny_sizes():
         assert case.problem.batch == 2 and max(case.problem.in_channels, case.problem.height) <= 9
     assert {c.how for c in cases.BATCHING_CASES} == {"batch", "one-at-a-time"}
     assert {c.micro for c in cases.ACCUMULATION_CASES} == {1, 2} and cases.TRAINING_CASES
-    assert len(cases.CASES) == sum(map(len, (cases.PASS_CASES, cases.BATCHING_CASES, cases.TRAINING_CASES,
-                                             cases.ACCUMULATION_CASES, cases.PEAK_CASES)))  # fmt: skip
+    assert {(c.layer_set, c.pass_name, c.impl) for c in cases.TRANSPOSED_CASES} == {
+        ("unet_decoder", p, i) for p in benchmarking.BENCH_PASSES for i in cases.TWO
+    }
+    for case in cases.TRANSPOSED_CASES:  # a transposed layer's view: x is its output, the layer's input
+        assert case.problem.batch == 2 and max(case.problem.out_channels, case.problem.out_height) <= 8
+    every = (cases.PASS_CASES, cases.TRANSPOSED_CASES, cases.BATCHING_CASES, cases.TRAINING_CASES,
+             cases.ACCUMULATION_CASES, cases.PEAK_CASES)  # fmt: skip
+    assert len(cases.CASES) == sum(map(len, every))
 
 
 def test_default_gpu_sweep(monkeypatch):
@@ -155,6 +161,7 @@ def test_environment_widens_and_narrows_the_sweep(monkeypatch):
     sweep = cases.pass_cases()
     assert {c.problem.batch for c in sweep} == {3, 5} and {c.dtype for c in sweep} == {"bf16"}
     assert {c.layer_set for c in sweep} == {"resnet50"} and not cases.batching_cases()
+    assert not cases.transposed_cases()
     monkeypatch.setattr(cases, "WIDE", True)
     monkeypatch.delenv("TRITON_CONV_BENCH_BATCHES")
     wide = cases.pass_cases()
@@ -167,7 +174,8 @@ def test_environment_widens_and_narrows_the_sweep(monkeypatch):
 
 def test_the_default_sweep_splits_into_parts(monkeypatch):
     monkeypatch.setattr(cases, "MODE", "gpu")
-    everything = cases.pass_cases() + cases.batching_cases() + cases.training_cases() + cases.peak_cases()
+    everything = (cases.pass_cases() + cases.transposed_cases() + cases.batching_cases()
+                  + cases.training_cases() + cases.peak_cases())  # fmt: skip
     sizes = {}
     for part in cases.PARTS:
         monkeypatch.setenv("TRITON_CONV_BENCH_PART", part)
@@ -177,3 +185,12 @@ def test_the_default_sweep_splits_into_parts(monkeypatch):
     monkeypatch.setenv("TRITON_CONV_BENCH_PART", "most")
     with pytest.raises(ValueError, match="fprop"):
         cases.in_part(everything)
+
+
+def test_default_gpu_sweep_has_the_decoder_against_cudnn(monkeypatch):
+    monkeypatch.setattr(cases, "MODE", "gpu")
+    decoder = cases.transposed_cases()
+    assert len({c.id for c in decoder}) == len(decoder)
+    assert {c.layer for c in decoder} == {layer.name for layer in get_layer_set("unet_decoder")}
+    assert {c.pass_name for c in decoder} == set(benchmarking.BENCH_PASSES)
+    assert {c.impl for c in decoder} == set(cases.TWO) and {c.problem.batch for c in decoder} == {1, 8, 32}
