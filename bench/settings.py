@@ -13,14 +13,14 @@ most telling cases first). Environment variables widen or narrow it:
   TRITON_CONV_BENCH_SWEEP=wide        every layer of every set, N 1..256, fp16/bf16/fp32, both layouts,
                                       all implementations (hours: raise the budget too)
   TRITON_CONV_BENCH_SETS=a,b          only these layer sets (quantization_probes, resnet50,
-                                      resnet50_megapixel)
+                                      resnet50_megapixel, unet_decoder: transposed convolutions)
   TRITON_CONV_BENCH_BATCHES=1,8,32    replace every list of batch sizes
   TRITON_CONV_BENCH_DTYPES=fp16,bf16  replace every list of dtypes
   TRITON_CONV_BENCH_LAYOUTS=channels_last,nchw    replace every list of layouts
   TRITON_CONV_BENCH_IMPLS=triton-conv,cudnn,inductor    replace every list of implementations
   TRITON_CONV_BENCH_PART=fprop        one part of the default sweep (fprop, backward, peer, training,
-                                      layers, dtypes; bench/cases.py PARTS), for machines that limit a
-                                      command's time: one JSON per part, the report merges them
+                                      layers, dtypes, decoder; bench/cases.py PARTS), for machines that
+                                      limit a command's time: one JSON per part, the report merges them
   TRITON_CONV_BENCH_BUDGET_S=1320     seconds after which the remaining benchmarks skip (0: no limit)
   TRITON_CONV_BENCH_ROUNDS=20         timed rounds per benchmark
   TRITON_CONV_BENCH_TF32=1            fp32 convolutions (all implementations) use TF32
