@@ -161,3 +161,26 @@ def test_errors_name_the_argument_and_are_torchs_kind(change, words):
     assert isinstance(caught.value, (ValueError, TypeError))
     if isinstance(expected, TypeError):
         assert isinstance(caught.value, TypeError)
+
+
+def test_height_one_launches_compile_for_sm90_with_wgmma_and_no_spills():
+    """conv1d's launches have height, kernel height, stride and dilation 1, which Triton's JIT turns
+    into compile-time constants: a specialisation of its own, compiled here as a GPU would."""
+    from triton_conv import KernelConfig
+    from triton_conv.compile_check import compile_specs, example_spec
+    from triton_conv.configs import default_pass_config
+    from triton_conv.problem import ConvProblem
+
+    problems = {  # a WaveNet-like dilated layer and a strided encoder layer, one row of 1000 samples
+        "fprop": ConvProblem.from_shapes(
+            (8, 128, 1, 1000), (128, 128, 1, 3), dilation=(1, 4), padding=(0, 4)
+        ),
+        "dgrad": ConvProblem.from_shapes((8, 128, 1, 1000), (256, 128, 1, 4), stride=(1, 2), padding=(0, 1)),
+        "wgrad": ConvProblem.from_shapes((8, 128, 1, 1000), (128, 128, 1, 3), padding=(0, 1)),
+    }
+    # Each pass in the config it runs untuned (fprop and dgrad: 128x128 tiles, 8 warps; wgrad split-K).
+    configs = {name: default_pass_config(problem, name, torch.float16) for name, problem in problems.items()}
+    assert configs["fprop"] == configs["dgrad"] == KernelConfig(128, 128, 64, num_warps=8)
+    specs = [example_spec(name, torch.float16, configs[name], problem) for name, problem in problems.items()]
+    for name, report in zip(problems, compile_specs(specs, 90), strict=True):
+        assert report.kernel == f"{name}_kernel" and not report.spills and report.wgmma, report

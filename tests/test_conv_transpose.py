@@ -161,6 +161,28 @@ def test_the_view_is_the_convolution_whose_input_gradient_it_is():
         assert arguments["output_padding"] == torch.nn.modules.utils._pair(kwargs.get("output_padding", 0))
 
 
+def test_the_ops_take_a_crop_at_the_bottom_and_right_only(triton_only):
+    """A negative bottom/right padding (what a view with output_padding > padding has) convolves the
+    input without its last rows/columns, on every pass; a negative top/left padding is refused."""
+    from triton_conv.autograd import conv2d_op
+
+    x, w = (
+        t.requires_grad_()
+        for t in (torch.randn(2, 3, 7, 6, dtype=torch.float64), torch.randn(4, 3, 3, 2, dtype=torch.float64))
+    )
+    geometry = ((2, 1), (1, 0, -1, -2), (1, 2), 1)
+    with triton_only() as proof:
+        y = conv2d_op(x, w, None, *geometry)
+        grads = torch.autograd.grad(y, (x, w), y.detach())
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
+    expected = F.conv2d(F.pad(x, (0, -2, 1, -1)), w, None, (2, 1), 0, (1, 2))  # F.pad crops too
+    assert rel_error(y, expected) < 1e-12
+    for got, ref in zip(grads, torch.autograd.grad(expected, (x, w), y.detach())):
+        assert rel_error(got, ref) < 1e-12
+    with pytest.raises(RuntimeError, match="padding"):
+        conv2d_op(x, w, None, (1, 1), (-1, 0, 1, 0), (1, 1), 1)
+
+
 def test_transposed_gemm_names_the_decoder_passes():
     """U-Net's 2x2 stride-2 up-convolution 1024 -> 512 at 16x16 -> 32x32: its forward is dgrad of a
     2x2 stride-2 conv2d over the 32x32 output, four phases of one tap, so each output pixel is one
