@@ -1,7 +1,7 @@
 """Autotune tables: tune a named layer set, and write which config won for which layer, batch size,
 pass and dtype in markdown, with the model's view of why (tiles, waves, predicted efficiency).
 
-`tune_layer_set(...)` (also tuning.tune_layer_set) returns one row per (layer, N, pass, dtype);
+`tune_layer_set(...)` returns one row per (layer, N, pass, dtype);
 `tune_and_write(...)` is the `triton-conv tune` command's body. `write_autotune_tables(rows, ...)`
 writes notes/autotune/<device-slug>.md (one file per device) from those rows, with a provenance
 header (GPU, torch, Triton and CUDA versions, date, commit). The rows are kept beside it as
@@ -18,14 +18,15 @@ import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 
 import torch
 from tabulate import tabulate
 
+from . import tuning
 from .configs import dtype_name
 from .problem import PASSES
+from .provenance import git_commit
 from .runtime import fp32_uses_tf32
 
 NOTES_DIR = os.path.join("notes", "autotune")
@@ -54,21 +55,6 @@ COLUMNS = (
 def device_slug(name: str) -> str:
     """'NVIDIA H200' -> 'nvidia-h200': a file name for a device."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
-
-
-def git_commit(repo: str = _REPO) -> str:
-    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes" if dirty else "")
 
 
 def provenance(gpu: str | None) -> dict:
@@ -239,8 +225,6 @@ class _Run:
     """What every row of one tune_layer_set call shares: device, timer, model device, options."""
 
     def __init__(self, device, timer, target, channels_last, cudnn, max_configs):
-        from . import tuning
-
         self.tuning = tuning
         self.device = tuning._device(device)
         self.name, live = tuning.device_identity(self.device)

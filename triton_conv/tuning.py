@@ -8,8 +8,8 @@ turns the timing off: cache hits are still used, misses get the default config).
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
 default config is returned, the one the passes used before tuning existed.
 
-`tune_model` tunes a model's convolutions ahead of time; `tune_layer_set` (implemented in
-autotune_tables.py, beside the table writer) tunes a named layer set and returns table rows.
+`tune_model` tunes a model's convolutions ahead of time. Tuning a named layer set into table rows
+is autotune_tables.tune_layer_set, which builds on this module (the dependency goes one way).
 """
 
 from __future__ import annotations
@@ -335,18 +335,3 @@ def tune_model(
             print(f"[{i}/{len(jobs)}] {name} {key}: {result.best}{ms} ({how}, "
                   f"{time.perf_counter() - start:.1f} s)", file=stream, flush=True)  # fmt: skip
     return results
-
-
-def tune_layer_set(
-    layer_set,
-    batch_sizes=(1, 8, 32, 128),
-    passes=("fprop", "dgrad", "wgrad"),
-    dtypes=None,
-    device=None,
-    **options,
-) -> list[dict]:
-    """Tune a named layer set (layers.py) and return the autotune table's rows: see
-    autotune_tables.tune_layer_set, where it lives beside the table writer."""
-    from .autotune_tables import tune_layer_set as run
-
-    return run(layer_set, batch_sizes, passes, dtypes or (torch.float16,), device, **options)
