@@ -103,6 +103,12 @@ def render(rows: list[dict], gpu: str) -> str:
         "Runs (provenance):",
         "",
     ]
+    if any(r.get("source") for r in rows):
+        lines[-3:-3] = [
+            "Rows from `triton-conv campaign` (source: campaign): only the model's top candidates among",
+            "pruning's survivors were timed ('timed' says how many), each by CUDA-graph replay (median of",
+            "the replays), cuDNN the same way.",
+        ]
     for run in map(dict, runs):
         lines.append(
             f"- {run['date']}: GPU {run['gpu']}, torch {run['torch']}, Triton {run['triton']}, "
@@ -133,6 +139,11 @@ def _observations(rows: list[dict]) -> str:
     return text
 
 
+def inside_notes(path: str) -> bool:
+    """Whether `path` lies in the repository's notes/ (which holds GPU measurements only)."""
+    return _inside(path, os.path.join(_REPO, "notes"))
+
+
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
@@ -142,13 +153,14 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
     """Merge `rows` into <out_dir>/<device-slug>.json and rewrite <device-slug>.md from all of them.
 
     Rows not timed on a CUDA device (row['timed_on'] != 'cuda') are refused anywhere under the
-    repository's notes/; tests write CPU-timed rows into a temporary folder.
+    repository's notes/; tests write CPU-timed rows into a temporary folder. A row that carries its
+    own provenance ('run': a campaign's, measured elsewhere) keeps it; the others get this machine's.
     """
     if not rows:
         raise ValueError("no rows to write")
     gpu = gpu or rows[0]["device"]
     unmeasured = [r for r in rows if r.get("timed_on") != "cuda"]
-    if unmeasured and _inside(out_dir, os.path.join(_REPO, "notes")):
+    if unmeasured and inside_notes(out_dir):
         raise ValueError(
             f"{len(unmeasured)} rows were not timed on a GPU (timed_on={unmeasured[0].get('timed_on')!r}); "
             "notes/ holds measurements only: write them elsewhere"
@@ -161,7 +173,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
         with open(data_path) as handle:
             merged = {row_key(r): r for r in json.load(handle)["rows"]}
     run = provenance(gpu)
-    merged.update({row_key(r): {**r, "run": run} for r in rows})
+    merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
     all_rows = list(merged.values())
     _atomic_write(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
     md_path = os.path.join(out_dir, slug + ".md")

@@ -90,6 +90,17 @@ def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 8192, d
     return 2 * size**3 / median_seconds(run, repeats=10)
 
 
+def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
+    """The measured memory bandwidth in bytes/s: a device-to-device copy of `nbytes`, counting the
+    bytes read and the bytes written, median of 10 runs (random data, never zeros)."""
+    elements = nbytes // 2
+    source = torch.randn(elements, dtype=torch.bfloat16, device=device)
+    target = torch.empty_like(source)
+    run = lambda: target.copy_(source)
+    median_seconds(run, repeats=2)
+    return 2 * elements * 2 / median_seconds(run, repeats=10)
+
+
 # --- settings shared by the implementations -----------------------------------------------------------
 def use_comparable_settings(tf32: bool = True) -> None:
     """For the whole session: cuDNN's algorithm search on (torch.backends.cudnn.benchmark) and one TF32

@@ -23,8 +23,12 @@ SMI_FIELDS = (
 )  # fmt: skip
 
 
+ENV_COMMIT = "TRITON_CONV_COMMIT"  # the commit of a copy that travelled without its .git
+
+
 def git_commit(repo: str = _REPO) -> str:
-    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty."""
+    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty;
+    in a copy without git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
     try:
         run = lambda *args: subprocess.run(
             ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=20
@@ -32,7 +36,8 @@ def git_commit(repo: str = _REPO) -> str:
         head = run("rev-parse", "HEAD")
         dirty = run("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
+        given = os.environ.get(ENV_COMMIT, "").strip()
+        return f"{given} (from ${ENV_COMMIT})" if given else "unknown (not a git checkout)"
     return head + (" + uncommitted changes" if dirty else "")
 
 
