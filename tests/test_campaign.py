@@ -326,3 +326,25 @@ def test_tiny_campaign_on_the_gpu(tmp_path):
     state = json.loads((tmp_path / "gpu" / "campaign.json").read_text())
     assert state["on_gpu"] and state["status"] == "complete"
     assert state["triton_cache"]["in_campaign_process"].get("compiled here", 0) == 0
+
+
+def test_an_item_past_its_limit_is_stopped():
+    from triton_conv.campaign.run import ItemTimeout, time_limit
+
+    started = time.monotonic()
+    with pytest.raises(ItemTimeout), time_limit(0.2):
+        time.sleep(5)
+    assert time.monotonic() - started < 2
+    with time_limit(5):  # an item inside its limit is left alone, and the alarm is gone afterwards
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
+def test_a_compile_worker_past_its_time_is_killed_and_reported():
+    from triton_conv.campaign.precompile import record_and_compile
+
+    tiny = spec.tiny()
+    started = time.monotonic()
+    variants, report = record_and_compile(launch_jobs(tiny, spec.plan_items(tiny)), workers=1, timeout_s=0.5)
+    assert time.monotonic() - started < 10
+    assert variants == [] and report["results"] == [] and "killed" in report["failures"][0]

@@ -145,7 +145,8 @@ def _work_here(request: dict) -> dict:
     split = shares(variants, request["workers"])
     mine = split[request["index"]] if request["index"] < len(split) else []
     return {
-        "variants": variants if request["index"] == 0 else None,
+        "variants": variants if request["index"] == 0 else mine,
+        "complete": request["index"] == 0,
         "results": _compile_here(mine, request["target"]),
         "record_s": recorded,
     }
@@ -172,30 +173,36 @@ class Child:
 
     def __init__(self, mode: str, request: dict):
         self.folder = tempfile.mkdtemp(prefix="triton-conv-precompile-")
-        self.in_path = os.path.join(self.folder, "in.pickle")
-        self.out_path = os.path.join(self.folder, "out.pickle")
-        with open(self.in_path, "wb") as handle:
+        self.paths = {name: os.path.join(self.folder, name) for name in ("in.pickle", "out.pickle", "stderr")}
+        with open(self.paths["in.pickle"], "wb") as handle:
             pickle.dump(request, handle)
         env = {**os.environ, "TRITON_INTERPRET": "0", "CUDA_VISIBLE_DEVICES": ""}
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "triton_conv.campaign.precompile", mode, self.in_path, self.out_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-        )  # fmt: skip
+        with open(self.paths["stderr"], "wb") as err:  # a file: a full pipe would stall the child
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
+                 self.paths["out.pickle"]],
+                stdout=subprocess.DEVNULL, stderr=err, env=env,
+            )  # fmt: skip
 
-    def result(self) -> tuple[object, float, float]:
-        """(the child's answer, seconds it worked, seconds since it started)."""
-        _, err = self.process.communicate()
-        wall = time.perf_counter() - self.started
+    def result(self, timeout_s: float | None = None) -> tuple[object, float, float]:
+        """(the child's answer, seconds it worked, seconds since it started). A child still running
+        after `timeout_s` is killed and TimeoutError raised."""
         try:
+            self.process.wait(timeout=timeout_s)
+            wall = time.perf_counter() - self.started
+            with open(self.paths["stderr"], "rb") as handle:
+                err = handle.read().decode(errors="replace")
             if self.process.returncode != 0:
-                raise RuntimeError(
-                    f"precompile child failed ({self.process.returncode}):\n{err.decode()[-3000:]}"
-                )
-            with open(self.out_path, "rb") as handle:
+                raise RuntimeError(f"precompile child failed ({self.process.returncode}):\n{err[-3000:]}")
+            with open(self.paths["out.pickle"], "rb") as handle:
                 answer = pickle.load(handle)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise TimeoutError(f"precompile child still running after {timeout_s:.0f} s: killed") from None
         finally:
-            for path in (self.in_path, self.out_path):
+            for path in self.paths.values():
                 if os.path.exists(path):
                     os.unlink(path)
             os.rmdir(self.folder)
@@ -222,27 +229,40 @@ def shares(variants: list[Variant], workers: int) -> list[list[Variant]]:
     return [share for _, share in loads if share]
 
 
-def record_and_compile(jobs: list[LaunchJob], workers: int | None = None, target=TARGET_H200):
+def record_and_compile(
+    jobs: list[LaunchJob], workers: int | None = None, target=TARGET_H200, timeout_s: float | None = None
+):
     """(variants, report): every job recorded and every variant compiled into Triton's cache by
     `workers` processes (default: all cores). The report holds each variant's compile seconds and
-    whether Triton found it cached already, the workers' busy seconds and the wall time."""
+    whether Triton found it cached already, the workers' busy seconds, the wall time, and the
+    workers that failed or ran past `timeout_s` (killed: their variants compile on first launch)."""
     workers = max(1, workers or os.cpu_count() or 1)
     started = time.perf_counter()
     request = {"jobs": list(jobs), "target": tuple(target), "workers": workers}
     children = [Child("work", {**request, "index": index}) for index in range(workers)]
-    variants, results, busy, record_s = [], [], [], []
-    for child in children:
-        answer, seconds, _ = child.result()
-        variants = answer["variants"] if answer["variants"] is not None else variants
+    complete, variants, results, busy, record_s, failures = None, [], [], [], [], []
+    for index, child in enumerate(children):
+        left = None if timeout_s is None else max(1.0, timeout_s - (time.perf_counter() - started))
+        try:
+            answer, seconds, _ = child.result(left)
+        except (TimeoutError, RuntimeError) as failure:
+            failures.append(f"worker {index}: {failure}"[:1000])
+            continue
+        if answer["complete"]:
+            complete = answer["variants"]
+        else:
+            variants += answer["variants"]
         results += answer["results"]
         busy.append(round(seconds, 2))
         record_s.append(round(answer["record_s"], 2))
     wall = time.perf_counter() - started
+    variants = complete if complete is not None else variants  # without worker 0: the shares compiled
     return variants, {
         "results": results,
         "workers": workers,
         "wall_s": wall,
         "worker_s": busy,
+        "failures": failures,
         "record_s": record_s,
     }
 

@@ -7,13 +7,18 @@ so a step that runs long eats the slack, never the later steps' time; if they no
 run is slower than the plan, or the budget smaller), every remaining step gets the same fraction of
 its estimate. Before each item the step asks whether the item, at its estimate scaled by how far
 this step's items have over- or under-run so far, still fits; one that does not is skipped and
-listed with the reason. Items run whole: an item's own overrun is the only way past the budget.
+listed with the reason. An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
+MIN_ITEM_LIMIT_S), or at the budget's end, is stopped (SIGALRM) and listed as an error: an Inductor
+compile that hangs costs its limit, not the lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -30,6 +35,32 @@ from .precompile import TARGET_H200, LaunchJob, record, record_and_compile
 from .spec import CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
+ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
+MIN_ITEM_LIMIT_S = 20.0  # ...or this many seconds, whichever is more, and never past the budget
+RESERVE_S = 2.0  # kept at the end for the last flush
+
+
+class ItemTimeout(Exception):
+    """An item ran past its time limit (run_step stops it with SIGALRM)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise ItemTimeout in this (main) thread after `seconds`; a no-op where signals cannot."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ItemTimeout(f"stopped after {seconds:.0f} s, its time limit")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
@@ -149,8 +180,10 @@ class Campaign:
                                    f"({deadline:.0f} s into the run)")  # fmt: skip
                 continue
             began = self.elapsed()
+            limit = min(max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S), self.budget_s - RESERVE_S - began)
             try:
-                run_item(self, item)
+                with time_limit(limit):
+                    run_item(self, item)
                 done += 1
             except Exception as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
@@ -209,7 +242,12 @@ class Campaign:
             began = self.elapsed()
             log(f"recording {len(jobs)} launches and compiling their variants for {target} "
                 f"on {self.costs.workers} workers")  # fmt: skip
-            variants, report = record_and_compile(jobs, self.costs.workers, target)
+            # At most half of what is left: a worker stuck in the compiler must not take the lease.
+            limit = (self.budget_s - self.elapsed()) / 2
+            variants, report = record_and_compile(jobs, self.costs.workers, target, timeout_s=limit)
+            for failure in report["failures"]:
+                self.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
+                log(f"ERROR compile: {failure}")
             plan = make_plan(self.spec, self.items, variants, len(jobs), self.estimator)
             self.set_plan(plan)
             log("plan:\n" + render_plan(self.spec, plan, self.costs, self.budget_s, str(self.device)))
