@@ -137,7 +137,7 @@ def cmd_campaign(args) -> int:
     if args.out is None:
         raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
-    return 0 if state["status"] in ("complete", "cut by the budget") else 1
+    return 1 if state["status"].startswith("failed") else 0
 
 
 def cmd_main(args) -> int:

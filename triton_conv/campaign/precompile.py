@@ -114,6 +114,26 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]
 
 
+def _host_code(compiled) -> tuple[float | None, str | None]:
+    """Build the host-side C code a first launch would build, into Triton's cache: (seconds, error).
+
+    Triton 3.6 compiles a C launcher per kernel signature (and, once, its CUDA utilities) with the
+    system's C compiler on a process's first launch: a second or more each, in the campaign's own
+    process, one after the other, if nobody built them ahead. Later Tritons launch through one
+    generic launcher and build nothing per signature (None). Loading what was built needs the CUDA
+    driver library: where it is missing (a CPU-only machine) the error is returned and nothing lost."""
+    from triton.backends.nvidia import driver
+
+    if not hasattr(driver, "make_launcher"):  # one generic launcher: nothing per signature
+        return None, None
+    started = time.perf_counter()
+    try:
+        driver.CudaLauncher(compiled.src, compiled.metadata)
+    except Exception as failure:
+        return None, f"{type(failure).__name__}: {failure}"[:300]
+    return time.perf_counter() - started, None
+
+
 def _compile_here(variants: list[Variant], target) -> list[dict]:
     from triton import knobs
 
@@ -125,14 +145,19 @@ def _compile_here(variants: list[Variant], target) -> list[dict]:
         kernel = getattr(importlib.import_module(variant.module), variant.kernel)
         start = time.perf_counter()
         hits.clear()
+        launcher_s = launcher_error = None
         try:
-            kernel.preload(variant.specialization)
+            compiled = kernel.preload(variant.specialization)
             error = None
+            seconds = time.perf_counter() - start
+            launcher_s, launcher_error = _host_code(compiled)
         except Exception as failure:  # the check step will see the config fail and drop it
             error = f"{type(failure).__name__}: {failure}"[:500]
+            seconds = time.perf_counter() - start
         results.append({
-            "kernel": variant.kernel, "key": variant.key, "seconds": time.perf_counter() - start,
+            "kernel": variant.kernel, "key": variant.key, "seconds": seconds,
             "cache_hit": bool(hits and hits[-1]), "error": error, "pid": os.getpid(),
+            "launcher_s": launcher_s, "launcher_error": launcher_error,
         })  # fmt: skip
     return results
 
@@ -144,7 +169,18 @@ def _work_here(request: dict) -> dict:
     recorded = time.perf_counter() - started
     split = shares(variants, request["workers"])
     mine = split[request["index"]] if request["index"] < len(split) else []
+    utilities = None
+    if request["index"] == 0:  # Triton's CUDA utilities, built once per machine on first use
+        started_utils = time.perf_counter()
+        try:
+            from triton.backends.nvidia.driver import CudaUtils
+
+            CudaUtils()
+            utilities = f"built in {time.perf_counter() - started_utils:.1f} s"
+        except Exception as failure:
+            utilities = f"not built: {type(failure).__name__}: {failure}"[:300]
     return {
+        "utilities": utilities,
         "variants": variants if request["index"] == 0 else mine,
         "complete": request["index"] == 0,
         "results": _compile_here(mine, request["target"]),
@@ -240,7 +276,7 @@ def record_and_compile(
     started = time.perf_counter()
     request = {"jobs": list(jobs), "target": tuple(target), "workers": workers}
     children = [Child("work", {**request, "index": index}) for index in range(workers)]
-    complete, variants, results, busy, record_s, failures = None, [], [], [], [], []
+    complete, variants, results, busy, record_s, failures, utilities = None, [], [], [], [], [], None
     for index, child in enumerate(children):
         left = None if timeout_s is None else max(1.0, timeout_s - (time.perf_counter() - started))
         try:
@@ -253,6 +289,7 @@ def record_and_compile(
         else:
             variants += answer["variants"]
         results += answer["results"]
+        utilities = answer["utilities"] or utilities
         busy.append(round(seconds, 2))
         record_s.append(round(answer["record_s"], 2))
     wall = time.perf_counter() - started
@@ -263,6 +300,7 @@ def record_and_compile(
         "wall_s": wall,
         "worker_s": busy,
         "failures": failures,
+        "cuda_utilities": utilities,
         "record_s": record_s,
     }
 

@@ -183,8 +183,8 @@ class Campaign:
             limit = min(max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S), self.budget_s - RESERVE_S - began)
             try:
                 with time_limit(limit):
-                    run_item(self, item)
-                done += 1
+                    timed = run_item(self, item)
+                done += timed is not False  # False: the item skipped itself and said why
             except Exception as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
             spent += self.elapsed() - began
@@ -192,7 +192,7 @@ class Campaign:
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:
                 self.flush()
         plan = next((p for p in self.state["plan"] if p["step"] == name), {})
-        failed = sum(1 for e in self.state["errors"] if e["step"] == name)
+        failed = sum(1 for e in self.state["errors"] if e["step"] == name and e["item"] != "workers")
         self.state["steps"].append({
             "step": name, "estimate_s": plan.get("estimate_s"),
             "actual_s": round(self.elapsed() - started, 2), "items": len(items), "done": done,
@@ -257,7 +257,10 @@ class Campaign:
             self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
-            self.state["status"] = "cut by the budget" if cut else "complete"
+            flawed = self.state["errors"] or self.state["skipped"]
+            self.state["status"] = (
+                "cut by the budget" if cut else "complete, with errors or skips" if flawed else "complete"
+            )
         except BaseException as failure:
             self.state["status"] = f"failed in step {self.step_name}: {type(failure).__name__}: {failure}"[
                 :500

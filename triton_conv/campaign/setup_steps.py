@@ -64,11 +64,15 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
             by_kernel.setdefault(v["kernel"], []).append(v["seconds"])
     mean = {k: sum(s) / len(s) for k, s in by_kernel.items()}
     cached = sum(1 for v in results if v["cache_hit"])
+    launchers = [v["launcher_s"] for v in results if v.get("launcher_s") is not None]
+    launcher_errors = sorted({v["launcher_error"] for v in results if v.get("launcher_error")})
     run.out.set("compile", {
         "target": list(target), "launches": launches, "variants": len(variants), "already_cached": cached,
         "workers": report["workers"], "wall_s": report["wall_s"], "worker_s": report["worker_s"],
         "record_s": report["record_s"], "mean_compile_s": mean, "failed": len(failed),
         "triton_cache_dir": _triton_cache_dir(), "cpu_count": os.cpu_count(),
+        "launchers": {"built": len(launchers), "seconds": sum(launchers), "errors": launcher_errors[:3]},
+        "cuda_utilities": report.get("cuda_utilities"),
         "results": results, "specializations": variants_json(variants),
     })  # fmt: skip
     run.state["triton_cache"]["dir"] = _triton_cache_dir()

@@ -100,15 +100,16 @@ def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
     }  # fmt: skip
 
 
-def pass_item(run, item) -> None:
-    """One (layer, N, pass): candidates, then triton-conv's op and cuDNN, each checked and timed."""
+def pass_item(run, item) -> bool:
+    """One (layer, N, pass): candidates, then triton-conv's op and cuDNN, each checked and timed.
+    False when there was nothing to time (no candidate passed the check: listed as skipped)."""
     spec = run.spec
     tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
     want = reference_result(item.pass_name, item.problem, tensors)
     limit = tolerance(spec.dtype, tf32=False)
     tuned = tune_item(run, item, tensors)
     if tuned is None:
-        return
+        return False
     winner, timings = tuned
     seconds = {}
     for impl in ("triton-conv", "cudnn"):
@@ -122,6 +123,7 @@ def pass_item(run, item) -> None:
     run.autotune_rows.append(autotune_row(run, item, tensors, timings, seconds["cudnn"].seconds))
     if getattr(item, "one_at_a_time", False):
         _one_at_a_time(run, item, tensors, want, limit, seconds)
+    return True
 
 
 def _one_at_a_time(run, item, tensors, want, limit, batch_timings) -> None:
