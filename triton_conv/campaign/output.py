@@ -59,10 +59,13 @@ class Output:
     def __init__(self, folder: str, echo=sys.stdout):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
+        for name in FILES.values():  # an earlier run's files must not pass for this run's
+            if os.path.exists(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
         self.echo = echo
         self.started = time.monotonic()
         self.data: dict[str, object] = {}
-        self._log = open(self.path("log"), "a", buffering=1)  # noqa: SIM115 - open for the whole run
+        self._log = open(self.path("log"), "w", buffering=1)  # noqa: SIM115 - open for the whole run
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, FILES[name])

@@ -31,7 +31,7 @@ from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .output import Output
-from .precompile import TARGET_H200, LaunchJob, record, record_and_compile
+from .precompile import LaunchJob, record, record_and_compile
 from .spec import CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
@@ -75,12 +75,10 @@ def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
 
 
 def compile_target(spec: CampaignSpec, on_gpu: bool) -> tuple[str, int, int]:
-    """The live GPU's Triton target, or without one the model device's (sm_90 for an H200)."""
-    if on_gpu:
-        major, minor = torch.cuda.get_device_capability()
-        return ("cuda", 10 * major + minor, 32)
-    major, minor = spec.device.compute_capability
-    return ("cuda", 10 * major + minor, 32) if (major, minor) != (9, 0) else TARGET_H200
+    """Triton's target (backend, arch, warp size): the live GPU's, or without one the model device's
+    (sm_90 for an H200)."""
+    major, minor = torch.cuda.get_device_capability() if on_gpu else spec.device.compute_capability
+    return ("cuda", 10 * major + minor, 32)
 
 
 class Campaign:
