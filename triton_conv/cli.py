@@ -21,12 +21,13 @@ import torch
 KERNEL_COMMANDS = {"demo", "main", "campaign"}
 
 
-def _ensure_kernels_can_run(command: str) -> None:
+def _ensure_kernels_can_run(args) -> None:
     """Without a GPU the kernels run in Triton's interpreter, which must be switched on before the
     package is imported: re-run this command in a fresh process with TRITON_INTERPRET=1."""
     from .runtime import interpreter_active
 
-    if command in KERNEL_COMMANDS and not torch.cuda.is_available() and not interpreter_active():
+    runs_kernels = args.command in KERNEL_COMMANDS and not getattr(args, "dry_run", False)
+    if runs_kernels and not torch.cuda.is_available() and not interpreter_active():
         print("no CUDA device: running the Triton kernels in Triton's interpreter (TRITON_INTERPRET=1)")
         sys.stdout.flush()
         env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -220,5 +221,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _ensure_kernels_can_run(args.command)
+    _ensure_kernels_can_run(args)
     return args.run(args)

@@ -105,12 +105,12 @@ def pass_item(run, item) -> bool:
     False when there was nothing to time (no candidate passed the check: listed as skipped)."""
     spec = run.spec
     tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
-    want = reference_result(item.pass_name, item.problem, tensors)
-    limit = tolerance(spec.dtype, tf32=False)
     tuned = tune_item(run, item, tensors)
     if tuned is None:
         return False
     winner, timings = tuned
+    want = reference_result(item.pass_name, item.problem, tensors)
+    limit = tolerance(spec.dtype, tf32=False)
     seconds = {}
     for impl in ("triton-conv", "cudnn"):
         fn = pass_function(impl, item.pass_name, item.problem, tensors, on_gpu=run.on_gpu)
