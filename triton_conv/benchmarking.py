@@ -236,6 +236,23 @@ def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bo
     return lambda: compiled(dy, x, w)
 
 
+def images_one_at_a_time(impl: str, problem: ConvProblem, tensors: dict) -> Callable[[], list]:
+    """fprop of the batch as problem.batch launches of one image each, with triton-conv's op or
+    torch's F.conv2d ('cudnn'); the outputs as a list (torch.cat of it compares with one batch's,
+    outside the timing)."""
+    stride, padding, dilation, groups = _geometry(problem)
+    x, w = tensors["x"], tensors["w"]
+    images = [x[i : i + 1] for i in range(problem.batch)]
+    if impl == "triton-conv":
+        from .autograd import conv2d_op
+
+        pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+        return lambda: [conv2d_op(image, w, None, stride, pads, dilation, groups) for image in images]
+    if impl == "cudnn":
+        return lambda: [F.conv2d(image, w, None, stride, padding, dilation, groups) for image in images]
+    raise ValueError(f"impl must be triton-conv or cudnn, got {impl!r}")
+
+
 def _forward_backward(forward: Callable, tensors: dict) -> Callable[[], tuple]:
     x = tensors["x"].detach().requires_grad_()
     w = tensors["w"].detach().requires_grad_()

@@ -1,5 +1,5 @@
-"""The callables a campaign times, besides benchmarking.pass_function (triton-conv's custom ops, cuDNN,
-the Inductor peer): one pass launched with a chosen config, and N launches of one image.
+"""The callable a campaign times besides benchmarking's (pass_function: triton-conv's custom ops, cuDNN,
+the Inductor peer; images_one_at_a_time): one pass launched with a chosen config.
 
 `launch_with_config` makes exactly the launch that triton-conv's custom op makes for the same
 tensors (autograd.py: fprop without bias, dgrad's output in the input's layout, wgrad's in the
@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 
-from ..autograd import conv2d_op
 from ..configs import KernelConfig, tuning_key
 from ..launchers.common import wants_channels_last
 from ..launchers.dgrad import conv2d_dgrad
@@ -49,24 +48,3 @@ def launch_with_config(
             dy, x, problem, config, weight_dtype=w.dtype, channels_last=channels_last, need_bias=False
         )[0]
     raise ValueError(f"pass_name must be fprop, dgrad or wgrad, got {pass_name!r}")
-
-
-def images_one_at_a_time(problem: ConvProblem, tensors: dict) -> Callable[[], list[torch.Tensor]]:
-    """fprop of the batch as problem.batch launches of one image each (triton-conv's op); the outputs
-    as a list (torch.cat of it compares with one batch's, outside the timing)."""
-    stride, dilation, groups = list(problem.stride), list(problem.dilation), problem.groups
-    pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
-    x, w = tensors["x"], tensors["w"]
-    images = [x[i : i + 1] for i in range(problem.batch)]
-    return lambda: [conv2d_op(image, w, None, stride, pads, dilation, groups) for image in images]
-
-
-def cudnn_one_at_a_time(problem: ConvProblem, tensors: dict) -> Callable[[], list[torch.Tensor]]:
-    """The same with torch's F.conv2d (cuDNN on a GPU)."""
-    padding = [problem.pad_top, problem.pad_left]
-    x, w = tensors["x"], tensors["w"]
-    images = [x[i : i + 1] for i in range(problem.batch)]
-    conv = torch.nn.functional.conv2d
-    return lambda: [
-        conv(image, w, None, problem.stride, padding, problem.dilation, problem.groups) for image in images
-    ]

@@ -10,17 +10,18 @@ import time
 import torch
 
 from .. import training_check, tuning
-from ..benchmarking import make_inputs, pass_function, reference_result, relative_error, tolerance
+from ..benchmarking import (
+    images_one_at_a_time,
+    make_inputs,
+    pass_function,
+    reference_result,
+    relative_error,
+    tolerance,
+)
 from ..layers import resnet50
 from .model_link import record_fields, speedup, training_fields
 from .records import TRAINING_TIMER, add_record, layer_index, pass_info
-from .runners import (
-    cudnn_one_at_a_time,
-    images_one_at_a_time,
-    launch_with_config,
-    op_channels_last,
-    op_tuning_key,
-)
+from .runners import launch_with_config, op_channels_last, op_tuning_key
 from .timing import Measurement, measure
 
 
@@ -130,8 +131,8 @@ def _one_at_a_time(run, item, tensors, want, limit, batch_timings) -> None:
     """The batch of N against N launches of one image, for triton-conv and cuDNN (kind 'batching')."""
     spec, problem = run.spec, item.problem
     model_speedup = speedup(problem, problem.batch, spec.dtype, spec.device)
-    for impl, make in (("triton-conv", images_one_at_a_time), ("cudnn", cudnn_one_at_a_time)):
-        fn = make(problem, tensors)
+    for impl in ("triton-conv", "cudnn"):
+        fn = images_one_at_a_time(impl, problem, tensors)
         error = _checked_call(fn, want, limit, f"{item.id} {impl} one at a time")
         single = _measure(run, fn)
         for how, m in (("batch", batch_timings[impl]), ("one-at-a-time", single)):
