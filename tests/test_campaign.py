@@ -112,7 +112,7 @@ def test_every_timing_is_checked_and_reads_as_a_pytest_benchmark_json(tiny_run):
 def test_compile_step_compiled_each_variant_once(tiny_run):
     _, files, _ = tiny_run
     compiled = files["compile.json"]
-    assert compiled["variants"] == len(compiled["results"]) == len(compiled["specializations"]) > 0
+    assert compiled["variants"] == len(compiled["results"]) == len(compiled["variant_list"]) > 0
     assert not any(r["error"] for r in compiled["results"])
     assert len({r["key"] for r in compiled["results"]}) == compiled["variants"]
     assert compiled["target"] == ["cuda", 90, 32] and compiled["launches"] >= compiled["variants"]

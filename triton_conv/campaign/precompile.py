@@ -22,8 +22,8 @@ the GPU: a CompileOnlyDriver answers Triton's questions about the device with th
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import json
 import os
 import pickle
 import subprocess
@@ -60,6 +60,11 @@ class Variant:
     @property
     def pass_name(self) -> str:
         return self.kernel.removesuffix("_kernel")
+
+    @property
+    def short_key(self) -> str:
+        """16 hex digits of the specialization key's sha256: its name in compile.json."""
+        return hashlib.sha256(f"{self.module}.{self.kernel} {self.key}".encode()).hexdigest()[:16]
 
 
 class CompileOnlyDriver:
@@ -155,7 +160,7 @@ def _compile_here(variants: list[Variant], target) -> list[dict]:
             error = f"{type(failure).__name__}: {failure}"[:500]
             seconds = time.perf_counter() - start
         results.append({
-            "kernel": variant.kernel, "key": variant.key, "seconds": seconds,
+            "kernel": variant.kernel, "key": variant.short_key, "seconds": seconds,
             "cache_hit": bool(hits and hits[-1]), "error": error, "pid": os.getpid(),
             "launcher_s": launcher_s, "launcher_error": launcher_error,
         })  # fmt: skip
@@ -306,8 +311,8 @@ def record_and_compile(
 
 
 def variants_json(variants: list[Variant]) -> list[dict]:
-    return [{"kernel": v.kernel, "key": v.key, "jobs": v.jobs, "specialization": json.loads(v.specialization)}
-            for v in variants]  # fmt: skip
+    """Each variant's kernel, short key and how many recorded launches share it (for compile.json)."""
+    return [{"kernel": v.kernel, "key": v.short_key, "launches": v.jobs} for v in variants]
 
 
 if __name__ == "__main__":  # a child: run it from the package's module so its answers unpickle there

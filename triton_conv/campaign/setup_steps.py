@@ -73,7 +73,7 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
         "triton_cache_dir": _triton_cache_dir(), "cpu_count": os.cpu_count(),
         "launchers": {"built": len(launchers), "seconds": sum(launchers), "errors": launcher_errors[:3]},
         "cuda_utilities": report.get("cuda_utilities"),
-        "results": results, "specializations": variants_json(variants),
+        "variant_list": variants_json(variants), "results": results,
     })  # fmt: skip
     run.state["triton_cache"]["dir"] = _triton_cache_dir()
     plan = next((p for p in run.state["plan"] if p["step"] == "compile"), {})

@@ -1,7 +1,6 @@
 """`triton-conv report DIR`: a campaign's folder (triton_conv/campaign/output.py) into notes/.
 
-- the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/ (compile.json
-  without Triton's specialization blobs, the largest part of it);
+- the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/;
 - timings.json is also copied to notes/sweeps/<gpu>-campaign.json, and batching.md's measured
   section is rewritten from every sweep there (triton_conv.report.measured), plots included;
 - the autotune rows go into notes/autotune/<gpu>.md and .json (autotune_tables.write_autotune_tables);
@@ -20,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
+from ..campaign.output import FILES
 from .markdown import replace_section, table
 from .measured import make_report
 
@@ -145,21 +145,11 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     written = []
     keep = Path(notes_dir) / "campaigns" / f"{slug}-{date}"
     keep.mkdir(parents=True, exist_ok=True)
-    for name in (
-        "campaign.json",
-        "timings.json",
-        "autotune.json",
-        "checks.json",
-        "training.json",
-        "campaign.log",
-    ):
+    for name in FILES.values():
         if os.path.exists(os.path.join(folder, name)):
             shutil.copyfile(os.path.join(folder, name), keep / name)
-    compiled = _load(folder, "compile.json")
-    if compiled is not None:
-        slim = {k: v for k, v in compiled.items() if k != "specializations"}
-        (keep / "compile.json").write_text(json.dumps(slim, indent=1) + "\n")
     written.append(str(keep))
+    compiled = _load(folder, "compile.json")
     timings = os.path.join(folder, "timings.json")
     if os.path.exists(timings) and (_load(folder, "timings.json") or {}).get("benchmarks"):
         sweeps = Path(notes_dir) / "sweeps"
