@@ -230,17 +230,15 @@ def select_config(
 def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
     # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
     tf32 = dtype == torch.float32 and fp32_uses_tf32()
-    device = _device(device)
-    if device.type == "cuda" and device.index is None:  # 'cuda' and a tensor's 'cuda:0' are one device
-        device = torch.device("cuda", torch.cuda.current_device())
-    return (problem, pass_name, dtype, bool(channels_last), str(device), timer, tf32)
+    return (problem, pass_name, dtype, bool(channels_last), str(_device(device)), timer, tf32)
 
 
 def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelConfig) -> None:
     """From now on in this process, the passes launch `config` for exactly this problem (its pass,
-    dtype, layout flag and device), whatever the cache holds for its tuning key: for a caller that
-    timed its own candidates (the campaign) and runs its winner through the custom ops. Other
-    problems with the same key are not affected; forget_choices() unpins."""
+    dtype, layout flag and device: pass the tensors' own device, 'cuda:0', as the ops see it),
+    whatever the cache holds for its tuning key: for a caller that timed its own candidates (the
+    campaign) and runs its winner through the custom ops. Other problems with the same key are not
+    affected; forget_choices() unpins."""
     _CHOSEN[_memo_key(problem, pass_name, dtype, channels_last, device)] = config
 
 
