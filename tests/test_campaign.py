@@ -88,7 +88,7 @@ def test_every_timing_is_checked_and_reads_as_a_pytest_benchmark_json(tiny_run):
         assert set(bench["stats"]) == {*Stats.fields, "iterations"} and bench["stats"]["median"] > 0
         info = bench["extra_info"]
         if info["kind"] in ("pass", "batching"):
-            assert info["relative_error"] <= info["tolerance"] == benchmarking.tolerance("bf16", False)
+            assert info["relative_error"] <= info["tolerance"] == benchmarking.tolerance("fp16", False)
     records_read, meta = load_run(out / "timings.json")
     assert len(records_read) == len(benchmarks) and meta["machine_info"]["triton_conv"]["mode"] == "campaign"
     checks = files["checks.json"]["checks"]
@@ -121,7 +121,7 @@ def test_compile_step_compiled_each_variant_once(tiny_run):
 REPLAY = """
 import sys, torch
 from triton import knobs
-from triton_conv.benchmarking import make_inputs
+from triton_conv.benchmarking import DTYPES, make_inputs
 from triton_conv.campaign import spec
 from triton_conv.campaign.precompile import TARGET_H200, _use_compile_only_driver
 from triton_conv.campaign.run import launch_jobs
@@ -140,7 +140,7 @@ for name in ("fprop", "dgrad", "wgrad"):
     getattr(triton_conv.launchers, name).launch = warm_only
 tiny = spec.tiny()
 for job in launch_jobs(tiny, spec.plan_items(tiny)):
-    tensors = make_inputs(job.problem, torch.bfloat16, True, "meta")
+    tensors = make_inputs(job.problem, DTYPES[job.dtype], True, "meta")
     launch_with_config(job.pass_name, job.problem, tensors, job.config)()
 print(len(hits), sum(hits))
 """
