@@ -15,7 +15,6 @@ from ..model import (
     activation_bytes,
     batching_knee,
     batching_speedup,
-    default_model_config,
     network_time,
     predict,
     weight_bytes,
@@ -44,7 +43,6 @@ def record_fields(
         prediction = predict(problem, pass_name, config, device, kind)
     except ValueError:  # a config the model's device cannot run: the model's own config instead
         config, prediction = None, predict(problem, pass_name, None, device, kind)
-    knee_config = config or default_model_config(problem, pass_name, kind, device)
     stats = prediction.stats
     model = {
         "device": device.name,
@@ -57,7 +55,7 @@ def record_fields(
         "bound": prediction.bound,
         "seconds": prediction.time_s,
         "tflops": prediction.tflops,
-        "knee": batching_knee(problem, pass_name, knee_config, device, kind, max_batch=4096),
+        "knee": batching_knee(problem, pass_name, config, device, kind, max_batch=4096),
         "efficiency": prediction.efficiency,
     }
     return {"tiles": prediction.tiles, "waves": prediction.waves, "model": model}
