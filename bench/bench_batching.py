@@ -3,10 +3,16 @@ image, or, as one reader measured with cuDNN on a 5-SM GTX 1050, exactly N times
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from triton_conv.autograd import conv2d_op
-from triton_conv.benchmarking import DTYPES, make_inputs, reference_result, relative_error, tolerance
+from triton_conv.benchmarking import (
+    DTYPES,
+    images_one_at_a_time,
+    make_inputs,
+    pass_function,
+    reference_result,
+    relative_error,
+    tolerance,
+)
 from triton_conv.model import batching_speedup
 from triton_conv.runtime import fp32_uses_tf32
 
@@ -15,25 +21,15 @@ from .harness import device, model_device, model_info, run_benchmark
 from .settings import MODE
 
 
-def _conv(impl: str, problem):
-    stride, dilation, groups = list(problem.stride), list(problem.dilation), problem.groups
-    if impl == "triton-conv":
-        pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
-        return lambda x, w: conv2d_op(x, w, None, stride, pads, dilation, groups)
-    return lambda x, w: F.conv2d(x, w, None, stride, [problem.pad_top, problem.pad_left], dilation, groups)
-
-
 @pytest.mark.parametrize("case_id", ids("batching", BATCHING_CASES))
 def test_one_batch_against_single_images(case_id, benchmark):
     case = CASES[case_id]
     problem, n = case.problem, case.problem.batch
     tensors = make_inputs(problem, DTYPES[case.dtype], True, device())
-    conv, x, w = _conv(case.impl, problem), tensors["x"], tensors["w"]
     if case.how == "batch":
-        run = lambda: conv(x, w)
+        run = pass_function(case.impl, "fprop", problem, tensors)
     else:
-        images = [x[i : i + 1] for i in range(n)]
-        run = lambda: [conv(image, w) for image in images]
+        run = images_one_at_a_time(case.impl, problem, tensors)
     want = reference_result("fprop", problem, tensors)
     tf32 = MODE == "gpu" and fp32_uses_tf32()
 

@@ -11,11 +11,11 @@ from triton_conv.benchmarking import DTYPES, relative_error, tolerance, without_
 from triton_conv.layers import resnet50
 from triton_conv.model import activation_bytes, weight_bytes
 from triton_conv.report.model import TRAINING, network_seconds
+from triton_conv.resnet50 import ResNet50
 from triton_conv.runtime import fp32_uses_tf32
 
 from .cases import ACCUMULATION_CASES, CASES, TRAINING_CASES, ids
 from .harness import device, model_device, run_benchmark, skip_unless_fits
-from .resnet50_model import ResNet50
 from .settings import MODE
 
 NETWORK_SLACK = 5  # a network's result may drift this many times a single convolution's tolerance

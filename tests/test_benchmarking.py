@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bench import cases, settings
-from bench.resnet50_model import ResNet50, conv_shapes
 from triton_conv import benchmarking
 from triton_conv.layers import get_layer_set, resnet50, resnet50_convs
 from triton_conv.problem import ConvProblem
+from triton_conv.resnet50 import ResNet50, conv_shapes
 
 # The CPU checks of the benchmark functions (a GPU run is `pytest bench --benchmark-only`).
 pytestmark = pytest.mark.interpreter

@@ -365,8 +365,9 @@ LAYERS = [
 
 def test_tune_layer_set_rows(fake_runner):
     stream = io.StringIO()
-    rows = tuning.tune_layer_set(LAYERS, (1, 2), dtypes=(torch.float16,), device="cpu", timer=FakeTimer(),
-                                 stream=stream)  # fmt: skip
+    rows = autotune_tables.tune_layer_set(
+        LAYERS, (1, 2), dtypes=(torch.float16,), device="cpu", timer=FakeTimer(), stream=stream
+    )
     assert len(rows) == 2 * 3 + 2 * 2  # no dgrad for the stem (3 input channels)
     row = rows[0]
     assert (row["layer"], row["batch"], row["pass"], row["dtype"]) == ("tiny 3x3", 1, "fprop", "fp16")
@@ -375,7 +376,7 @@ def test_tune_layer_set_rows(fake_runner):
     assert row["tiles"] >= 1 and row["waves"] == 1 and 0 < row["predicted_efficiency"] < 1
     assert row["runner_up"] and row["runner_up_ms"] >= row["winner_ms"]
     assert len(stream.getvalue().splitlines()) == len(rows)
-    untimed = tuning.tune_layer_set(LAYERS, (1,), ("wgrad",), device="cpu", progress=False)
+    untimed = autotune_tables.tune_layer_set(LAYERS, (1,), ("wgrad",), device="cpu", progress=False)
     assert all(r["winner_ms"] is None and r["timed_on"] is None for r in untimed)
 
 
@@ -403,8 +404,10 @@ def test_cudnn_runner_computes_the_same_pass(pass_name):
 
 
 def _rows(fake_timer=True):
-    return tuning.tune_layer_set(LAYERS, (1,), ("fprop", "wgrad"), device="cpu",
-                                 timer=FakeTimer() if fake_timer else None, progress=False)  # fmt: skip
+    timer = FakeTimer() if fake_timer else None
+    return autotune_tables.tune_layer_set(
+        LAYERS, (1,), ("fprop", "wgrad"), device="cpu", timer=timer, progress=False
+    )
 
 
 def test_table_writer(tmp_path, fake_runner):
@@ -432,7 +435,7 @@ def test_table_writer(tmp_path, fake_runner):
     data = read_json(tmp_path / "test-gpu-9000.json")
     assert len(data["rows"]) == 4
     # a second run merges: new rows are added, the same (layer, N, pass, dtype) replaced
-    more = tuning.tune_layer_set(
+    more = autotune_tables.tune_layer_set(
         LAYERS[:1], (8,), ("fprop",), device="cpu", timer=FakeTimer(), progress=False
     )
     autotune_tables.write_autotune_tables(more + _rows(), str(tmp_path), gpu="Test GPU 9000")
@@ -504,7 +507,9 @@ def test_autotune_env_off_uses_cache_hits_and_defaults_on_misses(pretend_gpu, mo
 
 
 def test_gpu_layer_set_rows_and_table(pretend_gpu, tmp_path):
-    rows = tuning.tune_layer_set(LAYERS, (1, 2), ("fprop", "dgrad", "wgrad"), device="cuda", progress=False)
+    rows = autotune_tables.tune_layer_set(
+        LAYERS, (1, 2), ("fprop", "dgrad", "wgrad"), device="cuda", progress=False
+    )
     assert all(r["timed_on"] == "cuda" and r["device"] == "Pretend H200" for r in rows)
     assert all(r["cudnn_ms"] == 1.0 and r["cudnn_ratio"] == pytest.approx(1.0 / r["winner_ms"]) for r in rows)
     # N=2 reuses N=1's key for the small layers' wgrad (same bucket): its winner is re-timed there

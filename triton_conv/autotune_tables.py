@@ -1,7 +1,7 @@
 """Autotune tables: tune a named layer set, and write which config won for which layer, batch size,
 pass and dtype in markdown, with the model's view of why (tiles, waves, predicted efficiency).
 
-`tune_layer_set(...)` (also tuning.tune_layer_set) returns one row per (layer, N, pass, dtype);
+`tune_layer_set(...)` returns one row per (layer, N, pass, dtype);
 `tune_and_write(...)` is the `triton-conv tune` command's body. `write_autotune_tables(rows, ...)`
 writes notes/autotune/<device-slug>.md (one file per device) from those rows, with a provenance
 header (GPU, torch, Triton and CUDA versions, date, commit). The rows are kept beside it as
@@ -18,14 +18,15 @@ import itertools
 import json
 import os
 import re
-import subprocess
 import sys
 
 import torch
 from tabulate import tabulate
 
+from . import tuning
 from .configs import dtype_name
 from .problem import PASSES
+from .provenance import git_commit
 from .runtime import fp32_uses_tf32
 
 NOTES_DIR = os.path.join("notes", "autotune")
@@ -54,21 +55,6 @@ COLUMNS = (
 def device_slug(name: str) -> str:
     """'NVIDIA H200' -> 'nvidia-h200': a file name for a device."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
-
-
-def git_commit(repo: str = _REPO) -> str:
-    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes" if dirty else "")
 
 
 def provenance(gpu: str | None) -> dict:
@@ -110,13 +96,19 @@ def render(rows: list[dict], gpu: str) -> str:
         "2·N·P·Q·K·C·R·S/g over the winner's time; of peak: that over the device table's dense peak",
         "for the dtype (fp32: TF32 when cuDNN uses it). cuDNN / winner above 1: the Triton winner is",
         "faster. tiles: CTAs of the winner's launch (split included); waves: tiles over the GPU's CTA",
-        "slots; model η: occupancy.py's predicted fraction of the peak, beside the measured one.",
+        "slots; model η: triton_conv.model's predicted fraction of the peak, beside the measured one.",
         "timed: configs timed when the key was tuned (— where the result came from the cache, tuned on",
         "another problem with the same key or in an earlier run; its winner is re-timed on this one).",
         "",
         "Runs (provenance):",
         "",
     ]
+    if any(r.get("source") for r in rows):
+        lines[-3:-3] = [
+            "Rows from `triton-conv campaign` (source: campaign): only the model's top candidates among",
+            "pruning's survivors were timed ('timed' says how many), each by CUDA-graph replay (median of",
+            "the replays), cuDNN the same way.",
+        ]
     for run in map(dict, runs):
         lines.append(
             f"- {run['date']}: GPU {run['gpu']}, torch {run['torch']}, Triton {run['triton']}, "
@@ -147,6 +139,11 @@ def _observations(rows: list[dict]) -> str:
     return text
 
 
+def inside_notes(path: str) -> bool:
+    """Whether `path` lies in the repository's notes/ (which holds GPU measurements only)."""
+    return _inside(path, os.path.join(_REPO, "notes"))
+
+
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
@@ -156,13 +153,14 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
     """Merge `rows` into <out_dir>/<device-slug>.json and rewrite <device-slug>.md from all of them.
 
     Rows not timed on a CUDA device (row['timed_on'] != 'cuda') are refused anywhere under the
-    repository's notes/; tests write CPU-timed rows into a temporary folder.
+    repository's notes/; tests write CPU-timed rows into a temporary folder. A row that carries its
+    own provenance ('run': a campaign's, measured elsewhere) keeps it; the others get this machine's.
     """
     if not rows:
         raise ValueError("no rows to write")
     gpu = gpu or rows[0]["device"]
     unmeasured = [r for r in rows if r.get("timed_on") != "cuda"]
-    if unmeasured and _inside(out_dir, os.path.join(_REPO, "notes")):
+    if unmeasured and inside_notes(out_dir):
         raise ValueError(
             f"{len(unmeasured)} rows were not timed on a GPU (timed_on={unmeasured[0].get('timed_on')!r}); "
             "notes/ holds measurements only: write them elsewhere"
@@ -175,7 +173,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
         with open(data_path) as handle:
             merged = {row_key(r): r for r in json.load(handle)["rows"]}
     run = provenance(gpu)
-    merged.update({row_key(r): {**r, "run": run} for r in rows})
+    merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
     all_rows = list(merged.values())
     _atomic_write(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
     md_path = os.path.join(out_dir, slug + ".md")
@@ -239,8 +237,6 @@ class _Run:
     """What every row of one tune_layer_set call shares: device, timer, model device, options."""
 
     def __init__(self, device, timer, target, channels_last, cudnn, max_configs):
-        from . import tuning
-
         self.tuning = tuning
         self.device = tuning._device(device)
         self.name, live = tuning.device_identity(self.device)
@@ -252,7 +248,7 @@ class _Run:
         self.layout = "nhwc" if channels_last else "nchw"
 
     def row(self, problem, pass_name: str, dtype) -> dict:
-        from .occupancy import predict
+        from .model import predict
 
         t = self.tuning
         result = t.autotune(

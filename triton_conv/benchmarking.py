@@ -90,6 +90,17 @@ def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 8192, d
     return 2 * size**3 / median_seconds(run, repeats=10)
 
 
+def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
+    """The measured memory bandwidth in bytes/s: a device-to-device copy of `nbytes`, counting the
+    bytes read and the bytes written, median of 10 runs (random data, never zeros)."""
+    elements = nbytes // 2
+    source = torch.randn(elements, dtype=torch.bfloat16, device=device)
+    target = torch.empty_like(source)
+    run = lambda: target.copy_(source)
+    median_seconds(run, repeats=2)
+    return 2 * elements * 2 / median_seconds(run, repeats=10)
+
+
 # --- settings shared by the implementations -----------------------------------------------------------
 def use_comparable_settings(tf32: bool = True) -> None:
     """For the whole session: cuDNN's algorithm search on (torch.backends.cudnn.benchmark) and one TF32
@@ -223,6 +234,23 @@ def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bo
         on_gpu=on_gpu,
     )
     return lambda: compiled(dy, x, w)
+
+
+def images_one_at_a_time(impl: str, problem: ConvProblem, tensors: dict) -> Callable[[], list]:
+    """fprop of the batch as problem.batch launches of one image each, with triton-conv's op or
+    torch's F.conv2d ('cudnn'); the outputs as a list (torch.cat of it compares with one batch's,
+    outside the timing)."""
+    stride, padding, dilation, groups = _geometry(problem)
+    x, w = tensors["x"], tensors["w"]
+    images = [x[i : i + 1] for i in range(problem.batch)]
+    if impl == "triton-conv":
+        from .autograd import conv2d_op
+
+        pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+        return lambda: [conv2d_op(image, w, None, stride, pads, dilation, groups) for image in images]
+    if impl == "cudnn":
+        return lambda: [F.conv2d(image, w, None, stride, padding, dilation, groups) for image in images]
+    raise ValueError(f"impl must be triton-conv or cudnn, got {impl!r}")
 
 
 def _forward_backward(forward: Callable, tensors: dict) -> Callable[[], tuple]:

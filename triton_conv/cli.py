@@ -2,7 +2,9 @@
 
 demo             run one Triton convolution, compare it with torch, print its GEMM views
 predict          the model's predictions for a device, ideal or fitted to a stack (labelled as predictions)
-report           notes/batching.md from pytest-benchmark JSONs of bench/ and the model's tables
+report           notes/batching.md from pytest-benchmark JSONs of bench/ and the model's tables;
+                 given a campaign's folder: the autotune tables, batching.md's measured section, plots
+campaign         the headline measurements of one GPU lease, within a time budget, into one folder
 tune             autotune a layer set on the GPU; tables into notes/autotune/<device>.md
 static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static.md
 main             the README's main job: on a GPU the sweep and report, on a CPU demo + predictions
@@ -16,15 +18,16 @@ import sys
 
 import torch
 
-KERNEL_COMMANDS = {"demo", "main"}
+KERNEL_COMMANDS = {"demo", "main", "campaign"}
 
 
-def _ensure_kernels_can_run(command: str) -> None:
+def _ensure_kernels_can_run(args) -> None:
     """Without a GPU the kernels run in Triton's interpreter, which must be switched on before the
     package is imported: re-run this command in a fresh process with TRITON_INTERPRET=1."""
     from .runtime import interpreter_active
 
-    if command in KERNEL_COMMANDS and not torch.cuda.is_available() and not interpreter_active():
+    runs_kernels = args.command in KERNEL_COMMANDS and not getattr(args, "dry_run", False)
+    if runs_kernels and not torch.cuda.is_available() and not interpreter_active():
         print("no CUDA device: running the Triton kernels in Triton's interpreter (TRITON_INTERPRET=1)")
         sys.stdout.flush()
         env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -122,6 +125,15 @@ def cmd_report(args) -> int:
 
     from .report import make_model_report, make_report
 
+    if len(args.json) == 1 and os.path.isdir(args.json[0]):
+        from .report.campaign import report_campaign
+
+        for path in report_campaign(
+            args.json[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
+        ):
+            print(f"wrote {path}")
+        return 0
+
     make_model_report(out_path=args.out)
     sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
     if sweeps:
@@ -148,6 +160,19 @@ def cmd_static_report(args) -> int:
 
     print(f"wrote {write_static_report(args.out, workers=args.workers)}")
     return 0
+
+
+def cmd_campaign(args) -> int:
+    from .campaign import SPECS, dry_run, run_campaign
+
+    spec = SPECS[args.spec]()
+    if args.dry_run:
+        print(dry_run(spec, args.budget_s, on_gpu=args.spec != "tiny"))
+        return 0
+    if args.out is None:
+        raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
+    state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
+    return 1 if state["status"].startswith("failed") else 0
 
 
 def cmd_main(args) -> int:
@@ -203,10 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(run=cmd_predict)
     report = commands.add_parser("report", help="write notes/batching.md from sweeps and the model")
-    report.add_argument("json", nargs="*", help="pytest-benchmark JSONs (default: notes/sweeps/*.json)")
+    report.add_argument(
+        "json",
+        nargs="*",
+        help="pytest-benchmark JSONs (default: notes/sweeps/*.json), or a campaign's folder",
+    )
     report.add_argument("--out", default="notes/batching.md")
     report.add_argument("--no-plots", action="store_true")
     report.set_defaults(run=cmd_report)
+    campaign = commands.add_parser("campaign", help="the headline measurements of one GPU lease, in a budget")
+    campaign.add_argument(
+        "--budget-s", type=float, default=480.0, help="stop cleanly before this many seconds"
+    )
+    campaign.add_argument("--out", help="the folder for the (at most 8) output files")
+    campaign.add_argument(
+        "--dry-run", action="store_true", help="print the plan and its estimates, run nothing"
+    )
+    campaign.add_argument("--spec", choices=["h200", "tiny"], default="h200", help="tiny: CPU-sized shapes")
+    campaign.add_argument("--workers", type=int, default=None, help="compile processes (default: all cores)")
+    campaign.set_defaults(run=cmd_campaign)
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
     tune.add_argument("--layers", default="resnet50", help="a layer set of triton_conv.layers")
     tune.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
@@ -231,5 +271,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _ensure_kernels_can_run(args.command)
+    _ensure_kernels_can_run(args)
     return args.run(args)

@@ -44,9 +44,13 @@ _warned_capture_default = False
 
 
 def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, channels_last: bool):
-    """The config select_config would return, without timing: the persistent cache's entry (which
-    a tuning before capture wrote), else the default config, with a one-time warning."""
+    """The config select_config would return, without timing: this process's choice for the problem
+    (select_config's memo, or tuning.pin_config), else the persistent cache's entry (which a tuning
+    before capture wrote), else the default config, with a one-time warning."""
     global _warned_capture_default
+    remembered = tuning.remembered_config(problem, pass_name, dtype, channels_last, device)
+    if remembered is not None:
+        return remembered
     name, live = tuning.device_identity(device)
     key = tuning_key(problem, pass_name, dtype, channels_last)
     entry = get_cache(name).get(key)

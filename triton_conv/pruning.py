@@ -68,7 +68,7 @@ class Target:
     def fill_score(self, c: KernelConfig) -> float:
         """Tile efficiency (useful / computed elements) x the fraction of SM-waves busy, one CTA per
         SM: a deliberately crude ranking of which configs keep the most SMs busy with the least
-        masked work (occupancy.py is the model that is reported)."""
+        masked work (triton_conv.model is the model that is reported)."""
         rows, cols, _ = self.dims()
         tiles = self.tiles(c)
         if tiles == 0:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -27,21 +26,6 @@ import torch.nn.functional as F
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 IMPLS = ("torch", "triton-conv")
-
-
-def resnet50_class():
-    """bench/resnet50_model.py's ResNet50: importable as `bench` from a checkout's root, else by path."""
-    try:
-        from bench.resnet50_model import ResNet50
-    except ImportError as error:
-        path = Path(__file__).resolve().parent.parent / "bench" / "resnet50_model.py"
-        if not path.is_file():
-            raise ImportError(f"{path} not found: the training check runs from a checkout") from error
-        spec = importlib.util.spec_from_file_location("_triton_conv_resnet50_model", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        ResNet50 = module.ResNet50
-    return ResNet50
 
 
 def _sync(device: torch.device) -> None:
@@ -84,10 +68,11 @@ def provenance(device: torch.device) -> dict:
 def build_models(args, device: torch.device):
     """(torch model, converted copy, convert_model's report): identical weights, channels_last."""
     from . import convert_model
+    from .resnet50 import ResNet50
 
     torch.manual_seed(args.seed)
     blocks = tuple(int(b) for b in args.blocks.split(","))
-    net = resnet50_class()(args.width, blocks, args.classes).to(device).to(memory_format=torch.channels_last)
+    net = ResNet50(args.width, blocks, args.classes).to(device).to(memory_format=torch.channels_last)
     report: list = []
     converted = convert_model(copy.deepcopy(net), report=report)
     return net, converted, report

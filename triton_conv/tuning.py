@@ -8,8 +8,8 @@ turns the timing off: cache hits are still used, misses get the default config).
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
 default config is returned, the one the passes used before tuning existed.
 
-`tune_model` tunes a model's convolutions ahead of time; `tune_layer_set` (implemented in
-autotune_tables.py, beside the table writer) tunes a named layer set and returns table rows.
+`tune_model` tunes a model's convolutions ahead of time. Tuning a named layer set into table rows
+is autotune_tables.tune_layer_set, which builds on this module (the dependency goes one way).
 """
 
 from __future__ import annotations
@@ -219,14 +219,32 @@ def select_config(
 ) -> KernelConfig:
     """The config the autotuned passes launch with (memoised per problem in this process)."""
     device = _device(device)
-    # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
-    tf32 = dtype == torch.float32 and fp32_uses_tf32()
-    memo = (problem, pass_name, dtype, bool(channels_last), str(device), timer, tf32)
+    memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
     config = _CHOSEN.get(memo)
     if config is None:
         config = autotune(problem, pass_name, dtype, channels_last, device, timer=timer).best
         _CHOSEN[memo] = config
     return config
+
+
+def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
+    # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
+    tf32 = dtype == torch.float32 and fp32_uses_tf32()
+    return (problem, pass_name, dtype, bool(channels_last), str(_device(device)), timer, tf32)
+
+
+def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelConfig) -> None:
+    """From now on in this process, the passes launch `config` for exactly this problem (its pass,
+    dtype, layout flag and device: pass the tensors' own device, 'cuda:0', as the ops see it),
+    whatever the cache holds for its tuning key: for a caller that timed its own candidates (the
+    campaign) and runs its winner through the custom ops. Other problems with the same key are not
+    affected; forget_choices() unpins."""
+    _CHOSEN[_memo_key(problem, pass_name, dtype, channels_last, device)] = config
+
+
+def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:
+    """The config select_config already chose (or pin_config pinned) for this problem, if any."""
+    return _CHOSEN.get(_memo_key(problem, pass_name, dtype, channels_last, device))
 
 
 def forget_choices() -> None:
@@ -335,18 +353,3 @@ def tune_model(
             print(f"[{i}/{len(jobs)}] {name} {key}: {result.best}{ms} ({how}, "
                   f"{time.perf_counter() - start:.1f} s)", file=stream, flush=True)  # fmt: skip
     return results
-
-
-def tune_layer_set(
-    layer_set,
-    batch_sizes=(1, 8, 32, 128),
-    passes=("fprop", "dgrad", "wgrad"),
-    dtypes=None,
-    device=None,
-    **options,
-) -> list[dict]:
-    """Tune a named layer set (layers.py) and return the autotune table's rows: see
-    autotune_tables.tune_layer_set, where it lives beside the table writer."""
-    from .autotune_tables import tune_layer_set as run
-
-    return run(layer_set, batch_sizes, passes, dtypes or (torch.float16,), device, **options)

@@ -8,8 +8,9 @@ launch takes `waves` rounds, and a launch with fewer tiles than slots leaves SMs
 Its parts, each a module with its formulas in its docstring:
     resources    one CTA's shared memory and registers, CTAs per SM (`occupancy`)
     tiles        tiles, slots, waves, tile, reduction and wave efficiency (`tile_stats`)
-    roofline     one call's time: floor + max(compute, memory) / achieved fraction (`predict`)
-    choice       the config of the pruned space with the least predicted time (`best_config`)
+    roofline     one call's time: floor + max(compute, memory) / achieved fraction (`predict_config`)
+    choice       the config of the pruned space with the least predicted time (`best_config`), and
+                 `predict`, which uses it when no config is given
     terms        the named terms: per-call floor, achieved fraction, stack overhead (`Terms`)
     network      a layer's and a layer set's time, S(N), the batching knee
     calibration  fitting the terms to measurements: at most two numbers (`fit_stack`, `fit_fraction`)
@@ -30,7 +31,7 @@ fp16 as NVIDIA published it (12.8 ms per image at N=1, 3249 images/s at N=128):
 """
 
 from .calibration import fit_fraction, fit_stack
-from .choice import best_config, candidate_configs
+from .choice import best_config, candidate_configs, predict
 from .memory import activation_bytes, activation_bytes_per_image, max_batch_for_memory, weight_bytes
 from .network import (
     NetworkCost,
@@ -42,7 +43,7 @@ from .network import (
     network_time,
 )
 from .resources import Occupancy, dtype_kind, occupancy, registers_per_thread, smem_per_cta
-from .roofline import Prediction, compulsory_bytes, predict, reference_config
+from .roofline import Prediction, compulsory_bytes, predict_config, reference_config
 from .terms import CALL_FLOOR_S, DEFAULT_TERMS, NO_FLOOR, Terms
 from .tiles import TileStats, launch_tiles, tile_stats, work_flops
 
@@ -73,6 +74,7 @@ __all__ = [
     "network_time",
     "occupancy",
     "predict",
+    "predict_config",
     "reference_config",
     "registers_per_thread",
     "smem_per_cta",

@@ -21,8 +21,8 @@ from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .resources import check_pass, dtype_kind, occupancy
-from .roofline import fit_shared_memory, predict, reference_config
-from .terms import NO_FLOOR
+from .roofline import Prediction, fit_shared_memory, predict_config, reference_config
+from .terms import DEFAULT_TERMS, NO_FLOOR, Terms
 
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -55,7 +55,7 @@ def candidate_configs(problem: ConvProblem, pass_name: str, device: DeviceSpec |
 def _best(problem: ConvProblem, pass_name: str, device: DeviceSpec, kind: str, allow_tf32: bool):
     ranked = []
     for config in candidate_configs(problem, pass_name, device, kind):
-        p = predict(problem, pass_name, config, device, kind, allow_tf32=allow_tf32, terms=NO_FLOOR)
+        p = predict_config(problem, pass_name, config, device, kind, allow_tf32=allow_tf32, terms=NO_FLOOR)
         key = (p.roofline_s, config.split_k, -config.block_m * config.block_n, str(config))
         ranked.append((key, config))
     if not ranked:
@@ -70,3 +70,21 @@ def best_config(
     design card's reference tile when there is none."""
     kind, _ = dtype_kind(dtype)
     return _best(problem, pass_name, get_device(device), kind, allow_tf32)
+
+
+def predict(
+    problem: ConvProblem,
+    pass_name: str,
+    config: KernelConfig | None,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    allow_tf32: bool = True,
+    terms: Terms = DEFAULT_TERMS,
+) -> Prediction:
+    """One pass's Prediction (roofline.predict_config) with `config`, or, given None, with the
+    config an autotuner would pick (best_config)."""
+    if config is None:
+        kind, _ = dtype_kind(dtype)
+        config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32)
+    return predict_config(problem, pass_name, config, device, dtype, allow_tf32=allow_tf32, terms=terms)

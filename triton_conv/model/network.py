@@ -27,8 +27,9 @@ from typing import NamedTuple
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import TRANSPOSED_PASSES, ConvProblem
+from .choice import predict
 from .resources import check_pass, dtype_kind
-from .roofline import predict, reference_config
+from .roofline import reference_config
 from .terms import DEFAULT_TERMS, Terms
 from .tiles import tile_stats
 

@@ -132,25 +132,21 @@ def reference_config(
     return config if device is None else fit_shared_memory(config, size, device)
 
 
-def predict(
+def predict_config(
     problem: ConvProblem,
     pass_name: str,
-    config: KernelConfig | None,
+    config: KernelConfig,
     device: DeviceSpec | str,
     dtype="fp16",
     *,
     allow_tf32: bool = True,
     terms: Terms = DEFAULT_TERMS,
 ) -> Prediction:
-    """The time of one pass (formulas in the module docstring). config None: the config an autotuner
-    would pick from the package's pruned space (choice.best_config); `terms` the floor and achieved
-    fraction (terms.py; its stack overhead is a network's, not a call's)."""
+    """The time of one pass with `config` (formulas in the module docstring); `terms` the floor and
+    achieved fraction (terms.py; its stack overhead is a network's, not a call's). choice.predict is
+    the same with the config an autotuner would pick when none is given."""
     device = get_device(device)
     kind, size = dtype_kind(dtype)
-    if config is None:
-        from .choice import best_config  # choice.py ranks configs with this function
-
-        config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32)
     stats = tile_stats(problem, pass_name, config, device, dtype)
     flops = problem.flops("fprop")
     work = work_flops(problem, pass_name)

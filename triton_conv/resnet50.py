@@ -1,5 +1,6 @@
 """ResNet-50 v1.5 in plain torch.nn (torchvision's resnet50 without torchvision, which the GPU machine
-lacks): the network of the training-step and gradient-accumulation benchmarks.
+lacks): the network of the training check, the campaign's training step and the training-step and
+gradient-accumulation benchmarks.
 
 Its convolutions are exactly triton_conv.layers.resnet50_convs (checked by `conv_shapes`), so the
 model's activation memory for that layer set is comparable with the step's measured peak memory.

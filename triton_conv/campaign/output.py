@@ -1,0 +1,90 @@
+"""A campaign's output folder: at most eight files, each always valid.
+
+    campaign.json   provenance, the machine's ceilings, the plan with its estimates, each step's
+                    actual time, what was skipped and why, Triton's cache hits, the status
+    timings.json    every timing as a pytest-benchmark JSON (what `pytest bench --benchmark-json`
+                    writes, so triton_conv.report and `pytest-benchmark compare` read it)
+    autotune.json   per (layer, N, pass): each candidate's time, winner, runner-up, cuDNN
+                    (the rows of autotune_tables.write_autotune_tables)
+    checks.json     every (problem, pass, config) checked against torch in float64
+    compile.json    every kernel variant compiled ahead: its kernel, seconds, worker
+    training.json   the ResNet-50 training step, converted against torch's (training_check's form)
+    campaign.log    what happened, line by line
+
+Every JSON is written whole to a temporary file and renamed over the old one (os.replace), so a run
+stopped at any moment, even killed, leaves the last complete version of each file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+FILES = {
+    "campaign": "campaign.json",
+    "timings": "timings.json",
+    "autotune": "autotune.json",
+    "checks": "checks.json",
+    "compile": "compile.json",
+    "training": "training.json",
+    "log": "campaign.log",
+}
+
+
+def _plain(value):
+    """JSON has no inf or nan: they become None (a failed or missing time)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json(path: str, data) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(_plain(data), handle, indent=1, default=str)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+class Output:
+    """The folder, the log, and the JSON files' current contents (written by `flush`)."""
+
+    def __init__(self, folder: str, echo=sys.stdout):
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        for name in FILES.values():  # an earlier run's files must not pass for this run's
+            if os.path.exists(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
+        self.echo = echo
+        self.started = time.monotonic()
+        self.data: dict[str, object] = {}
+        self._log = open(self.path("log"), "w", buffering=1)  # noqa: SIM115 - open for the whole run
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, FILES[name])
+
+    def log(self, message: str) -> None:
+        line = f"[{time.monotonic() - self.started:7.1f} s] {message}"
+        self._log.write(line + "\n")
+        if self.echo is not None:
+            print(line, file=self.echo, flush=True)
+
+    def set(self, name: str, data) -> None:
+        if name not in FILES or name == "log":
+            raise ValueError(f"{name!r} is not one of the campaign's JSON files {sorted(FILES)}")
+        self.data[name] = data
+
+    def flush(self) -> None:
+        for name, data in self.data.items():
+            write_json(self.path(name), data)
+
+    def close(self) -> None:
+        self.flush()
+        self._log.close()

@@ -1,0 +1,299 @@
+"""The campaign as one run: its state, the budget, the steps in order, the files after each step.
+
+The budget: the plan estimates every step (costs.py). When a step starts, if its estimate and the
+later steps' still fit in what is left, it may run until
+    start + budget - (estimates of the later steps, the final flush included),
+so a step that runs long eats the slack, never the later steps' time; if they no longer fit (the
+run is slower than the plan, or the budget smaller), every remaining step gets the same fraction of
+its estimate. Before each item the step asks whether the item, at its estimate scaled by how far
+this step's items have over- or under-run so far, still fits; one that does not is skipped and
+listed with the reason. An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
+MIN_ITEM_LIMIT_S), or at the budget's end, is stopped (SIGALRM) and listed as an error: an Inductor
+compile that hangs costs its limit, not the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+
+import torch
+
+from .. import tuning
+from ..benchmarking import use_comparable_settings
+from ..runtime import interpreter_active
+from . import setup_steps, timing_steps
+from .costs import CostModel, Estimator, make_plan, render_plan
+from .output import Output
+from .precompile import LaunchJob, record, record_and_compile
+from .spec import CampaignSpec, plan_items
+
+FLUSH_EVERY_S = 15.0
+ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
+MIN_ITEM_LIMIT_S = 20.0  # ...or this many seconds, whichever is more, and never past the budget
+RESERVE_S = 2.0  # kept at the end for the last flush
+
+
+class ItemTimeout(Exception):
+    """An item ran past its time limit (run_step stops it with SIGALRM)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise ItemTimeout in this (main) thread after `seconds`; a no-op where signals cannot."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ItemTimeout(f"stopped after {seconds:.0f} s, its time limit")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
+    """Every (pass, problem, config) the campaign launches, once each."""
+    jobs: dict[tuple, LaunchJob] = {}
+    for step_items in items.values():
+        for item in step_items:
+            for config in getattr(item, "candidates", ()):
+                key = (item.pass_name, item.problem, config)
+                jobs.setdefault(key, LaunchJob(item.pass_name, item.problem, config, spec.dtype))
+    return list(jobs.values())
+
+
+def compile_target(spec: CampaignSpec, on_gpu: bool) -> tuple[str, int, int]:
+    """Triton's target (backend, arch, warp size): the live GPU's, or without one the model device's
+    (sm_90 for an H200)."""
+    major, minor = torch.cuda.get_device_capability() if on_gpu else spec.device.compute_capability
+    return ("cuda", 10 * major + minor, 32)
+
+
+class Campaign:
+    def __init__(
+        self, spec: CampaignSpec, out_dir: str, budget_s: float, *, costs=None, workers=None, echo=sys.stdout
+    ):
+        self.spec, self.budget_s = spec, budget_s
+        self.started = time.monotonic()
+        self.on_gpu = torch.cuda.is_available() and not interpreter_active()
+        self.device = torch.device("cuda" if self.on_gpu else "cpu")
+        cores = workers or os.cpu_count() or 1
+        self.costs = costs or (
+            CostModel(workers=cores) if self.on_gpu else CostModel.cpu(workers=min(cores, 2))
+        )
+        self.estimator = Estimator(spec, self.costs, self.on_gpu)
+        self.out = Output(out_dir, echo)
+        self.items = plan_items(spec)
+        self.state = {
+            "campaign": spec.name, "status": "running", "budget_s": budget_s,
+            "on_gpu": self.on_gpu, "device": str(self.device), "cost_model": self.costs.as_dict(),
+            "plan": [], "steps": [], "skipped": [], "errors": [], "triton_cache": {},
+        }  # fmt: skip
+        self.records: list[dict] = []
+        self.autotune_rows: list[dict] = []
+        self.checks: list[dict] = []
+        self.checked: dict[str, tuple] = {}  # item id -> candidates that passed the check
+        self.compiles = Counter()  # in this process, triton-conv kernels: 'loaded' / 'compiled here'
+        self.unplanned: list[str] = []
+        self.step_name = "start"
+        self.last_flush = time.monotonic()
+        self._publish()
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _publish(self) -> None:
+        from .records import timings_file
+
+        self.state["elapsed_s"] = round(self.elapsed(), 1)
+        cache = self.state.setdefault("triton_cache", {})
+        cache.update(in_campaign_process=dict(self.compiles), unplanned_compiles=self.unplanned[:50])
+        self.out.set("campaign", self.state)
+        self.out.set("timings", timings_file(self))
+        self.out.set("autotune", {"rows": self.autotune_rows})
+        self.out.set("checks", {"checks": self.checks})
+
+    def flush(self) -> None:
+        self._publish()
+        self.out.flush()
+        self.last_flush = time.monotonic()
+
+    def skip(self, item_id: str, why: str) -> None:
+        self.state["skipped"].append({"step": self.step_name, "item": item_id, "why": why})
+
+    def error(self, item_id: str, failure: BaseException) -> None:
+        text = f"{type(failure).__name__}: {failure}"[:600]
+        self.state["errors"].append({"step": self.step_name, "item": item_id, "error": text})
+        self.out.log(f"ERROR {item_id}: {text}")
+        if self.on_gpu and isinstance(failure, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+
+    def _on_compile(self, *, src, metadata, metadata_group, times, cache_hit) -> None:
+        """Triton's compilation listener: counts triton-conv's kernels loaded from the cache (compiled
+        ahead) against those compiled here, which the compile step missed."""
+        fn = getattr(src, "fn", None)  # a JITFunction names its kernel's module in .module
+        module = getattr(fn, "module", None) or getattr(getattr(fn, "fn", None), "__module__", "") or ""
+        if not module.startswith("triton_conv"):
+            return  # Inductor's kernels, for instance
+        self.compiles["loaded" if cache_hit else "compiled here"] += 1
+        if not cache_hit:
+            self.unplanned.append(f"{self.step_name}: {metadata.get('name')} {metadata.get('hash', '')[:12]}")
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def step_deadline(self, name: str) -> float:
+        """Seconds into the run by which step `name` must be done (the module's docstring)."""
+        names = [p["step"] for p in self.state["plan"]]
+        if name not in names:
+            return self.budget_s
+        estimates = [p["estimate_s"] for p in self.state["plan"]]
+        mine, later = estimates[names.index(name)], sum(estimates[names.index(name) + 1 :])
+        left = self.budget_s - self.elapsed()
+        if mine + later <= left:
+            return self.budget_s - later
+        return self.elapsed() + mine * max(0.0, left) / (mine + later)
+
+    def run_step(self, name: str, items: list, run_item, estimate) -> None:
+        self.step_name = name
+        deadline = self.step_deadline(name)
+        started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
+        before = Counter(self.compiles)
+        for item in items:
+            guess = estimate(item)
+            pace = min(4.0, max(0.5, spent / planned)) if planned > 1.0 else 1.0
+            if self.elapsed() + guess * pace > deadline:
+                self.skip(item.id, f"budget: {guess * pace:.1f} s more would pass the step's deadline "
+                                   f"({deadline:.0f} s into the run)")  # fmt: skip
+                continue
+            began = self.elapsed()
+            limit = min(max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S), self.budget_s - RESERVE_S - began)
+            try:
+                with time_limit(limit):
+                    timed = run_item(self, item)
+                done += timed is not False  # False: the item skipped itself and said why
+            except Exception as failure:  # one item's failure must not end the campaign
+                self.error(item.id, failure)
+            spent += self.elapsed() - began
+            planned += guess
+            if time.monotonic() - self.last_flush > FLUSH_EVERY_S:
+                self.flush()
+        plan = next((p for p in self.state["plan"] if p["step"] == name), {})
+        failed = sum(1 for e in self.state["errors"] if e["step"] == name and e["item"] != "workers")
+        self.state["steps"].append({
+            "step": name, "estimate_s": plan.get("estimate_s"),
+            "actual_s": round(self.elapsed() - started, 2), "items": len(items), "done": done,
+            "skipped": len(items) - done - failed, "failed": failed, "deadline_s": round(deadline, 1),
+            "kernels_loaded": self.compiles["loaded"] - before["loaded"],
+            "kernels_compiled_here": self.compiles["compiled here"] - before["compiled here"],
+        })  # fmt: skip
+        self.out.log(f"step {name}: {done} of {len(items)} items in {self.elapsed() - started:.1f} s "
+                     f"(estimated {plan.get('estimate_s', 0):.1f} s)")  # fmt: skip
+        self.flush()
+
+    def set_plan(self, plan) -> None:
+        self.state["plan"] = [
+            {"step": p.name, "items": p.items, "compiles": p.compiles, "estimate_s": round(p.estimate_s, 2),
+             "what": p.what}
+            for p in plan
+        ]  # fmt: skip
+        for entry in self.state["steps"]:  # steps that ran before the plan was known (the ceilings)
+            entry.setdefault(
+                "estimate_s", next((p.estimate_s for p in plan if p.name == entry["step"]), None)
+            )
+
+    def run(self) -> dict:
+        from triton import knobs
+
+        log = self.out.log
+        log(f"campaign {self.spec.name}: budget {self.budget_s:.0f} s on {self.device}")
+        log(f"output: {self.out.folder}")
+        self.flush()
+        target = compile_target(self.spec, self.on_gpu)
+        jobs = launch_jobs(self.spec, self.items)
+        previous_listener = knobs.compilation.listener
+        # The ops launch what the campaign pinned; a shape it did not pin gets the default config (a
+        # compile the step missed, counted) rather than a whole search timed inside a measurement.
+        previous_autotune = os.environ.get(tuning.ENV_AUTOTUNE)
+        os.environ[tuning.ENV_AUTOTUNE] = "0"
+        try:
+            self.step_name = "ceilings"
+            began = self.elapsed()
+            use_comparable_settings(tf32=True)  # cuDNN's algorithm search on, as bench/ runs it
+            setup_steps.ceilings(self)
+            self.state["steps"].append(
+                {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1, "done": 1}
+            )
+            self.flush()
+            self.step_name = "compile"
+            began = self.elapsed()
+            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
+                f"on {self.costs.workers} workers")  # fmt: skip
+            # At most half of what is left: a worker stuck in the compiler must not take the lease.
+            limit = (self.budget_s - self.elapsed()) / 2
+            variants, report = record_and_compile(jobs, self.costs.workers, target, timeout_s=limit)
+            for failure in report["failures"]:
+                self.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
+                log(f"ERROR compile: {failure}")
+            plan = make_plan(self.spec, self.items, variants, len(jobs), self.estimator)
+            self.set_plan(plan)
+            log("plan:\n" + render_plan(self.spec, plan, self.costs, self.budget_s, str(self.device)))
+            setup_steps.compile_all(self, variants, report, len(jobs), target, self.elapsed() - began)
+            knobs.compilation.listener = self._on_compile
+            checked = [i for s in ("fprop", "dgrad", "wgrad", "batching", "megapixel") for i in self.items[s]]
+            self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
+            timing_steps.run_all(self)
+            cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
+            flawed = self.state["errors"] or self.state["skipped"]
+            self.state["status"] = (
+                "cut by the budget" if cut else "complete, with errors or skips" if flawed else "complete"
+            )
+        except BaseException as failure:
+            self.state["status"] = f"failed in step {self.step_name}: {type(failure).__name__}: {failure}"[
+                :500
+            ]
+            self.state["traceback"] = traceback.format_exc()[-4000:]
+            log(self.state["status"])
+            if not isinstance(failure, Exception):
+                raise
+        finally:
+            knobs.compilation.listener = previous_listener
+            if previous_autotune is None:
+                os.environ.pop(tuning.ENV_AUTOTUNE, None)
+            else:
+                os.environ[tuning.ENV_AUTOTUNE] = previous_autotune
+            log(f"campaign {self.state['status']}: {len(self.records)} timings, "
+                f"{len(self.state['skipped'])} items skipped, {self.elapsed():.1f} s")  # fmt: skip
+            self._publish()
+            self.out.close()
+        return self.state
+
+
+def run_campaign(spec: CampaignSpec, out_dir: str, budget_s: float, **options) -> dict:
+    """Run the campaign into `out_dir` within `budget_s` seconds; returns campaign.json's content."""
+    return Campaign(spec, out_dir, budget_s, **options).run()
+
+
+def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, costs=None) -> str:
+    """The plan (steps, compiles, estimated seconds) on any machine: the launches are recorded in a
+    child process (no GPU needed); the costs are those of the GPU machine unless `on_gpu` is False."""
+    on_gpu = True if on_gpu is None else on_gpu
+    costs = costs or (CostModel() if on_gpu else CostModel.cpu())
+    items = plan_items(spec)
+    jobs = launch_jobs(spec, items)
+    here = torch.cuda.is_available() and not interpreter_active()
+    variants = record(jobs, compile_target(spec, on_gpu=here))
+    plan = make_plan(spec, items, variants, len(jobs), Estimator(spec, costs, on_gpu))
+    where = f"an {spec.device.name}" if on_gpu else "the CPU (Triton's interpreter)"
+    return render_plan(spec, plan, costs, budget_s, where)

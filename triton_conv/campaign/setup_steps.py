@@ -1,0 +1,131 @@
+"""The campaign's first steps: provenance and the machine's ceilings, the compile of every variant,
+and the check of every candidate against torch in float64 before anything is timed."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from .. import provenance
+from ..benchmarking import (
+    make_inputs,
+    measure_copy_bandwidth,
+    measure_matmul_peak,
+    reference_result,
+    relative_error,
+    tolerance,
+)
+from .precompile import variants_json
+from .runners import launch_with_config
+
+
+def ceilings(run) -> None:
+    """Provenance (software, GPU, clocks before and after load) and the measured ceilings: a bf16
+    matmul's FLOP/s (cuBLAS, 8192^3) and a device-to-device copy's bytes/s (2 GiB)."""
+    spec, log = run.spec, run.out.log
+    run.state["provenance"] = {
+        **provenance.software(),
+        "branch": provenance.git_branch(),
+        "gpu": provenance.gpu(),
+    }
+    log(f"provenance: {run.state['provenance']}")
+    if run.on_gpu:
+        matmul = measure_matmul_peak(spec.torch_dtype, 8192, run.device)
+        copy = measure_copy_bandwidth(2 << 30, run.device)
+        size, nbytes = 8192, 2 << 30
+    else:  # the interpreter's machine: small, and only to exercise the step
+        size, nbytes = 256, 16 << 20
+        matmul = measure_matmul_peak(torch.float32, size, "cpu")
+        copy = measure_copy_bandwidth(nbytes, "cpu")
+    run.state["ceilings"] = {
+        "matmul_dtype": spec.dtype if run.on_gpu else "fp32", "matmul_size": size,
+        "matmul_tflops": matmul / 1e12, "copy_bytes": nbytes, "copy_gb_per_s": copy / 1e9,
+        "clocks_after": provenance.nvidia_smi() if run.on_gpu else None,
+    }  # fmt: skip
+    log(f"ceilings: matmul {matmul / 1e12:.1f} TFLOP/s, copy {copy / 1e9:.0f} GB/s")
+
+
+def _triton_cache_dir() -> str:
+    from triton import knobs
+
+    return str(knobs.cache.dir)
+
+
+def compile_all(run, variants, report, launches: int, target, seconds: float) -> None:
+    """Record what precompile.record_and_compile did: compile.json, the step's time, the failures."""
+    log = run.out.log
+    results = report["results"]
+    failed = [v for v in results if v["error"]]
+    by_kernel: dict[str, list[float]] = {}
+    for v in results:
+        if not v["cache_hit"]:
+            by_kernel.setdefault(v["kernel"], []).append(v["seconds"])
+    mean = {k: sum(s) / len(s) for k, s in by_kernel.items()}
+    cached = sum(1 for v in results if v["cache_hit"])
+    launchers = [v["launcher_s"] for v in results if v.get("launcher_s") is not None]
+    launcher_errors = sorted({v["launcher_error"] for v in results if v.get("launcher_error")})
+    run.out.set("compile", {
+        "target": list(target), "launches": launches, "variants": len(variants), "already_cached": cached,
+        "workers": report["workers"], "wall_s": report["wall_s"], "worker_s": report["worker_s"],
+        "record_s": report["record_s"], "mean_compile_s": mean, "failed": len(failed),
+        "triton_cache_dir": _triton_cache_dir(), "cpu_count": os.cpu_count(),
+        "launchers": {"built": len(launchers), "seconds": sum(launchers), "errors": launcher_errors[:3]},
+        "cuda_utilities": report.get("cuda_utilities"),
+        "variant_list": variants_json(variants), "results": results,
+    })  # fmt: skip
+    run.state["triton_cache"]["dir"] = _triton_cache_dir()
+    plan = next((p for p in run.state["plan"] if p["step"] == "compile"), {})
+    run.state["steps"].append({
+        "step": "compile", "estimate_s": plan.get("estimate_s"), "actual_s": round(seconds, 2),
+        "items": len(variants), "done": len(variants) - len(failed),
+    })  # fmt: skip
+    log(f"compiled {len(variants)} variants of {launches} launches in {seconds:.1f} s ({cached} already "
+        f"cached, {len(failed)} failed); mean seconds per variant: "
+        f"{', '.join(f'{k} {s:.2f}' for k, s in mean.items()) or '-'}")  # fmt: skip
+    for v in failed[:5]:
+        log(f"compile failed: {v['kernel']}: {v['error']}")
+    run.flush()
+
+
+def output_shape(problem, pass_name: str):
+    return {"fprop": problem.output_shape, "dgrad": problem.input_shape, "wgrad": problem.weight_shape}[
+        pass_name
+    ]
+
+
+def check_item(run, item) -> None:
+    """Each candidate of one (problem, pass) on fresh random inputs against torch in float64. Before
+    each launch a block of NaN the size of the output is freed, so that an output element the kernel
+    never writes reads NaN (the allocator hands the freed block to the launch's output), and earlier
+    outputs stay alive, so that no candidate inherits another's correct answer."""
+    spec = run.spec
+    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
+    want = reference_result(item.pass_name, item.problem, tensors)
+    limit = tolerance(spec.dtype, tf32=False)
+    passed, kept = [], []
+    for config in item.candidates:
+        poison = torch.full(output_shape(item.problem, item.pass_name), math.nan, dtype=spec.torch_dtype,
+                            device=run.device)  # fmt: skip
+        del poison
+        try:
+            got = launch_with_config(item.pass_name, item.problem, tensors, config)()
+            error = relative_error(got, want)
+            kept.append(got)
+            failure = None
+        except Exception as launch_error:  # out of resources on this GPU, say: not timed
+            error, failure = math.nan, f"{type(launch_error).__name__}: {launch_error}"[:300]
+        ok = math.isfinite(error) and error <= limit
+        run.checks.append({
+            "item": item.id, "step": item.step, "layer": item.layer, "problem": str(item.problem),
+            "pass": item.pass_name, "config": str(config), "relative_error": error, "tolerance": limit,
+            "passed": ok, "error": failure,
+        })  # fmt: skip
+        if ok:
+            passed.append(config)
+        else:
+            run.out.log(
+                f"CHECK FAILED {item.id} {config}: relative error {error:.3g} > {limit:g} {failure or ''}"
+            )
+    run.checked[item.id] = tuple(passed)

@@ -1,0 +1,242 @@
+"""What a campaign measures, item by item, in the order it times them.
+
+`CampaignSpec` names the layers, batch sizes and candidates; `plan_items(spec)` expands it into the
+timing steps' items. `h200()` is the headline campaign of one H200 lease; `tiny()` the same steps on
+CPU-sized shapes for the interpreter (the CPU test). The configs each item times are chosen here,
+before anything runs, so that the compile step knows every kernel variant: pruning's survivors
+(pruning.search_space) ranked by the model's predicted time, one per tile shape first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..benchmarking import DTYPES
+from ..configs import KernelConfig
+from ..devices import DeviceSpec, get_device
+from ..layers import get_layer_set
+from ..problem import ConvProblem
+from ..pruning import search_space
+from .model_link import predicted_seconds
+
+TIMING_STEPS = ("fprop", "dgrad", "wgrad", "batching", "megapixel", "training")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """A ResNet-50 training step (triton_conv.resnet50), converted against torch's."""
+
+    batch: int = 32
+    steps: int = 8  # timed steps of each implementation
+    warmup: int = 3  # steps before those (autotuned configs come from the cache; cuDNN searches)
+    width: int = 64
+    blocks: tuple[int, ...] = (3, 4, 6, 3)
+    image: int = 224
+    classes: int = 1000
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    name: str
+    dtype: str = "bf16"
+    layer_set: str = "resnet50"
+    batches: tuple[int, ...] = (1, 8, 32, 128)
+    layers: tuple[str, ...] | None = None  # None: every distinct layer of the set
+    candidates: int = 3  # configs timed per (layer, N, pass)
+    # Inductor's template, fprop: (layer, N), most telling first (its compile is the costly part).
+    peer: tuple[tuple[str, int], ...] = ()
+    batching_set: str = "quantization_probes"
+    batching_layers: tuple[str, ...] = ()
+    batching_batches: tuple[int, ...] = ()
+    one_at_a_time: tuple[int, ...] = ()  # N launches of one image against one batch of N, at these N
+    megapixel_set: str = "resnet50_megapixel"
+    megapixel_layer: str = "layer1.0.conv2"
+    megapixel_batches: tuple[int, ...] = (1, 8)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    rounds: int = 10  # timed rounds per measurement
+    min_round_s: float = 1e-3  # a round repeats the call until it lasts this long
+    model_device: str = "H200"  # the GPU that pruning and the model plan for
+    shrink: bool = False  # every layer cut to CPU size (the interpreter)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def device(self) -> DeviceSpec:
+        return get_device(self.model_device)
+
+
+def h200() -> CampaignSpec:
+    """The headline measurements of one H200 lease (issue 13)."""
+    stride_one_3x3 = ("layer1.0.conv2", "layer2.1.conv2", "layer3.1.conv2", "layer4.1.conv2")
+    return CampaignSpec(
+        name="h200",
+        peer=tuple((layer, 32) for layer in stride_one_3x3)
+        + (("conv1", 32), ("layer3.1.conv2", 1), ("layer3.1.conv2", 128), ("layer3.0.conv3", 32)),
+        batching_layers=(
+            "resnet50.layer1.conv2 (56x56, 64)",
+            "resnet50.layer3.conv2 (14x14, 256)",
+            "wave probe (22x24, 128)",
+        ),
+        batching_batches=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 33, 34, 40, 48, 56, 64),
+        one_at_a_time=(8, 32),
+    )
+
+
+def tiny() -> CampaignSpec:
+    """Every step on CPU-sized shapes, for Triton's interpreter (tests/test_campaign.py)."""
+    # Batch sizes 2 and 3 specialise the kernels alike (N=1 would be a third variant of each): six
+    # variants to compile, which keeps the CPU test within its minute. fp16, not bf16: Triton 3.6's
+    # interpreter cannot build a bf16 constant (wgrad's `tl.full(..., bf16)`); a GPU has no such gap.
+    return CampaignSpec(
+        name="tiny",
+        dtype="fp16",
+        batches=(2, 3),
+        layers=("layer1.0.conv2",),
+        candidates=2,
+        peer=(("layer1.0.conv2", 2),),
+        batching_layers=("resnet50.layer3.conv2 (14x14, 256)",),  # shrunk, the same shape as above
+        batching_batches=(2, 3),
+        one_at_a_time=(2,),
+        megapixel_batches=(2,),
+        training=TrainingSpec(batch=2, steps=1, warmup=1, width=4, blocks=(1,), image=16, classes=10),
+        rounds=1,
+        min_round_s=0.0,
+        shrink=True,
+    )
+
+
+SPECS = {"h200": h200, "tiny": tiny}
+
+
+# --- items ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PassItem:
+    """One pass of one layer at one batch size: the candidates, triton-conv's op, cuDNN, maybe the peer."""
+
+    step: str
+    layer_set: str
+    layer: str
+    problem: ConvProblem  # at the item's batch size
+    pass_name: str
+    candidates: tuple[KernelConfig, ...]
+    peer: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.step}:{self.layer_set}:{self.layer}:N{self.problem.batch}:{self.pass_name}"
+
+
+@dataclass(frozen=True)
+class CurveItem:
+    """One point of the batching curve (fprop); with one_at_a_time also N launches of one image."""
+
+    layer_set: str
+    layer: str
+    problem: ConvProblem
+    candidates: tuple[KernelConfig, ...]
+    one_at_a_time: bool = False
+
+    step = "batching"
+    pass_name = "fprop"
+    peer = False
+
+    @property
+    def id(self) -> str:
+        return f"batching:{self.layer}:N{self.problem.batch}"
+
+
+@dataclass(frozen=True)
+class TrainingItem:
+    training: TrainingSpec
+
+    step = "training"
+
+    @property
+    def id(self) -> str:
+        return f"training:resnet50:N{self.training.batch}"
+
+
+def shrunk(problem: ConvProblem) -> ConvProblem:
+    """A CPU-sized copy of a layer: at most 8 channels and 9x9 pixels, the same filter geometry."""
+    c, k = min(problem.in_channels, 8), min(problem.out_channels, 8)
+    h, w = min(problem.height, 9), min(problem.width, 9)
+    return ConvProblem.from_shapes(
+        (problem.batch, c, h, w), (k, c, problem.kernel_h, problem.kernel_w), problem.stride,
+        problem.pad_top, problem.dilation,
+    )  # fmt: skip
+
+
+def candidates(problem: ConvProblem, pass_name: str, spec: CampaignSpec) -> tuple[KernelConfig, ...]:
+    """spec.candidates configs: pruning's survivors ranked by the model's predicted time, taking one
+    config per tile shape (BM, BN, split-K) before a second of any shape, since the model cannot tell
+    warps and stages apart."""
+    space = search_space(problem, pass_name, spec.torch_dtype, spec.device)
+    ranked = sorted(
+        space,
+        key=lambda c: (predicted_seconds(problem, pass_name, c, spec.dtype, spec.device), space.index(c)),
+    )
+    picked: list[KernelConfig] = []
+    shapes = set()
+    for config in ranked:
+        shape = (config.block_m, config.block_n, config.split_k)
+        if shape not in shapes and len(picked) < spec.candidates:
+            picked.append(config)
+            shapes.add(shape)
+    picked += [c for c in ranked if c not in picked][: spec.candidates - len(picked)]
+    return tuple(picked)
+
+
+def _layers(layer_set: str, names, spec: CampaignSpec):
+    layers = get_layer_set(layer_set)
+    if names is not None:
+        known = {layer.name: layer for layer in layers}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"{layer_set} has no layer {missing}; it has {list(known)}")
+        layers = [known[n] for n in names]
+    return [(layer.name, shrunk(layer.problem) if spec.shrink else layer.problem) for layer in layers]
+
+
+def pass_items(spec: CampaignSpec, step: str) -> list[PassItem]:
+    if step == "megapixel":
+        layer_set, names, batches, passes = spec.megapixel_set, (spec.megapixel_layer,), None, None
+        batches, passes = spec.megapixel_batches, ("fprop", "dgrad", "wgrad")
+    else:
+        layer_set, names, batches, passes = spec.layer_set, spec.layers, spec.batches, (step,)
+    peer = set(spec.peer) if step == "fprop" else set()
+    items = []
+    for name, problem in _layers(layer_set, names, spec):
+        for n in batches:
+            for pass_name in passes:
+                if pass_name == "dgrad" and problem.in_channels <= 4:
+                    continue  # the stem's input is an image: no network asks for its gradient
+                sized = problem.with_batch(n)
+                items.append(PassItem(step, layer_set, name, sized, pass_name,
+                                      candidates(sized, pass_name, spec), (name, n) in peer))  # fmt: skip
+    return items
+
+
+def curve_items(spec: CampaignSpec) -> list[CurveItem]:
+    items = []
+    for name, problem in _layers(spec.batching_set, spec.batching_layers, spec):
+        for n in spec.batching_batches:
+            sized = problem.with_batch(n)
+            items.append(CurveItem(spec.batching_set, name, sized, candidates(sized, "fprop", spec),
+                                   n in spec.one_at_a_time))  # fmt: skip
+    return items
+
+
+def plan_items(spec: CampaignSpec) -> dict[str, list]:
+    """The timing steps' items, in the order they run."""
+    return {
+        "fprop": pass_items(spec, "fprop"),
+        "dgrad": pass_items(spec, "dgrad"),
+        "wgrad": pass_items(spec, "wgrad"),
+        "batching": curve_items(spec),
+        "megapixel": pass_items(spec, "megapixel"),
+        "training": [TrainingItem(spec.training)],
+    }

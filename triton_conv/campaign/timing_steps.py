@@ -1,0 +1,203 @@
+"""The timed steps: per (layer, N, pass) the candidates, then triton-conv's op with the winner and cuDNN
+(and Inductor's template for the peer items), the batching curve, the 1920x1080 layer, and the
+converted ResNet-50 training step against torch's."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from .. import training_check, tuning
+from ..benchmarking import (
+    images_one_at_a_time,
+    make_inputs,
+    pass_function,
+    reference_result,
+    relative_error,
+    tolerance,
+)
+from ..layers import resnet50
+from .model_link import record_fields, speedup, training_fields
+from .records import TRAINING_TIMER, add_record, layer_index, pass_info
+from .runners import launch_with_config, op_channels_last, op_tuning_key
+from .timing import Measurement, measure
+
+
+def _measure(run, fn, eager: bool = True) -> Measurement:
+    return measure(
+        fn, rounds=run.spec.rounds, min_round_s=run.spec.min_round_s, on_gpu=run.on_gpu, eager=eager
+    )
+
+
+def _record_name(run, item, impl: str) -> str:
+    """bench/'s case names: set-layer-N-dtype-layout-pass-implementation."""
+    n, dtype = item.problem.batch, run.spec.dtype
+    return f"{item.layer_set}-{item.layer}-N{n}-{dtype}-channels_last-{item.pass_name}-{impl}"
+
+
+def _record_group(run, item) -> str:
+    return f"{item.layer_set} {item.pass_name} {run.spec.dtype} channels_last"
+
+
+def _checked_call(fn, want, limit: float, what: str) -> float:
+    """Call once (warm-up: compiles, tunes, cuDNN's search) and check against the reference."""
+    got = fn()
+    if isinstance(got, list):
+        got = torch.cat(got)
+    error = relative_error(got, want)
+    if not error <= limit:
+        raise AssertionError(f"{what}: relative error {error:.3g} > {limit:g} against torch in float64")
+    return error
+
+
+def tune_item(run, item, tensors) -> tuple | None:
+    """Time the item's checked candidates (device time); pin the winner for triton-conv's op; one row
+    of the autotune tables. None when no candidate passed the check (or it was never checked)."""
+    configs = run.checked.get(item.id)
+    if not configs:
+        run.skip(
+            item.id, "no candidate passed the check" if item.id in run.checked else "never checked (budget)"
+        )
+        return None
+    timings = []
+    for config in configs:
+        fn = launch_with_config(item.pass_name, item.problem, tensors, config)
+        timings.append((config, _measure(run, fn, eager=False).seconds))
+    timings.sort(key=lambda pair: pair[1])
+    winner = timings[0][0]
+    channels_last = op_channels_last(item.pass_name, tensors)
+    x = tensors["x"]
+    tuning.pin_config(item.problem, item.pass_name, x.dtype, channels_last, x.device, winner)
+    return winner, timings
+
+
+def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
+    """The fields autotune_tables.render prints (winner, runner-up, cuDNN, the model's tiles and
+    efficiency), and every candidate's time."""
+    spec, problem = run.spec, item.problem
+    (best, best_s), runner = timings[0], (timings[1] if len(timings) > 1 else (None, None))
+    model = record_fields(problem, item.pass_name, spec.dtype, spec.device, best)
+    index, count = layer_index(item.layer_set, item.layer)
+    m, n, k = problem.gemm(item.pass_name)
+    tflops = problem.flops(item.pass_name) / best_s / 1e12
+    peak_tflops = spec.device.peak_flops(spec.dtype) / 1e12
+    cudnn_ms = cudnn_s * 1e3 if cudnn_s else None
+    return {
+        "layer_set": item.layer_set, "layer": item.layer, "layer_index": index, "count": count,
+        "batch": problem.batch, "pass": item.pass_name, "dtype": spec.dtype, "layout": "nhwc",
+        "gemm": f"{m}×{n}×{k}", "winner": str(best), "winner_split_k": best.split_k,
+        "winner_ms": best_s * 1e3, "winner_tflops": tflops, "winner_peak_fraction": tflops / peak_tflops,
+        "runner_up": str(runner[0]) if runner[0] else None,
+        "runner_up_ms": runner[1] * 1e3 if runner[1] is not None else None,
+        "cudnn_ms": cudnn_ms, "cudnn_ratio": cudnn_s / best_s if cudnn_s else None,
+        "tiles": model["tiles"], "waves": model["waves"],
+        "predicted_efficiency": model["model"]["efficiency"],
+        "candidates": len(timings), "timings": [[str(c), s * 1e3] for c, s in timings],
+        "key": op_tuning_key(problem, item.pass_name, tensors),
+        "device": (run.state.get("provenance", {}).get("gpu") or {}).get("name") or str(run.device),
+        "model_device": spec.device.name, "timed_on": run.device.type, "step": item.step,
+    }  # fmt: skip
+
+
+def pass_item(run, item) -> bool:
+    """One (layer, N, pass): candidates, then triton-conv's op and cuDNN, each checked and timed.
+    False when there was nothing to time (no candidate passed the check: listed as skipped)."""
+    spec = run.spec
+    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
+    tuned = tune_item(run, item, tensors)
+    if tuned is None:
+        return False
+    winner, timings = tuned
+    want = reference_result(item.pass_name, item.problem, tensors)
+    limit = tolerance(spec.dtype, tf32=False)
+    seconds = {}
+    for impl in ("triton-conv", "cudnn"):
+        fn = pass_function(impl, item.pass_name, item.problem, tensors, on_gpu=run.on_gpu)
+        error = _checked_call(fn, want, limit, f"{item.id} {impl}")
+        m = _measure(run, fn)
+        config = winner if impl == "triton-conv" else None
+        info = pass_info(run, item, impl, config, error, limit)
+        add_record(run, _record_name(run, item, impl), _record_group(run, item), info, m)
+        seconds[impl] = m
+    run.autotune_rows.append(autotune_row(run, item, tensors, timings, seconds["cudnn"].seconds))
+    if getattr(item, "one_at_a_time", False):
+        _one_at_a_time(run, item, tensors, want, limit, seconds)
+    return True
+
+
+def _one_at_a_time(run, item, tensors, want, limit, batch_timings) -> None:
+    """The batch of N against N launches of one image, for triton-conv and cuDNN (kind 'batching')."""
+    spec, problem = run.spec, item.problem
+    model_speedup = speedup(problem, problem.batch, spec.dtype, spec.device)
+    for impl in ("triton-conv", "cudnn"):
+        fn = images_one_at_a_time(impl, problem, tensors)
+        error = _checked_call(fn, want, limit, f"{item.id} {impl} one at a time")
+        single = _measure(run, fn)
+        for how, m in (("batch", batch_timings[impl]), ("one-at-a-time", single)):
+            info = {
+                **pass_info(run, item, impl, None, error, limit), "kind": "batching", "how": how,
+                "launches": 1 if how == "batch" else problem.batch, "model_speedup": model_speedup,
+            }  # fmt: skip
+            name = f"{item.layer_set}-{item.layer}-N{problem.batch}-{spec.dtype}-{impl}-{how}"
+            add_record(run, name, f"batching {spec.dtype}", info, m)
+
+
+def peer_item(run, item) -> None:
+    """Inductor's Triton conv template on one (layer, N), fprop: compile (timed), check, time."""
+    spec = run.spec
+    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
+    want = reference_result(item.pass_name, item.problem, tensors)
+    limit = tolerance(spec.dtype, tf32=False)
+    started = time.perf_counter()
+    fn = pass_function("inductor", item.pass_name, item.problem, tensors, on_gpu=run.on_gpu)
+    error = _checked_call(fn, want, limit, f"{item.id} inductor")
+    compile_s = time.perf_counter() - started
+    m = _measure(run, fn)
+    info = {**pass_info(run, item, "inductor", None, error, limit), "compile_seconds": compile_s}
+    add_record(run, _record_name(run, item, "inductor"), _record_group(run, item), info, m)
+    run.out.log(f"inductor {item.id}: compiled and checked in {compile_s:.1f} s, {m.seconds * 1e6:.1f} µs")
+
+
+def training_item(run, item) -> None:
+    """training_check's comparison at the item's scale: the same weights and data, SGD, bf16 autocast,
+    channels_last; triton-conv's configs are those the pass steps pinned (N=32 at full scale); a shape
+    they did not tune gets the default config (the campaign runs with TRITON_CONV_AUTOTUNE=0)."""
+    t, spec = item.training, run.spec
+    args = argparse.Namespace(
+        steps=t.warmup + t.steps, batch=t.batch, dtype=spec.dtype, width=t.width, image=t.image,
+        blocks=",".join(map(str, t.blocks)), classes=t.classes, lr=0.01, warmup=t.warmup,
+        data_batches=2, seed=0, device=run.device.type,
+    )  # fmt: skip
+    result = training_check.run(args)
+    run.out.set("training", result)
+    layers = resnet50(t.image, t.image)
+    if t.width != 64 or t.blocks != (3, 4, 6, 3):
+        layers = []  # a shrunk network: the model's ResNet-50 figures do not apply
+    flops = 3 * sum(la.count * la.problem.with_batch(t.batch).flops() for la in layers) or None
+    for impl, key in (("cudnn", "torch"), ("triton-conv", "triton-conv")):
+        steps = result["runs"][key]["step_seconds"][t.warmup :]
+        m = Measurement(steps, 1, TRAINING_TIMER)
+        info = {
+            "kind": "training_step", "implementation": impl, "layer_set": "resnet50",
+            "layer": f"ResNet-50 {t.image}x{t.image}", "N": t.batch, "micro_batch": t.batch,
+            "dtype": spec.dtype, "layout": "channels_last", "flops": flops,
+            "peak_memory_bytes": result["runs"][key]["peak_step_memory_bytes"],
+            **(training_fields(layers, t.batch, spec.dtype, spec.device) if layers else {}),
+        }  # fmt: skip
+        add_record(
+            run, f"resnet50-{t.image}px-N{t.batch}-{spec.dtype}-{impl}", f"training {spec.dtype}", info, m
+        )
+    run.out.log(f"training: {result['comparison']}")
+
+
+def run_all(run) -> None:
+    est = run.estimator
+    peers = [item for item in run.items["fprop"] if item.peer]
+    run.run_step("fprop", run.items["fprop"], pass_item, est.pass_item)
+    first = {id(peers[0])} if peers else set()
+    run.run_step("peer", peers, peer_item, lambda item: est.peer_item(item, id(item) in first))
+    for step in ("dgrad", "wgrad", "batching", "megapixel"):
+        run.run_step(step, run.items[step], pass_item, est.pass_item)
+    run.run_step("training", run.items["training"], training_item, est.training)

@@ -1,0 +1,104 @@
+"""What a committed number carries: the commit, the date, the software (torch, Triton, CUDA, cuDNN,
+Python, this package) and the GPU it ran on (name, SMs, memory, clocks, driver).
+
+`nvidia-smi` is asked for what torch does not know (driver, clocks, power limit); where it is missing
+those fields say so instead of failing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# nvidia-smi --query-gpu fields: the clocks now and at most, and what caps them.
+SMI_FIELDS = (
+    "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+    "power.draw", "power.limit", "temperature.gpu", "pstate",
+)  # fmt: skip
+
+
+ENV_COMMIT = "TRITON_CONV_COMMIT"  # the commit of a copy that travelled without its .git
+
+
+def git_commit(repo: str = _REPO) -> str:
+    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty;
+    in a copy without git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
+    try:
+        run = lambda *args: subprocess.run(
+            ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=20
+        ).stdout.strip()
+        head = run("rev-parse", "HEAD")
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        given = os.environ.get(ENV_COMMIT, "").strip()
+        return f"{given} (from ${ENV_COMMIT})" if given else "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def git_branch(repo: str = _REPO) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", repo, "rev-parse", "--abbrev-ref", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=20,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def software() -> dict:
+    import triton
+
+    from ._version import __version__
+
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda or "none",
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "python": sys.version.split()[0],
+        "triton_conv": __version__,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "date": utc_now(),
+        "commit": git_commit(),
+    }
+
+
+def nvidia_smi(index: int = 0) -> dict:
+    """The SMI_FIELDS of GPU `index` as nvidia-smi reports them (strings with units), or {'error': ...}."""
+    query = ["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader"]
+    try:
+        line = subprocess.run(query, capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"error": f"nvidia-smi: {type(error).__name__}: {error}"[:300]}
+    values = [value.strip() for value in line.splitlines()[0].split(",")] if line else []
+    if len(values) != len(SMI_FIELDS):
+        return {"error": f"nvidia-smi answered {line!r}"}
+    return dict(zip(SMI_FIELDS, values, strict=True))
+
+
+def gpu(index: int = 0) -> dict | None:
+    """Name, capability, SMs, memory and L2 of CUDA device `index`, with nvidia-smi's fields; None
+    without a GPU."""
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "sm_count": props.multi_processor_count,
+        "memory_bytes": props.total_memory,
+        "l2_bytes": getattr(props, "L2_cache_size", None),
+        **nvidia_smi(index),
+    }

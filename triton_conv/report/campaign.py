@@ -1,0 +1,178 @@
+"""`triton-conv report DIR`: a campaign's folder (triton_conv/campaign/output.py) into notes/.
+
+- the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/;
+- timings.json is also copied to notes/sweeps/<gpu>-campaign.json, and batching.md's measured
+  section is rewritten from every sweep there (triton_conv.report.measured), plots included;
+- the autotune rows go into notes/autotune/<gpu>.md and .json (autotune_tables.write_autotune_tables);
+- notes/campaign.md gets a section per GPU: provenance, ceilings, each step's estimate against its
+  actual seconds (the cost model's check), compiles, checks, what was skipped, the training step.
+
+A campaign run on the CPU (the interpreter) is refused anywhere under the repository's notes/.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
+from ..campaign.output import FILES
+from .markdown import replace_section, table
+from .measured import make_report
+
+CAMPAIGN_NOTE = "campaign.md"
+HEADER = """# Campaigns: one GPU lease, one command
+
+Each section is written by `triton-conv report DIR` from the folder that `triton-conv campaign`
+filled on a GPU (README.md gives the device command). It says what the machine was, what its own
+ceilings measured, how long each step took against the cost model's estimate, what was compiled,
+checked and skipped. The timings themselves are in batching.md (measured section) and in
+autotune/<gpu>.md; the raw files are under campaigns/.
+"""
+
+
+def _load(folder: str, name: str):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _gpu_name(state: dict) -> str:
+    gpu = (state.get("provenance") or {}).get("gpu") or {}
+    return gpu.get("name") or ("cpu (interpreter)" if not state.get("on_gpu") else "unknown GPU")
+
+
+def _row_provenance(state: dict, gpu: str) -> dict:
+    prov = state.get("provenance") or {}
+    return {key: str(prov.get(key)) for key in ("torch", "triton", "cuda", "triton_conv", "commit")} | {
+        "gpu": gpu, "date": str(prov.get("date")), "cudnn": str(prov.get("cudnn")),
+    }  # fmt: skip
+
+
+def steps_table(state: dict) -> str:
+    rows = []
+    for step in state.get("steps", []):
+        estimate, actual = step.get("estimate_s"), step.get("actual_s")
+        ratio = actual / estimate if estimate and actual is not None else None
+        rows.append([step["step"], step.get("items"), step.get("done"), step.get("skipped"), estimate, actual,
+                     ratio, step.get("kernels_loaded"), step.get("kernels_compiled_here")])  # fmt: skip
+    headers = ["step", "items", "done", "skipped", "estimate s", "actual s", "actual / estimate",
+               "kernels loaded", "compiled in the run"]  # fmt: skip
+    return table(headers, rows, ".1f")
+
+
+def campaign_section(state: dict, compiled: dict | None, checks: dict | None, training: dict | None) -> str:
+    prov = state.get("provenance") or {}
+    gpu = prov.get("gpu") or {}
+    ceilings = state.get("ceilings") or {}
+    lines = [
+        f"- GPU: {gpu.get('name', '—')} ({gpu.get('sm_count', '—')} SMs, capability "
+        f"{gpu.get('capability', '—')}), "
+        f"driver {gpu.get('driver_version', '—')}; clocks at the start: SM {gpu.get('clocks.sm', '—')} "
+        f"(max {gpu.get('clocks.max.sm', '—')}), memory {gpu.get('clocks.mem', '—')}; after the ceilings: "
+        f"SM {(ceilings.get('clocks_after') or {}).get('clocks.sm', '—')}",
+        f"- torch {prov.get('torch')}, Triton {prov.get('triton')}, CUDA {prov.get('cuda')}, cuDNN "
+        f"{prov.get('cudnn')}, Python {prov.get('python')}, triton-conv {prov.get('triton_conv')}",
+        f"- commit {prov.get('commit')} ({prov.get('branch')}); run {prov.get('date')}; campaign "
+        f"'{state.get('campaign')}', budget {state.get('budget_s')} s, status: **{state.get('status')}** "
+        f"after {state.get('elapsed_s')} s",
+        f"- measured ceilings: {ceilings.get('matmul_dtype')} matmul {ceilings.get('matmul_size')}^3: "
+        f"{_fmt(ceilings.get('matmul_tflops'), '.0f')} TFLOP/s; device-to-device copy: "
+        f"{_fmt(ceilings.get('copy_gb_per_s'), '.0f')} GB/s (bytes read + written)",
+    ]  # fmt: skip
+    parts = [
+        "\n".join(lines),
+        "#### Steps: the cost model's estimate against the run\n\n" + steps_table(state),
+    ]
+    if compiled:
+        cache = state.get("triton_cache") or {}
+        mean = ", ".join(
+            f"{k.removesuffix('_kernel')} {v:.2f}" for k, v in compiled.get("mean_compile_s", {}).items()
+        )
+        parts.append(
+            f"#### Compiled ahead\n\n{compiled.get('variants')} kernel variants of "
+            f"{compiled.get('launches')} launches on {compiled.get('workers')} workers in "
+            f"{_fmt(compiled.get('wall_s'), '.1f')} s (workers busy {compiled.get('worker_s')} s; "
+            f"{compiled.get('failed')} failed; {compiled.get('already_cached')} already cached). "
+            f"Mean seconds per variant compiled: {mean or '—'}. In the timing process: "
+            f"{cache.get('in_campaign_process')} (loaded: found in Triton's cache; compiled here: missed "
+            "by the compile step)."
+        )
+    if checks:
+        rows = checks.get("checks", [])
+        failed = [r for r in rows if not r.get("passed")]
+        worst = max((r["relative_error"] for r in rows if r.get("passed")), default=None)
+        text = (f"#### Checks\n\n{len(rows)} (problem, pass, config) checked against torch in float64: "
+                f"{len(rows) - len(failed)} passed, {len(failed)} failed; largest relative error passed "
+                f"{_fmt(worst, '.2e')}.")  # fmt: skip
+        if failed:
+            cells = [[r["item"], r["config"], r["relative_error"], r.get("error")] for r in failed]
+            text += "\n\n" + table(["item", "config", "relative error", "error"], cells, ".2e")
+        parts.append(text)
+    skipped = state.get("skipped", [])
+    if skipped or state.get("errors"):
+        rows = [[s["step"], s["item"], s["why"]] for s in skipped]
+        rows += [[e["step"], e["item"], e["error"]] for e in state.get("errors", [])]
+        parts.append("#### Skipped or failed\n\n" + table(["step", "item", "why"], rows))
+    if training:
+        parts.append("#### Training step (ResNet-50, converted against torch's)\n\n```\n"
+                     + json.dumps(training.get("comparison"), indent=1) + "\n```")  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def _fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -> list[str]:
+    """Everything the module's docstring lists, from the campaign folder `folder`; returns the paths
+    written."""
+    state = _load(folder, "campaign.json")
+    if state is None:
+        raise FileNotFoundError(f"{folder} has no campaign.json: not a campaign's folder")
+    if not state.get("on_gpu") and inside_notes(notes_dir):
+        raise ValueError(
+            f"{folder} was not measured on a GPU; notes/ holds measurements only: write elsewhere"
+        )
+    gpu = _gpu_name(state)
+    slug = device_slug(gpu)
+    date = str((state.get("provenance") or {}).get("date", "undated"))[:10]
+    written = []
+    keep = Path(notes_dir) / "campaigns" / f"{slug}-{date}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        if os.path.exists(os.path.join(folder, name)):
+            shutil.copyfile(os.path.join(folder, name), keep / name)
+    written.append(str(keep))
+    compiled = _load(folder, "compile.json")
+    timings = os.path.join(folder, "timings.json")
+    if os.path.exists(timings) and (_load(folder, "timings.json") or {}).get("benchmarks"):
+        sweeps = Path(notes_dir) / "sweeps"
+        sweeps.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(timings, sweeps / f"{slug}-campaign.json")
+        every = sorted(glob.glob(str(sweeps / "*.json")))
+        written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
+    rows = (_load(folder, "autotune.json") or {}).get("rows") or []
+    if rows:
+        run = _row_provenance(state, gpu)
+        rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
+        written.append(write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu))
+    training = _load(folder, "training.json")
+    if training is not None:
+        path = Path(notes_dir) / "training" / f"{slug}-resnet50-campaign.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(folder, "training.json"), path)
+        written.append(str(path))
+    note = Path(notes_dir) / CAMPAIGN_NOTE
+    if not note.exists():
+        note.write_text(HEADER)
+    body = f"### {gpu}, {date}\n\n" + campaign_section(
+        state, compiled, _load(folder, "checks.json"), training
+    )
+    written.append(replace_section(note, f"campaign {slug}", body))
+    return written
