@@ -321,3 +321,35 @@ def test_convert_model_converts_the_family_and_reports_the_rest(triton_only):
         warnings.simplefilter("always")
         triton_conv.convert_model(model)
     assert len(caught) == 1 and "volume" in str(caught[0].message)
+
+
+def test_conv_transpose2d_function_and_op_agree_and_check_their_arguments(triton_only):
+    x, w, b = _exact((2, 4, 3, 4), (4, 2, 3, 2), (4,), requires_grad=True)
+    arguments = ((2, 1), (1, 0), (1, 0), 2, (1, 2))  # stride, padding, output_padding, groups, dilation
+    results = []
+    for fn in (triton_conv.ConvTranspose2dFunction.apply, conv_transpose2d_op):
+        for t in (x, w, b):
+            t.grad = None
+        with triton_only():
+            y = fn(x, w, b, *arguments)
+            y.backward(torch.ones_like(y))
+        results.append((y.detach(), x.grad, w.grad, b.grad))
+    for first, second in zip(*results):
+        assert torch.equal(first, second)
+    for bad, words in (
+        (((2, 1), (1, 0), (2, 0), 2, (1, 2)), "output_padding"),
+        (((0, 1), (1, 0), (0, 0), 2, (1, 1)), "stride"),
+    ):
+        with pytest.raises(RuntimeError, match=words):
+            triton_conv.ConvTranspose2dFunction.apply(x, w, b, *bad)
+
+
+def test_bias_gradient_sums_float64_in_float64():
+    """dy's values cancel to far below float32's resolution: a float32 sum would lose them."""
+    x, w = _exact((2, 2, 3, 3), (2, 3, 2, 2))
+    b = torch.zeros(3, dtype=EXACT, requires_grad=True)
+    y = triton_conv.conv_transpose2d(x, w, b, stride=2)
+    dy = torch.full_like(y, 1e-9)
+    dy[:, :, 0, 0], dy[:, :, 1, 1] = 1e8, -1e8
+    y.backward(dy)
+    assert torch.allclose(b.grad, dy.sum(dim=(0, 2, 3)), rtol=1e-12, atol=0)
