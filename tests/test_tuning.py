@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triton_conv import autotune_tables, tuning, tuning_cache
+from triton_conv import autotune_tables, model_tuning, tuning, tuning_cache
 from triton_conv.configs import KernelConfig, default_pass_config, tuning_key
-from triton_conv.problem import ConvProblem
+from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import search_space
 
 from .reference import rel_error
@@ -249,7 +249,7 @@ def test_two_processes_writing_at_once_lose_nothing(cache_dir):
 _TUNER = """
     import json, random, torch
     from triton_conv import tuning
-    from triton_conv.problem import ConvProblem
+    from triton_conv.problem import PASSES, ConvProblem
     problem = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
     tuning.pass_runner = lambda *a: (lambda: None)  # the kernels are not run: only the bookkeeping
     timer = lambda fn: random.random()  # each process prefers another config
@@ -301,57 +301,151 @@ class Net(torch.nn.Module):
 
 
 def test_conv_problems_finds_every_convolution():
-    found = tuning.conv_problems(Net(), (3, 10, 12))
-    assert [(name, needs_dgrad, needs_wgrad) for name, _, needs_dgrad, needs_wgrad in found] == [
-        ("stem", False, True),  # its input is the image: no dgrad
-        ("body.1", True, True),
-        ("frozen", True, False),  # frozen weight: no wgrad
+    found = model_tuning.conv_problems(Net(), (3, 10, 12))
+    assert [(call.name, call.passes, call.transposed) for call in found] == [
+        ("stem", {"fprop": True, "wgrad": True}, False),  # its input is the image: no dgrad
+        ("body.1", {"fprop": True, "dgrad": True, "wgrad": True}, False),
+        ("frozen", {"fprop": True, "dgrad": True}, False),  # frozen weight: no wgrad
     ]
-    stem, body, frozen = (p for _, p, _, _ in found)
+    stem, body, frozen = (call.problem for call in found)
     assert stem == ConvProblem.from_shapes((1, 3, 10, 12), (8, 3, 3, 3), padding=1)
     assert body == ConvProblem.from_shapes((1, 8, 10, 12), (8, 4, 3, 3), stride=2, padding=1, groups=2)
     assert frozen.input_shape == (1, 8, 5, 6) and frozen.is_pointwise
+    # In NCHW every flag is off: the key says 'nchw' where the model runs contiguous.
+    flags = [call.passes for call in model_tuning.conv_problems(Net(), (3, 10, 12), channels_last=False)]
+    assert [set(f) for f in flags] == [set(call.passes) for call in found]
+    assert not any(v for f in flags for v in f.values())
 
 
 def test_conv_problems_on_converted_models_and_padding_modes():
     import triton_conv
 
     model = triton_conv.convert_model(Net())
-    assert [p for _, p, _, _ in tuning.conv_problems(model, (3, 10, 12))] == [
-        p for _, p, _, _ in tuning.conv_problems(Net(), (3, 10, 12))
-    ]
-    assert "forward" not in vars(model.stem)  # the recording forward is gone again
+    assert model_tuning.conv_problems(model, (3, 10, 12)) == model_tuning.conv_problems(Net(), (3, 10, 12))
+    net = Net()
+    model_tuning.conv_problems(net, (3, 10, 12))
+    # the model is left as it was: torch's classes, no hooks
+    assert type(net.stem) is torch.nn.Conv2d and type(model.stem) is triton_conv.Conv2d
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in [*net.modules(), *model.modules()])
     reflect = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))
-    [(_, problem, _, _)] = tuning.conv_problems(reflect, (3, 8, 9))
-    assert problem == ConvProblem.from_shapes((1, 3, 10, 11), (4, 3, 3, 3), padding=0)
+    [call] = model_tuning.conv_problems(reflect, (3, 8, 9))
+    assert call.problem == ConvProblem.from_shapes((1, 3, 10, 11), (4, 3, 3, 3), padding=0)
+    same = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 4, padding="same"))  # torch pads 1 top, 2 bottom
+    [call] = model_tuning.conv_problems(same, (3, 8, 9))
+    assert call.problem == ConvProblem.from_shapes((1, 3, 8, 9), (4, 3, 4, 4), padding="same")
+    assert (call.problem.pad_top, call.problem.pad_bottom) == (1, 2)
+
+
+class Mixed(torch.nn.Module):
+    """All three kinds, torch's and triton-conv's modules: a strided Conv2d on the image, a
+    ConvTranspose2d back to the image's size (forward's output_size: output_padding 0 and 1, a crop
+    in its view), and a dilated Conv1d with a circular padding_mode on the flattened map."""
+
+    def __init__(self):
+        import triton_conv
+
+        super().__init__()
+        self.down = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.up = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1)
+        self.seq = triton_conv.Conv1d(4, 5, 3, padding=2, dilation=2, padding_mode="circular")
+
+    def forward(self, x):
+        y = self.up(torch.relu(self.down(x)), output_size=x.shape[-2:])
+        return self.seq(y.flatten(2))
+
+
+def test_conv_problems_of_conv1d_and_conv_transpose2d():
+    down, up, seq = model_tuning.conv_problems(Mixed(), (3, 9, 10))
+    assert down.problem == ConvProblem.from_shapes((1, 3, 9, 10), (6, 3, 3, 3), stride=2, padding=1)
+    # the transposed convolution is its conv2d view; output_size 9x10 from 5x5 is output_padding (0, 1)
+    assert up.transposed and up.problem == ConvProblem.from_transposed(
+        (1, 6, 5, 5), (6, 4, 3, 3), stride=2, padding=1, output_padding=(0, 1)
+    )
+    assert list(up.passes) == ["dgrad", "fprop", "wgrad"] and up.kernel_pass("fprop") == "dgrad"
+    # conv1d: circular padding applied first (2 each side), then the height-one conv2d, unpadded
+    assert seq.problem == ConvProblem.from_shapes((1, 4, 1, 94), (5, 4, 1, 3), dilation=(1, 2))
+    model = Mixed()
+    model.up.weight.requires_grad_(False)
+    calls = model_tuning.conv_problems(model, (3, 9, 10), channels_last=False)
+    assert [set(call.passes) for call in calls] == [{"fprop", "wgrad"}, {"dgrad", "fprop"}, set(PASSES)]
+    sequence = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 5, stride=3), torch.nn.Conv1d(8, 8, 1))
+    first, second = model_tuning.conv_problems(sequence, (4, 50))  # a 1-D model's (C, L)
+    assert first.problem == ConvProblem.from_shapes((1, 4, 1, 50), (8, 4, 1, 5), stride=(1, 3))
+    assert set(first.passes) == {"fprop", "wgrad"} and second.problem.input_shape == (1, 8, 1, 16)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_tune_model_tunes_exactly_the_keys_a_training_step_looks_up(
+    channels_last, fake_runner, monkeypatch, triton_only
+):
+    """After tune_model, a real forward and backward of a converted model (the kernels, under the
+    interpreter) looks up only keys that tune_model tuned, and every one of them: nothing is tuned
+    again, nothing was tuned in vain."""
+    import triton_conv
+    from triton_conv import passes
+
+    timer = FakeTimer()
+    model = Mixed()
+    tuned = model_tuning.tune_model(
+        model, (3, 9, 10), (2,), torch.float32, channels_last=channels_last, device="cpu", timer=timer,
+        progress=False,
+    )  # fmt: skip
+    assert timer.calls > 0 and not any(r.cached for r in tuned)
+    looked_up = []
+
+    def select_config(problem, pass_name, dtype, channels_last, device=None):
+        looked_up.append(tuning_key(problem, pass_name, dtype, channels_last))
+        return tuning.select_config(problem, pass_name, dtype, channels_last, device, timer=timer)
+
+    monkeypatch.setattr(passes, "select_config", select_config)
+    calls = timer.calls
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = triton_conv.convert_model(model).to(memory_format=layout)
+    x = torch.randn(2, 3, 9, 10).contiguous(memory_format=layout)
+    with triton_only() as proof:
+        model(x).square().sum().backward()
+    assert timer.calls == calls, "the step tuned a key that tune_model did not"
+    assert sorted(looked_up) == sorted(r.key for r in tuned)
+    # fprop: down, seq and up's input gradient; dgrad: up's forward and seq's; wgrad: all three
+    assert proof.launches == {"fprop_kernel": 3, "dgrad_kernel": 2, "wgrad_kernel": 3}
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_tune_model_progress_and_coverage(fake_runner):
     stream = io.StringIO()
-    results = tuning.tune_model(
+    results = model_tuning.tune_model(
         Net(), [(3, 10, 12), (3, 64, 64)], batch_sizes=(1, 4), dtype=torch.float16,
         device="cpu", timer=FakeTimer(), stream=stream,
     )  # fmt: skip
     expected = set()
     for shape in [(3, 10, 12), (3, 64, 64)]:
-        for _, problem, needs_dgrad, needs_wgrad in tuning.conv_problems(Net(), shape):
+        for call in model_tuning.conv_problems(Net(), shape):
             for batch in (1, 4):
-                for pass_name, wanted in (("fprop", True), ("dgrad", needs_dgrad), ("wgrad", needs_wgrad)):
-                    if wanted:
-                        expected.add(tuning_key(problem.with_batch(batch), pass_name, torch.float16, True))
+                for pass_name, channels_last in call.passes.items():
+                    expected.add(
+                        tuning_key(call.problem.with_batch(batch), pass_name, torch.float16, channels_last)
+                    )
     assert {r.key for r in results} == expected and len(results) == len(expected)
     lines = stream.getvalue().splitlines()
     assert len(lines) == len(expected)
     assert lines[0].startswith(f"[1/{len(expected)}] stem fprop fp16 nhwc") and "tuned" in lines[0]
     assert lines[-1].startswith(f"[{len(expected)}/{len(expected)}]")
     stream = io.StringIO()
-    tuning.tune_model(Net(), (3, 10, 12), (1,), torch.float16, device="cpu", timer=FakeTimer(), stream=stream)
+    model_tuning.tune_model(
+        Net(), (3, 10, 12), (1,), torch.float16, device="cpu", timer=FakeTimer(), stream=stream
+    )
     assert all("(cached" in line for line in stream.getvalue().splitlines())
+    stream = io.StringIO()  # forward only: a transposed convolution's forward is its view's dgrad
+    results = model_tuning.tune_model(
+        Mixed(), (3, 9, 10), (1,), torch.float16, ("fprop",), device="cpu", timer=FakeTimer(), stream=stream
+    )
+    assert [r.key.split()[0] for r in results] == ["fprop", "dgrad", "fprop"]
+    assert "up (transposed fprop) dgrad fp16 nhwc" in stream.getvalue()
 
 
 def test_tune_model_without_gpu_or_timer_lists_defaults():
     stream = io.StringIO()
-    results = tuning.tune_model(Net(), (3, 10, 12), (2,), torch.float32, device="cpu", stream=stream)
+    results = model_tuning.tune_model(Net(), (3, 10, 12), (2,), torch.float32, device="cpu", stream=stream)
     assert all(r.best_ms is None and not r.cached for r in results)
     assert all("default, not timed" in line for line in stream.getvalue().splitlines())
 

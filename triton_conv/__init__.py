@@ -6,9 +6,9 @@ from .arguments import ConvArgumentError, ConvTypeError
 from .autograd import Conv2dFunction, ConvTranspose2dFunction
 from .configs import KernelConfig
 from .functional import conv1d, conv2d, conv2d_with_config, conv_transpose2d
+from .model_tuning import tune_model
 from .nn import Conv1d, Conv2d, ConvTranspose2d, convert_model
 from .problem import ConvProblem, GemmShape
-from .tuning import tune_model
 
 __all__ = [
     "Conv1d",

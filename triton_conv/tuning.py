@@ -8,8 +8,8 @@ turns the timing off: cache hits are still used, misses get the default config).
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
 default config is returned, the one the passes used before tuning existed.
 
-`tune_model` tunes a model's convolutions ahead of time. Tuning a named layer set into table rows
-is autotune_tables.tune_layer_set, which builds on this module (the dependency goes one way).
+A whole model is tuned ahead of time by model_tuning.tune_model, a named layer set into table rows
+by autotune_tables.tune_layer_set; both build on this module (the dependency goes one way).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .configs import KernelConfig, default_pass_config, tuning_key
 from .devices import DeviceSpec, get_device, live_device
@@ -253,103 +252,3 @@ def forget_choices() -> None:
 
     _CHOSEN.clear()
     forget_open_caches()
-
-
-# --- ahead of time: a model's convolutions ------------------------------------------------------------
-def _is_conv2d(module) -> bool:
-    weight = getattr(module, "weight", None)
-    return (
-        isinstance(weight, torch.Tensor) and weight.dim() == 4
-        and all(hasattr(module, a) for a in ("stride", "padding", "dilation", "groups"))
-    )  # fmt: skip
-
-
-def conv_problems(model: torch.nn.Module, input_shape) -> list[tuple[str, ConvProblem, bool, bool]]:
-    """(module name, problem at batch 1, needs dgrad, needs wgrad) of every Conv2d call in one forward
-    pass at `input_shape` ((C, H, W), or (N, C, H, W) with N ignored), run on meta tensors.
-
-    For that pass each convolution module computes with torch's own conv2d on meta tensors (a
-    triton-conv Conv2d need not support the meta device), recording its problem on the way."""
-    shape = (1, *tuple(input_shape)[-3:])
-    found = []
-    convs = {module: name for name, module in model.named_modules() if _is_conv2d(module)}
-
-    def recording(module):
-        def forward(x):
-            pad, (h, w) = module.padding, x.shape[-2:]
-            if getattr(module, "padding_mode", "zeros") != "zeros" and not isinstance(pad, str):
-                h, w, pad = h + 2 * pad[0], w + 2 * pad[1], 0  # the module pads before convolving
-            problem = ConvProblem.from_shapes(
-                (x.shape[0], x.shape[1], h, w), module.weight.shape, module.stride, pad, module.dilation,
-                module.groups,
-            )  # fmt: skip
-            found.append((convs[module], problem, bool(x.requires_grad), bool(module.weight.requires_grad)))
-            if isinstance(module, torch.nn.Conv2d):
-                return torch.nn.Conv2d._conv_forward(module, x, module.weight, module.bias)
-            bias = getattr(module, "bias", None)
-            return F.conv2d(
-                x, module.weight, bias, module.stride, module.padding, module.dilation, module.groups
-            )
-
-        return forward
-
-    for module in convs:
-        module.forward = recording(module)  # an instance attribute shadows the class's forward
-    meta = {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
-            for n, t in [*model.named_parameters(), *model.named_buffers()]}  # fmt: skip
-    try:
-        with torch.enable_grad():
-            torch.func.functional_call(model, meta, (torch.empty(shape, device="meta"),))
-    finally:
-        for module in convs:
-            del module.forward
-    return found
-
-
-def tune_model(
-    model,
-    input_shapes,
-    batch_sizes=(1,),
-    dtype=torch.float16,
-    passes=("fprop", "dgrad", "wgrad"),
-    progress=True,
-    *,
-    channels_last=True,
-    device=None,
-    timer=None,
-    stream=None,
-) -> list[TuneResult]:
-    """Tune every convolution of `model` ahead of time for each input shape and batch size.
-
-    `input_shapes`: one per-image shape (C, H, W) or a list of them. Each distinct tuning key is
-    tuned once (cached keys are not re-timed); dgrad is skipped where the convolution's input needs
-    no gradient (the first layer), wgrad where the weight is frozen. Progress goes to `stream`
-    (stderr) one line per key. Without a GPU and a timer the lines say 'default'.
-    """
-    import sys
-
-    stream = stream or sys.stderr
-    shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
-    device = _device(device)
-    jobs: dict[str, tuple] = {}
-    for shape in shapes:
-        for name, problem, needs_dgrad, needs_wgrad in conv_problems(model, shape):
-            wanted = {"fprop": True, "dgrad": needs_dgrad, "wgrad": needs_wgrad}
-            for batch in batch_sizes:
-                for pass_name in passes:
-                    if wanted[pass_name]:
-                        sized = problem.with_batch(batch)
-                        key = tuning_key(sized, pass_name, dtype, channels_last)
-                        jobs.setdefault(key, (name, sized, pass_name))
-    results = []
-    for i, (key, (name, problem, pass_name)) in enumerate(jobs.items(), 1):
-        start = time.perf_counter()
-        result = autotune(problem, pass_name, dtype, channels_last, device, timer=timer)
-        results.append(result)
-        if progress:
-            how = ("cached" if result.cached else f"tuned {len(result.timings)} configs"
-                   if result.timed_on else "default, not timed")  # fmt: skip
-            ms = "" if result.best_ms is None else f" {result.best_ms:.4f} ms"
-            print(f"[{i}/{len(jobs)}] {name} {key}: {result.best}{ms} ({how}, "
-                  f"{time.perf_counter() - start:.1f} s)", file=stream, flush=True)  # fmt: skip
-    return results

@@ -1,0 +1,205 @@
+"""A model tuned ahead of time: the kernel launches its forward and backward will make, found without
+running a kernel, then tuned.
+
+`conv_problems(model, input_shape)` runs one forward on meta tensors (shapes and strides, no data,
+no kernels) in which every torch Conv1d, Conv2d and ConvTranspose2d computes as triton-conv's
+module does (the modules convert_model converts; triton-conv's own modules compute as they always
+do), and records each call of the package's ops (triton_conv::conv2d, ::conv_transpose2d) with the
+tensors the op receives. From those it names, exactly as autograd.py and passes.py will at run time:
+
+- the conv2d problem the kernels run, canonical, as the op builds it: conv2d's own, conv1d's
+  height-one conv2d, a transposed convolution's conv2d view (ConvProblem.from_transposed);
+- each kernel pass the call launches, with the layout flag its tuning key carries: for conv2d and
+  conv1d, fprop (flag: input or weight channels_last), dgrad where the input needs a gradient (the
+  input's layout) and wgrad where the weight does (the weight's layout); for a transposed
+  convolution (TRANSPOSED_PASSES), its forward is the view's dgrad (input or weight), its input
+  gradient the view's fprop (the incoming gradient, taken to have the output's layout, or the
+  weight) and its weight gradient the view's wgrad (the weight's layout).
+
+`tune_model` tunes exactly those tuning keys at the batch sizes asked for, so that the model's first
+step finds every config in the cache (a model captured in a CUDA graph must: nothing is tuned while
+a graph is captured).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import NamedTuple
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
+from .configs import tuning_key
+from .launchers.common import wants_channels_last
+from .nn import CONVERSIONS
+from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
+from .tuning import _device, autotune
+from .tuning_cache import TuneResult
+
+
+class ConvCall(NamedTuple):
+    """One call of a convolution op in a model's forward, as the kernels see it."""
+
+    name: str  # the module that made the call (its qualified name in the model)
+    problem: ConvProblem  # at batch 1: the conv2d problem the kernels run (a transposed conv's view)
+    passes: dict[str, bool]  # kernel pass -> the channels_last flag it is tuned under; forward first
+    transposed: bool = False  # a transposed convolution: `passes` are its view's (TRANSPOSED_PASSES)
+
+    def kernel_pass(self, pass_name: str) -> str:
+        """The kernel pass that runs the convolution's `pass_name` (fprop: its forward, dgrad: its
+        input gradient, wgrad: its weight gradient)."""
+        return TRANSPOSED_PASSES[pass_name] if self.transposed else pass_name
+
+
+def _conv2d_call(name: str, args) -> ConvCall | None:
+    """autograd._conv2d, _input_grad and _weight_grad's problem and flags; None: nothing launches."""
+    input, weight = args[0], args[1]
+    if input.numel() == 0 or weight.numel() == 0:
+        return None
+    passes = {"fprop": wants_channels_last(input, weight)}
+    if input.requires_grad:
+        passes["dgrad"] = wants_channels_last(input)
+    if weight.requires_grad:
+        passes["wgrad"] = wants_channels_last(weight)
+    return ConvCall(name, checked_problem(*args).with_batch(1), passes)
+
+
+def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
+    """autograd._conv_transpose2d's problem and flags, and ConvTranspose2dFunction.backward's: the
+    input gradient is conv2d's forward op on the incoming gradient, the weight gradient conv2d's
+    weight-gradient op with x in the gradient's place."""
+    input, weight = args[0], args[1]
+    if input.numel() == 0:
+        return None
+    passes = {"dgrad": wants_channels_last(input, weight)}
+    if input.requires_grad:
+        passes["fprop"] = wants_channels_last(output, weight)
+    if weight.requires_grad:
+        passes["wgrad"] = wants_channels_last(weight)
+    return ConvCall(name, checked_transposed_problem(*args).with_batch(1), passes, transposed=True)
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records each call of triton-conv's convolution ops under the innermost running module."""
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        self.names, self.calls = names, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        if func is conv2d_op:
+            self.calls.append(_conv2d_call(self.names[-1], args))
+        elif func is conv_transpose2d_op:
+            self.calls.append(_transposed_call(self.names[-1], args, output))
+        return output
+
+
+def _meta_like(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A meta tensor of `tensor`'s shape in the layout the model runs in: 4-D tensors channels_last
+    or contiguous, as model.to(memory_format=...) leaves them; others contiguous."""
+    layout = torch.channels_last if channels_last and tensor.dim() == 4 else torch.contiguous_format
+    meta = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta", memory_format=layout)
+    return meta.requires_grad_(tensor.requires_grad)
+
+
+def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = True) -> list[ConvCall]:
+    """Each convolution call of one forward of `model` (the module docstring), in order, as ConvCall
+    (name, problem at batch 1, kernel passes with their layout flags, transposed).
+
+    `input_shape`: one image's (C, H, W), or (C, L) for a 1-D model; (N, C, H, W) has N ignored.
+    `channels_last`: the model's 4-D parameters and 4-D input are channels_last at run time (as
+    model.to(memory_format=torch.channels_last) and x.to(memory_format=...) make them), else
+    contiguous; the layouts inside the model follow from those, as on the GPU. Parameters' and
+    buffers' requires_grad say which gradients a training step asks for. The model is left as it was.
+    """
+    shape = tuple(input_shape)
+    shape = (1, *(shape[1:] if len(shape) == 4 else shape))
+    names = {module: name for name, module in model.named_modules()}
+    names[model] = names[model] or type(model).__name__
+    stack: list[str] = []
+    recorder = _OpRecorder(stack)
+
+    def enter(module, args):
+        stack.append(names[module])
+
+    def leave(module, args, output):
+        stack.pop()
+
+    handles = []
+    for module in names:
+        handles += [
+            module.register_forward_pre_hook(enter),
+            module.register_forward_hook(leave, always_call=True),
+        ]
+    state = [*model.named_parameters(), *model.named_buffers()]
+    tensors = {name: _meta_like(tensor, channels_last) for name, tensor in state}
+    dtype = next((t.dtype for _, t in state if t.is_floating_point()), torch.get_default_dtype())
+    x = _meta_like(torch.empty(shape, dtype=dtype, device="meta"), channels_last)
+    swapped = {module: type(module) for module in names if type(module) in CONVERSIONS}
+    try:
+        for module in swapped:  # torch's class -> triton-conv's, whose forward calls the ops
+            module.__class__ = CONVERSIONS[type(module)]
+        with torch.enable_grad(), recorder:
+            torch.func.functional_call(model, tensors, (x,))
+    finally:
+        for module, kind in swapped.items():
+            module.__class__ = kind
+        for handle in handles:
+            handle.remove()
+    return [call for call in recorder.calls if call is not None]
+
+
+def tune_model(
+    model,
+    input_shapes,
+    batch_sizes=(1,),
+    dtype=torch.float16,
+    passes=PASSES,
+    progress=True,
+    *,
+    channels_last=True,
+    device=None,
+    timer=None,
+    stream=None,
+) -> list[TuneResult]:
+    """Tune every convolution of `model` ahead of time for each input shape and batch size.
+
+    `input_shapes`: one per-image shape ((C, H, W), or (C, L) for a 1-D model) or a list of them.
+    `passes`: which of each convolution's passes (fprop: forward, dgrad: input gradient, wgrad:
+    weight gradient; a transposed convolution's run other kernels: ConvCall.kernel_pass).
+    `channels_last`: the layout the model will run in (conv_problems). Exactly the tuning keys the
+    model's step will look up are tuned (conv_problems), each distinct key once (cached keys are not
+    re-timed): no input gradient where the input needs none (the first layer), no weight gradient
+    where the weight is frozen. Progress goes to `stream` (stderr) one line per key. Without a GPU
+    and a timer the lines say 'default'.
+    """
+    stream = stream or sys.stderr
+    shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
+    device = _device(device)
+    jobs: dict[str, tuple] = {}
+    for shape in shapes:
+        for call in conv_problems(model, shape, channels_last=channels_last):
+            for batch in batch_sizes:
+                sized = call.problem.with_batch(batch)
+                for pass_name in passes:
+                    kernel_pass = call.kernel_pass(pass_name)
+                    if kernel_pass in call.passes:
+                        layout = call.passes[kernel_pass]
+                        label = f"{call.name} (transposed {pass_name})" if call.transposed else call.name
+                        key = tuning_key(sized, kernel_pass, dtype, layout)
+                        jobs.setdefault(key, (label, sized, kernel_pass, layout))
+    results = []
+    for i, (key, (label, problem, kernel_pass, layout)) in enumerate(jobs.items(), 1):
+        start = time.perf_counter()
+        result = autotune(problem, kernel_pass, dtype, layout, device, timer=timer)
+        results.append(result)
+        if progress:
+            how = ("cached" if result.cached else f"tuned {len(result.timings)} configs"
+                   if result.timed_on else "default, not timed")  # fmt: skip
+            ms = "" if result.best_ms is None else f" {result.best_ms:.4f} ms"
+            print(f"[{i}/{len(jobs)}] {label} {key}: {result.best}{ms} ({how}, "
+                  f"{time.perf_counter() - start:.1f} s)", file=stream, flush=True)  # fmt: skip
+    return results
