@@ -19,6 +19,9 @@ import sys
 import torch
 
 KERNEL_COMMANDS = {"demo", "main", "campaign"}
+# The sweep's parts in the order `main` runs them: bench/cases.py PARTS (which the package cannot
+# import: bench/ is a checkout's, not an install's; tests/test_cli.py keeps the two equal).
+SWEEP_PARTS = ("fprop", "backward", "peer", "training", "layers", "dtypes", "decoder")
 
 
 def _ensure_kernels_can_run(args) -> None:
@@ -73,14 +76,16 @@ def cmd_predict(args) -> int:
     rows = []
     for layer in layers:
         for pass_name in args.passes:
-            knee = batching_knee(layer.problem, pass_name, None, device, args.dtype)
-            one = predict(layer.problem, pass_name, None, device, args.dtype)
+            kernel = layer.kernel_pass(pass_name)  # a transposed layer's passes run its view's kernels
+            label = f"{pass_name} (view's {kernel})" if layer.transposed else pass_name
+            knee = batching_knee(layer.problem, kernel, None, device, args.dtype)
+            one = predict(layer.problem, kernel, None, device, args.dtype)
             for batch in args.batch:
-                p = predict(layer.problem.with_batch(batch), pass_name, None, device, args.dtype)
+                p = predict(layer.problem.with_batch(batch), kernel, None, device, args.dtype)
                 rows.append(
                     [
                         layer.name,
-                        pass_name,
+                        label,
                         batch,
                         str(p.config),
                         p.tiles,
@@ -92,7 +97,9 @@ def cmd_predict(args) -> int:
                     ]
                 )
     print(f"PREDICTED by the model (not measured): {', '.join(args.passes)}, {args.dtype}, {device.name}; "
-          f"each call in the config the model picks; {DEFAULT_TERMS}")  # fmt: skip
+          f"each call in the config the model picks; {DEFAULT_TERMS}"
+          + ("; a transposed layer's pass runs the kernel of its conv2d view named in brackets"
+             if any(layer.transposed for layer in layers) else ""))  # fmt: skip
     headers = ["layer", "pass", "N", "config", "tiles", "waves", "µs", "TFLOP/s", "S(N)", "knee N (128²)"]
     print(tabulate(rows, headers=headers))
     calibrations = {"ideal": DEFAULT_TERMS}
@@ -263,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     main = commands.add_parser("main", help="the README's main job")
     main.add_argument("--device", default="H200", help="the device the CPU-only predictions are for")
     main.add_argument(
-        "--parts", nargs="+", default=["fprop", "backward", "peer", "training", "layers", "dtypes"]
+        "--parts",
+        nargs="+",
+        default=list(SWEEP_PARTS),
+        help="parts of the sweep, one JSON each (bench/cases.py PARTS); default: all of them",
     )
     main.set_defaults(run=cmd_main)
     return parser
