@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from triton_conv import benchmarking, tuning
-from triton_conv.campaign import costs, h200, records, spec, timing
+from triton_conv.campaign import costs, h200, records, runners, spec, timing
 from triton_conv.campaign.output import FILES, write_json
 from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
+from triton_conv.configs import tuning_key
 from triton_conv.launchers import dgrad, fprop, wgrad
-from triton_conv.problem import ConvProblem
+from triton_conv.layers import unet_decoder
+from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 from triton_conv.pruning import search_space
 from triton_conv.report.measured import load_run
 
@@ -68,7 +70,7 @@ def test_tiny_campaign_runs_every_step_within_a_minute(tiny_run):
     assert sorted(os.listdir(out)) == sorted(FILES.values()) and len(FILES) <= 8
     ran = {step["step"]: step for step in state["steps"]}
     for name in ("ceilings", "compile", "check", "fprop", "peer", "dgrad", "wgrad", "batching", "megapixel",
-                 "training"):  # fmt: skip
+                 "decoder", "training"):  # fmt: skip
         assert ran[name].get("done", 0) >= 1, f"step {name} did nothing: {ran.get(name)}"
         assert ran[name]["estimate_s"] is not None and ran[name]["actual_s"] >= 0
     assert state["provenance"]["commit"] and state["provenance"]["torch"] == torch.__version__
@@ -94,7 +96,7 @@ def test_every_timing_is_checked_and_reads_as_a_pytest_benchmark_json(tiny_run):
     checks = files["checks.json"]["checks"]
     assert checks and all(c["passed"] for c in checks)
     items = spec.plan_items(spec.tiny())
-    timed = [i for s in ("fprop", "dgrad", "wgrad", "batching", "megapixel") for i in items[s]]
+    timed = [i for s in spec.CHECKED_STEPS for i in items[s]]
     assert len(checks) == sum(len(i.candidates) for i in timed)  # every candidate of every timed problem
     rows = files["autotune.json"]["rows"]
     assert len(rows) == len(timed)
@@ -104,6 +106,12 @@ def test_every_timing_is_checked_and_reads_as_a_pytest_benchmark_json(tiny_run):
                 "N": row["batch"], "pass": row["pass"]}  # fmt: skip
         op = next(b for b in benchmarks if all(b["extra_info"].get(k) == v for k, v in same.items()))
         assert op["extra_info"]["config"] == row["winner"]
+    # the decoder's transposed convolutions: each pass against cuDNN's, with its view's kernel named
+    decoder = [b["extra_info"] for b in benchmarks if b["extra_info"].get("step") == "decoder"]
+    assert {(info["pass"], info["kernel_pass"], info["implementation"]) for info in decoder} == {
+        (p, k, impl) for p, k in (("fprop", "dgrad"), ("dgrad", "fprop"), ("wgrad", "wgrad")) for impl in both
+    }
+    assert all(info["transposed"] and info["layer_set"] == "unet_decoder" for info in decoder)
     training = files["training.json"]
     assert training["initial_weights_identical"]
     assert training["comparison"]["max_relative_loss_deviation"] < 5e-2
@@ -121,11 +129,11 @@ def test_compile_step_compiled_each_variant_once(tiny_run):
 REPLAY = """
 import sys, torch
 from triton import knobs
-from triton_conv.benchmarking import DTYPES, make_inputs
+from triton_conv.benchmarking import DTYPES
 from triton_conv.campaign import spec
 from triton_conv.campaign.precompile import TARGET_H200, _use_compile_only_driver
 from triton_conv.campaign.run import launch_jobs
-from triton_conv.campaign.runners import launch_with_config
+from triton_conv.campaign.runners import launch_with_config, make_inputs
 import triton_conv.launchers.dgrad, triton_conv.launchers.fprop, triton_conv.launchers.wgrad
 
 _use_compile_only_driver(TARGET_H200)
@@ -140,8 +148,8 @@ for name in ("fprop", "dgrad", "wgrad"):
     getattr(triton_conv.launchers, name).launch = warm_only
 tiny = spec.tiny()
 for job in launch_jobs(tiny, spec.plan_items(tiny)):
-    tensors = make_inputs(job.problem, DTYPES[job.dtype], True, "meta")
-    launch_with_config(job.pass_name, job.problem, tensors, job.config)()
+    tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
+    launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
 print(len(hits), sum(hits))
 """
 
@@ -181,8 +189,12 @@ def test_dry_run_of_the_h200_campaign_fits_480_seconds():
     assert total <= 480 and "fits the budget of 480 s" in text
     assert 100 < compiles < 1000
     for step in ("ceilings", "compile", "check", "fprop", "peer", "dgrad", "wgrad", "batching", "megapixel",
-                 "training"):  # fmt: skip
+                 "decoder", "training"):  # fmt: skip
         assert re.search(rf"^{step}\s", text, re.M), step
+    steps = re.findall(r"^(\w+)\s+\d+\s", text, re.M)
+    assert steps[-3:] == ["decoder", "training", "finish"]  # the decoder is the first a budget cut drops
+    decoder = re.search(r"^decoder\s+(\d+)\s", text, re.M).group(1)
+    assert int(decoder) == len(unet_decoder()) * 2 * 3  # every layer at N = 1 and 8, three passes
     assert "Cost model" in text and "one variant on one core" in text
 
 
@@ -235,15 +247,55 @@ def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, triton_only):
         tuning.forget_choices()
 
 
+@pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
+def test_a_transposed_candidates_launch_is_the_ops_launch(pass_name, triton_only):
+    """The same for a transposed convolution's passes (the forward: its view's dgrad with the bias),
+    on a view with a crop (output_padding > padding), checked against torch in float64 too."""
+    view = ConvProblem.from_transposed(
+        (3, 12, 4, 5), (12, 20, 3, 3), stride=2, padding=1, output_padding=(1, 0)
+    )
+    tensors = runners.make_inputs(view, torch.float32, "cpu", transposed=True)
+    kernel = TRANSPOSED_PASSES[pass_name]
+    config = spec.candidates(view, kernel, spec.tiny())[0]
+    plans = {"fprop": fprop.plans, "dgrad": dgrad.plans, "wgrad": wgrad.plans}[kernel]
+    flag = runners.op_channels_last(pass_name, tensors, transposed=True)
+    tuning.pin_config(view, kernel, torch.float32, flag, "cpu", config)
+    try:
+        with triton_only() as proof:
+            got = launch_with_config(pass_name, view, tensors, config, transposed=True)()
+            misses, hits = plans.misses, plans.hits
+            runners.pass_function("triton-conv", pass_name, view, tensors, on_gpu=False, transposed=True)()
+        assert (plans.misses, plans.hits) == (misses, hits + 1), "the op made another launch"
+        assert proof.launches == {f"{kernel}_kernel": 2}
+    finally:
+        tuning.forget_choices()
+    want = runners.reference_result(pass_name, view, tensors, transposed=True)
+    assert benchmarking.relative_error(got, want) < 1e-4
+    key = runners.op_tuning_key(view, pass_name, tensors, transposed=True)
+    assert key == tuning_key(view, kernel, torch.float32, True)
+
+
+def test_shrunk_decoder_layers_keep_their_geometry():
+    for layer in unet_decoder():
+        small = spec.shrunk_view(layer.problem)
+        assert small.transposed_arguments() == layer.problem.transposed_arguments()
+        assert (small.kernel_h, small.kernel_w) == (layer.problem.kernel_h, layer.problem.kernel_w)
+        assert max(small.in_channels, small.out_channels) <= 8 and small.out_height <= 5
+
+
 def test_launch_jobs_are_distinct_and_cover_every_candidate():
     tiny = spec.tiny()
     items = spec.plan_items(tiny)
     jobs = launch_jobs(tiny, items)
-    assert len({(j.pass_name, j.problem, j.config) for j in jobs}) == len(jobs)
+    launch = lambda j: (j.pass_name, j.transposed, j.problem, j.config)
+    assert len(set(map(launch, jobs))) == len(jobs) and any(j.transposed for j in jobs)
     wanted = {
-        (i.pass_name, i.problem, c) for s in items.values() for i in s for c in getattr(i, "candidates", ())
+        (i.pass_name, i.transposed, i.problem, c)
+        for s in items.values()
+        for i in s
+        for c in getattr(i, "candidates", ())
     }
-    assert {(j.pass_name, j.problem, j.config) for j in jobs} == wanted
+    assert set(map(launch, jobs)) == wanted
 
 
 def test_only_model_link_asks_the_model():
@@ -289,6 +341,16 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
     assert (tmp_path / "notes" / "autotune" / "cpu-interpreter.md").exists()
     batching = (tmp_path / "notes" / "batching.md").read_text()
     assert "Speedup of triton-conv over cuDNN" in batching and len(written) == 5
+    # the decoder's timings in the measured tables: speedups, and throughput per pass
+    for label in (
+        "fprop (transposed, dgrad kernel)",
+        "dgrad (transposed, fprop kernel)",
+        "wgrad (transposed)",
+    ):
+        layer = re.escape("linknet.up (128->64, 64->128, 3x3 op1)")
+        row = rf"^\| unet_decoder +\| {layer} +\| {re.escape(label)} +\| fp16 "
+        assert re.search(row, batching, re.M), label
+        assert f"##### unet_decoder, {label}, fp16, channels_last" in batching
     with pytest.raises(ValueError, match="not measured on a GPU"):
         report_campaign(str(out), notes_dir=str(REPO / "notes"), plots=False)
 

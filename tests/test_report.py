@@ -104,6 +104,34 @@ def test_batching_speedups(records):
     assert _row(curve, "triton-conv", "8")[-2:] == ["4.00", "1.00"]
 
 
+def _transposed(impl, n, seconds, pass_name):
+    """A record as bench/bench_transposed.py and the campaign's decoder step write it."""
+    record = _pass(impl, n, seconds, pass_name)
+    kernel = {"fprop": "dgrad", "dgrad": "fprop", "wgrad": "wgrad"}[pass_name]
+    record["extra_info"].update(layer_set="unet_decoder", layer="up1", transposed=True, kernel_pass=kernel)
+    return record
+
+
+def test_transposed_records_name_their_pass_and_kernel(tmp_path, records):
+    path = tmp_path / "decoder.json"
+    data = json.loads(_synthetic_json(tmp_path).read_text())
+    for n, ours, cudnn in ((1, 10e-6, 30e-6), (8, 40e-6, 60e-6)):
+        for pass_name in ("fprop", "dgrad", "wgrad"):
+            data["benchmarks"] += [_transposed("triton-conv", n, ours, pass_name),
+                                   _transposed("cudnn", n, cudnn, pass_name)]  # fmt: skip
+    path.write_text(json.dumps(data))
+    both = measured.load_run(path)[0]
+    text = report.speedup_table(both)
+    assert _row(text, "up1", "fprop (transposed, dgrad kernel)")[-4:] == ["3.00", "—", "—", "1.50"]
+    assert _row(text, "up1", "dgrad (transposed, fprop kernel)")[-4:] == ["3.00", "—", "—", "1.50"]
+    assert _row(text, "up1", "wgrad (transposed)")[-1] == "1.50"
+    assert _row(text, LAYER, "fprop")[-4:] == ["0.50", "1.00", "2.00", "2.00"]  # conv2d's rows unchanged
+    sections = measured.throughput_tables(both)
+    assert "##### unet_decoder, fprop (transposed, dgrad kernel), fp16, channels_last" in sections
+    # the transposed forward's S(N): 8 x 10 µs / 40 µs measured
+    assert _row(measured.speedup_curve_table(both), "up1", "triton-conv")[-2:] == ["2.00", "1.00"]
+
+
 def test_training_and_accumulation(records):
     text = measured.training_tables(records)
     assert _row(text, "cudnn", "32", "1")[-2:] == ["5.00", "0.25"]  # 5x the time, a quarter of the memory

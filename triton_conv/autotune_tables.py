@@ -120,6 +120,10 @@ def render(rows: list[dict], gpu: str) -> str:
         groups.setdefault((row["layer_set"], row["pass"], row["dtype"], row["layout"]), []).append(row)
     for (layer_set, pass_name, dtype, layout), chosen in sorted(groups.items()):
         chosen.sort(key=lambda r: (r["layer_index"], r["batch"]))
+        if chosen[0].get("transposed"):  # a transposed convolution's pass, run by its view's kernel
+            pass_name = (
+                f"{pass_name} of the transposed convolution (its conv2d view's {chosen[0]['kernel_pass']})"
+            )
         lines += [f"## {layer_set}: {pass_name}, {dtype}, {layout}", ""]
         table = [[_cell(r, field, fmt) for _, field, fmt in COLUMNS] for r in chosen]
         lines += [tabulate(table, [h for h, _, _ in COLUMNS], tablefmt="github", disable_numparse=True), ""]

@@ -3,7 +3,8 @@
 The headline measurements in one run that fits a short lease: provenance and the machine's ceilings;
 every kernel variant compiled ahead on all cores; every candidate checked against torch; then, in
 order, fprop against cuDNN and Inductor's template on ResNet-50's layers, dgrad and wgrad, the
-batching curve, a 1920x1080 layer and a converted ResNet-50 training step, each step flushed to DIR.
+batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutions against cuDNN's
+(the view's kernels: runners.py) and a converted ResNet-50 training step, each step flushed to DIR.
 
     spec.py         what is measured (the H200 campaign and the CPU-sized one)
     costs.py        the cost model and the plan (`--dry-run` prints it)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from .model_link import predicted_seconds
 from .precompile import WEIGHT, Variant, shares
-from .spec import CampaignSpec, CurveItem, PassItem, TrainingItem
+from .spec import CHECKED_STEPS, CampaignSpec, CurveItem, PassItem, TrainingItem
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class Estimator:
         return self.costs.reference_s + problem.flops() / self.costs.reference_flops
 
     def pass_item(self, item: PassItem | CurveItem) -> float:
-        times = [self.kernel(item.problem, item.pass_name, c) for c in item.candidates]
-        best = min(times, default=self.kernel(item.problem, item.pass_name, None))
-        cudnn = self.kernel(item.problem, item.pass_name, None)
+        times = [self.kernel(item.problem, item.kernel_pass, c) for c in item.candidates]
+        best = min(times, default=self.kernel(item.problem, item.kernel_pass, None))
+        cudnn = self.kernel(item.problem, item.kernel_pass, None)
         seconds = self.reference(item.problem) + sum(self.measurement(t, eager=False) + t for t in times)
         seconds += self.measurement(best, eager=True) + self.measurement(cudnn, eager=True) + best + cudnn
         if isinstance(item, CurveItem) and item.one_at_a_time:
@@ -108,7 +108,7 @@ class Estimator:
         return compile_s + self.reference(item.problem) + self.measurement(cudnn, eager=True)
 
     def check_item(self, item: PassItem | CurveItem) -> float:
-        launches = sum(self.kernel(item.problem, item.pass_name, c) for c in item.candidates)
+        launches = sum(self.kernel(item.problem, item.kernel_pass, c) for c in item.candidates)
         return self.reference(item.problem) + len(item.candidates) * self.costs.check_s + launches
 
     def training(self, item: TrainingItem) -> float:
@@ -137,7 +137,7 @@ class Estimator:
 def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Estimator) -> list[StepPlan]:
     """The steps in order with their item counts, compiles and estimated seconds."""
     costs = est.costs
-    checked = [i for step in ("fprop", "dgrad", "wgrad", "batching", "megapixel") for i in items[step]]
+    checked = [i for step in CHECKED_STEPS for i in items[step]]
     counts = {k: sum(1 for v in variants if v.pass_name == k) for k in WEIGHT}
     peers = [i for i in items["fprop"] if i.peer]
     plan = [
@@ -157,9 +157,10 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
         "wgrad": "ResNet-50 layers: candidates, triton-conv's op, cuDNN",
         "batching": "the batching curve; N launches of one image against one batch",
         "megapixel": "a 1920x1080 layer, three passes",
+        "decoder": "U-Net decoder's ConvTranspose2d layers: forward (view's dgrad), dx, dw; against cuDNN",
         "training": "a converted ResNet-50 training step against torch's",
     }
-    for step in ("fprop", "peer", "dgrad", "wgrad", "batching", "megapixel", "training"):
+    for step in ("fprop", "peer", "dgrad", "wgrad", "batching", "megapixel", "decoder", "training"):
         if step == "peer":
             seconds = sum(est.peer_item(item, first=n == 0) for n, item in enumerate(peers))
             plan.append(StepPlan(step, len(peers), 0, seconds, what[step]))

@@ -39,12 +39,14 @@ TARGET_H200 = ("cuda", 90, 32)  # Triton's GPUTarget(backend, arch, warp size) o
 
 @dataclass(frozen=True)
 class LaunchJob:
-    """One launch the campaign will make: a pass of a problem with a config, bf16 etc., channels_last."""
+    """One launch the campaign will make: a pass of a problem with a config, bf16 etc., channels_last
+    (a transposed convolution's pass of its view: runners.launch_with_config)."""
 
     pass_name: str
     problem: ConvProblem
     config: object  # KernelConfig
     dtype: str
+    transposed: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     import torch
     from triton import knobs
 
-    from ..benchmarking import DTYPES, make_inputs
-    from .runners import launch_with_config
+    from ..benchmarking import DTYPES
+    from .runners import launch_with_config, make_inputs
 
     _use_compile_only_driver(target)
     found: dict[tuple, list] = {}
@@ -111,9 +113,11 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     knobs.runtime.jit_cache_hook = hook
     try:
         for job in jobs:
-            tensors = make_inputs(job.problem, DTYPES[job.dtype], True, "meta")
+            tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
             with torch.no_grad():
-                launch_with_config(job.pass_name, job.problem, tensors, job.config)()
+                launch_with_config(
+                    job.pass_name, job.problem, tensors, job.config, transposed=job.transposed
+                )()
     finally:
         knobs.runtime.jit_cache_hook = None
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]

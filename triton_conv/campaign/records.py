@@ -43,7 +43,9 @@ def pass_info(run, item, impl: str, config, error: float, limit: float) -> dict:
         "config": str(config) if config is not None else None, "checked": True,
         "relative_error": error, "tolerance": limit, "campaign": spec.name, "step": item.step,
     }  # fmt: skip
-    info.update(record_fields(problem, item.pass_name, spec.dtype, spec.device, config))
+    if item.transposed:  # as bench/bench_transposed.py writes them: the pass and its view's kernel
+        info.update(transposed=True, kernel_pass=item.kernel_pass)
+    info.update(record_fields(problem, item.kernel_pass, spec.dtype, spec.device, config))
     return info
 
 

@@ -32,7 +32,7 @@ from . import setup_steps, timing_steps
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .output import Output
 from .precompile import LaunchJob, record, record_and_compile
-from .spec import CampaignSpec, plan_items
+from .spec import CHECKED_STEPS, CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
@@ -69,8 +69,9 @@ def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
     for step_items in items.values():
         for item in step_items:
             for config in getattr(item, "candidates", ()):
-                key = (item.pass_name, item.problem, config)
-                jobs.setdefault(key, LaunchJob(item.pass_name, item.problem, config, spec.dtype))
+                key = (item.pass_name, item.transposed, item.problem, config)
+                job = LaunchJob(item.pass_name, item.problem, config, spec.dtype, item.transposed)
+                jobs.setdefault(key, job)
     return list(jobs.values())
 
 
@@ -251,7 +252,7 @@ class Campaign:
             log("plan:\n" + render_plan(self.spec, plan, self.costs, self.budget_s, str(self.device)))
             setup_steps.compile_all(self, variants, report, len(jobs), target, self.elapsed() - began)
             knobs.compilation.listener = self._on_compile
-            checked = [i for s in ("fprop", "dgrad", "wgrad", "batching", "megapixel") for i in self.items[s]]
+            checked = [i for s in CHECKED_STEPS for i in self.items[s]]
             self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])

@@ -9,16 +9,9 @@ import os
 import torch
 
 from .. import provenance
-from ..benchmarking import (
-    make_inputs,
-    measure_copy_bandwidth,
-    measure_matmul_peak,
-    reference_result,
-    relative_error,
-    tolerance,
-)
+from ..benchmarking import measure_copy_bandwidth, measure_matmul_peak, relative_error, tolerance
 from .precompile import variants_json
-from .runners import launch_with_config
+from .runners import launch_with_config, make_inputs, reference_result
 
 
 def ceilings(run) -> None:
@@ -90,6 +83,7 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
 
 
 def output_shape(problem, pass_name: str):
+    """The shape of a kernel pass's result (a transposed forward's is its view's dgrad's: x-shaped)."""
     return {"fprop": problem.output_shape, "dgrad": problem.input_shape, "wgrad": problem.weight_shape}[
         pass_name
     ]
@@ -101,16 +95,18 @@ def check_item(run, item) -> None:
     never writes reads NaN (the allocator hands the freed block to the launch's output), and earlier
     outputs stay alive, so that no candidate inherits another's correct answer."""
     spec = run.spec
-    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
-    want = reference_result(item.pass_name, item.problem, tensors)
+    tensors = make_inputs(item.problem, spec.torch_dtype, run.device, item.transposed)
+    want = reference_result(item.pass_name, item.problem, tensors, item.transposed)
     limit = tolerance(spec.dtype, tf32=False)
     passed, kept = [], []
     for config in item.candidates:
-        poison = torch.full(output_shape(item.problem, item.pass_name), math.nan, dtype=spec.torch_dtype,
+        poison = torch.full(output_shape(item.problem, item.kernel_pass), math.nan, dtype=spec.torch_dtype,
                             device=run.device)  # fmt: skip
         del poison
         try:
-            got = launch_with_config(item.pass_name, item.problem, tensors, config)()
+            got = launch_with_config(
+                item.pass_name, item.problem, tensors, config, transposed=item.transposed
+            )()
             error = relative_error(got, want)
             kept.append(got)
             failure = None

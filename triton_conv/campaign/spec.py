@@ -17,11 +17,13 @@ from ..benchmarking import DTYPES
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..layers import get_layer_set
-from ..problem import ConvProblem
+from ..problem import PASSES, TRANSPOSED_PASSES, ConvProblem
 from ..pruning import search_space
 from .model_link import predicted_seconds
 
-TIMING_STEPS = ("fprop", "dgrad", "wgrad", "batching", "megapixel", "training")
+TIMING_STEPS = ("fprop", "dgrad", "wgrad", "batching", "megapixel", "decoder", "training")
+# The steps whose items are checked against torch before anything is timed (all but training's).
+CHECKED_STEPS = ("fprop", "dgrad", "wgrad", "batching", "megapixel", "decoder")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class CampaignSpec:
     megapixel_set: str = "resnet50_megapixel"
     megapixel_layer: str = "layer1.0.conv2"
     megapixel_batches: tuple[int, ...] = (1, 8)
+    # A transposed layer set (layers.TransposedLayer): its forward, input and weight gradients.
+    decoder_set: str = "unet_decoder"
+    decoder_layers: tuple[str, ...] | None = None  # None: every layer of the set
+    decoder_batches: tuple[int, ...] = (1, 8)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     rounds: int = 10  # timed rounds per measurement
     min_round_s: float = 1e-3  # a round repeats the call until it lasts this long
@@ -102,6 +108,8 @@ def tiny() -> CampaignSpec:
         batching_batches=(2, 3),
         one_at_a_time=(2,),
         megapixel_batches=(2,),
+        decoder_layers=("linknet.up (128->64, 64->128, 3x3 op1)",),  # output_padding: a cropped view
+        decoder_batches=(2,),
         training=TrainingSpec(batch=2, steps=1, warmup=1, width=4, blocks=(1,), image=16, classes=10),
         rounds=1,
         min_round_s=0.0,
@@ -115,7 +123,11 @@ SPECS = {"h200": h200, "tiny": tiny}
 # --- items ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PassItem:
-    """One pass of one layer at one batch size: the candidates, triton-conv's op, cuDNN, maybe the peer."""
+    """One pass of one layer at one batch size: the candidates, triton-conv's op, cuDNN, maybe the peer.
+
+    A transposed convolution's item (`transposed`): `problem` is its conv2d view, `pass_name` the
+    transposed convolution's pass and `kernel_pass` the view's pass that runs it (its forward is
+    the view's dgrad), which the candidates are configs of."""
 
     step: str
     layer_set: str
@@ -124,6 +136,11 @@ class PassItem:
     pass_name: str
     candidates: tuple[KernelConfig, ...]
     peer: bool = False
+    transposed: bool = False
+
+    @property
+    def kernel_pass(self) -> str:
+        return TRANSPOSED_PASSES[self.pass_name] if self.transposed else self.pass_name
 
     @property
     def id(self) -> str:
@@ -141,8 +158,8 @@ class CurveItem:
     one_at_a_time: bool = False
 
     step = "batching"
-    pass_name = "fprop"
-    peer = False
+    pass_name = kernel_pass = "fprop"
+    peer = transposed = False
 
     @property
     def id(self) -> str:
@@ -190,6 +207,19 @@ def candidates(problem: ConvProblem, pass_name: str, spec: CampaignSpec) -> tupl
     return tuple(picked)
 
 
+def shrunk_view(view: ConvProblem) -> ConvProblem:
+    """The conv2d view of a CPU-sized copy of a transposed layer: at most 8 channels in and out and a
+    5x5 input, the same filter, stride, padding and output_padding."""
+    arguments = view.transposed_arguments()
+    groups = arguments["groups"]
+    fewer = lambda channels: max(groups, min(channels, 8) // groups * groups)
+    c_in, c_out = fewer(view.out_channels), fewer(view.in_channels)  # the layer's input and output
+    h, w = min(view.out_height, 5), min(view.out_width, 5)
+    return ConvProblem.from_transposed(
+        (view.batch, c_in, h, w), (c_in, c_out // groups, view.kernel_h, view.kernel_w), **arguments
+    )
+
+
 def _layers(layer_set: str, names, spec: CampaignSpec):
     layers = get_layer_set(layer_set)
     if names is not None:
@@ -198,7 +228,8 @@ def _layers(layer_set: str, names, spec: CampaignSpec):
         if missing:
             raise ValueError(f"{layer_set} has no layer {missing}; it has {list(known)}")
         layers = [known[n] for n in names]
-    return [(layer.name, shrunk(layer.problem) if spec.shrink else layer.problem) for layer in layers]
+    shrink = lambda layer: (shrunk_view if layer.transposed else shrunk)(layer.problem)
+    return [(layer.name, shrink(layer) if spec.shrink else layer.problem) for layer in layers]
 
 
 def pass_items(spec: CampaignSpec, step: str) -> list[PassItem]:
@@ -230,13 +261,28 @@ def curve_items(spec: CampaignSpec) -> list[CurveItem]:
     return items
 
 
+def decoder_items(spec: CampaignSpec) -> list[PassItem]:
+    """The transposed layers' three passes at each batch size; candidates are configs of the kernel
+    pass of the view that runs each."""
+    items = []
+    for name, view in _layers(spec.decoder_set, spec.decoder_layers, spec):
+        for n in spec.decoder_batches:
+            sized = view.with_batch(n)
+            for pass_name in PASSES:
+                configs = candidates(sized, TRANSPOSED_PASSES[pass_name], spec)
+                items.append(PassItem("decoder", spec.decoder_set, name, sized, pass_name, configs,
+                                      transposed=True))  # fmt: skip
+    return items
+
+
 def plan_items(spec: CampaignSpec) -> dict[str, list]:
-    """The timing steps' items, in the order they run."""
+    """The timing steps' items, in the order they run (TIMING_STEPS)."""
     return {
         "fprop": pass_items(spec, "fprop"),
         "dgrad": pass_items(spec, "dgrad"),
         "wgrad": pass_items(spec, "wgrad"),
         "batching": curve_items(spec),
         "megapixel": pass_items(spec, "megapixel"),
+        "decoder": decoder_items(spec),
         "training": [TrainingItem(spec.training)],
     }

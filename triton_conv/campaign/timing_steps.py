@@ -1,6 +1,7 @@
 """The timed steps: per (layer, N, pass) the candidates, then triton-conv's op with the winner and cuDNN
-(and Inductor's template for the peer items), the batching curve, the 1920x1080 layer, and the
-converted ResNet-50 training step against torch's."""
+(and Inductor's template for the peer items), the batching curve, the 1920x1080 layer, the decoder's
+transposed convolutions (the same steps on their views' kernels), and the converted ResNet-50
+training step against torch's."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ import time
 import torch
 
 from .. import training_check, tuning
-from ..benchmarking import (
-    images_one_at_a_time,
-    make_inputs,
-    pass_function,
-    reference_result,
-    relative_error,
-    tolerance,
-)
+from ..benchmarking import images_one_at_a_time, relative_error, tolerance
 from ..layers import resnet50
 from .model_link import record_fields, speedup, training_fields
 from .records import TRAINING_TIMER, add_record, layer_index, pass_info
-from .runners import launch_with_config, op_channels_last, op_tuning_key
+from .runners import (
+    launch_with_config,
+    make_inputs,
+    op_channels_last,
+    op_tuning_key,
+    pass_function,
+    reference_result,
+)
 from .timing import Measurement, measure
 
 
@@ -63,13 +64,13 @@ def tune_item(run, item, tensors) -> tuple | None:
         return None
     timings = []
     for config in configs:
-        fn = launch_with_config(item.pass_name, item.problem, tensors, config)
+        fn = launch_with_config(item.pass_name, item.problem, tensors, config, transposed=item.transposed)
         timings.append((config, _measure(run, fn, eager=False).seconds))
     timings.sort(key=lambda pair: pair[1])
     winner = timings[0][0]
-    channels_last = op_channels_last(item.pass_name, tensors)
-    x = tensors["x"]
-    tuning.pin_config(item.problem, item.pass_name, x.dtype, channels_last, x.device, winner)
+    channels_last = op_channels_last(item.pass_name, tensors, item.transposed)
+    w = tensors["w"]
+    tuning.pin_config(item.problem, item.kernel_pass, w.dtype, channels_last, w.device, winner)
     return winner, timings
 
 
@@ -78,9 +79,9 @@ def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
     efficiency), and every candidate's time."""
     spec, problem = run.spec, item.problem
     (best, best_s), runner = timings[0], (timings[1] if len(timings) > 1 else (None, None))
-    model = record_fields(problem, item.pass_name, spec.dtype, spec.device, best)
+    model = record_fields(problem, item.kernel_pass, spec.dtype, spec.device, best)
     index, count = layer_index(item.layer_set, item.layer)
-    m, n, k = problem.gemm(item.pass_name)
+    m, n, k = problem.gemm(item.kernel_pass)
     tflops = problem.flops(item.pass_name) / best_s / 1e12
     peak_tflops = spec.device.peak_flops(spec.dtype) / 1e12
     cudnn_ms = cudnn_s * 1e3 if cudnn_s else None
@@ -95,7 +96,8 @@ def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
         "tiles": model["tiles"], "waves": model["waves"],
         "predicted_efficiency": model["model"]["efficiency"],
         "candidates": len(timings), "timings": [[str(c), s * 1e3] for c, s in timings],
-        "key": op_tuning_key(problem, item.pass_name, tensors),
+        "key": op_tuning_key(problem, item.pass_name, tensors, item.transposed),
+        **({"transposed": True, "kernel_pass": item.kernel_pass} if item.transposed else {}),
         "device": (run.state.get("provenance", {}).get("gpu") or {}).get("name") or str(run.device),
         "model_device": spec.device.name, "timed_on": run.device.type, "step": item.step,
     }  # fmt: skip
@@ -105,16 +107,17 @@ def pass_item(run, item) -> bool:
     """One (layer, N, pass): candidates, then triton-conv's op and cuDNN, each checked and timed.
     False when there was nothing to time (no candidate passed the check: listed as skipped)."""
     spec = run.spec
-    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
+    tensors = make_inputs(item.problem, spec.torch_dtype, run.device, item.transposed)
     tuned = tune_item(run, item, tensors)
     if tuned is None:
         return False
     winner, timings = tuned
-    want = reference_result(item.pass_name, item.problem, tensors)
+    want = reference_result(item.pass_name, item.problem, tensors, item.transposed)
     limit = tolerance(spec.dtype, tf32=False)
     seconds = {}
     for impl in ("triton-conv", "cudnn"):
-        fn = pass_function(impl, item.pass_name, item.problem, tensors, on_gpu=run.on_gpu)
+        fn = pass_function(impl, item.pass_name, item.problem, tensors, on_gpu=run.on_gpu,
+                           transposed=item.transposed)  # fmt: skip
         error = _checked_call(fn, want, limit, f"{item.id} {impl}")
         m = _measure(run, fn)
         config = winner if impl == "triton-conv" else None
@@ -147,7 +150,7 @@ def _one_at_a_time(run, item, tensors, want, limit, batch_timings) -> None:
 def peer_item(run, item) -> None:
     """Inductor's Triton conv template on one (layer, N), fprop: compile (timed), check, time."""
     spec = run.spec
-    tensors = make_inputs(item.problem, spec.torch_dtype, True, run.device)
+    tensors = make_inputs(item.problem, spec.torch_dtype, run.device)
     want = reference_result(item.pass_name, item.problem, tensors)
     limit = tolerance(spec.dtype, tf32=False)
     started = time.perf_counter()
@@ -198,6 +201,6 @@ def run_all(run) -> None:
     run.run_step("fprop", run.items["fprop"], pass_item, est.pass_item)
     first = {id(peers[0])} if peers else set()
     run.run_step("peer", peers, peer_item, lambda item: est.peer_item(item, id(item) in first))
-    for step in ("dgrad", "wgrad", "batching", "megapixel"):
+    for step in ("dgrad", "wgrad", "batching", "megapixel", "decoder"):
         run.run_step(step, run.items[step], pass_item, est.pass_item)
     run.run_step("training", run.items["training"], training_item, est.training)

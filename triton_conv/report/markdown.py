@@ -86,3 +86,14 @@ def model_fingerprint() -> str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def pass_label(record: dict) -> str:
+    """A timing record's pass as the tables name it: a transposed convolution's (bench_transposed's and
+    the campaign's records say `transposed`) with the kernel of its conv2d view that runs it."""
+    if not record.get("transposed"):
+        return record["pass"]
+    kernel = record.get("kernel_pass")
+    return (
+        f"{record['pass']} (transposed{f', {kernel} kernel' if kernel and kernel != record['pass'] else ''})"
+    )

@@ -8,7 +8,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .markdown import replace_section, slug, table
+from .markdown import pass_label, replace_section, slug, table
 from .plots import write_plots
 
 KNEE_FRACTION = 0.9  # measured knee: the smallest N within 10% of the best per-image throughput
@@ -51,7 +51,7 @@ def provenance(meta: dict, json_path) -> str:
 
 
 def _key(r: dict) -> tuple:
-    return (r.get("layer_set"), r.get("layer"), r.get("pass"), r.get("dtype"), r.get("layout"))
+    return (r.get("layer_set"), r.get("layer"), pass_label(r), r.get("dtype"), r.get("layout"))
 
 
 def _by_impl(records, kind="pass") -> dict:
@@ -142,10 +142,11 @@ def knee_table(records, device: str) -> str:
 
 
 def speedup_curve_table(records) -> str:
-    """S(N) = N·t(1)/t(N) from the pass benchmarks (fprop), measured and as the model predicts it."""
+    """S(N) = N·t(1)/t(N) from the pass benchmarks (forward passes: conv2d's fprop, a transposed
+    convolution's forward), measured and as the model predicts it."""
     rows = []
     for key, by_n in _by_impl(records).items():
-        if key[2] != "fprop" or 1 not in by_n:
+        if not key[2].startswith("fprop") or 1 not in by_n:
             continue
         for impl in IMPLS:
             one = by_n[1].get(impl)

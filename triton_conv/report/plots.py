@@ -7,7 +7,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from .markdown import slug
+from .markdown import pass_label, slug
 
 MIN_POINTS = 3  # a curve needs at least this many batch sizes
 STYLE = {"triton-conv": "C0", "cudnn": "C1", "inductor": "C2"}
@@ -31,7 +31,7 @@ def curves(records) -> dict:
     for r in records:
         if r.get("kind") != "pass" or not r.get("seconds"):
             continue
-        key = (r["layer_set"], r["layer"], r["pass"], r["dtype"], r["layout"])
+        key = (r["layer_set"], r["layer"], pass_label(r), r["dtype"], r["layout"])
         found[key][r["implementation"]].append((r["N"], r["N"] / r["seconds"]))
         model_s = (r.get("model") or {}).get("seconds")
         if model_s and r["N"] not in dict(found[key]["model"]):
@@ -70,7 +70,10 @@ def write_plots(records, out_dir: Path, note_dir: Path) -> str:
         axes.set_title(f"{layer} ({layer_set}), {pass_name}, {dtype}, {layout}", fontsize=9)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
-        path = out_dir / f"{slug(layer_set)}-{slug(layer)}-{pass_name.replace('+', '')}-{dtype}-{layout}.png"
+        path = (
+            out_dir
+            / f"{slug(layer_set)}-{slug(layer)}-{slug(pass_name.replace('+', ''))}-{dtype}-{layout}.png"
+        )
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)
         links.append(f"![{layer}, {pass_name}, {dtype}]({Path(os.path.relpath(path, note_dir)).as_posix()})")
