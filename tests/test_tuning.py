@@ -443,6 +443,22 @@ def test_tune_model_progress_and_coverage(fake_runner):
     assert "up (transposed fprop) dgrad fp16 nhwc" in stream.getvalue()
 
 
+def test_tune_model_takes_a_1d_models_shape(fake_runner):
+    model = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 5, stride=3), torch.nn.ReLU(), torch.nn.Conv1d(8, 8, 1))
+    results = model_tuning.tune_model(
+        model, [(4, 50), (4, 200)], (1, 8), torch.float16, device="cpu", timer=FakeTimer(), progress=False
+    )
+    keys = {r.key for r in results}
+    assert all("nchw" in key and "RxS=1x" in key for key in keys)  # a 3-D tensor has no channels_last
+    calls = [call for shape in ((4, 50), (4, 200)) for call in model_tuning.conv_problems(model, shape)]
+    assert keys == {
+        tuning_key(call.problem.with_batch(n), p, torch.float16, False)
+        for call in calls
+        for n in (1, 8)
+        for p in call.passes
+    }
+
+
 def test_tune_model_without_gpu_or_timer_lists_defaults():
     stream = io.StringIO()
     results = model_tuning.tune_model(Net(), (3, 10, 12), (2,), torch.float32, device="cpu", stream=stream)
