@@ -121,7 +121,9 @@ def run_family_case(case: FamilyCase, proof=None):
         y = ours(leaves["x"], leaves["w"], leaves["b"], **case.kwargs)
         if y.requires_grad:
             y.backward(dy)
-    reference = {k: None if v is None else v.detach().double().requires_grad_(v.requires_grad)
+    # Contiguous float64 copies: the reference gives values, and torch's CPU conv_transpose2d backward
+    # refuses some weight layouts ("grad_weight needs to be contiguous", torch 2.11 to 2.13).
+    reference = {k: None if v is None else v.detach().double().contiguous().requires_grad_(v.requires_grad)
                  for k, v in leaves.items()}  # fmt: skip
     y_ref = theirs(reference["x"], reference["w"], reference["b"], **case.kwargs)
     if y_ref.requires_grad:
