@@ -192,7 +192,7 @@ def test_dry_run_of_the_h200_campaign_fits_480_seconds():
                  "decoder", "training"):  # fmt: skip
         assert re.search(rf"^{step}\s", text, re.M), step
     steps = re.findall(r"^(\w+)\s+\d+\s", text, re.M)
-    assert steps[-3:] == ["decoder", "training", "finish"]  # the decoder is the first a budget cut drops
+    assert steps[-3:] == ["decoder", "training", "finish"]  # the decoder: timed last before training
     decoder = re.search(r"^decoder\s+(\d+)\s", text, re.M).group(1)
     assert int(decoder) == len(unet_decoder()) * 2 * 3  # every layer at N = 1 and 8, three passes
     assert "Cost model" in text and "one variant on one core" in text
