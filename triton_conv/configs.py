@@ -108,10 +108,14 @@ def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: in
 
 
 def default_pass_config(problem: ConvProblem, pass_name: str, dtype: torch.dtype, sm_count: int = 132):
-    """The untuned config of one pass: default_config on the pass's GEMM; wgrad adds the split that
-    default_wgrad_split chooses (wgrad's tiles do not grow with the batch)."""
+    """The untuned config of one pass: default_config on the pass's GEMM, with BLOCK_K fitted to what
+    the reduction walks in BLOCK_K steps (fprop and dgrad: the channels of one tap, so a 3-channel
+    stem does not load 64-channel blocks); wgrad adds the split that default_wgrad_split chooses
+    (wgrad's tiles do not grow with the batch)."""
     element_size = torch.empty((), dtype=dtype).element_size()
-    config = default_config(problem.gemm(pass_name), element_size)
+    m, n, k = problem.gemm(pass_name)
+    walked = {"fprop": problem.in_per_group, "dgrad": problem.out_per_group}.get(pass_name, k)
+    config = default_config(GemmShape(m, n, walked), element_size)
     if pass_name == "wgrad":
         split = default_wgrad_split(problem, config, sm_count)
         config = KernelConfig(**{**config.as_dict(), "split_k": split})

@@ -10,12 +10,9 @@ is spread over worker processes (about one second per compile).
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import subprocess
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -83,43 +80,13 @@ def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) ->
     return "ok"
 
 
-def _compile_cases(cases) -> list:
-    from .compile_check import compile_specs
-
-    specs = [build_spec(p, _BY_NAME[d], c) for p, d, c in cases]
-    return compile_specs(specs, 90)
-
-
 def compile_cases(cases, workers: int | None = None) -> list:
     """CompileReports for (pass, dtype name, config) cases, in order, over `workers` processes that
     import the package uninterpreted (so this works under TRITON_INTERPRET=1 too)."""
-    cases = list(cases)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(cases) or 1))
-    chunks = [cases[i::workers] for i in range(workers)]
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "triton_conv.static_report", "--worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-        for _ in chunks
-    ]
+    from .compile_check import compile_specs
 
-    def finish(proc, chunk):  # every worker gets its jobs at once: they compile in parallel
-        out, err = proc.communicate(pickle.dumps([(p, d, c.as_dict()) for p, d, c in chunk]))
-        if proc.returncode != 0:
-            raise RuntimeError(f"a compile worker failed:\n{err.decode()[-4000:]}")
-        return pickle.loads(out)
-
-    with ThreadPoolExecutor(len(procs)) as pool:
-        results = list(pool.map(finish, procs, chunks))
-    ordered = [None] * len(cases)
-    for i, reports in enumerate(results):
-        ordered[i::workers] = reports
-    return ordered
+    specs = [build_spec(p, _BY_NAME[d], c) for p, d, c in cases]
+    return compile_specs(specs, 90, workers=workers or os.cpu_count() or 1)
 
 
 def static_rows(passes=PASSES, dtypes=DTYPES, workers: int | None = None) -> list[StaticRow]:
@@ -242,12 +209,5 @@ def listed_cases(path: str = DEFAULT_PATH) -> set[tuple[str, str, str]]:
     return found
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker"]:  # a worker of compile_cases: jobs in on stdin, reports out
-        from triton_conv.static_report import _compile_cases as compile_job
-
-        jobs = pickle.loads(sys.stdin.buffer.read())
-        reports = compile_job([(p, d, KernelConfig(**c)) for p, d, c in jobs])
-        sys.stdout.buffer.write(pickle.dumps(reports))
-    else:  # python -m triton_conv.static_report [path]
-        print(write_static_report(*sys.argv[1:2]))
+if __name__ == "__main__":  # python -m triton_conv.static_report [path]
+    print(write_static_report(*sys.argv[1:2]))
