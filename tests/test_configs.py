@@ -89,7 +89,9 @@ def test_tile_area():
 def test_accumulator_per_thread():
     assert accumulator_per_thread(cfg(64, 64, warps=4))  # 32 registers
     assert accumulator_per_thread(cfg(128, 128, warps=8))  # 64
-    assert not accumulator_per_thread(cfg(128, 128, warps=4))  # 128: spills in fp32 on sm_90
+    assert accumulator_per_thread(cfg(128, 128, warps=4))  # 128: one Hopper warpgroup (wgmma)
+    assert accumulator_per_thread(cfg(256, 64, warps=4))  # 128
+    assert not accumulator_per_thread(cfg(128, 256, warps=4))  # 256: no room for anything else
     assert not accumulator_per_thread(cfg(64, 64, warps=8))  # 16: too little work per warp
 
 
@@ -128,10 +130,17 @@ def test_register_budget_rule():
     assert register_budget(cfg(128, 64, 32, warps=4), fp32)  # BK 32: 112
     assert register_budget(cfg(128, 64, 64, warps=4, stages=3), target(SMALL))  # fp16: 112
     removed = prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float32, H200).removed
-    assert removed["register_budget"] and all(c.block_k == 64 for c in removed["register_budget"])
+    assert removed["register_budget"]
+    assert all(operand_registers(c, 4) > 128 for c in removed["register_budget"])
+    # A Hopper wgmma reads 16-bit operands from shared memory: only the accumulator counts there...
+    one_warpgroup = cfg(128, 128, 64, warps=4, stages=3)
+    assert register_budget(one_warpgroup, target(SMALL))
     assert not prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float16, H200).removed[
         "register_budget"
     ]
+    # ... but mma.sync (A100) holds a step's fragments too: 128 + 64 registers
+    assert not register_budget(one_warpgroup, target(SMALL, device="A100"))
+    assert not register_budget(one_warpgroup, target(SMALL, dtype=torch.float32))
 
 
 def test_tile_fits_problem_rule():

@@ -59,7 +59,9 @@ def chosen_configs(problem: ConvProblem, pass_name: str, best: int = 1) -> list[
     """The package's untuned default on the target device, then the `best` highest-ranked configs
     of the pruned search space (pruning's own ranking) that differ from it."""
     device = get_device(TARGET_DEVICE)
-    default = default_pass_config(problem, pass_name, DTYPE, sm_count=device.sm_count)
+    default = default_pass_config(
+        problem, pass_name, DTYPE, sm_count=device.sm_count, capability=device.compute_capability
+    )
     pruning = prune(config_space(pass_name), problem, pass_name, DTYPE, device)
     target = Target(problem, pass_name, DTYPE, device)
     ranked = sorted(
@@ -154,24 +156,27 @@ def inductor_case(layer: str, problem: ConvProblem, pass_name: str, config: Kern
 
 
 def cases(best: int = 1, batch: int = BATCH) -> list[Case]:
+    """Per layer and pass: the package's chosen configs, a plain matmul (pointer loads and TMA) of
+    the same GEMM at each of their tiles, and Inductor's template at the tile nearest the default."""
     from .compile_check import example_spec
 
     found = []
     for layer, problem in layer_problems(batch):
         for pass_name in PASSES:
             configs = chosen_configs(problem, pass_name, best)
+            m, n, k = gemm_of(problem, pass_name)
+            tiles = []
             for choice, config in configs:
                 spec = example_spec(pass_name, DTYPE, config, problem)
                 found.append(Case(layer, pass_name, "triton-conv", choice, _config_tuple(config), spec))
-            default = configs[0][1]
-            m, n, k = gemm_of(problem, pass_name)
-            for kernel, tma in (("matmul", False), ("matmul TMA", True)):
-                spec = matmul_spec(m, n, k, default, tma)
-                note = "" if spec is not None else "K rows not 16-byte aligned: no TMA descriptor"
-                found.append(
-                    Case(layer, pass_name, kernel, "default's tile", _config_tuple(default)[:5], spec, note)
-                )
-            found.append(inductor_case(layer, problem, pass_name, default))
+                if _config_tuple(config)[:5] not in tiles:
+                    tiles.append(_config_tuple(config)[:5])
+                    for kernel, tma in (("matmul", False), ("matmul TMA", True)):
+                        spec = matmul_spec(m, n, k, config, tma)
+                        note = "" if spec is not None else "K rows not 16-byte aligned: no TMA descriptor"
+                        found.append(Case(layer, pass_name, kernel, "same tile", tiles[-1], spec, note))
+            for choice, config in configs:
+                found.append(inductor_case(layer, problem, pass_name, config)._replace(choice=choice))
     return found
 
 
@@ -199,14 +204,15 @@ def compile_rows(found: list[Case], workers: int = 2) -> list[Row]:
 
 
 def reference(rows: list[Row], row: Row, kernel: str) -> Row | None:
-    return next(
-        (
-            r
-            for r in rows
-            if (r.case.layer, r.case.pass_name, r.case.kernel) == (row.case.layer, row.case.pass_name, kernel)
-        ),
-        None,
-    )
+    """The `kernel` row of the same layer and pass (a matmul: also at the same tile)."""
+    for other in rows:
+        case = other.case
+        if (case.layer, case.pass_name, case.kernel) != (row.case.layer, row.case.pass_name, kernel):
+            continue
+        same = case.choice == row.case.choice if kernel == "Inductor" else case.config == row.case.config[:5]
+        if same:
+            return other
+    return None
 
 
 def check_targets(rows: list[Row]) -> list[str]:
@@ -223,11 +229,15 @@ def check_targets(rows: list[Row]) -> list[str]:
             continue
         if report.spills:
             problems.append(f"{where}: spills ({report.spill_bytes} bytes, {report.local_loads} LDL)")
-        if not loop.wgmma_in_flight:
+        matmul = reference(rows, row, "matmul")
+        matmul_loop = matmul.report.loop if matmul is not None and matmul.report is not None else None
+        # Element-wise operand loads (a 3-channel stem) pass through registers and serialise the
+        # matmul's wgmma too; elsewhere one wgmma group must stay in flight.
+        serialised = matmul_loop is not None and not matmul_loop.wgmma_in_flight
+        if not loop.wgmma_in_flight and not serialised:
             problems.append(
                 f"{where}: a wgmma wait inside the loop serialises it (gsb0 {loop.wgmma_in_flight})"
             )
-        matmul = reference(rows, row, "matmul")
         if matmul is not None and matmul.per_step is not None:
             limit = LIMITS[case.pass_name] * matmul.per_step
             if row.per_step > limit:
@@ -306,11 +316,12 @@ def render(rows: list[Row]) -> str:
         "  its largest stride phase) at the default's tile, pointer loads (BLOCK_K dividing K unmasked) or",
         "  TMA descriptors. 'x matmul' divides by the pointer matmul's count.",
         "- Inductor: PyTorch Inductor's own Triton conv template for the pass rendered for the layer",
-        "  (triton_conv/inductor_peer.py) at its config nearest the default's tile (its warps and stages).",
+        "  (triton_conv/inductor_peer.py) at its config nearest each chosen tile (its warps and stages).",
         "- wgmma in flight: N of `WARPGROUP.DEPBAR.LE gsb0, N` in the loop (0 waits for every wgmma);",
         "  loads in flight: async copies issued before the loop / per trip (the pipeline's stages ahead).",
         f"- Targets (issue 12): fprop and dgrad at most {LIMITS['fprop']}x the matmul and below Inductor's",
-        f"  template; wgrad at most {LIMITS['wgrad']}x the matmul; wgmma kept in flight; no spills.",
+        f"  template; wgrad at most {LIMITS['wgrad']}x the matmul; wgmma kept in flight (unless the",
+        "  matmul's is not either: element-wise loads through registers); no spills.",
         f"- Triton {prov['triton']}, torch {prov['torch']}, target sm_90, generated {prov['date']}",
         f"- commit {prov['commit']}",
         "",

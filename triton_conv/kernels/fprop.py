@@ -35,7 +35,7 @@ def fprop_kernel(
     HAS_BIAS: tl.constexpr,
     X_C_UNIT: tl.constexpr, W_C_UNIT: tl.constexpr, Y_K_UNIT: tl.constexpr,
     POINTWISE: tl.constexpr, CHANNELS_ALIGNED: tl.constexpr, W_MATRIX: tl.constexpr,
-    TAP_BITS: tl.constexpr,
+    TAP_BITS: tl.constexpr, ROW_SPANS: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -48,6 +48,8 @@ def fprop_kernel(
         step i reads its columns i·BLOCK_K onwards, like a plain GEMM's B.
     TAP_BITS: R·S <= 31; each row's padding test for every tap is a bit mask built once per tile,
         and a step tests its tap with one AND.
+    ROW_SPANS: few channels (C/g < 16, one group, dilation_w 1, NHWC x, KRSC w): the reduction
+        walks each tap row's S·C contiguous elements as one channel run.
     Rows past the GEMM and columns past the group wrap around to real ones (as a plain matmul's
     do): their results are never stored, and no load needs a mask for them."""
     gemm_m = batch * out_height * out_width
@@ -86,27 +88,42 @@ def fprop_kernel(
     dx_tap_h = as_offset(dil_h, USE_INT64) * x_sh
     dx_tap_w = as_offset(dil_w, USE_INT64) * x_sw
 
-    channel_blocks = tl.cdiv(in_per_group, BLOCK_K)
-    it, it_end = split_range(kernel_h * kernel_w * channel_blocks, split_id, SPLIT_K)
+    if ROW_SPANS:
+        # A tap row's (s, c) pairs are contiguous in NHWC x and KRSC w: walk them as one channel
+        # run of S·C (a 3-channel stem then loads 21 of every 32 elements, not 3 of 16). Each row
+        # reads inside the image only for s in [lo_w, hi_w), a per-element range of the run.
+        taps_w = 1
+        channels = kernel_w * in_per_group
+        lo_w, hi_w = axis_taps(left, kernel_w, 1, width)
+        span_lo = (lo_w * in_per_group)[:, None]
+        span_hi = (hi_w * in_per_group)[:, None]
+    else:
+        taps_w = kernel_w
+        channels = in_per_group
+    channel_blocks = tl.cdiv(channels, BLOCK_K)
+    it, it_end = split_range(kernel_h * taps_w * channel_blocks, split_id, SPLIT_K)
     # Decode the split's first (r, s, channel block) once; the loop then counts without div/mod.
     channel_block = it % channel_blocks
-    r = (it // channel_blocks) // kernel_w
-    s = (it // channel_blocks) % kernel_w
+    r = (it // channel_blocks) // taps_w
+    s = (it // channel_blocks) % taps_w
     blocks_left = channel_blocks - channel_block  # channel blocks left in this tap, this one included
     a_offset = r * dx_tap_h + s * dx_tap_w + channel_block * BLOCK_K * x_step_c
     b_offset = r * w_sr + s * w_ss + channel_block * BLOCK_K * w_sc
     # At the end of a tap's channels: back to channel 0 and on to the next tap column (or row).
     next_col = dx_tap_w - (channel_blocks - 1) * BLOCK_K * x_step_c
-    next_row = dx_tap_h - kernel_w * dx_tap_w
+    next_row = dx_tap_h - taps_w * dx_tap_w
     w_next_col = w_ss - (channel_blocks - 1) * BLOCK_K * w_sc
-    w_next_row = w_sr - kernel_w * w_ss
+    w_next_row = w_sr - taps_w * w_ss
     if TAP_BITS:
         lo_h, hi_h = axis_taps(top, kernel_h, dil_h, height)
-        lo_w, hi_w = axis_taps(left, kernel_w, dil_w, width)
-        first_cols = ((1 << (kernel_h * kernel_w)) - 1) // ((1 << kernel_w) - 1)  # bits r·S, every r
+        if ROW_SPANS:
+            lo_w, hi_w = 0, 1  # one 'tap column': the run's range test does the rest
+        else:
+            lo_w, hi_w = axis_taps(left, kernel_w, dil_w, width)
+        first_cols = ((1 << (kernel_h * taps_w)) - 1) // ((1 << taps_w) - 1)  # bits r·S, every r
         # [BLOCK_M, 1], the taps a row may NOT read: a step's test is one AND against zero.
-        tap_bad = ~tap_bits(lo_h, hi_h, lo_w, hi_w, kernel_w, first_cols)[:, None]
-        tap_bit = 1 << (r * kernel_w + s)
+        tap_bad = ~tap_bits(lo_h, hi_h, lo_w, hi_w, taps_w, first_cols)[:, None]
+        tap_bit = 1 << (r * taps_w + s)
 
     acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
     for _ in range(it, it_end):
@@ -115,7 +132,7 @@ def fprop_kernel(
             if CHANNELS_ALIGNED:
                 a = tl.load(a_base + a_offset)
             else:
-                a = tl.load(a_base + a_offset, mask=(offs_k < in_per_group - channel0)[None, :], other=0.0)
+                a = tl.load(a_base + a_offset, mask=(offs_k < channels - channel0)[None, :], other=0.0)
         else:
             if TAP_BITS:
                 a_mask = (tap_bad & tap_bit) == 0
@@ -123,13 +140,16 @@ def fprop_kernel(
                 ih = top + r * dil_h
                 iw = left + s * dil_w
                 a_mask = ((ih >= 0) & (ih < height) & (iw >= 0) & (iw < width))[:, None]
-            if not CHANNELS_ALIGNED:
+            if ROW_SPANS:
+                j = channel0 + offs_k[None, :]
+                a_mask = a_mask & (j >= span_lo) & (j < span_hi)
+            elif not CHANNELS_ALIGNED:
                 a_mask = a_mask & (offs_k < in_per_group - channel0)[None, :]
             a = tl.load(a_base + a_offset, mask=a_mask, other=0.0)
         if CHANNELS_ALIGNED:
             b = tl.load(b_base + b_offset)
         else:
-            b = tl.load(b_base + b_offset, mask=(offs_k < in_per_group - channel0)[:, None], other=0.0)
+            b = tl.load(b_base + b_offset, mask=(offs_k < channels - channel0)[:, None], other=0.0)
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
         # Next (r, s, channel block), channel blocks innermost.
@@ -141,7 +161,7 @@ def fprop_kernel(
             row_done = tap_done & ((tap_bit & first_cols) != 0)
         else:
             s += tap_done.to(tl.int32)
-            row_done = s == kernel_w
+            row_done = s == taps_w
             s = tl.where(row_done, 0, s)
             r += row_done.to(tl.int32)
         a_offset += tl.where(tap_done, next_col, BLOCK_K * x_step_c) + tl.where(row_done, next_row, 0)
