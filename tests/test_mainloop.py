@@ -73,7 +73,8 @@ def _representative():
         wanted = case.layer.startswith("3x3 s1") or (stride2 and case.pass_name == "wgrad")
         if not wanted or case.choice not in ("default", "same tile"):
             continue
-        if case.kernel in ("triton-conv", "matmul") or (case.kernel == "Inductor" and case.pass_name == "fprop"):
+        peer = case.kernel == "Inductor" and case.pass_name == "fprop"
+        if case.kernel in ("triton-conv", "matmul") or peer:
             chosen.append(case)
     return chosen
 
@@ -97,7 +98,7 @@ def test_representative_main_loops_hold_the_targets(rows):
 
 def test_committed_report_for_this_triton():
     path = os.path.join(REPO, mainloop_report.default_path())
-    assert os.path.exists(path), f"no main-loop report for this Triton: run `triton-conv sass-report` ({path})"
+    assert os.path.exists(path), f"no main-loop report for this Triton: run `triton-conv sass-report`: {path}"
     with open(path) as handle:
         text = handle.read()
     assert f"- Triton {triton.__version__}," in text and "commit " in text

@@ -120,9 +120,8 @@ def test_specialisation(case, dtype, triton_only):
     problem, x, w, b, dy, ref = _tensors(x_shape, w_shape, kwargs, dtype, layout)
     channels_last = layout == "nhwc"
     y = torch.empty(problem.output_shape, dtype=dtype).to(memory_format=torch.channels_last)
-    assert _flags(fprop_plan(x, w, b, y if channels_last else y.contiguous(), problem, SMALL), fprop_flags) == (
-        fprop_flags
-    )
+    y = y if channels_last else y.contiguous()
+    assert _flags(fprop_plan(x, w, b, y, problem, SMALL), fprop_flags) == fprop_flags
     assert _flags(dgrad_plan(dy, w, x, problem, SMALL), dgrad_flags) == dgrad_flags
     dw = torch.empty_like(w)
     assert _flags(wgrad_plan(dy, x, dw, b.clone(), problem, SMALL), wgrad_flags) == wgrad_flags
@@ -142,7 +141,8 @@ def test_specialisation(case, dtype, triton_only):
 def test_wgrad_bias_programs_count_their_own_splits(triton_only):
     """With split-K the bias-gradient programs reduce their partial sums in a fixed order, in the
     counters after the weight tiles': repeated runs give the same bits, and db is right."""
-    problem, x, w, b, dy, ref = _tensors((2, 32, 7, 9), (40, 32, 3, 3), dict(padding=1), torch.float32, "nhwc")
+    shapes = ((2, 32, 7, 9), (40, 32, 3, 3), dict(padding=1))
+    problem, x, w, b, dy, ref = _tensors(*shapes, torch.float32, "nhwc")
     config = KernelConfig(32, 16, 16, split_k=4)
     plan = wgrad_plan(dy, x, torch.empty_like(w), b.clone(), problem, config)
     tiles = -(-40 // 32) * -(-(32 * 9) // 16)
@@ -165,9 +165,8 @@ def test_misaligned_data_pointer_keeps_the_pointer_path(triton_only):
     assert shifted.stride() == dy.stride() and shifted.data_ptr() % 16
     plan = wgrad_plan(shifted, x, torch.empty_like(w), None, problem, SMALL)
     assert not plan.plan.constexprs["DY_TMA"]
-    aligned = conv2d_wgrad(dy, x, problem, SMALL, weight_dtype=torch.float32, channels_last=True, need_bias=False)
-    moved = conv2d_wgrad(
-        shifted, x, problem, SMALL, weight_dtype=torch.float32, channels_last=True, need_bias=False
-    )
+    options = dict(weight_dtype=torch.float32, channels_last=True, need_bias=False)
+    aligned = conv2d_wgrad(dy, x, problem, SMALL, **options)
+    moved = conv2d_wgrad(shifted, x, problem, SMALL, **options)
     assert rel_error(moved[0], ref["dw"]) < REL_TOL_FP32_IEEE
     assert rel_error(aligned[0], ref["dw"]) < REL_TOL_FP32_IEEE

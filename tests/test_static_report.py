@@ -52,7 +52,7 @@ def test_sampled_config_compiles_for_sm90(case, compiled):
 
 
 def test_committed_table_lists_the_current_space():
-    assert os.path.exists(COMMITTED), f"no table for this Triton: run `triton-conv static-report` ({COMMITTED})"
+    assert os.path.exists(COMMITTED), f"run `triton-conv static-report` for this Triton: {COMMITTED}"
     listed = static_report.listed_cases(COMMITTED)
     current = {(p, d, str(c)) for p, d, c in static_report.space_cases()}
     missing, stale = current - listed, listed - current
