@@ -206,10 +206,11 @@ def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
 
 
 def example_spec(
-    pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False
+    pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False, capability: int = 90
 ) -> LaunchSpec:
-    """The launch a GPU would run for `problem`, on channels_last meta tensors (with a bias), with
-    the flags a GPU run gets: TF32 for fp32 as cuDNN's default, no interpreter bf16 upcast."""
+    """The launch a GPU of `capability` would run for `problem`, on channels_last meta tensors (with
+    a bias), with the flags a GPU run gets: TF32 for fp32 as cuDNN's default, no interpreter bf16
+    upcast, TMA descriptors from sm_90 on."""
 
     def make(shape):
         return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
@@ -227,7 +228,7 @@ def example_spec(
     elif pass_name == "wgrad":
         from .launchers.wgrad import wgrad_spec
 
-        spec = wgrad_spec(y, x, w, bias, problem, config, force_int64)
+        spec = wgrad_spec(y, x, w, bias, problem, config, force_int64, tma=capability >= 90)
     elif pass_name == "dgrad_masked":  # the benchmark baseline of the stride-phase dgrad
         from .launchers.dgrad_masked import dgrad_masked_spec
 

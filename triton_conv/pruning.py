@@ -159,12 +159,12 @@ def wgmma_on_hopper(c: KernelConfig, t: Target) -> bool:
 
 def element_loads_take_eight_warps(c: KernelConfig, t: Target) -> bool:
     """When fprop's channels per step are not a multiple of 16 bytes (a 3-channel stem), the
-    activations load element by element through registers, and a 4-warp CTA with 128x64 or larger
-    tiles runs out of them (the stem spilled 176 bytes at 128x64x32, 4 warps, on sm_90): such
-    tiles take 8 warps."""
+    activations load element by element through registers, and a 4-warp CTA with 128-row tiles
+    runs out of them (the stem spilled 176 bytes at 128x64x32, 4 warps, on sm_90): such tiles
+    take 8 warps."""
     if t.pass_name != "fprop" or (t.dims()[2] * t.element_size) % 16 == 0:
         return True
-    return c.num_warps == 8 or c.block_m * c.block_n < 128 * 64
+    return c.num_warps == 8 or c.block_m < 128
 
 
 PROBLEM_RULES = (

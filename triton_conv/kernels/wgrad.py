@@ -135,6 +135,7 @@ def wgrad_kernel(
         offs_k = tl.arange(0, BLOCK_K)
         u = it * BLOCK_K + offs_k
         n, p, q = decode_pixels(u, out_height, out_width)
+        n, p, q = n.to(tl.int32), p.to(tl.int32), q.to(tl.int32)  # coordinates: 32-bit even when u is not
         step_q = BLOCK_K % out_width
         step_p = (BLOCK_K // out_width) % out_height
         step_n = BLOCK_K // (out_width * out_height)
@@ -182,7 +183,8 @@ def wgrad_kernel(
         for i in range(it, it_end):
             live = rows < remaining
             if DY_TMA:
-                a = dy_desc.load([i * BLOCK_K, group * out_per_group + tile_m * BLOCK_M]).T
+                row = tl.cast(i * BLOCK_K, tl.int32)  # a descriptor's coordinates are 32-bit
+                a = dy_desc.load([row, group * out_per_group + tile_m * BLOCK_M]).T
             else:
                 dy_u = u + (i - it) * BLOCK_K
                 dy_n, dy_p, dy_q = decode_pixels(dy_u, out_height, out_width)
@@ -191,7 +193,7 @@ def wgrad_kernel(
                     dy_ptr + dy_rows[:, None] + dy_row[None, :], mask=row_ok[:, None] & live.T, other=0.0
                 )
             if X_TMA:
-                b = x_desc.load([i * BLOCK_K, group * in_per_group + col0])
+                b = x_desc.load([tl.cast(i * BLOCK_K, tl.int32), group * in_per_group + col0])
             else:
                 if LINEAR_ROWS:
                     b_ptrs = b_rows + (i - it) * b_step

@@ -128,6 +128,15 @@ class TmaMatrix(NamedTuple):
         return TensorDescriptor(tensor, [self.rows, self.cols], [self.row_stride, 1], list(self.block))
 
 
+def tma_available(device: torch.device) -> bool:
+    """TMA on Hopper and newer GPUs, and in Triton's interpreter (CPU tensors). For older GPUs
+    Triton rewrites descriptor loads into bounds-checked pointer loads, costlier in registers than
+    the kernels' own pointer paths (sm_80 spilled), so those get no descriptors."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 9
+    return device.type == "cpu"
+
+
 def tma_matrix(tensor, rows: tuple, cols: tuple, block: tuple[int, int]) -> TmaMatrix | None:
     """The TMA view of `tensor` as matrix_row_stride describes it, or None when TMA cannot load it:
     16- and 32-bit elements only (float64 keeps the pointer path), the data and the row stride

@@ -19,6 +19,7 @@ from .common import (
     kernel_flags,
     launch,
     split_k_buffers,
+    tma_available,
     tma_matrix,
 )
 
@@ -49,12 +50,15 @@ class _WgradPlan(NamedTuple):
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
 
 
-def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> _WgradPlan:
+def wgrad_plan(
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None
+) -> _WgradPlan:
     """Everything of the launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is
     given) but the tensors.
 
     dy and x may have any strides, zero strides (an expanded dy) included; dw any strides; db is 1-D
-    and contiguous.
+    and contiguous. `tma`: whether the GPU has TMA (None: tma_available of x's device; the compile
+    check says for the GPU it compiles for).
     """
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
@@ -81,9 +85,15 @@ def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_
     # A group's first channel must start a TMA box on a 16-byte boundary too.
     size = dy.element_size()
     dy_view = x_view = None
-    if problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
+    if not (tma_available(x.device) if tma is None else tma):
+        pass  # pointer loads throughout
+    elif problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
         dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
-    if problem.is_pointwise and (problem.groups == 1 or (problem.in_per_group * size) % 16 == 0):
+    if (
+        dy_view is not None
+        and problem.is_pointwise
+        and (problem.groups == 1 or (problem.in_per_group * size) % 16 == 0)
+    ):
         x_view = tma_matrix(x, (0, 2, 3), (1,), (config.block_k, config.block_n))  # x as (N·H·W, C)
     # x's pixels of the output grid (n, p·stride_h, q·stride_w) lie x_lin apart in u = (n, p, q)
     # order, plus a term in q when stride_w > 1: the rows' addresses move by a scalar per step.
@@ -113,9 +123,11 @@ def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_
     return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None)
 
 
-def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> LaunchSpec:
+def wgrad_spec(
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None
+) -> LaunchSpec:
     """The launch of dw = wgrad(dy, x) (and db when given); uncached: the compile check and tests."""
-    return wgrad_plan(dy, x, dw, db, problem, config, force_int64).spec(dy, x, dw, db)
+    return wgrad_plan(dy, x, dw, db, problem, config, force_int64, tma).spec(dy, x, dw, db)
 
 
 # Per shape: everything the launch depends on but the data. dw's and db's strides follow from their
