@@ -107,8 +107,8 @@ def default_wgrad_tile(problem: ConvProblem, element_size: int, capability) -> K
     block_n = _fit(n, 16, 128 * 128 // block_m)
     while block_n > 16 and problem.in_per_group % block_n:
         block_n //= 2
-    if problem.in_per_group % block_n:
-        block_n = _fit(n, 16, 128 * 128 // block_m)
+    if problem.in_per_group % block_n:  # no tile lies in one tap: per-element taps, at most 128 wide
+        block_n = _fit(n, 16, 128)
     return KernelConfig(block_m, block_n, _fit(k, 16, 64), 8, 1, 4, 3)
 
 
