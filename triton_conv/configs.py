@@ -107,8 +107,8 @@ def default_wgrad_tile(problem: ConvProblem, element_size: int, capability) -> K
     block_n = _fit(n, 16, 128 * 128 // block_m)
     while block_n > 16 and problem.in_per_group % block_n:
         block_n //= 2
-    if problem.in_per_group % block_n:  # no tile lies in one tap: per-element taps, at most 128 wide
-        block_n = _fit(n, 16, 128)
+    if problem.in_per_group % block_n:  # no tile lies in one tap: per-element taps, at most 64 wide
+        block_n = _fit(n, 16, 64)
     return KernelConfig(block_m, block_n, _fit(k, 16, 64), 8, 1, 4, 3)
 
 
@@ -247,12 +247,13 @@ _WGRAD = (
         "dense-bk32", block_m=(64, 128, 256), block_n=(64, 128), block_k=(32,),
         num_warps=(4, 8), num_stages=(4,), group_m=(8,), split_k=(1,),
     ),
-    # Split tiles of 8192 elements and the tall 256x64: splits are for tiles too few to fill the
-    # GPU, where 128x128 (or 64x64) adds little.
+    # Split tiles of 64x64 (a few output channels, or columns that straddle taps), of 8192
+    # elements, and the tall 256x64: splits are for tiles too few to fill the GPU, where 128x128
+    # adds little.
     SubSpace(
         "split", block_m=(64, 128, 256), block_n=(64, 128), block_k=(64,),
         num_warps=(4,), num_stages=(3,), group_m=(8,), split_k=(2, 4, 8, 16, 32, 64),
-        tiles=((64, 128), (128, 64), (256, 64)),
+        tiles=((64, 64), (64, 128), (128, 64), (256, 64)),
     ),
 )  # fmt: skip
 SPACES: dict[str, tuple[SubSpace, ...]] = {"fprop": _PIXEL_ROWS, "dgrad": _PIXEL_ROWS, "wgrad": _WGRAD}

@@ -167,10 +167,21 @@ def element_loads_take_eight_warps(c: KernelConfig, t: Target) -> bool:
     return c.num_warps == 8 or c.block_m < 128
 
 
+def per_element_taps_stay_narrow(c: KernelConfig, t: Target) -> bool:
+    """wgrad column tiles that straddle filter taps (C/g not a multiple of BLOCK_N) test every
+    element's padding; wider than 64 columns they ran out of registers (the 3-channel stem spilled
+    1,680 bytes at 64x128, 4 warps, with Triton 3.6 on sm_90)."""
+    p = t.problem
+    if t.pass_name != "wgrad" or p.kernel_h * p.kernel_w == 1 or p.in_per_group % c.block_n == 0:
+        return True
+    return c.block_n <= 64
+
+
 PROBLEM_RULES = (
     shared_memory,
     register_budget,
     element_loads_take_eight_warps,
+    per_element_taps_stay_narrow,
     tile_fits_problem,
     split_only_when_idle,
     split_within_two_waves,
