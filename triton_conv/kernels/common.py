@@ -123,7 +123,9 @@ def reduce_splits(
     is_last = arrived == SPLIT_K - 1
     total = tl.zeros_like(acc)
     if is_last:
-        for split in range(SPLIT_K):
+        # The split count as a runtime bound (grid axis 2 of every caller): with the constexpr, the
+        # loop was unrolled into SPLIT_K tiles of loads in flight, which spilled a TF32 dgrad.
+        for split in range(0, tl.num_programs(2)):
             total += tl.load(workspace_ptr + tile_base + split * tile_elems + local)
         tl.store(counter_ptr + tile_slot, 0)
     return total, is_last

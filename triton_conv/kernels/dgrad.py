@@ -102,6 +102,12 @@ def dgrad_kernel(
         + as_offset(p_row, USE_INT64) * dy_sp
         + as_offset(q_row, USE_INT64) * dy_sq
     )
+    # Where each row's dx goes, computed now: one offset per row lives across the loop, not (n, i, j).
+    dx_rows = (
+        as_offset(n, USE_INT64) * dx_sn
+        + as_offset(phase_h + i * stride_h, USE_INT64) * dx_sh
+        + as_offset(phase_w + j * stride_w, USE_INT64) * dx_sw
+    )
     # Columns: input channels of this group; past the group they wrap to real ones (never stored).
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < in_per_group
@@ -198,13 +204,6 @@ def dgrad_kernel(
             acc, workspace_ptr, counter_ptr, tile_slot, split_id, SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64
         )
     if do_store:
-        h = phase_h + i * stride_h
-        w = phase_w + j * stride_w
-        dx_rows = (
-            as_offset(n, USE_INT64) * dx_sn
-            + as_offset(h, USE_INT64) * dx_sh
-            + as_offset(w, USE_INT64) * dx_sw
-        )
         dx_cols = as_offset(in_channel, USE_INT64)
         dx_cols = dx_cols if DX_C_UNIT else dx_cols * dx_sc
         store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, dx_ptr, in_channel, False)
