@@ -346,8 +346,9 @@ def write_mainloop_report(path: str | None = None, workers: int = 2, best: int =
     rows = compile_rows(cases(best), workers)
     path = path or default_path()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    text = render(rows)  # before opening: the provenance asks git whether the tree is clean
     with open(path, "w") as handle:
-        handle.write(render(rows))
+        handle.write(text)
     return path, check_targets(rows)
 
 

@@ -206,8 +206,9 @@ def write_static_report(path: str | None = None, workers: int | None = None, pas
     rows = static_rows(passes, DTYPES, workers)
     path = path or default_path()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    text = render(rows)  # before opening: the provenance asks git whether the tree is clean
     with open(path, "w") as handle:
-        handle.write(render(rows))
+        handle.write(text)
     return path
 
 
