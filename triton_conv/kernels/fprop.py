@@ -82,8 +82,11 @@ def fprop_kernel(
         x_step_c = x_sc
     # Loop-invariant pointers: a step adds one scalar offset to each.
     a_base = x_ptr + x_rows[:, None] + x_chan[None, :]
-    w_chan = offs_k if W_C_UNIT else offs_k * w_sc
-    w_sc = 1 if W_C_UNIT else w_sc
+    # A unit channel stride, or (ROW_SPANS) a KRSC weight whose (s, c) run is contiguous even when
+    # its one channel's stride is not 1.
+    unit_c = W_C_UNIT or ROW_SPANS
+    w_chan = offs_k if unit_c else offs_k * w_sc
+    w_sc = 1 if unit_c else w_sc
     b_base = w_ptr + w_chan[:, None] + w_cols[None, :]
     dx_tap_h = as_offset(dil_h, USE_INT64) * x_sh
     dx_tap_w = as_offset(dil_w, USE_INT64) * x_sw
