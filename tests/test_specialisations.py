@@ -170,3 +170,19 @@ def test_misaligned_data_pointer_keeps_the_pointer_path(triton_only):
     moved = conv2d_wgrad(shifted, x, problem, SMALL, **options)
     assert rel_error(moved[0], ref["dw"]) < REL_TOL_FP32_IEEE
     assert rel_error(aligned[0], ref["dw"]) < REL_TOL_FP32_IEEE
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
+    """One channel: a contiguous (K, 1, R, S) weight is a KRSC matrix too, though its channel
+    stride is R·S, not 1; the run of (s, c) must step by one element (it once stepped by R·S)."""
+    x = make_tensor((2, 1, 6, 9), dtype, "nhwc")
+    w = make_tensor((2, 1, 2, 2), dtype)
+    b = make_tensor((2,), dtype)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, padding=(1, 2))
+    y = torch.empty(problem.output_shape, dtype=dtype).to(memory_format=torch.channels_last)
+    flags = _flags(fprop_plan(x, w, b, y, problem, SMALL), ("ROW_SPANS", "W_MATRIX", "W_C_UNIT"))
+    assert flags == dict(ROW_SPANS=True, W_MATRIX=True, W_C_UNIT=False)
+    with triton_only():
+        got = conv2d_fprop(x, w, b, problem, SMALL)
+    assert rel_error(got, reference_conv2d(x, w, b, problem)) < _bound(dtype)
