@@ -61,6 +61,12 @@ CASES = [
     ("wgrad", KernelConfig(64, 64, 32, split_k=2, num_warps=4), torch.bfloat16, 90, True),
     ("wgrad", KernelConfig(64, 64, 32, num_warps=4), torch.bfloat16, 80, False),
     ("wgrad", KernelConfig(128, 128, 64, num_warps=8), torch.float16, 80, False),
+    # Hopper's one-warpgroup defaults: a 128x128 fp32 accumulator in 4 warps, wgrad 256 rows tall.
+    ("fprop", KernelConfig(128, 128, 64, num_warps=4), torch.bfloat16, 90, False),
+    ("fprop", KernelConfig(128, 128, 64, num_warps=4), torch.float16, 90, True),
+    ("dgrad", KernelConfig(128, 128, 64, num_warps=4), torch.bfloat16, 90, False),
+    ("wgrad", KernelConfig(256, 64, 64, split_k=3, num_warps=4), torch.bfloat16, 90, False),
+    ("wgrad", KernelConfig(256, 64, 64, split_k=3, num_warps=4), torch.float16, 90, True),
     ("dgrad_masked", KernelConfig(128, 128, 64, num_warps=8), torch.bfloat16, 90, False),
     ("dgrad_masked", KernelConfig(64, 64, 32, num_warps=4), torch.float16, 80, False),
 ]
@@ -73,7 +79,9 @@ def reports():
     for capability in (90, 80):
         cases = [case for case in CASES if case[3] == capability]
         specs = [
-            example_spec(pass_name, dtype, config, PROBLEMS[pass_name], force_int64=int64)
+            example_spec(
+                pass_name, dtype, config, PROBLEMS[pass_name], force_int64=int64, capability=capability
+            )
             for pass_name, config, dtype, _, int64 in cases
         ]
         found.update(zip(cases, compile_specs(specs, capability), strict=True))

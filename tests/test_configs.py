@@ -63,7 +63,7 @@ def test_space_is_the_filtered_product(pass_name):
     raw = [c for sub in SPACES[pass_name] for c in sub.product()]
     expected = list(dict.fromkeys(c for c in raw if all(rule(c) for rule in SHAPE_RULES)))
     assert list(config_space(pass_name)) == expected
-    assert 10 <= len(expected) <= 48  # small enough to compile for sm_90 and run under the interpreter
+    assert 10 <= len(expected) <= 56  # small enough to compile for sm_90 and run under the interpreter
     assert any(c.split_k > 1 for c in expected)  # every pass can fill an idle GPU by splitting
     assert any(c.split_k == 1 for c in expected)
 
@@ -89,7 +89,9 @@ def test_tile_area():
 def test_accumulator_per_thread():
     assert accumulator_per_thread(cfg(64, 64, warps=4))  # 32 registers
     assert accumulator_per_thread(cfg(128, 128, warps=8))  # 64
-    assert not accumulator_per_thread(cfg(128, 128, warps=4))  # 128: spills in fp32 on sm_90
+    assert accumulator_per_thread(cfg(128, 128, warps=4))  # 128: one Hopper warpgroup (wgmma)
+    assert accumulator_per_thread(cfg(256, 64, warps=4))  # 128
+    assert not accumulator_per_thread(cfg(128, 256, warps=4))  # 256: no room for anything else
     assert not accumulator_per_thread(cfg(64, 64, warps=8))  # 16: too little work per warp
 
 
@@ -128,10 +130,17 @@ def test_register_budget_rule():
     assert register_budget(cfg(128, 64, 32, warps=4), fp32)  # BK 32: 112
     assert register_budget(cfg(128, 64, 64, warps=4, stages=3), target(SMALL))  # fp16: 112
     removed = prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float32, H200).removed
-    assert removed["register_budget"] and all(c.block_k == 64 for c in removed["register_budget"])
+    assert removed["register_budget"]
+    assert all(operand_registers(c, 4) > 128 for c in removed["register_budget"])
+    # A Hopper wgmma reads 16-bit operands from shared memory: only the accumulator counts there...
+    one_warpgroup = cfg(128, 128, 64, warps=4, stages=3)
+    assert register_budget(one_warpgroup, target(SMALL))
     assert not prune(config_space("wgrad"), SMALL.with_batch(32), "wgrad", torch.float16, H200).removed[
         "register_budget"
     ]
+    # ... but mma.sync (A100) holds a step's fragments too: 128 + 64 registers
+    assert not register_budget(one_warpgroup, target(SMALL, device="A100"))
+    assert not register_budget(one_warpgroup, target(SMALL, dtype=torch.float32))
 
 
 def test_tile_fits_problem_rule():
@@ -301,3 +310,43 @@ def test_default_pass_config_splits_wgrad_only_with_sms():
     assert default_pass_config(eight, "wgrad", torch.float16, sm_count=132).split_k > 1
     assert default_pass_config(eight, "wgrad", torch.float16, sm_count=1).split_k == 1
     assert default_pass_config(SMALL, "fprop", torch.float16) == default_config(SMALL.gemm("fprop"), 2)
+
+
+# --- Hopper's defaults and the rules the sm_90 main-loop report and compiles gave ------------------
+HOPPER = (9, 0)
+RESNET_3X3 = conv(256, 14, 14, 256, 3, pad=1, batch=32)
+STEM = conv(3, 224, 224, 64, 7, stride=2, pad=3, batch=32)
+
+
+def test_hopper_defaults_use_one_warpgroup():
+    hopper = default_pass_config(RESNET_3X3, "fprop", torch.bfloat16, capability=HOPPER)
+    assert hopper == KernelConfig(128, 128, 64, 8, 1, 4, 3)
+    for elsewhere in (None, (8, 0)):  # mma.sync holds operand fragments too: two warpgroups
+        assert default_pass_config(RESNET_3X3, "fprop", torch.bfloat16, capability=elsewhere).num_warps == 8
+    assert default_pass_config(RESNET_3X3, "fprop", torch.float32, capability=HOPPER).num_warps == 8
+    # wgrad: as tall as the output channels allow, BLOCK_N dividing C (one tap per column tile)
+    wgrad = default_pass_config(RESNET_3X3, "wgrad", torch.bfloat16, capability=HOPPER)
+    assert (wgrad.block_m, wgrad.block_n, wgrad.num_warps) == (256, 64, 4) and wgrad.split_k > 1
+    stem = default_pass_config(STEM, "wgrad", torch.bfloat16, capability=HOPPER)
+    assert (stem.block_m, stem.block_n) == (64, 64)  # 3 channels: per-element taps, narrow tiles
+
+
+def test_stem_walks_tap_rows():
+    """fprop on 3 channels walks each tap row's S·C = 21 elements: BLOCK_K 32, 8 warps."""
+    stem = default_pass_config(STEM, "fprop", torch.bfloat16, capability=HOPPER)
+    assert (stem.block_k, stem.num_warps) == (32, 8)
+    pruning = prune(config_space("fprop"), STEM, "fprop", torch.bfloat16, H200)
+    removed = pruning.removed["element_loads_take_eight_warps"]
+    assert removed and all(c.block_m == 128 and c.num_warps == 4 for c in removed)
+    assert all(c.num_warps == 8 or c.block_m < 128 for c in pruning.survivors)
+    aligned = prune(config_space("fprop"), RESNET_3X3, "fprop", torch.bfloat16, H200)
+    assert not aligned.removed["element_loads_take_eight_warps"]
+
+
+def test_per_element_taps_stay_narrow():
+    pruning = prune(config_space("wgrad"), STEM, "wgrad", torch.bfloat16, H200)
+    assert pruning.removed["per_element_taps_stay_narrow"]
+    assert all(c.block_n <= 64 for c in pruning.survivors)
+    assert any(c.split_k > 1 for c in pruning.survivors)  # the stem's few tiles can still split
+    one_tap = prune(config_space("wgrad"), RESNET_3X3, "wgrad", torch.bfloat16, H200)
+    assert not one_tap.removed["per_element_taps_stay_narrow"]

@@ -1,5 +1,6 @@
 """The sm_90 static report: configs of the space compile for Hopper (a deterministic sample here, all
-of them in `triton-conv static-report`), and the committed table lists exactly the current space."""
+of them in `triton-conv static-report`), and the committed table for the installed Triton lists
+exactly the current space and says which Triton made it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from triton_conv.problem import PASSES
 from triton_conv.pruning import shared_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = os.path.join(REPO, static_report.DEFAULT_PATH)
+COMMITTED = os.path.join(REPO, static_report.default_path())
 SIZES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
@@ -51,20 +52,23 @@ def test_sampled_config_compiles_for_sm90(case, compiled):
 
 
 def test_committed_table_lists_the_current_space():
-    assert os.path.exists(COMMITTED), "run triton_conv.static_report.write_static_report()"
+    assert os.path.exists(COMMITTED), f"run `triton-conv static-report` for this Triton: {COMMITTED}"
     listed = static_report.listed_cases(COMMITTED)
     current = {(p, d, str(c)) for p, d, c in static_report.space_cases()}
     missing, stale = current - listed, listed - current
     assert not missing and not stale, (
-        f"{static_report.DEFAULT_PATH} is out of date ({len(missing)} configs missing, {len(stale)} "
+        f"{static_report.default_path()} is out of date ({len(missing)} configs missing, {len(stale)} "
         "no longer in the space): regenerate it with triton_conv.static_report.write_static_report()"
     )
 
 
 def test_committed_table_is_labelled_and_has_no_flags():
+    import triton
+
     with open(COMMITTED) as handle:
         text = handle.read()
     assert "compiled, not measured" in text and "sm_90" in text and "commit " in text
+    assert f"- Triton {triton.__version__}," in text, "the table was made by another Triton"
     assert "FLAG" not in text.split("## ", 1)[1], "a config spills or falls off wgmma unpruned"
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv import autotune_tables, model_tuning, tuning, tuning_cache
-from triton_conv.configs import KernelConfig, default_pass_config, tuning_key
+from triton_conv.configs import KernelConfig, config_space, default_pass_config, tuning_key
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import search_space
 
@@ -105,7 +105,7 @@ def test_random_inputs_are_random():
 
 
 def test_winner_is_the_fastest_and_a_failing_config_loses(fake_runner):
-    configs = search_space(PROBLEM, "fprop", torch.float16, "H200")
+    configs = list(config_space("fprop")[:3])  # any three: PROBLEM's pruned space may hold only two
     broken = configs[0]
 
     def timer(fn):

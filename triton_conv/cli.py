@@ -6,7 +6,9 @@ report           notes/batching.md from pytest-benchmark JSONs of bench/ and the
                  given a campaign's folder: the autotune tables, batching.md's measured section, plots
 campaign         the headline measurements of one GPU lease, within a time budget, into one folder
 tune             autotune a layer set on the GPU; tables into notes/autotune/<device>.md
-static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static.md
+static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static-triton<X.Y>.md
+sass-report      the main loops' machine code against a plain matmul and Inductor's templates (no
+                 GPU): notes/autotune/sm90_mainloop-triton<X.Y>.md
 main             the README's main job: on a GPU the sweep and report, on a CPU demo + predictions
 """
 
@@ -182,6 +184,16 @@ def cmd_campaign(args) -> int:
     return 1 if state["status"].startswith("failed") else 0
 
 
+def cmd_sass_report(args) -> int:
+    from .mainloop_report import write_mainloop_report
+
+    path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
+    print(f"wrote {path}")
+    for line in broken:
+        print(f"target not met: {line}")
+    return 1 if broken and args.check else 0
+
+
 def cmd_main(args) -> int:
     if not torch.cuda.is_available():
         cmd_demo(argparse.Namespace(batch=2))
@@ -264,9 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-configs", type=int, default=None)
     tune.set_defaults(run=cmd_tune)
     static = commands.add_parser("static-report", help="sm_90 registers, shared memory, spills, wgmma")
-    static.add_argument("--out", default="notes/autotune/sm90_static.md")
+    static.add_argument("--out", default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md")
     static.add_argument("--workers", type=int, default=None)
     static.set_defaults(run=cmd_static_report)
+    sass = commands.add_parser("sass-report", help="sm_90 main loops read from the machine code")
+    sass.add_argument("--out", default=None, help="default: notes/autotune/sm90_mainloop-triton<X.Y>.md")
+    sass.add_argument("--workers", type=int, default=2, help="compile processes")
+    sass.add_argument("--best", type=int, default=1, help="best-ranked pruned configs besides the default")
+    sass.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
+    sass.set_defaults(run=cmd_sass_report)
     main = commands.add_parser("main", help="the README's main job")
     main.add_argument("--device", default="H200", help="the device the CPU-only predictions are for")
     main.add_argument(

@@ -8,21 +8,26 @@ Triton's JIT specialises them, so what is checked is what a GPU would run.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import os
 import pickle
 import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .launchers.common import LaunchSpec
 from .runtime import interpreter_active
+from .sass import LoopStats, analyse
 
 _TRITON_TYPES = {
     torch.float16: "fp16",
@@ -44,6 +49,7 @@ class CompileReport:
     shared_bytes: int
     wgmma: bool  # HGMMA in the SASS (Hopper's warpgroup MMA)
     mma_sync: bool  # HMMA in the SASS (the pre-Hopper tensor-core path)
+    loop: LoopStats | None = None  # the main loop's instructions (sass.analyse), when it has HGMMA
 
     @property
     def spills(self) -> bool:
@@ -72,6 +78,10 @@ def describe(spec: LaunchSpec, capability: int = 90) -> dict:
         if name in constexprs:
             signature[name] = "constexpr"
             continue
+        if isinstance(value, TensorDescriptor):  # a host-built TMA descriptor, typed as the JIT types it
+            block = ", ".join(str(size) for size in value.block_shape)
+            signature[name] = f"tensordesc<{_TRITON_TYPES[value.base.dtype]}[{block}]>"
+            continue
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + _TRITON_TYPES[value.dtype]
             aligned = value.device.type == "meta" or value.data_ptr() % 16 == 0
@@ -92,6 +102,7 @@ def describe(spec: LaunchSpec, capability: int = 90) -> dict:
             attrs[(index,)] = [["tt.divisibility", 16]]
     return {
         "module": function.__module__,
+        "path": None if function.__module__.startswith("triton_conv.") else inspect.getsourcefile(function),
         "name": function.__name__,
         "signature": signature,
         "attrs": attrs,
@@ -102,8 +113,20 @@ def describe(spec: LaunchSpec, capability: int = 90) -> dict:
     }
 
 
+def load_module(name: str, path: str | None):
+    """A module by name, or from a file outside the package (a rendered Inductor template)."""
+    if path is None:
+        return importlib.import_module(name)
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _compile_here(job: dict) -> CompileReport:
-    kernel = getattr(importlib.import_module(job["module"]), job["name"])
+    kernel = getattr(load_module(job["module"], job.get("path")), job["name"])
     source = ASTSource(kernel, job["signature"], job["constexprs"], job["attrs"])
     compiled = triton.compile(
         source,
@@ -132,29 +155,50 @@ def _compile_here(job: dict) -> CompileReport:
         shared_bytes=int(compiled.metadata.shared),
         wgmma="HGMMA" in sass,
         mma_sync=re.search(r"\bHMMA\b", sass) is not None,
+        loop=analyse(sass, job["num_warps"]),
     )
 
 
-def compile_specs(specs: list[LaunchSpec], capability: int = 90) -> list[CompileReport]:
+def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 1) -> list[CompileReport]:
     """Compile each launch for sm_<capability> with no GPU present and report its resources.
 
-    Under TRITON_INTERPRET=1 the kernels in this process are interpreted functions, which cannot
-    be compiled, so the jobs go to one child process that imports the package uninterpreted.
+    With workers > 1 the jobs are spread over that many child processes. Under TRITON_INTERPRET=1
+    the kernels in this process are interpreted functions, which cannot be compiled, so the jobs
+    always go to child processes that import the package uninterpreted. Triton's own cache keeps
+    what was compiled before: only changed kernels are compiled again.
     """
     jobs = [describe(spec, capability) for spec in specs]
-    if not interpreter_active():
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1 and not interpreter_active():
         return [_compile_here(job) for job in jobs]
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "triton_conv.compile_check"],
-        input=pickle.dumps(jobs),
-        capture_output=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"compiling in a child process failed:\n{done.stderr.decode()[-4000:]}")
-    return pickle.loads(done.stdout)
+    # The children import this package from where this process did, whatever their working folder.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": path}
+    chunks = [jobs[i::workers] for i in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "triton_conv.compile_check"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        for _ in chunks
+    ]
+
+    def finish(proc, chunk):  # every worker gets its jobs at once: they compile in parallel
+        out, err = proc.communicate(pickle.dumps(chunk))
+        if proc.returncode != 0:
+            raise RuntimeError(f"compiling in a child process failed:\n{err.decode()[-4000:]}")
+        return pickle.loads(out)
+
+    with ThreadPoolExecutor(len(procs)) as pool:
+        results = list(pool.map(finish, procs, chunks))
+    ordered: list = [None] * len(jobs)
+    for i, reports in enumerate(results):
+        ordered[i::workers] = reports
+    return ordered
 
 
 def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
@@ -162,10 +206,11 @@ def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
 
 
 def example_spec(
-    pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False
+    pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False, capability: int = 90
 ) -> LaunchSpec:
-    """The launch a GPU would run for `problem`, on channels_last meta tensors (with a bias), with
-    the flags a GPU run gets: TF32 for fp32 as cuDNN's default, no interpreter bf16 upcast."""
+    """The launch a GPU of `capability` would run for `problem`, on channels_last meta tensors (with
+    a bias), with the flags a GPU run gets: TF32 for fp32 as cuDNN's default, no interpreter bf16
+    upcast, TMA descriptors from sm_90 on."""
 
     def make(shape):
         return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
@@ -183,7 +228,7 @@ def example_spec(
     elif pass_name == "wgrad":
         from .launchers.wgrad import wgrad_spec
 
-        spec = wgrad_spec(y, x, w, bias, problem, config, force_int64)
+        spec = wgrad_spec(y, x, w, bias, problem, config, force_int64, tma=capability >= 90)
     elif pass_name == "dgrad_masked":  # the benchmark baseline of the stride-phase dgrad
         from .launchers.dgrad_masked import dgrad_masked_spec
 

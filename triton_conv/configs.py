@@ -75,13 +75,41 @@ def _fit(size: int, lo: int, hi: int) -> int:
     return block
 
 
-def default_config(shape: GemmShape, element_size: int) -> KernelConfig:
-    """A reasonable config without tuning: big tiles for big GEMMs, no wider than the problem."""
+def one_warpgroup(capability: tuple[int, int] | None, element_size: int) -> bool:
+    """On Hopper a 16-bit dot is a wgmma that reads both operands from shared memory, so one
+    warpgroup (4 warps) can hold a 128x128 tile's fp32 accumulator (128 registers per thread). Its
+    main loop issues a third fewer instructions per step than two warpgroups' (the sm_90 main-loop
+    report), so the defaults use it there. Elsewhere (mma.sync) the operands pass through registers
+    too and a 4-warp 128x128 tile would spill."""
+    return capability is not None and capability[0] == 9 and element_size == 2
+
+
+def default_config(shape: GemmShape, element_size: int, capability: tuple[int, int] | None = None):
+    """A reasonable config without tuning: big tiles for big GEMMs, no wider than the problem; on
+    Hopper (16-bit) one warpgroup per tile (one_warpgroup)."""
     block_m = 128 if shape.m >= 4096 else 64
     block_n = _fit(shape.n, 16, 128)
     block_k = _fit(shape.k, 16, 64 if element_size <= 2 else 32)
-    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
-    return KernelConfig(block_m, block_n, block_k, 8, 1, num_warps, 3)
+    big = block_m * block_n >= 128 * 128 and not one_warpgroup(capability, element_size)
+    return KernelConfig(block_m, block_n, block_k, 8, 1, 8 if big else 4, 3)
+
+
+def default_wgrad_tile(problem: ConvProblem, element_size: int, capability) -> KernelConfig:
+    """wgrad's untuned tile. Its rows are output channels (K/g, a few hundred), its columns filter
+    taps x channels, and every column tile re-gathers its x rows, whose per-row bookkeeping costs
+    the same whatever the tile's width: so on Hopper (one_warpgroup) the tile is as tall as the
+    output channels allow (up to 256) and BLOCK_N divides C/g where it can (one tap per column
+    tile: kernels/wgrad.py's ONE_TAP_TILES), at most 128x128 in area."""
+    m, n, k = problem.gemm("wgrad")
+    if not one_warpgroup(capability, element_size):
+        return default_config(GemmShape(m, n, k), element_size, capability)
+    block_m = _fit(m, 64, 256)
+    block_n = _fit(n, 16, 128 * 128 // block_m)
+    while block_n > 16 and problem.in_per_group % block_n:
+        block_n //= 2
+    if problem.in_per_group % block_n:  # no tile lies in one tap: per-element taps, at most 64 wide
+        block_n = _fit(n, 16, 64)
+    return KernelConfig(block_m, block_n, _fit(k, 16, 64), 8, 1, 4, 3)
 
 
 # A split should keep at least this many BLOCK_K steps: with fewer, the loads of a num_stages-deep
@@ -107,15 +135,44 @@ def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: in
     return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
 
 
-def default_pass_config(problem: ConvProblem, pass_name: str, dtype: torch.dtype, sm_count: int = 132):
-    """The untuned config of one pass: default_config on the pass's GEMM; wgrad adds the split that
+def default_pass_config(
+    problem: ConvProblem,
+    pass_name: str,
+    dtype: torch.dtype,
+    sm_count: int = 132,
+    capability: tuple[int, int] | None = None,
+):
+    """The untuned config of one pass on a GPU with `sm_count` SMs of compute `capability` (None:
+    a tile that suits any GPU): default_config on the pass's GEMM, with BLOCK_K fitted to what the
+    reduction walks in BLOCK_K steps (fprop and dgrad: the channels of one tap, so a 3-channel stem
+    does not load 64-channel blocks); wgrad's tile is default_wgrad_tile's, with the split that
     default_wgrad_split chooses (wgrad's tiles do not grow with the batch)."""
     element_size = torch.empty((), dtype=dtype).element_size()
-    config = default_config(problem.gemm(pass_name), element_size)
+    m, n, k = problem.gemm(pass_name)
     if pass_name == "wgrad":
+        config = default_wgrad_tile(problem, element_size, capability)
         split = default_wgrad_split(problem, config, sm_count)
-        config = KernelConfig(**{**config.as_dict(), "split_k": split})
+        return KernelConfig(**{**config.as_dict(), "split_k": split})
+    walked = problem.in_per_group if pass_name == "fprop" else problem.out_per_group
+    if pass_name == "fprop" and row_spans(problem):
+        walked = problem.kernel_w * problem.in_per_group
+    config = default_config(GemmShape(m, n, walked), element_size, capability)
+    if (walked * element_size) % 16:
+        # The activations cannot move in 16-byte vectors: element-wise loads through registers,
+        # whose addresses and masks 8 warps share out (4 spilled on the 3-channel stem).
+        config = KernelConfig(**{**config.as_dict(), "num_warps": 8})
     return config
+
+
+def row_spans(problem: ConvProblem) -> bool:
+    """fprop walks each tap row's (s, c) pairs as one contiguous run when there are few channels
+    (C/g < 16), one group and no column dilation (with NHWC x and KRSC w: launchers/fprop.py)."""
+    return (
+        problem.in_per_group < 16
+        and problem.groups == 1
+        and problem.dilation[1] == 1
+        and problem.kernel_w > 1
+    )
 
 
 # --- the space: products of axis lists, filtered by shape rules ------------------------------------
@@ -133,11 +190,13 @@ class SubSpace:
     num_stages: tuple[int, ...]
     group_m: tuple[int, ...]
     split_k: tuple[int, ...]
+    tiles: tuple[tuple[int, int], ...] | None = None  # (BM, BN) pairs to keep; None: all
 
     def product(self):
         axes = ("block_m", "block_n", "block_k", "num_warps", "num_stages", "group_m", "split_k")
         for values in itertools.product(*(getattr(self, axis) for axis in axes)):
-            yield KernelConfig(**dict(zip(axes, values, strict=True)))
+            if self.tiles is None or values[:2] in self.tiles:
+                yield KernelConfig(**dict(zip(axes, values, strict=True)))
 
 
 def tile_area(c: KernelConfig) -> bool:
@@ -147,10 +206,11 @@ def tile_area(c: KernelConfig) -> bool:
 
 
 def accumulator_per_thread(c: KernelConfig) -> bool:
-    """32 <= BM x BN / (32 x num_warps) <= 64 fp32 accumulator registers per thread: fewer leaves
-    warps too little work per load; more leaves too few of a thread's 255 registers for the
-    operands and addresses (the sm_90 report saw 128 spill in fp32)."""
-    return 32 <= c.block_m * c.block_n // (32 * c.num_warps) <= 64
+    """32 <= BM x BN / (32 x num_warps) <= 128 fp32 accumulator registers per thread: fewer leaves
+    warps too little work per load; more leaves too few of a thread's 255 registers for addresses.
+    128 suits only Hopper's wgmma, whose operands stay in shared memory: pruning's register_budget
+    removes such configs elsewhere and in fp32."""
+    return 32 <= c.block_m * c.block_n // (32 * c.num_warps) <= 128
 
 
 def pipeline_depth(c: KernelConfig) -> bool:
@@ -177,14 +237,23 @@ _PIXEL_ROWS = (
 )  # fmt: skip
 # wgrad: the output (K x C·R·S) does not grow with the batch, only the reduction does, so split-K
 # is what fills the GPU (up to 64 splits); both operands stream through L2, so GROUP_M is searched.
+# Tiles up to 256 output channels tall: each column tile gathers its x rows once for all its rows.
 _WGRAD = (
     SubSpace(
-        "dense", block_m=(64, 128), block_n=(64, 128), block_k=(32, 64),
-        num_warps=(4, 8), num_stages=(3, 4), group_m=(1, 8), split_k=(1,),
+        "dense", block_m=(64, 128, 256), block_n=(64, 128), block_k=(64,),
+        num_warps=(4, 8), num_stages=(3,), group_m=(1, 8), split_k=(1,),
     ),
     SubSpace(
-        "split", block_m=(64, 128), block_n=(64, 128), block_k=(64,),
+        "dense-bk32", block_m=(64, 128, 256), block_n=(64, 128), block_k=(32,),
+        num_warps=(4, 8), num_stages=(4,), group_m=(8,), split_k=(1,),
+    ),
+    # Split tiles of 64x64 (a few output channels, or columns that straddle taps), of 8192
+    # elements, and the tall 256x64: splits are for tiles too few to fill the GPU, where 128x128
+    # adds little.
+    SubSpace(
+        "split", block_m=(64, 128, 256), block_n=(64, 128), block_k=(64,),
         num_warps=(4,), num_stages=(3,), group_m=(8,), split_k=(2, 4, 8, 16, 32, 64),
+        tiles=((64, 64), (64, 128), (128, 64), (256, 64)),
     ),
 )  # fmt: skip
 SPACES: dict[str, tuple[SubSpace, ...]] = {"fprop": _PIXEL_ROWS, "dgrad": _PIXEL_ROWS, "wgrad": _WGRAD}

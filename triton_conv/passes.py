@@ -65,7 +65,9 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
             RuntimeWarning,
             stacklevel=2,
         )
-    return default_pass_config(problem, pass_name, dtype, sm_count=live.sm_count)
+    return default_pass_config(
+        problem, pass_name, dtype, sm_count=live.sm_count, capability=live.compute_capability
+    )
 
 
 def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:

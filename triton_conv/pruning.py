@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, bucket, cdiv, config_space
+from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, bucket, cdiv, config_space, row_spans
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
 
@@ -39,7 +39,7 @@ class Target:
         p = self.problem
         m, n, k = p.gemm(self.pass_name)
         if self.pass_name == "fprop":
-            return m, n, p.in_per_group
+            return m, n, p.kernel_w * p.in_per_group if row_spans(p) else p.in_per_group
         if self.pass_name == "dgrad":
             phase = p.dgrad_phases()[0]
             return p.batch * phase.rows.count * phase.cols.count, n, p.out_per_group
@@ -57,7 +57,7 @@ class Target:
         _, _, walked = self.dims()
         p = self.problem
         if self.pass_name == "fprop":
-            taps = p.kernel_h * p.kernel_w
+            taps = p.kernel_h * (1 if row_spans(p) else p.kernel_w)
         elif self.pass_name == "dgrad":
             phase = p.dgrad_phases()[0]
             taps = phase.rows.taps * phase.cols.taps
@@ -97,12 +97,26 @@ def operand_registers(c: KernelConfig, element_size: int) -> int:
     return (c.block_m * c.block_n + (c.block_m + c.block_n) * c.block_k * element_size // 4) // threads
 
 
+def accumulator_registers(c: KernelConfig) -> int:
+    """fp32 accumulator registers per thread: BM x BN / threads."""
+    return c.block_m * c.block_n // (32 * c.num_warps)
+
+
 def register_budget(c: KernelConfig, t: Target) -> bool:
-    """Accumulator plus one BK step of operand fragments (operand_registers) take at most 128 of a
-    thread's 255 registers; the rest holds addresses, masks and loop state. The sm_90 compile of
-    wgrad spilled at 160 (fp32, BK 64, 4 warps on 128x64) and did not at 128 (fp32 128x128x64,
-    8 warps): fp32 operands are twice the registers of 16-bit ones."""
-    return operand_registers(c, t.element_size) <= 128
+    """What a thread must hold takes at most 128 of its 255 registers; the rest holds addresses,
+    masks and loop state. With mma.sync (and fp32 anywhere) that is the accumulator plus one BK
+    step of operand fragments (operand_registers): the sm_90 compile of wgrad spilled at 160 (fp32,
+    BK 64, 4 warps on 128x64) and did not at 128 (fp32 128x128x64, 8 warps). A 16-bit wgmma on
+    Hopper reads its operands from shared memory, so there only the accumulator counts (128 for a
+    one-warpgroup 128x128 tile, which compiles without spills)."""
+    return budgeted_registers(c, t) <= 128
+
+
+def budgeted_registers(c: KernelConfig, t: Target) -> int:
+    """The registers per thread register_budget holds to 128."""
+    if t.device.compute_capability[0] == 9 and t.element_size == 2 and wgmma_on_hopper(c, t):
+        return accumulator_registers(c)
+    return operand_registers(c, t.element_size)
 
 
 def tile_fits_problem(c: KernelConfig, t: Target) -> bool:
@@ -143,9 +157,31 @@ def wgmma_on_hopper(c: KernelConfig, t: Target) -> bool:
     return c.num_warps % 4 == 0 and c.block_m % 64 == 0
 
 
+def element_loads_take_eight_warps(c: KernelConfig, t: Target) -> bool:
+    """When fprop's channels per step are not a multiple of 16 bytes (a 3-channel stem), the
+    activations load element by element through registers, and a 4-warp CTA with 128-row tiles
+    runs out of them (the stem spilled 176 bytes at 128x64x32, 4 warps, on sm_90): such tiles
+    take 8 warps."""
+    if t.pass_name != "fprop" or (t.dims()[2] * t.element_size) % 16 == 0:
+        return True
+    return c.num_warps == 8 or c.block_m < 128
+
+
+def per_element_taps_stay_narrow(c: KernelConfig, t: Target) -> bool:
+    """wgrad column tiles that straddle filter taps (C/g not a multiple of BLOCK_N) test every
+    element's padding; wider than 64 columns they ran out of registers (the 3-channel stem spilled
+    1,680 bytes at 64x128, 4 warps, with Triton 3.6 on sm_90)."""
+    p = t.problem
+    if t.pass_name != "wgrad" or p.kernel_h * p.kernel_w == 1 or p.in_per_group % c.block_n == 0:
+        return True
+    return c.block_n <= 64
+
+
 PROBLEM_RULES = (
     shared_memory,
     register_budget,
+    element_loads_take_eight_warps,
+    per_element_taps_stay_narrow,
     tile_fits_problem,
     split_only_when_idle,
     split_within_two_waves,

@@ -3,19 +3,17 @@
 For each pass, dtype and config it records what the compiler made of the kernel (registers, shared
 memory, spills, wgmma or not) and what the pruning does with it on an H200, so a config that spills
 or falls off wgmma is visibly pruned by a named rule or flagged. Compiled, not measured: these are
-resource counts, not times. `write_static_report()` writes notes/autotune/sm90_static.md; the work
-is spread over worker processes (about one second per compile).
+resource counts, not times. `write_static_report()` writes notes/autotune/sm90_static-triton<X.Y>.md
+for the installed Triton (each version's compiler makes its own code); the work is spread over
+worker processes.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import subprocess
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -23,14 +21,26 @@ import torch
 from .configs import KernelConfig, config_space, dtype_name
 from .devices import get_device
 from .problem import PASSES, ConvProblem
-from .pruning import Target, operand_registers, register_budget, shared_bytes, shared_memory, wgmma_on_hopper
+from .pruning import Target, budgeted_registers, register_budget, shared_bytes, shared_memory, wgmma_on_hopper
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # A ResNet-50 layer (layer3's 3x3 at 14x14, 256 -> 256, 8 images), channels_last, as a network
 # would launch it: channel counts divisible by 16, so the compiler sees a real launch's divisibility.
 PROBLEM = ConvProblem.from_shapes((8, 256, 14, 14), (256, 256, 3, 3), padding=1)
 TARGET_DEVICE = "H200"  # the sm_90 device whose limits the verdict column applies
-DEFAULT_PATH = os.path.join("notes", "autotune", "sm90_static.md")
+
+
+def triton_version() -> str:
+    import triton
+
+    return ".".join(triton.__version__.split(".")[:2])
+
+
+def default_path() -> str:
+    """One table per Triton version: what a version's compiler makes of the kernels differs."""
+    return os.path.join("notes", "autotune", f"sm90_static-triton{triton_version()}.md")
+
+
 _BY_NAME = {dtype_name(d): d for d in DTYPES}
 _CONFIG_TEXT = re.compile(r"\d+x\d+x\d+ g\d+ s\d+ w\d+ st\d+")  # str(KernelConfig)
 
@@ -74,8 +84,7 @@ def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) ->
             return "pruned on sm_90: wgmma_on_hopper"
         return "FLAG: falls off wgmma"
     if not register_budget(config, target):
-        registers = operand_registers(config, target.element_size)
-        return f"pruned: register_budget ({registers} > 128 operand registers)"
+        return f"pruned: register_budget ({budgeted_registers(config, target)} > 128 registers)"
     if report.local_loads:
         return f"FLAG: spills {report.spill_bytes} bytes"
     if report.spill_bytes:  # a stack frame that no instruction reads: no local-memory traffic
@@ -83,43 +92,13 @@ def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) ->
     return "ok"
 
 
-def _compile_cases(cases) -> list:
-    from .compile_check import compile_specs
-
-    specs = [build_spec(p, _BY_NAME[d], c) for p, d, c in cases]
-    return compile_specs(specs, 90)
-
-
 def compile_cases(cases, workers: int | None = None) -> list:
     """CompileReports for (pass, dtype name, config) cases, in order, over `workers` processes that
     import the package uninterpreted (so this works under TRITON_INTERPRET=1 too)."""
-    cases = list(cases)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(cases) or 1))
-    chunks = [cases[i::workers] for i in range(workers)]
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "triton_conv.static_report", "--worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-        for _ in chunks
-    ]
+    from .compile_check import compile_specs
 
-    def finish(proc, chunk):  # every worker gets its jobs at once: they compile in parallel
-        out, err = proc.communicate(pickle.dumps([(p, d, c.as_dict()) for p, d, c in chunk]))
-        if proc.returncode != 0:
-            raise RuntimeError(f"a compile worker failed:\n{err.decode()[-4000:]}")
-        return pickle.loads(out)
-
-    with ThreadPoolExecutor(len(procs)) as pool:
-        results = list(pool.map(finish, procs, chunks))
-    ordered = [None] * len(cases)
-    for i, reports in enumerate(results):
-        ordered[i::workers] = reports
-    return ordered
+    specs = [build_spec(p, _BY_NAME[d], c) for p, d, c in cases]
+    return compile_specs(specs, 90, workers=workers or os.cpu_count() or 1)
 
 
 def static_rows(passes=PASSES, dtypes=DTYPES, workers: int | None = None) -> list[StaticRow]:
@@ -173,7 +152,7 @@ def render(rows: list[StaticRow]) -> str:
     prov = provenance(gpu=None)
     device = get_device(TARGET_DEVICE).name
     lines = [
-        "# sm_90 static report: every config compiled, not measured",
+        f"# sm_90 static report, Triton {triton_version()}: every config compiled, not measured",
         "",
         "Each config of each pass's search space (triton_conv/configs.py) compiled ahead of time for",
         "sm_90 (Hopper) with no GPU present, by `triton_conv.static_report.write_static_report()`",
@@ -222,16 +201,18 @@ def render(rows: list[StaticRow]) -> str:
     return "\n".join(lines)
 
 
-def write_static_report(path: str = DEFAULT_PATH, workers: int | None = None, passes=PASSES) -> str:
+def write_static_report(path: str | None = None, workers: int | None = None, passes=PASSES) -> str:
     """Compile every config of `passes` for sm_90 in fp16, bf16 and fp32 and write the table."""
     rows = static_rows(passes, DTYPES, workers)
+    path = path or default_path()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    text = render(rows)  # before opening: the provenance asks git whether the tree is clean
     with open(path, "w") as handle:
-        handle.write(render(rows))
+        handle.write(text)
     return path
 
 
-def listed_cases(path: str = DEFAULT_PATH) -> set[tuple[str, str, str]]:
+def listed_cases(path: str) -> set[tuple[str, str, str]]:
     """(pass, dtype, config text) of every row of a written report."""
     found = set()
     with open(path) as handle:
@@ -242,12 +223,5 @@ def listed_cases(path: str = DEFAULT_PATH) -> set[tuple[str, str, str]]:
     return found
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker"]:  # a worker of compile_cases: jobs in on stdin, reports out
-        from triton_conv.static_report import _compile_cases as compile_job
-
-        jobs = pickle.loads(sys.stdin.buffer.read())
-        reports = compile_job([(p, d, KernelConfig(**c)) for p, d, c in jobs])
-        sys.stdout.buffer.write(pickle.dumps(reports))
-    else:  # python -m triton_conv.static_report [path]
-        print(write_static_report(*sys.argv[1:2]))
+if __name__ == "__main__":  # python -m triton_conv.static_report [path]
+    print(write_static_report(*sys.argv[1:2]))

@@ -196,7 +196,10 @@ def autotune(
     if entry is not None:
         return TuneResult.from_entry(key, entry)
     if timer is None and not autotuning_enabled():
-        return TuneResult(key, default_pass_config(problem, pass_name, dtype, sm_count=live.sm_count), None)
+        default = default_pass_config(
+            problem, pass_name, dtype, sm_count=live.sm_count, capability=live.compute_capability
+        )
+        return TuneResult(key, default, None)
     result = tune_problem(
         problem, pass_name, dtype, channels_last, device, timer=timer, target=target, max_configs=max_configs
     )

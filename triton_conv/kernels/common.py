@@ -51,6 +51,25 @@ def next_tap_step(channel_block, tap_col, tap_row, channel_blocks, tap_cols):
 
 
 @triton.jit
+def axis_taps(first, taps, step, size):
+    """[lo, hi): the taps j < taps of an axis whose position first + j * step (step > 0) lies in
+    [0, size). They always form one run, so no loop over taps is needed."""
+    lo = tl.where(first < 0, (step - 1 - first) // step, 0)
+    hi = tl.minimum(tl.where(first < size, (size - 1 - first) // step + 1, 0), taps)
+    return tl.minimum(lo, hi), hi
+
+
+@triton.jit
+def tap_bits(lo_h, hi_h, lo_w, hi_w, taps_w, every_row):
+    """Bit r * taps_w + s set for each tap (r, s) a row may read: rows r in [lo_h, hi_h), columns s
+    in [lo_w, hi_w), with R·S <= 31. `every_row` is the scalar with bit r * taps_w set for every r.
+    The column run is multiplied into each kept row's place (no carries: it is below 2**taps_w)."""
+    cols = ((1 << hi_w) - 1) ^ ((1 << lo_w) - 1)
+    rows = every_row & (((1 << (hi_h * taps_w)) - 1) ^ ((1 << (lo_h * taps_w)) - 1))
+    return cols * rows
+
+
+@triton.jit
 def decode_pixels(index, height, width):
     """Split a flat (n, row, col) pixel index into its three coordinates."""
     col = index % width
@@ -104,7 +123,9 @@ def reduce_splits(
     is_last = arrived == SPLIT_K - 1
     total = tl.zeros_like(acc)
     if is_last:
-        for split in range(SPLIT_K):
+        # The split count as a runtime bound (grid axis 2 of every caller): with the constexpr, the
+        # loop was unrolled into SPLIT_K tiles of loads in flight, which spilled a TF32 dgrad.
+        for split in range(0, tl.num_programs(2)):
             total += tl.load(workspace_ptr + tile_base + split * tile_elems + local)
         tl.store(counter_ptr + tile_slot, 0)
     return total, is_last

@@ -19,13 +19,14 @@ import triton.language as tl
 
 from .common import (
     as_offset,
+    axis_taps,
     decode_pixels,
     mma,
-    next_tap_step,
     reduce_splits,
     split_range,
     store_tile,
     swizzled_tile,
+    tap_bits,
     zero_accumulator,
 )
 
@@ -59,7 +60,7 @@ def dgrad_kernel(
     dx_sn, dx_sc, dx_sh, dx_sw,
     HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, W_C_UNIT: tl.constexpr, DX_C_UNIT: tl.constexpr,
-    POINTWISE: tl.constexpr,
+    POINTWISE: tl.constexpr, CHANNELS_ALIGNED: tl.constexpr, TAP_BITS: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -92,34 +93,46 @@ def dgrad_kernel(
     # Rows: input pixels (n, i, j) of the phase, decoded once; (p_row, q_row) is what tap j = 0 reads.
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_m < gemm_m
-    n, i, j = decode_pixels(offs_m, max(rows_h, 1), max(rows_w, 1))
-    # A row past the phase's end gets p_row = -1, which every tap's bounds check below rejects.
-    p_row = tl.where(row_ok, out_first_h + i, -1)
+    if POINTWISE:  # rows past the end wrap to real ones, as a plain matmul's do (never stored)
+        n, i, j = decode_pixels(offs_m % max(gemm_m, 1), max(rows_h, 1), max(rows_w, 1))
+        p_row = out_first_h + i
+    else:
+        n, i, j = decode_pixels(offs_m, max(rows_h, 1), max(rows_w, 1))
+        # A row past the phase's end gets p_row = -1, which every tap's bounds check rejects.
+        p_row = tl.where(row_ok, out_first_h + i, -1)
     q_row = out_first_w + j
     dy_rows = (
         as_offset(n, USE_INT64) * dy_sn
         + as_offset(p_row, USE_INT64) * dy_sp
         + as_offset(q_row, USE_INT64) * dy_sq
     )
-    # Columns: input channels of this group.
+    # Where each row's dx goes, computed now: one offset per row lives across the loop, not (n, i, j).
+    dx_rows = (
+        as_offset(n, USE_INT64) * dx_sn
+        + as_offset(phase_h + i * stride_h, USE_INT64) * dx_sh
+        + as_offset(phase_w + j * stride_w, USE_INT64) * dx_sw
+    )
+    # Columns: input channels of this group; past the group they wrap to real ones (never stored).
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < in_per_group
     in_channel = group * in_per_group + offs_n
-    w_cols = as_offset(offs_n, USE_INT64)
+    w_cols = as_offset(offs_n % in_per_group, USE_INT64)
     w_cols = w_cols if W_C_UNIT else w_cols * w_sc
 
-    # Reduction: output channels of this group, the GEMM's K.
+    # Reduction: output channels of this group (the GEMM's K) for each of the phase's taps.
     offs_k = tl.arange(0, BLOCK_K)
     first_k = group * out_per_group
     dy_chan = as_offset(first_k + offs_k, USE_INT64)
     dy_chan = dy_chan if DY_K_UNIT else dy_chan * dy_sk
     w_rows = as_offset(first_k + offs_k, USE_INT64) * w_sk + (tap0_h * w_sr + tap0_w * w_ss)
+    # Loop-invariant pointers: a step adds one scalar offset to each.
+    a_base = dy_ptr + dy_rows[:, None] + dy_chan[None, :]
+    b_base = w_ptr + w_rows[:, None] + w_cols[None, :]
 
-    # Scalar strides made int64 here (when needed) so the loop calls no helper per iteration.
-    dy_back_h = as_offset(out_step_h, USE_INT64) * dy_sp
-    dy_back_w = as_offset(out_step_w, USE_INT64) * dy_sq
-    dy_sk_o = as_offset(dy_sk, USE_INT64)
+    dy_sk_o = 1 if DY_K_UNIT else as_offset(dy_sk, USE_INT64)
     w_sk_o = as_offset(w_sk, USE_INT64)
+    dy_back_h = as_offset(out_step_h, USE_INT64) * dy_sp  # dy offset from one tap row to the next
+    dy_back_w = as_offset(out_step_w, USE_INT64) * dy_sq
     w_step_h = tap_step_h * w_sr
     w_step_w = tap_step_w * w_ss
     out_height_u = tl.cast(out_height, tl.uint32)
@@ -132,30 +145,60 @@ def dgrad_kernel(
     channel_block = it % channel_blocks
     jr = (it // channel_blocks) // max(taps_w, 1)
     js = (it // channel_blocks) % max(taps_w, 1)
+    blocks_left = channel_blocks - channel_block
+    a_offset = channel_block * BLOCK_K * dy_sk_o - (jr * dy_back_h + js * dy_back_w)
+    b_offset = channel_block * BLOCK_K * w_sk_o + (jr * w_step_h + js * w_step_w)
+    # At the end of a tap's channels: back to channel 0 and on to the next tap column (or row).
+    a_next_col = -dy_back_w - (channel_blocks - 1) * BLOCK_K * dy_sk_o
+    a_next_row = taps_w * dy_back_w - dy_back_h
+    b_next_col = w_step_w - (channel_blocks - 1) * BLOCK_K * w_sk_o
+    b_next_row = w_step_h - taps_w * w_step_w
+    if TAP_BITS:
+        # Tap (jr, js) reads p = p_row - jr * out_step_h: count it from the far end so positions grow.
+        lo_h, hi_h = axis_taps(out_height - 1 - p_row, taps_h, out_step_h, out_height)
+        lo_w, hi_w = axis_taps(out_width - 1 - q_row, taps_w, out_step_w, out_width)
+        cols = max(taps_w, 1)
+        first_cols = ((1 << (taps_h * cols)) - 1) // ((1 << cols) - 1)  # bits jr·taps_w, every jr
+        tap_bad = ~tap_bits(lo_h, hi_h, lo_w, hi_w, cols, first_cols)[:, None]
+        tap_bit = 1 << (jr * cols + js)
 
     acc = zero_accumulator(BLOCK_M, BLOCK_N, dy_ptr)
     for _ in range(it, it_end):
-        channel0 = channel_block * BLOCK_K
-        k_ok = offs_k < out_per_group - channel0
         if POINTWISE:
-            a_ok = row_ok
+            a_mask = None
+        elif TAP_BITS:
+            a_mask = (tap_bad & tap_bit) == 0
         else:
             # 0 <= p < out_height in one unsigned compare.
             p = (p_row - jr * out_step_h).to(tl.uint32, bitcast=True)
             q = (q_row - js * out_step_w).to(tl.uint32, bitcast=True)
-            a_ok = (p < out_height_u) & (q < out_width_u)
-        a_cols = dy_chan + channel0 if DY_K_UNIT else dy_chan + channel0 * dy_sk_o
-        a_rows = dy_rows - (jr * dy_back_h + js * dy_back_w)
-        a = tl.load(dy_ptr + a_rows[:, None] + a_cols[None, :], mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        tap_w = jr * w_step_h + js * w_step_w + channel0 * w_sk_o
-        b = tl.load(
-            w_ptr + (w_rows + tap_w)[:, None] + w_cols[None, :],
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
+            a_mask = ((p < out_height_u) & (q < out_width_u))[:, None]
+        if CHANNELS_ALIGNED:
+            b = tl.load(b_base + b_offset)
+        else:
+            k_ok = offs_k < out_per_group - (channel_blocks - blocks_left) * BLOCK_K
+            a_mask = k_ok[None, :] if POINTWISE else a_mask & k_ok[None, :]
+            b = tl.load(b_base + b_offset, mask=k_ok[:, None], other=0.0)
+        if a_mask is None:
+            a = tl.load(a_base + a_offset)
+        else:
+            a = tl.load(a_base + a_offset, mask=a_mask, other=0.0)
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
-        channel_block, js, jr = next_tap_step(channel_block, js, jr, channel_blocks, taps_w)
+        # Next (tap row, tap column, channel block), channel blocks innermost.
+        blocks_left -= 1
+        tap_done = blocks_left == 0
+        blocks_left = tl.where(tap_done, channel_blocks, blocks_left)
+        if TAP_BITS:
+            tap_bit = tl.where(tap_done, tap_bit << 1, tap_bit)
+            row_done = tap_done & ((tap_bit & first_cols) != 0)
+        else:
+            js += tap_done.to(tl.int32)
+            row_done = js == taps_w
+            js = tl.where(row_done, 0, js)
+            jr += row_done.to(tl.int32)
+        a_offset += tl.where(tap_done, a_next_col, BLOCK_K * dy_sk_o) + tl.where(row_done, a_next_row, 0)
+        b_offset += tl.where(tap_done, b_next_col, BLOCK_K * w_sk_o) + tl.where(row_done, b_next_row, 0)
 
     # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros (or bias) here.
     do_store = True
@@ -165,13 +208,6 @@ def dgrad_kernel(
             acc, workspace_ptr, counter_ptr, tile_slot, split_id, SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64
         )
     if do_store:
-        h = phase_h + i * stride_h
-        w = phase_w + j * stride_w
-        dx_rows = (
-            as_offset(n, USE_INT64) * dx_sn
-            + as_offset(h, USE_INT64) * dx_sh
-            + as_offset(w, USE_INT64) * dx_sw
-        )
         dx_cols = as_offset(in_channel, USE_INT64)
         dx_cols = dx_cols if DX_C_UNIT else dx_cols * dx_sc
         store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, bias_ptr, in_channel, HAS_BIAS)

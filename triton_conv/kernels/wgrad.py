@@ -4,8 +4,10 @@ Rows are the output channels of one group (program axis 1 picks the group); colu
 (r, s, c) with c innermost, the order of a KRSC weight. The reduction runs over every output pixel of
 every image: the batch only lengthens it, so split-K over N·P·Q (axis 2) is what fills a GPU when
 K x C·R·S makes few tiles, and the splits are summed in a fixed order (reduce_splits) so the bits do
-not depend on which split finishes last. The bias gradient is a row sum of dy; the tiles of the first
-column block load exactly those dy tiles anyway, so they sum them on the way (no second pass over dy).
+not depend on which split finishes last.
+
+The bias gradient, a row sum of dy, is computed by extra programs of the same launch (program ids
+past the weight tiles): a dot with ones inside the main loop made every step wait for its wgmma.
 """
 
 import triton
@@ -13,6 +15,7 @@ import triton.language as tl
 
 from .common import (
     as_offset,
+    axis_taps,
     decode_pixels,
     mma,
     reduce_splits,
@@ -24,147 +27,217 @@ from .common import (
 
 
 @triton.jit
+def bias_grad_tile(
+    dy_ptr, db_ptr, db_workspace_ptr, counter_ptr, tile_m, group, split_id, steps,
+    out_per_group, gemm_k, out_height, out_width, dy_sn, dy_sk, dy_sp, dy_sq,
+    USE_INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+):  # fmt: skip
+    """db for BLOCK_M output channels: dy summed over the split's share of N·P·Q in fp32, the
+    splits reduced in a fixed order like the weight tiles (reduce_splits)."""
+    offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < out_per_group
+    channel = as_offset(group * out_per_group + offs_m, USE_INT64)
+    it, it_end = split_range(steps, split_id, SPLIT_K)
+    offs_k = tl.arange(0, BLOCK_K)
+    total = tl.zeros((BLOCK_M,), dtype=tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32)
+    for step in range(it, it_end):
+        npq = as_offset(step, USE_INT64) * BLOCK_K + offs_k
+        n, p, q = decode_pixels(npq, out_height, out_width)
+        cols = n * dy_sn + p * dy_sp + q * dy_sq
+        tile = tl.load(
+            dy_ptr + channel[:, None] * dy_sk + cols[None, :],
+            mask=row_ok[:, None] & (npq < gemm_k)[None, :],
+            other=0.0,
+        )
+        total += tl.sum(tile.to(total.dtype), axis=1)
+    do_store = True
+    if SPLIT_K > 1:
+        slot = group * tl.cdiv(out_per_group, BLOCK_M) + tile_m
+        summed, do_store = reduce_splits(
+            total[:, None], db_workspace_ptr, counter_ptr, slot, split_id, SPLIT_K, BLOCK_M, 1, USE_INT64
+        )
+        total = tl.sum(summed, axis=1)
+    if do_store:
+        tl.store(db_ptr + channel, total.to(db_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
 def wgrad_kernel(
-    dy_ptr, x_ptr, dw_ptr, db_ptr, workspace_ptr, db_workspace_ptr, counter_ptr,
+    dy_ptr, dy_desc, x_ptr, x_desc, dw_ptr, db_ptr, workspace_ptr, db_workspace_ptr, counter_ptr,
     batch, height, width, in_per_group, out_per_group, out_height, out_width,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, kernel_h, kernel_w,
     dy_sn, dy_sk, dy_sp, dy_sq,
     x_sn, x_sc, x_sh, x_sw,
     dw_sk, dw_sc, dw_sr, dw_ss,
-    HAS_BIAS: tl.constexpr, DB_BY_DOT: tl.constexpr,
+    x_lin, q_extra,
+    HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, X_C_UNIT: tl.constexpr, DW_C_UNIT: tl.constexpr,
-    ONE_TAP_TILES: tl.constexpr,
-    POINTWISE: tl.constexpr,
+    ONE_TAP_TILES: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
+    DY_TMA: tl.constexpr, X_TMA: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
+    """Specialisations, chosen by the launcher (launchers/wgrad.py) from the tensors:
+    ONE_TAP_TILES: C/g is a multiple of BLOCK_N (or R·S = 1), so a column tile lies in one tap: the
+        tap is a scalar, the channels run contiguously and a reduction row's padding test is one
+        per row, not per column.
+    DY_TMA: dy is a row-major (N·P·Q, K) matrix (NHWC memory): its [BLOCK_K, BLOCK_M] tiles come
+        through a TMA descriptor (dy_desc), which also zero-fills the reduction's tail.
+    Each reduction row (an output pixel) carries its coordinates and its x offset from step to
+    step: adding BLOCK_K to a flat pixel index is one carry per coordinate, no division."""
     gemm_n = in_per_group * kernel_h * kernel_w
+    gemm_k = batch * out_height * out_width
     tiles_m = tl.cdiv(out_per_group, BLOCK_M)
     tiles_n = tl.cdiv(gemm_n, BLOCK_N)
-    tile_m, tile_n = swizzled_tile(tl.program_id(0), tiles_m, tiles_n, GROUP_M)
     group = tl.program_id(1)
     split_id = tl.program_id(2)
-
-    # Rows: output channels of this group.
-    offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = offs_m < out_per_group
-    out_channel = as_offset(group * out_per_group + offs_m, USE_INT64)
-    dy_rows = out_channel if DY_K_UNIT else out_channel * dy_sk
-
-    # Columns: filter taps (r, s) and input channels c, decoded once per tile.
-    col0 = tile_n * BLOCK_N
-    offs_n = col0 + tl.arange(0, BLOCK_N)
-    col_ok = offs_n < gemm_n
-    if ONE_TAP_TILES:
-        # C/g is a multiple of BLOCK_N (or R·S = 1): the whole tile lies in one tap, so r and s are
-        # scalars, the channels visibly run contiguously (vector loads) and the padding mask below
-        # depends on the reduction index only, not on the column.
-        tap = col0 // in_per_group
-        c = col0 % in_per_group + tl.arange(0, BLOCK_N)
-    else:
-        tap = offs_n // in_per_group
-        c = offs_n % in_per_group
-    r = tap // kernel_w
-    s = tap - r * kernel_w
-    tap_h = r * dil_h
-    tap_w = s * dil_w
-    x_chan = as_offset(group * in_per_group + c, USE_INT64)
-    x_cols = as_offset(tap_h, USE_INT64) * x_sh + as_offset(tap_w, USE_INT64) * x_sw
-    if X_C_UNIT:
-        x_cols += x_chan
-    else:
-        x_cols += x_chan * x_sc
-
-    # The reduction index npq: the split's first block is decoded once; after that (n, p, q) advance
-    # by BLOCK_K as mixed-radix digits (one compare-and-carry per digit suffices because each digit
-    # of BLOCK_K is below its radix), so the loop does no vector div/mod, the costliest integer ops
-    # on a GPU. Past the end of the reduction n reaches `batch`, which is the mask.
     steps = tl.cdiv(as_offset(batch, USE_INT64) * out_height * out_width, BLOCK_K)
-    it, it_end = split_range(steps, split_id, SPLIT_K)
-    n, p, q = decode_pixels(it * BLOCK_K + tl.arange(0, BLOCK_K), out_height, out_width)
-    step_q = BLOCK_K % out_width
-    step_p = (BLOCK_K // out_width) % out_height
-    step_n = BLOCK_K // (out_width * out_height)
-
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
-    # The first column block's tiles sum dy's rows too; constant false without a bias.
-    sums_bias = (tile_n == 0) & HAS_BIAS
-    db_acc = tl.zeros((BLOCK_M,), dtype=acc.dtype)
-    # Row sums of dy by a dot with ones keep `a` an MMA operand only, so its loads stay async and
-    # out of registers; exact for 16-bit and fp64 inputs, but TF32 would round dy, so fp32 with
-    # TF32 sums in registers instead (see DB_BY_DOT in the launcher).
-    db_tile = zero_accumulator(BLOCK_M, 16, x_ptr)
-    # Under the interpreter's bf16 upcast the dot runs in fp32, and Triton 3.6's interpreter has no
-    # bf16 tl.full: the ones take the dtype the dot will see.
-    if UPCAST:
-        ones = tl.full((BLOCK_K, 16), 1.0, dtype=tl.float32)
-    else:
-        ones = tl.full((BLOCK_K, 16), 1.0, dtype=dy_ptr.dtype.element_ty)
-    for _ in range(it, it_end):
-        npq_ok = n < batch
-        n_off = as_offset(n, USE_INT64)
-        top = p * stride_h - pad_h
-        left = q * stride_w - pad_w
-        dy_cols = n_off * dy_sn + as_offset(p, USE_INT64) * dy_sp + as_offset(q, USE_INT64) * dy_sq
-        a = tl.load(
-            dy_ptr + dy_rows[:, None] + dy_cols[None, :], mask=row_ok[:, None] & npq_ok[None, :], other=0.0
-        )
-        x_rows = n_off * x_sn + as_offset(top, USE_INT64) * x_sh + as_offset(left, USE_INT64) * x_sw
-        if POINTWISE:
-            b_ok = npq_ok[:, None] & col_ok[None, :]
-        elif ONE_TAP_TILES:
-            ih = top + tap_h
-            iw = left + tap_w
-            inside = npq_ok & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-            b_ok = inside[:, None] & col_ok[None, :]
-        else:
-            ih = top[:, None] + tap_h[None, :]
-            iw = left[:, None] + tap_w[None, :]
-            b_ok = (npq_ok[:, None] & col_ok[None, :]) & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-        b = tl.load(x_ptr + x_rows[:, None] + x_cols[None, :], mask=b_ok, other=0.0)
-        acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
-        if sums_bias:
-            if DB_BY_DOT:
-                db_tile = mma(db_tile, a, ones, INPUT_PRECISION, UPCAST)
-            else:
-                db_acc += tl.sum(a.to(db_acc.dtype), axis=1)
-
-        q += step_q
-        carry = (q >= out_width).to(tl.int32)
-        q -= carry * out_width
-        p += step_p + carry
-        carry = (p >= out_height).to(tl.int32)
-        p -= carry * out_height
-        n += step_n + carry
-
-    if DB_BY_DOT:  # every column of db_tile holds the row sums; take the first
-        db_acc = tl.sum(tl.where(tl.arange(0, 16)[None, :] == 0, db_tile, 0.0), axis=1)
-    do_store = True
-    if SPLIT_K > 1:
-        row_slot = group * tiles_m + tile_m
-        db_local = tl.arange(0, BLOCK_M)
-        db_base = as_offset(row_slot, USE_INT64) * SPLIT_K * BLOCK_M
-        if sums_bias:
-            # Parked before reduce_splits' release, so the last split to arrive sees all partials.
-            tl.store(db_workspace_ptr + db_base + split_id * BLOCK_M + db_local, db_acc)
-        acc, do_store = reduce_splits(
-            acc, workspace_ptr, counter_ptr, row_slot * tiles_n + tile_n, split_id,
-            SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64,
+    if HAS_BIAS and tl.program_id(0) >= tiles_m * tiles_n:
+        bias_grad_tile(
+            dy_ptr, db_ptr, db_workspace_ptr, counter_ptr + tl.num_programs(1) * tiles_m * tiles_n,
+            tl.program_id(0) - tiles_m * tiles_n, group, split_id, steps,
+            out_per_group, gemm_k, out_height, out_width, dy_sn, dy_sk, dy_sp, dy_sq,
+            USE_INT64, BLOCK_M, BLOCK_K, SPLIT_K,
         )  # fmt: skip
-        if sums_bias & do_store:
-            db_acc = tl.zeros_like(db_acc)
-            for split in range(SPLIT_K):
-                db_acc += tl.load(db_workspace_ptr + db_base + split * BLOCK_M + db_local)
-    if do_store:
-        dw_rows = out_channel * dw_sk
-        dw_cols = as_offset(r, USE_INT64) * dw_sr + as_offset(s, USE_INT64) * dw_ss
-        if DW_C_UNIT:
-            dw_cols += as_offset(c, USE_INT64)
+    else:
+        tile_m, tile_n = swizzled_tile(tl.program_id(0), tiles_m, tiles_n, GROUP_M)
+
+        # Rows: output channels of this group.
+        offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < out_per_group
+        out_channel = as_offset(group * out_per_group + offs_m, USE_INT64)
+        dy_rows = out_channel if DY_K_UNIT else out_channel * dy_sk
+
+        # Columns: filter taps (r, s) and input channels c, decoded once per tile.
+        col0 = tile_n * BLOCK_N
+        offs_n = col0 + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < gemm_n
+        if ONE_TAP_TILES:
+            tap = col0 // in_per_group
+            c = tl.multiple_of(col0 - tap * in_per_group, BLOCK_N) + tl.arange(0, BLOCK_N)
         else:
-            dw_cols += as_offset(c, USE_INT64) * dw_sc
-        store_tile(acc, dw_ptr, dw_rows, dw_cols, row_ok, col_ok, db_ptr, 0, False)
-        if sums_bias:
-            tl.store(db_ptr + out_channel, db_acc.to(db_ptr.dtype.element_ty), mask=row_ok)
+            tap = offs_n // in_per_group
+            c = offs_n % in_per_group
+        r = tap // kernel_w
+        s = tap - r * kernel_w
+        tap_h = r * dil_h
+        tap_w = s * dil_w
+        x_chan = as_offset(group * in_per_group + c, USE_INT64)
+        x_chan = x_chan if X_C_UNIT else x_chan * x_sc
+
+        # The reduction: the split's first BLOCK_K output pixels u = (n, p, q), decoded once; after
+        # that each row's coordinates advance by BLOCK_K as mixed-radix digits (each digit of
+        # BLOCK_K is below its radix, so one compare-and-carry per digit suffices).
+        it, it_end = split_range(steps, split_id, SPLIT_K)
+        offs_k = tl.arange(0, BLOCK_K)
+        u = it * BLOCK_K + offs_k
+        n, p, q = decode_pixels(u, out_height, out_width)
+        n, p, q = n.to(tl.int32), p.to(tl.int32), q.to(tl.int32)  # coordinates: 32-bit even when u is not
+        step_q = BLOCK_K % out_width
+        step_p = (BLOCK_K // out_width) % out_height
+        step_n = BLOCK_K // (out_width * out_height)
+        remaining = gemm_k - it * BLOCK_K  # reduction rows from this step's first to the end
+        x_sh_st = as_offset(stride_h, USE_INT64) * x_sh
+        x_sw_st = as_offset(stride_w, USE_INT64) * x_sw
+        tap_offset = as_offset(tap_h - pad_h, USE_INT64) * x_sh + as_offset(tap_w - pad_w, USE_INT64) * x_sw
+        if ONE_TAP_TILES:
+            # A row reads the tile's tap when p·stride + r·dil - pad lies in [0, H) (a run of p,
+            # [lo_p, hi_p)) and likewise q. Rows carry their coordinates shifted by lo, so each test
+            # is one unsigned compare (the carries compare against the shifted ends instead).
+            lo_p, hi_p = axis_taps(tap_h - pad_h, out_height, stride_h, height)
+            lo_q, hi_q = axis_taps(tap_w - pad_w, out_width, stride_w, width)
+            span_q = tl.cast(hi_q - lo_q, tl.uint32)
+            b_base = x_ptr + tap_offset + x_chan[None, :]
+        else:
+            lo_p = 0
+            lo_q = 0
+            b_base = x_ptr + (tap_offset + x_chan)[None, :]
+        if LINEAR_ROWS:
+            # x is N·P·Q pixel rows deep in steps of x_lin (H = P·stride_h, NHWC-like strides): pixel
+            # (n, p·stride_h, q·stride_w) sits at u·x_lin + q·q_extra, so a row's address moves by a
+            # scalar per step (plus a q term when stride_w > 1). p is carried as pq = p·Q + q (its run
+            # of valid p is a run of pq), which needs no carry from q.
+            b_rows = b_base + (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            pq = (p - lo_p) * out_width + q
+            span_pq = tl.cast((hi_p - lo_p) * out_width, tl.uint32)
+            end_pq = (out_height - lo_p) * out_width
+            b_step = x_lin * BLOCK_K
+            pq = pq[:, None]
+        else:
+            if ONE_TAP_TILES:
+                span_p = tl.cast(hi_p - lo_p, tl.uint32)
+            end_p = out_height - lo_p
+            n = n[:, None]
+            p = (p - lo_p)[:, None]
+        # Row state as [BLOCK_K, 1], the x tile's rows, so it lives in the load's own layout. Offsets
+        # are recomputed from it, never carried: carried, Triton 3.9 loses their alignment and the x
+        # tile is no longer loaded asynchronously.
+        q = (q - lo_q)[:, None]
+        end_q = out_width - lo_q
+        rows = offs_k[:, None]
+
+        acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
+        for i in range(it, it_end):
+            live = rows < remaining
+            if DY_TMA:
+                row = tl.cast(i * BLOCK_K, tl.int32)  # a descriptor's coordinates are 32-bit
+                a = dy_desc.load([row, group * out_per_group + tile_m * BLOCK_M]).T
+            else:
+                dy_u = u + (i - it) * BLOCK_K
+                dy_n, dy_p, dy_q = decode_pixels(dy_u, out_height, out_width)
+                dy_row = as_offset(dy_n, USE_INT64) * dy_sn + dy_p * dy_sp + dy_q * dy_sq
+                a = tl.load(
+                    dy_ptr + dy_rows[:, None] + dy_row[None, :], mask=row_ok[:, None] & live.T, other=0.0
+                )
+            if X_TMA:
+                b = x_desc.load([tl.cast(i * BLOCK_K, tl.int32), group * in_per_group + col0])
+            else:
+                if LINEAR_ROWS:
+                    b_ptrs = b_rows + (i - it) * b_step
+                    if Q_EXTRA:
+                        b_ptrs += q * q_extra
+                    ok_p = pq.to(tl.uint32, bitcast=True) < span_pq
+                else:
+                    b_ptrs = b_base + (
+                        as_offset(n, USE_INT64) * x_sn + (p + lo_p) * x_sh_st + (q + lo_q) * x_sw_st
+                    )
+                    ok_p = (p.to(tl.uint32, bitcast=True) < span_p) if ONE_TAP_TILES else True
+                if ONE_TAP_TILES:
+                    inside = live & ok_p & (q.to(tl.uint32, bitcast=True) < span_q)
+                else:  # each column its own tap: the padding test is per element
+                    ih = p * stride_h + (tap_h - pad_h)[None, :]
+                    iw = q * stride_w + (tap_w - pad_w)[None, :]
+                    inside = (live & col_ok[None, :]) & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+                b = tl.load(b_ptrs, mask=inside, other=0.0)
+            acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
+
+            q += step_q
+            carry_q = q >= end_q
+            q = tl.where(carry_q, q - out_width, q)
+            if LINEAR_ROWS:
+                pq += step_p * out_width + step_q
+                pq = tl.where(pq >= end_pq, pq - out_height * out_width, pq)
+            else:
+                p += step_p + carry_q.to(tl.int32)
+                carry_p = p >= end_p
+                p = tl.where(carry_p, p - out_height, p)
+                n += step_n + carry_p.to(tl.int32)
+            remaining -= BLOCK_K
+
+        do_store = True
+        if SPLIT_K > 1:
+            slot = (group * tiles_m + tile_m) * tiles_n + tile_n
+            acc, do_store = reduce_splits(
+                acc, workspace_ptr, counter_ptr, slot, split_id, SPLIT_K, BLOCK_M, BLOCK_N, USE_INT64
+            )
+        if do_store:
+            dw_rows = out_channel * dw_sk
+            dw_cols = as_offset(r, USE_INT64) * dw_sr + as_offset(s, USE_INT64) * dw_ss
+            if DW_C_UNIT:
+                dw_cols += as_offset(c, USE_INT64)
+            else:
+                dw_cols += as_offset(c, USE_INT64) * dw_sc
+            store_tile(acc, dw_ptr, dw_rows, dw_cols, row_ok, col_ok, db_ptr, 0, False)

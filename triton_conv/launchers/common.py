@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 import torch
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..runtime import fp32_uses_tf32, interpreter_active
 
@@ -85,10 +86,73 @@ def flag_settings(dtype: torch.dtype):
 
 
 def geometry(tensor: torch.Tensor) -> tuple:
-    """What of a tensor a launch depends on, besides its data pointer: shape and strides (zero
-    strides of an expanded tensor included). dtype and device are the same for all of a launch's
-    tensors and enter the key once."""
-    return (tensor.shape, tensor.stride())
+    """What of a tensor a launch depends on: shape and strides (zero strides of an expanded tensor
+    included) and whether its data is 16-byte aligned (what TMA needs). dtype and device are the
+    same for all of a launch's tensors and enter the key once."""
+    return (tensor.shape, tensor.stride(), tensor.data_ptr() % 16 == 0)
+
+
+def matrix_row_stride(tensor: torch.Tensor, rows: tuple[int, ...], cols: tuple[int, ...]) -> int | None:
+    """The row stride when the tensor's memory is a row-major matrix whose row index runs over the
+    dims `rows` and whose column index runs over the dims `cols` (each listed outer to inner), with
+    unit stride along the columns; None when it is not. Dims of size 1 are free."""
+    extent = 1
+    for dim in reversed(cols):
+        if tensor.size(dim) != 1 and tensor.stride(dim) != extent:
+            return None
+        extent *= tensor.size(dim)
+    row_stride = span = None
+    for dim in reversed(rows):
+        if tensor.size(dim) == 1:
+            continue
+        if row_stride is None:
+            row_stride, span = tensor.stride(dim), tensor.stride(dim) * tensor.size(dim)
+        elif tensor.stride(dim) != span:
+            return None
+        else:
+            span *= tensor.size(dim)
+    return extent if row_stride is None else row_stride
+
+
+class TmaMatrix(NamedTuple):
+    """One operand as TMA sees it: a (rows x cols) matrix with unit column stride, loaded in boxes
+    of `block`. `descriptor(tensor)` builds the host descriptor for a call's tensor (per call: it
+    holds the data pointer)."""
+
+    rows: int
+    cols: int
+    row_stride: int
+    block: tuple[int, int]
+
+    def descriptor(self, tensor: torch.Tensor) -> TensorDescriptor:
+        return TensorDescriptor(tensor, [self.rows, self.cols], [self.row_stride, 1], list(self.block))
+
+
+def tma_available(device: torch.device) -> bool:
+    """TMA on Hopper and newer GPUs, and in Triton's interpreter (CPU tensors). For older GPUs
+    Triton rewrites descriptor loads into bounds-checked pointer loads, costlier in registers than
+    the kernels' own pointer paths (sm_80 spilled), so those get no descriptors."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 9
+    return device.type == "cpu"
+
+
+def tma_matrix(tensor, rows: tuple, cols: tuple, block: tuple[int, int]) -> TmaMatrix | None:
+    """The TMA view of `tensor` as matrix_row_stride describes it, or None when TMA cannot load it:
+    16- and 32-bit elements only (float64 keeps the pointer path), the data and the row stride
+    16-byte aligned."""
+    size = tensor.element_size()
+    stride = matrix_row_stride(tensor, rows, cols)
+    if size not in (2, 4) or stride is None or tensor.numel() == 0:
+        return None
+    if tensor.data_ptr() % 16 or (stride * size) % 16:
+        return None
+    n_rows = n_cols = 1
+    for dim in rows:
+        n_rows *= tensor.size(dim)
+    for dim in cols:
+        n_cols *= tensor.size(dim)
+    return TmaMatrix(n_rows, n_cols, stride, block)
 
 
 class Plan(NamedTuple):
@@ -103,11 +167,25 @@ class Plan(NamedTuple):
     num_stages: int
     split: tuple  # split_k_buffers' arguments
     buffers: tuple | None  # the cached placeholder pair when split_k is 1, else None: per call
+    tma: tuple = ()  # (i, TmaMatrix or None): tensors[i] is followed by its descriptor argument
 
     def spec(self, tensors: tuple, extra: tuple = ()) -> LaunchSpec:
-        """The launch with `tensors` first, then the split-K buffers after `extra` (wgrad's db
-        workspace sits between the workspace and the counters), then the integers."""
+        """The launch with `tensors` first, each with a descriptor slot followed by its TMA
+        descriptor (or by itself, unused, when the kernel loads it through pointers), then the
+        split-K buffers after `extra` (wgrad's db workspace sits between the workspace and the
+        counters), then the integers."""
         workspace, counters = self.buffers if self.buffers is not None else split_k_buffers(*self.split)
+        if self.tma:
+            views = dict(self.tma)
+            tensors = tuple(
+                arg
+                for i, tensor in enumerate(tensors)
+                for arg in (
+                    (tensor,)
+                    if i not in views
+                    else (tensor, tensor if views[i] is None else views[i].descriptor(tensor))
+                )
+            )
         args = (*tensors, workspace, *extra, counters, *self.ints)
         return LaunchSpec(self.kernel, self.grid, args, self.constexprs, self.num_warps, self.num_stages)
 
@@ -155,7 +233,9 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
 _placeholders: dict = {}
 
 
-def split_k_buffers(split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device):
+def split_k_buffers(
+    split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device, extra_counters: int = 0
+):
     """Partial tiles (in the accumulator's dtype) and zeroed arrival counters for deterministic
     split-K; with split_k 1 the kernel never touches them, and one cached placeholder pair per
     device serves (no allocation on the launch path).
@@ -165,7 +245,8 @@ def split_k_buffers(split_k: int, tile_slots: int, block_m: int, block_n: int, d
     the kernel's last split re-zeroes each counter it used: one cached buffer shared by launches on
     two streams (or by a graph replayed on one stream while eager launches run on another) would let
     two launches count arrivals in the same counters and finish each other's tiles. The caching
-    allocator already makes the per-call allocation cheap and stream-safe."""
+    allocator already makes the per-call allocation cheap and stream-safe. `extra_counters` more
+    counters follow the tiles' (wgrad's bias-gradient programs count their splits there)."""
     acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if split_k == 1:
         key = (torch.device(device), acc_dtype)
@@ -176,7 +257,7 @@ def split_k_buffers(split_k: int, tile_slots: int, block_m: int, block_n: int, d
             )
         return _placeholders[key]
     workspace = torch.empty(tile_slots * split_k * block_m * block_n, dtype=acc_dtype, device=device)
-    counters = torch.zeros(tile_slots, dtype=torch.int32, device=device)
+    counters = torch.zeros(tile_slots + extra_counters, dtype=torch.int32, device=device)
     return workspace, counters
 
 

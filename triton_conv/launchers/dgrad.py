@@ -34,7 +34,8 @@ def dgrad_plan(
     constexprs = dict(
         HAS_BIAS=has_bias,
         DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, DX_C_UNIT=dx.stride(1) == 1,
-        POINTWISE=problem.is_pointwise,
+        POINTWISE=problem.is_pointwise, CHANNELS_ALIGNED=problem.out_per_group % config.block_k == 0,
+        TAP_BITS=not problem.is_pointwise and problem.kernel_h * problem.kernel_w <= 31,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         GROUP_M=config.group_m, SPLIT_K=config.split_k,

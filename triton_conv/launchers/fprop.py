@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..configs import KernelConfig
+from ..configs import KernelConfig, row_spans
 from ..kernels.fprop import fprop_kernel
 from ..problem import ConvProblem
 from .common import (
@@ -15,6 +15,7 @@ from .common import (
     geometry,
     kernel_flags,
     launch,
+    matrix_row_stride,
     split_k_buffers,
     wants_channels_last,
 )
@@ -35,10 +36,16 @@ def fprop_plan(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, f
         problem.kernel_h, problem.kernel_w,
         *x.stride(), *weight.stride(), *y.stride(),
     )  # fmt: skip
+    aligned = problem.in_per_group % config.block_k == 0
+    w_matrix = matrix_row_stride(weight, (0,), (2, 3, 1)) is not None  # KRSC: a (K, R·S·C/g) matrix
+    # Few channels: walk each tap row's (s, c) as one contiguous run (NHWC x, KRSC w, one group).
+    spans = row_spans(problem) and w_matrix and x.stride(1) == 1 and x.stride(3) == problem.in_channels
     constexprs = dict(
         HAS_BIAS=bias is not None,
         X_C_UNIT=x.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, Y_K_UNIT=y.stride(1) == 1,
-        POINTWISE=problem.is_pointwise,
+        POINTWISE=problem.is_pointwise, CHANNELS_ALIGNED=aligned,
+        W_MATRIX=w_matrix, ROW_SPANS=spans,
+        TAP_BITS=not problem.is_pointwise and problem.kernel_h * (1 if spans else problem.kernel_w) <= 31,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         GROUP_M=config.group_m, SPLIT_K=config.split_k,

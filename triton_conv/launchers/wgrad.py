@@ -19,6 +19,8 @@ from .common import (
     kernel_flags,
     launch,
     split_k_buffers,
+    tma_available,
+    tma_matrix,
 )
 
 _db_placeholders: dict = {}
@@ -48,20 +50,25 @@ class _WgradPlan(NamedTuple):
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
 
 
-def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> _WgradPlan:
+def wgrad_plan(
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None
+) -> _WgradPlan:
     """Everything of the launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is
     given) but the tensors.
 
     dy and x may have any strides, zero strides (an expanded dy) included; dw any strides; db is 1-D
-    and contiguous.
+    and contiguous. `tma`: whether the GPU has TMA (None: tma_available of x's device; the compile
+    check says for the GPU it compiles for).
     """
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
     tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(gemm.n, config.block_n)
+    # With a bias, tiles_m more programs per group sum dy's rows (and count their own splits).
+    bias_programs = tiles_m if db is not None else 0
     split = (
         config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
-        x.dtype, x.device,
+        x.dtype, x.device, problem.groups * bias_programs,
     )  # fmt: skip
     workspace, _ = split_k_buffers(*split)
     db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device)
@@ -75,26 +82,52 @@ def wgrad_plan(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_
         *dy.stride(), *x.stride(), *dw.stride(),
     )  # fmt: skip
     one_tap = problem.in_per_group % config.block_n == 0 or problem.kernel_h * problem.kernel_w == 1
+    # A group's first channel must start a TMA box on a 16-byte boundary too.
+    size = dy.element_size()
+    dy_view = x_view = None
+    if not (tma_available(x.device) if tma is None else tma):
+        pass  # pointer loads throughout
+    elif problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
+        dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
+    if (
+        dy_view is not None
+        and problem.is_pointwise
+        and (problem.groups == 1 or (problem.in_per_group * size) % 16 == 0)
+    ):
+        x_view = tma_matrix(x, (0, 2, 3), (1,), (config.block_k, config.block_n))  # x as (N·H·W, C)
+    # x's pixels of the output grid (n, p·stride_h, q·stride_w) lie x_lin apart in u = (n, p, q)
+    # order, plus a term in q when stride_w > 1: the rows' addresses move by a scalar per step.
+    row_step = problem.stride[0] * x.stride(2)
+    linear = (
+        one_tap and row_step % problem.out_width == 0
+        and x.stride(0) == problem.out_height * row_step
+    )  # fmt: skip
+    x_lin = row_step // problem.out_width if linear else 0
+    q_extra = problem.stride[1] * x.stride(3) - x_lin if linear else 0
+    ints = (*ints, x_lin, q_extra)  # integer arguments, so the JIT sees their divisibility
     constexprs = dict(
-        HAS_BIAS=db is not None, DB_BY_DOT=flags.input_precision != "tf32",
+        HAS_BIAS=db is not None,
         DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
-        ONE_TAP_TILES=one_tap, POINTWISE=problem.is_pointwise,
+        ONE_TAP_TILES=one_tap, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
+        DY_TMA=dy_view is not None, X_TMA=x_view is not None,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         GROUP_M=config.group_m, SPLIT_K=config.split_k,
     )  # fmt: skip
-    grid = (tiles_m * tiles_n, problem.groups, config.split_k)
+    grid = (tiles_m * tiles_n + bias_programs, problem.groups, config.split_k)
     single = config.split_k == 1
     plan = Plan(
         wgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split,
-        split_k_buffers(*split) if single else None,
+        split_k_buffers(*split) if single else None, ((0, dy_view), (1, x_view)),
     )  # fmt: skip
     return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None)
 
 
-def wgrad_spec(dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False) -> LaunchSpec:
+def wgrad_spec(
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None
+) -> LaunchSpec:
     """The launch of dw = wgrad(dy, x) (and db when given); uncached: the compile check and tests."""
-    return wgrad_plan(dy, x, dw, db, problem, config, force_int64).spec(dy, x, dw, db)
+    return wgrad_plan(dy, x, dw, db, problem, config, force_int64, tma).spec(dy, x, dw, db)
 
 
 # Per shape: everything the launch depends on but the data. dw's and db's strides follow from their

@@ -1,0 +1,107 @@
+"""The main loops' machine code holds issue 12's targets, read with the installed Triton: how the SASS
+is read (tests on a hand-written listing), a few representative compiles held to the targets (a
+kernel change that crosses one fails here), and the committed report for this Triton."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import triton
+
+from triton_conv import mainloop_report, sass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A loop as nvdisasm -c prints one: a filler, two wgmma (one keeping a group in flight), a cp.async,
+# a select, an inner retry loop without wgmma, and the back edge.
+LISTING = """
+        .text.k:
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDGSTS.E.BYPASS.128 [R2], desc[UR4][R4.64] ;
+        /*0020*/                   LDGSTS.E.BYPASS.128 [R2+0x1000], desc[UR4][R4.64] ;
+.L_x_1:
+        /*0030*/                   DEPBAR.LE SB0, 0x1 ;
+        /*0040*/              @!PT LDS RZ, [RZ] ;
+        /*0050*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0060*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ;
+.L_x_2:
+        /*0070*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR9], R5 ;
+        /*0080*/              @!P0 BRA `(.L_x_2) ;
+        /*0090*/                   WARPGROUP.DEPBAR.LE gsb0, 0x1 ;
+        /*00a0*/                   SEL R6, RZ, 0x10, P1 ;
+        /*00b0*/                   IMAD.MOV.U32 R7, RZ, RZ, UR4 ;
+        /*00c0*/                   IADD3 R8, R8, 0x1, RZ ;
+        /*00d0*/                   LDGSTS.E.BYPASS.128 [R2], desc[UR4][R4.64], P2 ;
+        /*00e0*/               @P3 BRA `(.L_x_1) ;
+        /*00f0*/                   EXIT ;
+"""
+
+
+def test_the_main_loop_is_the_innermost_loop_holding_wgmma():
+    instructions, labels = sass.parse(LISTING)
+    assert [ins.base for ins in instructions[:3]] == ["MOV", "LDGSTS", "LDGSTS"]
+    first, last = sass.main_loop(instructions, labels)
+    assert instructions[first].address == 0x30 and instructions[last].address == 0xE0
+    stats = sass.analyse(LISTING, num_warps=8)
+    assert stats.per_warp == 11 and stats.fillers == 1  # the @!PT filler is never issued
+    assert stats.by_kind == {
+        "barriers/waits": 3, "wgmma": 2, "other": 3, "predicates/selects": 1,
+        "address/integer": 1, "async copy/TMA": 1,
+    }  # fmt: skip
+    assert stats.opcodes["IMAD"] == 1 and stats.by_kind["other"] == 3  # IMAD.MOV is a move
+    assert stats.wgmma_in_flight == 1 and stats.cp_async_in_flight == 1
+    assert stats.loads_in_flight == 2.0  # two copies before the loop, one per trip
+    assert stats.ldgsts == 1 and stats.utmaldg == 0 and not stats.a_from_registers
+    # Two 64x128x16 wgmma per warpgroup, two warpgroups: 128x128x32 per trip, half a reference step.
+    assert stats.trip_macs == 128 * 128 * 32
+    assert stats.per_reference_step() == 11 * 8 * 2
+    assert stats.kind_per_reference_step("wgmma") == 2 * 8 * 2
+
+
+def test_no_wgmma_loop_reads_as_none():
+    assert sass.analyse(LISTING.replace("HGMMA", "HMMA"), num_warps=4) is None
+
+
+def _representative():
+    """Each pass's untuned config on the 3x3 stride-1 layer, wgrad's on the stride-2 layer too (its
+    strided addressing), and the plain matmul of the same GEMM and tile; fprop also against
+    Inductor's template."""
+    chosen = []
+    for case in mainloop_report.cases(best=0):
+        stride2 = case.layer.startswith("3x3 s2")
+        wanted = case.layer.startswith("3x3 s1") or (stride2 and case.pass_name == "wgrad")
+        if not wanted or case.choice not in ("default", "same tile"):
+            continue
+        peer = case.kernel == "Inductor" and case.pass_name == "fprop"
+        if case.kernel in ("triton-conv", "matmul") or peer:
+            chosen.append(case)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return mainloop_report.compile_rows(_representative(), workers=2)
+
+
+def test_representative_main_loops_hold_the_targets(rows):
+    kinds = {(r.case.pass_name, r.case.kernel) for r in rows}
+    assert {("fprop", "Inductor"), ("wgrad", "matmul"), ("dgrad", "triton-conv")} <= kinds
+    assert mainloop_report.check_targets(rows) == []
+    for row in rows:
+        if row.case.kernel == "triton-conv":
+            loop = row.report.loop
+            assert row.per_step <= 960, (row.case, row.per_step)  # the issue's absolute bar
+            assert loop.ldgsts + loop.utmaldg > 0 and not loop.a_from_registers, row.case
+            assert loop.wgmma_in_flight >= 1 and loop.loads_in_flight >= 2
+
+
+def test_committed_report_for_this_triton():
+    path = os.path.join(REPO, mainloop_report.default_path())
+    assert os.path.exists(path), f"no main-loop report for this Triton: run `triton-conv sass-report`: {path}"
+    with open(path) as handle:
+        text = handle.read()
+    assert f"- Triton {triton.__version__}," in text and "commit " in text
+    for label, _ in mainloop_report.LAYERS:
+        for pass_name in ("fprop", "dgrad", "wgrad"):
+            assert f"| {label}" in text and f"## {pass_name}" in text

@@ -1,0 +1,188 @@
+"""Each main-loop specialisation the launchers choose from the tensors, against the float64 reference
+under the interpreter, with the choice itself checked: aligned channels (no channel masks), tap bit
+masks, the weight as a KRSC matrix, rows and columns wrapped instead of masked, the 3-channel
+stem's row spans, wgrad's linear rows (with the stride's q term), its TMA descriptors for dy and a
+pointwise x, and the bias gradient's own programs; and what must not be chosen when the tensors do
+not allow it (NCHW, odd channel counts, misaligned groups, a sliced view)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_conv import KernelConfig
+from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_plan
+from triton_conv.launchers.fprop import conv2d_fprop, fprop_plan
+from triton_conv.launchers.wgrad import conv2d_wgrad, wgrad_plan
+from triton_conv.problem import ConvProblem
+
+from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+
+pytestmark = pytest.mark.interpreter
+
+SMALL = KernelConfig(32, 16, 16, group_m=1)
+SPLIT = KernelConfig(64, 32, 32, split_k=3)
+WIDE = KernelConfig(16, 64, 16, group_m=4, split_k=2)
+
+
+def _tensors(x_shape, w_shape, kwargs, dtype, layout):
+    x = make_tensor(x_shape, dtype, layout)
+    w = make_tensor(w_shape, dtype, layout)
+    b = make_tensor((w_shape[0],), dtype)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, **kwargs)
+    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+    y64 = reference_conv2d(x64, w64, b64, problem)
+    dy = make_tensor(y64.shape, dtype, layout)
+    dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
+    ref = dict(y=y64.detach(), dx=dx64, dw=dw64, db=db64)
+    return problem, x, w, b, dy, ref
+
+
+def _bound(dtype):
+    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+
+
+def _flags(plan, names):
+    constexprs = plan.constexprs if hasattr(plan, "constexprs") else plan.plan.constexprs
+    return {name: constexprs[name] for name in names}
+
+
+# (x shape, w shape, conv2d kwargs, layout, fprop flags, dgrad flags, wgrad flags): flags the
+# launchers must choose for SMALL's tile (BLOCK_N 16, BLOCK_K 16).
+CASES = {
+    "3x3 aligned nhwc": (
+        (2, 32, 7, 9), (32, 32, 3, 3), dict(padding=1), "nhwc",
+        dict(CHANNELS_ALIGNED=True, W_MATRIX=True, TAP_BITS=True, ROW_SPANS=False),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=True, Q_EXTRA=False, DY_TMA=True, X_TMA=False),
+    ),
+    "3x3 stride 2 even": (
+        (2, 16, 8, 10), (32, 16, 3, 3), dict(stride=2, padding=1), "nhwc",
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=True, Q_EXTRA=True, DY_TMA=True),
+    ),
+    "3x3 stride 2 odd": (
+        (2, 16, 9, 7), (16, 16, 3, 3), dict(stride=2, padding=1), "nhwc",
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=False, DY_TMA=True),
+    ),
+    "dilated groups": (
+        (2, 32, 9, 10), (32, 16, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2), "nhwc",
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=False, DY_TMA=True),
+    ),
+    "pointwise": (
+        (3, 32, 5, 6), (48, 32, 1, 1), {}, "nhwc",
+        dict(POINTWISE=True, CHANNELS_ALIGNED=True, TAP_BITS=False),
+        dict(POINTWISE=True, CHANNELS_ALIGNED=True),
+        dict(ONE_TAP_TILES=True, DY_TMA=True, X_TMA=True),
+    ),
+    "3-channel stem": (
+        (1, 3, 20, 18), (16, 3, 7, 7), dict(padding=3, stride=2), "nhwc",
+        dict(CHANNELS_ALIGNED=False, ROW_SPANS=True, TAP_BITS=True),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=False),  # 49 taps: more than a bit mask holds
+        dict(ONE_TAP_TILES=False, DY_TMA=True, X_TMA=False),
+    ),
+    "nchw aligned": (
+        (2, 32, 7, 9), (32, 32, 3, 3), dict(padding=1), "nchw",
+        dict(CHANNELS_ALIGNED=True, W_MATRIX=False, TAP_BITS=True, ROW_SPANS=False),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=False, DY_TMA=False, X_TMA=False),
+    ),
+    "odd channels, misaligned groups": (
+        (2, 20, 6, 7), (12, 10, 3, 3), dict(padding=1, groups=2), "nhwc",
+        dict(CHANNELS_ALIGNED=False, ROW_SPANS=False, TAP_BITS=True),
+        dict(CHANNELS_ALIGNED=False, TAP_BITS=True),
+        dict(ONE_TAP_TILES=False, DY_TMA=False),
+    ),
+    "sliced view": (
+        (2, 16, 6, 7), (16, 16, 3, 3), dict(padding=1), "strided",
+        dict(CHANNELS_ALIGNED=True, W_MATRIX=False),
+        dict(CHANNELS_ALIGNED=True),
+        dict(LINEAR_ROWS=False, DY_TMA=False, X_TMA=False),
+    ),
+    "big kernel": (
+        (1, 16, 12, 11), (16, 16, 6, 6), dict(padding="same"), "nhwc",
+        dict(TAP_BITS=False),  # 36 taps
+        dict(TAP_BITS=False),
+        dict(ONE_TAP_TILES=True),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", list(CASES))
+def test_specialisation(case, dtype, triton_only):
+    x_shape, w_shape, kwargs, layout, fprop_flags, dgrad_flags, wgrad_flags = CASES[case]
+    problem, x, w, b, dy, ref = _tensors(x_shape, w_shape, kwargs, dtype, layout)
+    channels_last = layout == "nhwc"
+    y = torch.empty(problem.output_shape, dtype=dtype).to(memory_format=torch.channels_last)
+    y = y if channels_last else y.contiguous()
+    assert _flags(fprop_plan(x, w, b, y, problem, SMALL), fprop_flags) == fprop_flags
+    assert _flags(dgrad_plan(dy, w, x, problem, SMALL), dgrad_flags) == dgrad_flags
+    dw = torch.empty_like(w)
+    assert _flags(wgrad_plan(dy, x, dw, b.clone(), problem, SMALL), wgrad_flags) == wgrad_flags
+    for config in (SMALL, SPLIT, WIDE):
+        with triton_only() as proof:
+            got_y = conv2d_fprop(x, w, b, problem, config)
+            got_dx = conv2d_dgrad(dy, w, problem, config, channels_last=channels_last)
+            got_dw, got_db = conv2d_wgrad(
+                dy, x, problem, config, weight_dtype=dtype, channels_last=channels_last, need_bias=True
+            )
+        assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
+        for name, got in (("y", got_y), ("dx", got_dx), ("dw", got_dw), ("db", got_db)):
+            err = rel_error(got, ref[name])
+            assert err < _bound(dtype), f"{case} {config} {name}: relative error {err:.2e}"
+
+
+def test_wgrad_bias_programs_count_their_own_splits(triton_only):
+    """With split-K the bias-gradient programs reduce their partial sums in a fixed order, in the
+    counters after the weight tiles': repeated runs give the same bits, and db is right."""
+    shapes = ((2, 32, 7, 9), (40, 32, 3, 3), dict(padding=1))
+    problem, x, w, b, dy, ref = _tensors(*shapes, torch.float32, "nhwc")
+    config = KernelConfig(32, 16, 16, split_k=4)
+    plan = wgrad_plan(dy, x, torch.empty_like(w), b.clone(), problem, config)
+    tiles = -(-40 // 32) * -(-(32 * 9) // 16)
+    assert plan.plan.grid == (tiles + 2, 1, 4)  # two 32-row bias programs after the weight tiles
+    runs = [
+        conv2d_wgrad(dy, x, problem, config, weight_dtype=torch.float32, channels_last=True, need_bias=True)
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert rel_error(runs[0][1], ref["db"]) < REL_TOL_FP32_IEEE
+    assert rel_error(runs[0][0], ref["dw"]) < REL_TOL_FP32_IEEE
+
+
+def test_misaligned_data_pointer_keeps_the_pointer_path(triton_only):
+    """TMA needs 16-byte aligned data: a view starting one element in is loaded through pointers,
+    and the launch plan for the aligned tensor is not reused for it."""
+    problem, x, w, b, dy, ref = _tensors((2, 32, 5, 6), (48, 32, 1, 1), {}, torch.float32, "nhwc")
+    shifted = torch.empty(dy.numel() + 1)[1:].view(dy.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2)
+    shifted.copy_(dy)
+    assert shifted.stride() == dy.stride() and shifted.data_ptr() % 16
+    plan = wgrad_plan(shifted, x, torch.empty_like(w), None, problem, SMALL)
+    assert not plan.plan.constexprs["DY_TMA"]
+    options = dict(weight_dtype=torch.float32, channels_last=True, need_bias=False)
+    aligned = conv2d_wgrad(dy, x, problem, SMALL, **options)
+    moved = conv2d_wgrad(shifted, x, problem, SMALL, **options)
+    assert rel_error(moved[0], ref["dw"]) < REL_TOL_FP32_IEEE
+    assert rel_error(aligned[0], ref["dw"]) < REL_TOL_FP32_IEEE
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
+    """One channel: a contiguous (K, 1, R, S) weight is a KRSC matrix too, though its channel
+    stride is R·S, not 1; the run of (s, c) must step by one element (it once stepped by R·S)."""
+    x = make_tensor((2, 1, 6, 9), dtype, "nhwc")
+    w = make_tensor((2, 1, 2, 2), dtype)
+    b = make_tensor((2,), dtype)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, padding=(1, 2))
+    y = torch.empty(problem.output_shape, dtype=dtype).to(memory_format=torch.channels_last)
+    flags = _flags(fprop_plan(x, w, b, y, problem, SMALL), ("ROW_SPANS", "W_MATRIX", "W_C_UNIT"))
+    assert flags == dict(ROW_SPANS=True, W_MATRIX=True, W_C_UNIT=False)
+    with triton_only():
+        got = conv2d_fprop(x, w, b, problem, SMALL)
+    assert rel_error(got, reference_conv2d(x, w, b, problem)) < _bound(dtype)
