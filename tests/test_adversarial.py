@@ -162,7 +162,6 @@ def test_export_with_a_dynamic_batch(name):
     assert rel_error(exported.module()(x3), expected) < EXACT_TOL, name
 
 
-@pytest.mark.xfail(strict=True, reason="under torch.jit.trace sizes are tensors; problem._shape refuses them")
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_jit_trace(name):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
@@ -175,9 +174,6 @@ def test_jit_trace(name):
 
 
 # --- 3. convert_model's corner cases -----------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="from_torch copies an instance-level forward bound to the torch module"
-)
 def test_convert_model_never_silently_keeps_torchs_convolution():
     """A conv whose `forward` is an instance attribute bound to it (as wrappers such as accelerate's
     device hooks install) is reported as converted, yet the new module calls the old one's forward:
@@ -197,7 +193,6 @@ def test_convert_model_never_silently_keeps_torchs_convolution():
     )
 
 
-@pytest.mark.xfail(strict=True, reason="_reason_to_skip reports a parametrized triton-conv module")
 def test_convert_model_does_not_report_its_own_modules_parametrized_later():
     model = triton_conv.convert_model(nn.Sequential(nn.Conv2d(3, 4, 3).double()))
     torch.nn.utils.parametrizations.weight_norm(model[0])
