@@ -68,75 +68,73 @@ class DeviceSpec:
 
 _GUIDE = "CUDA C++ Programming Guide, Technical Specifications per Compute Capability"
 
-H200_SXM = DeviceSpec(
-    name="H200 SXM",
-    compute_capability=(9, 0),
-    sm_count=132,
-    smem_per_sm=228 * KIB,
-    smem_per_block=227 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=989.4,
-    bf16_tflops=989.4,
-    tf32_tflops=494.7,
-    fp32_tflops=66.9,
-    mem_bandwidth=4.8 * TB_S,
-    mem_bytes=141 * GB,
-    source=(
-        "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
-        "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
-        "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
-        f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
-    ),
-)
+# The per-SM limits of each compute capability, from _GUIDE: shared memory per SM and per block,
+# shared memory the driver reserves per CTA, 32-bit registers, resident threads and CTAs per SM.
+_SM_LIMITS: dict[tuple[int, int], tuple[int, int, int, int, int, int]] = {
+    (6, 1): (96 * KIB, 48 * KIB, 0, 65536, 2048, 32),
+    (7, 0): (96 * KIB, 96 * KIB, 0, 65536, 2048, 32),
+    (7, 5): (64 * KIB, 64 * KIB, 0, 65536, 1024, 16),
+    (8, 0): (164 * KIB, 163 * KIB, 1 * KIB, 65536, 2048, 32),
+    (8, 9): (100 * KIB, 99 * KIB, 1 * KIB, 65536, 1536, 24),
+    (9, 0): (228 * KIB, 227 * KIB, 1 * KIB, 65536, 2048, 32),
+}
 
-H100_SXM = DeviceSpec(
-    name="H100 SXM",
-    compute_capability=(9, 0),
-    sm_count=132,
-    smem_per_sm=228 * KIB,
-    smem_per_block=227 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=989.4,
-    bf16_tflops=989.4,
-    tf32_tflops=494.7,
-    fp32_tflops=66.9,
-    mem_bandwidth=3.35 * TB_S,
-    mem_bytes=80 * GB,
-    source=(
-        "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
-        "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
-        f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)"
-    ),
-)
 
-A100_SXM_80GB = DeviceSpec(
-    name="A100 SXM 80GB",
-    compute_capability=(8, 0),
-    sm_count=108,
-    smem_per_sm=164 * KIB,
-    smem_per_block=163 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=312.0,
-    bf16_tflops=312.0,
-    tf32_tflops=156.0,
-    fp32_tflops=19.5,
-    mem_bandwidth=2.039 * TB_S,
-    mem_bytes=80 * GB,
-    source=(
-        "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
-        "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
-        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
-    ),
-)
+def _device(
+    name: str,
+    compute_capability: tuple[int, int],
+    sm_count: int,
+    tflops: tuple[float | None, float | None, float | None, float],
+    mem_bandwidth: float,
+    mem_bytes: int,
+    source: str,
+) -> DeviceSpec:
+    """A table entry: its per-SM limits are its compute capability's row of _SM_LIMITS; `tflops` are
+    the dense fp16, bf16, tf32 (tensor) and fp32 (FMA) peaks."""
+    smem_per_sm, smem_per_block, reserved, regs, threads, ctas = _SM_LIMITS[compute_capability]
+    fp16, bf16, tf32, fp32 = tflops
+    return DeviceSpec(
+        name=name,
+        compute_capability=compute_capability,
+        sm_count=sm_count,
+        smem_per_sm=smem_per_sm,
+        smem_per_block=smem_per_block,
+        smem_reserved_per_cta=reserved,
+        regs_per_sm=regs,
+        max_threads_per_sm=threads,
+        max_ctas_per_sm=ctas,
+        fp16_tflops=fp16,
+        bf16_tflops=bf16,
+        tf32_tflops=tf32,
+        fp32_tflops=fp32,
+        mem_bandwidth=mem_bandwidth,
+        mem_bytes=mem_bytes,
+        source=source,
+    )
+
+
+# name, compute capability, SMs, dense TFLOPS (fp16, bf16, tf32, fp32), bandwidth, capacity, source
+H200_SXM = _device(
+    "H200 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 4.8 * TB_S, 141 * GB,
+    "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
+    "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
+    "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
+    f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
+)  # fmt: skip
+
+H100_SXM = _device(
+    "H100 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 3.35 * TB_S, 80 * GB,
+    "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
+    "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
+    f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)",
+)  # fmt: skip
+
+A100_SXM_80GB = _device(
+    "A100 SXM 80GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 2.039 * TB_S, 80 * GB,
+    "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
+    "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+    f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
+)  # fmt: skip
 
 A100_SXM_40GB = replace(
     A100_SXM_80GB,
@@ -150,29 +148,13 @@ A100_SXM_40GB = replace(
     ),
 )
 
-V100_SXM2_16GB = DeviceSpec(
-    name="V100 SXM2 16GB",
-    compute_capability=(7, 0),
-    sm_count=80,
-    smem_per_sm=96 * KIB,
-    smem_per_block=96 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=125.0,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=15.7,
-    mem_bandwidth=900 * GB,
-    mem_bytes=16 * GB,
-    source=(
-        "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
-        "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
-        "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
-        f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
-    ),
-)
+V100_SXM2_16GB = _device(
+    "V100 SXM2 16GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 16 * GB,
+    "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
+    "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
+    "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
+    f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
+)  # fmt: skip
 
 V100_SXM2_32GB = replace(
     V100_SXM2_16GB,
@@ -182,103 +164,39 @@ V100_SXM2_32GB = replace(
     "datasheet gives as 2 PFLOPS tensor for 16 GPUs, 125 TFLOPS each",
 )
 
-T4 = DeviceSpec(
-    name="T4",
-    compute_capability=(7, 5),
-    sm_count=40,
-    smem_per_sm=64 * KIB,
-    smem_per_block=64 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=1024,
-    max_ctas_per_sm=16,
-    fp16_tflops=65.0,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=8.1,
-    mem_bandwidth=320 * GB,
-    mem_bytes=16 * GB,
-    source=(
-        "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
-        "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
-        f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
-        "16 CTAs per SM)"
-    ),
-)
+T4 = _device(
+    "T4", (7, 5), 40, (65.0, None, None, 8.1), 320 * GB, 16 * GB,
+    "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
+    "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
+    f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
+    "16 CTAs per SM)",
+)  # fmt: skip
 
-GTX_1050 = DeviceSpec(
-    name="GTX 1050",
-    compute_capability=(6, 1),
-    sm_count=5,
-    smem_per_sm=96 * KIB,
-    smem_per_block=48 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=None,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=1.8624,
-    mem_bandwidth=112 * GB,
-    mem_bytes=2 * GB,
-    source=(
-        "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
-        "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
-        "Pascal GP104 whitepaper (no tensor cores); "
-        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
-        "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
-        "per clock per SM, 1/64: the model uses the fp32 FMA rate)"
-    ),
-)
+GTX_1050 = _device(
+    "GTX 1050", (6, 1), 5, (None, None, None, 1.8624), 112 * GB, 2 * GB,
+    "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
+    "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
+    "Pascal GP104 whitepaper (no tensor cores); "
+    f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+    "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
+    "per clock per SM, 1/64: the model uses the fp32 FMA rate)",
+)  # fmt: skip
 
-GTX_1080_TI = DeviceSpec(
-    name="GTX 1080 Ti",
-    compute_capability=(6, 1),
-    sm_count=28,
-    smem_per_sm=96 * KIB,
-    smem_per_block=48 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=None,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=11.339776,
-    mem_bandwidth=484 * GB,
-    mem_bytes=11 * GB,
-    source=(
-        "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
-        "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
-        "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
-        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
-        "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)"
-    ),
-)
+GTX_1080_TI = _device(
+    "GTX 1080 Ti", (6, 1), 28, (None, None, None, 11.339776), 484 * GB, 11 * GB,
+    "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
+    "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
+    "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
+    f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+    "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)",
+)  # fmt: skip
 
-RTX_4090 = DeviceSpec(
-    name="RTX 4090",
-    compute_capability=(8, 9),
-    sm_count=128,
-    smem_per_sm=100 * KIB,
-    smem_per_block=99 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=1536,
-    max_ctas_per_sm=24,
-    fp16_tflops=165.2,
-    bf16_tflops=165.2,
-    tf32_tflops=82.6,
-    fp32_tflops=82.6,
-    mem_bandwidth=1008 * GB,
-    mem_bytes=24 * GB,
-    source=(
-        "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
-        "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
-        f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)"
-    ),
-)
+RTX_4090 = _device(
+    "RTX 4090", (8, 9), 128, (165.2, 165.2, 82.6, 82.6), 1008 * GB, 24 * GB,
+    "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
+    "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
+    f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)",
+)  # fmt: skip
 
 DEVICES: dict[str, DeviceSpec] = {
     spec.name: spec
