@@ -3,7 +3,7 @@ Triton kernels.
 
 Every argument is checked here, before anything launches, as torch checks it (arguments.py,
 ConvProblem.from_shapes / from_transposed); the caller's tensors are only read. conv1d runs conv2d
-on height-one views of its tensors; conv_transpose2d runs the input-gradient kernel (autograd.py).
+on height-one views of its tensors; conv_transpose2d runs the input-gradient kernel (triton_conv.autograd).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def conv2d(
 ) -> torch.Tensor:
     """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels,
     differentiable in input, weight and bias in reverse and forward mode, to any order (the
-    derivatives of each pass are the passes: see autograd.py).
+    derivatives of each pass are the passes: see triton_conv.autograd).
 
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.
