@@ -79,18 +79,83 @@ _SM_LIMITS: dict[tuple[int, int], tuple[int, int, int, int, int, int]] = {
     (9, 0): (228 * KIB, 227 * KIB, 1 * KIB, 65536, 2048, 32),
 }
 
+# name, compute capability, SMs, dense TFLOPS (fp16, bf16, tf32 tensor; fp32 FMA), bandwidth, capacity
+_ROWS = (
+    ("H200 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 4.8 * TB_S, 141 * GB),
+    ("H100 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 3.35 * TB_S, 80 * GB),
+    ("A100 SXM 80GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 2.039 * TB_S, 80 * GB),
+    ("A100 SXM 40GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 1.555 * TB_S, 40 * GB),
+    ("V100 SXM2 16GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 16 * GB),
+    ("V100 SXM2 32GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 32 * GB),
+    ("T4", (7, 5), 40, (65.0, None, None, 8.1), 320 * GB, 16 * GB),
+    ("GTX 1050", (6, 1), 5, (None, None, None, 1.8624), 112 * GB, 2 * GB),
+    ("GTX 1080 Ti", (6, 1), 28, (None, None, None, 11.339776), 484 * GB, 11 * GB),
+    ("RTX 4090", (8, 9), 128, (165.2, 165.2, 82.6, 82.6), 1008 * GB, 24 * GB),
+)
 
-def _device(
-    name: str,
-    compute_capability: tuple[int, int],
-    sm_count: int,
-    tflops: tuple[float | None, float | None, float | None, float],
-    mem_bandwidth: float,
-    mem_bytes: int,
-    source: str,
-) -> DeviceSpec:
-    """A table entry: its per-SM limits are its compute capability's row of _SM_LIMITS; `tflops` are
-    the dense fp16, bf16, tf32 (tensor) and fp32 (FMA) peaks."""
+_V100_SOURCE = (
+    "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
+    "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
+    "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
+    f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+)
+_SOURCES = {
+    "H200 SXM": (
+        "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
+        "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
+        "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
+        f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+    "H100 SXM": (
+        "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
+        "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
+        f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)"
+    ),
+    "A100 SXM 80GB": (
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
+        "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+    "A100 SXM 40GB": (
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM 40GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
+        "TFLOPS; 40 GB HBM2 at 1,555 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+    ),
+    "V100 SXM2 16GB": _V100_SOURCE,
+    "V100 SXM2 32GB": _V100_SOURCE + "; also the DGX-2's V100 32GB (SXM3), whose rates the DGX-2 "
+    "datasheet gives as 2 PFLOPS tensor for 16 GPUs, 125 TFLOPS each",
+    "T4": (
+        "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
+        "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
+        f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
+        "16 CTAs per SM)"
+    ),
+    "GTX 1050": (
+        "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
+        "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
+        "Pascal GP104 whitepaper (no tensor cores); "
+        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+        "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
+        "per clock per SM, 1/64: the model uses the fp32 FMA rate)"
+    ),
+    "GTX 1080 Ti": (
+        "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
+        "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
+        "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
+        f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
+        "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)"
+    ),
+    "RTX 4090": (
+        "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
+        "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
+        f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)"
+    ),
+}
+
+
+def _device(name, compute_capability, sm_count, tflops, mem_bandwidth, mem_bytes) -> DeviceSpec:
+    """A row of _ROWS as a DeviceSpec: the per-SM limits are its compute capability's _SM_LIMITS,
+    the source its _SOURCES entry."""
     smem_per_sm, smem_per_block, reserved, regs, threads, ctas = _SM_LIMITS[compute_capability]
     fp16, bf16, tf32, fp32 = tflops
     return DeviceSpec(
@@ -109,102 +174,11 @@ def _device(
         fp32_tflops=fp32,
         mem_bandwidth=mem_bandwidth,
         mem_bytes=mem_bytes,
-        source=source,
+        source=_SOURCES[name],
     )
 
 
-# name, compute capability, SMs, dense TFLOPS (fp16, bf16, tf32, fp32), bandwidth, capacity, source
-H200_SXM = _device(
-    "H200 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 4.8 * TB_S, 141 * GB,
-    "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
-    "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
-    "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
-    f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
-)  # fmt: skip
-
-H100_SXM = _device(
-    "H100 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 3.35 * TB_S, 80 * GB,
-    "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
-    "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
-    f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)",
-)  # fmt: skip
-
-A100_SXM_80GB = _device(
-    "A100 SXM 80GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 2.039 * TB_S, 80 * GB,
-    "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
-    "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
-    f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
-)  # fmt: skip
-
-A100_SXM_40GB = replace(
-    A100_SXM_80GB,
-    name="A100 SXM 40GB",
-    mem_bandwidth=1.555 * TB_S,
-    mem_bytes=40 * GB,
-    source=(
-        "NVIDIA A100 Tensor Core GPU datasheet (SXM 40GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
-        "TFLOPS; 40 GB HBM2 at 1,555 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
-        f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
-    ),
-)
-
-V100_SXM2_16GB = _device(
-    "V100 SXM2 16GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 16 * GB,
-    "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
-    "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
-    "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
-    f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)",
-)  # fmt: skip
-
-V100_SXM2_32GB = replace(
-    V100_SXM2_16GB,
-    name="V100 SXM2 32GB",
-    mem_bytes=32 * GB,
-    source=V100_SXM2_16GB.source + "; also the DGX-2's V100 32GB (SXM3), whose rates the DGX-2 "
-    "datasheet gives as 2 PFLOPS tensor for 16 GPUs, 125 TFLOPS each",
-)
-
-T4 = _device(
-    "T4", (7, 5), 40, (65.0, None, None, 8.1), 320 * GB, 16 * GB,
-    "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
-    "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
-    f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
-    "16 CTAs per SM)",
-)  # fmt: skip
-
-GTX_1050 = _device(
-    "GTX 1050", (6, 1), 5, (None, None, None, 1.8624), 112 * GB, 2 * GB,
-    "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
-    "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
-    "Pascal GP104 whitepaper (no tensor cores); "
-    f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
-    "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
-    "per clock per SM, 1/64: the model uses the fp32 FMA rate)",
-)  # fmt: skip
-
-GTX_1080_TI = _device(
-    "GTX 1080 Ti", (6, 1), 28, (None, None, None, 11.339776), 484 * GB, 11 * GB,
-    "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
-    "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
-    "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
-    f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
-    "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)",
-)  # fmt: skip
-
-RTX_4090 = _device(
-    "RTX 4090", (8, 9), 128, (165.2, 165.2, 82.6, 82.6), 1008 * GB, 24 * GB,
-    "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
-    "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
-    f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)",
-)  # fmt: skip
-
-DEVICES: dict[str, DeviceSpec] = {
-    spec.name: spec
-    for spec in (
-        H200_SXM, H100_SXM, A100_SXM_80GB, A100_SXM_40GB, V100_SXM2_16GB, V100_SXM2_32GB, T4,
-        GTX_1050, GTX_1080_TI, RTX_4090,
-    )
-}  # fmt: skip
+DEVICES: dict[str, DeviceSpec] = {row[0]: _device(*row) for row in _ROWS}
 
 # Substrings of torch.cuda.get_device_properties(...).name, tried in order, and the table entry each
 # one stands for, matched as whole words. A relative with another SM count (a GTX 1050 Ti has 6 SMs,
@@ -318,7 +292,7 @@ def live_device(index: int | None = None) -> DeviceSpec | None:
             "fp32 peak estimated as SMs x 128 lanes x 2 x clock, no tensor rates, bandwidth from the "
             "memory clock and bus width"
         )
-        base = H100_SXM if cc >= (9, 0) else A100_SXM_80GB if cc >= (8, 0) else T4
+        base = DEVICES["H100 SXM" if cc >= (9, 0) else "A100 SXM 80GB" if cc >= (8, 0) else "T4"]
     reserved = 1 * KIB if cc >= (8, 0) else 0
     return replace(
         base,
