@@ -15,16 +15,9 @@ from triton_conv.benchmarking import (
 )
 from triton_conv.runtime import fp32_uses_tf32
 
+from . import harness
 from .cases import CASES, PASS_CASES, ids
-from .harness import (
-    accuracy_check,
-    config_in_use,
-    device,
-    model_device,
-    model_info,
-    run_benchmark,
-    skip_unless_fits,
-)
+from .harness import config_in_use, device, model_device, model_info, run_benchmark, skip_unless_fits
 from .settings import MODE
 
 
@@ -71,7 +64,7 @@ def test_conv_pass(case_id, benchmark):
         "model": model,
     }
     want = reference_result(case.pass_name, problem, tensors)
-    check = accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
+    check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
     run = pass_function(case.impl, case.pass_name, problem, tensors, on_gpu=on_gpu)
     try:

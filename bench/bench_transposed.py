@@ -17,16 +17,9 @@ from triton_conv.benchmarking_transposed import make_inputs, reference_result, t
 from triton_conv.problem import TRANSPOSED_PASSES
 from triton_conv.runtime import fp32_uses_tf32
 
+from . import harness
 from .cases import CASES, TRANSPOSED_CASES, ids
-from .harness import (
-    accuracy_check,
-    config_in_use,
-    device,
-    model_device,
-    model_info,
-    run_benchmark,
-    skip_unless_fits,
-)
+from .harness import config_in_use, device, model_device, model_info, run_benchmark, skip_unless_fits
 from .settings import MODE
 
 
@@ -67,7 +60,7 @@ def test_transposed_pass(case_id, benchmark):
         "model": model,
     }
     want = reference_result(case.pass_name, view, tensors)
-    check = accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
+    check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
     run = (triton_pass if case.impl == "triton-conv" else torch_pass)(case.pass_name, view, tensors)
     run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)
