@@ -35,6 +35,15 @@ def _below_autograd(op, *args):
         return op(*args)
 
 
+def _forward_below_autograd(op):
+    """Each Function's forward: its op, with the op's arguments, run by _below_autograd."""
+
+    def forward(*args):
+        return _below_autograd(op, *args)
+
+    return staticmethod(forward)
+
+
 def _add(total, term):
     return term if total is None else total + term
 
@@ -62,9 +71,7 @@ class Conv2dFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
-    @staticmethod
-    def forward(input, weight, bias, stride, padding, dilation, groups):
-        return _below_autograd(conv2d_op, input, weight, bias, stride, padding, dilation, groups)
+    forward = _forward_below_autograd(conv2d_op)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -115,9 +122,7 @@ class InputGradFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
-    @staticmethod
-    def forward(grad_output, input, weight, stride, padding, dilation, groups):
-        return _below_autograd(input_grad_op, grad_output, input, weight, stride, padding, dilation, groups)
+    forward = _forward_below_autograd(input_grad_op)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -153,10 +158,7 @@ class WeightGradFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
-    @staticmethod
-    def forward(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
-        args = (grad_output, input, weight, stride, padding, dilation, groups, with_bias)
-        return _below_autograd(weight_grad_op, *args)
+    forward = _forward_below_autograd(weight_grad_op)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -206,10 +208,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
-    @staticmethod
-    def forward(input, weight, bias, stride, padding, output_padding, groups, dilation):
-        args = (input, weight, bias, stride, padding, output_padding, groups, dilation)
-        return _below_autograd(conv_transpose2d_op, *args)
+    forward = _forward_below_autograd(conv_transpose2d_op)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
