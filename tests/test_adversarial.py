@@ -115,10 +115,6 @@ FUNCTIONAL = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="functional._memoised hashes the shapes: dynamo guards every dimension to a constant",
-)
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_compile_with_dynamic_shapes_compiles_once(name):
     """torch.compile(dynamic=True) traces torch's convolutions once for every batch size; ours is
@@ -141,7 +137,6 @@ def test_compile_with_dynamic_shapes_compiles_once(name):
     assert counts["ours"] <= counts["torch"], f"{name}: frames compiled for 3 batch sizes {counts}"
 
 
-@pytest.mark.xfail(strict=True, reason="functional._memoised hashes SymInts: TypeError under torch.export")
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_export_with_a_dynamic_batch(name):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]

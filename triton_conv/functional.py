@@ -54,9 +54,13 @@ def _memoised(kind: str, build, *arguments) -> ConvProblem:
     problems are remembered: an invalid one raises anew on every call). The key holds plain values
     only: torch.compile traces this and cannot hash a function."""
     geometry = tuple(map(_plain, arguments[2:]))
-    if None in geometry:
+    shapes = (tuple(arguments[0]), tuple(arguments[1]))
+    # While torch.compile or torch.export traces, a lookup keyed on the sizes would pin each to a
+    # constant (a recompile per batch size) or fail to hash a SymInt: check anew instead.
+    traced = torch.compiler.is_compiling() or not all(type(d) is int for shape in shapes for d in shape)
+    if None in geometry or traced:
         return build(*arguments)
-    key = (kind, tuple(arguments[0]), tuple(arguments[1]), *geometry)
+    key = (kind, *shapes, *geometry)
     problem = _PROBLEMS.get(key)
     if problem is None:
         problem = build(*arguments)
