@@ -5,7 +5,7 @@ running a kernel, then tuned.
 no kernels) in which every torch Conv1d, Conv2d and ConvTranspose2d computes as triton-conv's
 module does (the modules convert_model converts; triton-conv's own modules compute as they always
 do), and records each call of the package's ops (triton_conv::conv2d, ::conv_transpose2d) with the
-tensors the op receives. From those it names, exactly as autograd.py and passes.py will at run time:
+tensors the op receives. From those it names, exactly as the autograd ops and passes.py will at run time:
 
 - the conv2d problem the kernels run, canonical, as the op builds it: conv2d's own, conv1d's
   height-one conv2d, a transposed convolution's conv2d view (ConvProblem.from_transposed);
@@ -54,7 +54,8 @@ class ConvCall(NamedTuple):
 
 
 def _conv2d_call(name: str, args) -> ConvCall | None:
-    """autograd._conv2d, _input_grad and _weight_grad's problem and flags; None: nothing launches."""
+    """The problem and flags of autograd.implementations' conv2d, input_grad and weight_grad; None:
+    nothing launches."""
     input, weight = args[0], args[1]
     if input.numel() == 0 or weight.numel() == 0:
         return None

@@ -1,7 +1,7 @@
 """Each pass on validated tensors: choose the tile config, allocate, launch.
 
-The custom ops in autograd.py call these; they in turn call the launchers. Config choice goes
-through triton_conv.tuning (a cached, per-device autotuned choice) when it can time on a GPU.
+The custom ops (triton_conv/autograd/implementations.py) call these; they in turn call the launchers.
+Config choice goes through triton_conv.tuning (a cached, per-device autotuned choice) on a GPU.
 
 CUDA graphs: nothing here or in the launchers reads tensor data or synchronises, so the passes can
 be captured. Only tuning cannot: timing configs while a stream is capturing would launch and
