@@ -72,7 +72,7 @@ def wgrad_kernel(
     x_lin, q_extra,
     HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, X_C_UNIT: tl.constexpr, DW_C_UNIT: tl.constexpr,
-    ONE_TAP_TILES: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
+    ONE_TAP_TILES: tl.constexpr, TAP_CHANNELS: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
     DY_TMA: tl.constexpr, X_TMA: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -84,11 +84,22 @@ def wgrad_kernel(
     ONE_TAP_TILES: C/g is a multiple of BLOCK_N (or R·S = 1), so a column tile lies in one tap: the
         tap is a scalar, the channels run contiguously and a reduction row's padding test is one
         per row, not per column.
+    TAP_CHANNELS: x is the launcher's zero-padded NHWC copy with TAP_CHANNELS channels per group (a
+        few-channel stem): a column tile spans BLOCK_N / TAP_CHANNELS whole taps, so the padding
+        test is one per (row, tap) and each tap's channels load as one vector. Only the group's
+        real channels are stored.
     DY_TMA: dy is a row-major (N·P·Q, K) matrix (NHWC memory): its [BLOCK_K, BLOCK_M] tiles come
         through a TMA descriptor (dy_desc), which also zero-fills the reduction's tail.
     Each reduction row (an output pixel) carries its coordinates and its x offset from step to
     step: adding BLOCK_K to a flat pixel index is one carry per coordinate, no division."""
-    gemm_n = in_per_group * kernel_h * kernel_w
+    if TAP_CHANNELS:  # x's layout is the launcher's own: strides that are whole vectors of channels
+        x_sw = tl.num_programs(1) * TAP_CHANNELS
+        x_sh = width * x_sw
+        x_sn = height * x_sh
+        x_channels = TAP_CHANNELS
+    else:
+        x_channels = in_per_group
+    gemm_n = x_channels * kernel_h * kernel_w
     gemm_k = batch * out_height * out_width
     tiles_m = tl.cdiv(out_per_group, BLOCK_M)
     tiles_n = tl.cdiv(gemm_n, BLOCK_N)
@@ -119,13 +130,15 @@ def wgrad_kernel(
             tap = col0 // in_per_group
             c = tl.multiple_of(col0 - tap * in_per_group, BLOCK_N) + tl.arange(0, BLOCK_N)
         else:
-            tap = offs_n // in_per_group
-            c = offs_n % in_per_group
+            tap = offs_n // x_channels
+            c = offs_n % x_channels
+        if TAP_CHANNELS:
+            col_ok &= c < in_per_group  # what is stored; a padding channel only reads x's zeros
         r = tap // kernel_w
         s = tap - r * kernel_w
         tap_h = r * dil_h
         tap_w = s * dil_w
-        x_chan = as_offset(group * in_per_group + c, USE_INT64)
+        x_chan = as_offset(group * x_channels + c, USE_INT64)
         x_chan = x_chan if X_C_UNIT else x_chan * x_sc
 
         # The reduction: the split's first BLOCK_K output pixels u = (n, p, q), decoded once; after
@@ -178,6 +191,8 @@ def wgrad_kernel(
         q = (q - lo_q)[:, None]
         end_q = out_width - lo_q
         rows = offs_k[:, None]
+        height_u = tl.cast(height, tl.uint32)
+        width_u = tl.cast(width, tl.uint32)
 
         acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
         for i in range(it, it_end):
@@ -207,10 +222,12 @@ def wgrad_kernel(
                     ok_p = (p.to(tl.uint32, bitcast=True) < span_p) if ONE_TAP_TILES else True
                 if ONE_TAP_TILES:
                     inside = live & ok_p & (q.to(tl.uint32, bitcast=True) < span_q)
-                else:  # each column its own tap: the padding test is per element
-                    ih = p * stride_h + (tap_h - pad_h)[None, :]
-                    iw = q * stride_w + (tap_w - pad_w)[None, :]
-                    inside = (live & col_ok[None, :]) & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+                else:  # each column its own tap: the padding test is per element (per vector with
+                    # TAP_CHANNELS, where a column past the taps reads inside x and is not stored)
+                    ih = (p * stride_h + (tap_h - pad_h)[None, :]).to(tl.uint32, bitcast=True)
+                    iw = (q * stride_w + (tap_w - pad_w)[None, :]).to(tl.uint32, bitcast=True)
+                    inside = live if TAP_CHANNELS else live & col_ok[None, :]
+                    inside &= (ih < height_u) & (iw < width_u)  # 0 <= ih < height in one compare
                 b = tl.load(b_ptrs, mask=inside, other=0.0)
             acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
