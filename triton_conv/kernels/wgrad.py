@@ -97,6 +97,9 @@ def wgrad_kernel(
         x_sh = width * x_sw
         x_sn = height * x_sh
         x_channels = TAP_CHANNELS
+        if LINEAR_ROWS:  # as the launcher's (a whole number of pixels), so they keep x's alignment
+            x_lin = (stride_h * width * tl.num_programs(1)) // out_width * TAP_CHANNELS
+            q_extra = stride_w * x_sw - x_lin
     else:
         x_channels = in_per_group
     gemm_n = x_channels * kernel_h * kernel_w
@@ -166,8 +169,16 @@ def wgrad_kernel(
             b_base = x_ptr + tap_offset + x_chan[None, :]
         else:
             lo_p = 0
+            hi_p = out_height
             lo_q = 0
             b_base = x_ptr + (tap_offset + x_chan)[None, :]
+            if LINEAR_ROWS:  # (TAP_CHANNELS) each column's tap: its runs of valid p·Q + q and of q
+                col_lo_p, col_hi_p = axis_taps(tap_h - pad_h, out_height, stride_h, height)
+                col_lo_q, col_hi_q = axis_taps(tap_w - pad_w, out_width, stride_w, width)
+                col_lo_pq = (col_lo_p * out_width)[None, :]
+                col_span_pq = tl.cast((col_hi_p - col_lo_p) * out_width, tl.uint32)[None, :]
+                col_span_q = tl.cast(col_hi_q - col_lo_q, tl.uint32)[None, :]
+                col_lo_q = col_lo_q[None, :]
         if LINEAR_ROWS:
             # x is N·P·Q pixel rows deep in steps of x_lin (H = P·stride_h, NHWC-like strides): pixel
             # (n, p·stride_h, q·stride_w) sits at u·x_lin + q·q_extra, so a row's address moves by a
@@ -222,6 +233,9 @@ def wgrad_kernel(
                     ok_p = (p.to(tl.uint32, bitcast=True) < span_p) if ONE_TAP_TILES else True
                 if ONE_TAP_TILES:
                     inside = live & ok_p & (q.to(tl.uint32, bitcast=True) < span_q)
+                elif LINEAR_ROWS:
+                    in_p = (pq - col_lo_pq).to(tl.uint32, bitcast=True) < col_span_pq
+                    inside = live & in_p & ((q - col_lo_q).to(tl.uint32, bitcast=True) < col_span_q)
                 else:  # each column its own tap: the padding test is per element (per vector with
                     # TAP_CHANNELS, where a column past the taps reads inside x and is not stored)
                     ih = (p * stride_h + (tap_h - pad_h)[None, :]).to(tl.uint32, bitcast=True)

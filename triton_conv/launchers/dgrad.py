@@ -47,7 +47,7 @@ def dgrad_plan(
     # phases have at most 4x4 taps).
     most_taps = max(phase.rows.taps * phase.cols.taps for phase in problem.dgrad_phases())
     columns = dense_weight_columns(problem, config, weight.element_size())
-    k, r, s = problem.out_channels, problem.kernel_h, problem.kernel_w
+    r, s = problem.kernel_h, problem.kernel_w
     w_strides = (r * s * columns, 1, s * columns, columns) if columns else weight.stride()
     ints = (
         problem.batch, problem.height, problem.width,

@@ -95,6 +95,7 @@ def wgrad_plan(
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
+    device = x.device
     padded = tap_channels(problem, config, x.element_size())
     if padded:  # the plan is made for the copy of x that each call makes (padded_input)
         n, _, h, w = problem.input_shape
@@ -105,10 +106,10 @@ def wgrad_plan(
     bias_programs = tiles_m if db is not None else 0
     split = (
         config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
-        x.dtype, x.device, problem.groups * bias_programs,
+        x.dtype, device, problem.groups * bias_programs,
     )  # fmt: skip
     workspace, _ = split_k_buffers(*split)
-    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device)
+    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
     flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64)
     ints = (
@@ -122,7 +123,7 @@ def wgrad_plan(
     # A group's first channel must start a TMA box on a 16-byte boundary too.
     size = dy.element_size()
     dy_view = x_view = None
-    if not (tma_available(x.device) if tma is None else tma):
+    if not (tma_available(device) if tma is None else tma):
         pass  # pointer loads throughout
     elif problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
         dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
@@ -135,8 +136,9 @@ def wgrad_plan(
     # x's pixels of the output grid (n, p·stride_h, q·stride_w) lie x_lin apart in u = (n, p, q)
     # order, plus a term in q when stride_w > 1: the rows' addresses move by a scalar per step.
     row_step = problem.stride[0] * x.stride(2)
+    # With TAP_CHANNELS the kernel computes x_lin itself, as a whole number of padded pixels.
     linear = (
-        one_tap and row_step % problem.out_width == 0
+        (one_tap or padded > 0) and row_step % (problem.out_width * max(padded, 1)) == 0
         and x.stride(0) == problem.out_height * row_step
     )  # fmt: skip
     x_lin = row_step // problem.out_width if linear else 0
