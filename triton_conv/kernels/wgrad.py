@@ -184,7 +184,9 @@ def wgrad_kernel(
             # (n, p·stride_h, q·stride_w) sits at u·x_lin + q·q_extra, so a row's address moves by a
             # scalar per step (plus a q term when stride_w > 1). p is carried as pq = p·Q + q (its run
             # of valid p is a run of pq), which needs no carry from q.
-            b_rows = b_base + (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            b_rows = (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            if not Q_EXTRA:  # a scalar step per trip: pointers kept; with a q term, a row's offset
+                b_rows = b_base + b_rows  # is summed first, then one pointer add per vector
             pq = (p - lo_p) * out_width + q
             span_pq = tl.cast((hi_p - lo_p) * out_width, tl.uint32)
             end_pq = (out_height - lo_p) * out_width
@@ -222,9 +224,10 @@ def wgrad_kernel(
                 b = x_desc.load([tl.cast(i * BLOCK_K, tl.int32), group * in_per_group + col0])
             else:
                 if LINEAR_ROWS:
-                    b_ptrs = b_rows + (i - it) * b_step
                     if Q_EXTRA:
-                        b_ptrs += q * q_extra
+                        b_ptrs = b_base + (b_rows + ((i - it) * b_step + q * q_extra))
+                    else:
+                        b_ptrs = b_rows + (i - it) * b_step
                     ok_p = pq.to(tl.uint32, bitcast=True) < span_pq
                 else:
                     b_ptrs = b_base + (

@@ -53,22 +53,23 @@ class _WgradPlan(NamedTuple):
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
 
 
-def tap_channels(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
+def tap_channels(problem: ConvProblem, element_size: int) -> int:
     """The channels per group of the zero-padded copy of x that the kernel reads (TAP_CHANNELS), or 0
     for x itself.
 
     When C/g is a few channels whose pixels are not 16-byte multiples (a 3-channel stem), a column
     tile straddles taps (r, s, c): each element has its own padding test and x loads element by
-    element through registers. A copy of x with C/g padded to CHANNEL_VECTOR makes each tap's
-    channels one vector and a tile BLOCK_N / CHANNEL_VECTOR whole taps. Its cost, per call: the copy
-    (ResNet-50's stem at N=32, bf16: 9.6 MB read, 12.8 MB written) and CHANNEL_VECTOR / (C/g) the
-    multiply-adds (4/3); the zeros add nothing to dw, and only real channels are stored."""
+    element through registers. A copy of x with CHANNEL_VECTOR channels per group makes each tap's
+    channels one vector and a tile BLOCK_N / CHANNEL_VECTOR whole taps. Its cost per call: the copy
+    (ResNet-50's stem at N=32 in bf16: 12.8 MB zeroed, 9.6 MB read and written into it) and
+    CHANNEL_VECTOR / (C/g) the multiply-adds (4/3); the zeros add nothing to dw, and only the real
+    channels are stored."""
     c = problem.in_per_group
     few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
-    return CHANNEL_VECTOR if few and problem.in_per_group % config.block_n else 0
+    return CHANNEL_VECTOR if few else 0
 
 
-# 4 channels: 8-byte vectors of bf16; against 8 (16-byte vectors, 8/3 the multiply-adds for a
+# 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a
 # 3-channel stem) they issued fewer instructions per useful multiply-add (notes/kernels.md).
 CHANNEL_VECTOR = 4
 
@@ -96,7 +97,7 @@ def wgrad_plan(
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
     device = x.device
-    padded = tap_channels(problem, config, x.element_size())
+    padded = tap_channels(problem, x.element_size())
     if padded:  # the plan is made for the copy of x that each call makes (padded_input)
         n, _, h, w = problem.input_shape
         x = torch.empty((n, h, w, problem.groups * padded), dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
