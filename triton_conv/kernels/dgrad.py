@@ -198,8 +198,12 @@ def dgrad_kernel(
             row_done = js == taps_w
             js = tl.where(row_done, 0, js)
             jr += row_done.to(tl.int32)
-        a_offset += tl.where(tap_done, a_next_col, BLOCK_K * dy_sk_o) + tl.where(row_done, a_next_row, 0)
-        b_offset += tl.where(tap_done, b_next_col, BLOCK_K * w_sk_o) + tl.where(row_done, b_next_row, 0)
+        a_offset += tl.where(
+            row_done, a_next_col + a_next_row, tl.where(tap_done, a_next_col, BLOCK_K * dy_sk_o)
+        )
+        b_offset += tl.where(
+            row_done, b_next_col + b_next_row, tl.where(tap_done, b_next_col, BLOCK_K * w_sk_o)
+        )
 
     # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros (or bias) here.
     do_store = True
