@@ -42,23 +42,24 @@ def dgrad_plan(
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
     workspace, _ = split_k_buffers(*split)
+    columns = dense_weight_columns(problem, config, weight.element_size())
+    if columns:  # the plan is made for the copy that each call makes (dense_weight)
+        k, _, r, s = weight.shape
+        weight = torch.empty((k, r, s, columns), dtype=weight.dtype, device="meta").permute(0, 3, 1, 2)
     flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
     # A row's taps are one bit each of an int32: a phase's, not the filter's (the stem's 7x7 s2
     # phases have at most 4x4 taps).
     most_taps = max(phase.rows.taps * phase.cols.taps for phase in problem.dgrad_phases())
-    columns = dense_weight_columns(problem, config, weight.element_size())
-    r, s = problem.kernel_h, problem.kernel_w
-    w_strides = (r * s * columns, 1, s * columns, columns) if columns else weight.stride()
     ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
         stride_h, stride_w, problem.pad_top, problem.pad_left, *problem.dilation,
         problem.kernel_h, problem.kernel_w, phase0.rows.tap_step, phase0.cols.tap_step,
-        *dy.stride(), *w_strides, *dx.stride(),
+        *dy.stride(), *weight.stride(), *dx.stride(),
     )  # fmt: skip
     constexprs = dict(
         HAS_BIAS=has_bias,
-        DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=w_strides[1] == 1, DX_C_UNIT=dx.stride(1) == 1,
+        DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, DX_C_UNIT=dx.stride(1) == 1,
         POINTWISE=problem.is_pointwise, CHANNELS_ALIGNED=problem.out_per_group % config.block_k == 0,
         TAP_BITS=not problem.is_pointwise and most_taps <= 31,
         W_DENSE=columns > 0,
