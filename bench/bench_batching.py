@@ -10,14 +10,12 @@ from triton_conv.benchmarking import (
     make_inputs,
     pass_function,
     reference_result,
-    relative_error,
-    tolerance,
 )
 from triton_conv.model import batching_speedup
 from triton_conv.runtime import fp32_uses_tf32
 
 from .cases import BATCHING_CASES, CASES, ids
-from .harness import device, model_device, model_info, run_benchmark
+from .harness import accuracy_check, device, model_device, model_info, run_benchmark
 from .settings import MODE
 
 
@@ -32,11 +30,13 @@ def test_one_batch_against_single_images(case_id, benchmark):
         run = images_one_at_a_time(case.impl, problem, tensors)
     want = reference_result("fprop", problem, tensors)
     tf32 = MODE == "gpu" and fp32_uses_tf32()
-
-    def check(result):
-        got = result if isinstance(result, torch.Tensor) else torch.cat(result)
-        error, limit = relative_error(got, want), tolerance(case.dtype, tf32)
-        assert error <= limit, f"{case.impl} {case.how}: relative error {error:.2e} > {limit:.0e}"
+    check = accuracy_check(  # one launch per image returns a list of outputs
+        want,
+        case.dtype,
+        tf32,
+        f"{case.impl} {case.how}",
+        view=lambda r: r if isinstance(r, torch.Tensor) else torch.cat(r),
+    )
 
     one = problem.with_batch(1)
     info = {

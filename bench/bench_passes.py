@@ -12,11 +12,10 @@ from triton_conv.benchmarking import (
     pass_function,
     peer_has_backward_templates,
     reference_result,
-    relative_error,
-    tolerance,
 )
 from triton_conv.runtime import fp32_uses_tf32
 
+from . import harness
 from .cases import CASES, PASS_CASES, ids
 from .harness import config_in_use, device, model_device, model_info, run_benchmark, skip_unless_fits
 from .settings import MODE
@@ -65,11 +64,7 @@ def test_conv_pass(case_id, benchmark):
         "model": model,
     }
     want = reference_result(case.pass_name, problem, tensors)
-
-    def check(result):
-        error = relative_error(result, want)
-        limit = tolerance(case.dtype, tf32)
-        assert error <= limit, f"{case.impl} {case.pass_name}: relative error {error:.2e} > {limit:.0e}"
+    check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
     run = pass_function(case.impl, case.pass_name, problem, tensors, on_gpu=on_gpu)
     try:

@@ -4,11 +4,11 @@ fraction_of_peak (fp32 with the session's TF32 setting). Runs first (bench/cases
 import pytest
 import torch
 
-from triton_conv.benchmarking import DTYPES, relative_error, tolerance
+from triton_conv.benchmarking import DTYPES
 from triton_conv.runtime import fp32_uses_tf32
 
 from .cases import CASES, PEAK_CASES, ids
-from .harness import device, record_peak, run_benchmark
+from .harness import accuracy_check, device, record_peak, run_benchmark
 from .settings import MODE
 
 
@@ -18,11 +18,8 @@ def test_matmul_peak(case_id, benchmark):
     a, b = (torch.randn(case.size, case.size, dtype=DTYPES[case.dtype], device=device()) for _ in range(2))
     corner = min(case.size, 256)
     want = a[:corner].double() @ b[:, :corner].double()
-
-    def check(result):
-        error = relative_error(result[:corner, :corner], want)
-        limit = tolerance(case.dtype, MODE == "gpu" and fp32_uses_tf32())
-        assert error <= limit, f"matmul {case.dtype}: relative error {error:.2e} > {limit:.0e}"
+    tf32 = MODE == "gpu" and fp32_uses_tf32()
+    check = accuracy_check(want, case.dtype, tf32, f"matmul {case.dtype}", view=lambda r: r[:corner, :corner])
 
     flops = 2 * case.size**3
     info = {

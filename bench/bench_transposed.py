@@ -12,11 +12,12 @@ import math
 
 import pytest
 
-from triton_conv.benchmarking import DTYPES, relative_error, tolerance
+from triton_conv.benchmarking import DTYPES
 from triton_conv.benchmarking_transposed import make_inputs, reference_result, torch_pass, triton_pass
 from triton_conv.problem import TRANSPOSED_PASSES
 from triton_conv.runtime import fp32_uses_tf32
 
+from . import harness
 from .cases import CASES, TRANSPOSED_CASES, ids
 from .harness import config_in_use, device, model_device, model_info, run_benchmark, skip_unless_fits
 from .settings import MODE
@@ -59,11 +60,7 @@ def test_transposed_pass(case_id, benchmark):
         "model": model,
     }
     want = reference_result(case.pass_name, view, tensors)
-
-    def check(result):
-        error = relative_error(result, want)
-        limit = tolerance(case.dtype, tf32)
-        assert error <= limit, f"{case.impl} {case.pass_name}: relative error {error:.2e} > {limit:.0e}"
+    check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
     run = (triton_pass if case.impl == "triton-conv" else torch_pass)(case.pass_name, view, tensors)
     run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)

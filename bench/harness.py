@@ -24,7 +24,9 @@ from triton_conv.benchmarking import (
     measure_matmul_peak,
     median_seconds,
     peak_memory_bytes,
+    relative_error,
     synchronized_timer,
+    tolerance,
 )
 from triton_conv.devices import DeviceSpec, get_device, live_device
 from triton_conv.launchers.common import launch_counts
@@ -90,6 +92,18 @@ def _checked(check, launches_triton: bool):
             check(result)
 
     return run_check
+
+
+def accuracy_check(want: torch.Tensor, dtype_name: str, tf32: bool, what: str, view=None):
+    """run_benchmark's `check`: the result (or view(result)) within the dtype's tolerance of the
+    float64 reference `want`; a failure names `what`."""
+
+    def check(result):
+        error = relative_error(result if view is None else view(result), want)
+        limit = tolerance(dtype_name, tf32)
+        assert error <= limit, f"{what}: relative error {error:.2e} > {limit:.0e}"
+
+    return check
 
 
 def run_benchmark(benchmark, run, *, info: dict, flops: float | None = None, check=None, dtype: str = "fp16"):

@@ -112,6 +112,22 @@ def triton_only():
     return TritonProof
 
 
+@pytest.fixture
+def fake_runner(monkeypatch):
+    """tuning.pass_runner replaced by one that launches nothing: each callable it makes carries the
+    config it stands for (`fn.config`), for timers that score configs instead of timing them."""
+    from triton_conv import tuning
+
+    def runner(problem, pass_name, tensors, config, channels_last):
+        def fn():
+            return None
+
+        fn.config = config
+        return fn
+
+    monkeypatch.setattr(tuning, "pass_runner", runner)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed():
     # Fresh random data every run; the seed is printed on failure so a case can be replayed.

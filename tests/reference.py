@@ -55,3 +55,9 @@ def make_tensor(shape, dtype, layout: str = "nchw") -> torch.Tensor:
 
 def tolerance(dtype) -> float:
     return REL_TOL[dtype]
+
+
+def bound(dtype) -> float:
+    """Relative error allowed against a float64 reference under the interpreter, whose fp32 dot is
+    exact fp32 even when TF32 is requested."""
+    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)

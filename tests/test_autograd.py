@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import triton_conv
 from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance
+from .contract import compiled_against_eager
+from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, rel_error, tolerance
 from .test_fprop import FEATURES
 
 
@@ -29,10 +30,6 @@ def _reference_grads(x, w, b, kwargs, grad_output):
     return [t.grad if t is not None else None for t in leaves]
 
 
-def _bound(dtype):
-    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
-
-
 @pytest.mark.parametrize(
     "dtype,layout", [(torch.float32, "nchw"), (torch.float16, "nhwc"), (torch.bfloat16, "strided")], ids=str
 )
@@ -49,7 +46,7 @@ def test_gradients_match_reference(feature, dtype, layout, triton_only):
         "xwb", (x.grad, w.grad, b.grad), _reference_grads(x, w, b, kwargs, grad_output)
     ):
         err = rel_error(got, ref)
-        assert err < _bound(dtype), f"d{name}: relative error {err:.2e}"
+        assert err < bound(dtype), f"d{name}: relative error {err:.2e}"
         assert got.dtype == dtype
     assert x.grad.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
 
@@ -162,41 +159,17 @@ def test_opcheck():
 
 
 def test_compiled_model_has_no_graph_break():
-    """fullgraph=True: one graph, no fallback. (torch.compile refuses to run under a dispatch mode,
-    so here the graphs themselves show that torch's convolution is absent and ours present.)"""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    from triton_conv.launchers.common import launch_counts
-
-    graphs = []
-
-    def record(graph_module, example_inputs):
-        graphs.append({str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"})
-        return make_boxed_func(graph_module.forward)
-
-    torch._dynamo.reset()
+    """fullgraph=True: one graph, no fallback; the graphs show that torch's convolution is absent and
+    ours present, and the compiled model's gradients are the eager one's."""
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 1, stride=2)
     )
-    eager = triton_conv.convert_model(model)
-    backend = aot_autograd(fw_compiler=record, bw_compiler=record)
-    compiled = torch.compile(eager, backend=backend, fullgraph=True)
     x = torch.randn(2, 3, 8, 7, requires_grad=True)
-    before = dict(launch_counts)
-    compiled(x).square().sum().backward()
-    launched = {k: v - before.get(k, 0) for k, v in launch_counts.items()}
+    launched, forward_ops, backward_ops = compiled_against_eager(model, x)
     assert launched["fprop_kernel"] == 2 and launched["wgrad_kernel"] == 2 and launched["dgrad_kernel"] == 2
-    forward_ops, backward_ops = graphs
     assert "triton_conv.conv2d.default" in forward_ops
     assert {"triton_conv.conv2d_input_grad.default", "triton_conv.conv2d_weight_grad.default"} <= backward_ops
     assert not any("convolution" in op for op in forward_ops | backward_ops)
-    grads = [p.grad.clone() for p in model.parameters()] + [x.grad.clone()]
-    model.zero_grad()
-    x.grad = None
-    eager(x).square().sum().backward()
-    for got, ref in zip(grads, [p.grad for p in model.parameters()] + [x.grad]):
-        assert rel_error(got, ref) < REL_TOL_FP32_IEEE
 
 
 def test_autocast_runs_in_the_autocast_dtype(triton_only):

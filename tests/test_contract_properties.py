@@ -29,13 +29,11 @@ from .contract import (
     EXACT_TOL,
     LOW_PRECISION,
     Layout,
-    bound,
     outcome,
-    place,
     reproduction,
-    same_storage,
+    run_in_layouts,
 )
-from .reference import rel_error
+from .reference import bound, rel_error
 
 MODULE = "tests.test_contract_properties"
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -72,12 +70,6 @@ def layouts(draw, rank: int):
     return Layout(order, gaps, broadcast, overlap, draw(st.integers(0, 3)), draw(st.integers(0, 2)))
 
 
-def _output_shape(x_shape, w_shape, kwargs):
-    """torch's output shape, from a meta-device convolution (no data)."""
-    meta = dict(device="meta")
-    return tuple(F.conv2d(torch.empty(x_shape, **meta), torch.empty(w_shape, **meta), **kwargs).shape)
-
-
 # --- 1. any memory layout of every tensor ---------------------------------------------------------
 @dataclass(frozen=True)
 class ViewCase:
@@ -106,40 +98,9 @@ def view_cases(draw):
     )  # fmt: skip
 
 
-def run_view_case(case: ViewCase, proof=contextlib.nullcontext):
-    generator = torch.Generator().manual_seed(case.seed)
-    x, x_storage = place(case.x_shape, case.dtype, case.x, generator)
-    w, w_storage = place(case.w_shape, case.dtype, case.w, generator)
-    b, b_storage = (
-        (None, None) if case.b is None else place((case.w_shape[0],), case.dtype, case.b, generator)
-    )
-    y_shape = _output_shape(case.x_shape, case.w_shape, case.kwargs)
-    dy, dy_storage = place(y_shape, case.dtype, case.dy, generator)
-    leaves = {"x": x.detach(), "w": w.detach(), "b": None if b is None else b.detach()}
-    for name in case.needs:
-        if leaves[name] is not None:
-            leaves[name].requires_grad_()
-    storages = [s for s in (x_storage, w_storage, b_storage, dy_storage) if s is not None]
-    before = [s.clone() for s in storages]
-    with proof() as launched:
-        y = triton_conv.conv2d(leaves["x"], leaves["w"], leaves["b"], **case.kwargs)
-        if y.requires_grad:
-            y.backward(dy)
-    reference = {
-        k: None if v is None else v.detach().double().requires_grad_(v.requires_grad)
-        for k, v in leaves.items()
-    }
-    y_ref = F.conv2d(reference["x"], reference["w"], reference["b"], **case.kwargs)
-    if y_ref.requires_grad:
-        y_ref.backward(dy.double())
+def run_view_case(case: ViewCase, proof=None):
     failure = reproduction(MODULE, f"run_view_case({case!r})")
-    assert y.dtype == case.dtype and y.shape == y_ref.shape, failure
-    assert rel_error(y, y_ref) < bound(case.dtype), failure
-    for name, leaf in leaves.items():
-        if leaf is not None and leaf.requires_grad:
-            assert leaf.grad is not None and leaf.grad.dtype == case.dtype, (name, failure)
-            assert rel_error(leaf.grad, reference[name].grad) < 2 * bound(case.dtype), (name, failure)
-    assert all(same_storage(a, b) for a, b in zip(before, storages)), f"a caller's tensor changed; {failure}"
+    launched = run_in_layouts(case, triton_conv.conv2d, F.conv2d, case.w_shape[0], failure, proof)
     if launched is not None:
         assert launched.launches.get("fprop_kernel") == 1, failure
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import triton_conv
 
-from .contract import outcome, reproduction
-from .reference import REL_TOL_FP32_IEEE, rel_error, tolerance
+from .contract import outcome, refused_as_torch_refuses, reproduction, same_outcome_as_torch
+from .reference import bound, rel_error
 
 MODULE = "tests.test_conv1d"
 
@@ -55,10 +55,6 @@ def make(shape, dtype, layout: str) -> torch.Tensor:
     return tensor
 
 
-def _bound(dtype) -> float:
-    return {torch.float32: REL_TOL_FP32_IEEE, torch.float64: 1e-12}.get(dtype) or tolerance(dtype)
-
-
 @pytest.mark.parametrize("feature,dtype,layout,with_bias", CASES, ids=str)
 def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, triton_only):
     x_shape, w_shape, kwargs = FEATURES[feature]
@@ -74,10 +70,10 @@ def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, tr
     expected = F.conv1d(*leaves, **kwargs)
     expected.backward(grad_output.double())
     assert y.shape == expected.shape and y.dtype == dtype
-    assert rel_error(y, expected) < _bound(dtype)
+    assert rel_error(y, expected) < bound(dtype)
     for name, got, ref in zip("xwb", (x.grad, w.grad, None if b is None else b.grad), leaves):
         if ref is not None:
-            assert got.dtype == dtype and rel_error(got, ref.grad) < 2 * _bound(dtype), f"d{name}"
+            assert got.dtype == dtype and rel_error(got, ref.grad) < 2 * bound(dtype), f"d{name}"
     # The output follows the input's layout, as conv2d's (and cuDNN's) does: channels innermost in,
     # channels innermost out.
     if layout == "nlc" and x.dim() == 3 and y.shape[1] > 1:
@@ -119,14 +115,8 @@ def run_degenerate_case(x_shape, w_shape, with_bias, kwargs):
         leaves = [torch.ones(x_shape), torch.ones(w_shape), torch.ones(w_shape[0]) if with_bias else None]
         kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
         results[name] = kind, y
-    (torch_kind, expected), (kind, got) = results["torch"], results["ours"]
-    if kind == "raise":
-        assert isinstance(got, RuntimeError) and isinstance(got, (ValueError, TypeError)), (got, failure)
-        # As for conv2d: 'same' with a zero-size kernel is refused where torch crops the input.
-        assert torch_kind == "raise" or "padding='same' needs a non-empty kernel" in str(got), (got, failure)
-        return
-    assert torch_kind == "ok", (expected, failure)
-    assert got.shape == expected.shape and torch.allclose(got, expected), failure
+    # As for conv2d: 'same' with a zero-size kernel is refused where torch crops the input.
+    same_outcome_as_torch(results["torch"], results["ours"], failure, torch_crops=True)
 
 
 def test_degenerate_shapes_do_what_torch_does():
@@ -154,13 +144,7 @@ def test_degenerate_shapes_do_what_torch_does():
 def test_errors_name_the_argument_and_are_torchs_kind(change, words):
     args = dict(input=torch.randn(2, 4, 9), weight=torch.randn(4, 4, 3), bias=torch.randn(4))
     args.update(change)
-    torch_kind, expected = outcome(lambda: F.conv1d(**args))
-    assert torch_kind == "raise", expected
-    with pytest.raises(RuntimeError, match=words) as caught:
-        triton_conv.conv1d(**args)
-    assert isinstance(caught.value, (ValueError, TypeError))
-    if isinstance(expected, TypeError):
-        assert isinstance(caught.value, TypeError)
+    refused_as_torch_refuses(triton_conv.conv1d, F.conv1d, args, words)
 
 
 def test_height_one_launches_compile_for_sm90_with_wgmma_and_no_spills():

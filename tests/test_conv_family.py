@@ -17,8 +17,8 @@ from torch import nn
 import triton_conv
 from triton_conv.autograd import conv_transpose2d_op
 
-from .contract import EXACT, EXACT_TOL, LOW_PRECISION, outcome
-from .reference import REL_TOL_FP32_IEEE, rel_error
+from .contract import EXACT, EXACT_TOL, LOW_PRECISION, compiled_against_eager, outcome
+from .reference import rel_error
 
 # conv_transpose2d with a crop (output_padding > padding), groups and dilation; conv1d strided, dilated.
 TRANSPOSED = (
@@ -140,11 +140,8 @@ def test_opcheck():
 
 def test_compiled_model_has_no_graph_break():
     """fullgraph=True over a decoder with a Conv1d head: one graph, our ops in it (the transposed
-    forward as triton_conv.conv_transpose2d, its backward as conv2d and conv2d_weight_grad)."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    from triton_conv.launchers.common import launch_counts
+    forward as triton_conv.conv_transpose2d, its backward as conv2d and conv2d_weight_grad), and the
+    eager model's gradients."""
 
     class Decoder(nn.Module):
         def __init__(self):
@@ -157,33 +154,12 @@ def test_compiled_model_has_no_graph_break():
             y = self.up2(torch.relu(self.up(x)))
             return self.head(y.flatten(2))
 
-    graphs = []
-
-    def record(graph_module, example_inputs):
-        graphs.append({str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"})
-        return make_boxed_func(graph_module.forward)
-
-    torch._dynamo.reset()
-    model = Decoder()
-    eager = triton_conv.convert_model(model)
-    compiled = torch.compile(
-        eager, backend=aot_autograd(fw_compiler=record, bw_compiler=record), fullgraph=True
-    )
     x = torch.randn(2, 4, 3, 2, requires_grad=True)
-    before = dict(launch_counts)
-    compiled(x).square().sum().backward()
-    launched = {k: v - before.get(k, 0) for k, v in launch_counts.items()}
+    launched, forward_ops, backward_ops = compiled_against_eager(Decoder(), x)
     assert launched == {"dgrad_kernel": 2 + 1, "fprop_kernel": 1 + 2, "wgrad_kernel": 3}
-    forward_ops, backward_ops = graphs
     assert {"triton_conv.conv_transpose2d.default", "triton_conv.conv2d.default"} <= forward_ops
     assert {"triton_conv.conv2d.default", "triton_conv.conv2d_weight_grad.default"} <= backward_ops
     assert not any("convolution" in op for op in forward_ops | backward_ops)
-    grads = [p.grad.clone() for p in model.parameters()] + [x.grad.clone()]
-    model.zero_grad()
-    x.grad = None
-    eager(x).square().sum().backward()
-    for got, expected in zip(grads, [p.grad for p in model.parameters()] + [x.grad]):
-        assert rel_error(got, expected) < REL_TOL_FP32_IEEE
 
 
 @pytest.mark.parametrize("autocast_dtype", LOW_PRECISION)

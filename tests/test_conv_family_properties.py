@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import triton_conv
 
-from .contract import EXACT, LOW_PRECISION, Layout, bound, outcome, place, reproduction, same_storage
-from .reference import rel_error
+from .contract import EXACT, LOW_PRECISION, Layout, outcome, reproduction, run_in_layouts
+from .reference import bound, rel_error
 from .test_contract_properties import FAST, KindCase, _int_kinds, layouts
 
 MODULE = "tests.test_conv_family_properties"
@@ -100,42 +100,8 @@ def _output_channels(case: FamilyCase) -> int:
 
 def run_family_case(case: FamilyCase, proof=None):
     ours, theirs = OPS[case.op]
-    generator = torch.Generator().manual_seed(case.seed)
-    x, x_storage = place(case.x_shape, case.dtype, case.x, generator)
-    w, w_storage = place(case.w_shape, case.dtype, case.w, generator)
-    b, b_storage = (
-        (None, None) if case.b is None else place((_output_channels(case),), case.dtype, case.b, generator)
-    )
-    meta = dict(device="meta")
-    y_shape = theirs(
-        torch.empty(case.x_shape, **meta), torch.empty(case.w_shape, **meta), **case.kwargs
-    ).shape
-    dy, dy_storage = place(tuple(y_shape), case.dtype, case.dy, generator)
-    leaves = {"x": x.detach(), "w": w.detach(), "b": None if b is None else b.detach()}
-    for name in case.needs:
-        if leaves[name] is not None:
-            leaves[name].requires_grad_()
-    storages = [s for s in (x_storage, w_storage, b_storage, dy_storage) if s is not None]
-    before = [s.clone() for s in storages]
-    with proof() if proof else torch.enable_grad() as launched:
-        y = ours(leaves["x"], leaves["w"], leaves["b"], **case.kwargs)
-        if y.requires_grad:
-            y.backward(dy)
-    # Contiguous float64 copies: the reference gives values, and torch's CPU conv_transpose2d backward
-    # refuses some weight layouts ("grad_weight needs to be contiguous", torch 2.11 to 2.13).
-    reference = {k: None if v is None else v.detach().double().contiguous().requires_grad_(v.requires_grad)
-                 for k, v in leaves.items()}  # fmt: skip
-    y_ref = theirs(reference["x"], reference["w"], reference["b"], **case.kwargs)
-    if y_ref.requires_grad:
-        y_ref.backward(dy.double())
     failure = reproduction(MODULE, f"run_family_case({case!r})")
-    assert y.dtype == case.dtype and y.shape == y_ref.shape, failure
-    assert rel_error(y, y_ref) < bound(case.dtype), failure
-    for name, leaf in leaves.items():
-        if leaf is not None and leaf.requires_grad:
-            assert leaf.grad is not None and leaf.grad.dtype == case.dtype, (name, failure)
-            assert rel_error(leaf.grad, reference[name].grad) < 2 * bound(case.dtype), (name, failure)
-    assert all(same_storage(a, s) for a, s in zip(before, storages)), f"a caller's tensor changed; {failure}"
+    launched = run_in_layouts(case, ours, theirs, _output_channels(case), failure, proof)
     if proof:
         kernel = "dgrad_kernel" if case.op == "conv_transpose2d" else "fprop_kernel"
         assert launched.launches.get(kernel, 0) >= 1, failure

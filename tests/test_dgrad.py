@@ -15,7 +15,7 @@ from triton_conv.launchers.common import launch, reaches_int32_limit
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
 
 # (input shape, weight shape, conv2d keyword arguments): strides, dilations and paddings whose phases
 # differ in rows and taps, phases that no tap reaches, and no dimension a multiple of a tile.
@@ -56,11 +56,6 @@ CONFIGS = [
 ]
 
 
-def _bound(dtype) -> float:
-    # The interpreter's fp32 dot is exact fp32 even when TF32 is requested.
-    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
-
-
 def make_dy(shape, dtype, layout) -> torch.Tensor:
     if layout == "expanded":  # zero strides on the batch and row dimensions
         n, k, p, q = shape
@@ -90,7 +85,7 @@ def run_case(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     assert dx.is_contiguous(memory_format=memory_format)
     err = rel_error(dx, ref)
-    assert err < _bound(dtype), f"relative error {err:.2e} over {_bound(dtype):.0e}"
+    assert err < bound(dtype), f"relative error {err:.2e} over {bound(dtype):.0e}"
     assert torch.equal(dy, dy_before) and torch.equal(w, w_before), "dgrad modified its inputs"
     return dx
 

@@ -9,7 +9,7 @@ import triton_conv
 from triton_conv import KernelConfig
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+from .reference import bound, make_tensor, reference_conv2d, rel_error
 
 # (input shape, weight shape, conv2d keyword arguments): every feature, no dimension a tile multiple.
 FEATURES = {
@@ -42,11 +42,6 @@ CONFIGS = [
 ]
 
 
-def _bound(dtype) -> float:
-    # The interpreter's fp32 dot is exact fp32 even when TF32 is requested.
-    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
-
-
 def run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=None, bias=True, **extra):
     x = make_tensor(x_shape, dtype, layout)
     w = make_tensor(w_shape, dtype, layout)
@@ -62,7 +57,7 @@ def run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=None, 
     ref = reference_conv2d(x, w, b, problem)
     assert y.dtype == dtype and y.shape == ref.shape
     err = rel_error(y, ref)
-    assert err < _bound(dtype), f"relative error {err:.2e} over {_bound(dtype):.0e}"
+    assert err < bound(dtype), f"relative error {err:.2e} over {bound(dtype):.0e}"
     assert torch.equal(x, x_before) and torch.equal(w, w_before), "conv2d modified its inputs"
     return y
 

@@ -17,7 +17,7 @@ from triton_conv.launchers.fprop import conv2d_fprop, fprop_plan
 from triton_conv.launchers.wgrad import conv2d_wgrad, wgrad_plan
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error, tolerance
+from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
 
 pytestmark = pytest.mark.interpreter
 
@@ -37,10 +37,6 @@ def _tensors(x_shape, w_shape, kwargs, dtype, layout):
     dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
     ref = dict(y=y64.detach(), dx=dx64, dw=dw64, db=db64)
     return problem, x, w, b, dy, ref
-
-
-def _bound(dtype):
-    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
 
 
 def _flags(plan, names):
@@ -136,7 +132,7 @@ def test_specialisation(case, dtype, triton_only):
         assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
         for name, got in (("y", got_y), ("dx", got_dx), ("dw", got_dw), ("db", got_db)):
             err = rel_error(got, ref[name])
-            assert err < _bound(dtype), f"{case} {config} {name}: relative error {err:.2e}"
+            assert err < bound(dtype), f"{case} {config} {name}: relative error {err:.2e}"
 
 
 def test_wgrad_bias_programs_count_their_own_splits(triton_only):
@@ -186,7 +182,7 @@ def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
     assert flags == dict(ROW_SPANS=True, W_MATRIX=True, W_C_UNIT=False)
     with triton_only():
         got = conv2d_fprop(x, w, b, problem, SMALL)
-    assert rel_error(got, reference_conv2d(x, w, b, problem)) < _bound(dtype)
+    assert rel_error(got, reference_conv2d(x, w, b, problem)) < bound(dtype)
 
 
 # Few channels per group (C/g = 3, two groups, a 5x5 stride-2 filter), at shapes that are no tile's
@@ -218,6 +214,6 @@ def test_few_channel_groups_read_zero_padded_copies(dtype, layout, triton_only):
         assert proof.launches == {"dgrad_kernel": 1, "wgrad_kernel": 1}
         for name, got in (("dx", got_dx), ("dw", got_dw), ("db", got_db)):
             err = rel_error(got, ref[name])
-            assert err < _bound(dtype), f"{layout} {config} {name}: relative error {err:.2e}"
+            assert err < bound(dtype), f"{layout} {config} {name}: relative error {err:.2e}"
     for before, after in zip(originals, (x, w, dy)):
         assert torch.equal(before, after) and before.stride() == after.stride()

@@ -68,20 +68,6 @@ class FakeTimer:
         return score(fn.config)
 
 
-@pytest.fixture
-def fake_runner(monkeypatch):
-    """pass_runner that records its config instead of launching (for FakeTimer)."""
-
-    def runner(problem, pass_name, tensors, config, channels_last):
-        def fn():
-            return None
-
-        fn.config = config
-        return fn
-
-    monkeypatch.setattr(tuning, "pass_runner", runner)
-
-
 # --- timing ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
 def test_cpu_timer_tuning_runs_each_pass(pass_name):

@@ -23,22 +23,13 @@ GOOD = KernelConfig(64, 32, 32).as_dict()
 
 
 @pytest.fixture
-def pretend_gpu(tmp_path, monkeypatch):
+def pretend_gpu(tmp_path, monkeypatch, fake_runner):
     """select_config's GPU path on the CPU: a device named 'Pretend', a timer that scores configs
     without launching (the smallest tile wins), a fresh cache folder."""
     from triton_conv.devices import get_device
 
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
     monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
-
-    def runner(problem, pass_name, tensors, config, channels_last):
-        def fn():
-            return None
-
-        fn.config = config
-        return fn
-
-    monkeypatch.setattr(tuning, "pass_runner", runner)
     monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
     monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
     tuning.forget_choices()

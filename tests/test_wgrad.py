@@ -11,7 +11,7 @@ from triton_conv.configs import MIN_STEPS_PER_SPLIT, default_wgrad_split
 from triton_conv.launchers.wgrad import conv2d_wgrad
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, rel_error, tolerance
+from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, rel_error
 
 # (input shape, weight shape, conv2d keyword arguments): every feature, no dimension a tile multiple
 # (but channels_32's C: its column tiles each lie inside one filter tap, as do a 1x1 filter's).
@@ -66,12 +66,6 @@ def reference_wgrad(dy, x, problem: ConvProblem):
     return dw, dy.double().sum(dim=(0, 2, 3))
 
 
-def _bound(dtype, weight_dtype) -> float:
-    # The interpreter's fp32 dot is exact fp32 even when TF32 is requested; 16-bit products are
-    # exact in fp32 too, so a 16-bit problem with an fp32 weight only sees fp32 accumulation.
-    return REL_TOL_FP32_IEEE if weight_dtype == torch.float32 else tolerance(weight_dtype)
-
-
 def run_wgrad(
     dy, x, problem, config, triton_only, *, weight_dtype=None, channels_last=False, bias=True, **extra
 ):
@@ -95,10 +89,12 @@ def check_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config, **e
     ref_dw, ref_db = reference_wgrad(dy, x, problem)  # outside triton_only: torch's conv is barred there
     x_before, dy_before = x.clone(), dy.clone()
     dw, db = run_wgrad(dy, x, problem, config, triton_only, **extra)
-    bound = _bound(dtype, dw.dtype)
+    # 16-bit products are exact in fp32, so a 16-bit problem with an fp32 weight only sees fp32
+    # accumulation: the weight's dtype sets the bound.
+    limit = bound(dw.dtype)
     err_w, err_b = rel_error(dw, ref_dw), rel_error(db, ref_db)
-    assert err_w < bound, f"dw relative error {err_w:.2e} over {bound:.0e}"
-    assert err_b < bound, f"db relative error {err_b:.2e} over {bound:.0e}"
+    assert err_w < limit, f"dw relative error {err_w:.2e} over {limit:.0e}"
+    assert err_b < limit, f"db relative error {err_b:.2e} over {limit:.0e}"
     assert torch.equal(x, x_before) and torch.equal(dy, dy_before), "wgrad modified its inputs"
     return dw, db
 

@@ -68,161 +68,69 @@ class DeviceSpec:
 
 _GUIDE = "CUDA C++ Programming Guide, Technical Specifications per Compute Capability"
 
-H200_SXM = DeviceSpec(
-    name="H200 SXM",
-    compute_capability=(9, 0),
-    sm_count=132,
-    smem_per_sm=228 * KIB,
-    smem_per_block=227 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=989.4,
-    bf16_tflops=989.4,
-    tf32_tflops=494.7,
-    fp32_tflops=66.9,
-    mem_bandwidth=4.8 * TB_S,
-    mem_bytes=141 * GB,
-    source=(
+# The per-SM limits of each compute capability, from _GUIDE: shared memory per SM and per block,
+# shared memory the driver reserves per CTA, 32-bit registers, resident threads and CTAs per SM.
+_SM_LIMITS: dict[tuple[int, int], tuple[int, int, int, int, int, int]] = {
+    (6, 1): (96 * KIB, 48 * KIB, 0, 65536, 2048, 32),
+    (7, 0): (96 * KIB, 96 * KIB, 0, 65536, 2048, 32),
+    (7, 5): (64 * KIB, 64 * KIB, 0, 65536, 1024, 16),
+    (8, 0): (164 * KIB, 163 * KIB, 1 * KIB, 65536, 2048, 32),
+    (8, 9): (100 * KIB, 99 * KIB, 1 * KIB, 65536, 1536, 24),
+    (9, 0): (228 * KIB, 227 * KIB, 1 * KIB, 65536, 2048, 32),
+}
+
+# name, compute capability, SMs, dense TFLOPS (fp16, bf16, tf32 tensor; fp32 FMA), bandwidth, capacity
+_ROWS = (
+    ("H200 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 4.8 * TB_S, 141 * GB),
+    ("H100 SXM", (9, 0), 132, (989.4, 989.4, 494.7, 66.9), 3.35 * TB_S, 80 * GB),
+    ("A100 SXM 80GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 2.039 * TB_S, 80 * GB),
+    ("A100 SXM 40GB", (8, 0), 108, (312.0, 312.0, 156.0, 19.5), 1.555 * TB_S, 40 * GB),
+    ("V100 SXM2 16GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 16 * GB),
+    ("V100 SXM2 32GB", (7, 0), 80, (125.0, None, None, 15.7), 900 * GB, 32 * GB),
+    ("T4", (7, 5), 40, (65.0, None, None, 8.1), 320 * GB, 16 * GB),
+    ("GTX 1050", (6, 1), 5, (None, None, None, 1.8624), 112 * GB, 2 * GB),
+    ("GTX 1080 Ti", (6, 1), 28, (None, None, None, 11.339776), 484 * GB, 11 * GB),
+    ("RTX 4090", (8, 9), 128, (165.2, 165.2, 82.6, 82.6), 1008 * GB, 24 * GB),
+)
+
+_V100_SOURCE = (
+    "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
+    "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
+    "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
+    f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
+)
+_SOURCES = {
+    "H200 SXM": (
         "NVIDIA H200 Tensor Core GPU datasheet (FP16/BF16 1,979 and TF32 989 TFLOPS with sparsity, "
         "halved for dense; FP32 67 TFLOPS; 141 GB HBM3e at 4.8 TB/s); NVIDIA H100 Tensor Core GPU "
         "Architecture whitepaper (GH100 SXM5: 132 SMs, dense 989.4/494.7/66.9 TFLOPS); "
         f"{_GUIDE} (CC 9.0: 228/227 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
     ),
-)
-
-H100_SXM = DeviceSpec(
-    name="H100 SXM",
-    compute_capability=(9, 0),
-    sm_count=132,
-    smem_per_sm=228 * KIB,
-    smem_per_block=227 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=989.4,
-    bf16_tflops=989.4,
-    tf32_tflops=494.7,
-    fp32_tflops=66.9,
-    mem_bandwidth=3.35 * TB_S,
-    mem_bytes=80 * GB,
-    source=(
+    "H100 SXM": (
         "NVIDIA H100 Tensor Core GPU datasheet (SXM: 80 GB HBM3 at 3.35 TB/s); NVIDIA H100 Tensor Core "
         "GPU Architecture whitepaper (H100 SXM5: 132 SMs, dense FP16/BF16 989.4, TF32 494.7, "
         f"FP32 66.9 TFLOPS); {_GUIDE} (CC 9.0)"
     ),
-)
-
-A100_SXM_80GB = DeviceSpec(
-    name="A100 SXM 80GB",
-    compute_capability=(8, 0),
-    sm_count=108,
-    smem_per_sm=164 * KIB,
-    smem_per_block=163 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=312.0,
-    bf16_tflops=312.0,
-    tf32_tflops=156.0,
-    fp32_tflops=19.5,
-    mem_bandwidth=2.039 * TB_S,
-    mem_bytes=80 * GB,
-    source=(
+    "A100 SXM 80GB": (
         "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
         "TFLOPS; 80 GB HBM2e at 2,039 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
         f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
     ),
-)
-
-A100_SXM_40GB = replace(
-    A100_SXM_80GB,
-    name="A100 SXM 40GB",
-    mem_bandwidth=1.555 * TB_S,
-    mem_bytes=40 * GB,
-    source=(
+    "A100 SXM 40GB": (
         "NVIDIA A100 Tensor Core GPU datasheet (SXM 40GB: dense FP16/BF16 312, TF32 156, FP32 19.5 "
         "TFLOPS; 40 GB HBM2 at 1,555 GB/s); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
         f"(108 SMs); {_GUIDE} (CC 8.0: 164/163 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
     ),
-)
-
-V100_SXM2_16GB = DeviceSpec(
-    name="V100 SXM2 16GB",
-    compute_capability=(7, 0),
-    sm_count=80,
-    smem_per_sm=96 * KIB,
-    smem_per_block=96 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=125.0,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=15.7,
-    mem_bandwidth=900 * GB,
-    mem_bytes=16 * GB,
-    source=(
-        "NVIDIA Tesla V100 GPU datasheet (SXM2: Tensor 125 TFLOPS, FP32 15.7 TFLOPS, 16 or 32 GB HBM2 "
-        "at 900 GB/s); NVIDIA Tesla V100 GPU Architecture whitepaper (80 SMs, 8 tensor cores per SM "
-        "each 64 fp16 FMA per clock with fp32 accumulation; no bf16 or tf32); "
-        f"{_GUIDE} (CC 7.0: 96/96 KB shared, 64K registers, 2048 threads, 32 CTAs per SM)"
-    ),
-)
-
-V100_SXM2_32GB = replace(
-    V100_SXM2_16GB,
-    name="V100 SXM2 32GB",
-    mem_bytes=32 * GB,
-    source=V100_SXM2_16GB.source + "; also the DGX-2's V100 32GB (SXM3), whose rates the DGX-2 "
+    "V100 SXM2 16GB": _V100_SOURCE,
+    "V100 SXM2 32GB": _V100_SOURCE + "; also the DGX-2's V100 32GB (SXM3), whose rates the DGX-2 "
     "datasheet gives as 2 PFLOPS tensor for 16 GPUs, 125 TFLOPS each",
-)
-
-T4 = DeviceSpec(
-    name="T4",
-    compute_capability=(7, 5),
-    sm_count=40,
-    smem_per_sm=64 * KIB,
-    smem_per_block=64 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=1024,
-    max_ctas_per_sm=16,
-    fp16_tflops=65.0,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=8.1,
-    mem_bandwidth=320 * GB,
-    mem_bytes=16 * GB,
-    source=(
+    "T4": (
         "NVIDIA T4 Tensor Core GPU datasheet (FP16 mixed precision 65 TFLOPS, FP32 8.1 TFLOPS, "
         "16 GB GDDR6 at 320 GB/s); NVIDIA Turing GPU Architecture whitepaper (T4: 40 SMs; no bf16 or "
         f"tf32 tensor cores); {_GUIDE} (CC 7.5: 64/64 KB shared, 64K registers, 1024 threads, "
         "16 CTAs per SM)"
     ),
-)
-
-GTX_1050 = DeviceSpec(
-    name="GTX 1050",
-    compute_capability=(6, 1),
-    sm_count=5,
-    smem_per_sm=96 * KIB,
-    smem_per_block=48 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=None,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=1.8624,
-    mem_bandwidth=112 * GB,
-    mem_bytes=2 * GB,
-    source=(
+    "GTX 1050": (
         "NVIDIA GeForce GTX 1050 specifications (640 CUDA cores = 5 SMs x 128, 1455 MHz boost: "
         "640 x 2 x 1.455 GHz = 1.8624 TFLOPS fp32; 2 GB GDDR5, 7 Gbps on 128 bits = 112 GB/s); NVIDIA "
         "Pascal GP104 whitepaper (no tensor cores); "
@@ -230,63 +138,47 @@ GTX_1050 = DeviceSpec(
         "32 CTAs per SM) and its arithmetic-throughput table (CC 6.1: fp16 at 2 vs fp32 at 128 results "
         "per clock per SM, 1/64: the model uses the fp32 FMA rate)"
     ),
-)
-
-GTX_1080_TI = DeviceSpec(
-    name="GTX 1080 Ti",
-    compute_capability=(6, 1),
-    sm_count=28,
-    smem_per_sm=96 * KIB,
-    smem_per_block=48 * KIB,
-    smem_reserved_per_cta=0,
-    regs_per_sm=65536,
-    max_threads_per_sm=2048,
-    max_ctas_per_sm=32,
-    fp16_tflops=None,
-    bf16_tflops=None,
-    tf32_tflops=None,
-    fp32_tflops=11.339776,
-    mem_bandwidth=484 * GB,
-    mem_bytes=11 * GB,
-    source=(
+    "GTX 1080 Ti": (
         "NVIDIA GeForce GTX 1080 Ti specifications (3584 CUDA cores = 28 SMs x 128, 1582 MHz boost: "
         "3584 x 2 x 1.582 GHz = 11.339776 TFLOPS fp32; 11 GB GDDR5X, 11 Gbps on 352 bits = 484 GB/s); "
         "NVIDIA Pascal GP102 whitepaper (no tensor cores); "
         f"{_GUIDE} (CC 6.1: 96 KB shared per SM, 48 KB per block, 64K registers, 2048 threads, "
         "32 CTAs per SM; fp16 arithmetic at 1/64 of fp32: the model uses the fp32 FMA rate)"
     ),
-)
-
-RTX_4090 = DeviceSpec(
-    name="RTX 4090",
-    compute_capability=(8, 9),
-    sm_count=128,
-    smem_per_sm=100 * KIB,
-    smem_per_block=99 * KIB,
-    smem_reserved_per_cta=1 * KIB,
-    regs_per_sm=65536,
-    max_threads_per_sm=1536,
-    max_ctas_per_sm=24,
-    fp16_tflops=165.2,
-    bf16_tflops=165.2,
-    tf32_tflops=82.6,
-    fp32_tflops=82.6,
-    mem_bandwidth=1008 * GB,
-    mem_bytes=24 * GB,
-    source=(
+    "RTX 4090": (
         "NVIDIA Ada GPU Architecture whitepaper (RTX 4090: 128 SMs; dense FP16/BF16 tensor with FP32 "
         "accumulate 165.2, TF32 82.6, FP32 82.6 TFLOPS; 24 GB GDDR6X at 1,008 GB/s); "
         f"{_GUIDE} (CC 8.9: 100/99 KB shared, 64K registers, 1536 threads, 24 CTAs per SM)"
     ),
-)
+}
 
-DEVICES: dict[str, DeviceSpec] = {
-    spec.name: spec
-    for spec in (
-        H200_SXM, H100_SXM, A100_SXM_80GB, A100_SXM_40GB, V100_SXM2_16GB, V100_SXM2_32GB, T4,
-        GTX_1050, GTX_1080_TI, RTX_4090,
+
+def _device(name, compute_capability, sm_count, tflops, mem_bandwidth, mem_bytes) -> DeviceSpec:
+    """A row of _ROWS as a DeviceSpec: the per-SM limits are its compute capability's _SM_LIMITS,
+    the source its _SOURCES entry."""
+    smem_per_sm, smem_per_block, reserved, regs, threads, ctas = _SM_LIMITS[compute_capability]
+    fp16, bf16, tf32, fp32 = tflops
+    return DeviceSpec(
+        name=name,
+        compute_capability=compute_capability,
+        sm_count=sm_count,
+        smem_per_sm=smem_per_sm,
+        smem_per_block=smem_per_block,
+        smem_reserved_per_cta=reserved,
+        regs_per_sm=regs,
+        max_threads_per_sm=threads,
+        max_ctas_per_sm=ctas,
+        fp16_tflops=fp16,
+        bf16_tflops=bf16,
+        tf32_tflops=tf32,
+        fp32_tflops=fp32,
+        mem_bandwidth=mem_bandwidth,
+        mem_bytes=mem_bytes,
+        source=_SOURCES[name],
     )
-}  # fmt: skip
+
+
+DEVICES: dict[str, DeviceSpec] = {row[0]: _device(*row) for row in _ROWS}
 
 # Substrings of torch.cuda.get_device_properties(...).name, tried in order, and the table entry each
 # one stands for, matched as whole words. A relative with another SM count (a GTX 1050 Ti has 6 SMs,
@@ -400,7 +292,7 @@ def live_device(index: int | None = None) -> DeviceSpec | None:
             "fp32 peak estimated as SMs x 128 lanes x 2 x clock, no tensor rates, bandwidth from the "
             "memory clock and bus width"
         )
-        base = H100_SXM if cc >= (9, 0) else A100_SXM_80GB if cc >= (8, 0) else T4
+        base = DEVICES["H100 SXM" if cc >= (9, 0) else "A100 SXM 80GB" if cc >= (8, 0) else "T4"]
     reserved = 1 * KIB if cc >= (8, 0) else 0
     return replace(
         base,

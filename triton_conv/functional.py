@@ -3,7 +3,7 @@ Triton kernels.
 
 Every argument is checked here, before anything launches, as torch checks it (arguments.py,
 ConvProblem.from_shapes / from_transposed); the caller's tensors are only read. conv1d runs conv2d
-on height-one views of its tensors; conv_transpose2d runs the input-gradient kernel (autograd.py).
+on height-one views of its tensors; conv_transpose2d runs the input-gradient kernel (triton_conv.autograd).
 """
 
 from __future__ import annotations
@@ -22,11 +22,17 @@ from .runtime import runs_triton
 def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
     """Check every argument of conv2d as torch does and return the problem (with a batch dimension).
     Raises ConvArgumentError / ConvTypeError (RuntimeError and ValueError / TypeError)."""
-    check_tensors(input, weight, bias, (3, 4), 4)
-    shape = input.shape if input.dim() == 4 else (1, *input.shape)
+    shape = _batched_shape(input, weight, bias, 4)
     problem = _problem(shape, weight.shape, stride, padding, dilation, groups)
     check_bias(bias, weight.shape[0], "weight's output channels")
     return problem
+
+
+def _batched_shape(input, weight, bias, rank: int):
+    """Check the tensors as torch does (the weight has `rank` dimensions, the input `rank` or, with
+    no batch, one fewer) and return the input's shape with a batch dimension."""
+    check_tensors(input, weight, bias, (rank - 1, rank), rank)
+    return input.shape if input.dim() == rank else (1, *input.shape)
 
 
 def _plain(value):
@@ -132,28 +138,38 @@ def conv2d(
 ) -> torch.Tensor:
     """Drop-in torch.nn.functional.conv2d computed by triton-conv's implicit-GEMM kernels,
     differentiable in input, weight and bias in reverse and forward mode, to any order (the
-    derivatives of each pass are the passes: see autograd.py).
+    derivatives of each pass are the passes: see triton_conv.autograd).
 
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.
     """
+    return _entry(validate, F.conv2d, _run_conv2d, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _entry(check, torch_conv, run, input, weight, bias, *geometry) -> torch.Tensor:
+    """What conv2d, conv1d and conv_transpose2d do alike: cast as autocast casts torch's own, check
+    every argument (`check`: validate, validate1d or validate_transposed), fall back to `torch_conv`
+    where the Triton kernels cannot run, else run(input with a batch dimension, weight, bias,
+    problem) and drop the batch dimension again for an unbatched input."""
     input, weight, bias = _autocast(input, weight, bias)
-    problem = validate(input, weight, bias, stride, padding, dilation, groups)
+    problem = check(input, weight, bias, *geometry)
     if not runs_triton(input):
-        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    batched = input.dim() == 4
-    x = input if batched else input.unsqueeze(0)
-    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
-    y = conv2d_op(x, weight, bias, problem.stride, pads, problem.dilation, problem.groups)
+        return torch_conv(input, weight, bias, *geometry)
+    batched = input.dim() == weight.dim()
+    y = run(input if batched else input.unsqueeze(0), weight, bias, problem)
     return y if batched else y.squeeze(0)
+
+
+def _run_conv2d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
+    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
+    return conv2d_op(x, weight, bias, problem.stride, pads, problem.dilation, problem.groups)
 
 
 # --- conv1d: conv2d of height one -----------------------------------------------------------------
 def validate1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
     """Check every argument of conv1d as torch does; the problem is its conv2d of height one (with a
     batch dimension)."""
-    check_tensors(input, weight, bias, (2, 3), 3)
-    shape = input.shape if input.dim() == 3 else (1, *input.shape)
+    shape = _batched_shape(input, weight, bias, 3)
     (stride,), (dilation,) = int_tuple(stride, "stride", 1), int_tuple(dilation, "dilation", 1)
     padding = padding if isinstance(padding, str) else (0, *int_tuple(padding, "padding", 1))
     problem = _problem(
@@ -176,14 +192,11 @@ def conv1d(
     """Drop-in torch.nn.functional.conv1d: conv2d's kernels and derivatives on (N, C, 1, L) views.
     Outputs follow the input's memory format as conv2d's do (an (N, C, L) input with unit channel
     stride gives such an output, as cuDNN's)."""
-    input, weight, bias = _autocast(input, weight, bias)
-    problem = validate1d(input, weight, bias, stride, padding, dilation, groups)
-    if not runs_triton(input):
-        return F.conv1d(input, weight, bias, stride, padding, dilation, groups)
-    x = (input if input.dim() == 3 else input.unsqueeze(0)).unsqueeze(2)
-    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
-    y = conv2d_op(x, weight.unsqueeze(2), bias, problem.stride, pads, problem.dilation, problem.groups)
-    return y.squeeze(2) if input.dim() == 3 else y.squeeze(2).squeeze(0)
+    return _entry(validate1d, F.conv1d, _run_conv1d, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
+    return _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem).squeeze(2)
 
 
 # --- conv_transpose2d: the input-gradient kernel, with a bias -------------------------------------
@@ -192,12 +205,11 @@ def validate_transposed(
 ) -> ConvProblem:
     """Check every argument of conv_transpose2d as torch does and return its conv2d view (with a
     batch dimension; not canonical: its arguments are those the caller gave)."""
-    check_tensors(input, weight, bias, (3, 4), 4)
+    shape = _batched_shape(input, weight, bias, 4)
     if isinstance(padding, str):
         raise ConvTypeError(
             f"conv_transpose2d's padding must be an int or a pair, got the string {padding!r}"
         )
-    shape = input.shape if input.dim() == 4 else (1, *input.shape)
     problem = _memoised(
         "transposed",
         ConvProblem.from_transposed,
@@ -227,14 +239,13 @@ def conv_transpose2d(
     the input-gradient kernel of its conv2d view with the bias in its epilogue; its input gradient is
     conv2d's forward kernel, its weight gradient the weight-gradient kernel with x and dy exchanged.
     The output follows the input's (or weight's) memory format, as cuDNN's does."""
-    input, weight, bias = _autocast(input, weight, bias)
-    problem = validate_transposed(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    if not runs_triton(input):
-        return F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    x = input if input.dim() == 4 else input.unsqueeze(0)
+    geometry = (stride, padding, output_padding, groups, dilation)
+    return _entry(validate_transposed, F.conv_transpose2d, _run_transposed, input, weight, bias, *geometry)
+
+
+def _run_transposed(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     padding = (problem.pad_top, problem.pad_left)
     output_padding = (problem.pad_top - problem.pad_bottom, problem.pad_left - problem.pad_right)
-    y = conv_transpose2d_op(
+    return conv_transpose2d_op(
         x, weight, bias, problem.stride, padding, output_padding, problem.groups, problem.dilation
     )
-    return y if input.dim() == 4 else y.squeeze(0)

@@ -80,8 +80,12 @@ CONVERSIONS: dict[type, type] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTr
 
 def _reason_to_skip(module: nn.Module) -> str | None:
     kind = type(module)
-    if kind in CONVERSIONS.values():
+    if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
         return "already triton-conv's"
+    if "forward" in vars(module):
+        # An instance forward (accelerate-style wrappers) is bound to the torch module: converted,
+        # the module would still run torch's convolution.
+        return f"{kind.__name__} has a forward of its own on the instance (a wrapper) that runs torch's conv"
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return (
             f"{kind.__name__} is lazy (its parameters are uninitialized until a first forward, which "
@@ -115,7 +119,8 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
 
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
-    ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules.
+    ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
+    was replaced on the instance.
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module

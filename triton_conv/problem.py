@@ -35,8 +35,14 @@ class GemmShape(NamedTuple):
     k: int
 
 
+def _is_traced_size(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
+
+
 def _shape(value, rank: int, name: str) -> tuple[int, ...]:
-    shape = tuple(value)  # ints, or SymInts when torch.compile traces with dynamic shapes
+    # ints; SymInts when torch.compile traces with dynamic shapes; 0-d integer tensors under
+    # torch.jit.trace, which records sizes as tensors.
+    shape = tuple(int(d) if _is_traced_size(d) else d for d in value)
     if len(shape) != rank or not all(isinstance(d, (int, torch.SymInt)) and d >= 0 for d in shape):
         raise ConvArgumentError(f"{name} must have {rank} non-negative dimensions, got shape {shape}")
     return shape

@@ -2,7 +2,7 @@
 for each item its inputs, its float64 reference and triton-conv's or cuDNN's op.
 
 `launch_with_config` makes exactly the launch that triton-conv's custom op makes for the same
-tensors (autograd.py: fprop without bias, dgrad's output in the input's layout, wgrad's in the
+tensors (triton_conv.autograd: fprop without bias, dgrad's output in the input's layout, wgrad's in the
 weight's; a transposed convolution's forward is its view's dgrad with the bias, its input gradient
 the view's fprop, its weight gradient the view's wgrad with x in dy's place), with `config` in place
 of the tuned choice. So a candidate's compiled kernel is the very binary the op runs once that
@@ -43,7 +43,7 @@ def _kernel_tensors(pass_name: str, tensors: dict, transposed: bool) -> tuple[st
 
 def op_channels_last(pass_name: str, tensors: dict, transposed: bool = False) -> bool:
     """The channels_last flag the custom op passes for this pass (and keys its tuning on), as
-    autograd.py and passes.py compute it. A tensor whose two layouts coincide (a 1x1 weight) counts
+    triton_conv.autograd and passes.py compute it. A tensor whose two layouts coincide (a 1x1 weight) counts
     as contiguous."""
     w = tensors["w"]
     if pass_name == "wgrad":  # every weight-gradient op: the weight's layout

@@ -1,0 +1,79 @@
+"""The ops' argument checks: every check of triton_conv.conv2d's, on the ops' plain arguments, and
+the problem each op runs (memoised)."""
+
+from __future__ import annotations
+
+from ..arguments import ConvArgumentError, check_bias, check_tensor, check_tensors
+from ..problem import ConvProblem
+
+_PROBLEMS: dict = {}
+
+
+def _memoised(key, build) -> ConvProblem:
+    """build(), remembered under `key`. The dispatcher hands the ops plain ints (never a bool), or
+    SymInts under torch.compile's dynamic shapes, which do not hash: those are checked anew."""
+    try:
+        problem = _PROBLEMS.get(key)
+    except TypeError:
+        return build()
+    if problem is None:
+        problem = build()
+        if len(_PROBLEMS) >= 4096:
+            _PROBLEMS.clear()
+        _PROBLEMS[key] = problem
+    return problem
+
+
+def checked_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
+    """The op's problem after every check of its tensors and geometry, in the canonical form the
+    passes run (memoised on plain ints)."""
+    check_tensors(input, weight, bias, (4,), 4)
+    key = ("conv2d", input.shape, weight.shape, *stride, None, *padding, None, *dilation, groups)
+    problem = _memoised(
+        key,
+        lambda: ConvProblem.from_sides(
+            input.shape, weight.shape, stride, padding, dilation, groups
+        ).canonical(),
+    )
+    check_bias(bias, weight.shape[0], "weight's output channels")
+    return problem
+
+
+def checked_transposed_problem(
+    input, weight, bias, stride, padding, output_padding, groups, dilation
+) -> ConvProblem:
+    """The conv2d view of conv_transpose2d's arguments after every check, canonical (memoised)."""
+    check_tensors(input, weight, bias, (4,), 4)
+    key = ("transposed", input.shape, weight.shape, *stride, None, *padding, None, *output_padding,
+           None, *dilation, groups)  # fmt: skip
+    problem = _memoised(
+        key,
+        lambda: ConvProblem.from_transposed(
+            input.shape, weight.shape, stride, padding, output_padding, dilation, groups
+        ).canonical(),
+    )
+    check_bias(bias, problem.in_channels, "weight's output channels x groups")
+    return problem
+
+
+def checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups) -> ConvProblem:
+    """The gradient ops' problem: conv2d's checks, and grad_output's dtype, device and shape."""
+    problem = checked_problem(input, weight, None, stride, padding, dilation, groups)
+    check_tensor(grad_output, "grad_output", (4,))
+    if grad_output.dtype != input.dtype or grad_output.device != input.device:
+        raise ConvArgumentError(
+            f"grad_output ({grad_output.dtype}, {grad_output.device}) must have input's dtype and "
+            f"device ({input.dtype}, {input.device})"
+        )
+    if tuple(grad_output.shape) != problem.output_shape:
+        raise ConvArgumentError(
+            f"grad_output must have the output's shape {problem.output_shape}, got {tuple(grad_output.shape)}"
+        )
+    return problem
+
+
+def transposed_geometry(stride, padding, output_padding, dilation, groups) -> tuple:
+    """The conv2d ops' geometry (stride, padding top/left/bottom/right, dilation, groups) of a
+    transposed convolution's conv2d view: padding p - output_padding at the bottom/right."""
+    pads = [*padding, padding[0] - output_padding[0], padding[1] - output_padding[1]]
+    return list(stride), pads, list(dilation), groups

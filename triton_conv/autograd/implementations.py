@@ -1,0 +1,87 @@
+"""The ops' real implementations (the Triton passes) and fake ones (shapes and layouts only, for
+torch.compile). Each checks its arguments first; empty problems return empty (or zero) tensors, as
+torch's do, without launching."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import passes
+from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
+def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return like.new_empty(shape).contiguous(memory_format=layout)
+
+
+def _output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A forward op's output layout: the input's (or weight's) memory format, as cuDNN's."""
+    return passes.output_memory_format(input, weight) == torch.channels_last
+
+
+def conv2d(input, weight, bias, stride, padding, dilation, groups):
+    problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
+    if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
+        return conv2d_fake(input, weight, bias, stride, padding, dilation, groups)
+    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (K elements).
+    return passes.forward(input, weight, None if bias is None else bias.contiguous(), problem)
+
+
+def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
+    return _new(input, problem.output_shape, _output_channels_last(input, weight))
+
+
+def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
+    problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    if input.numel() == 0:
+        return _new(grad_output, input.shape, _channels_last(input))
+    return passes.input_grad(grad_output, weight, problem, channels_last=_channels_last(input))
+
+
+def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    return _new(grad_output, input.shape, _channels_last(input))
+
+
+def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
+    """(dw, db); db is an empty tensor when with_bias is False (an op cannot return None)."""
+    problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    if input.numel() == 0 or weight.numel() == 0:  # an empty reduction, or nothing to reduce into
+        dw, db = weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias)
+        return dw.zero_(), db.zero_()
+    dw, db = passes.weight_grad(
+        grad_output, input, problem, weight.dtype, channels_last=_channels_last(weight), need_bias=with_bias
+    )
+    return dw, db if db is not None else grad_output.new_empty(0)
+
+
+def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
+    checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    dw = _new(weight, weight.shape, _channels_last(weight))
+    return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
+
+
+def conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    problem = checked_transposed_problem(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
+        return conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (C_out elements).
+    bias = None if bias is None else bias.contiguous()
+    return passes.input_grad(
+        input, weight, problem, channels_last=_output_channels_last(input, weight), bias=bias
+    )
+
+
+def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    problem = checked_transposed_problem(
+        input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    return _new(input, problem.input_shape, _output_channels_last(input, weight))

@@ -1,0 +1,54 @@
+"""The ops' kernels at the dispatcher: the real implementation (CompositeExplicitAutograd), the fake
+one, and at the Autograd key the op's autograd.Function, entered only when a gradient can be asked
+for (otherwise the op runs below autograd, as torch.library.custom_op's ops do)."""
+
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as forward_ad
+from torch._functorch.utils import enable_single_level_autograd_function, unwrap_dead_wrappers
+
+from . import implementations as impl
+from .functions import Conv2dFunction, ConvTranspose2dFunction, InputGradFunction, WeightGradFunction
+from .ops import LIBRARY, conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
+
+
+def _needs_autograd(args) -> bool:
+    """A gradient can be asked for: reverse mode (grad mode on and an input requiring grad, which
+    includes torch.func.grad/vjp's wrapped inputs) or forward mode (a dual level is open, as in
+    torch.autograd.forward_ad.dual_level or torch.func.jvp)."""
+    if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+        return True
+    return getattr(forward_ad, "_current_level", -1) >= 0
+
+
+def _apply(function: type[torch.autograd.Function], args):
+    """function.apply, as the dispatcher's Autograd key runs it. Under a torch.func transform,
+    autograd.Function.apply hands the call to functorch (custom_function_call), but at this key
+    functorch has already handed the op to autograd at the transform's level, as it does for torch's
+    own ops: the plain (C++) apply is what records the node there."""
+    apply = super(torch.autograd.Function, function).apply
+    if not torch._C._are_functorch_transforms_active():
+        return apply(*unwrap_dead_wrappers(args))
+    with enable_single_level_autograd_function():
+        return apply(*args)
+
+
+def _register(op, implementation, fake, function: type[torch.autograd.Function]) -> None:
+    name = op._schema.name.split("::", 1)[1]
+    LIBRARY.impl(name, implementation, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"triton_conv::{name}", fake, lib=LIBRARY)
+
+    def autograd_kernel(*args):
+        if _needs_autograd(args):
+            return _apply(function, args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    LIBRARY.impl(name, autograd_kernel, "Autograd")
+
+
+_register(conv2d_op, impl.conv2d, impl.conv2d_fake, Conv2dFunction)
+_register(input_grad_op, impl.input_grad, impl.input_grad_fake, InputGradFunction)
+_register(weight_grad_op, impl.weight_grad, impl.weight_grad_fake, WeightGradFunction)
+_register(conv_transpose2d_op, impl.conv_transpose2d, impl.conv_transpose2d_fake, ConvTranspose2dFunction)
