@@ -63,14 +63,22 @@ def test_no_wgmma_loop_reads_as_none():
     assert sass.analyse(LISTING.replace("HGMMA", "HMMA"), num_warps=4) is None
 
 
+# Targets the 3-channel stem still misses with one Triton (notes/kernels.md says why), with the
+# ratio to the plain matmul it may not cross: (layer, pass, kernel) -> ratio.
+KNOWN_MISSES = {
+    "3.9": {("7x7 s2 stem, 224x224, 3 -> 64", "dgrad", "triton-conv"): 1.35},
+}
+
+
 def _representative():
     """Each pass's untuned config on the 3x3 stride-1 layer, wgrad's on the stride-2 layer too (its
-    strided addressing), and the plain matmul of the same GEMM and tile; fprop also against
-    Inductor's template."""
+    strided addressing), the 3-channel stem's dgrad and wgrad (their zero-padded copies), and the
+    plain matmul of the same GEMM and tile; fprop also against Inductor's template."""
     chosen = []
     for case in mainloop_report.cases(best=0):
         stride2 = case.layer.startswith("3x3 s2")
-        wanted = case.layer.startswith("3x3 s1") or (stride2 and case.pass_name == "wgrad")
+        stem = case.layer.startswith("7x7") and case.pass_name in ("dgrad", "wgrad")
+        wanted = case.layer.startswith("3x3 s1") or (stride2 and case.pass_name == "wgrad") or stem
         if not wanted or case.choice not in ("default", "same tile"):
             continue
         peer = case.kernel == "Inductor" and case.pass_name == "fprop"
@@ -87,9 +95,21 @@ def rows():
 def test_representative_main_loops_hold_the_targets(rows):
     kinds = {(r.case.pass_name, r.case.kernel) for r in rows}
     assert {("fprop", "Inductor"), ("wgrad", "matmul"), ("dgrad", "triton-conv")} <= kinds
-    assert mainloop_report.check_targets(rows) == []
+    stem = "7x7 s2 stem, 224x224, 3 -> 64"
+    known = KNOWN_MISSES.get(mainloop_report.triton_version(), {})
+    missing = [r for r in rows if (r.case.layer, r.case.pass_name, r.case.kernel) in known]
+    held = [r for r in rows if r not in missing]
+    assert mainloop_report.check_targets(held) == []
+    for row in missing:  # within its documented ratio to the matmul, and nothing else broken
+        matmul = mainloop_report.reference(rows, row, "matmul")
+        assert row.per_step <= known[row.case.layer, row.case.pass_name, row.case.kernel] * matmul.per_step
+        assert row.case.layer == stem and not row.report.spills
     for row in rows:
-        if row.case.kernel == "triton-conv":
+        if row.case.kernel == "triton-conv" and row.case.layer.startswith("7x7"):
+            # Few channels: the loads are vectors of the zero-padded copies, a wgmma group in flight.
+            loop = row.report.loop
+            assert loop.ldgsts > 0 and loop.wgmma_in_flight >= 1 and not row.report.spills, row.case
+        elif row.case.kernel == "triton-conv":
             loop = row.report.loop
             assert row.per_step <= 960, (row.case, row.per_step)  # the issue's absolute bar
             assert loop.ldgsts + loop.utmaldg > 0 and not loop.a_from_registers, row.case

@@ -1,7 +1,8 @@
 """Each main-loop specialisation the launchers choose from the tensors, against the float64 reference
 under the interpreter, with the choice itself checked: aligned channels (no channel masks), tap bit
 masks, the weight as a KRSC matrix, rows and columns wrapped instead of masked, the 3-channel
-stem's row spans, wgrad's linear rows (with the stride's q term), its TMA descriptors for dy and a
+stem's row spans, few channels per group read from zero-padded copies (dgrad's weight, wgrad's x),
+wgrad's linear rows (with the stride's q term), its TMA descriptors for dy and a
 pointwise x, and the bias gradient's own programs; and what must not be chosen when the tensors do
 not allow it (NCHW, odd channel counts, misaligned groups, a sliced view)."""
 
@@ -79,8 +80,8 @@ CASES = {
     "3-channel stem": (
         (1, 3, 20, 18), (16, 3, 7, 7), dict(padding=3, stride=2), "nhwc",
         dict(CHANNELS_ALIGNED=False, ROW_SPANS=True, TAP_BITS=True),
-        dict(CHANNELS_ALIGNED=True, TAP_BITS=False),  # 49 taps: more than a bit mask holds
-        dict(ONE_TAP_TILES=False, DY_TMA=True, X_TMA=False),
+        dict(CHANNELS_ALIGNED=True, TAP_BITS=True, W_DENSE=True),  # a phase has at most 4x4 taps
+        dict(ONE_TAP_TILES=False, TAP_CHANNELS=4, LINEAR_ROWS=True, Q_EXTRA=True, DY_TMA=True, X_TMA=False),
     ),
     "nchw aligned": (
         (2, 32, 7, 9), (32, 32, 3, 3), dict(padding=1), "nchw",
@@ -91,8 +92,8 @@ CASES = {
     "odd channels, misaligned groups": (
         (2, 20, 6, 7), (12, 10, 3, 3), dict(padding=1, groups=2), "nhwc",
         dict(CHANNELS_ALIGNED=False, ROW_SPANS=False, TAP_BITS=True),
-        dict(CHANNELS_ALIGNED=False, TAP_BITS=True),
-        dict(ONE_TAP_TILES=False, DY_TMA=False),
+        dict(CHANNELS_ALIGNED=False, TAP_BITS=True, W_DENSE=True),  # 10 channels, 16-wide tiles
+        dict(ONE_TAP_TILES=False, TAP_CHANNELS=0, DY_TMA=False),
     ),
     "sliced view": (
         (2, 16, 6, 7), (16, 16, 3, 3), dict(padding=1), "strided",
@@ -182,3 +183,37 @@ def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
     with triton_only():
         got = conv2d_fprop(x, w, b, problem, SMALL)
     assert rel_error(got, reference_conv2d(x, w, b, problem)) < bound(dtype)
+
+
+# Few channels per group (C/g = 3, two groups, a 5x5 stride-2 filter), at shapes that are no tile's
+# multiple: dgrad reads a zero-padded weight, wgrad a zero-padded x, and neither alters its inputs.
+FEW = ((3, 6, 11, 13), (8, 3, 5, 5), dict(stride=2, padding=2, groups=2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_few_channel_groups_read_zero_padded_copies(dtype, layout, triton_only):
+    problem, x, w, b, dy, ref = _tensors(*FEW, dtype, layout)
+    channels_last = layout == "nhwc"
+    originals = [t.clone() for t in (x, w, dy)]
+    for config in (SMALL, SPLIT, WIDE):
+        assert _flags(dgrad_plan(dy, w, x, problem, config), ("W_DENSE", "TAP_BITS")) == dict(
+            W_DENSE=True, TAP_BITS=True
+        )
+        plan = wgrad_plan(dy, x, torch.empty_like(w), b.clone(), problem, config)
+        flags = _flags(plan, ("TAP_CHANNELS", "ONE_TAP_TILES", "LINEAR_ROWS"))
+        assert flags == dict(TAP_CHANNELS=4, ONE_TAP_TILES=False, LINEAR_ROWS=False)  # H is not 2·P
+        # One row tile (4 output channels per group) and its bias program; the GEMM's columns are
+        # the padded ones, 4 channels x 25 taps.
+        assert plan.plan.grid[0] == -(-4 * 25 // config.block_n) + 1
+        with triton_only() as proof:
+            got_dx = conv2d_dgrad(dy, w, problem, config, channels_last=channels_last)
+            got_dw, got_db = conv2d_wgrad(
+                dy, x, problem, config, weight_dtype=dtype, channels_last=channels_last, need_bias=True
+            )
+        assert proof.launches == {"dgrad_kernel": 1, "wgrad_kernel": 1}
+        for name, got in (("dx", got_dx), ("dw", got_dw), ("db", got_db)):
+            err = rel_error(got, ref[name])
+            assert err < bound(dtype), f"{layout} {config} {name}: relative error {err:.2e}"
+    for before, after in zip(originals, (x, w, dy)):
+        assert torch.equal(before, after) and before.stride() == after.stride()

@@ -60,7 +60,7 @@ def dgrad_kernel(
     dx_sn, dx_sc, dx_sh, dx_sw,
     HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, W_C_UNIT: tl.constexpr, DX_C_UNIT: tl.constexpr,
-    POINTWISE: tl.constexpr, CHANNELS_ALIGNED: tl.constexpr, TAP_BITS: tl.constexpr,
+    POINTWISE: tl.constexpr, CHANNELS_ALIGNED: tl.constexpr, TAP_BITS: tl.constexpr, W_DENSE: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -112,11 +112,12 @@ def dgrad_kernel(
         + as_offset(phase_h + i * stride_h, USE_INT64) * dx_sh
         + as_offset(phase_w + j * stride_w, USE_INT64) * dx_sw
     )
-    # Columns: input channels of this group; past the group they wrap to real ones (never stored).
+    # Columns: input channels of this group; past the group they wrap to real ones (never stored),
+    # or, with W_DENSE (the launcher's zero-padded copy of a few-channel weight), read its zeros.
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = offs_n < in_per_group
     in_channel = group * in_per_group + offs_n
-    w_cols = as_offset(offs_n % in_per_group, USE_INT64)
+    w_cols = as_offset(offs_n if W_DENSE else offs_n % in_per_group, USE_INT64)
     w_cols = w_cols if W_C_UNIT else w_cols * w_sc
 
     # Reduction: output channels of this group (the GEMM's K) for each of the phase's taps.
@@ -197,8 +198,12 @@ def dgrad_kernel(
             row_done = js == taps_w
             js = tl.where(row_done, 0, js)
             jr += row_done.to(tl.int32)
-        a_offset += tl.where(tap_done, a_next_col, BLOCK_K * dy_sk_o) + tl.where(row_done, a_next_row, 0)
-        b_offset += tl.where(tap_done, b_next_col, BLOCK_K * w_sk_o) + tl.where(row_done, b_next_row, 0)
+        a_offset += tl.where(
+            row_done, a_next_col + a_next_row, tl.where(tap_done, a_next_col, BLOCK_K * dy_sk_o)
+        )
+        b_offset += tl.where(
+            row_done, b_next_col + b_next_row, tl.where(tap_done, b_next_col, BLOCK_K * w_sk_o)
+        )
 
     # A phase no tap reaches (1x1 stride 2) runs no iteration and stores its zeros (or bias) here.
     do_store = True

@@ -72,7 +72,7 @@ def wgrad_kernel(
     x_lin, q_extra,
     HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, X_C_UNIT: tl.constexpr, DW_C_UNIT: tl.constexpr,
-    ONE_TAP_TILES: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
+    ONE_TAP_TILES: tl.constexpr, TAP_CHANNELS: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
     DY_TMA: tl.constexpr, X_TMA: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -84,11 +84,25 @@ def wgrad_kernel(
     ONE_TAP_TILES: C/g is a multiple of BLOCK_N (or R·S = 1), so a column tile lies in one tap: the
         tap is a scalar, the channels run contiguously and a reduction row's padding test is one
         per row, not per column.
+    TAP_CHANNELS: x is the launcher's zero-padded NHWC copy with TAP_CHANNELS channels per group (a
+        few-channel stem): a column tile spans BLOCK_N / TAP_CHANNELS whole taps, so the padding
+        test is one per (row, tap) and each tap's channels load as one vector. Only the group's
+        real channels are stored.
     DY_TMA: dy is a row-major (N·P·Q, K) matrix (NHWC memory): its [BLOCK_K, BLOCK_M] tiles come
         through a TMA descriptor (dy_desc), which also zero-fills the reduction's tail.
     Each reduction row (an output pixel) carries its coordinates and its x offset from step to
     step: adding BLOCK_K to a flat pixel index is one carry per coordinate, no division."""
-    gemm_n = in_per_group * kernel_h * kernel_w
+    if TAP_CHANNELS:  # x's layout is the launcher's own: strides that are whole vectors of channels
+        x_sw = tl.num_programs(1) * TAP_CHANNELS
+        x_sh = width * x_sw
+        x_sn = height * x_sh
+        x_channels = TAP_CHANNELS
+        if LINEAR_ROWS:  # as the launcher's (a whole number of pixels), so they keep x's alignment
+            x_lin = (stride_h * width * tl.num_programs(1)) // out_width * TAP_CHANNELS
+            q_extra = stride_w * x_sw - x_lin
+    else:
+        x_channels = in_per_group
+    gemm_n = x_channels * kernel_h * kernel_w
     gemm_k = batch * out_height * out_width
     tiles_m = tl.cdiv(out_per_group, BLOCK_M)
     tiles_n = tl.cdiv(gemm_n, BLOCK_N)
@@ -119,13 +133,15 @@ def wgrad_kernel(
             tap = col0 // in_per_group
             c = tl.multiple_of(col0 - tap * in_per_group, BLOCK_N) + tl.arange(0, BLOCK_N)
         else:
-            tap = offs_n // in_per_group
-            c = offs_n % in_per_group
+            tap = offs_n // x_channels
+            c = offs_n % x_channels
+        if TAP_CHANNELS:
+            col_ok &= c < in_per_group  # what is stored; a padding channel only reads x's zeros
         r = tap // kernel_w
         s = tap - r * kernel_w
         tap_h = r * dil_h
         tap_w = s * dil_w
-        x_chan = as_offset(group * in_per_group + c, USE_INT64)
+        x_chan = as_offset(group * x_channels + c, USE_INT64)
         x_chan = x_chan if X_C_UNIT else x_chan * x_sc
 
         # The reduction: the split's first BLOCK_K output pixels u = (n, p, q), decoded once; after
@@ -153,14 +169,24 @@ def wgrad_kernel(
             b_base = x_ptr + tap_offset + x_chan[None, :]
         else:
             lo_p = 0
+            hi_p = out_height
             lo_q = 0
             b_base = x_ptr + (tap_offset + x_chan)[None, :]
+            if LINEAR_ROWS:  # (TAP_CHANNELS) each column's tap: its runs of valid p·Q + q and of q
+                col_lo_p, col_hi_p = axis_taps(tap_h - pad_h, out_height, stride_h, height)
+                col_lo_q, col_hi_q = axis_taps(tap_w - pad_w, out_width, stride_w, width)
+                col_lo_pq = (col_lo_p * out_width)[None, :]
+                col_span_pq = tl.cast((col_hi_p - col_lo_p) * out_width, tl.uint32)[None, :]
+                col_span_q = tl.cast(col_hi_q - col_lo_q, tl.uint32)[None, :]
+                col_lo_q = col_lo_q[None, :]
         if LINEAR_ROWS:
             # x is N·P·Q pixel rows deep in steps of x_lin (H = P·stride_h, NHWC-like strides): pixel
             # (n, p·stride_h, q·stride_w) sits at u·x_lin + q·q_extra, so a row's address moves by a
             # scalar per step (plus a q term when stride_w > 1). p is carried as pq = p·Q + q (its run
             # of valid p is a run of pq), which needs no carry from q.
-            b_rows = b_base + (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            b_rows = (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            if not Q_EXTRA:  # a scalar step per trip: pointers kept; with a q term, a row's offset
+                b_rows = b_base + b_rows  # is summed first, then one pointer add per vector
             pq = (p - lo_p) * out_width + q
             span_pq = tl.cast((hi_p - lo_p) * out_width, tl.uint32)
             end_pq = (out_height - lo_p) * out_width
@@ -178,6 +204,8 @@ def wgrad_kernel(
         q = (q - lo_q)[:, None]
         end_q = out_width - lo_q
         rows = offs_k[:, None]
+        height_u = tl.cast(height, tl.uint32)
+        width_u = tl.cast(width, tl.uint32)
 
         acc = zero_accumulator(BLOCK_M, BLOCK_N, x_ptr)
         for i in range(it, it_end):
@@ -196,9 +224,10 @@ def wgrad_kernel(
                 b = x_desc.load([tl.cast(i * BLOCK_K, tl.int32), group * in_per_group + col0])
             else:
                 if LINEAR_ROWS:
-                    b_ptrs = b_rows + (i - it) * b_step
                     if Q_EXTRA:
-                        b_ptrs += q * q_extra
+                        b_ptrs = b_base + (b_rows + ((i - it) * b_step + q * q_extra))
+                    else:
+                        b_ptrs = b_rows + (i - it) * b_step
                     ok_p = pq.to(tl.uint32, bitcast=True) < span_pq
                 else:
                     b_ptrs = b_base + (
@@ -207,10 +236,15 @@ def wgrad_kernel(
                     ok_p = (p.to(tl.uint32, bitcast=True) < span_p) if ONE_TAP_TILES else True
                 if ONE_TAP_TILES:
                     inside = live & ok_p & (q.to(tl.uint32, bitcast=True) < span_q)
-                else:  # each column its own tap: the padding test is per element
-                    ih = p * stride_h + (tap_h - pad_h)[None, :]
-                    iw = q * stride_w + (tap_w - pad_w)[None, :]
-                    inside = (live & col_ok[None, :]) & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+                elif LINEAR_ROWS:
+                    in_p = (pq - col_lo_pq).to(tl.uint32, bitcast=True) < col_span_pq
+                    inside = live & in_p & ((q - col_lo_q).to(tl.uint32, bitcast=True) < col_span_q)
+                else:  # each column its own tap: the padding test is per element (per vector with
+                    # TAP_CHANNELS, where a column past the taps reads inside x and is not stored)
+                    ih = (p * stride_h + (tap_h - pad_h)[None, :]).to(tl.uint32, bitcast=True)
+                    iw = (q * stride_w + (tap_w - pad_w)[None, :]).to(tl.uint32, bitcast=True)
+                    inside = live if TAP_CHANNELS else live & col_ok[None, :]
+                    inside &= (ih < height_u) & (iw < width_u)  # 0 <= ih < height in one compare
                 b = tl.load(b_ptrs, mask=inside, other=0.0)
             acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 

@@ -10,6 +10,25 @@ from ..problem import ConvProblem
 from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
+def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
+    """BLOCK_N when the weight is better read from a zero-padded copy with BLOCK_N channels (W_DENSE),
+    else 0. A few-channel weight (a 3-channel stem) has rows of C/g elements that are not 16-byte
+    multiples: the kernel wraps its columns modulo C/g and loads them element by element through
+    registers. When C/g fits in one column tile the copy costs no tile and no multiply-add (the
+    tile's columns past C/g were computed and dropped anyway), its rows are whole 16-byte vectors,
+    and it is K·R·S·BLOCK_N elements (64x7x7x16 bf16, 100 KB, for ResNet-50's stem)."""
+    few = problem.in_per_group < config.block_n and (problem.in_per_group * element_size) % 16
+    return config.block_n if few else 0
+
+
+def dense_weight(weight: torch.Tensor, columns: int) -> torch.Tensor:
+    """A (K, columns, R, S) view of a new KRSC tensor that holds the weight's channels, zeros after."""
+    k, c, r, s = weight.shape
+    dense = weight.new_zeros((k, r, s, columns))
+    dense[..., :c] = weight.permute(0, 2, 3, 1)
+    return dense.permute(0, 3, 1, 2)
+
+
 def dgrad_plan(
     dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, has_bias=False
 ) -> Plan:
@@ -23,7 +42,14 @@ def dgrad_plan(
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
     workspace, _ = split_k_buffers(*split)
+    columns = dense_weight_columns(problem, config, weight.element_size())
+    if columns:  # the plan is made for the copy that each call makes (dense_weight)
+        k, _, r, s = weight.shape
+        weight = torch.empty((k, r, s, columns), dtype=weight.dtype, device="meta").permute(0, 3, 1, 2)
     flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
+    # A row's taps are one bit each of an int32: a phase's, not the filter's (the stem's 7x7 s2
+    # phases have at most 4x4 taps).
+    most_taps = max(phase.rows.taps * phase.cols.taps for phase in problem.dgrad_phases())
     ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
@@ -35,7 +61,8 @@ def dgrad_plan(
         HAS_BIAS=has_bias,
         DY_K_UNIT=dy.stride(1) == 1, W_C_UNIT=weight.stride(1) == 1, DX_C_UNIT=dx.stride(1) == 1,
         POINTWISE=problem.is_pointwise, CHANNELS_ALIGNED=problem.out_per_group % config.block_k == 0,
-        TAP_BITS=not problem.is_pointwise and problem.kernel_h * problem.kernel_w <= 31,
+        TAP_BITS=not problem.is_pointwise and most_taps <= 31,
+        W_DENSE=columns > 0,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         GROUP_M=config.group_m, SPLIT_K=config.split_k,
@@ -47,7 +74,12 @@ def dgrad_plan(
 def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, bias=None):
     """The launch of dx = conv2d_input(dy, weight) + bias (uncached: the compile check and tests)."""
     plan = dgrad_plan(dy, weight, dx, problem, config, force_int64, bias is not None)
-    return plan.spec((dy, weight, dy if bias is None else bias, dx))
+    return plan.spec((dy, _weight_operand(plan, weight), dy if bias is None else bias, dx))
+
+
+def _weight_operand(plan: Plan, weight: torch.Tensor) -> torch.Tensor:
+    """The weight as the plan reads it: itself, or (W_DENSE) a fresh zero-padded copy per call."""
+    return dense_weight(weight, plan.constexprs["BLOCK_N"]) if plan.constexprs["W_DENSE"] else weight
 
 
 # Per shape: everything the launch depends on but the data. dx's strides follow from its shape and
@@ -83,5 +115,5 @@ def conv2d_dgrad(
         force_int64, flag_settings(dtype),
     )  # fmt: skip
     plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias))
-    launch(plan.spec((dy, weight, bias if has_bias else dy, dx)))
+    launch(plan.spec((dy, _weight_operand(plan, weight), bias if has_bias else dy, dx)))
     return dx

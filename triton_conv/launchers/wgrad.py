@@ -47,7 +47,40 @@ class _WgradPlan(NamedTuple):
 
     def spec(self, dy, x, dw, db) -> LaunchSpec:
         db_workspace = self.db_buffer if self.db_buffer is not None else _db_split_buffer(*self.db_split)
+        padded = self.plan.constexprs["TAP_CHANNELS"]
+        if padded:
+            x = padded_input(x, self.plan.grid[1], padded)
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
+
+
+def tap_channels(problem: ConvProblem, element_size: int) -> int:
+    """The channels per group of the zero-padded copy of x that the kernel reads (TAP_CHANNELS), or 0
+    for x itself.
+
+    When C/g is a few channels whose pixels are not 16-byte multiples (a 3-channel stem), a column
+    tile straddles taps (r, s, c): each element has its own padding test and x loads element by
+    element through registers. A copy of x with CHANNEL_VECTOR channels per group makes each tap's
+    channels one vector and a tile BLOCK_N / CHANNEL_VECTOR whole taps. Its cost per call: the copy
+    (ResNet-50's stem at N=32 in bf16: 12.8 MB zeroed, 9.6 MB read and written into it) and
+    CHANNEL_VECTOR / (C/g) the multiply-adds (4/3); the zeros add nothing to dw, and only the real
+    channels are stored."""
+    c = problem.in_per_group
+    few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
+    return CHANNEL_VECTOR if few else 0
+
+
+# 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a
+# 3-channel stem) they issued fewer instructions per useful multiply-add (notes/kernels.md).
+CHANNEL_VECTOR = 4
+
+
+def padded_input(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor:
+    """A new NHWC tensor with `channels` per group, x's channels first and zeros after, viewed as
+    (N, groups·channels, H, W)."""
+    n, c, h, w = x.shape
+    padded = x.new_zeros((n, h, w, groups, channels))
+    padded[..., : c // groups] = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups)
+    return padded.view(n, h, w, groups * channels).permute(0, 3, 1, 2)
 
 
 def wgrad_plan(
@@ -63,15 +96,21 @@ def wgrad_plan(
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     gemm = problem.gemm("wgrad")
-    tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(gemm.n, config.block_n)
+    device = x.device
+    padded = tap_channels(problem, x.element_size())
+    if padded:  # the plan is made for the copy of x that each call makes (padded_input)
+        n, _, h, w = problem.input_shape
+        x = torch.empty((n, h, w, problem.groups * padded), dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
+    columns = padded * problem.kernel_h * problem.kernel_w if padded else gemm.n
+    tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(columns, config.block_n)
     # With a bias, tiles_m more programs per group sum dy's rows (and count their own splits).
     bias_programs = tiles_m if db is not None else 0
     split = (
         config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
-        x.dtype, x.device, problem.groups * bias_programs,
+        x.dtype, device, problem.groups * bias_programs,
     )  # fmt: skip
     workspace, _ = split_k_buffers(*split)
-    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, x.device)
+    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
     flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64)
     ints = (
@@ -85,7 +124,7 @@ def wgrad_plan(
     # A group's first channel must start a TMA box on a 16-byte boundary too.
     size = dy.element_size()
     dy_view = x_view = None
-    if not (tma_available(x.device) if tma is None else tma):
+    if not (tma_available(device) if tma is None else tma):
         pass  # pointer loads throughout
     elif problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
         dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
@@ -98,8 +137,9 @@ def wgrad_plan(
     # x's pixels of the output grid (n, p·stride_h, q·stride_w) lie x_lin apart in u = (n, p, q)
     # order, plus a term in q when stride_w > 1: the rows' addresses move by a scalar per step.
     row_step = problem.stride[0] * x.stride(2)
+    # With TAP_CHANNELS the kernel computes x_lin itself, as a whole number of padded pixels.
     linear = (
-        one_tap and row_step % problem.out_width == 0
+        (one_tap or padded > 0) and row_step % (problem.out_width * max(padded, 1)) == 0
         and x.stride(0) == problem.out_height * row_step
     )  # fmt: skip
     x_lin = row_step // problem.out_width if linear else 0
@@ -108,7 +148,7 @@ def wgrad_plan(
     constexprs = dict(
         HAS_BIAS=db is not None,
         DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
-        ONE_TAP_TILES=one_tap, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
+        ONE_TAP_TILES=one_tap, TAP_CHANNELS=padded, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
         DY_TMA=dy_view is not None, X_TMA=x_view is not None,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
