@@ -83,16 +83,24 @@ _PRELUDE = textwrap.dedent("""
     from triton_conv.launchers.common import reaches_int32_limit
     storage = torch.empty(2**31 + 1, dtype=torch.float16)  # address space only: pages untouched
 """)
+# Forward and both gradients: fprop and wgrad read the far x, fprop and dgrad the far weight.
 _CHECK = textwrap.dedent("""
     assert reaches_int32_limit(x, w)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    w64 = w.detach().double().requires_grad_(True)
     got = ours(x, w, **kwargs)
-    expected = theirs(x.double(), w.double(), **kwargs)
-    error = ((got.double() - expected).norm() / expected.norm()).item()
-    assert error < 3e-3, (got, expected)
+    expected = theirs(x64, w64, **kwargs)
+    dy = torch.randn_like(expected)
+    pairs = [(got, expected)]
+    pairs += zip(torch.autograd.grad(got, (x, w), dy.half()), torch.autograd.grad(expected, (x64, w64), dy))
+    for name, (ours_, torchs) in zip(("y", "dx", "dw"), pairs):
+        error = ((ours_.double() - torchs).norm() / torchs.norm()).item()
+        assert error < 3e-3, (name, ours_, torchs)
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="fprop's int64 path multiplies some coordinates by strides in int32")
 @pytest.mark.parametrize("case", list(_FAR_VIEWS))
 def test_views_reaching_past_int32_read_inside_the_tensor(case):
     if reason := interpreter_problem():

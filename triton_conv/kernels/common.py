@@ -28,6 +28,16 @@ def as_offset(value, USE_INT64: tl.constexpr):
 
 
 @triton.jit
+def wide_strides(stride_a, stride_b, stride_c, stride_d):
+    """A tensor's four strides as int64, for the int64 variants: then every coordinate x stride
+    product is int64 (an int32 product wraps before as_offset could widen it)."""
+    return (
+        tl.cast(stride_a, tl.int64), tl.cast(stride_b, tl.int64),
+        tl.cast(stride_c, tl.int64), tl.cast(stride_d, tl.int64),
+    )  # fmt: skip
+
+
+@triton.jit
 def split_range(total_iters, split_id, SPLIT_K: tl.constexpr):
     """The [start, end) slice of the reduction's iterations that split `split_id` owns."""
     per_split = tl.cdiv(total_iters, SPLIT_K)

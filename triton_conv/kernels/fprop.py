@@ -20,6 +20,7 @@ from .common import (
     store_tile,
     swizzled_tile,
     tap_bits,
+    wide_strides,
     zero_accumulator,
 )
 
@@ -52,6 +53,10 @@ def fprop_kernel(
         walks each tap row's S·C contiguous elements as one channel run.
     Rows past the GEMM and columns past the group wrap around to real ones (as a plain matmul's
     do): their results are never stored, and no load needs a mask for them."""
+    if USE_INT64:  # int64 strides: a coordinate x stride product must not wrap in int32 first
+        x_sn, x_sc, x_sh, x_sw = wide_strides(x_sn, x_sc, x_sh, x_sw)
+        w_sk, w_sc, w_sr, w_ss = wide_strides(w_sk, w_sc, w_sr, w_ss)
+        y_sn, y_sk, y_sp, y_sq = wide_strides(y_sn, y_sk, y_sp, y_sq)
     gemm_m = batch * out_height * out_width
     tiles_m = tl.cdiv(gemm_m, BLOCK_M)
     tiles_n = tl.cdiv(out_per_group, BLOCK_N)
