@@ -89,7 +89,7 @@ def fprop_kernel(
     a_base = x_ptr + x_rows[:, None] + x_chan[None, :]
     # A unit channel stride, or (ROW_SPANS) a KRSC weight whose (s, c) run is contiguous even when
     # its one channel's stride is not 1.
-    unit_c = W_C_UNIT or ROW_SPANS
+    unit_c: tl.constexpr = W_C_UNIT or ROW_SPANS
     w_chan = offs_k if unit_c else offs_k * w_sc
     w_sc = 1 if unit_c else w_sc
     b_base = w_ptr + w_chan[:, None] + w_cols[None, :]

@@ -22,7 +22,6 @@ from .common import (
     split_range,
     store_tile,
     swizzled_tile,
-    wide_strides,
     zero_accumulator,
 )
 
@@ -103,11 +102,6 @@ def wgrad_kernel(
             q_extra = stride_w * x_sw - x_lin
     else:
         x_channels = in_per_group
-    if USE_INT64:  # int64 strides: a coordinate x stride product must not wrap in int32 first
-        dy_sn, dy_sk, dy_sp, dy_sq = wide_strides(dy_sn, dy_sk, dy_sp, dy_sq)
-        x_sn, x_sc, x_sh, x_sw = wide_strides(x_sn, x_sc, x_sh, x_sw)
-        dw_sk, dw_sc, dw_sr, dw_ss = wide_strides(dw_sk, dw_sc, dw_sr, dw_ss)
-        x_lin, q_extra = tl.cast(x_lin, tl.int64), tl.cast(q_extra, tl.int64)
     gemm_n = x_channels * kernel_h * kernel_w
     gemm_k = batch * out_height * out_width
     tiles_m = tl.cdiv(out_per_group, BLOCK_M)
