@@ -233,6 +233,18 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
 _placeholders: dict = {}
 
 
+_zero_runs: dict = {}
+
+
+def zero_run(length: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """`length` zeros of `dtype` on `device`, allocated once and never written: a kernel points the
+    loads of padding rows here instead of masking them (dgrad's TAP_BITS reads BLOCK_K of them)."""
+    key = (torch.device(device), dtype, length)
+    if key not in _zero_runs:
+        _zero_runs[key] = torch.zeros(length, dtype=dtype, device=device)
+    return _zero_runs[key]
+
+
 def split_k_buffers(
     split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device, extra_counters: int = 0
 ):
