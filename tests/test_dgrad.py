@@ -12,7 +12,7 @@ import triton.language as tl
 from triton_conv import KernelConfig
 from triton_conv.configs import config_space
 from triton_conv.kernels.dgrad import phase_axis
-from triton_conv.launchers import dgrad as dgrad_launcher
+from triton_conv.launchers import common as launch_common
 from triton_conv.launchers.common import launch, reaches_int32_limit, zero_run
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import ConvProblem
@@ -201,15 +201,15 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
         return run
 
     for config in (KernelConfig(16, 16, LARGEST_BLOCK_K), KernelConfig(32, 16, LARGEST_BLOCK_K, split_k=2)):
-        monkeypatch.setattr(dgrad_launcher, "zero_run", fenced(0.0))
+        monkeypatch.setattr(launch_common, "zero_run", fenced(0.0))
         dx = run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=config, dy=dy)
         assert not dx.isnan().any()
         assert (
             runs[-1][0] == LARGEST_BLOCK_K and runs[-1][1][LARGEST_BLOCK_K : 2 * LARGEST_BLOCK_K].eq(0).all()
         )
-        monkeypatch.setattr(dgrad_launcher, "zero_run", fenced(1.0))
+        monkeypatch.setattr(launch_common, "zero_run", fenced(1.0))
         with triton_only():
-            ones = dgrad_launcher.conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
+            ones = conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
         assert rel_error(ones, ref) > 0.1, "the padding rows did not read the zero run"
     monkeypatch.undo()
     assert torch.count_nonzero(zero_run(LARGEST_BLOCK_K, dtype, dy.device)) == 0, "the zero run was written"

@@ -7,17 +7,8 @@ import torch
 from ..configs import KernelConfig
 from ..kernels.dgrad import dgrad_kernel
 from ..problem import ConvProblem
-from .common import (
-    Plan,
-    PlanCache,
-    cdiv,
-    flag_settings,
-    geometry,
-    kernel_flags,
-    launch,
-    split_k_buffers,
-    zero_run,
-)
+from . import common
+from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
 def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
@@ -89,7 +80,11 @@ def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force
 
 def _zeros(plan: Plan, dy: torch.Tensor) -> torch.Tensor:
     """What padding rows read with TAP_BITS: BLOCK_K zeros of dy's dtype (else an unread dy)."""
-    return zero_run(plan.constexprs["BLOCK_K"], dy.dtype, dy.device) if plan.constexprs["TAP_BITS"] else dy
+    return (
+        common.zero_run(plan.constexprs["BLOCK_K"], dy.dtype, dy.device)
+        if plan.constexprs["TAP_BITS"]
+        else dy
+    )
 
 
 def _weight_operand(plan: Plan, weight: torch.Tensor) -> torch.Tensor:
