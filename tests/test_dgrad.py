@@ -10,8 +10,10 @@ import triton
 import triton.language as tl
 
 from triton_conv import KernelConfig
+from triton_conv.configs import config_space
 from triton_conv.kernels.dgrad import phase_axis
-from triton_conv.launchers.common import launch, reaches_int32_limit
+from triton_conv.launchers import common as launch_common
+from triton_conv.launchers.common import launch, reaches_int32_limit, zero_run
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import ConvProblem
 
@@ -165,6 +167,52 @@ def test_int64_chosen_for_views_that_reach_2_pow_31():
     assert big_view.numel() == 2
     assert not reaches_int32_limit(small) and reaches_int32_limit(small, big_view)
     assert not reaches_int32_limit(torch.empty(2**31, dtype=torch.int8, device="meta").expand(2, -1)[:, :1])
+
+
+# --- padding rows read a run of zeros, not a masked dy -----------------------------------------
+
+LARGEST_BLOCK_K = max(c.block_k for c in config_space("dgrad"))
+
+
+@pytest.mark.parametrize(
+    "out_channels", [2 * LARGEST_BLOCK_K, LARGEST_BLOCK_K + 24], ids=["aligned", "k_tail"]
+)
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, "nhwc"), (torch.float16, "nchw")], ids=str)
+def test_padding_rows_read_the_zero_run_and_nothing_past_it(
+    out_channels, dtype, layout, triton_only, monkeypatch
+):
+    """With TAP_BITS a row whose tap falls in the padding reads BLOCK_K elements of the launcher's
+    zero run (launchers.common.zero_run) instead of a masked dy. Here the run sits between NaN
+    fences as wide as itself: a read past either end would put NaN in dx. Filled with ones instead
+    of zeros, the same launch must give a different dx: the padding rows do read the run."""
+    # Even H: the last row (h = 9) reads p = 5, one past dy; stride 1 across: both edges pad.
+    x_shape, w_shape, kwargs = (1, 5, 10, 11), (out_channels, 5, 3, 3), dict(stride=(2, 1), padding=1)
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    dy, w = make_dy(problem.output_shape, dtype, layout), make_tensor(w_shape, dtype, layout)
+    ref = reference_dgrad(dy, w, problem)
+    runs = []
+
+    def fenced(fill):
+        def run(length, run_dtype, device):
+            fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
+            runs.append((length, fence))
+            return fence[length : 2 * length].fill_(fill)
+
+        return run
+
+    for config in (KernelConfig(16, 16, LARGEST_BLOCK_K), KernelConfig(32, 16, LARGEST_BLOCK_K, split_k=2)):
+        monkeypatch.setattr(launch_common, "zero_run", fenced(0.0))
+        dx = run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=config, dy=dy)
+        assert not dx.isnan().any()
+        assert (
+            runs[-1][0] == LARGEST_BLOCK_K and runs[-1][1][LARGEST_BLOCK_K : 2 * LARGEST_BLOCK_K].eq(0).all()
+        )
+        monkeypatch.setattr(launch_common, "zero_run", fenced(1.0))
+        with triton_only():
+            ones = conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
+        assert rel_error(ones, ref) > 0.1, "the padding rows did not read the zero run"
+    monkeypatch.undo()
+    assert torch.count_nonzero(zero_run(LARGEST_BLOCK_K, dtype, dy.device)) == 0, "the zero run was written"
 
 
 # --- the phase decomposition spends no multiply-add on an inserted zero -------------------------

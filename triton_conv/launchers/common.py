@@ -263,3 +263,25 @@ def split_k_buffers(
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+_zero_runs: dict = {}
+
+
+def zero_run(length: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """`length` zeros of `dtype` on `device`, allocated once and never written: a kernel points the
+    loads of padding rows here instead of masking them (dgrad's TAP_BITS reads BLOCK_K of them).
+
+    The first fill is waited for once, so a launch on another stream never reads it unfilled. One
+    first asked for while a CUDA stream is capturing is not kept: its fill is part of the graph and
+    runs only when the graph replays."""
+    key = (torch.device(device), dtype, length)
+    if key in _zero_runs:
+        return _zero_runs[key]
+    zeros = torch.zeros(length, dtype=dtype, device=device)
+    if key[0].type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return zeros
+        torch.cuda.current_stream(key[0]).synchronize()
+    _zero_runs[key] = zeros
+    return zeros

@@ -7,6 +7,7 @@ import torch
 from ..configs import KernelConfig
 from ..kernels.dgrad import dgrad_kernel
 from ..problem import ConvProblem
+from . import common
 from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
@@ -74,7 +75,16 @@ def dgrad_plan(
 def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, bias=None):
     """The launch of dx = conv2d_input(dy, weight) + bias (uncached: the compile check and tests)."""
     plan = dgrad_plan(dy, weight, dx, problem, config, force_int64, bias is not None)
-    return plan.spec((dy, _weight_operand(plan, weight), dy if bias is None else bias, dx))
+    return plan.spec((dy, _weight_operand(plan, weight), dy if bias is None else bias, dx, _zeros(plan, dy)))
+
+
+def _zeros(plan: Plan, dy: torch.Tensor) -> torch.Tensor:
+    """What padding rows read with TAP_BITS: BLOCK_K zeros of dy's dtype (else an unread dy)."""
+    return (
+        common.zero_run(plan.constexprs["BLOCK_K"], dy.dtype, dy.device)
+        if plan.constexprs["TAP_BITS"]
+        else dy
+    )
 
 
 def _weight_operand(plan: Plan, weight: torch.Tensor) -> torch.Tensor:
@@ -115,5 +125,5 @@ def conv2d_dgrad(
         force_int64, flag_settings(dtype),
     )  # fmt: skip
     plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias))
-    launch(plan.spec((dy, _weight_operand(plan, weight), bias if has_bias else dy, dx)))
+    launch(plan.spec((dy, _weight_operand(plan, weight), bias if has_bias else dy, dx, _zeros(plan, dy))))
     return dx
