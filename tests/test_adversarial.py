@@ -66,6 +66,14 @@ _FAR_VIEWS = {
         kwargs = dict(stride=2)
         ours, theirs = triton_conv.conv1d, F.conv1d
     """,
+    # The same weight at stride 2: dgrad's stride phases step two tap rows (2**31) at a time.
+    "weight_rows_stride_2": """
+        w = storage.as_strided((1, 1, 3, 1), (3, 3, 2**30, 1))
+        w.copy_(torch.randn(1, 1, 3, 1).half())
+        x = torch.randn(1, 1, 7, 1).half()
+        kwargs = dict(stride=2)
+        ours, theirs = triton_conv.conv2d, F.conv2d
+    """,
     # conv2d, the weight's rows 2**30 apart: tap r = 2 sits at r * w_sr = 2**31.
     "weight_rows": """
         w = storage.as_strided((1, 1, 3, 1), (3, 3, 2**30, 1))

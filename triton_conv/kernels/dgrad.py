@@ -31,6 +31,7 @@ from .common import (
     store_tile,
     swizzled_tile,
     tap_bits,
+    wide_strides,
     zero_accumulator,
 )
 
@@ -71,6 +72,10 @@ def dgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
+    if USE_INT64:  # int64 strides: a coordinate x stride product must not wrap in int32 first
+        dy_sn, dy_sk, dy_sp, dy_sq = wide_strides(dy_sn, dy_sk, dy_sp, dy_sq)
+        w_sk, w_sc, w_sr, w_ss = wide_strides(w_sk, w_sc, w_sr, w_ss)
+        dx_sn, dx_sc, dx_sh, dx_sw = wide_strides(dx_sn, dx_sc, dx_sh, dx_sw)
     phases = stride_h * stride_w
     group = tl.program_id(1) // phases
     phase = tl.program_id(1) % phases
