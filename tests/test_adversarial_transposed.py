@@ -1,0 +1,94 @@
+"""Adversarial cases against torch's contract for the newer parts: conv_transpose2d, conv1d, the
+Conv1d / Conv2d / ConvTranspose2d modules and convert_model (the conv2d pass is test_adversarial.py).
+
+Each test holds a class of inputs to torch's behaviour: ConvTranspose2d's `output_size` over every
+legal and illegal size (property), the modules' constructor arguments against torch's modules
+(repr, state_dict both ways, dtype), models traced by torch.fx, convolutions compiled before
+convert_model (never silently left on torch's kernels) and a clear error from torch.jit.script.
+A failing property case prints the command that reruns it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import triton_conv
+from triton_conv.launchers.common import launch_counts
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+
+MODULE = "tests.test_adversarial_transposed"
+
+
+def _launches(fn):
+    """(fn(), kernel launches per kernel name during the call)."""
+    before = dict(launch_counts)
+    result = fn()
+    return result, {k: v - before.get(k, 0) for k, v in launch_counts.items() if v != before.get(k, 0)}
+
+
+# --- 3. a decoder of the three modules (padding modes, output_padding, 'same') ------------------------
+def _decoder():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1), nn.Flatten(2),
+        nn.Conv1d(2, 2, 3, padding="same", padding_mode="circular"),
+    ).double()  # fmt: skip
+
+
+# --- 4. convert_model on convolutions compiled before conversion -------------------------------------
+def _compiled_before(kind: str, how: str):
+    """(model, conv): a one-conv model whose conv was compiled in place (`conv.compile()`) or
+    wrapped by torch.compile as a child or as the whole model, before any conversion."""
+    conv = {"Conv1d": nn.Conv1d(2, 2, 3), "Conv2d": nn.Conv2d(2, 2, 3),
+            "ConvTranspose2d": nn.ConvTranspose2d(2, 2, 3, stride=2)}[kind].double()  # fmt: skip
+    if how == "in_place":
+        conv.compile(backend="eager")
+        return nn.Sequential(conv), conv
+    if how == "wrapped_child":
+        return nn.Sequential(torch.compile(conv, backend="eager")), conv
+    return torch.compile(conv, backend="eager"), conv
+
+
+@pytest.mark.parametrize("how", ["in_place", "wrapped_child", "wrapped_root"])
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d", "ConvTranspose2d"])
+def test_convert_model_never_leaves_a_compiled_conv_on_torch_silently(kind, how):
+    """A compiled call is bound to the torch module: conv.compile() keeps it in the module's
+    __dict__ (which the converted module copied), torch.compile(conv) in its wrapper's forward.
+    convert_model swapped the class (or the wrapper's child) and reported nothing, yet torch's
+    convolution ran. Each must run the Triton kernel or be reported."""
+    torch._dynamo.reset()
+    model, conv = _compiled_before(kind, how)
+    x = torch.randn((1, 2, 5) if kind == "Conv1d" else (1, 2, 5, 5), dtype=EXACT)
+    expected = conv.forward(x)
+    report = []
+    model = triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    torch._dynamo.reset()
+    assert rel_error(y, expected) < EXACT_TOL
+    ran_triton = launched.get("dgrad_kernel" if kind == "ConvTranspose2d" else "fprop_kernel", 0) == 1
+    assert ran_triton or (len(report) == 1 and "compil" in report[0][1]), (launched, report)
+
+
+def test_a_compiled_parent_still_converts_its_convolutions():
+    """The compiled wrapper of a container calls the container, which finds its (converted)
+    children at run time: nothing to report, and the kernels run."""
+    torch._dynamo.reset()
+    model = torch.compile(nn.Sequential(nn.Conv2d(2, 2, 3).double()), backend="eager")
+    report = []
+    model = triton_conv.convert_model(model, report=report)
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
+    _, launched = _launches(lambda: model(x))
+    torch._dynamo.reset()
+    assert report == [] and launched == {"fprop_kernel": 1}
+
+
+# --- 5. torch.jit.script: a clear error --------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_scripting_a_converted_model_says_what_to_use_instead():
+    model = triton_conv.convert_model(_decoder())
+    with pytest.raises(RuntimeError, match=r"torch\.jit\.script.*torch\.compile"):
+        torch.jit.script(model)
