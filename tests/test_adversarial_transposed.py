@@ -10,8 +10,11 @@ A failing property case prints the command that reruns it.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import triton_conv
@@ -30,13 +33,56 @@ def _launches(fn):
     return result, {k: v - before.get(k, 0) for k, v in launch_counts.items() if v != before.get(k, 0)}
 
 
-# --- 3. a decoder of the three modules (padding modes, output_padding, 'same') ------------------------
+# --- 3. torch.fx: a converted model traces as torch's does, and runs the kernels -----------------------
 def _decoder():
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
         nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1), nn.Flatten(2),
         nn.Conv1d(2, 2, 3, padding="same", padding_mode="circular"),
     ).double()  # fmt: skip
+
+
+def test_symbolic_trace_of_a_converted_model(triton_only):
+    """torch.fx.symbolic_trace passes Proxies where tensors go: torch's convolutions hand them to
+    __torch_function__ (recorded as a call), triton-conv's refused them ('input must be a
+    torch.Tensor, got Proxy'), so no converted model could be traced (torchvision's feature
+    extraction, fx quantization and graph passes all trace)."""
+    reference = _decoder()
+    model = triton_conv.convert_model(copy.deepcopy(reference))
+    traced = torch.fx.symbolic_trace(model)
+    targets = {node.target for node in traced.graph.nodes if node.op == "call_function"}
+    assert {triton_conv.conv2d, triton_conv.conv_transpose2d, triton_conv.conv1d} <= targets
+    x = torch.randn(2, 3, 4, 5, dtype=EXACT)
+    with triton_only() as proof:
+        y = traced(x)
+    assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1}
+    assert rel_error(y, reference(x)) < EXACT_TOL
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
+def test_functions_speak_torch_function_as_torchs_do(name):
+    """A TorchFunctionMode (and a tensor subclass's __torch_function__) sees each function as it
+    sees torch.nn.functional's, with the caller's arguments."""
+    from torch.overrides import TorchFunctionMode
+
+    class Recorder(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls.append((func, args[3]))
+            return func(*args, **(kwargs or {}))
+
+    ours, theirs = getattr(triton_conv, name), getattr(F, name)
+    x_shape, w_shape = ((2, 4, 7), (4, 4, 3)) if name == "conv1d" else ((2, 4, 5, 6), (4, 4, 3, 3))
+    x, w = torch.randn(x_shape, dtype=EXACT), torch.randn(w_shape, dtype=EXACT)
+    results = {}
+    for conv in (theirs, ours):
+        with Recorder() as recorder:
+            results[conv] = conv(x, w, None, 2)
+        assert [func for func, _ in recorder.calls] == [conv] and recorder.calls[0][1] == 2, recorder.calls
+    assert rel_error(results[ours], results[theirs]) < EXACT_TOL
 
 
 # --- 4. convert_model on convolutions compiled before conversion -------------------------------------
