@@ -11,17 +11,21 @@ A failing property case prints the command that reruns it.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .contract import EXACT, EXACT_TOL
+from .contract import EXACT, EXACT_TOL, outcome, reproduction
 from .reference import rel_error
+from .test_contract_properties import FAST
 
 MODULE = "tests.test_adversarial_transposed"
 
@@ -31,6 +35,117 @@ def _launches(fn):
     before = dict(launch_counts)
     result = fn()
     return result, {k: v - before.get(k, 0) for k, v in launch_counts.items() if v != before.get(k, 0)}
+
+
+# --- 1. ConvTranspose2d.forward(output_size=...): every legal and illegal size, as torch's --------------
+@dataclass(frozen=True)
+class OutputSizeCase:
+    kwargs: dict  # the module's constructor arguments after (4, 6, kernel)
+    kernel: tuple
+    x_shape: tuple
+    offsets: tuple  # output_size - the smallest legal size, per axis
+    leading: tuple  # the dimensions output_size repeats before H, W: (), (C,), (N, C) or others
+    seed: int
+
+
+@st.composite
+def output_size_cases(draw):
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kwargs = dict(stride=stride, padding=(draw(st.integers(0, 2)), draw(st.integers(0, 1))),
+                  dilation=dilation, groups=draw(st.sampled_from([1, 2])))  # fmt: skip
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    image = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x_shape = draw(st.sampled_from([(2, 4), (4,)])) + image
+    # Offsets from one below the smallest size to one above the largest (stride - 1 above it).
+    offsets = tuple(draw(st.integers(-1, s)) for s in stride)
+    leading = draw(st.sampled_from([(), (6,), (2, 6), (1,), (2, 6, 1)]))
+    return OutputSizeCase(kwargs, kernel, x_shape, offsets, leading, draw(st.integers(0, 2**31 - 1)))
+
+
+def run_output_size_case(case: OutputSizeCase):
+    failure = reproduction(MODULE, f"run_output_size_case({case!r})")
+    torch.manual_seed(case.seed)
+    reference = nn.ConvTranspose2d(4, 6, case.kernel, **case.kwargs).double()
+    module = triton_conv.ConvTranspose2d(4, 6, case.kernel, **case.kwargs).double()
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(case.x_shape, dtype=EXACT)
+    geometry = (case.kwargs[name] for name in ("stride", "padding", "dilation"))
+    smallest = [
+        (n - 1) * s - 2 * p + d * (k - 1) + 1
+        for n, s, p, d, k in zip(case.x_shape[-2:], *geometry, case.kernel)
+    ]
+    size = [*case.leading, *(m + o for m, o in zip(smallest, case.offsets))]
+    torch_kind, expected = outcome(lambda: reference(x, size))
+    kind, got = outcome(lambda: module(x, size))
+    assert kind == torch_kind, (got, expected, failure)
+    if kind == "raise":  # torch's own check (_output_padding), or ours where torch's F refuses
+        assert isinstance(got, (ValueError, RuntimeError)), (got, failure)
+        assert type(got) is type(expected) or isinstance(got, RuntimeError), (got, expected, failure)
+        return
+    assert got.shape == expected.shape and rel_error(got, expected) < EXACT_TOL, failure
+
+
+@settings(max_examples=30, **FAST)
+@given(output_size_cases())
+def test_conv_transpose2d_output_size_of_every_kind_matches_torch(case):
+    run_output_size_case(case)
+
+
+# --- 2. the modules against torch's: repr, state_dict both ways, dtypes, outputs ---------------------
+@dataclass(frozen=True)
+class ModuleCase:
+    kind: str  # "Conv1d", "Conv2d" or "ConvTranspose2d"
+    kwargs: dict
+    dtype: torch.dtype
+    seed: int
+
+
+@st.composite
+def module_cases(draw):
+    kind = draw(st.sampled_from(["Conv1d", "Conv2d", "ConvTranspose2d"]))
+    stride, dilation = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kwargs = dict(kernel_size=draw(st.integers(1, 3)), stride=stride, dilation=dilation,
+                  groups=draw(st.sampled_from([1, 2])), bias=draw(st.booleans()))  # fmt: skip
+    if kind == "ConvTranspose2d":
+        kwargs.update(
+            padding=draw(st.integers(0, 1)), output_padding=draw(st.integers(0, max(stride, dilation) - 1))
+        )
+    else:
+        padding = draw(st.sampled_from([0, 1, "valid"] + (["same"] if stride == 1 else [])))
+        modes = ["zeros", "reflect", "replicate", "circular"] if padding != "valid" else ["zeros"]
+        kwargs.update(padding=padding, padding_mode=draw(st.sampled_from(modes)))
+    return ModuleCase(
+        kind, kwargs, draw(st.sampled_from([EXACT, torch.float32])), draw(st.integers(0, 2**31 - 1))
+    )
+
+
+def run_module_case(case: ModuleCase):
+    failure = reproduction(MODULE, f"run_module_case({case!r})")
+    torch.manual_seed(case.seed)
+    reference = getattr(nn, case.kind)(4, 6, **case.kwargs)
+    module = getattr(triton_conv, case.kind)(4, 6, **case.kwargs)
+    assert repr(module) == repr(reference) and module.extra_repr() == reference.extra_repr(), failure
+    assert list(module.state_dict()) == list(reference.state_dict()), failure
+    module.load_state_dict(reference.state_dict(), strict=True)
+    reference.load_state_dict(module.state_dict(), strict=True)  # and back: checkpoints load both ways
+    module, reference = module.to(case.dtype), reference.to(case.dtype)
+    image = (7,) if case.kind == "Conv1d" else (5, 4)
+    x = torch.randn(2, 4, *image, dtype=case.dtype)
+    for inputs in (x, x[0]):
+        torch_kind, expected = outcome(lambda: reference(inputs))  # noqa: B023
+        kind, got = outcome(lambda: module(inputs))  # noqa: B023
+        assert kind == torch_kind, (got, expected, failure)
+        if kind == "ok":
+            assert got.dtype == expected.dtype and got.shape == expected.shape, failure
+            bound = EXACT_TOL if case.dtype == EXACT else 1e-5
+            assert rel_error(got, expected) < bound, failure
+
+
+@settings(max_examples=15, **FAST)
+@given(module_cases())
+def test_modules_match_torchs_in_repr_state_and_output(case):
+    run_module_case(case)
 
 
 # --- 3. torch.fx: a converted model traces as torch's does, and runs the kernels -----------------------
