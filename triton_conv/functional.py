@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from .arguments import ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
@@ -147,14 +148,19 @@ def conv2d(
     CUDA tensors, and CPU tensors under TRITON_INTERPRET=1, run the Triton kernels; other CPU
     tensors fall back to torch's conv2d with a one-time warning.
     """
-    return _entry(validate, F.conv2d, _run_conv2d, input, weight, bias, stride, padding, dilation, groups)
+    geometry = (stride, padding, dilation, groups)
+    return _entry(conv2d, validate, F.conv2d, _run_conv2d, input, weight, bias, *geometry)
 
 
-def _entry(check, torch_conv, run, input, weight, bias, *geometry) -> torch.Tensor:
-    """What conv2d, conv1d and conv_transpose2d do alike: cast as autocast casts torch's own, check
-    every argument (`check`: validate, validate1d or validate_transposed), fall back to `torch_conv`
-    where the Triton kernels cannot run, else run(input with a batch dimension, weight, bias,
-    problem) and drop the batch dimension again for an unbatched input."""
+def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> torch.Tensor:
+    """What conv2d, conv1d and conv_transpose2d (`public`) do alike: hand a call on tensor-likes
+    with __torch_function__ (torch.fx's Proxy, subclasses, TorchFunctionModes) to that protocol as
+    torch's own functions do; cast as autocast casts torch's own, check every argument (`check`:
+    validate, validate1d or validate_transposed), fall back to `torch_conv` where the Triton
+    kernels cannot run, else run(input with a batch dimension, weight, bias, problem) and drop the
+    batch dimension again for an unbatched input."""
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(public, (input, weight, bias), input, weight, bias, *geometry)
     input, weight, bias = _autocast(input, weight, bias)
     problem = check(input, weight, bias, *geometry)
     if not runs_triton(input):
@@ -196,7 +202,8 @@ def conv1d(
     """Drop-in torch.nn.functional.conv1d: conv2d's kernels and derivatives on (N, C, 1, L) views.
     Outputs follow the input's memory format as conv2d's do (an (N, C, L) input with unit channel
     stride gives such an output, as cuDNN's)."""
-    return _entry(validate1d, F.conv1d, _run_conv1d, input, weight, bias, stride, padding, dilation, groups)
+    geometry = (stride, padding, dilation, groups)
+    return _entry(conv1d, validate1d, F.conv1d, _run_conv1d, input, weight, bias, *geometry)
 
 
 def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
@@ -244,7 +251,8 @@ def conv_transpose2d(
     conv2d's forward kernel, its weight gradient the weight-gradient kernel with x and dy exchanged.
     The output follows the input's (or weight's) memory format, as cuDNN's does."""
     geometry = (stride, padding, output_padding, groups, dilation)
-    return _entry(validate_transposed, F.conv_transpose2d, _run_transposed, input, weight, bias, *geometry)
+    check, run = validate_transposed, _run_transposed
+    return _entry(conv_transpose2d, check, F.conv_transpose2d, run, input, weight, bias, *geometry)
 
 
 def _run_transposed(x, weight, bias, problem: ConvProblem) -> torch.Tensor:

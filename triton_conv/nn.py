@@ -3,6 +3,7 @@ networks."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -30,6 +31,15 @@ class _FromTorch:
         state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
         new.__dict__.update(state)
         return new
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script would compile the forward to TorchScript, which cannot call Triton
+        # kernels; without this it fails deep inside triton_conv.functional with no hint why.
+        raise RuntimeError(
+            f"triton_conv.{type(self).__name__} cannot be scripted with torch.jit.script (TorchScript "
+            "cannot run Triton kernels): use torch.compile, torch.export or torch.jit.trace, or "
+            "script the model before convert_model"
+        )
 
 
 class Conv2d(_FromTorch, nn.Conv2d):
@@ -86,6 +96,12 @@ def _reason_to_skip(module: nn.Module) -> str | None:
         # An instance forward (accelerate-style wrappers) is bound to the torch module: converted,
         # the module would still run torch's convolution.
         return f"{kind.__name__} has a forward of its own on the instance (a wrapper) that runs torch's conv"
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        # module.compile() compiled the torch module's own call; a converted module would run it.
+        return (
+            f"{kind.__name__} was compiled in place (module.compile()) and would still run torch's "
+            "conv; convert before compiling"
+        )
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return (
             f"{kind.__name__} is lazy (its parameters are uninitialized until a first forward, which "
@@ -111,6 +127,13 @@ def _reason_to_skip(module: nn.Module) -> str | None:
     return None
 
 
+def _compiled_wrapper(module: nn.Module) -> bool:
+    """`module` is torch.compile's wrapper (OptimizedModule), whose compiled forward is bound to the
+    module it wraps: replacing that child would leave the forward calling the torch module."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # none can exist before it is imported
+    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+
+
 def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     """Replace every torch.nn.Conv1d, Conv2d and ConvTranspose2d in `model` (nested ones too) with
     triton-conv's module that shares its parameters, buffers, attributes and hooks (forward,
@@ -120,15 +143,21 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
     ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
-    was replaced on the instance.
+    was replaced on the instance, modules compiled (torch.compile(conv), conv.compile()) before
+    conversion, whose compiled code would still run torch's convolution.
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
 
-    def convert(module: nn.Module, name: str) -> nn.Module:
+    def convert(module: nn.Module, name: str, wrapped: bool = False) -> nn.Module:
         if id(module) in converted:
             return converted[id(module)]
         reason = _reason_to_skip(module)
+        if reason is None and wrapped:
+            reason = (
+                "torch.compile wraps it and its compiled forward would still run torch's conv; "
+                "convert before compiling"
+            )
         if reason is None:
             converted[id(module)] = CONVERSIONS[type(module)].from_torch(module)
             return converted[id(module)]
@@ -144,7 +173,7 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
             for child_name, child in list(module.named_children()):
                 if isinstance(child, convolution):
                     qualified = f"{name}.{child_name}" if name else child_name
-                    setattr(module, child_name, convert(child, qualified))
+                    setattr(module, child_name, convert(child, qualified, _compiled_wrapper(module)))
     if report is not None:
         report.extend(skipped)
     elif skipped:

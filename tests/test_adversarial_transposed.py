@@ -1,0 +1,255 @@
+"""Adversarial cases against torch's contract for the newer parts: conv_transpose2d, conv1d, the
+Conv1d / Conv2d / ConvTranspose2d modules and convert_model (the conv2d pass is test_adversarial.py).
+
+Each test holds a class of inputs to torch's behaviour: ConvTranspose2d's `output_size` over every
+legal and illegal size (property), the modules' constructor arguments against torch's modules
+(repr, state_dict both ways, dtype), models traced by torch.fx, convolutions compiled before
+convert_model (never silently left on torch's kernels) and a clear error from torch.jit.script.
+A failing property case prints the command that reruns it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import triton_conv
+from triton_conv.launchers.common import launch_counts
+
+from .contract import EXACT, EXACT_TOL, outcome, reproduction
+from .reference import rel_error
+from .test_contract_properties import FAST
+
+MODULE = "tests.test_adversarial_transposed"
+
+
+def _launches(fn):
+    """(fn(), kernel launches per kernel name during the call)."""
+    before = dict(launch_counts)
+    result = fn()
+    return result, {k: v - before.get(k, 0) for k, v in launch_counts.items() if v != before.get(k, 0)}
+
+
+# --- 1. ConvTranspose2d.forward(output_size=...): every legal and illegal size, as torch's --------------
+@dataclass(frozen=True)
+class OutputSizeCase:
+    kwargs: dict  # the module's constructor arguments after (4, 6, kernel)
+    kernel: tuple
+    x_shape: tuple
+    offsets: tuple  # output_size - the smallest legal size, per axis
+    leading: tuple  # the dimensions output_size repeats before H, W: (), (C,), (N, C) or others
+    seed: int
+
+
+@st.composite
+def output_size_cases(draw):
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kwargs = dict(stride=stride, padding=(draw(st.integers(0, 2)), draw(st.integers(0, 1))),
+                  dilation=dilation, groups=draw(st.sampled_from([1, 2])))  # fmt: skip
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    image = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x_shape = draw(st.sampled_from([(2, 4), (4,)])) + image
+    # Offsets from one below the smallest size to one above the largest (stride - 1 above it).
+    offsets = tuple(draw(st.integers(-1, s)) for s in stride)
+    leading = draw(st.sampled_from([(), (6,), (2, 6), (1,), (2, 6, 1)]))
+    return OutputSizeCase(kwargs, kernel, x_shape, offsets, leading, draw(st.integers(0, 2**31 - 1)))
+
+
+def run_output_size_case(case: OutputSizeCase):
+    failure = reproduction(MODULE, f"run_output_size_case({case!r})")
+    torch.manual_seed(case.seed)
+    reference = nn.ConvTranspose2d(4, 6, case.kernel, **case.kwargs).double()
+    module = triton_conv.ConvTranspose2d(4, 6, case.kernel, **case.kwargs).double()
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(case.x_shape, dtype=EXACT)
+    geometry = (case.kwargs[name] for name in ("stride", "padding", "dilation"))
+    smallest = [
+        (n - 1) * s - 2 * p + d * (k - 1) + 1
+        for n, s, p, d, k in zip(case.x_shape[-2:], *geometry, case.kernel)
+    ]
+    size = [*case.leading, *(m + o for m, o in zip(smallest, case.offsets))]
+    torch_kind, expected = outcome(lambda: reference(x, size))
+    kind, got = outcome(lambda: module(x, size))
+    assert kind == torch_kind, (got, expected, failure)
+    if kind == "raise":  # torch's own check (_output_padding), or ours where torch's F refuses
+        assert isinstance(got, (ValueError, RuntimeError)), (got, failure)
+        assert type(got) is type(expected) or isinstance(got, RuntimeError), (got, expected, failure)
+        return
+    assert got.shape == expected.shape and rel_error(got, expected) < EXACT_TOL, failure
+
+
+@settings(max_examples=30, **FAST)
+@given(output_size_cases())
+def test_conv_transpose2d_output_size_of_every_kind_matches_torch(case):
+    run_output_size_case(case)
+
+
+# --- 2. the modules against torch's: repr, state_dict both ways, dtypes, outputs ---------------------
+@dataclass(frozen=True)
+class ModuleCase:
+    kind: str  # "Conv1d", "Conv2d" or "ConvTranspose2d"
+    kwargs: dict
+    dtype: torch.dtype
+    seed: int
+
+
+@st.composite
+def module_cases(draw):
+    kind = draw(st.sampled_from(["Conv1d", "Conv2d", "ConvTranspose2d"]))
+    stride, dilation = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kwargs = dict(kernel_size=draw(st.integers(1, 3)), stride=stride, dilation=dilation,
+                  groups=draw(st.sampled_from([1, 2])), bias=draw(st.booleans()))  # fmt: skip
+    if kind == "ConvTranspose2d":
+        kwargs.update(
+            padding=draw(st.integers(0, 1)), output_padding=draw(st.integers(0, max(stride, dilation) - 1))
+        )
+    else:
+        padding = draw(st.sampled_from([0, 1, "valid"] + (["same"] if stride == 1 else [])))
+        modes = ["zeros", "reflect", "replicate", "circular"] if padding != "valid" else ["zeros"]
+        kwargs.update(padding=padding, padding_mode=draw(st.sampled_from(modes)))
+    return ModuleCase(
+        kind, kwargs, draw(st.sampled_from([EXACT, torch.float32])), draw(st.integers(0, 2**31 - 1))
+    )
+
+
+def run_module_case(case: ModuleCase):
+    failure = reproduction(MODULE, f"run_module_case({case!r})")
+    torch.manual_seed(case.seed)
+    reference = getattr(nn, case.kind)(4, 6, **case.kwargs)
+    module = getattr(triton_conv, case.kind)(4, 6, **case.kwargs)
+    assert repr(module) == repr(reference) and module.extra_repr() == reference.extra_repr(), failure
+    assert list(module.state_dict()) == list(reference.state_dict()), failure
+    module.load_state_dict(reference.state_dict(), strict=True)
+    reference.load_state_dict(module.state_dict(), strict=True)  # and back: checkpoints load both ways
+    module, reference = module.to(case.dtype), reference.to(case.dtype)
+    image = (7,) if case.kind == "Conv1d" else (5, 4)
+    x = torch.randn(2, 4, *image, dtype=case.dtype)
+    for inputs in (x, x[0]):
+        torch_kind, expected = outcome(lambda: reference(inputs))  # noqa: B023
+        kind, got = outcome(lambda: module(inputs))  # noqa: B023
+        assert kind == torch_kind, (got, expected, failure)
+        if kind == "ok":
+            assert got.dtype == expected.dtype and got.shape == expected.shape, failure
+            bound = EXACT_TOL if case.dtype == EXACT else 1e-5
+            assert rel_error(got, expected) < bound, failure
+
+
+@settings(max_examples=15, **FAST)
+@given(module_cases())
+def test_modules_match_torchs_in_repr_state_and_output(case):
+    run_module_case(case)
+
+
+# --- 3. torch.fx: a converted model traces as torch's does, and runs the kernels -----------------------
+def _decoder():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1), nn.Flatten(2),
+        nn.Conv1d(2, 2, 3, padding="same", padding_mode="circular"),
+    ).double()  # fmt: skip
+
+
+def test_symbolic_trace_of_a_converted_model(triton_only):
+    """torch.fx.symbolic_trace passes Proxies where tensors go: torch's convolutions hand them to
+    __torch_function__ (recorded as a call), triton-conv's refused them ('input must be a
+    torch.Tensor, got Proxy'), so no converted model could be traced (torchvision's feature
+    extraction, fx quantization and graph passes all trace)."""
+    reference = _decoder()
+    model = triton_conv.convert_model(copy.deepcopy(reference))
+    traced = torch.fx.symbolic_trace(model)
+    targets = {node.target for node in traced.graph.nodes if node.op == "call_function"}
+    assert {triton_conv.conv2d, triton_conv.conv_transpose2d, triton_conv.conv1d} <= targets
+    x = torch.randn(2, 3, 4, 5, dtype=EXACT)
+    with triton_only() as proof:
+        y = traced(x)
+    assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1}
+    assert rel_error(y, reference(x)) < EXACT_TOL
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
+def test_functions_speak_torch_function_as_torchs_do(name):
+    """A TorchFunctionMode (and a tensor subclass's __torch_function__) sees each function as it
+    sees torch.nn.functional's, with the caller's arguments."""
+    from torch.overrides import TorchFunctionMode
+
+    class Recorder(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls.append((func, args[3]))
+            return func(*args, **(kwargs or {}))
+
+    ours, theirs = getattr(triton_conv, name), getattr(F, name)
+    x_shape, w_shape = ((2, 4, 7), (4, 4, 3)) if name == "conv1d" else ((2, 4, 5, 6), (4, 4, 3, 3))
+    x, w = torch.randn(x_shape, dtype=EXACT), torch.randn(w_shape, dtype=EXACT)
+    results = {}
+    for conv in (theirs, ours):
+        with Recorder() as recorder:
+            results[conv] = conv(x, w, None, 2)
+        assert [func for func, _ in recorder.calls] == [conv] and recorder.calls[0][1] == 2, recorder.calls
+    assert rel_error(results[ours], results[theirs]) < EXACT_TOL
+
+
+# --- 4. convert_model on convolutions compiled before conversion -------------------------------------
+def _compiled_before(kind: str, how: str):
+    """(model, conv): a one-conv model whose conv was compiled in place (`conv.compile()`) or
+    wrapped by torch.compile as a child or as the whole model, before any conversion."""
+    conv = {"Conv1d": nn.Conv1d(2, 2, 3), "Conv2d": nn.Conv2d(2, 2, 3),
+            "ConvTranspose2d": nn.ConvTranspose2d(2, 2, 3, stride=2)}[kind].double()  # fmt: skip
+    if how == "in_place":
+        conv.compile(backend="eager")
+        return nn.Sequential(conv), conv
+    if how == "wrapped_child":
+        return nn.Sequential(torch.compile(conv, backend="eager")), conv
+    return torch.compile(conv, backend="eager"), conv
+
+
+@pytest.mark.parametrize("how", ["in_place", "wrapped_child", "wrapped_root"])
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d", "ConvTranspose2d"])
+def test_convert_model_never_leaves_a_compiled_conv_on_torch_silently(kind, how):
+    """A compiled call is bound to the torch module: conv.compile() keeps it in the module's
+    __dict__ (which the converted module copied), torch.compile(conv) in its wrapper's forward.
+    convert_model swapped the class (or the wrapper's child) and reported nothing, yet torch's
+    convolution ran. Each must run the Triton kernel or be reported."""
+    torch._dynamo.reset()
+    model, conv = _compiled_before(kind, how)
+    x = torch.randn((1, 2, 5) if kind == "Conv1d" else (1, 2, 5, 5), dtype=EXACT)
+    expected = conv.forward(x)
+    report = []
+    model = triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    torch._dynamo.reset()
+    assert rel_error(y, expected) < EXACT_TOL
+    ran_triton = launched.get("dgrad_kernel" if kind == "ConvTranspose2d" else "fprop_kernel", 0) == 1
+    assert ran_triton or (len(report) == 1 and "compil" in report[0][1]), (launched, report)
+
+
+def test_a_compiled_parent_still_converts_its_convolutions():
+    """The compiled wrapper of a container calls the container, which finds its (converted)
+    children at run time: nothing to report, and the kernels run."""
+    torch._dynamo.reset()
+    model = torch.compile(nn.Sequential(nn.Conv2d(2, 2, 3).double()), backend="eager")
+    report = []
+    model = triton_conv.convert_model(model, report=report)
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
+    _, launched = _launches(lambda: model(x))
+    torch._dynamo.reset()
+    assert report == [] and launched == {"fprop_kernel": 1}
+
+
+# --- 5. torch.jit.script: a clear error --------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_scripting_a_converted_model_says_what_to_use_instead():
+    model = triton_conv.convert_model(_decoder())
+    with pytest.raises(RuntimeError, match=r"torch\.jit\.script.*torch\.compile"):
+        torch.jit.script(model)
