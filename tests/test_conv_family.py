@@ -112,17 +112,13 @@ def test_torch_func_transforms_match_torch(name):
             return conv(x, w, b, **kwargs).sin().sum()
 
         out, pullback = torch.func.vjp(lambda x, w: conv(x, w, b, **kwargs), x, w)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*performance drop.*")  # vmap loops over the op
-            per_sample = torch.func.vmap(
-                torch.func.grad(lambda w, x: loss(w, x.unsqueeze(0))), in_dims=(None, 0)
-            )
-            return (
-                torch.func.grad(loss, argnums=(0, 1))(w, x),
-                pullback(out.cos()),
-                torch.func.jvp(lambda w: torch.func.grad(loss)(w, x), (w,), (tw,))[1],
-                per_sample(w, x),
-            )
+        per_sample = torch.func.vmap(torch.func.grad(lambda w, x: loss(w, x.unsqueeze(0))), in_dims=(None, 0))
+        return (
+            torch.func.grad(loss, argnums=(0, 1))(w, x),
+            pullback(out.cos()),
+            torch.func.jvp(lambda w: torch.func.grad(loss)(w, x), (w,), (tw,))[1],
+            per_sample(w, x),
+        )
 
     for got, expected in zip(results(ours), results(theirs)):
         got, expected = (v if isinstance(v, tuple) else (v,) for v in (got, expected))

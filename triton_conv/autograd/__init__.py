@@ -23,9 +23,12 @@ for, and otherwise runs the op below autograd, as custom_op does. Padding reache
 ints (top, left, bottom, right): strings are resolved before. The ops check their arguments with
 the same checks as triton_conv.conv2d (Conv2dFunction is exported and may be called directly).
 
+Under torch.func.vmap each op has a batching rule (batching.py) that folds the vmapped dimension
+into one problem and launches once, instead of torch's loop over the samples.
+
 The parts: ops.py declares the ops' schemas; checks.py checks their arguments; implementations.py
 runs the passes (and the fake, shape-only versions); functions.py holds the autograd.Functions;
-registration.py binds the three to each op at the dispatcher.
+batching.py the vmap rules; registration.py binds them all to each op at the dispatcher.
 """
 
 from . import registration  # noqa: F401 (binds the ops' kernels at the dispatcher)

@@ -1,6 +1,7 @@
 """The ops' kernels at the dispatcher: the real implementation (CompositeExplicitAutograd), the fake
-one, and at the Autograd key the op's autograd.Function, entered only when a gradient can be asked
-for (otherwise the op runs below autograd, as torch.library.custom_op's ops do)."""
+one, at the Autograd key the op's autograd.Function, entered only when a gradient can be asked
+for (otherwise the op runs below autograd, as torch.library.custom_op's ops do), and the vmap
+batching rule (batching.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch._functorch.utils import enable_single_level_autograd_function, unwrap_dead_wrappers
 
 from . import implementations as impl
+from .batching import RULES
 from .functions import Conv2dFunction, ConvTranspose2dFunction, InputGradFunction, WeightGradFunction
 from .ops import LIBRARY, conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
 
@@ -46,6 +48,7 @@ def _register(op, implementation, fake, function: type[torch.autograd.Function])
             return op(*args)
 
     LIBRARY.impl(name, autograd_kernel, "Autograd")
+    torch.library.register_vmap(op, RULES[op], lib=LIBRARY)
 
 
 _register(conv2d_op, impl.conv2d, impl.conv2d_fake, Conv2dFunction)
