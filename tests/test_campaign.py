@@ -131,7 +131,7 @@ import sys, torch
 from triton import knobs
 from triton_conv.benchmarking import DTYPES
 from triton_conv.campaign import spec
-from triton_conv.campaign.precompile import TARGET_H200, _use_compile_only_driver
+from triton_conv.campaign.precompile import TARGET_H200, _use_compile_only_driver, meta_as_target
 from triton_conv.campaign.run import launch_jobs
 from triton_conv.campaign.runners import launch_with_config, make_inputs
 import triton_conv.launchers.dgrad, triton_conv.launchers.fprop, triton_conv.launchers.wgrad
@@ -147,9 +147,10 @@ def warm_only(launch):  # the JIT's own run() path, up to the launch, which has 
 for name in ("fprop", "dgrad", "wgrad"):
     getattr(triton_conv.launchers, name).launch = warm_only
 tiny = spec.tiny()
-for job in launch_jobs(tiny, spec.plan_items(tiny)):
-    tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
-    launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
+with meta_as_target(TARGET_H200):  # the meta tensors stand for an H200's (its TMA, say)
+    for job in launch_jobs(tiny, spec.plan_items(tiny)):
+        tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
+        launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
 print(len(hits), sum(hits))
 """
 

@@ -11,6 +11,7 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
     precompile.py   recording the launches and compiling them on every core
     runners.py      the timed callables beside benchmarking's
     timing.py       device time (CUDA-graph replay) and eager time, pytest-benchmark stats
+    limits.py       an item's time limit, held back while a CUDA graph is captured
     setup_steps.py  ceilings, compile, check
     timing_steps.py the timed steps
     records.py      the timings in pytest-benchmark's form

@@ -7,7 +7,8 @@ launches with the same specialization share a binary (ResNet-50's layer at N=32 
 1. Recording: a child process runs each job's launch (runners.launch_with_config) on meta tensors
    through Triton's real JIT, with a `jit_cache_hook` that records the launch's specialization and
    stops it before compiling or launching. Identical specializations collapse into one `Variant`.
-   No GPU is needed: a compile-only driver (below) names the target.
+   No GPU is needed: a compile-only driver (below) names the target, and the meta tensors stand for
+   the target GPU's where a launcher asks what the GPU can do (`meta_as_target`).
 2. Compiling: `record_and_compile(jobs, workers)` starts one worker per core; each records all the
    jobs (a few ms each, so every worker finds the same variants in the same order), takes its share
    of them (longest first onto the least loaded, the same split in every worker) and `preload`s it
@@ -22,6 +23,7 @@ the GPU: a CompileOnlyDriver answers Triton's questions about the device with th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from unittest import mock
 
 from ..problem import ConvProblem
 
@@ -94,6 +97,46 @@ def _use_compile_only_driver(target) -> None:
     driver.set_active(CompileOnlyDriver(target))
 
 
+@contextlib.contextmanager
+def meta_as_target(target):
+    """While recording, meta tensors stand for tensors on the target GPU where a launcher asks what the
+    GPU can do: `launchers.common.tma_available(device)` (whether wgrad passes TMA descriptors) answers
+    for a meta tensor what it answers for a CUDA device of the target's capability, not False. Without
+    this an H200 launches TMA variants of wgrad that the compile step never compiled, and compiles
+    them one by one in the campaign's process. The launchers' plan caches are emptied on the way in
+    and out, since their keys hold the device, not the answer."""
+    import torch
+
+    from ..launchers import common, dgrad, fprop, wgrad  # noqa: F401 - imported, so found below
+
+    original = common.tma_available
+    backend, arch, _ = target
+    capability = divmod(int(arch), 10)  # 90 -> (9, 0), 100 -> (10, 0)
+
+    def on_target(device) -> bool:
+        device = torch.device(device)
+        if device.type != "meta":
+            return original(device)
+        if backend != "cuda":
+            return False
+        with mock.patch.object(torch.cuda, "get_device_capability", lambda *_: capability):
+            return original(torch.device("cuda"))
+
+    launchers = [m for name, m in sys.modules.items() if name.startswith("triton_conv.launchers.")]
+    asking = [m for m in launchers if getattr(m, "tma_available", None) is original]
+    plan_caches = [v for m in launchers for v in vars(m).values() if isinstance(v, common.PlanCache)]
+    for cache in plan_caches:
+        cache.clear()
+    try:
+        with contextlib.ExitStack() as patches:
+            for module in asking:
+                patches.enter_context(mock.patch.object(module, "tma_available", on_target))
+            yield
+    finally:
+        for cache in plan_caches:
+            cache.clear()
+
+
 # --- in the children --------------------------------------------------------------------------------
 def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     import torch
@@ -112,12 +155,13 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
 
     knobs.runtime.jit_cache_hook = hook
     try:
-        for job in jobs:
-            tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
-            with torch.no_grad():
-                launch_with_config(
+        with meta_as_target(target), torch.no_grad():
+            for job in jobs:
+                tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
+                launch = launch_with_config(
                     job.pass_name, job.problem, tensors, job.config, transposed=job.transposed
-                )()
+                )
+                launch()
     finally:
         knobs.runtime.jit_cache_hook = None
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]
