@@ -525,3 +525,55 @@ def test_the_gpu_paths_call_apis_this_torch_and_triton_have():
     # (the recording above calls knobs.runtime.jit_cache_hook's hook, and the listener test Triton's
     # compilation listener, each for real)
     assert hasattr(knobs.compilation, "listener") and hasattr(knobs.runtime, "jit_cache_hook")
+
+
+def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypatch):
+    """pass_item with the campaign's GPU branch (the kernels in the interpreter, torch.cuda faked):
+    each candidate timed by replays, the winner pinned and run by the op, cuDNN beside it, the batch
+    against one image at a time, each record with its device, eager and host times and its fraction
+    of the measured peak."""
+    from triton_conv import tuning
+
+    cuda = FakeCuda(monkeypatch, replay_ms=0.5)
+    item = next(i for i in spec.plan_items(spec.tiny())["batching"] if i.one_at_a_time)
+    campaign = run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=100, echo=None)
+    campaign.on_gpu = True
+    campaign.state["ceilings"] = {"matmul_dtype": "fp16", "matmul_tflops": 10.0}
+    campaign.checked[item.id] = item.candidates
+    try:
+        assert timing_steps.pass_item(campaign, item) is True
+    finally:
+        tuning.forget_choices()
+        campaign.out.close()
+    (row,) = campaign.autotune_rows
+    assert row["winner_ms"] == pytest.approx(0.5) and len(row["timings"]) == len(item.candidates)
+    infos = [r["extra_info"] for r in campaign.records]
+    assert {(i["implementation"], i.get("how")) for i in infos} == {
+        ("triton-conv", None), ("cudnn", None), ("triton-conv", "batch"), ("cudnn", "batch"),
+        ("triton-conv", "one-at-a-time"), ("cudnn", "one-at-a-time"),
+    }  # fmt: skip
+    for info in infos:
+        assert info["timer"] == "CUDA graph replay, CUDA events" and info["timer_error"] is None
+        assert info["device_seconds"] == pytest.approx(5e-4) and info["eager_seconds"] > 0
+        assert info["measured_peak_tflops"] == 10.0
+        assert info["fraction_of_peak"] == pytest.approx(info["tflops"] / 10.0)
+    assert cuda.log.count("capture begins") == len(item.candidates) + 4  # candidates, op, cuDNN, N x 1
+
+
+def test_compile_workers_are_as_many_as_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    """A container on a big host: os.cpu_count() is the host's; the affinity or the CPU quota is
+    what the compile step may use (one worker per host core would each import torch and thrash)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 192)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    (v2).mkdir()
+    (v2 / "cpu.max").write_text("1600000 100000\n")
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("800000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (none).mkdir()
+    (none / "cpu.max").write_text("max 100000\n")
+    assert precompile.usable_cores(str(v2)) == 16
+    assert precompile.usable_cores(str(v1)) == 8
+    assert precompile.usable_cores(str(none)) == 64  # no quota: the affinity
+    assert precompile.usable_cores(str(tmp_path / "missing")) == 64

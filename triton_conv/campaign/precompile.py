@@ -303,6 +303,29 @@ def record(jobs: list[LaunchJob], target=TARGET_H200) -> list[Variant]:
     return Child("record", {"jobs": list(jobs), "target": tuple(target)}).result()[0]
 
 
+def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: os.cpu_count() counts the host's, where a container or a
+    CPU affinity may allow fewer (one compile worker per host core would then thrash, each importing
+    torch). The fewest of the machine's, the affinity's and the cgroup's CPU quota (v2 cpu.max, v1
+    cfs_quota_us / cfs_period_us)."""
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(cgroup, quota_file)) as handle:
+                fields = handle.read().split()
+            if period_file is not None:
+                with open(os.path.join(cgroup, period_file)) as handle:
+                    fields += handle.read().split()
+            quota, period = int(fields[0]), int(fields[1])  # 'max' (no quota) raises: skipped
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            counts.append(max(1, quota // period))
+    return max(1, min(counts))
+
+
 # Relative compile cost by kernel, for spreading the work evenly (wgrad's bias-gradient dot and
 # split-K reduction make it the heaviest; cost.py holds the absolute seconds).
 WEIGHT = {"fprop": 1.0, "dgrad": 1.0, "wgrad": 2.0}
@@ -322,10 +345,10 @@ def record_and_compile(
     jobs: list[LaunchJob], workers: int | None = None, target=TARGET_H200, timeout_s: float | None = None
 ):
     """(variants, report): every job recorded and every variant compiled into Triton's cache by
-    `workers` processes (default: all cores). The report holds each variant's compile seconds and
+    `workers` processes (default: usable_cores()). The report holds each variant's compile seconds and
     whether Triton found it cached already, the workers' busy seconds, the wall time, and the
     workers that failed or ran past `timeout_s` (killed: their variants compile on first launch)."""
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or usable_cores())
     started = time.perf_counter()
     request = {"jobs": list(jobs), "target": tuple(target), "workers": workers}
     children = [Child("work", {**request, "index": index}) for index in range(workers)]

@@ -34,7 +34,7 @@ from . import setup_steps, timing_steps
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
-from .precompile import LaunchJob, record, record_and_compile
+from .precompile import LaunchJob, record, record_and_compile, usable_cores
 from .spec import CHECKED_STEPS, CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
@@ -73,7 +73,7 @@ class Campaign:
         self.started = time.monotonic()
         self.on_gpu = torch.cuda.is_available() and not interpreter_active()
         self.device = torch.device("cuda" if self.on_gpu else "cpu")
-        cores = workers or os.cpu_count() or 1
+        cores = workers or usable_cores()
         self.costs = costs or (
             CostModel(workers=cores) if self.on_gpu else CostModel.cpu(workers=min(cores, 2))
         )
