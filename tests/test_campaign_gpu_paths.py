@@ -577,3 +577,84 @@ def test_compile_workers_are_as_many_as_the_cores_this_process_may_use(tmp_path,
     assert precompile.usable_cores(str(v1)) == 8
     assert precompile.usable_cores(str(none)) == 64  # no quota: the affinity
     assert precompile.usable_cores(str(tmp_path / "missing")) == 64
+
+
+# --- the training step runs the kernels the pass steps compiled and timed ---------------------------
+def _specialisation(launch) -> tuple:
+    """What Triton compiles a launch for (conservatively more): the kernel, its constexprs, warps and
+    stages, each tensor's dtype and 16-byte alignment, each int's equality to 1, divisibility by 16
+    and width, each TMA descriptor's dtype, box and strides."""
+    args = []
+    for arg in launch.args:
+        if isinstance(arg, TensorDescriptor):
+            args.append(("descriptor", arg.base.dtype, tuple(arg.block_shape), tuple(arg.strides)))
+        elif isinstance(arg, torch.Tensor):
+            args.append(("pointer", arg.dtype, arg.data_ptr() % 16 == 0))
+        elif isinstance(arg, bool):
+            args.append(("bool", arg))
+        else:
+            args.append(("int", arg == 1, arg % 16 == 0, -(2**31) <= arg < 2**31))
+    constexprs = tuple(sorted((k, str(v)) for k, v in launch.constexprs.items()))
+    return launch.kernel.__name__, constexprs, launch.num_warps, launch.num_stages, tuple(args)
+
+
+def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile(monkeypatch):
+    """The training step's convolutions (a converted channels_last ResNet-50 under bf16 autocast,
+    forward and backward) run the very kernels the pass steps compile ahead and time for the same
+    problems and configs: nothing compiled inside the training item. A 1x1 weight laid out by
+    Module.to(memory_format=channels_last) has strides (C, 1, C, C), not .contiguous()'s (C, 1, 1, 1),
+    a different specialisation, which the pass steps' inputs once had (benchmarking.in_layout)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from triton_conv import convert_model, passes, tuning
+    from triton_conv.campaign.runners import launch_with_config, make_inputs, op_channels_last
+    from triton_conv.launchers import dgrad, fprop, wgrad
+    from triton_conv.resnet50 import ResNet50
+
+    launched, chosen = [], []
+    for module in (fprop, dgrad, wgrad):  # recorded, not run: the shapes flow, the numbers do not matter
+        monkeypatch.setattr(module, "launch", lambda launch: launched.append(_specialisation(launch)))
+    choose = passes.choose_config
+
+    def recorded_choice(problem, pass_name, dtype, device, channels_last):
+        config = choose(problem, pass_name, dtype, device, channels_last)
+        chosen.append((problem, pass_name, dtype, channels_last, config))
+        return config
+
+    monkeypatch.setattr(passes, "choose_config", recorded_choice)
+    torch.manual_seed(0)
+    net = ResNet50(8, (3, 4, 6, 3), 10).to(memory_format=torch.channels_last)
+    model = convert_model(copy.deepcopy(net))
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), torch.randint(0, 10, (2,)))
+        loss.backward()
+        training, launched[:] = set(launched), []
+        for problem, pass_name, dtype, channels_last, config in set(chosen):
+            tensors = make_inputs(problem, dtype, "cpu")
+            assert op_channels_last(pass_name, tensors) == channels_last
+            launch_with_config(pass_name, problem, tensors, config)()
+    finally:
+        tuning.forget_choices()
+    assert {name for name, *_ in training} == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    assert len(training) > 30 and training <= set(launched)
+
+
+def test_a_steps_last_item_may_run_until_the_steps_deadline(tmp_path, monkeypatch):
+    """The training step has one item: past three times its estimate (cuDNN's algorithm search, a
+    slow first step) it keeps the time its step was given, which no later item of the step needs."""
+    stubs = Stubs(monkeypatch)
+    monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.3)
+
+    def training(campaign, item):
+        stubs.calls.append(("training", item.id))
+        time.sleep(0.8)
+
+    monkeypatch.setattr(timing_steps, "training_item", training)
+    state, _, _ = _run(tmp_path)
+    assert state["errors"] == [] and state["status"] == "complete"
+    assert next(s for s in state["steps"] if s["step"] == "training")["done"] == 1

@@ -8,8 +8,8 @@ run is slower than the plan, or the budget smaller), every remaining step gets t
 its estimate. Before each item the step asks whether the item, at its estimate scaled by how far
 this step's items have over- or under-run so far, still fits; one that does not is skipped and
 listed with the reason. An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
-MIN_ITEM_LIMIT_S), or at the budget's end, is stopped (limits.py) and listed as an error: an Inductor
-compile that hangs costs its limit, not the lease.
+MIN_ITEM_LIMIT_S; a step's last item, until its step's deadline), or at the budget's end, is stopped
+(limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease.
 
 A failure costs only what failed: an item's exception (or its time limit) is listed under its step
 and the step goes on to the next item; a step's own work failing (the ceilings, the compile, the plan,
@@ -183,7 +183,10 @@ class Campaign:
                                    f"({deadline:.0f} s into the run)")  # fmt: skip
                 continue
             began = self.elapsed()
-            limit = min(max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S), self.budget_s - RESERVE_S - began)
+            limit = max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S)
+            if item is items[-1]:  # no later item of its step to keep time for (the training step's one)
+                limit = max(limit, deadline - began)
+            limit = min(limit, self.budget_s - RESERVE_S - began)
             try:
                 with time_limit(limit):
                     timed = run_item(self, item)
