@@ -131,12 +131,12 @@ import sys, torch
 from triton import knobs
 from triton_conv.benchmarking import DTYPES
 from triton_conv.campaign import spec
-from triton_conv.campaign.precompile import TARGET_H200, _use_compile_only_driver, meta_as_target
+from triton_conv.campaign.target import TARGET_H200, meta_as_target, use_compile_only_driver
 from triton_conv.campaign.run import launch_jobs
 from triton_conv.campaign.runners import launch_with_config, make_inputs
 import triton_conv.launchers.dgrad, triton_conv.launchers.fprop, triton_conv.launchers.wgrad
 
-_use_compile_only_driver(TARGET_H200)
+use_compile_only_driver(TARGET_H200)
 hits = []
 knobs.compilation.listener = lambda **kw: hits.append(kw["cache_hit"])
 

@@ -24,7 +24,7 @@ import torch
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from triton_conv import provenance
-from triton_conv.campaign import precompile, run, setup_steps, spec, timing, timing_steps
+from triton_conv.campaign import precompile, run, setup_steps, spec, target, timing, timing_steps
 from triton_conv.campaign.output import FILES
 from triton_conv.campaign.precompile import TARGET_H200, LaunchJob, record, record_and_compile
 from triton_conv.compile_check import example_spec
@@ -64,7 +64,7 @@ def test_meta_as_target_answers_as_the_launchers_rule_does_for_a_cuda_device(mon
     for arch in (80, 89, 90, 100, 120):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, a=arch: divmod(a, 10))
         on_cuda = common.tma_available(torch.device("cuda"))
-        with precompile.meta_as_target(("cuda", arch, 32)):
+        with target.meta_as_target(("cuda", arch, 32)):
             assert wgrad.tma_available(meta) == on_cuda == (arch >= 90), arch
             assert wgrad.tma_available(torch.device("cpu")) == common.tma_available(torch.device("cpu"))
         assert wgrad.tma_available is common.tma_available  # restored
@@ -84,13 +84,14 @@ import triton.language as tl
 from triton import knobs
 
 from triton_conv.campaign import spec
-from triton_conv.campaign.precompile import TARGET_H200, _record_here, _use_compile_only_driver
+from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.target import TARGET_H200, use_compile_only_driver
 from triton_conv.campaign.run import Campaign, launch_jobs
 
 tiny = spec.tiny()
 job = next(j for j in launch_jobs(tiny, spec.plan_items(tiny)) if j.pass_name == "fprop")
 (variant,) = _record_here([job], TARGET_H200)
-_use_compile_only_driver(TARGET_H200)
+use_compile_only_driver(TARGET_H200)
 run = SimpleNamespace(compiles=Counter(), unplanned=[], step_name="check")
 knobs.compilation.listener = partial(Campaign._on_compile, run)
 

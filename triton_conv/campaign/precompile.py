@@ -7,8 +7,8 @@ launches with the same specialization share a binary (ResNet-50's layer at N=32 
 1. Recording: a child process runs each job's launch (runners.launch_with_config) on meta tensors
    through Triton's real JIT, with a `jit_cache_hook` that records the launch's specialization and
    stops it before compiling or launching. Identical specializations collapse into one `Variant`.
-   No GPU is needed: a compile-only driver (below) names the target, and the meta tensors stand for
-   the target GPU's where a launcher asks what the GPU can do (`meta_as_target`).
+   No GPU is needed: a compile-only driver names the target, and the meta tensors stand for the
+   target GPU's where a launcher asks what the GPU can do (target.py).
 2. Compiling: `record_and_compile(jobs, workers)` starts one worker per core; each records all the
    jobs (a few ms each, so every worker finds the same variants in the same order), takes its share
    of them (longest first onto the least loaded, the same split in every worker) and `preload`s it
@@ -18,12 +18,11 @@ launches with the same specialization share a binary (ResNet-50's layer at N=32 
    is the dry run's.
 
 The children run with TRITON_INTERPRET=0 (an interpreted kernel cannot be compiled) and never touch
-the GPU: a CompileOnlyDriver answers Triton's questions about the device with the target given.
+the GPU: target.CompileOnlyDriver answers Triton's questions about the device with the target given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import os
@@ -33,11 +32,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from unittest import mock
 
 from ..problem import ConvProblem
-
-TARGET_H200 = ("cuda", 90, 32)  # Triton's GPUTarget(backend, arch, warp size) of an H200
+from .target import TARGET_H200, meta_as_target, use_compile_only_driver
 
 
 @dataclass(frozen=True)
@@ -72,71 +69,6 @@ class Variant:
         return hashlib.sha256(f"{self.module}.{self.kernel} {self.key}".encode()).hexdigest()[:16]
 
 
-class CompileOnlyDriver:
-    """Triton's active driver in a process that compiles for a GPU it does not have: device 0, stream
-    0, and the target given. Triton's JIT asks nothing else of a driver until a launch."""
-
-    def __init__(self, target):
-        from triton.backends.compiler import GPUTarget
-
-        self.target = GPUTarget(*target)
-
-    def get_current_target(self):
-        return self.target
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-
-def _use_compile_only_driver(target) -> None:
-    from triton.runtime.driver import driver
-
-    driver.set_active(CompileOnlyDriver(target))
-
-
-@contextlib.contextmanager
-def meta_as_target(target):
-    """While recording, meta tensors stand for tensors on the target GPU where a launcher asks what the
-    GPU can do: `launchers.common.tma_available(device)` (whether wgrad passes TMA descriptors) answers
-    for a meta tensor what it answers for a CUDA device of the target's capability, not False. Without
-    this an H200 launches TMA variants of wgrad that the compile step never compiled, and compiles
-    them one by one in the campaign's process. The launchers' plan caches are emptied on the way in
-    and out, since their keys hold the device, not the answer."""
-    import torch
-
-    from ..launchers import common, dgrad, fprop, wgrad  # noqa: F401 - imported, so found below
-
-    original = common.tma_available
-    backend, arch, _ = target
-    capability = divmod(int(arch), 10)  # 90 -> (9, 0), 100 -> (10, 0)
-
-    def on_target(device) -> bool:
-        device = torch.device(device)
-        if device.type != "meta":
-            return original(device)
-        if backend != "cuda":
-            return False
-        with mock.patch.object(torch.cuda, "get_device_capability", lambda *_: capability):
-            return original(torch.device("cuda"))
-
-    launchers = [m for name, m in sys.modules.items() if name.startswith("triton_conv.launchers.")]
-    asking = [m for m in launchers if getattr(m, "tma_available", None) is original]
-    plan_caches = [v for m in launchers for v in vars(m).values() if isinstance(v, common.PlanCache)]
-    for cache in plan_caches:
-        cache.clear()
-    try:
-        with contextlib.ExitStack() as patches:
-            for module in asking:
-                patches.enter_context(mock.patch.object(module, "tma_available", on_target))
-            yield
-    finally:
-        for cache in plan_caches:
-            cache.clear()
-
-
 # --- in the children --------------------------------------------------------------------------------
 def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     import torch
@@ -145,7 +77,7 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     from ..benchmarking import DTYPES
     from .runners import launch_with_config, make_inputs
 
-    _use_compile_only_driver(target)
+    use_compile_only_driver(target)
     found: dict[tuple, list] = {}
 
     def hook(*, key, repr, fn, compile, is_manual_warmup, already_compiled):
@@ -190,7 +122,7 @@ def _host_code(compiled) -> tuple[float | None, str | None]:
 def _compile_here(variants: list[Variant], target) -> list[dict]:
     from triton import knobs
 
-    _use_compile_only_driver(target)
+    use_compile_only_driver(target)
     hits: list[bool] = []
     knobs.compilation.listener = lambda **kw: hits.append(bool(kw.get("cache_hit")))
     results = []
