@@ -395,7 +395,13 @@ def test_tiny_campaign_on_the_gpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((tmp_path / "gpu" / "campaign.json").read_text())
     assert state["on_gpu"] and state["status"] == "complete"
-    assert state["triton_cache"]["in_campaign_process"].get("compiled here", 0) == 0
+    # Every launch the compile step planned (the candidates, the ops' winners) came from Triton's
+    # cache. Only what it does not plan compiles in the process: the images one at a time (N=1, which
+    # no tiny item has) and the shrunk training network's layers (no pass item has them).
+    here = {s["step"]: s["kernels_compiled_here"] for s in state["steps"] if "kernels_compiled_here" in s}
+    planned = ("check", "fprop", "peer", "dgrad", "wgrad", "megapixel", "decoder")
+    assert all(here[step] == 0 for step in planned), here
+    assert state["triton_cache"]["in_campaign_process"]["loaded"] > 0
 
 
 def test_an_item_past_its_limit_is_stopped():
