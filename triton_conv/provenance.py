@@ -75,17 +75,34 @@ def software() -> dict:
     }
 
 
-def nvidia_smi(index: int = 0) -> dict:
-    """The SMI_FIELDS of GPU `index` as nvidia-smi reports them (strings with units), or {'error': ...}."""
-    query = ["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader"]
+def _smi_query(index: int, fields) -> tuple[dict | None, str | None, bool]:
+    """(the fields' values, None) or (None, what went wrong, whether asking again could help)."""
+    query = ["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"]
     try:
-        line = subprocess.run(query, capture_output=True, text=True, check=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as error:
-        return {"error": f"nvidia-smi: {type(error).__name__}: {error}"[:300]}
+        done = subprocess.run(query, capture_output=True, text=True, check=True, timeout=20)
+    except subprocess.CalledProcessError as error:  # an unknown field fails the whole query
+        said = (error.stdout or error.stderr or "").strip()
+        return None, f"nvidia-smi exited with {error.returncode}: {said}"[:300], True
+    except (OSError, subprocess.SubprocessError) as error:  # missing, or hung: do not ask again
+        return None, f"nvidia-smi: {type(error).__name__}: {error}"[:300], False
+    line = done.stdout.strip()
     values = [value.strip() for value in line.splitlines()[0].split(",")] if line else []
-    if len(values) != len(SMI_FIELDS):
-        return {"error": f"nvidia-smi answered {line!r}"}
-    return dict(zip(SMI_FIELDS, values, strict=True))
+    if len(values) != len(fields):
+        return None, f"nvidia-smi answered {line[:200]!r}", True
+    return dict(zip(fields, values, strict=True)), None, False
+
+
+def nvidia_smi(index: int = 0) -> dict:
+    """The SMI_FIELDS of GPU `index` as nvidia-smi reports them (strings with units). A field this
+    driver does not know fails nvidia-smi's whole query, so then each is asked alone and an unknown
+    one is None; {'error': ...} when nvidia-smi answers nothing (missing, hung)."""
+    values, error, again = _smi_query(index, SMI_FIELDS)
+    if values is not None or not again:
+        return values if values is not None else {"error": error}
+    alone = {field: _smi_query(index, (field,))[0] for field in SMI_FIELDS}
+    if all(answer is None for answer in alone.values()):
+        return {"error": error}
+    return {field: answer and answer[field] for field, answer in alone.items()} | {"error": error}
 
 
 def gpu(index: int = 0) -> dict | None:

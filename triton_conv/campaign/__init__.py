@@ -9,8 +9,10 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
     spec.py         what is measured (the H200 campaign and the CPU-sized one)
     costs.py        the cost model and the plan (`--dry-run` prints it)
     precompile.py   recording the launches and compiling them on every core
+    target.py       the target GPU stood in for where there is none (its driver, its tensors)
     runners.py      the timed callables beside benchmarking's
     timing.py       device time (CUDA-graph replay) and eager time, pytest-benchmark stats
+    limits.py       an item's time limit, held back while a CUDA graph is captured
     setup_steps.py  ceilings, compile, check
     timing_steps.py the timed steps
     records.py      the timings in pytest-benchmark's form

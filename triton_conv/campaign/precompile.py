@@ -7,7 +7,8 @@ launches with the same specialization share a binary (ResNet-50's layer at N=32 
 1. Recording: a child process runs each job's launch (runners.launch_with_config) on meta tensors
    through Triton's real JIT, with a `jit_cache_hook` that records the launch's specialization and
    stops it before compiling or launching. Identical specializations collapse into one `Variant`.
-   No GPU is needed: a compile-only driver (below) names the target.
+   No GPU is needed: a compile-only driver names the target, and the meta tensors stand for the
+   target GPU's where a launcher asks what the GPU can do (target.py).
 2. Compiling: `record_and_compile(jobs, workers)` starts one worker per core; each records all the
    jobs (a few ms each, so every worker finds the same variants in the same order), takes its share
    of them (longest first onto the least loaded, the same split in every worker) and `preload`s it
@@ -17,7 +18,7 @@ launches with the same specialization share a binary (ResNet-50's layer at N=32 
    is the dry run's.
 
 The children run with TRITON_INTERPRET=0 (an interpreted kernel cannot be compiled) and never touch
-the GPU: a CompileOnlyDriver answers Triton's questions about the device with the target given.
+the GPU: target.CompileOnlyDriver answers Triton's questions about the device with the target given.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ import time
 from dataclasses import dataclass
 
 from ..problem import ConvProblem
-
-TARGET_H200 = ("cuda", 90, 32)  # Triton's GPUTarget(backend, arch, warp size) of an H200
+from .target import TARGET_H200, meta_as_target, use_compile_only_driver
 
 
 @dataclass(frozen=True)
@@ -69,31 +69,6 @@ class Variant:
         return hashlib.sha256(f"{self.module}.{self.kernel} {self.key}".encode()).hexdigest()[:16]
 
 
-class CompileOnlyDriver:
-    """Triton's active driver in a process that compiles for a GPU it does not have: device 0, stream
-    0, and the target given. Triton's JIT asks nothing else of a driver until a launch."""
-
-    def __init__(self, target):
-        from triton.backends.compiler import GPUTarget
-
-        self.target = GPUTarget(*target)
-
-    def get_current_target(self):
-        return self.target
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-
-def _use_compile_only_driver(target) -> None:
-    from triton.runtime.driver import driver
-
-    driver.set_active(CompileOnlyDriver(target))
-
-
 # --- in the children --------------------------------------------------------------------------------
 def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     import torch
@@ -102,7 +77,7 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     from ..benchmarking import DTYPES
     from .runners import launch_with_config, make_inputs
 
-    _use_compile_only_driver(target)
+    use_compile_only_driver(target)
     found: dict[tuple, list] = {}
 
     def hook(*, key, repr, fn, compile, is_manual_warmup, already_compiled):
@@ -112,12 +87,13 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
 
     knobs.runtime.jit_cache_hook = hook
     try:
-        for job in jobs:
-            tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
-            with torch.no_grad():
-                launch_with_config(
+        with meta_as_target(target), torch.no_grad():
+            for job in jobs:
+                tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
+                launch = launch_with_config(
                     job.pass_name, job.problem, tensors, job.config, transposed=job.transposed
-                )()
+                )
+                launch()
     finally:
         knobs.runtime.jit_cache_hook = None
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]
@@ -146,7 +122,7 @@ def _host_code(compiled) -> tuple[float | None, str | None]:
 def _compile_here(variants: list[Variant], target) -> list[dict]:
     from triton import knobs
 
-    _use_compile_only_driver(target)
+    use_compile_only_driver(target)
     hits: list[bool] = []
     knobs.compilation.listener = lambda **kw: hits.append(bool(kw.get("cache_hit")))
     results = []
@@ -259,6 +235,29 @@ def record(jobs: list[LaunchJob], target=TARGET_H200) -> list[Variant]:
     return Child("record", {"jobs": list(jobs), "target": tuple(target)}).result()[0]
 
 
+def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: os.cpu_count() counts the host's, where a container or a
+    CPU affinity may allow fewer (one compile worker per host core would then thrash, each importing
+    torch). The fewest of the machine's, the affinity's and the cgroup's CPU quota (v2 cpu.max, v1
+    cfs_quota_us / cfs_period_us)."""
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(cgroup, quota_file)) as handle:
+                fields = handle.read().split()
+            if period_file is not None:
+                with open(os.path.join(cgroup, period_file)) as handle:
+                    fields += handle.read().split()
+            quota, period = int(fields[0]), int(fields[1])  # 'max' (no quota) raises: skipped
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            counts.append(max(1, quota // period))
+    return max(1, min(counts))
+
+
 # Relative compile cost by kernel, for spreading the work evenly (wgrad's bias-gradient dot and
 # split-K reduction make it the heaviest; cost.py holds the absolute seconds).
 WEIGHT = {"fprop": 1.0, "dgrad": 1.0, "wgrad": 2.0}
@@ -278,10 +277,10 @@ def record_and_compile(
     jobs: list[LaunchJob], workers: int | None = None, target=TARGET_H200, timeout_s: float | None = None
 ):
     """(variants, report): every job recorded and every variant compiled into Triton's cache by
-    `workers` processes (default: all cores). The report holds each variant's compile seconds and
+    `workers` processes (default: usable_cores()). The report holds each variant's compile seconds and
     whether Triton found it cached already, the workers' busy seconds, the wall time, and the
     workers that failed or ran past `timeout_s` (killed: their variants compile on first launch)."""
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or usable_cores())
     started = time.perf_counter()
     request = {"jobs": list(jobs), "target": tuple(target), "workers": workers}
     children = [Child("work", {**request, "index": index}) for index in range(workers)]

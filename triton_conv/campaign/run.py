@@ -8,17 +8,19 @@ run is slower than the plan, or the budget smaller), every remaining step gets t
 its estimate. Before each item the step asks whether the item, at its estimate scaled by how far
 this step's items have over- or under-run so far, still fits; one that does not is skipped and
 listed with the reason. An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
-MIN_ITEM_LIMIT_S), or at the budget's end, is stopped (SIGALRM) and listed as an error: an Inductor
-compile that hangs costs its limit, not the lease.
+MIN_ITEM_LIMIT_S; a step's last item, until its step's deadline), or at the budget's end, is stopped
+(limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease.
+
+A failure costs only what failed: an item's exception (or its time limit) is listed under its step
+and the step goes on to the next item; a step's own work failing (the ceilings, the compile, the plan,
+a step's bookkeeping) is listed under the step with item "(step)", its traceback goes to the log, and
+the campaign goes on to the next step. Only an interruption (KeyboardInterrupt, SystemExit) ends it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from collections import Counter
@@ -30,8 +32,9 @@ from ..benchmarking import use_comparable_settings
 from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
 from .costs import CostModel, Estimator, make_plan, render_plan
+from .limits import ItemTimeout, time_limit
 from .output import Output
-from .precompile import LaunchJob, record, record_and_compile
+from .precompile import LaunchJob, record, record_and_compile, usable_cores
 from .spec import CHECKED_STEPS, CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
@@ -40,27 +43,7 @@ MIN_ITEM_LIMIT_S = 20.0  # ...or this many seconds, whichever is more, and never
 RESERVE_S = 2.0  # kept at the end for the last flush
 
 
-class ItemTimeout(Exception):
-    """An item ran past its time limit (run_step stops it with SIGALRM)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise ItemTimeout in this (main) thread after `seconds`; a no-op where signals cannot."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise ItemTimeout(f"stopped after {seconds:.0f} s, its time limit")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+STEP = "(step)"  # the item of an error in a step's own work, not in one of its items
 
 
 def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
@@ -90,7 +73,7 @@ class Campaign:
         self.started = time.monotonic()
         self.on_gpu = torch.cuda.is_available() and not interpreter_active()
         self.device = torch.device("cuda" if self.on_gpu else "cpu")
-        cores = workers or os.cpu_count() or 1
+        cores = workers or usable_cores()
         self.costs = costs or (
             CostModel(workers=cores) if self.on_gpu else CostModel.cpu(workers=min(cores, 2))
         )
@@ -142,9 +125,10 @@ class Campaign:
         if self.on_gpu and isinstance(failure, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
 
-    def _on_compile(self, *, src, metadata, metadata_group, times, cache_hit) -> None:
+    def _on_compile(self, *, src, metadata, cache_hit, **_) -> None:
         """Triton's compilation listener: counts triton-conv's kernels loaded from the cache (compiled
-        ahead) against those compiled here, which the compile step missed."""
+        ahead) against those compiled here, which the compile step missed. Triton calls it inside
+        every compile, Inductor's too: it takes any further keyword a later Triton may pass."""
         fn = getattr(src, "fn", None)  # a JITFunction names its kernel's module in .module
         module = getattr(fn, "module", None) or getattr(getattr(fn, "fn", None), "__module__", "") or ""
         if not module.startswith("triton_conv"):
@@ -166,32 +150,56 @@ class Campaign:
             return self.budget_s - later
         return self.elapsed() + mine * max(0.0, left) / (mine + later)
 
+    def guarded(self, step: str, work) -> bool:
+        """Run a step's own work; a failure is listed (item STEP) and logged with its traceback, and
+        the campaign goes on. True when `work` returned."""
+        self.step_name = step
+        try:
+            work()
+            return True
+        except Exception as failure:
+            self.error(STEP, failure)
+            self.out.log(traceback.format_exc()[-3000:])
+            return False
+
     def run_step(self, name: str, items: list, run_item, estimate) -> None:
+        self.guarded(name, lambda: self._run_items(name, items, run_item, estimate))
+        self.flush()
+
+    def _run_items(self, name: str, items: list, run_item, estimate) -> None:
         self.step_name = name
         deadline = self.step_deadline(name)
         started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
         before = Counter(self.compiles)
         for item in items:
-            guess = estimate(item)
+            try:
+                guess = estimate(item)
+            except Exception as failure:  # the dry run computes the same estimates: a bug, say so
+                self.error(item.id, failure)
+                continue
             pace = min(4.0, max(0.5, spent / planned)) if planned > 1.0 else 1.0
             if self.elapsed() + guess * pace > deadline:
                 self.skip(item.id, f"budget: {guess * pace:.1f} s more would pass the step's deadline "
                                    f"({deadline:.0f} s into the run)")  # fmt: skip
                 continue
             began = self.elapsed()
-            limit = min(max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S), self.budget_s - RESERVE_S - began)
+            limit = max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S)
+            if item is items[-1]:  # no later item of its step to keep time for (the training step's one)
+                limit = max(limit, deadline - began)
+            limit = min(limit, self.budget_s - RESERVE_S - began)
             try:
                 with time_limit(limit):
                     timed = run_item(self, item)
                 done += timed is not False  # False: the item skipped itself and said why
-            except Exception as failure:  # one item's failure must not end the campaign
+            except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
             spent += self.elapsed() - began
             planned += guess
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:
                 self.flush()
         plan = next((p for p in self.state["plan"] if p["step"] == name), {})
-        failed = sum(1 for e in self.state["errors"] if e["step"] == name and e["item"] != "workers")
+        own = (STEP, "workers")  # errors of the step itself, not of one of its items
+        failed = sum(1 for e in self.state["errors"] if e["step"] == name and e["item"] not in own)
         self.state["steps"].append({
             "step": name, "estimate_s": plan.get("estimate_s"),
             "actual_s": round(self.elapsed() - started, 2), "items": len(items), "done": done,
@@ -201,7 +209,6 @@ class Campaign:
         })  # fmt: skip
         self.out.log(f"step {name}: {done} of {len(items)} items in {self.elapsed() - started:.1f} s "
                      f"(estimated {plan.get('estimate_s', 0):.1f} s)")  # fmt: skip
-        self.flush()
 
     def set_plan(self, plan) -> None:
         self.state["plan"] = [
@@ -214,6 +221,39 @@ class Campaign:
                 "estimate_s", next((p.estimate_s for p in plan if p.name == entry["step"]), None)
             )
 
+    def compile_and_plan(self, jobs: list[LaunchJob], target) -> None:
+        """The compile step, then the plan from what it found. Without the compile's variants (its
+        failure) the plan counts none, and every kernel compiles on its first launch."""
+        log, began = self.out.log, self.elapsed()
+        compiled = {"variants": [], "report": None}
+
+        def compile_variants():
+            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
+                f"on {self.costs.workers} workers")  # fmt: skip
+            # At most half of what is left: a worker stuck in the compiler must not take the lease.
+            limit = (self.budget_s - self.elapsed()) / 2
+            compiled["variants"], compiled["report"] = record_and_compile(
+                jobs, self.costs.workers, target, timeout_s=limit
+            )
+            for failure in compiled["report"]["failures"]:
+                self.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
+                log(f"ERROR compile: {failure}")
+
+        def plan():
+            steps = make_plan(self.spec, self.items, compiled["variants"], len(jobs), self.estimator)
+            self.set_plan(steps)
+            log("plan:\n" + render_plan(self.spec, steps, self.costs, self.budget_s, str(self.device)))
+
+        self.guarded("compile", compile_variants)
+        self.guarded("compile", plan)
+        variants, report, seconds = compiled["variants"], compiled["report"], self.elapsed() - began
+        if report is None or not self.guarded(
+            "compile", lambda: setup_steps.compile_all(self, variants, report, len(jobs), target, seconds)
+        ):
+            entry = {"step": "compile", "actual_s": round(seconds, 2), "items": 0, "done": 0}
+            self.state["steps"].append(entry)
+        self.flush()
+
     def run(self) -> dict:
         from triton import knobs
 
@@ -221,36 +261,22 @@ class Campaign:
         log(f"campaign {self.spec.name}: budget {self.budget_s:.0f} s on {self.device}")
         log(f"output: {self.out.folder}")
         self.flush()
-        target = compile_target(self.spec, self.on_gpu)
-        jobs = launch_jobs(self.spec, self.items)
         previous_listener = knobs.compilation.listener
         # The ops launch what the campaign pinned; a shape it did not pin gets the default config (a
         # compile the step missed, counted) rather than a whole search timed inside a measurement.
         previous_autotune = os.environ.get(tuning.ENV_AUTOTUNE)
         os.environ[tuning.ENV_AUTOTUNE] = "0"
         try:
-            self.step_name = "ceilings"
+            target = compile_target(self.spec, self.on_gpu)
+            jobs = launch_jobs(self.spec, self.items)
             began = self.elapsed()
-            use_comparable_settings(tf32=True)  # cuDNN's algorithm search on, as bench/ runs it
-            setup_steps.ceilings(self)
-            self.state["steps"].append(
-                {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1, "done": 1}
-            )
+            # cuDNN's algorithm search on, as bench/ runs it
+            done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=True))
+            done = self.guarded("ceilings", lambda: setup_steps.ceilings(self)) and done
+            entry = {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1}
+            self.state["steps"].append({**entry, "done": int(done)})
             self.flush()
-            self.step_name = "compile"
-            began = self.elapsed()
-            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
-                f"on {self.costs.workers} workers")  # fmt: skip
-            # At most half of what is left: a worker stuck in the compiler must not take the lease.
-            limit = (self.budget_s - self.elapsed()) / 2
-            variants, report = record_and_compile(jobs, self.costs.workers, target, timeout_s=limit)
-            for failure in report["failures"]:
-                self.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
-                log(f"ERROR compile: {failure}")
-            plan = make_plan(self.spec, self.items, variants, len(jobs), self.estimator)
-            self.set_plan(plan)
-            log("plan:\n" + render_plan(self.spec, plan, self.costs, self.budget_s, str(self.device)))
-            setup_steps.compile_all(self, variants, report, len(jobs), target, self.elapsed() - began)
+            self.compile_and_plan(jobs, target)
             knobs.compilation.listener = self._on_compile
             checked = [i for s in CHECKED_STEPS for i in self.items[s]]
             self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)

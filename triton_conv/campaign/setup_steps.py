@@ -10,7 +10,7 @@ import torch
 
 from .. import provenance
 from ..benchmarking import measure_copy_bandwidth, measure_matmul_peak, relative_error, tolerance
-from .precompile import variants_json
+from .precompile import usable_cores, variants_json
 from .runners import launch_with_config, make_inputs, reference_result
 
 
@@ -64,6 +64,7 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
         "workers": report["workers"], "wall_s": report["wall_s"], "worker_s": report["worker_s"],
         "record_s": report["record_s"], "mean_compile_s": mean, "failed": len(failed),
         "triton_cache_dir": _triton_cache_dir(), "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "launchers": {"built": len(launchers), "seconds": sum(launchers), "errors": launcher_errors[:3]},
         "cuda_utilities": report.get("cuda_utilities"),
         "variant_list": variants_json(variants), "results": results,

@@ -9,8 +9,9 @@ On a GPU a measurement has two views of the same call:
   (benchmarking.median_seconds's timer, as bench/ times), and the host's own time per call
   (benchmarking.host_seconds): what a user calling the op from Python sees.
 Where a capture fails (a callable that synchronises, say) the eager rounds are the stats, and the
-record says so. On the CPU (the interpreter) one call is timed, once: the CPU run checks the
-campaign's machinery, not speed.
+record says so. An item's time limit is held back while a graph is captured (limits.py): capturing
+takes milliseconds, and the limit strikes as the capture ends. On the CPU (the interpreter) one call is
+timed, once: the CPU run checks the campaign's machinery, not speed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..benchmarking import host_seconds, synchronized_timer
+from .limits import held_back
 
 MAX_GRAPH_CALLS = 100  # calls in one captured graph (each keeps its outputs alive in the graph's pool)
 
@@ -56,7 +58,7 @@ def graph_rounds(fn: Callable[[], object], calls: int, rounds: int) -> list[floa
         fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with held_back(), torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
     graph.replay()

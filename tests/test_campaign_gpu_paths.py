@@ -1,0 +1,661 @@
+"""The campaign's GPU-only paths, proved as far as a CPU can: the variants the compile step records are
+those the target GPU launches (TMA), Triton's compilation listener takes Triton's call, the compile
+workers are fresh interpreters that cannot see the GPU, a failure in any step (its own work or one
+of its items) is listed and the campaign goes on to the next step with valid files, an item's time
+limit is neither swallowed nor allowed to cut a CUDA-graph capture, the measurement's GPU branch
+(warm-up on a side stream, capture, replays timed by events, the eager fallback) on a fake
+torch.cuda, and nvidia-smi's answers when the driver knows fewer fields."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import inspect
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from triton_conv import provenance
+from triton_conv.campaign import precompile, run, setup_steps, spec, target, timing, timing_steps
+from triton_conv.campaign.output import FILES
+from triton_conv.campaign.precompile import TARGET_H200, LaunchJob, record, record_and_compile
+from triton_conv.compile_check import example_spec
+from triton_conv.problem import ConvProblem
+
+REPO = Path(__file__).resolve().parent.parent
+# issue 13's order, with the decoder's transposed convolutions before the training step
+STEP_ORDER = ("ceilings", "compile", "check", "fprop", "peer", "dgrad", "wgrad", "batching", "megapixel",
+              "decoder", "training")  # fmt: skip
+
+
+# --- what the compile step records is what the GPU launches -----------------------------------------
+def _descriptors(variant) -> int:
+    signature = json.loads(variant.specialization)["signature"]
+    return sum("tensordesc" in str(kind) for kind in signature.values())
+
+
+def test_the_compile_step_records_the_tma_variants_an_h200_launches():
+    """wgrad passes TMA descriptors on sm_90 and newer (launchers.common.tma_available of a CUDA
+    device); the recording runs on meta tensors, which must stand for the target's. An H200 whose
+    variants were recorded without them compiled every wgrad kernel again in the campaign's process."""
+    problem = ConvProblem.from_shapes((2, 64, 9, 9), (64, 64, 3, 3), padding=1)
+    config = spec.candidates(problem, "wgrad", spec.h200())[0]
+    launch = example_spec("wgrad", torch.bfloat16, config, problem, capability=90)
+    wanted = sum(isinstance(arg, TensorDescriptor) for arg in launch.args)
+    assert wanted >= 1
+    job = LaunchJob("wgrad", problem, config, "bf16")
+    (hopper,) = record([job], TARGET_H200)
+    (ampere,) = record([job], ("cuda", 80, 32))
+    assert _descriptors(hopper) == wanted and _descriptors(ampere) == 0
+
+
+def test_meta_as_target_answers_as_the_launchers_rule_does_for_a_cuda_device(monkeypatch):
+    from triton_conv.launchers import common, wgrad
+
+    meta = torch.device("meta")
+    for arch in (80, 89, 90, 100, 120):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, a=arch: divmod(a, 10))
+        on_cuda = common.tma_available(torch.device("cuda"))
+        with target.meta_as_target(("cuda", arch, 32)):
+            assert wgrad.tma_available(meta) == on_cuda == (arch >= 90), arch
+            assert wgrad.tma_available(torch.device("cpu")) == common.tma_available(torch.device("cpu"))
+        assert wgrad.tma_available is common.tma_available  # restored
+    monkeypatch.undo()
+    assert not wgrad.tma_available(meta)
+
+
+LISTENER = """
+import sys
+from collections import Counter
+from functools import partial
+from types import SimpleNamespace
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+from triton_conv.campaign import spec
+from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.target import TARGET_H200, use_compile_only_driver
+from triton_conv.campaign.run import Campaign, launch_jobs
+
+tiny = spec.tiny()
+job = next(j for j in launch_jobs(tiny, spec.plan_items(tiny)) if j.pass_name == "fprop")
+(variant,) = _record_here([job], TARGET_H200)
+use_compile_only_driver(TARGET_H200)
+run = SimpleNamespace(compiles=Counter(), unplanned=[], step_name="check")
+knobs.compilation.listener = partial(Campaign._on_compile, run)
+
+
+@triton.jit
+def not_ours(x_ptr):
+    tl.store(x_ptr, 1.0)
+
+
+kernel = getattr(__import__(variant.module, fromlist=["_"]), variant.kernel)
+kernel.preload(variant.specialization)  # compiled: a miss
+kernel.preload(variant.specialization)  # from the disk cache: a hit
+not_ours.warmup(torch.empty(4, device="meta"), grid=(1,))
+print(dict(run.compiles), len(run.unplanned), run.unplanned[0].startswith("check: fprop_kernel"))
+"""
+
+
+def test_the_compilation_listener_takes_tritons_call(tmp_path):
+    """Only a GPU run compiles in the campaign's process, so only there does Triton call the
+    listener: here a real compile (sm_90, no GPU) calls it, a miss then a hit, and a kernel that is
+    not triton-conv's is not counted."""
+    script = tmp_path / "listener.py"  # a file: Triton reads a kernel's source
+    script.write_text(LISTENER)
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO)}  # fmt: skip
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "{'compiled here': 1, 'loaded': 1} 1 True"
+
+
+# --- the compile workers and CUDA ------------------------------------------------------------------
+def test_compile_workers_are_fresh_interpreters_that_cannot_see_the_gpu(monkeypatch):
+    """The campaign initialises CUDA (the ceilings) before it starts the compile workers. A fork of a
+    process with CUDA initialised cannot use CUDA; the workers are new interpreters (subprocess:
+    fork and exec at once), with no GPU visible, and the package forks nowhere else."""
+    started = []
+
+    class Refused:
+        def __init__(self, args, **options):
+            started.append((args, options["env"]))
+            self.returncode = 1
+
+        def wait(self, timeout=None):
+            return 1
+
+    monkeypatch.setattr(precompile.subprocess, "Popen", Refused)
+    variants, report = record_and_compile([], workers=3, timeout_s=5)
+    assert len(started) == 3 and variants == [] and len(report["failures"]) == 3
+    for args, env in started:
+        assert args[:3] == [sys.executable, "-m", "triton_conv.campaign.precompile"]
+        assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TRITON_INTERPRET"] == "0"
+    for path in (REPO / "triton_conv").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+            assert "multiprocessing" not in names and not (
+                isinstance(node, ast.Attribute) and node.attr in ("fork", "forkpty")
+            ), f"{path.name} forks"
+    import torch._inductor.config as inductor  # the peer step's compile workers: subprocesses too
+
+    assert inductor.worker_start_method == os.environ.get("TORCHINDUCTOR_WORKER_START", "subprocess")
+
+
+# --- a failure costs what failed, not the campaign -------------------------------------------------
+class Stubs:
+    """Every step's work replaced by a record of the call; `fail` names what raises (once)."""
+
+    def __init__(self, monkeypatch, fail: str | None = None, error=None):
+        self.calls: list[tuple[str, str]] = []
+        self.fail, self.error = fail, error or RuntimeError("injected")
+        self.failed_item = None
+        self.compile_target = None
+        real_plan, real_compile_all = run.make_plan, setup_steps.compile_all
+
+        def step_work(name, value=None):
+            def work(*args, **kwargs):
+                self.calls.append((name, ""))
+                self._maybe_fail(name)
+                return value
+
+            return work
+
+        def item_work(name=None, value=None):
+            def work(campaign, item):
+                step = name or item.step
+                self.calls.append((step, item.id))
+                if self.failed_item is None and self.fail == step:
+                    self.failed_item = item.id
+                    raise self.error
+                return value
+
+            return work
+
+        def compile_variants(jobs, workers, target, timeout_s=None):
+            self.compile_target = target
+            step_work("record_and_compile")()
+            return [], {"results": [], "workers": workers, "wall_s": 0.0, "worker_s": [], "failures": [],
+                        "cuda_utilities": None, "record_s": []}  # fmt: skip
+
+        def plan(*args):
+            self._maybe_fail("plan")
+            return real_plan(*args)
+
+        def compile_all(*args):
+            self._maybe_fail("compile_all")
+            return real_compile_all(*args)
+
+        monkeypatch.setattr(run, "use_comparable_settings", step_work("settings"))
+        monkeypatch.setattr(setup_steps, "ceilings", step_work("ceilings"))
+        monkeypatch.setattr(run, "record_and_compile", compile_variants)
+        monkeypatch.setattr(run, "make_plan", plan)
+        monkeypatch.setattr(setup_steps, "compile_all", compile_all)
+        monkeypatch.setattr(setup_steps, "check_item", item_work("check"))
+        monkeypatch.setattr(timing_steps, "pass_item", item_work(value=True))
+        monkeypatch.setattr(timing_steps, "peer_item", item_work("peer"))
+        monkeypatch.setattr(timing_steps, "training_item", item_work())
+
+    def _maybe_fail(self, name):
+        if self.fail == name:
+            raise self.error
+
+
+def _run(tmp_path, **options) -> tuple[dict, dict, Path]:
+    out = tmp_path / "out"
+    state = run.Campaign(spec.tiny(), str(out), budget_s=1e4, echo=None, **options).run()
+    files = {name: json.loads((out / name).read_text()) for name in FILES.values() if name.endswith(".json")
+             if (out / name).exists()}  # fmt: skip
+    return state, files, out
+
+
+def _items(step: str) -> list[str]:
+    items = spec.plan_items(spec.tiny())
+    if step == "check":
+        return [i.id for s in spec.CHECKED_STEPS for i in items[s]]
+    if step == "peer":
+        return [i.id for i in items["fprop"] if i.peer]
+    return [i.id for i in items[step]]
+
+
+OWN_WORK = {  # what raises -> the step it belongs to
+    "settings": "ceilings", "ceilings": "ceilings", "record_and_compile": "compile", "plan": "compile",
+    "compile_all": "compile",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fail", [*OWN_WORK, *STEP_ORDER[2:]])
+def test_a_failure_in_any_step_is_listed_and_the_campaign_goes_on(tmp_path, monkeypatch, fail):
+    stubs = Stubs(monkeypatch, fail)
+    state, files, out = _run(tmp_path)
+    assert state["status"] == "complete, with errors or skips", state.get("traceback")
+    step = OWN_WORK.get(fail, fail)
+    item = run.STEP if fail in OWN_WORK else stubs.failed_item
+    assert item is not None
+    assert [(e["step"], e["item"], e["error"]) for e in state["errors"]] == [
+        (step, item, "RuntimeError: injected")
+    ]
+    for later in STEP_ORDER[2:]:  # every item of every timing step was still run
+        assert [i for s, i in stubs.calls if s == later] == _items(later), later
+    ran = [s["step"] for s in state["steps"]]
+    assert ran == list(STEP_ORDER), ran  # one entry per step, in issue 13's order
+    order = [s for s, _ in stubs.calls if s in STEP_ORDER[2:]]
+    assert sorted(set(order), key=order.index) == list(STEP_ORDER[2:])
+    no_compile_report = fail in ("record_and_compile", "compile_all")
+    missing = {"training.json"} | ({"compile.json"} if no_compile_report else set())
+    assert set(files) == {name for name in FILES.values() if name.endswith(".json")} - missing
+    assert files["campaign.json"]["status"] == state["status"]
+    log = (out / "campaign.log").read_text()
+    assert "ERROR" in log and ("Traceback" in log) == (fail in OWN_WORK)
+    from triton_conv.report.campaign import report_campaign  # and the report reads what is there
+
+    assert report_campaign(str(out), notes_dir=str(tmp_path / "notes"), plots=False)
+
+
+def test_an_estimate_that_fails_costs_its_item(tmp_path, monkeypatch):
+    stubs = Stubs(monkeypatch)
+    broken = _items("dgrad")[1]
+    real = run.Estimator.pass_item
+
+    def estimate(self, item):
+        if item.id == broken:
+            raise ValueError("the model cannot price this")
+        return real(self, item)
+
+    monkeypatch.setattr(run.Estimator, "pass_item", estimate)
+    # the plan prices every item too: it fails, and the run goes on without one
+    state, _, _ = _run(tmp_path)
+    errors = [(e["step"], e["item"]) for e in state["errors"]]
+    assert errors == [("compile", run.STEP), ("dgrad", broken)]
+    assert [i for s, i in stubs.calls if s == "dgrad"] == [i for i in _items("dgrad") if i != broken]
+    assert state["plan"] == [] and [s for s, _ in stubs.calls if s == "training"] == ["training"]
+
+
+def test_an_item_past_its_limit_is_stopped_even_if_it_catches_exceptions(tmp_path, monkeypatch):
+    """timing.measure falls back to eager rounds on any Exception, check_item marks a config failed:
+    an item's time limit must pass through such handlers, or the item runs on with no alarm."""
+    stubs = Stubs(monkeypatch)
+    monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.3)
+    slow = _items("fprop")[0]
+    carried_on = []
+
+    def item(campaign, item):
+        stubs.calls.append((item.step, item.id))
+        if item.id == slow:
+            with contextlib.suppress(Exception):  # what a fallback does
+                time.sleep(3)
+            carried_on.append(item.id)
+        return True
+
+    monkeypatch.setattr(timing_steps, "pass_item", item)
+    started = time.monotonic()
+    state, _, _ = _run(tmp_path)
+    assert not carried_on and time.monotonic() - started < 3
+    assert [(e["step"], e["item"]) for e in state["errors"]] == [("fprop", slow)]
+    assert state["errors"][0]["error"].startswith("ItemTimeout")
+    assert state["status"] == "complete, with errors or skips"
+
+
+def test_on_a_gpu_the_target_is_the_gpus_and_out_of_memory_frees_the_cache(tmp_path, monkeypatch):
+    stubs = Stubs(monkeypatch, "wgrad", torch.cuda.OutOfMemoryError("CUDA out of memory (injected)"))
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (9, 0))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    monkeypatch.setattr(run, "interpreter_active", lambda: False)
+    state, _, _ = _run(tmp_path)
+    assert state["on_gpu"] and state["device"] == "cuda" and stubs.compile_target == TARGET_H200
+    assert [(e["step"], e["item"]) for e in state["errors"]] == [("wgrad", stubs.failed_item)]
+    assert emptied and state["status"] == "complete, with errors or skips"
+
+
+def test_the_ceilings_on_a_gpu(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(setup_steps, "measure_matmul_peak", lambda *a: asked.append(("matmul", a)) or 7e14)
+    monkeypatch.setattr(setup_steps, "measure_copy_bandwidth", lambda *a: asked.append(("copy", a)) or 4e12)
+    monkeypatch.setattr(provenance, "gpu", lambda: {"name": "NVIDIA H200", "clocks.sm": "1980 MHz"})
+    monkeypatch.setattr(provenance, "nvidia_smi", lambda: {"clocks.sm": "1755 MHz"})
+    campaign = run.Campaign(spec.h200(), str(tmp_path / "out"), budget_s=480, echo=None)
+    campaign.on_gpu, campaign.device = True, torch.device("cuda")
+    setup_steps.ceilings(campaign)
+    campaign.out.close()
+    assert asked == [("matmul", (torch.bfloat16, 8192, torch.device("cuda"))),
+                     ("copy", (2 << 30, torch.device("cuda")))]  # fmt: skip
+    ceilings = campaign.state["ceilings"]
+    assert ceilings["matmul_dtype"] == "bf16" and ceilings["matmul_tflops"] == 700.0
+    assert ceilings["copy_gb_per_s"] == 4000.0 and ceilings["clocks_after"] == {"clocks.sm": "1755 MHz"}
+    assert campaign.state["provenance"]["gpu"]["name"] == "NVIDIA H200"
+
+
+# --- the measurement's GPU branch on a fake torch.cuda --------------------------------------------
+class FakeCuda:
+    """What timing.py asks of torch.cuda. Every call of the timed callable is logged with the stream
+    it ran on ('capture' inside a graph capture); each replay lasts `replay_ms` by the events."""
+
+    def __init__(self, monkeypatch, replay_ms: float = 2.0):
+        self.log: list[str] = []
+        self.stream_name, self.replay_ms, self.captured = "default", replay_ms, 0
+        for name in ("Stream", "current_stream", "stream", "CUDAGraph", "graph", "synchronize", "Event"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+    def Stream(self):
+        fake = self
+
+        class Stream:
+            name = "side"
+
+            def wait_stream(self, other):
+                fake.log.append(f"{self.name} waits for {other.name}")
+
+        return Stream()
+
+    def current_stream(self):
+        stream = self.Stream()
+        stream.name = self.stream_name
+        return stream
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        previous, self.stream_name = self.stream_name, stream.name
+        try:
+            yield
+        finally:
+            self.stream_name = previous
+
+    def CUDAGraph(self):
+        fake = self
+
+        class Graph:
+            def replay(self):
+                fake.log.append("replay")
+
+        return Graph()
+
+    @contextlib.contextmanager
+    def graph(self, graph):
+        self.log.append("capture begins")
+        previous, self.stream_name = self.stream_name, "capture"
+        try:
+            yield
+        finally:
+            self.stream_name = previous
+            self.log.append("capture ends")
+
+    def synchronize(self):
+        self.log.append("synchronize")
+
+    def Event(self, enable_timing=False):
+        fake = self
+
+        class Event:
+            def record(self):
+                pass
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return fake.replay_ms
+
+        assert enable_timing
+        return Event()
+
+    def call(self):
+        self.log.append(f"call on {self.stream_name}")
+        self.captured += self.stream_name == "capture"
+
+
+def test_the_device_time_is_graph_replays_timed_by_events(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+    m = timing.measure(cuda.call, rounds=4, min_round_s=1e-3, on_gpu=True)
+    calls = m.iterations
+    assert calls == timing.MAX_GRAPH_CALLS  # a call this quick fills the graph
+    assert m.timer == "CUDA graph replay, CUDA events" and m.error is None
+    assert m.rounds == pytest.approx([2e-3 / calls] * 4) and m.device_seconds == pytest.approx(2e-3 / calls)
+    assert m.eager_seconds is not None and m.host_seconds is not None
+    log = cuda.log
+    warm = log.index("side waits for default")
+    assert log[warm + 1] == "call on side" and log[warm + 2] == "default waits for side"
+    begins, ends = log.index("capture begins"), log.index("capture ends")
+    assert warm < begins and log[begins + 1 : ends] == ["call on capture"] * calls
+    assert log[ends + 1 :].count("replay") == 1 + 4  # one untimed replay, then one per round
+
+
+def test_a_failed_capture_falls_back_to_the_eager_rounds(monkeypatch):
+    cuda = FakeCuda(monkeypatch)
+
+    def synchronising():
+        cuda.call()
+        if cuda.stream_name == "capture":
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    m = timing.measure(synchronising, rounds=3, min_round_s=1e-3, on_gpu=True)
+    assert m.timer == "synchronised wall clock (capture failed)" and m.device_seconds is None
+    assert m.error.startswith("RuntimeError: operation not permitted") and len(m.rounds) == 3
+    assert statistics.median(m.rounds) == m.eager_seconds and "replay" not in cuda.log
+    assert cuda.log[cuda.log.index("capture ends") + 1] == "synchronize"
+
+
+def test_an_items_time_limit_waits_for_the_capture_to_end(monkeypatch):
+    """A limit that strikes mid-capture would leave the stream capturing (every later CUDA call of
+    the campaign failing): it is held back, and strikes as the capture ends, with every call in."""
+    cuda = FakeCuda(monkeypatch)
+
+    def slow_to_capture():
+        cuda.call()
+        if cuda.stream_name == "capture" and cuda.captured == 1:
+            time.sleep(0.4)
+
+    with pytest.raises(run.ItemTimeout), run.time_limit(0.15):
+        timing.measure(slow_to_capture, rounds=2, min_round_s=1e-3, on_gpu=True)
+    assert cuda.log[-1] == "capture ends" and cuda.captured == timing.MAX_GRAPH_CALLS
+
+
+# --- provenance ---------------------------------------------------------------------------------------
+FAKE_SMI = """#!{python}
+import sys
+fields = next(a for a in sys.argv if a.startswith("--query-gpu=")).split("=", 1)[1].split(",")
+unknown = [f for f in fields if f.startswith("power.draw")]
+if unknown:
+    print(f'Field "{{unknown[0]}}" is not a valid field to query.')
+    sys.exit(2)
+print(", ".join(f"{{f}} value" for f in fields))
+"""
+
+
+@pytest.mark.parametrize("binary", ["answers", "rejects a field", "missing", "hangs"])
+def test_nvidia_smi_answers_what_it_can(tmp_path, monkeypatch, binary):
+    script = tmp_path / "nvidia-smi"
+    if binary == "hangs":
+        script.write_text("#!/bin/sh\nexit 3\n")
+    else:
+        text = FAKE_SMI.format(python=sys.executable)
+        script.write_text(text if binary == "rejects a field" else text.replace('"power.draw"', '"nothing"'))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) if binary != "missing" else str(tmp_path / "none"))
+    if binary == "hangs":  # a hung nvidia-smi is given up once, not asked field by field
+        asked = []
+
+        def hung(*args, **kwargs):
+            asked.append(args)
+            raise subprocess.TimeoutExpired(args[0], 20)
+
+        monkeypatch.setattr(provenance.subprocess, "run", hung)
+    answer = provenance.nvidia_smi(0)
+    if binary == "answers":
+        assert answer == {field: f"{field} value" for field in provenance.SMI_FIELDS}
+    elif binary == "rejects a field":
+        assert answer["power.draw"] is None and answer["clocks.max.sm"] == "clocks.max.sm value"
+        assert "not a valid field" in answer["error"] and set(answer) == {*provenance.SMI_FIELDS, "error"}
+    else:
+        assert set(answer) == {"error"} and "nvidia-smi" in answer["error"]
+    if binary == "hangs":
+        assert len(asked) == 1
+
+
+# --- the APIs the GPU paths call, in this torch and Triton -------------------------------------------
+def test_the_gpu_paths_call_apis_this_torch_and_triton_have():
+    from triton import knobs
+    from triton.runtime.jit import JITFunction
+    from triton.testing import do_bench
+
+    graph = inspect.signature(torch.cuda.graph.__init__).parameters
+    assert list(graph)[1] == "cuda_graph" and "capture_error_mode" in graph
+    for name in ("CUDAGraph", "Stream", "Event", "stream", "current_stream", "synchronize", "empty_cache",
+                 "get_device_capability", "get_device_properties", "is_current_stream_capturing",
+                 "reset_peak_memory_stats", "max_memory_allocated", "memory_allocated", "mem_get_info",
+                 "OutOfMemoryError", "is_initialized"):  # fmt: skip
+        assert hasattr(torch.cuda, name), name
+    assert issubclass(torch.cuda.OutOfMemoryError, Exception)
+    bench = inspect.signature(do_bench).parameters  # tuning.gpu_timer's call
+    assert {"warmup", "rep", "return_mode"} <= set(bench) and '"median"' in inspect.getsource(do_bench)
+    assert inspect.signature(JITFunction.preload).parameters.keys() == {"self", "specialization_data"}
+    # (the recording above calls knobs.runtime.jit_cache_hook's hook, and the listener test Triton's
+    # compilation listener, each for real)
+    assert hasattr(knobs.compilation, "listener") and hasattr(knobs.runtime, "jit_cache_hook")
+
+
+def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypatch):
+    """pass_item with the campaign's GPU branch (the kernels in the interpreter, torch.cuda faked):
+    each candidate timed by replays, the winner pinned and run by the op, cuDNN beside it, the batch
+    against one image at a time, each record with its device, eager and host times and its fraction
+    of the measured peak."""
+    from triton_conv import tuning
+
+    cuda = FakeCuda(monkeypatch, replay_ms=0.5)
+    item = next(i for i in spec.plan_items(spec.tiny())["batching"] if i.one_at_a_time)
+    campaign = run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=100, echo=None)
+    campaign.on_gpu = True
+    campaign.state["ceilings"] = {"matmul_dtype": "fp16", "matmul_tflops": 10.0}
+    campaign.checked[item.id] = item.candidates
+    try:
+        assert timing_steps.pass_item(campaign, item) is True
+    finally:
+        tuning.forget_choices()
+        campaign.out.close()
+    (row,) = campaign.autotune_rows
+    assert row["winner_ms"] == pytest.approx(0.5) and len(row["timings"]) == len(item.candidates)
+    infos = [r["extra_info"] for r in campaign.records]
+    assert {(i["implementation"], i.get("how")) for i in infos} == {
+        ("triton-conv", None), ("cudnn", None), ("triton-conv", "batch"), ("cudnn", "batch"),
+        ("triton-conv", "one-at-a-time"), ("cudnn", "one-at-a-time"),
+    }  # fmt: skip
+    for info in infos:
+        assert info["timer"] == "CUDA graph replay, CUDA events" and info["timer_error"] is None
+        assert info["device_seconds"] == pytest.approx(5e-4) and info["eager_seconds"] > 0
+        assert info["measured_peak_tflops"] == 10.0
+        assert info["fraction_of_peak"] == pytest.approx(info["tflops"] / 10.0)
+    assert cuda.log.count("capture begins") == len(item.candidates) + 4  # candidates, op, cuDNN, N x 1
+
+
+def test_compile_workers_are_as_many_as_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    """A container on a big host: os.cpu_count() is the host's; the affinity or the CPU quota is
+    what the compile step may use (one worker per host core would each import torch and thrash)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 192)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    (v2).mkdir()
+    (v2 / "cpu.max").write_text("1600000 100000\n")
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("800000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (none).mkdir()
+    (none / "cpu.max").write_text("max 100000\n")
+    assert precompile.usable_cores(str(v2)) == 16
+    assert precompile.usable_cores(str(v1)) == 8
+    assert precompile.usable_cores(str(none)) == 64  # no quota: the affinity
+    assert precompile.usable_cores(str(tmp_path / "missing")) == 64
+
+
+# --- the training step runs the kernels the pass steps compiled and timed ---------------------------
+def _specialisation(launch) -> tuple:
+    """What Triton compiles a launch for (conservatively more): the kernel, its constexprs, warps and
+    stages, each tensor's dtype and 16-byte alignment, each int's equality to 1, divisibility by 16
+    and width, each TMA descriptor's dtype, box and strides."""
+    args = []
+    for arg in launch.args:
+        if isinstance(arg, TensorDescriptor):
+            args.append(("descriptor", arg.base.dtype, tuple(arg.block_shape), tuple(arg.strides)))
+        elif isinstance(arg, torch.Tensor):
+            args.append(("pointer", arg.dtype, arg.data_ptr() % 16 == 0))
+        elif isinstance(arg, bool):
+            args.append(("bool", arg))
+        else:
+            args.append(("int", arg == 1, arg % 16 == 0, -(2**31) <= arg < 2**31))
+    constexprs = tuple(sorted((k, str(v)) for k, v in launch.constexprs.items()))
+    return launch.kernel.__name__, constexprs, launch.num_warps, launch.num_stages, tuple(args)
+
+
+def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile(monkeypatch):
+    """The training step's convolutions (a converted channels_last ResNet-50 under bf16 autocast,
+    forward and backward) run the very kernels the pass steps compile ahead and time for the same
+    problems and configs: nothing compiled inside the training item. A 1x1 weight laid out by
+    Module.to(memory_format=channels_last) has strides (C, 1, C, C), not .contiguous()'s (C, 1, 1, 1),
+    a different specialisation, which the pass steps' inputs once had (benchmarking.in_layout)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from triton_conv import convert_model, passes, tuning
+    from triton_conv.campaign.runners import launch_with_config, make_inputs, op_channels_last
+    from triton_conv.launchers import dgrad, fprop, wgrad
+    from triton_conv.resnet50 import ResNet50
+
+    launched, chosen = [], []
+    for module in (fprop, dgrad, wgrad):  # recorded, not run: the shapes flow, the numbers do not matter
+        monkeypatch.setattr(module, "launch", lambda launch: launched.append(_specialisation(launch)))
+    choose = passes.choose_config
+
+    def recorded_choice(problem, pass_name, dtype, device, channels_last):
+        config = choose(problem, pass_name, dtype, device, channels_last)
+        chosen.append((problem, pass_name, dtype, channels_last, config))
+        return config
+
+    monkeypatch.setattr(passes, "choose_config", recorded_choice)
+    torch.manual_seed(0)
+    net = ResNet50(8, (3, 4, 6, 3), 10).to(memory_format=torch.channels_last)
+    model = convert_model(copy.deepcopy(net))
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), torch.randint(0, 10, (2,)))
+        loss.backward()
+        training, launched[:] = set(launched), []
+        for problem, pass_name, dtype, channels_last, config in set(chosen):
+            tensors = make_inputs(problem, dtype, "cpu")
+            assert op_channels_last(pass_name, tensors) == channels_last
+            launch_with_config(pass_name, problem, tensors, config)()
+    finally:
+        tuning.forget_choices()
+    assert {name for name, *_ in training} == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    assert len(training) > 30 and training <= set(launched)
+
+
+def test_a_steps_last_item_may_run_until_the_steps_deadline(tmp_path, monkeypatch):
+    """The training step has one item: past three times its estimate (cuDNN's algorithm search, a
+    slow first step) it keeps the time its step was given, which no later item of the step needs."""
+    stubs = Stubs(monkeypatch)
+    monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.3)
+
+    def training(campaign, item):
+        stubs.calls.append(("training", item.id))
+        time.sleep(0.8)
+
+    monkeypatch.setattr(timing_steps, "training_item", training)
+    state, _, _ = _run(tmp_path)
+    assert state["errors"] == [] and state["status"] == "complete"
+    assert next(s for s in state["steps"] if s["step"] == "training")["done"] == 1

@@ -1,0 +1,62 @@
+"""An item's time limit: SIGALRM raises ItemTimeout in the main thread, except inside a block that
+must not be cut (`held_back`), where it waits for the block's end.
+
+ItemTimeout is not an Exception, so that no `except Exception` inside the item (timing.measure's eager
+fallback, check_item's per-config handler, Inductor's own) takes it for the item's failure and
+carries on with no alarm left. A CUDA-graph capture is held back: a limit that struck mid-capture
+would leave the stream capturing, and every later CUDA call of the campaign would fail. Blocking the
+signal would not do: a process-directed signal goes to any thread that does not block it (torch has
+several), whose handler then trips the main thread's anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class ItemTimeout(BaseException):
+    """An item ran past its time limit (run.py's run_step stops it with `time_limit`)."""
+
+
+_held = 0  # nesting depth of held_back blocks in the main thread
+_pending: list[str] = []  # a limit that struck inside one
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise ItemTimeout in this (main) thread after `seconds`; a no-op where signals cannot."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    message = f"stopped after {seconds:.0f} s, its time limit"
+
+    def expire(signum, frame):
+        if _held:
+            _pending.append(message)
+            return
+        raise ItemTimeout(message)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        _pending.clear()
+
+
+@contextlib.contextmanager
+def held_back():
+    """A block that a time limit does not cut: one that strikes meanwhile raises as the block ends,
+    in place of any exception the block raised (the item is over either way)."""
+    global _held
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending:
+            raise ItemTimeout(_pending.pop())
