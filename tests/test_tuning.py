@@ -90,6 +90,20 @@ def test_random_inputs_are_random():
     assert not torch.equal(tensors["x"], again["x"])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tuned_inputs_have_a_models_strides(channels_last):
+    """The tuner times the binary a model runs: Triton specialises on strides equal to 1, and a 1x1
+    weight moved to channels_last by Module.to has (C, 1, C, C) where .contiguous(memory_format=)
+    would give (C, 1, 1, 1)."""
+    problem = ConvProblem.from_shapes((2, 32, 5, 5), (48, 32, 1, 1))
+    layer = torch.nn.Conv2d(32, 48, 1).to(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    for pass_name in ("fprop", "dgrad", "wgrad"):
+        tensors = tuning.random_inputs(problem, pass_name, torch.float32, channels_last, "cpu")
+        assert tensors["weight"].stride() == layer.weight.stride()
+
+
 def test_winner_is_the_fastest_and_a_failing_config_loses(fake_runner):
     configs = list(config_space("fprop")[:3])  # any three: PROBLEM's pruned space may hold only two
     broken = configs[0]

@@ -59,11 +59,12 @@ def cpu_timer(fn: Callable[[], object], repeats: int = 3) -> float:
 
 # --- inputs and the callables that launch one pass --------------------------------------------------
 def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device) -> dict:
-    """Fresh random tensors (never zeros) for one pass, in the layout asked for."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
+    """Fresh random tensors (never zeros) for one pass, in the layout asked for, with the strides a
+    model's own tensors have (benchmarking.in_layout: the binary that is timed is the one that runs)."""
+    from .benchmarking import in_layout
 
     def make(shape):
-        return torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=layout)
+        return in_layout(torch.randn(shape, dtype=dtype, device=device), channels_last)
 
     tensors = {"weight": make(problem.weight_shape)}
     if pass_name == "fprop":
