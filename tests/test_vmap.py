@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 import triton_conv
+from triton_conv import passes
 from triton_conv.autograd import batching, conv2d_op, input_grad_op, weight_grad_op
 from triton_conv.launchers.common import launch_counts
 
@@ -382,12 +383,12 @@ def test_empty_samples(case, triton_only):
 @pytest.mark.parametrize("case", ["conv2d", "input_grad", "weight_grad"])
 def test_groups_past_the_grid_cap_run_in_chunks(case, monkeypatch, triton_only):
     """Where B joins the groups, g·B (times dgrad's stride phases) must stay within the grid's y
-    limit: with the limit lowered to 4, five samples of 2 groups run in chunks that fit."""
-    monkeypatch.setattr(batching, "GRID_GROUPS_LIMIT", 4)
+    limit: with the limit lowered to 4, five samples of 2 groups run in chunks of groups that fit."""
+    monkeypatch.setattr(passes, "GRID_Y_LIMIT", 4)
     batch = 5
     dy = batched((2, 6, 3, 4), 0, batch)
     x, w, b = batched(X, 0, batch), batched(W, 0, batch), batched((6,), 0, batch)
-    if case == "conv2d":  # chunks of 2 samples: 2 + 2 + 1
+    if case == "conv2d":  # 10 groups in chunks of 4: 4 + 4 + 2
         ours, counts = launches(
             triton_only, lambda: vmap(lambda x, w, b: conv2d_op(x, w, b, *OP_GEOMETRY))(x, w, b)
         )
@@ -399,7 +400,7 @@ def test_groups_past_the_grid_cap_run_in_chunks(case, monkeypatch, triton_only):
         )
         theirs = torch.stack([torch.nn.grad.conv2d_input(X, w[i], dy[i], **GEOMETRY) for i in range(batch)])
         assert close(ours, theirs) and counts == {"dgrad_kernel": 5}
-    else:  # per-sample gradients and bias gradients, in chunks of 2
+    else:  # per-sample gradients and bias gradients, 10 groups in chunks of 4
         (dw, db), counts = launches(
             triton_only,
             lambda: vmap(lambda dy, x: weight_grad_op(dy, x, w[0], *OP_GEOMETRY, True))(dy, x),

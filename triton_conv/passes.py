@@ -12,6 +12,7 @@ for a shape never seen, the untuned default, with a one-time warning.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
@@ -70,7 +71,45 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
     )
 
 
+# The launchers put the groups (times dgrad's stride phases, which run side by side) on the grid's y
+# axis, which CUDA caps at 65535 (x, the tiles, allows 2**31 - 1). Past it (a depthwise convolution of
+# 65536 channels, or 16384 at stride 2 in dgrad) a pass runs in chunks of groups, one launch each.
+GRID_Y_LIMIT = 65535
+
+
+def group_chunks(problem: ConvProblem, programs_per_group: int) -> list[tuple[int, int]]:
+    """(first group, groups) of each launch: one chunk unless the grid's y axis would pass its limit."""
+    per_launch = max(1, GRID_Y_LIMIT // programs_per_group)
+    return [
+        (first, min(per_launch, problem.groups - first)) for first in range(0, problem.groups, per_launch)
+    ]
+
+
+def _chunk(problem: ConvProblem, first: int, groups: int):
+    """The problem of `groups` groups from `first` on, and the slices of its input and output channels."""
+    in_group, out_group = problem.in_per_group, problem.out_per_group
+    part = dataclasses.replace(
+        problem, groups=groups, in_channels=groups * in_group, out_channels=groups * out_group
+    )
+    return (
+        part,
+        slice(first * in_group, (first + groups) * in_group),
+        slice(first * out_group, (first + groups) * out_group),
+    )
+
+
+def _stride_phases(problem: ConvProblem) -> int:
+    return problem.stride[0] * problem.stride[1]
+
+
 def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
+    chunks = group_chunks(problem, 1)
+    if len(chunks) > 1:
+        y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
+        for first, groups in chunks:
+            part, cin, cout = _chunk(problem, first, groups)
+            y[:, cout] = forward(x[:, cin], weight[cout], None if bias is None else bias[cout], part)
+        return y
     config = choose_config(problem, "fprop", x.dtype, x.device, wants_channels_last(x, weight))
     return conv2d_fprop(x, weight, bias, problem, config)
 
@@ -78,11 +117,35 @@ def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
     """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
     (the same kernel, tuned under the same key)."""
+    chunks = group_chunks(problem, _stride_phases(problem))
+    if len(chunks) > 1:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        dx = dy.new_empty(problem.input_shape).contiguous(memory_format=layout)
+        for first, groups in chunks:
+            part, cin, cout = _chunk(problem, first, groups)
+            dx[:, cin] = input_grad(
+                dy[:, cout], weight[cout], part, channels_last=channels_last,
+                bias=None if bias is None else bias[cin],
+            )  # fmt: skip
+        return dx
     config = choose_config(problem, "dgrad", dy.dtype, dy.device, channels_last)
     return conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last, bias=bias)
 
 
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):
+    chunks = group_chunks(problem, 1)
+    if len(chunks) > 1:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        dw = x.new_empty(problem.weight_shape, dtype=weight_dtype).contiguous(memory_format=layout)
+        db = x.new_empty(problem.out_channels, dtype=weight_dtype) if need_bias else None
+        for first, groups in chunks:
+            part, cin, cout = _chunk(problem, first, groups)
+            dw[cout], part_db = weight_grad(
+                dy[:, cout], x[:, cin], part, weight_dtype, channels_last=channels_last, need_bias=need_bias
+            )
+            if db is not None:
+                db[cout] = part_db
+        return dw, db
     config = choose_config(problem, "wgrad", dy.dtype, dy.device, channels_last)
     return conv2d_wgrad(
         dy, x, problem, config, weight_dtype=weight_dtype, channels_last=channels_last, need_bias=need_bias

@@ -14,9 +14,8 @@ vmapped size:
 - only the bias batched: the convolution once, the B biases added after.
 
 Every rule first runs the op's own checks on one sample's tensors, so a caller sees the op's error
-for the per-sample shapes, never one about the folded problem. The kernels put a problem's groups
-(times dgrad's stride phases) on the grid's y axis, which CUDA caps at 65535: where g·B would pass
-that, the batch is folded in chunks that fit, a few launches instead of one.
+for the per-sample shapes, never one about the folded problem. Where g·B groups would pass the
+grid's limit, the passes run the folded problem in chunks of groups (passes.group_chunks).
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ import torch
 
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 from .ops import conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
-
-GRID_GROUPS_LIMIT = 65535  # CUDA's limit on a grid's y dimension
 
 
 # --- moving the vmapped dimension -----------------------------------------------------------------
@@ -211,77 +208,46 @@ def _fold_weight_grad(
 
 
 # --- the rules ------------------------------------------------------------------------------------
-def _chunked(fold, batch, chunk, in_dims, args):
-    """fold over the batch in chunks of at most `chunk` samples, the results concatenated."""
-    results = []
-    for start in range(0, batch, chunk):
-        size = min(chunk, batch - start)
-        part = [arg if bdim is None else arg.narrow(bdim, start, size) for arg, bdim in zip(args, in_dims)]
-        results.append(fold(size, in_dims, *part))
-    outputs, out_dims = zip(*results)
-    if not isinstance(out_dims[0], tuple):
-        return torch.cat(outputs, out_dims[0]) if out_dims[0] is not None else outputs[0], out_dims[0]
-    joined = [
-        torch.cat(parts, dim) if dim is not None else parts[0]
-        for parts, dim in zip(zip(*outputs), out_dims[0])
-    ]
-    return tuple(joined), out_dims[0]
-
-
-def _rule(fold, check, operands, grid_groups):
-    """A batching rule: the op's checks on one sample (`check` returns the problem and the
-    per-sample output shapes), an empty result for an empty batch, else `fold`. Where B joins the
-    groups (both `operands` batched), in chunks that keep the grid's y axis, g·B times what
-    `grid_groups` says of each group, within the cap."""
+def _rule(fold, check):
+    """A batching rule: the op's checks on one sample (`check` returns the per-sample output
+    shapes), an empty result for an empty batch, else `fold`."""
 
     def rule(info, in_dims, *args):
         batch = info.batch_size  # in_dims of a list argument is a list of Nones: made one None
         in_dims = [bdim if isinstance(arg, torch.Tensor) else None for arg, bdim in zip(args, in_dims)]
-        problem, shapes = check(*_samples(args, in_dims, batch))
+        shapes = check(*_samples(args, in_dims, batch))
         if batch == 0:
             outputs = tuple(args[0].new_empty((0, *shape)) for shape in shapes)
             return (outputs, (0,) * len(shapes)) if len(shapes) > 1 else (outputs[0], 0)
-        per_sample = problem.groups * grid_groups(problem)
-        if all(in_dims[i] is not None for i in operands) and batch * per_sample > GRID_GROUPS_LIMIT:
-            return _chunked(fold, batch, max(1, GRID_GROUPS_LIMIT // per_sample), in_dims, args)
         return fold(batch, in_dims, *args)
 
     return rule
 
 
 def _check_conv2d(input, weight, bias, stride, padding, dilation, groups):
-    problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
-    return problem, (problem.output_shape,)
+    return (checked_problem(input, weight, bias, stride, padding, dilation, groups).output_shape,)
 
 
 def _check_input_grad(grad_output, input, weight, stride, padding, dilation, groups):
-    problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    return problem, (tuple(input.shape),)
+    checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    return (tuple(input.shape),)
 
 
 def _check_weight_grad(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
-    problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    return problem, (tuple(weight.shape), (weight.shape[0] if with_bias else 0,))
+    checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    return (tuple(weight.shape), (weight.shape[0] if with_bias else 0,))
 
 
 def _check_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
     problem = checked_transposed_problem(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return problem, (problem.input_shape,)
-
-
-def _one(problem) -> int:
-    return 1
-
-
-def _stride_phases(problem) -> int:  # dgrad launches its stride phases side by side with the groups
-    return problem.stride[0] * problem.stride[1]
+    return (problem.input_shape,)
 
 
 RULES = {
-    conv2d_op: _rule(_fold_conv2d, _check_conv2d, (0, 1), _one),
-    input_grad_op: _rule(_fold_input_grad, _check_input_grad, (0, 2), _stride_phases),
-    weight_grad_op: _rule(_fold_weight_grad, _check_weight_grad, (0, 1), _one),
-    conv_transpose2d_op: _rule(_fold_conv_transpose2d, _check_conv_transpose2d, (0, 1), _stride_phases),
+    conv2d_op: _rule(_fold_conv2d, _check_conv2d),
+    input_grad_op: _rule(_fold_input_grad, _check_input_grad),
+    weight_grad_op: _rule(_fold_weight_grad, _check_weight_grad),
+    conv_transpose2d_op: _rule(_fold_conv_transpose2d, _check_conv_transpose2d),
 }
