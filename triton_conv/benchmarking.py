@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .launchers.common import random_in_layout
 from .problem import ConvProblem
 
 IMPLEMENTATIONS = ("triton-conv", "cudnn", "inductor")
@@ -162,17 +163,9 @@ def compile_peer(fn: Callable, *, on_gpu: bool = True) -> Callable:
 
 
 # --- the passes ---------------------------------------------------------------------------------------
-def in_layout(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """`tensor` in the memory format asked for, with the strides Module.to(memory_format=...) gives a
-    model's weights: a 1x1 weight in channels_last gets (C, 1, C, C), where .contiguous(memory_format=)
-    keeps (C, 1, 1, 1). The kernels take strides as arguments and Triton specialises on those equal
-    to 1, so the two are different binaries; the benchmarks time the one a converted model runs."""
-    return tensor.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
 def make_inputs(problem: ConvProblem, dtype: torch.dtype, channels_last: bool, device) -> dict:
-    """Random x, w and dy for one problem, in the memory format asked for (`in_layout`)."""
-    make = lambda shape: in_layout(torch.randn(shape, dtype=dtype, device=device), channels_last)
+    """Random x, w and dy for one problem, in the memory format asked for (a model's strides)."""
+    make = lambda shape: random_in_layout(shape, dtype, device, channels_last)
     return {"x": make(problem.input_shape), "w": make(problem.weight_shape), "dy": make(problem.output_shape)}
 
 

@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from .autograd import conv2d_op, conv_transpose2d_op, transposed_geometry, weight_grad_op
-from .benchmarking import in_layout, without_algorithm_search
+from .benchmarking import without_algorithm_search
 from .functional import conv_transpose2d
+from .launchers.common import random_in_layout
 from .problem import ConvProblem
 
 
 def make_inputs(view: ConvProblem, dtype: torch.dtype, channels_last: bool, device) -> dict:
     """Random x, w, dy (the view's output, weight and input shapes) and bias b, in the memory format
-    asked for (benchmarking.in_layout)."""
-    make = lambda shape: in_layout(torch.randn(shape, dtype=dtype, device=device), channels_last)
+    asked for (a model's strides)."""
+    make = lambda shape: random_in_layout(shape, dtype, device, channels_last)
     return {"x": make(view.output_shape), "w": make(view.weight_shape), "dy": make(view.input_shape),
             "b": torch.randn(view.in_channels, dtype=dtype, device=device)}  # fmt: skip
 

@@ -68,7 +68,7 @@ def _conv2d_call(name: str, args) -> ConvCall | None:
 
 
 def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
-    """autograd._conv_transpose2d's problem and flags, and ConvTranspose2dFunction.backward's: the
+    """The conv_transpose2d op's problem and flags, and ConvTranspose2dFunction.backward's: the
     input gradient is conv2d's forward op on the incoming gradient, the weight gradient conv2d's
     weight-gradient op with x in the gradient's place."""
     input, weight = args[0], args[1]

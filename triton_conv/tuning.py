@@ -24,6 +24,7 @@ import torch
 
 from .configs import KernelConfig, default_pass_config, tuning_key
 from .devices import DeviceSpec, get_device, live_device
+from .launchers.common import random_in_layout
 from .problem import ConvProblem
 from .pruning import search_space
 from .runtime import fp32_uses_tf32
@@ -60,11 +61,10 @@ def cpu_timer(fn: Callable[[], object], repeats: int = 3) -> float:
 # --- inputs and the callables that launch one pass --------------------------------------------------
 def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device) -> dict:
     """Fresh random tensors (never zeros) for one pass, in the layout asked for, with the strides a
-    model's own tensors have (benchmarking.in_layout: the binary that is timed is the one that runs)."""
-    from .benchmarking import in_layout
+    model's own tensors have (random_in_layout: the binary that is timed is the one that runs)."""
 
     def make(shape):
-        return in_layout(torch.randn(shape, dtype=dtype, device=device), channels_last)
+        return random_in_layout(shape, dtype, device, channels_last)
 
     tensors = {"weight": make(problem.weight_shape)}
     if pass_name == "fprop":

@@ -259,7 +259,7 @@ def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
 
 
 # Relative compile cost by kernel, for spreading the work evenly (wgrad's bias-gradient dot and
-# split-K reduction make it the heaviest; cost.py holds the absolute seconds).
+# split-K reduction make it the heaviest; costs.py holds the absolute seconds).
 WEIGHT = {"fprop": 1.0, "dgrad": 1.0, "wgrad": 2.0}
 
 

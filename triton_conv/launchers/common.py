@@ -230,6 +230,17 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
     )
 
 
+def random_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
+    """Fresh random values in the memory format asked for, with the strides Module.to(memory_format=)
+    gives a model's tensors: a 1x1 weight in channels_last gets (C, 1, C, C), where
+    .contiguous(memory_format=) keeps (C, 1, 1, 1). The kernels take strides as arguments and Triton
+    specialises on those equal to 1, so the two are different binaries; whatever times or compiles a
+    pass ahead (the tuner, the benchmarks, the campaign) makes its inputs here and gets the binary a
+    converted model runs."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.randn(shape, dtype=dtype, device=device).to(memory_format=layout)
+
+
 _placeholders: dict = {}
 
 

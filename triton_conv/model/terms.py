@@ -9,7 +9,7 @@ call_floor_s (seconds per kernel call)
     operand pipeline before the first multiply, writing the last tile back. Added to every call's
     roofline time (a call with no work takes exactly the floor). The default, CALL_FLOOR_S = 5 µs,
     is an assumption of the order of a back-to-back kernel launch, not a measurement; DeepBench's
-    cuDNN calls on a V100 never took less than 12 µs (notes/published/, table P4).
+    cuDNN calls on a V100 never took less than 12 µs (notes/published/, table P6 of notes/batching.md).
 
 achieved_fraction (dimensionless, 0 < η <= 1, per device and dtype)
     The fraction of the roofline a real library reaches once tiles and waves are accounted for: its
