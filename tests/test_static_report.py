@@ -1,10 +1,11 @@
 """The sm_90 static report: configs of the space compile for Hopper (a deterministic sample here, all
-of them in `triton-conv static-report`), and the committed table for the installed Triton lists
-exactly the current space and says which Triton made it."""
+of them in `triton-conv static-report`), and each committed table (one per Triton it was made with)
+lists exactly the current space and says which Triton made it."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -51,24 +52,42 @@ def test_sampled_config_compiles_for_sm90(case, compiled):
         assert report.wgmma and report.local_loads == 0, report
 
 
-def test_committed_table_lists_the_current_space():
-    assert os.path.exists(COMMITTED), f"run `triton-conv static-report` for this Triton: {COMMITTED}"
-    listed = static_report.listed_cases(COMMITTED)
+def _committed_tables():
+    """Every committed static table: one per Triton the reports were made with (CI's two legs)."""
+    folder = os.path.join(REPO, "notes", "autotune")
+    names = sorted(
+        name for name in os.listdir(folder) if re.fullmatch(r"sm90_static-triton\d+\.\d+\.md", name)
+    )
+    return [os.path.join(folder, name) for name in names]
+
+
+def test_there_is_a_table_for_the_installed_triton_or_it_is_said():
+    """CI's legs (Triton 3.6, 3.9) have theirs; another Triton in the supported range (3.7 and 3.8,
+    which Python 3.10's torch wheels bring) runs every compile check above but has no committed
+    table: a skip that says how to make one, not a failure."""
+    if not os.path.exists(COMMITTED):
+        made = ", ".join(os.path.basename(path) for path in _committed_tables())
+        pytest.skip(f"no committed table for this Triton ({made} are): `triton-conv static-report` makes one")
+
+
+@pytest.mark.parametrize("path", _committed_tables(), ids=os.path.basename)
+def test_committed_table_lists_the_current_space(path):
+    listed = static_report.listed_cases(path)
     current = {(p, d, str(c)) for p, d, c in static_report.space_cases()}
     missing, stale = current - listed, listed - current
     assert not missing and not stale, (
-        f"{static_report.default_path()} is out of date ({len(missing)} configs missing, {len(stale)} "
-        "no longer in the space): regenerate it with triton_conv.static_report.write_static_report()"
+        f"{path} is out of date ({len(missing)} configs missing, {len(stale)} no longer in the space): "
+        "regenerate it with `triton-conv static-report` under that Triton"
     )
 
 
-def test_committed_table_is_labelled_and_has_no_flags():
-    import triton
-
-    with open(COMMITTED) as handle:
+@pytest.mark.parametrize("path", _committed_tables(), ids=os.path.basename)
+def test_committed_table_is_labelled_and_has_no_flags(path):
+    with open(path) as handle:
         text = handle.read()
+    version = re.search(r"triton(\d+\.\d+)\.md$", path).group(1)
     assert "compiled, not measured" in text and "sm_90" in text and "commit " in text
-    assert f"- Triton {triton.__version__}," in text, "the table was made by another Triton"
+    assert re.search(rf"- Triton {re.escape(version)}\.\d+,", text), "the table was made by another Triton"
     assert "FLAG" not in text.split("## ", 1)[1], "a config spills or falls off wgmma unpruned"
 
 
