@@ -65,8 +65,11 @@ def test_no_wgmma_loop_reads_as_none():
 
 
 # Targets a layer still misses with one Triton (notes/kernels.md says why), with the ratio to the
-# plain matmul it may not cross: triton version -> {(layer, pass, kernel): ratio}. None at present.
-KNOWN_MISSES: dict = {}
+# plain matmul it may not cross: triton version -> {(layer, pass, kernel): ratio}. The issue's targets
+# are for Triton 3.6 and 3.9 (CI's legs), which miss none; 3.7 (Python 3.10's torch wheels) compiles
+# the stem's weight gradient as 3.6 does (4,192 per step) but the plain matmul leaner (2,320): 1.81x.
+STEM = "7x7 s2 stem, 224x224, 3 -> 64"
+KNOWN_MISSES: dict = {"3.7": {(STEM, "wgrad", "triton-conv"): 1.85}}
 
 
 def _representative():
@@ -89,7 +92,6 @@ def rows():
 def test_representative_main_loops_hold_the_targets(rows):
     kinds = {(r.case.pass_name, r.case.kernel) for r in rows}
     assert {("fprop", "Inductor"), ("wgrad", "matmul"), ("dgrad", "triton-conv")} <= kinds
-    stem = "7x7 s2 stem, 224x224, 3 -> 64"
     known = KNOWN_MISSES.get(mainloop_report.triton_version(), {})
     missing = [r for r in rows if (r.case.layer, r.case.pass_name, r.case.kernel) in known]
     held = [r for r in rows if r not in missing]
@@ -97,7 +99,7 @@ def test_representative_main_loops_hold_the_targets(rows):
     for row in missing:  # within its documented ratio to the matmul, and nothing else broken
         matmul = mainloop_report.reference(rows, row, "matmul")
         assert row.per_step <= known[row.case.layer, row.case.pass_name, row.case.kernel] * matmul.per_step
-        assert row.case.layer == stem and not row.report.spills
+        assert row.case.layer == STEM and not row.report.spills
     for row in rows:
         if row.case.kernel != "triton-conv":
             continue
