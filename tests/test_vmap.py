@@ -364,19 +364,23 @@ def test_an_empty_vmapped_dimension(triton_only):
     assert (dx.shape, dw.shape, db.shape, yt.shape) == ((0, *X), (0, *W), (0, 6), (0, 2, 6, 6, 6))
 
 
+@pytest.mark.parametrize("vmapped", ["xwb", "b"])
 @pytest.mark.parametrize("case", ["no images", "no channels"])
-def test_empty_samples(case, triton_only):
-    """Samples with no images (N = 0) or no input channels, weights and bias batched: torch's result
-    (no channels and no bias with no input channels), nothing launched."""
+def test_empty_samples(case, vmapped, triton_only):
+    """Samples with no images (N = 0) or no input channels, all arguments or only the bias batched:
+    torch's result (no channels and no bias with no input channels) for each of the B samples,
+    nothing launched."""
     x_shape, w_shape = ((0, 4, 5, 6), W) if case == "no images" else ((2, 0, 5, 6), (6, 0, 3, 2))
     groups = 2 if case == "no images" else 1
-    x, w, b = batched(x_shape, 0), batched(w_shape, 0), batched((6,), 0)
+    dims = tuple(0 if name in vmapped else None for name in "xwb")
+    x, w, b = (batched(shape, bdim) for shape, bdim in zip((x_shape, w_shape, (6,)), dims))
     kwargs = dict(GEOMETRY, groups=groups)
     with triton_only() as proof:
-        ours = vmap(lambda x, w, b: triton_conv.conv2d(x, w, b, **kwargs))(x, w, b)
+        ours = vmap(lambda x, w, b: triton_conv.conv2d(x, w, b, **kwargs), dims)(x, w, b)
     assert proof.launches == {}
     # torch's own rule fails on no channels (it adds the batched bias to an output of none): a loop
-    theirs = torch.stack([F.conv2d(x[i], w[i], b[i], **kwargs) for i in range(B)])
+    samples = [[sample(t, bdim, i) for t, bdim in zip((x, w, b), dims)] for i in range(B)]
+    theirs = torch.stack([F.conv2d(*args, **kwargs) for args in samples])
     assert ours.shape == theirs.shape
 
 
