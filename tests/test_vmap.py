@@ -422,16 +422,21 @@ def test_folding_into_the_batch_is_a_view_where_the_strides_allow():
         assert vmapped == bdim
 
 
-def test_compiled_vmap_runs_the_rule_in_one_launch():
-    """torch.compile(fullgraph=True) traces through the rule: the compiled graph holds the folded op.
+@pytest.mark.parametrize("op, dynamic", [("conv2d", False), ("conv2d", True), ("conv_transpose2d", True)])
+def test_compiled_vmap_runs_the_rule_in_one_launch(op, dynamic):
+    """torch.compile(fullgraph=True) traces through the rule: the compiled graph holds the folded op,
+    whose output the rule returns as a view; with dynamic shapes, weight sizes included (torch 2.13's
+    inductor failed on that view where the output's sizes had no lower bound it could derive).
     (Launches counted without triton_only: torch.compile refuses to run under its dispatch mode.)"""
-    x, w = batched(X, 0), batched(W, None)
+    ours_conv, torch_conv = getattr(triton_conv, op), getattr(F, op)
+    kwargs, w_shape = (GEOMETRY, W) if op == "conv2d" else (TRANSPOSED, TRANSPOSED_W)
+    x, w = batched(X if op == "conv2d" else (2, 4, 3, 4), 0), batched(w_shape, None)
+    torch._dynamo.reset()
     compiled = torch.compile(
-        lambda x, w: vmap(lambda x: triton_conv.conv2d(x, w, **GEOMETRY))(x), fullgraph=True
+        lambda x, w: vmap(lambda x: ours_conv(x, w, **kwargs))(x), fullgraph=True, dynamic=dynamic
     )
     before = dict(launch_counts)
     ours = compiled(x, w)
-    assert {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)} == {
-        "fprop_kernel": 1
-    }
-    assert close(ours, vmap(lambda x: F.conv2d(x, w, **GEOMETRY))(x))
+    launched = {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)}
+    assert launched == {"fprop_kernel" if op == "conv2d" else "dgrad_kernel": 1}
+    assert close(ours, vmap(lambda x: torch_conv(x, w, **kwargs))(x))
