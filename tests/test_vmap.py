@@ -413,6 +413,29 @@ def test_groups_past_the_grid_cap_run_in_chunks(case, monkeypatch, triton_only):
         assert close(dw, theirs) and close(db, dy.sum((1, 3, 4))) and counts == {"wgrad_kernel": 3}
 
 
+@pytest.mark.parametrize("op, nesting", [("conv2d", "jvp of vmap"), ("conv_transpose2d", "vmap of jvp")])
+def test_compiled_forward_mode_through_the_rule(op, nesting):
+    """torch.compile(fullgraph=True) of torch.func.jvp around or inside vmap: the graph opens its dual
+    level in C++ (torch.autograd.forward_ad keeps no record of it), and the op must still take its
+    autograd formula there, or the tangent is lost (an error in torch's jvp, both torch versions)."""
+    ours_conv, torch_conv = getattr(triton_conv, op), getattr(F, op)
+    kwargs, w_shape = (GEOMETRY, W) if op == "conv2d" else (TRANSPOSED, TRANSPOSED_W)
+    x, w = batched(X if op == "conv2d" else (2, 4, 3, 4), 0), batched(w_shape, 0)
+    tx, tw = torch.randn_like(x), torch.randn_like(w)
+
+    def run(conv):
+        def f(x, w):
+            return conv(x, w, **kwargs)
+
+        if nesting == "jvp of vmap":
+            return lambda x, w, tx, tw: torch.func.jvp(vmap(f), (x, w), (tx, tw))
+        return lambda x, w, tx, tw: vmap(lambda *a: torch.func.jvp(f, a[:2], a[2:]))(x, w, tx, tw)
+
+    torch._dynamo.reset()
+    ours = torch.compile(run(ours_conv), fullgraph=True)(x, w, tx, tw)
+    assert all(close(o, t) for o, t in zip(ours, run(torch_conv)(x, w, tx, tw), strict=True))
+
+
 def test_folding_into_the_batch_is_a_view_where_the_strides_allow():
     """The vmapped dimension next to N (in_dims 0 or 1 of a contiguous tensor) folds without a copy."""
     for bdim in (0, 1):
