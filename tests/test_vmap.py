@@ -22,7 +22,7 @@ from triton_conv.autograd import batching, conv2d_op, input_grad_op, weight_grad
 from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
-from .reference import rel_error
+from .reference import bound, rel_error
 
 B = 3  # the vmapped size
 # Per sample: x (N, C, H, W), w (K, C/g, R, S); nothing a multiple of a tile.
@@ -168,6 +168,21 @@ def test_channels_last_samples_keep_their_layout(triton_only):
     assert ours[0].is_contiguous(memory_format=torch.channels_last)
     last = x.movedim(0, -1)
     assert close(vmap(lambda x: triton_conv.conv2d(x, w, **GEOMETRY), -1)(last), ours)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_casts_as_a_loop_over_the_samples(dtype, triton_only):
+    """Under CPU autocast each sample is cast as torch casts conv2d, weight and bias batched or not,
+    a float32 input with a low-precision weight included; float64 is left alone. (torch's own rule
+    skips the cast: its vmapped conv2d gives float32 where its loop gives `dtype`.)"""
+    x, w, b = batched(X, 0).float(), batched(W, 0).to(dtype), batched((W[0],), None).float()
+    with torch.autocast("cpu", dtype=dtype), triton_only() as proof:
+        ours = vmap(lambda x, w: triton_conv.conv2d(x, w, b, **GEOMETRY))(x, w)
+        exact = vmap(lambda x, w: triton_conv.conv2d(x, w, b.double(), **GEOMETRY))(x.double(), w.double())
+    assert ours.dtype == dtype and exact.dtype == EXACT
+    samples = [F.conv2d(*(t.to(dtype).double() for t in (x[i], w[i], b)), **GEOMETRY) for i in range(B)]
+    assert rel_error(ours, torch.stack(samples)) < 2 * bound(dtype)
+    assert proof.launches == {"fprop_kernel": 2}
 
 
 # --- the gradient ops themselves --------------------------------------------------------------------
