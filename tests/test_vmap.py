@@ -22,7 +22,7 @@ from triton_conv.autograd import batching, conv2d_op, input_grad_op, weight_grad
 from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
-from .reference import rel_error
+from .reference import bound, rel_error
 
 B = 3  # the vmapped size
 # Per sample: x (N, C, H, W), w (K, C/g, R, S); nothing a multiple of a tile.
@@ -168,6 +168,21 @@ def test_channels_last_samples_keep_their_layout(triton_only):
     assert ours[0].is_contiguous(memory_format=torch.channels_last)
     last = x.movedim(0, -1)
     assert close(vmap(lambda x: triton_conv.conv2d(x, w, **GEOMETRY), -1)(last), ours)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_casts_as_a_loop_over_the_samples(dtype, triton_only):
+    """Under CPU autocast each sample is cast as torch casts conv2d, weight and bias batched or not,
+    a float32 input with a low-precision weight included; float64 is left alone. (torch's own rule
+    skips the cast: its vmapped conv2d gives float32 where its loop gives `dtype`.)"""
+    x, w, b = batched(X, 0).float(), batched(W, 0).to(dtype), batched((W[0],), None).float()
+    with torch.autocast("cpu", dtype=dtype), triton_only() as proof:
+        ours = vmap(lambda x, w: triton_conv.conv2d(x, w, b, **GEOMETRY))(x, w)
+        exact = vmap(lambda x, w: triton_conv.conv2d(x, w, b.double(), **GEOMETRY))(x.double(), w.double())
+    assert ours.dtype == dtype and exact.dtype == EXACT
+    samples = [F.conv2d(*(t.to(dtype).double() for t in (x[i], w[i], b)), **GEOMETRY) for i in range(B)]
+    assert rel_error(ours, torch.stack(samples)) < 2 * bound(dtype)
+    assert proof.launches == {"fprop_kernel": 2}
 
 
 # --- the gradient ops themselves --------------------------------------------------------------------
@@ -364,19 +379,23 @@ def test_an_empty_vmapped_dimension(triton_only):
     assert (dx.shape, dw.shape, db.shape, yt.shape) == ((0, *X), (0, *W), (0, 6), (0, 2, 6, 6, 6))
 
 
+@pytest.mark.parametrize("vmapped", ["xwb", "b"])
 @pytest.mark.parametrize("case", ["no images", "no channels"])
-def test_empty_samples(case, triton_only):
-    """Samples with no images (N = 0) or no input channels, weights and bias batched: torch's result
-    (no channels and no bias with no input channels), nothing launched."""
+def test_empty_samples(case, vmapped, triton_only):
+    """Samples with no images (N = 0) or no input channels, all arguments or only the bias batched:
+    torch's result (no channels and no bias with no input channels) for each of the B samples,
+    nothing launched."""
     x_shape, w_shape = ((0, 4, 5, 6), W) if case == "no images" else ((2, 0, 5, 6), (6, 0, 3, 2))
     groups = 2 if case == "no images" else 1
-    x, w, b = batched(x_shape, 0), batched(w_shape, 0), batched((6,), 0)
+    dims = tuple(0 if name in vmapped else None for name in "xwb")
+    x, w, b = (batched(shape, bdim) for shape, bdim in zip((x_shape, w_shape, (6,)), dims))
     kwargs = dict(GEOMETRY, groups=groups)
     with triton_only() as proof:
-        ours = vmap(lambda x, w, b: triton_conv.conv2d(x, w, b, **kwargs))(x, w, b)
+        ours = vmap(lambda x, w, b: triton_conv.conv2d(x, w, b, **kwargs), dims)(x, w, b)
     assert proof.launches == {}
     # torch's own rule fails on no channels (it adds the batched bias to an output of none): a loop
-    theirs = torch.stack([F.conv2d(x[i], w[i], b[i], **kwargs) for i in range(B)])
+    samples = [[sample(t, bdim, i) for t, bdim in zip((x, w, b), dims)] for i in range(B)]
+    theirs = torch.stack([F.conv2d(*args, **kwargs) for args in samples])
     assert ours.shape == theirs.shape
 
 
@@ -409,6 +428,29 @@ def test_groups_past_the_grid_cap_run_in_chunks(case, monkeypatch, triton_only):
         assert close(dw, theirs) and close(db, dy.sum((1, 3, 4))) and counts == {"wgrad_kernel": 3}
 
 
+@pytest.mark.parametrize("op, nesting", [("conv2d", "jvp of vmap"), ("conv_transpose2d", "vmap of jvp")])
+def test_compiled_forward_mode_through_the_rule(op, nesting):
+    """torch.compile(fullgraph=True) of torch.func.jvp around or inside vmap: the graph opens its dual
+    level in C++ (torch.autograd.forward_ad keeps no record of it), and the op must still take its
+    autograd formula there, or the tangent is lost (an error in torch's jvp, both torch versions)."""
+    ours_conv, torch_conv = getattr(triton_conv, op), getattr(F, op)
+    kwargs, w_shape = (GEOMETRY, W) if op == "conv2d" else (TRANSPOSED, TRANSPOSED_W)
+    x, w = batched(X if op == "conv2d" else (2, 4, 3, 4), 0), batched(w_shape, 0)
+    tx, tw = torch.randn_like(x), torch.randn_like(w)
+
+    def run(conv):
+        def f(x, w):
+            return conv(x, w, **kwargs)
+
+        if nesting == "jvp of vmap":
+            return lambda x, w, tx, tw: torch.func.jvp(vmap(f), (x, w), (tx, tw))
+        return lambda x, w, tx, tw: vmap(lambda *a: torch.func.jvp(f, a[:2], a[2:]))(x, w, tx, tw)
+
+    torch._dynamo.reset()
+    ours = torch.compile(run(ours_conv), fullgraph=True)(x, w, tx, tw)
+    assert all(close(o, t) for o, t in zip(ours, run(torch_conv)(x, w, tx, tw), strict=True))
+
+
 def test_folding_into_the_batch_is_a_view_where_the_strides_allow():
     """The vmapped dimension next to N (in_dims 0 or 1 of a contiguous tensor) folds without a copy."""
     for bdim in (0, 1):
@@ -418,16 +460,21 @@ def test_folding_into_the_batch_is_a_view_where_the_strides_allow():
         assert vmapped == bdim
 
 
-def test_compiled_vmap_runs_the_rule_in_one_launch():
-    """torch.compile(fullgraph=True) traces through the rule: the compiled graph holds the folded op.
+@pytest.mark.parametrize("op, dynamic", [("conv2d", False), ("conv2d", True), ("conv_transpose2d", True)])
+def test_compiled_vmap_runs_the_rule_in_one_launch(op, dynamic):
+    """torch.compile(fullgraph=True) traces through the rule: the compiled graph holds the folded op,
+    whose output the rule returns as a view; with dynamic shapes, weight sizes included (torch 2.13's
+    inductor failed on that view where the output's sizes had no lower bound it could derive).
     (Launches counted without triton_only: torch.compile refuses to run under its dispatch mode.)"""
-    x, w = batched(X, 0), batched(W, None)
+    ours_conv, torch_conv = getattr(triton_conv, op), getattr(F, op)
+    kwargs, w_shape = (GEOMETRY, W) if op == "conv2d" else (TRANSPOSED, TRANSPOSED_W)
+    x, w = batched(X if op == "conv2d" else (2, 4, 3, 4), 0), batched(w_shape, None)
+    torch._dynamo.reset()
     compiled = torch.compile(
-        lambda x, w: vmap(lambda x: triton_conv.conv2d(x, w, **GEOMETRY))(x), fullgraph=True
+        lambda x, w: vmap(lambda x: ours_conv(x, w, **kwargs))(x), fullgraph=True, dynamic=dynamic
     )
     before = dict(launch_counts)
     ours = compiled(x, w)
-    assert {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)} == {
-        "fprop_kernel": 1
-    }
-    assert close(ours, vmap(lambda x: F.conv2d(x, w, **GEOMETRY))(x))
+    launched = {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)}
+    assert launched == {"fprop_kernel" if op == "conv2d" else "dgrad_kernel": 1}
+    assert close(ours, vmap(lambda x: torch_conv(x, w, **kwargs))(x))

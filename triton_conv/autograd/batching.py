@@ -114,11 +114,11 @@ def _meta_sample(tensor, bdim):
 # --- the folded problems --------------------------------------------------------------------------
 def _with_batched_bias(y, y_dim, bias, bias_dim, batch):
     """y plus a batched bias, broadcast over N and the image (torch's output of a convolution with
-    no input channels has no channels, and no bias)."""
+    no input channels has no channels, and no bias: an unbatched y is then only expanded to B)."""
     rows = bias.movedim(bias_dim, 0)
     y = y.movedim(y_dim, 0) if y_dim is not None else y.unsqueeze(0)
     if y.shape[2] != rows.shape[1]:
-        return y, 0
+        return y.expand(batch, *y.shape[1:]), 0
     return y + rows.view(batch, 1, -1, 1, 1), 0
 
 

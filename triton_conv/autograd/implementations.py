@@ -19,6 +19,18 @@ def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
     return like.new_empty(shape).contiguous(memory_format=layout)
 
 
+def _bounded(shape) -> tuple:
+    """A forward op's output shape for its fake tensor: under torch.compile's dynamic shapes each
+    symbolic height and width as Max(1, size). The value is the same (the checks refuse an empty
+    output image unless the batch is empty, and an empty batch is a constant, left alone), but the
+    shape engine gets a lower bound it cannot derive from an expression such as H - R + 1: without
+    one, torch 2.13's inductor fails on a view of the output ("Exponent must be non-negative"),
+    and a vmapped op's result is such a view (pytorch/pytorch#188323)."""
+    if isinstance(shape[0], int) and shape[0] == 0:
+        return tuple(shape)
+    return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, 1) for s in shape[2:]))
+
+
 def _output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
     """A forward op's output layout: the input's (or weight's) memory format, as cuDNN's."""
     return passes.output_memory_format(input, weight) == torch.channels_last
@@ -34,7 +46,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
-    return _new(input, problem.output_shape, _output_channels_last(input, weight))
+    return _new(input, _bounded(problem.output_shape), _output_channels_last(input, weight))
 
 
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
@@ -84,4 +96,4 @@ def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, 
     problem = checked_transposed_problem(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return _new(input, problem.input_shape, _output_channels_last(input, weight))
+    return _new(input, _bounded(problem.input_shape), _output_channels_last(input, weight))

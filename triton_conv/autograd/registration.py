@@ -18,10 +18,16 @@ from .ops import LIBRARY, conv2d_op, conv_transpose2d_op, input_grad_op, weight_
 def _needs_autograd(args) -> bool:
     """A gradient can be asked for: reverse mode (grad mode on and an input requiring grad, which
     includes torch.func.grad/vjp's wrapped inputs) or forward mode (a dual level is open, as in
-    torch.autograd.forward_ad.dual_level or torch.func.jvp)."""
+    torch.autograd.forward_ad.dual_level or torch.func.jvp). A graph that torch.compile traces
+    opens its dual level in C++, which leaves forward_ad's record at -1: while it traces, an
+    argument with a tangent at level 0 (torch nests no dual levels) says so."""
     if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
         return True
-    return getattr(forward_ad, "_current_level", -1) >= 0
+    if getattr(forward_ad, "_current_level", -1) >= 0:
+        return True
+    return torch._guards.TracingContext.try_get() is not None and any(
+        isinstance(arg, torch.Tensor) and torch._VF._unpack_dual(arg, 0).tangent is not None for arg in args
+    )
 
 
 def _apply(function: type[torch.autograd.Function], args):
