@@ -44,7 +44,7 @@ def test_conv_pass(case_id, benchmark):
         if case.impl == "triton-conv"
         else None
     )
-    model = model_info(problem, case.pass_name, case.dtype, model_device(), config)
+    model = model_info(problem, case.pass_name, case.dtype, model_device(), config, channels_last)
     passes = 3 if case.pass_name == "fwd+bwd" else 1
     info = {
         "kind": "pass",

@@ -156,15 +156,22 @@ def run_benchmark(benchmark, run, *, info: dict, flops: float | None = None, che
 
 # --- the model's numbers for a benchmark ----------------------------------------------------------------
 def model_info(
-    problem: ConvProblem, pass_name: str, dtype_name: str, device: DeviceSpec, config=None
+    problem: ConvProblem,
+    pass_name: str,
+    dtype_name: str,
+    device: DeviceSpec,
+    config=None,
+    channels_last: bool = True,
 ) -> dict:
     """tiles, waves, slots, predicted time and TFLOP/s and the batching knee of one benchmark (fwd+bwd:
     the three passes' times summed; tiles and waves are fprop's). `config` None: the config the model
-    would pick; the knee is the given config's, or the 128x128 reference tile's."""
+    would pick; the knee is the given config's, or the 128x128 reference tile's. In NCHW fprop pads
+    every tap's channels to BK (no walk of tap rows: model/tiles.py)."""
     kind = "fp32" if dtype_name == "fp64" else dtype_name
     names = ("fprop", "dgrad", "wgrad") if pass_name == "fwd+bwd" else (pass_name,)
     predictions = [
-        predict(problem, name, config if len(names) == 1 else None, device, kind) for name in names
+        predict(problem, name, config if len(names) == 1 else None, device, kind, row_spans=channels_last)
+        for name in names
     ]
     first = predictions[0]
     seconds = sum(p.time_s for p in predictions)

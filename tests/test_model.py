@@ -360,10 +360,11 @@ def test_megapixel_layers_fill_the_gpu_at_batch_1():
         assert batching_speedup(layer.problem, "fprop", 8, BIG, H200) < 1.6
         if small.name != "conv1":
             assert batching_speedup(small.problem, "fprop", 8, BIG, H200) > 5  # the same layer at 224
-    # the 224 stem is compute-bound already at N=1: its 3 input channels fill 3 of each BK=64 step
-    # (reduction efficiency 3/64), and 112·112 = 12,544 rows make 98 tiles: N=8 makes 784, 6 waves
+    # the 224 stem is compute-bound already at N=1: each 7-tap row's 21 (s, c) elements fill 21 of
+    # a BK=64 step (reduction efficiency 21/64), and 112·112 = 12,544 rows make 98 tiles: N=8 makes
+    # 784, 6 waves
     small_stem = resnet50()[0].problem
-    assert _stats(small_stem, 1).reduction_efficiency == 3 / 64
+    assert _stats(small_stem, 1).reduction_efficiency == 21 / 64
     assert batching_speedup(small_stem, "fprop", 8, BIG, H200, terms=NO_FLOOR) == pytest.approx(
         8 / 6, rel=1e-12
     )

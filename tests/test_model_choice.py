@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from triton_conv.configs import KernelConfig
+from triton_conv.configs import KernelConfig, row_spans
 from triton_conv.devices import get_device
 from triton_conv.layers import resnet50
 from triton_conv.model import (
@@ -29,6 +29,7 @@ from triton_conv.model import (
     reference_config,
     tile_stats,
 )
+from triton_conv.problem import ConvProblem
 
 H200, V100, T4 = get_device("H200"), get_device("V100"), get_device("T4")
 LAYERS = {layer.name: layer.problem for layer in resnet50()}
@@ -41,9 +42,19 @@ SMALL = KernelConfig(64, 64, 64, 8, 8, 4, 3)  # 64x64x64, split 8, 4 warps, 3 st
 
 # --- the reduction as the kernels walk it, and the input they read ----------------------------------
 def test_reduction_efficiency_counts_the_padding_to_block_k():
-    # fprop walks C per tap in BK blocks: the stem's 3 channels fill 3 of every 32
-    assert (
-        tile_stats(STEM, "fprop", KernelConfig(128, 64, 32, 8, 1, 4, 4), H200).reduction_efficiency == 3 / 32
+    # fprop walks C per tap in BK blocks; with fewer than 16 channels, each tap row's S·C elements
+    # as one run: the stem's 7 taps x 3 channels fill 21 of every 32, a 16-channel 7x7 layer 16 of 32
+    stem_tile = KernelConfig(128, 64, 32, 8, 1, 4, 4)
+    assert tile_stats(STEM, "fprop", stem_tile, H200).reduction_efficiency == 21 / 32
+    sixteen = ConvProblem.from_shapes((1, 16, 56, 56), (64, 16, 7, 7), padding=3)
+    assert tile_stats(sixteen, "fprop", stem_tile, H200).reduction_efficiency == 16 / 32
+    # the kernel's ROW_SPANS specialisation is what the model assumes; without it (NCHW, or cuDNN
+    # 7.6's implicit GEMM) every tap's 3 channels fill 3 of every 32
+    assert row_spans(STEM) and not row_spans(sixteen)
+    padded = tile_stats(STEM, "fprop", stem_tile, H200, row_spans=False)
+    assert padded.reduction_efficiency == 3 / 32
+    assert predict(STEM, "fprop", stem_tile, H200, row_spans=False).compute_s == pytest.approx(
+        predict(STEM, "fprop", stem_tile, H200).compute_s * 21 / 3, rel=1e-12
     )
     # 9 taps x 256/64 = 36 steps; 8 splits run ceil(36/8) = 5 steps each: 40 steps for 36 -> 0.9
     assert tile_stats(LAYER3, "fprop", SMALL, H200).reduction_efficiency == 36 / 40

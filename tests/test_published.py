@@ -12,7 +12,7 @@ import pytest
 
 from triton_conv.devices import DEVICES
 from triton_conv.layers import resnet50
-from triton_conv.model import network_time
+from triton_conv.model import network_time, predict
 from triton_conv.report import published, published_layers
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "notes" / "published"
@@ -140,3 +140,29 @@ def test_copier_reads_an_xlsx_with_the_standard_library():
                       "</sheetData></worksheet>")  # fmt: skip
     sheets = _copier().read_sheets(buffer.getvalue())
     assert sheets == {"Results": [{"A": "Convolution", "C": "0.047"}]}
+
+
+def test_cudnn_walk_of_few_channels_by_precision():
+    """cuDNN 7.6 pads every tap's channels in fp16 and walks C·R·S as one reduction in fp32; the
+    comparison describes each with the nearer of the model's two walks (CUDNN_ROW_SPANS). The evidence
+    is DeepBench's own rows: the DeepSpeech 1-channel 5x20 layer at N=8 on the V100 took 1015 µs in
+    fp16 and 135 µs in fp32; the walk chosen lands within 2x of each (1.3x in fp16; in fp32 cuDNN's
+    one reduction over C·R·S beats the walk of tap rows too), the other one more than 3x off."""
+    assert published_layers.CUDNN_ROW_SPANS == {"fp16": False, "fp32": True}
+    rows = published_layers.load_deepbench()
+    for dtype, published_us in (("fp16", 1015.0), ("fp32", 135.0)):
+        fit = published_layers.fit_device(
+            [r for r in rows if (r.device, r.dtype) == ("V100 SXM2 16GB", dtype)]
+        )
+        (row, chosen), *_ = [
+            (r, p) for r, p in fit.rows
+            if r.pass_name == "fprop" and r.problem.in_channels == 1 and r.problem.kernel_w == 20
+            and r.problem.batch == 8
+        ]  # fmt: skip
+        assert row.seconds == pytest.approx(published_us * 1e-6, rel=1e-12)
+        within = 1.3 if dtype == "fp16" else 2.0
+        assert 1 / within <= chosen.time_s / row.seconds <= within, (dtype, chosen.time_s)
+        spans = published_layers.CUDNN_ROW_SPANS[dtype]
+        other = predict(row.problem, "fprop", chosen.config, row.device, dtype, allow_tf32=False,
+                        terms=fit.terms, row_spans=not spans)  # fmt: skip
+        assert not 1 / 3 <= other.time_s / row.seconds <= 3, (dtype, other.time_s)

@@ -22,7 +22,10 @@ The public API, in the units it returns:
     network_speedup(layers, passes, N, device, dtype, terms=)           S(N) = N·T(1)/T(N)
     fit_stack(layers, passes, device, dtype, {N1: s, N2: s}, overlapped=)  Terms of a stack
     fit_fraction([(measured s, floor s, roofline s), ...])              a library's achieved fraction
-    predict(problem, pass, config, device, dtype, terms=)               a Prediction (tiles, waves, ...)
+    predict(problem, pass, config, device, dtype, terms=, row_spans=)   a Prediction (tiles, waves, ...)
+`row_spans` (predict, best_config, tile_stats) says how fprop walks fewer than 16 channels: True, as
+this package's kernels do in channels_last (each tap row's S·C elements as one run), or False, every
+tap's channels padded to a block (its NCHW path; cuDNN 7.6's fp16 kernels).
 `terms` defaults to the ideal model (datasheet roofline, 5 µs per call, no stack); a stack's
 calibration (fit_stack) makes the same functions predict that stack. Example, PyTorch on a V100 in
 fp16 as NVIDIA published it (12.8 ms per image at N=1, 3249 images/s at N=128):

@@ -52,10 +52,21 @@ def candidate_configs(problem: ConvProblem, pass_name: str, device: DeviceSpec |
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _best(problem: ConvProblem, pass_name: str, device: DeviceSpec, kind: str, allow_tf32: bool):
+def _best(
+    problem: ConvProblem, pass_name: str, device: DeviceSpec, kind: str, allow_tf32: bool, row_spans: bool
+):
     ranked = []
     for config in candidate_configs(problem, pass_name, device, kind):
-        p = predict_config(problem, pass_name, config, device, kind, allow_tf32=allow_tf32, terms=NO_FLOOR)
+        p = predict_config(
+            problem,
+            pass_name,
+            config,
+            device,
+            kind,
+            allow_tf32=allow_tf32,
+            terms=NO_FLOOR,
+            row_spans=row_spans,
+        )
         key = (p.roofline_s, config.split_k, -config.block_m * config.block_n, str(config))
         ranked.append((key, config))
     if not ranked:
@@ -64,12 +75,18 @@ def _best(problem: ConvProblem, pass_name: str, device: DeviceSpec, kind: str, a
 
 
 def best_config(
-    problem: ConvProblem, pass_name: str, device: DeviceSpec | str, dtype="fp16", *, allow_tf32: bool = True
+    problem: ConvProblem,
+    pass_name: str,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    allow_tf32: bool = True,
+    row_spans: bool = True,
 ) -> KernelConfig:
     """The config of candidate_configs with the least predicted time (see the module docstring); the
     design card's reference tile when there is none."""
     kind, _ = dtype_kind(dtype)
-    return _best(problem, pass_name, get_device(device), kind, allow_tf32)
+    return _best(problem, pass_name, get_device(device), kind, allow_tf32, row_spans)
 
 
 def predict(
@@ -81,10 +98,14 @@ def predict(
     *,
     allow_tf32: bool = True,
     terms: Terms = DEFAULT_TERMS,
+    row_spans: bool = True,
 ) -> Prediction:
     """One pass's Prediction (roofline.predict_config) with `config`, or, given None, with the
-    config an autotuner would pick (best_config)."""
+    config an autotuner would pick (best_config). row_spans=False: a library that pads every tap's
+    channels to its block (tiles.py)."""
     if config is None:
         kind, _ = dtype_kind(dtype)
-        config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32)
-    return predict_config(problem, pass_name, config, device, dtype, allow_tf32=allow_tf32, terms=terms)
+        config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32, row_spans=row_spans)
+    return predict_config(
+        problem, pass_name, config, device, dtype, allow_tf32=allow_tf32, terms=terms, row_spans=row_spans
+    )

@@ -141,13 +141,15 @@ def predict_config(
     *,
     allow_tf32: bool = True,
     terms: Terms = DEFAULT_TERMS,
+    row_spans: bool = True,
 ) -> Prediction:
     """The time of one pass with `config` (formulas in the module docstring); `terms` the floor and
-    achieved fraction (terms.py; its stack overhead is a network's, not a call's). choice.predict is
-    the same with the config an autotuner would pick when none is given."""
+    achieved fraction (terms.py; its stack overhead is a network's, not a call's); `row_spans` how
+    fprop walks few channels (tiles.py). choice.predict is the same with the config an autotuner
+    would pick when none is given."""
     device = get_device(device)
     kind, size = dtype_kind(dtype)
-    stats = tile_stats(problem, pass_name, config, device, dtype)
+    stats = tile_stats(problem, pass_name, config, device, dtype, row_spans=row_spans)
     flops = problem.flops("fprop")
     work = work_flops(problem, pass_name)
     nbytes = compulsory_bytes(problem, pass_name, dtype)

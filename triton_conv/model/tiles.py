@@ -13,8 +13,13 @@ area that holds real outputs (a 14x14 image is 196 rows: two 128-row tiles, 77% 
 cover the same outputs, so they are divided out.
 
 reduction efficiency η_k = the useful share of the BK steps a tile runs, as the kernels walk the
-reduction: fprop and dgrad walk channels per filter tap (C/g and K/g) in BK blocks, so a 3-channel
-stem with BK 32 computes 3 useful channels of every 32 (η_k = 3/32); wgrad walks N·P·Q pixels. The
+reduction: fprop and dgrad walk channels per filter tap (C/g and K/g) in BK blocks, so a 16-channel
+layer with BK 32 computes 16 useful channels of every 32 (η_k = 1/2); wgrad walks N·P·Q pixels.
+fprop with few channels (configs.row_spans: C/g < 16, one group) walks each tap row's S·C/g
+elements as one run instead, as it does in channels_last, the layout the model describes: the
+7x7 3-channel stem fills 21 of every 32 (η_k = 21/32), not 3 of every 32. `row_spans=False`
+describes a library that pads every tap's channels to its block instead (triton-conv on NCHW, and
+cuDNN 7.6's implicit GEMM, whose published fp16 times on 1- and 3-channel layers follow it). The
 split-K splits share the steps (steps = taps · ceil(channels / BK), or ceil(N·P·Q / BK)), and the
 longest split, ceil(steps / split_k) steps, sets the time:
     η_k = useful reduction / (ceil(steps / split_k) · split_k · BK per tap).
@@ -32,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..configs import KernelConfig, cdiv
+from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .resources import Occupancy, check_pass, dtype_kind, occupancy
@@ -51,12 +57,16 @@ def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> 
     return row_tiles * cdiv(gemm.n, config.block_n) * config.split_k * problem.groups
 
 
-def reduction_efficiency(problem: ConvProblem, pass_name: str, config: KernelConfig) -> float:
+def reduction_efficiency(
+    problem: ConvProblem, pass_name: str, config: KernelConfig, *, row_spans: bool = True
+) -> float:
     """η_k (module docstring): useful reduction over the BK steps the longest split runs. dgrad weighs
     each stride phase by its rows: a phase's tiles walk K/g once per tap of that phase."""
     check_pass(pass_name)
     if pass_name == "wgrad":
         parts = [(1, 1, problem.gemm("wgrad").k)]  # (rows, taps, walked)
+    elif pass_name == "fprop" and row_spans and walks_row_spans(problem):
+        parts = [(1, problem.kernel_h, problem.kernel_w * problem.in_per_group)]  # one run per tap row
     elif pass_name == "fprop":
         parts = [(1, problem.kernel_h * problem.kernel_w, problem.in_per_group)]
     else:
@@ -116,10 +126,17 @@ class TileStats:
 
 
 def tile_stats(
-    problem: ConvProblem, pass_name: str, config: KernelConfig, device: DeviceSpec | str, dtype="fp16"
+    problem: ConvProblem,
+    pass_name: str,
+    config: KernelConfig,
+    device: DeviceSpec | str,
+    dtype="fp16",
+    *,
+    row_spans: bool = True,
 ) -> TileStats:
-    """Tiles, slots, waves and both efficiencies of one pass. Raises ValueError if the config cannot
-    run on the device (its shared memory exceeds the per-block maximum)."""
+    """Tiles, slots, waves and both efficiencies of one pass (row_spans: how fprop walks few
+    channels, module docstring). Raises ValueError if the config cannot run on the device (its shared
+    memory exceeds the per-block maximum)."""
     device = get_device(device)
     _, size = dtype_kind(dtype)
     occ = occupancy(config, size, device)
@@ -153,5 +170,5 @@ def tile_stats(
         tile_efficiency=useful / capacity if capacity else 0.0,
         wave_efficiency=tiles / (waves * slots) if waves else 0.0,
         occupancy=occ,
-        reduction_efficiency=reduction_efficiency(problem, pass_name, config),
+        reduction_efficiency=reduction_efficiency(problem, pass_name, config, row_spans=row_spans),
     )

@@ -122,7 +122,7 @@ def _share(errors) -> tuple[int, int]:
 
 
 def _fraction(hits: int, total: int) -> str:
-    return f"{hits} of {total} ({hits / total:.0%})" if total else "—"
+    return f"{hits} of {total} ({hits / total:.1%})" if total else "—"
 
 
 def summary(comparisons) -> dict:
