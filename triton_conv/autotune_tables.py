@@ -24,10 +24,10 @@ import torch
 from tabulate import tabulate
 
 from . import tuning
-from .configs import dtype_name
 from .problem import PASSES
 from .provenance import git_commit
 from .runtime import fp32_uses_tf32
+from .tuning_keys import dtype_name
 
 NOTES_DIR = os.path.join("notes", "autotune")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,13 +22,14 @@ from collections.abc import Callable
 
 import torch
 
-from .configs import KernelConfig, default_pass_config, tuning_key
+from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
 from .launchers.common import random_in_layout
 from .problem import ConvProblem
 from .pruning import search_space
 from .runtime import fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
+from .tuning_keys import tuning_key
 
 Timer = Callable[[Callable[[], object]], float]  # runs a callable, returns milliseconds
 ENV_AUTOTUNE = "TRITON_CONV_AUTOTUNE"  # "0": never time on a cache miss, use the default config
