@@ -295,7 +295,7 @@ HEADERS = [
 def render(rows: list[Row]) -> str:
     from tabulate import tabulate
 
-    from .autotune_tables import provenance
+    from .autotune_markdown import provenance
 
     prov = provenance(gpu=None)
     problems = check_targets(rows)

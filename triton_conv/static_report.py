@@ -148,7 +148,7 @@ def _summary(rows: list[StaticRow]) -> list[list]:
 def render(rows: list[StaticRow]) -> str:
     from tabulate import tabulate
 
-    from .autotune_tables import provenance
+    from .autotune_markdown import provenance
 
     prov = provenance(gpu=None)
     device = get_device(TARGET_DEVICE).name

@@ -9,7 +9,7 @@ interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as th
 default config is returned, the one the passes used before tuning existed.
 
 A whole model is tuned ahead of time by model_tuning.tune_model, a named layer set into table rows
-by autotune_tables.tune_layer_set; both build on this module (the dependency goes one way).
+by autotune_runs.tune_layer_set; both build on this module (the dependency goes one way).
 """
 
 from __future__ import annotations
