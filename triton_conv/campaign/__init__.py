@@ -18,10 +18,12 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
     records.py      the timings in pytest-benchmark's form
     output.py       the folder and its files
     model_link.py   the only place that asks the batching model
+    planning.py     the launches, the compile target, the dry run's plan
     run.py          the run: budget, order, flushing
 """
 
-from .run import Campaign, dry_run, run_campaign
+from .planning import dry_run
+from .run import Campaign, run_campaign
 from .spec import SPECS, CampaignSpec, h200, tiny
 
 __all__ = ["SPECS", "Campaign", "CampaignSpec", "dry_run", "h200", "run_campaign", "tiny"]
