@@ -8,7 +8,8 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
 
     spec.py         what is measured (the H200 campaign and the CPU-sized one)
     costs.py        the cost model and the plan (`--dry-run` prints it)
-    precompile.py   recording the launches and compiling them on every core
+    precompile.py   recording the launches and compiling them on every core (compile_child.py:
+                    the child processes' work; variants.py: the launches and kernel variants)
     target.py       the target GPU stood in for where there is none (its driver, its tensors)
     runners.py      the timed callables beside benchmarking's
     timing.py       device time (CUDA-graph replay) and eager time, pytest-benchmark stats

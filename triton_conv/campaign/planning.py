@@ -9,8 +9,9 @@ import torch
 
 from ..runtime import interpreter_active
 from .costs import CostModel, Estimator, make_plan, render_plan
-from .precompile import LaunchJob, record
+from .precompile import record
 from .spec import CampaignSpec, plan_items
+from .variants import LaunchJob
 
 
 def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:

@@ -35,8 +35,9 @@ from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
 from .planning import compile_target, launch_jobs
-from .precompile import LaunchJob, record_and_compile, usable_cores
+from .precompile import record_and_compile, usable_cores
 from .spec import CHECKED_STEPS, CampaignSpec, plan_items
+from .variants import LaunchJob
 
 FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
