@@ -4,7 +4,7 @@ integer arguments (stride, padding, dilation, groups) and the tensors.
 torch raises RuntimeError for a bad convolution argument, and code written around F.conv2d catches
 that; a Python caller expects ValueError or TypeError. The two error classes here are both, and each
 message names the argument at fault. The geometry itself (shapes, groups, kernel against padded
-input) is checked by ConvProblem (problem.py), which uses these helpers.
+input) is checked for ConvProblem by geometry_checks.py, which uses these helpers.
 """
 
 from __future__ import annotations

@@ -20,6 +20,17 @@ import sys
 
 import torch
 
+from .commands import (
+    cmd_campaign,
+    cmd_demo,
+    cmd_main,
+    cmd_predict,
+    cmd_report,
+    cmd_sass_report,
+    cmd_static_report,
+    cmd_tune,
+)
+
 KERNEL_COMMANDS = {"demo", "main", "campaign"}
 # The sweep's parts in the order `main` runs them: bench/cases.py PARTS (which the package cannot
 # import: bench/ is a checkout's, not an install's; tests/test_cli.py keeps the two equal).
@@ -37,189 +48,6 @@ def _ensure_kernels_can_run(args) -> None:
         sys.stdout.flush()
         env = {**os.environ, "TRITON_INTERPRET": "1"}
         os.execve(sys.executable, [sys.executable, "-m", "triton_conv", *sys.argv[1:]], env)
-
-
-def cmd_demo(args) -> int:
-    import triton_conv
-    from triton_conv.launchers.common import launch_counts
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    x = torch.randn(args.batch, 16, 14, 14, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    w = torch.randn(24, 16, 3, 3, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    b = torch.randn(24, device=device, dtype=dtype)
-    problem = triton_conv.ConvProblem.from_shapes(x.shape, w.shape, stride=1, padding=1)
-    print(f"problem: {problem}  dtype={dtype}  device={device}")
-    for pass_name in ("fprop", "dgrad", "wgrad"):
-        gemm = problem.gemm(pass_name)
-        print(f"  {pass_name}: GEMM M={gemm.m} N={gemm.n} K={gemm.k} (x{problem.groups} groups)")
-    x.requires_grad_()
-    w.requires_grad_()
-    y = triton_conv.conv2d(x, w, b, padding=1)
-    y.backward(torch.ones_like(y))
-    ref_x, ref_w = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    ref = torch.nn.functional.conv2d(ref_x, ref_w, b.double(), padding=1)
-    ref.backward(torch.ones_like(ref))
-    for name, got, want in (("y", y, ref), ("dx", x.grad, ref_x.grad), ("dw", w.grad, ref_w.grad)):
-        error = ((got.double() - want).norm() / want.norm()).item()
-        print(f"  {name}: relative error against torch (float64) = {error:.2e}")
-    print(f"  Triton launches: {dict(launch_counts)}")
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from tabulate import tabulate
-
-    from .devices import get_device
-    from .layers import get_layer_set
-    from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
-
-    device, layers = get_device(args.device), get_layer_set(args.layers)
-    rows = []
-    for layer in layers:
-        for pass_name in args.passes:
-            kernel = layer.kernel_pass(pass_name)  # a transposed layer's passes run its view's kernels
-            label = f"{pass_name} (view's {kernel})" if layer.transposed else pass_name
-            knee = batching_knee(layer.problem, kernel, None, device, args.dtype)
-            one = predict(layer.problem, kernel, None, device, args.dtype)
-            for batch in args.batch:
-                p = predict(layer.problem.with_batch(batch), kernel, None, device, args.dtype)
-                rows.append(
-                    [
-                        layer.name,
-                        label,
-                        batch,
-                        str(p.config),
-                        p.tiles,
-                        p.waves,
-                        f"{p.time_s * 1e6:.1f}",
-                        f"{p.tflops:.1f}",
-                        f"{batch * one.time_s / p.time_s:.2f}",
-                        knee,
-                    ]
-                )
-    print(f"PREDICTED by the model (not measured): {', '.join(args.passes)}, {args.dtype}, {device.name}; "
-          f"each call in the config the model picks; {DEFAULT_TERMS}"
-          + ("; a transposed layer's pass runs the kernel of its conv2d view named in brackets"
-             if any(layer.transposed for layer in layers) else ""))  # fmt: skip
-    headers = ["layer", "pass", "N", "config", "tiles", "waves", "µs", "TFLOP/s", "S(N)", "knee N (128²)"]
-    print(tabulate(rows, headers=headers))
-    calibrations = {"ideal": DEFAULT_TERMS}
-    if args.fit:
-        measured = {int(n): float(t) for n, t in (item.split("=") for item in args.fit)}
-        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
-                                               overlapped=args.overlapped)  # fmt: skip
-        print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
-    table = []
-    for name, terms in calibrations.items():
-        one = network_time(layers, args.passes, 1, device, args.dtype, terms=terms)
-        for batch in args.batch:
-            seconds = network_time(layers, args.passes, batch, device, args.dtype, terms=terms)
-            table.append(
-                [
-                    name,
-                    batch,
-                    f"{seconds * 1e3:.3f}",
-                    f"{batch / seconds:.0f}",
-                    f"{batch * one / seconds:.2f}",
-                ]
-            )
-    print(f"\nwhole {args.layers} ({', '.join(args.passes)}), PREDICTED:")
-    print(tabulate(table, headers=["terms", "N", "T(N) ms", "images/s", "S(N)"]))
-    return 0
-
-
-def cmd_report(args) -> int:
-    import glob
-
-    from .report import make_model_report, make_report
-
-    if len(args.json) == 1 and os.path.isdir(args.json[0]):
-        from .report.campaign import report_campaign
-
-        for path in report_campaign(
-            args.json[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
-        ):
-            print(f"wrote {path}")
-        return 0
-
-    make_model_report(out_path=args.out)
-    sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
-    if sweeps:
-        make_report(sweeps, out_path=args.out, plots=not args.no_plots)
-    print(f"wrote {args.out}: model tables" + (f" and {len(sweeps)} measured sweep(s)" if sweeps else ""))
-    return 0
-
-
-def cmd_tune(args) -> int:
-    from .autotune_tables import tune_and_write
-
-    path = tune_and_write(
-        layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
-        out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
-    )  # fmt: skip
-    if path is None:
-        return 1
-    print(f"wrote {path}")
-    return 0
-
-
-def cmd_static_report(args) -> int:
-    from .static_report import write_static_report
-
-    print(f"wrote {write_static_report(args.out, workers=args.workers)}")
-    return 0
-
-
-def cmd_campaign(args) -> int:
-    from .campaign import SPECS, dry_run, run_campaign
-
-    spec = SPECS[args.spec]()
-    if args.dry_run:
-        print(dry_run(spec, args.budget_s, on_gpu=args.spec != "tiny"))
-        return 0
-    if args.out is None:
-        raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
-    state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
-    return 1 if state["status"].startswith("failed") else 0
-
-
-def cmd_sass_report(args) -> int:
-    from .mainloop_report import write_mainloop_report
-
-    path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
-    print(f"wrote {path}")
-    for line in broken:
-        print(f"target not met: {line}")
-    return 1 if broken and args.check else 0
-
-
-def cmd_main(args) -> int:
-    if not torch.cuda.is_available():
-        cmd_demo(argparse.Namespace(batch=2))
-        print()
-        probes = argparse.Namespace(
-            device=args.device,
-            layers="quantization_probes",
-            dtype="fp16",
-            batch=[1, 8, 32, 34, 128],
-            passes=["fprop"],
-            fit=None,
-            overlapped=False,
-        )
-        return cmd_predict(probes)
-    from .benchmarking import default_sweep_path, run_sweep
-
-    # The sweep in its parts (bench/cases.py PARTS), one JSON each, then the report from all of them.
-    base = default_sweep_path().removesuffix(".json")
-    paths = []
-    for part in args.parts:
-        path = f"{base}-{part}.json"
-        status = run_sweep(path, env={"TRITON_CONV_BENCH_PART": part})
-        print(f"sweep part {part}: pytest exit status {status}, {path}")
-        if os.path.exists(path):
-            paths.append(path)
-    return cmd_report(argparse.Namespace(json=paths, out="notes/batching.md", no_plots=False))
 
 
 def build_parser() -> argparse.ArgumentParser:

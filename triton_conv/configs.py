@@ -1,5 +1,5 @@
-"""Tile configurations: what a kernel launch is parameterised by, the default choice, the search
-space the tuner times, and the tuning key.
+"""Tile configurations: what a kernel launch is parameterised by, the default choice and the search
+space the tuner times. The tuning key (bucket, tuning_key) is in tuning_keys.py.
 
 Each pass's space is generated, not listed: `SubSpace`s are itertools.products over short axis lists,
 filtered by the problem-independent SHAPE_RULES below. What cannot win on a given problem and GPU is
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from .problem import PASSES, ConvProblem, GemmShape
-from .runtime import fp32_uses_tf32
+from .tuning_keys import bucket, tuning_key  # noqa: F401 - re-exported: tests import them from here
 
 
 def cdiv(a: int, b: int) -> int:
@@ -274,35 +274,3 @@ def config_space(pass_name: str) -> tuple[KernelConfig, ...]:
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
     return _generate(SPACES[pass_name])
-
-
-# --- the key: the GEMM view of a problem, with the growing dimension bucketed ----------------------
-
-
-def bucket(size: int) -> int:
-    """The power of two at or above `size` (0 stays 0): the tuning key's pixel dimension."""
-    return 0 if size <= 0 else 1 << (size - 1).bit_length()
-
-
-_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES[dtype]
-
-
-def tuning_key(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channels_last: bool) -> str:
-    """What the tuned config depends on: the pass's GEMM per group with its pixel dimension (M for
-    fprop and dgrad, the reduction for wgrad) bucketed to a power of two, the filter, stride,
-    dilation, groups, dtype (fp32 reads 'tf32' when cuDNN's setting lets the kernels use TF32, a
-    different kernel) and layout. Batch and image size enter only through that bucket, so a
-    new image size does not always mean a new search. Example:
-    'fprop fp16 nhwc M~4096 N=64 K=576 RxS=3x3 stride=1x1 dil=1x1 g=1' (~: bucketed)."""
-    m, n, k = problem.gemm(pass_name)
-    kind = "tf32" if dtype == torch.float32 and fp32_uses_tf32() else dtype_name(dtype)
-    m_text, k_text = (f"M={m}", f"K~{bucket(k)}") if pass_name == "wgrad" else (f"M~{bucket(m)}", f"K={k}")
-    return (
-        f"{pass_name} {kind} {'nhwc' if channels_last else 'nchw'} {m_text} N={n} {k_text} "
-        f"RxS={problem.kernel_h}x{problem.kernel_w} stride={problem.stride[0]}x{problem.stride[1]} "
-        f"dil={problem.dilation[0]}x{problem.dilation[1]} g={problem.groups}"
-    )

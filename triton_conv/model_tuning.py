@@ -31,12 +31,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
-from .configs import tuning_key
 from .launchers.common import wants_channels_last
 from .nn import CONVERSIONS
 from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
 from .tuning import _device, autotune
 from .tuning_cache import TuneResult
+from .tuning_keys import tuning_key
 
 
 class ConvCall(NamedTuple):

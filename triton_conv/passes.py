@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from . import tuning
-from .configs import KernelConfig, default_pass_config, tuning_key
+from .configs import KernelConfig, default_pass_config
 from .launchers.common import wants_channels_last
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
@@ -26,6 +26,7 @@ from .launchers.wgrad import conv2d_wgrad
 from .problem import ConvProblem
 from .tuning import select_config
 from .tuning_cache import TuneResult, get_cache
+from .tuning_keys import tuning_key
 
 
 def output_memory_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:

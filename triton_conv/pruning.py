@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, bucket, cdiv, config_space, row_spans
+from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, config_space, row_spans
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
+from .tuning_keys import bucket
 
 MAX_SURVIVORS = 24  # the most configs one tuning times
 

@@ -18,10 +18,11 @@ from typing import NamedTuple
 
 import torch
 
-from .configs import KernelConfig, config_space, dtype_name
+from .configs import KernelConfig, config_space
 from .devices import get_device
 from .problem import PASSES, ConvProblem
 from .pruning import Target, budgeted_registers, register_budget, shared_bytes, shared_memory, wgmma_on_hopper
+from .tuning_keys import dtype_name
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # A ResNet-50 layer (layer3's 3x3 at 14x14, 256 -> 256, 8 images), channels_last, as a network
@@ -147,7 +148,7 @@ def _summary(rows: list[StaticRow]) -> list[list]:
 def render(rows: list[StaticRow]) -> str:
     from tabulate import tabulate
 
-    from .autotune_tables import provenance
+    from .autotune_markdown import provenance
 
     prov = provenance(gpu=None)
     device = get_device(TARGET_DEVICE).name

@@ -9,7 +9,7 @@ interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as th
 default config is returned, the one the passes used before tuning existed.
 
 A whole model is tuned ahead of time by model_tuning.tune_model, a named layer set into table rows
-by autotune_tables.tune_layer_set; both build on this module (the dependency goes one way).
+by autotune_runs.tune_layer_set; both build on this module (the dependency goes one way).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from collections.abc import Callable
 
 import torch
 
-from .configs import KernelConfig, default_pass_config, tuning_key
+from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
 from .launchers.common import random_in_layout
 from .problem import ConvProblem
 from .pruning import search_space
 from .runtime import fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
+from .tuning_keys import tuning_key
 
 Timer = Callable[[Callable[[], object]], float]  # runs a callable, returns milliseconds
 ENV_AUTOTUNE = "TRITON_CONV_AUTOTUNE"  # "0": never time on a cache miss, use the default config

@@ -8,7 +8,8 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
 
     spec.py         what is measured (the H200 campaign and the CPU-sized one)
     costs.py        the cost model and the plan (`--dry-run` prints it)
-    precompile.py   recording the launches and compiling them on every core
+    precompile.py   recording the launches and compiling them on every core (compile_child.py:
+                    the child processes' work; variants.py: the launches and kernel variants)
     target.py       the target GPU stood in for where there is none (its driver, its tensors)
     runners.py      the timed callables beside benchmarking's
     timing.py       device time (CUDA-graph replay) and eager time, pytest-benchmark stats
@@ -18,10 +19,12 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
     records.py      the timings in pytest-benchmark's form
     output.py       the folder and its files
     model_link.py   the only place that asks the batching model
+    planning.py     the launches, the compile target, the dry run's plan
     run.py          the run: budget, order, flushing
 """
 
-from .run import Campaign, dry_run, run_campaign
+from .planning import dry_run
+from .run import Campaign, run_campaign
 from .spec import SPECS, CampaignSpec, h200, tiny
 
 __all__ = ["SPECS", "Campaign", "CampaignSpec", "dry_run", "h200", "run_campaign", "tiny"]

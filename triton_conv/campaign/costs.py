@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .model_link import predicted_seconds
-from .precompile import WEIGHT, Variant, shares
 from .spec import CHECKED_STEPS, CampaignSpec, CurveItem, PassItem, TrainingItem
+from .variants import WEIGHT, Variant, shares
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ triton_conv/campaign/ (a test checks that no other campaign module imports the m
 
 from __future__ import annotations
 
-from ..configs import KernelConfig, dtype_name
+from ..configs import KernelConfig
 from ..devices import DeviceSpec
 from ..model import (
     activation_bytes,
@@ -20,6 +20,7 @@ from ..model import (
     weight_bytes,
 )
 from ..problem import ConvProblem
+from ..tuning_keys import dtype_name
 
 
 def predicted_seconds(

@@ -34,8 +34,10 @@ from . import setup_steps, timing_steps
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
-from .precompile import LaunchJob, record, record_and_compile, usable_cores
+from .planning import compile_target, launch_jobs
+from .precompile import record_and_compile, usable_cores
 from .spec import CHECKED_STEPS, CampaignSpec, plan_items
+from .variants import LaunchJob
 
 FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
@@ -44,25 +46,6 @@ RESERVE_S = 2.0  # kept at the end for the last flush
 
 
 STEP = "(step)"  # the item of an error in a step's own work, not in one of its items
-
-
-def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
-    """Every (pass, problem, config) the campaign launches, once each."""
-    jobs: dict[tuple, LaunchJob] = {}
-    for step_items in items.values():
-        for item in step_items:
-            for config in getattr(item, "candidates", ()):
-                key = (item.pass_name, item.transposed, item.problem, config)
-                job = LaunchJob(item.pass_name, item.problem, config, spec.dtype, item.transposed)
-                jobs.setdefault(key, job)
-    return list(jobs.values())
-
-
-def compile_target(spec: CampaignSpec, on_gpu: bool) -> tuple[str, int, int]:
-    """Triton's target (backend, arch, warp size): the live GPU's, or without one the model device's
-    (sm_90 for an H200)."""
-    major, minor = torch.cuda.get_device_capability() if on_gpu else spec.device.compute_capability
-    return ("cuda", 10 * major + minor, 32)
 
 
 class Campaign:
@@ -310,17 +293,3 @@ class Campaign:
 def run_campaign(spec: CampaignSpec, out_dir: str, budget_s: float, **options) -> dict:
     """Run the campaign into `out_dir` within `budget_s` seconds; returns campaign.json's content."""
     return Campaign(spec, out_dir, budget_s, **options).run()
-
-
-def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, costs=None) -> str:
-    """The plan (steps, compiles, estimated seconds) on any machine: the launches are recorded in a
-    child process (no GPU needed); the costs are those of the GPU machine unless `on_gpu` is False."""
-    on_gpu = True if on_gpu is None else on_gpu
-    costs = costs or (CostModel() if on_gpu else CostModel.cpu())
-    items = plan_items(spec)
-    jobs = launch_jobs(spec, items)
-    here = torch.cuda.is_available() and not interpreter_active()
-    variants = record(jobs, compile_target(spec, on_gpu=here))
-    plan = make_plan(spec, items, variants, len(jobs), Estimator(spec, costs, on_gpu))
-    where = f"an {spec.device.name}" if on_gpu else "the CPU (Triton's interpreter)"
-    return render_plan(spec, plan, costs, budget_s, where)

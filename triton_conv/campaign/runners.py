@@ -20,12 +20,13 @@ from collections.abc import Callable
 import torch
 
 from .. import benchmarking, benchmarking_transposed
-from ..configs import KernelConfig, tuning_key
+from ..configs import KernelConfig
 from ..launchers.common import wants_channels_last
 from ..launchers.dgrad import conv2d_dgrad
 from ..launchers.fprop import conv2d_fprop
 from ..launchers.wgrad import conv2d_wgrad
 from ..problem import TRANSPOSED_PASSES, ConvProblem
+from ..tuning_keys import tuning_key
 
 
 def make_inputs(problem: ConvProblem, dtype: torch.dtype, device, transposed: bool = False) -> dict:

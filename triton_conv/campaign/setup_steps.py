@@ -9,9 +9,11 @@ import os
 import torch
 
 from .. import provenance
-from ..benchmarking import measure_copy_bandwidth, measure_matmul_peak, relative_error, tolerance
-from .precompile import usable_cores, variants_json
+from ..benchmarking import relative_error, tolerance
+from ..timers import measure_copy_bandwidth, measure_matmul_peak
+from .precompile import usable_cores
 from .runners import launch_with_config, make_inputs, reference_result
+from .variants import variants_json
 
 
 def ceilings(run) -> None:

@@ -6,8 +6,8 @@ On a GPU a measurement has two views of the same call:
   so triton-conv's Python launch path and cuDNN's C++ one compare on the kernels alone. These rounds
   are the record's `stats` (its 'median' is what the report reads).
 - eager time: `rounds` rounds of `iterations` plain calls between two synchronisations
-  (benchmarking.median_seconds's timer, as bench/ times), and the host's own time per call
-  (benchmarking.host_seconds): what a user calling the op from Python sees.
+  (timers.median_seconds's timer, as bench/ times), and the host's own time per call
+  (timers.host_seconds): what a user calling the op from Python sees.
 Where a capture fails (a callable that synchronises, say) the eager rounds are the stats, and the
 record says so. An item's time limit is held back while a graph is captured (limits.py): capturing
 takes milliseconds, and the limit strikes as the capture ends. On the CPU (the interpreter) one call is
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..benchmarking import host_seconds, synchronized_timer
+from ..timers import host_seconds, synchronized_timer
 from .limits import held_back
 
 MAX_GRAPH_CALLS = 100  # calls in one captured graph (each keeps its outputs alive in the graph's pool)

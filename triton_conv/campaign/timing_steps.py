@@ -75,7 +75,7 @@ def tune_item(run, item, tensors) -> tuple | None:
 
 
 def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
-    """The fields autotune_tables.render prints (winner, runner-up, cuDNN, the model's tiles and
+    """The fields autotune_markdown.render prints (winner, runner-up, cuDNN, the model's tiles and
     efficiency), and every candidate's time."""
     spec, problem = run.spec, item.problem
     (best, best_s), runner = timings[0], (timings[1] if len(timings) > 1 else (None, None))

@@ -38,7 +38,7 @@ from .common import (
 
 @triton.jit
 def phase_axis(phase, size, stride, pad, dil, kernel, tap_step):
-    """(rows, tap0, taps, out_first) of one axis of a phase, as problem.PhaseAxis defines them.
+    """(rows, tap0, taps, out_first) of one axis of a phase, as stride_phases.PhaseAxis defines them.
 
     Scalar math per program, not a table: a device-side table costs a host-to-device copy per call
     and does not survive CUDA-graph capture.
