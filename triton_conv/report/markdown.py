@@ -11,7 +11,16 @@ from pathlib import Path
 from tabulate import tabulate
 
 _PACKAGE = Path(__file__).resolve().parent.parent
-MODEL_SOURCES = ("devices.py", "layers.py", "problem.py", "configs.py", "pruning.py")  # and model/*.py
+MODEL_SOURCES = (
+    "devices.py",
+    "layers.py",
+    "problem.py",
+    "geometry_checks.py",
+    "stride_phases.py",
+    "configs.py",
+    "tuning_keys.py",
+    "pruning.py",
+)  # and model/*.py; what the model reads
 
 
 def _cell(value, floatfmt: str) -> str:

@@ -289,7 +289,7 @@ def model_provenance(devices=DEFAULT_DEVICES) -> str:
     today = datetime.date.today().isoformat()
     return (
         f"**Predicted by the model, not measured.** triton-conv {__version__}, commit {git_commit()}, "
-        f"model sources (model/, devices, layers, problem, configs, pruning) sha256 {model_fingerprint()}; "
+        f"model sources (model/ and report.markdown.MODEL_SOURCES) sha256 {model_fingerprint()}; "
         f"generated {today} by `triton_conv.report.make_model_report`; devices: {names} "
         "(triton_conv.devices, datasheet figures); each call in the config the model picks from the "
         "pruned space, the ideal terms (datasheet roofline, 5 µs floor per call, no stack)."
