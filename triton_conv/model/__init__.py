@@ -1,5 +1,6 @@
 """The model: tiles, waves, a roofline, the config a library would pick, the terms it leaves out,
-activation memory. Pure Python; it never imports a kernel or a launcher.
+activation memory. Pure Python: its modules import no kernel or launcher (only problem, configs,
+pruning and devices), though importing it runs triton_conv/__init__.py, which imports Triton.
 
 It explains what batching buys a convolution. The batch folds into the GEMM's M (fprop: N·P·Q rows;
 dgrad: N·H·W rows); a launch makes one CTA per output tile; the GPU runs `slots` CTAs at once, so a
@@ -23,12 +24,14 @@ The public API, in the units it returns:
     fit_stack(layers, passes, device, dtype, {N1: s, N2: s}, overlapped=)  Terms of a stack
     fit_fraction([(measured s, floor s, roofline s), ...])              a library's achieved fraction
     predict(problem, pass, config, device, dtype, terms=, row_spans=)   a Prediction (tiles, waves, ...)
+    best_config(problem, pass, device, dtype, row_spans=)               the KernelConfig a tuner would pick
 `row_spans` (predict, best_config, tile_stats) says how fprop walks fewer than 16 channels: True, as
 this package's kernels do in channels_last (each tap row's S·C elements as one run), or False, every
 tap's channels padded to a block (its NCHW path; cuDNN 7.6's fp16 kernels).
 `terms` defaults to the ideal model (datasheet roofline, 5 µs per call, no stack); a stack's
 calibration (fit_stack) makes the same functions predict that stack. Example, PyTorch on a V100 in
 fp16 as NVIDIA published it (12.8 ms per image at N=1, 3249 images/s at N=128):
+    from triton_conv.layers import resnet50
     terms = fit_stack(resnet50(), "fprop", "V100", "fp16", {1: 12.8e-3, 128: 128 / 3249})
     network_speedup(resnet50(), "fprop", 32, "V100", "fp16", terms=terms)   # S(32) predicted
 """
