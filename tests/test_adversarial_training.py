@@ -39,6 +39,36 @@ def _grads(model, x):
     return [y, *torch.autograd.grad(y.square().sum(), [x, *model.parameters()])]
 
 
+# --- deferred initialisation: build on meta, convert, materialise ----------------------------------
+def test_convert_model_on_the_meta_device_then_materialise(triton_only):
+    """The deferred-init recipe (torch.device('meta'), convert, to_empty, load a checkpoint) used to
+    leave every convolution on torch ("parameters are on the meta device"): the materialised model
+    then ran torch's kernels. Converted on meta, its shapes are torch's, and once materialised it is
+    the checkpoint's model on the Triton kernels."""
+    reference = _decoder().double()
+    with torch.device("meta"):
+        model = _decoder().double()
+    report = []
+    triton_conv.convert_model(model, report=report)
+    assert report == [] and [type(m) for m in model][:2] == [triton_conv.Conv2d, triton_conv.ConvTranspose2d]
+
+    x_meta = torch.empty(2, 4, 5, 6, dtype=EXACT, device="meta", requires_grad=True)
+    with torch.device("meta"):
+        theirs = _decoder().double()
+    for ours, expected in zip(_grads(model, x_meta), _grads(theirs, x_meta.detach().requires_grad_())):
+        assert ours.device.type == "meta" and ours.shape == expected.shape
+
+    model.to_empty(device="cpu")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, 5, 6, dtype=EXACT, requires_grad=True)
+    expected = _grads(reference, x)
+    with triton_only() as proof:
+        got = _grads(model, x)
+    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}, proof.launches
+    for ours, theirs in zip(got, expected):
+        assert rel_error(ours, theirs) < EXACT_TOL
+
+
 # --- double backward through an empty batch ----------------------------------------------------------
 EMPTY_BATCH = {
     "conv2d": (F.conv2d, triton_conv.conv2d, (0, 4, 5, 6), (6, 2, 3, 2), 6, dict(stride=2, groups=2)),

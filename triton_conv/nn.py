@@ -122,8 +122,6 @@ def _reason_to_skip(module: nn.Module) -> str | None:
         return "weight is not a tensor"
     if weight.dtype not in FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not supported"
-    if weight.device.type == "meta":
-        return "parameters are on the meta device"
     return None
 
 
