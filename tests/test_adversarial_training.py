@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import triton_conv
 
@@ -67,6 +68,30 @@ def test_convert_model_on_the_meta_device_then_materialise(triton_only):
     assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}, proof.launches
     for ours, theirs in zip(got, expected):
         assert rel_error(ours, theirs) < EXACT_TOL
+
+
+# --- torch.utils.flop_counter ------------------------------------------------------------------------
+@pytest.mark.parametrize("training", [True, False], ids=["forward+backward", "no_grad"])
+def test_flop_counter_counts_what_it_counts_for_torch(training, triton_only):
+    """FlopCounterMode (MFU figures, model summaries) counted nothing for the ops: a converted model
+    had 0 FLOPs. Each op now counts torch's formula for the aten convolution it stands for, so the
+    totals, model and per module, are torch's."""
+    reference = _decoder().double()
+    model = triton_conv.convert_model(copy.deepcopy(reference))
+    counts = {}
+    for name, net in (("torch", reference), ("ours", model)):
+        x = torch.randn(2, 4, 5, 6, dtype=EXACT, requires_grad=training)
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(training):
+            y = net(x)
+            if training:
+                y.sum().backward()
+        per_module = counter.get_flop_counts()
+        counts[name] = {module: sum(ops.values()) for module, ops in per_module.items()}
+    assert counts["torch"]["Global"] > 0 and counts["ours"] == counts["torch"]
+    x = torch.randn(2, 4, 5, 6, dtype=EXACT)
+    with triton_only() as proof, FlopCounterMode(display=False):
+        model(x)
+    assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1}
 
 
 # --- double backward through an empty batch ----------------------------------------------------------
