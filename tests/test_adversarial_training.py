@@ -131,3 +131,32 @@ def test_double_backward_of_an_empty_batch(name):
         results[label] = (y, *grads, *second)
     for got, expected in zip(results["ours"], results["torch"]):
         assert got.shape == expected.shape and torch.equal(got, expected)
+
+
+# --- what torch accepts and these refuse (README, "Where it differs from torch") ----------------------
+FUNCTIONS = {
+    "conv2d": (triton_conv.conv2d, (2, 3, 5, 5), (4, 3, 3, 3), 4),
+    "conv1d": (triton_conv.conv1d, (2, 3, 5), (4, 3, 3), 4),
+    "conv_transpose2d": (triton_conv.conv_transpose2d, (2, 3, 5, 5), (3, 4, 3, 3), 4),
+}
+
+
+@pytest.mark.parametrize("case", ["complex", "meta weight", "meta bias", "meta input"])
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_complex_tensors_and_devices_mixed_with_meta_raise_naming_the_tensor(name, case, triton_only):
+    """torch answers both (a complex convolution; a meta tensor for a CPU input and a meta weight):
+    these raise a RuntimeError naming the tensor, before anything launches."""
+    conv, x_shape, w_shape, channels = FUNCTIONS[name]
+    dtype = torch.complex128 if case == "complex" else EXACT
+    devices = {"input": "cpu", "weight": "cpu", "bias": "cpu"}
+    if case.startswith("meta"):
+        devices[case.split()[1]] = "meta"
+    x, w, b = (
+        torch.randn(shape, dtype=dtype, device=devices[arg])
+        for shape, arg in ((x_shape, "input"), (w_shape, "weight"), ((channels,), "bias"))
+    )
+    assert getattr(F, name)(x, w, b).shape  # torch answers
+    named = "input" if case == "complex" else "weight" if case == "meta input" else case.split()[1]
+    with triton_only() as proof, pytest.raises(RuntimeError, match=named):
+        conv(x, w, b)
+    assert not proof.launches
