@@ -133,6 +133,53 @@ def test_double_backward_of_an_empty_batch(name):
         assert got.shape == expected.shape and torch.equal(got, expected)
 
 
+# --- convert_model on models whose convolutions no module swap reaches --------------------------------
+class _Functional(nn.Module):
+    def forward(self, x, w):
+        return F.conv2d(x, w)
+
+
+def _frozen(how):
+    model, x = (
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 2, 2)),
+        torch.randn(1, 3, 5, 5),
+    )
+    if how == "script":
+        return torch.jit.script(model), ["0", "2"]
+    if how == "trace":
+        return torch.jit.trace(model, x), ["0", "2"]
+    if how == "export":
+        return torch.export.export(model, (x,)).module(), ["<model>"]
+    return torch.fx.symbolic_trace(_Functional()), ["<model>"]
+
+
+@pytest.mark.parametrize("how", ["script", "trace", "export", "fx of F.conv2d"])
+def test_convert_model_reports_convolutions_compiled_into_code_or_graphs(how):
+    """A scripted, traced or exported model runs torch's convolutions from its code or graph, which
+    replacing modules cannot change: convert_model left them without a word (its report empty)."""
+    model, expected = _frozen(how)
+    report = []
+    assert triton_conv.convert_model(model, report=report) is model
+    assert [name for name, _ in report] == expected, report
+    assert all("torch's conv" in reason for _, reason in report)
+
+
+def test_convert_model_reports_nothing_for_graphs_of_its_own_or_of_modules(triton_only):
+    """Traced after conversion, a model calls triton_conv's ops; an fx graph that calls torch's
+    Conv2d as a module is converted as any model is."""
+    reference = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).double()
+    x = torch.randn(1, 3, 5, 5, dtype=EXACT)
+    traced = torch.jit.trace(triton_conv.convert_model(copy.deepcopy(reference)), x)
+    graph = torch.fx.symbolic_trace(copy.deepcopy(reference))
+    for model in (traced, graph):
+        report = []
+        triton_conv.convert_model(model, report=report)
+        assert report == []
+        with triton_only() as proof:
+            y = model(x)
+        assert proof.launches == {"fprop_kernel": 1} and rel_error(y, reference(x)) < EXACT_TOL
+
+
 # --- what torch accepts and these refuse (README, "Where it differs from torch") ----------------------
 FUNCTIONS = {
     "conv2d": (triton_conv.conv2d, (2, 3, 5, 5), (4, 3, 3, 3), 4),
