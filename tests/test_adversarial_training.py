@@ -1,16 +1,19 @@
 """A fourth adversarial pass: what training code and model tools do around converted modules that the
 earlier passes (test_adversarial*.py, test_contract*.py, test_vmap*.py) did not reach.
 
-Deferred initialisation on the meta device, torch's FLOP counter, double backward through an empty
-batch, and the module-level uses that already matched torch (padding modes with 'same' and even
-kernels, parametrizations, every requires_grad combination with create_graph, grad_outputs of any
-strides, torch.compile in training) pinned so that they keep matching. Every value is compared with
-torch's in float64; the triton_only fixture proves the kernels did the work.
+Classes found and closed here: deferred initialisation on the meta device, torch's FLOP counter,
+double backward through an empty batch, convert_model on scripted, traced and exported models; what
+torch accepts and these refuse (complex tensors, devices mixed with meta). Pinned, because they
+matched torch when probed: every requires_grad combination to second order, and a compiled training
+step (padding modes, 'same' with an even kernel and dilation, channels_last, dynamic shapes). Values
+are compared with torch's in float64; the triton_only fixture proves the kernels did the work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import triton_conv
+from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
 from .reference import rel_error
@@ -92,6 +96,71 @@ def test_flop_counter_counts_what_it_counts_for_torch(training, triton_only):
     with triton_only() as proof, FlopCounterMode(display=False):
         model(x)
     assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1}
+
+
+# --- pins: what matched torch when this pass probed it --------------------------------------------------
+GRADIENT_CASES = {
+    "conv2d": (
+        F.conv2d, triton_conv.conv2d, (2, 4, 5, 6), (6, 2, 3, 2), 6, dict(stride=(2, 1), padding=1, groups=2),
+    ),
+    "conv1d": (F.conv1d, triton_conv.conv1d, (2, 4, 7), (6, 4, 4), 6, dict(padding="same", dilation=2)),
+    "conv_transpose2d": (
+        F.conv_transpose2d, triton_conv.conv_transpose2d, (2, 4, 3, 4), (4, 3, 3, 2), 3,
+        dict(stride=2, padding=1, output_padding=1),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_every_requires_grad_combination_to_second_order(name, triton_only):
+    """Input, weight and bias each requiring grad or not (the seven non-empty combinations), first
+    and second derivatives (create_graph) against torch's."""
+    theirs, ours, x_shape, w_shape, channels, kwargs = GRADIENT_CASES[name]
+    leaves = [torch.randn(shape, dtype=EXACT) for shape in (x_shape, w_shape, channels)]
+    for mask in itertools.product((False, True), repeat=3):
+        if not any(mask):
+            continue
+        results = {}
+        for label, conv in (("torch", theirs), ("ours", ours)):
+            tensors = [t.clone().requires_grad_(wanted) for t, wanted in zip(leaves, mask)]
+            wanted = [t for t in tensors if t.requires_grad]
+            with triton_only() if label == "ours" else contextlib.nullcontext():
+                y = conv(*tensors, **kwargs)
+                grads = torch.autograd.grad(y.square().sum(), wanted, create_graph=True)
+                penalty = sum(g.square().sum() for g in grads)
+                second = torch.autograd.grad(penalty, wanted, allow_unused=True, materialize_grads=True)
+            results[label] = (y, *grads, *second)
+        for got, expected in zip(results["ours"], results["torch"], strict=True):
+            assert rel_error(got, expected) < EXACT_TOL, (name, mask)
+
+
+def test_compiled_training_step_in_channels_last_with_dynamic_shapes():
+    """torch.compile(fullgraph=True, dynamic=True) of a converted model (padding modes, 'same' with
+    an even kernel and dilation, all three modules) in channels_last: forward and backward of two
+    batch sizes match eager torch, on the Triton kernels."""
+    reference = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+        nn.ReLU(),
+        nn.ConvTranspose2d(4, 4, 2, stride=2),
+        nn.Conv2d(4, 2, (2, 3), padding="same", dilation=2),
+    ).double()
+    reference = reference.to(memory_format=torch.channels_last)
+    model = triton_conv.convert_model(copy.deepcopy(reference))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=True)
+    try:
+        before = dict(launch_counts)
+        for batch in (2, 3):
+            x = torch.randn(batch, 3, 5, 6, dtype=EXACT).to(memory_format=torch.channels_last)
+            x.requires_grad_()
+            got, expected = _grads(compiled, x), _grads(reference, x)
+            assert got[0].stride() == expected[0].stride()
+            for ours, theirs in zip(got, expected, strict=True):
+                assert rel_error(ours, theirs) < EXACT_TOL
+    finally:
+        torch._dynamo.reset()
+    launched = {k: v - before.get(k, 0) for k, v in launch_counts.items() if v != before.get(k, 0)}
+    assert launched == {"fprop_kernel": 2 * 3, "dgrad_kernel": 2 * 3, "wgrad_kernel": 2 * 3}, launched
 
 
 # --- double backward through an empty batch ----------------------------------------------------------
