@@ -163,6 +163,32 @@ def test_compiled_training_step_in_channels_last_with_dynamic_shapes():
     assert launched == {"fprop_kernel": 2 * 3, "dgrad_kernel": 2 * 3, "wgrad_kernel": 2 * 3}, launched
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="problem.py compares height and width with max(...) > INT32_MAX, which guards H against W "
+    "under dynamic shapes: a recompile when the wider side flips (fix: compare each with the limit)",
+)
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
+def test_dynamic_shapes_compile_once_for_any_height_and_width(name):
+    """torch.compile(dynamic=True) compiles torch's convolution once for images wider and then taller
+    than they are high; ours compiled again when the wider side changed."""
+    from torch._dynamo.testing import CompileCounter
+
+    theirs, ours, _, w_shape, _, kwargs = GRADIENT_CASES[name]
+    w = torch.randn(w_shape, dtype=EXACT)
+    frames = {}
+    for label, conv in (("torch", theirs), ("ours", ours)):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        compiled = torch.compile(lambda x, conv=conv: conv(x, w, **kwargs), backend=counter, dynamic=True)
+        for height, width in ((5, 7), (9, 6), (6, 11)):
+            x = torch.randn(2, 4, height, width, dtype=EXACT)
+            assert rel_error(compiled(x), theirs(x, w, **kwargs)) < EXACT_TOL
+        frames[label] = counter.frame_count
+    torch._dynamo.reset()
+    assert frames["ours"] <= frames["torch"], frames
+
+
 # --- double backward through an empty batch ----------------------------------------------------------
 EMPTY_BATCH = {
     "conv2d": (F.conv2d, triton_conv.conv2d, (0, 4, 5, 6), (6, 2, 3, 2), 6, dict(stride=2, groups=2)),
