@@ -243,15 +243,18 @@ def _frozen(how):
         return torch.jit.script(model), ["0", "2"]
     if how == "trace":
         return torch.jit.trace(model, x), ["0", "2"]
+    if how == "freeze":  # the children's code inlined into the model's
+        return torch.jit.freeze(torch.jit.script(model.eval())), ["<model>"]
     if how == "export":
         return torch.export.export(model, (x,)).module(), ["<model>"]
     return torch.fx.symbolic_trace(_Functional()), ["<model>"]
 
 
-@pytest.mark.parametrize("how", ["script", "trace", "export", "fx of F.conv2d"])
+@pytest.mark.parametrize("how", ["script", "trace", "freeze", "export", "fx of F.conv2d"])
 def test_convert_model_reports_convolutions_compiled_into_code_or_graphs(how):
-    """A scripted, traced or exported model runs torch's convolutions from its code or graph, which
-    replacing modules cannot change: convert_model left them without a word (its report empty)."""
+    """A scripted, traced, frozen or exported model runs torch's convolutions from its code or graph,
+    which replacing modules cannot change: convert_model left them without a word (its report
+    empty). Each is reported once, by the module whose own code calls it."""
     model, expected = _frozen(how)
     report = []
     assert triton_conv.convert_model(model, report=report) is model

@@ -132,9 +132,8 @@ def _compiled_wrapper(module: nn.Module) -> bool:
     return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
 
 
-# torch's convolutions by the names its modules, functions and aten ops go by
+# torch's convolutions by the names its functions and aten ops go by
 _TORCH_CONV_NAMES = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-_TORCH_CONV_MODULES = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
 _TORCH_CONV_FUNCTIONS = {getattr(F, name) for name in _TORCH_CONV_NAMES}  # torch.conv2d is F.conv2d
 _ATEN_CONVOLUTIONS = {f"aten::{name}" for name in (*_TORCH_CONV_NAMES, "convolution", "_convolution")}
 
@@ -153,15 +152,17 @@ def _script_calls_torch_convolution(module: torch.jit.ScriptModule) -> bool:
 
 def _frozen_convolution(module: nn.Module) -> str | None:
     """Why `module` runs torch's convolution in code that no module swap reaches, or None: a
-    TorchScript convolution (torch.jit.script or trace compiled its forward), or a graph
+    TorchScript module (torch.jit.script, trace or freeze compiled its forward), or a graph
     (torch.export's .module(), an fx graph of functions) whose nodes call torch's convolution."""
     if isinstance(module, torch.jit.ScriptModule):
-        kind = getattr(module, "original_name", "")  # a traced triton_conv.Conv2d is "Conv2d" too
-        if kind not in _TORCH_CONV_MODULES or not _script_calls_torch_convolution(module):
+        # Said once, where the call is: by the innermost module whose code calls it (a traced
+        # triton_conv.Conv2d calls triton_conv's op; torch.jit.freeze inlines the children).
+        calls = _script_calls_torch_convolution
+        if not calls(module) or any(calls(child) for child in module.children()):
             return None
         return (
-            f"{kind} was compiled by torch.jit.script or trace, whose code runs torch's conv; convert "
-            "before tracing (torch.jit.script cannot run Triton kernels)"
+            f"{module.original_name} was compiled by torch.jit.script, trace or freeze, whose code runs "
+            "torch's conv; convert before tracing (torch.jit.script cannot run Triton kernels)"
         )
     if not isinstance(module, torch.fx.GraphModule):
         return None
