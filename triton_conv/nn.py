@@ -122,8 +122,6 @@ def _reason_to_skip(module: nn.Module) -> str | None:
         return "weight is not a tensor"
     if weight.dtype not in FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not supported"
-    if weight.device.type == "meta":
-        return "parameters are on the meta device"
     return None
 
 
@@ -132,6 +130,49 @@ def _compiled_wrapper(module: nn.Module) -> bool:
     module it wraps: replacing that child would leave the forward calling the torch module."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # none can exist before it is imported
     return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+
+
+# torch's convolutions by the names its functions and aten ops go by
+_TORCH_CONV_NAMES = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+_TORCH_CONV_FUNCTIONS = {getattr(F, name) for name in _TORCH_CONV_NAMES}  # torch.conv2d is F.conv2d
+_ATEN_CONVOLUTIONS = {f"aten::{name}" for name in (*_TORCH_CONV_NAMES, "convolution", "_convolution")}
+
+
+def _calls_torch_convolution(node: torch.fx.Node) -> bool:
+    packet = getattr(node.target, "_overloadpacket", None)  # an aten OpOverload's
+    return node.op == "call_function" and (
+        node.target in _TORCH_CONV_FUNCTIONS
+        or getattr(packet, "_qualified_op_name", None) in _ATEN_CONVOLUTIONS
+    )
+
+
+def _script_calls_torch_convolution(module: torch.jit.ScriptModule) -> bool:
+    return any(node.kind() in _ATEN_CONVOLUTIONS for node in module.inlined_graph.nodes())
+
+
+def _frozen_convolution(module: nn.Module) -> str | None:
+    """Why `module` runs torch's convolution in code that no module swap reaches, or None: a
+    TorchScript module (torch.jit.script, trace or freeze compiled its forward), or a graph
+    (torch.export's .module(), an fx graph of functions) whose nodes call torch's convolution."""
+    if isinstance(module, torch.jit.ScriptModule):
+        # Said once, where the call is: by the innermost module whose code calls it (a traced
+        # triton_conv.Conv2d calls triton_conv's op; torch.jit.freeze inlines the children).
+        calls = _script_calls_torch_convolution
+        if not calls(module) or any(calls(child) for child in module.children()):
+            return None
+        return (
+            f"{module.original_name} was compiled by torch.jit.script, trace or freeze, whose code runs "
+            "torch's conv; convert before tracing (torch.jit.script cannot run Triton kernels)"
+        )
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    calls = [node.name for node in module.graph.nodes if _calls_torch_convolution(node)]
+    if not calls:
+        return None
+    return (
+        f"its graph calls torch's convolution ({', '.join(calls)}): a graph (torch.export, fx) keeps "
+        "its calls; convert the model before exporting or tracing it"
+    )
 
 
 def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
@@ -144,7 +185,8 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
     ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
     was replaced on the instance, modules compiled (torch.compile(conv), conv.compile()) before
-    conversion, whose compiled code would still run torch's convolution.
+    conversion, whose compiled code would still run torch's convolution; and where no module can be
+    replaced, the convolutions of TorchScript modules and of graphs (torch.export's .module()).
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
@@ -170,6 +212,9 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
         model = convert(model, "")
     else:
         for name, module in list(model.named_modules()):
+            frozen = _frozen_convolution(module)
+            if frozen is not None:
+                skipped.append((name or "<model>", frozen))
             for child_name, child in list(module.named_children()):
                 if isinstance(child, convolution):
                     qualified = f"{name}.{child_name}" if name else child_name

@@ -28,10 +28,11 @@ into one problem and launches once, instead of torch's loop over the samples.
 
 The parts: ops.py declares the ops' schemas; checks.py checks their arguments; implementations.py
 runs the passes (and the fake, shape-only versions); functions.py holds the autograd.Functions;
-batching.py the vmap rules; registration.py binds them all to each op at the dispatcher.
+batching.py the vmap rules; registration.py binds them all to each op at the dispatcher; flops.py
+gives torch.utils.flop_counter torch's FLOP counts for them.
 """
 
-from . import registration  # noqa: F401 (binds the ops' kernels at the dispatcher)
+from . import flops, registration  # noqa: F401 (binds the ops' kernels and FLOP counts)
 from .checks import checked_problem, checked_transposed_problem, transposed_geometry
 from .functions import (
     Conv2dFunction,

@@ -200,6 +200,14 @@ class WeightGradFunction(torch.autograd.Function):
         return dw_t, db_t
 
 
+def _empty_batch_grads(input, weight, grad_output):
+    """The input and weight gradients of a transposed convolution of an empty input: zeros, kept in
+    the autograd graph (as torch's are) through sums of empty slices, which add exact zeros whatever
+    the tensors hold, so that a double backward (create_graph=True) differentiates them as torch's."""
+    nothing = sum(tensor.flatten()[:0].sum() for tensor in (input, weight, grad_output))
+    return torch.zeros_like(input) + nothing, torch.zeros_like(weight) + nothing
+
+
 class ConvTranspose2dFunction(torch.autograd.Function):
     """conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation) (the
     order of aten's), differentiable in input, weight and bias, in reverse and forward mode; the
@@ -225,7 +233,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if input.numel() == 0:  # no batch: the view's geometry may have an empty image; no reduction
-            grad_input, grad_weight = torch.zeros_like(input), torch.zeros_like(weight)
+            grad_input, grad_weight = _empty_batch_grads(input, weight, grad_output)
         else:
             grad_input, grad_weight = _input_grad_vjp(input, weight, grad_output, ctx.geometry, *needs[:2])
         grad_bias = bias_grad(grad_output, ctx.output_shape[1]) if ctx.has_bias and needs[2] else None
