@@ -163,11 +163,6 @@ def test_compiled_training_step_in_channels_last_with_dynamic_shapes():
     assert launched == {"fprop_kernel": 2 * 3, "dgrad_kernel": 2 * 3, "wgrad_kernel": 2 * 3}, launched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="problem.py compares height and width with max(...) > INT32_MAX, which guards H against W "
-    "under dynamic shapes: a recompile when the wider side flips (fix: compare each with the limit)",
-)
 @pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
 def test_dynamic_shapes_compile_once_for_any_height_and_width(name):
     """torch.compile(dynamic=True) compiles torch's convolution once for images wider and then taller

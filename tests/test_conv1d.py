@@ -130,7 +130,7 @@ def test_degenerate_shapes_do_what_torch_does():
         (dict(stride=0), "stride"),
         (dict(stride=(1, 1)), "stride"),
         (dict(padding=(1, 1)), "padding"),
-        (dict(padding="same", stride=2), "same"),
+        (dict(padding="same", stride=2), "got stride=2"),  # conv1d's stride, not its conv2d view's
         (dict(padding="full"), "padding"),
         (dict(dilation=0), "dilation"),
         (dict(groups=3), "groups"),

@@ -1,5 +1,10 @@
 """triton-conv: implicit-GEMM convolution kernels in Triton (conv2d, conv1d, conv_transpose2d), with the
-batch folded into the GEMM's M."""
+batch folded into the GEMM's M.
+
+Functions conv2d, conv1d and conv_transpose2d (as torch.nn.functional's); modules Conv2d, Conv1d and
+ConvTranspose2d (subclasses of torch's) and convert_model for whole models; tune_model; ConvProblem,
+the geometry and its GEMM views. The model of tiles, waves and memory is triton_conv.model; the
+command line is `triton-conv` (cli.py)."""
 
 from ._version import __version__
 from .arguments import ConvArgumentError, ConvTypeError

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument(
         "--budget-s", type=float, default=480.0, help="stop cleanly before this many seconds"
     )
-    campaign.add_argument("--out", help="the folder for the (at most 8) output files")
+    campaign.add_argument("--out", help="the folder for the seven output files")
     campaign.add_argument(
         "--dry-run", action="store_true", help="print the plan and its estimates, run nothing"
     )

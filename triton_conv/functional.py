@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from .arguments import ConvTypeError, check_bias, check_tensors, int_tuple
+from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
 from .configs import KernelConfig, default_config
 from .launchers.fprop import conv2d_fprop
@@ -181,6 +181,8 @@ def validate1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     batch dimension)."""
     shape = _batched_shape(input, weight, bias, 3)
     (stride,), (dilation,) = int_tuple(stride, "stride", 1), int_tuple(dilation, "dilation", 1)
+    if isinstance(padding, str) and padding == "same" and stride != 1:  # named as conv1d was given it
+        raise ConvArgumentError(f"padding='same' needs stride 1, got stride={stride}")
     padding = padding if isinstance(padding, str) else (0, *int_tuple(padding, "padding", 1))
     problem = _problem(
         (shape[0], shape[1], 1, shape[2]), (*weight.shape[:2], 1, weight.shape[2]),

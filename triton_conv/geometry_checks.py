@@ -89,7 +89,8 @@ def sided_conv2d_fields(input_shape, weight_shape, stride, padding, dilation, gr
             f"weight's dilated kernel ({kernel}) is larger than the padded input "
             f"({padded_h}x{padded_w}: padding={pads})"
         )
-    if max(padded_h, padded_w, extent_h, extent_w) > INT32_MAX:
+    # One comparison per size: max() of symbolic sizes would make dynamo guard on H against W.
+    if any(size > INT32_MAX for size in (padded_h, padded_w, extent_h, extent_w)):
         raise ConvArgumentError(
             f"padding={pads} and dilation={dilation} make a padded input of {padded_h}x{padded_w} "
             f"and a kernel extent of {extent_h}x{extent_w}; the kernels take at most {INT32_MAX}"
@@ -149,7 +150,8 @@ def transposed_view_fields(input_shape, weight_shape, stride, padding, output_pa
         for size, s, p, e, o in zip((height, width), stride, pads, extents, output_padding)
     )
     least = 1 if batch else 0  # as torch: an empty batch may have an empty output image
-    if min(out_h, out_w) < least or max(out_h + 2 * pads[0], out_w + 2 * pads[1], *extents) > INT32_MAX:
+    padded = (out_h + 2 * pads[0], out_w + 2 * pads[1], *extents)
+    if out_h < least or out_w < least or any(size > INT32_MAX for size in padded):
         raise ConvArgumentError(
             f"the output would be {out_h}x{out_w} for an input of {height}x{width} (stride={stride}, "
             f"padding={pads}, dilation={dilation}, output_padding={output_padding}): it must be at "

@@ -1,4 +1,4 @@
-"""A campaign's output folder: at most eight files, each always valid.
+"""A campaign's output folder: seven files (a device call brings back at most eight), each always valid.
 
     campaign.json   provenance, the machine's ceilings, the plan with its estimates, each step's
                     actual time, what was skipped and why, Triton's cache hits, the status
