@@ -173,6 +173,45 @@ def test_export_with_a_dynamic_batch(name):
     assert rel_error(exported.module()(x3), expected) < EXACT_TOL, name
 
 
+SPATIAL = {  # layers whose torch export takes every spatial size unbounded (a stride-2 conv2d does not)
+    "conv2d": (triton_conv.conv2d, F.conv2d, (6, 2, 3, 3), dict(padding=1, groups=2), (5, 7), (1, 30)),
+    "conv1d": (triton_conv.conv1d, F.conv1d, (6, 4, 3), dict(padding="same", dilation=2), (9,), (1,)),
+    "conv_transpose2d": (
+        triton_conv.conv_transpose2d, F.conv_transpose2d, (4, 3, 3, 3),
+        dict(stride=2, padding=1, output_padding=1), (4, 5), (1, 9),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SPATIAL))
+def test_export_with_dynamic_image_sizes_guards_as_torch_does(name):
+    """torch.export with the batch and every spatial size dynamic (unbounded Dims): ours exports with
+    the value ranges torch's gets (its size checks add no guard), and the program checks the sizes
+    it is given when it runs."""
+    ours, theirs, w_shape, kwargs, traced, other = SPATIAL[name]
+    weight = torch.randn(w_shape, dtype=EXACT)
+
+    class Model(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x, weight, **kwargs)
+
+    x = torch.randn(2, 4, *traced, dtype=EXACT)
+    dims = {0: torch.export.Dim("n"), **{2 + i: torch.export.Dim(f"s{i}") for i in range(len(traced))}}
+    programs = {label: torch.export.export(Model(conv), (x,), dynamic_shapes=(dims,))
+                for label, conv in (("torch", theirs), ("ours", ours))}  # fmt: skip
+    ranges = {label: sorted((str(r.lower), str(r.upper)) for r in p.range_constraints.values())
+              for label, p in programs.items()}  # fmt: skip
+    assert ranges["ours"] == ranges["torch"], ranges
+    x_other = torch.randn(3, 4, *other, dtype=EXACT)
+    assert rel_error(programs["ours"].module()(x_other), theirs(x_other, weight, **kwargs)) < EXACT_TOL
+    with pytest.raises(RuntimeError):  # an empty image in a non-empty batch: refused when it runs
+        programs["ours"].module()(torch.randn(2, 4, *(0 for _ in traced), dtype=EXACT))
+
+
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_jit_trace(name):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]

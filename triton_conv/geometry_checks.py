@@ -9,8 +9,17 @@ ConvArgumentError / ConvTypeError (arguments.py) naming the argument at fault.
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .arguments import INT32_MAX, ConvArgumentError, as_int, int_tuple
+
+
+def _fails(condition) -> bool:
+    """Whether a size check fails. With ints, the check itself; with the symbolic sizes of
+    torch.compile(dynamic=True) or torch.export, only when it fails for every size the tracer allows:
+    a branch on a symbolic size would add a range guard that torch's own convolution does not, and
+    the op's real call checks the sizes it is given."""
+    return statically_known_true(condition)
 
 
 def _is_traced_size(value) -> bool:
@@ -83,21 +92,20 @@ def sided_conv2d_fields(input_shape, weight_shape, stride, padding, dilation, gr
     extent_h = dilation[0] * (kernel_h - 1) + 1
     extent_w = dilation[1] * (kernel_w - 1) + 1
     padded_h, padded_w = height + pads[0] + pads[2], width + pads[1] + pads[3]
-    if padded_h < extent_h or padded_w < extent_w:
+    if _fails(padded_h < extent_h) or _fails(padded_w < extent_w):
         kernel = f"{extent_h}x{extent_w}: {kernel_h}x{kernel_w}, dilation={dilation}"
         raise ConvArgumentError(
             f"weight's dilated kernel ({kernel}) is larger than the padded input "
             f"({padded_h}x{padded_w}: padding={pads})"
         )
-    # One comparison per size: max() of symbolic sizes would make dynamo guard on H against W.
-    if any(size > INT32_MAX for size in (padded_h, padded_w, extent_h, extent_w)):
+    if any(_fails(size > INT32_MAX) for size in (padded_h, padded_w, extent_h, extent_w)):
         raise ConvArgumentError(
             f"padding={pads} and dilation={dilation} make a padded input of {padded_h}x{padded_w} "
             f"and a kernel extent of {extent_h}x{extent_w}; the kernels take at most {INT32_MAX}"
         )
     if in_channels and (kernel_h == 0 or kernel_w == 0):
         raise ConvArgumentError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
-    if in_channels and batch and (height == 0 or width == 0):
+    if _fails(in_channels != 0) and _fails(batch != 0) and (_fails(height == 0) or _fails(width == 0)):
         raise ConvArgumentError(
             f"input has an empty image (shape {tuple(input_shape)}): like torch, only an empty "
             "batch or zero input channels are accepted"
@@ -139,7 +147,7 @@ def transposed_view_fields(input_shape, weight_shape, stride, padding, output_pa
         raise ConvArgumentError(f"weight expects {weight_in} input channels, but input has {in_channels}")
     if 0 in (out_per_group, kernel_h, kernel_w):
         raise ConvArgumentError(f"weight must have output channels and a kernel, got shape {weight_shape}")
-    if batch and (height == 0 or width == 0):
+    if _fails(batch != 0) and (_fails(height == 0) or _fails(width == 0)):
         raise ConvArgumentError(
             f"input has an empty image (shape {tuple(input_shape)}): like torch, only an empty batch "
             "is accepted"
@@ -149,9 +157,9 @@ def transposed_view_fields(input_shape, weight_shape, stride, padding, output_pa
         (size - 1) * s - 2 * p + e + o
         for size, s, p, e, o in zip((height, width), stride, pads, extents, output_padding)
     )
-    least = 1 if batch else 0  # as torch: an empty batch may have an empty output image
+    least = 1 if _fails(batch != 0) else 0  # as torch: an empty batch may have an empty output image
     padded = (out_h + 2 * pads[0], out_w + 2 * pads[1], *extents)
-    if out_h < least or out_w < least or any(size > INT32_MAX for size in padded):
+    if _fails(out_h < least) or _fails(out_w < least) or any(_fails(size > INT32_MAX) for size in padded):
         raise ConvArgumentError(
             f"the output would be {out_h}x{out_w} for an input of {height}x{width} (stride={stride}, "
             f"padding={pads}, dilation={dilation}, output_padding={output_padding}): it must be at "
