@@ -175,23 +175,51 @@ def test_occupancy_of_the_default_config_on_h200():
 
 def test_occupancy_of_a_small_config_is_register_limited():
     config = KernelConfig(64, 64, 32, 8, 1, 4, 3)
-    # smem 3·128·32·2 = 24,576 (+1 KiB) -> 233,472 // 25,600 = 9
-    # registers 4096/128 = 32 + 128·32·2/(4·128) = 16 + 32 = 80 -> 65,536 // (80·128) = 6
-    # threads 2048 // 128 = 16
+    # H200, fp16: smem 3·128·32·2 = 24,576 (+1 KiB) -> 233,472 // 25,600 = 9; the dot is wgmma (4
+    # warps, BM 64), operands in shared memory: registers 4096/128 = 32 + 32 = 64 -> 65,536 //
+    # (64·128) = 8 (sm_90 compiles the 4-stage 64x64x32 to 64); threads 2048 // 128 = 16
     occ = occupancy(config, 2, H200)
-    assert (occ.by_smem, occ.by_regs, occ.by_threads) == (9, 6, 16)
-    assert (occ.ctas_per_sm, occ.limited_by) == (6, "registers")
-    assert _stats(LAYER3, 1, config=config).slots == 132 * 6
+    assert (occ.by_smem, occ.by_regs, occ.by_threads) == (9, 8, 16)
+    assert (occ.ctas_per_sm, occ.limited_by) == (8, "registers")
+    assert _stats(LAYER3, 1, config=config).slots == 132 * 8
+    # A100, fp16 (mma.sync, cp.async): 2 buffers, 2·128·32·2 = 16,384 (+1 KiB) -> 167,936 // 17,408
+    # = 9; registers 32 + 128·32·2/(4·128) = 16 fragments + 32 = 80 -> 65,536 // (80·128) = 6
+    occ = occupancy(config, 2, "A100")
+    assert (occ.by_smem, occ.by_regs, occ.ctas_per_sm, occ.limited_by) == (9, 6, 6, "registers")
+
+
+def test_shared_memory_is_the_buffers_tritons_pipeliner_allocates():
+    config = KernelConfig(128, 128, 64, 8, 1, 8, 3)
+    # one buffer: (128 + 128)·64·2 = 32,768 bytes in fp16. Hopper (wgmma): 3 buffers, 98,304 (the
+    # sm_90 static report: 96 KiB); CC 8.x (cp.async + mma.sync): 2, 65,536 (compiled for sm_80
+    # with Triton 3.6 and 3.9: 65,536); no capability: num_stages, the design card's rule
+    assert smem_per_cta(config, 2, (9, 0)) == 3 * 32_768 == 98_304
+    assert smem_per_cta(config, 2, (8, 0)) == smem_per_cta(config, 2, (8, 9)) == 2 * 32_768
+    assert smem_per_cta(config, 2) == 98_304
+    # fp32 on an A100: 2·256·64·4 = 131,072 <= 163 KiB per block, so it launches (3 buffers,
+    # 196,608, would not); 167,936 // (131,072 + 1,024) = 1
+    assert occupancy(config, 4, "A100").ctas_per_sm == 1
+    assert occupancy(config, 4, H200).smem_per_cta == 3 * 65_536
+    # registers: 64x128x64 fp16, 8 warps on an H200 is wgmma: 8192/256 = 32 + 32 = 64 ->
+    # 65,536 // (64·256) = 4; shared memory 3·192·64·2 = 73,728 (+1 KiB) -> 233,472 // 74,752 = 3:
+    # 3 CTAs, as sm_90's compile (80 registers) gives; with the fragments (192·64·2/(4·256) = 24,
+    # 88 registers -> 2) it was 2
+    wide = KernelConfig(64, 128, 64, 8, 1, 8, 3)
+    assert registers_per_thread(wide, 2, capability=(9, 0)) == 64
+    assert registers_per_thread(wide, 2, capability=(8, 0)) == registers_per_thread(wide, 2) == 88
+    assert registers_per_thread(wide, 4, capability=(9, 0)) == 32 + 48 + 32  # fp32: fragments count
+    assert occupancy(wide, 2, H200).ctas_per_sm == 3
 
 
 def test_a_config_too_big_for_the_device_is_refused_or_shrunk():
     with pytest.raises(ValueError, match="shared memory"):
         tile_stats(LAYER3, "fprop", BIG, "T4", "fp16")  # 128 KiB > T4's 64 KiB per block
     assert occupancy(BIG, 2, "T4").ctas_per_sm == 0
-    # stages 4 -> 2 (64 KiB fits 64 KiB); RTX 4090 3 stages (96 KiB <= 99 KiB); GTX 1050 (48 KiB):
+    # stages 4 -> 2 (64 KiB fits 64 KiB); RTX 4090 (CC 8.9: num_stages - 1 buffers) keeps 4 stages
+    # (3 buffers, 96 KiB <= 99 KiB); GTX 1050 (48 KiB):
     # fp16 2 stages then BK 32 (2·256·32·2 = 32 KiB); fp32 2 stages then BK 16 (2·256·16·4 = 32 KiB)
     assert reference_config("fprop", "fp16", "T4") == KernelConfig(128, 128, 64, 8, 1, 8, 2)
-    assert reference_config("fprop", "fp16", "RTX 4090").num_stages == 3
+    assert reference_config("fprop", "fp16", "RTX 4090").num_stages == 4
     assert reference_config("fprop", "fp16", GTX_1050) == KernelConfig(128, 128, 32, 8, 1, 8, 2)
     assert reference_config("fprop", "fp32", GTX_1050) == KernelConfig(128, 128, 16, 8, 1, 8, 2)
     assert reference_config("fprop", "fp32") == KernelConfig(128, 128, 32, 8, 1, 8, 4)
@@ -275,6 +303,39 @@ def test_h200_per_image_time_steps_at_multiples_of_the_slots():
     # 4.125 N > 132 k first at N = 33, 65 (268.125 > 264), 97 (400.125 > 396)
     rises = {n for n in range(2, 101) if per_image[n] > per_image[n - 1]}
     assert rises == {33, 65, 97}
+
+
+def test_wgrad_of_a_few_channel_stem_tiles_the_padded_copy():
+    stem = resnet50()[0].problem  # 7x7 stride 2, 3 -> 64 channels
+    assert (stem.in_channels, stem.kernel_h, stem.kernel_w) == (3, 7, 7)
+    # The launcher reads x from a copy with 4 channels per pixel (launchers/wgrad.py tap_channels):
+    # 4·49 = 196 columns, 4 column tiles of 64 (147 real columns would make 3), one row tile (K=64)
+    small = KernelConfig(64, 64, 64, 8, 1, 4, 3)
+    stats = _stats(stem, 8, "wgrad", small)
+    assert (stats.gemm_n, stats.tiles) == (147, 4)
+    # tile efficiency: 64·147 real outputs of 4·64·64 computed = 9,408 / 16,384
+    assert stats.tile_efficiency == pytest.approx(9408 / 16384, rel=1e-12)
+    # 128 wide: 2 column tiles either way, 64·147 / (2·64·128) = 9,408 / 16,384 again
+    assert _stats(stem, 8, "wgrad", KernelConfig(64, 128, 64, 8, 1, 4, 3)).tiles == 2
+    # 4 or more channels, or one tap: no copy, C/g·R·S columns (4·49 = 196 -> 4; 3 -> 1 tile)
+    four = ConvProblem(8, 4, 224, 224, 64, 7, 7, (2, 2), 3, 3, 3, 3)
+    assert _stats(four, 8, "wgrad", small).tiles == 4
+    pointwise = ConvProblem(8, 3, 56, 56, 64, 1, 1)
+    assert _stats(pointwise, 8, "wgrad", small).tiles == 1  # 3 columns, no copy
+
+
+def test_the_models_wgrad_columns_are_the_launchers():
+    from triton_conv.launchers.wgrad import tap_channels
+    from triton_conv.model.tiles import wgrad_columns
+
+    cases = [(1, 1, 3, 3), (2, 1, 5, 20), (3, 1, 7, 7), (3, 3, 3, 3), (4, 1, 7, 7),
+             (6, 2, 3, 3), (8, 1, 3, 3), (3, 1, 1, 1), (16, 1, 3, 3), (2, 2, 1, 3)]  # fmt: skip
+    for c, groups, r, s in cases:
+        problem = ConvProblem(2, c, 12, 12, 8, r, s, groups=groups)
+        for size in (2, 4):  # fp16/bf16, fp32: the element sizes the model knows
+            padded = tap_channels(problem, size)
+            expected = (padded or problem.in_per_group) * r * s
+            assert wgrad_columns(problem) == expected, (problem, size)
 
 
 def test_wgrad_tiles_do_not_grow_with_the_batch():

@@ -1,14 +1,26 @@
 """One CTA's resources, and how many CTAs of a config one SM holds.
 
 CTAs per SM = min(by shared memory, by registers, by threads, the device's CTA limit):
-  shared memory per CTA = stages · (BM·BK + BK·BN) · element size (Triton's own pruning rule), plus
-    the driver's reservation per CTA (1 KiB on CC >= 8.0); by shared memory = floor(smem per SM /
-    that), 0 when the kernel's part exceeds the per-block maximum (the config cannot launch).
+  shared memory per CTA = buffers · (BM·BK + BK·BN) · element size, plus the driver's reservation
+    per CTA (1 KiB on CC >= 8.0); by shared memory = floor(smem per SM / that), 0 when the kernel's
+    part exceeds the per-block maximum (the config cannot launch). `buffers` is what Triton's
+    software pipeliner allocates for `num_stages` stages (`pipeline_buffers`): on Hopper (CC 9.x,
+    wgmma) num_stages, one per stage; on CC 8.x (cp.async feeding mma.sync) num_stages - 1, the
+    stage being computed reads the buffer the next load will refill. Compiled for sm_90 (Triton
+    3.9) every config of the search space allocates exactly num_stages buffers (notes/autotune's
+    static report; wgrad's TMA adds 8 bytes of barrier per stage); for sm_80 (Triton 3.6 and 3.9)
+    128x128x64 with 3 stages allocates 64 KiB in fp16, not 96. Below CC 8.0 the model keeps
+    num_stages buffers: it describes a pipelined tensor-core kernel there, which Triton does not
+    make (for sm_75 it allocates one buffer and emits no HMMA).
   registers per thread, an estimate (a cubin's real count is in `cuobjdump -res-usage`):
     BM·BN / threads (the fp32 accumulator) + (BM + BN)·BK·element size / (4·threads) (one BK step of
     A and B fragments) + REGISTER_OVERHEAD (pointers, offsets, masks, loop state), rounded up to 8,
     capped at the device maximum (255; beyond it the compiler spills). 128x128x64 fp16 with 8 warps:
-    64 + 32 + 32 = 128. by registers = floor(regs per SM / (regs per thread · threads)).
+    64 + 32 + 32 = 128. A 16-bit dot that becomes wgmma on Hopper (whole warpgroups, BM a multiple
+    of 64) reads both operands from shared memory, so there the fragments are not counted (the
+    same reasoning as pruning.budgeted_registers): 64x128x64 fp16 with 8 warps is 32 + 32 = 64,
+    where sm_90 compiles 64 to 80 (3 CTAs per SM by shared memory, not 2 by registers).
+    by registers = floor(regs per SM / (regs per thread · threads)).
   by threads = floor(max threads per SM / (num_warps · 32)).
 """
 
@@ -57,16 +69,42 @@ def check_pass(pass_name: str) -> None:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
 
 
-def smem_per_cta(config: KernelConfig, element_size: int) -> int:
-    """The kernel's shared memory: `num_stages` buffers of a BM x BK and a BK x BN operand tile."""
-    return config.num_stages * (config.block_m + config.block_n) * config.block_k * element_size
+def pipeline_buffers(config: KernelConfig, capability: tuple[int, int] | None = None) -> int:
+    """Operand buffers Triton's pipeliner allocates for `num_stages` (module docstring): num_stages
+    on CC 9.x and when no capability is given, num_stages - 1 (at least 1) on CC 8.x."""
+    if capability is not None and capability[0] == 8:
+        return max(1, config.num_stages - 1)
+    return config.num_stages
 
 
-def registers_per_thread(config: KernelConfig, element_size: int, max_regs: int = 255) -> int:
-    """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`."""
+def smem_per_cta(config: KernelConfig, element_size: int, capability: tuple[int, int] | None = None) -> int:
+    """The kernel's shared memory: pipeline_buffers of a BM x BK and a BK x BN operand tile."""
+    buffers = pipeline_buffers(config, capability)
+    return buffers * (config.block_m + config.block_n) * config.block_k * element_size
+
+
+def operands_in_shared_memory(config: KernelConfig, element_size: int, capability) -> bool:
+    """A 16-bit dot that Hopper runs as wgmma (num_warps a multiple of 4, BM of 64): its operands
+    stay in shared memory, so they take no registers (pruning.budgeted_registers)."""
+    return (
+        capability is not None
+        and capability[0] == 9
+        and element_size == 2
+        and config.num_warps % 4 == 0
+        and config.block_m % 64 == 0
+    )
+
+
+def registers_per_thread(
+    config: KernelConfig, element_size: int, max_regs: int = 255, capability: tuple[int, int] | None = None
+) -> int:
+    """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`;
+    without the fragments where the operands stay in shared memory (operands_in_shared_memory)."""
     threads = config.num_warps * THREADS_PER_WARP
     accumulator = math.ceil(config.block_m * config.block_n / threads)
     fragments = math.ceil((config.block_m + config.block_n) * config.block_k * element_size / (4 * threads))
+    if operands_in_shared_memory(config, element_size, capability):
+        fragments = 0
     regs = accumulator + fragments + REGISTER_OVERHEAD
     return min(max_regs, -(-regs // 8) * 8)
 
@@ -88,9 +126,9 @@ class Occupancy:
 def occupancy(config: KernelConfig, element_size: int, device: DeviceSpec | str) -> Occupancy:
     """CTAs per SM = min(shared memory, registers, threads, the CTA limit); 0 when the config cannot run."""
     device = get_device(device)
-    smem = smem_per_cta(config, element_size)
+    smem = smem_per_cta(config, element_size, device.compute_capability)
     threads = config.num_warps * THREADS_PER_WARP
-    regs = registers_per_thread(config, element_size, device.max_regs_per_thread)
+    regs = registers_per_thread(config, element_size, device.max_regs_per_thread, device.compute_capability)
     if smem > device.smem_per_block:
         by_smem = 0
     else:

@@ -106,7 +106,7 @@ def fit_shared_memory(config: KernelConfig, element_size: int, device: DeviceSpe
     """`config`, with fewer stages (down to 2), then a smaller BK (down to 16), until its shared
     memory fits the device's per-block maximum; raises ValueError when even that does not fit."""
     device = get_device(device)
-    while smem_per_cta(config, element_size) > device.smem_per_block:
+    while smem_per_cta(config, element_size, device.compute_capability) > device.smem_per_block:
         if config.num_stages > 2:
             config = replace(config, num_stages=config.num_stages - 1)
         elif config.block_k > 16:

@@ -6,6 +6,9 @@ K=K/g·R·S; wgrad M=K/g, N=C/g·R·S, K=N·P·Q.
 tiles T = ceil(M/BM) · ceil(N/BN) · split_k · groups, the CTAs of the launch grid. Strided dgrad runs
 stride_h·stride_w stride-phase sub-GEMMs in one launch, and the launcher gives every phase the tile
 count of the largest (phase 0), so there M is replaced by phases · ceil(N·rows0·cols0 / BM)·BM.
+wgrad with fewer than 4 channels per group and more than one tap (the 3-channel stem) reads x from a
+zero-padded copy with 4 channels per group (launchers/wgrad.py, tap_channels), so its tiles cover
+4·R·S columns, not C/g·R·S: the 7x7 stem's 196, 4 column tiles of 64 where 147 columns make 3.
 Batching adds tiles in fprop and dgrad; wgrad's tiles do not depend on N (only split_k adds some).
 
 tile efficiency η_tile = M·N·groups / ((T / split_k) · BM · BN): the fraction of the output tiles'
@@ -42,11 +45,24 @@ from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .resources import Occupancy, check_pass, dtype_kind, occupancy
 
+# launchers/wgrad.py's CHANNEL_VECTOR: channels per group of wgrad's padded copy of a few-channel x.
+WGRAD_TAP_CHANNELS = 4
+
+
+def wgrad_columns(problem: ConvProblem) -> int:
+    """wgrad's GEMM columns per group as its launch tiles them: C/g·R·S, or 4·R·S when the launcher
+    pads x to 4 channels per group (launchers/wgrad.tap_channels: C/g below 4, whose pixels of 2- or
+    4-byte elements are never whole 16-byte vectors, and more than one tap). The padded columns are
+    computed and dropped, so they lower the tile efficiency."""
+    c, taps = problem.in_per_group, problem.kernel_h * problem.kernel_w
+    return (WGRAD_TAP_CHANNELS if 0 < c < WGRAD_TAP_CHANNELS and taps > 1 else c) * taps
+
 
 def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> int:
     """The CTAs of the pass's launch grid (as the launchers build it): tiles x split_k x groups."""
     check_pass(pass_name)
     gemm = problem.gemm(pass_name)
+    columns = wgrad_columns(problem) if pass_name == "wgrad" else gemm.n
     if pass_name == "dgrad" and problem.stride != (1, 1):
         # One launch covers all stride phases, each given the largest phase's (phase 0's) row tiles.
         phase0 = problem.dgrad_phases()[0]
@@ -54,7 +70,7 @@ def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> 
         row_tiles = cdiv(rows, config.block_m) * problem.stride[0] * problem.stride[1]
     else:
         row_tiles = cdiv(gemm.m, config.block_m)
-    return row_tiles * cdiv(gemm.n, config.block_n) * config.split_k * problem.groups
+    return row_tiles * cdiv(columns, config.block_n) * config.split_k * problem.groups
 
 
 def reduction_efficiency(
