@@ -308,7 +308,7 @@ def test_h200_per_image_time_steps_at_multiples_of_the_slots():
 def test_wgrad_of_a_few_channel_stem_tiles_the_padded_copy():
     stem = resnet50()[0].problem  # 7x7 stride 2, 3 -> 64 channels
     assert (stem.in_channels, stem.kernel_h, stem.kernel_w) == (3, 7, 7)
-    # The launcher reads x from a copy with 4 channels per pixel (launchers/wgrad.py tap_channels):
+    # The launcher reads x from a copy with 4 channels per pixel (configs.tap_channels):
     # 4·49 = 196 columns, 4 column tiles of 64 (147 real columns would make 3), one row tile (K=64)
     small = KernelConfig(64, 64, 64, 8, 1, 4, 3)
     stats = _stats(stem, 8, "wgrad", small)
@@ -325,7 +325,8 @@ def test_wgrad_of_a_few_channel_stem_tiles_the_padded_copy():
 
 
 def test_the_models_wgrad_columns_are_the_launchers():
-    from triton_conv.launchers.wgrad import tap_channels
+    """The model counts the columns the launcher tiles: both use configs.tap_channels."""
+    from triton_conv.launchers import wgrad as launcher
     from triton_conv.model.tiles import wgrad_columns
 
     cases = [(1, 1, 3, 3), (2, 1, 5, 20), (3, 1, 7, 7), (3, 3, 3, 3), (4, 1, 7, 7),
@@ -333,9 +334,9 @@ def test_the_models_wgrad_columns_are_the_launchers():
     for c, groups, r, s in cases:
         problem = ConvProblem(2, c, 12, 12, 8, r, s, groups=groups)
         for size in (2, 4):  # fp16/bf16, fp32: the element sizes the model knows
-            padded = tap_channels(problem, size)
+            padded = launcher.tap_channels(problem, size)
             expected = (padded or problem.in_per_group) * r * s
-            assert wgrad_columns(problem) == expected, (problem, size)
+            assert wgrad_columns(problem, size) == expected == wgrad_columns(problem), (problem, size)
 
 
 def test_wgrad_tiles_do_not_grow_with_the_batch():

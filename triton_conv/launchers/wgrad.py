@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..configs import KernelConfig
+from ..configs import KernelConfig, tap_channels
 from ..kernels.wgrad import wgrad_kernel
 from ..problem import ConvProblem
 from .common import (
@@ -51,27 +51,6 @@ class _WgradPlan(NamedTuple):
         if padded:
             x = padded_input(x, self.plan.grid[1], padded)
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
-
-
-def tap_channels(problem: ConvProblem, element_size: int) -> int:
-    """The channels per group of the zero-padded copy of x that the kernel reads (TAP_CHANNELS), or 0
-    for x itself.
-
-    When C/g is a few channels whose pixels are not 16-byte multiples (a 3-channel stem), a column
-    tile straddles taps (r, s, c): each element has its own padding test and x loads element by
-    element through registers. A copy of x with CHANNEL_VECTOR channels per group makes each tap's
-    channels one vector and a tile BLOCK_N / CHANNEL_VECTOR whole taps. Its cost per call: the copy
-    (ResNet-50's stem at N=32 in bf16: 12.8 MB zeroed, 9.6 MB read and written into it) and
-    CHANNEL_VECTOR / (C/g) the multiply-adds (4/3); the zeros add nothing to dw, and only the real
-    channels are stored."""
-    c = problem.in_per_group
-    few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
-    return CHANNEL_VECTOR if few else 0
-
-
-# 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a
-# 3-channel stem) they issued fewer instructions per useful multiply-add (notes/kernels.md).
-CHANNEL_VECTOR = 4
 
 
 def padded_input(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ tiles T = ceil(M/BM) · ceil(N/BN) · split_k · groups, the CTAs of the launch 
 stride_h·stride_w stride-phase sub-GEMMs in one launch, and the launcher gives every phase the tile
 count of the largest (phase 0), so there M is replaced by phases · ceil(N·rows0·cols0 / BM)·BM.
 wgrad with fewer than 4 channels per group and more than one tap (the 3-channel stem) reads x from a
-zero-padded copy with 4 channels per group (launchers/wgrad.py, tap_channels), so its tiles cover
+zero-padded copy with 4 channels per group (configs.tap_channels), so its tiles cover
 4·R·S columns, not C/g·R·S: the 7x7 stem's 196, 4 column tiles of 64 where 147 columns make 3.
 Batching adds tiles in fprop and dgrad; wgrad's tiles do not depend on N (only split_k adds some).
 
@@ -39,23 +39,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configs import KernelConfig, cdiv
+from ..configs import KernelConfig, cdiv, tap_channels
 from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .resources import Occupancy, check_pass, dtype_kind, occupancy
 
-# launchers/wgrad.py's CHANNEL_VECTOR: channels per group of wgrad's padded copy of a few-channel x.
-WGRAD_TAP_CHANNELS = 4
 
-
-def wgrad_columns(problem: ConvProblem) -> int:
+def wgrad_columns(problem: ConvProblem, element_size: int = 2) -> int:
     """wgrad's GEMM columns per group as its launch tiles them: C/g·R·S, or 4·R·S when the launcher
-    pads x to 4 channels per group (launchers/wgrad.tap_channels: C/g below 4, whose pixels of 2- or
-    4-byte elements are never whole 16-byte vectors, and more than one tap). The padded columns are
-    computed and dropped, so they lower the tile efficiency."""
-    c, taps = problem.in_per_group, problem.kernel_h * problem.kernel_w
-    return (WGRAD_TAP_CHANNELS if 0 < c < WGRAD_TAP_CHANNELS and taps > 1 else c) * taps
+    pads x to 4 channels per group (configs.tap_channels, the launcher's own rule: C/g below 4, whose
+    pixels of 2- or 4-byte elements are never whole 16-byte vectors, and more than one tap). The
+    padded columns are computed and dropped, so they lower the tile efficiency."""
+    channels = tap_channels(problem, element_size) or problem.in_per_group
+    return channels * problem.kernel_h * problem.kernel_w
 
 
 def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> int:
