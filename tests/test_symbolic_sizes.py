@@ -1,0 +1,84 @@
+"""Symbolic sizes: the fake (shape-only) implementations and the size checks under torch.compile's
+dynamic shapes, data-dependent (unbacked) sizes and torch.export. The checks raise only where a size
+provably fails (geometry_checks._fails) and the op's real call checks the sizes it is given; here,
+that no trace adds a guard torch's own convolution does not, that a fake output never has a size the
+real one lacks, and that an invalid size still gets the op's error. Tiny shapes, float64, compared
+with torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import triton_conv
+from triton_conv.arguments import ConvArgumentError
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+
+
+@pytest.fixture
+def fresh_compile():
+    """A clean dynamo state, scalar outputs captured, and no inductor artifacts cached on disk
+    from an earlier process (they would not see a change to the ops' fake implementations)."""
+    torch._dynamo.reset()
+    with (
+        torch._dynamo.config.patch(capture_scalar_outputs=True),
+        torch._inductor.config.patch(force_disable_caches=True),
+    ):
+        yield
+    torch._dynamo.reset()
+
+
+def _sliced(conv, weight, **kwargs):
+    """conv of the first n images' first h rows: both sizes data-dependent (unbacked) when compiled."""
+
+    def run(x, n, h):
+        return conv(x[: n.item(), :, : h.item()], weight, **kwargs)
+
+    return run
+
+
+UNBACKED = {  # name: ours, torch's, weight shape, kwargs, an (n, h) the checks refuse
+    "conv2d": (triton_conv.conv2d, F.conv2d, (3, 4, 3, 3), dict(stride=2, dilation=(1, 2)), (2, 2)),
+    "conv_transpose2d": (
+        triton_conv.conv_transpose2d, F.conv_transpose2d, (4, 3, 3, 3), dict(padding=2), (2, 2),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(UNBACKED))
+def test_data_dependent_sizes(name, fresh_compile):
+    """Batch and height from .item(): the fake implementation compares no unbacked size with the
+    stride (ConvProblem.canonical once did, and the trace failed: 'Could not guard on data-dependent
+    expression'); valid sizes match torch, an invalid one gets the op's error when it runs."""
+    ours, theirs, w_shape, kwargs, refused = UNBACKED[name]
+    weight, x = torch.randn(w_shape, dtype=EXACT), torch.randn(3, 4, 7, 6, dtype=EXACT)
+    compiled = torch.compile(_sliced(ours, weight, **kwargs), fullgraph=True, backend="aot_eager")
+    for n, h in ((3, 7), (1, 5)):
+        sizes = torch.tensor(n), torch.tensor(h)
+        expected = _sliced(theirs, weight, **kwargs)(x, *sizes)
+        assert rel_error(compiled(x, *sizes), expected) < EXACT_TOL, (n, h)
+    with pytest.raises(ConvArgumentError, match="larger than the padded input|output would be"):
+        compiled(x, *map(torch.tensor, refused))
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_export_keeps_a_strided_size_torch_keeps(strict):
+    """torch.export with Dim.AUTO of a stride-4 conv1d traced where the output has one column:
+    torch's program takes every length with one output column (3 to 6). Ours once compared the
+    symbolic length with the stride (ConvProblem.canonical) and kept only the traced length."""
+    torch.manual_seed(0)
+    theirs = nn.Sequential(nn.Conv1d(4, 6, 3, stride=4), nn.Flatten(1)).double()
+    ours = triton_conv.convert_model(nn.Sequential(nn.Conv1d(4, 6, 3, stride=4), nn.Flatten(1)).double())
+    ours.load_state_dict(theirs.state_dict())
+    dims = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},)
+    x = torch.randn(2, 4, 3, dtype=EXACT)
+    program = torch.export.export(ours, (x,), dynamic_shapes=dims, strict=strict).module()
+    for length in range(3, 7):
+        x = torch.randn(2, 4, length, dtype=EXACT)
+        assert rel_error(program(x), theirs(x)) < EXACT_TOL, length
+    with pytest.raises(RuntimeError):  # shorter than the kernel: refused when it runs
+        program(torch.randn(2, 4, 2, dtype=EXACT))
