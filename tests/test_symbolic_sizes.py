@@ -65,6 +65,39 @@ def test_data_dependent_sizes(name, fresh_compile):
         compiled(x, *map(torch.tensor, refused))
 
 
+def test_empty_batch_with_an_empty_transposed_output(fresh_compile):
+    """A transposed convolution of an empty batch may have an empty output image (torch's does).
+    With a data-dependent batch the fake output's height once had the lower bound 1 (Max(1, H - 1)),
+    so inductor sized what follows the op by it: y + 1 came out (0, 3, 1, 7), its sum (1, 7)."""
+    weight, x = torch.randn(4, 3, 2, 2, dtype=EXACT), torch.randn(3, 4, 5, 8, dtype=EXACT)
+
+    def run(conv, x, n, h):
+        y = conv(x[: n.item(), :, : h.item()], weight, padding=1)
+        return y + 1, y.sum((0, 1))
+
+    compiled = torch.compile(lambda *a: run(triton_conv.conv_transpose2d, *a), fullgraph=True)
+    for n, h in ((2, 3), (0, 1)):
+        sizes = torch.tensor(n), torch.tensor(h)
+        for ours, expected in zip(compiled(x, *sizes), run(F.conv_transpose2d, x, *sizes)):
+            assert ours.shape == expected.shape, (n, h)
+            if expected.numel():
+                assert rel_error(ours, expected) < EXACT_TOL
+
+
+def test_empty_batch_transposed_output_too_small_is_named(fresh_compile):
+    """An empty batch whose transposed output would be negative (torch raises): the fake once made
+    a tensor of that negative size and failed inside torch ('Trying to create tensor with negative
+    dimension'); now the op's real call refuses it with its own error."""
+    compiled = torch.compile(
+        lambda x, w: triton_conv.conv_transpose2d(x, w, padding=2), dynamic=True, backend="aot_eager"
+    )
+    weight = torch.randn(4, 3, 3, 3, dtype=EXACT)
+    with pytest.raises(RuntimeError):
+        F.conv_transpose2d(torch.randn(0, 4, 1, 1, dtype=EXACT), weight, padding=2)
+    with pytest.raises(ConvArgumentError, match="the output would be -1x-1"):
+        compiled(torch.randn(0, 4, 1, 1, dtype=EXACT), weight)
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_export_keeps_a_strided_size_torch_keeps(strict):
     """torch.export with Dim.AUTO of a stride-4 conv1d traced where the output has one column:
