@@ -115,3 +115,27 @@ def test_export_keeps_a_strided_size_torch_keeps(strict):
         assert rel_error(program(x), theirs(x)) < EXACT_TOL, length
     with pytest.raises(RuntimeError):  # shorter than the kernel: refused when it runs
         program(torch.randn(2, 4, 2, dtype=EXACT))
+
+
+def test_training_with_dynamic_sizes_names_the_refused_size(fresh_compile):
+    """Training under torch.compile(dynamic=True): the gradient ops compare grad_output's sizes
+    (the forward fake's, Max(1, P)) with P only where they provably differ, so the backward's trace
+    adds no guard and a refused height gets the forward's error when it runs, not one about a
+    grad_output the caller never gave. Gradients of the sizes accepted match torch's."""
+    weight = torch.randn(3, 4, 3, 3, dtype=EXACT)
+
+    def loss(conv, x, w):
+        return conv(x, w, stride=(1, 2)).sin().sum()
+
+    compiled = torch.compile(lambda x, w: loss(triton_conv.conv2d, x, w), dynamic=True, backend="aot_eager")
+    for height in (6, 4):
+        grads, image = [], torch.randn(2, 4, height, 7, dtype=EXACT)
+        for run in (compiled, lambda x, w: loss(F.conv2d, x, w)):
+            x, w = image.clone().requires_grad_(), weight.clone().requires_grad_()
+            run(x, w).backward()
+            grads.append((x.grad, w.grad))
+        for ours, expected in zip(*grads):
+            assert rel_error(ours, expected) < EXACT_TOL, height
+    x, w = torch.randn(2, 4, 2, 7, dtype=EXACT, requires_grad=True), weight.clone().requires_grad_()
+    with pytest.raises(ConvArgumentError, match="larger than the padded input"):
+        compiled(x, w).backward()
