@@ -20,6 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
+
 from .arguments import ConvArgumentError
 from .geometry_checks import conv2d_fields, sided_conv2d_fields, transposed_view_fields
 from .stride_phases import DgradPhase, dgrad_phases
@@ -100,9 +102,16 @@ class ConvProblem:
         """The same convolution with each stride at most the padded input's span (the positions
         the dilated kernel can take): a larger stride leaves one output row, the same whatever its
         value. The ops run this form, so that a huge stride never reaches a kernel (dgrad launches
-        one phase per stride step)."""
+        one phase per stride step).
+
+        While torch.compile or torch.export traces (sizes that may be symbolic: dynamo shows them to
+        this code as ints), the problem is left as it is: comparing a symbolic size with the stride
+        would add a guard that torch's own convolution does not, or fail on a data-dependent size;
+        the op's real call canonicalizes the sizes it is given."""
         span_h = self.height + self.pad_top + self.pad_bottom - self.dilation[0] * (self.kernel_h - 1)
         span_w = self.width + self.pad_left + self.pad_right - self.dilation[1] * (self.kernel_w - 1)
+        if torch.compiler.is_compiling() or not (type(span_h) is int and type(span_w) is int):
+            return self
         stride = (min(self.stride[0], max(span_h, 1)), min(self.stride[1], max(span_w, 1)))
         if stride == self.stride:
             return self

@@ -5,6 +5,7 @@ torch's do, without launching."""
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
@@ -19,16 +20,15 @@ def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
     return like.new_empty(shape).contiguous(memory_format=layout)
 
 
-def _bounded(shape) -> tuple:
+def _bounded(shape, least: int) -> tuple:
     """A forward op's output shape for its fake tensor: under torch.compile's dynamic shapes each
-    symbolic height and width as Max(1, size). The value is the same (the checks refuse an empty
-    output image unless the batch is empty, and an empty batch is a constant, left alone), but the
-    shape engine gets a lower bound it cannot derive from an expression such as H - R + 1: without
-    one, torch 2.13's inductor fails on a view of the output ("Exponent must be non-negative"),
-    and a vmapped op's result is such a view (pytorch/pytorch#188323)."""
-    if isinstance(shape[0], int) and shape[0] == 0:
-        return tuple(shape)
-    return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, 1) for s in shape[2:]))
+    symbolic height and width as Max(least, size), `least` being the smallest size the checks accept
+    (1; 0 for a transposed convolution whose batch may be empty). The value is the same whenever the
+    real call accepts the sizes, but the shape engine gets a lower bound it cannot derive from an
+    expression such as H - R + 1: without one, torch 2.13's inductor fails on a view of the output
+    ("Exponent must be non-negative"), and a vmapped op's result is such a view
+    (pytorch/pytorch#188323); and a size the real call refuses never makes a negative one here."""
+    return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, least) for s in shape[2:]))
 
 
 def _output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -46,7 +46,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
-    return _new(input, _bounded(problem.output_shape), _output_channels_last(input, weight))
+    return _new(input, _bounded(problem.output_shape, 1), _output_channels_last(input, weight))
 
 
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
@@ -96,4 +96,6 @@ def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, 
     problem = checked_transposed_problem(
         input, weight, bias, stride, padding, output_padding, groups, dilation
     )
-    return _new(input, _bounded(problem.input_shape), _output_channels_last(input, weight))
+    # As the checks: an empty batch may have an empty output image.
+    least = 1 if statically_known_true(problem.batch != 0) else 0
+    return _new(input, _bounded(problem.input_shape, least), _output_channels_last(input, weight))

@@ -1,0 +1,141 @@
+"""Symbolic sizes: the fake (shape-only) implementations and the size checks under torch.compile's
+dynamic shapes, data-dependent (unbacked) sizes and torch.export. The checks raise only where a size
+provably fails (geometry_checks._fails) and the op's real call checks the sizes it is given; here,
+that no trace adds a guard torch's own convolution does not, that a fake output never has a size the
+real one lacks, and that an invalid size still gets the op's error. Tiny shapes, float64, compared
+with torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import triton_conv
+from triton_conv.arguments import ConvArgumentError
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+
+
+@pytest.fixture
+def fresh_compile():
+    """A clean dynamo state, scalar outputs captured, and no inductor artifacts cached on disk
+    from an earlier process (they would not see a change to the ops' fake implementations)."""
+    torch._dynamo.reset()
+    with (
+        torch._dynamo.config.patch(capture_scalar_outputs=True),
+        torch._inductor.config.patch(force_disable_caches=True),
+    ):
+        yield
+    torch._dynamo.reset()
+
+
+def _sliced(conv, weight, **kwargs):
+    """conv of the first n images' first h rows: both sizes data-dependent (unbacked) when compiled."""
+
+    def run(x, n, h):
+        return conv(x[: n.item(), :, : h.item()], weight, **kwargs)
+
+    return run
+
+
+UNBACKED = {  # name: ours, torch's, weight shape, kwargs, an (n, h) the checks refuse
+    "conv2d": (triton_conv.conv2d, F.conv2d, (3, 4, 3, 3), dict(stride=2, dilation=(1, 2)), (2, 2)),
+    "conv_transpose2d": (
+        triton_conv.conv_transpose2d, F.conv_transpose2d, (4, 3, 3, 3), dict(padding=2), (2, 2),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(UNBACKED))
+def test_data_dependent_sizes(name, fresh_compile):
+    """Batch and height from .item(): the fake implementation compares no unbacked size with the
+    stride (ConvProblem.canonical once did, and the trace failed: 'Could not guard on data-dependent
+    expression'); valid sizes match torch, an invalid one gets the op's error when it runs."""
+    ours, theirs, w_shape, kwargs, refused = UNBACKED[name]
+    weight, x = torch.randn(w_shape, dtype=EXACT), torch.randn(3, 4, 7, 6, dtype=EXACT)
+    compiled = torch.compile(_sliced(ours, weight, **kwargs), fullgraph=True, backend="aot_eager")
+    for n, h in ((3, 7), (1, 5)):
+        sizes = torch.tensor(n), torch.tensor(h)
+        expected = _sliced(theirs, weight, **kwargs)(x, *sizes)
+        assert rel_error(compiled(x, *sizes), expected) < EXACT_TOL, (n, h)
+    with pytest.raises(ConvArgumentError, match="larger than the padded input|output would be"):
+        compiled(x, *map(torch.tensor, refused))
+
+
+def test_empty_batch_with_an_empty_transposed_output(fresh_compile):
+    """A transposed convolution of an empty batch may have an empty output image (torch's does).
+    With a data-dependent batch the fake output's height once had the lower bound 1 (Max(1, H - 1)),
+    so inductor sized what follows the op by it: y + 1 came out (0, 3, 1, 7), its sum (1, 7)."""
+    weight, x = torch.randn(4, 3, 2, 2, dtype=EXACT), torch.randn(3, 4, 5, 8, dtype=EXACT)
+
+    def run(conv, x, n, h):
+        y = conv(x[: n.item(), :, : h.item()], weight, padding=1)
+        return y + 1, y.sum((0, 1))
+
+    compiled = torch.compile(lambda *a: run(triton_conv.conv_transpose2d, *a), fullgraph=True)
+    for n, h in ((2, 3), (0, 1)):
+        sizes = torch.tensor(n), torch.tensor(h)
+        for ours, expected in zip(compiled(x, *sizes), run(F.conv_transpose2d, x, *sizes)):
+            assert ours.shape == expected.shape, (n, h)
+            if expected.numel():
+                assert rel_error(ours, expected) < EXACT_TOL
+
+
+def test_empty_batch_transposed_output_too_small_is_named(fresh_compile):
+    """An empty batch whose transposed output would be negative (torch raises): the fake once made
+    a tensor of that negative size and failed inside torch ('Trying to create tensor with negative
+    dimension'); now the op's real call refuses it with its own error."""
+    compiled = torch.compile(
+        lambda x, w: triton_conv.conv_transpose2d(x, w, padding=2), dynamic=True, backend="aot_eager"
+    )
+    weight = torch.randn(4, 3, 3, 3, dtype=EXACT)
+    with pytest.raises(RuntimeError):
+        F.conv_transpose2d(torch.randn(0, 4, 1, 1, dtype=EXACT), weight, padding=2)
+    with pytest.raises(ConvArgumentError, match="the output would be -1x-1"):
+        compiled(torch.randn(0, 4, 1, 1, dtype=EXACT), weight)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_export_keeps_a_strided_size_torch_keeps(strict):
+    """torch.export with Dim.AUTO of a stride-4 conv1d traced where the output has one column:
+    torch's program takes every length with one output column (3 to 6). Ours once compared the
+    symbolic length with the stride (ConvProblem.canonical) and kept only the traced length."""
+    torch.manual_seed(0)
+    theirs = nn.Sequential(nn.Conv1d(4, 6, 3, stride=4), nn.Flatten(1)).double()
+    ours = triton_conv.convert_model(nn.Sequential(nn.Conv1d(4, 6, 3, stride=4), nn.Flatten(1)).double())
+    ours.load_state_dict(theirs.state_dict())
+    dims = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},)
+    x = torch.randn(2, 4, 3, dtype=EXACT)
+    program = torch.export.export(ours, (x,), dynamic_shapes=dims, strict=strict).module()
+    for length in range(3, 7):
+        x = torch.randn(2, 4, length, dtype=EXACT)
+        assert rel_error(program(x), theirs(x)) < EXACT_TOL, length
+    with pytest.raises(RuntimeError):  # shorter than the kernel: refused when it runs
+        program(torch.randn(2, 4, 2, dtype=EXACT))
+
+
+def test_training_with_dynamic_sizes_names_the_refused_size(fresh_compile):
+    """Training under torch.compile(dynamic=True): the gradient ops compare grad_output's sizes
+    (the forward fake's, Max(1, P)) with P only where they provably differ, so the backward's trace
+    adds no guard and a refused height gets the forward's error when it runs, not one about a
+    grad_output the caller never gave. Gradients of the sizes accepted match torch's."""
+    weight = torch.randn(3, 4, 3, 3, dtype=EXACT)
+
+    def loss(conv, x, w):
+        return conv(x, w, stride=(1, 2)).sin().sum()
+
+    compiled = torch.compile(lambda x, w: loss(triton_conv.conv2d, x, w), dynamic=True, backend="aot_eager")
+    for height in (6, 4):
+        grads, image = [], torch.randn(2, 4, height, 7, dtype=EXACT)
+        for run in (compiled, lambda x, w: loss(F.conv2d, x, w)):
+            x, w = image.clone().requires_grad_(), weight.clone().requires_grad_()
+            run(x, w).backward()
+            grads.append((x.grad, w.grad))
+        for ours, expected in zip(*grads):
+            assert rel_error(ours, expected) < EXACT_TOL, height
+    x, w = torch.randn(2, 4, 2, 7, dtype=EXACT, requires_grad=True), weight.clone().requires_grad_()
+    with pytest.raises(ConvArgumentError, match="larger than the padded input"):
+        compiled(x, w).backward()
