@@ -26,6 +26,13 @@ SPLIT = KernelConfig(64, 32, 32, split_k=3)
 WIDE = KernelConfig(16, 64, 16, group_m=4, split_k=2)
 
 
+def configs_for(dtype) -> tuple:
+    """Every config in bf16; the split one alone in fp32. Under the interpreter the index math a
+    config exercises does not depend on the dtype, so fp32 needs one config to check its numerics
+    (the suite's time is bounded)."""
+    return (SMALL, SPLIT, WIDE) if dtype == torch.bfloat16 else (SPLIT,)
+
+
 def _tensors(x_shape, w_shape, kwargs, dtype, layout):
     x = make_tensor(x_shape, dtype, layout)
     w = make_tensor(w_shape, dtype, layout)
@@ -122,7 +129,7 @@ def test_specialisation(case, dtype, triton_only):
     assert _flags(dgrad_plan(dy, w, x, problem, SMALL), dgrad_flags) == dgrad_flags
     dw = torch.empty_like(w)
     assert _flags(wgrad_plan(dy, x, dw, b.clone(), problem, SMALL), wgrad_flags) == wgrad_flags
-    for config in (SMALL, SPLIT, WIDE):
+    for config in configs_for(dtype):
         with triton_only() as proof:
             got_y = conv2d_fprop(x, w, b, problem, config)
             got_dx = conv2d_dgrad(dy, w, problem, config, channels_last=channels_last)
@@ -196,7 +203,7 @@ def test_few_channel_groups_read_zero_padded_copies(dtype, layout, triton_only):
     problem, x, w, b, dy, ref = _tensors(*FEW, dtype, layout)
     channels_last = layout == "nhwc"
     originals = [t.clone() for t in (x, w, dy)]
-    for config in (SMALL, SPLIT, WIDE):
+    for config in configs_for(dtype):
         assert _flags(dgrad_plan(dy, w, x, problem, config), ("W_DENSE", "TAP_BITS")) == dict(
             W_DENSE=True, TAP_BITS=True
         )
