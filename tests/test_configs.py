@@ -33,7 +33,6 @@ from triton_conv.pruning import (
     prune,
     register_budget,
     search_space,
-    shared_bytes,
     shared_memory,
     split_keeps_work,
     split_only_when_idle,
@@ -107,18 +106,21 @@ def target(problem, pass_name="fprop", dtype=torch.float16, device=H200, floors=
 
 
 def test_shared_memory_rule():
-    big_fp32 = cfg(128, 128, 64, warps=8, stages=3)  # 3 x (128x64 + 64x128) x 4 bytes = 192 KiB
-    assert shared_bytes(big_fp32, 4) == 192 * 1024
-    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float32))  # H200: 227 KiB per block
-    assert not shared_memory(big_fp32, target(SMALL, dtype=torch.float32, device="A100"))  # 163 KiB
-    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float16, device="A100"))  # 96 KiB
+    big_fp32 = cfg(128, 128, 64, warps=8, stages=3)  # one buffer: (128x64 + 64x128) x 4 bytes = 64 KiB
+    assert big_fp32.shared_bytes(4) == big_fp32.shared_bytes(4, (9, 0)) == 3 * 64 * 1024
+    assert big_fp32.shared_bytes(4, (8, 0)) == 2 * 64 * 1024  # sm_80's cp.async ring: stages - 1
+    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float32))  # H200: 192 of 227 KiB
+    assert shared_memory(big_fp32, target(SMALL, dtype=torch.float32, device="A100"))  # 128 of 163
+    deeper = cfg(128, 128, 64, warps=8, stages=4)  # 3 buffers on an A100: 192 KiB
+    assert not shared_memory(deeper, target(SMALL, dtype=torch.float32, device="A100"))
     assert not shared_memory(
         cfg(64, 256, 64, warps=8, stages=3), target(SMALL, dtype=torch.float16, device="T4")
     )
     pruning = prune(config_space("fprop"), BIG, "fprop", torch.float32, "RTX 4090")
     assert pruning.removed["shared_memory"]
-    assert all(shared_bytes(c, 4) > 99 * 1024 for c in pruning.removed["shared_memory"])
-    assert all(shared_bytes(c, 4) <= 99 * 1024 for c in pruning.survivors)
+    assert all(c.shared_bytes(4, (8, 9)) > 99 * 1024 for c in pruning.removed["shared_memory"])
+    assert all(c.shared_bytes(4, (8, 9)) <= 99 * 1024 for c in pruning.survivors)
+    assert any(c.shared_bytes(4) > 99 * 1024 for c in pruning.survivors)  # a buffer less than Hopper's
 
 
 def test_register_budget_rule():

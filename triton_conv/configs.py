@@ -50,6 +50,15 @@ class KernelConfig:
         if not _is_power_of_two(self.num_warps):
             raise ValueError(f"config.num_warps must be a power of two, got {self.num_warps}")
 
+    def shared_bytes(self, element_size: int, capability: tuple[int, int] | None = None) -> int:
+        """The operand pipeline's shared memory: buffers x (BM x BK + BK x BN) x element_size. Triton's
+        pipeliner keeps one buffer per stage on Hopper (CC 9.x, and the rule when no capability is
+        given) and num_stages - 1 on CC 8.x, where the stage being computed reads the buffer the next
+        cp.async refills: what Triton 3.6 and 3.9 allocate (tests/test_static_report.py)."""
+        cp_async_ring = capability is not None and capability[0] == 8
+        buffers = max(1, self.num_stages - 1) if cp_async_ring else self.num_stages
+        return buffers * (self.block_m + self.block_n) * self.block_k * element_size
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -80,15 +80,11 @@ class Target:
         return tile_eff * launched / (cdiv(launched, sms) * sms)
 
 
-def shared_bytes(c: KernelConfig, element_size: int) -> int:
-    """The operand pipeline's shared memory: stages x (BM x BK + BK x BN) x bytes per element."""
-    return c.num_stages * (c.block_m * c.block_k + c.block_k * c.block_n) * element_size
-
-
 def shared_memory(c: KernelConfig, t: Target) -> bool:
-    """stages x (BM x BK + BK x BN) x bytes fits the GPU's shared memory per block (227 KiB on
-    Hopper, 163 KiB on A100, 99 KiB on an RTX 4090): a larger config fails to launch."""
-    return shared_bytes(c, t.element_size) <= t.device.smem_per_block
+    """The operand pipeline (KernelConfig.shared_bytes: num_stages buffers on Hopper, one fewer on
+    CC 8.x) fits the GPU's shared memory per block (227 KiB on Hopper, 163 KiB on A100, 99 KiB on an
+    RTX 4090): a larger config fails to launch."""
+    return c.shared_bytes(t.element_size, t.device.compute_capability) <= t.device.smem_per_block
 
 
 def operand_registers(c: KernelConfig, element_size: int) -> int:

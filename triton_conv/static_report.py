@@ -21,7 +21,7 @@ import torch
 from .configs import KernelConfig, config_space
 from .devices import get_device
 from .problem import PASSES, ConvProblem
-from .pruning import Target, budgeted_registers, register_budget, shared_bytes, shared_memory, wgmma_on_hopper
+from .pruning import Target, budgeted_registers, register_budget, shared_memory, wgmma_on_hopper
 from .tuning_keys import dtype_name
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -63,10 +63,10 @@ def space_cases(passes: Iterable[str] = PASSES, dtypes=DTYPES) -> list[tuple[str
     return [(p, dtype_name(d), c) for p in passes for d in dtypes for c in config_space(p)]
 
 
-def build_spec(pass_name: str, dtype: torch.dtype, config: KernelConfig, problem: ConvProblem = PROBLEM):
+def build_spec(pass_name: str, dtype: torch.dtype, config: KernelConfig, problem=PROBLEM, capability=90):
     from .compile_check import example_spec
 
-    return example_spec(pass_name, dtype, config, problem)
+    return example_spec(pass_name, dtype, config, problem, capability=capability)
 
 
 def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) -> str:
@@ -76,7 +76,7 @@ def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) ->
     target = Target(PROBLEM, pass_name, dtype, device)
     limit = device.smem_per_block // 1024
     if not shared_memory(config, target):
-        needed = shared_bytes(config, target.element_size) // 1024
+        needed = config.shared_bytes(target.element_size, device.compute_capability) // 1024
         return f"pruned on {device.name}: shared_memory ({needed} KiB > {limit})"
     if report.shared_bytes > device.smem_per_block:
         return f"FLAG: compiled to {report.shared_bytes // 1024} KiB shared memory, over {limit} KiB"
@@ -93,13 +93,13 @@ def verdict(pass_name: str, dtype: torch.dtype, config: KernelConfig, report) ->
     return "ok"
 
 
-def compile_cases(cases, workers: int | None = None) -> list:
+def compile_cases(cases, workers: int | None = None, capability: int = 90) -> list:
     """CompileReports for (pass, dtype name, config) cases, in order, over `workers` processes that
     import the package uninterpreted (so this works under TRITON_INTERPRET=1 too)."""
     from .compile_check import compile_specs
 
-    specs = [build_spec(p, _BY_NAME[d], c) for p, d, c in cases]
-    return compile_specs(specs, 90, workers=workers or os.cpu_count() or 1)
+    specs = [build_spec(p, _BY_NAME[d], c, capability=capability) for p, d, c in cases]
+    return compile_specs(specs, capability, workers=workers or os.cpu_count() or 1)
 
 
 def static_rows(passes=PASSES, dtypes=DTYPES, workers: int | None = None) -> list[StaticRow]:

@@ -4,7 +4,7 @@ CTAs per SM = min(by shared memory, by registers, by threads, the device's CTA l
   shared memory per CTA = buffers · (BM·BK + BK·BN) · element size, plus the driver's reservation
     per CTA (1 KiB on CC >= 8.0); by shared memory = floor(smem per SM / that), 0 when the kernel's
     part exceeds the per-block maximum (the config cannot launch). `buffers` is what Triton's
-    software pipeliner allocates for `num_stages` stages (`pipeline_buffers`): on Hopper (CC 9.x,
+    software pipeliner allocates for `num_stages` stages (`KernelConfig.shared_bytes`): on Hopper (CC 9.x,
     wgmma) num_stages, one per stage; on CC 8.x (cp.async feeding mma.sync) num_stages - 1, the
     stage being computed reads the buffer the next load will refill. Compiled for sm_90 (Triton
     3.9) every config of the search space allocates exactly num_stages buffers (notes/autotune's
@@ -69,18 +69,10 @@ def check_pass(pass_name: str) -> None:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
 
 
-def pipeline_buffers(config: KernelConfig, capability: tuple[int, int] | None = None) -> int:
-    """Operand buffers Triton's pipeliner allocates for `num_stages` (module docstring): num_stages
-    on CC 9.x and when no capability is given, num_stages - 1 (at least 1) on CC 8.x."""
-    if capability is not None and capability[0] == 8:
-        return max(1, config.num_stages - 1)
-    return config.num_stages
-
-
 def smem_per_cta(config: KernelConfig, element_size: int, capability: tuple[int, int] | None = None) -> int:
-    """The kernel's shared memory: pipeline_buffers of a BM x BK and a BK x BN operand tile."""
-    buffers = pipeline_buffers(config, capability)
-    return buffers * (config.block_m + config.block_n) * config.block_k * element_size
+    """The kernel's shared memory: the buffers Triton's pipeliner keeps of a BM x BK and a BK x BN
+    operand tile (KernelConfig.shared_bytes), the bytes the pruning's shared_memory rule checks."""
+    return config.shared_bytes(element_size, capability)
 
 
 def operands_in_shared_memory(config: KernelConfig, element_size: int, capability) -> bool:
