@@ -181,6 +181,24 @@ def compiled_against_eager(model, x):
     return launched, forward_ops, backward_ops
 
 
+def frames_compiled_dynamic(ours, theirs, w, kwargs: dict, inputs) -> dict[str, int]:
+    """torch.compile(dynamic=True) of `conv(x, w, **kwargs)` for torch's conv and ours, each called
+    on every tensor of `inputs` (each result checked against torch's eager one in float64): the
+    frames dynamo compiled for each, {"torch": ..., "ours": ...}."""
+    from torch._dynamo.testing import CompileCounter
+
+    frames = {}
+    for label, conv in (("torch", theirs), ("ours", ours)):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        compiled = torch.compile(lambda x, conv=conv: conv(x, w, **kwargs), backend=counter, dynamic=True)
+        for x in inputs:
+            assert rel_error(compiled(x), theirs(x, w, **kwargs)) < EXACT_TOL, (label, tuple(x.shape))
+        frames[label] = counter.frame_count
+    torch._dynamo.reset()
+    return frames
+
+
 def refused_as_torch_refuses(ours, theirs, args: dict, words: str) -> None:
     """torch's `theirs` refuses `args`; triton_conv's `ours` refuses them too, with an error that
     names the argument (`words`, a regex), is catchable as torch's RuntimeError and as the

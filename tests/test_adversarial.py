@@ -30,7 +30,7 @@ import triton_conv
 from triton_conv.launchers.common import launch_counts
 
 from .conftest import interpreter_problem
-from .contract import EXACT, EXACT_TOL, outcome
+from .contract import EXACT, EXACT_TOL, frames_compiled_dynamic, outcome
 from .reference import rel_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,20 +135,10 @@ FUNCTIONAL = {
 def test_compile_with_dynamic_shapes_compiles_once(name):
     """torch.compile(dynamic=True) traces torch's convolutions once for every batch size; ours is
     recompiled for each (and after the recompile limit dynamo gives up on the frame)."""
-    from torch._dynamo.testing import CompileCounter
-
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
     w = torch.randn(w_shape, dtype=EXACT)
-    counts = {}
-    for label, conv in (("torch", theirs), ("ours", ours)):
-        torch._dynamo.reset()
-        counter = CompileCounter()
-        compiled = torch.compile(lambda x, conv=conv: conv(x, w, **kwargs), backend=counter, dynamic=True)
-        for batch in (2, 3, 5):
-            x = torch.randn(batch, *x_shape, dtype=EXACT)
-            assert rel_error(compiled(x), theirs(x, w, **kwargs)) < EXACT_TOL, (name, batch)
-        counts[label] = counter.frame_count
-    torch._dynamo.reset()
+    inputs = [torch.randn(batch, *x_shape, dtype=EXACT) for batch in (2, 3, 5)]
+    counts = frames_compiled_dynamic(ours, theirs, w, kwargs, inputs)
     # (torch's conv_transpose2d itself recompiles once: the bar is torch's count, not 1)
     assert counts["ours"] <= counts["torch"], f"{name}: frames compiled for 3 batch sizes {counts}"
 

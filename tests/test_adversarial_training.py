@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .contract import EXACT, EXACT_TOL
+from .contract import EXACT, EXACT_TOL, frames_compiled_dynamic
 from .reference import rel_error
 
 
@@ -167,20 +167,10 @@ def test_compiled_training_step_in_channels_last_with_dynamic_shapes():
 def test_dynamic_shapes_compile_once_for_any_height_and_width(name):
     """torch.compile(dynamic=True) compiles torch's convolution once for images wider and then taller
     than they are high; ours compiled again when the wider side changed."""
-    from torch._dynamo.testing import CompileCounter
-
     theirs, ours, _, w_shape, _, kwargs = GRADIENT_CASES[name]
     w = torch.randn(w_shape, dtype=EXACT)
-    frames = {}
-    for label, conv in (("torch", theirs), ("ours", ours)):
-        torch._dynamo.reset()
-        counter = CompileCounter()
-        compiled = torch.compile(lambda x, conv=conv: conv(x, w, **kwargs), backend=counter, dynamic=True)
-        for height, width in ((5, 7), (9, 6), (6, 11)):
-            x = torch.randn(2, 4, height, width, dtype=EXACT)
-            assert rel_error(compiled(x), theirs(x, w, **kwargs)) < EXACT_TOL
-        frames[label] = counter.frame_count
-    torch._dynamo.reset()
+    inputs = [torch.randn(2, 4, height, width, dtype=EXACT) for height, width in ((5, 7), (9, 6), (6, 11))]
+    frames = frames_compiled_dynamic(ours, theirs, w, kwargs, inputs)
     assert frames["ours"] <= frames["torch"], frames
 
 
