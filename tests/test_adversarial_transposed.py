@@ -23,7 +23,7 @@ from torch import nn
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .contract import EXACT, EXACT_TOL, outcome, reproduction
+from .contract import EXACT, EXACT_TOL, outcome, refused_as_torch_refuses, reproduction
 from .reference import rel_error
 from .test_contract_properties import FAST
 
@@ -253,3 +253,18 @@ def test_scripting_a_converted_model_says_what_to_use_instead():
     model = triton_conv.convert_model(_decoder())
     with pytest.raises(RuntimeError, match=r"torch\.jit\.script.*torch\.compile"):
         torch.jit.script(model)
+
+
+# --- 6. tensors that are not dense: nested tensors ------------------------------------------------
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("position", ["input", "weight", "bias"])
+@pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
+def test_nested_tensors_are_refused_naming_the_tensor(name, position):
+    """A nested tensor has strided layout but no sizes: torch's convolutions refuse it
+    (NotImplementedError, a RuntimeError); ours raised torch's internal "NestedTensorImpl doesn't
+    support sizes. Please file an issue", naming no argument."""
+    x_shape, w_shape = ((2, 4, 7), (4, 4, 3)) if name == "conv1d" else ((2, 4, 5, 6), (4, 4, 3, 3))
+    args = dict(input=torch.randn(x_shape), weight=torch.randn(w_shape), bias=torch.randn(4))
+    args[position] = torch.nested.nested_tensor(list(args[position].unsqueeze(0)))
+    words = f"{position} must be a dense.*nested"
+    refused_as_torch_refuses(getattr(triton_conv, name), getattr(F, name), args, words)
