@@ -174,6 +174,34 @@ def test_symbolic_trace_of_a_converted_model(triton_only):
     assert rel_error(y, reference(x)) < EXACT_TOL
 
 
+class _SkipDecoder(nn.Module):
+    """A U-Net's up step: the transposed convolution sized to the skip connection's image."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(self.down(x), output_size=x.shape[-2:]) + x
+
+
+def test_symbolic_trace_of_output_size_from_a_skip_connection(triton_only):
+    """torch's ConvTranspose2d is a leaf of torch.fx; ours is traced through, and its forward's
+    output_size arithmetic met the tracer's Proxies ("symbolically traced variables cannot be used as
+    inputs to control flow"): no converted U-Net could be traced (torchvision's feature extraction,
+    fx quantization). The traced graph must resolve each size when it runs, as torch's does."""
+    reference = _SkipDecoder().double()
+    traced = torch.fx.symbolic_trace(triton_conv.convert_model(copy.deepcopy(reference)))
+    assert triton_conv.conv_transpose2d in {node.target for node in traced.graph.nodes}
+    for shape in ((1, 2, 6, 7), (2, 2, 9, 8)):  # each parity: output_padding 1 then 0
+        x = torch.randn(shape, dtype=EXACT)
+        with triton_only() as proof:
+            y = traced(x)
+        assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1}
+        assert y.shape == x.shape and rel_error(y, reference(x)) < EXACT_TOL
+
+
 @pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
 def test_functions_speak_torch_function_as_torchs_do(name):
     """A TorchFunctionMode (and a tensor subclass's __torch_function__) sees each function as it

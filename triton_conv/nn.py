@@ -68,6 +68,19 @@ class Conv1d(_FromTorch, nn.Conv1d):
         return conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+def output_padding_for(input, output_size, stride, padding, kernel_size, dilation) -> list[int]:
+    """The output_padding that makes ConvTranspose2d's output `output_size`, by torch's own rule
+    (_output_padding, which reads nothing of the module when an output_size is given; it raises
+    torch's ValueError for a size out of range). A leaf of torch.fx (wrapped below): traced, its
+    size arithmetic and checks would meet Proxies (a U-Net's `up(x, output_size=skip.shape)`)."""
+    return nn.ConvTranspose2d._output_padding(
+        None, input, output_size, stride, padding, kernel_size, 2, dilation
+    )
+
+
+torch.fx.wrap("output_padding_for")
+
+
 class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
     """torch.nn.ConvTranspose2d on triton-conv's kernels: same constructor, parameters and
     state_dict, and forward's `output_size`, resolved by torch's own _output_padding."""
@@ -75,9 +88,10 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(
-            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
-        )
+        output_padding = self.output_padding
+        if output_size is not None:
+            geometry = (self.stride, self.padding, self.kernel_size, self.dilation)
+            output_padding = output_padding_for(input, output_size, *geometry)
         return conv_transpose2d(
             input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
             self.dilation,
