@@ -11,6 +11,7 @@ A failing property case prints the command that reruns it.
 from __future__ import annotations
 
 import copy
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -273,6 +274,32 @@ def test_a_compiled_parent_still_converts_its_convolutions():
     _, launched = _launches(lambda: model(x))
     torch._dynamo.reset()
     assert report == [] and launched == {"fprop_kernel": 1}
+
+
+def _standardised(self, x, weight, bias):
+    """A weight-standardised convolution, as codebases patch it into a torch module's _conv_forward."""
+    weight = (weight - weight.mean(dim=(1, 2), keepdim=True)) / weight.std(dim=(1, 2), keepdim=True)
+    conv = F.conv1d if weight.dim() == 3 else F.conv2d
+    return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d"])
+def test_convert_model_reports_a_conv_forward_patched_on_the_instance(kind):
+    """torch's Conv1d/Conv2d.forward calls self._conv_forward: one set on the instance (bound to
+    the torch module) was copied into the converted module with the rest of its attributes, so torch's
+    convolution ran while the report said converted. It must run the Triton kernel or be reported."""
+    conv = getattr(nn, kind)(2, 3, 3).double()
+    conv._conv_forward = types.MethodType(_standardised, conv)
+    x = torch.randn((1, 2, 6) if kind == "Conv1d" else (1, 2, 5, 5), dtype=EXACT)
+    expected = conv(x)
+    model, report = nn.Sequential(conv), []
+    triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    assert rel_error(y, expected) < EXACT_TOL
+    assert launched.get("fprop_kernel") == 1 or (len(report) == 1 and "_conv_forward" in report[0][1]), (
+        launched,
+        report,
+    )
 
 
 # --- 5. torch.jit.script: a clear error --------------------------------------------------------------

@@ -102,14 +102,23 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
 CONVERSIONS: dict[type, type] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
 
 
+# The methods that torch's forward of each convolution calls: one set on the instance replaces ours.
+_CALLED_BY_FORWARD = ("forward", "_conv_forward", "_output_padding")
+
+
 def _reason_to_skip(module: nn.Module) -> str | None:
     kind = type(module)
     if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
         return "already triton-conv's"
-    if "forward" in vars(module):
-        # An instance forward (accelerate-style wrappers) is bound to the torch module: converted,
-        # the module would still run torch's convolution.
-        return f"{kind.__name__} has a forward of its own on the instance (a wrapper) that runs torch's conv"
+    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module)]
+    if patched:
+        # An instance forward (accelerate-style wrappers), or an instance _conv_forward (a patched-in
+        # weight standardisation), is bound to the torch module: converted, the module would still
+        # run torch's convolution.
+        return (
+            f"{kind.__name__} has {' and '.join(patched)} of its own on the instance (a wrapper or a "
+            "patch) that runs torch's conv"
+        )
     if getattr(module, "_compiled_call_impl", None) is not None:
         # module.compile() compiled the torch module's own call; a converted module would run it.
         return (
@@ -198,9 +207,10 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
     ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
-    was replaced on the instance, modules compiled (torch.compile(conv), conv.compile()) before
-    conversion, whose compiled code would still run torch's convolution; and where no module can be
-    replaced, the convolutions of TorchScript modules and of graphs (torch.export's .module()).
+    (or _conv_forward, _output_padding) was replaced on the instance, modules compiled
+    (torch.compile(conv), conv.compile()) before conversion, whose compiled code would still run
+    torch's convolution; and where no module can be replaced, the convolutions of TorchScript
+    modules and of graphs (torch.export's .module()).
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
