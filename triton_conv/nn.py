@@ -68,13 +68,13 @@ class Conv1d(_FromTorch, nn.Conv1d):
         return conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def output_padding_for(input, output_size, stride, padding, kernel_size, dilation) -> list[int]:
-    """The output_padding that makes ConvTranspose2d's output `output_size`, by torch's own rule
-    (_output_padding, which reads nothing of the module when an output_size is given; it raises
+def output_padding_for(input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation):
+    """The output_padding that makes a transposed convolution's output `output_size`, by torch's own
+    rule (_output_padding, which reads nothing of its module when an output_size is given; it raises
     torch's ValueError for a size out of range). A leaf of torch.fx (wrapped below): traced, its
     size arithmetic and checks would meet Proxies (a U-Net's `up(x, output_size=skip.shape)`)."""
     return nn.ConvTranspose2d._output_padding(
-        None, input, output_size, stride, padding, kernel_size, 2, dilation
+        None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
     )
 
 
@@ -85,13 +85,25 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
     """torch.nn.ConvTranspose2d on triton-conv's kernels: same constructor, parameters and
     state_dict, and forward's `output_size`, resolved by torch's own _output_padding."""
 
+    def _output_padding(
+        self, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation=None
+    ) -> list[int]:
+        # torch's, with the size arithmetic in a torch.fx leaf; forward calls it as torch's forward
+        # does, so that a subclass's own _output_padding is still the one used.
+        if output_size is None:
+            return super()._output_padding(
+                input, None, stride, padding, kernel_size, num_spatial_dims, dilation
+            )
+        return output_padding_for(
+            input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
+        )
+
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self.output_padding
-        if output_size is not None:
-            geometry = (self.stride, self.padding, self.kernel_size, self.dilation)
-            output_padding = output_padding_for(input, output_size, *geometry)
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
         return conv_transpose2d(
             input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
             self.dilation,
