@@ -3,8 +3,10 @@ Conv1d / Conv2d / ConvTranspose2d modules and convert_model (the conv2d pass is 
 
 Each test holds a class of inputs to torch's behaviour: ConvTranspose2d's `output_size` over every
 legal and illegal size (property), the modules' constructor arguments against torch's modules
-(repr, state_dict both ways, dtype), models traced by torch.fx, convolutions compiled before
-convert_model (never silently left on torch's kernels) and a clear error from torch.jit.script.
+(repr, state_dict both ways, dtype), models traced by torch.fx (an `output_size` taken from a skip
+connection included), convolutions compiled or patched (`_conv_forward` on the instance) before
+convert_model (never silently left on torch's kernels), a clear error from torch.jit.script, and
+nested tensors refused naming the tensor.
 A failing property case prints the command that reruns it.
 """
 
