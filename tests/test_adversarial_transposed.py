@@ -3,14 +3,17 @@ Conv1d / Conv2d / ConvTranspose2d modules and convert_model (the conv2d pass is 
 
 Each test holds a class of inputs to torch's behaviour: ConvTranspose2d's `output_size` over every
 legal and illegal size (property), the modules' constructor arguments against torch's modules
-(repr, state_dict both ways, dtype), models traced by torch.fx, convolutions compiled before
-convert_model (never silently left on torch's kernels) and a clear error from torch.jit.script.
+(repr, state_dict both ways, dtype), models traced by torch.fx (an `output_size` taken from a skip
+connection included), convolutions compiled or patched (`_conv_forward` on the instance) before
+convert_model (never silently left on torch's kernels), a clear error from torch.jit.script, and
+nested tensors refused naming the tensor.
 A failing property case prints the command that reruns it.
 """
 
 from __future__ import annotations
 
 import copy
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -23,7 +26,7 @@ from torch import nn
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .contract import EXACT, EXACT_TOL, outcome, reproduction
+from .contract import EXACT, EXACT_TOL, outcome, refused_as_torch_refuses, reproduction
 from .reference import rel_error
 from .test_contract_properties import FAST
 
@@ -174,6 +177,34 @@ def test_symbolic_trace_of_a_converted_model(triton_only):
     assert rel_error(y, reference(x)) < EXACT_TOL
 
 
+class _SkipDecoder(nn.Module):
+    """A U-Net's up step: the transposed convolution sized to the skip connection's image."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(self.down(x), output_size=x.shape[-2:]) + x
+
+
+def test_symbolic_trace_of_output_size_from_a_skip_connection(triton_only):
+    """torch's ConvTranspose2d is a leaf of torch.fx; ours is traced through, and its forward's
+    output_size arithmetic met the tracer's Proxies ("symbolically traced variables cannot be used as
+    inputs to control flow"): no converted U-Net could be traced (torchvision's feature extraction,
+    fx quantization). The traced graph must resolve each size when it runs, as torch's does."""
+    reference = _SkipDecoder().double()
+    traced = torch.fx.symbolic_trace(triton_conv.convert_model(copy.deepcopy(reference)))
+    assert triton_conv.conv_transpose2d in {node.target for node in traced.graph.nodes}
+    for shape in ((1, 2, 6, 7), (2, 2, 9, 8)):  # each parity: output_padding 1 then 0
+        x = torch.randn(shape, dtype=EXACT)
+        with triton_only() as proof:
+            y = traced(x)
+        assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1}
+        assert y.shape == x.shape and rel_error(y, reference(x)) < EXACT_TOL
+
+
 @pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
 def test_functions_speak_torch_function_as_torchs_do(name):
     """A TorchFunctionMode (and a tensor subclass's __torch_function__) sees each function as it
@@ -247,9 +278,50 @@ def test_a_compiled_parent_still_converts_its_convolutions():
     assert report == [] and launched == {"fprop_kernel": 1}
 
 
+def _standardised(self, x, weight, bias):
+    """A weight-standardised convolution, as codebases patch it into a torch module's _conv_forward."""
+    weight = (weight - weight.mean(dim=(1, 2), keepdim=True)) / weight.std(dim=(1, 2), keepdim=True)
+    conv = F.conv1d if weight.dim() == 3 else F.conv2d
+    return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d"])
+def test_convert_model_reports_a_conv_forward_patched_on_the_instance(kind):
+    """torch's Conv1d/Conv2d.forward calls self._conv_forward: one set on the instance (bound to
+    the torch module) was copied into the converted module with the rest of its attributes, so torch's
+    convolution ran while the report said converted. It must run the Triton kernel or be reported."""
+    conv = getattr(nn, kind)(2, 3, 3).double()
+    conv._conv_forward = types.MethodType(_standardised, conv)
+    x = torch.randn((1, 2, 6) if kind == "Conv1d" else (1, 2, 5, 5), dtype=EXACT)
+    expected = conv(x)
+    model, report = nn.Sequential(conv), []
+    triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    assert rel_error(y, expected) < EXACT_TOL
+    assert launched.get("fprop_kernel") == 1 or (len(report) == 1 and "_conv_forward" in report[0][1]), (
+        launched,
+        report,
+    )
+
+
 # --- 5. torch.jit.script: a clear error --------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_scripting_a_converted_model_says_what_to_use_instead():
     model = triton_conv.convert_model(_decoder())
     with pytest.raises(RuntimeError, match=r"torch\.jit\.script.*torch\.compile"):
         torch.jit.script(model)
+
+
+# --- 6. tensors that are not dense: nested tensors ------------------------------------------------
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("position", ["input", "weight", "bias"])
+@pytest.mark.parametrize("name", ["conv2d", "conv1d", "conv_transpose2d"])
+def test_nested_tensors_are_refused_naming_the_tensor(name, position):
+    """A nested tensor has strided layout but no sizes: torch's convolutions refuse it
+    (NotImplementedError, a RuntimeError); ours raised torch's internal "NestedTensorImpl doesn't
+    support sizes. Please file an issue", naming no argument."""
+    x_shape, w_shape = ((2, 4, 7), (4, 4, 3)) if name == "conv1d" else ((2, 4, 5, 6), (4, 4, 3, 3))
+    args = dict(input=torch.randn(x_shape), weight=torch.randn(w_shape), bias=torch.randn(4))
+    args[position] = torch.nested.nested_tensor(list(args[position].unsqueeze(0)))
+    words = f"{position} must be a dense.*nested"
+    refused_as_torch_refuses(getattr(triton_conv, name), getattr(F, name), args, words)

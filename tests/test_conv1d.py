@@ -127,12 +127,15 @@ def test_degenerate_shapes_do_what_torch_does():
 @pytest.mark.parametrize(
     "change,words",
     [
-        (dict(stride=0), "stride"),
+        # The values in an error are conv1d's, not those of its conv2d view: stride (1, 0), a 'pair'.
+        (dict(stride=0), "stride must be positive, got 0$"),
         (dict(stride=(1, 1)), "stride"),
         (dict(padding=(1, 1)), "padding"),
-        (dict(padding="same", stride=2), "got stride=2"),  # conv1d's stride, not its conv2d view's
-        (dict(padding="full"), "padding"),
-        (dict(dilation=0), "dilation"),
+        (dict(padding=-1), "padding must be non-negative, got -1$"),
+        (dict(padding="same", stride=2), "got stride=2"),
+        (dict(padding="full"), "padding must be 'same', 'valid' or an int, got 'full'"),
+        (dict(dilation=0), "dilation must be positive, got 0$"),
+        (dict(weight=torch.randn(4, 4, 12)), r"larger than the padded input.*weight \(4, 4, 12\)"),
         (dict(groups=3), "groups"),
         (dict(weight=torch.randn(4, 3, 3, 3)), "dimensions"),
         (dict(input=torch.randn(2, 4, 5, 5)), "dimensions"),

@@ -71,8 +71,11 @@ def int_tuple(value, name: str, count: int) -> tuple[int, ...]:
 def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
     if not isinstance(value, torch.Tensor):
         raise ConvTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.layout != torch.strided:
-        raise ConvTypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
+    if value.layout != torch.strided or value.is_nested:
+        # A nested tensor of strided layout has no sizes to read: reading them raised torch's
+        # internal "NestedTensorImpl doesn't support sizes", naming no argument.
+        kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
+        raise ConvTypeError(f"{name} must be a dense (strided) tensor, got {kind}")
     if value.dtype not in FLOAT_DTYPES:
         raise ConvTypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
     if value.dim() not in ranks:

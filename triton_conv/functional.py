@@ -178,16 +178,30 @@ def _run_conv2d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
 # --- conv1d: conv2d of height one -----------------------------------------------------------------
 def validate1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
     """Check every argument of conv1d as torch does; the problem is its conv2d of height one (with a
-    batch dimension)."""
+    batch dimension). Errors give conv1d's values, not its conv2d view's."""
     shape = _batched_shape(input, weight, bias, 3)
     (stride,), (dilation,) = int_tuple(stride, "stride", 1), int_tuple(dilation, "dilation", 1)
-    if isinstance(padding, str) and padding == "same" and stride != 1:  # named as conv1d was given it
-        raise ConvArgumentError(f"padding='same' needs stride 1, got stride={stride}")
-    padding = padding if isinstance(padding, str) else (0, *int_tuple(padding, "padding", 1))
-    problem = _problem(
-        (shape[0], shape[1], 1, shape[2]), (*weight.shape[:2], 1, weight.shape[2]),
-        (1, stride), padding, (1, dilation), groups,
-    )  # fmt: skip
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ConvArgumentError(f"padding must be 'same', 'valid' or an int, got {padding!r}")
+        if padding == "same" and stride != 1:
+            raise ConvArgumentError(f"padding='same' needs stride 1, got stride={stride}")
+    else:
+        (padding,) = int_tuple(padding, "padding", 1)
+    for name, value, least in (("stride", stride, 1), ("dilation", dilation, 1), ("padding", padding, 0)):
+        if not isinstance(value, str) and value < least:
+            raise ConvArgumentError(f"{name} must be {'positive' if least else 'non-negative'}, got {value}")
+    view_input, view_weight = (shape[0], shape[1], 1, shape[2]), (*weight.shape[:2], 1, weight.shape[2])
+    try:
+        problem = _problem(
+            view_input, view_weight, (1, stride), padding if isinstance(padding, str) else (0, padding),
+            (1, dilation), groups,
+        )  # fmt: skip
+    except ConvArgumentError as error:  # a shape error, given in the view's sizes: say which they are
+        raise ConvArgumentError(
+            f"{error} (conv1d's input {tuple(input.shape)} and weight {tuple(weight.shape)}, seen as "
+            f"conv2d's of height one: {view_input} and {view_weight})"
+        ) from None
     check_bias(bias, weight.shape[0], "weight's output channels")
     return problem
 

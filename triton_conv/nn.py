@@ -68,9 +68,35 @@ class Conv1d(_FromTorch, nn.Conv1d):
         return conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+def output_padding_for(input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation):
+    """The output_padding that makes a transposed convolution's output `output_size`, by torch's own
+    rule (_output_padding, which reads nothing of its module when an output_size is given; it raises
+    torch's ValueError for a size out of range). A leaf of torch.fx (wrapped below): traced, its
+    size arithmetic and checks would meet Proxies (a U-Net's `up(x, output_size=skip.shape)`)."""
+    return nn.ConvTranspose2d._output_padding(
+        None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
+    )
+
+
+torch.fx.wrap("output_padding_for")
+
+
 class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
     """torch.nn.ConvTranspose2d on triton-conv's kernels: same constructor, parameters and
     state_dict, and forward's `output_size`, resolved by torch's own _output_padding."""
+
+    def _output_padding(
+        self, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation=None
+    ) -> list[int]:
+        # torch's, with the size arithmetic in a torch.fx leaf; forward calls it as torch's forward
+        # does, so that a subclass's own _output_padding is still the one used.
+        if output_size is None:
+            return super()._output_padding(
+                input, None, stride, padding, kernel_size, num_spatial_dims, dilation
+            )
+        return output_padding_for(
+            input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
+        )
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
@@ -88,14 +114,23 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
 CONVERSIONS: dict[type, type] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.ConvTranspose2d: ConvTranspose2d}
 
 
+# The methods that torch's forward of each convolution calls: one set on the instance replaces ours.
+_CALLED_BY_FORWARD = ("forward", "_conv_forward", "_output_padding")
+
+
 def _reason_to_skip(module: nn.Module) -> str | None:
     kind = type(module)
     if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
         return "already triton-conv's"
-    if "forward" in vars(module):
-        # An instance forward (accelerate-style wrappers) is bound to the torch module: converted,
-        # the module would still run torch's convolution.
-        return f"{kind.__name__} has a forward of its own on the instance (a wrapper) that runs torch's conv"
+    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module)]
+    if patched:
+        # An instance forward (accelerate-style wrappers), or an instance _conv_forward (a patched-in
+        # weight standardisation), is bound to the torch module: converted, the module would still
+        # run torch's convolution.
+        return (
+            f"{kind.__name__} has {' and '.join(patched)} of its own on the instance (a wrapper or a "
+            "patch) that runs torch's conv"
+        )
     if getattr(module, "_compiled_call_impl", None) is not None:
         # module.compile() compiled the torch module's own call; a converted module would run it.
         return (
@@ -184,9 +219,10 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
     ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
-    was replaced on the instance, modules compiled (torch.compile(conv), conv.compile()) before
-    conversion, whose compiled code would still run torch's convolution; and where no module can be
-    replaced, the convolutions of TorchScript modules and of graphs (torch.export's .module()).
+    (or _conv_forward, _output_padding) was replaced on the instance, modules compiled
+    (torch.compile(conv), conv.compile()) before conversion, whose compiled code would still run
+    torch's convolution; and where no module can be replaced, the convolutions of TorchScript
+    modules and of graphs (torch.export's .module()).
     """
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
