@@ -101,15 +101,25 @@ def cmd_predict(args) -> int:
 
 
 def cmd_report(args) -> int:
+    try:
+        return _report(args)
+    except (OSError, ValueError) as error:  # a folder or JSON cut short, of another format, unwritable
+        raise SystemExit(f"triton-conv report: {error}") from None
+
+
+def _report(args) -> int:
     import glob
 
     from .report import make_model_report, make_report
 
-    if len(args.json) == 1 and os.path.isdir(args.json[0]):
+    folders = [path for path in args.json if os.path.isdir(path)]
+    if folders and len(args.json) > 1:
+        raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")
+    if folders:
         from .report.campaign import report_campaign
 
         for path in report_campaign(
-            args.json[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
+            folders[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
         ):
             print(f"wrote {path}")
         return 0
@@ -151,8 +161,20 @@ def cmd_campaign(args) -> int:
         return 0
     if args.out is None:
         raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
+    _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     return 1 if state["status"].startswith("failed") else 0
+
+
+def _check_writable_folder(folder: str) -> None:
+    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
 
 
 def cmd_sass_report(args) -> int:

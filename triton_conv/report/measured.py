@@ -18,7 +18,12 @@ IMPLS = ("triton-conv", "cudnn", "inductor")
 def load_run(json_path) -> tuple[list[dict], dict]:
     """(records, meta) of one JSON: a record is a benchmark's extra_info plus `seconds` (the median per
     call) and `name`; meta holds machine_info, commit_info and the datetime."""
-    data = json.loads(Path(json_path).read_text())
+    try:
+        data = json.loads(Path(json_path).read_text())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a file cut short or not JSON
+        raise ValueError(f"{json_path} is not readable JSON ({error}): a copy cut short?") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not a pytest-benchmark object")
     records = []
     for bench in data.get("benchmarks", []):
         info = dict(bench.get("extra_info") or {})
