@@ -127,3 +127,15 @@ def test_report_of_a_sweep_json_cut_short_names_it(tmp_path):
     sweep.write_text('{"machine_info": {')
     with pytest.raises(SystemExit, match=f"triton-conv report: {sweep} is not readable JSON"):
         cli.main(["report", str(sweep), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+
+
+def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
+    """`--out notes` (a folder) would put a campaign's notes in notes' parent: refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "campaign.json").write_text(json.dumps(_GPU_STATE))
+    with pytest.raises(SystemExit, match="--out notes is a folder"):
+        cli.main(["report", "run", "--out", "notes", "--no-plots"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]
+    assert not any((tmp_path / "notes").iterdir())

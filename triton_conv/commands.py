@@ -112,6 +112,10 @@ def _report(args) -> int:
 
     from .report import make_model_report, make_report
 
+    if os.path.isdir(args.out):  # else a campaign's notes would land beside it, in its parent
+        raise ValueError(
+            f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
+        )
     folders = [path for path in args.json if os.path.isdir(path)]
     if folders and len(args.json) > 1:
         raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")
