@@ -139,3 +139,26 @@ def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
         cli.main(["report", "run", "--out", "notes", "--no-plots"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]
     assert not any((tmp_path / "notes").iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--batch", "0"], ["--batch", "-4"], ["--fit", "8"], ["--fit", "8=abc"], ["--fit", "8=0"],
+     ["--fit", "8=-1"], ["--fit", "8=nan"], ["--fit", "0=0.01"]],
+)  # fmt: skip
+def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
+    """A batch of 0 or less divided by zero; a measured time of 0, below 0 or NaN was fitted into
+    predictions of negative or NaN seconds (printed as the calibrated stack's): argparse's error."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["predict", *argv])
+    assert stopped.value.code == 2 and f"argument {argv[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["--device", "NOPE"], "unknown device 'NOPE'"), (["--layers", "nope"], "unknown layer set"),
+     (["--fit", "1=0.001", "1=0.002"], "a batch size twice")],
+)  # fmt: skip
+def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words):
+    with pytest.raises(SystemExit, match=f"triton-conv predict: .*{words}"):
+        cli.main(["predict", *argv])

@@ -39,6 +39,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    try:
+        return _predict(args)
+    except ValueError as error:  # an unknown device, layer set or dtype; measurements it cannot fit
+        raise SystemExit(f"triton-conv predict: {error}") from None
+
+
+def _predict(args) -> int:
     from tabulate import tabulate
 
     from .devices import get_device
@@ -77,7 +84,9 @@ def cmd_predict(args) -> int:
     print(tabulate(rows, headers=headers))
     calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:
-        measured = {int(n): float(t) for n, t in (item.split("=") for item in args.fit)}
+        measured = dict(args.fit)
+        if len(measured) < len(args.fit):
+            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
         calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
                                                overlapped=args.overlapped)  # fmt: skip
         print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
