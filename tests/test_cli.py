@@ -98,6 +98,13 @@ BROKEN_FOLDERS = {
         {"campaign.json": json.dumps(_GPU_STATE), "timings.json": '{"benchmarks": [{"na'},
         "timings.json is not readable JSON",
     ),
+    "a timing of another format": (
+        {
+            "campaign.json": json.dumps(_GPU_STATE),
+            "timings.json": json.dumps({"benchmarks": [{"extra_info": "x"}]}),
+        },
+        "timings.json is not a pytest-benchmark JSON this version reads",
+    ),
     "checks of another kind": (
         {"campaign.json": json.dumps(_GPU_STATE), "checks.json": json.dumps({"checks": [1, 2]})},
         "not in the format this version",

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
 from ..campaign.output import FILES
 from .markdown import replace_section, table
-from .measured import make_report
+from .measured import load_run, make_report, render_device
 
 CAMPAIGN_NOTE = "campaign.md"
 HEADER = """# Campaigns: one GPU lease, one command
@@ -64,6 +64,18 @@ def _describe(folder: str, state: dict, compiled, checks, training) -> tuple[str
         raise CampaignFolderError(
             f"{folder} is not in the format this version of triton-conv writes "
             f"({type(error).__name__}: {error}); report it with the version that ran the campaign"
+        ) from None
+
+
+def _check_timings(path: str) -> None:
+    """Read and render timings.json as make_report will, writing nothing: a record of another format
+    is refused before the file is copied among the sweeps, which every later report reads."""
+    try:
+        records, meta = load_run(path)
+        render_device("check", [(records, meta, path)], None, Path(path).parent)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CampaignFolderError(
+            f"{path} is not a pytest-benchmark JSON this version reads ({type(error).__name__}: {error})"
         ) from None
 
 
@@ -175,6 +187,8 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
             f"{folder}: autotune.json's rows or timings.json's benchmarks are not lists of objects"
         )
     gpu, date, body = _describe(folder, state, compiled, checks, training)
+    if benchmarks:
+        _check_timings(os.path.join(folder, "timings.json"))
     slug = device_slug(gpu)
     written = []
     keep = Path(notes_dir) / "campaigns" / f"{slug}-{date}"
