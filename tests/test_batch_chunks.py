@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import triton_conv
 from triton_conv import passes
 from triton_conv.arguments import ConvArgumentError
+from triton_conv.configs import KernelConfig, tap_channels
+from triton_conv.launchers.wgrad import wgrad_plan
 from triton_conv.problem import ConvProblem
 
 from .reference import REL_TOL, rel_error
@@ -87,3 +89,19 @@ def test_an_image_past_the_limit_raises_before_any_launch(monkeypatch, triton_on
     with triton_only() as proof, pytest.raises(RuntimeError, match="input: one image is 16 rows"):
         triton_conv.conv2d(x, w)
     assert not proof.launches
+
+
+def test_a_stem_image_whose_padded_copy_passes_32_bits_reads_x_itself():
+    """wgrad's few-channel path (TAP_CHANNELS) reads a copy of x with 4 channels a pixel whose strides
+    the kernel forms in int32 (x_sn = H·W·g·4): an image of 2**29 pixels wrapped x_sn to -2**31, so
+    the second image was read 4 Gi elements before the copy. Such an image keeps x (strides given
+    as arguments, 64-bit where they need it); the ResNet-50 stem keeps the copy."""
+    config = KernelConfig(64, 64, 32, 8, 1, 4, 3)
+    for shape, padded in (((2, 3, 32768, 16384), 0), ((32, 3, 224, 224), 4)):
+        problem = ConvProblem.from_shapes(shape, (64, 3, 7, 7), stride=2, padding=3)
+        assert tap_channels(problem, 2) == padded
+        shapes = (problem.output_shape, problem.input_shape, problem.weight_shape)
+        dy, x, dw = (torch.empty(shape, dtype=torch.float16, device="meta") for shape in shapes)
+        plan = wgrad_plan(dy, x, dw, None, problem, config).plan
+        assert plan.constexprs["TAP_CHANNELS"] == padded
+        assert plan.constexprs["USE_INT64"] == (padded == 0)  # x itself: 3·2**30 elements
