@@ -108,7 +108,7 @@ def test_the_benchmark_network_is_resnet50():
 )
 def test_session_modes(monkeypatch, gpu, interpreted, mode):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
-    monkeypatch.setenv("TRITON_INTERPRET", "1" if interpreted else "0")
+    monkeypatch.setattr(settings, "interpreter_active", lambda: interpreted)
     found, reason = settings.session_mode()
     assert found == mode and (mode == "gpu") == (reason == "")
     if mode != "gpu":

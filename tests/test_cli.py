@@ -3,6 +3,8 @@ set name the kernel that runs each pass."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench import cases
@@ -54,3 +56,116 @@ def test_predict_names_the_kernel_a_transposed_layer_runs(capsys):
     )
     whole = network_time(unet_decoder(), ("fprop", "dgrad", "wgrad"), 8, device)
     assert f"{whole * 1e3:.3f}" in out
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf", "-inf", "ten"])
+def test_campaign_budget_must_be_a_finite_number_of_seconds(budget, capsys):
+    """NaN or infinity never stops a run (every deadline compares false), and 0 or less runs nothing:
+    argparse's error names the argument, for the dry run too."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["campaign", "--dry-run", f"--budget-s={budget}"])
+    assert stopped.value.code == 2 and "--budget-s" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["campaign", "--dry-run", "--workers", "0"])
+    assert cli.build_parser().parse_args(["campaign", "--budget-s", "1e3"]).budget_s == 1000.0
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, tmp_path):
+    existing = tmp_path / "taken"
+    existing.write_text("keep me")
+    out = existing if where == "a file" else existing / "run"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["campaign", "--spec", "tiny", "--budget-s", "60", "--out", str(out)])
+    assert str(stopped.value).startswith(f"triton-conv campaign: --out {out} cannot hold the files")
+    assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
+
+
+_GPU_STATE = {"on_gpu": True, "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30"}, "steps": []}
+BROKEN_FOLDERS = {
+    "empty": ({}, "has no campaign.json"),
+    "campaign.json cut short": ({"campaign.json": '{"on_gpu": tr'}, "campaign.json is not readable JSON"),
+    "campaign.json a list": ({"campaign.json": "[1, 2]"}, "campaign.json holds a JSON list"),
+    "provenance of another kind": (
+        {"campaign.json": json.dumps({**_GPU_STATE, "provenance": "H200"})},
+        "not in the format this version",
+    ),
+    "a step without its name": (
+        {"campaign.json": json.dumps({**_GPU_STATE, "steps": [{"name": "fprop"}]})},
+        "not in the format this version",
+    ),
+    "timings.json cut short": (
+        {"campaign.json": json.dumps(_GPU_STATE), "timings.json": '{"benchmarks": [{"na'},
+        "timings.json is not readable JSON",
+    ),
+    "a timing of another format": (
+        {
+            "campaign.json": json.dumps(_GPU_STATE),
+            "timings.json": json.dumps({"benchmarks": [{"extra_info": "x"}]}),
+        },
+        "timings.json is not a pytest-benchmark JSON this version reads",
+    ),
+    "checks of another kind": (
+        {"campaign.json": json.dumps(_GPU_STATE), "checks.json": json.dumps({"checks": [1, 2]})},
+        "not in the format this version",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_FOLDERS))
+def test_report_of_a_broken_campaign_folder_says_why_and_writes_nothing(case, tmp_path):
+    """An empty folder, a file cut short in the copy back, one of another format: a message that
+    names the file (not a traceback), and nothing half written under the notes folder."""
+    files, words = BROKEN_FOLDERS[case]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    notes = tmp_path / "notes"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["report", str(folder), "--out", str(notes / "batching.md"), "--no-plots"])
+    message = str(stopped.value)
+    assert message.startswith("triton-conv report: ") and words in message, message
+    assert not notes.exists()
+
+
+def test_report_of_a_sweep_json_cut_short_names_it(tmp_path):
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text('{"machine_info": {')
+    with pytest.raises(SystemExit, match=f"triton-conv report: {sweep} is not readable JSON"):
+        cli.main(["report", str(sweep), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+
+
+def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
+    """`--out notes` (a folder) would put a campaign's notes in notes' parent: refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "campaign.json").write_text(json.dumps(_GPU_STATE))
+    with pytest.raises(SystemExit, match="--out notes is a folder"):
+        cli.main(["report", "run", "--out", "notes", "--no-plots"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]
+    assert not any((tmp_path / "notes").iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--batch", "0"], ["--batch", "-4"], ["--fit", "8"], ["--fit", "8=abc"], ["--fit", "8=0"],
+     ["--fit", "8=-1"], ["--fit", "8=nan"], ["--fit", "0=0.01"]],
+)  # fmt: skip
+def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
+    """A batch of 0 or less divided by zero; a measured time of 0, below 0 or NaN was fitted into
+    predictions of negative or NaN seconds (printed as the calibrated stack's): argparse's error."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["predict", *argv])
+    assert stopped.value.code == 2 and f"argument {argv[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["--device", "NOPE"], "unknown device 'NOPE'"), (["--layers", "nope"], "unknown layer set"),
+     (["--fit", "1=0.001", "1=0.002"], "a batch size twice")],
+)  # fmt: skip
+def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words):
+    with pytest.raises(SystemExit, match=f"triton-conv predict: .*{words}"):
+        cli.main(["predict", *argv])

@@ -230,3 +230,26 @@ def test_a_sweep_split_over_several_commands_makes_one_subsection(tmp_path):
     report.make_report([str(_synthetic_json(first)), str(_synthetic_json(second))], str(note), plots=False)
     section = read_section(note, "measured")
     assert section.count("### SYNTHETIC GPU") == 1 and section.count("- source:") == 2
+
+
+def test_a_cell_two_runs_measured_is_the_later_runs_whole(tmp_path):
+    """A sweep and a later campaign of one GPU both time a cell: the speedup is the later run's own
+    (here its triton-conv time is 4x the first run's and its cuDNN time failed, so no ratio), never
+    the first run's cuDNN over the later run's triton-conv, whatever the order of the files."""
+    first, later = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), later.mkdir()
+    first_json = _synthetic_json(first)
+    data = json.loads(first_json.read_text())
+    data["datetime"] = "2030-02-01T00:00:00"
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["extra_info"].get("N") != 8]
+    data["benchmarks"].append(_pass("triton-conv", 8, 4 * 80e-6))  # the first run's: 80 µs, cuDNN 160 µs
+    later_json = later / "campaign.json"
+    later_json.write_text(json.dumps(data))
+    note = tmp_path / "batching.md"
+    report.make_report([str(later_json), str(first_json)], str(note), plots=False)
+    section = read_section(note, "measured")
+    speedups = section.split("#### Speedup of triton-conv over cuDNN")[1].split("####")[0]
+    assert _row(speedups, LAYER, "fprop")[-4:] == ["0.50", "1.00", "2.00", "—"]  # N = 1, 2, 4 agree
+    throughput = section.split("#### Throughput against N")[1]
+    assert _row(throughput, LAYER, "8", "32")[2:4] == ["0.32", "—"]  # N=8 (32 tiles): the later run
+    assert section.count("- superseded: ") == 1

@@ -1,12 +1,16 @@
 """Where the kernels run and which fp32 precision they use: the same as cuDNN's convolution."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import torch
 
 from triton_conv.runtime import fp32_uses_tf32
 
 LEVELS = ("none", "tf32", "ieee")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tf32_resolves_like_cudnn_conv_for_every_setting(tf32_restored):
@@ -41,3 +45,34 @@ def test_a_mixed_new_api_setting_never_raises(tf32_restored):
     assert fp32_uses_tf32() is True
     cudnn.fp32_precision = "ieee"
     assert fp32_uses_tf32() is False
+
+
+_FALSE_INTERPRET = """
+import os, warnings
+import torch, torch.nn.functional as F
+import triton_conv
+from triton_conv.launchers.common import launch_counts
+
+x, w = torch.randn(2, 3, 6, 5, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = triton_conv.conv2d(x, w, padding=1)
+    os.environ["TRITON_INTERPRET"] = "1"  # too late: @triton.jit has wrapped the kernels already
+    second = triton_conv.conv2d(x, w, padding=1)
+expected = F.conv2d(x, w, padding=1)
+assert torch.equal(first, expected) and torch.equal(second, expected)
+assert not launch_counts, launch_counts
+assert any("TRITON_INTERPRET=1" in str(c.message) for c in caught), [str(c.message) for c in caught]
+"""
+
+
+def test_the_interpreter_is_on_exactly_when_triton_wrapped_the_kernels_in_it():
+    """Triton reads TRITON_INTERPRET=false (or 2, or ' 1') as off, and reads it once, as @triton.jit
+    wraps the kernels: CPU tensors must then fall back to torch's conv2d with the warning, even if
+    the variable says 1 by the time of the call, not go to compiled kernels that cannot take them
+    (which raised "0 active drivers" on a machine without a GPU)."""
+    env = {**os.environ, "TRITON_INTERPRET": "false", "PYTHONPATH": ROOT}
+    run = subprocess.run(
+        [sys.executable, "-c", _FALSE_INTERPRET], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -638,3 +639,18 @@ def test_observations_line():
     assert autotune_tables._observations(rows) == (
         "Split-K won 2 of 3 rows (at N = [1, 16]). The Triton winner beat cuDNN in 1 of 2."
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled", "warns"),
+    [("0", False, False), (" Off ", False, False), ("yes", True, False), ("", True, False),
+     ("2", True, True), ("disabled", True, True)],
+)  # fmt: skip
+def test_autotune_switch_names_a_value_it_does_not_know(value, enabled, warns, monkeypatch):
+    """A malformed TRITON_CONV_AUTOTUNE is said, not silently taken as on."""
+    monkeypatch.setenv(tuning.ENV_AUTOTUNE, value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tuning.autotuning_enabled() is enabled
+    said = [str(w.message) for w in caught if tuning.ENV_AUTOTUNE in str(w.message)]
+    assert bool(said) is warns, said

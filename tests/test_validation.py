@@ -102,8 +102,9 @@ def test_bad_kernel_config(field, value):
 
 @pytest.mark.interpreter
 def test_cpu_without_interpreter_falls_back_once(monkeypatch):
-    """Without TRITON_INTERPRET a CPU tensor runs torch's conv2d and says how to get the Triton path."""
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    """Without the interpreter (the kernels compiled, not interpreted) a CPU tensor runs torch's
+    conv2d and says how to get the Triton path."""
+    monkeypatch.setattr(runtime, "interpreter_active", lambda: False)
     monkeypatch.setattr(runtime, "_warned_fallback", False)
     args = _args()
     before = sum(launch_counts.values())

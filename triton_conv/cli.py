@@ -50,23 +50,57 @@ def _ensure_kernels_can_run(args) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "triton_conv", *sys.argv[1:]], env)
 
 
+def _seconds(text: str) -> float:
+    """A budget: a finite number of seconds above 0 (NaN or infinity would never stop the run)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a finite number of seconds above 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A number of processes: an int of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
+
+
+def _measurement(text: str) -> tuple[int, float]:
+    """--fit's N=SECONDS: a batch size of at least 1 and its measured seconds, finite and above 0."""
+    batch, _, seconds = text.partition("=")
+    try:
+        return _count(batch), _seconds(seconds)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(
+            f"N=SECONDS with N at least 1 and seconds above 0, got {text!r}: {error}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triton-conv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run one Triton convolution and compare it with torch")
-    demo.add_argument("--batch", type=int, default=2)
+    demo.add_argument("--batch", type=_count, default=2)
     demo.set_defaults(run=cmd_demo)
     predict = commands.add_parser("predict", help="the model's predictions for a device")
     predict.add_argument("--device", default="H200")
     predict.add_argument("--layers", default="resnet50")
     predict.add_argument("--dtype", default="fp16")
-    predict.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
+    predict.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
     predict.add_argument("--passes", nargs="+", default=["fprop"], choices=["fprop", "dgrad", "wgrad"])
     predict.add_argument(
         "--fit",
         nargs="+",
+        type=_measurement,
         metavar="N=SECONDS",
         help="calibrate a stack on one or two measured batch times (seconds per batch)",
     )
@@ -85,18 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
     campaign = commands.add_parser("campaign", help="the headline measurements of one GPU lease, in a budget")
     campaign.add_argument(
-        "--budget-s", type=float, default=480.0, help="stop cleanly before this many seconds"
+        "--budget-s", type=_seconds, default=480.0, help="stop cleanly before this many seconds"
     )
     campaign.add_argument("--out", help="the folder for the seven output files")
     campaign.add_argument(
         "--dry-run", action="store_true", help="print the plan and its estimates, run nothing"
     )
     campaign.add_argument("--spec", choices=["h200", "tiny"], default="h200", help="tiny: CPU-sized shapes")
-    campaign.add_argument("--workers", type=int, default=None, help="compile processes (default: all cores)")
+    campaign.add_argument(
+        "--workers", type=_count, default=None, help="compile processes (default: all cores)"
+    )
     campaign.set_defaults(run=cmd_campaign)
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
     tune.add_argument("--layers", default="resnet50", help="a layer set of triton_conv.layers")
-    tune.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 128])
+    tune.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
     tune.add_argument("--passes", nargs="+", default=["fprop", "dgrad", "wgrad"])
     tune.add_argument("--dtypes", nargs="+", default=["fp16"])
     tune.add_argument("--out-dir", default="notes/autotune")

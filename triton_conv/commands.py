@@ -39,6 +39,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    try:
+        return _predict(args)
+    except ValueError as error:  # an unknown device, layer set or dtype; measurements it cannot fit
+        raise SystemExit(f"triton-conv predict: {error}") from None
+
+
+def _predict(args) -> int:
     from tabulate import tabulate
 
     from .devices import get_device
@@ -77,7 +84,9 @@ def cmd_predict(args) -> int:
     print(tabulate(rows, headers=headers))
     calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:
-        measured = {int(n): float(t) for n, t in (item.split("=") for item in args.fit)}
+        measured = dict(args.fit)
+        if len(measured) < len(args.fit):
+            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
         calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
                                                overlapped=args.overlapped)  # fmt: skip
         print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
@@ -101,15 +110,29 @@ def cmd_predict(args) -> int:
 
 
 def cmd_report(args) -> int:
+    try:
+        return _report(args)
+    except (OSError, ValueError) as error:  # a folder or JSON cut short, of another format, unwritable
+        raise SystemExit(f"triton-conv report: {error}") from None
+
+
+def _report(args) -> int:
     import glob
 
     from .report import make_model_report, make_report
 
-    if len(args.json) == 1 and os.path.isdir(args.json[0]):
+    if os.path.isdir(args.out):  # else a campaign's notes would land beside it, in its parent
+        raise ValueError(
+            f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
+        )
+    folders = [path for path in args.json if os.path.isdir(path)]
+    if folders and len(args.json) > 1:
+        raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")
+    if folders:
         from .report.campaign import report_campaign
 
         for path in report_campaign(
-            args.json[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
+            folders[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
         ):
             print(f"wrote {path}")
         return 0
@@ -151,8 +174,20 @@ def cmd_campaign(args) -> int:
         return 0
     if args.out is None:
         raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
+    _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     return 1 if state["status"].startswith("failed") else 0
+
+
+def _check_writable_folder(folder: str) -> None:
+    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
 
 
 def cmd_sass_report(args) -> int:

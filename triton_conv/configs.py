@@ -183,10 +183,14 @@ def tap_channels(problem: ConvProblem, element_size: int) -> int:
     channels one vector and a tile BLOCK_N / CHANNEL_VECTOR whole taps. Its cost per call: the copy
     (ResNet-50's stem at N=32 in bf16: 12.8 MB zeroed, 9.6 MB read and written into it) and
     CHANNEL_VECTOR / (C/g) the multiply-adds (4/3); the zeros add nothing to dw, and only the real
-    channels are stored."""
+    channels are stored.
+
+    The kernel forms the copy's strides itself, in 32-bit ints (wgrad_kernel's x_sn = H·W·g·vector):
+    an image whose copy reaches 2**31 elements reads x itself."""
     c = problem.in_per_group
     few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
-    return CHANNEL_VECTOR if few else 0
+    fits = problem.height * problem.width * problem.groups * CHANNEL_VECTOR < 2**31
+    return CHANNEL_VECTOR if few and fits else 0
 
 
 # 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a

@@ -13,13 +13,15 @@ for a shape never seen, the untuned default, with a one-time warning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import torch
 
 from . import tuning
+from .arguments import ConvArgumentError
 from .configs import KernelConfig, default_pass_config
-from .launchers.common import wants_channels_last
+from .launchers.common import INT32_LIMIT, cdiv, wants_channels_last
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
@@ -103,7 +105,39 @@ def _stride_phases(problem: ConvProblem) -> int:
     return problem.stride[0] * problem.stride[1]
 
 
+# The kernels index a launch's GEMM rows (fprop's output pixels, dgrad's input pixels of a stride
+# phase, wgrad's reduction over output pixels) with 32-bit ints, the last tile's rows past the end
+# included; the int64 variants widen offsets, not these indices. Past the limit a pass runs in
+# chunks of images, one launch each, as torch splits a batch for cuDNN's 32-bit indexing.
+ROWS_LIMIT = INT32_LIMIT - 512  # 512: the largest tile side a config may have (tuning_cache's bounds)
+
+
+def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
+    """(first image, images) of each launch of `pass_name`: one chunk unless the batch's GEMM rows
+    would pass ROWS_LIMIT. An image whose own rows pass it cannot be split: a clear error."""
+    if pass_name == "dgrad":  # the largest stride phase's rows, as the kernel counts them
+        per_image = cdiv(problem.height, problem.stride[0]) * cdiv(problem.width, problem.stride[1])
+    else:
+        per_image = problem.out_height * problem.out_width
+    per_launch = ROWS_LIMIT // max(per_image, 1)
+    if per_launch == 0:
+        raise ConvArgumentError(
+            f"input: one image is {per_image} rows of the {pass_name} GEMM ({problem}); the kernels "
+            f"index a launch's rows with 32-bit ints, at most {ROWS_LIMIT}"
+        )
+    if problem.batch <= per_launch:
+        return [(0, problem.batch)]
+    return [(first, min(per_launch, problem.batch - first)) for first in range(0, problem.batch, per_launch)]
+
+
 def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
+    images = batch_chunks(problem, "fprop")
+    if len(images) > 1:
+        y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
+        for first, count in images:
+            part = slice(first, first + count)
+            y[part] = forward(x[part], weight, bias, problem.with_batch(count))
+        return y
     chunks = group_chunks(problem, 1)
     if len(chunks) > 1:
         y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
@@ -118,6 +152,16 @@ def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
     """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
     (the same kernel, tuned under the same key)."""
+    images = batch_chunks(problem, "dgrad")
+    if len(images) > 1:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        dx = dy.new_empty(problem.input_shape).contiguous(memory_format=layout)
+        for first, count in images:
+            part = slice(first, first + count)
+            dx[part] = input_grad(
+                dy[part], weight, problem.with_batch(count), channels_last=channels_last, bias=bias
+            )
+        return dx
     chunks = group_chunks(problem, _stride_phases(problem))
     if len(chunks) > 1:
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -134,6 +178,20 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
 
 
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):
+    images = batch_chunks(problem, "wgrad")
+    if len(images) > 1:  # each chunk's sums in float32 (float64 for float64), added, then rounded once
+        accumulate = torch.float64 if weight_dtype == torch.float64 else torch.float32
+        parts = [
+            weight_grad(
+                dy[first : first + count], x[first : first + count], problem.with_batch(count), accumulate,
+                channels_last=channels_last, need_bias=need_bias,
+            )
+            for first, count in images
+        ]  # fmt: skip
+        dw = functools.reduce(torch.add, (part_dw for part_dw, _ in parts)).to(weight_dtype)
+        if not need_bias:
+            return dw, None
+        return dw, functools.reduce(torch.add, (part_db for _, part_db in parts)).to(weight_dtype)
     chunks = group_chunks(problem, 1)
     if len(chunks) > 1:
         layout = torch.channels_last if channels_last else torch.contiguous_format

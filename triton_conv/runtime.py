@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import warnings
 
 import torch
@@ -10,9 +10,17 @@ import torch
 _warned_fallback = False
 
 
+@functools.cache
 def interpreter_active() -> bool:
-    """TRITON_INTERPRET=1 must be set before triton_conv (and so @triton.jit) is imported."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether the package's kernels run in Triton's interpreter. Triton decides that once, when
+    @triton.jit wraps them (on import, from TRITON_INTERPRET as Triton reads it: '1', 'true', 'on'
+    or 'yes'), so the kernels are asked, not the environment: a value Triton reads as false
+    ('false', '2') or one set after the import would otherwise send CPU tensors to compiled kernels."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from .kernels.fprop import fprop_kernel
+
+    return isinstance(fprop_kernel, InterpretedFunction)
 
 
 def runs_triton(tensor: torch.Tensor) -> bool:

@@ -18,6 +18,7 @@ import math
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -36,8 +37,20 @@ ENV_AUTOTUNE = "TRITON_CONV_AUTOTUNE"  # "0": never time on a cache miss, use th
 CPU_TARGET = "H200"  # the GPU whose limits prune the space when a test tunes on the CPU
 
 
+_AUTOTUNE_OFF, _AUTOTUNE_ON = ("0", "false", "off", "no"), ("", "1", "true", "on", "yes")
+
+
 def autotuning_enabled() -> bool:
-    return os.environ.get(ENV_AUTOTUNE, "1").strip().lower() not in ("0", "false", "off", "no")
+    """TRITON_CONV_AUTOTUNE: on unless 0, false, off or no; another value warns (once) and is on."""
+    value = os.environ.get(ENV_AUTOTUNE, "1").strip().lower()
+    if value not in _AUTOTUNE_OFF + _AUTOTUNE_ON:
+        warnings.warn(
+            f"{ENV_AUTOTUNE}={os.environ[ENV_AUTOTUNE]!r} is neither on (1, true, on, yes) nor off "
+            "(0, false, off, no): autotuning stays on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return value not in _AUTOTUNE_OFF
 
 
 def gpu_timer(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:

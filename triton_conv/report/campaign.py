@@ -21,7 +21,7 @@ from pathlib import Path
 from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
 from ..campaign.output import FILES
 from .markdown import replace_section, table
-from .measured import make_report
+from .measured import load_run, make_report, render_device
 
 CAMPAIGN_NOTE = "campaign.md"
 HEADER = """# Campaigns: one GPU lease, one command
@@ -34,12 +34,49 @@ autotune/<gpu>.md; the raw files are under campaigns/.
 """
 
 
-def _load(folder: str, name: str):
+class CampaignFolderError(ValueError):
+    """A folder that is not a whole campaign's output in the format this version writes."""
+
+
+def _load(folder: str, name: str) -> dict | None:
+    """The JSON object in folder/name; None when the file is absent."""
     path = os.path.join(folder, name)
     if not os.path.exists(path):
         return None
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CampaignFolderError(f"{path} is not readable JSON ({error}): a copy cut short?") from None
+    if not isinstance(data, dict):
+        raise CampaignFolderError(f"{path} holds a JSON {type(data).__name__}, not a campaign's object")
+    return data
+
+
+def _describe(folder: str, state: dict, compiled, checks, training) -> tuple[str, str, str]:
+    """(GPU name, date, the note's section), built before anything is written: a folder of another
+    format (a field missing or of another kind) is refused whole, not half copied into notes/."""
+    try:
+        gpu = _gpu_name(state)
+        date = str((state.get("provenance") or {}).get("date", "undated"))[:10]
+        return gpu, date, f"### {gpu}, {date}\n\n" + campaign_section(state, compiled, checks, training)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CampaignFolderError(
+            f"{folder} is not in the format this version of triton-conv writes "
+            f"({type(error).__name__}: {error}); report it with the version that ran the campaign"
+        ) from None
+
+
+def _check_timings(path: str) -> None:
+    """Read and render timings.json as make_report will, writing nothing: a record of another format
+    is refused before the file is copied among the sweeps, which every later report reads."""
+    try:
+        records, meta = load_run(path)
+        render_device("check", [(records, meta, path)], None, Path(path).parent)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CampaignFolderError(
+            f"{path} is not a pytest-benchmark JSON this version reads ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _gpu_name(state: dict) -> str:
@@ -134,14 +171,25 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     written."""
     state = _load(folder, "campaign.json")
     if state is None:
-        raise FileNotFoundError(f"{folder} has no campaign.json: not a campaign's folder")
+        raise CampaignFolderError(f"{folder} has no campaign.json: not a campaign's folder")
     if not state.get("on_gpu") and inside_notes(notes_dir):
         raise ValueError(
             f"{folder} was not measured on a GPU; notes/ holds measurements only: write elsewhere"
         )
-    gpu = _gpu_name(state)
+    compiled, checks = _load(folder, "compile.json"), _load(folder, "checks.json")
+    timings, training = _load(folder, "timings.json"), _load(folder, "training.json")
+    rows = (_load(folder, "autotune.json") or {}).get("rows") or []
+    benchmarks = (timings or {}).get("benchmarks") or []
+    if not all(
+        isinstance(items, list) and all(isinstance(i, dict) for i in items) for items in (rows, benchmarks)
+    ):
+        raise CampaignFolderError(
+            f"{folder}: autotune.json's rows or timings.json's benchmarks are not lists of objects"
+        )
+    gpu, date, body = _describe(folder, state, compiled, checks, training)
+    if benchmarks:
+        _check_timings(os.path.join(folder, "timings.json"))
     slug = device_slug(gpu)
-    date = str((state.get("provenance") or {}).get("date", "undated"))[:10]
     written = []
     keep = Path(notes_dir) / "campaigns" / f"{slug}-{date}"
     keep.mkdir(parents=True, exist_ok=True)
@@ -149,20 +197,16 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         if os.path.exists(os.path.join(folder, name)):
             shutil.copyfile(os.path.join(folder, name), keep / name)
     written.append(str(keep))
-    compiled = _load(folder, "compile.json")
-    timings = os.path.join(folder, "timings.json")
-    if os.path.exists(timings) and (_load(folder, "timings.json") or {}).get("benchmarks"):
+    if benchmarks:
         sweeps = Path(notes_dir) / "sweeps"
         sweeps.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(timings, sweeps / f"{slug}-campaign.json")
+        shutil.copyfile(os.path.join(folder, "timings.json"), sweeps / f"{slug}-campaign.json")
         every = sorted(glob.glob(str(sweeps / "*.json")))
         written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
-    rows = (_load(folder, "autotune.json") or {}).get("rows") or []
     if rows:
         run = _row_provenance(state, gpu)
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         written.append(write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu))
-    training = _load(folder, "training.json")
     if training is not None:
         path = Path(notes_dir) / "training" / f"{slug}-resnet50-campaign.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +215,5 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     note = Path(notes_dir) / CAMPAIGN_NOTE
     if not note.exists():
         note.write_text(HEADER)
-    body = f"### {gpu}, {date}\n\n" + campaign_section(
-        state, compiled, _load(folder, "checks.json"), training
-    )
     written.append(replace_section(note, f"campaign {slug}", body))
     return written

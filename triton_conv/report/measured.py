@@ -18,7 +18,12 @@ IMPLS = ("triton-conv", "cudnn", "inductor")
 def load_run(json_path) -> tuple[list[dict], dict]:
     """(records, meta) of one JSON: a record is a benchmark's extra_info plus `seconds` (the median per
     call) and `name`; meta holds machine_info, commit_info and the datetime."""
-    data = json.loads(Path(json_path).read_text())
+    try:
+        data = json.loads(Path(json_path).read_text())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a file cut short or not JSON
+        raise ValueError(f"{json_path} is not readable JSON ({error}): a copy cut short?") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not a pytest-benchmark object")
     records = []
     for bench in data.get("benchmarks", []):
         info = dict(bench.get("extra_info") or {})
@@ -211,11 +216,40 @@ def _gpu(meta: dict) -> str:
     return meta["machine_info"].get("triton_conv", {}).get("gpu") or "unknown GPU"
 
 
+def _cell(record: dict) -> tuple:
+    """What a measurement is of, implementation aside: the implementations of one cell are compared
+    (t_cuDNN / t_triton-conv), so they must come from one run."""
+    fields = ("kind", "layer_set", "layer", "pass", "transposed", "kernel_pass", "dtype", "layout", "N",
+              "how", "micro_batch")  # fmt: skip
+    return tuple(str(record.get(name)) for name in fields)
+
+
+def _newest_cells(runs) -> list[list[dict]]:
+    """Each run's records, less the cells a later run (by its datetime) measured again: a sweep and
+    a campaign of one GPU overlap, and a ratio of one run's cuDNN time to another's triton-conv time
+    (another commit, clock or day) would pass for a measured speedup."""
+    owner = {}
+    for index in sorted(range(len(runs)), key=lambda i: str(runs[i][1].get("datetime") or "")):
+        owner.update((_cell(r), index) for r in runs[index][0])
+    return [
+        [r for r in run_records if owner[_cell(r)] == index] for index, (run_records, _, _) in enumerate(runs)
+    ]
+
+
+def _superseded(count: int) -> str:
+    return f"\n- superseded: {count} of its measurements, measured again by a later run" if count else ""
+
+
 def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> str:
     """One GPU's subsection from its runs [(records, meta, json_path)]: several JSONs of one GPU (a sweep
-    split over several commands) are merged, each keeping its provenance."""
-    records = [r for run_records, _, _ in runs for r in run_records]
-    sources = "\n".join(provenance(meta, path) for _, meta, path in runs)
+    split over several commands) are merged, each keeping its provenance; a cell that two runs
+    measured is the later run's (_newest_cells)."""
+    kept = _newest_cells(runs)
+    records = [r for run_records in kept for r in run_records]
+    sources = "\n".join(
+        provenance(meta, path) + _superseded(len(all_records) - len(mine))
+        for (all_records, meta, path), mine in zip(runs, kept)
+    )
     parts = [f"### {device}: measured\n\n{sources}"]
     peaks = [[r["dtype"], r["N"], r.get("tflops")] for r in records if r.get("kind") == "matmul_peak"]
     if peaks:
