@@ -81,6 +81,15 @@ def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, t
     assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
 
 
+def test_campaign_out_holding_files_of_its_names_but_no_campaign_is_refused(tmp_path):
+    """The run replaces an earlier campaign's seven files; a timings.json of another tool stays."""
+    (tmp_path / "timings.json").write_text("someone else's")
+    with pytest.raises(SystemExit, match="holds timings.json but no campaign.json"):
+        cli.main(["campaign", "--spec", "tiny", "--budget-s", "60", "--out", str(tmp_path)])
+    assert (tmp_path / "timings.json").read_text() == "someone else's"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["timings.json"]
+
+
 _GPU_STATE = {"on_gpu": True, "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30"}, "steps": []}
 BROKEN_FOLDERS = {
     "empty": ({}, "has no campaign.json"),

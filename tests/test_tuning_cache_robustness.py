@@ -83,6 +83,17 @@ def test_a_malformed_entry_is_dropped_and_re_tuned(case, pretend_gpu):
         assert tuning_cache.valid_entry(KEY, json.load(handle)["entries"][KEY])
 
 
+def test_an_entry_too_big_for_the_device_is_not_launched(pretend_gpu):
+    """A plausible entry (within the sanity bounds) whose pipeline needs more shared memory per block
+    than the GPU has: Triton would refuse the launch, so the choice warns and re-tunes."""
+    huge = {**GOOD, "block_m": 512, "block_n": 512, "block_k": 128, "num_stages": 4}  # 1 MiB in fp16
+    _write(pretend_gpu, _file_with({"config": huge}))
+    config, messages = _choose()
+    assert any("needs more shared memory per block than H200" in m for m in messages), messages
+    assert config == min(search_space(PROBLEM, "fprop", torch.float16, "H200"),
+                         key=lambda c: c.block_m * c.block_n)  # fmt: skip
+
+
 def test_a_valid_entry_is_used():
     assert tuning_cache.valid_entry(KEY, {"config": GOOD, "runner_up": None, "ms": 1.5, "timed_on": "cuda"})
 
@@ -140,3 +151,13 @@ def test_autotune_off_with_a_corrupt_file_uses_the_default(pretend_gpu, monkeypa
     config, messages = _choose()
     assert config == default_pass_config(PROBLEM, "fprop", torch.float16, sm_count=132)
     assert any("corrupt tuning cache" in m for m in messages)
+
+
+def test_the_cache_folder_expands_a_leading_tilde(monkeypatch, tmp_path):
+    """TRITON_CONV_CACHE_DIR='~/x' is the home folder's x, as a shell would read it, not a folder
+    named '~' under the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(tuning_cache.ENV_DIR, "~/tuning")
+    assert tuning_cache.cache_dir() == os.path.join(str(tmp_path), "tuning")
+    monkeypatch.delenv(tuning_cache.ENV_DIR)
+    assert tuning_cache.cache_dir() == os.path.join(str(tmp_path), ".cache", "triton-conv")

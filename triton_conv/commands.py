@@ -180,14 +180,25 @@ def cmd_campaign(args) -> int:
 
 
 def _check_writable_folder(folder: str) -> None:
-    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts."""
+    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts.
+    The run replaces an earlier campaign's files there; files of those names without an earlier
+    campaign's campaign.json are someone else's, and stay."""
     import tempfile
+
+    from .campaign.output import FILES
 
     try:
         os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
+    present = [name for name in FILES.values() if os.path.exists(os.path.join(folder, name))]
+    if present and FILES["campaign"] not in present:
+        raise SystemExit(
+            f"triton-conv campaign: --out {folder} holds {', '.join(present)} but no "
+            f"{FILES['campaign']}: not an earlier campaign's files, which the run would replace; "
+            "choose another folder"
+        )
 
 
 def cmd_sass_report(args) -> int:

@@ -27,7 +27,7 @@ from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
 from .launchers.common import random_in_layout
 from .problem import ConvProblem
-from .pruning import search_space
+from .pruning import Target, search_space, shared_memory
 from .runtime import fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
@@ -193,6 +193,12 @@ def tune_problem(
     )  # fmt: skip
 
 
+def _launchable(config: KernelConfig, problem, pass_name, dtype, live: DeviceSpec | None) -> bool:
+    """Triton can launch `config` on the live GPU: its pipeline fits the shared memory per block. A
+    config this package tuned there always does; a hand-edited or foreign cache entry may not."""
+    return live is None or shared_memory(config, Target(problem, pass_name, dtype, live))
+
+
 def autotune(
     problem, pass_name, dtype, channels_last, device=None, *, timer=None, target=None, max_configs=None
 ) -> TuneResult:
@@ -208,8 +214,17 @@ def autotune(
         return TuneResult(key, default_pass_config(problem, pass_name, dtype, sm_count=1), None)
     cache = get_cache(name)
     entry = cache.get(key)
-    if entry is not None:
-        return TuneResult.from_entry(key, entry)
+    cached = None if entry is None else TuneResult.from_entry(key, entry)
+    launchable = cached is None or _launchable(cached.best, problem, pass_name, dtype, live)
+    if cached is not None and launchable:
+        return cached
+    if not launchable:
+        warnings.warn(
+            f"triton-conv: the tuning cache's config {cached.best} for {key} needs more shared memory "
+            f"per block than {live.name} has: ignored (the file keeps it; this process re-tunes)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if timer is None and not autotuning_enabled():
         default = default_pass_config(
             problem, pass_name, dtype, sm_count=live.sm_count, capability=live.compute_capability
@@ -218,6 +233,8 @@ def autotune(
     result = tune_problem(
         problem, pass_name, dtype, channels_last, device, timer=timer, target=target, max_configs=max_configs
     )
+    if not launchable:
+        return result
     stored = cache.put(key, result.entry())
     return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)
 

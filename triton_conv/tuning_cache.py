@@ -50,7 +50,7 @@ def triton_version() -> str:
 
 
 def cache_dir() -> str:
-    return os.environ.get(ENV_DIR) or os.path.join(os.path.expanduser("~"), ".cache", "triton-conv")
+    return os.path.expanduser(os.environ.get(ENV_DIR) or os.path.join("~", ".cache", "triton-conv"))
 
 
 def _slug(text: str) -> str:
