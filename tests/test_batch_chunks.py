@@ -83,6 +83,24 @@ def test_conv2d_and_both_gradients_in_chunks_of_images(dtype, stride, monkeypatc
     assert proof.launches == {"fprop_kernel": 3, "dgrad_kernel": 3, "wgrad_kernel": 3}
 
 
+def test_a_fixed_config_runs_in_the_same_chunks(monkeypatch, triton_only):
+    """conv2d_with_config (tests, debugging) launches its config in the chunks conv2d would: of
+    images past the 32-bit rows, of groups past the grid's y axis."""
+    x = torch.randn(5, 6, 7, 6, dtype=torch.float64)
+    w, b = torch.randn(9, 2, 3, 3, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, padding=1, groups=3).canonical()
+    monkeypatch.setattr(passes, "ROWS_LIMIT", 2 * 42 + 1)  # 42 output pixels an image: 2 + 2 + 1
+    monkeypatch.setattr(passes, "GRID_Y_LIMIT", 2)  # 3 groups: 2 + 1
+    assert len(passes.batch_chunks(problem, "fprop")) == 3 and len(passes.group_chunks(problem, 1)) == 2
+    for force_int64 in (False, True):
+        with triton_only() as proof:
+            y = triton_conv.conv2d_with_config(
+                x, w, b, padding=1, groups=3, config=KernelConfig(16, 16, 16), force_int64=force_int64
+            )
+        assert rel_error(y, F.conv2d(x, w, b, padding=1, groups=3)) < 1e-12
+        assert proof.launches == {"fprop_kernel": 6}
+
+
 def test_an_image_past_the_limit_raises_before_any_launch(monkeypatch, triton_only):
     monkeypatch.setattr(passes, "ROWS_LIMIT", 11)  # one 4x4 output image is 16 rows
     x, w = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 1, 1, dtype=torch.float64)

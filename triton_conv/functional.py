@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
+from . import passes
 from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
 from .configs import KernelConfig, default_config
-from .launchers.fprop import conv2d_fprop
 from .problem import ConvProblem
 from .runtime import runs_triton
 
@@ -105,7 +105,7 @@ def conv2d_with_config(
         config = default_config(problem.gemm("fprop"), x.element_size())
     # The kernel reads the bias with unit stride; a strided or expanded bias is copied (K elements).
     bias = None if bias is None else bias.contiguous()
-    y = conv2d_fprop(x, weight, bias, problem, config, force_int64=force_int64)
+    y = passes.forward(x, weight, bias, problem, config, force_int64)
     return y if batched else y.squeeze(0)
 
 

@@ -130,23 +130,27 @@ def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
     return [(first, min(per_launch, problem.batch - first)) for first in range(0, problem.batch, per_launch)]
 
 
-def forward(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
+def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: bool = False) -> torch.Tensor:
+    """The forward pass in as many launches as the grid and the 32-bit row indices need, each in
+    `config` (conv2d_with_config's) or the tuned one."""
     images = batch_chunks(problem, "fprop")
     if len(images) > 1:
         y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
         for first, count in images:
             part = slice(first, first + count)
-            y[part] = forward(x[part], weight, bias, problem.with_batch(count))
+            y[part] = forward(x[part], weight, bias, problem.with_batch(count), config, force_int64)
         return y
     chunks = group_chunks(problem, 1)
     if len(chunks) > 1:
         y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
         for first, groups in chunks:
             part, cin, cout = _chunk(problem, first, groups)
-            y[:, cout] = forward(x[:, cin], weight[cout], None if bias is None else bias[cout], part)
+            part_bias = None if bias is None else bias[cout]
+            y[:, cout] = forward(x[:, cin], weight[cout], part_bias, part, config, force_int64)
         return y
-    config = choose_config(problem, "fprop", x.dtype, x.device, wants_channels_last(x, weight))
-    return conv2d_fprop(x, weight, bias, problem, config)
+    if config is None:
+        config = choose_config(problem, "fprop", x.dtype, x.device, wants_channels_last(x, weight))
+    return conv2d_fprop(x, weight, bias, problem, config, force_int64=force_int64)
 
 
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
