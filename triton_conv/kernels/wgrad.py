@@ -184,6 +184,10 @@ def wgrad_kernel(
             # (n, p·stride_h, q·stride_w) sits at u·x_lin + q·q_extra, so a row's address moves by a
             # scalar per step (plus a q term when stride_w > 1). p is carried as pq = p·Q + q (its run
             # of valid p is a run of pq), which needs no carry from q.
+            # 64-bit in the int64 variant: a step of BLOCK_K rows, or q pixels along a row, can pass
+            # 2**31 elements even when x_lin and q_extra themselves fit in 32 bits
+            x_lin = as_offset(x_lin, USE_INT64)
+            q_extra = as_offset(q_extra, USE_INT64)
             b_rows = (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
             if not Q_EXTRA:  # a scalar step per trip: pointers kept; with a q term, a row's offset
                 b_rows = b_base + b_rows  # is summed first, then one pointer add per vector
