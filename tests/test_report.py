@@ -187,9 +187,10 @@ def test_model_report_tables(tmp_path):
     # 14x14, 256 channels on an H200: 4 tiles on 132 slots, one wave first filled at N=43.
     h200 = tables.split("GTX 1050 (fp32)")[0]
     assert _row(h200, "224x224", "layer3.1.conv2")[5:9] == ["4", "132", "3%", "43"]
-    # The reader's GTX 1050: 5 SMs x 2 CTAs; the 56x56 layer's 25 tiles fill it at N=1.
+    # The reader's GTX 1050: 5 SMs x 1 CTA (160 registers per thread for 128x128, 8 warps: the
+    # register file holds one); the 56x56 layer's 25 tiles fill it at N=1.
     gtx = tables.split("GTX 1050 (fp32)")[1].split("#### M2")[0]
-    assert _row(gtx, "224x224", "layer1.0.conv2")[5:9] == ["25", "10", "100%", "1"]
+    assert _row(gtx, "224x224", "layer1.0.conv2")[5:9] == ["25", "5", "100%", "1"]
 
 
 def test_notes_hold_the_current_model_tables():

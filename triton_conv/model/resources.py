@@ -12,14 +12,30 @@ CTAs per SM = min(by shared memory, by registers, by threads, the device's CTA l
     128x128x64 with 3 stages allocates 64 KiB in fp16, not 96. Below CC 8.0 the model keeps
     num_stages buffers: it describes a pipelined tensor-core kernel there, which Triton does not
     make (for sm_75 it allocates one buffer and emits no HMMA).
-  registers per thread, an estimate (a cubin's real count is in `cuobjdump -res-usage`):
-    BM·BN / threads (the fp32 accumulator) + (BM + BN)·BK·element size / (4·threads) (one BK step of
-    A and B fragments) + REGISTER_OVERHEAD (pointers, offsets, masks, loop state), rounded up to 8,
-    capped at the device maximum (255; beyond it the compiler spills). 128x128x64 fp16 with 8 warps:
-    64 + 32 + 32 = 128. A 16-bit dot that becomes wgmma on Hopper (whole warpgroups, BM a multiple
-    of 64) reads both operands from shared memory, so there the fragments are not counted (the
-    same reasoning as pruning.budgeted_registers): 64x128x64 fp16 with 8 warps is 32 + 32 = 64,
-    where sm_90 compiles 64 to 80 (3 CTAs per SM by shared memory, not 2 by registers).
+  registers per thread, an estimate (a cubin's real count is in `cuobjdump -res-usage`): the
+    fp32 accumulator + the operand fragments the warps hold + REGISTER_OVERHEAD, rounded up to 8,
+    capped at the device maximum (255; beyond it the compiler spills).
+    - accumulator: BM·BN / threads, one register per fp32 output element.
+    - fragments, mma.sync (CC 8.x, Hopper without wgmma, and the model's kernel below CC 8.0):
+      each warp loads from shared memory
+      (ldmatrix) the A rows and B columns of its own part of the tile, for a whole BK step:
+      (warp_m + warp_n)·BK·element size / (4·32). A warp's part is Triton's split of the warps
+      over the tile (`mma_warp_tile`), so A is held by every warp column and B by every warp row:
+      more than the CTA's (BM + BN)·BK divided by threads, which the model counted before.
+    - fragments, wgmma (CC 9.x, whole warpgroups, BM a multiple of 64): a 16-bit dot reads both
+      operands from shared memory, none (the reasoning of pruning.budgeted_registers); a TF32 dot
+      compiles to up to 142 more registers than the same config in fp16 (median 73): its operands
+      pass through registers, counted as the CTA's (BM + BN)·BK·4 bytes divided among the threads.
+    - REGISTER_OVERHEAD = 48: what the SASS keeps beside the accumulator and the fragments: the
+      cp.async source pointers (64-bit, one per 16-byte copy of the stage being filled), the
+      im2col row offsets and padding masks, the shared-memory stage addresses, loop counters.
+    Against every config of the search space compiled with the static report's problem
+    (tests/test_model_registers.py), |estimate - compiled|: sm_80 fp16 median 10, max 60 (Triton
+    3.9, low on average by 5) and median 16, max 44 (Triton 3.6, high by 13); sm_90 16-bit median
+    16, max 79 (low by 23), TF32 median 31, max 94 (Triton 3.6 and 3.9 alike). 128x128x64 fp16 with
+    8 warps (warps 4x2, each 32x64): 64 + (32 + 64)·64·2/128 + 48 = 208 on sm_80 (compiled 164 to
+    222); on sm_90 (wgmma) 64 + 48 = 112 (compiled 116 to 128). Below CC 8.0 Triton makes no
+    tensor-core kernel; for sm_75 its fp32 FMA kernel of 128x128x32, 8 warps, takes 254 (208 here).
     by registers = floor(regs per SM / (regs per thread · threads)).
   by threads = floor(max threads per SM / (num_warps · 32)).
 """
@@ -33,7 +49,7 @@ from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import PASSES
 
-REGISTER_OVERHEAD = 32  # registers per thread beyond accumulator and fragments (pointers, masks, loops)
+REGISTER_OVERHEAD = 48  # registers per thread beyond accumulator and fragments (pointers, masks, loops)
 THREADS_PER_WARP = 32
 MAX_THREADS_PER_CTA = 1024
 
@@ -75,28 +91,50 @@ def smem_per_cta(config: KernelConfig, element_size: int, capability: tuple[int,
     return config.shared_bytes(element_size, capability)
 
 
-def operands_in_shared_memory(config: KernelConfig, element_size: int, capability) -> bool:
-    """A 16-bit dot that Hopper runs as wgmma (num_warps a multiple of 4, BM of 64): its operands
-    stay in shared memory, so they take no registers (pruning.budgeted_registers)."""
+def runs_wgmma(config: KernelConfig, capability) -> bool:
+    """Hopper runs the dot as wgmma with whole warpgroups and BM a multiple of 64 (16-bit or TF32)."""
     return (
         capability is not None
         and capability[0] == 9
-        and element_size == 2
         and config.num_warps % 4 == 0
         and config.block_m % 64 == 0
     )
 
 
+def operands_in_shared_memory(config: KernelConfig, element_size: int, capability) -> bool:
+    """A 16-bit dot that Hopper runs as wgmma: its operands stay in shared memory, so they take
+    no registers (pruning.budgeted_registers)."""
+    return element_size == 2 and runs_wgmma(config, capability)
+
+
+def mma_warp_tile(config: KernelConfig) -> tuple[int, int]:
+    """The rows and columns of the output tile one warp computes with mma.sync: Triton's split of
+    the warps (warpsPerTileV2) doubles the warps along M while the tile has at least as many
+    16-row slices per warp row as 16-column slices per warp column (and rows are left), else along N."""
+    rows = cols = 1
+    while rows * cols < config.num_warps:
+        if config.block_m // 16 // rows >= config.block_n // 16 // cols and rows < config.block_m // 16:
+            rows *= 2
+        else:
+            cols *= 2
+    return config.block_m // rows, config.block_n // cols
+
+
 def registers_per_thread(
     config: KernelConfig, element_size: int, max_regs: int = 255, capability: tuple[int, int] | None = None
 ) -> int:
-    """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`;
-    without the fragments where the operands stay in shared memory (operands_in_shared_memory)."""
+    """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`."""
     threads = config.num_warps * THREADS_PER_WARP
     accumulator = math.ceil(config.block_m * config.block_n / threads)
-    fragments = math.ceil((config.block_m + config.block_n) * config.block_k * element_size / (4 * threads))
     if operands_in_shared_memory(config, element_size, capability):
         fragments = 0
+    elif runs_wgmma(config, capability):  # TF32: operands split by rows among the threads
+        fragments = math.ceil(
+            (config.block_m + config.block_n) * config.block_k * element_size / (4 * threads)
+        )
+    else:
+        warp_m, warp_n = mma_warp_tile(config)
+        fragments = math.ceil((warp_m + warp_n) * config.block_k * element_size / (4 * THREADS_PER_WARP))
     regs = accumulator + fragments + REGISTER_OVERHEAD
     return min(max_regs, -(-regs // 8) * 8)
 
