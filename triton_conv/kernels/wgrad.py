@@ -186,15 +186,15 @@ def wgrad_kernel(
             # of valid p is a run of pq), which needs no carry from q.
             # 64-bit in the int64 variant: a step of BLOCK_K rows, or q pixels along a row, can pass
             # 2**31 elements even when x_lin and q_extra themselves fit in 32 bits
-            x_lin = as_offset(x_lin, USE_INT64)
-            q_extra = as_offset(q_extra, USE_INT64)
-            b_rows = (as_offset(u, USE_INT64) * x_lin + lo_q * q_extra)[:, None]
+            row_pitch = as_offset(x_lin, USE_INT64)
+            q_pitch = as_offset(q_extra, USE_INT64)
+            b_rows = (as_offset(u, USE_INT64) * row_pitch + lo_q * q_pitch)[:, None]
             if not Q_EXTRA:  # a scalar step per trip: pointers kept; with a q term, a row's offset
                 b_rows = b_base + b_rows  # is summed first, then one pointer add per vector
             pq = (p - lo_p) * out_width + q
             span_pq = tl.cast((hi_p - lo_p) * out_width, tl.uint32)
             end_pq = (out_height - lo_p) * out_width
-            b_step = x_lin * BLOCK_K
+            b_step = row_pitch * BLOCK_K
             pq = pq[:, None]
         else:
             if ONE_TAP_TILES:
@@ -229,7 +229,7 @@ def wgrad_kernel(
             else:
                 if LINEAR_ROWS:
                     if Q_EXTRA:
-                        b_ptrs = b_base + (b_rows + ((i - it) * b_step + q * q_extra))
+                        b_ptrs = b_base + (b_rows + ((i - it) * b_step + q * q_pitch))
                     else:
                         b_ptrs = b_rows + (i - it) * b_step
                     ok_p = pq.to(tl.uint32, bitcast=True) < span_pq
