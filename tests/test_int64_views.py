@@ -123,7 +123,8 @@ def _in_subprocess(code: str) -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     crash = "a crash (-11: an access outside the tensor)" if run.returncode < 0 else "a wrong result"
-    assert run.returncode == 0, f"{crash}, exit {run.returncode}\n{run.stderr[-2000:]}"
+    started = run.stdout.strip().splitlines()[-1:]  # run_cases prints each case's name as it starts
+    assert run.returncode == 0, f"{crash} in {started}, exit {run.returncode}\n{run.stderr[-2000:]}"
 
 
 GENERIC = dict(x=[3, 16, 8, 10], w=[16, 16, 3, 3], geometry=dict(padding=1, stride=2, dilation=2))
@@ -166,12 +167,19 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_far_views_in_every_role(name):
+def run_cases(cases: str) -> None:
+    """Every case of the JSON object `cases` in this one process, each name printed as it starts
+    (one interpreter start for all: a crash still names its case)."""
+    for name, case in json.loads(cases).items():
+        print(name, flush=True)
+        run_case(json.dumps(case))
+
+
+def test_far_views_in_every_role():
     """Each pass with one tensor stretched past 2**31 elements along one dimension: inputs, weight
     and outputs (through the launchers, which take any strides for all of them)."""
-    case = json.dumps(json.dumps(CASES[name]))
-    _in_subprocess(f"from tests.test_int64_views import run_case; run_case({case})")
+    cases = json.dumps(json.dumps(CASES))
+    _in_subprocess(f"from tests.test_int64_views import run_cases; run_cases({cases})")
 
 
 def test_wgrad_linear_rows_step_is_64_bit():
