@@ -12,6 +12,7 @@ for a shape never seen, the untuned default, with a one-time warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -130,6 +131,26 @@ def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
     return [(first, min(per_launch, problem.batch - first)) for first in range(0, problem.batch, per_launch)]
 
 
+def on_tensors_device(pass_fn):
+    """Runs a pass with its first tensor's CUDA device made current. Triton launches on the current
+    device and its current stream, whatever device the pointers belong to; a model on cuda:1 while
+    cuda:0 is current would otherwise launch there (torch's own kernels guard the device the same
+    way). Tuning's timing and the passes' allocations then follow the tensors too."""
+
+    @functools.wraps(pass_fn)
+    def guarded(tensor, *args, **kwargs):
+        with device_guard(tensor.device):
+            return pass_fn(tensor, *args, **kwargs)
+
+    return guarded
+
+
+def device_guard(device: torch.device):
+    """torch.cuda.device(device) for a CUDA tensor's device, else nothing to do."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@on_tensors_device
 def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: bool = False) -> torch.Tensor:
     """The forward pass in as many launches as the grid and the 32-bit row indices need, each in
     `config` (conv2d_with_config's) or the tuned one."""
@@ -153,6 +174,7 @@ def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: boo
     return conv2d_fprop(x, weight, bias, problem, config, force_int64=force_int64)
 
 
+@on_tensors_device
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
     """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
     (the same kernel, tuned under the same key)."""
@@ -181,6 +203,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
     return conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last, bias=bias)
 
 
+@on_tensors_device
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):
     images = batch_chunks(problem, "wgrad")
     if len(images) > 1:  # each chunk's sums in float32 (float64 for float64), added, then rounded once
