@@ -8,8 +8,9 @@ Modes (decided once, at import, from the GPU and TRITON_INTERPRET):
              timing the interpreter would be meaningless, so everything is skipped with that reason.
   no-device  no GPU and no interpreter: skipped.
 
-The default GPU sweep fits about 25 minutes of an H200 (TRITON_CONV_BENCH_BUDGET_S stops it in time,
-most telling cases first). Environment variables widen or narrow it:
+The default GPU sweep stops after TRITON_CONV_BENCH_BUDGET_S (1,320 s) with the most telling cases
+first; it has not run on a GPU yet, so how much of it fits that budget is not known. Environment
+variables widen or narrow it:
   TRITON_CONV_BENCH_SWEEP=wide        every layer of every set, N 1..256, fp16/bf16/fp32, both layouts,
                                       all implementations (hours: raise the budget too)
   TRITON_CONV_BENCH_SETS=a,b          only these layer sets (quantization_probes, resnet50,
