@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import torch
@@ -10,8 +9,7 @@ import torch
 _warned_fallback = False
 
 
-@functools.cache
-def interpreter_active() -> bool:
+def _kernels_interpreted() -> bool:
     """Whether the package's kernels run in Triton's interpreter. Triton decides that once, when
     @triton.jit wraps them (on import, from TRITON_INTERPRET as Triton reads it: '1', 'true', 'on'
     or 'yes'), so the kernels are asked, not the environment: a value Triton reads as false
@@ -21,6 +19,16 @@ def interpreter_active() -> bool:
     from .kernels.fprop import fprop_kernel
 
     return isinstance(fprop_kernel, InterpretedFunction)
+
+
+# Asked once, on import: a plain value rather than a cached function, which torch.compile would trace
+# through (it ignores caches, and warns that it does) every time it compiles a convolution.
+_INTERPRETED = _kernels_interpreted()
+
+
+def interpreter_active() -> bool:
+    """Whether the package's kernels run in Triton's interpreter (see _kernels_interpreted)."""
+    return _INTERPRETED
 
 
 def runs_triton(tensor: torch.Tensor) -> bool:
