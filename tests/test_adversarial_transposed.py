@@ -13,6 +13,7 @@ A failing property case prints the command that reruns it.
 from __future__ import annotations
 
 import copy
+import inspect
 import types
 from dataclasses import dataclass
 
@@ -149,6 +150,14 @@ def run_module_case(case: ModuleCase):
 @given(module_cases())
 def test_modules_match_torchs_in_repr_state_and_output(case):
     run_module_case(case)
+
+
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d", "ConvTranspose2d"])
+def test_modules_keep_torchs_constructor(kind):
+    """Callers inspect the constructor: torch.nn.utils.skip_init needs its `device` argument."""
+    assert inspect.signature(getattr(triton_conv, kind)) == inspect.signature(getattr(nn, kind))
+    module = torch.nn.utils.skip_init(getattr(triton_conv, kind), 2, 3, 2)
+    assert type(module) is getattr(triton_conv, kind)
 
 
 # --- 3. torch.fx: a converted model traces as torch's does, and runs the kernels -----------------------
@@ -302,6 +311,36 @@ def test_convert_model_reports_a_conv_forward_patched_on_the_instance(kind):
         launched,
         report,
     )
+
+
+def test_convert_model_converts_a_conv_held_under_two_names():
+    """named_children() gives a module held under two names once: the second name kept torch's
+    module, and a forward through it ran torch's convolution with nothing reported."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = self.second = nn.ConvTranspose2d(2, 2, 2).double()
+
+        def forward(self, x):
+            return self.second(self.first(x))
+
+    model, report = Twice(), []
+    x = torch.randn(1, 2, 3, 3, dtype=EXACT)
+    expected = model(x)
+    triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    assert model.first is model.second and isinstance(model.second, triton_conv.ConvTranspose2d)
+    assert report == [] and launched == {"dgrad_kernel": 2} and rel_error(y, expected) < EXACT_TOL
+
+
+def test_convert_model_refuses_bad_arguments_before_changing_the_model():
+    model = nn.Sequential(nn.Conv1d(2, 2, 1), nn.Conv3d(1, 1, 1))
+    with pytest.raises(RuntimeError, match="report must be a list"):
+        triton_conv.convert_model(model, report=())  # a tuple cannot take the Conv3d's entry
+    assert type(model[0]) is nn.Conv1d
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        triton_conv.convert_model([nn.Conv1d(2, 2, 1)])
 
 
 # --- 5. torch.jit.script: a clear error --------------------------------------------------------------

@@ -16,6 +16,7 @@ from torch import nn
 
 import triton_conv
 from triton_conv.autograd import conv_transpose2d_op
+from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL, LOW_PRECISION, compiled_against_eager, outcome
 from .reference import rel_error
@@ -213,15 +214,34 @@ def test_conv_transpose2d_module_matches_torch(output_size, triton_only):
     )
 
 
+def _refused_as_module_refuses(ours, theirs, words: str):
+    """torch's modules refuse with ValueError or TypeError (some naming nothing: "object of type
+    'int' has no len()"); ours with an error of the same kind, that is also torch's convolutions'
+    RuntimeError, and that names the argument."""
+    torch_kind, expected = outcome(theirs)
+    kind, got = outcome(ours)
+    assert kind == torch_kind == "raise", (got, expected)
+    assert isinstance(got, type(expected)) and isinstance(got, RuntimeError), (got, expected)
+    assert words in str(got), (got, expected)
+
+
 def test_conv_transpose2d_module_refuses_what_torch_refuses():
     module, reference = triton_conv.ConvTranspose2d(2, 2, 3, stride=2), nn.ConvTranspose2d(2, 2, 3, stride=2)
     x = torch.randn(1, 2, 4, 4)
-    for output_size in ([12, 12], [9], [1, 2, 3]):
-        torch_kind, expected = outcome(lambda: reference(x, output_size))  # noqa: B023
-        kind, got = outcome(lambda: module(x, output_size))  # noqa: B023
-        assert kind == torch_kind == "raise" and type(got) is type(expected) and str(got) == str(expected)
-    with pytest.raises(ValueError, match="zeros"):
+    # out of range, lengths torch refuses, no list, and floats (torch's error then names output_padding)
+    bad_sizes = ([12, 12], [9], [1, 2, 3], [], 7, "ab", torch.tensor(10), [10.0, 10.0], [10, None])
+    launched = dict(launch_counts)
+    for output_size in bad_sizes:
+        _refused_as_module_refuses(
+            lambda: module(x, output_size),  # noqa: B023
+            lambda: reference(x, output_size),  # noqa: B023
+            "output_size",
+        )
+    assert launch_counts == launched  # refused before any kernel
+    with pytest.raises(ValueError, match="zeros"):  # torch's constructor, as torch's
         triton_conv.ConvTranspose2d(2, 2, 3, padding_mode="reflect")
+    module.padding_mode = reference.padding_mode = "reflect"  # set after construction
+    _refused_as_module_refuses(lambda: module(x), lambda: reference(x), "padding_mode='reflect'")
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
@@ -314,6 +334,20 @@ def test_conv_transpose2d_function_and_op_agree_and_check_their_arguments(triton
     ):
         with pytest.raises(RuntimeError, match=words):
             triton_conv.ConvTranspose2dFunction.apply(x, w, b, *bad)
+
+
+def test_conv_transpose2d_op_takes_one_value_for_both_axes_under_autograd(triton_only):
+    """The op takes one value for both axes, as the functions do; with a gradient to record, its
+    autograd formula indexed the second and raised IndexError, after the forward kernel ran."""
+    x, w, b = _exact((1, 2, 2, 3), (2, 1, 2, 2), (2,), requires_grad=True)
+    with triton_only():
+        y = conv_transpose2d_op(x, w, b, [2], [1], [1], 2, [1])
+        y.backward(torch.ones_like(y))
+    x_ref, w_ref, b_ref = (t.detach().requires_grad_() for t in (x, w, b))
+    y_ref = F.conv_transpose2d(x_ref, w_ref, b_ref, stride=2, padding=1, output_padding=1, groups=2)
+    y_ref.backward(torch.ones_like(y_ref))
+    for got, expected in ((y, y_ref), (x.grad, x_ref.grad), (w.grad, w_ref.grad), (b.grad, b_ref.grad)):
+        assert rel_error(got, expected) < EXACT_TOL
 
 
 def test_bias_gradient_sums_float64_in_float64():

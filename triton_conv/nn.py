@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arguments import FLOAT_DTYPES
+from .arguments import FLOAT_DTYPES, ConvArgumentError, ConvTypeError
 from .functional import conv1d, conv2d, conv_transpose2d
 
 
 class _FromTorch:
-    """from_torch for each module: the same module in all but its class."""
+    """from_torch for each module: the same module in all but its class. The constructor is torch's,
+    untouched: its signature is what torch.nn.utils.skip_init and other callers inspect."""
 
     @classmethod
     def from_torch(cls, conv: nn.Module):
@@ -70,12 +71,25 @@ class Conv1d(_FromTorch, nn.Conv1d):
 
 def output_padding_for(input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation):
     """The output_padding that makes a transposed convolution's output `output_size`, by torch's own
-    rule (_output_padding, which reads nothing of its module when an output_size is given; it raises
-    torch's ValueError for a size out of range). A leaf of torch.fx (wrapped below): traced, its
-    size arithmetic and checks would meet Proxies (a U-Net's `up(x, output_size=skip.shape)`)."""
-    return nn.ConvTranspose2d._output_padding(
-        None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
-    )
+    rule (_output_padding, which reads nothing of its module when an output_size is given). A leaf of
+    torch.fx (wrapped below): traced, its size arithmetic and checks would meet Proxies (a U-Net's
+    `up(x, output_size=skip.shape)`).
+
+    torch's rule raises ValueError for a size out of range or of the wrong length, and a bare
+    TypeError ("object of type 'int' has no len()") for what is no list of ints; a float size
+    passes it and fails later, named output_padding. Each is raised here as ConvArgumentError or
+    ConvTypeError (torch's kind, and RuntimeError), naming output_size."""
+    try:
+        output_padding = nn.ConvTranspose2d._output_padding(
+            None, input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation
+        )
+    except ValueError as error:
+        raise ConvArgumentError(f"output_size: {error}") from None
+    except TypeError as error:
+        raise ConvTypeError(f"output_size must be a list of ints, got {output_size!r} ({error})") from None
+    if any(isinstance(p, float) or torch.is_tensor(p) and p.is_floating_point() for p in output_padding):
+        raise ConvTypeError(f"output_size must be a list of ints, got {output_size!r}")
+    return output_padding
 
 
 torch.fx.wrap("output_padding_for")
@@ -100,7 +114,10 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
-            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+            raise ConvArgumentError(
+                "Only `zeros` padding mode is supported for ConvTranspose2d "
+                f"(padding_mode={self.padding_mode!r})"
+            )
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
@@ -224,6 +241,11 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     torch's convolution; and where no module can be replaced, the convolutions of TorchScript
     modules and of graphs (torch.export's .module()).
     """
+    if not isinstance(model, nn.Module):
+        raise ConvTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if report is not None and not isinstance(report, list):
+        # Checked before the model changes: a report that cannot be appended to would raise after.
+        raise ConvTypeError(f"report must be a list or None, got {type(report).__name__}")
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
 
@@ -251,7 +273,9 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
             frozen = _frozen_convolution(module)
             if frozen is not None:
                 skipped.append((name or "<model>", frozen))
-            for child_name, child in list(module.named_children()):
+            # Every name, not named_children(), which gives a module held under two names once:
+            # the second name would keep torch's module, and a forward through it torch's conv.
+            for child_name, child in list(module._modules.items()):
                 if isinstance(child, convolution):
                     qualified = f"{name}.{child_name}" if name else child_name
                     setattr(module, child_name, convert(child, qualified, _compiled_wrapper(module)))

@@ -80,6 +80,13 @@ def checked_grad_problem(grad_output, input, weight, stride, padding, dilation, 
 
 def transposed_geometry(stride, padding, output_padding, dilation, groups) -> tuple:
     """The conv2d ops' geometry (stride, padding top/left/bottom/right, dilation, groups) of a
-    transposed convolution's conv2d view: padding p - output_padding at the bottom/right."""
+    transposed convolution's conv2d view: padding p - output_padding at the bottom/right. Each
+    argument is one value for both axes or two (as the op takes them)."""
+    padding, output_padding = _pair(padding), _pair(output_padding)
     pads = [*padding, padding[0] - output_padding[0], padding[1] - output_padding[1]]
-    return list(stride), pads, list(dilation), groups
+    return _pair(stride), pads, _pair(dilation), groups
+
+
+def _pair(values) -> list:
+    values = list(values)
+    return values * 2 if len(values) == 1 else values
