@@ -207,10 +207,12 @@ def test_jit_trace(name):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
     w = torch.randn(w_shape, dtype=EXACT)
     x = torch.randn(2, *x_shape, dtype=EXACT)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with warnings.catch_warnings():  # as torch's convolutions trace: without a TracerWarning
+        warnings.simplefilter("error", torch.jit.TracerWarning)
         traced = torch.jit.trace(lambda x: ours(x, w, **kwargs), (x,))
     assert rel_error(traced(x), theirs(x, w, **kwargs)) < EXACT_TOL, name
+    x_other = torch.randn(3, *x_shape[:-1], x_shape[-1] + 2, dtype=EXACT)  # the trace is not of one shape
+    assert rel_error(traced(x_other), theirs(x_other, w, **kwargs)) < EXACT_TOL, name
 
 
 # --- 3. convert_model's corner cases -----------------------------------------------------------------

@@ -8,6 +8,8 @@ on height-one views of its tensors; conv_transpose2d runs the input-gradient ker
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
@@ -162,12 +164,24 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(public, (input, weight, bias), input, weight, bias, *geometry)
     input, weight, bias = _autocast(input, weight, bias)
-    problem = check(input, weight, bias, *geometry)
+    if torch.jit.is_tracing():  # the checks read sizes that the trace records as tensors
+        problem = _checked_quietly(check, input, weight, bias, *geometry)
+    else:
+        problem = check(input, weight, bias, *geometry)
     if not runs_triton(input):
         return torch_conv(input, weight, bias, *geometry)
     batched = input.dim() == weight.dim()
     y = run(input if batched else input.unsqueeze(0), weight, bias, problem)
     return y if batched else y.squeeze(0)
+
+
+def _checked_quietly(check, *arguments) -> ConvProblem:
+    """check(*arguments) under torch.jit.trace without its TracerWarnings: the checks turn the
+    traced sizes into ints, which the trace would warn makes them constants; only the checks use
+    those ints, and the traced op checks the sizes of every later call again itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return check(*arguments)
 
 
 def _run_conv2d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
