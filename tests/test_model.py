@@ -334,8 +334,8 @@ def test_wgrad_of_a_few_channel_stem_tiles_the_padded_copy():
 
 def test_the_models_wgrad_columns_are_the_launchers():
     """The model counts the columns the launcher tiles: both use configs.tap_channels."""
+    from triton_conv.configs import wgrad_columns
     from triton_conv.launchers import wgrad as launcher
-    from triton_conv.model.tiles import wgrad_columns
 
     cases = [(1, 1, 3, 3), (2, 1, 5, 20), (3, 1, 7, 7), (3, 3, 3, 3), (4, 1, 7, 7),
              (6, 2, 3, 3), (8, 1, 3, 3), (3, 1, 1, 1), (16, 1, 3, 3), (2, 2, 1, 3)]  # fmt: skip

@@ -210,3 +210,17 @@ def test_default_split_fills_one_wave():
     forty = ConvProblem.from_shapes((8, 64, 56, 56), (640, 64, 1, 1))
     assert default_wgrad_split(forty, KernelConfig(16, 64, 32), 132) == 3
     assert default_wgrad_split(ConvProblem.from_shapes((0, 4, 5, 5), (4, 4, 3, 3)), config, 132) == 1
+
+
+def test_default_split_counts_the_columns_the_launch_tiles():
+    """A 3-channel stem's x is read from a copy padded to 4 channels: 4·7·7 = 196 columns, 4 column
+    tiles of 64 (not 147, 3 tiles). The rule's wave is the launch's: tiles x split within 132 CTAs."""
+    from triton_conv.model.tiles import launch_tiles
+
+    stem = ConvProblem.from_shapes((32, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    config = KernelConfig(64, 64, 64)
+    for element_size in (2, 4):
+        split = default_wgrad_split(stem, config, 132, element_size)
+        assert split == 132 // 4
+        launched = launch_tiles(stem, "wgrad", KernelConfig(**{**config.as_dict(), "split_k": split}))
+        assert launched == 4 * split <= 132

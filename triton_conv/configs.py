@@ -127,16 +127,20 @@ def default_wgrad_tile(problem: ConvProblem, element_size: int, capability) -> K
 MIN_STEPS_PER_SPLIT = 4
 
 
-def default_wgrad_split(problem: ConvProblem, config: KernelConfig, sm_count: int) -> int:
+def default_wgrad_split(
+    problem: ConvProblem, config: KernelConfig, sm_count: int, element_size: int = 2
+) -> int:
     """split_k for a wgrad launch with `config`'s tiles on a GPU with `sm_count` SMs.
 
-    The rule, in words: wgrad's output tiles (K/BM x C·R·S/BN per group) do not grow with the batch,
-    so when they are fewer than the SMs, split the N·P·Q reduction until tiles x split is about one
-    wave, floor(sm_count / tiles), never past one wave (a partial second wave costs a whole wave's
-    time), and no further than leaves each split MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
+    The rule, in words: wgrad's output tiles (K/BM x columns/BN per group, the columns the launch
+    tiles: wgrad_columns) do not grow with the batch, so when they are fewer than the SMs, split the
+    N·P·Q reduction until tiles x split is about one wave, floor(sm_count / tiles), never past one
+    wave (a partial second wave costs a whole wave's time), and no further than leaves each split
+    MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
     """
     gemm = problem.gemm("wgrad")
-    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
+    columns = wgrad_columns(problem, element_size)
+    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(columns, config.block_n)
     steps = cdiv(gemm.k, config.block_k)
     if tiles == 0 or steps == 0:
         return 1
@@ -160,7 +164,7 @@ def default_pass_config(
     m, n, k = problem.gemm(pass_name)
     if pass_name == "wgrad":
         config = default_wgrad_tile(problem, element_size, capability)
-        split = default_wgrad_split(problem, config, sm_count)
+        split = default_wgrad_split(problem, config, sm_count, element_size)
         return KernelConfig(**{**config.as_dict(), "split_k": split})
     walked = problem.in_per_group if pass_name == "fprop" else problem.out_per_group
     if pass_name == "fprop" and row_spans(problem):
@@ -191,6 +195,15 @@ def tap_channels(problem: ConvProblem, element_size: int) -> int:
     few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
     fits = problem.height * problem.width * problem.groups * CHANNEL_VECTOR < 2**31
     return CHANNEL_VECTOR if few and fits else 0
+
+
+def wgrad_columns(problem: ConvProblem, element_size: int = 2) -> int:
+    """wgrad's GEMM columns per group as its launch tiles them: C/g·R·S, or CHANNEL_VECTOR·R·S when
+    the launcher pads x (tap_channels). The padded columns are computed and dropped: they cost tiles
+    (the split rule and the model count them) but add nothing to dw. The default element size is
+    the 16-bit one; 2 and 4 bytes give the same columns (tap_channels pads C/g below 4 for both)."""
+    channels = tap_channels(problem, element_size) or problem.in_per_group
+    return channels * problem.kernel_h * problem.kernel_w
 
 
 # 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..configs import KernelConfig, tap_channels
+from ..configs import KernelConfig, tap_channels, wgrad_columns
 from ..kernels.wgrad import wgrad_kernel
 from ..problem import ConvProblem
 from .common import (
@@ -80,7 +80,7 @@ def wgrad_plan(
     if padded:  # the plan is made for the copy of x that each call makes (padded_input)
         n, _, h, w = problem.input_shape
         x = torch.empty((n, h, w, problem.groups * padded), dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
-    columns = padded * problem.kernel_h * problem.kernel_w if padded else gemm.n
+    columns = wgrad_columns(problem, x.element_size())
     tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(columns, config.block_n)
     # With a bias, tiles_m more programs per group sum dy's rows (and count their own splits).
     bias_programs = tiles_m if db is not None else 0

@@ -39,20 +39,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configs import KernelConfig, cdiv, tap_channels
+from ..configs import KernelConfig, cdiv, wgrad_columns
 from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .resources import Occupancy, check_pass, dtype_kind, occupancy
-
-
-def wgrad_columns(problem: ConvProblem, element_size: int = 2) -> int:
-    """wgrad's GEMM columns per group as its launch tiles them: C/g·R·S, or 4·R·S when the launcher
-    pads x to 4 channels per group (configs.tap_channels, the launcher's own rule: C/g below 4, whose
-    pixels of 2- or 4-byte elements are never whole 16-byte vectors, and more than one tap). The
-    padded columns are computed and dropped, so they lower the tile efficiency."""
-    channels = tap_channels(problem, element_size) or problem.in_per_group
-    return channels * problem.kernel_h * problem.kernel_w
 
 
 def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> int:
