@@ -309,6 +309,40 @@ def test_an_item_past_its_limit_is_stopped_even_if_it_catches_exceptions(tmp_pat
     assert state["status"] == "complete, with errors or skips"
 
 
+def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp_path, monkeypatch):
+    """Inductor points an unset TRITON_CACHE_DIR at a folder of its own when it builds a kernel
+    (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and Triton reads
+    the variable at every compile: after the peer step this process would look for kernels and
+    launchers elsewhere than the compile workers wrote them. The campaign names the folder first."""
+    from triton import knobs
+
+    Stubs(monkeypatch)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    default, inductors = knobs.cache.dir, str(tmp_path / "torchinductor_user" / "triton" / "0")
+    stub_compile, workers_env, seen = run.record_and_compile, [], {}
+
+    def compile_variants(*args, **kwargs):  # the workers inherit this environment
+        workers_env.append(os.environ.get("TRITON_CACHE_DIR"))
+        return stub_compile(*args, **kwargs)
+
+    def inductor_kernel(campaign, item):  # what CachingAutotuner.__init__ does
+        if os.getenv("TRITON_CACHE_DIR") is None:
+            os.environ["TRITON_CACHE_DIR"] = inductors
+
+    def timed(campaign, item):
+        seen.setdefault(item.step, set()).add(knobs.cache.dir)
+        return True
+
+    monkeypatch.setattr(run, "record_and_compile", compile_variants)
+    monkeypatch.setattr(timing_steps, "peer_item", inductor_kernel)
+    monkeypatch.setattr(timing_steps, "pass_item", timed)
+    state, _, _ = _run(tmp_path)
+    assert state["status"] == "complete", state.get("traceback")
+    assert workers_env == [default]
+    assert set(seen) >= {"fprop", "dgrad", "wgrad", "decoder"} and all(s == {default} for s in seen.values())
+    assert "TRITON_CACHE_DIR" not in os.environ  # restored after the run
+
+
 def test_on_a_gpu_the_target_is_the_gpus_and_out_of_memory_frees_the_cache(tmp_path, monkeypatch):
     stubs = Stubs(monkeypatch, "wgrad", torch.cuda.OutOfMemoryError("CUDA out of memory (injected)"))
     emptied = []
