@@ -122,6 +122,47 @@ def test_the_compilation_listener_takes_tritons_call(tmp_path):
     assert done.stdout.split("\n")[-2] == "{'compiled here': 1, 'loaded': 1} 1 True"
 
 
+ON_REAL_TENSORS = """
+import torch
+from triton import knobs
+from triton_conv.benchmarking import DTYPES
+from triton_conv.campaign import spec
+from triton_conv.campaign.planning import launch_jobs
+from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.runners import launch_with_config, make_inputs
+from triton_conv.campaign.target import TARGET_H200, use_compile_only_driver
+
+tiny = spec.tiny()
+jobs = launch_jobs(tiny, spec.plan_items(tiny))
+recorded = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200)}
+use_compile_only_driver(TARGET_H200)
+launched = set()
+
+def hook(*, key, fn, **_):
+    launched.add((fn.module, fn.name, str(key)))
+    return True  # stopped before it compiles: there is no GPU to launch on
+
+knobs.runtime.jit_cache_hook = hook
+for job in jobs:  # fresh allocations, as on the GPU: 16-byte aligned, views offset as there
+    tensors = make_inputs(job.problem, DTYPES[job.dtype], "cpu", job.transposed)
+    launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
+print(len(recorded), recorded == launched)
+"""
+
+
+def test_the_recorded_variants_are_what_real_tensors_launch():
+    """The compile step records on meta tensors (data_ptr 0 plus a view's offset); the GPU launches
+    on allocations. Through Triton's own binder for the sm_90 target, the CPU's allocated tensors
+    (TMA included: tma_available answers for the CPU as for a Hopper GPU) ask for exactly the
+    specialisations recorded, so the campaign's process finds every one compiled."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", ON_REAL_TENSORS], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, same = done.stdout.split()
+    assert int(count) > 0 and same == "True"
+
+
 # --- the compile workers and CUDA ------------------------------------------------------------------
 def test_compile_workers_are_fresh_interpreters_that_cannot_see_the_gpu(monkeypatch):
     """The campaign initialises CUDA (the ceilings) before it starts the compile workers. A fork of a
@@ -307,6 +348,40 @@ def test_an_item_past_its_limit_is_stopped_even_if_it_catches_exceptions(tmp_pat
     assert [(e["step"], e["item"]) for e in state["errors"]] == [("fprop", slow)]
     assert state["errors"][0]["error"].startswith("ItemTimeout")
     assert state["status"] == "complete, with errors or skips"
+
+
+def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp_path, monkeypatch):
+    """Inductor points an unset TRITON_CACHE_DIR at a folder of its own when it builds a kernel
+    (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and Triton reads
+    the variable at every compile: after the peer step this process would look for kernels and
+    launchers elsewhere than the compile workers wrote them. The campaign names the folder first."""
+    from triton import knobs
+
+    Stubs(monkeypatch)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    default, inductors = knobs.cache.dir, str(tmp_path / "torchinductor_user" / "triton" / "0")
+    stub_compile, workers_env, seen = run.record_and_compile, [], {}
+
+    def compile_variants(*args, **kwargs):  # the workers inherit this environment
+        workers_env.append(os.environ.get("TRITON_CACHE_DIR"))
+        return stub_compile(*args, **kwargs)
+
+    def inductor_kernel(campaign, item):  # what CachingAutotuner.__init__ does
+        if os.getenv("TRITON_CACHE_DIR") is None:
+            os.environ["TRITON_CACHE_DIR"] = inductors
+
+    def timed(campaign, item):
+        seen.setdefault(item.step, set()).add(knobs.cache.dir)
+        return True
+
+    monkeypatch.setattr(run, "record_and_compile", compile_variants)
+    monkeypatch.setattr(timing_steps, "peer_item", inductor_kernel)
+    monkeypatch.setattr(timing_steps, "pass_item", timed)
+    state, _, _ = _run(tmp_path)
+    assert state["status"] == "complete", state.get("traceback")
+    assert workers_env == [default]
+    assert set(seen) >= {"fprop", "dgrad", "wgrad", "decoder"} and all(s == {default} for s in seen.values())
+    assert "TRITON_CACHE_DIR" not in os.environ  # restored after the run
 
 
 def test_on_a_gpu_the_target_is_the_gpus_and_out_of_memory_frees_the_cache(tmp_path, monkeypatch):

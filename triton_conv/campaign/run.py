@@ -247,8 +247,12 @@ class Campaign:
         previous_listener = knobs.compilation.listener
         # The ops launch what the campaign pinned; a shape it did not pin gets the default config (a
         # compile the step missed, counted) rather than a whole search timed inside a measurement.
-        previous_autotune = os.environ.get(tuning.ENV_AUTOTUNE)
-        os.environ[tuning.ENV_AUTOTUNE] = "0"
+        # Triton's cache folder is named before the compile workers start: Inductor (the peer step)
+        # points an unset TRITON_CACHE_DIR at a folder of its own (torch 2.11's CachingAutotuner), and
+        # every later compile and launcher build of this process would then miss what they wrote.
+        pinned = {tuning.ENV_AUTOTUNE: "0", "TRITON_CACHE_DIR": knobs.cache.dir}
+        previous_env = {name: os.environ.get(name) for name in pinned}
+        os.environ.update(pinned)
         try:
             target = compile_target(self.spec, self.on_gpu)
             jobs = launch_jobs(self.spec, self.items)
@@ -279,10 +283,11 @@ class Campaign:
                 raise
         finally:
             knobs.compilation.listener = previous_listener
-            if previous_autotune is None:
-                os.environ.pop(tuning.ENV_AUTOTUNE, None)
-            else:
-                os.environ[tuning.ENV_AUTOTUNE] = previous_autotune
+            for name, value in previous_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             log(f"campaign {self.state['status']}: {len(self.records)} timings, "
                 f"{len(self.state['skipped'])} items skipped, {self.elapsed():.1f} s")  # fmt: skip
             self._publish()
