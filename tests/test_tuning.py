@@ -4,6 +4,7 @@ ahead-of-time tuning of a model, layer-set rows and the table writer."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triton_conv import autotune_tables, model_tuning, tuning, tuning_cache
+from triton_conv import autotune_runs, autotune_tables, model_tuning, tuning, tuning_cache
 from triton_conv.configs import KernelConfig, config_space, default_pass_config, tuning_key
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import search_space
@@ -587,6 +588,8 @@ def pretend_gpu(monkeypatch, fake_runner):
     monkeypatch.setattr(tuning, "random_inputs", lambda p, n, d, c, device: real_inputs(p, n, d, c, "cpu"))
     monkeypatch.setattr(tuning, "gpu_timer", timer)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for module in (tuning, autotune_runs):  # no CUDA device to make current
+        monkeypatch.setattr(module, "device_guard", lambda device: contextlib.nullcontext())
     return timer
 
 

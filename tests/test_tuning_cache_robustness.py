@@ -5,6 +5,7 @@ stays in memory); nothing raises out of the config choice that conv2d makes on a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -32,6 +33,7 @@ def pretend_gpu(tmp_path, monkeypatch, fake_runner):
     monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
     monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
     monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
+    monkeypatch.setattr(tuning, "device_guard", lambda device: contextlib.nullcontext())  # no CUDA here
     tuning.forget_choices()
     yield tmp_path / "cache"
     tuning.forget_choices()

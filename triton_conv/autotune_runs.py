@@ -13,7 +13,7 @@ import torch
 from . import tuning
 from .autotune_markdown import cell
 from .problem import PASSES
-from .runtime import fp32_uses_tf32
+from .runtime import device_guard, fp32_uses_tf32
 from .tuning_keys import dtype_name
 
 
@@ -76,6 +76,10 @@ class _Run:
         self.layout = "nhwc" if channels_last else "nchw"
 
     def row(self, problem, pass_name: str, dtype) -> dict:
+        with device_guard(self.device):  # tuning, re-timing and cuDNN's timing on the tables' device
+            return self._row(problem, pass_name, dtype)
+
+    def _row(self, problem, pass_name: str, dtype) -> dict:
         from .model import predict
 
         t = self.tuning

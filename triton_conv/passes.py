@@ -12,14 +12,13 @@ for a shape never seen, the untuned default, with a one-time warning.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import warnings
 
 import torch
 
-from . import tuning
+from . import runtime, tuning
 from .arguments import ConvArgumentError
 from .configs import KernelConfig, default_pass_config
 from .launchers.common import INT32_LIMIT, cdiv, wants_channels_last
@@ -132,22 +131,15 @@ def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
 
 
 def on_tensors_device(pass_fn):
-    """Runs a pass with its first tensor's CUDA device made current. Triton launches on the current
-    device and its current stream, whatever device the pointers belong to; a model on cuda:1 while
-    cuda:0 is current would otherwise launch there (torch's own kernels guard the device the same
-    way). Tuning's timing and the passes' allocations then follow the tensors too."""
+    """Runs a pass with its first tensor's CUDA device current (runtime.device_guard): its tuning,
+    allocations and launches then follow the tensors."""
 
     @functools.wraps(pass_fn)
     def guarded(tensor, *args, **kwargs):
-        with device_guard(tensor.device):
+        with runtime.device_guard(tensor.device):
             return pass_fn(tensor, *args, **kwargs)
 
     return guarded
-
-
-def device_guard(device: torch.device):
-    """torch.cuda.device(device) for a CUDA tensor's device, else nothing to do."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @on_tensors_device

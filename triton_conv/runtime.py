@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -29,6 +30,14 @@ _INTERPRETED = _kernels_interpreted()
 def interpreter_active() -> bool:
     """Whether the package's kernels run in Triton's interpreter (see _kernels_interpreted)."""
     return _INTERPRETED
+
+
+def device_guard(device: torch.device):
+    """torch.cuda.device(device) for a CUDA device, else nothing to do. Triton launches on the
+    current device and its current stream, whatever device the pointers belong to: whatever launches
+    kernels on a tensor's device (the passes, tuning, the autotune tables) makes it current first,
+    as torch's own kernels do, or a model on cuda:1 while cuda:0 is current launches on cuda:0."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def runs_triton(tensor: torch.Tensor) -> bool:

@@ -28,7 +28,7 @@ from .devices import DeviceSpec, get_device, live_device
 from .launchers.common import random_in_layout
 from .problem import ConvProblem
 from .pruning import Target, search_space, shared_memory
-from .runtime import fp32_uses_tf32
+from .runtime import device_guard, fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
 
@@ -172,25 +172,26 @@ def tune_problem(
 ) -> TuneResult:
     """Time every surviving config (or `configs`) on `device` and return the fastest, uncached."""
     device = _device(device)
-    _, live = device_identity(device)
-    target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
-    if configs is None:
-        kwargs = {} if max_configs is None else {"max_configs": max_configs}
-        configs = search_space(problem, pass_name, dtype, target, **kwargs)
-    timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
-    tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
-    errors: dict[str, str] = {}
-    timings = time_configs(
-        configs, lambda c: pass_runner(problem, pass_name, tensors, c, channels_last), timer, errors
-    )
-    ranked = sorted(timings, key=lambda item: item[1])
-    if math.isinf(ranked[0][1]):
-        raise RuntimeError(f"no config of {pass_name} ran on {device} for {problem}: {errors}")
-    runner = ranked[1] if len(ranked) > 1 and not math.isinf(ranked[1][1]) else (None, None)
-    return TuneResult(
-        tuning_key(problem, pass_name, dtype, channels_last), ranked[0][0], ranked[0][1], *runner,
-        timings, device.type, False, str(problem), errors,
-    )  # fmt: skip
+    with device_guard(device):  # the inputs are made on `device`; Triton launches on the current one
+        _, live = device_identity(device)
+        target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
+        if configs is None:
+            kwargs = {} if max_configs is None else {"max_configs": max_configs}
+            configs = search_space(problem, pass_name, dtype, target, **kwargs)
+        timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
+        tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
+        errors: dict[str, str] = {}
+        timings = time_configs(
+            configs, lambda c: pass_runner(problem, pass_name, tensors, c, channels_last), timer, errors
+        )
+        ranked = sorted(timings, key=lambda item: item[1])
+        if math.isinf(ranked[0][1]):
+            raise RuntimeError(f"no config of {pass_name} ran on {device} for {problem}: {errors}")
+        runner = ranked[1] if len(ranked) > 1 and not math.isinf(ranked[1][1]) else (None, None)
+        return TuneResult(
+            tuning_key(problem, pass_name, dtype, channels_last), ranked[0][0], ranked[0][1], *runner,
+            timings, device.type, False, str(problem), errors,
+        )  # fmt: skip
 
 
 def _launchable(config: KernelConfig, problem, pass_name, dtype, live: DeviceSpec | None) -> bool:
