@@ -215,6 +215,23 @@ def test_jit_trace(name):
     assert rel_error(traced(x_other), theirs(x_other, w, **kwargs)) < EXACT_TOL, name
 
 
+@pytest.mark.parametrize("name", ["conv2d", "conv1d"])
+def test_jit_trace_says_that_same_padding_becomes_constant_pads(name):
+    """Our op takes explicit pads, so a trace records the pads 'same' makes of the traced weight's
+    size; with a weight of another size the traced call would use them. Said, as torch's tracer says
+    what it makes constant; none to say when the pads are zero (a 1-tap weight)."""
+    ours, theirs, x_shape, w_shape, _ = FUNCTIONAL[name]
+    x = torch.randn(2, *x_shape, dtype=EXACT)
+    w = torch.randn(w_shape, dtype=EXACT)
+    with pytest.warns(torch.jit.TracerWarning, match="padding='same'"):
+        traced = torch.jit.trace(lambda x, w: ours(x, w, padding="same"), (x, w))
+    assert rel_error(traced(x, w), theirs(x, w, padding="same")) < EXACT_TOL
+    one_tap = torch.randn(*w_shape[:2], *(1 for _ in w_shape[2:]), dtype=EXACT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        torch.jit.trace(lambda x, w: ours(x, w, padding="same"), (x, one_tap))
+
+
 # --- 3. convert_model's corner cases -----------------------------------------------------------------
 def test_convert_model_never_silently_keeps_torchs_convolution():
     """A conv whose `forward` is an instance attribute bound to it (as wrappers such as accelerate's

@@ -178,10 +178,22 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
 def _checked_quietly(check, *arguments) -> ConvProblem:
     """check(*arguments) under torch.jit.trace without its TracerWarnings: the checks turn the
     traced sizes into ints, which the trace would warn makes them constants; only the checks use
-    those ints, and the traced op checks the sizes of every later call again itself."""
+    those ints, and the traced op checks the sizes of every later call again itself. One of them
+    does become a constant, and that is said: the pads that padding='same' makes of the weight's
+    size."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return check(*arguments)
+        problem = check(*arguments)
+    pads = (problem.pad_top, problem.pad_bottom, problem.pad_left, problem.pad_right)
+    if arguments[4] == "same" and any(pads):  # conv2d's and conv1d's padding (transposed: no strings)
+        warnings.warn(
+            f"triton_conv: padding='same' is traced as this call's pads {pads} (top, bottom, left, "
+            "right), from its weight's size: a traced call with a weight of another size gets these "
+            "pads, where torch's trace keeps 'same'",
+            torch.jit.TracerWarning,
+            stacklevel=4,
+        )
+    return problem
 
 
 def _run_conv2d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
