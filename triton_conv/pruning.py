@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, config_space, row_spans
+from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, config_space, row_spans, wgrad_columns
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
 from .tuning_keys import bucket
@@ -36,7 +36,8 @@ class Target:
 
     def dims(self) -> tuple[int, int, int]:
         """(rows, columns, the dimension BLOCK_K walks) of one launch's tiles, as the launchers tile:
-        dgrad tiles one stride phase (the largest) at a time; fprop and dgrad walk channels per tap."""
+        dgrad tiles one stride phase (the largest) at a time; fprop and dgrad walk channels per tap;
+        wgrad's columns are those of x's zero-padded copy where it reads one (wgrad_columns)."""
         p = self.problem
         m, n, k = p.gemm(self.pass_name)
         if self.pass_name == "fprop":
@@ -44,7 +45,7 @@ class Target:
         if self.pass_name == "dgrad":
             phase = p.dgrad_phases()[0]
             return p.batch * phase.rows.count * phase.cols.count, n, p.out_per_group
-        return m, n, k
+        return m, wgrad_columns(p, self.element_size), k
 
     def tiles(self, c: KernelConfig) -> int:
         """Output tiles of one launch (all groups and stride phases), before any split."""
