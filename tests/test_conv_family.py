@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -229,7 +230,8 @@ def test_conv_transpose2d_module_refuses_what_torch_refuses():
     module, reference = triton_conv.ConvTranspose2d(2, 2, 3, stride=2), nn.ConvTranspose2d(2, 2, 3, stride=2)
     x = torch.randn(1, 2, 4, 4)
     # out of range, lengths torch refuses, no list, and floats (torch's error then names output_padding)
-    bad_sizes = ([12, 12], [9], [1, 2, 3], [], 7, "ab", torch.tensor(10), [10.0, 10.0], [10, None])
+    bad_sizes = ([12, 12], [9], [1, 2, 3], [], 7, "ab", torch.tensor(10), [10.0, 10.0], [10, None],
+                 [numpy.float32(10), 10])  # fmt: skip
     launched = dict(launch_counts)
     for output_size in bad_sizes:
         _refused_as_module_refuses(

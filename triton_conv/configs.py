@@ -137,6 +137,12 @@ def default_wgrad_split(
     N·P·Q reduction until tiles x split is about one wave, floor(sm_count / tiles), never past one
     wave (a partial second wave costs a whole wave's time), and no further than leaves each split
     MIN_STEPS_PER_SPLIT BLOCK_K steps of reduction.
+
+    Not counted: with a bias, K/BM more programs per group and split sum dy's rows for its gradient
+    (lighter than a tile's: dy's loads, no x and no MMA). ResNet's convolutions have no bias; with
+    one, the stem's default launches 165 CTAs, not 132. Counting them needs the bias in the tuning
+    key; folding the sums into the first column tile's programs, which load those dy blocks anyway,
+    would remove them (not done: a kernel change to time on a GPU).
     """
     gemm = problem.gemm("wgrad")
     columns = wgrad_columns(problem, element_size)

@@ -3,6 +3,7 @@ networks."""
 
 from __future__ import annotations
 
+import numbers
 import sys
 import warnings
 
@@ -87,7 +88,8 @@ def output_padding_for(input, output_size, stride, padding, kernel_size, num_spa
         raise ConvArgumentError(f"output_size: {error}") from None
     except TypeError as error:
         raise ConvTypeError(f"output_size must be a list of ints, got {output_size!r} ({error})") from None
-    if any(isinstance(p, float) or torch.is_tensor(p) and p.is_floating_point() for p in output_padding):
+    fractional = lambda p: isinstance(p, numbers.Real) and not isinstance(p, numbers.Integral)  # noqa: E731
+    if any(fractional(p) or torch.is_tensor(p) and p.is_floating_point() for p in output_padding):
         raise ConvTypeError(f"output_size must be a list of ints, got {output_size!r}")
     return output_padding
 
