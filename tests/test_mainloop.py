@@ -11,6 +11,7 @@ import re
 import pytest
 
 from triton_conv import mainloop_report, sass
+from triton_conv.mainloop_cases import chosen_configs, layer_problems
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,6 +135,24 @@ def test_committed_report(path):
     for label, _ in mainloop_report.LAYERS:
         for pass_name in ("fprop", "dgrad", "wgrad"):
             assert f"| {label}" in text and f"## {pass_name}" in text
+
+
+@pytest.mark.parametrize("path", _committed_reports(), ids=os.path.basename)
+def test_committed_report_shows_the_configs_the_package_chooses_now(path):
+    """A change of the default or of the pruning's ranking makes the committed reports stale: each
+    must show, per layer and pass, the configs mainloop_cases.chosen_configs picks today."""
+    with open(path) as handle:
+        text = handle.read()
+    for label, problem in layer_problems():
+        for pass_name in ("fprop", "dgrad", "wgrad"):
+            for choice, config in chosen_configs(problem, pass_name):
+                shown = mainloop_report._config_text(
+                    (config.block_m, config.block_n, config.block_k, config.num_warps, config.num_stages,
+                     config.split_k)
+                )  # fmt: skip
+                cells = (label, pass_name, "triton-conv", choice, shown)
+                row = r"\|\s*" + r"\s*\|\s*".join(re.escape(cell) for cell in cells) + r"\s*\|"
+                assert re.search(row, text), f"{os.path.basename(path)} is stale: no row {cells}"
 
 
 def test_there_is_a_report_for_the_installed_triton_or_it_is_said():
