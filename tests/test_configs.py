@@ -19,8 +19,10 @@ from triton_conv.configs import (
     default_config,
     default_pass_config,
     pipeline_depth,
+    tap_channels,
     tile_area,
     tuning_key,
+    wgrad_columns,
 )
 from triton_conv.devices import get_device
 from triton_conv.model import launch_tiles
@@ -352,3 +354,29 @@ def test_per_element_taps_stay_narrow():
     assert any(c.split_k > 1 for c in pruning.survivors)  # the stem's few tiles can still split
     one_tap = prune(config_space("wgrad"), RESNET_3X3, "wgrad", torch.bfloat16, H200)
     assert not one_tap.removed["per_element_taps_stay_narrow"]
+
+
+def test_wgrad_pads_few_channels_per_group_but_not_depthwise():
+    """tap_channels: a copy of x with 4 channels per group for C/g below 4 (a tap's channels become
+    one vector), but depthwise (one channel per group, several groups) reads x itself: a tap is one
+    element either way and the copy only makes the columns 4x as many (notes/kernels.md, "Found on
+    the way"). A one-group 1-channel stem keeps the copy (its split would grow: untimed)."""
+
+    def layer(c, size, groups, k=None, stride=1, r=3):
+        weight = (k or c, c // groups, r, r)
+        shape = (32, c, size, size)
+        return ConvProblem.from_shapes(shape, weight, stride=stride, padding=r // 2, groups=groups)
+
+    depthwise = [
+        layer(32, 112, 32), layer(96, 112, 96, stride=2), layer(144, 56, 144), layer(576, 14, 576),
+        layer(32, 56, 32, k=512),  # a channel multiplier of 16: dy comes through TMA
+    ]  # fmt: skip
+    for problem in depthwise:
+        for size in (2, 4):
+            assert tap_channels(problem, size) == 0, problem
+            assert wgrad_columns(problem, size) == problem.kernel_h * problem.kernel_w
+    stems = (layer(3, 224, 1, k=64, stride=2, r=7), layer(1, 224, 1, k=64, stride=2, r=7))
+    for problem in (layer(144, 56, 72), layer(96, 112, 48, stride=2), *stems):
+        for size in (2, 4):
+            assert tap_channels(problem, size) == 4, problem
+            assert wgrad_columns(problem, size) == 4 * problem.kernel_h * problem.kernel_w
