@@ -122,7 +122,7 @@ CASES = {
         dict(TAP_CHANNELS=0, ONE_TAP_TILES=False, LINEAR_ROWS=False, DY_TMA=False),
     ),
     "two channels per group": (
-        (2, 6, 8, 7), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3), "nhwc",
+        (2, 6, 8, 8), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3), "nhwc",
         {}, {},
         dict(TAP_CHANNELS=4, ONE_TAP_TILES=False, LINEAR_ROWS=True, Q_EXTRA=True, DY_TMA=False),
     ),
