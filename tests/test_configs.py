@@ -356,11 +356,11 @@ def test_per_element_taps_stay_narrow():
     assert not one_tap.removed["per_element_taps_stay_narrow"]
 
 
-def test_wgrad_pads_few_channels_per_group_but_not_depthwise():
+def test_wgrad_pads_few_channels_per_group_depthwise_included():
     """tap_channels: a copy of x with 4 channels per group for C/g below 4 (a tap's channels become
-    one vector), but depthwise (one channel per group, several groups) reads x itself: a tap is one
-    element either way and the copy only makes the columns 4x as many (notes/kernels.md, "Found on
-    the way"). A one-group 1-channel stem keeps the copy (its split would grow: untimed)."""
+    one vector), depthwise layers (one channel per group) and 1- and 3-channel stems included: in
+    the tuned 64x64 tiles, x itself issues more and spills (notes/kernels.md, "Found on the way");
+    no copy for 4 channels or more, or a 1x1 filter."""
 
     def layer(c, size, groups, k=None, stride=1, r=3):
         weight = (k or c, c // groups, r, r)
@@ -369,14 +369,14 @@ def test_wgrad_pads_few_channels_per_group_but_not_depthwise():
 
     depthwise = [
         layer(32, 112, 32), layer(96, 112, 96, stride=2), layer(144, 56, 144), layer(576, 14, 576),
-        layer(32, 56, 32, k=512),  # a channel multiplier of 16: dy comes through TMA
+        layer(32, 56, 32, k=512),  # a channel multiplier of 16
     ]  # fmt: skip
-    for problem in depthwise:
-        for size in (2, 4):
-            assert tap_channels(problem, size) == 0, problem
-            assert wgrad_columns(problem, size) == problem.kernel_h * problem.kernel_w
     stems = (layer(3, 224, 1, k=64, stride=2, r=7), layer(1, 224, 1, k=64, stride=2, r=7))
-    for problem in (layer(144, 56, 72), layer(96, 112, 48, stride=2), *stems):
+    for problem in (*depthwise, layer(144, 56, 72), layer(96, 112, 48, stride=2), *stems):
         for size in (2, 4):
             assert tap_channels(problem, size) == 4, problem
             assert wgrad_columns(problem, size) == 4 * problem.kernel_h * problem.kernel_w
+    for problem in (layer(64, 56, 16), layer(32, 56, 32, r=1)):  # 4 channels per group; one tap
+        for size in (2, 4):
+            assert tap_channels(problem, size) == 0, problem
+            assert wgrad_columns(problem, size) == problem.in_per_group * problem.kernel_h * problem.kernel_w

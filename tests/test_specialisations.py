@@ -114,13 +114,8 @@ CASES = {
         dict(TAP_BITS=False),
         dict(ONE_TAP_TILES=True),
     ),
-    # wgrad pads x to 4 channels per group for 2 or 3 (configs.tap_channels), not for one: a
-    # depthwise tap is one element either way.
-    "depthwise": (
-        (2, 6, 9, 7), (12, 1, 3, 3), dict(padding=1, groups=6), "nhwc",
-        {}, {},
-        dict(TAP_CHANNELS=0, ONE_TAP_TILES=False, LINEAR_ROWS=False, DY_TMA=False),
-    ),
+    # wgrad pads x to 4 channels per group below 4 (configs.tap_channels), 2 here: linear rows with
+    # the stride's q term over the copy.
     "two channels per group": (
         (2, 6, 8, 8), (9, 2, 3, 3), dict(stride=2, padding=1, groups=3), "nhwc",
         {}, {},

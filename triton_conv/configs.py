@@ -195,21 +195,16 @@ def tap_channels(problem: ConvProblem, element_size: int) -> int:
     CHANNEL_VECTOR / (C/g) the multiply-adds (4/3); the zeros add nothing to dw, and only the real
     channels are stored.
 
-    Depthwise layers (C/g = 1, several groups) read x itself: a tap is one element either way, so
-    the copy gains no vector and only makes the columns 4x as many. Compiled for sm_90 (bf16, N=32,
-    Triton 3.6 and 3.9; notes/kernels.md, "Found on the way"), MobileNetV2's 3x3 depthwise layers
-    issue per useful multiply-add as many instructions from x itself at the default 64x16 tile as
-    from the copy at its best, 64x64 (12.45 and 12.50 at 56x56, C=144), a third of the copy's at
-    64x16 (3 column tiles), and skip the copy (6x x's bytes). C/g = 2 keeps it (6% to 18% fewer at
-    64x64); so does a one-group 1-channel stem, though it too issues fewer without: its default
-    split would grow from 33 to 132 partial tiles that one CTA sums serially (untimed).
+    Depthwise layers (C/g = 1) keep the copy although a tap is one element either way. Read from x
+    itself at the untuned 64x16 tile, their loops issue a third of the copy's instructions per useful
+    multiply-add (one column tile per group, not 3), but the pruned space tunes 64x64 tiles only, and
+    there x itself issues 1.4x the copy's and spills (sm_90, bf16, Triton 3.6 and 3.9; notes/kernels.md,
+    "Found on the way"). A GPU, tuning by default, would pay that; the copy's bytes are for it to time.
 
     The kernel forms the copy's strides itself, in 32-bit ints (wgrad_kernel's x_sn = H·W·g·vector):
     an image whose copy reaches 2**31 elements reads x itself."""
     c = problem.in_per_group
-    depthwise = c == 1 and problem.groups > 1
     few = c < CHANNEL_VECTOR and (c * element_size) % 16 and problem.kernel_h * problem.kernel_w > 1
-    few = few and not depthwise
     fits = problem.height * problem.width * problem.groups * CHANNEL_VECTOR < 2**31
     return CHANNEL_VECTOR if few and fits else 0
 
