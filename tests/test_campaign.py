@@ -68,6 +68,7 @@ def test_tiny_campaign_runs_every_step_within_a_minute(tiny_run):
         f"the campaign took {state['elapsed_s']} s (process: {wall_s:.0f} s)"
     )
     assert sorted(os.listdir(out)) == sorted(FILES.values()) and len(FILES) <= 8
+    assert state["check_processes"] == 1  # the check ran in its own process, which never died
     ran = {step["step"]: step for step in state["steps"]}
     for name in ("ceilings", "compile", "check", "fprop", "peer", "dgrad", "wgrad", "batching", "megapixel",
                  "decoder", "training"):  # fmt: skip

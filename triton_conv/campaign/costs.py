@@ -33,6 +33,7 @@ class CostModel:
     reference_s: float = 0.03  # fresh inputs and the float64 reference of one (problem, pass)
     reference_flops: float = 5e12  # float64 convolution rate of the reference (cuDNN, fp64)
     check_s: float = 0.003  # one checked launch: poison, launch, error norm
+    check_process_s: float = 8.0  # the check's child: imports, CUDA context (check_child.py)
     measure_s: float = 0.01  # fixed cost of one measurement: synchronisations, capture, bookkeeping
     host_call_s: float = 40e-6  # host time of one eager call of a triton-conv op (bench/host_overhead)
     kernel_slowdown: float = 4.0  # measured kernel time / the model's prediction, assumed
@@ -47,7 +48,7 @@ class CostModel:
     @classmethod
     def cpu(cls, workers: int = 2) -> CostModel:
         """The interpreter on a small CPU (the tiny campaign): every launch is slow, nothing is fast."""
-        return cls(startup_s=0.5, ceilings_s=0.5, worker_start_s=5.0,
+        return cls(startup_s=0.5, ceilings_s=0.5, worker_start_s=5.0, check_process_s=4.0,
                    compile_s={"fprop": 1.5, "dgrad": 1.5, "wgrad": 2.5}, workers=workers, load_s=0.0,
                    reference_s=0.01, reference_flops=1e9, measure_s=0.0, host_call_s=0.0,
                    peer_first_s=4.0, peer_shape_s=1.0, training_build_s=1.0, training_overhead_s=0.5,
@@ -147,9 +148,12 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
                  f"{len(variants)} kernel variants ({', '.join(f'{k} {n}' for k, n in counts.items())}) "
                  f"of {launches} launches, on {min(costs.workers, len(variants) or 1)} workers"),
         StepPlan("check", len(checked), 0,
-                 sum(est.check_item(i) for i in checked) + len(variants) * costs.load_s,
-                 "every candidate of every timed problem against torch in float64"),
+                 costs.check_process_s + sum(map(est.check_item, checked)) + len(variants) * costs.load_s,
+                 "every candidate of every timed problem against torch in float64, in a child process"),
     ]  # fmt: skip
+    # The check's child loaded every variant; the campaign's process loads each again when it first
+    # times it: a share per checked item of the timing steps.
+    load_per_item = len(variants) * costs.load_s / max(1, len(checked))
     what = {
         "fprop": "ResNet-50 layers: candidates, triton-conv's op, cuDNN",
         "peer": "Inductor's Triton conv template (max-autotune), fprop",
@@ -169,7 +173,7 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
         if step == "training":
             seconds = sum(est.training(item) for item in chosen)
         else:
-            seconds = sum(est.pass_item(item) for item in chosen)
+            seconds = sum(est.pass_item(item) + load_per_item for item in chosen)
         plan.append(StepPlan(step, len(chosen), 0, seconds, what[step]))
     plan.append(StepPlan("finish", 1, 0, costs.flush_s, "write the files"))
     return plan
@@ -199,7 +203,8 @@ def render_plan(
         f"- a kernel's time: the model's prediction x {costs.kernel_slowdown:g} (at least "
         f"{costs.min_kernel_s * 1e6:.0f} µs); a measurement: {spec.rounds} rounds of at least "
         f"{spec.min_round_s * 1e3:g} ms, device time by CUDA-graph replay and eager time",
-        f"- first launch of a compiled variant {costs.load_s * 1e3:.0f} ms; float64 reference "
+        f"- first launch of a compiled variant {costs.load_s * 1e3:.0f} ms (in the check's process, which "
+        f"takes {costs.check_process_s:.0f} s to start, and again in the campaign's); float64 reference "
         f"{costs.reference_s * 1e3:.0f} ms + FLOPs at {costs.reference_flops / 1e12:g} TFLOP/s",
         f"- Inductor: {costs.peer_first_s:.0f} s for the first shape, {costs.peer_shape_s:.0f} s each after",
         f"- training: {costs.training_build_s:.0f} s to build, per step the model's convolutions x "

@@ -15,6 +15,8 @@ A failure costs only what failed: an item's exception (or its time limit) is lis
 and the step goes on to the next item; a step's own work failing (the ceilings, the compile, the plan,
 a step's bookkeeping) is listed under the step with item "(step)", its traceback goes to the log, and
 the campaign goes on to the next step. Only an interruption (KeyboardInterrupt, SystemExit) ends it.
+The check runs in a child process (check_child.py): a config that faults the GPU, which no exception
+handler here could undo, costs that config and a new child.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .. import tuning
 from ..benchmarking import use_comparable_settings
 from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
+from .check_child import CheckProcess
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
@@ -72,6 +75,7 @@ class Campaign:
         self.autotune_rows: list[dict] = []
         self.checks: list[dict] = []
         self.checked: dict[str, tuple] = {}  # item id -> candidates that passed the check
+        self.checker: CheckProcess | None = None  # the check step's child process
         self.compiles = Counter()  # in this process, triton-conv kernels: 'loaded' / 'compiled here'
         self.unplanned: list[str] = []
         self.step_name = "start"
@@ -266,7 +270,12 @@ class Campaign:
             self.compile_and_plan(jobs, target)
             knobs.compilation.listener = self._on_compile
             checked = [i for s in CHECKED_STEPS for i in self.items[s]]
-            self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
+            self.checker = CheckProcess(str(self.device))
+            try:
+                self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
+            finally:
+                self.checker.close()
+                self.state["check_processes"] = self.checker.started
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
             flawed = self.state["errors"] or self.state["skipped"]

@@ -9,10 +9,9 @@ import os
 import torch
 
 from .. import provenance
-from ..benchmarking import relative_error, tolerance
+from ..benchmarking import tolerance
 from ..timers import measure_copy_bandwidth, measure_matmul_peak
 from .precompile import usable_cores
-from .runners import launch_with_config, make_inputs, reference_result
 from .variants import variants_json
 
 
@@ -85,36 +84,13 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
     run.flush()
 
 
-def output_shape(problem, pass_name: str):
-    """The shape of a kernel pass's result (a transposed forward's is its view's dgrad's: x-shaped)."""
-    return {"fprop": problem.output_shape, "dgrad": problem.input_shape, "wgrad": problem.weight_shape}[
-        pass_name
-    ]
-
-
 def check_item(run, item) -> None:
-    """Each candidate of one (problem, pass) on fresh random inputs against torch in float64. Before
-    each launch a block of NaN the size of the output is freed, so that an output element the kernel
-    never writes reads NaN (the allocator hands the freed block to the launch's output), and earlier
-    outputs stay alive, so that no candidate inherits another's correct answer."""
+    """Each candidate of one (problem, pass) against torch in float64, in the check's own process
+    (check_child.py: a config that faults the GPU costs that config, not the campaign)."""
     spec = run.spec
-    tensors = make_inputs(item.problem, spec.torch_dtype, run.device, item.transposed)
-    want = reference_result(item.pass_name, item.problem, tensors, item.transposed)
     limit = tolerance(spec.dtype, tf32=False)
-    passed, kept = [], []
-    for config in item.candidates:
-        poison = torch.full(output_shape(item.problem, item.kernel_pass), math.nan, dtype=spec.torch_dtype,
-                            device=run.device)  # fmt: skip
-        del poison
-        try:
-            got = launch_with_config(
-                item.pass_name, item.problem, tensors, config, transposed=item.transposed
-            )()
-            error = relative_error(got, want)
-            kept.append(got)
-            failure = None
-        except Exception as launch_error:  # out of resources on this GPU, say: not timed
-            error, failure = math.nan, f"{type(launch_error).__name__}: {launch_error}"[:300]
+    passed = []
+    for config, error, failure in run.checker.check(item, spec.dtype):
         ok = math.isfinite(error) and error <= limit
         run.checks.append({
             "item": item.id, "step": item.step, "layer": item.layer, "problem": str(item.problem),

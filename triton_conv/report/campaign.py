@@ -147,6 +147,9 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         text = (f"#### Checks\n\n{len(rows)} (problem, pass, config) checked against torch in float64: "
                 f"{len(rows) - len(failed)} passed, {len(failed)} failed; largest relative error passed "
                 f"{_fmt(worst, '.2e')}.")  # fmt: skip
+        processes = state.get("check_processes")
+        if processes is not None:  # one unless a config killed the check's process (a sticky fault)
+            text += f" The check ran in {processes} child process{'es' if processes != 1 else ''}."
         if failed:
             cells = [[r["item"], r["config"], r["relative_error"], r.get("error")] for r in failed]
             text += "\n\n" + table(["item", "config", "relative error", "error"], cells, ".2e")
