@@ -80,3 +80,14 @@ def test_the_child_probes_a_real_context_only_on_a_gpu():
     assert check_child.context_alive("cpu")
     if torch.cuda.is_available():
         assert check_child.context_alive("cuda")
+
+
+def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch, item_and_configs):
+    item, configs, dtype = item_and_configs
+    monkeypatch.setattr(check_child, "CHILD_MAIN", "import sys; sys.exit(5)")  # dies before it is ready
+    checker = CheckProcess("cpu")
+    results = list(checker.check(dataclasses.replace(item, candidates=tuple(configs[:2])), dtype))
+    assert checker.unavailable == "the check's process did not start (EOFError, exit code 5)"
+    assert [c for c, _, _ in results] == configs[:2] and all(f is None and e < 1e-2 for _, e, f in results)
+    list(checker.check(dataclasses.replace(item, candidates=(configs[2],)), dtype))
+    assert checker.started == 1 and checker.process is None  # tried once, not once per item

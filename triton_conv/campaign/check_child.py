@@ -16,6 +16,7 @@ A subprocess like the compile workers (precompile.py), not multiprocessing: noth
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -85,6 +86,13 @@ def _serve(requests, answers, device: str) -> int:
         pickle.dump(answer, answers)
         answers.flush()
 
+    import torch
+
+    from . import runners  # noqa: F401 - imported before the handshake: a broken install shows there
+
+    if torch.device(device).type == "cuda":
+        torch.ones(1, device=device).add_(1).item()  # the context, before saying ready
+    send(("ready", os.getpid()))
     while True:
         try:
             request = pickle.load(requests)
@@ -113,16 +121,34 @@ class CheckProcess:
         self.device, self.launch = device, launch
         self.process: subprocess.Popen | None = None
         self.started = 0  # children started, for the log
+        self.unavailable: str | None = None  # why no child could start: the check then runs here
 
     def _start(self) -> subprocess.Popen:
+        """The running child, or a new one that has said it is ready (imports done, CUDA context
+        made). One that cannot start marks the check `unavailable` and raises ChildUnavailable."""
         if self.process is not None and self.process.poll() is not None:  # ended between items
             self._stop()
-        if self.process is None:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", CHILD_MAIN, self.device],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ),
-            )  # fmt: skip
-            self.started += 1
+        if self.process is not None:
+            return self.process
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CHILD_MAIN, self.device],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ),
+        )  # fmt: skip
+        self.started += 1
+        try:
+            answer = pickle.load(self.process.stdout)
+        except BaseException as failure:  # EOF: it died starting; a time limit: it hung starting
+            code = self._stop()
+            self.unavailable = (
+                f"the check's process did not start ({type(failure).__name__}, exit code {code})"
+            )
+            if isinstance(failure, Exception):
+                raise ChildUnavailable(self.unavailable) from failure
+            raise
+        if answer[0] != "ready":
+            self._stop()
+            self.unavailable = f"the check's process answered {answer!r} for ready"
+            raise ChildUnavailable(self.unavailable)
         return self.process
 
     def _stop(self) -> int | None:
@@ -153,6 +179,14 @@ class CheckProcess:
             "problem": item.problem, "pass_name": item.pass_name, "kernel_pass": item.kernel_pass,
             "transposed": item.transposed, "dtype": dtype, "launch": self.launch,
         }  # fmt: skip
+        if self.unavailable is None:
+            with contextlib.suppress(ChildUnavailable):  # it says why in self.unavailable
+                self._start()
+        if self.unavailable is not None:  # no child: checked here, as before there was one
+            checked = check_configs({**request, "candidates": item.candidates}, self.device)
+            for config, (error, failure) in zip(item.candidates, checked, strict=True):
+                yield config, error, failure
+            return
         pending, deaths = list(item.candidates), 0
         try:
             while pending:
@@ -191,13 +225,23 @@ class CheckProcess:
     def _ask(self, request: dict) -> Iterator[tuple]:
         """Send one request to the child (started if need be); its answers until it ends or dies."""
         process = self._start()
-        pickle.dump(request, process.stdin)
-        process.stdin.flush()
+        try:
+            pickle.dump(request, process.stdin)
+            process.stdin.flush()
+        except BrokenPipeError:  # it died after its last answer: a new one, once
+            self._stop()
+            process = self._start()
+            pickle.dump(request, process.stdin)
+            process.stdin.flush()
         while True:
             try:
                 yield pickle.load(process.stdout)
             except EOFError:
                 return
+
+
+class ChildUnavailable(RuntimeError):
+    """The check's process could not start (an import or CUDA failure in it)."""
 
 
 class ItemCheckFailed(RuntimeError):

@@ -276,6 +276,9 @@ class Campaign:
             finally:
                 self.checker.close()
                 self.state["check_processes"] = self.checker.started
+                if self.checker.unavailable:
+                    log(f"the check ran in the campaign's process: {self.checker.unavailable}")
+                    self.state["check_process_unavailable"] = self.checker.unavailable
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
             flawed = self.state["errors"] or self.state["skipped"]
