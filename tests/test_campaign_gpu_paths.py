@@ -93,6 +93,7 @@ job = next(j for j in launch_jobs(tiny, spec.plan_items(tiny)) if j.pass_name ==
 (variant,) = _record_here([job], TARGET_H200)
 use_compile_only_driver(TARGET_H200)
 run = SimpleNamespace(compiles=Counter(), unplanned=[], step_name="check")
+run.count_compile = partial(Campaign.count_compile, run)
 knobs.compilation.listener = partial(Campaign._on_compile, run)
 
 

@@ -1,25 +1,27 @@
 """The campaign's check in a child process (triton_conv/campaign/check_child.py): a config that kills
 the process, or leaves its CUDA context faulted, costs that config and a restart, never a later
-config's check or the campaign; a hung launch past its time limit kills the child, so the next item
-cannot read the hung one's answers. The faults are simulated (tests/campaign_faults.py) around the
-real kernels under the interpreter."""
+config's check or the campaign; a child left mid-item is never handed another item, so no answer
+reaches the wrong config; a hung launch past its time limit kills the child and is named; a child
+that dies before any launch fails its item, not a config. The faults are simulated
+(tests/campaign_faults.py) around the real kernels under the interpreter."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
+import os
+import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.campaign_faults import ENV
-from triton_conv.campaign import check_child, spec
+from tests.campaign_faults import COMPILED, ENV
+from triton_conv.campaign import check_child, setup_steps, spec
 from triton_conv.campaign.check_child import CheckProcess, ItemCheckFailed
 from triton_conv.campaign.limits import ItemTimeout, time_limit
 from triton_conv.pruning import search_space
 
-REPO = Path(__file__).resolve().parent.parent
 LAUNCH = "tests.campaign_faults:faulty_launch"
 
 
@@ -33,8 +35,11 @@ def item_and_configs():
 
 
 @pytest.fixture
-def checker(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the child imports tests.campaign_faults
+def checker(monkeypatch, tmp_path):
+    # Elsewhere, with no PYTHONPATH: the child imports the campaign's own package from its folder
+    # (and tests.campaign_faults beside it), whatever the cwd or PYTHONPATH say.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     process = CheckProcess("cpu", launch=LAUNCH)
     yield process
     process.close()
@@ -42,8 +47,8 @@ def checker(monkeypatch):
 
 def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item_and_configs):
     item, (ok, dies, wrong, lost, last), dtype = item_and_configs
-    monkeypatch.setattr(check_child, "RESTARTS_PER_ITEM", 1)
-    behaviours = {dies: "die", wrong: "wrong", lost: "lost"}
+    monkeypatch.setattr(check_child, "RESTARTS_PER_ITEM", 2)
+    behaviours = {ok: "compiled", dies: "die", wrong: "wrong", lost: "lost"}
     monkeypatch.setenv(ENV, ";".join(f"{config}={what}" for config, what in behaviours.items()))
 
     with pytest.raises(ItemCheckFailed, match="KeyError"):  # the item's own failure (its dtype)...
@@ -51,29 +56,74 @@ def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item
     assert isinstance(ItemCheckFailed("x"), RuntimeError)
     first = checker.process
     assert first is not None and first.poll() is None  # ...leaves the child running for the next
+    # It dies now, unseen (between the poll before a request and the request): the request breaks
+    # the pipe, and a new child takes the whole item.
+    first.kill()
+    os.waitid(os.P_PID, first.pid, os.WEXITED | os.WNOWAIT)
+    monkeypatch.setattr(first, "poll", lambda: None)
 
-    results = list(checker.check(dataclasses.replace(item, candidates=(ok, dies, wrong, lost, last)), dtype))
+    compiles = []
+    candidates = (ok, dies, wrong, lost, last)
+    results = list(
+        checker.check(dataclasses.replace(item, candidates=candidates), dtype, lambda *c: compiles.append(c))
+    )
     assert [config for config, _, _ in results] == [ok, dies, wrong, lost, last]  # one answer each, in order
     (_, ok_error, ok_failure), died, wrong_result, faulted, unchecked = results
-    assert ok_failure is None and ok_error < 1e-2
+    assert ok_failure is None and ok_error < 1e-2 and compiles == [COMPILED]  # the child's compile, counted
     assert math.isnan(died[1]) and "died in this launch (exit code 9)" in died[2]
     assert wrong_result[2] is None and wrong_result[1] == pytest.approx(1.0)  # zeros: checked, not trusted
     assert math.isnan(faulted[1]) and "illegal memory access" in faulted[2]
-    # the second death passes RESTARTS_PER_ITEM: the rest is reported unchecked, not run again
-    assert "not checked: 2 check processes died" in unchecked[2]
-    assert checker.started == 2 and checker.process is None and first.poll() == 9
+    # the third child ending on the item passes RESTARTS_PER_ITEM: the rest is reported, not run again
+    assert "not checked: 3 check processes ended on this item" in unchecked[2]
+    assert checker.started == 3 and checker.process is None and first.returncode == -9
+
+    # The configs that faulted the child, once each: at FAULTS_BEFORE_SKIP = 1 no child launches them
+    monkeypatch.setattr(check_child, "FAULTS_BEFORE_SKIP", 1)
+    again = list(checker.check(dataclasses.replace(item, candidates=(lost, dies)), dtype))
+    assert [(c, e != e, f) for c, e, f in again] == [
+        (c, True, "not checked: it faulted the check's process on 1 items") for c in (lost, dies)
+    ]
+    assert checker.started == 3 and checker.process is None
 
 
-def test_a_hung_launch_past_its_limit_kills_the_child(monkeypatch, checker, item_and_configs):
-    item, (ok, hangs, *_), dtype = item_and_configs
+def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
+    monkeypatch, checker, item_and_configs
+):
+    item, (ok, hangs, ok2, ok3, ok4), dtype = item_and_configs
     monkeypatch.setenv(ENV, f"{hangs}=hang")
-    answers = checker.check(dataclasses.replace(item, candidates=(ok, hangs)), dtype)
-    config, error, failure = next(answers)
-    assert config == ok and failure is None and error < 1e-2
-    child = checker.process
-    with pytest.raises(ItemTimeout), time_limit(3.0):
-        next(answers)
-    assert checker.process is None and child.poll() is not None  # killed: no late answer can leak
+    run = SimpleNamespace(spec=spec.tiny(), checker=checker, checks=[], checked={},
+                          out=SimpleNamespace(log=lambda line: None), count_compile=None)  # fmt: skip
+
+    # A caller that stops reading mid-item (the child is in the hung launch) and keeps the generator:
+    # the next item must not get the hung child, nor read its answers.
+    left = checker.check(dataclasses.replace(item, candidates=(ok, hangs)), dtype)
+    assert next(left)[0] == ok
+    hung_child = checker.process
+    following = dataclasses.replace(item, layer="following", candidates=(ok2, ok3))
+    with time_limit(60.0):  # the guard of a check that would wait on the hung child
+        setup_steps.check_item(run, following)
+    assert run.checked[following.id] == (ok2, ok3) and hung_child.poll() is not None and checker.started == 2
+
+    # A hung launch past the item's limit: the child is killed (no late answer can leak), the config
+    # is named, the rest is listed as not checked and what passed before it is still timed.
+    child, hung = checker.process, dataclasses.replace(item, layer="hung", candidates=(ok4, hangs, ok))
+    with pytest.raises(ItemTimeout), time_limit(2.0):
+        setup_steps.check_item(run, hung)
+    assert checker.process is None and child.poll() is not None
+    rows = [(r["config"], r["passed"], r["error"]) for r in run.checks if r["item"] == hung.id]
+    assert rows == [
+        (str(ok4), True, None),
+        (str(hangs), False, "its launch was still running when the item's time limit struck"),
+        (str(ok), False, "not checked when the item's time limit struck"),
+    ]
+    assert run.checked[hung.id] == (ok4,)
+
+    # A new child slower to start than its item's limit costs that item, not the child: the check
+    # does not fall back to this process (where a fault would end the campaign).
+    monkeypatch.setattr(check_child, "CHILD_MAIN", "import time; time.sleep(60)")
+    with pytest.raises(ItemTimeout), time_limit(0.5):
+        list(checker.check(dataclasses.replace(item, candidates=(ok,)), dtype))
+    assert checker.unavailable is None and checker.process is None and checker.started == 3
 
 
 def test_the_child_probes_a_real_context_only_on_a_gpu():
@@ -91,3 +141,50 @@ def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch,
     assert [c for c, _, _ in results] == configs[:2] and all(f is None and e < 1e-2 for _, e, f in results)
     list(checker.check(dataclasses.replace(item, candidates=(configs[2],)), dtype))
     assert checker.started == 1 and checker.process is None  # tried once, not once per item
+
+
+# A stand-in child, quick to start (no torch): ready, then it takes one item and dies before a launch.
+DIES_ON_RECEIPT = """import os, pickle, sys
+answers = os.fdopen(os.dup(1), "wb")
+for answer in (("ready", os.getpid()), None, ("request",)):
+    if answer is None:
+        sys.stdin.buffer.read(1)
+    else:
+        pickle.dump(answer, answers)
+        answers.flush()
+os._exit(9)
+"""
+
+
+def test_a_child_that_dies_before_any_launch_fails_the_item_not_a_config(monkeypatch, item_and_configs):
+    item, configs, dtype = item_and_configs
+    monkeypatch.setattr(check_child, "CHILD_MAIN", DIES_ON_RECEIPT)
+    checker = CheckProcess("cpu")
+    with pytest.raises(ItemCheckFailed, match=r"died before its first launch.*\(exit code 9\)"):
+        list(checker.check(dataclasses.replace(item, candidates=tuple(configs[:2])), dtype))
+    assert checker.started == 1 and checker.process is None and not checker.faults
+
+
+def test_a_child_that_will_not_die_is_left_behind(monkeypatch):
+    """A child stuck in the driver (a kernel that does not stop) may outlive SIGKILL for a while:
+    the campaign waits STOP_WAIT_S, not forever."""
+    killed = []
+
+    class Stuck:
+        stdin = stdout = SimpleNamespace(close=lambda: None)
+        returncode = None
+
+        def poll(self):
+            return None
+
+        def kill(self):
+            killed.append(True)
+
+        def wait(self, timeout=None):
+            assert timeout == check_child.STOP_WAIT_S
+            raise subprocess.TimeoutExpired("child", timeout)
+
+    checker = CheckProcess("cpu")
+    checker.process, checker.busy = Stuck(), True
+    checker.close()
+    assert killed == [True] and checker.process is None and not checker.busy

@@ -33,7 +33,7 @@ from .. import tuning
 from ..benchmarking import use_comparable_settings
 from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
-from .check_child import CheckProcess
+from .check_child import CheckProcess, compile_event
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
@@ -116,13 +116,16 @@ class Campaign:
         """Triton's compilation listener: counts triton-conv's kernels loaded from the cache (compiled
         ahead) against those compiled here, which the compile step missed. Triton calls it inside
         every compile, Inductor's too: it takes any further keyword a later Triton may pass."""
-        fn = getattr(src, "fn", None)  # a JITFunction names its kernel's module in .module
-        module = getattr(fn, "module", None) or getattr(getattr(fn, "fn", None), "__module__", "") or ""
-        if not module.startswith("triton_conv"):
-            return  # Inductor's kernels, for instance
+        event = compile_event(src, metadata, cache_hit)
+        if event is not None:  # not Inductor's kernels, for instance
+            self.count_compile(*event)
+
+    def count_compile(self, name: str, hash_prefix: str, cache_hit: bool) -> None:
+        """One of triton-conv's kernels loaded from Triton's cache or compiled, here or in the check's
+        process (which reports its compiles)."""
         self.compiles["loaded" if cache_hit else "compiled here"] += 1
         if not cache_hit:
-            self.unplanned.append(f"{self.step_name}: {metadata.get('name')} {metadata.get('hash', '')[:12]}")
+            self.unplanned.append(f"{self.step_name}: {name} {hash_prefix}")
 
     # --- the loop ------------------------------------------------------------------------------------
     def step_deadline(self, name: str) -> float:

@@ -11,6 +11,7 @@ import torch
 from .. import provenance
 from ..benchmarking import tolerance
 from ..timers import measure_copy_bandwidth, measure_matmul_peak
+from .limits import ItemTimeout, held_back
 from .precompile import usable_cores
 from .variants import variants_json
 
@@ -86,21 +87,37 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
 
 def check_item(run, item) -> None:
     """Each candidate of one (problem, pass) against torch in float64, in the check's own process
-    (check_child.py: a config that faults the GPU costs that config, not the campaign)."""
+    (check_child.py: a config that faults the GPU costs that config, not the campaign). When the
+    item's time limit strikes, the config in flight is recorded as hung and the rest as not checked;
+    those that passed before it are still timed."""
     spec = run.spec
     limit = tolerance(spec.dtype, tf32=False)
-    passed = []
-    for config, error, failure in run.checker.check(item, spec.dtype):
+    passed, answered = [], []
+
+    def record(config, error: float, failure: str | None) -> None:
         ok = math.isfinite(error) and error <= limit
-        run.checks.append({
-            "item": item.id, "step": item.step, "layer": item.layer, "problem": str(item.problem),
-            "pass": item.pass_name, "config": str(config), "relative_error": error, "tolerance": limit,
-            "passed": ok, "error": failure,
-        })  # fmt: skip
-        if ok:
-            passed.append(config)
-        else:
+        with held_back():  # a time limit striking here waits: one row per config, and it is listed
+            answered.append(config)
+            passed.extend([config] if ok else [])
+            run.checks.append({
+                "item": item.id, "step": item.step, "layer": item.layer, "problem": str(item.problem),
+                "pass": item.pass_name, "config": str(config), "relative_error": error, "tolerance": limit,
+                "passed": ok, "error": failure,
+            })  # fmt: skip
+        if not ok:
             run.out.log(
                 f"CHECK FAILED {item.id} {config}: relative error {error:.3g} > {limit:g} {failure or ''}"
             )
+
+    try:
+        for config, error, failure in run.checker.check(item, spec.dtype, on_compile=run.count_compile):
+            record(config, error, failure)
+    except ItemTimeout:
+        hung = run.checker.in_flight
+        for config in [c for c in item.candidates if c not in answered]:
+            why = "its launch was still running" if config == hung else "not checked"
+            record(config, math.nan, f"{why} when the item's time limit struck")
+        if passed:  # else the timing step lists the item as never checked
+            run.checked[item.id] = tuple(passed)
+        raise
     run.checked[item.id] = tuple(passed)
