@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .check_child import FAULTS_BEFORE_SKIP
 from .model_link import predicted_seconds
 from .spec import CHECKED_STEPS, CampaignSpec, CurveItem, PassItem, TrainingItem
 from .variants import WEIGHT, Variant, shares
@@ -206,6 +207,8 @@ def render_plan(
         f"- first launch of a compiled variant {costs.load_s * 1e3:.0f} ms (in the check's process, which "
         f"takes {costs.check_process_s:.0f} s to start, and again in the campaign's); float64 reference "
         f"{costs.reference_s * 1e3:.0f} ms + FLOPs at {costs.reference_flops / 1e12:g} TFLOP/s",
+        f"- not planned: a new check process ({costs.check_process_s:.0f} s) for each config that faults "
+        f"the GPU, at most {FAULTS_BEFORE_SKIP} per config",
         f"- Inductor: {costs.peer_first_s:.0f} s for the first shape, {costs.peer_shape_s:.0f} s each after",
         f"- training: {costs.training_build_s:.0f} s to build, per step the model's convolutions x "
         f"{costs.kernel_slowdown:g} + {costs.training_overhead_s * 1e3:.0f} ms",
