@@ -1,6 +1,6 @@
-"""The campaign's check in a child process (triton_conv/campaign/check_child.py): a config that kills
-the process, or leaves its CUDA context faulted, costs that config and a restart, never a later
-config's check or the campaign; a child left mid-item is never handed another item, so no answer
+"""The campaign's check in a child process (campaign/check_child.py and check_process.py): a
+config that kills the process, or leaves its CUDA context faulted, costs that config and a restart,
+never a later config's check or the campaign; a child left mid-item is never handed another item, so no answer
 reaches the wrong config; a hung launch past its time limit kills the child and is named; a child
 that dies before any launch fails its item, not a config. The faults are simulated
 (tests/campaign_faults.py) around the real kernels under the interpreter."""
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from tests.campaign_faults import COMPILED, ENV
-from triton_conv.campaign import check_child, setup_steps, spec
-from triton_conv.campaign.check_child import CheckProcess, ItemCheckFailed
+from triton_conv.campaign import check_child, check_process, setup_steps, spec
+from triton_conv.campaign.check_process import CheckProcess, ItemCheckFailed
 from triton_conv.campaign.limits import ItemTimeout, time_limit
 from triton_conv.pruning import search_space
 
@@ -47,7 +47,7 @@ def checker(monkeypatch, tmp_path):
 
 def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item_and_configs):
     item, (ok, dies, wrong, lost, last), dtype = item_and_configs
-    monkeypatch.setattr(check_child, "RESTARTS_PER_ITEM", 2)
+    monkeypatch.setattr(check_process, "RESTARTS_PER_ITEM", 2)
     behaviours = {ok: "compiled", dies: "die", wrong: "wrong", lost: "lost"}
     monkeypatch.setenv(ENV, ";".join(f"{config}={what}" for config, what in behaviours.items()))
 
@@ -78,7 +78,7 @@ def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item
     assert checker.started == 3 and checker.process is None and first.returncode == -9
 
     # The configs that faulted the child, once each: at FAULTS_BEFORE_SKIP = 1 no child launches them
-    monkeypatch.setattr(check_child, "FAULTS_BEFORE_SKIP", 1)
+    monkeypatch.setattr(check_process, "FAULTS_BEFORE_SKIP", 1)
     again = list(checker.check(dataclasses.replace(item, candidates=(lost, dies)), dtype))
     assert [(c, e != e, f) for c, e, f in again] == [
         (c, True, "not checked: it faulted the check's process on 1 items") for c in (lost, dies)
@@ -120,7 +120,7 @@ def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
 
     # A new child slower to start than its item's limit costs that item, not the child: the check
     # does not fall back to this process (where a fault would end the campaign).
-    monkeypatch.setattr(check_child, "CHILD_MAIN", "import time; time.sleep(60)")
+    monkeypatch.setattr(check_process, "CHILD_MAIN", "import time; time.sleep(60)")
     with pytest.raises(ItemTimeout), time_limit(0.5):
         list(checker.check(dataclasses.replace(item, candidates=(ok,)), dtype))
     assert checker.unavailable is None and checker.process is None and checker.started == 3
@@ -134,7 +134,7 @@ def test_the_child_probes_a_real_context_only_on_a_gpu():
 
 def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch, item_and_configs):
     item, configs, dtype = item_and_configs
-    monkeypatch.setattr(check_child, "CHILD_MAIN", "import sys; sys.exit(5)")  # dies before it is ready
+    monkeypatch.setattr(check_process, "CHILD_MAIN", "import sys; sys.exit(5)")  # dies before it is ready
     checker = CheckProcess("cpu")
     results = list(checker.check(dataclasses.replace(item, candidates=tuple(configs[:2])), dtype))
     assert checker.unavailable == "the check's process did not start (EOFError, exit code 5)"
@@ -158,7 +158,7 @@ os._exit(9)
 
 def test_a_child_that_dies_before_any_launch_fails_the_item_not_a_config(monkeypatch, item_and_configs):
     item, configs, dtype = item_and_configs
-    monkeypatch.setattr(check_child, "CHILD_MAIN", DIES_ON_RECEIPT)
+    monkeypatch.setattr(check_process, "CHILD_MAIN", DIES_ON_RECEIPT)
     checker = CheckProcess("cpu")
     with pytest.raises(ItemCheckFailed, match=r"died before its first launch.*\(exit code 9\)"):
         list(checker.check(dataclasses.replace(item, candidates=tuple(configs[:2])), dtype))
@@ -181,7 +181,7 @@ def test_a_child_that_will_not_die_is_left_behind(monkeypatch):
             killed.append(True)
 
         def wait(self, timeout=None):
-            assert timeout == check_child.STOP_WAIT_S
+            assert timeout == check_process.STOP_WAIT_S
             raise subprocess.TimeoutExpired("child", timeout)
 
     checker = CheckProcess("cpu")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .check_child import FAULTS_BEFORE_SKIP
+from .check_process import FAULTS_BEFORE_SKIP
 from .model_link import predicted_seconds
 from .spec import CHECKED_STEPS, CampaignSpec, CurveItem, PassItem, TrainingItem
 from .variants import WEIGHT, Variant, shares

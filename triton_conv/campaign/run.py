@@ -33,7 +33,8 @@ from .. import tuning
 from ..benchmarking import use_comparable_settings
 from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
-from .check_child import CheckProcess, compile_event
+from .check_child import compile_event
+from .check_process import CheckProcess
 from .costs import CostModel, Estimator, make_plan, render_plan
 from .limits import ItemTimeout, time_limit
 from .output import Output
