@@ -121,9 +121,11 @@ def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
     # A new child slower to start than its item's limit costs that item, not the child: the check
     # does not fall back to this process (where a fault would end the campaign).
     monkeypatch.setattr(check_process, "CHILD_MAIN", "import time; time.sleep(60)")
+    slow = dataclasses.replace(item, layer="slow", candidates=(ok,))
     with pytest.raises(ItemTimeout), time_limit(0.5):
-        list(checker.check(dataclasses.replace(item, candidates=(ok,)), dtype))
+        setup_steps.check_item(run, slow)
     assert checker.unavailable is None and checker.process is None and checker.started == 3
+    assert run.checked[slow.id] == ()  # the timing step says no candidate passed, not "budget"
 
 
 def test_the_child_probes_a_real_context_only_on_a_gpu():

@@ -117,7 +117,6 @@ def check_item(run, item) -> None:
         for config in [c for c in item.candidates if c not in answered]:
             why = "its launch was still running" if config == hung else "not checked"
             record(config, math.nan, f"{why} when the item's time limit struck")
-        if passed:  # else the timing step lists the item as never checked
-            run.checked[item.id] = tuple(passed)
         raise
-    run.checked[item.id] = tuple(passed)
+    finally:  # also when the item failed: the timing step then says no candidate passed, not "budget"
+        run.checked[item.id] = tuple(passed)
