@@ -59,6 +59,26 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from triton_conv.launchers.common import launch_counts  # noqa: E402
 
+
+def _drop_unread_overflow_checks() -> None:
+    """Triton's interpreter follows every 32-bit integer add, sub and mul with its overflow check
+    (the same op again in int64, two compares, an and) and hands the result to device_assert, which
+    drops it unless the options' debug is on; the interpreter's options never turn it on (Triton 3.6
+    to 3.9). So the check decides nothing and costs about half of each launch: switched off while
+    debug is off. A wrapped offset still shows as it did (a wrong value, or a read outside a tensor
+    in the NaN-poisoned storage of the contract tests, or a crash in the int64 tests' subprocesses)."""
+    import dataclasses
+
+    from triton.runtime import interpreter
+
+    options = interpreter.interpreter_builder.options
+    if not options.debug and options.sanitize_overflow:
+        interpreter.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
+
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    _drop_unread_overflow_checks()
+
 _TORCH_CONVOLUTIONS = {
     "convolution",
     "convolution_backward",
