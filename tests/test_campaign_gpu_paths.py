@@ -735,3 +735,35 @@ def test_a_steps_last_item_may_run_until_the_steps_deadline(tmp_path, monkeypatc
     state, _, _ = _run(tmp_path)
     assert state["errors"] == [] and state["status"] == "complete"
     assert next(s for s in state["steps"] if s["step"] == "training")["done"] == 1
+
+
+def test_the_first_checked_items_limit_includes_starting_the_checks_process(tmp_path, monkeypatch):
+    """The check's child starts inside the first checked item (its imports and CUDA context: the
+    cost model's check_process_s). A limit sized for the item's launches alone would stop a slow
+    start, and the check would then run every later item in the campaign's own process, where a
+    config that faults the GPU ends the campaign; the plan's step estimate counts the start once."""
+    from triton_conv.campaign.costs import CostModel
+
+    stubs = Stubs(monkeypatch)
+    limits = []
+
+    @contextlib.contextmanager
+    def recorded(seconds):
+        limits.append(seconds)
+        yield
+
+    monkeypatch.setattr(run, "time_limit", recorded)
+    costs = CostModel.cpu(workers=1)
+    costs = CostModel(**{**costs.as_dict(), "check_process_s": 40.0})
+    state, _, _ = _run(tmp_path, costs=costs)
+    assert state["status"] == "complete", state.get("traceback")
+    items = [item for _, item in stubs.calls if item]
+    checked = _items("check")
+    assert items[: len(checked)] == checked and len(limits) == len(items)
+    first, *rest = limits[: len(checked)]
+    assert first >= run.ITEM_LIMIT_FACTOR * costs.check_process_s
+    assert all(limit < costs.check_process_s for limit in rest[:-1])  # the last: the step's deadline
+    check = next(p for p in state["plan"] if p["step"] == "check")
+    est = run.Estimator(spec.tiny(), costs, False)
+    items_s = sum(est.check_item(i) for s in spec.CHECKED_STEPS for i in spec.plan_items(spec.tiny())[s])
+    assert check["estimate_s"] == pytest.approx(costs.check_process_s + items_s, abs=0.01)
