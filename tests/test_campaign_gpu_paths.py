@@ -735,3 +735,96 @@ def test_a_steps_last_item_may_run_until_the_steps_deadline(tmp_path, monkeypatc
     state, _, _ = _run(tmp_path)
     assert state["errors"] == [] and state["status"] == "complete"
     assert next(s for s in state["steps"] if s["step"] == "training")["done"] == 1
+
+
+def test_the_first_checked_items_limit_includes_starting_the_checks_process(tmp_path, monkeypatch):
+    """The check's child starts inside the first checked item (its imports and CUDA context: the
+    cost model's check_process_s). A limit sized for the item's launches alone would stop a slow
+    start, and the check would then run every later item in the campaign's own process, where a
+    config that faults the GPU ends the campaign; the plan's step estimate counts the start once."""
+    from triton_conv.campaign.costs import CostModel
+
+    stubs = Stubs(monkeypatch)
+    limits = []
+
+    @contextlib.contextmanager
+    def recorded(seconds):
+        limits.append(seconds)
+        yield
+
+    monkeypatch.setattr(run, "time_limit", recorded)
+    costs = CostModel.cpu(workers=1)
+    costs = CostModel(**{**costs.as_dict(), "check_process_s": 40.0})
+    state, _, _ = _run(tmp_path, costs=costs)
+    assert state["status"] == "complete", state.get("traceback")
+    items = [item for _, item in stubs.calls if item]
+    checked = _items("check")
+    assert items[: len(checked)] == checked and len(limits) == len(items)
+    first, *rest = limits[: len(checked)]
+    assert first >= run.ITEM_LIMIT_FACTOR * costs.check_process_s
+    assert all(limit < costs.check_process_s for limit in rest[:-1])  # the last: the step's deadline
+    check = next(p for p in state["plan"] if p["step"] == "check")
+    est = run.Estimator(spec.tiny(), costs, False)
+    items_s = sum(est.check_item(i) for s in spec.CHECKED_STEPS for i in spec.plan_items(spec.tiny())[s])
+    assert check["estimate_s"] == pytest.approx(costs.check_process_s + items_s, abs=0.01)
+
+
+def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
+    """tune_item pins its winner with tuning.pin_config(item.problem, ...) and then times triton-conv's
+    op, which builds its own ConvProblem from the tensors and asks passes.choose_config. Where the two
+    differ (a field of the problem, the layout flag, the device) the op runs the untuned default
+    under the winner's name, compiled in the campaign's process. Checked on the H200 campaign's own
+    problems (every layer, N, pass, the decoder's transposed passes, the 1920x1080 layer), and for
+    N launches of one image, which run the N=1 item's winner; the op is stopped at its choice."""
+    from triton_conv import benchmarking, benchmarking_transposed, passes, tuning
+    from triton_conv.benchmarking import images_one_at_a_time
+    from triton_conv.campaign.runners import make_inputs, op_channels_last, pass_function
+
+    def empty(shape, dtype, device, channels_last):  # the shapes and strides, not the values
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty(shape, dtype=dtype, device=device).to(memory_format=layout)
+
+    class Chosen(Exception):
+        pass
+
+    asked = []
+
+    def choose(problem, pass_name, dtype, device, channels_last):
+        asked.append(tuning.remembered_config(problem, pass_name, dtype, channels_last, device))
+        raise Chosen
+
+    monkeypatch.setattr(benchmarking, "random_in_layout", empty)
+    monkeypatch.setattr(benchmarking_transposed, "random_in_layout", empty)
+    monkeypatch.setattr(passes, "choose_config", choose)
+    plan = spec.h200()
+    items = spec.plan_items(plan)
+
+    def ask(fn) -> list:
+        asked.clear()
+        with contextlib.suppress(Chosen):
+            fn()
+        return list(asked)
+
+    def pin(item, tensors, config) -> None:  # as timing_steps.tune_item pins
+        w, flag = tensors["w"], op_channels_last(item.pass_name, tensors, item.transposed)
+        tuning.pin_config(item.problem, item.kernel_pass, w.dtype, flag, w.device, config)
+
+    missed, checked = [], 0
+    try:
+        for step in spec.CHECKED_STEPS:
+            for item in items[step]:
+                tensors = make_inputs(item.problem, plan.torch_dtype, "cpu", item.transposed)
+                pin(item, tensors, item.candidates[-1])
+                op = pass_function("triton-conv", item.pass_name, item.problem, tensors, on_gpu=True,
+                                   transposed=item.transposed)  # fmt: skip
+                checked += 1
+                if ask(op) != [item.candidates[-1]]:
+                    missed.append(item.id)
+        singles = {i.layer: i.candidates[-1] for i in items["batching"] if i.problem.batch == 1}
+        for item in [i for i in items["batching"] if i.one_at_a_time]:
+            tensors = make_inputs(item.problem, plan.torch_dtype, "cpu")
+            if ask(images_one_at_a_time("triton-conv", item.problem, tensors)) != [singles[item.layer]]:
+                missed.append(f"{item.id} one at a time")
+    finally:
+        tuning.forget_choices()
+    assert checked > 300 and missed == []

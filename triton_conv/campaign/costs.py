@@ -109,9 +109,12 @@ class Estimator:
         compile_s = self.costs.peer_first_s if first else self.costs.peer_shape_s
         return compile_s + self.reference(item.problem) + self.measurement(cudnn, eager=True)
 
-    def check_item(self, item: PassItem | CurveItem) -> float:
+    def check_item(self, item: PassItem | CurveItem, first: bool = False) -> float:
+        """One item's check; the first also starts the check's child process (its imports and CUDA
+        context), and its time limit must allow for that."""
         launches = sum(self.kernel(item.problem, item.kernel_pass, c) for c in item.candidates)
-        return self.reference(item.problem) + len(item.candidates) * self.costs.check_s + launches
+        start = self.costs.check_process_s if first else 0.0
+        return start + self.reference(item.problem) + len(item.candidates) * self.costs.check_s + launches
 
     def training(self, item: TrainingItem) -> float:
         from ..layers import resnet50
@@ -149,7 +152,8 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
                  f"{len(variants)} kernel variants ({', '.join(f'{k} {n}' for k, n in counts.items())}) "
                  f"of {launches} launches, on {min(costs.workers, len(variants) or 1)} workers"),
         StepPlan("check", len(checked), 0,
-                 costs.check_process_s + sum(map(est.check_item, checked)) + len(variants) * costs.load_s,
+                 sum(est.check_item(item, first=n == 0) for n, item in enumerate(checked))
+                 + len(variants) * costs.load_s,
                  "every candidate of every timed problem against torch in float64, in a child process"),
     ]  # fmt: skip
     # The check's child loaded every variant; the campaign's process loads each again when it first

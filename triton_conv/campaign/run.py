@@ -276,7 +276,9 @@ class Campaign:
             checked = [i for s in CHECKED_STEPS for i in self.items[s]]
             self.checker = CheckProcess(str(self.device))
             try:
-                self.run_step("check", checked, setup_steps.check_item, self.estimator.check_item)
+                first = checked[0] if checked else None  # its check starts the child process
+                estimate = lambda item: self.estimator.check_item(item, first=item is first)
+                self.run_step("check", checked, setup_steps.check_item, estimate)
             finally:
                 self.checker.close()
                 self.state["check_processes"] = self.checker.started
