@@ -7,6 +7,8 @@ import torch
 from triton_conv.benchmarking import (
     DTYPES,
     images_one_at_a_time,
+    in_turn,
+    input_sets,
     make_inputs,
     pass_function,
     reference_result,
@@ -24,10 +26,11 @@ def test_one_batch_against_single_images(case_id, benchmark):
     case = CASES[case_id]
     problem, n = case.problem, case.problem.batch
     tensors = make_inputs(problem, DTYPES[case.dtype], True, device())
+    sets = input_sets(tensors, lambda: make_inputs(problem, DTYPES[case.dtype], True, device()), device())
     if case.how == "batch":
-        run = pass_function(case.impl, "fprop", problem, tensors)
+        run = in_turn(lambda inputs: pass_function(case.impl, "fprop", problem, inputs), sets)
     else:
-        run = images_one_at_a_time(case.impl, problem, tensors)
+        run = in_turn(lambda inputs: images_one_at_a_time(case.impl, problem, inputs), sets)
     want = reference_result("fprop", problem, tensors)
     tf32 = MODE == "gpu" and fp32_uses_tf32()
     check = accuracy_check(  # one launch per image returns a list of outputs

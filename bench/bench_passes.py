@@ -8,8 +8,10 @@ import torch
 
 from triton_conv.benchmarking import (
     DTYPES,
+    in_turn,
+    input_sets,
     make_inputs,
-    pass_function,
+    pass_binder,
     peer_has_backward_templates,
     reference_result,
 )
@@ -66,7 +68,8 @@ def test_conv_pass(case_id, benchmark):
     want = reference_result(case.pass_name, problem, tensors)
     check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
-    run = pass_function(case.impl, case.pass_name, problem, tensors, on_gpu=on_gpu)
+    sets = input_sets(tensors, lambda: make_inputs(problem, dtype, channels_last, device()), device())
+    run = in_turn(pass_binder(case.impl, case.pass_name, problem, on_gpu=on_gpu), sets)
     try:
         run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)
     except (AssertionError, pytest.skip.Exception):

@@ -141,6 +141,7 @@ def run_benchmark(benchmark, run, *, info: dict, flops: float | None = None, che
         "checked": check is not None,
         "seconds": seconds,
         "iterations": iterations,
+        "input_sets": getattr(run, "sets", 1),  # calls in turn over sets that overflow the L2
         "host_seconds": host,
         "launch_bound": host > seconds,
         "setup_seconds": setup_s,

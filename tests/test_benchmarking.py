@@ -63,6 +63,46 @@ def test_every_implementation_computes_every_pass(impl, pass_name):
     assert benchmarking.relative_error(run(), want) < benchmarking.tolerance("fp32", tf32=False)
 
 
+def test_input_sets_overflow_the_l2_and_the_calls_take_turns(monkeypatch):
+    """Enough fresh sets that together they are EVICTING_MULTIPLE times the L2 (none on a CPU); the
+    calls run on each in turn, the caller's set first (its result is the one checked)."""
+    from triton_conv import timers
+
+    assert timers.input_sets_needed(10, 0) == 1 and timers.input_sets_needed(0, 50) == 1
+    assert timers.input_sets_needed(100 << 20, 50 << 20) == 1  # one set already overflows the L2
+    assert timers.input_sets_needed(30 << 20, 50 << 20) == 4  # 4 x 30 MB >= 2 x 50 MB > 3 x 30 MB
+    assert timers.input_sets_needed(1, 50 << 20) == timers.MAX_INPUT_SETS
+    tensors = benchmarking.make_inputs(STRIDED, torch.float32, True, "cpu")
+    fresh = lambda: benchmarking.make_inputs(STRIDED, torch.float32, True, "cpu")
+    assert benchmarking.input_sets(tensors, fresh, "cpu") == [tensors]
+    set_bytes = sum(t.nbytes for t in tensors.values())
+    monkeypatch.setattr(timers, "l2_cache_bytes", lambda device: set_bytes)  # two sets: 2 x the L2
+    sets = benchmarking.input_sets(tensors, fresh, "cpu")
+    assert len(sets) == 2 and sets[0] is tensors and sets[1]["x"].data_ptr() != tensors["x"].data_ptr()
+    assert sets[1]["x"].stride() == tensors["x"].stride()  # the same memory format
+    run = benchmarking.in_turn(benchmarking.pass_binder("triton-conv", "fprop", STRIDED, on_gpu=False), sets)
+    assert run.sets == 2
+    for turn in range(4):  # each call's result is that of its set, in turn
+        want = benchmarking.reference_result("fprop", STRIDED, sets[turn % 2])
+        assert benchmarking.relative_error(run(), want) < benchmarking.tolerance("fp32", tf32=False)
+    single = benchmarking.in_turn(lambda inputs: lambda: inputs, [tensors])
+    assert not hasattr(single, "sets") and single() is tensors
+
+
+@pytest.mark.parametrize("pass_name", benchmarking.BENCH_PASSES)
+def test_the_peer_compiles_once_for_every_input_set(pass_name, monkeypatch):
+    compiled = []
+    real = benchmarking.compile_peer
+    monkeypatch.setattr(benchmarking, "compile_peer", lambda fn, **kw: compiled.append(fn) or real(fn, **kw))
+    bind = benchmarking.pass_binder("inductor", pass_name, STRIDED, on_gpu=False)
+    sets = [benchmarking.make_inputs(STRIDED, torch.float32, True, "cpu") for _ in range(2)]
+    run = benchmarking.in_turn(bind, sets)
+    for tensors in sets:
+        want = benchmarking.reference_result(pass_name, STRIDED, tensors)
+        assert benchmarking.relative_error(run(), want) < benchmarking.tolerance("fp32", tf32=False)
+    assert len(compiled) == 1
+
+
 def test_relative_error_and_tolerances():
     a = torch.ones(4)
     assert benchmarking.relative_error(a, a) == 0

@@ -12,6 +12,7 @@ import ast
 import contextlib
 import inspect
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -510,6 +511,25 @@ def test_the_device_time_is_graph_replays_timed_by_events(monkeypatch):
     assert log[ends + 1 :].count("replay") == 1 + 4  # one untimed replay, then one per round
 
 
+def test_a_graph_holds_whole_turns_over_the_input_sets(monkeypatch):
+    """Calls that take turns over input sets (timers.Rotation) are captured in whole turns, so that
+    each replay reads every set once and none twice in a row."""
+    from triton_conv.timers import Rotation
+
+    cuda = FakeCuda(monkeypatch)
+    ran: list[int] = []
+    rotation = Rotation([lambda i=i: (ran.append(i), cuda.call()) for i in range(3)])
+    m = timing.measure(rotation, rounds=2, min_round_s=1e-3, on_gpu=True)
+    assert m.input_sets == 3 and m.iterations % 3 == 0 and 3 <= m.iterations <= timing.MAX_GRAPH_CALLS
+    begins = cuda.log.index("capture begins")
+    captured = ran[len(ran) - m.iterations :]
+    assert cuda.log[begins + 1 : cuda.log.index("capture ends")] == ["call on capture"] * m.iterations
+    assert sorted(captured) == sorted(list(range(3)) * (m.iterations // 3))
+    assert all(a != b for a, b in zip(captured, captured[1:], strict=False))
+    assert timing._calls_per_round(1.0, 1e-3, 7) == 7  # a slow call: one turn
+    assert timing._calls_per_round(1e-9, 1e-3, 7) == 98  # a quick one: whole turns up to the graph's 100
+
+
 def test_a_failed_capture_falls_back_to_the_eager_rounds(monkeypatch):
     cuda = FakeCuda(monkeypatch)
 
@@ -609,10 +629,13 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
     each candidate timed by replays, the winner pinned and run by the op, cuDNN beside it, the batch
     against one image at a time, each record with its device, eager and host times and its fraction
     of the measured peak."""
-    from triton_conv import tuning
+    from triton_conv import timers, tuning
 
     cuda = FakeCuda(monkeypatch, replay_ms=0.5)
     item = next(i for i in spec.plan_items(spec.tiny())["batching"] if i.one_at_a_time)
+    shapes = (item.problem.input_shape, item.problem.weight_shape, item.problem.output_shape)
+    set_bytes = sum(math.prod(shape) * 2 for shape in shapes)  # x, w and dy in fp16
+    monkeypatch.setattr(timers, "l2_cache_bytes", lambda device: set_bytes)  # two sets: twice this "L2"
     campaign = run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=100, echo=None)
     campaign.on_gpu = True
     campaign.state["ceilings"] = {"matmul_dtype": "fp16", "matmul_tflops": 10.0}
@@ -623,15 +646,17 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
         tuning.forget_choices()
         campaign.out.close()
     (row,) = campaign.autotune_rows
-    assert row["winner_ms"] == pytest.approx(0.5) and len(row["timings"]) == len(item.candidates)
+    # the tiny spec asks for rounds of one call: one turn over the two sets, 0.5 ms a replay
+    assert row["winner_ms"] == pytest.approx(0.5 / 2) and len(row["timings"]) == len(item.candidates)
     infos = [r["extra_info"] for r in campaign.records]
     assert {(i["implementation"], i.get("how")) for i in infos} == {
         ("triton-conv", None), ("cudnn", None), ("triton-conv", "batch"), ("cudnn", "batch"),
         ("triton-conv", "one-at-a-time"), ("cudnn", "one-at-a-time"),
     }  # fmt: skip
     for info in infos:
+        assert info["input_sets"] == info["iterations"] == 2
         assert info["timer"] == "CUDA graph replay, CUDA events" and info["timer_error"] is None
-        assert info["device_seconds"] == pytest.approx(5e-4) and info["eager_seconds"] > 0
+        assert info["device_seconds"] == pytest.approx(5e-4 / 2) and info["eager_seconds"] > 0
         assert info["measured_peak_tflops"] == 10.0
         assert info["fraction_of_peak"] == pytest.approx(info["tflops"] / 10.0)
     assert cuda.log.count("capture begins") == len(item.candidates) + 4  # candidates, op, cuDNN, N x 1

@@ -29,6 +29,8 @@ from .launchers.common import random_in_layout
 from .problem import ConvProblem
 from .timers import (  # noqa: F401 - re-exported: bench/ and the tests import them from here
     host_seconds,
+    in_turn,
+    input_sets,
     measure_copy_bandwidth,
     measure_matmul_peak,
     median_seconds,
@@ -151,23 +153,20 @@ def triton_pass(pass_name: str, problem: ConvProblem, tensors: dict) -> Callable
     return _forward_backward(lambda a, b: conv2d(a, b, None, stride, padding, dilation, groups), tensors)
 
 
-def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bool = True):
+def peer_binder(pass_name: str, problem: ConvProblem, *, on_gpu: bool = True):
     """The Inductor peer: torch's pass compiled by `compile_peer` (fwd+bwd: the forward compiled,
-    AOTAutograd compiles its backward). Dynamo is reset first: its cache is per code object, and after
-    a few shapes of the same lambda it would stop compiling and silently run eagerly."""
+    AOTAutograd compiles its backward), as bind(tensors) -> the call on them: one compilation serves
+    every input set of the same shapes and strides. Dynamo is reset first: its cache is per code
+    object, and after a few shapes of the same lambda it would stop compiling and silently run eagerly."""
     torch._dynamo.reset()
     stride, padding, dilation, groups = _geometry(problem)
-    x, w, dy = tensors["x"], tensors["w"], tensors["dy"]
-    if pass_name == "fwd+bwd":
+    if pass_name in ("fwd+bwd", "fprop"):
         forward = compile_peer(
             lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups), on_gpu=on_gpu
         )
-        return _forward_backward(forward, tensors)
-    if pass_name == "fprop":
-        compiled = compile_peer(
-            lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups), on_gpu=on_gpu
-        )
-        return lambda: compiled(x, w)
+        if pass_name == "fwd+bwd":
+            return lambda tensors: _forward_backward(forward, tensors)
+        return lambda tensors: lambda: forward(tensors["x"], tensors["w"])
     index, mask = (0, [True, False, False]) if pass_name == "dgrad" else (1, [False, True, False])
     compiled = compile_peer(
         lambda g, a, b: torch.ops.aten.convolution_backward(
@@ -175,7 +174,12 @@ def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bo
         )[index],
         on_gpu=on_gpu,
     )
-    return lambda: compiled(dy, x, w)
+    return lambda tensors: lambda: compiled(tensors["dy"], tensors["x"], tensors["w"])
+
+
+def peer_pass(pass_name: str, problem: ConvProblem, tensors: dict, *, on_gpu: bool = True):
+    """The Inductor peer's call on `tensors` (peer_binder)."""
+    return peer_binder(pass_name, problem, on_gpu=on_gpu)(tensors)
 
 
 def images_one_at_a_time(impl: str, problem: ConvProblem, tensors: dict) -> Callable[[], list]:
@@ -211,6 +215,14 @@ def pass_function(impl: str, pass_name: str, problem: ConvProblem, tensors: dict
     if impl == "inductor":
         return peer_pass(pass_name, problem, tensors, on_gpu=on_gpu)
     raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+
+
+def pass_binder(impl: str, pass_name: str, problem: ConvProblem, *, on_gpu: bool = True):
+    """pass_function as bind(tensors) -> call, for input sets taken in turn (timers.in_turn); the peer
+    compiles once for all of them."""
+    if impl == "inductor":
+        return peer_binder(pass_name, problem, on_gpu=on_gpu)
+    return lambda tensors: pass_function(impl, pass_name, problem, tensors, on_gpu=on_gpu)
 
 
 def reference_result(pass_name: str, problem: ConvProblem, tensors: dict):

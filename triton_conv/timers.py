@@ -1,10 +1,12 @@
 """Timers and measured peaks: a clock that waits for the GPU, the median time of a call, the host's own
-time per call, peak memory of one call, and the matmul peak and copy bandwidth this GPU reaches.
+time per call, peak memory of one call, the matmul peak and copy bandwidth this GPU reaches, and input
+sets that take turns so that repeated calls do not time the L2 cache.
 Nothing here needs a GPU to import; on a CPU the timers time CPU work.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -74,3 +76,53 @@ def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
     run = lambda: target.copy_(source)
     median_seconds(run, repeats=2)
     return 2 * elements * 2 / median_seconds(run, repeats=10)
+
+
+# --- input sets in turn: timed calls that read memory, not the L2 cache -------------------------------
+# A layer's inputs at a small batch fit in an H200's L2 (tens of MB): calls repeated on one set would
+# time the cache, where a model's layer reads what its neighbours evicted. The timed calls take turns
+# over sets that together are EVICTING_MULTIPLE times the L2, so each set's lines are gone by its turn.
+EVICTING_MULTIPLE = 2
+MAX_INPUT_SETS = 50  # a captured graph (100 calls at most) holds two turns or more
+
+
+def l2_cache_bytes(device) -> int:
+    """The L2 size of a CUDA device; 0 elsewhere (no rotation: the CPU has no GPU cache to defeat)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).L2_cache_size
+
+
+def input_sets_needed(set_bytes: int, cache_bytes: int) -> int:
+    """How many sets of `set_bytes` make EVICTING_MULTIPLE times `cache_bytes` (1 to MAX_INPUT_SETS)."""
+    if cache_bytes <= 0 or set_bytes <= 0:
+        return 1
+    return max(1, min(MAX_INPUT_SETS, math.ceil(EVICTING_MULTIPLE * cache_bytes / set_bytes)))
+
+
+def input_sets(tensors: dict, make_set: Callable[[], dict], device) -> list[dict]:
+    """`tensors` first (the set a caller checks the first call's result on), then as many fresh sets
+    from `make_set()` as input_sets_needed asks for on `device`."""
+    set_bytes = sum(t.nbytes for t in tensors.values() if isinstance(t, torch.Tensor))
+    count = input_sets_needed(set_bytes, l2_cache_bytes(device))
+    return [tensors] + [make_set() for _ in range(count - 1)]
+
+
+class Rotation:
+    """One operation bound to each of several input sets, called on each in turn, starting with the
+    first. `sets` tells a timer how many calls make a turn (a captured graph holds whole turns)."""
+
+    def __init__(self, calls: list[Callable[[], object]]):
+        self.calls, self.sets, self.turn = list(calls), len(calls), 0
+
+    def __call__(self):
+        call = self.calls[self.turn]
+        self.turn = (self.turn + 1) % self.sets
+        return call()
+
+
+def in_turn(bind: Callable[[dict], Callable[[], object]], sets: list[dict]) -> Callable[[], object]:
+    """`bind(tensors)` (the operation's call on those tensors) for each set, called in turn; with one
+    set, that set's call itself."""
+    return bind(sets[0]) if len(sets) == 1 else Rotation([bind(tensors) for tensors in sets])

@@ -28,7 +28,7 @@ def timing_fields(run, m: Measurement, flops: float | None) -> dict:
         "seconds": seconds, "timer": m.timer, "device_seconds": m.device_seconds,
         "eager_seconds": m.eager_seconds, "host_seconds": m.host_seconds,
         "launch_bound": bool(m.host_seconds and m.device_seconds and m.host_seconds > m.device_seconds),
-        "iterations": m.iterations, "timer_error": m.error, "tflops": tflops,
+        "iterations": m.iterations, "input_sets": m.input_sets, "timer_error": m.error, "tflops": tflops,
         "measured_peak_tflops": peak, "fraction_of_peak": tflops / peak if tflops and peak else None,
     }  # fmt: skip
 

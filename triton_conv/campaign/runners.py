@@ -98,3 +98,13 @@ def pass_function(
         "cudnn": benchmarking_transposed.torch_pass,
     }
     return runners[impl](pass_name, problem, tensors)
+
+
+def pass_binder(
+    impl: str, pass_name: str, problem: ConvProblem, *, on_gpu: bool, transposed: bool = False
+) -> Callable[[dict], Callable[[], object]]:
+    """pass_function as bind(tensors) -> call (input sets in turn: timers.in_turn); the Inductor peer
+    compiles once for every set (benchmarking.pass_binder)."""
+    if not transposed:
+        return benchmarking.pass_binder(impl, pass_name, problem, on_gpu=on_gpu)
+    return lambda tensors: pass_function(impl, pass_name, problem, tensors, on_gpu=on_gpu, transposed=True)

@@ -8,10 +8,12 @@ On a GPU a measurement has two views of the same call:
 - eager time: `rounds` rounds of `iterations` plain calls between two synchronisations
   (timers.median_seconds's timer, as bench/ times), and the host's own time per call
   (timers.host_seconds): what a user calling the op from Python sees.
-Where a capture fails (a callable that synchronises, say) the eager rounds are the stats, and the
-record says so. An item's time limit is held back while a graph is captured (limits.py): capturing
-takes milliseconds, and the limit strikes as the capture ends. On the CPU (the interpreter) one call is
-timed, once: the CPU run checks the campaign's machinery, not speed.
+A callable that takes turns over several input sets (timers.Rotation: the campaign's steps bind each
+pass to enough sets to overflow the L2 cache) is captured in whole turns, so that every replay reads
+each set once. Where a capture fails (a callable that synchronises, say) the eager rounds are the
+stats, and the record says so. An item's time limit is held back while a graph is captured
+(limits.py): capturing takes milliseconds, and the limit strikes as the capture ends. On the CPU
+(the interpreter) one call is timed, once: the CPU run checks the campaign's machinery, not speed.
 """
 
 from __future__ import annotations
@@ -40,14 +42,18 @@ class Measurement:
     host_seconds: float | None = None
     device_seconds: float | None = None
     error: str | None = None  # why the device view is missing
+    input_sets: int = 1  # the sets the calls took turns over (timers.Rotation)
 
     @property
     def seconds(self) -> float:
         return statistics.median(self.rounds)
 
 
-def _calls_per_round(seconds_per_call: float, min_round_s: float) -> int:
-    return max(1, min(MAX_GRAPH_CALLS, math.ceil(min_round_s / max(seconds_per_call, 1e-7))))
+def _calls_per_round(seconds_per_call: float, min_round_s: float, sets: int = 1) -> int:
+    """Calls enough for a round of min_round_s, in whole turns over `sets` input sets (at least one),
+    at most MAX_GRAPH_CALLS where a turn fits in it."""
+    wanted = max(1, min(MAX_GRAPH_CALLS, math.ceil(min_round_s / max(seconds_per_call, 1e-7))))
+    return sets * max(1, min(MAX_GRAPH_CALLS // sets, math.ceil(wanted / sets)))
 
 
 def graph_rounds(fn: Callable[[], object], calls: int, rounds: int) -> list[float]:
@@ -99,8 +105,9 @@ def measure(
     start = synchronized_timer()
     fn()
     first = synchronized_timer() - start
-    iterations = _calls_per_round(first, min_round_s)
-    result = Measurement(iterations=iterations)
+    sets = getattr(fn, "sets", 1)
+    iterations = _calls_per_round(first, min_round_s, sets)
+    result = Measurement(iterations=iterations, input_sets=sets)
     if eager:
         eager_times = eager_rounds(fn, iterations, rounds)
         result.eager_seconds = statistics.median(eager_times)

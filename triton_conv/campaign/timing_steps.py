@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
 from .. import training_check, tuning
-from ..benchmarking import images_one_at_a_time, relative_error, tolerance
+from ..benchmarking import images_one_at_a_time, in_turn, input_sets, relative_error, tolerance
 from ..layers import resnet50
 from .model_link import record_fields, speedup, training_fields
 from .records import TRAINING_TIMER, add_record, layer_index, pass_info
@@ -20,7 +21,7 @@ from .runners import (
     make_inputs,
     op_channels_last,
     op_tuning_key,
-    pass_function,
+    pass_binder,
     reference_result,
 )
 from .timing import Measurement, measure
@@ -53,7 +54,13 @@ def _checked_call(fn, want, limit: float, what: str) -> float:
     return error
 
 
-def tune_item(run, item, tensors) -> tuple | None:
+def _input_sets(run, item, tensors: dict) -> list[dict]:
+    """`tensors` and as many fresh sets as overflow the GPU's L2 (timers.input_sets; one on a CPU)."""
+    make = lambda: make_inputs(item.problem, run.spec.torch_dtype, run.device, item.transposed)
+    return input_sets(tensors, make, run.device)
+
+
+def tune_item(run, item, sets) -> tuple | None:
     """Time the item's checked candidates (device time); pin the winner for triton-conv's op; one row
     of the autotune tables. None when no candidate passed the check (or it was never checked)."""
     configs = run.checked.get(item.id)
@@ -64,12 +71,14 @@ def tune_item(run, item, tensors) -> tuple | None:
         return None
     timings = []
     for config in configs:
-        fn = launch_with_config(item.pass_name, item.problem, tensors, config, transposed=item.transposed)
-        timings.append((config, _measure(run, fn, eager=False).seconds))
+        bind = partial(
+            launch_with_config, item.pass_name, item.problem, config=config, transposed=item.transposed
+        )
+        timings.append((config, _measure(run, in_turn(bind, sets), eager=False).seconds))
     timings.sort(key=lambda pair: pair[1])
     winner = timings[0][0]
-    channels_last = op_channels_last(item.pass_name, tensors, item.transposed)
-    w = tensors["w"]
+    channels_last = op_channels_last(item.pass_name, sets[0], item.transposed)
+    w = sets[0]["w"]
     tuning.pin_config(item.problem, item.kernel_pass, w.dtype, channels_last, w.device, winner)
     return winner, timings
 
@@ -108,7 +117,8 @@ def pass_item(run, item) -> bool:
     False when there was nothing to time (no candidate passed the check: listed as skipped)."""
     spec = run.spec
     tensors = make_inputs(item.problem, spec.torch_dtype, run.device, item.transposed)
-    tuned = tune_item(run, item, tensors)
+    sets = _input_sets(run, item, tensors)
+    tuned = tune_item(run, item, sets)
     if tuned is None:
         return False
     winner, timings = tuned
@@ -116,8 +126,8 @@ def pass_item(run, item) -> bool:
     limit = tolerance(spec.dtype, tf32=False)
     seconds = {}
     for impl in ("triton-conv", "cudnn"):
-        fn = pass_function(impl, item.pass_name, item.problem, tensors, on_gpu=run.on_gpu,
-                           transposed=item.transposed)  # fmt: skip
+        bind = pass_binder(impl, item.pass_name, item.problem, on_gpu=run.on_gpu, transposed=item.transposed)
+        fn = in_turn(bind, sets)  # the first call runs on `tensors`, whose result is checked
         error = _checked_call(fn, want, limit, f"{item.id} {impl}")
         m = _measure(run, fn)
         config = winner if impl == "triton-conv" else None
@@ -126,16 +136,16 @@ def pass_item(run, item) -> bool:
         seconds[impl] = m
     run.autotune_rows.append(autotune_row(run, item, tensors, timings, seconds["cudnn"].seconds))
     if getattr(item, "one_at_a_time", False):
-        _one_at_a_time(run, item, tensors, want, limit, seconds)
+        _one_at_a_time(run, item, sets, want, limit, seconds)
     return True
 
 
-def _one_at_a_time(run, item, tensors, want, limit, batch_timings) -> None:
+def _one_at_a_time(run, item, sets, want, limit, batch_timings) -> None:
     """The batch of N against N launches of one image, for triton-conv and cuDNN (kind 'batching')."""
     spec, problem = run.spec, item.problem
     model_speedup = speedup(problem, problem.batch, spec.dtype, spec.device)
     for impl in ("triton-conv", "cudnn"):
-        fn = images_one_at_a_time(impl, problem, tensors)
+        fn = in_turn(partial(images_one_at_a_time, impl, problem), sets)
         error = _checked_call(fn, want, limit, f"{item.id} {impl} one at a time")
         single = _measure(run, fn)
         for how, m in (("batch", batch_timings[impl]), ("one-at-a-time", single)):
@@ -154,7 +164,8 @@ def peer_item(run, item) -> None:
     want = reference_result(item.pass_name, item.problem, tensors)
     limit = tolerance(spec.dtype, tf32=False)
     started = time.perf_counter()
-    fn = pass_function("inductor", item.pass_name, item.problem, tensors, on_gpu=run.on_gpu)
+    bind = pass_binder("inductor", item.pass_name, item.problem, on_gpu=run.on_gpu)
+    fn = in_turn(bind, _input_sets(run, item, tensors))  # compiled on the first call, the checked one
     error = _checked_call(fn, want, limit, f"{item.id} inductor")
     compile_s = time.perf_counter() - started
     m = _measure(run, fn)
