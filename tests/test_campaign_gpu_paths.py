@@ -853,3 +853,18 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
     finally:
         tuning.forget_choices()
     assert checked > 300 and missed == []
+
+
+def test_the_plan_counts_cudnns_algorithm_search_per_shape(monkeypatch):
+    """cudnn.benchmark searches on the first call of each shape and pass: once per timed item, and
+    again for the single image of an item timed one image at a time."""
+    from triton_conv.campaign.costs import CostModel
+
+    items = spec.plan_items(spec.tiny())
+    plain = next(i for i in items["fprop"])
+    single = next(i for i in items["batching"] if i.one_at_a_time)
+    searching, free = CostModel(), CostModel(cudnn_search_s=0.0)
+    for item, searches in ((plain, 1), (single, 2)):
+        extra = run.Estimator(spec.tiny(), searching, True).pass_item(item)
+        extra -= run.Estimator(spec.tiny(), free, True).pass_item(item)
+        assert extra == pytest.approx(searches * searching.cudnn_search_s)

@@ -37,6 +37,9 @@ class CostModel:
     check_process_s: float = 8.0  # the check's child: imports, CUDA context (check_child.py)
     measure_s: float = 0.01  # fixed cost of one measurement: synchronisations, capture, bookkeeping
     host_call_s: float = 40e-6  # host time of one eager call of a triton-conv op (bench/host_overhead)
+    # cuDNN's algorithm search (cudnn.benchmark) on the first call of each shape and pass: it runs
+    # every applicable algorithm once, some with workspaces. Assumed; the first run's steps show it.
+    cudnn_search_s: float = 0.05
     kernel_slowdown: float = 4.0  # measured kernel time / the model's prediction, assumed
     min_kernel_s: float = 5e-6
     peer_first_s: float = 30.0  # Inductor's first compile: its worker pool, Dynamo, AOTAutograd
@@ -51,7 +54,7 @@ class CostModel:
         """The interpreter on a small CPU (the tiny campaign): every launch is slow, nothing is fast."""
         return cls(startup_s=0.5, ceilings_s=0.5, worker_start_s=5.0, check_process_s=4.0,
                    compile_s={"fprop": 1.5, "dgrad": 1.5, "wgrad": 2.5}, workers=workers, load_s=0.0,
-                   reference_s=0.01, reference_flops=1e9, measure_s=0.0, host_call_s=0.0,
+                   reference_s=0.01, reference_flops=1e9, measure_s=0.0, host_call_s=0.0, cudnn_search_s=0.0,
                    peer_first_s=4.0, peer_shape_s=1.0, training_build_s=1.0, training_overhead_s=0.5,
                    flush_s=0.2, interpreter_call_s=0.15)  # fmt: skip
 
@@ -98,10 +101,11 @@ class Estimator:
         cudnn = self.kernel(item.problem, item.kernel_pass, None)
         seconds = self.reference(item.problem) + sum(self.measurement(t, eager=False) + t for t in times)
         seconds += self.measurement(best, eager=True) + self.measurement(cudnn, eager=True) + best + cudnn
+        seconds += self.costs.cudnn_search_s
         if isinstance(item, CurveItem) and item.one_at_a_time:
             one = item.problem.with_batch(1)
             single = item.problem.batch * max(self.kernel(one, "fprop", None), self.costs.host_call_s)
-            seconds += 2 * (self.measurement(single, eager=True) + single)
+            seconds += 2 * (self.measurement(single, eager=True) + single) + self.costs.cudnn_search_s
         return seconds
 
     def peer_item(self, item: PassItem, first: bool) -> float:
@@ -207,7 +211,8 @@ def render_plan(
         "a launch",
         f"- a kernel's time: the model's prediction x {costs.kernel_slowdown:g} (at least "
         f"{costs.min_kernel_s * 1e6:.0f} µs); a measurement: {spec.rounds} rounds of at least "
-        f"{spec.min_round_s * 1e3:g} ms, device time by CUDA-graph replay and eager time",
+        f"{spec.min_round_s * 1e3:g} ms, device time by CUDA-graph replay and eager time; cuDNN's "
+        f"algorithm search {costs.cudnn_search_s * 1e3:g} ms per shape and pass",
         f"- first launch of a compiled variant {costs.load_s * 1e3:.0f} ms (in the check's process, which "
         f"takes {costs.check_process_s:.0f} s to start, and again in the campaign's); float64 reference "
         f"{costs.reference_s * 1e3:.0f} ms + FLOPs at {costs.reference_flops / 1e12:g} TFLOP/s",
