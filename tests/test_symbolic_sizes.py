@@ -139,3 +139,41 @@ def test_training_with_dynamic_sizes_names_the_refused_size(fresh_compile):
     x, w = torch.randn(2, 4, 2, 7, dtype=EXACT, requires_grad=True), weight.clone().requires_grad_()
     with pytest.raises(ConvArgumentError, match="larger than the padded input"):
         compiled(x, w).backward()
+
+
+def test_output_size_from_a_skip_connection_compiles_once_for_every_size(fresh_compile):
+    """A decoder's `up(h, output_size=skip.shape)` under torch.compile(dynamic=True): the
+    output_padding that ConvTranspose2d computes from the sizes is symbolic (the height's parity,
+    here). Ours read its value (operator.index in the argument checks), which pinned it: a frame per
+    parity of height and width, where torch's compiles once for all. Outputs and input gradients
+    match torch's for every size, on the kernels."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.up(self.down(x), output_size=x.shape)
+
+    theirs = Decoder().double()
+    ours = triton_conv.convert_model(Decoder().double())
+    ours.load_state_dict(theirs.state_dict())
+    frames = {}
+    for label, model in (("torch", theirs), ("ours", ours)):
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("aot_eager")
+        compiled = torch.compile(model, backend=counter, dynamic=True, fullgraph=True)
+        for shape in ((2, 3, 7, 8), (3, 3, 8, 7), (2, 3, 9, 10), (3, 3, 6, 6)):
+            image = torch.randn(shape, dtype=EXACT)
+            results = []
+            for run in (compiled, theirs):
+                x = image.clone().requires_grad_()
+                y = run(x)
+                results.append((y, *torch.autograd.grad(y.sin().sum(), x)))
+            for got, expected in zip(*results):
+                assert rel_error(got, expected) < EXACT_TOL, (label, shape)
+        frames[label] = counter.frame_count
+    assert frames["ours"] <= frames["torch"], frames
