@@ -14,6 +14,7 @@ from torch import nn
 
 import triton_conv
 from triton_conv.arguments import ConvArgumentError
+from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
 from .reference import rel_error
@@ -139,3 +140,72 @@ def test_training_with_dynamic_sizes_names_the_refused_size(fresh_compile):
     x, w = torch.randn(2, 4, 2, 7, dtype=EXACT, requires_grad=True), weight.clone().requires_grad_()
     with pytest.raises(ConvArgumentError, match="larger than the padded input"):
         compiled(x, w).backward()
+
+
+class _Decoder(nn.Module):
+    """A U-Net's step down and back up to the skip connection's size: `up(h, output_size=x.shape)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(self.down(x), output_size=x.shape)
+
+
+def _decoders():
+    theirs = _Decoder().double()
+    ours = triton_conv.convert_model(_Decoder().double())
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+# Heights and widths of both parities: the output_padding that output_size makes is their parity.
+_SKIP_SHAPES = ((2, 3, 7, 8), (3, 3, 8, 7), (2, 3, 9, 10), (3, 3, 6, 6))
+
+
+def _output_and_input_grad(model, image):
+    x = image.clone().requires_grad_()
+    y = model(x)
+    return (y, *torch.autograd.grad(y.sin().sum(), x))
+
+
+def test_output_size_from_a_skip_connection_compiles_once_for_every_size(fresh_compile):
+    """torch.compile(dynamic=True) of a decoder's `up(h, output_size=skip.shape)`: the output_padding
+    that ConvTranspose2d computes from the sizes is symbolic (the height's parity, here). Ours read
+    its value (operator.index in the argument checks), which pinned it: a frame per parity of height
+    and width, where torch's compiles once for all. Outputs and input gradients match torch's."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    theirs, ours = _decoders()
+    frames = {}
+    for label, model in (("torch", theirs), ("ours", ours)):
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("aot_eager")
+        compiled = torch.compile(model, backend=counter, dynamic=True, fullgraph=True)
+        for shape in _SKIP_SHAPES:
+            image = torch.randn(shape, dtype=EXACT)
+            launched = launch_counts["dgrad_kernel"]
+            got = _output_and_input_grad(compiled, image)
+            assert label == "torch" or launch_counts["dgrad_kernel"] > launched, shape
+            for ours_, expected in zip(got, _output_and_input_grad(theirs, image)):
+                assert rel_error(ours_, expected) < EXACT_TOL, (label, shape)
+        frames[label] = counter.frame_count
+    assert frames["ours"] <= frames["torch"], frames
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_exported_output_size_from_a_skip_connection_takes_every_size(strict, triton_only):
+    """torch.export with Dim.AUTO sizes of the same decoder: torch's program takes heights and widths
+    of either parity; ours had pinned the traced parity ('Guard failed: ... == 1' on the others)."""
+    theirs, ours = _decoders()
+    auto = torch.export.Dim.AUTO
+    x = torch.randn(_SKIP_SHAPES[1], dtype=EXACT)
+    program = torch.export.export(ours, (x,), dynamic_shapes=({0: auto, 2: auto, 3: auto},), strict=strict)
+    for shape in _SKIP_SHAPES:
+        x = torch.randn(shape, dtype=EXACT)
+        with triton_only() as proof:
+            y = program.module()(x)
+        assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel"}, proof.launches
+        assert rel_error(y, theirs(x)) < EXACT_TOL, shape

@@ -30,7 +30,12 @@ class ConvTypeError(RuntimeError, TypeError):
 def as_int(value, name: str) -> int:
     """An int from what torch accepts for an int argument: a Python int, a NumPy integer, or an
     integer tensor of one element, within int64's range. bool is refused, as torch refuses it (and
-    so are bool tensors, which torch takes as 0 or 1 in some positions and refuses in others)."""
+    so are bool tensors, which torch takes as 0 or 1 in some positions and refuses in others).
+    A SymInt (torch.compile's or torch.export's symbolic size: an output_padding that
+    ConvTranspose2d computed from `output_size`) is kept as it is: reading its value would pin the
+    size to it, a guard and a recompile per value that torch's own convolution does not make."""
+    if isinstance(value, torch.SymInt):
+        return value
     number = _as_int(value, name)
     if not -(2**63) <= number < 2**63:
         raise ConvArgumentError(f"{name}={number} is out of range: torch takes 64-bit ints")
@@ -48,6 +53,8 @@ def _as_int(value, name: str) -> int:
         return int(value.item())
     if isinstance(value, (bool, np.bool_)):
         raise ConvTypeError(f"{name} must be an int, got {value!r}")
+    if type(value) is int:  # as it is: torch.compile shows this code a symbolic size as an int
+        return value
     try:
         return operator.index(value)  # int, NumPy integers, anything else with __index__
     except TypeError:

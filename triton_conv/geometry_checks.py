@@ -131,9 +131,9 @@ def transposed_view_fields(input_shape, weight_shape, stride, padding, output_pa
         ("stride", stride, 1), ("dilation", dilation, 1), ("padding", pads, 0),
         ("output_padding", output_padding, 0), ("groups", (groups,), 1),
     ):  # fmt: skip
-        if min(values) < least:
+        if any(_fails(value < least) for value in values):
             raise ConvArgumentError(f"{name} must be {'positive' if least else 'non-negative'}, got {values}")
-    if any(o >= max(s, d) for o, s, d in zip(output_padding, stride, dilation)):
+    if any(_fails(o >= max(s, d)) for o, s, d in zip(output_padding, stride, dilation)):
         raise ConvArgumentError(
             f"output_padding={output_padding} must be smaller than stride={stride} or "
             f"dilation={dilation} (on each axis)"
