@@ -79,9 +79,10 @@ def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
 
 
 # --- input sets in turn: timed calls that read memory, not the L2 cache -------------------------------
-# A layer's inputs at a small batch fit in an H200's L2 (tens of MB): calls repeated on one set would
-# time the cache, where a model's layer reads what its neighbours evicted. The timed calls take turns
-# over sets that together are EVICTING_MULTIPLE times the L2, so each set's lines are gone by its turn.
+# A small layer's inputs at a small batch fit in an H200's L2 (tens of MB): calls repeated on one set
+# would time the cache. In a model a layer's weights come from memory and its input at best partly
+# from the layer before. The timed calls take turns over sets that together are EVICTING_MULTIPLE
+# times the L2, so each set's lines are gone by its turn: every implementation is timed reading memory.
 EVICTING_MULTIPLE = 2
 MAX_INPUT_SETS = 50  # a captured graph (100 calls at most) holds two turns or more
 
