@@ -10,7 +10,7 @@ batch sizes (within RATIO_TOLERANCE). cuDNN 7.6 ran fp16 on tensor cores (NHWC, 
 in fp32 it chose among Winograd, FFT and GEMM (the forward pass's choice is in the table). Its implicit
 reduction is walked differently by precision, and the model describes each walk with the nearer of
 its two (CUDNN_ROW_SPANS): in fp16 every filter tap's channels are padded to a block (row_spans=False:
-its times on the 1- and 3-channel layers are what that predicts, 3 to 14 times what triton-conv's walk
+its times on the 1- and 3-channel layers are what that predicts, 1.6 to 16 times what triton-conv's walk
 of whole tap rows would take); in fp32 C·R·S is one reduction, nearer to the walk of tap rows
 (row_spans=True), and faster still than it.
 """
