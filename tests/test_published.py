@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import io
 import re
+import statistics
 import zipfile
 from pathlib import Path
 
@@ -166,3 +167,28 @@ def test_cudnn_walk_of_few_channels_by_precision():
         other = predict(row.problem, "fprop", chosen.config, row.device, dtype, allow_tf32=False,
                         terms=fit.terms, row_spans=not spans)  # fmt: skip
         assert not 1 / 3 <= other.time_s / row.seconds <= 3, (dtype, other.time_s)
+
+
+def test_miss_table_groups_every_held_out_row_once():
+    """P8 splits each device's held-out rows by pass and filter size, and the forward rows by the family
+    of cuDNN's algorithm: every row in exactly one group, every algorithm DeepBench names in a family.
+    The directions notes/batching.md reads off it: in fp32 the model is too slow on the forward pass
+    wherever cuDNN chose Winograd (median model/published above 1) and too fast on its GEMMs."""
+    fits = published_layers.fit_all(published_layers.load_deepbench())
+    families = published_layers.ALGORITHM_FAMILIES
+    for fit in fits:
+        forward = [r for r, _ in fit.rows if r.pass_name == "fprop"]
+        assert all(sum(r.algorithm in m for m in families.values()) == 1 for r in forward), fit.device
+    table = published_layers.miss_table(fits)
+    held_out = sum(sum(fit.held_out(r) for r, _ in fit.rows) for fit in fits)
+    cells = [re.findall(r"\((\d+)/(\d+)\)", line)[:6] for line in table.splitlines()[2:]]
+    assert sum(int(total) for line in cells for _, total in line) == held_out
+    for fit in fits:
+        if fit.dtype != "fp32":
+            continue
+        ratio = {
+            name: [p.time_s / r.seconds for r, p in fit.rows
+                   if fit.held_out(r) and r.pass_name == "fprop" and r.algorithm in families[name]]
+            for name in ("GEMM", "Winograd")
+        }  # fmt: skip
+        assert statistics.median(ratio["Winograd"]) > 1 > statistics.median(ratio["GEMM"]), fit.device

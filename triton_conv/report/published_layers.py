@@ -1,6 +1,6 @@
 """The model against DeepBench's published cuDNN times per layer, pass and batch size
 (notes/published/deepbench_conv.csv, copied from baidu-research/DeepBench with its source on every row):
-table P6 and P7 of notes/batching.md and every row in notes/published/deepbench_vs_model.md.
+tables P6 to P8 of notes/batching.md and every row in notes/published/deepbench_vs_model.md.
 
 Per device and dtype: the per-call floor is read off the table (the least time any call took), the
 achieved fraction is the one number fitted (calibration.fit_fraction, on the forward pass at N=8: the
@@ -155,6 +155,41 @@ def layer_summary_table(fits) -> str:
     headers = ["device", "dtype", "floor µs", "η fitted", "median model/pub.",
                *(f"within 1.3×: {name}" for name in (*PASSES, "all")),
                *(f"ratio ±15%: {name}" for name in (*PASSES, "all"))]  # fmt: skip
+    return table(headers, rows)
+
+
+# cuDNN's forward algorithms by family; DeepBench's V100 and T4 sheets spell one "LICIT_PRECOMP_GEMM"
+ALGORITHM_FAMILIES = {
+    "GEMM": ("IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "LICIT_PRECOMP_GEMM"),
+    "Winograd": ("WINOGRAD", "WINOGRAD_NONFUSED"),
+    "FFT": ("FFT", "FFT_TILING"),
+}
+
+
+def _filter_kind(p: ConvProblem) -> str:
+    return "1x1" if p.kernel_h * p.kernel_w == 1 else "RxS"
+
+
+def _miss_cell(ratios: list[float]) -> str:
+    """Median model/published time and the rows within WITHIN: which way a group misses, and how often."""
+    if not ratios:
+        return "—"
+    return f"{statistics.median(ratios):.2f} ({sum(map(_within, ratios))}/{len(ratios)})"
+
+
+def miss_table(fits) -> str:
+    """P8: the held-out rows of each device and dtype grouped by pass and filter size, and the forward
+    rows by the algorithm family cuDNN chose: where the single fitted fraction is too fast or too slow."""
+    groups = [(name, kind) for name in PASSES for kind in ("1x1", "RxS")]
+    rows = []
+    for fit in fits:
+        held = [(r, p.time_s / r.seconds) for r, p in fit.rows if fit.held_out(r)]
+        by_group = [[q for r, q in held if (r.pass_name, _filter_kind(r.problem)) == g] for g in groups]
+        by_algorithm = [[q for r, q in held if r.pass_name == "fprop" and r.algorithm in members]
+                        for members in ALGORITHM_FAMILIES.values()]  # fmt: skip
+        rows.append([fit.device, fit.dtype, *map(_miss_cell, by_group), *map(_miss_cell, by_algorithm)])
+    headers = ["device", "dtype", *(f"{name} {kind}" for name, kind in groups),
+               *(f"fprop, cuDNN {family}" for family in ALGORITHM_FAMILIES)]  # fmt: skip
     return table(headers, rows)
 
 

@@ -1,4 +1,4 @@
-"""The section 'published' of notes/batching.md (tables P0-P7) and notes/published/deepbench_vs_model.md:
+"""The section 'published' of notes/batching.md (tables P0-P8) and notes/published/deepbench_vs_model.md:
 the model against measurements nobody here made. `make_published_report` writes both; the sources are
 notes/published/*.csv, whose every row names its repository, file and commit."""
 
@@ -27,6 +27,7 @@ from .published_layers import (
     fit_all,
     layer_summary_table,
     load_deepbench,
+    miss_table,
     ratio_share,
     resnet_table,
 )
@@ -81,6 +82,8 @@ def published_tables() -> str:
         "#### P6. DeepBench per layer (cuDNN 7.6; floor read off each table, η fitted on the forward pass "
         f"at N=8)\n\n{layer_summary_table(fits)}",
         f"#### P7. DeepBench's ResNet layers, forward, fp16\n\n{resnet_table(fits)}",
+        "#### P8. Where the per-layer times miss: median model/published time (held-out rows within 1.3×), "
+        f"by pass and filter, and the forward pass by cuDNN's algorithm\n\n{miss_table(fits)}",
         f"#### Sources of P1-P5\n\n{sources(comparisons)}",
     ]
     return "\n\n".join(parts)
