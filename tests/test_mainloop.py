@@ -68,9 +68,10 @@ def test_no_wgmma_loop_reads_as_none():
 # Targets a layer still misses with one Triton (notes/kernels.md says why), with the ratio to the
 # plain matmul it may not cross: triton version -> {(layer, pass, kernel): ratio}. The issue's targets
 # are for Triton 3.6 and 3.9 (CI's legs), which miss none; 3.7 (Python 3.10's torch wheels) compiles
-# the stem's weight gradient as 3.6 does (4,192 per step) but the plain matmul leaner (2,320): 1.81x.
+# the stem's weight gradient as 3.6 does (4,192 per step) but the plain matmul leaner (2,320): 1.81x;
+# 3.8 likewise (4,096 against 2,320: 1.77x).
 STEM = "7x7 s2 stem, 224x224, 3 -> 64"
-KNOWN_MISSES: dict = {"3.7": {(STEM, "wgrad", "triton-conv"): 1.85}}
+KNOWN_MISSES: dict = {version: {(STEM, "wgrad", "triton-conv"): 1.85} for version in ("3.7", "3.8")}
 
 
 def _representative():
