@@ -9,7 +9,7 @@ import triton_conv
 from triton_conv import KernelConfig
 from triton_conv.problem import ConvProblem
 
-from .reference import bound, make_tensor, reference_conv2d, rel_error
+from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
 
 # (input shape, weight shape, conv2d keyword arguments): every feature, no dimension a tile multiple.
 FEATURES = {
@@ -112,6 +112,37 @@ def test_output_follows_input_layout(layout, channels_last, triton_only):
     y = run_case(*FEATURES["3x3"], torch.float32, layout, triton_only)
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert y.is_contiguous() == (not channels_last)
+
+
+def _channels_last(t):
+    return t.to(memory_format=torch.channels_last)
+
+
+# Layouts that is_contiguous() cannot tell apart, or calls contiguous in neither format: torch reads
+# them by the order of their strides (Tensor.suggest_memory_format), for x and weight alike.
+AMBIGUOUS_LAYOUTS = {
+    "sliced nhwc view": lambda: (_channels_last(torch.randn(2, 4, 9, 6))[:, :, 2:7], torch.randn(3, 4, 3, 3)),
+    "channel slice of nhwc": lambda: (
+        _channels_last(torch.randn(2, 8, 5, 6))[:, :4],
+        torch.randn(3, 4, 3, 3),
+    ),
+    "one channel nhwc": lambda: (_channels_last(torch.randn(2, 1, 5, 6)), torch.randn(3, 1, 3, 3)),
+    "1x1 image nhwc": lambda: (_channels_last(torch.randn(2, 4, 1, 1)), torch.randn(3, 4, 1, 1)),
+    "1x1 weight nhwc": lambda: (torch.randn(2, 4, 5, 6), _channels_last(torch.randn(3, 4, 1, 1))),
+    "permuted nwhc": lambda: (torch.randn(2, 6, 5, 4).permute(0, 3, 2, 1), torch.randn(3, 4, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("case", list(AMBIGUOUS_LAYOUTS))
+def test_output_memory_format_is_torchs(case, triton_only):
+    """float32 on CPU, where torch's rule is cuDNN's (either operand channels_last by its strides)."""
+    x, w = AMBIGUOUS_LAYOUTS[case]()
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, padding=1)
+    expected = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    assert proof.launches == {"fprop_kernel": 1}
+    assert y.stride() == torch.nn.functional.conv2d(x, w, padding=1).stride(), case
+    assert rel_error(y, expected) < REL_TOL_FP32_IEEE
 
 
 @pytest.mark.parametrize("allow_tf32", [False, True])

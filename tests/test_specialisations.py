@@ -200,6 +200,21 @@ def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
     assert rel_error(got, reference_conv2d(x, w, b, problem)) < bound(dtype)
 
 
+def test_row_spans_with_more_tap_rows_than_tap_bits(triton_only):
+    """32 tap rows leave no bit per row (TAP_BITS): each row's padding test is then per tap row,
+    and a row span's columns are its own range test's (a padded left edge once masked whole rows)."""
+    x = make_tensor((1, 2, 34, 6), torch.float32, "nhwc")
+    w = make_tensor((3, 2, 32, 3), torch.float32, "nhwc")
+    b = make_tensor((3,), torch.float32)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, padding=(1, 2))
+    y = torch.empty(problem.output_shape).to(memory_format=torch.channels_last)
+    flags = _flags(fprop_plan(x, w, b, y, problem, SMALL), ("ROW_SPANS", "TAP_BITS"))
+    assert flags == dict(ROW_SPANS=True, TAP_BITS=False)
+    with triton_only():
+        got = conv2d_fprop(x, w, b, problem, SPLIT)
+    assert rel_error(got, reference_conv2d(x, w, b, problem)) < REL_TOL_FP32_IEEE
+
+
 # Few channels per group (C/g = 3, two groups, a 5x5 stride-2 filter), at shapes that are no tile's
 # multiple: dgrad reads a zero-padded weight, wgrad a zero-padded x, and neither alters its inputs.
 FEW = ((3, 6, 11, 13), (8, 3, 5, 5), dict(stride=2, padding=2, groups=2))

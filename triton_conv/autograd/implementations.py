@@ -8,11 +8,12 @@ import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
+from ..launchers.common import wants_channels_last
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 
 
 def _channels_last(tensor: torch.Tensor) -> bool:
-    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    return wants_channels_last(tensor)
 
 
 def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:

@@ -146,8 +146,10 @@ def fprop_kernel(
                 a_mask = (tap_bad & tap_bit) == 0
             else:
                 ih = top + r * dil_h
-                iw = left + s * dil_w
-                a_mask = ((ih >= 0) & (ih < height) & (iw >= 0) & (iw < width))[:, None]
+                a_mask = ((ih >= 0) & (ih < height))[:, None]
+                if not ROW_SPANS:  # a row span's columns are tested by the run's own range below
+                    iw = left + s * dil_w
+                    a_mask = a_mask & ((iw >= 0) & (iw < width))[:, None]
             if ROW_SPANS:
                 j = channel0 + offs_k[None, :]
                 a_mask = a_mask & (j >= span_lo) & (j < span_hi)

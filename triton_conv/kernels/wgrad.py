@@ -72,7 +72,8 @@ def wgrad_kernel(
     x_lin, q_extra,
     HAS_BIAS: tl.constexpr,
     DY_K_UNIT: tl.constexpr, X_C_UNIT: tl.constexpr, DW_C_UNIT: tl.constexpr,
-    ONE_TAP_TILES: tl.constexpr, TAP_CHANNELS: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
+    ONE_TAP_TILES: tl.constexpr, COLUMNS_ALIGNED: tl.constexpr,
+    TAP_CHANNELS: tl.constexpr, LINEAR_ROWS: tl.constexpr, Q_EXTRA: tl.constexpr,
     DY_TMA: tl.constexpr, X_TMA: tl.constexpr,
     USE_INT64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -84,6 +85,9 @@ def wgrad_kernel(
     ONE_TAP_TILES: C/g is a multiple of BLOCK_N (or R·S = 1), so a column tile lies in one tap: the
         tap is a scalar, the channels run contiguously and a reduction row's padding test is one
         per row, not per column.
+    COLUMNS_ALIGNED: BLOCK_N divides C/g, so no column tile runs past the group's channels. Else a
+        one-tap tile (R·S = 1) wraps its columns past the group to real channels, as fprop's do:
+        they are never stored, and unwrapped they read past x's end (the last group's).
     TAP_CHANNELS: x is the launcher's zero-padded NHWC copy with TAP_CHANNELS channels per group (a
         few-channel stem): a column tile spans BLOCK_N / TAP_CHANNELS whole taps, so the padding
         test is one per (row, tap) and each tap's channels load as one vector. Only the group's
@@ -131,7 +135,10 @@ def wgrad_kernel(
         col_ok = offs_n < gemm_n
         if ONE_TAP_TILES:
             tap = col0 // in_per_group
-            c = tl.multiple_of(col0 - tap * in_per_group, BLOCK_N) + tl.arange(0, BLOCK_N)
+            if COLUMNS_ALIGNED:
+                c = tl.multiple_of(col0 - tap * in_per_group, BLOCK_N) + tl.arange(0, BLOCK_N)
+            else:  # R·S = 1: tap 0
+                c = offs_n % in_per_group
         else:
             tap = offs_n // x_channels
             c = offs_n % x_channels

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 import torch
+from torch._prims_common import suggest_memory_format
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..runtime import fp32_uses_tf32, interpreter_active
@@ -223,11 +224,14 @@ class PlanCache:
 
 
 def wants_channels_last(*tensors: torch.Tensor) -> bool:
-    """The output follows its inputs' memory format, as cuDNN does: channels_last if either is."""
-    return any(
-        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-        for t in tensors
-    )
+    """The output follows its inputs' memory format, as torch's convolutions do: channels_last if
+    torch suggests it for either (Tensor.suggest_memory_format: strides in NHWC order, so a sliced
+    NHWC view, a 1x1 weight (K, C, 1, 1) with strides (C, 1, C, C) and an NHWC tensor of one channel
+    count, which `is_contiguous()` alone cannot tell apart), except in float64 on a GPU, which cuDNN
+    keeps in NCHW."""
+    if any(t.dtype == torch.float64 and t.device.type == "cuda" for t in tensors):
+        return False
+    return any(t.dim() == 4 and suggest_memory_format(t) == torch.channels_last for t in tensors)
 
 
 def random_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:

@@ -99,7 +99,8 @@ def wgrad_plan(
         problem.kernel_h, problem.kernel_w,
         *dy.stride(), *x.stride(), *dw.stride(),
     )  # fmt: skip
-    one_tap = problem.in_per_group % config.block_n == 0 or problem.kernel_h * problem.kernel_w == 1
+    aligned = problem.in_per_group % config.block_n == 0
+    one_tap = aligned or problem.kernel_h * problem.kernel_w == 1
     # A group's first channel must start a TMA box on a 16-byte boundary too.
     size = dy.element_size()
     dy_view = x_view = None
@@ -127,7 +128,8 @@ def wgrad_plan(
     constexprs = dict(
         HAS_BIAS=db is not None,
         DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
-        ONE_TAP_TILES=one_tap, TAP_CHANNELS=padded, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
+        ONE_TAP_TILES=one_tap, COLUMNS_ALIGNED=aligned,
+        TAP_CHANNELS=padded, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
         DY_TMA=dy_view is not None, X_TMA=x_view is not None,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
