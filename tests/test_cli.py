@@ -138,11 +138,16 @@ def test_report_of_a_broken_campaign_folder_says_why_and_writes_nothing(case, tm
     assert not notes.exists()
 
 
-def test_report_of_a_sweep_json_cut_short_names_it(tmp_path):
+def test_report_of_a_sweep_json_cut_short_names_it_and_writes_nothing(tmp_path):
+    """The model's section was rewritten before the sweeps were read: a failed report still
+    changed batching.md."""
     sweep = tmp_path / "sweep.json"
     sweep.write_text('{"machine_info": {')
     with pytest.raises(SystemExit, match=f"triton-conv report: {sweep} is not readable JSON"):
         cli.main(["report", str(sweep), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+    with pytest.raises(SystemExit, match="No such file"):
+        cli.main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "batching.md")])
+    assert not (tmp_path / "batching.md").exists()
 
 
 def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):

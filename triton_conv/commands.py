@@ -137,10 +137,11 @@ def _report(args) -> int:
             print(f"wrote {path}")
         return 0
 
-    make_model_report(out_path=args.out)
+    # The sweeps first: one that is missing or unreadable stops the command before it writes anything.
     sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
     if sweeps:
         make_report(sweeps, out_path=args.out, plots=not args.no_plots)
+    make_model_report(out_path=args.out)
     print(f"wrote {args.out}: model tables" + (f" and {len(sweeps)} measured sweep(s)" if sweeps else ""))
     return 0
 
