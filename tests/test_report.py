@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from triton_conv import report
-from triton_conv.report import measured, plots, published
+from triton_conv.report import measured, plots, published, published_report
 from triton_conv.report.markdown import read_section, replace_section
 
 NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
@@ -209,10 +209,16 @@ def test_notes_hold_the_current_published_comparison():
     assert "copied from their sources" in read_section(NOTES, "published-provenance")
 
 
-def test_published_report_writes_its_sections_and_every_row(tmp_path):
+def test_published_report_writes_its_sections_and_every_row(tmp_path, monkeypatch):
     note, rows = tmp_path / "batching.md", tmp_path / "rows.md"
     note.write_text("# Findings\n\nHand-written.\n")
+    # The commit is read before anything is written: the rows file written first made a clean tree
+    # read as '+ uncommitted changes' whenever a row changed.
+    monkeypatch.setattr(
+        published_report, "git_commit", lambda: "abc + uncommitted changes" if rows.exists() else "abc"
+    )
     report.make_published_report(str(note), rows)
+    assert "commit abc, " in read_section(note, "published-provenance")
     text = read_section(note, "published")
     assert note.read_text().startswith("# Findings\n\nHand-written.\n")
     assert [f"#### P{i}." in text for i in range(8)] == [True] * 8
