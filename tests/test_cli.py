@@ -178,8 +178,13 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [(["--device", "NOPE"], "unknown device 'NOPE'"), (["--layers", "nope"], "unknown layer set"),
-     (["--fit", "1=0.001", "1=0.002"], "a batch size twice")],
+     (["--fit", "1=0.001", "1=0.002"], "a batch size twice"),
+     (["--fit", "1=0.001", "2=0.002", "4=0.004"], "one or two batch sizes"),
+     (["--fit", "1=0.002", "128=0.001"], "must grow")],
 )  # fmt: skip
-def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words):
+def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
+    """...and before it prints a table: measurements it cannot fit were refused after the whole
+    per-layer table had been printed."""
     with pytest.raises(SystemExit, match=f"triton-conv predict: .*{words}"):
         cli.main(["predict", *argv])
+    assert capsys.readouterr().out == ""

@@ -53,6 +53,13 @@ def _predict(args) -> int:
     from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
 
     device, layers = get_device(args.device), get_layer_set(args.layers)
+    calibrations = {"ideal": DEFAULT_TERMS}
+    if args.fit:  # fitted first: measurements it cannot use stop the command before any table
+        measured = dict(args.fit)
+        if len(measured) < len(args.fit):
+            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
+        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
+                                               overlapped=args.overlapped)  # fmt: skip
     rows = []
     for layer in layers:
         for pass_name in args.passes:
@@ -82,14 +89,8 @@ def _predict(args) -> int:
              if any(layer.transposed for layer in layers) else ""))  # fmt: skip
     headers = ["layer", "pass", "N", "config", "tiles", "waves", "µs", "TFLOP/s", "S(N)", "knee N (128²)"]
     print(tabulate(rows, headers=headers))
-    calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:
-        measured = dict(args.fit)
-        if len(measured) < len(args.fit):
-            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
-        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
-                                               overlapped=args.overlapped)  # fmt: skip
-        print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
+        print(f"\ncalibrated on {sorted(dict(args.fit))}: {calibrations['calibrated']}")
     table = []
     for name, terms in calibrations.items():
         one = network_time(layers, args.passes, 1, device, args.dtype, terms=terms)
