@@ -70,6 +70,18 @@ def test_campaign_budget_must_be_a_finite_number_of_seconds(budget, capsys):
     assert cli.build_parser().parse_args(["campaign", "--budget-s", "1e3"]).budget_s == 1000.0
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["static-report", "--workers", "0"], ["sass-report", "--workers", "-1"], ["tune", "--rep-ms", "0"],
+     ["tune", "--max-configs", "0"], ["tune", "--batch", "0"]],
+)  # fmt: skip
+def test_counts_below_one_are_refused(argv, capsys):
+    """`static-report --workers 0` silently used every core, `tune --rep-ms 0` timed nothing."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(argv)
+    assert stopped.value.code == 2 and f"argument {argv[1]}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("where", ["a file", "under a file"])
 def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, tmp_path):
     existing = tmp_path / "taken"
