@@ -82,6 +82,14 @@ def test_counts_below_one_are_refused(argv, capsys):
     assert stopped.value.code == 2 and f"argument {argv[1]}" in capsys.readouterr().err
 
 
+def test_campaign_without_out_is_refused_by_the_parser(capsys):
+    """Refused before the command re-runs itself under the interpreter on a CPU machine (it printed
+    'running the Triton kernels in Triton's interpreter' and started a second process first)."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["campaign"])
+    assert stopped.value.code == 2 and "--out DIR is required" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("where", ["a file", "under a file"])
 def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, tmp_path):
     existing = tmp_path / "taken"

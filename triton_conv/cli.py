@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "campaign" and args.out is None and not args.dry_run:
+        # Said here, before a CPU machine re-runs the command under the interpreter.
+        parser.error("campaign: --out DIR is required (or --dry-run)")
     _ensure_kernels_can_run(args)
     return args.run(args)

@@ -174,8 +174,6 @@ def cmd_campaign(args) -> int:
     if args.dry_run:
         print(dry_run(spec, args.budget_s, on_gpu=args.spec != "tiny"))
         return 0
-    if args.out is None:
-        raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
     _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     return 1 if state["status"].startswith("failed") else 0
