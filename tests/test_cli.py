@@ -19,6 +19,13 @@ def test_main_runs_every_part_of_the_sweep_by_default():
     assert args.parts == list(cases.PARTS) and "decoder" in args.parts
 
 
+def test_main_refuses_a_part_the_sweep_does_not_have(capsys):
+    """An unknown part reached bench/ on the GPU as a collection error, after the parts before it ran."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["main", "--parts", "fprop", "nosuch"])
+    assert stopped.value.code == 2 and "argument --parts" in capsys.readouterr().err
+
+
 def _rows(out: str) -> dict:
     """{(layer, pass label, N): the row's µs} from predict's per-layer table."""
     rows = {}

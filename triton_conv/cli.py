@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument(
         "--parts",
         nargs="+",
+        choices=SWEEP_PARTS,
         default=list(SWEEP_PARTS),
         help="parts of the sweep, one JSON each (bench/cases.py PARTS); default: all of them",
     )
