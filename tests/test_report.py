@@ -260,3 +260,17 @@ def test_a_cell_two_runs_measured_is_the_later_runs_whole(tmp_path):
     throughput = section.split("#### Throughput against N")[1]
     assert _row(throughput, LAYER, "8", "32")[2:4] == ["0.32", "—"]  # N=8 (32 tiles): the later run
     assert section.count("- superseded: ") == 1
+
+
+def test_report_module_names_a_missing_or_broken_sweep_without_a_traceback(tmp_path):
+    """`python -m triton_conv.report measured` (notes/README.md) ended in a traceback."""
+    from triton_conv.report.__main__ import main
+
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"machine_info": {')
+    for path, words in ((tmp_path / "missing.json", "No such file"), (cut, "not readable JSON")):
+        with pytest.raises(SystemExit, match=f"python -m triton_conv.report measured: .*{words}"):
+            main(["measured", str(path), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+    with pytest.raises(SystemExit, match="model: unknown device 'X100'"):
+        main(["model", "--devices", "X100", "--out", str(tmp_path / "batching.md")])
+    assert not (tmp_path / "batching.md").exists()
