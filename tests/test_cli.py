@@ -77,6 +77,15 @@ def test_campaign_budget_must_be_a_finite_number_of_seconds(budget, capsys):
     assert cli.build_parser().parse_args(["campaign", "--budget-s", "1e3"]).budget_s == 1000.0
 
 
+def test_tune_refuses_a_pass_or_dtype_it_has_not(capsys):
+    """An unknown dtype reached the GPU as a KeyError in tune_and_write; an unknown pass reached it too."""
+    for argv in (["tune", "--dtypes", "fp8"], ["tune", "--passes", "bprop"]):
+        with pytest.raises(SystemExit) as stopped:
+            cli.build_parser().parse_args(argv)
+        assert stopped.value.code == 2 and f"argument {argv[1]}" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["tune", "--dtypes", "bf16", "fp32"]).dtypes == ["bf16", "fp32"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [["static-report", "--workers", "0"], ["sass-report", "--workers", "-1"], ["tune", "--rep-ms", "0"],

@@ -89,12 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run one Triton convolution and compare it with torch")
-    demo.add_argument("--batch", type=_count, default=2)
+    demo.add_argument("--batch", type=_count, default=2, help="images in the batch")
     demo.set_defaults(run=cmd_demo)
     predict = commands.add_parser("predict", help="the model's predictions for a device")
-    predict.add_argument("--device", default="H200")
-    predict.add_argument("--layers", default="resnet50")
-    predict.add_argument("--dtype", default="fp16")
+    predict.add_argument("--device", default="H200", help="a GPU of triton_conv.devices: H200, V100, T4, ...")
+    predict.add_argument(
+        "--layers", default="resnet50", help="a layer set of triton_conv.layers: resnet50, unet_decoder, ..."
+    )
+    predict.add_argument("--dtype", default="fp16", help="fp16, bf16 or fp32 (tf32: fp32 operands)")
     predict.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
     predict.add_argument("--passes", nargs="+", default=["fprop"], choices=["fprop", "dgrad", "wgrad"])
     predict.add_argument(
@@ -133,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
     tune.add_argument("--layers", default="resnet50", help="a layer set of triton_conv.layers")
     tune.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
-    tune.add_argument("--passes", nargs="+", default=["fprop", "dgrad", "wgrad"])
-    tune.add_argument("--dtypes", nargs="+", default=["fp16"])
+    tune.add_argument(
+        "--passes", nargs="+", default=["fprop", "dgrad", "wgrad"], choices=["fprop", "dgrad", "wgrad"]
+    )
+    tune.add_argument("--dtypes", nargs="+", default=["fp16"], choices=["fp16", "bf16", "fp32"])
     tune.add_argument("--out-dir", default="notes/autotune")
     tune.add_argument("--rep-ms", type=_count, default=100, help="timed milliseconds per config")
     tune.add_argument("--max-configs", type=_count, default=None)
