@@ -84,7 +84,7 @@ def _phased_tiles(problem, config: KernelConfig) -> int:
     )
 
 
-@pytest.mark.skipif(MODE != "gpu" or ENABLED, reason="the comparison's cases below run")
+@pytest.mark.skipif(MODE != "gpu" or ENABLED, reason="its cases are collected here (a CPU's: tiny checks)")
 def test_dgrad_phases_disabled():
     pytest.skip("strided dgrad, phases vs masked vs cuDNN: not in the default sweep; "
                 "set TRITON_CONV_BENCH_DGRAD_PHASES=1 to run it")  # fmt: skip

@@ -342,7 +342,19 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
     assert "Steps: the cost model's estimate against the run" in note and "status: **complete**" in note
     assert (tmp_path / "notes" / "autotune" / "cpu-interpreter.md").exists()
     batching = (tmp_path / "notes" / "batching.md").read_text()
-    assert "Speedup of triton-conv over cuDNN" in batching and len(written) == 5
+    assert "Speedup of triton-conv over cuDNN" in batching
+    notes = tmp_path / "notes"
+    assert (
+        written
+        == [  # every file to commit, the sweep's copy too (it was left unsaid)
+            str(notes / "campaigns" / f"cpu-interpreter-{files['campaign.json']['provenance']['date'][:10]}"),
+            str(notes / "sweeps" / "cpu-interpreter-campaign.json"),
+            str(notes / "batching.md"),
+            str(notes / "autotune" / "cpu-interpreter.md"),
+            str(notes / "training" / "cpu-interpreter-resnet50-campaign.json"),
+            str(notes / "campaign.md"),
+        ]
+    )
     # the decoder's timings in the measured tables: speedups, and throughput per pass
     for label in (
         "fprop (transposed, dgrad kernel)",

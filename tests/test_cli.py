@@ -19,6 +19,13 @@ def test_main_runs_every_part_of_the_sweep_by_default():
     assert args.parts == list(cases.PARTS) and "decoder" in args.parts
 
 
+def test_main_refuses_a_part_the_sweep_does_not_have(capsys):
+    """An unknown part reached bench/ on the GPU as a collection error, after the parts before it ran."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["main", "--parts", "fprop", "nosuch"])
+    assert stopped.value.code == 2 and "argument --parts" in capsys.readouterr().err
+
+
 def _rows(out: str) -> dict:
     """{(layer, pass label, N): the row's µs} from predict's per-layer table."""
     rows = {}
@@ -68,6 +75,35 @@ def test_campaign_budget_must_be_a_finite_number_of_seconds(budget, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["campaign", "--dry-run", "--workers", "0"])
     assert cli.build_parser().parse_args(["campaign", "--budget-s", "1e3"]).budget_s == 1000.0
+
+
+def test_tune_refuses_a_pass_or_dtype_it_has_not(capsys):
+    """An unknown dtype reached the GPU as a KeyError in tune_and_write; an unknown pass reached it too."""
+    for argv in (["tune", "--dtypes", "fp8"], ["tune", "--passes", "bprop"]):
+        with pytest.raises(SystemExit) as stopped:
+            cli.build_parser().parse_args(argv)
+        assert stopped.value.code == 2 and f"argument {argv[1]}" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["tune", "--dtypes", "bf16", "fp32"]).dtypes == ["bf16", "fp32"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["static-report", "--workers", "0"], ["sass-report", "--workers", "-1"], ["tune", "--rep-ms", "0"],
+     ["tune", "--max-configs", "0"], ["tune", "--batch", "0"]],
+)  # fmt: skip
+def test_counts_below_one_are_refused(argv, capsys):
+    """`static-report --workers 0` silently used every core, `tune --rep-ms 0` timed nothing."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(argv)
+    assert stopped.value.code == 2 and f"argument {argv[1]}" in capsys.readouterr().err
+
+
+def test_campaign_without_out_is_refused_by_the_parser(capsys):
+    """Refused before the command re-runs itself under the interpreter on a CPU machine (it printed
+    'running the Triton kernels in Triton's interpreter' and started a second process first)."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["campaign"])
+    assert stopped.value.code == 2 and "--out DIR is required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
@@ -138,11 +174,16 @@ def test_report_of_a_broken_campaign_folder_says_why_and_writes_nothing(case, tm
     assert not notes.exists()
 
 
-def test_report_of_a_sweep_json_cut_short_names_it(tmp_path):
+def test_report_of_a_sweep_json_cut_short_names_it_and_writes_nothing(tmp_path):
+    """The model's section was rewritten before the sweeps were read: a failed report still
+    changed batching.md."""
     sweep = tmp_path / "sweep.json"
     sweep.write_text('{"machine_info": {')
     with pytest.raises(SystemExit, match=f"triton-conv report: {sweep} is not readable JSON"):
         cli.main(["report", str(sweep), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+    with pytest.raises(SystemExit, match="No such file"):
+        cli.main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "batching.md")])
+    assert not (tmp_path / "batching.md").exists()
 
 
 def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
@@ -173,8 +214,13 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [(["--device", "NOPE"], "unknown device 'NOPE'"), (["--layers", "nope"], "unknown layer set"),
-     (["--fit", "1=0.001", "1=0.002"], "a batch size twice")],
+     (["--fit", "1=0.001", "1=0.002"], "a batch size twice"),
+     (["--fit", "1=0.001", "2=0.002", "4=0.004"], "one or two batch sizes"),
+     (["--fit", "1=0.002", "128=0.001"], "must grow")],
 )  # fmt: skip
-def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words):
+def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
+    """...and before it prints a table: measurements it cannot fit were refused after the whole
+    per-layer table had been printed."""
     with pytest.raises(SystemExit, match=f"triton-conv predict: .*{words}"):
         cli.main(["predict", *argv])
+    assert capsys.readouterr().out == ""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from triton_conv import report
-from triton_conv.report import measured, plots, published
+from triton_conv.report import measured, plots, published, published_report
 from triton_conv.report.markdown import read_section, replace_section
 
 NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
@@ -209,10 +209,16 @@ def test_notes_hold_the_current_published_comparison():
     assert "copied from their sources" in read_section(NOTES, "published-provenance")
 
 
-def test_published_report_writes_its_sections_and_every_row(tmp_path):
+def test_published_report_writes_its_sections_and_every_row(tmp_path, monkeypatch):
     note, rows = tmp_path / "batching.md", tmp_path / "rows.md"
     note.write_text("# Findings\n\nHand-written.\n")
+    # The commit is read before anything is written: the rows file written first made a clean tree
+    # read as '+ uncommitted changes' whenever a row changed.
+    monkeypatch.setattr(
+        published_report, "git_commit", lambda: "abc + uncommitted changes" if rows.exists() else "abc"
+    )
     report.make_published_report(str(note), rows)
+    assert "commit abc, " in read_section(note, "published-provenance")
     text = read_section(note, "published")
     assert note.read_text().startswith("# Findings\n\nHand-written.\n")
     assert [f"#### P{i}." in text for i in range(8)] == [True] * 8
@@ -254,3 +260,17 @@ def test_a_cell_two_runs_measured_is_the_later_runs_whole(tmp_path):
     throughput = section.split("#### Throughput against N")[1]
     assert _row(throughput, LAYER, "8", "32")[2:4] == ["0.32", "—"]  # N=8 (32 tiles): the later run
     assert section.count("- superseded: ") == 1
+
+
+def test_report_module_names_a_missing_or_broken_sweep_without_a_traceback(tmp_path):
+    """`python -m triton_conv.report measured` (notes/README.md) ended in a traceback."""
+    from triton_conv.report.__main__ import main
+
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"machine_info": {')
+    for path, words in ((tmp_path / "missing.json", "No such file"), (cut, "not readable JSON")):
+        with pytest.raises(SystemExit, match=f"python -m triton_conv.report measured: .*{words}"):
+            main(["measured", str(path), "--out", str(tmp_path / "batching.md"), "--no-plots"])
+    with pytest.raises(SystemExit, match="model: unknown device 'X100'"):
+        main(["model", "--devices", "X100", "--out", str(tmp_path / "batching.md")])
+    assert not (tmp_path / "batching.md").exists()

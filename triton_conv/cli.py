@@ -89,12 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run one Triton convolution and compare it with torch")
-    demo.add_argument("--batch", type=_count, default=2)
+    demo.add_argument("--batch", type=_count, default=2, help="images in the batch")
     demo.set_defaults(run=cmd_demo)
     predict = commands.add_parser("predict", help="the model's predictions for a device")
-    predict.add_argument("--device", default="H200")
-    predict.add_argument("--layers", default="resnet50")
-    predict.add_argument("--dtype", default="fp16")
+    predict.add_argument("--device", default="H200", help="a GPU of triton_conv.devices: H200, V100, T4, ...")
+    predict.add_argument(
+        "--layers", default="resnet50", help="a layer set of triton_conv.layers: resnet50, unet_decoder, ..."
+    )
+    predict.add_argument("--dtype", default="fp16", help="fp16, bf16 or fp32 (tf32: fp32 operands)")
     predict.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
     predict.add_argument("--passes", nargs="+", default=["fprop"], choices=["fprop", "dgrad", "wgrad"])
     predict.add_argument(
@@ -133,19 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
     tune.add_argument("--layers", default="resnet50", help="a layer set of triton_conv.layers")
     tune.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
-    tune.add_argument("--passes", nargs="+", default=["fprop", "dgrad", "wgrad"])
-    tune.add_argument("--dtypes", nargs="+", default=["fp16"])
+    tune.add_argument(
+        "--passes", nargs="+", default=["fprop", "dgrad", "wgrad"], choices=["fprop", "dgrad", "wgrad"]
+    )
+    tune.add_argument("--dtypes", nargs="+", default=["fp16"], choices=["fp16", "bf16", "fp32"])
     tune.add_argument("--out-dir", default="notes/autotune")
-    tune.add_argument("--rep-ms", type=int, default=100, help="timed milliseconds per config")
-    tune.add_argument("--max-configs", type=int, default=None)
+    tune.add_argument("--rep-ms", type=_count, default=100, help="timed milliseconds per config")
+    tune.add_argument("--max-configs", type=_count, default=None)
     tune.set_defaults(run=cmd_tune)
     static = commands.add_parser("static-report", help="sm_90 registers, shared memory, spills, wgmma")
     static.add_argument("--out", default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md")
-    static.add_argument("--workers", type=int, default=None)
+    static.add_argument("--workers", type=_count, default=None, help="compile processes (default: all cores)")
     static.set_defaults(run=cmd_static_report)
     sass = commands.add_parser("sass-report", help="sm_90 main loops read from the machine code")
     sass.add_argument("--out", default=None, help="default: notes/autotune/sm90_mainloop-triton<X.Y>.md")
-    sass.add_argument("--workers", type=int, default=2, help="compile processes")
+    sass.add_argument("--workers", type=_count, default=2, help="compile processes")
     sass.add_argument("--best", type=int, default=1, help="best-ranked pruned configs besides the default")
     sass.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     sass.set_defaults(run=cmd_sass_report)
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument(
         "--parts",
         nargs="+",
+        choices=SWEEP_PARTS,
         default=list(SWEEP_PARTS),
         help="parts of the sweep, one JSON each (bench/cases.py PARTS); default: all of them",
     )
@@ -162,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "campaign" and args.out is None and not args.dry_run:
+        # Said here, before a CPU machine re-runs the command under the interpreter.
+        parser.error("campaign: --out DIR is required (or --dry-run)")
     _ensure_kernels_can_run(args)
     return args.run(args)

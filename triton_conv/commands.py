@@ -53,6 +53,13 @@ def _predict(args) -> int:
     from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
 
     device, layers = get_device(args.device), get_layer_set(args.layers)
+    calibrations = {"ideal": DEFAULT_TERMS}
+    if args.fit:  # fitted first: measurements it cannot use stop the command before any table
+        measured = dict(args.fit)
+        if len(measured) < len(args.fit):
+            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
+        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
+                                               overlapped=args.overlapped)  # fmt: skip
     rows = []
     for layer in layers:
         for pass_name in args.passes:
@@ -82,14 +89,8 @@ def _predict(args) -> int:
              if any(layer.transposed for layer in layers) else ""))  # fmt: skip
     headers = ["layer", "pass", "N", "config", "tiles", "waves", "µs", "TFLOP/s", "S(N)", "knee N (128²)"]
     print(tabulate(rows, headers=headers))
-    calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:
-        measured = dict(args.fit)
-        if len(measured) < len(args.fit):
-            raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
-        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
-                                               overlapped=args.overlapped)  # fmt: skip
-        print(f"\ncalibrated on {sorted(measured)}: {calibrations['calibrated']}")
+        print(f"\ncalibrated on {sorted(dict(args.fit))}: {calibrations['calibrated']}")
     table = []
     for name, terms in calibrations.items():
         one = network_time(layers, args.passes, 1, device, args.dtype, terms=terms)
@@ -137,10 +138,11 @@ def _report(args) -> int:
             print(f"wrote {path}")
         return 0
 
-    make_model_report(out_path=args.out)
+    # The sweeps first: one that is missing or unreadable stops the command before it writes anything.
     sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
     if sweeps:
         make_report(sweeps, out_path=args.out, plots=not args.no_plots)
+    make_model_report(out_path=args.out)
     print(f"wrote {args.out}: model tables" + (f" and {len(sweeps)} measured sweep(s)" if sweeps else ""))
     return 0
 
@@ -172,8 +174,6 @@ def cmd_campaign(args) -> int:
     if args.dry_run:
         print(dry_run(spec, args.budget_s, on_gpu=args.spec != "tiny"))
         return 0
-    if args.out is None:
-        raise SystemExit("triton-conv campaign: --out DIR is required (or --dry-run)")
     _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     return 1 if state["status"].startswith("failed") else 0

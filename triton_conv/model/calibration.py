@@ -63,7 +63,11 @@ def fit_stack(
 
 
 def _log_error(inverse: float, points) -> float:
-    return sum((math.log(t) - math.log(floor + roofline * inverse)) ** 2 for t, floor, roofline in points)
+    # Exactly rounded: near the minimum the golden-section search compares errors that differ in the
+    # last bits, and a plain sum's rounding (which Python 3.12 changed) moved the fitted fraction.
+    return math.fsum(
+        (math.log(t) - math.log(floor + roofline * inverse)) ** 2 for t, floor, roofline in points
+    )
 
 
 def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:

@@ -18,12 +18,18 @@ def main(argv=None) -> int:
     measured.add_argument("--out", default="notes/batching.md")
     measured.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "model":
-        print(make_model_report(args.devices, args.out))
-    elif args.command == "published":
-        print(make_published_report(args.out))
-    else:
-        print(make_report(args.json, args.out, plots=not args.no_plots))
+    try:
+        if args.command == "model":
+            print(make_model_report(args.devices, args.out))
+        elif args.command == "published":
+            print(make_published_report(args.out))
+        else:
+            print(make_report(args.json, args.out, plots=not args.no_plots))
+    except (
+        OSError,
+        ValueError,
+    ) as error:  # a JSON missing, cut short or of another format; an unknown device
+        raise SystemExit(f"{parser.prog} {args.command}: {error}") from None
     return 0
 
 

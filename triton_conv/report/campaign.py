@@ -204,6 +204,7 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         sweeps = Path(notes_dir) / "sweeps"
         sweeps.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(os.path.join(folder, "timings.json"), sweeps / f"{slug}-campaign.json")
+        written.append(str(sweeps / f"{slug}-campaign.json"))
         every = sorted(glob.glob(str(sweeps / "*.json")))
         written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
     if rows:
