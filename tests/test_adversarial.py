@@ -58,11 +58,12 @@ _FAR_VIEWS = {
         kwargs = dict(stride=(1, 2))
         ours, theirs = triton_conv.conv2d, F.conv2d
     """,
-    # conv1d on a channels-last (N, L, C).transpose(1, 2) input, as sequence models pass it.
-    "conv1d_channels_last": """
-        x = storage.as_strided((1, 1, 3), (3, 1, 2**30))
-        x.copy_(torch.randn(1, 1, 3).half())
-        w = torch.randn(1, 1, 1).half()
+    # conv1d, the weight's taps 2**30 apart (conv1d copies a far input to a contiguous one, as
+    # torch's does; the weight it reads where it lies).
+    "conv1d_weight_taps": """
+        w = storage.as_strided((1, 1, 3), (3, 3, 2**30))
+        w.copy_(torch.randn(1, 1, 3).half())
+        x = torch.randn(1, 1, 7).half()
         kwargs = dict(stride=2)
         ours, theirs = triton_conv.conv1d, F.conv1d
     """,

@@ -55,6 +55,17 @@ def make(shape, dtype, layout: str) -> torch.Tensor:
     return tensor
 
 
+def _torch_output(x, w, b, kwargs) -> torch.Tensor:
+    """torch's own output for the same strides, in float32 (whose CPU path takes the same memory
+    format decision for every dtype)."""
+
+    def same_strides(t):
+        copy = torch.empty_strided(t.shape, t.stride(), dtype=torch.float32)
+        return copy.copy_(t.detach())
+
+    return F.conv1d(same_strides(x), same_strides(w), None if b is None else same_strides(b), **kwargs)
+
+
 @pytest.mark.parametrize("feature,dtype,layout,with_bias", CASES, ids=str)
 def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, triton_only):
     x_shape, w_shape, kwargs = FEATURES[feature]
@@ -74,10 +85,9 @@ def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, tr
     for name, got, ref in zip("xwb", (x.grad, w.grad, None if b is None else b.grad), leaves):
         if ref is not None:
             assert got.dtype == dtype and rel_error(got, ref.grad) < 2 * bound(dtype), f"d{name}"
-    # The output follows the input's layout, as conv2d's (and cuDNN's) does: channels innermost in,
-    # channels innermost out.
-    if layout == "nlc" and x.dim() == 3 and y.shape[1] > 1:
-        assert y.stride(1) == 1 and x.grad.stride(1) == 1
+    # The output's strides are torch's: conv1d makes its input contiguous, so a channels-innermost
+    # input gives an (N, K, L) contiguous output, a channels-innermost weight a channels-innermost one.
+    assert y.stride() == _torch_output(x, w, b, kwargs).stride()
 
 
 def test_an_audio_stack_of_layers(triton_only):
@@ -171,3 +181,20 @@ def test_height_one_launches_compile_for_sm90_with_wgmma_and_no_spills():
     specs = [example_spec(name, torch.float16, configs[name], problem) for name, problem in problems.items()]
     for name, report in zip(problems, compile_specs(specs, 90), strict=True):
         assert report.kernel == f"{name}_kernel" and not report.spills and report.wgmma, report
+
+
+@pytest.mark.parametrize("weight_layout", ["ncl", "nlc"])
+def test_a_permuted_sequence_input_gives_torchs_strides(weight_layout, triton_only):
+    """A sequence model's (N, L, C).transpose(1, 2) input: torch's conv1d makes it contiguous first,
+    so its output is (N, K, L) contiguous unless the weight's channels are innermost, and code written
+    for it may .view() the output."""
+    x = torch.randn(2, 11, 6).transpose(1, 2)
+    w = make((5, 6, 3), torch.float32, weight_layout)
+    with triton_only() as proof:
+        y = triton_conv.conv1d(x, w, padding=1)
+    assert proof.launches == {"fprop_kernel": 1}
+    expected = F.conv1d(x.double(), w.double(), padding=1)
+    assert rel_error(y, expected) < bound(torch.float32)
+    assert y.stride() == F.conv1d(x, w, padding=1).stride()
+    if weight_layout == "ncl":
+        assert y.is_contiguous() and y.view(2, -1).shape == (2, 55)

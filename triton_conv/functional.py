@@ -242,14 +242,17 @@ def conv1d(
     groups: int = 1,
 ) -> torch.Tensor:
     """Drop-in torch.nn.functional.conv1d: conv2d's kernels and derivatives on (N, C, 1, L) views.
-    Outputs follow the input's memory format as conv2d's do (an (N, C, L) input with unit channel
-    stride gives such an output, as cuDNN's)."""
+    The input is made contiguous first, as torch's conv1d does on every backend but mkldnn's, so the
+    output's memory format is torch's: (N, K, L) contiguous, channels innermost only where the
+    weight's are (and not in float64 on a GPU)."""
     geometry = (stride, padding, dilation, groups)
     return _entry(conv1d, validate1d, F.conv1d, _run_conv1d, input, weight, bias, *geometry)
 
 
 def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
-    return _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem).squeeze(2)
+    # torch copies a permuted (N, L, C).transpose(1, 2) input too, so that its output is (N, K, L)
+    # contiguous: code written for F.conv1d may .view() it
+    return _run_conv2d(x.contiguous().unsqueeze(2), weight.unsqueeze(2), bias, problem).squeeze(2)
 
 
 # --- conv_transpose2d: the input-gradient kernel, with a bias -------------------------------------
