@@ -24,6 +24,7 @@ and sorted once per launch; each access is one np.searchsorted of its lanes into
 from __future__ import annotations
 
 import contextlib
+import textwrap
 
 import numpy as np
 import torch
@@ -185,3 +186,17 @@ def addresses_checked():
         for name, function in saved.items():
             setattr(builder, name, function)
         executor.__call__ = saved_call
+
+
+def checked_script(script: str, check: bool) -> str:
+    """`script` (a child process's code) inside `addresses_checked()` when `check` (the whole-suite
+    check, tests/conftest.py's CHECK_ADDRESSES): an access outside ends the child with its report.
+    Needs the repository on the child's PYTHONPATH."""
+    if not check:
+        return script
+    body = textwrap.indent(textwrap.dedent(script), "    ")
+    return (
+        "from tests.bounds import addresses_checked\n"
+        f"with addresses_checked() as outside:\n{body}\n"
+        'assert not outside.accesses, "lanes outside the launch\'s tensors\\n" + outside.report()\n'
+    )
