@@ -27,6 +27,7 @@ import contextlib
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from triton.runtime import interpreter
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -186,6 +187,41 @@ def addresses_checked():
         for name, function in saved.items():
             setattr(builder, name, function)
         executor.__call__ = saved_call
+
+
+class SuiteCheck:
+    """The whole-suite check (TRITON_CONV_CHECK_ADDRESSES=1; tests/conftest.py registers it as a
+    plugin): every test of the session inside `addresses_checked()`, and each phase of a test
+    (setup, call, teardown) failed if a kernel launched in it touched a lane outside its tensors."""
+
+    def __init__(self):
+        self._check = addresses_checked()
+        self.outside = self._check.__enter__()
+
+    def pytest_unconfigure(self, config):
+        self._check.__exit__(None, None, None)
+
+    def _phase(self, item, phase: str):
+        self.outside.accesses.clear()
+        try:
+            return (yield)
+        finally:
+            if self.outside.accesses:
+                found = self.outside.report()
+                self.outside.accesses.clear()
+                raise AssertionError(f"{item.nodeid} ({phase}): lanes outside the launch's tensors\n{found}")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item):
+        return (yield from self._phase(item, "setup"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):
+        return (yield from self._phase(item, "call"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item):
+        return (yield from self._phase(item, "teardown"))
 
 
 def checked_script(script: str, check: bool) -> str:

@@ -8,9 +8,10 @@ Two modes, chosen before triton_conv is imported (TRITON_INTERPRET is read when 
   kernels on explicit CPU tensors) are skipped there.
 TRITON_CONV_TEST_DEVICE=cpu|cuda overrides the choice; an explicit TRITON_INTERPRET=1 means cpu.
 
-TRITON_CONV_CHECK_ADDRESSES=1 (cpu only) runs every test inside tests/bounds.py's
-`addresses_checked()`: a test fails if any kernel it launches in this process loads, stores or
-updates an unmasked lane outside the elements of that launch's tensors.
+TRITON_CONV_CHECK_ADDRESSES=1 (cpu only) runs every test of the session, bench/'s too, inside
+tests/bounds.py's `addresses_checked()`: a test fails if a kernel it launches loads, stores or
+updates an unmasked lane outside the elements of that launch's tensors (in this process, and in the
+child processes that run their script through `bounds.checked_script`).
 """
 
 import contextlib
@@ -162,9 +163,6 @@ def _fresh_seed():
     yield seed
 
 
-_ADDRESS_CHECK = pytest.StashKey()
-
-
 def pytest_configure(config):
     interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     if CHECK_ADDRESSES and not interpreted:
@@ -176,48 +174,10 @@ def pytest_configure(config):
         torch.set_default_device("cuda")
     elif interpreted and (reason := interpreter_problem()):
         pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
-    if CHECK_ADDRESSES:
-        from .bounds import addresses_checked
+    if CHECK_ADDRESSES:  # a plugin, not this file's hooks: bench/'s items are checked too
+        from .bounds import SuiteCheck
 
-        check = addresses_checked()
-        config.stash[_ADDRESS_CHECK] = (check, check.__enter__())
-
-
-def pytest_unconfigure(config):
-    if (entered := config.stash.get(_ADDRESS_CHECK, None)) is not None:
-        entered[0].__exit__(None, None, None)
-
-
-def _addresses_checked(item, phase: str):
-    """One phase of a test, failed if a kernel launched in it touched a lane outside its tensors
-    (TRITON_CONV_CHECK_ADDRESSES=1)."""
-    entered = item.config.stash.get(_ADDRESS_CHECK, None)
-    if entered is None:
-        return (yield)
-    outside = entered[1]
-    outside.accesses.clear()
-    try:
-        return (yield)
-    finally:
-        if outside.accesses:
-            found = outside.report()
-            outside.accesses.clear()
-            raise AssertionError(f"{item.nodeid} ({phase}): lanes outside the launch's tensors\n{found}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    return (yield from _addresses_checked(item, "setup"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    return (yield from _addresses_checked(item, "call"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item):
-    return (yield from _addresses_checked(item, "teardown"))
+        config.pluginmanager.register(SuiteCheck(), "triton-conv-address-check")
 
 
 def pytest_collection_modifyitems(config, items):
