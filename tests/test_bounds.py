@@ -73,9 +73,11 @@ def _poke(src_ptr, dst_ptr, counter_ptr, n, shift, WHAT: tl.constexpr, BLOCK: tl
     if WHAT == "masked load":
         tl.store(dst_ptr + offs, tl.load(src_ptr + offs + shift, mask=offs + shift < n), mask=inside)
     if WHAT == "store":
-        tl.store(dst_ptr + offs + shift, tl.load(src_ptr + offs, mask=inside), mask=offs + shift < n + shift)
+        tl.store(dst_ptr + offs + shift, tl.load(src_ptr + offs, mask=inside))
     if WHAT == "atomic":
         tl.atomic_add(counter_ptr + shift, 1)
+    if WHAT == "cas":
+        tl.atomic_cas(counter_ptr + shift, 0, 1)
 
 
 @triton.jit
@@ -95,6 +97,8 @@ def _tile(src_desc, dst_ptr, row0, BLOCK: tl.constexpr):
         ("store", 2, [("_poke", "store", 2, (0, 0, 0))]),
         ("atomic", 0, []),
         ("atomic", 1, [("_poke", "atomic", 1, (0, 0, 0))]),
+        ("cas", 0, []),
+        ("cas", -1, [("_poke", "atomic", 1, (0, 0, 0))]),
     ],
 )
 def test_the_check_sees_each_access_outside(what, shift, outside):
