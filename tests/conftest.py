@@ -7,6 +7,11 @@ Two modes, chosen before triton_conv is imported (TRITON_INTERPRET is read when 
   test makes lives there. The default where a GPU is present; tests marked `interpreter` (they run
   kernels on explicit CPU tensors) are skipped there.
 TRITON_CONV_TEST_DEVICE=cpu|cuda overrides the choice; an explicit TRITON_INTERPRET=1 means cpu.
+
+TRITON_CONV_CHECK_ADDRESSES=1 (cpu only) runs every test of the session, bench/'s too, inside
+tests/bounds.py's `addresses_checked()`: a test fails if a kernel it launches loads, stores or
+updates an unmasked lane outside the elements of that launch's tensors (in this process, and in the
+child processes that run their script through `bounds.checked_script`).
 """
 
 import contextlib
@@ -50,6 +55,7 @@ def interpreter_problem() -> str | None:
 
 # Not `import triton` before this point: Triton 3.6 reads TRITON_INTERPRET when it is imported.
 TEST_DEVICE = _test_device()
+CHECK_ADDRESSES = os.environ.get("TRITON_CONV_CHECK_ADDRESSES", "0") not in ("", "0")
 # `pytest --benchmark-only` on a GPU machine times the real kernels: no interpreter there either.
 if TEST_DEVICE == "cpu" and not ("--benchmark-only" in sys.argv and torch.cuda.is_available()):
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -158,10 +164,20 @@ def _fresh_seed():
 
 
 def pytest_configure(config):
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if CHECK_ADDRESSES and not interpreted:
+        raise pytest.UsageError(
+            "TRITON_CONV_CHECK_ADDRESSES=1 checks the addresses of Triton's interpreter, and this run "
+            "uses compiled kernels: add TRITON_CONV_TEST_DEVICE=cpu"
+        )
     if TEST_DEVICE == "cuda":
         torch.set_default_device("cuda")
-    elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and (reason := interpreter_problem()):
+    elif interpreted and (reason := interpreter_problem()):
         pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
+    if CHECK_ADDRESSES:  # a plugin, not this file's hooks: bench/'s items are checked too
+        from .bounds import SuiteCheck
+
+        config.pluginmanager.register(SuiteCheck(), "triton-conv-address-check")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -176,6 +192,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     runner = "Triton's interpreter" if interpreted else "compiled kernels"
+    if CHECK_ADDRESSES:
+        runner += ", every load and store's address checked"
     return (
         f"triton-conv tests on {TEST_DEVICE} ({runner}); "
         f"torch {torch.__version__}, Triton {version('triton')}, numpy {numpy.__version__}"

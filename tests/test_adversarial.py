@@ -29,7 +29,8 @@ from torch import nn
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .conftest import interpreter_problem
+from .bounds import checked_script
+from .conftest import CHECK_ADDRESSES, interpreter_problem
 from .contract import EXACT, EXACT_TOL, frames_compiled_dynamic, outcome
 from .reference import rel_error
 
@@ -115,7 +116,7 @@ _CHECK = textwrap.dedent("""
 def test_views_reaching_past_int32_read_inside_the_tensor(case):
     if reason := interpreter_problem():
         pytest.skip(reason)
-    script = _PRELUDE + textwrap.dedent(_FAR_VIEWS[case]) + _CHECK
+    script = checked_script(_PRELUDE + textwrap.dedent(_FAR_VIEWS[case]) + _CHECK, CHECK_ADDRESSES)
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     crash = "a crash (-11 is a read outside the tensor)" if run.returncode < 0 else "a wrong result"

@@ -25,7 +25,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from .conftest import interpreter_problem
+from .bounds import checked_script
+from .conftest import CHECK_ADDRESSES, interpreter_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 2**31
@@ -121,6 +122,7 @@ def _in_subprocess(code: str) -> None:
     if reason := interpreter_problem():
         pytest.skip(reason)
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
+    code = checked_script(code, CHECK_ADDRESSES)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     crash = "a crash (-11: an access outside the tensor)" if run.returncode < 0 else "a wrong result"
     started = run.stdout.strip().splitlines()[-1:]  # run_cases prints each case's name as it starts
