@@ -61,3 +61,18 @@ def bound(dtype) -> float:
     """Relative error allowed against a float64 reference under the interpreter, whose fp32 dot is
     exact fp32 even when TF32 is requested."""
     return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+
+
+def conv_case(x_shape, w_shape, kwargs, dtype, layout: str):
+    """Fresh x, w, b and dy in `layout`, the problem, and the float64 reference of y and of the
+    three gradients for that dy: (problem, x, w, b, dy, {y, dx, dw, db})."""
+    x = make_tensor(x_shape, dtype, layout)
+    w = make_tensor(w_shape, dtype, layout)
+    b = make_tensor((w_shape[0],), dtype)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, **kwargs)
+    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+    y64 = reference_conv2d(x64, w64, b64, problem)
+    dy = make_tensor(y64.shape, dtype, layout)
+    dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
+    ref = dict(y=y64.detach(), dx=dx64, dw=dw64, db=db64)
+    return problem, x, w, b, dy, ref

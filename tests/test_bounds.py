@@ -21,10 +21,9 @@ from triton_conv import KernelConfig
 from triton_conv.launchers.dgrad import conv2d_dgrad
 from triton_conv.launchers.fprop import conv2d_fprop
 from triton_conv.launchers.wgrad import conv2d_wgrad
-from triton_conv.problem import ConvProblem
 
 from .bounds import addresses_checked, element_spans, merged, uncovered
-from .reference import bound, make_tensor, reference_conv2d, rel_error
+from .reference import bound, conv_case, rel_error
 
 pytestmark = pytest.mark.interpreter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,13 +201,7 @@ CASES = {
 def test_every_access_lies_inside_its_tensor(case, layout, triton_only):
     x_shape, w_shape, kwargs = CASES[case]
     dtype = torch.float32
-    x, w = make_tensor(x_shape, dtype, layout), make_tensor(w_shape, dtype, layout)
-    b = make_tensor((w_shape[0],), dtype)
-    problem = ConvProblem.from_shapes(x.shape, w.shape, **kwargs)
-    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
-    y64 = reference_conv2d(x64, w64, b64, problem)
-    dy = make_tensor(y64.shape, dtype, layout)
-    dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
+    problem, x, w, b, dy, expected = conv_case(x_shape, w_shape, kwargs, dtype, layout)
     channels_last = layout == "nhwc"
     config = CONFIGS[sum(map(ord, case + layout)) % len(CONFIGS)]  # each case a config, fixed
     with triton_only() as proof, addresses_checked() as outside:
@@ -222,6 +215,6 @@ def test_every_access_lies_inside_its_tensor(case, layout, triton_only):
     assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1, "wgrad_kernel": 1}
     where = f"{case} {layout} {config}"
     assert not outside.accesses, f"{where}: accesses outside the tensors {outside.accesses[:3]}"
-    for name, ref in (("y", y64), ("dx", dx64), ("dw", dw64), ("db", db64)):
-        err = rel_error(got[name], ref.detach())
+    for name, ref in expected.items():
+        err = rel_error(got[name], ref)
         assert err < bound(dtype), f"{where} {name}: relative error {err:.2e}"

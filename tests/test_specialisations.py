@@ -17,7 +17,7 @@ from triton_conv.launchers.fprop import conv2d_fprop, fprop_plan
 from triton_conv.launchers.wgrad import conv2d_wgrad, wgrad_plan
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
+from .reference import REL_TOL_FP32_IEEE, bound, conv_case, make_tensor, reference_conv2d, rel_error
 
 pytestmark = pytest.mark.interpreter
 
@@ -32,19 +32,6 @@ def configs_for(dtype) -> tuple:
     depend on the dtype, so each dtype checks its numerics on part of the configs (the suite's time
     is bounded; bf16 runs upcast in the interpreter, the slowest)."""
     return (SMALL, WIDE) if dtype == torch.bfloat16 else (SPLIT,)
-
-
-def _tensors(x_shape, w_shape, kwargs, dtype, layout):
-    x = make_tensor(x_shape, dtype, layout)
-    w = make_tensor(w_shape, dtype, layout)
-    b = make_tensor((w_shape[0],), dtype)
-    problem = ConvProblem.from_shapes(x.shape, w.shape, **kwargs)
-    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
-    y64 = reference_conv2d(x64, w64, b64, problem)
-    dy = make_tensor(y64.shape, dtype, layout)
-    dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
-    ref = dict(y=y64.detach(), dx=dx64, dw=dw64, db=db64)
-    return problem, x, w, b, dy, ref
 
 
 def _flags(plan, names):
@@ -129,7 +116,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_specialisation(case, dtype, triton_only):
     x_shape, w_shape, kwargs, layout, fprop_flags, dgrad_flags, wgrad_flags = CASES[case]
-    problem, x, w, b, dy, ref = _tensors(x_shape, w_shape, kwargs, dtype, layout)
+    problem, x, w, b, dy, ref = conv_case(x_shape, w_shape, kwargs, dtype, layout)
     channels_last = layout == "nhwc"
     y = torch.empty(problem.output_shape, dtype=dtype).to(memory_format=torch.channels_last)
     y = y if channels_last else y.contiguous()
@@ -154,7 +141,7 @@ def test_wgrad_bias_programs_count_their_own_splits(triton_only):
     """With split-K the bias-gradient programs reduce their partial sums in a fixed order, in the
     counters after the weight tiles': repeated runs give the same bits, and db is right."""
     shapes = ((2, 32, 7, 9), (40, 32, 3, 3), dict(padding=1))
-    problem, x, w, b, dy, ref = _tensors(*shapes, torch.float32, "nhwc")
+    problem, x, w, b, dy, ref = conv_case(*shapes, torch.float32, "nhwc")
     config = KernelConfig(32, 16, 16, split_k=4)
     plan = wgrad_plan(dy, x, torch.empty_like(w), b.clone(), problem, config)
     tiles = -(-40 // 32) * -(-(32 * 9) // 16)
@@ -171,7 +158,7 @@ def test_wgrad_bias_programs_count_their_own_splits(triton_only):
 def test_misaligned_data_pointer_keeps_the_pointer_path(triton_only):
     """TMA needs 16-byte aligned data: a view starting one element in is loaded through pointers,
     and the launch plan for the aligned tensor is not reused for it."""
-    problem, x, w, b, dy, ref = _tensors((2, 32, 5, 6), (48, 32, 1, 1), {}, torch.float32, "nhwc")
+    problem, x, w, b, dy, ref = conv_case((2, 32, 5, 6), (48, 32, 1, 1), {}, torch.float32, "nhwc")
     shifted = torch.empty(dy.numel() + 1)[1:].view(dy.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2)
     shifted.copy_(dy)
     assert shifted.stride() == dy.stride() and shifted.data_ptr() % 16
@@ -223,7 +210,7 @@ FEW = ((3, 6, 11, 13), (8, 3, 5, 5), dict(stride=2, padding=2, groups=2))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_few_channel_groups_read_zero_padded_copies(dtype, layout, triton_only):
-    problem, x, w, b, dy, ref = _tensors(*FEW, dtype, layout)
+    problem, x, w, b, dy, ref = conv_case(*FEW, dtype, layout)
     channels_last = layout == "nhwc"
     originals = [t.clone() for t in (x, w, dy)]
     for config in configs_for(dtype):
