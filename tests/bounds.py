@@ -16,7 +16,7 @@ directly. A descriptor's lanes past its shape are zero-filled, never read, on a 
 must lie inside the tensor is the descriptor's whole view (shape and strides), checked at launch,
 whichever tiles the kernel then loads; its in-bounds lanes are checked as loads as well.
 
-Cheap enough for the whole suite (TRITON_CONV_CHECK_ADDRESSES=1, tests/conftest.py): each tensor is
+Cheap enough for the whole suite (on by default under the interpreter, tests/conftest.py): each tensor is
 its element spans in bytes (one span for a dense tensor, one per contiguous run of a view), merged
 and sorted once per launch; each access is one np.searchsorted of its lanes into them.
 """
@@ -190,9 +190,10 @@ def addresses_checked():
 
 
 class SuiteCheck:
-    """The whole-suite check (TRITON_CONV_CHECK_ADDRESSES=1; tests/conftest.py registers it as a
-    plugin): every test of the session inside `addresses_checked()`, and each phase of a test
-    (setup, call, teardown) failed if a kernel launched in it touched a lane outside its tensors."""
+    """The whole-suite check (tests/conftest.py registers it as a plugin under the interpreter unless
+    TRITON_CONV_CHECK_ADDRESSES=0): every test of the session inside `addresses_checked()`, and each
+    phase of a test (setup, call, teardown) failed if a kernel launched in it touched a lane outside
+    its tensors."""
 
     def __init__(self):
         self._check = addresses_checked()

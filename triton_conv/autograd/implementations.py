@@ -12,10 +12,6 @@ from ..launchers.common import wants_channels_last
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 
 
-def _channels_last(tensor: torch.Tensor) -> bool:
-    return wants_channels_last(tensor)
-
-
 def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return like.new_empty(shape).contiguous(memory_format=layout)
@@ -53,13 +49,13 @@ def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
     if input.numel() == 0:
-        return _new(grad_output, input.shape, _channels_last(input))
-    return passes.input_grad(grad_output, weight, problem, channels_last=_channels_last(input))
+        return _new(grad_output, input.shape, wants_channels_last(input))
+    return passes.input_grad(grad_output, weight, problem, channels_last=wants_channels_last(input))
 
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    return _new(grad_output, input.shape, _channels_last(input))
+    return _new(grad_output, input.shape, wants_channels_last(input))
 
 
 def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
@@ -68,15 +64,16 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
     if input.numel() == 0 or weight.numel() == 0:  # an empty reduction, or nothing to reduce into
         dw, db = weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias)
         return dw.zero_(), db.zero_()
+    channels_last = wants_channels_last(weight)
     dw, db = passes.weight_grad(
-        grad_output, input, problem, weight.dtype, channels_last=_channels_last(weight), need_bias=with_bias
+        grad_output, input, problem, weight.dtype, channels_last=channels_last, need_bias=with_bias
     )
     return dw, db if db is not None else grad_output.new_empty(0)
 
 
 def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    dw = _new(weight, weight.shape, _channels_last(weight))
+    dw = _new(weight, weight.shape, wants_channels_last(weight))
     return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
 
 

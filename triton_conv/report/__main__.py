@@ -25,10 +25,8 @@ def main(argv=None) -> int:
             print(make_published_report(args.out))
         else:
             print(make_report(args.json, args.out, plots=not args.no_plots))
-    except (
-        OSError,
-        ValueError,
-    ) as error:  # a JSON missing, cut short or of another format; an unknown device
+    # a JSON missing, cut short or of another format; an unknown device
+    except (OSError, ValueError) as error:
         raise SystemExit(f"{parser.prog} {args.command}: {error}") from None
     return 0
 
