@@ -75,7 +75,9 @@ def dtype_kind(dtype) -> tuple[str, int]:
     text = str(dtype).lower()
     text = text[len("torch.") :] if text.startswith("torch.") else text
     if text not in _KINDS:
-        raise ValueError(f"dtype must be float16, bfloat16 or float32 (or 2, 4), got {dtype!r}")
+        raise ValueError(
+            f"dtype must be fp16, bf16, fp32 or tf32 (or torch's names, or sizes 2, 4), got {dtype!r}"
+        )
     kind = _KINDS[text]
     return kind, _SIZES[kind]
 
