@@ -21,12 +21,12 @@ from triton_conv.campaign import costs, h200, records, runners, spec, timing
 from triton_conv.campaign.output import FILES, write_json
 from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
-from triton_conv.configs import tuning_key
 from triton_conv.launchers import dgrad, fprop, wgrad
 from triton_conv.layers import unet_decoder
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 from triton_conv.pruning import search_space
 from triton_conv.report.measured import load_run
+from triton_conv.tuning_keys import tuning_key
 
 REPO = Path(__file__).resolve().parent.parent
 JSON_FILES = [name for name in FILES.values() if name.endswith(".json")]

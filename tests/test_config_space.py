@@ -15,11 +15,11 @@ import os
 import pytest
 import torch
 
-from triton_conv.configs import config_space
 from triton_conv.launchers.dgrad import conv2d_dgrad
 from triton_conv.launchers.fprop import conv2d_fprop
 from triton_conv.launchers.wgrad import conv2d_wgrad
 from triton_conv.problem import ConvProblem
+from triton_conv.search_space import config_space
 
 from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error
 

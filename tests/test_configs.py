@@ -10,18 +10,10 @@ import torch
 
 from triton_conv.compile_check import wgmma_eligible
 from triton_conv.configs import (
-    SHAPE_RULES,
-    SPACES,
     KernelConfig,
-    accumulator_per_thread,
-    bucket,
-    config_space,
     default_config,
     default_pass_config,
-    pipeline_depth,
     tap_channels,
-    tile_area,
-    tuning_key,
     wgrad_columns,
 )
 from triton_conv.devices import get_device
@@ -42,6 +34,15 @@ from triton_conv.pruning import (
     tile_fits_problem,
     wgmma_on_hopper,
 )
+from triton_conv.search_space import (
+    SHAPE_RULES,
+    SPACES,
+    accumulator_per_thread,
+    config_space,
+    pipeline_depth,
+    tile_area,
+)
+from triton_conv.tuning_keys import bucket, tuning_key
 
 H200 = get_device("H200")
 

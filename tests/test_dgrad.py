@@ -10,12 +10,12 @@ import triton
 import triton.language as tl
 
 from triton_conv import KernelConfig
-from triton_conv.configs import config_space
 from triton_conv.kernels.dgrad import phase_axis
 from triton_conv.launchers import common as launch_common
 from triton_conv.launchers.common import launch, reaches_int32_limit, zero_run
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import ConvProblem
+from triton_conv.search_space import config_space
 
 from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from triton_conv import static_report
-from triton_conv.configs import config_space
 from triton_conv.problem import PASSES
+from triton_conv.search_space import config_space
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(REPO, static_report.default_path())

@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv import autotune_runs, autotune_tables, model_tuning, tuning, tuning_cache
-from triton_conv.configs import KernelConfig, config_space, default_pass_config, tuning_key
+from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import search_space
+from triton_conv.search_space import config_space
+from triton_conv.tuning_keys import tuning_key
 
 from .reference import rel_error
 

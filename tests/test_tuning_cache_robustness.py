@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from triton_conv import tuning, tuning_cache
-from triton_conv.configs import KernelConfig, default_pass_config, tuning_key
+from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import ConvProblem
 from triton_conv.pruning import search_space
+from triton_conv.tuning_keys import tuning_key
 
 PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
 KEY = tuning_key(PROBLEM, "fprop", torch.float16, False)

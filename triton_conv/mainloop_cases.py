@@ -11,11 +11,12 @@ from typing import NamedTuple
 
 import torch
 
-from .configs import KernelConfig, config_space, default_pass_config
+from .configs import KernelConfig, default_pass_config
 from .devices import get_device
 from .layers import resnet50_convs
 from .problem import PASSES, ConvProblem
 from .pruning import Target, prune
+from .search_space import config_space
 
 BATCH = 32
 DTYPE = torch.bfloat16

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, config_space, row_spans, wgrad_columns
+from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, row_spans, wgrad_columns
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
+from .search_space import config_space
 from .tuning_keys import bucket
 
 MAX_SURVIVORS = 24  # the most configs one tuning times

@@ -18,10 +18,11 @@ from typing import NamedTuple
 
 import torch
 
-from .configs import KernelConfig, config_space
+from .configs import KernelConfig
 from .devices import get_device
 from .problem import PASSES, ConvProblem
 from .pruning import Target, budgeted_registers, register_budget, shared_memory, wgmma_on_hopper
+from .search_space import config_space
 from .tuning_keys import dtype_name
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -155,7 +156,7 @@ def render(rows: list[StaticRow]) -> str:
     lines = [
         f"# sm_90 static report, Triton {triton_version()}: every config compiled, not measured",
         "",
-        "Each config of each pass's search space (triton_conv/configs.py) compiled ahead of time for",
+        "Each config of each pass's search space (triton_conv/search_space.py) compiled ahead of time for",
         "sm_90 (Hopper) with no GPU present, by `triton_conv.static_report.write_static_report()`",
         "(`triton-conv static-report`). Registers and the stack frame come from `cuobjdump -res-usage`,",
         "wgmma (HGMMA) and local loads (LDL, the mark of a real spill) from the SASS, shared memory from",

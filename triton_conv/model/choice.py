@@ -1,4 +1,4 @@
-"""Which config a library would run: the one of the package's pruned config space (configs.py
+"""Which config a library would run: the one of the package's pruned config space (search_space.py
 config_space, pruned by pruning.py as the tuner prunes it before timing) that the roofline predicts
 fastest, as an autotuner that measured exactly the model's times would pick.
 

@@ -18,6 +18,7 @@ MODEL_SOURCES = (
     "geometry_checks.py",
     "stride_phases.py",
     "configs.py",
+    "search_space.py",
     "tuning_keys.py",
     "pruning.py",
 )  # and model/*.py; what the model reads
