@@ -51,6 +51,30 @@ def test_gradients_match_reference(feature, dtype, layout, triton_only):
     assert x.grad.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
 
 
+LAYOUTS = (torch.contiguous_format, torch.channels_last)
+
+
+@pytest.mark.parametrize("grad_layout", LAYOUTS, ids=("dy_nchw", "dy_nhwc"))
+@pytest.mark.parametrize("w_layout", LAYOUTS, ids=("w_nchw", "w_nhwc"))
+@pytest.mark.parametrize("x_layout", LAYOUTS, ids=("x_nchw", "x_nhwc"))
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_gradient_memory_formats_are_torchs(op, x_layout, w_layout, grad_layout, triton_only):
+    """Both gradients in channels_last if x or the weight is, whatever dy's layout, as torch's
+    convolution_backward lays them out (seen in autograd.grad's results, which no leaf re-lays)."""
+    torch_op, ours = getattr(F, op), getattr(triton_conv, op)
+    w_shape = (6, 3, 3, 2) if op == "conv2d" else (3, 6, 3, 2)
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64).contiguous(memory_format=x_layout).requires_grad_()
+    w = torch.randn(w_shape, dtype=torch.float64).contiguous(memory_format=w_layout).requires_grad_()
+    reference = torch_op(x, w, stride=2)
+    dy = torch.randn_like(reference).contiguous(memory_format=grad_layout)
+    expected = torch.autograd.grad(reference, (x, w), dy)
+    with triton_only():
+        got = torch.autograd.grad(ours(x, w, stride=2), (x, w), dy)
+    for name, g, e in zip(("dx", "dw"), got, expected, strict=True):
+        assert g.stride() == e.stride(), f"{name}: strides {g.stride()}, torch's {e.stride()}"
+        assert rel_error(g, e) < 1e-12, name
+
+
 @pytest.mark.parametrize(
     "wanted,launched",
     [

@@ -59,11 +59,12 @@ def _conv2d_call(name: str, args) -> ConvCall | None:
     input, weight = args[0], args[1]
     if input.numel() == 0 or weight.numel() == 0:
         return None
-    passes = {"fprop": wants_channels_last(input, weight)}
+    channels_last = wants_channels_last(input, weight)  # every pass's output, as torch's
+    passes = {"fprop": channels_last}
     if input.requires_grad:
-        passes["dgrad"] = wants_channels_last(input)
+        passes["dgrad"] = channels_last
     if weight.requires_grad:
-        passes["wgrad"] = wants_channels_last(weight)
+        passes["wgrad"] = channels_last
     return ConvCall(name, checked_problem(*args).with_batch(1), passes)
 
 
@@ -75,10 +76,11 @@ def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
     if input.numel() == 0:
         return None
     passes = {"dgrad": wants_channels_last(input, weight)}
+    # The backward's ops see the incoming gradient (laid out as the output) in x's place.
     if input.requires_grad:
         passes["fprop"] = wants_channels_last(output, weight)
     if weight.requires_grad:
-        passes["wgrad"] = wants_channels_last(weight)
+        passes["wgrad"] = wants_channels_last(output, weight)
     return ConvCall(name, checked_transposed_problem(*args).with_batch(1), passes, transposed=True)
 
 

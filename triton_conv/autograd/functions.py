@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as forward_ad
 
+from ..launchers.common import wants_channels_last
 from .checks import transposed_geometry
 from .ops import conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
 
@@ -236,6 +237,12 @@ class ConvTranspose2dFunction(torch.autograd.Function):
             grad_input, grad_weight = _empty_batch_grads(input, weight, grad_output)
         else:
             grad_input, grad_weight = _input_grad_vjp(input, weight, grad_output, ctx.geometry, *needs[:2])
+            # The ops lay both out by the incoming gradient and the weight; torch by x and the weight.
+            layout = torch.channels_last if wants_channels_last(input, weight) else torch.contiguous_format
+            grad_input, grad_weight = (
+                None if grad is None else grad.contiguous(memory_format=layout)
+                for grad in (grad_input, grad_weight)
+            )
         grad_bias = bias_grad(grad_output, ctx.output_shape[1]) if ctx.has_bias and needs[2] else None
         return grad_input if needs[0] else None, grad_weight if needs[1] else None, grad_bias, *(None,) * 5
 

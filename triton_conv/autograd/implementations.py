@@ -49,13 +49,14 @@ def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
     if input.numel() == 0:
-        return _new(grad_output, input.shape, wants_channels_last(input))
-    return passes.input_grad(grad_output, weight, problem, channels_last=wants_channels_last(input))
+        return _new(grad_output, input.shape, wants_channels_last(input, weight))
+    # torch's rule for both gradients: channels_last if the input or the weight is.
+    return passes.input_grad(grad_output, weight, problem, channels_last=wants_channels_last(input, weight))
 
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    return _new(grad_output, input.shape, wants_channels_last(input))
+    return _new(grad_output, input.shape, wants_channels_last(input, weight))
 
 
 def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
@@ -64,7 +65,7 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
     if input.numel() == 0 or weight.numel() == 0:  # an empty reduction, or nothing to reduce into
         dw, db = weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias)
         return dw.zero_(), db.zero_()
-    channels_last = wants_channels_last(weight)
+    channels_last = wants_channels_last(input, weight)
     dw, db = passes.weight_grad(
         grad_output, input, problem, weight.dtype, channels_last=channels_last, need_bias=with_bias
     )
@@ -73,7 +74,7 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
 
 def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    dw = _new(weight, weight.shape, wants_channels_last(weight))
+    dw = _new(weight, weight.shape, wants_channels_last(input, weight))
     return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
 
 
