@@ -78,3 +78,34 @@ def test_conv_transpose2d_past_the_limit(monkeypatch, triton_only):
     ref_grads = torch.autograd.grad(ref, (x, w, b), torch.ones_like(ref))
     assert _close(y, ref) and all(_close(o, t) for o, t in zip(grads, ref_grads))
     assert proof.launches["dgrad_kernel"] == GROUPS and proof.launches["fprop_kernel"] == 2
+
+
+def test_stride_phases_past_the_limit_are_refused_before_a_launch(triton_only):
+    """One group's stride phases share the y axis and no chunk of groups splits them: a stride whose
+    phases pass CUDA's limit (256 x 256, which torch computes) is a clear error naming `stride`,
+    raised before the input gradient's or the transposed forward's kernel launches."""
+    x = torch.randn(1, 1, 2, 2, dtype=EXACT)
+    w = torch.randn(1, 1, 1, 1, dtype=EXACT)  # the phases are the stride's, whatever the filter
+    with triton_only() as proof, pytest.raises(RuntimeError, match="stride"):
+        triton_conv.conv_transpose2d(x, w, stride=256)
+    x = torch.randn(1, 1, 257, 257, dtype=EXACT, requires_grad=True)
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, stride=256)  # the forward has no phases: it runs
+        with pytest.raises(triton_conv.ConvArgumentError, match=r"stride=\(256, 256\)"):
+            y.sum().backward()
+    assert proof.launches == {"fprop_kernel": 1}
+    assert _close(y, F.conv2d(x, w, stride=256))
+
+
+def test_phases_at_a_lowered_limit(monkeypatch, triton_only):
+    """The same refusal where a test can reach it cheaply: 4 phases (stride 2) against a limit of 3."""
+    monkeypatch.setattr(passes, "GRID_Y_LIMIT", 3)
+    x = torch.randn(2, 3, 6, 5, dtype=EXACT)
+    w = torch.randn(3, 2, 3, 3, dtype=EXACT)
+    with triton_only() as proof, pytest.raises(ValueError, match="4 stride phases"):
+        triton_conv.conv_transpose2d(x, w, stride=2)
+    assert proof.launches == {}
+    with triton_only() as proof:
+        y = triton_conv.conv_transpose2d(x, w, stride=(1, 3))  # 3 phases: within the limit
+    assert proof.launches == {"dgrad_kernel": 1}
+    assert _close(y, F.conv_transpose2d(x, w, stride=(1, 3)))

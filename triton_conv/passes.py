@@ -76,7 +76,8 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
 
 # The launchers put the groups (times dgrad's stride phases, which run side by side) on the grid's y
 # axis, which CUDA caps at 65535 (x, the tiles, allows 2**31 - 1). Past it (a depthwise convolution of
-# 65536 channels, or 16384 at stride 2 in dgrad) a pass runs in chunks of groups, one launch each.
+# 65536 channels, or 16384 at stride 2 in dgrad) a pass runs in chunks of groups, one launch each;
+# one group's phases past it (stride_h x stride_w > 65535) are refused.
 GRID_Y_LIMIT = 65535
 
 
@@ -170,6 +171,13 @@ def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: boo
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
     """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
     (the same kernel, tuned under the same key)."""
+    phases = _stride_phases(problem)
+    if phases > GRID_Y_LIMIT:  # one group's phases fill the y axis; chunks of groups cannot split them
+        raise ConvArgumentError(
+            f"stride: the input gradient (and a transposed convolution's forward) runs its "
+            f"stride_h x stride_w = {phases} stride phases side by side on the grid's y axis, whose "
+            f"limit is {GRID_Y_LIMIT}; got stride={tuple(problem.stride)}"
+        )
     images = batch_chunks(problem, "dgrad")
     if len(images) > 1:
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -180,7 +188,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
                 dy[part], weight, problem.with_batch(count), channels_last=channels_last, bias=bias
             )
         return dx
-    chunks = group_chunks(problem, _stride_phases(problem))
+    chunks = group_chunks(problem, phases)
     if len(chunks) > 1:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         dx = dy.new_empty(problem.input_shape).contiguous(memory_format=layout)
