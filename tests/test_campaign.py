@@ -228,13 +228,24 @@ def test_candidates_are_pruned_ranked_and_of_distinct_tiles():
         assert costs.predicted_seconds(problem, pass_name, chosen[0], "bf16", plan.device) == min(predicted)
 
 
+def _relaid(tensors: dict, contiguous: str | None) -> dict:
+    """The inputs with one of them (x or w) made NCHW: the ops' layout rule sees both operands."""
+    if contiguous is None:
+        return tensors
+    return {**tensors, contiguous: tensors[contiguous].contiguous()}
+
+
+MIXED = pytest.mark.parametrize("contiguous", [None, "x", "w"], ids=("nhwc", "x_nchw", "w_nchw"))
+
+
+@MIXED
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
 @pytest.mark.parametrize("kernel", [1, 3])
-def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, triton_only):
+def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, contiguous, triton_only):
     """The compile step compiles candidates; the op must then run the same binary: the same launch
     plan (config, geometry, flags), with the winner pinned by tuning.pin_config."""
     problem = ConvProblem.from_shapes((3, 24, 7, 5), (40, 24, kernel, kernel), padding=kernel // 2)
-    tensors = benchmarking.make_inputs(problem, torch.float32, True, "cpu")
+    tensors = _relaid(benchmarking.make_inputs(problem, torch.float32, True, "cpu"), contiguous)
     config = spec.candidates(problem, pass_name, spec.tiny())[0]
     plans = {"fprop": fprop.plans, "dgrad": dgrad.plans, "wgrad": wgrad.plans}[pass_name]
     flag = op_channels_last(pass_name, tensors)
@@ -249,14 +260,15 @@ def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, triton_only):
         tuning.forget_choices()
 
 
+@MIXED
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
-def test_a_transposed_candidates_launch_is_the_ops_launch(pass_name, triton_only):
+def test_a_transposed_candidates_launch_is_the_ops_launch(pass_name, contiguous, triton_only):
     """The same for a transposed convolution's passes (the forward: its view's dgrad with the bias),
     on a view with a crop (output_padding > padding), checked against torch in float64 too."""
     view = ConvProblem.from_transposed(
         (3, 12, 4, 5), (12, 20, 3, 3), stride=2, padding=1, output_padding=(1, 0)
     )
-    tensors = runners.make_inputs(view, torch.float32, "cpu", transposed=True)
+    tensors = _relaid(runners.make_inputs(view, torch.float32, "cpu", transposed=True), contiguous)
     kernel = TRANSPOSED_PASSES[pass_name]
     config = spec.candidates(view, kernel, spec.tiny())[0]
     plans = {"fprop": fprop.plans, "dgrad": dgrad.plans, "wgrad": wgrad.plans}[kernel]

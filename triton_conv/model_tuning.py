@@ -31,8 +31,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
-from .launchers.common import wants_channels_last
 from .nn import CONVERSIONS
+from .passes import pass_channels_last
 from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
 from .tuning import _device, autotune
 from .tuning_cache import TuneResult
@@ -53,18 +53,20 @@ class ConvCall(NamedTuple):
         return TRANSPOSED_PASSES[pass_name] if self.transposed else pass_name
 
 
+def _passes_run(input: torch.Tensor, weight: torch.Tensor) -> list[str]:
+    """The convolution's passes a training step runs: the forward, and each gradient autograd wants."""
+    wanted = {"fprop": True, "dgrad": input.requires_grad, "wgrad": weight.requires_grad}
+    return [pass_name for pass_name, runs in wanted.items() if runs]
+
+
 def _conv2d_call(name: str, args) -> ConvCall | None:
     """The problem and flags of autograd.implementations' conv2d, input_grad and weight_grad; None:
     nothing launches."""
     input, weight = args[0], args[1]
     if input.numel() == 0 or weight.numel() == 0:
         return None
-    channels_last = wants_channels_last(input, weight)  # every pass's output, as torch's
-    passes = {"fprop": channels_last}
-    if input.requires_grad:
-        passes["dgrad"] = channels_last
-    if weight.requires_grad:
-        passes["wgrad"] = channels_last
+    wanted = _passes_run(input, weight)
+    passes = {p: pass_channels_last(p, input, weight, None) for p in wanted}
     return ConvCall(name, checked_problem(*args).with_batch(1), passes)
 
 
@@ -75,12 +77,11 @@ def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
     input, weight = args[0], args[1]
     if input.numel() == 0:
         return None
-    passes = {"dgrad": wants_channels_last(input, weight)}
-    # The backward's ops see the incoming gradient (laid out as the output) in x's place.
-    if input.requires_grad:
-        passes["fprop"] = wants_channels_last(output, weight)
-    if weight.requires_grad:
-        passes["wgrad"] = wants_channels_last(output, weight)
+    wanted = _passes_run(input, weight)
+    # Keyed by kernel pass; the incoming gradient is laid out as the output.
+    passes = {
+        TRANSPOSED_PASSES[p]: pass_channels_last(p, input, weight, output, transposed=True) for p in wanted
+    }
     return ConvCall(name, checked_transposed_problem(*args).with_batch(1), passes, transposed=True)
 
 

@@ -35,6 +35,14 @@ def output_memory_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_
     return torch.channels_last if wants_channels_last(x, weight) else torch.contiguous_format
 
 
+def pass_channels_last(pass_name: str, x, weight, dy, transposed: bool = False) -> bool:
+    """The layout flag a convolution's pass (fprop: its forward, dgrad, wgrad) runs its kernel with
+    and keys its tuning on. Every op lays its output out by its own input and the weight, as torch
+    lays out all three (autograd.implementations); a transposed convolution's backward ops are
+    conv2d's ops with dy in the input's place."""
+    return wants_channels_last(dy if transposed and pass_name != "fprop" else x, weight)
+
+
 def choose_config(problem: ConvProblem, pass_name: str, dtype, device, channels_last: bool) -> KernelConfig:
     """The tuned config for this problem's tuning key: the persistent cache, else a timed search on
     a GPU, else (CPU, interpreter) the untuned default. Memoised per problem in this process.

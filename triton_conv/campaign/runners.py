@@ -21,10 +21,10 @@ import torch
 
 from .. import benchmarking, benchmarking_transposed
 from ..configs import KernelConfig
-from ..launchers.common import wants_channels_last
 from ..launchers.dgrad import conv2d_dgrad
 from ..launchers.fprop import conv2d_fprop
 from ..launchers.wgrad import conv2d_wgrad
+from ..passes import pass_channels_last
 from ..problem import TRANSPOSED_PASSES, ConvProblem
 from ..tuning_keys import tuning_key
 
@@ -46,12 +46,7 @@ def op_channels_last(pass_name: str, tensors: dict, transposed: bool = False) ->
     """The channels_last flag the custom op passes for this pass (and keys its tuning on), as
     triton_conv.autograd and passes.py compute it. A tensor whose two layouts coincide (a 1x1 weight) counts
     as contiguous."""
-    w = tensors["w"]
-    if pass_name == "wgrad":  # every weight-gradient op: the weight's layout
-        return wants_channels_last(w)
-    if transposed:  # the forward: its output's layout (x's or w's); the input gradient: conv2d on dy
-        return wants_channels_last(tensors["x" if pass_name == "fprop" else "dy"], w)
-    return wants_channels_last(tensors["x"], w) if pass_name == "fprop" else wants_channels_last(tensors["x"])
+    return pass_channels_last(pass_name, tensors["x"], tensors["w"], tensors["dy"], transposed)
 
 
 def op_tuning_key(problem: ConvProblem, pass_name: str, tensors: dict, transposed: bool = False) -> str:
