@@ -27,8 +27,8 @@ from triton_conv.benchmarking import (
     tolerance,
     torch_pass,
 )
-from triton_conv.configs import KernelConfig
-from triton_conv.launchers.common import cdiv, launch_counts
+from triton_conv.configs import KernelConfig, cdiv
+from triton_conv.launchers.common import launch_counts
 from triton_conv.launchers.dgrad import conv2d_dgrad
 from triton_conv.launchers.dgrad_masked import conv2d_dgrad_masked, masked_macs, masked_tiles, phased_macs
 from triton_conv.layers import get_layer_set

@@ -24,7 +24,7 @@ from triton_conv.campaign.runners import launch_with_config, op_channels_last
 from triton_conv.launchers import dgrad, fprop, wgrad
 from triton_conv.layers import unet_decoder
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
-from triton_conv.pruning import search_space
+from triton_conv.pruning import pruned_space
 from triton_conv.report.measured import load_run
 from triton_conv.tuning_keys import tuning_key
 
@@ -221,7 +221,7 @@ def test_candidates_are_pruned_ranked_and_of_distinct_tiles():
     plan = h200()
     for pass_name in ("fprop", "dgrad", "wgrad"):
         chosen = spec.candidates(problem, pass_name, plan)
-        space = search_space(problem, pass_name, torch.bfloat16, plan.device)
+        space = pruned_space(problem, pass_name, torch.bfloat16, plan.device)
         assert len(chosen) == plan.candidates and set(chosen) <= set(space)
         assert len({(c.block_m, c.block_n, c.split_k) for c in chosen}) == len(chosen)
         predicted = [costs.predicted_seconds(problem, pass_name, c, "bf16", plan.device) for c in space]

@@ -20,7 +20,7 @@ from tests.campaign_faults import COMPILED, ENV
 from triton_conv.campaign import check_child, check_process, setup_steps, spec
 from triton_conv.campaign.check_process import CheckProcess, ItemCheckFailed
 from triton_conv.campaign.limits import ItemTimeout, time_limit
-from triton_conv.pruning import search_space
+from triton_conv.pruning import pruned_space
 
 LAUNCH = "tests.campaign_faults:faulty_launch"
 
@@ -29,7 +29,7 @@ LAUNCH = "tests.campaign_faults:faulty_launch"
 def item_and_configs():
     tiny = spec.tiny()
     item = spec.plan_items(tiny)["fprop"][0]
-    base = search_space(item.problem, "fprop", tiny.torch_dtype, tiny.device)[0]
+    base = pruned_space(item.problem, "fprop", tiny.torch_dtype, tiny.device)[0]
     # five names for one tile (the interpreter ignores stages): each launch is the real kernel's
     return item, [dataclasses.replace(base, num_stages=stages) for stages in range(1, 6)], tiny.dtype
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from triton_conv import KernelConfig
-from triton_conv.compile_check import compile_specs, example_spec, wgmma_eligible
+from triton_conv.compile_check import compile_specs, example_spec
+from triton_conv.configs import wgmma_eligible
 from triton_conv.problem import ConvProblem
 
 from .test_fprop import CONFIGS

@@ -8,12 +8,12 @@ import itertools
 import pytest
 import torch
 
-from triton_conv.compile_check import wgmma_eligible
 from triton_conv.configs import (
     KernelConfig,
     default_config,
     default_pass_config,
     tap_channels,
+    wgmma_eligible,
     wgrad_columns,
 )
 from triton_conv.devices import get_device
@@ -25,8 +25,8 @@ from triton_conv.pruning import (
     Target,
     operand_registers,
     prune,
+    pruned_space,
     register_budget,
-    search_space,
     shared_memory,
     split_keeps_work,
     split_only_when_idle,
@@ -168,8 +168,8 @@ def test_split_only_when_idle_rule():
     assert split_only_when_idle(split, target(SMALL))
     assert not split_only_when_idle(split, target(BIG))  # 3136 x 1 tiles already fill 132 SMs
     assert split_only_when_idle(cfg(), target(BIG))  # no split: never removed
-    assert all(c.split_k == 1 for c in search_space(BIG, "fprop", torch.float16, H200))
-    assert any(c.split_k > 1 for c in search_space(SMALL, "fprop", torch.float16, H200))
+    assert all(c.split_k == 1 for c in pruned_space(BIG, "fprop", torch.float16, H200))
+    assert any(c.split_k > 1 for c in pruned_space(SMALL, "fprop", torch.float16, H200))
 
 
 def test_split_within_two_waves_rule():
@@ -224,7 +224,7 @@ def test_cap_keeps_the_best_filled():
     assert len(pruning.survivors) == 5 and pruning.removed["cap"]
     t = Target(SMALL.with_batch(128), "wgrad", torch.float16, H200)
     assert min(map(t.fill_score, pruning.survivors)) >= max(map(t.fill_score, pruning.removed["cap"]))
-    assert len(search_space(SMALL.with_batch(128), "wgrad", torch.float16, H200)) <= MAX_SURVIVORS
+    assert len(pruned_space(SMALL.with_batch(128), "wgrad", torch.float16, H200)) <= MAX_SURVIVORS
 
 
 def test_every_config_removed_once_and_rules_named():

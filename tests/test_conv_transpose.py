@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 import triton_conv
 from triton_conv import KernelConfig
-from triton_conv.compile_check import compile_specs, wgmma_eligible
+from triton_conv.compile_check import compile_specs
+from triton_conv.configs import wgmma_eligible
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 

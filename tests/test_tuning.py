@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from triton_conv import autotune_runs, autotune_tables, model_tuning, tuning, tuning_cache
 from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import PASSES, ConvProblem
-from triton_conv.pruning import search_space
+from triton_conv.pruning import pruned_space
 from triton_conv.search_space import config_space
 from triton_conv.tuning_keys import tuning_key
 
@@ -135,8 +135,8 @@ def test_select_config_tunes_once_then_remembers(fake_runner, cache_dir):
     timer = FakeTimer()
     first = tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer)
     calls = timer.calls
-    assert calls == len(search_space(PROBLEM, "fprop", torch.float16, "H200")) > 1
-    assert first == min(search_space(PROBLEM, "fprop", torch.float16, "H200"), key=score)
+    assert calls == len(pruned_space(PROBLEM, "fprop", torch.float16, "H200")) > 1
+    assert first == min(pruned_space(PROBLEM, "fprop", torch.float16, "H200"), key=score)
     assert tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
     tuning.forget_choices()  # a fresh process: the file answers
     assert tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
@@ -597,8 +597,8 @@ def pretend_gpu(monkeypatch, fake_runner):
 
 def test_gpu_path_times_on_a_miss_and_caches_per_device(pretend_gpu, cache_dir):
     config = tuning.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda")
-    assert pretend_gpu.calls == len(search_space(PROBLEM, "dgrad", torch.float16, "H200")) > 1
-    assert config == min(search_space(PROBLEM, "dgrad", torch.float16, "H200"), key=score)
+    assert pretend_gpu.calls == len(pruned_space(PROBLEM, "dgrad", torch.float16, "H200")) > 1
+    assert config == min(pruned_space(PROBLEM, "dgrad", torch.float16, "H200"), key=score)
     assert os.path.basename(tuning_cache.cache_path("Pretend H200")).startswith("pretend-h200--triton-")
     entry = read_json(tuning_cache.cache_path("Pretend H200"))["entries"][
         tuning_key(PROBLEM, "dgrad", torch.float16, True)
@@ -606,7 +606,7 @@ def test_gpu_path_times_on_a_miss_and_caches_per_device(pretend_gpu, cache_dir):
     assert entry["timed_on"] == "cuda"
     tuning.forget_choices()
     assert tuning.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda") == config
-    assert pretend_gpu.calls == len(search_space(PROBLEM, "dgrad", torch.float16, "H200"))
+    assert pretend_gpu.calls == len(pruned_space(PROBLEM, "dgrad", torch.float16, "H200"))
 
 
 def test_autotune_env_off_uses_cache_hits_and_defaults_on_misses(pretend_gpu, monkeypatch):

@@ -16,7 +16,7 @@ import torch
 from triton_conv import tuning, tuning_cache
 from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import ConvProblem
-from triton_conv.pruning import search_space
+from triton_conv.pruning import pruned_space
 from triton_conv.tuning_keys import tuning_key
 
 PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
@@ -80,7 +80,7 @@ def test_a_malformed_entry_is_dropped_and_re_tuned(case, pretend_gpu):
     _write(pretend_gpu, _file_with(MALFORMED[case]))
     config, messages = _choose()
     assert any("malformed entries ignored" in m for m in messages)
-    assert config == min(search_space(PROBLEM, "fprop", torch.float16, "H200"),
+    assert config == min(pruned_space(PROBLEM, "fprop", torch.float16, "H200"),
                          key=lambda c: c.block_m * c.block_n)  # fmt: skip
     with open(tuning_cache.cache_path("Pretend")) as handle:  # rewritten with the re-tuned entry
         assert tuning_cache.valid_entry(KEY, json.load(handle)["entries"][KEY])
@@ -93,7 +93,7 @@ def test_an_entry_too_big_for_the_device_is_not_launched(pretend_gpu):
     _write(pretend_gpu, _file_with({"config": huge}))
     config, messages = _choose()
     assert any("needs more shared memory per block than H200" in m for m in messages), messages
-    assert config == min(search_space(PROBLEM, "fprop", torch.float16, "H200"),
+    assert config == min(pruned_space(PROBLEM, "fprop", torch.float16, "H200"),
                          key=lambda c: c.block_m * c.block_n)  # fmt: skip
 
 

@@ -241,13 +241,6 @@ def example_spec(
     return spec._replace(constexprs=constexprs)
 
 
-def wgmma_eligible(dtype: torch.dtype, block_m: int, num_warps: int) -> bool:
-    """Hopper takes the wgmma path for a dot only with whole warpgroups and 64-row multiples."""
-    return dtype in (torch.float16, torch.bfloat16, torch.float32) and (
-        num_warps % 4 == 0 and block_m % 64 == 0
-    )
-
-
 if __name__ == "__main__":  # the child process of compile_specs: jobs in on stdin, reports out
     # Import the module by name so the reports unpickle as triton_conv.compile_check.CompileReport.
     from triton_conv.compile_check import _compile_here as compile_job

@@ -78,6 +78,14 @@ def _fit(size: int, lo: int, hi: int) -> int:
     return block
 
 
+def wgmma_eligible(dtype: torch.dtype, block_m: int, num_warps: int) -> bool:
+    """Hopper takes the wgmma path for a 16-bit or TF32 dot only with whole warpgroups (num_warps a
+    multiple of 4) and BM a multiple of 64; otherwise Triton silently falls back to mma.sync."""
+    return dtype in (torch.float16, torch.bfloat16, torch.float32) and (
+        num_warps % 4 == 0 and block_m % 64 == 0
+    )
+
+
 def one_warpgroup(capability: tuple[int, int] | None, element_size: int) -> bool:
     """On Hopper a 16-bit dot is a wgmma that reads both operands from shared memory, so one
     warpgroup (4 warps) can hold a 128x128 tile's fp32 accumulator (128 registers per thread). Its

@@ -17,7 +17,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 from . import passes
 from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
-from .configs import KernelConfig, default_config
+from .configs import KernelConfig, default_pass_config
 from .problem import ConvProblem
 from .runtime import runs_triton
 
@@ -96,6 +96,7 @@ def conv2d_with_config(
 ) -> torch.Tensor:
     """conv2d with a caller-chosen tile config (for tests and debugging); never falls back to torch.
 
+    `config=None` runs the forward's untuned default (configs.default_pass_config, for any GPU);
     `force_int64` runs the int64-offset variant of the kernel on a small problem.
     """
     problem = validate(input, weight, bias, stride, padding, dilation, groups)
@@ -104,9 +105,7 @@ def conv2d_with_config(
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     if config is None:
-        config = default_config(problem.gemm("fprop"), x.element_size())
-    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (K elements).
-    bias = None if bias is None else bias.contiguous()
+        config = default_pass_config(problem, "fprop", x.dtype)
     y = passes.forward(x, weight, bias, problem, config, force_int64)
     return y if batched else y.squeeze(0)
 

@@ -20,8 +20,8 @@ import torch
 
 from . import runtime, tuning
 from .arguments import ConvArgumentError
-from .configs import KernelConfig, default_pass_config
-from .launchers.common import INT32_LIMIT, cdiv, wants_channels_last
+from .configs import KernelConfig, cdiv, default_pass_config
+from .launchers.common import INT32_LIMIT, accumulator_dtype, wants_channels_last
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
@@ -215,7 +215,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):
     images = batch_chunks(problem, "wgrad")
     if len(images) > 1:  # each chunk's sums in float32 (float64 for float64), added, then rounded once
-        accumulate = torch.float64 if weight_dtype == torch.float64 else torch.float32
+        accumulate = accumulator_dtype(weight_dtype)
         parts = [
             weight_grad(
                 dy[first : first + count], x[first : first + count], problem.with_batch(count), accumulate,

@@ -161,11 +161,7 @@ class ConvProblem:
         )
 
     def with_batch(self, batch: int) -> ConvProblem:
-        return ConvProblem(
-            batch, self.in_channels, self.height, self.width, self.out_channels,
-            self.kernel_h, self.kernel_w, self.stride, self.pad_top, self.pad_left,
-            self.pad_bottom, self.pad_right, self.dilation, self.groups,
-        )  # fmt: skip
+        return dataclasses.replace(self, batch=batch)
 
     # --- the GEMM views (per group) -----------------------------------------------------------
     def gemm(self, pass_name: str) -> GemmShape:

@@ -1,7 +1,7 @@
 """Pruning: what cannot win on a given problem and GPU, removed before any timing.
 
-`prune` applies PROBLEM_RULES to a pass's space (triton_conv.configs) rule by rule and keeps at most
-MAX_SURVIVORS. Every rule is a small function whose docstring is the rule in words; `prune` reports
+`prune` applies PROBLEM_RULES to a pass's space (search_space.config_space) rule by rule and keeps
+at most MAX_SURVIVORS. Every rule is a small function whose docstring is the rule in words; `prune` reports
 what each one removed, so a reader can follow why a config was never timed.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, row_spans, wgrad_columns
+from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, row_spans, wgmma_eligible, wgrad_columns
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
 from .search_space import config_space
@@ -148,12 +148,12 @@ def split_keeps_work(c: KernelConfig, t: Target) -> bool:
 
 
 def wgmma_on_hopper(c: KernelConfig, t: Target) -> bool:
-    """On Hopper (sm_90) a 16-bit or TF32 dot becomes wgmma only with whole warpgroups (num_warps a
-    multiple of 4) and BM a multiple of 64 (compile_check.wgmma_eligible); otherwise it silently
-    falls back to mma.sync at a fraction of the rate, so such configs are not timed there."""
+    """On Hopper (sm_90) a 16-bit or TF32 dot becomes wgmma only in some configs
+    (configs.wgmma_eligible); the others fall back to mma.sync at a fraction of the rate, so they
+    are not timed there. float64 has no wgmma either way."""
     if t.device.compute_capability[0] != 9 or t.dtype == torch.float64:
         return True
-    return c.num_warps % 4 == 0 and c.block_m % 64 == 0
+    return wgmma_eligible(t.dtype, c.block_m, c.num_warps)
 
 
 def element_loads_take_eight_warps(c: KernelConfig, t: Target) -> bool:
@@ -246,7 +246,7 @@ def prune(
     return Pruning(survivors, removed, tuple(relaxed))
 
 
-def search_space(
+def pruned_space(
     problem: ConvProblem,
     pass_name: str,
     dtype: torch.dtype,

@@ -2,7 +2,7 @@
 
 `select_config` is what the passes call: a cached config when there is one (in memory, then the
 per-device file of tuning_cache.py); on a miss on a CUDA device, every config that survives
-pruning.search_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
+pruning.pruned_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
 inputs and the fastest is cached with the runner-up and all the times (TRITON_CONV_AUTOTUNE=0
 turns the timing off: cache hits are still used, misses get the default config). On the CPU (the
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
@@ -27,7 +27,7 @@ from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
 from .launchers.common import random_in_layout
 from .problem import ConvProblem
-from .pruning import Target, search_space, shared_memory
+from .pruning import Target, pruned_space, shared_memory
 from .runtime import device_guard, fp32_uses_tf32
 from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
@@ -177,7 +177,7 @@ def tune_problem(
         target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
         if configs is None:
             kwargs = {} if max_configs is None else {"max_configs": max_configs}
-            configs = search_space(problem, pass_name, dtype, target, **kwargs)
+            configs = pruned_space(problem, pass_name, dtype, target, **kwargs)
         timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
         tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
         errors: dict[str, str] = {}

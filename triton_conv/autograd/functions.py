@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from ..launchers.common import wants_channels_last
+from ..launchers.common import accumulator_dtype, wants_channels_last
 from .checks import transposed_geometry
 from .ops import conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
 
@@ -17,8 +17,7 @@ def bias_grad(grad_output: torch.Tensor, out_channels: int) -> torch.Tensor:
     when the output has no channels (no input channels: torch's output then ignores the bias)."""
     if grad_output.shape[1] != out_channels:
         return grad_output.new_zeros(out_channels)
-    accumulate = torch.float64 if grad_output.dtype == torch.float64 else torch.float32
-    return grad_output.sum(dim=(0, 2, 3), dtype=accumulate).to(grad_output.dtype)
+    return grad_output.sum(dim=(0, 2, 3), dtype=accumulator_dtype(grad_output.dtype)).to(grad_output.dtype)
 
 
 def _below_autograd(op, *args):

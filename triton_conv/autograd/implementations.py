@@ -37,8 +37,7 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
     if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
         return conv2d_fake(input, weight, bias, stride, padding, dilation, groups)
-    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (K elements).
-    return passes.forward(input, weight, None if bias is None else bias.contiguous(), problem)
+    return passes.forward(input, weight, bias, problem)
 
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
@@ -84,8 +83,6 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     )
     if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
         return conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    # The kernel reads the bias with unit stride; a strided or expanded bias is copied (C_out elements).
-    bias = None if bias is None else bias.contiguous()
     return passes.input_grad(
         input, weight, problem, channels_last=_output_channels_last(input, weight), bias=bias
     )

@@ -4,7 +4,7 @@
 timing steps' items. `h200()` is the headline campaign of one H200 lease; `tiny()` the same steps on
 CPU-sized shapes for the interpreter (the CPU test). The configs each item times are chosen here,
 before anything runs, so that the compile step knows every kernel variant: pruning's survivors
-(pruning.search_space) ranked by the model's predicted time, one per tile shape first.
+(pruning.pruned_space) ranked by the model's predicted time, one per tile shape first.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..layers import get_layer_set
 from ..problem import PASSES, TRANSPOSED_PASSES, ConvProblem
-from ..pruning import search_space
+from ..pruning import pruned_space
 from .model_link import predicted_seconds
 
 TIMING_STEPS = ("fprop", "dgrad", "wgrad", "batching", "megapixel", "decoder", "training")
@@ -191,7 +191,7 @@ def candidates(problem: ConvProblem, pass_name: str, spec: CampaignSpec) -> tupl
     """spec.candidates configs: pruning's survivors ranked by the model's predicted time, taking one
     config per tile shape (BM, BN, split-K) before a second of any shape, since the model cannot tell
     warps and stages apart."""
-    space = search_space(problem, pass_name, spec.torch_dtype, spec.device)
+    space = pruned_space(problem, pass_name, spec.torch_dtype, spec.device)
     ranked = sorted(
         space,
         key=lambda c: (predicted_seconds(problem, pass_name, c, spec.dtype, spec.device), space.index(c)),

@@ -92,8 +92,15 @@ def wgrad_kernel(
         few-channel stem): a column tile spans BLOCK_N / TAP_CHANNELS whole taps, so the padding
         test is one per (row, tap) and each tap's channels load as one vector. Only the group's
         real channels are stored.
+    LINEAR_ROWS: x's pixels under the output grid, (n, p·stride_h, q·stride_w), lie x_lin elements
+        apart in (n, p, q) order plus q·q_extra (H = P·stride_h and NHWC-like strides, or the padded
+        copy): a reduction row's x address is then a multiply-add of its flat index, and with no q
+        term (Q_EXTRA false: stride_w 1) it moves by one scalar per step.
+    Q_EXTRA: q_extra != 0, so each row also carries its q (a stride_w > 1 layer's extra term).
     DY_TMA: dy is a row-major (N·P·Q, K) matrix (NHWC memory): its [BLOCK_K, BLOCK_M] tiles come
         through a TMA descriptor (dy_desc), which also zero-fills the reduction's tail.
+    X_TMA: with DY_TMA, a 1x1 stride-1 unpadded layer's x is a row-major (N·H·W, C) matrix too: its
+        [BLOCK_K, BLOCK_N] tiles come through x_desc, so both operands are plain GEMM tiles.
     Each reduction row (an output pixel) carries its coordinates and its x offset from step to
     step: adding BLOCK_K to a flat pixel index is one carry per coordinate, no division."""
     if TAP_CHANNELS:  # x's layout is the launcher's own: strides that are whole vectors of channels

@@ -5,7 +5,8 @@ A launch plan is everything of a launch that depends only on the call's geometry
 dtype, device, problem, tile config and flags): the grid, the integer arguments and the constexprs.
 Each launcher keeps its plans in a `PlanCache` keyed on exactly those, so a repeated call only
 allocates its output, fetches the plan and launches. Nothing on the launch path reads a tensor's
-data or synchronises with the device, so the passes can be captured in a CUDA graph.
+data or synchronises with the device (but `zero_run`'s first fill, once per device, dtype and
+length, and never during a capture), so the passes can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -248,6 +249,11 @@ def random_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
 _placeholders: dict = {}
 
 
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What sums of `dtype` products accumulate in: float64 for float64, else float32 (as torch's)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def split_k_buffers(
     split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device, extra_counters: int = 0
 ):
@@ -262,7 +268,7 @@ def split_k_buffers(
     two launches count arrivals in the same counters and finish each other's tiles. The caching
     allocator already makes the per-call allocation cheap and stream-safe. `extra_counters` more
     counters follow the tiles' (wgrad's bias-gradient programs count their splits there)."""
-    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    acc_dtype = accumulator_dtype(dtype)
     if split_k == 1:
         key = (torch.device(device), acc_dtype)
         if key not in _placeholders:
@@ -274,10 +280,6 @@ def split_k_buffers(
     workspace = torch.empty(tile_slots * split_k * block_m * block_n, dtype=acc_dtype, device=device)
     counters = torch.zeros(tile_slots + extra_counters, dtype=torch.int32, device=device)
     return workspace, counters
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 _zero_runs: dict = {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..configs import KernelConfig
+from ..configs import KernelConfig, cdiv
 from ..kernels.dgrad import dgrad_kernel
 from ..problem import ConvProblem
 from . import common
-from .common import Plan, PlanCache, cdiv, flag_settings, geometry, kernel_flags, launch, split_k_buffers
+from .common import Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
 def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
@@ -75,7 +75,13 @@ def dgrad_plan(
 def dgrad_spec(dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, bias=None):
     """The launch of dx = conv2d_input(dy, weight) + bias (uncached: the compile check and tests)."""
     plan = dgrad_plan(dy, weight, dx, problem, config, force_int64, bias is not None)
-    return plan.spec((dy, _weight_operand(plan, weight), dy if bias is None else bias, dx, _zeros(plan, dy)))
+    return plan.spec(_tensors(plan, dy, weight, bias, dx))
+
+
+def _tensors(plan: Plan, dy, weight, bias, dx) -> tuple:
+    """The kernel's tensor arguments, as both the cached launch and dgrad_spec pass them (with no
+    bias, dy stands in for the pointer HAS_BIAS never reads)."""
+    return (dy, _weight_operand(plan, weight), dy if bias is None else bias, dx, _zeros(plan, dy))
 
 
 def _zeros(plan: Plan, dy: torch.Tensor) -> torch.Tensor:
@@ -108,12 +114,13 @@ def conv2d_dgrad(
     force_int64: bool = False,
 ) -> torch.Tensor:
     """dx, the gradient of conv2d(x, weight) with respect to x, for a validated 4-D problem; with a
-    (contiguous) bias, the transposed convolution of dy with weight, plus the bias.
+    bias, the transposed convolution of dy with weight, plus the bias.
 
     dx has problem.input_shape and dy's dtype, in channels_last or contiguous memory as asked.
     """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = dy.dtype
+    bias = None if bias is None else bias.contiguous()  # read with unit stride (C elements if copied)
     dx = torch.empty(problem.input_shape, dtype=dtype, device=dy.device, memory_format=memory_format)
     if dx.numel() == 0:
         return dx
@@ -125,5 +132,5 @@ def conv2d_dgrad(
         force_int64, flag_settings(dtype),
     )  # fmt: skip
     plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias))
-    launch(plan.spec((dy, _weight_operand(plan, weight), bias if has_bias else dy, dx, _zeros(plan, dy))))
+    launch(plan.spec(_tensors(plan, dy, weight, bias, dx)))
     return dx

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from ..configs import KernelConfig
+from ..configs import KernelConfig, cdiv
 from ..kernels.dgrad_masked import dgrad_masked_kernel
 from ..problem import ConvProblem
-from .common import LaunchSpec, cdiv, kernel_flags, launch, split_k_buffers
+from .common import LaunchSpec, kernel_flags, launch, split_k_buffers
 
 
 def masked_tiles(problem: ConvProblem, config: KernelConfig) -> int:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..configs import KernelConfig, row_spans
+from ..configs import KernelConfig, cdiv, row_spans
 from ..kernels.fprop import fprop_kernel
 from ..problem import ConvProblem
 from .common import (
     Plan,
     PlanCache,
-    cdiv,
     flag_settings,
     geometry,
     kernel_flags,
@@ -58,7 +57,13 @@ def fprop_plan(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, f
 def fprop_spec(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False):
     """The launch of y = conv2d(x, weight) + bias (uncached: the compile check and tests)."""
     plan = fprop_plan(x, weight, bias, y, problem, config, force_int64)
-    return plan.spec((x, weight, bias if bias is not None else x, y))
+    return plan.spec(_tensors(x, weight, bias, y))
+
+
+def _tensors(x, weight, bias, y) -> tuple:
+    """The kernel's tensor arguments, as both the cached launch and fprop_spec pass them (with no
+    bias, x stands in for the pointer HAS_BIAS never reads)."""
+    return (x, weight, bias if bias is not None else x, y)
 
 
 class _OutputPlan:
@@ -89,16 +94,14 @@ def conv2d_fprop(
 ) -> torch.Tensor:
     """y = conv2d(x, weight) + bias for a validated 4-D problem, with the given tile config."""
     dtype = x.dtype
+    bias = None if bias is None else bias.contiguous()  # read with unit stride (K elements if copied)
     key = (
         problem, config, geometry(x), geometry(weight), bias is not None, dtype, x.device,
         force_int64, flag_settings(dtype),
     )  # fmt: skip
     cached = plans.get(key, lambda: _OutputPlan(x, weight, bias, problem, config, force_int64))
     y = torch.empty(cached.shape, dtype=dtype, device=x.device, memory_format=cached.memory_format)
-    if y.numel() == 0:
+    if y.numel() == 0:  # no input channels included: torch's output then has no channels either
         return y
-    if problem.in_per_group == 0:  # an empty reduction: the output is the bias
-        y.zero_()
-        return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
-    launch(cached.plan.spec((x, weight, bias if bias is not None else x, y)))
+    launch(cached.plan.spec(_tensors(x, weight, bias, y)))
     return y

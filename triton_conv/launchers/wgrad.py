@@ -6,14 +6,14 @@ from typing import NamedTuple
 
 import torch
 
-from ..configs import KernelConfig, tap_channels, wgrad_columns
+from ..configs import KernelConfig, cdiv, tap_channels, wgrad_columns
 from ..kernels.wgrad import wgrad_kernel
 from ..problem import ConvProblem
 from .common import (
     LaunchSpec,
     Plan,
     PlanCache,
-    cdiv,
+    accumulator_dtype,
     flag_settings,
     geometry,
     kernel_flags,
@@ -31,7 +31,7 @@ def _db_split_buffer(split_k: int, row_slots: int, block_m: int, dtype, device) 
     1 the kernel never touches it, and one cached placeholder per device serves.
 
     A sibling of split_k_buffers (launchers/common.py), kept here while wgrad is its only user."""
-    acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    acc_dtype = accumulator_dtype(dtype)
     if split_k == 1:
         key = (torch.device(device), acc_dtype)
         if key not in _db_placeholders:
@@ -190,8 +190,7 @@ def conv2d_wgrad(
         return dw, None if db is None else db.zero_()
     if dw.numel() == 0:  # no input channels: no tiles, but db is still dy's sum
         if db is not None:
-            acc_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
-            db.copy_(dy.sum(dim=(0, 2, 3), dtype=acc_dtype))
+            db.copy_(dy.sum(dim=(0, 2, 3), dtype=accumulator_dtype(dy.dtype)))
         return dw, db
     plan = plans.get(key, lambda: wgrad_plan(dy, x, dw, db, problem, config, force_int64))
     launch(plan.spec(dy, x, dw, db))

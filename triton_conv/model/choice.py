@@ -28,17 +28,17 @@ _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
 def candidate_configs(problem: ConvProblem, pass_name: str, device: DeviceSpec | str, dtype="fp16"):
-    """The configs the tuner would time for this problem on this device (pruning.search_space) that
+    """The configs the tuner would time for this problem on this device (pruning.pruned_space) that
     can launch there. When none can (the space's pipelines exceed a GTX 1080 Ti's 48 KiB per block
     in fp32), each is shrunk to fit instead (roofline.fit_shared_memory), as it would have to be."""
     import torch
 
-    from ..pruning import search_space
+    from ..pruning import pruned_space
 
     check_pass(pass_name)
     kind, size = dtype_kind(dtype)
     device = get_device(device)
-    space = search_space(problem, pass_name, getattr(torch, _TORCH_DTYPES[kind]), device)
+    space = pruned_space(problem, pass_name, getattr(torch, _TORCH_DTYPES[kind]), device)
     launchable = [c for c in space if occupancy(c, size, device).ctas_per_sm > 0]
     if launchable:
         return launchable
