@@ -312,3 +312,24 @@ def test_kernel_phase_math_matches_problem():
         if want[2] == 0:  # no tap: tap0 and out_first are not used
             got, want = got[::2], want[::2]
         assert tuple(got) == tuple(want), case
+
+
+def test_launchers_copy_a_strided_bias_themselves(triton_only):
+    """The kernels read a bias with unit stride; the launchers (not only their callers) copy a
+    strided or expanded one, so a direct call cannot read every other element."""
+    import torch.nn.functional as F
+
+    from triton_conv.launchers.fprop import conv2d_fprop
+
+    problem = ConvProblem.from_shapes((2, 3, 5, 4), (6, 3, 3, 3), padding=1)
+    x = torch.randn(problem.input_shape, dtype=torch.float64)
+    w = torch.randn(problem.weight_shape, dtype=torch.float64)
+    dy = torch.randn(problem.output_shape, dtype=torch.float64)
+    every_other, expanded = torch.randn(12, dtype=torch.float64)[::2], torch.randn(1, dtype=torch.float64)
+    with triton_only() as proof:
+        y = conv2d_fprop(x, w, every_other, problem, DEFAULT)
+        # The transposed convolution of dy (its bias per input channel of the conv2d view).
+        dx = conv2d_dgrad(dy, w, problem, DEFAULT, channels_last=False, bias=expanded.expand(3))
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1}
+    assert rel_error(y, F.conv2d(x, w, every_other, padding=1)) < 1e-12
+    assert rel_error(dx, F.conv_transpose2d(dy, w, expanded.expand(3), padding=1)) < 1e-12
