@@ -15,6 +15,7 @@ from triton_conv.benchmarking import (
 )
 from triton_conv.model import batching_speedup
 from triton_conv.runtime import fp32_uses_tf32
+from triton_conv.timers import l2_multiple
 
 from .cases import BATCHING_CASES, CASES, ids
 from .harness import accuracy_check, device, model_device, model_info, run_benchmark
@@ -26,7 +27,8 @@ def test_one_batch_against_single_images(case_id, benchmark):
     case = CASES[case_id]
     problem, n = case.problem, case.problem.batch
     tensors = make_inputs(problem, DTYPES[case.dtype], True, device())
-    sets = input_sets(tensors, lambda: make_inputs(problem, DTYPES[case.dtype], True, device()), device())
+    make = lambda: make_inputs(problem, DTYPES[case.dtype], True, device())
+    sets = input_sets(tensors, make, device(), "fprop")
     if case.how == "batch":
         run = in_turn(lambda inputs: pass_function(case.impl, "fprop", problem, inputs), sets)
     else:
@@ -58,4 +60,5 @@ def test_one_batch_against_single_images(case_id, benchmark):
     }
     model = model_info(problem, "fprop", case.dtype, model_device())
     info.update(tiles=model["tiles"], waves=model["waves"], model=model)
+    info["l2_multiple"] = l2_multiple(sets, "fprop", device())
     run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)

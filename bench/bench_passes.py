@@ -16,6 +16,7 @@ from triton_conv.benchmarking import (
     reference_result,
 )
 from triton_conv.runtime import fp32_uses_tf32
+from triton_conv.timers import l2_multiple
 
 from . import harness
 from .cases import CASES, PASS_CASES, ids
@@ -68,7 +69,9 @@ def test_conv_pass(case_id, benchmark):
     want = reference_result(case.pass_name, problem, tensors)
     check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
-    sets = input_sets(tensors, lambda: make_inputs(problem, dtype, channels_last, device()), device())
+    make = lambda: make_inputs(problem, dtype, channels_last, device())
+    sets = input_sets(tensors, make, device(), case.pass_name)
+    info["l2_multiple"] = l2_multiple(sets, case.pass_name, device())
     run = in_turn(pass_binder(case.impl, case.pass_name, problem, on_gpu=on_gpu), sets)
     try:
         run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)

@@ -16,6 +16,7 @@ from triton_conv.benchmarking import DTYPES, in_turn, input_sets
 from triton_conv.benchmarking_transposed import make_inputs, reference_result, torch_pass, triton_pass
 from triton_conv.problem import TRANSPOSED_PASSES
 from triton_conv.runtime import fp32_uses_tf32
+from triton_conv.timers import l2_multiple
 
 from . import harness
 from .cases import CASES, TRANSPOSED_CASES, ids
@@ -62,7 +63,9 @@ def test_transposed_pass(case_id, benchmark):
     want = reference_result(case.pass_name, view, tensors)
     check = harness.accuracy_check(want, case.dtype, tf32, f"{case.impl} {case.pass_name}")
 
-    sets = input_sets(tensors, lambda: make_inputs(view, dtype, channels_last, device()), device())
+    make = lambda: make_inputs(view, dtype, channels_last, device())
+    sets = input_sets(tensors, make, device(), case.pass_name)
+    info["l2_multiple"] = l2_multiple(sets, case.pass_name, device())
     implementation = triton_pass if case.impl == "triton-conv" else torch_pass
     run = in_turn(lambda inputs: implementation(case.pass_name, view, inputs), sets)
     run_benchmark(benchmark, run, info=info, flops=info["flops"], check=check, dtype=case.dtype)

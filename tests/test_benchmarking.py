@@ -89,6 +89,21 @@ def test_input_sets_overflow_the_l2_and_the_calls_take_turns(monkeypatch):
     assert not hasattr(single, "sets") and single() is tensors
 
 
+def test_input_sets_count_what_the_pass_reads(monkeypatch):
+    """fprop reads x and w, dgrad dy and w, wgrad x and dy (timers.PASS_READS); the output is written
+    into a reused block. Sets are sized by those bytes, and l2_multiple says how many L2s a turn read."""
+    from triton_conv import timers
+
+    tensors = {"x": torch.empty(250), "w": torch.empty(25), "dy": torch.empty(2500)}  # 1000, 100, 10000 B
+    assert [timers.read_bytes(tensors, p) for p in ("fprop", "dgrad", "wgrad")] == [1100, 10100, 11000]
+    assert timers.read_bytes(tensors, "fwd+bwd") == 11100  # another name: every tensor
+    assert timers.l2_multiple([tensors], "fprop", "cpu") is None  # no GPU cache
+    monkeypatch.setattr(timers, "l2_cache_bytes", lambda device: 2200)  # 4400 B: 4 sets of fprop's
+    sets = timers.input_sets(tensors, dict, "cpu", "fprop")
+    assert len(sets) == 4 and len(timers.input_sets(tensors, dict, "cpu")) == 1  # dy alone fills it
+    assert timers.l2_multiple(sets, "fprop", "cpu") == 2.0
+
+
 @pytest.mark.parametrize("pass_name", benchmarking.BENCH_PASSES)
 def test_the_peer_compiles_once_for_every_input_set(pass_name, monkeypatch):
     compiled = []

@@ -633,8 +633,8 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
 
     cuda = FakeCuda(monkeypatch, replay_ms=0.5)
     item = next(i for i in spec.plan_items(spec.tiny())["batching"] if i.one_at_a_time)
-    shapes = (item.problem.input_shape, item.problem.weight_shape, item.problem.output_shape)
-    set_bytes = sum(math.prod(shape) * 2 for shape in shapes)  # x, w and dy in fp16
+    shapes = (item.problem.input_shape, item.problem.weight_shape)
+    set_bytes = sum(math.prod(shape) * 2 for shape in shapes)  # what fprop reads: x and w in fp16
     monkeypatch.setattr(timers, "l2_cache_bytes", lambda device: set_bytes)  # two sets: twice this "L2"
     campaign = run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=100, echo=None)
     campaign.on_gpu = True
@@ -659,6 +659,13 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
         assert info["device_seconds"] == pytest.approx(5e-4 / 2) and info["eager_seconds"] > 0
         assert info["measured_peak_tflops"] == 10.0
         assert info["fraction_of_peak"] == pytest.approx(info["tflops"] / 10.0)
+        assert info["l2_multiple"] == pytest.approx(2.0)  # two sets, each of the "L2"'s size
+    # Each record names what it timed: the batch ran the pinned winner, and carries its own check.
+    by_how = {(i["implementation"], i.get("how")): i for i in infos}
+    assert by_how["triton-conv", "batch"]["config"] == by_how["triton-conv", None]["config"] == row["winner"]
+    assert by_how["cudnn", "batch"]["config"] is None
+    for impl in ("triton-conv", "cudnn"):
+        assert by_how[impl, "batch"]["relative_error"] == by_how[impl, None]["relative_error"]
     assert cuda.log.count("capture begins") == len(item.candidates) + 4  # candidates, op, cuDNN, N x 1
 
 

@@ -104,6 +104,19 @@ def test_batching_speedups(records):
     assert _row(curve, "triton-conv", "8")[-2:] == ["4.00", "1.00"]
 
 
+def test_cells_whose_turn_read_less_than_the_l2_are_listed(records):
+    """A campaign record says how many L2s a turn over its input sets read (l2_multiple); below one
+    the cell's times may come from the cache, and the report lists it. None (a CPU) lists nothing."""
+    assert measured.l2_table(records) == ""
+    marked = [dict(r) for r in records]
+    for r, multiple in zip(marked, (0.4, 2.5, None, *[3.0] * len(marked)), strict=False):
+        r["l2_multiple"] = multiple
+    text = measured.l2_table(marked)
+    small = marked[0]
+    assert _row(text, small["layer"], str(small["N"]))[-1] == "0.40"
+    assert len([line for line in text.splitlines() if line.startswith("|")]) == 3  # header, rule, one row
+
+
 def _transposed(impl, n, seconds, pass_name):
     """A record as bench/bench_transposed.py and the campaign's decoder step write it."""
     record = _pass(impl, n, seconds, pass_name)

@@ -102,12 +102,33 @@ def input_sets_needed(set_bytes: int, cache_bytes: int) -> int:
     return max(1, min(MAX_INPUT_SETS, math.ceil(EVICTING_MULTIPLE * cache_bytes / set_bytes)))
 
 
-def input_sets(tensors: dict, make_set: Callable[[], dict], device) -> list[dict]:
+# What each pass of a convolution reads, in the op's own roles (conv2d's or conv_transpose2d's x, w
+# and dy): the bytes that must come from memory. The output is written; its freed block is reused
+# by the next call's output, so it does not grow what a turn moves through the L2.
+PASS_READS = {"fprop": ("x", "w"), "dgrad": ("dy", "w"), "wgrad": ("x", "dy")}
+
+
+def read_bytes(tensors: dict, pass_name: str | None = None) -> int:
+    """The bytes of the tensors `pass_name` reads (PASS_READS); every tensor for another name."""
+    names = PASS_READS.get(pass_name, tuple(tensors))
+    return sum(tensors[name].nbytes for name in names if isinstance(tensors.get(name), torch.Tensor))
+
+
+def input_sets(
+    tensors: dict, make_set: Callable[[], dict], device, pass_name: str | None = None
+) -> list[dict]:
     """`tensors` first (the set a caller checks the first call's result on), then as many fresh sets
-    from `make_set()` as input_sets_needed asks for on `device`."""
-    set_bytes = sum(t.nbytes for t in tensors.values() if isinstance(t, torch.Tensor))
-    count = input_sets_needed(set_bytes, l2_cache_bytes(device))
+    from `make_set()` as input_sets_needed asks for on `device`, counting what `pass_name` reads."""
+    count = input_sets_needed(read_bytes(tensors, pass_name), l2_cache_bytes(device))
     return [tensors] + [make_set() for _ in range(count - 1)]
+
+
+def l2_multiple(sets: list[dict], pass_name: str | None, device) -> float | None:
+    """The bytes a whole turn over `sets` reads, in units of the L2 (None without a GPU cache): at
+    EVICTING_MULTIPLE or more each call reads memory; below 1 (a small layer at N=1, where the
+    MAX_INPUT_SETS cap binds) its inputs may still sit in the L2 from the last turn."""
+    cache = l2_cache_bytes(device)
+    return len(sets) * read_bytes(sets[0], pass_name) / cache if cache else None
 
 
 class Rotation:

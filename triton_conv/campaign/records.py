@@ -9,6 +9,7 @@ import platform
 
 from ..layers import get_layer_set
 from .model_link import record_fields
+from .spec import TF32
 from .timing import Measurement, benchmark_stats
 
 TRAINING_TIMER = "synchronised wall clock per training step"
@@ -39,7 +40,8 @@ def pass_info(run, item, impl: str, config, error: float, limit: float) -> dict:
     info = {
         "kind": "pass", "implementation": impl, "pass": item.pass_name, "layer_set": item.layer_set,
         "layer": item.layer, "N": problem.batch, "dtype": spec.dtype, "layout": "channels_last",
-        "tf32": False, "problem": str(problem), "flops": problem.flops(item.pass_name),
+        "tf32": TF32 and spec.dtype == "fp32", "problem": str(problem),
+        "flops": problem.flops(item.pass_name),
         "config": str(config) if config is not None else None, "checked": True,
         "relative_error": error, "tolerance": limit, "campaign": spec.name, "step": item.step,
     }  # fmt: skip
@@ -93,7 +95,7 @@ def machine_info(run) -> dict:
             "sweep_env": {}, "gpu": gpu.get("name"), "sm_count": gpu.get("sm_count"),
             "gpu_memory_bytes": gpu.get("memory_bytes"), "clocks": clocks,
             "driver": gpu.get("driver_version"), "torch": prov.get("torch"), "triton": prov.get("triton"),
-            "cuda": prov.get("cuda"), "cudnn": prov.get("cudnn"), "tf32": False,
+            "cuda": prov.get("cuda"), "cudnn": prov.get("cudnn"), "tf32": TF32,
             "measured_peak_tflops": measured_peak_tflops(run), "date_utc": prov.get("date"),
             "budget_s": run.budget_s, "elapsed_s": round(run.elapsed(), 1), "timer": "CUDA graph replay",
         },

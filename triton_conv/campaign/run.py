@@ -40,7 +40,7 @@ from .limits import ItemTimeout, time_limit
 from .output import Output
 from .planning import compile_target, launch_jobs
 from .precompile import record_and_compile, usable_cores
-from .spec import CHECKED_STEPS, CampaignSpec, plan_items
+from .spec import CHECKED_STEPS, TF32, CampaignSpec, plan_items
 from .variants import LaunchJob
 
 FLUSH_EVERY_S = 15.0
@@ -266,7 +266,7 @@ class Campaign:
             jobs = launch_jobs(self.spec, self.items)
             began = self.elapsed()
             # cuDNN's algorithm search on, as bench/ runs it
-            done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=True))
+            done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=TF32))
             done = self.guarded("ceilings", lambda: setup_steps.ceilings(self)) and done
             entry = {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1}
             self.state["steps"].append({**entry, "done": int(done)})

@@ -13,6 +13,7 @@ from ..benchmarking import tolerance
 from ..timers import measure_copy_bandwidth, measure_matmul_peak
 from .limits import ItemTimeout, held_back
 from .precompile import usable_cores
+from .spec import TF32
 from .variants import variants_json
 
 
@@ -91,7 +92,7 @@ def check_item(run, item) -> None:
     item's time limit strikes, the config in flight is recorded as hung and the rest as not checked;
     those that passed before it are still timed."""
     spec = run.spec
-    limit = tolerance(spec.dtype, tf32=False)
+    limit = tolerance(spec.dtype, tf32=TF32)
     passed, answered = [], []
 
     def record(config, error: float, failure: str | None) -> None:

@@ -14,6 +14,7 @@ import torch
 from .. import training_check, tuning
 from ..benchmarking import images_one_at_a_time, in_turn, input_sets, relative_error, tolerance
 from ..layers import resnet50
+from ..timers import l2_multiple
 from .model_link import record_fields, speedup, training_fields
 from .records import TRAINING_TIMER, add_record, layer_index, pass_info
 from .runners import (
@@ -24,6 +25,7 @@ from .runners import (
     pass_binder,
     reference_result,
 )
+from .spec import TF32
 from .timing import Measurement, measure
 
 
@@ -55,9 +57,10 @@ def _checked_call(fn, want, limit: float, what: str) -> float:
 
 
 def _input_sets(run, item, tensors: dict) -> list[dict]:
-    """`tensors` and as many fresh sets as overflow the GPU's L2 (timers.input_sets; one on a CPU)."""
+    """`tensors` and as many fresh sets as the pass's reads need to overflow the GPU's L2
+    (timers.input_sets; one on a CPU)."""
     make = lambda: make_inputs(item.problem, run.spec.torch_dtype, run.device, item.transposed)
-    return input_sets(tensors, make, run.device)
+    return input_sets(tensors, make, run.device, item.pass_name)
 
 
 def tune_item(run, item, sets) -> tuple | None:
@@ -123,35 +126,39 @@ def pass_item(run, item) -> bool:
         return False
     winner, timings = tuned
     want = reference_result(item.pass_name, item.problem, tensors, item.transposed)
-    limit = tolerance(spec.dtype, tf32=False)
+    limit = tolerance(spec.dtype, tf32=TF32)
     seconds = {}
+    rotation = {"l2_multiple": l2_multiple(sets, item.pass_name, run.device)}
     for impl in ("triton-conv", "cudnn"):
         bind = pass_binder(impl, item.pass_name, item.problem, on_gpu=run.on_gpu, transposed=item.transposed)
         fn = in_turn(bind, sets)  # the first call runs on `tensors`, whose result is checked
         error = _checked_call(fn, want, limit, f"{item.id} {impl}")
         m = _measure(run, fn)
         config = winner if impl == "triton-conv" else None
-        info = pass_info(run, item, impl, config, error, limit)
+        info = {**pass_info(run, item, impl, config, error, limit), **rotation}
         add_record(run, _record_name(run, item, impl), _record_group(run, item), info, m)
-        seconds[impl] = m
-    run.autotune_rows.append(autotune_row(run, item, tensors, timings, seconds["cudnn"].seconds))
+        seconds[impl] = (m, config, error)
+    run.autotune_rows.append(autotune_row(run, item, tensors, timings, seconds["cudnn"][0].seconds))
     if getattr(item, "one_at_a_time", False):
-        _one_at_a_time(run, item, sets, want, limit, seconds)
+        _one_at_a_time(run, item, sets, want, limit, seconds, rotation)
     return True
 
 
-def _one_at_a_time(run, item, sets, want, limit, batch_timings) -> None:
-    """The batch of N against N launches of one image, for triton-conv and cuDNN (kind 'batching')."""
+def _one_at_a_time(run, item, sets, want, limit, batch_runs, rotation) -> None:
+    """The batch of N against N launches of one image, for triton-conv and cuDNN (kind 'batching'):
+    each record with its own config (the pinned winner for triton-conv) and its own check's error."""
     spec, problem = run.spec, item.problem
     model_speedup = speedup(problem, problem.batch, spec.dtype, spec.device)
     for impl in ("triton-conv", "cudnn"):
         fn = in_turn(partial(images_one_at_a_time, impl, problem), sets)
         error = _checked_call(fn, want, limit, f"{item.id} {impl} one at a time")
         single = _measure(run, fn)
-        for how, m in (("batch", batch_timings[impl]), ("one-at-a-time", single)):
+        batch, config, batch_error = batch_runs[impl]
+        for how, m, checked in (("batch", batch, batch_error), ("one-at-a-time", single, error)):
             info = {
-                **pass_info(run, item, impl, None, error, limit), "kind": "batching", "how": how,
-                "launches": 1 if how == "batch" else problem.batch, "model_speedup": model_speedup,
+                **pass_info(run, item, impl, config, checked, limit), **rotation, "kind": "batching",
+                "how": how, "launches": 1 if how == "batch" else problem.batch,
+                "model_speedup": model_speedup,
             }  # fmt: skip
             name = f"{item.layer_set}-{item.layer}-N{problem.batch}-{spec.dtype}-{impl}-{how}"
             add_record(run, name, f"batching {spec.dtype}", info, m)
@@ -162,14 +169,18 @@ def peer_item(run, item) -> None:
     spec = run.spec
     tensors = make_inputs(item.problem, spec.torch_dtype, run.device)
     want = reference_result(item.pass_name, item.problem, tensors)
-    limit = tolerance(spec.dtype, tf32=False)
+    limit = tolerance(spec.dtype, tf32=TF32)
     started = time.perf_counter()
     bind = pass_binder("inductor", item.pass_name, item.problem, on_gpu=run.on_gpu)
-    fn = in_turn(bind, _input_sets(run, item, tensors))  # compiled on the first call, the checked one
+    sets = _input_sets(run, item, tensors)
+    fn = in_turn(bind, sets)  # compiled on the first call, the checked one
     error = _checked_call(fn, want, limit, f"{item.id} inductor")
     compile_s = time.perf_counter() - started
     m = _measure(run, fn)
-    info = {**pass_info(run, item, "inductor", None, error, limit), "compile_seconds": compile_s}
+    info = {
+        **pass_info(run, item, "inductor", None, error, limit), "compile_seconds": compile_s,
+        "l2_multiple": l2_multiple(sets, item.pass_name, run.device),
+    }  # fmt: skip
     add_record(run, _record_name(run, item, "inductor"), _record_group(run, item), info, m)
     run.out.log(f"inductor {item.id}: compiled and checked in {compile_s:.1f} s, {m.seconds * 1e6:.1f} µs")
 
@@ -189,7 +200,9 @@ def training_item(run, item) -> None:
     layers = resnet50(t.image, t.image)
     if t.width != 64 or t.blocks != (3, 4, 6, 3):
         layers = []  # a shrunk network: the model's ResNet-50 figures do not apply
-    flops = 3 * sum(la.count * la.problem.with_batch(t.batch).flops() for la in layers) or None
+    # Three passes of every layer but the stem's input gradient (the images need none), as the model.
+    per_layer = [la.count * la.problem.with_batch(t.batch).flops() for la in layers]
+    flops = 3 * sum(per_layer) - per_layer[0] if layers else None
     for impl, key in (("cudnn", "torch"), ("triton-conv", "triton-conv")):
         steps = result["runs"][key]["step_seconds"][t.warmup :]
         m = Measurement(steps, 1, TRAINING_TIMER)

@@ -101,6 +101,18 @@ def batching_table(records) -> str:
     return table(headers, rows) if rows else ""
 
 
+def l2_table(records) -> str:
+    """Cells whose timed calls may have read the L2: a turn over their input sets read less than the
+    L2 holds (l2_multiple < 1: small layers at small N, where timers.MAX_INPUT_SETS binds)."""
+    cells = {
+        (r.get("layer_set"), r.get("layer"), pass_label(r), r.get("dtype"), r["N"]): r["l2_multiple"]
+        for r in records
+        if r.get("l2_multiple") is not None and r["l2_multiple"] < 1
+    }
+    rows = [[*key, multiple] for key, multiple in sorted(cells.items(), key=lambda kv: str(kv[0]))]
+    return table(["set", "layer", "pass", "dtype", "N", "turn / L2"], rows) if rows else ""
+
+
 def _ms(seconds):
     return seconds * 1e3 if seconds else None
 
@@ -261,6 +273,7 @@ def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> s
         ("One batch of N against N launches of one image", batching_table(records)),
         ("Training step and gradient accumulation (ResNet-50)", training_tables(records)),
         ("Throughput against N", throughput_tables(records)),
+        ("Cells timed with inputs that may sit in the L2 (their times are a lower bound)", l2_table(records)),
     ):
         if body:
             parts.append(f"#### {title}\n\n{body}")
