@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import triton_conv
 
+from .conftest import TritonProof
 from .contract import (
     EXACT,
     EXACT_TOL,
@@ -158,12 +159,15 @@ def run_mode_case(case: ModeCase):
     results = {}
     for name, conv in (("torch", F.conv2d), ("ours", triton_conv.conv2d)):
         leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in tensors]
-        with _modes(case):
-            kind, y = outcome(lambda: conv(*leaves, padding=1))  # noqa: B023
-        grads = None
-        if kind == "ok" and y.requires_grad:
-            y.backward(torch.ones_like(y))
-            grads = [None if t is None else t.grad for t in leaves]
+        # ours with torch's convolutions barred and the kernels counted
+        proof = TritonProof() if name == "ours" else contextlib.nullcontext()
+        with proof:
+            with _modes(case):
+                kind, y = outcome(lambda: conv(*leaves, padding=1))  # noqa: B023
+            grads = None
+            if kind == "ok" and y.requires_grad:
+                y.backward(torch.ones_like(y))
+                grads = [None if t is None else t.grad for t in leaves]
         results[name] = (kind, y, grads)
     (torch_kind, expected, expected_grads), (kind, got, grads) = results["torch"], results["ours"]
     assert kind == torch_kind, (expected if torch_kind == "raise" else got, failure)
@@ -171,6 +175,9 @@ def run_mode_case(case: ModeCase):
         assert isinstance(got, RuntimeError), failure
         return
     assert got.dtype == expected.dtype and got.requires_grad == expected.requires_grad, failure
+    gradients = zip(("dgrad_kernel", "wgrad_kernel"), grads or ())  # x's and w's (b's is a sum)
+    wanted = {"fprop_kernel"} | {kernel for kernel, grad in gradients if grad is not None}
+    assert proof.launches.keys() == wanted, (proof.launches, failure)
     assert torch.is_inference(got) == torch.is_inference(expected), failure
     assert rel_error(got, expected) < 2 * bound(got.dtype), failure
     for ours, theirs in zip(grads or (), expected_grads or ()):
@@ -247,7 +254,9 @@ def run_transform_case(case: TransformCase):
     primals = tuple(torch.randn(s, generator=generator, dtype=EXACT) for s in shapes)
     directions = tuple(torch.randn(s, generator=generator, dtype=EXACT) for s in shapes)
     failure = reproduction(MODULE, f"run_transform_case({case!r})")
-    got = _apply_transform(case, triton_conv.conv2d, primals, directions)
+    with TritonProof() as proof:
+        got = _apply_transform(case, triton_conv.conv2d, primals, directions)
+    assert "fprop_kernel" in proof.launches, (proof.launches, failure)
     expected = _apply_transform(case, F.conv2d, primals, directions)
     got = got if isinstance(got, tuple) else (got,)
     expected = expected if isinstance(expected, tuple) else (expected,)
@@ -312,7 +321,9 @@ def run_kind_case(case: KindCase):
     kwargs = {"groups": 2, case.argument: case.value}
     failure = reproduction(MODULE, f"run_kind_case({case!r})")
     torch_kind, expected = outcome(lambda: F.conv2d(x, w, **kwargs))
-    kind, got = outcome(lambda: triton_conv.conv2d(x, w, **kwargs))
+    with TritonProof() as proof:
+        kind, got = outcome(lambda: triton_conv.conv2d(x, w, **kwargs))
+    assert proof.launches == ({"fprop_kernel": 1} if kind == "ok" else {}), (proof.launches, failure)
     if kind == "raise":
         assert isinstance(got, RuntimeError) and case.argument in str(got), (got, failure)
         if torch_kind == "raise":

@@ -54,7 +54,7 @@ def _case(name, requires_grad=False):
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_gradcheck_and_gradgradcheck_float64(name):
+def test_gradcheck_and_gradgradcheck_float64(name, triton_only):
     ours, _, _, channels = OPS[name]
     x_shape, w_shape, kwargs = GRADCHECK[name]
     inputs = _exact(x_shape, w_shape, (channels(w_shape, kwargs),), requires_grad=True)
@@ -62,11 +62,13 @@ def test_gradcheck_and_gradgradcheck_float64(name):
     def conv(*args):
         return ours(*args, **kwargs)
 
-    assert torch.autograd.gradcheck(conv, inputs, fast_mode=True)
-    assert torch.autograd.gradgradcheck(conv, inputs, fast_mode=True)
-    assert torch.autograd.gradcheck(
-        conv, inputs, fast_mode=True, check_forward_ad=True, check_backward_ad=False
-    )
+    with triton_only() as proof:  # gradcheck's own arithmetic has no convolution: ours are checked
+        assert torch.autograd.gradcheck(conv, inputs, fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, inputs, fast_mode=True)
+        assert torch.autograd.gradcheck(
+            conv, inputs, fast_mode=True, check_forward_ad=True, check_backward_ad=False
+        )
+    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -330,6 +332,12 @@ def test_conv_transpose2d_function_and_op_agree_and_check_their_arguments(triton
         results.append((y.detach(), x.grad, w.grad, b.grad))
     for first, second in zip(*results):
         assert torch.equal(first, second)
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]  # the op's formula is the Function's
+    geometry = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))
+    y = F.conv_transpose2d(*leaves, **geometry)
+    y.backward(torch.ones_like(y))
+    for name, got, want in zip(("y", "dx", "dw", "db"), results[0], (y, *(t.grad for t in leaves))):
+        assert rel_error(got, want) < 1e-12, name
     for bad, words in (
         (((2, 1), (1, 0), (2, 0), 2, (1, 2)), "output_padding"),
         (((0, 1), (1, 0), (0, 0), 2, (1, 1)), "stride"),
