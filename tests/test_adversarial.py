@@ -90,7 +90,7 @@ _FAR_VIEWS = {
 _PRELUDE = textwrap.dedent("""
     import torch, torch.nn.functional as F
     import triton_conv
-    from triton_conv.launchers.common import reaches_int32_limit
+    from triton_conv.launchers.common import launch_counts, reaches_int32_limit
     storage = torch.empty(2**31 + 1, dtype=torch.float16)  # address space only: pages untouched
 """)
 # Forward and both gradients: fprop and wgrad read the far x, fprop and dgrad the far weight.
@@ -100,12 +100,16 @@ _CHECK = textwrap.dedent("""
     w.requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
     w64 = w.detach().double().requires_grad_(True)
+    before = dict(launch_counts)
     got = ours(x, w, **kwargs)
     expected = theirs(x64, w64, **kwargs)
     dy = torch.randn_like(expected).half()  # the reference gets the same fp16 values, widened: a
     # gradient of a few cancelling products would otherwise carry dy's rounding as its own error
     pairs = [(got, expected)]
-    pairs += zip(torch.autograd.grad(got, (x, w), dy), torch.autograd.grad(expected, (x64, w64), dy.double()))
+    ours_grads = torch.autograd.grad(got, (x, w), dy)
+    launched = {k for k, v in launch_counts.items() if v > before.get(k, 0)}
+    assert launched == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}, launched  # the kernels ran
+    pairs += zip(ours_grads, torch.autograd.grad(expected, (x64, w64), dy.double()))
     for name, (ours_, torchs) in zip(("y", "dx", "dw"), pairs):
         error = ((ours_.double() - torchs).norm() / torchs.norm()).item()
         assert error < 3e-3, (name, ours_, torchs)

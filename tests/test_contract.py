@@ -9,7 +9,9 @@ in test_contract_properties.py.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ import triton_conv
 from triton_conv import ConvArgumentError, ConvTypeError
 from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op
 
+from .conftest import TritonProof
 from .contract import EXACT, EXACT_TOL, LOW_PRECISION, outcome, reproduction, same_outcome_as_torch
 from .reference import REL_TOL_FP32_IEEE, rel_error
 
@@ -147,18 +150,22 @@ def _degenerate_cases():
 def run_degenerate_case(x_shape, w_shape, with_bias, kwargs):
     failure = reproduction(MODULE, f"run_degenerate_case({x_shape}, {w_shape}, {with_bias}, {kwargs})")
     results = {}
+    # Fresh values in float64 (a flipped or misplaced tap shows; both sides round alike), the same
+    # for both sides; ours with torch's convolutions barred and its launches counted.
+    values = [torch.randn(x_shape, dtype=EXACT), torch.randn(w_shape, dtype=EXACT)]
+    values.append(torch.randn(w_shape[0], dtype=EXACT) if with_bias else None)
     for name, conv in (("torch", F.conv2d), ("ours", triton_conv.conv2d)):
-        leaves = [torch.ones(x_shape), torch.ones(w_shape), torch.ones(w_shape[0]) if with_bias else None]
-        for leaf in leaves:
-            if leaf is not None:
-                leaf.requires_grad_()
-        kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
-        grads = None
-        if kind == "ok" and y.numel() == 0:  # an empty output's gradients: zeros of every input's shape
-            y.sum().backward()
-            grads = [None if t is None else t.grad for t in leaves]
+        leaves = [None if v is None else v.clone().requires_grad_() for v in values]
+        with TritonProof() if name == "ours" else contextlib.nullcontext() as proof:
+            kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
+            grads = None
+            if kind == "ok" and y.numel() == 0:  # an empty output's gradients: zeros of every input's shape
+                y.sum().backward()
+                grads = [None if t is None else t.grad for t in leaves]
         results[name] = (kind, y), grads
     (expected, expected_grads), (got, grads) = results["torch"], results["ours"]
+    computed = got[0] == "ok" and got[1].numel() > 0 and math.prod(w_shape[1:]) > 0
+    assert proof.launches == ({"fprop_kernel": 1} if computed else {}), (proof.launches, failure)
     # torch_crops: 'same' with a zero-size kernel (and no input channels, else both raise).
     if not same_outcome_as_torch(expected, got, failure, torch_crops=True):
         return

@@ -5,7 +5,9 @@ layout and dtype, each pass on this package's kernels, torch's degenerate shapes
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 
 import triton_conv
 
+from .conftest import TritonProof
 from .contract import outcome, refused_as_torch_refuses, reproduction, same_outcome_as_torch
 from .reference import bound, rel_error
 
@@ -121,12 +124,17 @@ def _degenerate_cases():
 def run_degenerate_case(x_shape, w_shape, with_bias, kwargs):
     failure = reproduction(MODULE, f"run_degenerate_case({x_shape}, {w_shape}, {with_bias}, {kwargs})")
     results = {}
+    # Fresh float64 values, the same for both sides; ours with torch's convolutions barred.
+    leaves = [torch.randn(x_shape, dtype=torch.float64), torch.randn(w_shape, dtype=torch.float64)]
+    leaves.append(torch.randn(w_shape[0], dtype=torch.float64) if with_bias else None)
     for name, conv in (("torch", F.conv1d), ("ours", triton_conv.conv1d)):
-        leaves = [torch.ones(x_shape), torch.ones(w_shape), torch.ones(w_shape[0]) if with_bias else None]
-        kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
+        with TritonProof() if name == "ours" else contextlib.nullcontext() as proof:
+            kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
         results[name] = kind, y
     # As for conv2d: 'same' with a zero-size kernel is refused where torch crops the input.
     same_outcome_as_torch(results["torch"], results["ours"], failure, torch_crops=True)
+    computed = kind == "ok" and y.numel() > 0 and math.prod(w_shape[1:]) > 0
+    assert proof.launches == ({"fprop_kernel": 1} if computed else {}), (proof.launches, failure)
 
 
 def test_degenerate_shapes_do_what_torch_does():

@@ -9,6 +9,7 @@ in test_conv_family.py, property tests in test_conv_family_properties.py.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 
@@ -23,6 +24,7 @@ from triton_conv.configs import wgmma_eligible
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 
+from .conftest import TritonProof
 from .contract import outcome, refused_as_torch_refuses, reproduction, same_outcome_as_torch
 from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, rel_error
 
@@ -243,20 +245,21 @@ def run_degenerate_case(x_shape, w_shape, with_bias, kwargs):
     IndexError), triton_conv raises a RuntimeError; where it answers, the same tensor and gradients."""
     failure = reproduction(MODULE, f"run_degenerate_case({x_shape}, {w_shape}, {with_bias}, {kwargs})")
     results = {}
+    # Fresh float64 values, the same for both sides; ours with torch's convolutions barred.
+    out_channels = w_shape[1] * kwargs["groups"]
+    values = [torch.randn(x_shape, dtype=torch.float64), torch.randn(w_shape, dtype=torch.float64)]
+    values.append(torch.randn(out_channels, dtype=torch.float64) if with_bias else None)
     for name, conv in (("torch", F.conv_transpose2d), ("ours", triton_conv.conv_transpose2d)):
-        out_channels = w_shape[1] * kwargs["groups"]
-        leaves = [torch.ones(x_shape), torch.ones(w_shape), torch.ones(out_channels) if with_bias else None]
-        for leaf in leaves:
-            if leaf is not None:
-                leaf.requires_grad_()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # oneDNN's note on TF32 for Intel GPUs
-            with torch.backends.mkldnn.flags(enabled=False):
-                kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
-        grads = None
-        if kind == "ok":
-            y.sum().backward()
-            grads = [None if t is None else t.grad for t in leaves]
+        leaves = [None if v is None else v.clone().requires_grad_() for v in values]
+        with TritonProof() if name == "ours" else contextlib.nullcontext():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # oneDNN's note on TF32 for Intel GPUs
+                with torch.backends.mkldnn.flags(enabled=False):
+                    kind, y = outcome(lambda: conv(*leaves, **kwargs))  # noqa: B023
+            grads = None
+            if kind == "ok":
+                y.sum().backward()
+                grads = [None if t is None else t.grad for t in leaves]
         results[name] = (kind, y), grads
     (expected, expected_grads), (got, grads) = results["torch"], results["ours"]
     if not same_outcome_as_torch(expected, got, failure):

@@ -74,11 +74,20 @@ class FakeTimer:
 
 # --- timing ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
-def test_cpu_timer_tuning_runs_each_pass(pass_name):
-    """The real loop: random inputs, the pass's launcher, the interpreter, the CPU timer."""
-    result = tuning.tune_problem(
-        PROBLEM, pass_name, torch.float32, True, "cpu", timer=lambda f: tuning.cpu_timer(f, 1), max_configs=2
-    )
+def test_cpu_timer_tuning_runs_each_pass(pass_name, triton_only):
+    """The real loop: random inputs, the pass's launcher, the interpreter, the CPU timer; every
+    timed call launched the pass's kernel (the timer runs each once)."""
+    with triton_only() as proof:
+        result = tuning.tune_problem(
+            PROBLEM,
+            pass_name,
+            torch.float32,
+            True,
+            "cpu",
+            timer=lambda f: tuning.cpu_timer(f, 1),
+            max_configs=2,
+        )
+    assert proof.launches.get(f"{pass_name}_kernel", 0) >= 2
     assert len(result.timings) == 2 and result.timed_on == "cpu"
     assert result.best_ms == min(ms for _, ms in result.timings) > 0
     assert result.runner_up_ms >= result.best_ms and result.runner_up != result.best
