@@ -124,16 +124,18 @@ def test_autocast_casts_as_torch_does(autocast_dtype, triton_only):
 
 
 # --- the bias gradient with the weight frozen ------------------------------------------------------------
-def test_frozen_weight_bias_gradient_sums_float64_in_float64():
+def test_frozen_weight_bias_gradient_sums_float64_in_float64(triton_only):
     """dy's values cancel to far below float32's resolution: a float32 sum loses them."""
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64)  # frozen
     b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    y = triton_conv.conv2d(x, w, b)
-    dy = torch.full_like(y, 1e-9)
-    dy[:, :, 0, 0] = 1e8
-    dy[:, :, 1, 1] = -1e8
-    y.backward(dy)
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, b)
+        dy = torch.full_like(y, 1e-9)
+        dy[:, :, 0, 0] = 1e8
+        dy[:, :, 1, 1] = -1e8
+        y.backward(dy)
+    assert proof.launches == {"fprop_kernel": 1}  # the bias gradient alone is a sum: no GEMM
     expected = dy.sum(dim=(0, 2, 3))
     assert torch.allclose(b.grad, expected, rtol=1e-12, atol=0)
 
@@ -312,17 +314,21 @@ def test_gradcheck_and_gradgradcheck_float64(x_shape, w_shape, kwargs, triton_on
     assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
 
 
-def test_hessian_and_per_sample_gradients_match_torch():
+def test_hessian_and_per_sample_gradients_match_torch(triton_only):
     x, w, b = _exact((2, 1, 3, 3), (2, 1, 2, 2), (2,))
 
     def loss(conv):
         return lambda w, x: conv(x.unsqueeze(0), w, b, padding=1).sin().sum()
 
-    got = torch.func.vmap(torch.func.grad(loss(triton_conv.conv2d)), in_dims=(None, 0))(w, x)
+    with triton_only() as per_sample:
+        got = torch.func.vmap(torch.func.grad(loss(triton_conv.conv2d)), in_dims=(None, 0))(w, x)
+    assert per_sample.launches.keys() == {"fprop_kernel", "wgrad_kernel"}
     assert (
         rel_error(got, torch.func.vmap(torch.func.grad(loss(F.conv2d)), in_dims=(None, 0))(w, x)) < EXACT_TOL
     )
-    hessian = torch.func.hessian(lambda w: loss(triton_conv.conv2d)(w, x[0]))(w)
+    with triton_only() as second_order:
+        hessian = torch.func.hessian(lambda w: loss(triton_conv.conv2d)(w, x[0]))(w)
+    assert {"fprop_kernel", "wgrad_kernel"} <= second_order.launches.keys()
     assert rel_error(hessian, torch.func.hessian(lambda w: loss(F.conv2d)(w, x[0]))(w)) < EXACT_TOL
 
 

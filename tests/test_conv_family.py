@@ -106,7 +106,7 @@ def test_double_backward_runs_on_triton_kernels(name, triton_only):
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_torch_func_transforms_match_torch(name):
+def test_torch_func_transforms_match_torch(name, triton_only):
     """grad, vjp, a Hessian-vector product (jvp of grad) and per-sample gradients (vmap of grad)."""
     ours, theirs, kwargs, (x, w, b) = _case(name)
     tw = torch.randn_like(w)
@@ -124,7 +124,10 @@ def test_torch_func_transforms_match_torch(name):
             per_sample(w, x),
         )
 
-    for got, expected in zip(results(ours), results(theirs)):
+    with triton_only() as proof:
+        ours_results = results(ours)
+    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    for got, expected in zip(ours_results, results(theirs)):
         got, expected = (v if isinstance(v, tuple) else (v,) for v in (got, expected))
         for a, b_ in zip(got, expected, strict=True):
             assert rel_error(a, b_) < 100 * EXACT_TOL
@@ -360,12 +363,14 @@ def test_conv_transpose2d_op_takes_one_value_for_both_axes_under_autograd(triton
         assert rel_error(got, expected) < EXACT_TOL
 
 
-def test_bias_gradient_sums_float64_in_float64():
+def test_bias_gradient_sums_float64_in_float64(triton_only):
     """dy's values cancel to far below float32's resolution: a float32 sum would lose them."""
     x, w = _exact((2, 2, 3, 3), (2, 3, 2, 2))
     b = torch.zeros(3, dtype=EXACT, requires_grad=True)
-    y = triton_conv.conv_transpose2d(x, w, b, stride=2)
-    dy = torch.full_like(y, 1e-9)
-    dy[:, :, 0, 0], dy[:, :, 1, 1] = 1e8, -1e8
-    y.backward(dy)
+    with triton_only() as proof:
+        y = triton_conv.conv_transpose2d(x, w, b, stride=2)
+        dy = torch.full_like(y, 1e-9)
+        dy[:, :, 0, 0], dy[:, :, 1, 1] = 1e8, -1e8
+        y.backward(dy)
+    assert proof.launches == {"dgrad_kernel": 1}  # the transposed forward; the bias's sum is no GEMM
     assert torch.allclose(b.grad, dy.sum(dim=(0, 2, 3)), rtol=1e-12, atol=0)

@@ -303,20 +303,23 @@ def test_jacobians(transform, triton_only):
     assert counts == (expected if transform == "jacrev" else {"fprop_kernel": 3})
 
 
-def test_hessian_and_per_sample_hessians():
+def test_hessian_and_per_sample_hessians(triton_only):
     x, w = batched((2, 4, 3), None), batched((2, 1, 3, 2), None)
 
     def loss(conv):
         return lambda w, x: conv(x.unsqueeze(0), w, padding=1, groups=2).sin().sum()
 
-    ours = torch.func.hessian(loss(triton_conv.conv2d))(w, x)
+    ours, launched = launches(triton_only, lambda: torch.func.hessian(loss(triton_conv.conv2d))(w, x))
+    assert {"fprop_kernel", "wgrad_kernel"} <= launched.keys()
     assert close(ours, torch.func.hessian(loss(F.conv2d))(w, x))
     xs = batched((2, 4, 3), 0)
-    per_sample = vmap(torch.func.hessian(loss(triton_conv.conv2d)), (None, 0))(w, xs)
+    hessians = vmap(torch.func.hessian(loss(triton_conv.conv2d)), (None, 0))
+    per_sample, launched = launches(triton_only, lambda: hessians(w, xs))
+    assert {"fprop_kernel", "wgrad_kernel"} <= launched.keys()
     assert close(per_sample, vmap(torch.func.hessian(loss(F.conv2d)), (None, 0))(w, xs))
 
 
-def test_grad_and_jvp_of_vmap():
+def test_grad_and_jvp_of_vmap(triton_only):
     """The rules run under an outer grad or jvp: the folded ops are what gets differentiated."""
     x, w, b = batched(X, 0), batched(W, 0), batched((W[0],), None)
     tx, tw = torch.randn_like(x), torch.randn_like(w)
@@ -327,7 +330,9 @@ def test_grad_and_jvp_of_vmap():
 
         return grad(f, argnums=(0, 1))(x, w), torch.func.jvp(f, (x, w), (tx, tw))[1]
 
-    (ours_grads, ours_tangent), (their_grads, their_tangent) = run(triton_conv.conv2d), run(F.conv2d)
+    (ours_grads, ours_tangent), launched = launches(triton_only, lambda: run(triton_conv.conv2d))
+    assert launched.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    their_grads, their_tangent = run(F.conv2d)
     assert all(close(o, t) for o, t in zip(ours_grads, their_grads))
     assert close(ours_tangent, their_tangent)
 
