@@ -193,13 +193,19 @@ def frames_compiled_dynamic(ours, theirs, w, kwargs: dict, inputs) -> dict[str, 
     frames dynamo compiled for each, {"torch": ..., "ours": ...}."""
     from torch._dynamo.testing import CompileCounter
 
+    from triton_conv.launchers.common import launch_counts
+
     frames = {}
     for label, conv in (("torch", theirs), ("ours", ours)):
         torch._dynamo.reset()
         counter = CompileCounter()
         compiled = torch.compile(lambda x, conv=conv: conv(x, w, **kwargs), backend=counter, dynamic=True)
         for x in inputs:
-            assert rel_error(compiled(x), theirs(x, w, **kwargs)) < EXACT_TOL, (label, tuple(x.shape))
+            before = sum(launch_counts.values())
+            got = compiled(x)
+            launched = sum(launch_counts.values()) - before  # ours' compiled graph runs our kernels
+            assert launched == (label == "ours"), (label, tuple(x.shape), launched)
+            assert rel_error(got, theirs(x, w, **kwargs)) < EXACT_TOL, (label, tuple(x.shape))
         frames[label] = counter.frame_count
     torch._dynamo.reset()
     return frames

@@ -151,7 +151,7 @@ def test_compile_with_dynamic_shapes_compiles_once(name):
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
-def test_export_with_a_dynamic_batch(name):
+def test_export_with_a_dynamic_batch(name, triton_only):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
 
     class Model(nn.Module):
@@ -167,7 +167,9 @@ def test_export_with_a_dynamic_batch(name):
     exported = torch.export.export(Model(ours), (x,), dynamic_shapes=({0: batch},))
     x3 = torch.randn(3, *x_shape, dtype=EXACT)
     expected = theirs(x3, exported.module().weight, **kwargs)
-    assert rel_error(exported.module()(x3), expected) < EXACT_TOL, name
+    with triton_only() as proof:  # the exported program calls our op, whose kernel runs
+        got = exported.module()(x3)
+    assert len(proof.launches) == 1 and rel_error(got, expected) < EXACT_TOL, (name, proof.launches)
 
 
 SPATIAL = {  # layers whose torch export takes every spatial size unbounded (a stride-2 conv2d does not)
@@ -181,7 +183,7 @@ SPATIAL = {  # layers whose torch export takes every spatial size unbounded (a s
 
 
 @pytest.mark.parametrize("name", list(SPATIAL))
-def test_export_with_dynamic_image_sizes_guards_as_torch_does(name):
+def test_export_with_dynamic_image_sizes_guards_as_torch_does(name, triton_only):
     """torch.export with the batch and every spatial size dynamic (unbounded Dims): ours exports with
     the value ranges torch's gets (its size checks add no guard), and the program checks the sizes
     it is given when it runs."""
@@ -204,22 +206,28 @@ def test_export_with_dynamic_image_sizes_guards_as_torch_does(name):
               for label, p in programs.items()}  # fmt: skip
     assert ranges["ours"] == ranges["torch"], ranges
     x_other = torch.randn(3, 4, *other, dtype=EXACT)
-    assert rel_error(programs["ours"].module()(x_other), theirs(x_other, weight, **kwargs)) < EXACT_TOL
+    with triton_only() as proof:
+        got = programs["ours"].module()(x_other)
+    assert len(proof.launches) == 1, proof.launches
+    assert rel_error(got, theirs(x_other, weight, **kwargs)) < EXACT_TOL
     with pytest.raises(RuntimeError):  # an empty image in a non-empty batch: refused when it runs
         programs["ours"].module()(torch.randn(2, 4, *(0 for _ in traced), dtype=EXACT))
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
-def test_jit_trace(name):
+def test_jit_trace(name, triton_only):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
     w = torch.randn(w_shape, dtype=EXACT)
     x = torch.randn(2, *x_shape, dtype=EXACT)
     with warnings.catch_warnings():  # as torch's convolutions trace: without a TracerWarning
         warnings.simplefilter("error", torch.jit.TracerWarning)
         traced = torch.jit.trace(lambda x: ours(x, w, **kwargs), (x,))
-    assert rel_error(traced(x), theirs(x, w, **kwargs)) < EXACT_TOL, name
     x_other = torch.randn(3, *x_shape[:-1], x_shape[-1] + 2, dtype=EXACT)  # the trace is not of one shape
-    assert rel_error(traced(x_other), theirs(x_other, w, **kwargs)) < EXACT_TOL, name
+    with triton_only() as proof:  # the trace recorded our op, whose kernel runs
+        got, got_other = traced(x), traced(x_other)
+    assert sum(proof.launches.values()) == 2 and len(proof.launches) == 1, proof.launches
+    assert rel_error(got, theirs(x, w, **kwargs)) < EXACT_TOL, name
+    assert rel_error(got_other, theirs(x_other, w, **kwargs)) < EXACT_TOL, name
 
 
 @pytest.mark.parametrize("name", ["conv2d", "conv1d"])
