@@ -41,7 +41,12 @@ def tensors():
     b64 = b.double().requires_grad_()
     y64 = reference_conv2d(x64, w64, b64, PROBLEM)
     dx64, dw64, db64 = torch.autograd.grad(y64, (x64, w64, b64), dy.double())
-    return dict(x=x, w=w, b=b, dy=dy, y=y64.detach(), dx=dx64, dw=dw64, db=db64)
+    # A bias per input channel: dgrad's epilogue as the transposed convolution's forward runs it.
+    c_bias = make_tensor((PROBLEM.in_channels,), torch.float32)
+    dx_biased = dx64 + c_bias.double().view(1, -1, 1, 1)
+    return dict(
+        x=x, w=w, b=b, dy=dy, y=y64.detach(), dx=dx64, dw=dw64, db=db64, c_bias=c_bias, dx_biased=dx_biased
+    )
 
 
 def _check(out, ref, what):
@@ -64,6 +69,17 @@ def test_dgrad_config(config, tensors, triton_only):
     assert proof.launches == {"dgrad_kernel": 1}
     assert dx.is_contiguous(memory_format=torch.channels_last)
     _check(dx, tensors["dx"], "dx")
+
+
+@pytest.mark.parametrize("config", config_space("dgrad"), ids=str)
+def test_dgrad_config_with_the_bias_epilogue(config, tensors, triton_only):
+    """Every dgrad config with a bias (the transposed forward's), split-K's included: added once."""
+    with triton_only() as proof:
+        dx = conv2d_dgrad(
+            tensors["dy"], tensors["w"], PROBLEM, config, channels_last=False, bias=tensors["c_bias"]
+        )
+    assert proof.launches == {"dgrad_kernel": 1}
+    _check(dx, tensors["dx_biased"], "dx + bias")
 
 
 @pytest.mark.parametrize("config", config_space("wgrad"), ids=str)
