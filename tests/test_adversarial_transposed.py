@@ -27,6 +27,7 @@ from torch import nn
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
+from .conftest import TritonProof
 from .contract import EXACT, EXACT_TOL, outcome, refused_as_torch_refuses, reproduction
 from .reference import rel_error
 from .test_contract_properties import FAST
@@ -81,8 +82,10 @@ def run_output_size_case(case: OutputSizeCase):
     ]
     size = [*case.leading, *(m + o for m, o in zip(smallest, case.offsets))]
     torch_kind, expected = outcome(lambda: reference(x, size))
-    kind, got = outcome(lambda: module(x, size))
+    with TritonProof() as proof:
+        kind, got = outcome(lambda: module(x, size))
     assert kind == torch_kind, (got, expected, failure)
+    assert proof.launches == ({"dgrad_kernel": 1} if kind == "ok" else {}), (proof.launches, failure)
     if kind == "raise":  # torch's own check (_output_padding), or ours where torch's F refuses
         assert isinstance(got, (ValueError, RuntimeError)), (got, failure)
         assert type(got) is type(expected) or isinstance(got, RuntimeError), (got, expected, failure)
@@ -138,8 +141,11 @@ def run_module_case(case: ModuleCase):
     x = torch.randn(2, 4, *image, dtype=case.dtype)
     for inputs in (x, x[0]):
         torch_kind, expected = outcome(lambda: reference(inputs))  # noqa: B023
-        kind, got = outcome(lambda: module(inputs))  # noqa: B023
+        with TritonProof() as proof:
+            kind, got = outcome(lambda: module(inputs))  # noqa: B023
         assert kind == torch_kind, (got, expected, failure)
+        kernel = "dgrad_kernel" if case.kind == "ConvTranspose2d" else "fprop_kernel"
+        assert proof.launches == ({kernel: 1} if kind == "ok" else {}), (proof.launches, failure)
         if kind == "ok":
             assert got.dtype == expected.dtype and got.shape == expected.shape, failure
             bound = EXACT_TOL if case.dtype == EXACT else 1e-5
