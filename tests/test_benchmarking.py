@@ -1,6 +1,7 @@
 """The benchmark helpers (triton_conv.benchmarking) and the sweep's definition (bench/cases.py), on the
 CPU: the GPU-only parts are checked for what they can be without a GPU (settings, options, the sweep)."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ from triton_conv import benchmarking
 from triton_conv.layers import get_layer_set, resnet50, resnet50_convs
 from triton_conv.problem import ConvProblem
 from triton_conv.resnet50 import ResNet50, conv_shapes
+
+from .conftest import TritonProof
 
 # The CPU checks of the benchmark functions (a GPU run is `pytest bench --benchmark-only`).
 pytestmark = pytest.mark.interpreter
@@ -57,10 +60,17 @@ if hasattr(b.cudnn, "fp32_precision"):
 @pytest.mark.parametrize("impl", ["triton-conv", "cudnn", "inductor"])
 @pytest.mark.parametrize("pass_name", benchmarking.BENCH_PASSES)
 def test_every_implementation_computes_every_pass(impl, pass_name):
+    """triton-conv's calls run its kernels (those of the pass, all three for fwd+bwd) with torch's
+    convolution barred; the others are torch's own."""
     tensors = benchmarking.make_inputs(STRIDED, torch.float32, True, "cpu")
     run = benchmarking.pass_function(impl, pass_name, STRIDED, tensors, on_gpu=False)
     want = benchmarking.reference_result(pass_name, STRIDED, tensors)
-    assert benchmarking.relative_error(run(), want) < benchmarking.tolerance("fp32", tf32=False)
+    with TritonProof() if impl == "triton-conv" else contextlib.nullcontext() as proof:
+        got = run()
+    if impl == "triton-conv":
+        passes = ("fprop", "dgrad", "wgrad") if pass_name == "fwd+bwd" else (pass_name,)
+        assert proof.launches.keys() == {f"{p}_kernel" for p in passes}, proof.launches
+    assert benchmarking.relative_error(got, want) < benchmarking.tolerance("fp32", tf32=False)
 
 
 def test_input_sets_overflow_the_l2_and_the_calls_take_turns(monkeypatch):
