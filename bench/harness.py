@@ -82,16 +82,31 @@ def skip_unless_fits(nbytes: int, what: str) -> None:
         pytest.skip(f"{what} needs about {nbytes / 1e9:.1f} GB, more than the GPU has free")
 
 
-def _checked(check, launches_triton: bool):
-    """`check` plus, for triton-conv, proof that its Triton kernels ran (not a fallback to torch)."""
+def _kernels_run(info: dict) -> set[str]:
+    """The kernels a triton-conv benchmark must launch: its (kernel) pass's, or all three for a
+    forward and backward or a training step."""
+    pass_name = info.get("kernel_pass") or info.get("pass")
+    if pass_name in ("fprop", "dgrad", "wgrad"):
+        return {f"{pass_name}_kernel"}
+    return {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
 
-    def run_check(result, launched: int):
-        if launches_triton:
-            assert launched > 0, "triton-conv launched no Triton kernel: something fell back to torch"
+
+def _checked(check, info: dict):
+    """`check` plus, for triton-conv, proof that the Triton kernels of its pass ran (not a fallback
+    to torch, for any part of it)."""
+    wanted = _kernels_run(info) if info.get("implementation") == "triton-conv" else set()
+
+    def run_check(result, launched: dict):
+        missing = wanted - {kernel for kernel, count in launched.items() if count}
+        assert not missing, f"triton-conv launched no {sorted(missing)}: something fell back to torch"
         if check is not None:
             check(result)
 
     return run_check
+
+
+def _launched_since(before: dict) -> dict:
+    return {kernel: count - before.get(kernel, 0) for kernel, count in launch_counts.items()}
 
 
 def accuracy_check(want: torch.Tensor, dtype_name: str, tf32: bool, what: str, view=None):
@@ -113,18 +128,18 @@ def run_benchmark(benchmark, run, *, info: dict, flops: float | None = None, che
     as does the proof that a triton-conv benchmark launched Triton kernels. Returns that call's result.
     """
     benchmark.extra_info.update(info)
-    verify = _checked(check, info.get("implementation") == "triton-conv")
-    before = sum(launch_counts.values())
+    verify = _checked(check, info)
+    before = dict(launch_counts)
     if MODE != "gpu":
         result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
-        verify(result, sum(launch_counts.values()) - before)
+        verify(result, _launched_since(before))
         benchmark.extra_info["checked"] = check is not None
         return result
     started = time.perf_counter()
     try:
         result = run()
         synchronized_timer()
-        verify(result, sum(launch_counts.values()) - before)
+        verify(result, _launched_since(before))
         run(), run()
         per_call = median_seconds(run, repeats=3)
         iterations = max(1, min(MAX_ITERATIONS, math.ceil(MIN_ROUND_S / max(per_call, 1e-9))))
