@@ -31,6 +31,11 @@ def test_same_start_and_same_losses(result):
     for step, (a, b) in enumerate(zip(torch_losses, ours, strict=True)):
         assert abs(a - b) <= 1e-4 * abs(a), f"step {step}: torch {a} against triton-conv {b}"
     assert result["comparison"]["max_relative_loss_deviation"] <= 1e-4
+    # Whose kernels ran: none of ours in torch's run; all three in ours (the stem's input needs no
+    # gradient, every other layer's does).
+    assert result["runs"]["torch"]["kernel_launches"] == {}
+    launched = result["runs"]["triton-conv"]["kernel_launches"]
+    assert launched.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
 
 
 def test_json_fields(result):

@@ -93,6 +93,8 @@ def fixed_data(args, device: torch.device) -> list:
 
 def train(net, data, args, device: torch.device) -> dict:
     """args.steps SGD steps on the fixed batches, in turn; per-step loss and synchronised time."""
+    from .launchers.common import launch_counts
+
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
     dtype = DTYPES[args.dtype]
     net.train()
@@ -101,6 +103,7 @@ def train(net, data, args, device: torch.device) -> dict:
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+    launched_before = dict(launch_counts)
     losses, seconds = [], []
     for step in range(args.steps):
         x, y = data[step % len(data)]
@@ -125,6 +128,12 @@ def train(net, data, args, device: torch.device) -> dict:
         "peak_memory_bytes": peak,
         "memory_before_bytes": before,
         "peak_step_memory_bytes": peak - before if peak is not None else None,
+        # triton-conv's kernel launches during the steps (none for torch's run): whose kernels ran
+        "kernel_launches": {
+            k: v - launched_before.get(k, 0)
+            for k, v in launch_counts.items()
+            if v != launched_before.get(k, 0)
+        },  # fmt: skip
     }
 
 
