@@ -211,6 +211,20 @@ def frames_compiled_dynamic(ours, theirs, w, kwargs: dict, inputs) -> dict[str, 
     return frames
 
 
+def gradchecks_run_our_kernels(conv, inputs) -> None:
+    """gradcheck, gradgradcheck and forward-mode gradcheck of `conv` in float64, with torch's
+    convolutions barred (gradcheck's own arithmetic has none) and all three kernels launched."""
+    from .conftest import TritonProof
+
+    with TritonProof() as proof:
+        assert torch.autograd.gradcheck(conv, inputs, fast_mode=True)
+        assert torch.autograd.gradgradcheck(conv, inputs, fast_mode=True)
+        assert torch.autograd.gradcheck(
+            conv, inputs, fast_mode=True, check_forward_ad=True, check_backward_ad=False
+        )
+    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+
+
 def refused_as_torch_refuses(ours, theirs, args: dict, words: str) -> None:
     """torch's `theirs` refuses `args`; triton_conv's `ours` refuses them too, with an error that
     names the argument (`words`, a regex), is catchable as torch's RuntimeError and as the

@@ -24,7 +24,15 @@ from triton_conv import ConvArgumentError, ConvTypeError
 from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op
 
 from .conftest import TritonProof
-from .contract import EXACT, EXACT_TOL, LOW_PRECISION, outcome, reproduction, same_outcome_as_torch
+from .contract import (
+    EXACT,
+    EXACT_TOL,
+    LOW_PRECISION,
+    gradchecks_run_our_kernels,
+    outcome,
+    reproduction,
+    same_outcome_as_torch,
+)
 from .reference import REL_TOL_FP32_IEEE, rel_error
 
 MODULE = "tests.test_contract"
@@ -299,19 +307,13 @@ def test_double_backward_runs_on_triton_kernels(triton_only):
         ((1, 2, 3, 3), (2, 2, 2, 2), dict(padding="same")),
     ],
 )
-def test_gradcheck_and_gradgradcheck_float64(x_shape, w_shape, kwargs, triton_only):
+def test_gradcheck_and_gradgradcheck_float64(x_shape, w_shape, kwargs):
     inputs = _exact(x_shape, w_shape, (w_shape[0],), requires_grad=True)
 
     def conv(*args):
         return triton_conv.conv2d(*args, **kwargs)
 
-    with triton_only() as proof:  # gradcheck's own arithmetic has no convolution: ours are checked
-        assert torch.autograd.gradcheck(conv, inputs, fast_mode=True)
-        assert torch.autograd.gradgradcheck(conv, inputs, fast_mode=True)
-        assert torch.autograd.gradcheck(
-            conv, inputs, fast_mode=True, check_forward_ad=True, check_backward_ad=False
-        )
-    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    gradchecks_run_our_kernels(conv, inputs)
 
 
 def test_hessian_and_per_sample_gradients_match_torch(triton_only):

@@ -19,7 +19,14 @@ import triton_conv
 from triton_conv.autograd import conv_transpose2d_op
 from triton_conv.launchers.common import launch_counts
 
-from .contract import EXACT, EXACT_TOL, LOW_PRECISION, compiled_against_eager, outcome
+from .contract import (
+    EXACT,
+    EXACT_TOL,
+    LOW_PRECISION,
+    compiled_against_eager,
+    gradchecks_run_our_kernels,
+    outcome,
+)
 from .reference import rel_error
 
 # conv_transpose2d with a crop (output_padding > padding), groups and dilation; conv1d strided, dilated.
@@ -54,7 +61,7 @@ def _case(name, requires_grad=False):
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_gradcheck_and_gradgradcheck_float64(name, triton_only):
+def test_gradcheck_and_gradgradcheck_float64(name):
     ours, _, _, channels = OPS[name]
     x_shape, w_shape, kwargs = GRADCHECK[name]
     inputs = _exact(x_shape, w_shape, (channels(w_shape, kwargs),), requires_grad=True)
@@ -62,13 +69,7 @@ def test_gradcheck_and_gradgradcheck_float64(name, triton_only):
     def conv(*args):
         return ours(*args, **kwargs)
 
-    with triton_only() as proof:  # gradcheck's own arithmetic has no convolution: ours are checked
-        assert torch.autograd.gradcheck(conv, inputs, fast_mode=True)
-        assert torch.autograd.gradgradcheck(conv, inputs, fast_mode=True)
-        assert torch.autograd.gradcheck(
-            conv, inputs, fast_mode=True, check_forward_ad=True, check_backward_ad=False
-        )
-    assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
+    gradchecks_run_our_kernels(conv, inputs)
 
 
 @pytest.mark.parametrize("name", OPS)
