@@ -159,3 +159,15 @@ def test_vmap_conv1d_of_any_argument_kinds_matches_a_loop(case, triton_only):
 @given(case=vmap_cases("conv_transpose2d"))
 def test_vmap_conv_transpose2d_of_any_argument_kinds_matches_a_loop(case, triton_only):
     run_vmap_case(case, triton_only)
+
+
+def test_vmap_of_grad_of_conv_transpose2d_with_a_channels_last_weight(triton_only):
+    """Found by the property above on torch 2.11, whose vmap cannot clone to channels_last: the
+    backward's gradients in torch's layout must not be asked of a vmapped tensor."""
+    one_by_two = dict(stride=(1, 1), padding=(0, 0), output_padding=(0, 0), groups=1, dilation=(1, 1))
+    channels_last_weight = Layout((0, 2, 3, 1), (1, 1, 1, 1))
+    case = VmapCase(
+        "conv_transpose2d", (1, 1, 1), (1, 2, 1, 2), one_by_two, False, 2, (0, None, None),
+        (Layout.dense(4), channels_last_weight, Layout.dense(1)), 0, "grad", seed=7,
+    )  # fmt: skip
+    run_vmap_case(case, triton_only)

@@ -200,6 +200,25 @@ class WeightGradFunction(torch.autograd.Function):
         return dw_t, db_t
 
 
+def _vmapped(tensor: torch.Tensor) -> bool:
+    """Whether a vmap batches the tensor at any functorch level (under a grad transform the batched
+    tensor sits inside a gradient-tracking wrapper)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(tensor):
+        if functorch.is_batchedtensor(tensor):
+            return True
+        tensor = functorch.get_unwrapped(tensor)
+    return False
+
+
+def _laid_out(grad, memory_format):
+    """The gradient in torch's layout. Under vmap the layout of a sample is not the caller's to see,
+    and torch 2.11's vmap cannot clone to channels_last: left as it is there."""
+    if grad is None or _vmapped(grad):
+        return grad
+    return grad.contiguous(memory_format=memory_format)
+
+
 def _empty_batch_grads(input, weight, grad_output):
     """The input and weight gradients of a transposed convolution of an empty input: zeros, kept in
     the autograd graph (as torch's are) through sums of empty slices, which add exact zeros whatever
@@ -238,10 +257,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
             grad_input, grad_weight = _input_grad_vjp(input, weight, grad_output, ctx.geometry, *needs[:2])
             # The ops lay both out by the incoming gradient and the weight; torch by x and the weight.
             layout = torch.channels_last if wants_channels_last(input, weight) else torch.contiguous_format
-            grad_input, grad_weight = (
-                None if grad is None else grad.contiguous(memory_format=layout)
-                for grad in (grad_input, grad_weight)
-            )
+            grad_input, grad_weight = (_laid_out(grad, layout) for grad in (grad_input, grad_weight))
         grad_bias = bias_grad(grad_output, ctx.output_shape[1]) if ctx.has_bias and needs[2] else None
         return grad_input if needs[0] else None, grad_weight if needs[1] else None, grad_bias, *(None,) * 5
 
