@@ -4,6 +4,8 @@ and nothing in it needs the checkout's bench/ or tests/ (an installed package ha
 import ast
 from pathlib import Path
 
+import pytest
+
 import triton_conv
 
 PACKAGE = Path(triton_conv.__file__).resolve().parent
@@ -77,3 +79,14 @@ def test_nothing_in_the_package_loads_bench_or_tests():
         assert '"bench"' not in text and "'bench'" not in text or path.name == "benchmarking.py", (
             f"{path.name} reaches into bench/ by path"
         )
+
+
+def test_the_licence_ships_in_a_form_every_setuptools_builds():
+    """The build must work with setuptools 64 (pyproject's floor; an install without build isolation
+    uses whatever a machine has) and the newest (which drops the `license` table on 2027-02-18):
+    the licence is a LICENSE file, which both find by themselves, not a `license` key."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "license" not in project
+    assert "MIT License" in (root / "LICENSE").read_text()
