@@ -1,0 +1,151 @@
+"""convert_model and the modules against models an adversarial user builds: a load_state_dict pre-hook
+registered before conversion, a conv both held and wrapped by torch.compile, a conv that is another
+conv's child, a patch on torch's class, and ConvTranspose2d attributes set to no pair after
+construction. Each was found converting silently wrong (or failing) before the fix it pins."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import triton_conv
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+from .test_adversarial_transposed import _launches
+
+
+def _count_loads(module, state_dict, prefix, *args):
+    """A load_state_dict pre-hook that marks the module it is given (a function of the module, so
+    that it pickles)."""
+    module.loads_seen = getattr(module, "loads_seen", 0) + 1
+
+
+@pytest.mark.parametrize("then", ["load", "deepcopy", "pickle"])
+def test_a_load_state_dict_pre_hook_follows_the_converted_module(then):
+    """torch's register_load_state_dict_pre_hook keeps a weak reference to its module: shared as it
+    was, it handed the hook the replaced torch module, or, once that was gone, load_state_dict,
+    deepcopy and pickle failed ("the hook of a dead Module")."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+    handle = model[0].register_load_state_dict_pre_hook(_count_loads)
+    triton_conv.convert_model(model)
+    gc.collect()  # the torch module is gone
+    if then == "deepcopy":
+        model = copy.deepcopy(model)
+    elif then == "pickle":
+        model = pickle.loads(pickle.dumps(model))
+    model.load_state_dict(model.state_dict())
+    assert model[0].loads_seen == 1 and type(model[0]) is triton_conv.Conv2d
+    if then == "load":
+        handle.remove()  # the caller's handle still removes it
+        model.load_state_dict(model.state_dict())
+        assert model[0].loads_seen == 1
+
+
+def test_a_conv_held_and_wrapped_by_torch_compile_is_reported_for_the_wrapper():
+    """Converted where it is held, the conv was then swapped into torch.compile's wrapper from the
+    cache without a word, while the wrapper's compiled forward still ran the torch module."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1).to(EXACT)
+            self.fast = torch.compile(self.conv, backend="eager")
+
+    torch._dynamo.reset()
+    model, report = Net(), []
+    x = torch.randn(1, 2, 4, 4, dtype=EXACT)
+    expected = model.conv(x)
+    triton_conv.convert_model(model, report=report)
+    held, held_launches = _launches(lambda: model.conv(x))
+    wrapped, wrapped_launches = _launches(lambda: model.fast(x))
+    torch._dynamo.reset()
+    assert type(model.conv) is triton_conv.Conv2d and held_launches == {"fprop_kernel": 1}
+    assert wrapped_launches == {} and [name for name, _ in report] == ["fast._orig_mod"]
+    assert "torch.compile" in report[0][1]
+    assert rel_error(held, expected) < EXACT_TOL and rel_error(wrapped, expected) < EXACT_TOL
+
+
+@pytest.mark.parametrize("root", [False, True], ids=["in_a_model", "as_the_model"])
+def test_a_conv_child_of_a_conv_is_converted_in_the_converted_parent(root):
+    """The outer conv was replaced first (its children table copied), then the inner one swapped on
+    the old outer module; passed as the model, the outer conv's children were never visited."""
+    outer = nn.Conv2d(2, 2, 3, padding=1).to(EXACT)
+    outer.refine = nn.Conv2d(2, 2, 1).to(EXACT)
+    outer.register_forward_hook(lambda module, args, out: module.refine(out))
+    model = outer if root else nn.Sequential(outer)
+    x = torch.randn(1, 2, 4, 4, dtype=EXACT)
+    expected = model(x)
+    report = []
+    model = triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    converted = model if root else model[0]
+    assert type(converted) is triton_conv.Conv2d and type(converted.refine) is triton_conv.Conv2d
+    assert report == [] and launched == {"fprop_kernel": 2} and rel_error(y, expected) < EXACT_TOL
+
+
+def _standardised_conv2d(self, x, weight, bias):
+    weight = (weight - weight.mean(dim=(1, 2, 3), keepdim=True)) / weight.std(dim=(1, 2, 3), keepdim=True)
+    return nn.functional.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+@pytest.mark.parametrize(
+    "kind, name, patch",
+    [
+        ("Conv2d", "_conv_forward", lambda original: _standardised_conv2d),
+        ("ConvTranspose2d", "forward", lambda original: lambda self, x, size=None: 2 * original(self, x)),
+    ],
+)
+def test_a_method_patched_on_torchs_class_is_reported_not_dropped(monkeypatch, kind, name, patch):
+    """A patch on torch's class (a weight standardisation on nn.Conv2d._conv_forward) of a method
+    triton-conv's module overrides was silently dropped: a different answer, nothing reported."""
+    torch_class = getattr(nn, kind)
+    monkeypatch.setattr(torch_class, name, patch(getattr(torch_class, name)))
+    model = nn.Sequential(torch_class(2, 3, 3).to(EXACT))
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
+    expected = model(x)
+    report = []
+    triton_conv.convert_model(model, report=report)
+    assert type(model[0]) is torch_class and len(report) == 1
+    assert f"nn.{kind}.{name} was replaced on torch's class" in report[0][1]
+    assert rel_error(model(x), expected) < EXACT_TOL
+
+
+def test_a_patch_triton_convs_module_does_not_override_still_converts(monkeypatch):
+    """nn.Conv2d.forward is not triton-conv's: a patch there runs in the converted module too."""
+    calls = []
+    original = nn.Conv2d.forward
+    monkeypatch.setattr(nn.Conv2d, "forward", lambda self, x: calls.append(1) or original(self, x))
+    model, report = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT)), []
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
+    expected = model(x)
+    triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(x))
+    assert report == [] and launched == {"fprop_kernel": 1} and calls == [1, 1]
+    assert rel_error(y, expected) < EXACT_TOL
+
+
+@pytest.mark.parametrize("attribute", ["stride", "padding", "dilation", "kernel_size"])
+@pytest.mark.parametrize("output_size", [None, [11, 11]])
+def test_transposed_geometry_attributes_set_to_no_pair(attribute, output_size):
+    """`conv.padding = 1` after construction: torch's forward refuses it (AssertionError); with an
+    output_size its rule cannot index an int stride or dilation (TypeError). triton-conv computed an
+    output for the first and blamed the valid output_size for the second."""
+    torch_module = nn.ConvTranspose2d(4, 2, 3, stride=2).to(EXACT)
+    setattr(torch_module, attribute, 2 if attribute != "padding" else 1)
+    converted = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(1, 4, 5, 5, dtype=EXACT)
+    try:
+        expected = torch_module(x, output_size)
+    except (AssertionError, TypeError) as error:
+        with pytest.raises(type(error)) as raised:
+            converted(x, output_size)
+        assert isinstance(raised.value, RuntimeError) and attribute in str(raised.value)
+        return
+    y, launched = _launches(lambda: converted(x, output_size))
+    assert launched == {"dgrad_kernel": 1} and rel_error(y, expected) < EXACT_TOL

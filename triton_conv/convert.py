@@ -1,0 +1,204 @@
+"""convert_model: swap torch's Conv1d, Conv2d and ConvTranspose2d in a whole network for triton-conv's
+modules, and say what it leaves alone and why."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .arguments import FLOAT_DTYPES, ConvTypeError
+from .nn import CONVERSIONS
+
+# The methods that torch's forward of each convolution calls: one set on the instance replaces ours.
+_CALLED_BY_FORWARD = ("forward", "_conv_forward", "_output_padding")
+
+
+def _reason_to_skip(module: nn.Module) -> str | None:
+    kind = type(module)
+    if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
+        return "already triton-conv's"
+    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module)]
+    if patched:
+        # An instance forward (accelerate-style wrappers), or an instance _conv_forward (a patched-in
+        # weight standardisation), is bound to the torch module: converted, the module would still
+        # run torch's convolution.
+        return (
+            f"{kind.__name__} has {' and '.join(patched)} of its own on the instance (a wrapper or a "
+            "patch) that runs torch's conv"
+        )
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        # module.compile() compiled the torch module's own call; a converted module would run it.
+        return (
+            f"{kind.__name__} was compiled in place (module.compile()) and would still run torch's "
+            "conv; convert before compiling"
+        )
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin):
+        return (
+            f"{kind.__name__} is lazy (its parameters are uninitialized until a first forward, which "
+            "turns it into a torch module); run one forward, then convert"
+        )
+    if kind not in CONVERSIONS:
+        if getattr(module, "parametrizations", None) is not None:
+            return (
+                f"{kind.__name__} is parametrized (torch.nn.utils.parametrize: "
+                "parametrizations.weight_norm, spectral_norm, ...); convert before parametrizing"
+            )
+        base = next((torch_class for torch_class in CONVERSIONS if isinstance(module, torch_class)), None)
+        if base is not None:
+            return f"{kind.__name__} subclasses nn.{base.__name__} with its own behaviour"
+        return f"{kind.__name__}: triton-conv has no kernels for it (only Conv1d, Conv2d, ConvTranspose2d)"
+    patched = _patched_on_torch_class(kind)
+    if patched:
+        return (
+            f"nn.{kind.__name__}.{' and '.join(patched)} was replaced on torch's class (a patch), which "
+            f"triton_conv.{kind.__name__} overrides: converted, the module would not run the patch"
+        )
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return "weight is not a tensor"
+    if weight.dtype not in FLOAT_DTYPES:
+        return f"weight dtype {weight.dtype} is not supported"
+    return None
+
+
+def _patched_on_torch_class(kind: type) -> list[str]:
+    """The methods of torch's class that triton-conv's overrides and someone replaced (a weight
+    standardisation patched onto nn.Conv2d._conv_forward): torch's modules run the patch, a
+    converted one would run ours. torch's own are functions of torch.nn.modules.conv, unwrapped."""
+
+    def torchs_own(function) -> bool:
+        return getattr(function, "__module__", None) == nn.modules.conv.__name__ and not hasattr(
+            function, "__wrapped__"
+        )
+
+    overrides = vars(CONVERSIONS[kind])
+    return [name for name in _CALLED_BY_FORWARD if name in overrides and not torchs_own(getattr(kind, name))]
+
+
+def _compiled_wrapper(module: nn.Module) -> bool:
+    """`module` is torch.compile's wrapper (OptimizedModule), whose compiled forward is bound to the
+    module it wraps: replacing that child would leave the forward calling the torch module."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # none can exist before it is imported
+    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+
+
+# torch's convolutions by the names its functions and aten ops go by
+_TORCH_CONV_NAMES = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+_TORCH_CONV_FUNCTIONS = {getattr(F, name) for name in _TORCH_CONV_NAMES}  # torch.conv2d is F.conv2d
+_ATEN_CONVOLUTIONS = {f"aten::{name}" for name in (*_TORCH_CONV_NAMES, "convolution", "_convolution")}
+
+
+def _calls_torch_convolution(node: torch.fx.Node) -> bool:
+    packet = getattr(node.target, "_overloadpacket", None)  # an aten OpOverload's
+    return node.op == "call_function" and (
+        node.target in _TORCH_CONV_FUNCTIONS
+        or getattr(packet, "_qualified_op_name", None) in _ATEN_CONVOLUTIONS
+    )
+
+
+def _script_calls_torch_convolution(module: torch.jit.ScriptModule) -> bool:
+    return any(node.kind() in _ATEN_CONVOLUTIONS for node in module.inlined_graph.nodes())
+
+
+def _frozen_convolution(module: nn.Module) -> str | None:
+    """Why `module` runs torch's convolution in code that no module swap reaches, or None: a
+    TorchScript module (torch.jit.script, trace or freeze compiled its forward), or a graph
+    (torch.export's .module(), an fx graph of functions) whose nodes call torch's convolution."""
+    if isinstance(module, torch.jit.ScriptModule):
+        # Said once, where the call is: by the innermost module whose code calls it (a traced
+        # triton_conv.Conv2d calls triton_conv's op; torch.jit.freeze inlines the children).
+        calls = _script_calls_torch_convolution
+        if not calls(module) or any(calls(child) for child in module.children()):
+            return None
+        return (
+            f"{module.original_name} was compiled by torch.jit.script, trace or freeze, whose code runs "
+            "torch's conv; convert before tracing (torch.jit.script cannot run Triton kernels)"
+        )
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    calls = [node.name for node in module.graph.nodes if _calls_torch_convolution(node)]
+    if not calls:
+        return None
+    return (
+        f"its graph calls torch's convolution ({', '.join(calls)}): a graph (torch.export, fx) keeps "
+        "its calls; convert the model before exporting or tracing it"
+    )
+
+
+def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
+    """Replace every torch.nn.Conv1d, Conv2d and ConvTranspose2d in `model` (nested ones too) with
+    triton-conv's module that shares its parameters, buffers, attributes and hooks (forward,
+    pre-forward, backward, state-dict; the legacy torch.nn.utils.weight_norm / spectral_norm are
+    such hooks and keep working), in place, and return the model (a new module if `model` is one).
+
+    What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
+    list is given, and otherwise said in one warning: every other convolution (Conv3d,
+    ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
+    (or _conv_forward, _output_padding) was replaced on the instance or, for a method triton-conv's
+    module overrides, on torch's class, modules compiled
+    (torch.compile(conv), conv.compile()) before conversion, whose compiled code would still run
+    torch's convolution; and where no module can be replaced, the convolutions of TorchScript
+    modules and of graphs (torch.export's .module()).
+    """
+    if not isinstance(model, nn.Module):
+        raise ConvTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if report is not None and not isinstance(report, list):
+        # Checked before the model changes: a report that cannot be appended to would raise after.
+        raise ConvTypeError(f"report must be a list or None, got {type(report).__name__}")
+    skipped: list[tuple[str, str]] = []
+    converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
+
+    def convert(module: nn.Module, name: str, wrapped: bool = False) -> nn.Module:
+        if wrapped:
+            # Even when the same conv is converted where it is held directly: torch.compile's
+            # compiled forward stays bound to the torch module, so the wrapper keeps it.
+            reason = _reason_to_skip(module) or (
+                "torch.compile wraps it and its compiled forward would still run torch's conv; "
+                "convert before compiling"
+            )
+        elif id(module) in converted:
+            return converted[id(module)]
+        else:
+            reason = _reason_to_skip(module)
+        if reason is None:
+            converted[id(module)] = CONVERSIONS[type(module)].from_torch(module)
+            return converted[id(module)]
+        if reason != "already triton-conv's":
+            skipped.append((name or "<model>", reason))
+        return module
+
+    visited: set[int] = set()
+
+    def walk(module: nn.Module, name: str) -> None:
+        # Down the converted modules, not a list of the old ones made before: a conv's child (a
+        # conv applied by a hook) must be replaced in the module that replaced its parent.
+        if id(module) in visited:
+            return
+        visited.add(id(module))
+        frozen = _frozen_convolution(module)
+        if frozen is not None:
+            skipped.append((name or "<model>", frozen))
+        # Every name, not named_children(), which gives a module held under two names once: the
+        # second name would keep torch's module, and a forward through it torch's conv.
+        for child_name, child in list(module._modules.items()):
+            if child is None:
+                continue
+            qualified = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.modules.conv._ConvNd):
+                child = convert(child, qualified, _compiled_wrapper(module))
+                setattr(module, child_name, child)
+            walk(child, qualified)
+
+    if isinstance(model, nn.modules.conv._ConvNd):
+        model = convert(model, "")
+    walk(model, "")
+    if report is not None:
+        report.extend(skipped)
+    elif skipped:
+        listing = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        warnings.warn(f"convert_model left {len(skipped)} convolution(s) alone: {listing}", stacklevel=2)
+    return model
