@@ -206,3 +206,16 @@ def test_a_permuted_sequence_input_gives_torchs_strides(weight_layout, triton_on
     assert y.stride() == F.conv1d(x, w, padding=1).stride()
     if weight_layout == "ncl":
         assert y.is_contiguous() and y.view(2, -1).shape == (2, 55)
+
+
+def test_a_one_channel_pointwise_weight_sliced_from_a_channels_inner_one(triton_only):
+    """A (K, 1, 1) weight cut from a (K, L, C)-ordered one has channels-inner strides, which say
+    nothing once made contiguous: torch's CPU convolution looks again there and writes (N, K, L)
+    contiguous, which code may .view()."""
+    x = torch.randn(2, 1, 5)
+    w = torch.randn(4, 3, 2).transpose(1, 2)[:, :1, :1]
+    with triton_only() as proof:
+        y = triton_conv.conv1d(x, w)
+    assert proof.launches == {"fprop_kernel": 1}
+    assert y.stride() == F.conv1d(x, w).stride() and y.view(2, -1).shape == (2, 20)
+    assert rel_error(y, F.conv1d(x.double(), w.double())) < bound(torch.float32)

@@ -130,12 +130,23 @@ AMBIGUOUS_LAYOUTS = {
     "1x1 image nhwc": lambda: (_channels_last(torch.randn(2, 4, 1, 1)), torch.randn(3, 4, 1, 1)),
     "1x1 weight nhwc": lambda: (torch.randn(2, 4, 5, 6), _channels_last(torch.randn(3, 4, 1, 1))),
     "permuted nwhc": lambda: (torch.randn(2, 6, 5, 4).permute(0, 3, 2, 1), torch.randn(3, 4, 3, 3)),
+    # NHWC by its strides (8, 1, 4, 2), but made contiguous in NHWC it is (1, 1, 1, 1): torch's CPU
+    # convolution looks again there and writes NCHW (cuDNN keeps the caller's weight and NHWC).
+    "one channel 1x1 weight sliced from nhwc": lambda: (
+        torch.randn(2, 1, 5, 6),
+        _channels_last(torch.randn(3, 2, 2, 2))[:, :1, :1, :1],
+    ),
+    "the same with a one channel nhwc input": lambda: (
+        _channels_last(torch.randn(2, 1, 5, 6))[:, :, 1:],
+        _channels_last(torch.randn(3, 2, 2, 2))[:, :1, :1, :1],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(AMBIGUOUS_LAYOUTS))
 def test_output_memory_format_is_torchs(case, triton_only):
-    """float32 on CPU, where torch's rule is cuDNN's (either operand channels_last by its strides)."""
+    """float32 on CPU: either operand channels_last by its strides, as cuDNN's rule, looked at again
+    once made contiguous in that format, as torch's CPU convolutions do."""
     x, w = AMBIGUOUS_LAYOUTS[case]()
     with triton_only() as proof:
         y = triton_conv.conv2d(x, w, padding=1)

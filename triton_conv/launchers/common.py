@@ -15,7 +15,12 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 import torch
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import (
+    are_strides_like_channels_last_or_false,
+    is_channels_last_contiguous_2d,
+    make_channels_last_strides_for,
+    suggest_memory_format,
+)
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..runtime import fp32_uses_tf32, interpreter_active
@@ -229,10 +234,28 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
     torch suggests it for either (Tensor.suggest_memory_format: strides in NHWC order, so a sliced
     NHWC view, a 1x1 weight (K, C, 1, 1) with strides (C, 1, C, C) and an NHWC tensor of one channel
     count, which `is_contiguous()` alone cannot tell apart), except in float64 on a GPU, which cuDNN
-    keeps in NCHW."""
+    keeps in NCHW.
+
+    torch's CPU convolutions decide twice: again on the inputs made contiguous in the format the
+    first look chose, where a (K, 1, 1, 1) weight sliced out of an NHWC one (strides (8, 1, 4, 2))
+    has lost the strides that said channels_last, and the output is NCHW. cuDNN's second look keeps
+    the caller's weight (only the input is made contiguous first), so on a GPU the first look
+    stands."""
     if any(t.dtype == torch.float64 and t.device.type == "cuda" for t in tensors):
         return False
-    return any(t.dim() == 4 and suggest_memory_format(t) == torch.channels_last for t in tensors)
+    tensors = tuple(t for t in tensors if t.dim() == 4)
+    chosen = any(suggest_memory_format(t) == torch.channels_last for t in tensors)
+    if not chosen or any(t.device.type != "cpu" for t in tensors):
+        return chosen
+    return any(are_strides_like_channels_last_or_false(t.shape, _channels_last_strides(t)) for t in tensors)
+
+
+def _channels_last_strides(tensor: torch.Tensor) -> tuple:
+    """The strides of tensor.contiguous(memory_format=torch.channels_last), without the copy: its
+    own where it already is channels_last contiguous (size-one dimensions' strides kept)."""
+    if is_channels_last_contiguous_2d(tensor, false_if_dde=True):
+        return tuple(tensor.stride())
+    return make_channels_last_strides_for(tensor.shape)
 
 
 def random_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
