@@ -216,7 +216,12 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
     [(["--device", "NOPE"], "unknown device 'NOPE'"), (["--layers", "nope"], "unknown layer set"),
      (["--fit", "1=0.001", "1=0.002"], "a batch size twice"),
      (["--fit", "1=0.001", "2=0.002", "4=0.004"], "one or two batch sizes"),
-     (["--fit", "1=0.002", "128=0.001"], "must grow")],
+     (["--fit", "1=0.002", "128=0.001"], "must grow"),
+     # No GPU could have measured these: faster than every call at its floor with the work at the
+     # datasheet peak (a negative stack cost was printed), or growing more slowly than that (850x
+     # the roofline was printed); 1e-200 s divided by zero.
+     (["--fit", "1=1e-6"], "faster than any run"), (["--fit", "1=1e-200"], "faster than any run"),
+     (["--fit", "1=0.001", "8=0.0010001"], "as if the work ran at")],
 )  # fmt: skip
 def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
     """...and before it prints a table: measurements it cannot fit were refused after the whole
@@ -224,3 +229,24 @@ def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, cap
     with pytest.raises(SystemExit, match=f"triton-conv predict: .*{words}"):
         cli.main(["predict", *argv])
     assert capsys.readouterr().out == ""
+
+
+def test_a_dry_run_with_workers_plans_for_that_many(monkeypatch):
+    """--workers was dropped from the dry run, which planned the GPU machine's 16 compile workers
+    while the run it describes would have one."""
+    import triton_conv.campaign as campaign
+
+    seen = []
+    monkeypatch.setattr(
+        campaign, "dry_run", lambda spec, budget, *, on_gpu, costs: seen.append(costs) or "plan"
+    )
+    for argv in ([], ["--workers", "3"], ["--spec", "tiny", "--workers", "3"]):
+        assert cli.main(["campaign", "--dry-run", *argv]) == 0
+    assert seen[0] is None and seen[1].workers == 3 and seen[2].workers == 2  # the CPU's run uses two
+
+
+def test_tune_names_an_unknown_layer_set_before_looking_for_a_gpu(monkeypatch):
+    """On a GPU the ValueError escaped as a traceback; without one, 'no CUDA device' hid the mistake."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    with pytest.raises(SystemExit, match="triton-conv tune: unknown layer set 'nope'"):
+        cli.main(["tune", "--layers", "nope"])

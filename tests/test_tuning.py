@@ -479,6 +479,33 @@ def test_tune_model_without_gpu_or_timer_lists_defaults():
     assert all("default, not timed" in line for line in stream.getvalue().splitlines())
 
 
+@pytest.mark.parametrize(
+    ("passes", "batch_sizes", "words"),
+    [(["forward"], (1,), "passes must name"), (("fprop", "wgard"), (1,), "'wgard'"),
+     (PASSES, (0,), "batch_sizes"), (PASSES, (-1, 2), "batch_sizes"), (PASSES, (True,), "batch_sizes"),
+     (PASSES, (), "batch_sizes"), (PASSES, (1.5,), "batch_sizes")],
+)  # fmt: skip
+def test_tune_model_refuses_passes_and_batches_it_cannot_tune(passes, batch_sizes, words):
+    """A misspelt pass tuned nothing without a word (a ConvTranspose2d raised a bare KeyError), and
+    a batch of 0 or less was tuned as a GEMM of no rows."""
+    for model in (Net(), torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 2, stride=2))):
+        with pytest.raises(RuntimeError, match=words):
+            model_tuning.tune_model(model, (3, 10, 12), batch_sizes, torch.float32, passes, device="cpu",
+                                    stream=io.StringIO())  # fmt: skip
+
+
+def test_tune_model_takes_one_pass_name_and_one_batch_size():
+    """A bare string was iterated as its letters ('f', 'p', ...), none of them a pass: nothing tuned."""
+
+    def keys(batch_sizes, passes):
+        results = model_tuning.tune_model(
+            Net(), (3, 10, 12), batch_sizes, torch.float32, passes, device="cpu", stream=io.StringIO()
+        )
+        return [r.key for r in results]
+
+    assert keys(2, "fprop") == keys([2], ["fprop"]) and len(keys(2, "fprop")) > 0
+
+
 # --- layer sets and tables ----------------------------------------------------------------------------
 LAYERS = [
     ("tiny 3x3", ConvProblem.from_shapes((1, 64, 6, 7), (64, 64, 3, 3), padding=1), 2),

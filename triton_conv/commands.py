@@ -45,6 +45,30 @@ def cmd_predict(args) -> int:
         raise SystemExit(f"triton-conv predict: {error}") from None
 
 
+def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) -> None:
+    """fit_stack reports a fit as found (fitted to published tables, a stack's cost can come out
+    below zero); a measurement given here that no run of these layers on this device could have
+    made is refused instead of printed as a calibration: faster than every call at the model's
+    floor with the work at the datasheet's peak, or growing with the batch more slowly than that."""
+    from .model import network_cost
+
+    for batch, seconds in sorted(measured.items()):
+        cost = network_cost(layers, args.passes, batch, device, args.dtype)
+        least = cost.calls * terms.call_floor_s + cost.roofline_s
+        if not seconds >= least:
+            raise ValueError(
+                f"--fit {batch}={seconds:g}: faster than any run of these layers on {device.name} in "
+                f"{args.dtype} ({least:.3g} s: every call at its floor, the work at the datasheet peak); "
+                "a measurement of another network, device or dtype?"
+            )
+    if terms.achieved_fraction > 1:
+        batches = sorted(measured)
+        raise ValueError(
+            f"cannot fit: the time grows from N={batches[0]} to N={batches[-1]} as if the work ran at "
+            f"{terms.achieved_fraction:.0%} of the datasheet peak"
+        )
+
+
 def _predict(args) -> int:
     from tabulate import tabulate
 
@@ -60,6 +84,7 @@ def _predict(args) -> int:
             raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
         calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
                                                overlapped=args.overlapped)  # fmt: skip
+        _refuse_what_no_gpu_measured(calibrations["calibrated"], measured, layers, args, device)
     rows = []
     for layer in layers:
         for pass_name in args.passes:
@@ -149,6 +174,12 @@ def _report(args) -> int:
 
 def cmd_tune(args) -> int:
     from .autotune_tables import tune_and_write
+    from .layers import get_layer_set
+
+    try:
+        get_layer_set(args.layers)  # a misspelt set is named here, before any GPU is looked for
+    except ValueError as error:
+        raise SystemExit(f"triton-conv tune: {error}") from None
 
     path = tune_and_write(
         layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
@@ -169,10 +200,15 @@ def cmd_static_report(args) -> int:
 
 def cmd_campaign(args) -> int:
     from .campaign import SPECS, dry_run, run_campaign
+    from .campaign.costs import CostModel
 
     spec = SPECS[args.spec]()
     if args.dry_run:
-        print(dry_run(spec, args.budget_s, on_gpu=args.spec != "tiny"))
+        on_gpu = args.spec != "tiny"
+        costs = None  # the GPU machine's cores (or the CPU's two), as the real run there would have
+        if args.workers:  # the plan of a run given the same --workers
+            costs = CostModel(workers=args.workers) if on_gpu else CostModel.cpu(workers=min(args.workers, 2))
+        print(dry_run(spec, args.budget_s, on_gpu=on_gpu, costs=costs))
         return 0
     _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)

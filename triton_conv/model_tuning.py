@@ -23,6 +23,7 @@ a graph is captured).
 
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 from typing import NamedTuple
@@ -30,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .arguments import ConvArgumentError
 from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
 from .nn import CONVERSIONS
 from .passes import pass_channels_last
@@ -156,6 +158,24 @@ def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = 
     return [call for call in recorder.calls if call is not None]
 
 
+def _checked_passes(passes) -> tuple[str, ...]:
+    """One pass name or several, each of PASSES: a misspelt name tuned nothing without a word, and a
+    bare string was read as its letters."""
+    names = (passes,) if isinstance(passes, str) else tuple(passes)
+    unknown = [name for name in names if name not in PASSES]
+    if unknown:
+        raise ConvArgumentError(f"passes must name passes of {PASSES}, got {unknown}")
+    return names
+
+
+def _checked_batch_sizes(batch_sizes) -> tuple[int, ...]:
+    sizes = (batch_sizes,) if isinstance(batch_sizes, numbers.Integral) else tuple(batch_sizes)
+    whole = [isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes]
+    if not sizes or not all(whole):  # a batch of 0 or less was tuned as a GEMM of no rows
+        raise ConvArgumentError(f"batch_sizes must be whole numbers of at least 1, got {batch_sizes!r}")
+    return tuple(int(n) for n in sizes)
+
+
 def tune_model(
     model,
     input_shapes,
@@ -181,6 +201,7 @@ def tune_model(
     and a timer the lines say 'default'.
     """
     stream = stream or sys.stderr
+    passes, batch_sizes = _checked_passes(passes), _checked_batch_sizes(batch_sizes)
     shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
     device = _device(device)
     jobs: dict[str, tuple] = {}
