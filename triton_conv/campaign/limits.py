@@ -20,6 +20,10 @@ class ItemTimeout(BaseException):
     """An item ran past its time limit (run.py's run_step stops it with `time_limit`)."""
 
 
+# setitimer raises OverflowError past time_t's range (about 9e9 s here, 2^31 s where time_t has 32
+# bits): a longer limit (a budget of 1e10 s, which the CLI accepts) is set as this, which no item reaches.
+LONGEST_TIMER_S = 1e9
+
 _held = 0  # nesting depth of held_back blocks in the main thread
 _pending: list[str] = []  # a limit that struck inside one
 
@@ -39,7 +43,7 @@ def time_limit(seconds: float):
         raise ItemTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    signal.setitimer(signal.ITIMER_REAL, min(max(seconds, 0.01), LONGEST_TIMER_S))
     try:
         yield
     finally:

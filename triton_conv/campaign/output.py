@@ -59,9 +59,16 @@ class Output:
     def __init__(self, folder: str, echo=sys.stdout):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
-        for name in FILES.values():  # an earlier run's files must not pass for this run's
-            if os.path.exists(os.path.join(folder, name)):
-                os.unlink(os.path.join(folder, name))
+        paths = [os.path.join(folder, name) for name in FILES.values()]
+        taken = [path for path in paths if os.path.isdir(path) and not os.path.islink(path)]
+        if taken:  # refused before anything is removed or run, as the CLI refuses an --out it cannot use
+            raise SystemExit(
+                f"triton-conv campaign: --out {folder} cannot hold the files: {', '.join(taken)} "
+                f"{'is a folder' if len(taken) == 1 else 'are folders'}"
+            )
+        for path in paths:  # an earlier run's files must not pass for this run's
+            if os.path.lexists(path):
+                os.unlink(path)
         self.echo = echo
         self.started = time.monotonic()
         self.data: dict[str, object] = {}

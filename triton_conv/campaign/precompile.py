@@ -69,7 +69,8 @@ class Child:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise TimeoutError(f"precompile child still running after {timeout_s:.0f} s: killed") from None
+            age = time.perf_counter() - self.started
+            raise TimeoutError(f"precompile child still running after {age:.0f} s: killed") from None
         finally:
             for path in self.paths.values():
                 if os.path.exists(path):
@@ -119,7 +120,8 @@ def record_and_compile(
     children = [Child("work", {**request, "index": index}) for index in range(workers)]
     complete, variants, results, busy, record_s, failures, utilities = None, [], [], [], [], [], None
     for index, child in enumerate(children):
-        left = None if timeout_s is None else max(1.0, timeout_s - (time.perf_counter() - started))
+        # One limit for them all: a child still running once it is spent is killed, not given more.
+        left = None if timeout_s is None else max(0.0, timeout_s - (time.perf_counter() - started))
         try:
             answer, seconds, _ = child.result(left)
         except (TimeoutError, RuntimeError) as failure:

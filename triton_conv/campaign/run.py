@@ -5,9 +5,11 @@ later steps' still fit in what is left, it may run until
     start + budget - (estimates of the later steps, the final flush included),
 so a step that runs long eats the slack, never the later steps' time; if they no longer fit (the
 run is slower than the plan, or the budget smaller), every remaining step gets the same fraction of
-its estimate. Before each item the step asks whether the item, at its estimate scaled by how far
-this step's items have over- or under-run so far, still fits; one that does not is skipped and
-listed with the reason. An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
+its estimate; no deadline reaches into the last RESERVE_S seconds, kept for the last flush. Before
+each item the step asks whether the item, at its estimate scaled by how far this step's items have
+over- or under-run so far, still fits; one that does not is skipped and listed with the reason (so
+are the ceilings, when their estimate does not fit, and the compile, when half of what is left
+would not start a worker). An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
 MIN_ITEM_LIMIT_S; a step's last item, until its step's deadline), or at the budget's end, is stopped
 (limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease.
 
@@ -159,7 +161,8 @@ class Campaign:
 
     def _run_items(self, name: str, items: list, run_item, estimate) -> None:
         self.step_name = name
-        deadline = self.step_deadline(name)
+        # The reserve is the last flush's: an item that would start in it could only be stopped at once.
+        deadline = min(self.step_deadline(name), self.budget_s - RESERVE_S)
         started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
         before = Counter(self.compiles)
         for item in items:
@@ -169,11 +172,11 @@ class Campaign:
                 self.error(item.id, failure)
                 continue
             pace = min(4.0, max(0.5, spent / planned)) if planned > 1.0 else 1.0
-            if self.elapsed() + guess * pace > deadline:
+            began = self.elapsed()  # one reading for the test and the limit: the limit is then positive
+            if began + guess * pace > deadline:
                 self.skip(item.id, f"budget: {guess * pace:.1f} s more would pass the step's deadline "
                                    f"({deadline:.0f} s into the run)")  # fmt: skip
                 continue
-            began = self.elapsed()
             limit = max(ITEM_LIMIT_FACTOR * guess, MIN_ITEM_LIMIT_S)
             if item is items[-1]:  # no later item of its step to keep time for (the training step's one)
                 limit = max(limit, deadline - began)
@@ -219,10 +222,14 @@ class Campaign:
         compiled = {"variants": [], "report": None}
 
         def compile_variants():
-            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
-                f"on {self.costs.workers} workers")  # fmt: skip
             # At most half of what is left: a worker stuck in the compiler must not take the lease.
             limit = (self.budget_s - self.elapsed()) / 2
+            if limit < self.costs.worker_start_s:  # it would be killed before it compiled anything
+                self.skip(STEP, f"budget: {limit:.1f} s, half of what is left, would not start a "
+                                f"compile worker ({self.costs.worker_start_s:.0f} s)")  # fmt: skip
+                return
+            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
+                f"on {self.costs.workers} workers")  # fmt: skip
             compiled["variants"], compiled["report"] = record_and_compile(
                 jobs, self.costs.workers, target, timeout_s=limit
             )
@@ -267,7 +274,12 @@ class Campaign:
             began = self.elapsed()
             # cuDNN's algorithm search on, as bench/ runs it
             done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=TF32))
-            done = self.guarded("ceilings", lambda: setup_steps.ceilings(self)) and done
+            ceilings_s = self.costs.startup_s + self.costs.ceilings_s  # the plan's estimate (make_plan)
+            if ceilings_s > self.budget_s - RESERVE_S - self.elapsed():
+                self.skip(STEP, f"budget: {ceilings_s:.1f} s more would pass the budget's end")
+                done = False
+            else:
+                done = self.guarded("ceilings", lambda: setup_steps.ceilings(self)) and done
             entry = {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1}
             self.state["steps"].append({**entry, "done": int(done)})
             self.flush()

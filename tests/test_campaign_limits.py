@@ -1,0 +1,150 @@
+"""The campaign's budget at its edges: an item that would start inside the reserve kept for the last
+flush is skipped, not started with a negative limit; a huge budget (the CLI accepts any finite one)
+is unlimited, not an OverflowError from setitimer; a budget too small for the ceilings or for
+starting a compile worker skips them instead of running past it; every compile worker shares the
+compile's one limit; and an --out holding a folder named like one of the files is refused first."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from triton_conv import cli
+from triton_conv.campaign import precompile, run, setup_steps, spec, timing_steps
+from triton_conv.campaign.costs import CostModel
+from triton_conv.campaign.limits import time_limit
+from triton_conv.campaign.output import FILES, Output
+
+
+def _campaign(tmp_path, budget_s: float, **options) -> run.Campaign:
+    return run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=budget_s, echo=None, **options)
+
+
+def _one_item_step(campaign: run.Campaign, monkeypatch, estimate_s: float = 0.01) -> tuple[list, list]:
+    """Step 'fprop' alone in the plan, one item of `estimate_s`: (the limits it got, the items started)."""
+    limits, started = [], []
+
+    @contextlib.contextmanager
+    def recorded(seconds):
+        limits.append(seconds)
+        yield
+
+    monkeypatch.setattr(run, "time_limit", recorded)
+    campaign.state["plan"] = [{"step": "fprop", "estimate_s": 1.0}]
+    item = SimpleNamespace(id="fprop:an item")
+    campaign._run_items("fprop", [item], lambda c, i: started.append(i.id), lambda i: estimate_s)
+    campaign.out.close()
+    return limits, started
+
+
+@pytest.mark.parametrize("left_s", [run.RESERVE_S - 1.0, run.RESERVE_S - 0.01, 0.0, -5.0])
+def test_an_item_that_would_start_in_the_reserve_is_skipped_for_the_budget(tmp_path, monkeypatch, left_s):
+    """It was started with a limit of budget - reserve - now < 0, stopped 10 ms later and listed as
+    an error ("ItemTimeout: stopped after -1 s"), in a real `campaign --spec tiny --budget-s 5`."""
+    campaign = _campaign(tmp_path, 100.0)
+    campaign.started = time.monotonic() - (100.0 - left_s)
+    limits, started = _one_item_step(campaign, monkeypatch)
+    assert limits == [] and started == [] and campaign.state["errors"] == []
+    assert [s["why"].split(":")[0] for s in campaign.state["skipped"]] == ["budget"]
+    assert campaign.state["steps"][-1]["deadline_s"] <= 100.0 - run.RESERVE_S
+
+
+@pytest.mark.parametrize("left_s", [run.RESERVE_S + 0.5, 30.0])
+def test_an_item_that_starts_gets_a_limit_that_ends_before_the_reserve(tmp_path, monkeypatch, left_s):
+    campaign = _campaign(tmp_path, 100.0)
+    campaign.started = time.monotonic() - (100.0 - left_s)
+    limits, started = _one_item_step(campaign, monkeypatch)
+    assert started == ["fprop:an item"] and len(limits) == 1
+    assert 0 < limits[0] <= left_s - run.RESERVE_S
+
+
+@pytest.mark.parametrize("budget_s", [1e10, 1e300])
+def test_a_huge_budget_is_unlimited_not_a_setitimer_overflow(tmp_path, budget_s):
+    """The step's last item may run until its step's deadline, ~budget_s away: setitimer raised
+    OverflowError ("timestamp out of range for platform time_t") and the item failed unstarted."""
+    with time_limit(budget_s):  # the alarm is set (and cleared) without an error
+        pass
+    campaign = _campaign(tmp_path, budget_s)
+    campaign.state["plan"] = [{"step": "training", "estimate_s": 1.0}]
+    item = SimpleNamespace(id="training:resnet50:N2")
+    campaign._run_items("training", [item], lambda c, i: True, lambda i: 0.01)
+    campaign.out.close()
+    assert campaign.state["errors"] == [] and campaign.state["steps"][-1]["done"] == 1
+
+
+class _Calls:
+    def __init__(self, monkeypatch):
+        self.steps: list[str] = []
+        monkeypatch.setattr(run, "use_comparable_settings", lambda tf32: None)  # process-wide cuDNN state
+        monkeypatch.setattr(setup_steps, "ceilings", lambda campaign: self.steps.append("ceilings"))
+
+        def compile_variants(jobs, workers, target, timeout_s=None):
+            self.steps.append("compile")
+            return [], {"results": [], "workers": workers, "wall_s": 0.0, "worker_s": [], "failures": [],
+                        "cuda_utilities": None, "record_s": []}  # fmt: skip
+
+        monkeypatch.setattr(run, "record_and_compile", compile_variants)
+        for step_module, name in ((setup_steps, "check_item"), (timing_steps, "pass_item"),
+                                  (timing_steps, "peer_item"), (timing_steps, "training_item")):  # fmt: skip
+            monkeypatch.setattr(step_module, name, lambda campaign, item: self.steps.append(item.step))
+
+
+def test_a_budget_too_small_for_anything_runs_nothing_and_says_so(tmp_path, monkeypatch):
+    """--budget-s 0.001 ran the ceilings and gave the compile's workers a second each: 2.4 s."""
+    calls = _Calls(monkeypatch)
+    state = _campaign(tmp_path, 0.001).run()
+    assert calls.steps == [] and state["status"] == "cut by the budget" and state["errors"] == []
+    skipped = {(s["step"], s["item"]) for s in state["skipped"] if s["why"].startswith("budget")}
+    assert {("ceilings", run.STEP), ("compile", run.STEP)} <= skipped
+    assert all(step["done"] == 0 for step in state["steps"])
+
+
+def test_a_compile_that_could_not_start_a_worker_is_skipped(tmp_path, monkeypatch):
+    calls = _Calls(monkeypatch)
+    costs = CostModel(**{**CostModel.cpu(workers=1).as_dict(), "worker_start_s": 60.0})
+    state = _campaign(tmp_path, 30.0, costs=costs).run()  # half of what is left: < 15 s
+    assert calls.steps[0] == "ceilings" and "compile" not in calls.steps
+    assert [s["why"].split(":")[0] for s in state["skipped"] if s["step"] == "compile"] == ["budget"]
+
+
+def test_every_compile_worker_shares_the_compiles_one_limit(monkeypatch):
+    """Each worker after the first that ran past the limit was given one more second: with 16
+    workers, 16 s past a limit set to keep half of the budget for the rest."""
+    waits = []
+
+    class SlowChild:
+        def __init__(self, mode, request):
+            pass
+
+        def result(self, timeout_s=None):
+            waits.append(timeout_s)
+            time.sleep(timeout_s)
+            raise TimeoutError("precompile child still running: killed")
+
+    monkeypatch.setattr(precompile, "Child", SlowChild)
+    started = time.monotonic()
+    variants, report = precompile.record_and_compile([], workers=4, timeout_s=0.2)
+    assert time.monotonic() - started < 1.0
+    assert waits[0] == pytest.approx(0.2, abs=0.05) and waits[1:] == [0.0] * 3
+    assert variants == [] and len(report["failures"]) == 4
+
+
+@pytest.mark.parametrize("name", sorted(FILES.values()))
+def test_out_holding_a_folder_named_like_an_output_is_refused_before_the_run(tmp_path, name):
+    """Output unlinked it: an IsADirectoryError traceback. Refused as the CLI refuses an --out it
+    cannot use, before anything is removed or run."""
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    earlier = [other for other in FILES.values() if other != name]
+    for other in earlier:  # an earlier campaign's files: still there after the refusal
+        (out / other).write_text("earlier")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["campaign", "--spec", "tiny", "--budget-s", "60", "--out", str(out)])
+    message = str(stopped.value)
+    assert message == f"triton-conv campaign: --out {out} cannot hold the files: {out / name} is a folder"
+    assert (out / name).is_dir() and all((out / other).read_text() == "earlier" for other in earlier)
+    with pytest.raises(SystemExit, match="cannot hold the files"):
+        Output(str(out), echo=None)
