@@ -171,9 +171,10 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
     run = provenance(gpu)
     merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
     all_rows = list(merged.values())
+    markdown = render(all_rows, gpu)  # before either write: a row it cannot render must not be kept
     _atomic_write(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
     md_path = os.path.join(out_dir, slug + ".md")
-    _atomic_write(md_path, render(all_rows, gpu))
+    _atomic_write(md_path, markdown)
     return md_path
 
 

@@ -1,11 +1,18 @@
 """`triton-conv report DIR`: a campaign's folder (triton_conv/campaign/output.py) into notes/.
 
-- the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/;
+- the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/ (the date the
+  run started); a second run of that GPU on that day is kept whole beside it, in
+  <gpu>-<date>-<hhmmss>/ (its start time), and a run reported again replaces its own copy whole;
 - timings.json is also copied to notes/sweeps/<gpu>-campaign.json, and batching.md's measured
   section is rewritten from every sweep there (triton_conv.report.measured), plots included;
 - the autotune rows go into notes/autotune/<gpu>.md and .json (autotune_tables.write_autotune_tables);
 - notes/campaign.md gets a section per GPU: provenance, ceilings, each step's estimate against its
-  actual seconds (the cost model's check), compiles, checks, what was skipped, the training step.
+  actual seconds (the cost model's check), compiles, checks, what was skipped, the training step;
+  a run cut short (killed: its campaign.json still says 'running') is reported as far as it got, and
+  the note and the command's output say so and name the planned steps it never finished.
+
+Everything is read and checked first (campaign_inputs.py): a file of another format is refused by
+its name and field before anything is written.
 
 A campaign run on the CPU (the interpreter) is refused anywhere under the repository's notes/.
 """
@@ -15,13 +22,16 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
 from ..campaign.output import FILES
+from .campaign_inputs import CampaignFolderError, campaign_rows, check_autotune_merge, gpu_name
 from .markdown import replace_section, table
-from .measured import load_run, make_report, render_device
+from .measured import make_report, render_sweeps
 
 CAMPAIGN_NOTE = "campaign.md"
 HEADER = """# Campaigns: one GPU lease, one command
@@ -30,12 +40,10 @@ Each section is written by `triton-conv report DIR` from the folder that `triton
 filled on a GPU (README.md gives the device command). It says what the machine was, what its own
 ceilings measured, how long each step took against the cost model's estimate, what was compiled,
 checked and skipped. The timings themselves are in batching.md (measured section) and in
-autotune/<gpu>.md; the raw files are under campaigns/.
+autotune/<gpu>.md; the raw files are under campaigns/<gpu>-<date>/ (a second run of a GPU on one
+day: campaigns/<gpu>-<date>-<hhmmss>/).
 """
-
-
-class CampaignFolderError(ValueError):
-    """A folder that is not a whole campaign's output in the format this version writes."""
+UNRECORDED_STEPS = {"finish"}  # the plan's last entry, the files' final write: never among the steps
 
 
 def _load(folder: str, name: str) -> dict | None:
@@ -54,34 +62,18 @@ def _load(folder: str, name: str) -> dict | None:
 
 
 def _describe(folder: str, state: dict, compiled, checks, training) -> tuple[str, str, str]:
-    """(GPU name, date, the note's section), built before anything is written: a folder of another
-    format (a field missing or of another kind) is refused whole, not half copied into notes/."""
+    """(GPU name, the run's start, the note's section), built before anything is written: a folder of
+    another format (a field missing or of another kind) is refused whole, not half copied into notes/."""
+    gpu = gpu_name(state, os.path.join(folder, "campaign.json"))  # names campaign.json and the field
+    started = str((state.get("provenance") or {}).get("date", "undated"))
     try:
-        gpu = _gpu_name(state)
-        date = str((state.get("provenance") or {}).get("date", "undated"))[:10]
-        return gpu, date, f"### {gpu}, {date}\n\n" + campaign_section(state, compiled, checks, training)
+        section = campaign_section(state, compiled, checks, training)
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise CampaignFolderError(
             f"{folder} is not in the format this version of triton-conv writes "
             f"({type(error).__name__}: {error}); report it with the version that ran the campaign"
         ) from None
-
-
-def _check_timings(path: str) -> None:
-    """Read and render timings.json as make_report will, writing nothing: a record of another format
-    is refused before the file is copied among the sweeps, which every later report reads."""
-    try:
-        records, meta = load_run(path)
-        render_device("check", [(records, meta, path)], None, Path(path).parent)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise CampaignFolderError(
-            f"{path} is not a pytest-benchmark JSON this version reads ({type(error).__name__}: {error})"
-        ) from None
-
-
-def _gpu_name(state: dict) -> str:
-    gpu = (state.get("provenance") or {}).get("gpu") or {}
-    return gpu.get("name") or ("cpu (interpreter)" if not state.get("on_gpu") else "unknown GPU")
+    return gpu, started, f"### {gpu}, {started[:10]}\n\n{section}"
 
 
 def _row_provenance(state: dict, gpu: str) -> dict:
@@ -103,6 +95,26 @@ def steps_table(state: dict) -> str:
     return table(headers, rows, ".1f")
 
 
+def cut_short(state: dict) -> str:
+    """'' for a run that went through its plan, else what says it did not. A killed run's campaign.json
+    still says 'running' (each file is written whole as the run goes: campaign/output.py), and its
+    steps end where it was stopped: what it measured is reported, the rest must not look measured."""
+    ran = {step.get("step") for step in state.get("steps", [])}
+    killed = state.get("status") == "running"
+    unrecorded = set() if killed else UNRECORDED_STEPS  # a killed run never wrote its files' final form
+    planned = [str(plan.get("step")) for plan in state.get("plan", [])]
+    never = [step for step in planned if step not in ran and step not in unrecorded]
+    if not killed and not never:
+        return ""
+    why = (
+        "cut short: its campaign.json still says 'running', so its process was stopped (killed, or its "
+        "device call ran out of time) before the end"
+        if killed
+        else f"stopped before the end of its plan (status: {state.get('status')})"
+    )
+    return f"the run was {why}; planned steps never run or never finished: {', '.join(never) or 'none'}"
+
+
 def campaign_section(state: dict, compiled: dict | None, checks: dict | None, training: dict | None) -> str:
     prov = state.get("provenance") or {}
     gpu = prov.get("gpu") or {}
@@ -122,6 +134,8 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         f"{_fmt(ceilings.get('matmul_tflops'), '.0f')} TFLOP/s; device-to-device copy: "
         f"{_fmt(ceilings.get('copy_gb_per_s'), '.0f')} GB/s (bytes read + written)",
     ]  # fmt: skip
+    if cut_short(state):
+        lines.insert(0, f"- **Not a whole run**: {cut_short(state)}.")
     parts = [
         "\n".join(lines),
         "#### Steps: the cost model's estimate against the run\n\n" + steps_table(state),
@@ -169,9 +183,56 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _started(folder: Path) -> str | None:
+    """The start (provenance.date) of the run whose copy `folder` keeps; None when it keeps none."""
+    path = folder / "campaign.json"
+    if not path.exists():
+        return None
+    try:
+        return str((json.loads(path.read_text()).get("provenance") or {}).get("date", "undated"))
+    except (OSError, ValueError, AttributeError):  # not a copy this version made: not overwritten
+        return "unreadable"
+
+
+def kept_copy_folder(campaigns: Path, slug: str, started: str) -> Path:
+    """notes/campaigns/<gpu>-<date>/, or <gpu>-<date>-<hhmmss>/ when that one keeps another run of the
+    day (its campaign.json started at another time): each run kept whole, none mixed with another."""
+    day = campaigns / f"{slug}-{started[:10]}"
+    if _started(day) in (None, started):
+        return day
+    clock = "".join(re.findall(r"\d", started[10:]))[:6]
+    return campaigns / f"{slug}-{started[:10]}-{clock or 'later'}"
+
+
+def _keep_whole(folder: str, keep: Path) -> None:
+    """Copy the campaign's files into `keep`, removing those the folder lacks: the copy is one run's
+    whole. Reported from the kept copy itself (notes/README.md's way to regenerate), nothing moves."""
+    keep.mkdir(parents=True, exist_ok=True)
+    if os.path.samefile(folder, keep):
+        return
+    for name in FILES.values():
+        source, target = os.path.join(folder, name), keep / name
+        if os.path.exists(source):
+            shutil.copyfile(source, target)
+        elif target.exists():
+            target.unlink()
+
+
+def _check_sweeps(folder: str, notes_dir: str, slug: str) -> None:
+    """Every sweep batching.md will be rebuilt from (those in notes/sweeps/, the campaign's replacing
+    its GPU's earlier one), read and rendered as make_report will, writing nothing."""
+    sweeps = Path(notes_dir) / "sweeps"
+    others = [
+        path
+        for path in sorted(glob.glob(str(sweeps / "*.json")))
+        if Path(path).name != f"{slug}-campaign.json"
+    ]
+    render_sweeps([*others, os.path.join(folder, "timings.json")], None, Path(notes_dir))
+
+
 def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -> list[str]:
     """Everything the module's docstring lists, from the campaign folder `folder`; returns the paths
-    written."""
+    written. Nothing is written before every file it reads has been checked."""
     state = _load(folder, "campaign.json")
     if state is None:
         raise CampaignFolderError(f"{folder} has no campaign.json: not a campaign's folder")
@@ -181,25 +242,20 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         )
     compiled, checks = _load(folder, "compile.json"), _load(folder, "checks.json")
     timings, training = _load(folder, "timings.json"), _load(folder, "training.json")
-    rows = (_load(folder, "autotune.json") or {}).get("rows") or []
-    benchmarks = (timings or {}).get("benchmarks") or []
-    if not all(
-        isinstance(items, list) and all(isinstance(i, dict) for i in items) for items in (rows, benchmarks)
-    ):
-        raise CampaignFolderError(
-            f"{folder}: autotune.json's rows or timings.json's benchmarks are not lists of objects"
-        )
-    gpu, date, body = _describe(folder, state, compiled, checks, training)
-    if benchmarks:
-        _check_timings(os.path.join(folder, "timings.json"))
+    rows = campaign_rows(_load(folder, "autotune.json"), os.path.join(folder, "autotune.json"))
+    gpu, started, body = _describe(folder, state, compiled, checks, training)
     slug = device_slug(gpu)
-    written = []
-    keep = Path(notes_dir) / "campaigns" / f"{slug}-{date}"
-    keep.mkdir(parents=True, exist_ok=True)
-    for name in FILES.values():
-        if os.path.exists(os.path.join(folder, name)):
-            shutil.copyfile(os.path.join(folder, name), keep / name)
-    written.append(str(keep))
+    benchmarks = (timings or {}).get("benchmarks")  # [] when stopped before its first timing
+    if benchmarks:
+        _check_sweeps(folder, notes_dir, slug)
+    if rows:
+        run = _row_provenance(state, gpu)
+        rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
+        check_autotune_merge(rows, folder, str(Path(notes_dir) / "autotune"), gpu, slug)
+    keep = kept_copy_folder(Path(notes_dir) / "campaigns", slug, started)
+    # Everything read is checked: from here on, the writes.
+    _keep_whole(folder, keep)
+    written = [str(keep)]
     if benchmarks:
         sweeps = Path(notes_dir) / "sweeps"
         sweeps.mkdir(parents=True, exist_ok=True)
@@ -208,8 +264,6 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         every = sorted(glob.glob(str(sweeps / "*.json")))
         written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
     if rows:
-        run = _row_provenance(state, gpu)
-        rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         written.append(write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu))
     if training is not None:
         path = Path(notes_dir) / "training" / f"{slug}-resnet50-campaign.json"
@@ -220,4 +274,6 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     if not note.exists():
         note.write_text(HEADER)
     written.append(replace_section(note, f"campaign {slug}", body))
+    if cut_short(state):  # said where the command's user reads, not only in the note
+        print(f"triton-conv report: {folder}: {cut_short(state)}", file=sys.stderr)
     return written

@@ -4,36 +4,15 @@ training memory and gradient accumulation; plots when matplotlib is there."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from .markdown import pass_label, replace_section, slug, table
 from .plots import write_plots
+from .sweep_json import NOT_READ, load_run
 
 KNEE_FRACTION = 0.9  # measured knee: the smallest N within 10% of the best per-image throughput
 IMPLS = ("triton-conv", "cudnn", "inductor")
-
-
-def load_run(json_path) -> tuple[list[dict], dict]:
-    """(records, meta) of one JSON: a record is a benchmark's extra_info plus `seconds` (the median per
-    call) and `name`; meta holds machine_info, commit_info and the datetime."""
-    try:
-        data = json.loads(Path(json_path).read_text())
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a file cut short or not JSON
-        raise ValueError(f"{json_path} is not readable JSON ({error}): a copy cut short?") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not a pytest-benchmark object")
-    records = []
-    for bench in data.get("benchmarks", []):
-        info = dict(bench.get("extra_info") or {})
-        info["seconds"] = (bench.get("stats") or {}).get("median", info.get("seconds"))
-        info["name"] = bench.get("name")
-        if info.get("kind") and info["seconds"]:
-            records.append(info)
-    meta = {key: data.get(key) or {} for key in ("machine_info", "commit_info")}
-    meta["datetime"] = data.get("datetime", "")
-    return records, meta
 
 
 def provenance(meta: dict, json_path) -> str:
@@ -282,16 +261,39 @@ def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> s
     return "\n\n".join(parts)
 
 
-def make_report(json_path, out_path: str = "notes/batching.md", plots: bool = True) -> str:
-    """Write the measured section of `out_path` from a pytest-benchmark JSON of bench/, or a list of
-    them (one subsection per GPU; a GPU's JSONs merged), plots under <out_path's folder>/plots/<gpu>/;
-    returns out_path."""
-    paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
-    note_dir = Path(out_path).parent
+def _render_checked(device: str, runs, plot_dir: Path | None, note_dir: Path) -> str:
+    """render_device, a record of another shape (a field missing or of another kind) refused by the
+    files it came from, not a traceback."""
+    try:
+        return render_device(device, runs, plot_dir, note_dir)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        files = " or ".join(str(path) for *_, path in runs)
+        why = f"{type(error).__name__}: {error}"
+        raise ValueError(
+            f"{files} {NOT_READ}: a benchmark's extra_info is of another shape ({why})"
+        ) from None
+
+
+def render_sweeps(paths, plot_dir: Path | None, note_dir: Path) -> str:
+    """The measured section's body from the JSONs `paths`: one subsection per GPU (a GPU's JSONs
+    merged); without plot_dir it writes nothing, so it checks what a report would read."""
     by_device: dict = defaultdict(list)
     for path in paths:
         records, meta = load_run(path)
+        if not records:  # the section is rewritten whole: an empty run would wipe measured tables
+            raise ValueError(f"{path} holds no benchmarks: nothing measured to report")
         by_device[_gpu(meta)].append((records, meta, path))
-    plot_dir = note_dir / "plots" if plots else None
-    bodies = [render_device(device, runs, plot_dir, note_dir) for device, runs in by_device.items()]
-    return replace_section(out_path, "measured", "\n\n".join(bodies))
+    bodies = [_render_checked(device, runs, plot_dir, note_dir) for device, runs in by_device.items()]
+    return "\n\n".join(bodies)
+
+
+def make_report(json_path, out_path: str = "notes/batching.md", plots: bool = True) -> str:
+    """Write the measured section of `out_path` from a pytest-benchmark JSON of bench/, or a list of
+    them (one subsection per GPU; a GPU's JSONs merged), plots under <out_path's folder>/plots/<gpu>/;
+    returns out_path. Every file is read and every table built before a plot or the note is written."""
+    paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
+    note_dir = Path(out_path).parent
+    body = render_sweeps(paths, None, note_dir)
+    if plots:
+        body = render_sweeps(paths, note_dir / "plots", note_dir)
+    return replace_section(out_path, "measured", body)

@@ -1,0 +1,241 @@
+"""What the reports read, of another format or from another run: `triton-conv report DIR` and
+`python -m triton_conv.report measured` refuse a file by its name and field before they write
+anything, never poison notes/ for later reports, keep each campaign run whole, and say when a run
+was cut short. Every campaign folder and sweep here is SYNTHETIC, built in tmp_path."""
+
+import json
+
+import pytest
+
+from triton_conv import cli
+from triton_conv.report import make_report, read_section, replace_section
+from triton_conv.report.__main__ import main as report_main
+from triton_conv.report.campaign import report_campaign
+from triton_conv.report.campaign_inputs import CampaignFolderError
+
+PLAN = ["ceilings", "compile", "fprop", "batching", "finish"]
+
+
+def _state(date="2026-11-30 10:00:00 UTC", status="complete", ran=PLAN[:-1], gpu="H200"):
+    return {"on_gpu": True, "campaign": "h200", "status": status,
+            "provenance": {"gpu": {"name": gpu}, "date": date},
+            "plan": [{"step": step, "estimate_s": 1.0} for step in PLAN],
+            "steps": [{"step": step, "estimate_s": 1.0, "actual_s": 1.0} for step in ran]}  # fmt: skip
+
+
+def _timings():
+    """A campaign's timings.json: triton-conv and cuDNN on one layer at N=1."""
+    bench = [{"name": f"{impl}-1", "stats": {"median": seconds},
+              "extra_info": {"kind": "pass", "implementation": impl, "pass": "fprop", "layer_set": "resnet50",
+                             "layer": "conv1", "N": 1, "dtype": "bf16", "layout": "channels_last"}}
+             for impl, seconds in (("triton-conv", 1e-5), ("cudnn", 2e-5))]  # fmt: skip
+    return {
+        "machine_info": {"triton_conv": {"gpu": "H200"}},
+        "datetime": "2026-11-30T10:00:00",
+        "benchmarks": bench,
+    }
+
+
+def _row(batch=1, **fields):
+    return {"layer_set": "resnet50", "layer": "conv1", "layer_index": 0, "batch": batch, "pass": "fprop",
+            "dtype": "bf16", "layout": "channels_last", "winner_ms": 0.5, "timed_on": "cuda",
+            **fields}  # fmt: skip
+
+
+def _folder(path, state=None, timings=None, rows=None, training=None):
+    path.mkdir(parents=True)
+    files = {"campaign.json": state or _state(), "timings.json": timings, "training.json": training,
+             "autotune.json": None if rows is None else {"rows": rows}}  # fmt: skip
+    for name, data in files.items():
+        if data is not None:
+            (path / name).write_text(json.dumps(data))
+    return path
+
+
+def _report(folder, notes):
+    """`triton-conv report DIR` into `notes`: a refusal is a SystemExit with the command's message."""
+    return cli.main(["report", str(folder), "--out", str(notes / "batching.md"), "--no-plots"])
+
+
+def _files(folder) -> list[str]:
+    """The files under `folder`, relative to it; [] when there is no folder."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "row, words",
+    [
+        ({k: v for k, v in _row().items() if k != "layer_set"}, "rows[0] has no 'layer_set'"),
+        (_row(winner_ms="fast"), "rows[0].winner_ms is 'fast', not a number"),
+        (_row(batch="1"), "rows[0].batch is '1', not an integer"),
+    ],
+)
+def test_an_autotune_row_of_another_format_is_named_before_anything_is_written(tmp_path, row, words):
+    """A KeyError traceback, or a message naming no file, after campaigns/, the sweep's copy and
+    batching.md were written (campaign.md never)."""
+    run = _folder(tmp_path / "run", timings=_timings(), rows=[row])
+    with pytest.raises(SystemExit) as stopped:
+        _report(run, tmp_path / "notes")
+    message = str(stopped.value)
+    assert message.startswith(f"triton-conv report: {run / 'autotune.json'} is not in the format"), message
+    assert words in message, message
+    assert not (tmp_path / "notes").exists()
+
+
+def test_a_sweep_of_another_shape_in_notes_stops_the_report_before_it_writes(tmp_path):
+    """An older sweep in notes/sweeps/ that batching.md is rebuilt from: an AttributeError traceback
+    after the campaign's files and its sweep's copy were written."""
+    run = _folder(tmp_path / "run", timings=_timings())
+    old = tmp_path / "notes" / "sweeps" / "old.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"benchmarks": [{"name": "x", "extra_info": {"kind": "pass"}, "stats": [1]}]}))
+    with pytest.raises(
+        SystemExit, match=f"{old} is not a pytest-benchmark JSON .*benchmarks\\[0\\].stats is"
+    ):
+        _report(run, tmp_path / "notes")
+    assert _files(tmp_path / "notes") == ["sweeps/old.json"]
+
+
+def test_a_bad_row_never_reaches_the_notes_table_and_a_bad_stored_table_is_named(tmp_path):
+    """The bad row was merged into notes/autotune/<gpu>.json before the table was rendered: every
+    later report of that GPU failed until the JSON was edited by hand."""
+    notes = tmp_path / "notes"
+    with pytest.raises(SystemExit, match="winner_ms"):
+        _report(_folder(tmp_path / "bad", rows=[_row(winner_ms="fast")]), notes)
+    assert _report(_folder(tmp_path / "good", rows=[_row(batch=8)]), notes) == 0
+    stored = json.loads((notes / "autotune" / "h200.json").read_text())["rows"]
+    assert [r["batch"] for r in stored] == [8]
+    stored[0]["winner_ms"] = "fast"  # as an older version, or a hand, left it
+    (notes / "autotune" / "h200.json").write_text(json.dumps({"rows": stored}))
+    before = _files(notes)
+    with pytest.raises(
+        SystemExit, match=f"{notes / 'autotune' / 'h200.json'} is not in the format.*fix or remove"
+    ):
+        _report(_folder(tmp_path / "good2", rows=[_row(batch=32)]), notes)
+    assert _files(notes) == before
+
+
+def test_a_gpu_name_that_is_not_a_string_is_a_format_error(tmp_path):
+    state = _state()
+    state["provenance"]["gpu"]["name"] = 200
+    with pytest.raises(
+        CampaignFolderError, match=r"campaign.json is not in the format .*provenance.gpu.name is 200"
+    ):
+        report_campaign(str(_folder(tmp_path / "run", state=state)), str(tmp_path / "notes"), plots=False)
+    assert not (tmp_path / "notes").exists()
+
+
+def test_a_killed_campaign_is_reported_as_cut_short_with_its_missing_steps(tmp_path, capsys):
+    """A campaign killed mid-run (campaign.json still 'running', three of five planned steps) was
+    reported like a whole one: what it measured is kept, and the note and the output say the rest."""
+    notes = tmp_path / "notes"
+    killed = _state(status="running", ran=PLAN[:3])
+    report_campaign(str(_folder(tmp_path / "run", state=killed, timings=_timings())), str(notes), plots=False)
+    section = read_section(notes / "campaign.md", "campaign h200")
+    assert "cut short" in section and "never finished: batching, finish" in section
+    assert "never finished: batching, finish" in capsys.readouterr().err
+    assert "Speedup of triton-conv over cuDNN" in (notes / "batching.md").read_text()  # measured, kept
+    report_campaign(str(_folder(tmp_path / "whole", timings=_timings())), str(notes), plots=False)
+    assert "Not a whole run" not in read_section(notes / "campaign.md", "campaign h200")  # 'finish' unlisted
+    assert capsys.readouterr().err == ""
+
+
+def test_a_report_from_the_kept_copy_regenerates_the_notes(tmp_path):
+    """notes/README.md's way to regenerate: the report copied the folder's files onto themselves."""
+    notes = tmp_path / "notes"
+    run = _folder(tmp_path / "run", timings=_timings(), training={"comparison": {"speed_ratio": 1.1}})
+    kept = report_campaign(str(run), str(notes), plots=False)[0]
+    (notes / "campaign.md").unlink()
+    assert report_campaign(kept, str(notes), plots=False)[0] == kept
+    assert "### H200, 2026-11-30" in (notes / "campaign.md").read_text()
+    assert _files(tmp_path / "notes" / "campaigns") == [f"h200-2026-11-30/{name}.json" for name in
+                                                         ("campaign", "timings", "training")]  # fmt: skip
+
+
+def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):
+    """A later run's files were copied beside an earlier run's (its training.json with the later
+    campaign.json; the earlier campaign.json lost)."""
+    notes = tmp_path / "notes"
+    early = _folder(tmp_path / "early", timings=_timings(), training={"comparison": {}})
+    late = _folder(tmp_path / "late", state=_state(date="2026-11-30 14:05:09 UTC", status="running"))
+    first = report_campaign(str(early), str(notes), plots=False)[0]
+    second = report_campaign(str(late), str(notes), plots=False)[0]
+    assert (first, second) == (str(notes / "campaigns" / "h200-2026-11-30"),
+                               str(notes / "campaigns" / "h200-2026-11-30-140509"))  # fmt: skip
+    for folder, source in ((first, early), (second, late)):
+        assert _files(notes / "campaigns" / folder) == _files(source)
+        assert (notes / "campaigns" / folder / "campaign.json").read_text() == (
+            source / "campaign.json"
+        ).read_text()
+    assert report_campaign(str(early), str(notes), plots=False)[0] == first  # again: its own copy, replaced
+    assert report_campaign(second, str(notes), plots=False)[0] == second
+    assert len(list((notes / "campaigns").iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({}, "has no 'benchmarks'"),
+        ({"benchmarks": []}, "holds no benchmarks"),
+        ({**_timings(), "benchmarks": [{"extra_info": {"record_kind": "pass"}, "stats": {"median": 1}}]},
+         "none of its 1 benchmarks has an extra_info 'kind'"),
+    ],
+)  # fmt: skip
+def test_a_sweep_with_nothing_this_version_reads_leaves_the_measured_section(tmp_path, data, words):
+    """It replaced the measured section with empty 'unknown GPU' tables, exit 0."""
+    note, sweep = tmp_path / "batching.md", tmp_path / "sweep.json"
+    replace_section(note, "measured", "real rows")
+    sweep.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=words):
+        make_report(str(sweep), str(note), plots=False)
+    assert read_section(note, "measured") == "real rows"
+
+
+def test_a_campaign_whose_timings_have_no_record_of_this_version_is_refused(tmp_path):
+    timings = _timings()
+    for bench in timings["benchmarks"]:
+        bench["extra_info"]["record_kind"] = bench["extra_info"].pop("kind")
+    with pytest.raises(ValueError, match="timings.json is not a pytest-benchmark JSON.*none of its 2"):
+        report_campaign(str(_folder(tmp_path / "run", timings=timings)), str(tmp_path / "notes"), plots=False)
+    assert not (tmp_path / "notes").exists()
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"benchmarks": "none"}, "benchmarks is 'none', not a list"),
+        ({"benchmarks": 3}, "benchmarks is 3, not a list"),
+        ({"benchmarks": ["x"]}, "benchmarks\\[0\\] is 'x', not an object"),
+        ({"benchmarks": [{"extra_info": {"kind": "pass"}, "stats": [1]}]}, "benchmarks\\[0\\].stats is"),
+        ({"benchmarks": [{"extra_info": {"kind": "pass"}, "stats": {"median": "1"}}]}, "stats.median is '1'"),
+        ({**_timings(), "machine_info": "H200"}, "machine_info is 'H200', not an object"),
+        ({**_timings(), "benchmarks": [{"extra_info": {"kind": "pass"}, "stats": {"median": 1e-5}}]},
+         "extra_info is of another shape \\(KeyError"),
+    ],
+)  # fmt: skip
+def test_benchmarks_of_another_shape_are_format_errors_in_both_commands(tmp_path, data, words):
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(data))
+    out = str(tmp_path / "batching.md")
+    with pytest.raises(
+        SystemExit, match=f"triton-conv report: {sweep} is not a pytest-benchmark JSON.*{words}"
+    ):
+        cli.main(["report", str(sweep), "--out", out, "--no-plots"])
+    with pytest.raises(
+        SystemExit, match=f"python -m triton_conv.report measured: {sweep} is not a .*{words}"
+    ):
+        report_main(["measured", str(sweep), "--out", out, "--no-plots"])
+    assert not (tmp_path / "batching.md").exists()
+
+
+def test_write_autotune_tables_keeps_the_stored_table_when_a_row_cannot_render(tmp_path):
+    """`triton-conv tune` wrote the merged JSON before rendering the .md: a row that fails to render
+    stayed in the stored table, and every later write for that GPU failed on it."""
+    from triton_conv.autotune_markdown import write_autotune_tables
+
+    folder = tmp_path / "autotune"
+    write_autotune_tables([_row()], str(folder), gpu="H200")
+    stored = (folder / "h200.json").read_text()
+    with pytest.raises((TypeError, ValueError)):
+        write_autotune_tables([_row(batch=8, winner_ms="fast")], str(folder), gpu="H200")
+    assert (folder / "h200.json").read_text() == stored

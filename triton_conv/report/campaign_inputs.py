@@ -1,0 +1,124 @@
+"""What `triton-conv report DIR` reads, checked before it writes anything (report/campaign.py): a
+campaign's JSON files, the autotune table already in notes/ that its rows are merged into, and the
+sweeps already in notes/sweeps/ that batching.md is rebuilt from. The report writes several files in
+turn; a field of another kind found half-way left some written and the rest not, and a bad row
+merged into notes/autotune/<gpu>.json failed every later report of that GPU. A file of another
+format is refused by its name and the field that is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
+
+# A row's fields that write_autotune_tables keys, groups and sorts it by (row_key, render).
+ROW_TEXT = ("layer_set", "layer", "pass", "dtype", "layout")
+ROW_INTEGERS = ("layer_index", "batch")
+# Fields rendered with a number's format ('{:.4f}'), and one compared with a number (_observations).
+ROW_NUMBERS = (*(field for _, field, fmt in COLUMNS if fmt != "{}"), "winner_split_k")
+# A stored row's provenance, as render lists and sorts it.
+RUN_FIELDS = ("date", "gpu", "torch", "triton", "cuda", "triton_conv", "commit")
+
+
+class CampaignFolderError(ValueError):
+    """A folder that is not a whole campaign's output in the format this version writes."""
+
+
+NOT_THIS_FORMAT = "not in the format this version of triton-conv writes"
+REPORT_WITH_ITS_VERSION = "report it with the version that ran the campaign"
+FIX_OR_REMOVE = "fix or remove it"  # a file of notes/, written by an older version or by hand
+
+
+def format_error(path, field: str, value, wanted: str, advice=REPORT_WITH_ITS_VERSION) -> CampaignFolderError:
+    shown = repr(value) if len(repr(value)) <= 60 else type(value).__name__
+    return CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {field} is {shown}, not {wanted}; {advice}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def gpu_name(state: dict, path) -> str:
+    """campaign.json's GPU: provenance.gpu.name; without one the CPU (the interpreter) or 'unknown'."""
+    prov = state.get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise format_error(path, "provenance", prov, "an object")
+    gpu = prov.get("gpu") or {}
+    if not isinstance(gpu, dict):
+        raise format_error(path, "provenance.gpu", gpu, "an object")
+    name = gpu.get("name")
+    if name is not None and not isinstance(name, str):
+        raise format_error(path, "provenance.gpu.name", name, "a GPU's name")
+    return name or ("cpu (interpreter)" if not state.get("on_gpu") else "unknown GPU")
+
+
+def check_row(row, path, where: str, stored: bool = False) -> None:
+    """One autotune row as write_autotune_tables keys and renders it; a stored row (notes' JSON) also
+    carries its run's provenance, which the campaign's own rows are given (report_campaign)."""
+    advice = FIX_OR_REMOVE if stored else REPORT_WITH_ITS_VERSION
+    if not isinstance(row, dict):
+        raise format_error(path, where, row, "an object", advice)
+    for field in (*ROW_TEXT, *ROW_INTEGERS):
+        if field not in row:
+            raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {where} has no {field!r}; {advice}")
+    checks = [(ROW_TEXT, lambda v: isinstance(v, str), "a string"),
+              (ROW_INTEGERS, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+              (ROW_NUMBERS, lambda v: v is None or _is_number(v), "a number")]  # fmt: skip
+    for fields, fits, wanted in checks:
+        for field in fields:
+            if not fits(row.get(field)):
+                raise format_error(path, f"{where}.{field}", row.get(field), wanted, advice)
+    if stored:
+        run = row.get("run")
+        if not isinstance(run, dict) or not all(isinstance(run.get(key), str) for key in RUN_FIELDS):
+            wanted = f"an object of strings {', '.join(RUN_FIELDS)}"
+            raise format_error(path, f"{where}.run", run, wanted, advice)
+
+
+def campaign_rows(data: dict | None, path) -> list[dict]:
+    """autotune.json's rows, each checked; [] when the file is absent."""
+    rows = (data or {}).get("rows") or []
+    if not isinstance(rows, list):
+        raise format_error(path, "rows", rows, "a list of rows")
+    for index, row in enumerate(rows):
+        check_row(row, path, f"rows[{index}]")
+    return rows
+
+
+def stored_rows(path: str) -> list[dict]:
+    """The rows of notes/autotune/<gpu>.json that the campaign's rows are merged into; [] when absent.
+    A file of another format is named, to be fixed or removed: merging into it fails."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CampaignFolderError(f"{path} is not readable JSON ({error}): {FIX_OR_REMOVE}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: it holds no list of rows; {FIX_OR_REMOVE}")
+    for index, row in enumerate(rows):
+        check_row(row, path, f"rows[{index}]", stored=True)
+    return rows
+
+
+def check_autotune_merge(rows: list[dict], folder: str, out_dir: str, gpu: str, slug: str) -> None:
+    """The table write_autotune_tables will write, rendered here first: the rows merged with those
+    stored in <out_dir>/<slug>.json exactly as it merges them."""
+    unmeasured = [r for r in rows if r.get("timed_on") != "cuda"]
+    if unmeasured and inside_notes(out_dir):  # write_autotune_tables refuses them: before, not after
+        raise CampaignFolderError(
+            f"{folder}/autotune.json: {len(unmeasured)} rows were not timed on a GPU (timed_on="
+            f"{unmeasured[0].get('timed_on')!r}); notes/ holds measurements only: write elsewhere"
+        )
+    stored = os.path.join(out_dir, slug + ".json")
+    merged = {row_key(r): r for r in stored_rows(stored)} | {row_key(r): r for r in rows}
+    try:
+        render(list(merged.values()), gpu)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CampaignFolderError(
+            f"{folder}/autotune.json merged with {stored}: the table does not render "
+            f"({type(error).__name__}: {error}): one of them is {NOT_THIS_FORMAT}"
+        ) from None

@@ -1,0 +1,72 @@
+"""Reading a pytest-benchmark JSON of bench/ (or a campaign's timings.json): `load_run`. A file of
+another shape is refused here, by its name and the field that is wrong, before any report is built
+from it: a report writes several files, and one read that fails half-way leaves them half written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NOT_READ = "is not a pytest-benchmark JSON this version reads"
+
+
+def _refuse(json_path, field: str, value, wanted: str) -> ValueError:
+    shown = repr(value) if len(repr(value)) <= 60 else type(value).__name__
+    return ValueError(f"{json_path} {NOT_READ}: {field} is {shown}, not {wanted}")
+
+
+def _object(json_path, field: str, value) -> dict:
+    """`value` when it is a JSON object or absent (null: {}), else the format error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _refuse(json_path, field, value, "an object")
+    return value
+
+
+def _record(json_path, index: int, bench) -> dict:
+    """One benchmark's extra_info plus `seconds` (stats' median) and `name`."""
+    where = f"benchmarks[{index}]"
+    bench = _object(json_path, where, bench)
+    info = dict(_object(json_path, f"{where}.extra_info", bench.get("extra_info")))
+    median = _object(json_path, f"{where}.stats", bench.get("stats")).get("median", info.get("seconds"))
+    if median is not None and (isinstance(median, bool) or not isinstance(median, (int, float))):
+        raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds")
+    info["seconds"], info["name"] = median, bench.get("name")
+    return info
+
+
+def _meta(json_path, data: dict) -> dict:
+    meta = {key: _object(json_path, key, data.get(key)) for key in ("machine_info", "commit_info")}
+    ours = _object(json_path, "machine_info.triton_conv", meta["machine_info"].get("triton_conv"))
+    if ours.get("gpu") is not None and not isinstance(ours["gpu"], str):
+        raise _refuse(json_path, "machine_info.triton_conv.gpu", ours["gpu"], "a GPU's name")
+    meta["datetime"] = data.get("datetime", "")
+    return meta
+
+
+def load_run(json_path) -> tuple[list[dict], dict]:
+    """(records, meta) of one JSON: a record is a benchmark's extra_info plus `seconds` (the median per
+    call) and `name`; meta holds machine_info, commit_info and the datetime. Benchmarks of which none
+    is a record this version reads (none with an extra_info 'kind' and a time: another version's) are
+    refused: their report would replace measured tables with empty ones (make_report refuses a file
+    with no benchmarks too; a campaign stopped before its first timing has an empty list)."""
+    try:
+        data = json.loads(Path(json_path).read_text())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a file cut short or not JSON
+        raise ValueError(f"{json_path} is not readable JSON ({error}): a copy cut short?") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not a pytest-benchmark object")
+    benchmarks = data.get("benchmarks")
+    if benchmarks is None:
+        raise ValueError(f"{json_path} {NOT_READ}: it has no 'benchmarks'")
+    if not isinstance(benchmarks, list):
+        raise _refuse(json_path, "benchmarks", benchmarks, "a list of benchmarks")
+    every = [_record(json_path, index, bench) for index, bench in enumerate(benchmarks)]
+    records = [info for info in every if info.get("kind") and info["seconds"]]
+    if benchmarks and not records:
+        raise ValueError(
+            f"{json_path} {NOT_READ}: none of its {len(benchmarks)} benchmarks has an extra_info 'kind' "
+            "and a median time"
+        )
+    return records, _meta(json_path, data)
