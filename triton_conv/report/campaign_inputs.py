@@ -11,6 +11,7 @@ import json
 import os
 
 from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
+from .sweep_json import shown
 
 # A row's fields that write_autotune_tables keys, groups and sorts it by (row_key, render).
 ROW_TEXT = ("layer_set", "layer", "pass", "dtype", "layout")
@@ -31,8 +32,8 @@ FIX_OR_REMOVE = "fix or remove it"  # a file of notes/, written by an older vers
 
 
 def format_error(path, field: str, value, wanted: str, advice=REPORT_WITH_ITS_VERSION) -> CampaignFolderError:
-    shown = repr(value) if len(repr(value)) <= 60 else type(value).__name__
-    return CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {field} is {shown}, not {wanted}; {advice}")
+    wrong = f"{field} is {shown(value)}, not {wanted}"
+    return CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {wrong}; {advice}")
 
 
 def _is_number(value) -> bool:

@@ -10,9 +10,13 @@ from pathlib import Path
 NOT_READ = "is not a pytest-benchmark JSON this version reads"
 
 
+def shown(value) -> str:
+    """A wrong field's value in an error: itself when short, else its kind."""
+    return repr(value) if len(repr(value)) <= 60 else type(value).__name__
+
+
 def _refuse(json_path, field: str, value, wanted: str) -> ValueError:
-    shown = repr(value) if len(repr(value)) <= 60 else type(value).__name__
-    return ValueError(f"{json_path} {NOT_READ}: {field} is {shown}, not {wanted}")
+    return ValueError(f"{json_path} {NOT_READ}: {field} is {shown(value)}, not {wanted}")
 
 
 def _object(json_path, field: str, value) -> dict:
