@@ -32,6 +32,7 @@ from triton_conv.launchers.common import launch_counts
 from triton_conv.launchers.dgrad import conv2d_dgrad
 from triton_conv.launchers.dgrad_masked import conv2d_dgrad_masked, masked_macs, masked_tiles, phased_macs
 from triton_conv.layers import get_layer_set
+from triton_conv.model.tiles import launch_tiles
 
 from .cases import _shrunk
 from .harness import config_in_use, device, model_device, model_info, run_benchmark, skip_unless_fits
@@ -73,19 +74,6 @@ def _inputs(problem, dtype_name: str):
     return _SHARED[key]
 
 
-def _phased_tiles(problem, config: KernelConfig) -> int:
-    phase0 = problem.dgrad_phases()[0]
-    rows = problem.batch * phase0.rows.count * phase0.cols.count
-    phases = problem.stride[0] * problem.stride[1]
-    return (
-        cdiv(rows, config.block_m)
-        * cdiv(problem.in_per_group, config.block_n)
-        * phases
-        * problem.groups
-        * config.split_k
-    )
-
-
 @pytest.mark.skipif(MODE != "gpu" or ENABLED, reason="its cases are collected here (a CPU's: tiny checks)")
 def test_dgrad_phases_disabled():
     pytest.skip("strided dgrad, phases vs masked vs cuDNN: not in the default sweep; "
@@ -104,7 +92,7 @@ def test_dgrad_phases(case_id, benchmark):
     model = model_info(problem, "dgrad", dtype_name, model_device(), config)
     if impl == "triton-conv":
         run = lambda: conv2d_dgrad(dy, w, problem, config, channels_last=True)
-        tiles, macs = _phased_tiles(problem, config), phased_macs(problem)
+        tiles, macs = launch_tiles(problem, "dgrad", config), phased_macs(problem)
     elif impl == "triton-conv-masked":
         run = lambda: conv2d_dgrad_masked(dy, w, problem, config, channels_last=True)
         tiles, macs = masked_tiles(problem, config), masked_macs(problem)

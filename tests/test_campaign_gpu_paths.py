@@ -713,7 +713,7 @@ def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile
     forward and backward) run the very kernels the pass steps compile ahead and time for the same
     problems and configs: nothing compiled inside the training item. A 1x1 weight laid out by
     Module.to(memory_format=channels_last) has strides (C, 1, C, C), not .contiguous()'s (C, 1, 1, 1),
-    a different specialisation, which the pass steps' inputs once had (launchers.common.random_in_layout)."""
+    a different specialisation, which the pass steps' inputs once had (memory_format.random_in_layout)."""
     import copy
 
     import torch.nn.functional as F

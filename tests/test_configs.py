@@ -17,6 +17,7 @@ from triton_conv.configs import (
     wgrad_columns,
 )
 from triton_conv.devices import get_device
+from triton_conv.mainloop_cases import gemm_of
 from triton_conv.model import launch_tiles
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import (
@@ -189,6 +190,20 @@ def test_split_keeps_work_rule():
     assert split_keeps_work(cfg(bk=64, stages=3, split=2), target(SMALL.with_batch(8), "wgrad"))
 
 
+def test_dgrad_split_rule_counts_the_longest_stride_phase():
+    """A 3x3 stride-2 conv's dgrad phases have 1, 2, 2 and 4 taps: the phase of 4 is the launch's
+    longest reduction (phase 0, the one with the most rows, has 1), so a split is judged on it."""
+    layer2_conv2 = ConvProblem.from_shapes((1, 128, 56, 56), (128, 128, 3, 3), stride=2, padding=1)
+    taps = [phase.rows.taps * phase.cols.taps for phase in layer2_conv2.dgrad_phases()]
+    assert taps == [1, 2, 2, 4] and layer2_conv2.dgrad_most_taps() == 4
+    assert layer2_conv2.dgrad_launch_rows() == 28 * 28
+    t = target(layer2_conv2, "dgrad")
+    assert t.reduction_steps(cfg(bk=64, stages=3)) == 4 * 128 // 64
+    assert split_keeps_work(cfg(bk=64, stages=3, split=2), t)  # 4 steps per split in the longest phase
+    assert not split_keeps_work(cfg(bk=64, stages=3, split=4), t)
+    assert gemm_of(layer2_conv2, "dgrad") == (28 * 28, 128, 4 * 128)  # the main-loop report's matmul
+
+
 def test_wgmma_rule_on_hopper_only():
     falls_off = [cfg(32, 64, warps=4), cfg(64, 64, warps=2)]
     for c in falls_off:
@@ -334,6 +349,18 @@ def test_hopper_defaults_use_one_warpgroup():
     assert (wgrad.block_m, wgrad.block_n, wgrad.num_warps) == (256, 64, 4) and wgrad.split_k > 1
     stem = default_pass_config(STEM, "wgrad", torch.bfloat16, capability=HOPPER)
     assert (stem.block_m, stem.block_n) == (64, 64)  # 3 channels: per-element taps, narrow tiles
+
+
+def test_an_nchw_stem_is_ruled_on_the_walk_it_runs():
+    """Row spans need NHWC x and KRSC w (launchers/fprop.py); in NCHW the stem's kernel walks its 3
+    channels once per each of the 49 taps, and the default and the pruning count that walk."""
+    nchw = default_pass_config(STEM, "fprop", torch.bfloat16, capability=HOPPER, channels_last=False)
+    assert nchw.block_k == 16
+    steps = Target(STEM, "fprop", torch.bfloat16, H200, channels_last=False).reduction_steps(cfg(bk=16))
+    assert steps == 49 and Target(STEM, "fprop", torch.bfloat16, H200).reduction_steps(cfg(bk=16)) == 7 * 2
+    split = cfg(bk=32, split=8)  # 49 steps of 3 channels can be split 8 ways; 7 runs of 21 cannot
+    assert split_keeps_work(split, Target(STEM, "fprop", torch.float16, H200, channels_last=False))
+    assert not split_keeps_work(split, Target(STEM, "fprop", torch.float16, H200))
 
 
 def test_stem_walks_tap_rows():

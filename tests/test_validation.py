@@ -92,6 +92,45 @@ def test_config_must_be_a_kernel_config():
         triton_conv.conv2d_with_config(**_args(), config={"block_m": 64})
 
 
+def _with_config_sum(**args):
+    return triton_conv.conv2d_with_config(**args).sum()
+
+
+GRADIENT_WANTED = {
+    "input_requires_grad": lambda: _with_config_sum(
+        **_args(input=torch.randn(2, 4, 8, 8, requires_grad=True))
+    ),
+    "bias_requires_grad": lambda: _with_config_sum(**_args(bias=torch.randn(6, requires_grad=True))),
+    "func_grad_of_weight": lambda: torch.func.grad(lambda w: _with_config_sum(**_args(weight=w)))(
+        torch.randn(6, 4, 3, 3)
+    ),
+    "func_jvp_of_input": lambda: torch.func.jvp(
+        lambda x: _with_config_sum(**_args(input=x)), (torch.randn(2, 4, 8, 8),), (torch.randn(2, 4, 8, 8),)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRADIENT_WANTED))
+def test_with_config_refuses_what_needs_a_gradient(case):
+    """The fixed-config entry point runs the forward kernel alone: an output without the gradient
+    the caller asked for would be a silent wrong answer, so it is an error before any launch."""
+    before = sum(launch_counts.values())
+    with pytest.raises(RuntimeError, match="forward kernel only"):
+        GRADIENT_WANTED[case]()
+    assert sum(launch_counts.values()) == before
+
+
+@pytest.mark.interpreter
+def test_with_config_runs_without_gradients():
+    args = _args(weight=torch.randn(6, 4, 3, 3, requires_grad=True))
+    with torch.no_grad():
+        got = triton_conv.conv2d_with_config(**args)
+    want = torch.nn.functional.conv2d(
+        *(t.double() for t in (args["input"], args["weight"], args["bias"])), padding=1
+    )
+    assert (got.double() - want).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize(
     "field,value", [("block_m", 48), ("block_n", 8), ("block_k", 0), ("num_warps", 3), ("split_k", 0)]
 )

@@ -11,10 +11,11 @@ from .arguments import ConvArgumentError, ConvTypeError
 from .autograd import Conv2dFunction, ConvTranspose2dFunction
 from .configs import KernelConfig
 from .convert import convert_model
-from .functional import conv1d, conv2d, conv2d_with_config, conv_transpose2d
+from .functional import conv1d, conv2d, conv_transpose2d
 from .model_tuning import tune_model
 from .nn import Conv1d, Conv2d, ConvTranspose2d
 from .problem import ConvProblem, GemmShape
+from .with_config import conv2d_with_config
 
 __all__ = [
     "Conv1d",

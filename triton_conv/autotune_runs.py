@@ -18,7 +18,8 @@ from .tuning_keys import dtype_name
 
 
 def cudnn_runner(problem, pass_name: str, tensors: dict):
-    """torch's convolution (cuDNN on a GPU) for the same pass, dtype, layout and inputs."""
+    """torch's convolution (cuDNN on a GPU) for the same pass, dtype, layout and inputs (no bias, as
+    tuning.random_inputs makes them)."""
     pads = (problem.pad_top, problem.pad_left)
     symmetric = pads == (problem.pad_bottom, problem.pad_right)
     geometry = (problem.stride, pads if symmetric else (0, 0), problem.dilation)
@@ -31,14 +32,12 @@ def cudnn_runner(problem, pass_name: str, tensors: dict):
 
     w = tensors["weight"]
     if pass_name == "fprop":
-        return lambda: torch.nn.functional.conv2d(
-            padded(tensors["x"]), w, tensors["bias"], *geometry, problem.groups
-        )
+        return lambda: torch.nn.functional.conv2d(padded(tensors["x"]), w, None, *geometry, problem.groups)
     dy = tensors["dy"]
     x = tensors.get("x")
     if x is None:  # dgrad reads only x's shape
         x = torch.empty(problem.input_shape, dtype=dy.dtype, device=dy.device)
-    mask = [True, False, False] if pass_name == "dgrad" else [False, True, True]
+    mask = [True, False, False] if pass_name == "dgrad" else [False, True, False]
     rows = slice(problem.pad_top, problem.pad_top + problem.height)
     cols = slice(problem.pad_left, problem.pad_left + problem.width)
 

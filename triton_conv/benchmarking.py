@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .launchers.common import random_in_layout
+from .memory_format import random_in_layout
 from .problem import ConvProblem
 from .timers import (  # noqa: F401 - re-exported: bench/ and the tests import them from here
     host_seconds,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .autograd import conv2d_op, conv_transpose2d_op, transposed_geometry, weight_grad_op
 from .benchmarking import without_algorithm_search
 from .functional import conv_transpose2d
-from .launchers.common import random_in_layout
+from .memory_format import random_in_layout
 from .problem import ConvProblem
 
 

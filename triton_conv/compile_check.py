@@ -201,10 +201,6 @@ def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 
     return ordered
 
 
-def compile_spec(spec: LaunchSpec, capability: int = 90) -> CompileReport:
-    return compile_specs([spec], capability)[0]
-
-
 def example_spec(
     pass_name: str, dtype: torch.dtype, config, problem, *, force_int64: bool = False, capability: int = 90
 ) -> LaunchSpec:

@@ -162,6 +162,8 @@ def default_pass_config(
     dtype: torch.dtype,
     sm_count: int = 132,
     capability: tuple[int, int] | None = None,
+    *,
+    channels_last: bool = True,
 ):
     """The untuned config of one pass on a GPU with `sm_count` SMs of compute `capability` (None:
     a tile that suits any GPU): default_config on the pass's GEMM, with BLOCK_K fitted to what the
@@ -175,7 +177,7 @@ def default_pass_config(
         split = default_wgrad_split(problem, config, sm_count, element_size)
         return KernelConfig(**{**config.as_dict(), "split_k": split})
     walked = problem.in_per_group if pass_name == "fprop" else problem.out_per_group
-    if pass_name == "fprop" and row_spans(problem):
+    if pass_name == "fprop" and row_spans(problem, channels_last):
         walked = problem.kernel_w * problem.in_per_group
     config = default_config(GemmShape(m, n, walked), element_size, capability)
     if (walked * element_size) % 16:
@@ -225,11 +227,14 @@ def wgrad_columns(problem: ConvProblem, element_size: int = 2) -> int:
 CHANNEL_VECTOR = 4
 
 
-def row_spans(problem: ConvProblem) -> bool:
+def row_spans(problem: ConvProblem, channels_last: bool = True) -> bool:
     """fprop walks each tap row's (s, c) pairs as one contiguous run when there are few channels
-    (C/g < 16), one group and no column dilation (with NHWC x and KRSC w: launchers/fprop.py)."""
+    (C/g < 16), one group and no column dilation, in channels_last (launchers/fprop.py requires NHWC
+    x and KRSC w; `channels_last` is the tuning key's flag, which says so for both in the usual case
+    of one layout for the model's activations and weights)."""
     return (
-        problem.in_per_group < 16
+        channels_last
+        and problem.in_per_group < 16
         and problem.groups == 1
         and problem.dilation[1] == 1
         and problem.kernel_w > 1

@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from . import passes
 from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
-from .configs import KernelConfig, default_pass_config
 from .problem import ConvProblem
 from .runtime import runs_triton
 
@@ -80,34 +78,6 @@ def _canonical(shape, weight_shape, stride, padding, dilation, groups) -> ConvPr
 def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
     """ConvProblem.from_shapes in canonical form, memoised."""
     return _memoised("conv2d", _canonical, shape, weight_shape, stride, padding, dilation, groups)
-
-
-def conv2d_with_config(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups: int = 1,
-    *,
-    config: KernelConfig | None = None,
-    force_int64: bool = False,
-) -> torch.Tensor:
-    """conv2d with a caller-chosen tile config (for tests and debugging); never falls back to torch.
-
-    `config=None` runs the forward's untuned default (configs.default_pass_config, for any GPU);
-    `force_int64` runs the int64-offset variant of the kernel on a small problem.
-    """
-    problem = validate(input, weight, bias, stride, padding, dilation, groups)
-    if config is not None and not isinstance(config, KernelConfig):
-        raise ConvTypeError(f"config must be a KernelConfig, got {type(config).__name__}")
-    batched = input.dim() == 4
-    x = input if batched else input.unsqueeze(0)
-    if config is None:
-        config = default_pass_config(problem, "fprop", x.dtype)
-    y = passes.forward(x, weight, bias, problem, config, force_int64)
-    return y if batched else y.squeeze(0)
 
 
 def _autocast(input, weight, bias):

@@ -55,15 +55,11 @@ def chosen_configs(problem: ConvProblem, pass_name: str, best: int = 1) -> list[
 
 
 def gemm_of(problem: ConvProblem, pass_name: str) -> tuple[int, int, int]:
-    """(M, N, K) of one launch's GEMM per group; dgrad's is its largest stride phase."""
+    """(M, N, K) of one launch's GEMM per group; dgrad's: a stride phase's rows as launched, and the
+    reduction of the phase with the most taps (the longest loop)."""
     m, n, k = problem.gemm(pass_name)
     if pass_name == "dgrad":
-        phase = problem.dgrad_phases()[0]
-        return (
-            problem.batch * phase.rows.count * phase.cols.count,
-            n,
-            problem.out_per_group * phase.rows.taps * phase.cols.taps,
-        )
+        return problem.dgrad_launch_rows(), n, problem.out_per_group * problem.dgrad_most_taps()
     return m, n, k
 
 

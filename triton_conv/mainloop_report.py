@@ -29,6 +29,7 @@ from .mainloop_cases import (  # noqa: F401 - LAYERS re-exported: the tests read
     cases,
 )
 from .problem import PASSES
+from .sass import KINDS
 
 # A pass's main loop may issue at most this many times what the plain pointer matmul of the same
 # GEMM and tile issues per 128x128x64 step (issue 12); fprop and dgrad also below Inductor's template.
@@ -124,17 +125,7 @@ def _row_cells(rows: list[Row], row: Row) -> list:
     loop = report.loop
     matmul = reference(rows, row, "matmul")
     ratio = f"{row.per_step / matmul.per_step:.2f}" if matmul is not None and matmul.per_step else "—"
-    kinds = [
-        f"{loop.kind_per_reference_step(kind):.0f}"
-        for kind in (
-            "wgmma",
-            "async copy/TMA",
-            "address/integer",
-            "predicates/selects",
-            "barriers/waits",
-            "other",
-        )
-    ]
+    kinds = [f"{loop.kind_per_reference_step(kind):.0f}" for kind in KINDS]
     in_flight = "—" if loop.wgmma_in_flight is None else str(loop.wgmma_in_flight)
     loads = "—" if loop.loads_in_flight is None else f"{loop.loads_in_flight:g}"
     copies = f"{loop.ldgsts}/{loop.utmaldg}" + (" +A in regs" if loop.a_from_registers else "")
@@ -172,8 +163,9 @@ def render(rows: list[Row]) -> str:
         f"  as a {TARGET_DEVICE} would run them. 'default' is the package's untuned config on that device,",
         "  'pruned #1' the best-ranked config of the pruned search space (triton_conv.pruning) besides it.",
         "- matmul: a plain Triton matmul (triton_conv/kernels/matmul.py) of the same GEMM (per group; dgrad:",
-        "  its largest stride phase) at the default's tile, pointer loads (BLOCK_K dividing K unmasked) or",
-        "  TMA descriptors. 'x matmul' divides by the pointer matmul's count.",
+        "  a stride phase's rows and the K of the phase with the most taps) at the default's tile, pointer",
+        "  loads (BLOCK_K dividing K unmasked) or TMA descriptors. 'x matmul' divides by the pointer",
+        "  matmul's count.",
         "- Inductor: PyTorch Inductor's own Triton conv template for the pass rendered for the layer",
         "  (triton_conv/inductor_peer.py) at its config nearest each chosen tile (its warps and stages).",
         "- wgmma in flight: N of `WARPGROUP.DEPBAR.LE gsb0, N` in the loop (0 waits for every wgmma);",

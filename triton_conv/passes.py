@@ -20,11 +20,12 @@ import torch
 
 from . import runtime, tuning
 from .arguments import ConvArgumentError
-from .configs import KernelConfig, cdiv, default_pass_config
-from .launchers.common import INT32_LIMIT, accumulator_dtype, wants_channels_last
+from .configs import KernelConfig, default_pass_config
+from .launchers.common import INT32_LIMIT, accumulator_dtype
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
+from .memory_format import wants_channels_last
 from .problem import ConvProblem
 from .tuning import select_config
 from .tuning_cache import TuneResult, get_cache
@@ -78,7 +79,7 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
             stacklevel=2,
         )
     return default_pass_config(
-        problem, pass_name, dtype, sm_count=live.sm_count, capability=live.compute_capability
+        problem, pass_name, dtype, live.sm_count, live.compute_capability, channels_last=channels_last
     )
 
 
@@ -124,8 +125,8 @@ ROWS_LIMIT = INT32_LIMIT - 512  # 512: the largest tile side a config may have (
 def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
     """(first image, images) of each launch of `pass_name`: one chunk unless the batch's GEMM rows
     would pass ROWS_LIMIT. An image whose own rows pass it cannot be split: a clear error."""
-    if pass_name == "dgrad":  # the largest stride phase's rows, as the kernel counts them
-        per_image = cdiv(problem.height, problem.stride[0]) * cdiv(problem.width, problem.stride[1])
+    if pass_name == "dgrad":  # a stride phase's rows, as the kernel counts them
+        per_image = problem.with_batch(1).dgrad_launch_rows()
     else:
         per_image = problem.out_height * problem.out_width
     per_launch = ROWS_LIMIT // max(per_image, 1)

@@ -229,6 +229,17 @@ class ConvProblem:
         """The stride_h x stride_w dense sub-problems of the input gradient (see stride_phases.py)."""
         return dgrad_phases(self)
 
+    def dgrad_launch_rows(self) -> int:
+        """GEMM rows of each stride phase's tiles in dgrad's one launch: phase 0's, which has the most
+        rows of any phase (ceil division), so every phase gets its row tiles."""
+        first = self.dgrad_phases()[0]
+        return self.batch * first.rows.count * first.cols.count
+
+    def dgrad_most_taps(self) -> int:
+        """The taps of dgrad's longest phase, which is not phase 0 in general (a 3x3 stride-2 conv's
+        phases have 1, 2, 2 and 4 taps): its tiles' reductions are the launch's critical path."""
+        return max(phase.rows.taps * phase.cols.taps for phase in self.dgrad_phases())
+
     def __str__(self) -> str:
         pads = (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right)
         return (

@@ -30,6 +30,7 @@ class Target:
     dtype: torch.dtype
     device: DeviceSpec
     floors: tuple[int, int, int] = (16, 16, 16)
+    channels_last: bool = True  # fprop's few-channel walk (configs.row_spans) needs it
 
     @property
     def element_size(self) -> int:
@@ -37,15 +38,14 @@ class Target:
 
     def dims(self) -> tuple[int, int, int]:
         """(rows, columns, the dimension BLOCK_K walks) of one launch's tiles, as the launchers tile:
-        dgrad tiles one stride phase (the largest) at a time; fprop and dgrad walk channels per tap;
+        dgrad tiles every stride phase as the one with the most rows; fprop and dgrad walk channels per tap;
         wgrad's columns are those of x's zero-padded copy where it reads one (wgrad_columns)."""
         p = self.problem
         m, n, k = p.gemm(self.pass_name)
         if self.pass_name == "fprop":
-            return m, n, p.kernel_w * p.in_per_group if row_spans(p) else p.in_per_group
+            return m, n, p.kernel_w * p.in_per_group if row_spans(p, self.channels_last) else p.in_per_group
         if self.pass_name == "dgrad":
-            phase = p.dgrad_phases()[0]
-            return p.batch * phase.rows.count * phase.cols.count, n, p.out_per_group
+            return p.dgrad_launch_rows(), n, p.out_per_group
         return m, wgrad_columns(p, self.element_size), k
 
     def tiles(self, c: KernelConfig) -> int:
@@ -56,14 +56,14 @@ class Target:
         return cdiv(rows, c.block_m) * cdiv(cols, c.block_n) * p.groups * phases
 
     def reduction_steps(self, c: KernelConfig) -> int:
-        """BLOCK_K steps of one tile's whole reduction (all taps)."""
+        """BLOCK_K steps of the longest tile's whole reduction (all its taps; dgrad: the phase with the
+        most taps)."""
         _, _, walked = self.dims()
         p = self.problem
         if self.pass_name == "fprop":
-            taps = p.kernel_h * (1 if row_spans(p) else p.kernel_w)
+            taps = p.kernel_h * (1 if row_spans(p, self.channels_last) else p.kernel_w)
         elif self.pass_name == "dgrad":
-            phase = p.dgrad_phases()[0]
-            taps = phase.rows.taps * phase.cols.taps
+            taps = p.dgrad_most_taps()
         else:
             taps = 1
         return taps * cdiv(walked, c.block_k)
@@ -218,6 +218,8 @@ def prune(
     dtype: torch.dtype,
     device: DeviceSpec | str,
     max_configs: int = MAX_SURVIVORS,
+    *,
+    channels_last: bool = True,
 ) -> Pruning:
     """Apply PROBLEM_RULES in order, then merge GROUP_M variants with the same tile order
     ('same_tile_order') and keep the max_configs best by Target.fill_score ('cap')."""
@@ -225,7 +227,7 @@ def prune(
     floors = tuple(
         min((getattr(c, a) for c in configs), default=16) for a in ("block_m", "block_n", "block_k")
     )
-    target = Target(problem, pass_name, dtype, get_device(device), floors)
+    target = Target(problem, pass_name, dtype, get_device(device), floors, channels_last)
     removed: dict[str, tuple[KernelConfig, ...]] = {}
     relaxed = []
     for rule in PROBLEM_RULES:
@@ -252,7 +254,12 @@ def pruned_space(
     dtype: torch.dtype,
     device: DeviceSpec | str,
     max_configs: int = MAX_SURVIVORS,
+    *,
+    channels_last: bool = True,
 ) -> list[KernelConfig]:
     """The configs worth timing for this problem on this GPU: the pass's space, pruned."""
-    survivors = prune(config_space(pass_name), problem, pass_name, dtype, device, max_configs).survivors
+    space = config_space(pass_name)
+    survivors = prune(
+        space, problem, pass_name, dtype, device, max_configs, channels_last=channels_last
+    ).survivors
     return list(survivors)

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 REFERENCE_STEP = (128, 128, 64)  # BM x BN x BK of the step every loop is scaled to
+# The kinds an instruction is counted as (_KIND_OF; "other" for the rest), in the report's column order.
 KINDS = ("wgmma", "async copy/TMA", "address/integer", "predicates/selects", "barriers/waits", "other")
 
 _LINE = re.compile(

@@ -25,7 +25,7 @@ import torch
 
 from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
-from .launchers.common import random_in_layout
+from .memory_format import random_in_layout
 from .problem import ConvProblem
 from .pruning import Target, pruned_space, shared_memory
 from .runtime import device_guard, fp32_uses_tf32
@@ -75,16 +75,17 @@ def cpu_timer(fn: Callable[[], object], repeats: int = 3) -> float:
 # --- inputs and the callables that launch one pass --------------------------------------------------
 def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device) -> dict:
     """Fresh random tensors (never zeros) for one pass, in the layout asked for, with the strides a
-    model's own tensors have (random_in_layout: the binary that is timed is the one that runs)."""
+    model's own tensors have (random_in_layout: the binary that is timed is the one that runs).
+    No bias: the tuning key has no bias flag, and the convolutions that dominate a network's time
+    feed a norm and have none (the campaign times the same binaries); a bias's epilogue (fprop) and
+    its gradient's programs (wgrad) run on the config tuned without them."""
 
     def make(shape):
         return random_in_layout(shape, dtype, device, channels_last)
 
     tensors = {"weight": make(problem.weight_shape)}
     if pass_name == "fprop":
-        tensors.update(
-            x=make(problem.input_shape), bias=torch.randn(problem.out_channels, dtype=dtype, device=device)
-        )
+        tensors["x"] = make(problem.input_shape)
     else:
         tensors["dy"] = make(problem.output_shape)
         if pass_name == "wgrad":
@@ -97,7 +98,7 @@ def pass_runner(problem, pass_name: str, tensors: dict, config: KernelConfig, ch
     if pass_name == "fprop":
         from .launchers.fprop import conv2d_fprop
 
-        return lambda: conv2d_fprop(tensors["x"], tensors["weight"], tensors["bias"], problem, config)
+        return lambda: conv2d_fprop(tensors["x"], tensors["weight"], None, problem, config)
     if pass_name == "dgrad":
         from .launchers.dgrad import conv2d_dgrad
 
@@ -109,7 +110,7 @@ def pass_runner(problem, pass_name: str, tensors: dict, config: KernelConfig, ch
     dtype = tensors["x"].dtype
     return lambda: conv2d_wgrad(
         tensors["dy"], tensors["x"], problem, config,
-        weight_dtype=dtype, channels_last=channels_last, need_bias=True,
+        weight_dtype=dtype, channels_last=channels_last, need_bias=False,
     )  # fmt: skip
 
 
@@ -177,7 +178,7 @@ def tune_problem(
         target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
         if configs is None:
             kwargs = {} if max_configs is None else {"max_configs": max_configs}
-            configs = pruned_space(problem, pass_name, dtype, target, **kwargs)
+            configs = pruned_space(problem, pass_name, dtype, target, channels_last=channels_last, **kwargs)
         timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
         tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
         errors: dict[str, str] = {}
@@ -212,7 +213,8 @@ def autotune(
     name, live = device_identity(device)
     key = tuning_key(problem, pass_name, dtype, channels_last)
     if device.type != "cuda" and timer is None:
-        return TuneResult(key, default_pass_config(problem, pass_name, dtype, sm_count=1), None)
+        default = default_pass_config(problem, pass_name, dtype, sm_count=1, channels_last=channels_last)
+        return TuneResult(key, default, None)
     cache = get_cache(name)
     entry = cache.get(key)
     cached = None if entry is None else TuneResult.from_entry(key, entry)
@@ -228,7 +230,7 @@ def autotune(
         )
     if timer is None and not autotuning_enabled():
         default = default_pass_config(
-            problem, pass_name, dtype, sm_count=live.sm_count, capability=live.compute_capability
+            problem, pass_name, dtype, live.sm_count, live.compute_capability, channels_last=channels_last
         )
         return TuneResult(key, default, None)
     result = tune_problem(

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from ..launchers.common import accumulator_dtype, wants_channels_last
+from ..launchers.common import accumulator_dtype
+from ..memory_format import wants_channels_last
 from .checks import transposed_geometry
 from .ops import conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
 

@@ -8,7 +8,7 @@ import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
-from ..launchers.common import wants_channels_last
+from ..memory_format import wants_channels_last
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 
 

@@ -283,7 +283,7 @@ def decoder_items(spec: CampaignSpec) -> list[PassItem]:
 
 def plan_items(spec: CampaignSpec) -> dict[str, list]:
     """The timing steps' items, in the order they run (TIMING_STEPS)."""
-    return {
+    items = {
         "fprop": pass_items(spec, "fprop"),
         "dgrad": pass_items(spec, "dgrad"),
         "wgrad": pass_items(spec, "wgrad"),
@@ -292,3 +292,4 @@ def plan_items(spec: CampaignSpec) -> dict[str, list]:
         "decoder": decoder_items(spec),
         "training": [TrainingItem(spec.training)],
     }
+    return {step: items[step] for step in TIMING_STEPS}

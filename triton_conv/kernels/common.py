@@ -1,4 +1,5 @@
-"""@triton.jit helpers shared by the three passes: tile order, im2col indexing, the dot, the epilogue."""
+"""@triton.jit helpers shared by the passes' kernels: tile order, im2col indexing, the dot, the epilogue
+(next_tap_step: the masked dgrad baseline's tap counter, kernels/dgrad_masked.py)."""
 
 import triton
 import triton.language as tl

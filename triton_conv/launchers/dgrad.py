@@ -37,8 +37,8 @@ def dgrad_plan(
     dx, a transposed convolution's) but the tensors; dy, weight and dx may have any strides, zero
     strides (an expanded dy, as y.sum().backward() makes) included."""
     stride_h, stride_w = problem.stride
-    phase0 = problem.dgrad_phases()[0]  # the largest phase; tap steps are the same in all of them
-    rows = problem.batch * phase0.rows.count * phase0.cols.count
+    phase0 = problem.dgrad_phases()[0]  # tap steps are the same in all phases
+    rows = problem.dgrad_launch_rows()
     tiles = cdiv(rows, config.block_m) * cdiv(problem.in_per_group, config.block_n)
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
@@ -50,7 +50,7 @@ def dgrad_plan(
     flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
     # A row's taps are one bit each of an int32: a phase's, not the filter's (the stem's 7x7 s2
     # phases have at most 4x4 taps).
-    most_taps = max(phase.rows.taps * phase.cols.taps for phase in problem.dgrad_phases())
+    most_taps = problem.dgrad_most_taps()
     ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,

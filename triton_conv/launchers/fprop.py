@@ -6,6 +6,7 @@ import torch
 
 from ..configs import KernelConfig, cdiv, row_spans
 from ..kernels.fprop import fprop_kernel
+from ..memory_format import wants_channels_last
 from ..problem import ConvProblem
 from .common import (
     Plan,
@@ -16,7 +17,6 @@ from .common import (
     launch,
     matrix_row_stride,
     split_k_buffers,
-    wants_channels_last,
 )
 
 

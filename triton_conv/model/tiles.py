@@ -52,10 +52,8 @@ def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> 
     gemm = problem.gemm(pass_name)
     columns = wgrad_columns(problem) if pass_name == "wgrad" else gemm.n
     if pass_name == "dgrad" and problem.stride != (1, 1):
-        # One launch covers all stride phases, each given the largest phase's (phase 0's) row tiles.
-        phase0 = problem.dgrad_phases()[0]
-        rows = problem.batch * phase0.rows.count * phase0.cols.count
-        row_tiles = cdiv(rows, config.block_m) * problem.stride[0] * problem.stride[1]
+        # One launch covers all stride phases, each given phase 0's row tiles (the most rows).
+        row_tiles = cdiv(problem.dgrad_launch_rows(), config.block_m) * problem.stride[0] * problem.stride[1]
     else:
         row_tiles = cdiv(gemm.m, config.block_m)
     return row_tiles * cdiv(columns, config.block_n) * config.split_k * problem.groups
