@@ -346,6 +346,7 @@ def test_json_files_are_whole_and_have_no_infinities(tmp_path):
 
 
 def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_run, tmp_path):
+    from triton_conv.report import make_report
     from triton_conv.report.campaign import report_campaign
 
     out, files, _ = tiny_run
@@ -379,6 +380,14 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
         assert f"##### unet_decoder, {label}, fp16, channels_last" in batching
     with pytest.raises(ValueError, match="not measured on a GPU"):
         report_campaign(str(out), notes_dir=str(REPO / "notes"), plots=False)
+    # its timings.json given alone, as a sweep, is refused there too (it was written as measured)
+    note = REPO / "notes" / "refused-by-a-test.md"
+    try:
+        with pytest.raises(ValueError, match="not measured on a GPU"):
+            make_report(str(out / "timings.json"), str(note), plots=False)
+        assert not note.exists()
+    finally:
+        note.unlink(missing_ok=True)
 
 
 def test_timings_say_how_they_were_timed(tiny_run):

@@ -148,3 +148,54 @@ def test_out_holding_a_folder_named_like_an_output_is_refused_before_the_run(tmp
     assert (out / name).is_dir() and all((out / other).read_text() == "earlier" for other in earlier)
     with pytest.raises(SystemExit, match="cannot hold the files"):
         Output(str(out), echo=None)
+
+
+def test_workers_are_capped_at_the_cores(tmp_path, monkeypatch, capsys):
+    """--workers 100000 started a compile process per worker at once on the GPU machine (only the
+    CPU's run was capped), and the dry run planned 473 of them, each as fast as a core."""
+    monkeypatch.setattr(run, "usable_cores", lambda: 3)
+    monkeypatch.setattr(run.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(run, "interpreter_active", lambda: False)
+    campaign = _campaign(tmp_path, 100.0, workers=100000)
+    campaign.out.close()
+    assert campaign.costs.workers == 3
+    assert cli.main(["campaign", "--dry-run", "--workers", "100000"]) == 0
+    plan = capsys.readouterr().out
+    assert "16 workers" in plan and "100000" not in plan
+
+
+def test_a_dry_run_that_does_not_fit_says_what_the_run_would_do_and_fails(monkeypatch, capsys):
+    """It printed the whole plan, 'DOES NOT FIT', exit 0: a budget could not be sized from it."""
+    from triton_conv.campaign import costs
+
+    plan = [costs.StepPlan("fprop", 10, 0, 30.0, "passes"), costs.StepPlan("finish", 1, 0, 2.0, "files")]
+    text = costs.render_plan(spec.tiny(), plan, CostModel.cpu(), 8.0, "a test")
+    assert "DOES NOT FIT the budget of 8 s" in text and "about 25% of its estimate" in text
+    assert "needs about 32 s" in text
+    assert "fits the budget of 0.001 s" not in costs.render_plan(
+        spec.tiny(), plan, CostModel.cpu(), 1e-3, "x"
+    )
+    import triton_conv.campaign as campaign
+
+    def dry_run(spec, budget, **options):
+        return costs.render_plan(spec, plan, options["costs"] or CostModel.cpu(), budget, "x")
+
+    monkeypatch.setattr(campaign, "dry_run", dry_run)
+    assert cli.main(["campaign", "--dry-run", "--budget-s", "8"]) == 1
+    assert cli.main(["campaign", "--dry-run", "--budget-s", "33"]) == 0
+    assert "budget of 0.001 s" in costs.render_plan(spec.tiny(), plan, CostModel.cpu(), 1e-3, "x")
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "state, status",
+    [({"status": "cut by the budget", "timings": 0}, 1), ({"status": "complete", "timings": 0}, 1),
+     ({"status": "cut by the budget", "timings": 3}, 0), ({"status": "failed in fprop", "timings": 3}, 1)],
+)  # fmt: skip
+def test_a_campaign_that_timed_nothing_exits_1(tmp_path, monkeypatch, capsys, state, status):
+    """`--budget-s 5` measured nothing, skipped 30 items and exited 0."""
+    import triton_conv.campaign as campaign
+
+    monkeypatch.setattr(campaign, "run_campaign", lambda *args, **kwargs: state)
+    assert cli.main(["campaign", "--spec", "tiny", "--out", str(tmp_path / "out")]) == status
+    assert ("nothing was timed" in capsys.readouterr().out) == (state["timings"] == 0)

@@ -91,8 +91,9 @@ def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
 ):
     item, (ok, hangs, ok2, ok3, ok4), dtype = item_and_configs
     monkeypatch.setenv(ENV, f"{hangs}=hang")
+    logged = []
     run = SimpleNamespace(spec=spec.tiny(), checker=checker, checks=[], checked={},
-                          out=SimpleNamespace(log=lambda line: None), count_compile=None)  # fmt: skip
+                          out=SimpleNamespace(log=logged.append), count_compile=None)  # fmt: skip
 
     # A caller that stops reading mid-item (the child is in the hung launch) and keeps the generator:
     # the next item must not get the hung child, nor read its answers.
@@ -117,6 +118,10 @@ def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
         (str(ok), False, "not checked when the item's time limit struck"),
     ]
     assert run.checked[hung.id] == (ok4,)
+    # the hang is a failure to read first; a config the limit kept from starting is not one
+    lines = [line for line in logged if hung.id in line]
+    assert [line.split(f" {hung.id} ")[0] for line in lines] == ["CHECK FAILED", "CHECK NOT RUN"]
+    assert lines[1].endswith(f"{ok}: no result; not checked when the item's time limit struck")
 
     # A new child slower to start than its item's limit costs that item, not the child: the check
     # does not fall back to this process (where a fault would end the campaign).

@@ -4,6 +4,7 @@ set name the kernel that runs each pass."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -126,8 +127,24 @@ def test_campaign_out_holding_files_of_its_names_but_no_campaign_is_refused(tmp_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["timings.json"]
 
 
-_GPU_STATE = {"on_gpu": True, "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30"}, "steps": []}
+_GPU_STATE = {
+    "on_gpu": True, "campaign": "h200", "status": "complete", "budget_s": 480, "plan": [{"step": "fprop"}],
+    "steps": [],
+    "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30", "torch": "2.11", "triton": "3.6"},
+}  # fmt: skip
 BROKEN_FOLDERS = {
+    "campaign.json of one field": (
+        {"campaign.json": '{"on_gpu": true}'},
+        "campaign is None, not the spec's name",
+    ),
+    "campaign.json without its provenance": (
+        {"campaign.json": json.dumps({**_GPU_STATE, "provenance": {"date": "2026-11-30"}})},
+        "provenance.torch is None",
+    ),
+    "a GPU run without its GPU's name": (
+        {"campaign.json": json.dumps({**_GPU_STATE, "provenance": {**_GPU_STATE["provenance"], "gpu": {}}})},
+        "provenance.gpu.name is None",
+    ),
     "empty": ({}, "has no campaign.json"),
     "campaign.json cut short": ({"campaign.json": '{"on_gpu": tr'}, "campaign.json is not readable JSON"),
     "campaign.json a list": ({"campaign.json": "[1, 2]"}, "campaign.json holds a JSON list"),
@@ -250,3 +267,106 @@ def test_tune_names_an_unknown_layer_set_before_looking_for_a_gpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     with pytest.raises(SystemExit, match="triton-conv tune: unknown layer set 'nope'"):
         cli.main(["tune", "--layers", "nope"])
+
+
+def test_main_on_a_gpu_fails_when_a_part_fails_and_reports_only_what_this_run_wrote(tmp_path, monkeypatch):
+    """It printed each part's pytest status, exit 0 whatever they were, and reported an earlier
+    run's JSON for a part that wrote none."""
+    from triton_conv import benchmarking, commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(commands.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmarking, "default_sweep_path", lambda: "notes/sweeps/gpu.json")
+    (tmp_path / "notes" / "sweeps").mkdir(parents=True)
+    (tmp_path / "notes" / "sweeps" / "gpu-backward.json").write_text("an earlier run's")
+
+    def run_sweep(path, env):  # fprop writes its JSON and passes; backward fails before writing
+        if env["TRITON_CONV_BENCH_PART"] == "fprop":
+            (tmp_path / path).write_text("this run's")
+            return 0
+        return 1
+
+    reported = []
+    monkeypatch.setattr(benchmarking, "run_sweep", run_sweep)
+    monkeypatch.setattr(commands, "cmd_report", lambda args: reported.append(args.json))
+    assert cli.main(["main", "--parts", "fprop", "backward"]) == 1
+    assert reported == [["notes/sweeps/gpu-fprop.json"]]
+    assert (tmp_path / "notes" / "sweeps" / "gpu-fprop.json").read_text() == "this run's"
+    monkeypatch.setattr(benchmarking, "run_sweep", lambda path, env: 2)
+    reported.clear()
+    assert cli.main(["main", "--parts", "backward"]) == 1 and reported == []
+
+
+@pytest.mark.parametrize("command", ["static-report", "sass-report"])
+def test_a_report_whose_out_is_a_folder_stops_before_compiling(command, tmp_path, monkeypatch):
+    """static-report compiled for 5.5 minutes, then raised IsADirectoryError with a traceback."""
+    from triton_conv import mainloop_report, static_report
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before the output was checked")
+
+    monkeypatch.setattr(static_report, "static_rows", no_compiling)
+    monkeypatch.setattr(mainloop_report, "compile_rows", no_compiling)
+    with pytest.raises(SystemExit, match=f"triton-conv {command}: .* is a folder"):
+        cli.main([command, "--out", str(tmp_path)])
+
+
+def test_a_report_is_written_whole(tmp_path, monkeypatch):
+    """The write went through open('w'): one cut short left a committed report truncated."""
+    from triton_conv import output_files
+
+    target = tmp_path / "report.md"
+    target.write_text("the committed report\n")
+
+    def cut_short(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output_files.os, "replace", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        output_files.write_whole(target, "a new report\n")
+    assert target.read_text() == "the committed report\n" and [p.name for p in tmp_path.iterdir()] == [
+        "report.md"
+    ]
+
+
+def test_sass_report_refuses_a_negative_best(capsys):
+    """--best -1 sliced the ranked configs to all but one: 666 compiles instead of 88."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.build_parser().parse_args(["sass-report", "--best", "-1"])
+    assert stopped.value.code == 2 and "at least 0" in capsys.readouterr().err
+
+
+def test_tune_checks_its_out_dir_before_tuning(tmp_path, monkeypatch):
+    from triton_conv import autotune_tables
+
+    monkeypatch.setattr(autotune_tables.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(autotune_tables, "tune_layer_set", lambda *a, **k: pytest.fail("tuned first"))
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(SystemExit, match="triton-conv tune: --out-dir"):
+        cli.main(["tune", "--out-dir", str(tmp_path / "a file")])
+
+
+def test_user_errors_end_in_one_line_not_a_traceback(monkeypatch):
+    ran = []
+    monkeypatch.setattr("triton_conv.commands.cmd_demo", lambda args: ran.append("demo"))
+    with pytest.raises(SystemExit, match="triton-conv main: unknown device 'FOO'"):
+        cli.main(["main", "--device", "FOO"])
+    assert ran == []  # named before the demo, not after it as predict's
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 99999999999: .*allocate"):
+        cli.main(["demo", "--batch", "99999999999"])
+
+
+def test_a_reader_that_leaves_early_is_no_traceback():
+    """`triton-conv predict | head -1` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    batches = " ".join(map(str, range(1, 31)))  # more than a pipe's buffer holds
+    command = (
+        f"{sys.executable} -m triton_conv predict --passes fprop dgrad wgrad --batch {batches} | head -1"
+    )
+    env = {**os.environ, "PYTHONPATH": repo}
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo, env=env)
+    assert done.stdout.startswith("PREDICTED") and "Traceback" not in done.stderr, done.stderr

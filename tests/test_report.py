@@ -287,3 +287,28 @@ def test_report_module_names_a_missing_or_broken_sweep_without_a_traceback(tmp_p
     with pytest.raises(SystemExit, match="model: unknown device 'X100'"):
         main(["model", "--devices", "X100", "--out", str(tmp_path / "batching.md")])
     assert not (tmp_path / "batching.md").exists()
+
+
+def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
+    """The model report writes notes/batching.md; the published report run next (notes/README's
+    order) stamped itself '+ uncommitted changes' for that file alone. Code and data still count."""
+    import subprocess
+
+    from triton_conv import provenance
+
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    (tmp_path / "notes" / "published").mkdir(parents=True)
+    files = ("notes/batching.md", "notes/published/rows.csv", "triton_conv.py")
+    for name in files:
+        (tmp_path / name).write_text("committed\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    read = lambda: provenance.git_commit(str(tmp_path), short=True, ignore=provenance.REPORT_OUTPUTS)
+    assert "uncommitted" not in read() and len(read()) == 12
+    (tmp_path / "notes" / "batching.md").write_text("a report's output\n")
+    assert "uncommitted" not in read()
+    for name in files[1:]:  # a report's input, and code
+        (tmp_path / name).write_text("changed\n")
+        assert read().endswith(" + uncommitted changes")
+        git("checkout", "-q", "--", name)

@@ -17,8 +17,8 @@ PLAN = ["ceilings", "compile", "fprop", "batching", "finish"]
 
 
 def _state(date="2026-11-30 10:00:00 UTC", status="complete", ran=PLAN[:-1], gpu="H200"):
-    return {"on_gpu": True, "campaign": "h200", "status": status,
-            "provenance": {"gpu": {"name": gpu}, "date": date},
+    return {"on_gpu": True, "campaign": "h200", "status": status, "budget_s": 480,
+            "provenance": {"gpu": {"name": gpu}, "date": date, "torch": "2.11.0", "triton": "3.6.0"},
             "plan": [{"step": step, "estimate_s": 1.0} for step in PLAN],
             "steps": [{"step": step, "estimate_s": 1.0, "actual_s": 1.0} for step in ran]}  # fmt: skip
 

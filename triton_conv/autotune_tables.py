@@ -10,6 +10,7 @@ turn. The names are re-exported here, where the tests and the campaign's report 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import torch
@@ -40,9 +41,12 @@ def tune_and_write(
     runs per config) and merge the rows into <out_dir>/<device>.md. Without a GPU nothing is
     measured or written, and None is returned."""
     if not torch.cuda.is_available():
-        print("triton-conv tune: no CUDA device, nothing measured; notes/ left as it is", file=sys.stderr)
+        print(f"triton-conv tune: no CUDA device, nothing measured; {out_dir} left as it is", file=sys.stderr)
         return None
+    from .output_files import check_writable
     from .tuning import gpu_timer
+
+    check_writable(os.path.join(out_dir, "triton-conv-check"))  # before the tuning, not after
 
     by_name = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     dtypes = [by_name[d] if isinstance(d, str) else d for d in dtypes]

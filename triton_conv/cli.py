@@ -61,15 +61,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    """A number of processes: an int of at least 1."""
+def _count(text: str, least: int = 1) -> int:
+    """A number of processes: an int of at least 1 (or `least`)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"at least {least}, got {value}")
     return value
+
+
+def _count_from_zero(text: str) -> int:
+    return _count(text, least=0)
 
 
 def _measurement(text: str) -> tuple[int, float]:
@@ -121,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
     campaign = commands.add_parser("campaign", help="the headline measurements of one GPU lease, in a budget")
     campaign.add_argument(
-        "--budget-s", type=_seconds, default=480.0, help="stop cleanly before this many seconds"
+        "--budget-s",
+        type=_seconds,
+        default=480.0,
+        help="stop cleanly before this many seconds, counted from the run's start (the imports before"
+        " it, and a CPU's re-run under the interpreter, take a few seconds more)",
     )
     campaign.add_argument("--out", help="the folder for the seven output files")
     campaign.add_argument(
@@ -129,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     campaign.add_argument("--spec", choices=["h200", "tiny"], default="h200", help="tiny: CPU-sized shapes")
     campaign.add_argument(
-        "--workers", type=_count, default=None, help="compile processes (default: all cores)"
+        "--workers",
+        type=_count,
+        default=None,
+        help="compile processes (default and most: the cores this process may use; in a dry run, the"
+        " H200 machine's 16)",
     )
     campaign.set_defaults(run=cmd_campaign)
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
@@ -151,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         " main loop takes wgmma, and what the pruning rules do with each config.",
     )
     static.add_argument("--out", default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md")
-    static.add_argument("--workers", type=_count, default=None, help="compile processes (default: all cores)")
+    static.add_argument(
+        "--workers", type=_count, default=None, help="compile processes (default: the usable cores)"
+    )
     static.set_defaults(run=cmd_static_report)
     sass = commands.add_parser(
         "sass-report",
@@ -164,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sass.add_argument("--out", default=None, help="default: notes/autotune/sm90_mainloop-triton<X.Y>.md")
     sass.add_argument("--workers", type=_count, default=2, help="compile processes")
-    sass.add_argument("--best", type=int, default=1, help="best-ranked pruned configs besides the default")
+    sass.add_argument(
+        "--best", type=_count_from_zero, default=1, help="best-ranked pruned configs besides the default"
+    )
     sass.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     sass.set_defaults(run=cmd_sass_report)
     main = commands.add_parser("main", help="the README's main job")
@@ -187,4 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         # Said here, before a CPU machine re-runs the command under the interpreter.
         parser.error("campaign: --out DIR is required (or --dry-run)")
     _ensure_kernels_can_run(args)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `triton-conv predict | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

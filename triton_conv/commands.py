@@ -16,7 +16,11 @@ def cmd_demo(args) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
-    x = torch.randn(args.batch, 16, 14, 14, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    try:
+        x = torch.randn(args.batch, 16, 14, 14, device=device, dtype=dtype)
+    except RuntimeError as error:  # out of memory: a batch too large for this machine
+        raise SystemExit(f"triton-conv demo: --batch {args.batch}: {str(error).splitlines()[0]}") from None
+    x = x.to(memory_format=torch.channels_last)
     w = torch.randn(24, 16, 3, 3, device=device, dtype=dtype).to(memory_format=torch.channels_last)
     b = torch.randn(24, device=device, dtype=dtype)
     problem = triton_conv.ConvProblem.from_shapes(x.shape, w.shape, stride=1, padding=1)
@@ -181,10 +185,13 @@ def cmd_tune(args) -> int:
     except ValueError as error:
         raise SystemExit(f"triton-conv tune: {error}") from None
 
-    path = tune_and_write(
-        layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
-        out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
-    )  # fmt: skip
+    try:
+        path = tune_and_write(
+            layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
+            out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
+        )  # fmt: skip
+    except OSError as error:  # --out-dir a file, or not writable
+        raise SystemExit(f"triton-conv tune: --out-dir {args.out_dir}: {error}") from None
     if path is None:
         return 1
     print(f"wrote {path}")
@@ -194,24 +201,36 @@ def cmd_tune(args) -> int:
 def cmd_static_report(args) -> int:
     from .static_report import write_static_report
 
-    print(f"wrote {write_static_report(args.out, workers=args.workers)}")
+    try:
+        print(f"wrote {write_static_report(args.out, workers=args.workers)}")
+    except OSError as error:  # --out a folder, or not writable: found before the compiling
+        raise SystemExit(f"triton-conv static-report: {error}") from None
     return 0
 
 
 def cmd_campaign(args) -> int:
     from .campaign import SPECS, dry_run, run_campaign
-    from .campaign.costs import CostModel
+    from .campaign.costs import DOES_NOT_FIT, CostModel
 
     spec = SPECS[args.spec]()
     if args.dry_run:
         on_gpu = args.spec != "tiny"
         costs = None  # the GPU machine's cores (or the CPU's two), as the real run there would have
-        if args.workers:  # the plan of a run given the same --workers
-            costs = CostModel(workers=args.workers) if on_gpu else CostModel.cpu(workers=min(args.workers, 2))
-        print(dry_run(spec, args.budget_s, on_gpu=on_gpu, costs=costs))
-        return 0
+        if args.workers:  # the plan of a run given the same --workers, capped at the machine's cores
+            gpu_machine = CostModel()
+            costs = (
+                CostModel(workers=min(args.workers, gpu_machine.workers))
+                if on_gpu
+                else CostModel.cpu(workers=min(args.workers, 2))
+            )
+        plan = dry_run(spec, args.budget_s, on_gpu=on_gpu, costs=costs)
+        print(plan)
+        return 1 if DOES_NOT_FIT in plan else 0
     _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
+    if not state.get("timings"):  # a budget too small, or every item failed: say so in the exit status
+        print(f"triton-conv campaign: nothing was timed ({state['status']}); see {args.out}/campaign.log")
+        return 1
     return 1 if state["status"].startswith("failed") else 0
 
 
@@ -240,7 +259,10 @@ def _check_writable_folder(folder: str) -> None:
 def cmd_sass_report(args) -> int:
     from .mainloop_report import write_mainloop_report
 
-    path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
+    try:
+        path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
+    except OSError as error:  # --out a folder, or not writable: found before the compiling
+        raise SystemExit(f"triton-conv sass-report: {error}") from None
     print(f"wrote {path}")
     for line in broken:
         print(f"target not met: {line}")
@@ -248,6 +270,12 @@ def cmd_sass_report(args) -> int:
 
 
 def cmd_main(args) -> int:
+    from .devices import get_device
+
+    try:
+        get_device(args.device)  # named before the demo runs, and as main's
+    except ValueError as error:
+        raise SystemExit(f"triton-conv main: {error}") from None
     if not torch.cuda.is_available():
         cmd_demo(argparse.Namespace(batch=2))
         print()
@@ -263,13 +291,28 @@ def cmd_main(args) -> int:
         return cmd_predict(probes)
     from .benchmarking import default_sweep_path, run_sweep
 
-    # The sweep in its parts (bench/cases.py PARTS), one JSON each, then the report from all of them.
+    # The sweep in its parts (bench/cases.py PARTS), one JSON each, then the report from the JSONs
+    # this run wrote (never an earlier run's: each part writes beside its file and replaces it).
     base = default_sweep_path().removesuffix(".json")
-    paths = []
+    paths, failed = [], []
     for part in args.parts:
         path = f"{base}-{part}.json"
-        status = run_sweep(path, env={"TRITON_CONV_BENCH_PART": part})
+        fresh = f"{path}.writing"
+        if os.path.exists(fresh):
+            os.remove(fresh)
+        try:
+            status = run_sweep(fresh, env={"TRITON_CONV_BENCH_PART": part})
+        except FileNotFoundError as error:  # installed without the checkout's bench/
+            raise SystemExit(f"triton-conv main: {error}") from None
         print(f"sweep part {part}: pytest exit status {status}, {path}")
-        if os.path.exists(path):
+        if status != 0:
+            failed.append(f"{part} (pytest exit status {status})")
+        if os.path.exists(fresh):
+            os.replace(fresh, path)
             paths.append(path)
-    return cmd_report(argparse.Namespace(json=paths, out="notes/batching.md", no_plots=False))
+    if paths:
+        cmd_report(argparse.Namespace(json=paths, out="notes/batching.md", no_plots=False))
+    if failed or not paths:
+        print(f"triton-conv main: sweep parts failed: {', '.join(failed) or 'none wrote a JSON'}")
+        return 1
+    return 0

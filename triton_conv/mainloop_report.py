@@ -28,6 +28,7 @@ from .mainloop_cases import (  # noqa: F401 - LAYERS re-exported: the tests read
     Case,
     cases,
 )
+from .output_files import check_writable, write_whole
 from .problem import PASSES
 from .sass import KINDS
 
@@ -194,12 +195,12 @@ def render(rows: list[Row]) -> str:
 
 def write_mainloop_report(path: str | None = None, workers: int = 2, best: int = 1) -> tuple[str, list[str]]:
     """Compile, read and write the report; returns (path, the targets it breaks)."""
-    rows = compile_rows(cases(best), workers)
+    if best < 0:
+        raise ValueError(f"best must be 0 or more, got {best}")
     path = path or default_path()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    text = render(rows)  # before opening: the provenance asks git whether the tree is clean
-    with open(path, "w") as handle:
-        handle.write(text)
+    check_writable(path)  # before the compiling
+    rows = compile_rows(cases(best), workers)
+    write_whole(path, render(rows))
     return path, check_targets(rows)
 
 

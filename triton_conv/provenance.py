@@ -8,6 +8,7 @@ those fields say so instead of failing.
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import os
 import platform
 import subprocess
@@ -26,18 +27,28 @@ SMI_FIELDS = (
 ENV_COMMIT = "TRITON_CONV_COMMIT"  # the commit of a copy that travelled without its .git
 
 
-def git_commit(repo: str = _REPO) -> str:
-    """HEAD of the repository this package lives in, '+ uncommitted changes' when the tree is dirty;
-    in a copy without git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
+# What the report commands write (fnmatch patterns; '*' crosses '/'): a change there is their own
+# output, not a change of the code that made it, and does not make the next report's tree dirty.
+REPORT_OUTPUTS = ("notes/*.md", "notes/plots/*")
+
+
+def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...] = ()) -> str:
+    """HEAD of the repository this package lives in, '+ uncommitted changes' when a tracked file
+    other than those matching `ignore` (REPORT_OUTPUTS, say) has changed; in a copy without git (a
+    device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
     try:
-        run = lambda *args: subprocess.run(
-            ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=20
-        ).stdout.strip()
-        head = run("rev-parse", "HEAD")
-        dirty = run("status", "--porcelain", "--untracked-files=no")
+        run = lambda *args: (
+            subprocess.run(
+                ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=20
+            ).stdout
+        )
+        head = run("rev-parse", *(["--short=12"] if short else []), "HEAD").strip()
+        status = run("status", "--porcelain", "--untracked-files=no")  # 'XY path': not stripped
+        changed = [line[3:] for line in status.splitlines()]
     except (OSError, subprocess.SubprocessError):
         given = os.environ.get(ENV_COMMIT, "").strip()
         return f"{given} (from ${ENV_COMMIT})" if given else "unknown (not a git checkout)"
+    dirty = [path for path in changed if not any(fnmatch.fnmatch(path, pattern) for pattern in ignore)]
     return head + (" + uncommitted changes" if dirty else "")
 
 

@@ -20,6 +20,7 @@ import torch
 
 from .configs import KernelConfig
 from .devices import get_device
+from .output_files import check_writable, write_whole
 from .problem import PASSES, ConvProblem
 from .pruning import Target, budgeted_registers, register_budget, shared_memory, wgmma_on_hopper
 from .search_space import config_space
@@ -100,7 +101,9 @@ def compile_cases(cases, workers: int | None = None, capability: int = 90) -> li
     from .compile_check import compile_specs
 
     specs = [build_spec(p, _BY_NAME[d], c, capability=capability) for p, d, c in cases]
-    return compile_specs(specs, capability, workers=workers or os.cpu_count() or 1)
+    from .campaign.precompile import usable_cores
+
+    return compile_specs(specs, capability, workers=workers or usable_cores())
 
 
 def static_rows(passes=PASSES, dtypes=DTYPES, workers: int | None = None) -> list[StaticRow]:
@@ -205,12 +208,10 @@ def render(rows: list[StaticRow]) -> str:
 
 def write_static_report(path: str | None = None, workers: int | None = None, passes=PASSES) -> str:
     """Compile every config of `passes` for sm_90 in fp16, bf16 and fp32 and write the table."""
-    rows = static_rows(passes, DTYPES, workers)
     path = path or default_path()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    text = render(rows)  # before opening: the provenance asks git whether the tree is clean
-    with open(path, "w") as handle:
-        handle.write(text)
+    check_writable(path)  # before minutes of compiling
+    rows = static_rows(passes, DTYPES, workers)
+    write_whole(path, render(rows))
     return path
 
 

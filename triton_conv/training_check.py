@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,14 +36,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _git_commit() -> dict:
-    root = Path(__file__).resolve().parent.parent
-    run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
-    try:
-        commit = run("rev-parse", "HEAD").stdout.strip() or None
-        dirty = bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty}
+    from .provenance import git_commit
+
+    commit = git_commit()
+    head = commit.split()[0]
+    return {"commit": head if len(head) == 40 else None, "dirty": "uncommitted" in commit}
 
 
 def provenance(device: torch.device) -> dict:

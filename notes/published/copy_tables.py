@@ -73,8 +73,11 @@ PRECISIONS = (
 
 
 def git_show(repo: Path, commit: str, path: str) -> bytes:
-    return subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True,
-                          check=True).stdout  # fmt: skip
+    done = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True)
+    if done.returncode:  # not a clone, or one without that commit: say which, without a traceback
+        said = done.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"copy_tables.py: {path} at {commit} is not readable in {repo}: {said}")
+    return done.stdout
 
 
 def _match(patterns, text: str):

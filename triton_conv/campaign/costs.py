@@ -9,6 +9,7 @@ datasheet peak and real kernels land well below it (issue 14 found 10-26% on pub
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from .check_process import FAULTS_BEFORE_SKIP
@@ -188,22 +189,31 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
     return plan
 
 
+DOES_NOT_FIT = "DOES NOT FIT"
+
+
 def render_plan(
     spec: CampaignSpec, plan: list[StepPlan], costs: CostModel, budget_s: float, where: str
 ) -> str:
     total = sum(step.estimate_s for step in plan)
     lines = [
         f"triton-conv campaign '{spec.name}' for {where}: {spec.dtype}, channels_last, "
-        f"{spec.candidates} candidate configs per (layer, N, pass); budget {budget_s:.0f} s",
+        f"{spec.candidates} candidate configs per (layer, N, pass); budget {budget_s:g} s",
         "",
         f"{'step':<10} {'items':>6} {'compiles':>9} {'estimate s':>11}  what",
     ]
     for step in plan:
         compiles = str(step.compiles) if step.compiles else "-"
         lines.append(f"{step.name:<10} {step.items:>6} {compiles:>9} {step.estimate_s:>11.1f}  {step.what}")
-    verdict = "fits" if total <= budget_s else "DOES NOT FIT"
+    verdict = "fits" if total <= budget_s else DOES_NOT_FIT
+    lines.append(f"{'total':<10} {'':>6} {'':>9} {total:>11.1f}  {verdict} the budget of {budget_s:g} s")
+    if total > budget_s:  # what the run does then (campaign/run.py's budget)
+        lines.append(
+            f"The run would give each step about {budget_s / total:.0%} of its estimate and skip every item "
+            f"that no longer fits (listed in campaign.json): fewer measurements than planned. All of it "
+            f"needs about {math.ceil(total)} s."
+        )
     lines += [
-        f"{'total':<10} {'':>6} {'':>9} {total:>11.1f}  {verdict} the budget of {budget_s:.0f} s",
         "",
         "Cost model (triton_conv/campaign/costs.py; the first GPU run checks it: `triton-conv report`):",
         f"- compile, one variant on one core: {costs.compile_s} s; {costs.workers} workers, "

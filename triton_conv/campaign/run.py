@@ -62,7 +62,7 @@ class Campaign:
         self.started = time.monotonic()
         self.on_gpu = torch.cuda.is_available() and not interpreter_active()
         self.device = torch.device("cuda" if self.on_gpu else "cpu")
-        cores = workers or usable_cores()
+        cores = min(workers, usable_cores()) if workers else usable_cores()  # more would only thrash
         self.costs = costs or (
             CostModel(workers=cores) if self.on_gpu else CostModel.cpu(workers=min(cores, 2))
         )
@@ -318,6 +318,7 @@ class Campaign:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+            self.state["timings"] = len(self.records)
             log(f"campaign {self.state['status']}: {len(self.records)} timings, "
                 f"{len(self.state['skipped'])} items skipped, {self.elapsed():.1f} s")  # fmt: skip
             self._publish()

@@ -95,7 +95,7 @@ def check_item(run, item) -> None:
     limit = tolerance(spec.dtype, tf32=TF32)
     passed, answered = [], []
 
-    def record(config, error: float, failure: str | None) -> None:
+    def record(config, error: float, failure: str | None, ran: bool = True) -> None:
         ok = math.isfinite(error) and error <= limit
         with held_back():  # a time limit striking here waits: one row per config, and it is listed
             answered.append(config)
@@ -105,10 +105,10 @@ def check_item(run, item) -> None:
                 "pass": item.pass_name, "config": str(config), "relative_error": error, "tolerance": limit,
                 "passed": ok, "error": failure,
             })  # fmt: skip
-        if not ok:
-            run.out.log(
-                f"CHECK FAILED {item.id} {config}: relative error {error:.3g} > {limit:g} {failure or ''}"
-            )
+        if not ok:  # a check the time limit kept from starting is no numerics failure: said apart
+            result = "no result" if math.isnan(error) else f"relative error {error:.3g} > {limit:g}"
+            tag = "CHECK FAILED" if ran else "CHECK NOT RUN"
+            run.out.log(f"{tag} {item.id} {config}: {result}" + (f"; {failure}" if failure else ""))
 
     try:
         for config, error, failure in run.checker.check(item, spec.dtype, on_compile=run.count_compile):
@@ -117,7 +117,7 @@ def check_item(run, item) -> None:
         hung = run.checker.in_flight
         for config in [c for c in item.candidates if c not in answered]:
             why = "its launch was still running" if config == hung else "not checked"
-            record(config, math.nan, f"{why} when the item's time limit struck")
+            record(config, math.nan, f"{why} when the item's time limit struck", ran=config == hung)
         raise
     finally:  # also when the item failed: the timing step then says no candidate passed, not "budget"
         run.checked[item.id] = tuple(passed)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
 from ..campaign.output import FILES
-from .campaign_inputs import CampaignFolderError, campaign_rows, check_autotune_merge, gpu_name
+from .campaign_inputs import CampaignFolderError, campaign_rows, check_autotune_merge, check_state, gpu_name
 from .markdown import replace_section, table
 from .measured import make_report, render_sweeps
 
@@ -236,6 +236,7 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     state = _load(folder, "campaign.json")
     if state is None:
         raise CampaignFolderError(f"{folder} has no campaign.json: not a campaign's folder")
+    check_state(state, os.path.join(folder, "campaign.json"))
     if not state.get("on_gpu") and inside_notes(notes_dir):
         raise ValueError(
             f"{folder} was not measured on a GPU; notes/ holds measurements only: write elsewhere"

@@ -40,6 +40,35 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# campaign.json's fields that its note states as facts (campaign_section): (field, kind, wanted).
+STATE_FIELDS = (
+    ("campaign", str, "the spec's name"), ("status", str, "the run's status"),
+    ("budget_s", (int, float), "a number of seconds"), ("plan", list, "a list of steps"),
+    ("steps", list, "a list of steps"), ("provenance", dict, "an object (the run's first step writes it)"),
+)  # fmt: skip
+PROVENANCE_FIELDS = ("date", "torch", "triton")
+
+
+def check_state(state, path) -> None:
+    """campaign.json has what its section says of the run: a file without them (hand-made, or of a
+    run killed before its first step) would print 'None' for each, as if measured."""
+    if not isinstance(state, dict):
+        raise format_error(path, "the file", state, "an object")
+    for field, kind, wanted in STATE_FIELDS:
+        value = state.get(field)
+        empty = value in ("", []) and field != "steps"  # a run stopped in its first step has none
+        if not isinstance(value, kind) or isinstance(value, bool) or empty:
+            raise format_error(path, field, value, wanted)
+    for index, step in enumerate(state["plan"] + state["steps"]):
+        if not isinstance(step, dict) or not isinstance(step.get("step"), str):
+            raise format_error(path, f"plan/steps[{index}]", step, "an object with a step's name")
+    for field in PROVENANCE_FIELDS:
+        if not isinstance(state["provenance"].get(field), str):
+            raise format_error(path, f"provenance.{field}", state["provenance"].get(field), "a string")
+    if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
+        raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
+
+
 def gpu_name(state: dict, path) -> str:
     """campaign.json's GPU: provenance.gpu.name; without one the CPU (the interpreter) or 'unknown'."""
     prov = state.get("provenance") or {}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 from pathlib import Path
 
 from tabulate import tabulate
+
+from .. import provenance
+from ..output_files import write_whole
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 MODEL_SOURCES = (
@@ -59,10 +61,7 @@ def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
         text = pattern.sub(lambda _: block, text, count=1)
     else:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_whole(path, text)
     return str(path)
 
 
@@ -75,15 +74,9 @@ def read_section(path: str | os.PathLike, name: str) -> str | None:
 
 
 def git_commit() -> str:
-    """HEAD of the checkout the package lives in, with '+ uncommitted changes' when it is dirty."""
-    try:
-        run = lambda *args: subprocess.run(["git", "-C", str(_PACKAGE), *args], capture_output=True,
-                                           text=True, check=True).stdout.strip()  # fmt: skip
-        head = run("rev-parse", "--short=12", "HEAD")
-        dirty = run("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes" if dirty else "")
+    """HEAD of the checkout the package lives in, with '+ uncommitted changes' when code or data has
+    changed (the notes the reports write do not count: one report run after another is clean)."""
+    return provenance.git_commit(short=True, ignore=provenance.REPORT_OUTPUTS)
 
 
 def model_fingerprint() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from ..autotune_markdown import inside_notes
 from .markdown import pass_label, replace_section, slug, table
 from .plots import write_plots
 from .sweep_json import NOT_READ, load_run
@@ -282,6 +283,11 @@ def render_sweeps(paths, plot_dir: Path | None, note_dir: Path) -> str:
         records, meta = load_run(path)
         if not records:  # the section is rewritten whole: an empty run would wipe measured tables
             raise ValueError(f"{path} holds no benchmarks: nothing measured to report")
+        if not meta["machine_info"].get("triton_conv", {}).get("gpu") and inside_notes(note_dir):
+            raise ValueError(
+                f"{path} was not measured on a GPU (no machine_info.triton_conv.gpu); notes/ holds "
+                "measurements only: write elsewhere (--out)"
+            )
         by_device[_gpu(meta)].append((records, meta, path))
     bodies = [_render_checked(device, runs, plot_dir, note_dir) for device, runs in by_device.items()]
     return "\n\n".join(bodies)

@@ -1,0 +1,34 @@
+"""Files the commands write: checked before the work that fills them, and written whole.
+
+A report that compiles for minutes must not find at the end that its path is a folder or cannot be
+written, and a write cut short must not leave a committed report truncated: the text goes to a
+temporary file beside the target, which then replaces it (os.replace, one step on POSIX)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def check_writable(path: str) -> None:
+    """Raise OSError saying why `path` cannot be written (a folder; a parent that cannot be made or
+    written), making its parent folder if missing."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder: give the file to write")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tempfile.TemporaryFile(dir=folder).close()
+
+
+def write_whole(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, renamed over it once written."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
