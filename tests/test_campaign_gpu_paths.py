@@ -243,6 +243,9 @@ class Stubs:
 
         monkeypatch.setattr(run, "use_comparable_settings", step_work("settings"))
         monkeypatch.setattr(setup_steps, "ceilings", step_work("ceilings"))
+        stub_facts = {"date": provenance.utc_now(), "torch": "stub", "triton": "stub",
+                      "gpu": {"name": "STUB GPU (a test's, not measured)"}}  # fmt: skip
+        monkeypatch.setattr(setup_steps, "record_provenance", lambda c: c.state.update(provenance=stub_facts))
         monkeypatch.setattr(run, "record_and_compile", compile_variants)
         monkeypatch.setattr(run, "make_plan", plan)
         monkeypatch.setattr(setup_steps, "compile_all", compile_all)
@@ -407,6 +410,7 @@ def test_the_ceilings_on_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "nvidia_smi", lambda: {"clocks.sm": "1755 MHz"})
     campaign = run.Campaign(spec.h200(), str(tmp_path / "out"), budget_s=480, echo=None)
     campaign.on_gpu, campaign.device = True, torch.device("cuda")
+    setup_steps.record_provenance(campaign)
     setup_steps.ceilings(campaign)
     campaign.out.close()
     assert asked == [("matmul", (torch.bfloat16, 8192, torch.device("cuda"))),

@@ -272,6 +272,7 @@ class Campaign:
             target = compile_target(self.spec, self.on_gpu)
             jobs = launch_jobs(self.spec, self.items)
             began = self.elapsed()
+            self.guarded("ceilings", lambda: setup_steps.record_provenance(self))
             # cuDNN's algorithm search on, as bench/ runs it
             done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=TF32))
             ceilings_s = self.costs.startup_s + self.costs.ceilings_s  # the plan's estimate (make_plan)

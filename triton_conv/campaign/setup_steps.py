@@ -17,16 +17,21 @@ from .spec import TF32
 from .variants import variants_json
 
 
-def ceilings(run) -> None:
-    """Provenance (software, GPU, clocks before and after load) and the measured ceilings: a bf16
-    matmul's FLOP/s (cuBLAS, 8192^3) and a device-to-device copy's bytes/s (2 GiB)."""
-    spec, log = run.spec, run.out.log
+def record_provenance(run) -> None:
+    """The software, the commit and the GPU (clocks before any load): first, so that every run's
+    campaign.json has them, a run whose budget or failure skips the ceilings included."""
     run.state["provenance"] = {
         **provenance.software(),
         "branch": provenance.git_branch(),
         "gpu": provenance.gpu(),
     }
-    log(f"provenance: {run.state['provenance']}")
+    run.out.log(f"provenance: {run.state['provenance']}")
+
+
+def ceilings(run) -> None:
+    """The measured ceilings: a bf16 matmul's FLOP/s (cuBLAS, 8192^3) and a device-to-device copy's
+    bytes/s (2 GiB), with the clocks after that load."""
+    spec, log = run.spec, run.out.log
     if run.on_gpu:
         matmul = measure_matmul_peak(spec.torch_dtype, 8192, run.device)
         copy = measure_copy_bandwidth(2 << 30, run.device)

@@ -56,7 +56,7 @@ def check_state(state, path) -> None:
         raise format_error(path, "the file", state, "an object")
     for field, kind, wanted in STATE_FIELDS:
         value = state.get(field)
-        empty = value in ("", []) and field != "steps"  # a run stopped in its first step has none
+        empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
     for index, step in enumerate(state["plan"] + state["steps"]):
