@@ -363,10 +363,8 @@ def test_a_reader_that_leaves_early_is_no_traceback():
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    batches = " ".join(map(str, range(1, 31)))  # more than a pipe's buffer holds
-    command = (
-        f"{sys.executable} -m triton_conv predict --passes fprop dgrad wgrad --batch {batches} | head -1"
-    )
+    # `true` reads nothing and is gone long before the command has imported torch: every write fails
+    command = f"{sys.executable} -m triton_conv predict --batch 1 | true"
     env = {**os.environ, "PYTHONPATH": repo}
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo, env=env)
-    assert done.stdout.startswith("PREDICTED") and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == "", done.stderr

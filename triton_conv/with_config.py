@@ -58,5 +58,6 @@ def _refuse_gradients(**tensors) -> None:
 
 
 def _has_tangent(tensor: torch.Tensor) -> bool:
-    """Whether forward-mode AD carries a tangent on `tensor` (at any dual level)."""
+    """Whether forward-mode AD carries a tangent on `tensor` at the current dual level (that of
+    torch.autograd.forward_ad, or of torch.func.jvp, which uses the same levels)."""
     return forward_ad.unpack_dual(tensor).tangent is not None

@@ -44,14 +44,14 @@ def _is_number(value) -> bool:
 STATE_FIELDS = (
     ("campaign", str, "the spec's name"), ("status", str, "the run's status"),
     ("budget_s", (int, float), "a number of seconds"), ("plan", list, "a list of steps"),
-    ("steps", list, "a list of steps"), ("provenance", dict, "an object (the run's first step writes it)"),
+    ("steps", list, "a list of steps"), ("provenance", dict, "an object (written as the run starts)"),
 )  # fmt: skip
 PROVENANCE_FIELDS = ("date", "torch", "triton")
 
 
 def check_state(state, path) -> None:
     """campaign.json has what its section says of the run: a file without them (hand-made, or of a
-    run killed before its first step) would print 'None' for each, as if measured."""
+    run killed as it started) would print 'None' for each, as if measured."""
     if not isinstance(state, dict):
         raise format_error(path, "the file", state, "an object")
     for field, kind, wanted in STATE_FIELDS:
