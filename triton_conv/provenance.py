@@ -32,10 +32,10 @@ ENV_COMMIT = "TRITON_CONV_COMMIT"  # the commit of a copy that travelled without
 REPORT_OUTPUTS = ("notes/*.md", "notes/plots/*")
 
 
-def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...] = ()) -> str:
+def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...] = REPORT_OUTPUTS) -> str:
     """HEAD of the repository this package lives in, '+ uncommitted changes' when a tracked file
-    other than those matching `ignore` (REPORT_OUTPUTS, say) has changed; in a copy without git (a
-    device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
+    other than those matching `ignore` (the notes the reports write) has changed; in a copy without
+    git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
     try:
         run = lambda *args: (
             subprocess.run(

@@ -76,7 +76,7 @@ def read_section(path: str | os.PathLike, name: str) -> str | None:
 def git_commit() -> str:
     """HEAD of the checkout the package lives in, with '+ uncommitted changes' when code or data has
     changed (the notes the reports write do not count: one report run after another is clean)."""
-    return provenance.git_commit(short=True, ignore=provenance.REPORT_OUTPUTS)
+    return provenance.git_commit(short=True)
 
 
 def model_fingerprint() -> str:
