@@ -366,5 +366,6 @@ def test_a_reader_that_leaves_early_is_no_traceback():
     # `true` reads nothing and is gone long before the command has imported torch: every write fails
     command = f"{sys.executable} -m triton_conv predict --batch 1 | true"
     env = {**os.environ, "PYTHONPATH": repo}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as in a plain shell: the write comes at the flush
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo, env=env)
     assert done.stderr == "", done.stderr

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=None,
         help="compile processes (default and most: the cores this process may use; in a dry run, the"
-        " H200 machine's 16)",
+        " H200 machine's 16, or the CPU's 2 with --spec tiny)",
     )
     campaign.set_defaults(run=cmd_campaign)
     tune = commands.add_parser("tune", help="autotune a layer set on the GPU and write the tables")
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("campaign: --out DIR is required (or --dry-run)")
     _ensure_kernels_can_run(args)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a piped stdout is buffered: its writes happen here, inside the try
+        return status
     except BrokenPipeError:  # `triton-conv predict | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

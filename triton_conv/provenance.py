@@ -27,8 +27,9 @@ SMI_FIELDS = (
 ENV_COMMIT = "TRITON_CONV_COMMIT"  # the commit of a copy that travelled without its .git
 
 
-# What the report commands write (fnmatch patterns; '*' crosses '/'): a change there is their own
-# output, not a change of the code that made it, and does not make the next report's tree dirty.
+# The notes' markdown and plots that the report commands write (fnmatch patterns; '*' crosses '/'):
+# a change there is a report's output, not a change of the code that made it. Data under notes/
+# (autotune/*.json, sweeps/*.json, published/*.csv) still counts: reports read it.
 REPORT_OUTPUTS = ("notes/*.md", "notes/plots/*")
 
 

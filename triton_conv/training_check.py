@@ -39,8 +39,11 @@ def _git_commit() -> dict:
     from .provenance import git_commit
 
     commit = git_commit()
-    head = commit.split()[0]
-    return {"commit": head if len(head) == 40 else None, "dirty": "uncommitted" in commit}
+    if commit.startswith("unknown"):  # neither git nor $TRITON_CONV_COMMIT: nothing is known
+        return {"commit": None, "dirty": None}
+    if "(from $" in commit:  # a copy without git: the commit it was made from, its state unknown
+        return {"commit": commit.split()[0], "dirty": None}
+    return {"commit": commit.split()[0], "dirty": "uncommitted" in commit}
 
 
 def provenance(device: torch.device) -> dict:

@@ -111,7 +111,7 @@ def check_item(run, item) -> None:
                 "passed": ok, "error": failure,
             })  # fmt: skip
         if not ok:  # a check the time limit kept from starting is no numerics failure: said apart
-            result = "no result" if math.isnan(error) else f"relative error {error:.3g} > {limit:g}"
+            result = "no result" if failure else f"relative error {error:.3g} > {limit:g}"
             tag = "CHECK FAILED" if ran else "CHECK NOT RUN"
             run.out.log(f"{tag} {item.id} {config}: {result}" + (f"; {failure}" if failure else ""))
 
