@@ -185,7 +185,9 @@ def test_a_budget_cut_stops_in_time_and_leaves_valid_files(tmp_path, triton_cach
 
 
 def test_dry_run_of_the_h200_campaign_fits_480_seconds():
-    text = __import__("triton_conv.campaign", fromlist=["dry_run"]).dry_run(h200(), 480.0)
+    plan = __import__("triton_conv.campaign", fromlist=["dry_run"]).dry_run(h200(), 480.0)
+    text = plan.text
+    assert plan.fits
     total = float(re.search(r"^total\s+([\d.]+)", text, re.M).group(1))
     compiles = int(re.search(r"^compile\s+\d+\s+(\d+)", text, re.M).group(1))
     assert total <= 480 and "fits the budget of 480 s" in text

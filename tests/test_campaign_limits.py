@@ -14,7 +14,7 @@ import pytest
 
 from triton_conv import cli
 from triton_conv.campaign import precompile, run, setup_steps, spec, timing_steps
-from triton_conv.campaign.costs import CostModel
+from triton_conv.campaign.costs import CostModel, DryRun
 from triton_conv.campaign.limits import time_limit
 from triton_conv.campaign.output import FILES, Output
 
@@ -165,9 +165,12 @@ def test_workers_are_capped_at_the_cores(tmp_path, monkeypatch):
     import triton_conv.campaign as campaign_package
 
     planned = []
-    monkeypatch.setattr(
-        campaign_package, "dry_run", lambda spec, budget, **kw: planned.append(kw["costs"]) or ""
-    )
+
+    def dry_run(spec, budget, **options):
+        planned.append(options["costs"])
+        return DryRun("", fits=True)
+
+    monkeypatch.setattr(campaign_package, "dry_run", dry_run)
     assert cli.main(["campaign", "--dry-run", "--workers", "100000"]) == 0
     assert [costs.workers for costs in planned] == [16]  # the H200 machine's cores
 
@@ -186,7 +189,8 @@ def test_a_dry_run_that_does_not_fit_says_what_the_run_would_do_and_fails(monkey
     import triton_conv.campaign as campaign
 
     def dry_run(spec, budget, **options):
-        return costs.render_plan(spec, plan, options["costs"] or CostModel.cpu(), budget, "x")
+        text = costs.render_plan(spec, plan, options["costs"] or CostModel.cpu(), budget, "x")
+        return costs.DryRun(text, costs.plan_fits(plan, budget))
 
     monkeypatch.setattr(campaign, "dry_run", dry_run)
     assert cli.main(["campaign", "--dry-run", "--budget-s", "8"]) == 1

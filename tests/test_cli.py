@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from bench import cases
 from triton_conv import cli
@@ -252,10 +253,11 @@ def test_a_dry_run_with_workers_plans_for_that_many(monkeypatch):
     """--workers was dropped from the dry run, which planned the GPU machine's 16 compile workers
     while the run it describes would have one."""
     import triton_conv.campaign as campaign
+    from triton_conv.campaign.costs import DryRun
 
     seen = []
     monkeypatch.setattr(
-        campaign, "dry_run", lambda spec, budget, *, on_gpu, costs: seen.append(costs) or "plan"
+        campaign, "dry_run", lambda spec, budget, *, on_gpu, costs: seen.append(costs) or DryRun("plan", True)
     )
     for argv in ([], ["--workers", "3"], ["--spec", "tiny", "--workers", "3"]):
         assert cli.main(["campaign", "--dry-run", *argv]) == 0
@@ -271,7 +273,8 @@ def test_tune_names_an_unknown_layer_set_before_looking_for_a_gpu(monkeypatch):
 
 def test_main_on_a_gpu_fails_when_a_part_fails_and_reports_only_what_this_run_wrote(tmp_path, monkeypatch):
     """It printed each part's pytest status, exit 0 whatever they were, and reported an earlier
-    run's JSON for a part that wrote none."""
+    run's JSON for a part that wrote none. Then it reported this run's JSONs alone, and the measured
+    section, rewritten whole, lost every other GPU's sweep and the campaign's."""
     from triton_conv import benchmarking, commands
 
     monkeypatch.chdir(tmp_path)
@@ -279,6 +282,8 @@ def test_main_on_a_gpu_fails_when_a_part_fails_and_reports_only_what_this_run_wr
     monkeypatch.setattr(benchmarking, "default_sweep_path", lambda: "notes/sweeps/gpu.json")
     (tmp_path / "notes" / "sweeps").mkdir(parents=True)
     (tmp_path / "notes" / "sweeps" / "gpu-backward.json").write_text("an earlier run's")
+    for kept in ("gpu-campaign.json", "other-gpu.json"):
+        (tmp_path / "notes" / "sweeps" / kept).write_text("kept")
 
     def run_sweep(path, env):  # fprop writes its JSON and passes; backward fails before writing
         if env["TRITON_CONV_BENCH_PART"] == "fprop":
@@ -290,25 +295,39 @@ def test_main_on_a_gpu_fails_when_a_part_fails_and_reports_only_what_this_run_wr
     monkeypatch.setattr(benchmarking, "run_sweep", run_sweep)
     monkeypatch.setattr(commands, "cmd_report", lambda args: reported.append(args.json))
     assert cli.main(["main", "--parts", "fprop", "backward"]) == 1
-    assert reported == [["notes/sweeps/gpu-fprop.json"]]
+    assert reported == [[f"notes/sweeps/{name}.json" for name in ("gpu-campaign", "gpu-fprop", "other-gpu")]]
     assert (tmp_path / "notes" / "sweeps" / "gpu-fprop.json").read_text() == "this run's"
     monkeypatch.setattr(benchmarking, "run_sweep", lambda path, env: 2)
     reported.clear()
     assert cli.main(["main", "--parts", "backward"]) == 1 and reported == []
 
 
+def _compiling_raises(monkeypatch, error: Exception) -> None:
+    """The compiling of both reports raises `error`, without a compile."""
+    from triton_conv import mainloop_report, static_report
+
+    def compile_rows(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(static_report, "static_rows", compile_rows)
+    monkeypatch.setattr(mainloop_report, "compile_rows", compile_rows)
+
+
 @pytest.mark.parametrize("command", ["static-report", "sass-report"])
 def test_a_report_whose_out_is_a_folder_stops_before_compiling(command, tmp_path, monkeypatch):
     """static-report compiled for 5.5 minutes, then raised IsADirectoryError with a traceback."""
-    from triton_conv import mainloop_report, static_report
-
-    def no_compiling(*args, **kwargs):
-        raise AssertionError("compiled before the output was checked")
-
-    monkeypatch.setattr(static_report, "static_rows", no_compiling)
-    monkeypatch.setattr(mainloop_report, "compile_rows", no_compiling)
+    _compiling_raises(monkeypatch, AssertionError("compiled before the output was checked"))
     with pytest.raises(SystemExit, match=f"triton-conv {command}: .* is a folder"):
         cli.main([command, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("command", ["static-report", "sass-report"])
+def test_an_error_of_the_work_itself_is_not_blamed_on_out(command, tmp_path, monkeypatch):
+    """Every OSError of the whole report was caught and told as one about --out, without a traceback."""
+    _compiling_raises(monkeypatch, FileNotFoundError("ptxas"))
+    with pytest.raises(FileNotFoundError, match="ptxas"):
+        cli.main([command, "--out", str(tmp_path / "report.md")])
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_a_report_is_written_whole(tmp_path, monkeypatch):
@@ -355,6 +374,32 @@ def test_user_errors_end_in_one_line_not_a_traceback(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 99999999999: .*allocate"):
         cli.main(["demo", "--batch", "99999999999"])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"),
+     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate")],
+)  # fmt: skip
+def test_the_demo_names_its_batch_when_a_later_allocation_fails(monkeypatch, error):
+    """Only the input's allocation was guarded: the float64 reference, four times its size, ended in
+    a traceback."""
+
+    def reference(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", reference)
+    with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 3: .*(allocate|out of memory)"):
+        cli.main(["demo", "--batch", "3"])
+
+
+def test_the_demo_keeps_the_traceback_of_an_error_that_is_not_memory(monkeypatch):
+    def reference(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", reference)
+    with pytest.raises(RuntimeError, match="bug"):
+        cli.main(["demo", "--batch", "3"])
 
 
 def test_a_reader_that_leaves_early_is_no_traceback():

@@ -298,7 +298,10 @@ def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
 
     git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
     (tmp_path / "notes" / "published").mkdir(parents=True)
-    files = ("notes/batching.md", "notes/published/rows.csv", "triton_conv.py")
+    (tmp_path / "notes" / "plots").mkdir()
+    # A plot whose name git quotes in `status --porcelain` ('"notes/plots/a b\303\251.png"'): read
+    # from that output, the quoted path matched no report pattern and the tree was called changed.
+    files = ("notes/batching.md", "notes/plots/a bé.png", "notes/published/rows.csv", "triton_conv.py")
     for name in files:
         (tmp_path / name).write_text("committed\n")
     git("init", "-q")
@@ -307,8 +310,9 @@ def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
     read = lambda: provenance.git_commit(str(tmp_path), short=True, ignore=provenance.REPORT_OUTPUTS)
     assert "uncommitted" not in read() and len(read()) == 12
     (tmp_path / "notes" / "batching.md").write_text("a report's output\n")
+    (tmp_path / "notes" / "plots" / "a bé.png").write_text("a report's plot\n")
     assert "uncommitted" not in read()
-    for name in files[1:]:  # a report's input, and code
+    for name in files[2:]:  # a report's input, and code
         (tmp_path / name).write_text("changed\n")
         assert read().endswith(" + uncommitted changes")
         git("checkout", "-q", "--", name)

@@ -125,6 +125,16 @@ def test_a_gpu_name_that_is_not_a_string_is_a_format_error(tmp_path):
     assert not (tmp_path / "notes").exists()
 
 
+@pytest.mark.parametrize("field", ["plan", "steps"])
+def test_a_step_without_a_name_is_named_by_its_own_list_and_index(tmp_path, field):
+    """The index counted plan and steps as one list: steps[1] was called plan/steps[6]."""
+    state = _state()
+    state[field][1] = {"estimate_s": 1.0}
+    with pytest.raises(CampaignFolderError, match=rf"campaign.json is not in the format .*{field}\[1\] is"):
+        report_campaign(str(_folder(tmp_path / "run", state=state)), str(tmp_path / "notes"), plots=False)
+    assert not (tmp_path / "notes").exists()
+
+
 def test_a_killed_campaign_is_reported_as_cut_short_with_its_missing_steps(tmp_path, capsys):
     """A campaign killed mid-run (campaign.json still 'running', three of five planned steps) was
     reported like a whole one: what it measured is kept, and the note and the output say the rest."""

@@ -3,7 +3,8 @@
 demo             run one Triton convolution, compare it with torch, print its GEMM views
 predict          the model's predictions for a device, ideal or fitted to a stack (labelled as predictions)
 report           notes/batching.md from pytest-benchmark JSONs of bench/ and the model's tables;
-                 given a campaign's folder: the autotune tables, batching.md's measured section, plots
+                 given a campaign's folder: campaign.md, a copy of the folder, its sweep and training
+                 step, the autotune tables, batching.md's measured section, plots
 campaign         the headline measurements of one GPU lease, within a time budget, into one folder
 tune             autotune a layer set on the GPU; tables into notes/autotune/<device>.md
 static-report    compile every config for sm_90 (no GPU): notes/autotune/sm90_static-triton<X.Y>.md
@@ -159,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "static-report",
         help="sm_90 registers, shared memory, spills, wgmma",
         description="Compile every tile config of every pass for sm_90 with the installed Triton (no GPU"
-        " needed) and write one table per pass and dtype: registers, shared memory, spills, whether the"
-        " main loop takes wgmma, and what the pruning rules do with each config.",
+        " needed) and write a summary and one table per pass, a row per config and dtype: registers,"
+        " shared memory, spills, whether the main loop takes wgmma, and what the pruning rules do with"
+        " each config.",
     )
     static.add_argument("--out", default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md")
     static.add_argument(

@@ -5,22 +5,35 @@ the parsed arguments, imports what it needs when it runs, and returns the exit s
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 
 import torch
 
+from .output_files import UnwritableOutput
+
 
 def cmd_demo(args) -> int:
+    try:
+        return _demo(args.batch)
+    except RuntimeError as error:  # a batch too large for this machine, at whichever allocation
+        if not _out_of_memory(error):
+            raise
+        raise SystemExit(f"triton-conv demo: --batch {args.batch}: {str(error).splitlines()[0]}") from None
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """CUDA's allocator raises torch.OutOfMemoryError; the CPU's a plain RuntimeError."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def _demo(batch: int) -> int:
     import triton_conv
     from triton_conv.launchers.common import launch_counts
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
-    try:
-        x = torch.randn(args.batch, 16, 14, 14, device=device, dtype=dtype)
-    except RuntimeError as error:  # out of memory: a batch too large for this machine
-        raise SystemExit(f"triton-conv demo: --batch {args.batch}: {str(error).splitlines()[0]}") from None
-    x = x.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 16, 14, 14, device=device, dtype=dtype).to(memory_format=torch.channels_last)
     w = torch.randn(24, 16, 3, 3, device=device, dtype=dtype).to(memory_format=torch.channels_last)
     b = torch.randn(24, device=device, dtype=dtype)
     problem = triton_conv.ConvProblem.from_shapes(x.shape, w.shape, stride=1, padding=1)
@@ -147,8 +160,6 @@ def cmd_report(args) -> int:
 
 
 def _report(args) -> int:
-    import glob
-
     from .report import make_model_report, make_report
 
     if os.path.isdir(args.out):  # else a campaign's notes would land beside it, in its parent
@@ -190,7 +201,7 @@ def cmd_tune(args) -> int:
             layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
             out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
         )  # fmt: skip
-    except OSError as error:  # --out-dir a file, or not writable
+    except UnwritableOutput as error:  # --out-dir a file, or not writable: found before the tuning
         raise SystemExit(f"triton-conv tune: --out-dir {args.out_dir}: {error}") from None
     if path is None:
         return 1
@@ -203,14 +214,14 @@ def cmd_static_report(args) -> int:
 
     try:
         print(f"wrote {write_static_report(args.out, workers=args.workers)}")
-    except OSError as error:  # --out a folder, or not writable: found before the compiling
+    except UnwritableOutput as error:  # --out a folder, or not writable: found before the compiling
         raise SystemExit(f"triton-conv static-report: {error}") from None
     return 0
 
 
 def cmd_campaign(args) -> int:
     from .campaign import SPECS, dry_run, run_campaign
-    from .campaign.costs import DOES_NOT_FIT, CostModel
+    from .campaign.costs import CostModel
 
     spec = SPECS[args.spec]()
     if args.dry_run:
@@ -224,8 +235,8 @@ def cmd_campaign(args) -> int:
                 else CostModel.cpu(workers=min(args.workers, 2))
             )
         plan = dry_run(spec, args.budget_s, on_gpu=on_gpu, costs=costs)
-        print(plan)
-        return 1 if DOES_NOT_FIT in plan else 0
+        print(plan.text)
+        return 0 if plan.fits else 1
     _check_writable_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     if not state.get("timings"):  # a budget too small, or every item failed: say so in the exit status
@@ -261,7 +272,7 @@ def cmd_sass_report(args) -> int:
 
     try:
         path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
-    except OSError as error:  # --out a folder, or not writable: found before the compiling
+    except UnwritableOutput as error:  # --out a folder, or not writable: found before the compiling
         raise SystemExit(f"triton-conv sass-report: {error}") from None
     print(f"wrote {path}")
     for line in broken:
@@ -291,8 +302,10 @@ def cmd_main(args) -> int:
         return cmd_predict(probes)
     from .benchmarking import default_sweep_path, run_sweep
 
-    # The sweep in its parts (bench/cases.py PARTS), one JSON each, then the report from the JSONs
-    # this run wrote (never an earlier run's: each part writes beside its file and replaces it).
+    # The sweep in its parts (bench/cases.py PARTS), one JSON each, each written beside its file and
+    # then moved over it. The report is rewritten whole from notes/sweeps/: this run's JSONs and the
+    # sweeps already there (other GPUs', a campaign's, parts not run this time), but never the
+    # earlier file of a part this run tried and did not rewrite, which would pass for this run's.
     base = default_sweep_path().removesuffix(".json")
     paths, failed = [], []
     for part in args.parts:
@@ -311,7 +324,10 @@ def cmd_main(args) -> int:
             os.replace(fresh, path)
             paths.append(path)
     if paths:
-        cmd_report(argparse.Namespace(json=paths, out="notes/batching.md", no_plots=False))
+        on_record = {os.path.normpath(p) for p in glob.glob(os.path.join(os.path.dirname(base), "*.json"))}
+        tried = {os.path.normpath(f"{base}-{part}.json") for part in args.parts}
+        sweeps = sorted((on_record - tried) | {os.path.normpath(p) for p in paths})
+        cmd_report(argparse.Namespace(json=sweeps, out="notes/batching.md", no_plots=False))
     if failed or not paths:
         print(f"triton-conv main: sweep parts failed: {', '.join(failed) or 'none wrote a JSON'}")
         return 1

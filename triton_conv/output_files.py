@@ -10,14 +10,23 @@ import os
 import tempfile
 
 
+class UnwritableOutput(OSError):
+    """The file a command would write cannot be written: found before its work starts. Commands
+    turn this one error into a one-line message; any other OSError, raised later by the work
+    itself, keeps its traceback."""
+
+
 def check_writable(path: str) -> None:
-    """Raise OSError saying why `path` cannot be written (a folder; a parent that cannot be made or
-    written), making its parent folder if missing."""
+    """Raise UnwritableOutput saying why `path` cannot be written (a folder; a parent that cannot be
+    made or written), making its parent folder if missing."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a folder: give the file to write")
+        raise UnwritableOutput(f"{path} is a folder: give the file to write")
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tempfile.TemporaryFile(dir=folder).close()
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UnwritableOutput(f"{path}: {error}") from error
 
 
 def write_whole(path: str | os.PathLike, text: str) -> None:

@@ -44,8 +44,9 @@ def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...
             ).stdout
         )
         head = run("rev-parse", *(["--short=12"] if short else []), "HEAD").strip()
-        status = run("status", "--porcelain", "--untracked-files=no")  # 'XY path': not stripped
-        changed = [line[3:] for line in status.splitlines()]
+        # Tracked paths that differ from HEAD, staged or not: NUL-separated, so a path with spaces or
+        # odd characters comes unquoted, and a rename names both its paths.
+        changed = run("diff", "--name-only", "--no-renames", "-z", "HEAD").split("\0")[:-1]
     except (OSError, subprocess.SubprocessError):
         given = os.environ.get(ENV_COMMIT, "").strip()
         return f"{given} (from ${ENV_COMMIT})" if given else "unknown (not a git checkout)"

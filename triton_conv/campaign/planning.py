@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..runtime import interpreter_active
-from .costs import CostModel, Estimator, make_plan, render_plan
+from .costs import CostModel, DryRun, Estimator, make_plan, plan_fits, render_plan
 from .precompile import record
 from .spec import CampaignSpec, plan_items
 from .variants import LaunchJob
@@ -33,7 +33,7 @@ def compile_target(spec: CampaignSpec, on_gpu: bool) -> tuple[str, int, int]:
     return ("cuda", 10 * major + minor, 32)
 
 
-def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, costs=None) -> str:
+def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, costs=None) -> DryRun:
     """The plan (steps, compiles, estimated seconds) on any machine: the launches are recorded in a
     child process (no GPU needed); the costs are those of the GPU machine unless `on_gpu` is False."""
     on_gpu = True if on_gpu is None else on_gpu
@@ -44,4 +44,4 @@ def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, 
     variants = record(jobs, compile_target(spec, on_gpu=here))
     plan = make_plan(spec, items, variants, len(jobs), Estimator(spec, costs, on_gpu))
     where = f"an {spec.device.name}" if on_gpu else "the CPU (Triton's interpreter)"
-    return render_plan(spec, plan, costs, budget_s, where)
+    return DryRun(render_plan(spec, plan, costs, budget_s, where), plan_fits(plan, budget_s))

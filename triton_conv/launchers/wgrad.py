@@ -44,12 +44,13 @@ class _WgradPlan(NamedTuple):
     plan: Plan
     db_split: tuple  # _db_split_buffer's arguments
     db_buffer: torch.Tensor | None  # the cached placeholder when split_k is 1, else None: per call
+    groups: int  # of the convolution: padded_input's copy of x pads each group's channels
 
     def spec(self, dy, x, dw, db) -> LaunchSpec:
         db_workspace = self.db_buffer if self.db_buffer is not None else _db_split_buffer(*self.db_split)
         padded = self.plan.constexprs["TAP_CHANNELS"]
         if padded:
-            x = padded_input(x, self.plan.grid[1], padded)
+            x = padded_input(x, self.groups, padded)
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
 
 
@@ -141,7 +142,7 @@ def wgrad_plan(
         wgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split,
         split_k_buffers(*split) if single else None, ((0, dy_view), (1, x_view)),
     )  # fmt: skip
-    return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None)
+    return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None, problem.groups)
 
 
 def wgrad_spec(

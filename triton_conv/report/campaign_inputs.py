@@ -59,9 +59,10 @@ def check_state(state, path) -> None:
         empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
-    for index, step in enumerate(state["plan"] + state["steps"]):
-        if not isinstance(step, dict) or not isinstance(step.get("step"), str):
-            raise format_error(path, f"plan/steps[{index}]", step, "an object with a step's name")
+    for field in ("plan", "steps"):
+        for index, step in enumerate(state[field]):
+            if not isinstance(step, dict) or not isinstance(step.get("step"), str):
+                raise format_error(path, f"{field}[{index}]", step, "an object with a step's name")
     for field in PROVENANCE_FIELDS:
         if not isinstance(state["provenance"].get(field), str):
             raise format_error(path, f"provenance.{field}", state["provenance"].get(field), "a string")
