@@ -418,3 +418,41 @@ def test_conv_transpose2d_module_output_size_kinds_match_torch(kwargs):
                 assert str(expected) in str(got) and "output_size" in str(got), size
             else:
                 assert got.shape == expected.shape and rel_error(got, expected) < EXACT_TOL, size
+
+
+def test_weight_gradient_of_an_image_whose_batch_stride_overlaps_it():
+    """An N=1 NHWC input whose batch stride (20) is below C·H·W (100), grouped, with a channels_last
+    weight: torch 2.11's and 2.13's CPU weight gradient of it is wrong (an error of 17.7 against the
+    same values contiguous). Ours is checked against that contiguous float64 reference, not torch's
+    answer on the view, and the kernel must run."""
+    x = torch.randn(4000, dtype=EXACT).as_strided((1, 4, 5, 5), (20, 1, 20, 4))
+    w = torch.randn(4, 2, 2, 1, dtype=EXACT).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(1, 4, 4, 5, dtype=EXACT)
+
+    def weight_gradient(conv, x, w):
+        w = w.detach().requires_grad_()
+        return torch.autograd.grad(conv(x, w, groups=2), w, dy)[0]
+
+    expected = weight_gradient(F.conv2d, x.contiguous(), w.contiguous())
+    got, launches = _launches(lambda: weight_gradient(triton_conv.conv2d, x, w))
+    assert launches.get("wgrad_kernel") == 1 and rel_error(got, expected) < EXACT_TOL
+
+
+def test_forward_tangent_under_vmap_of_a_batched_bias():
+    """vmap over the bias of a jvp of conv1d (stride 2, dilation 2): torch 2.13's tangent is wrong
+    there; ours equals conv1d(tangent of x, w) + conv1d(x, tangent of w) for every bias."""
+    from torch.func import jvp, vmap
+
+    x, w = torch.randn(2, 1, 5, dtype=EXACT), torch.randn(1, 1, 2, dtype=EXACT)
+    biases = torch.randn(3, 1, dtype=EXACT)
+    args = dict(stride=2, dilation=2)
+
+    def one(bias):
+        return jvp(lambda x, w: triton_conv.conv1d(x, w, bias, **args), (x, w), (x.cos(), w.sin()))
+
+    (outputs, tangents), launches = _launches(lambda: vmap(one)(biases))
+    assert launches.get("fprop_kernel")  # torch's own convolution gives a wrong tangent here
+    for bias, output, tangent in zip(biases, outputs, tangents):
+        assert rel_error(output, F.conv1d(x, w, bias, **args)) < EXACT_TOL
+        expected = F.conv1d(x.cos(), w, None, **args) + F.conv1d(x, w.sin(), None, **args)
+        assert rel_error(tangent, expected) < EXACT_TOL
