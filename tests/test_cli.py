@@ -271,7 +271,7 @@ def test_tune_names_an_unknown_layer_set_before_looking_for_a_gpu(monkeypatch):
         cli.main(["tune", "--layers", "nope"])
 
 
-def test_main_on_a_gpu_fails_when_a_part_fails_and_reports_only_what_this_run_wrote(tmp_path, monkeypatch):
+def test_main_on_a_gpu_fails_when_a_part_fails_and_never_reports_that_parts_stale_json(tmp_path, monkeypatch):
     """It printed each part's pytest status, exit 0 whatever they were, and reported an earlier
     run's JSON for a part that wrote none. Then it reported this run's JSONs alone, and the measured
     section, rewritten whole, lost every other GPU's sweep and the campaign's."""
