@@ -2,6 +2,7 @@
 CPU: the GPU-only parts are checked for what they can be without a GPU (settings, options, the sweep)."""
 
 import contextlib
+import math
 import subprocess
 import sys
 
@@ -132,6 +133,25 @@ def test_relative_error_and_tolerances():
     a = torch.ones(4)
     assert benchmarking.relative_error(a, a) == 0
     assert benchmarking.relative_error((a, a), (a, 2 * a)) == pytest.approx(0.5)
+    assert benchmarking.relative_error(torch.ones(0), torch.ones(0)) == 0
+
+
+def test_relative_error_sees_one_wrong_tile_and_any_nan():
+    """The campaign's GPU check: one tile of 3,136 (a 56x56 layer's N=128 output in 128x128 tiles)
+    computed wrong is about 2% off norm-wise, under bf16's limit; the element-wise error sees it.
+    A NaN in any of a pass's results fails the check wherever it is."""
+    torch.manual_seed(0)
+    want = torch.randn(784 * 16, 4 * 16, dtype=torch.float64)  # 3,136 tiles of 16x16
+    got = want.to(torch.bfloat16).double()  # a correct bf16 result: its rounding only
+    correct = benchmarking.relative_error(got, want)
+    assert correct <= 2.0**-8 < benchmarking.tolerance("bf16", tf32=False)
+    got[:16, :16] = torch.randn(16, 16, dtype=torch.float64)
+    assert (got - want).norm() / want.norm() < benchmarking.tolerance("bf16", tf32=False)
+    assert benchmarking.relative_error(got, want) > 5 * benchmarking.tolerance("bf16", tf32=False)
+    for position in (0, 1):
+        results = [want.clone(), want.clone()]
+        results[position][0, 0] = math.nan
+        assert math.isnan(benchmarking.relative_error(results, [want, want]))
     assert benchmarking.tolerance("fp32", tf32=True) > benchmarking.tolerance("fp32", tf32=False)
     even = ConvProblem.from_shapes((1, 2, 5, 5), (2, 2, 2, 2), padding="same")  # pads 0 top, 1 bottom
     with pytest.raises(ValueError, match="symmetric"):

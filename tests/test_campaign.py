@@ -18,6 +18,7 @@ import torch
 
 from triton_conv import benchmarking, tuning
 from triton_conv.campaign import costs, h200, records, runners, spec, timing
+from triton_conv.campaign import run as run_module
 from triton_conv.campaign.output import FILES, write_json
 from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
@@ -337,6 +338,24 @@ def test_step_deadlines_protect_later_steps_then_share_a_shortage(tmp_path):
     assert run.step_deadline("b") == pytest.approx(90.0, abs=0.5)
     run.started -= 80  # 80 s gone, 20 left for 40 s of estimates: b gets 30/40 of them
     assert run.step_deadline("b") == pytest.approx(80 + 15.0, abs=0.5)
+    run.out.close()
+
+
+def test_the_peer_step_never_takes_the_later_steps_slack(tmp_path):
+    """Inductor's compile per shape is the plan's least known cost: with slack for 60 s, the peer step
+    gets OVERRUN_CAP x its estimate, and what it leaves flows to the steps after it."""
+    run = Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=100.0, echo=None)
+    plan = [
+        costs.StepPlan(name, 1, 0, seconds, "")
+        for name, seconds in (("peer", 20), ("dgrad", 30), ("finish", 10))
+    ]
+    run.set_plan(plan)
+    run.started = time.monotonic()
+    assert run_module.OVERRUN_CAP["peer"] * 20 < 60
+    assert run.step_deadline("peer") == pytest.approx(run_module.OVERRUN_CAP["peer"] * 20, abs=0.5)
+    assert run.step_deadline("dgrad") == pytest.approx(90.0, abs=0.5)
+    run.started -= 85  # late: the shortage is shared, and the cap is no longer what binds
+    assert run.step_deadline("peer") == pytest.approx(85 + 15 * 20 / 60, abs=0.5)
     run.out.close()
 
 

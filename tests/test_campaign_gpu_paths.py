@@ -355,6 +355,37 @@ def test_an_item_past_its_limit_is_stopped_even_if_it_catches_exceptions(tmp_pat
     assert state["status"] == "complete, with errors or skips"
 
 
+def test_a_step_whose_items_keep_running_past_their_limits_is_given_up(tmp_path, monkeypatch):
+    """Items stopped at their limits one after another (estimates far too low on this machine, an
+    Inductor compile per shape slower than its limit) each cost their limit and time nothing: after
+    STOPPED_IN_A_ROW of them the rest of the step is skipped and listed, and the later steps run."""
+    stubs = Stubs(monkeypatch)
+    monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.2)
+
+    def item(campaign, item):
+        stubs.calls.append((item.step, item.id))
+        if item.step == "megapixel":
+            time.sleep(3)
+        return True
+
+    monkeypatch.setattr(timing_steps, "pass_item", item)
+    started = time.monotonic()
+    state, files, _ = _run(tmp_path)
+    slow = _items("megapixel")
+    assert len(slow) > run.STOPPED_IN_A_ROW and time.monotonic() - started < 3
+    assert [(e["step"], e["item"]) for e in state["errors"]] == [("megapixel", i) for i in slow[:2]]
+    skipped = [s for s in state["skipped"] if s["step"] == "megapixel"]
+    assert [s["item"] for s in skipped] == slow[2:]
+    assert all(s["why"] == "the step's last 2 items were stopped at their time limits" for s in skipped)
+    assert [c for c in stubs.calls if c[0] == "megapixel"] == [("megapixel", i) for i in slow[:2]]
+    assert ("decoder", _items("decoder")[0]) in stubs.calls and state[
+        "status"
+    ] == "complete, with errors or skips"
+    step = next(s for s in files["campaign.json"]["steps"] if s["step"] == "megapixel")
+    assert (step["done"], step["failed"], step["skipped"]) == (0, 2, len(slow) - 2)
+
+
 def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp_path, monkeypatch):
     """Inductor points an unset TRITON_CACHE_DIR at a folder of its own when it builds a kernel
     (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and Triton reads

@@ -108,6 +108,19 @@ def test_campaign_without_out_is_refused_by_the_parser(capsys):
     assert stopped.value.code == 2 and "--out DIR is required" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what a machine without a visible GPU does")
+def test_an_h200_campaign_without_a_gpu_ends_at_once(tmp_path, monkeypatch):
+    """A lease whose GPU torch cannot see: the H200 campaign once re-ran itself under the interpreter
+    and spent its whole budget there. It ends now, naming the spec and what torch was built for, with
+    nothing written and no second process."""
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("re-ran itself under the interpreter"))
+    out = tmp_path / "campaign"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["campaign", "--budget-s", "480", "--out", str(out)])
+    assert str(stopped.value).startswith("triton-conv campaign --spec h200: no CUDA device (torch ")
+    assert "--spec tiny runs on a CPU" in str(stopped.value) and not out.exists()
+
+
 @pytest.mark.parametrize("where", ["a file", "under a file"])
 def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, tmp_path):
     existing = tmp_path / "taken"

@@ -316,3 +316,22 @@ def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
         (tmp_path / name).write_text("changed\n")
         assert read().endswith(" + uncommitted changes")
         git("checkout", "-q", "--", name)
+
+
+def test_a_copy_inside_another_repository_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
+    """A device machine's copy of the package (no .git of its own) in a folder that another work tree
+    holds: git answered that tree's HEAD; the commit the caller named is the package's."""
+    import subprocess
+
+    from triton_conv import provenance
+
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    (tmp_path / "other.txt").write_text("another project\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    copy = tmp_path / "copy"
+    (copy / "triton_conv").mkdir(parents=True)
+    monkeypatch.setenv(provenance.ENV_COMMIT, "0123456789ab")
+    assert provenance.git_commit(str(copy)) == f"0123456789ab (from ${provenance.ENV_COMMIT})"
+    assert provenance.git_commit(str(tmp_path), short=True) != provenance.git_commit(str(copy))

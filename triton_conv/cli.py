@@ -44,6 +44,15 @@ def _ensure_kernels_can_run(args) -> None:
     from .runtime import interpreter_active
 
     runs_kernels = args.command in KERNEL_COMMANDS and not getattr(args, "dry_run", False)
+    if runs_kernels and not torch.cuda.is_available() and getattr(args, "spec", "tiny") != "tiny":
+        # A GPU lease whose GPU torch cannot see must end in seconds, not after a budget spent in
+        # the interpreter on a campaign sized for an H200.
+        raise SystemExit(
+            f"triton-conv campaign --spec {args.spec}: no CUDA device (torch {torch.__version__}, "
+            f"built for CUDA {torch.version.cuda}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "--spec tiny runs on a CPU, --dry-run prints the plan"
+        )
     if runs_kernels and not torch.cuda.is_available() and not interpreter_active():
         print("no CUDA device: running the Triton kernels in Triton's interpreter (TRITON_INTERPRET=1)")
         sys.stdout.flush()

@@ -36,13 +36,17 @@ REPORT_OUTPUTS = ("notes/*.md", "notes/plots/*")
 def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...] = REPORT_OUTPUTS) -> str:
     """HEAD of the repository this package lives in, '+ uncommitted changes' when a tracked file
     other than those matching `ignore` (the notes the reports write) has changed; in a copy without
-    git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets."""
+    git (a device machine's), $TRITON_CONV_COMMIT, which the caller sets; so too in a copy that lies
+    inside another repository's work tree, whose HEAD is not this package's."""
     try:
         run = lambda *args: (
             subprocess.run(
                 ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=20
             ).stdout
         )
+        top = run("rev-parse", "--show-toplevel").strip()
+        if os.path.realpath(top) != os.path.realpath(repo):
+            raise subprocess.SubprocessError(f"{repo} lies in another repository's work tree ({top})")
         head = run("rev-parse", *(["--short=12"] if short else []), "HEAD").strip()
         # Tracked paths that differ from HEAD, staged or not: NUL-separated, so a path with spaces or
         # odd characters comes unquoted, and a rename names both its paths.

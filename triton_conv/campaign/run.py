@@ -5,13 +5,18 @@ later steps' still fit in what is left, it may run until
     start + budget - (estimates of the later steps, the final flush included),
 so a step that runs long eats the slack, never the later steps' time; if they no longer fit (the
 run is slower than the plan, or the budget smaller), every remaining step gets the same fraction of
-its estimate; no deadline reaches into the last RESERVE_S seconds, kept for the last flush. Before
+its estimate. The exception is a step in OVERRUN_CAP (the Inductor peer's: its estimate is the cost
+model's least known term, and the dgrad, wgrad and training results come after it), which never gets
+more than that many times its estimate. No deadline reaches into the last RESERVE_S seconds, kept for
+the last flush. Before
 each item the step asks whether the item, at its estimate scaled by how far this step's items have
 over- or under-run so far, still fits; one that does not is skipped and listed with the reason (so
 are the ceilings, when their estimate does not fit, and the compile, when half of what is left
 would not start a worker). An item still running after ITEM_LIMIT_FACTOR times its estimate (at least
 MIN_ITEM_LIMIT_S; a step's last item, until its step's deadline), or at the budget's end, is stopped
-(limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease.
+(limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease;
+once STOPPED_IN_A_ROW items of a step in a row have been stopped so, the step's estimates are wrong on
+this machine, and its remaining items are skipped (listed) rather than each spending its limit.
 
 A failure costs only what failed: an item's exception (or its time limit) is listed under its step
 and the step goes on to the next item; a step's own work failing (the ceilings, the compile, the plan,
@@ -49,6 +54,8 @@ FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
 MIN_ITEM_LIMIT_S = 20.0  # ...or this many seconds, whichever is more, and never past the budget
 RESERVE_S = 2.0  # kept at the end for the last flush
+STOPPED_IN_A_ROW = 2  # items of a step stopped at their limits one after another: skip the rest
+OVERRUN_CAP = {"peer": 1.5}  # such a step's deadline: at most its start + this x its estimate
 
 
 STEP = "(step)"  # the item of an error in a step's own work, not in one of its items
@@ -140,8 +147,12 @@ class Campaign:
         mine, later = estimates[names.index(name)], sum(estimates[names.index(name) + 1 :])
         left = self.budget_s - self.elapsed()
         if mine + later <= left:
-            return self.budget_s - later
-        return self.elapsed() + mine * max(0.0, left) / (mine + later)
+            deadline = self.budget_s - later
+        else:
+            deadline = self.elapsed() + mine * max(0.0, left) / (mine + later)
+        if name in OVERRUN_CAP:
+            deadline = min(deadline, self.elapsed() + OVERRUN_CAP[name] * mine)
+        return deadline
 
     def guarded(self, step: str, work) -> bool:
         """Run a step's own work; a failure is listed (item STEP) and logged with its traceback, and
@@ -163,9 +174,12 @@ class Campaign:
         self.step_name = name
         # The reserve is the last flush's: an item that would start in it could only be stopped at once.
         deadline = min(self.step_deadline(name), self.budget_s - RESERVE_S)
-        started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
+        started, planned, spent, done, stopped = self.elapsed(), 0.0, 0.0, 0, 0
         before = Counter(self.compiles)
         for item in items:
+            if stopped >= STOPPED_IN_A_ROW:
+                self.skip(item.id, f"the step's last {stopped} items were stopped at their time limits")
+                continue
             try:
                 guess = estimate(item)
             except Exception as failure:  # the dry run computes the same estimates: a bug, say so
@@ -185,8 +199,10 @@ class Campaign:
                 with time_limit(limit):
                     timed = run_item(self, item)
                 done += timed is not False  # False: the item skipped itself and said why
+                stopped = 0
             except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
+                stopped = stopped + 1 if isinstance(failure, ItemTimeout) else 0
             spent += self.elapsed() - began
             planned += guess
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:

@@ -219,12 +219,26 @@ def training_item(run, item) -> None:
     run.out.log(f"training: {result['comparison']}")
 
 
+def stop_inductor_workers() -> None:
+    """Inductor's compile workers (a pool of processes, one per core) outlive the peer step, and one
+    that an item's time limit cut short may still be compiling: stopped, they take no core from the
+    host-side times (eager, launch overhead) of the steps after. A private API of torch: a torch
+    without it has nothing to stop here."""
+    try:
+        from torch._inductor.async_compile import shutdown_compile_workers
+    except ImportError:
+        return
+    shutdown_compile_workers()
+
+
 def run_all(run) -> None:
     est = run.estimator
     peers = [item for item in run.items["fprop"] if item.peer]
     run.run_step("fprop", run.items["fprop"], pass_item, est.pass_item)
     first = {id(peers[0])} if peers else set()
     run.run_step("peer", peers, peer_item, lambda item: est.peer_item(item, id(item) in first))
+    if peers:
+        run.guarded("peer", stop_inductor_workers)
     for step in ("dgrad", "wgrad", "batching", "megapixel", "decoder"):
         run.run_step(step, run.items[step], pass_item, est.pass_item)
     run.run_step("training", run.items["training"], training_item, est.training)

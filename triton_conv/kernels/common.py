@@ -129,6 +129,10 @@ def reduce_splits(
     local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     tile_base = as_offset(tile_slot, USE_INT64) * SPLIT_K * tile_elems
     tl.store(workspace_ptr + tile_base + split_id * tile_elems + local, acc)
+    # One thread does the atomic: its release makes the whole CTA's partial visible only once every
+    # thread's stores are ordered before it, which a CTA barrier does (Triton's compiles put one
+    # there today only because shared memory is reused at this point; this one does not rely on it).
+    tl.debug_barrier()
     # acq_rel: our partial is visible before the count moves; the last split sees all partials.
     arrived = tl.atomic_add(counter_ptr + tile_slot, 1, sem="acq_rel")
     is_last = arrived == SPLIT_K - 1
