@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 python=$(bash scripts/setup_env.sh)
 "$python" -c 'import sys, numpy, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__)'
 # --benchmark-disable: bench/ runs once as a correctness check, not as timings (timings: README).
-exec "$python" -m pytest -q --benchmark-disable "$@"
+# One pytest-xdist worker per core (TRITON_CONV_TEST_WORKERS=0: one process), each given whole files,
+# so that a module's fixtures (the tiny campaign, the sm_90 compiles) run once.
+exec "$python" -m pytest -q --benchmark-disable -n "${TRITON_CONV_TEST_WORKERS:-auto}" --dist loadfile "$@"
