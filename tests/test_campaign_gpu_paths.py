@@ -181,11 +181,15 @@ def test_compile_workers_are_fresh_interpreters_that_cannot_see_the_gpu(monkeypa
             return 1
 
     monkeypatch.setattr(precompile.subprocess, "Popen", Refused)
+    monkeypatch.setenv("PYTHONPATH", ".")  # the device command's, relative to where it was started
     variants, report = record_and_compile([], workers=3, timeout_s=5)
     assert len(started) == 3 and variants == [] and len(report["failures"]) == 3
     for args, env in started:
         assert args[:3] == [sys.executable, "-m", "triton_conv.campaign.precompile"]
         assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TRITON_INTERPRET"] == "0"
+        # this package first, whatever the workers' cwd and the relative entry would find
+        first, *rest = env["PYTHONPATH"].split(os.pathsep)
+        assert Path(first).resolve() == REPO and rest == ["."]
     for path in (REPO / "triton_conv").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 
+from .check_process import PACKAGE_ROOT
 from .compile_child import _record_here  # noqa: F401 - re-exported: the tests record in-process
 from .target import TARGET_H200
 from .variants import LaunchJob, Variant
@@ -46,6 +47,9 @@ class Child:
         with open(self.paths["in.pickle"], "wb") as handle:
             pickle.dump(request, handle)
         env = {**os.environ, "TRITON_INTERPRET": "0", "CUDA_VISIBLE_DEVICES": ""}
+        # This package first, as the check's process has it: not whatever the cwd or a relative
+        # PYTHONPATH would find from where the campaign was started.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
         self.started = time.perf_counter()
         with open(self.paths["stderr"], "wb") as err:  # a file: a full pipe would stall the child
             self.process = subprocess.Popen(
