@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -390,6 +391,39 @@ def test_a_step_whose_items_keep_running_past_their_limits_is_given_up(tmp_path,
     assert (step["done"], step["failed"], step["skipped"]) == (0, 2, len(slow) - 2)
 
 
+def test_the_check_step_gives_up_a_kernel_pass_whose_items_keep_stopping_not_the_others(
+    tmp_path, monkeypatch
+):
+    """The check counts its stops per kernel pass: two weight-gradient items stopped in a row (two
+    hung configs, each barred after its hang) give up the weight gradient's remaining checks, while the
+    forward and data-gradient items, which share none of its configs, are still checked; a timing
+    item that was never checked says why."""
+    stubs = Stubs(monkeypatch)
+    monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
+    monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.2)
+    items = {i.id: i for s in spec.CHECKED_STEPS for i in spec.plan_items(spec.tiny())[s]}
+
+    def check(campaign, item):
+        stubs.calls.append(("check", item.id))
+        if item.kernel_pass == "wgrad":
+            time.sleep(3)
+
+    monkeypatch.setattr(setup_steps, "check_item", check)
+    state, _, _ = _run(tmp_path)
+    wgrad = [i for i in _items("check") if items[i].kernel_pass == "wgrad"]
+    others = [i for i in _items("check") if items[i].kernel_pass != "wgrad"]
+    assert len(wgrad) > run.STOPPED_IN_A_ROW and len({items[i].kernel_pass for i in others}) == 2
+    assert [(e["step"], e["item"]) for e in state["errors"]] == [("check", i) for i in wgrad[:2]]
+    skipped = [s for s in state["skipped"] if s["step"] == "check"]
+    why = "the step's last 2 wgrad items were stopped at their time limits"
+    assert skipped == [{"step": "check", "item": i, "why": why} for i in wgrad[2:]]
+    assert [i for s, i in stubs.calls if s == "check"] == [i for i in _items("check") if i not in wgrad[2:]]
+    assert timing_steps._unchecked(SimpleNamespace(state=state), items[wgrad[2]]) == f"never checked: {why}"
+    assert timing_steps._unchecked(SimpleNamespace(state={"skipped": []}), items[wgrad[2]]) == (
+        "never checked (the check step ended before it)"
+    )
+
+
 def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp_path, monkeypatch):
     """Inductor points an unset TRITON_CACHE_DIR at a folder of its own when it builds a kernel
     (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and Triton reads
@@ -664,12 +698,15 @@ def test_the_gpu_paths_call_apis_this_torch_and_triton_have():
     assert hasattr(knobs.compilation, "listener") and hasattr(knobs.runtime, "jit_cache_hook")
 
 
-def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypatch):
+@pytest.mark.parametrize("one_image_pinned", [True, False])
+def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypatch, one_image_pinned):
     """pass_item with the campaign's GPU branch (the kernels in the interpreter, torch.cuda faked):
     each candidate timed by replays, the winner pinned and run by the op, cuDNN beside it, the batch
     against one image at a time, each record with its device, eager and host times and its fraction
-    of the measured peak."""
+    of the measured peak. triton-conv's images one at a time run the config the N=1 item checked and
+    pinned; with none pinned they are skipped, not run on a default config no check ran."""
     from triton_conv import timers, tuning
+    from triton_conv.campaign.runners import make_inputs, op_channels_last
 
     cuda = FakeCuda(monkeypatch, replay_ms=0.5)
     item = next(i for i in spec.plan_items(spec.tiny())["batching"] if i.one_at_a_time)
@@ -680,15 +717,31 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
     campaign.on_gpu = True
     campaign.state["ceilings"] = {"matmul_dtype": "fp16", "matmul_tflops": 10.0}
     campaign.checked[item.id] = item.candidates
+    if one_image_pinned:  # as the N=1 item's tune_item pins it, from its own N=1 tensors
+        one = item.problem.with_batch(1)
+        tensors = make_inputs(one, spec.tiny().torch_dtype, campaign.device)
+        channels_last = op_channels_last("fprop", tensors)
+        w = tensors["w"]
+        tuning.pin_config(one, "fprop", w.dtype, channels_last, w.device, item.candidates[-1])
+    # every launch of the op runs a pinned config: none falls through to tuning (or its default)
+    monkeypatch.setattr(tuning, "autotune", lambda *args, **kwargs: pytest.fail("an unpinned shape ran"))
     try:
         assert timing_steps.pass_item(campaign, item) is True
     finally:
         tuning.forget_choices()
         campaign.out.close()
+    infos = [r["extra_info"] for r in campaign.records]
+    if not one_image_pinned:
+        assert ("triton-conv", "one-at-a-time") not in {(i["implementation"], i.get("how")) for i in infos}
+        assert ("cudnn", "one-at-a-time") in {(i["implementation"], i.get("how")) for i in infos}
+        assert campaign.state["skipped"] == [
+            {"step": "start", "item": f"{item.id} one-at-a-time",
+             "why": "triton-conv's N=1 config was never checked and pinned"}
+        ]  # fmt: skip
+        return
     (row,) = campaign.autotune_rows
     # the tiny spec asks for rounds of one call: one turn over the two sets, 0.5 ms a replay
     assert row["winner_ms"] == pytest.approx(0.5 / 2) and len(row["timings"]) == len(item.candidates)
-    infos = [r["extra_info"] for r in campaign.records]
     assert {(i["implementation"], i.get("how")) for i in infos} == {
         ("triton-conv", None), ("cudnn", None), ("triton-conv", "batch"), ("cudnn", "batch"),
         ("triton-conv", "one-at-a-time"), ("cudnn", "one-at-a-time"),

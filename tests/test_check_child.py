@@ -123,13 +123,26 @@ def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
     assert [line.split(f" {hung.id} ")[0] for line in lines] == ["CHECK FAILED", "CHECK NOT RUN"]
     assert lines[1].endswith(f"{ok}: no result; not checked when the item's time limit struck")
 
+    # The hung config is never launched again (configs are shared by many items, and each launch
+    # would cost a whole limit): a later item that lists it reports it unchecked, and checks the rest.
+    later = dataclasses.replace(item, layer="later", candidates=(hangs, ok))
+    with time_limit(60.0):
+        setup_steps.check_item(run, later)
+    rows = [(r["config"], r["passed"], r["error"]) for r in run.checks if r["item"] == later.id]
+    assert rows == [
+        (str(hangs), False, f"not checked: still running when {hung.id}'s time limit struck"),
+        (str(ok), True, None),
+    ]
+    assert run.checked[later.id] == (ok,) and checker.hung == {("fprop", str(hangs)): hung.id}
+
     # A new child slower to start than its item's limit costs that item, not the child: the check
     # does not fall back to this process (where a fault would end the campaign).
+    checker.close()  # the next item needs a new child
     monkeypatch.setattr(check_process, "CHILD_MAIN", "import time; time.sleep(60)")
     slow = dataclasses.replace(item, layer="slow", candidates=(ok,))
     with pytest.raises(ItemTimeout), time_limit(0.5):
         setup_steps.check_item(run, slow)
-    assert checker.unavailable is None and checker.process is None and checker.started == 3
+    assert checker.unavailable is None and checker.process is None and checker.started == 4
     assert run.checked[slow.id] == ()  # the timing step says no candidate passed, not "budget"
 
 
@@ -148,6 +161,25 @@ def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch,
     assert [c for c, _, _ in results] == configs[:2] and all(f is None and e < 1e-2 for _, e, f in results)
     list(checker.check(dataclasses.replace(item, candidates=(configs[2],)), dtype))
     assert checker.started == 1 and checker.process is None  # tried once, not once per item
+
+
+def test_a_first_child_slow_to_start_is_tried_again_before_the_check_moves_here(
+    monkeypatch, item_and_configs
+):
+    """The first child's start cut by its item's limit costs that item; the next item starts another
+    (a check here risks the campaign on a fault). Only after SLOW_STARTS such starts in a row does the
+    check run in this process, as it does at once when the child dies starting."""
+    item, configs, dtype = item_and_configs
+    monkeypatch.setattr(check_process, "CHILD_MAIN", "import time; time.sleep(60)")
+    checker = CheckProcess("cpu")
+    for attempt in range(1, check_process.SLOW_STARTS + 1):
+        assert checker.unavailable is None
+        with pytest.raises(ItemTimeout), time_limit(0.5):
+            list(checker.check(dataclasses.replace(item, candidates=(configs[0],)), dtype))
+        assert checker.started == attempt and checker.process is None and checker.slow_starts == attempt
+    assert checker.unavailable == "the check's process did not start (ItemTimeout, signal 9)"
+    (result,) = checker.check(dataclasses.replace(item, candidates=(configs[1],)), dtype)
+    assert result[0] == configs[1] and result[2] is None and result[1] < 1e-2 and checker.started == 2
 
 
 # A stand-in child, quick to start (no torch): ready, then it takes one item and dies before a launch.

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from .check_child import LAUNCH, check_configs
+from .limits import ItemTimeout
 
 # The folder that holds this triton_conv: the child imports the campaign's package, whatever its cwd
 # or PYTHONPATH say (a relative PYTHONPATH, a checkout in the cwd shadowing an installed package).
@@ -31,6 +32,7 @@ sys.exit(c._child_main(answers, sys.argv[2]))
 """
 RESTARTS_PER_ITEM = 3  # children started again for one item before its remaining configs are dropped
 FAULTS_BEFORE_SKIP = 2  # items on which a config faulted the child before it is no longer launched
+SLOW_STARTS = 2  # first children cut by their items' time limits while starting: then the check runs here
 STOP_WAIT_S = 5.0  # after SIGKILL: a child stuck in the driver (a kernel that will not stop) is left
 
 
@@ -51,13 +53,18 @@ class CheckProcess:
         self.ready = 0  # children that said they were ready
         self.unavailable: str | None = None  # why no child could start: the check then runs here
         self.faults = Counter()  # (kernel pass, config) -> items on which it faulted the child
+        # (kernel pass, config) -> the item whose time limit struck while it ran: never launched again
+        # (configs are shared by many items, and each launch of a hung one would cost a whole limit)
+        self.hung: dict[tuple[str, str], str] = {}
+        self.slow_starts = 0  # first children whose start an item's time limit cut
         self.in_flight = None  # the config whose launch the child announced and has not answered
 
     def _start(self) -> subprocess.Popen:
         """The running idle child, or a new one that has said it is ready (imports done, CUDA
-        context made). When the first child cannot start (it dies, or its item's time limit strikes
-        first) the check is `unavailable`: this process checks. A later child that cannot start costs
-        its item, and the next item tries again."""
+        context made). When the first child cannot start (it dies), or SLOW_STARTS first children in
+        a row were cut by their items' time limits while starting, the check is `unavailable`: this
+        process checks. A slow first start, or a later child that cannot start, costs its item, and
+        the next item tries again."""
         if self.process is not None and (self.busy or self.process.poll() is not None):
             self._stop()  # mid-item (its caller stopped reading) or ended between items
         if self.process is not None:
@@ -74,8 +81,10 @@ class CheckProcess:
         except BaseException as failure:  # EOF: it died starting; a time limit: it was slow starting
             code = self._stop()
             text = f"the check's process did not start ({type(failure).__name__}, {_exit_text(code)})"
-            if not self.ready:  # the first child: the check falls back to this process
-                self.unavailable = text
+            if not self.ready:  # no child ever started
+                self.slow_starts += not isinstance(failure, Exception)
+                if isinstance(failure, Exception) or self.slow_starts >= SLOW_STARTS:
+                    self.unavailable = text  # the check falls back to this process
             if isinstance(failure, Exception):
                 raise ChildUnavailable(text) from failure
             raise  # a time limit: a later child that was slow to start costs its item, not the rest
@@ -127,8 +136,11 @@ class CheckProcess:
         self.in_flight, pending = None, []
         for config in item.candidates:
             faults = self.faults[item.kernel_pass, str(config)]
+            hung_on = self.hung.get((item.kernel_pass, str(config)))
             if faults >= FAULTS_BEFORE_SKIP:
                 yield config, math.nan, f"not checked: it faulted the check's process on {faults} items"
+            elif hung_on is not None:
+                yield config, math.nan, f"not checked: still running when {hung_on}'s time limit struck"
             else:
                 pending.append(config)
         if pending and not self.ready and self.unavailable is None:  # the first child
@@ -193,7 +205,9 @@ class CheckProcess:
                     return
         except ItemCheckFailed:
             raise
-        except BaseException:  # a time limit, a caller that stopped reading: the child may be mid-item
+        except BaseException as stop:  # a time limit, a caller that stopped reading: the child may be busy
+            if isinstance(stop, ItemTimeout) and self.in_flight is not None:  # hung, or too slow to wait for
+                self.hung[item.kernel_pass, str(self.in_flight)] = item.id
             self._stop()
             raise
 

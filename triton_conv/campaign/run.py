@@ -16,7 +16,9 @@ would not start a worker). An item still running after ITEM_LIMIT_FACTOR times i
 MIN_ITEM_LIMIT_S; a step's last item, until its step's deadline), or at the budget's end, is stopped
 (limits.py) and listed as an error: an Inductor compile that hangs costs its limit, not the lease;
 once STOPPED_IN_A_ROW items of a step in a row have been stopped so, the step's estimates are wrong on
-this machine, and its remaining items are skipped (listed) rather than each spending its limit.
+this machine, and its remaining items are skipped (listed) rather than each spending its limit. The
+check step counts its stops per kernel pass: two hung weight-gradient configs (each is then never
+launched again, check_process.py) give up the weight gradient's checks, not the forward pass's.
 
 A failure costs only what failed: an item's exception (or its time limit) is listed under its step
 and the step goes on to the next item; a step's own work failing (the ceilings, the compile, the plan,
@@ -59,6 +61,11 @@ OVERRUN_CAP = {"peer": 1.5}  # such a step's deadline: at most its start + this 
 
 
 STEP = "(step)"  # the item of an error in a step's own work, not in one of its items
+
+
+def _whole_step(item) -> None:
+    """The group of every item of a step, for counting stops in a row."""
+    return None
 
 
 class Campaign:
@@ -166,19 +173,26 @@ class Campaign:
             self.out.log(traceback.format_exc()[-3000:])
             return False
 
-    def run_step(self, name: str, items: list, run_item, estimate) -> None:
-        self.guarded(name, lambda: self._run_items(name, items, run_item, estimate))
+    def run_step(self, name: str, items: list, run_item, estimate, group=_whole_step) -> None:
+        """`group(item)`: the items whose stops in a row give up the rest of them (the whole step's by
+        default)."""
+        self.guarded(name, lambda: self._run_items(name, items, run_item, estimate, group))
         self.flush()
 
-    def _run_items(self, name: str, items: list, run_item, estimate) -> None:
+    def _run_items(self, name: str, items: list, run_item, estimate, group=_whole_step) -> None:
         self.step_name = name
         # The reserve is the last flush's: an item that would start in it could only be stopped at once.
         deadline = min(self.step_deadline(name), self.budget_s - RESERVE_S)
-        started, planned, spent, done, stopped = self.elapsed(), 0.0, 0.0, 0, 0
+        started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
+        stops = Counter()  # per group: its last items stopped at their limits, in a row
         before = Counter(self.compiles)
         for item in items:
+            stopped = stops[group(item)]
             if stopped >= STOPPED_IN_A_ROW:
-                self.skip(item.id, f"the step's last {stopped} items were stopped at their time limits")
+                whose = "" if group(item) is None else f" {group(item)}"
+                self.skip(
+                    item.id, f"the step's last {stopped}{whose} items were stopped at their time limits"
+                )
                 continue
             try:
                 guess = estimate(item)
@@ -199,10 +213,10 @@ class Campaign:
                 with time_limit(limit):
                     timed = run_item(self, item)
                 done += timed is not False  # False: the item skipped itself and said why
-                stopped = 0
+                stops[group(item)] = 0
             except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
-                stopped = stopped + 1 if isinstance(failure, ItemTimeout) else 0
+                stops[group(item)] = stopped + 1 if isinstance(failure, ItemTimeout) else 0
             spent += self.elapsed() - began
             planned += guess
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:
@@ -307,7 +321,8 @@ class Campaign:
             try:
                 first = checked[0] if checked else None  # its check starts the child process
                 estimate = lambda item: self.estimator.check_item(item, first=item is first)
-                self.run_step("check", checked, setup_steps.check_item, estimate)
+                by_pass = lambda item: item.kernel_pass
+                self.run_step("check", checked, setup_steps.check_item, estimate, group=by_pass)
             finally:
                 self.checker.close()
                 self.state["check_processes"] = self.checker.started

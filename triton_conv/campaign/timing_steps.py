@@ -68,9 +68,8 @@ def tune_item(run, item, sets) -> tuple | None:
     of the autotune tables. None when no candidate passed the check (or it was never checked)."""
     configs = run.checked.get(item.id)
     if not configs:
-        run.skip(
-            item.id, "no candidate passed the check" if item.id in run.checked else "never checked (budget)"
-        )
+        why = "no candidate passed the check" if item.id in run.checked else _unchecked(run, item)
+        run.skip(item.id, why)
         return None
     timings = []
     for config in configs:
@@ -84,6 +83,13 @@ def tune_item(run, item, sets) -> tuple | None:
     w = sets[0]["w"]
     tuning.pin_config(item.problem, item.kernel_pass, w.dtype, channels_last, w.device, winner)
     return winner, timings
+
+
+def _unchecked(run, item) -> str:
+    """Why an item has no check: the check step's reason for skipping it, or the step's end."""
+    skips = run.state["skipped"]
+    why = next((s["why"] for s in skips if s["step"] == "check" and s["item"] == item.id), None)
+    return f"never checked: {why}" if why else "never checked (the check step ended before it)"
 
 
 def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
@@ -150,6 +156,9 @@ def _one_at_a_time(run, item, sets, want, limit, batch_runs, rotation) -> None:
     spec, problem = run.spec, item.problem
     model_speedup = speedup(problem, problem.batch, spec.dtype, spec.device)
     for impl in ("triton-conv", "cudnn"):
+        if impl == "triton-conv" and run.on_gpu and not _one_image_pinned(run, item, sets[0]):
+            run.skip(f"{item.id} one-at-a-time", "triton-conv's N=1 config was never checked and pinned")
+            continue
         fn = in_turn(partial(images_one_at_a_time, impl, problem), sets)
         error = _checked_call(fn, want, limit, f"{item.id} {impl} one at a time")
         single = _measure(run, fn)
@@ -162,6 +171,16 @@ def _one_at_a_time(run, item, sets, want, limit, batch_runs, rotation) -> None:
             }  # fmt: skip
             name = f"{item.layer_set}-{item.layer}-N{problem.batch}-{spec.dtype}-{impl}-{how}"
             add_record(run, name, f"batching {spec.dtype}", info, m)
+
+
+def _one_image_pinned(run, item, tensors: dict) -> bool:
+    """Whether the N=1 batching item pinned a checked config for one image of this problem: the
+    op would otherwise launch its default config, which no check ran, in the campaign's process (on
+    a GPU, where a fault would cost every later step; the tiny CPU spec has no N=1 item)."""
+    one = item.problem.with_batch(1)
+    channels_last = op_channels_last(item.pass_name, tensors, item.transposed)
+    w = tensors["w"]
+    return tuning.remembered_config(one, item.kernel_pass, w.dtype, channels_last, w.device) is not None
 
 
 def peer_item(run, item) -> None:
