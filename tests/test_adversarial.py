@@ -230,6 +230,23 @@ def test_jit_trace(name, triton_only):
     assert rel_error(got_other, theirs(x_other, w, **kwargs)) < EXACT_TOL, name
 
 
+@pytest.mark.parametrize("name", list(FUNCTIONAL))
+def test_jit_trace_of_a_small_example_keeps_the_callers_stride(name, triton_only):
+    """A trace records the op's arguments as constants: they must be the caller's geometry, not the
+    problem canonicalized for the example's size (a stride capped at a 1-pixel example's span, which
+    a larger input then ran with: a wrong shape, or the right shape with wrong values)."""
+    ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
+    kwargs = {**kwargs, "stride": 4, "padding": 0}
+    w = torch.randn(*w_shape[:2], *(1 for _ in w_shape[2:]), dtype=EXACT)  # the example is one tap wide
+    example = torch.randn(1, x_shape[0], *(1 for _ in x_shape[1:]), dtype=EXACT)
+    traced = torch.jit.trace(lambda x: ours(x, w, **kwargs), (example,))
+    x = torch.randn(2, x_shape[0], *(9 for _ in x_shape[1:]), dtype=EXACT)
+    with triton_only() as proof:
+        got = traced(x)
+    want = theirs(x, w, **kwargs)
+    assert proof.launches and got.shape == want.shape and rel_error(got, want) < EXACT_TOL, name
+
+
 @pytest.mark.parametrize("name", ["conv2d", "conv1d"])
 def test_jit_trace_says_that_same_padding_becomes_constant_pads(name):
     """Our op takes explicit pads, so a trace records the pads 'same' makes of the traced weight's

@@ -280,6 +280,33 @@ def test_huge_values_give_a_clear_error_or_torch_answer():
     assert rel_error(got, F.conv2d(x, w, stride=(2**62, 10**9), padding=1)) < EXACT_TOL
 
 
+@pytest.mark.parametrize(
+    "conv, theirs, x_shape, w_shape, dilation",
+    [
+        (triton_conv.conv2d, F.conv2d, (2, 3, 5, 5), (4, 3, 1, 3), (2**31, 1)),
+        (triton_conv.conv1d, F.conv1d, (2, 3, 6), (4, 3, 1), 2**31),
+        (triton_conv.conv_transpose2d, F.conv_transpose2d, (2, 3, 4, 4), (3, 2, 1, 1), 2**32 + 1),
+    ],
+    ids=["conv2d", "conv1d", "conv_transpose2d"],
+)
+def test_a_huge_dilation_of_a_one_tap_axis_is_torchs_answer_in_every_pass(
+    conv, theirs, x_shape, w_shape, dilation, triton_only
+):
+    """A one-tap axis's dilated extent is 1 whatever its dilation, so the geometry checks accept any
+    dilation there, as torch does; the kernels must never see one past int32 (the weight gradient's
+    tap offsets failed to compile). The canonical problem spaces one tap by 1."""
+    x, w = _exact(x_shape, w_shape, requires_grad=True)
+    grads = {}
+    for name, fn in (("ours", conv), ("torch", theirs)):
+        with triton_only() if name == "ours" else contextlib.nullcontext() as proof:
+            y = fn(x, w, dilation=dilation)
+            grads[name] = (y, *torch.autograd.grad(y.sin().sum(), (x, w)))
+        if name == "ours":
+            assert set(proof.launches) == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}, proof.launches
+    for ours, want in zip(grads["ours"], grads["torch"], strict=True):
+        assert rel_error(ours, want) < EXACT_TOL
+
+
 # --- gradients of gradients, on this package's kernels ---------------------------------------------
 def test_double_backward_runs_on_triton_kernels(triton_only):
     """A gradient penalty: d/d(w, b) of |dL/dx|^2. The second pass differentiates dgrad (an fprop

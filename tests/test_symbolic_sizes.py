@@ -208,3 +208,23 @@ def test_exported_output_size_from_a_skip_connection_takes_every_size(strict, tr
             y = program.module()(x)
         assert proof.launches.keys() == {"fprop_kernel", "dgrad_kernel"}, proof.launches
         assert rel_error(y, theirs(x)) < EXACT_TOL, shape
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [((2, 3, 3, 3), (4, 3, 3, 3)), ((2, 3, 5, 5), (1, 3, 3, 3)), ((2, 3, 4, 4), (4, 3, 1, 1))],
+    ids=["1x1 output", "one output channel", "pointwise"],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fake_outputs_have_the_real_calls_strides(x_shape, w_shape, channels_last):
+    """torch.compile plans memory from the fake tensor: its strides must be the real output's, also
+    where size-1 dimensions let one set of strides pass for both memory formats."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w = torch.randn(x_shape), torch.randn(w_shape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    real = triton_conv.conv2d(x, w)
+    with FakeTensorMode() as mode:
+        fake = triton_conv.conv2d(mode.from_tensor(x), mode.from_tensor(w))
+    assert fake.shape == real.shape and fake.stride() == real.stride() == F.conv2d(x, w).stride()

@@ -71,13 +71,12 @@ def _memoised(kind: str, build, *arguments) -> ConvProblem:
     return problem
 
 
-def _canonical(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
-    return ConvProblem.from_shapes(shape, weight_shape, stride, padding, dilation, groups).canonical()
-
-
 def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:
-    """ConvProblem.from_shapes in canonical form, memoised."""
-    return _memoised("conv2d", _canonical, shape, weight_shape, stride, padding, dilation, groups)
+    """ConvProblem.from_shapes, memoised. Not canonical: the op is given the caller's geometry and
+    canonicalizes each call's sizes itself, so that torch.jit.trace, which records the op's
+    arguments as constants, records the caller's stride, not one capped to the example's size."""
+    geometry = (stride, padding, dilation, groups)
+    return _memoised("conv2d", ConvProblem.from_shapes, shape, weight_shape, *geometry)
 
 
 def _autocast(input, weight, bias):
@@ -221,7 +220,13 @@ def conv1d(
 def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # torch copies a permuted (N, L, C).transpose(1, 2) input too, so that its output is (N, K, L)
     # contiguous: code written for F.conv1d may .view() it
-    return _run_conv2d(x.contiguous().unsqueeze(2), weight.unsqueeze(2), bias, problem).squeeze(2)
+    y = _run_conv2d(x.contiguous().unsqueeze(2), weight.unsqueeze(2), bias, problem)
+    if torch.jit.is_tracing():  # the trace would record _unsafe_view's sizes as constants
+        return y.squeeze(2)
+    # Not a view, as torch's conv1d output is not: a view made under no_grad cannot be modified in
+    # place where grad mode is on, nor detach_()ed. _unsafe_view is view's data, without the link
+    # (and strides of its own for a dimension of size 1, which addresses nothing).
+    return torch.ops.aten._unsafe_view(y, (y.shape[0], y.shape[1], y.shape[3]))
 
 
 # --- conv_transpose2d: the input-gradient kernel, with a bias -------------------------------------

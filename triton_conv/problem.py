@@ -101,8 +101,10 @@ class ConvProblem:
     def canonical(self) -> ConvProblem:
         """The same convolution with each stride at most the padded input's span (the positions
         the dilated kernel can take): a larger stride leaves one output row, the same whatever its
-        value. The ops run this form, so that a huge stride never reaches a kernel (dgrad launches
-        one phase per stride step).
+        value; and a dilation of 1 on an axis of one tap, where it spaces nothing. The ops run this
+        form, so that a huge stride never reaches a kernel (dgrad launches one phase per stride
+        step), nor a dilation past int32 that the geometry checks cannot see (a one-tap axis's
+        dilated extent is 1 whatever its dilation).
 
         While torch.compile or torch.export traces (sizes that may be symbolic: dynamo shows them to
         this code as ints), the problem is left as it is: comparing a symbolic size with the stride
@@ -113,9 +115,11 @@ class ConvProblem:
         if torch.compiler.is_compiling() or not (type(span_h) is int and type(span_w) is int):
             return self
         stride = (min(self.stride[0], max(span_h, 1)), min(self.stride[1], max(span_w, 1)))
-        if stride == self.stride:
+        taps = (self.kernel_h, self.kernel_w)
+        dilation = tuple(1 if count == 1 else d for count, d in zip(taps, self.dilation, strict=True))
+        if stride == self.stride and dilation == self.dilation:
             return self
-        return dataclasses.replace(self, stride=stride)
+        return dataclasses.replace(self, stride=stride, dilation=dilation)
 
     # --- sizes -------------------------------------------------------------------------------
     @property

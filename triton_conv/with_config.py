@@ -35,7 +35,7 @@ def conv2d_with_config(
     `config=None` runs the forward's untuned default (configs.default_pass_config, for any GPU);
     `force_int64` runs the int64-offset variant of the kernel on a small problem.
     """
-    problem = validate(input, weight, bias, stride, padding, dilation, groups)
+    problem = validate(input, weight, bias, stride, padding, dilation, groups).canonical()  # as the op
     if config is not None and not isinstance(config, KernelConfig):
         raise ConvTypeError(f"config must be a KernelConfig, got {type(config).__name__}")
     _refuse_gradients(input=input, weight=weight, bias=bias)

@@ -13,8 +13,11 @@ from .checks import checked_grad_problem, checked_problem, checked_transposed_pr
 
 
 def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+    """An empty tensor with the strides the launchers give the real output: torch.empty with the
+    memory format, not .contiguous(memory_format=...) of a contiguous one, which keeps contiguous
+    strides where size-1 dimensions make them pass for channels_last too (a 1x1 output)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return like.new_empty(shape).contiguous(memory_format=layout)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
 
 
 def _bounded(shape, least: int) -> tuple:
