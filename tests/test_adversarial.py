@@ -231,6 +231,21 @@ def test_jit_trace(name, triton_only):
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
+def test_jit_trace_of_a_sliced_example_passes_the_traces_own_check(name, triton_only):
+    """torch.jit.trace checks its graph by tracing again on a dense copy of the example: the graph
+    must not depend on whether the example was dense (conv1d copies its input contiguous, which a
+    trace of a dense example once named differently); the trace then runs any layout."""
+    ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
+    w = torch.randn(w_shape, dtype=EXACT)
+    sliced = torch.randn(2, *x_shape, 2, dtype=EXACT)[..., 0]  # every stride doubled: not dense
+    traced = torch.jit.trace(lambda x: ours(x, w, **kwargs), (sliced,), check_trace=True)
+    for x in (sliced, sliced.contiguous()):
+        with triton_only() as proof:
+            got = traced(x)
+        assert proof.launches and rel_error(got, theirs(x, w, **kwargs)) < EXACT_TOL, name
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_jit_trace_of_a_small_example_keeps_the_callers_stride(name, triton_only):
     """A trace records the op's arguments as constants: they must be the caller's geometry, not the
     problem canonicalized for the example's size (a stride capped at a 1-pixel example's span, which

@@ -220,7 +220,11 @@ def conv1d(
 def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # torch copies a permuted (N, L, C).transpose(1, 2) input too, so that its output is (N, K, L)
     # contiguous: code written for F.conv1d may .view() it
-    y = _run_conv2d(x.contiguous().unsqueeze(2), weight.unsqueeze(2), bias, problem)
+    # A statement of its own: inline, a trace names the result after the input where the example is
+    # already contiguous, and jit.trace's check, which traces a dense copy of a sliced example again,
+    # finds the two graphs differ.
+    x = x.contiguous()
+    y = _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem)
     if torch.jit.is_tracing():  # the trace would record _unsafe_view's sizes as constants
         return y.squeeze(2)
     # Not a view, as torch's conv1d output is not: a view made under no_grad cannot be modified in
