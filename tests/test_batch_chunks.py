@@ -83,6 +83,38 @@ def test_conv2d_and_both_gradients_in_chunks_of_images(dtype, stride, monkeypatc
     assert proof.launches == {"fprop_kernel": 3, "dgrad_kernel": 3, "wgrad_kernel": 3}
 
 
+@pytest.mark.parametrize("chunks", ["images", "groups"])
+def test_a_chunked_call_lays_its_outputs_out_as_one_launch_does(chunks, monkeypatch, triton_only):
+    """Outputs whose size-1 dimensions let contiguous strides pass for channels_last (1x1 images, a
+    one-channel weight): in chunks of images or of groups, the output and both gradients have the
+    strides of the same call made in one launch."""
+    image, taps = (1, 1) if chunks == "images" else (3, 3)  # images: one row an image in every pass
+    x = torch.randn(4, 2, image, image, dtype=torch.float64).to(memory_format=torch.channels_last)
+    w = torch.randn(2, 1, taps, taps, dtype=torch.float64)
+
+    def call():
+        leaves = [t.clone().requires_grad_() for t in (x, w)]
+        y = triton_conv.conv2d(*leaves, groups=2)  # 1x1 outputs, one input channel a group
+        return (y, *torch.autograd.grad(y, leaves, torch.randn_like(y)))
+
+    with triton_only() as whole:
+        one_launch = call()
+    if chunks == "images":
+        monkeypatch.setattr(passes, "ROWS_LIMIT", 2)  # 2 + 2 images in every pass
+        assert all(len(passes.batch_chunks(p, name)) == 2 for p, name in _problems(x, w))
+    else:
+        monkeypatch.setattr(passes, "GRID_Y_LIMIT", 1)  # one group a launch
+    with triton_only() as parts:
+        chunked = call()
+    assert sum(parts.launches.values()) == 2 * sum(whole.launches.values()) == 6, parts.launches
+    assert [t.stride() for t in chunked] == [t.stride() for t in one_launch]
+
+
+def _problems(x, w):
+    problem = ConvProblem.from_shapes(x.shape, w.shape, groups=2).canonical()
+    return [(problem, name) for name in PASSES]
+
+
 def test_a_fixed_config_runs_in_the_same_chunks(monkeypatch, triton_only):
     """conv2d_with_config (tests, debugging) launches its config in the chunks conv2d would: of
     images past the 32-bit rows, of groups past the grid's y axis."""

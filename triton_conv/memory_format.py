@@ -35,6 +35,15 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
     return any(are_strides_like_channels_last_or_false(t.shape, _channels_last_strides(t)) for t in tensors)
 
 
+def empty_in_layout(shape, like: torch.Tensor, channels_last: bool, dtype=None) -> torch.Tensor:
+    """An empty output of `shape` on `like`'s device (in its dtype, or `dtype`), laid out as every
+    pass lays its outputs out: torch.empty in the memory format. Not .contiguous(memory_format=...)
+    of a contiguous tensor, which keeps contiguous strides where size-1 dimensions let them pass for
+    channels_last too (a 1x1 output): one call's output would then differ from another's."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=layout)
+
+
 def _channels_last_strides(tensor: torch.Tensor) -> tuple:
     """The strides of tensor.contiguous(memory_format=torch.channels_last), without the copy: its
     own where it already is channels_last contiguous (size-one dimensions' strides kept)."""

@@ -25,15 +25,11 @@ from .launchers.common import INT32_LIMIT, accumulator_dtype
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
-from .memory_format import wants_channels_last
+from .memory_format import empty_in_layout, wants_channels_last
 from .problem import ConvProblem
 from .tuning import select_config
 from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
-
-
-def output_memory_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if wants_channels_last(x, weight) else torch.contiguous_format
 
 
 def pass_channels_last(pass_name: str, x, weight, dy, transposed: bool = False) -> bool:
@@ -158,14 +154,14 @@ def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: boo
     `config` (conv2d_with_config's) or the tuned one."""
     images = batch_chunks(problem, "fprop")
     if len(images) > 1:
-        y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
+        y = empty_in_layout(problem.output_shape, x, wants_channels_last(x, weight))
         for first, count in images:
             part = slice(first, first + count)
             y[part] = forward(x[part], weight, bias, problem.with_batch(count), config, force_int64)
         return y
     chunks = group_chunks(problem, 1)
     if len(chunks) > 1:
-        y = x.new_empty(problem.output_shape).contiguous(memory_format=output_memory_format(x, weight))
+        y = empty_in_layout(problem.output_shape, x, wants_channels_last(x, weight))
         for first, groups in chunks:
             part, cin, cout = _chunk(problem, first, groups)
             part_bias = None if bias is None else bias[cout]
@@ -189,8 +185,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
         )
     images = batch_chunks(problem, "dgrad")
     if len(images) > 1:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        dx = dy.new_empty(problem.input_shape).contiguous(memory_format=layout)
+        dx = empty_in_layout(problem.input_shape, dy, channels_last)
         for first, count in images:
             part = slice(first, first + count)
             dx[part] = input_grad(
@@ -199,8 +194,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
         return dx
     chunks = group_chunks(problem, phases)
     if len(chunks) > 1:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        dx = dy.new_empty(problem.input_shape).contiguous(memory_format=layout)
+        dx = empty_in_layout(problem.input_shape, dy, channels_last)
         for first, groups in chunks:
             part, cin, cout = _chunk(problem, first, groups)
             dx[:, cin] = input_grad(
@@ -230,8 +224,7 @@ def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: boo
         return dw, functools.reduce(torch.add, (part_db for _, part_db in parts)).to(weight_dtype)
     chunks = group_chunks(problem, 1)
     if len(chunks) > 1:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        dw = x.new_empty(problem.weight_shape, dtype=weight_dtype).contiguous(memory_format=layout)
+        dw = empty_in_layout(problem.weight_shape, x, channels_last, dtype=weight_dtype)
         db = x.new_empty(problem.out_channels, dtype=weight_dtype) if need_bias else None
         for first, groups in chunks:
             part, cin, cout = _chunk(problem, first, groups)

@@ -49,7 +49,7 @@ def runs_triton(tensor: torch.Tensor) -> bool:
     if not _warned_fallback:
         _warned_fallback = True
         warnings.warn(
-            f"triton_conv: {tensor.device.type} tensors fall back to torch's conv2d; set "
+            f"triton_conv: {tensor.device.type} tensors fall back to torch's own convolutions; set "
             "TRITON_INTERPRET=1 before importing triton_conv to run the Triton kernels on the CPU "
             "(slow, for testing), or move the tensors to a CUDA device",
             RuntimeWarning,

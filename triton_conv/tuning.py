@@ -6,7 +6,8 @@ pruning.pruned_space is timed with triton.testing.do_bench (median, after warm-u
 inputs and the fastest is cached with the runner-up and all the times (TRITON_CONV_AUTOTUNE=0
 turns the timing off: cache hits are still used, misses get the default config). On the CPU (the
 interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
-default config is returned, the one the passes used before tuning existed.
+default config is returned (configs.default_pass_config), so that the tests' launches do not
+depend on what a timing on a loaded CPU would pick.
 
 A whole model is tuned ahead of time by model_tuning.tune_model, a named layer set into table rows
 by autotune_runs.tune_layer_set; both build on this module (the dependency goes one way).

@@ -271,6 +271,3 @@ class ConvTranspose2dFunction(torch.autograd.Function):
         if bias_t is not None:
             tangent = _add(tangent, bias_t.view(1, -1, 1, 1).expand(ctx.output_shape))
         return tangent if tangent is not None else input.new_zeros(ctx.output_shape)
-
-
-# --- registration ---------------------------------------------------------------------------------

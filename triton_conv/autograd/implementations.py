@@ -8,16 +8,8 @@ import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
-from ..memory_format import wants_channels_last
+from ..memory_format import empty_in_layout, wants_channels_last
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
-
-
-def _new(like: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
-    """An empty tensor with the strides the launchers give the real output: torch.empty with the
-    memory format, not .contiguous(memory_format=...) of a contiguous one, which keeps contiguous
-    strides where size-1 dimensions make them pass for channels_last too (a 1x1 output)."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
 
 
 def _bounded(shape, least: int) -> tuple:
@@ -31,11 +23,6 @@ def _bounded(shape, least: int) -> tuple:
     return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, least) for s in shape[2:]))
 
 
-def _output_channels_last(input: torch.Tensor, weight: torch.Tensor) -> bool:
-    """A forward op's output layout: the input's (or weight's) memory format, as cuDNN's."""
-    return passes.output_memory_format(input, weight) == torch.channels_last
-
-
 def conv2d(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
     if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
@@ -45,20 +32,20 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
-    return _new(input, _bounded(problem.output_shape, 1), _output_channels_last(input, weight))
+    return empty_in_layout(_bounded(problem.output_shape, 1), input, wants_channels_last(input, weight))
 
 
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
     if input.numel() == 0:
-        return _new(grad_output, input.shape, wants_channels_last(input, weight))
+        return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
     # torch's rule for both gradients: channels_last if the input or the weight is.
     return passes.input_grad(grad_output, weight, problem, channels_last=wants_channels_last(input, weight))
 
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    return _new(grad_output, input.shape, wants_channels_last(input, weight))
+    return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
 
 
 def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
@@ -76,7 +63,7 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
 
 def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    dw = _new(weight, weight.shape, wants_channels_last(input, weight))
+    dw = empty_in_layout(weight.shape, weight, wants_channels_last(input, weight))
     return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
 
 
@@ -87,7 +74,7 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
         return conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
     return passes.input_grad(
-        input, weight, problem, channels_last=_output_channels_last(input, weight), bias=bias
+        input, weight, problem, channels_last=wants_channels_last(input, weight), bias=bias
     )
 
 
@@ -97,4 +84,4 @@ def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, 
     )
     # As the checks: an empty batch may have an empty output image.
     least = 1 if statically_known_true(problem.batch != 0) else 0
-    return _new(input, _bounded(problem.input_shape, least), _output_channels_last(input, weight))
+    return empty_in_layout(_bounded(problem.input_shape, least), input, wants_channels_last(input, weight))

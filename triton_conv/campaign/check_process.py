@@ -146,7 +146,7 @@ class CheckProcess:
         if pending and not self.ready and self.unavailable is None:  # the first child
             with contextlib.suppress(ChildUnavailable):  # it says why in self.unavailable
                 self._start()
-        if pending and self.unavailable is not None:  # no child: checked here, as before there was one
+        if pending and self.unavailable is not None:  # no child: checked here (a fault costs the run)
             checked = check_configs({**request, "candidates": tuple(pending)}, self.device)
             for config, (error, failure) in zip(pending, checked, strict=True):
                 yield config, error, failure

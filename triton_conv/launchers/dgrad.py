@@ -6,6 +6,7 @@ import torch
 
 from ..configs import KernelConfig, cdiv
 from ..kernels.dgrad import dgrad_kernel
+from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from . import common
 from .common import Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
@@ -118,10 +119,9 @@ def conv2d_dgrad(
 
     dx has problem.input_shape and dy's dtype, in channels_last or contiguous memory as asked.
     """
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = dy.dtype
     bias = None if bias is None else bias.contiguous()  # read with unit stride (C elements if copied)
-    dx = torch.empty(problem.input_shape, dtype=dtype, device=dy.device, memory_format=memory_format)
+    dx = empty_in_layout(problem.input_shape, dy, channels_last)
     if dx.numel() == 0:
         return dx
     if problem.out_per_group == 0:  # an empty reduction

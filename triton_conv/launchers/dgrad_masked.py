@@ -7,6 +7,7 @@ import torch
 
 from ..configs import KernelConfig, cdiv
 from ..kernels.dgrad_masked import dgrad_masked_kernel
+from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from .common import LaunchSpec, kernel_flags, launch, split_k_buffers
 
@@ -75,8 +76,7 @@ def conv2d_dgrad_masked(
     force_int64: bool = False,
 ) -> torch.Tensor:
     """dx as conv2d_dgrad computes it, by masked gathers over all R x S taps (the baseline)."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    dx = torch.empty(problem.input_shape, dtype=dy.dtype, device=dy.device, memory_format=memory_format)
+    dx = empty_in_layout(problem.input_shape, dy, channels_last)
     if dx.numel() == 0:
         return dx
     if problem.out_per_group == 0:

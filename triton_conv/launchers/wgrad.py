@@ -8,6 +8,7 @@ import torch
 
 from ..configs import KernelConfig, cdiv, tap_channels, wgrad_columns
 from ..kernels.wgrad import wgrad_kernel
+from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from .common import (
     LaunchSpec,
@@ -183,8 +184,7 @@ def conv2d_wgrad(
             f"wgrad expects dy {problem.output_shape} and x {problem.input_shape}, "
             f"got {tuple(dy.shape)} and {tuple(x.shape)}"
         )
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    dw = torch.empty(problem.weight_shape, dtype=weight_dtype, device=x.device, memory_format=memory_format)
+    dw = empty_in_layout(problem.weight_shape, x, channels_last, dtype=weight_dtype)
     db = torch.empty(problem.out_channels, dtype=weight_dtype, device=x.device) if need_bias else None
     if problem.batch == 0:  # an empty reduction
         dw.zero_()
