@@ -97,6 +97,24 @@ def test_an_entry_too_big_for_the_device_is_not_launched(pretend_gpu):
                          key=lambda c: c.block_m * c.block_n)  # fmt: skip
 
 
+def test_during_a_graph_capture_an_entry_too_big_for_the_device_gets_the_default(pretend_gpu):
+    """While a CUDA graph is captured nothing can be timed: the choice reads the cache, and an
+    entry Triton could not launch there gets the default config, as a miss does, never the launch."""
+    from triton_conv import passes
+    from triton_conv.devices import get_device
+
+    huge = {**GOOD, "block_m": 512, "block_n": 512, "block_k": 128, "num_stages": 4}  # 1 MiB in fp16
+    h200 = get_device("H200")
+    default = default_pass_config(PROBLEM, "fprop", torch.float16, h200.sm_count, h200.compute_capability)
+    for entry, want in (({"config": GOOD}, KernelConfig(**GOOD)), ({"config": huge}, default)):
+        _write(pretend_gpu, _file_with(entry))
+        tuning_cache.forget_open_caches()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the once-per-process default's warning
+            got = passes.config_during_capture(PROBLEM, "fprop", torch.float16, "cuda", False)
+        assert got == want, entry
+
+
 def test_a_valid_entry_is_used():
     assert tuning_cache.valid_entry(KEY, {"config": GOOD, "runner_up": None, "ms": 1.5, "timed_on": "cuda"})
 

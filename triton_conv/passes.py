@@ -63,8 +63,9 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
     name, live = tuning.device_identity(device)
     key = tuning_key(problem, pass_name, dtype, channels_last)
     entry = get_cache(name).get(key)
-    if entry is not None:
-        return TuneResult.from_entry(key, entry).best
+    cached = None if entry is None else TuneResult.from_entry(key, entry).best
+    if cached is not None and tuning.launchable(cached, problem, pass_name, dtype, live):
+        return cached  # (an entry too big for this GPU's shared memory gets the default, as a miss)
     if not _warned_capture_default:
         _warned_capture_default = True
         warnings.warn(

@@ -196,7 +196,7 @@ def tune_problem(
         )  # fmt: skip
 
 
-def _launchable(config: KernelConfig, problem, pass_name, dtype, live: DeviceSpec | None) -> bool:
+def launchable(config: KernelConfig, problem, pass_name, dtype, live: DeviceSpec | None) -> bool:
     """Triton can launch `config` on the live GPU: its pipeline fits the shared memory per block. A
     config this package tuned there always does; a hand-edited or foreign cache entry may not."""
     return live is None or shared_memory(config, Target(problem, pass_name, dtype, live))
@@ -219,10 +219,10 @@ def autotune(
     cache = get_cache(name)
     entry = cache.get(key)
     cached = None if entry is None else TuneResult.from_entry(key, entry)
-    launchable = cached is None or _launchable(cached.best, problem, pass_name, dtype, live)
-    if cached is not None and launchable:
+    launchable_entry = cached is None or launchable(cached.best, problem, pass_name, dtype, live)
+    if cached is not None and launchable_entry:
         return cached
-    if not launchable:
+    if not launchable_entry:
         warnings.warn(
             f"triton-conv: the tuning cache's config {cached.best} for {key} needs more shared memory "
             f"per block than {live.name} has: ignored (the file keeps it; this process re-tunes)",
@@ -237,7 +237,7 @@ def autotune(
     result = tune_problem(
         problem, pass_name, dtype, channels_last, device, timer=timer, target=target, max_configs=max_configs
     )
-    if not launchable:
+    if not launchable_entry:
         return result
     stored = cache.put(key, result.entry())
     return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)
