@@ -149,3 +149,27 @@ def test_transposed_geometry_attributes_set_to_no_pair(attribute, output_size):
         return
     y, launched = _launches(lambda: converted(x, output_size))
     assert launched == {"dgrad_kernel": 1} and rel_error(y, expected) < EXACT_TOL
+
+
+def test_torch_aos_quantized_convolutions_are_reported_not_passed_over():
+    """torch.ao's quantized convolutions (integer kernels) are classes of their own, not nn.Conv*'s:
+    left alone, and said so, wherever they sit, the model itself included; the float conv beside
+    them is converted."""
+    import warnings
+
+    import torch.ao.nn.intrinsic.quantized as nniq
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch 2.13: quantized tensors are deprecated
+        quantized = [nnq.Conv2d(2, 2, 3), nnq.ConvTranspose2d(2, 2, 3), nniq.ConvReLU2d(2, 2, 3),
+                     nnqd.Conv1d(2, 2, 3)]  # fmt: skip
+    model, report = nn.Sequential(*quantized, nn.Conv2d(2, 2, 3)), []
+    triton_conv.convert_model(model, report=report)
+    assert [name for name, _ in report] == ["0", "1", "2", "3"]
+    assert all("quantized convolution (torch.ao)" in reason for _, reason in report), report
+    assert all(model[i] is quantized[i] for i in range(4)) and isinstance(model[4], triton_conv.Conv2d)
+    alone = []
+    assert triton_conv.convert_model(quantized[0], report=alone) is quantized[0]
+    assert [name for name, _ in alone] == ["<model>"]

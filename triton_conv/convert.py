@@ -79,6 +79,18 @@ def _patched_on_torch_class(kind: type) -> list[str]:
     return [name for name in _CALLED_BY_FORWARD if name in overrides and not torchs_own(getattr(kind, name))]
 
 
+def _quantized_convolution(module: nn.Module) -> str | None:
+    """Why a torch.ao quantized convolution (nnq.Conv2d and its kin: integer kernels, classes of
+    their own rather than nn.Conv*'s) is left alone, or None for any other module."""
+    quantized = sys.modules.get("torch.ao.nn.quantized.modules.conv")  # none before torch.ao's import
+    if quantized is None or not isinstance(module, quantized._ConvNd):
+        return None
+    return (
+        f"{type(module).__name__} is a quantized convolution (torch.ao) running torch's integer "
+        "kernels; triton-conv's are floating point"
+    )
+
+
 def _compiled_wrapper(module: nn.Module) -> bool:
     """`module` is torch.compile's wrapper (OptimizedModule), whose compiled forward is bound to the
     module it wraps: replacing that child would leave the forward calling the torch module."""
@@ -137,12 +149,16 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
 
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
-    ConvTranspose1d/3d), lazy modules, subclasses, parametrized modules, modules whose forward
+    ConvTranspose1d/3d, torch.ao's quantized ones), lazy modules, subclasses, parametrized modules,
+    modules whose forward
     (or _conv_forward, _output_padding) was replaced on the instance or, for a method triton-conv's
     module overrides, on torch's class, modules compiled
     (torch.compile(conv), conv.compile()) before conversion, whose compiled code would still run
     torch's convolution; and where no module can be replaced, the convolutions of TorchScript
     modules and of graphs (torch.export's .module()).
+
+    A conv held in two places of `model` stays one module; one shared by two models stays one only
+    when both are converted in one call (of a module that holds both): each call makes its own.
     """
     if not isinstance(model, nn.Module):
         raise ConvTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -179,9 +195,9 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
         if id(module) in visited:
             return
         visited.add(id(module))
-        frozen = _frozen_convolution(module)
-        if frozen is not None:
-            skipped.append((name or "<model>", frozen))
+        left = _frozen_convolution(module) or _quantized_convolution(module)
+        if left is not None:
+            skipped.append((name or "<model>", left))
         # Every name, not named_children(), which gives a module held under two names once: the
         # second name would keep torch's module, and a forward through it torch's conv.
         for child_name, child in list(module._modules.items()):
