@@ -142,7 +142,7 @@ def triton_pass(pass_name: str, problem: ConvProblem, tensors: dict) -> Callable
     from .functional import conv2d
 
     stride, _, dilation, groups = _geometry(problem)
-    pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+    pads = list(problem.pads)
     x, w, dy = tensors["x"], tensors["w"], tensors["dy"]
     if pass_name == "fprop":
         return lambda: conv2d_op(x, w, None, stride, pads, dilation, groups)
@@ -193,7 +193,7 @@ def images_one_at_a_time(impl: str, problem: ConvProblem, tensors: dict) -> Call
     if impl == "triton-conv":
         from .autograd import conv2d_op
 
-        pads = [problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right]
+        pads = list(problem.pads)
         return lambda: [conv2d_op(image, w, None, stride, pads, dilation, groups) for image in images]
     if impl == "cudnn":
         return lambda: [F.conv2d(image, w, None, stride, padding, dilation, groups) for image in images]

@@ -152,11 +152,10 @@ def _checked_quietly(check, *arguments) -> ConvProblem:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         problem = check(*arguments)
-    pads = (problem.pad_top, problem.pad_bottom, problem.pad_left, problem.pad_right)
-    if arguments[4] == "same" and any(pads):  # conv2d's and conv1d's padding (transposed: no strings)
+    if arguments[4] == "same" and any(problem.pads):  # conv2d's and conv1d's (transposed: no strings)
         warnings.warn(
-            f"triton_conv: padding='same' is traced as this call's pads {pads} (top, bottom, left, "
-            "right), from its weight's size: a traced call with a weight of another size gets these "
+            f"triton_conv: padding='same' is traced as this call's pads {problem.pads} (top, left, "
+            "bottom, right), from its weight's size: a traced call with a weight of another size gets these "
             "pads, where torch's trace keeps 'same'",
             torch.jit.TracerWarning,
             stacklevel=4,
@@ -165,8 +164,7 @@ def _checked_quietly(check, *arguments) -> ConvProblem:
 
 
 def _run_conv2d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
-    pads = (problem.pad_top, problem.pad_left, problem.pad_bottom, problem.pad_right)
-    return conv2d_op(x, weight, bias, problem.stride, pads, problem.dilation, problem.groups)
+    return conv2d_op(x, weight, bias, problem.stride, problem.pads, problem.dilation, problem.groups)
 
 
 # --- conv1d: conv2d of height one -----------------------------------------------------------------

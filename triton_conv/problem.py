@@ -156,13 +156,14 @@ class ConvProblem:
         return (self.batch, channels, self.out_height, self.out_width)
 
     @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right): the order the ops take their padding in."""
+        return (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right)
+
+    @property
     def is_pointwise(self) -> bool:
         """A 1x1, stride-1, unpadded convolution: fprop is a plain GEMM over NHWC rows."""
-        return (
-            self.kernel_h == self.kernel_w == 1
-            and self.stride == (1, 1)
-            and (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right) == (0, 0, 0, 0)
-        )
+        return self.kernel_h == self.kernel_w == 1 and self.stride == (1, 1) and not any(self.pads)
 
     def with_batch(self, batch: int) -> ConvProblem:
         return dataclasses.replace(self, batch=batch)
@@ -245,9 +246,8 @@ class ConvProblem:
         return max(phase.rows.taps * phase.cols.taps for phase in self.dgrad_phases())
 
     def __str__(self) -> str:
-        pads = (self.pad_top, self.pad_left, self.pad_bottom, self.pad_right)
         return (
             f"N={self.batch} C={self.in_channels} H={self.height} W={self.width} "
             f"K={self.out_channels} R={self.kernel_h} S={self.kernel_w} stride={self.stride} "
-            f"pad(t,l,b,r)={pads} dilation={self.dilation} groups={self.groups}"
+            f"pad(t,l,b,r)={self.pads} dilation={self.dilation} groups={self.groups}"
         )
