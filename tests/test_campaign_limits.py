@@ -211,3 +211,30 @@ def test_a_campaign_that_timed_nothing_exits_1(tmp_path, monkeypatch, capsys, st
     monkeypatch.setattr(campaign, "run_campaign", lambda *args, **kwargs: state)
     assert cli.main(["campaign", "--spec", "tiny", "--out", str(tmp_path / "out")]) == status
     assert ("nothing was timed" in capsys.readouterr().out) == (state["timings"] == 0)
+
+
+def test_inductors_workers_that_will_not_stop_are_killed_not_waited_for(monkeypatch):
+    """Inductor's shutdown waits up to 300 s for its pool's process (a compile in flight first),
+    outside any item's limit: after the peer step that would be dgrad's and wgrad's time. Past
+    STOP_WORKERS_S the pool's process is killed and the step is told; a shutdown that ends in time
+    is silent."""
+    import subprocess
+    import sys
+
+    from torch._inductor import async_compile
+
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(async_compile, "_pool_set", [SimpleNamespace(process=stuck)])
+    monkeypatch.setattr(async_compile, "shutdown_compile_workers", lambda: time.sleep(60))
+    monkeypatch.setattr(timing_steps, "STOP_WORKERS_S", 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="had not stopped after 0.5 s: killed"):
+            timing_steps.stop_inductor_workers()
+        assert stuck.wait(timeout=10) == -9 and time.monotonic() - started < 5
+    finally:
+        stuck.kill()
+    calls = []
+    monkeypatch.setattr(async_compile, "shutdown_compile_workers", lambda: calls.append("stopped"))
+    timing_steps.stop_inductor_workers()
+    assert calls == ["stopped"]

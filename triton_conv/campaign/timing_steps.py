@@ -15,6 +15,7 @@ from .. import training_check, tuning
 from ..benchmarking import images_one_at_a_time, in_turn, input_sets, relative_error, tolerance
 from ..layers import resnet50
 from ..timers import l2_multiple
+from .limits import ItemTimeout, time_limit
 from .model_link import record_fields, speedup, training_fields
 from .records import TRAINING_TIMER, add_record, layer_index, pass_info
 from .runners import (
@@ -238,16 +239,32 @@ def training_item(run, item) -> None:
     run.out.log(f"training: {result['comparison']}")
 
 
+STOP_WORKERS_S = 20.0  # Inductor's own shutdown waits up to 300 s for its pool's process
+
+
 def stop_inductor_workers() -> None:
     """Inductor's compile workers (a pool of processes, one per core) outlive the peer step, and one
     that an item's time limit cut short may still be compiling: stopped, they take no core from the
-    host-side times (eager, launch overhead) of the steps after. A private API of torch: a torch
-    without it has nothing to stop here."""
+    host-side times (eager, launch overhead) of the steps after. Inductor's shutdown waits for its
+    pool's process to end (torch 2.11: up to 300 s, a compile in flight first): past STOP_WORKERS_S
+    the process is killed, and the step says so. A private API of torch: a torch without it has
+    nothing to stop here."""
     try:
-        from torch._inductor.async_compile import shutdown_compile_workers
+        from torch._inductor.async_compile import _pool_set, shutdown_compile_workers
     except ImportError:
         return
-    shutdown_compile_workers()
+    pools = list(_pool_set)
+    try:
+        with time_limit(STOP_WORKERS_S):
+            shutdown_compile_workers()
+    except ItemTimeout:
+        for pool in pools:
+            process = getattr(pool, "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+        raise RuntimeError(
+            f"Inductor's compile workers had not stopped after {STOP_WORKERS_S:g} s: killed"
+        ) from None
 
 
 def run_all(run) -> None:
