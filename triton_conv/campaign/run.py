@@ -187,9 +187,10 @@ class Campaign:
         stops = Counter()  # per group: its last items stopped at their limits, in a row
         before = Counter(self.compiles)
         for item in items:
-            stopped = stops[group(item)]
+            kind = group(item)
+            stopped = stops[kind]
             if stopped >= STOPPED_IN_A_ROW:
-                whose = "" if group(item) is None else f" {group(item)}"
+                whose = "" if kind is None else f" {kind}"
                 self.skip(
                     item.id, f"the step's last {stopped}{whose} items were stopped at their time limits"
                 )
@@ -213,10 +214,10 @@ class Campaign:
                 with time_limit(limit):
                     timed = run_item(self, item)
                 done += timed is not False  # False: the item skipped itself and said why
-                stops[group(item)] = 0
+                stops[kind] = 0
             except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
-                stops[group(item)] = stopped + 1 if isinstance(failure, ItemTimeout) else 0
+                stops[kind] = stopped + 1 if isinstance(failure, ItemTimeout) else 0
             spent += self.elapsed() - began
             planned += guess
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:

@@ -250,10 +250,13 @@ def stop_inductor_workers() -> None:
     the process is killed, and the step says so. A private API of torch: a torch without it has
     nothing to stop here."""
     try:
-        from torch._inductor.async_compile import _pool_set, shutdown_compile_workers
+        from torch._inductor import async_compile
     except ImportError:
         return
-    pools = list(_pool_set)
+    shutdown_compile_workers = getattr(async_compile, "shutdown_compile_workers", None)
+    if shutdown_compile_workers is None:
+        return
+    pools = list(getattr(async_compile, "_pool_set", ()))  # to kill, should the shutdown hang
     try:
         with time_limit(STOP_WORKERS_S):
             shutdown_compile_workers()
