@@ -377,6 +377,8 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
     assert (tmp_path / "notes" / "autotune" / "cpu-interpreter.md").exists()
     batching = (tmp_path / "notes" / "batching.md").read_text()
     assert "Speedup of triton-conv over cuDNN" in batching
+    # a CPU run is labelled as one, never as an unknown GPU (its files are named cpu-interpreter-*)
+    assert "### cpu (interpreter): measured" in batching and "GPU: none (— SMs)" in batching
     notes = tmp_path / "notes"
     assert (
         written
@@ -385,6 +387,7 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
             str(notes / "sweeps" / "cpu-interpreter-campaign.json"),
             str(notes / "batching.md"),
             str(notes / "autotune" / "cpu-interpreter.md"),
+            str(notes / "autotune" / "cpu-interpreter.json"),
             str(notes / "training" / "cpu-interpreter-resnet50-campaign.json"),
             str(notes / "campaign.md"),
         ]

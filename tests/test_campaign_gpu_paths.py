@@ -211,7 +211,7 @@ class Stubs:
         self.fail, self.error = fail, error or RuntimeError("injected")
         self.failed_item = None
         self.compile_target = None
-        real_plan, real_compile_all = run.make_plan, setup_steps.compile_all
+        real_plan, real_compile_all = setup_steps.make_plan, setup_steps.compile_all
 
         def step_work(name, value=None):
             def work(*args, **kwargs):
@@ -246,13 +246,13 @@ class Stubs:
             self._maybe_fail("compile_all")
             return real_compile_all(*args)
 
-        monkeypatch.setattr(run, "use_comparable_settings", step_work("settings"))
+        monkeypatch.setattr(setup_steps, "use_comparable_settings", step_work("settings"))
         monkeypatch.setattr(setup_steps, "ceilings", step_work("ceilings"))
         stub_facts = {"date": provenance.utc_now(), "torch": "stub", "triton": "stub",
                       "gpu": {"name": "STUB GPU (a test's, not measured)"}}  # fmt: skip
         monkeypatch.setattr(setup_steps, "record_provenance", lambda c: c.state.update(provenance=stub_facts))
-        monkeypatch.setattr(run, "record_and_compile", compile_variants)
-        monkeypatch.setattr(run, "make_plan", plan)
+        monkeypatch.setattr(setup_steps, "record_and_compile", compile_variants)
+        monkeypatch.setattr(setup_steps, "make_plan", plan)
         monkeypatch.setattr(setup_steps, "compile_all", compile_all)
         monkeypatch.setattr(setup_steps, "check_item", item_work("check"))
         monkeypatch.setattr(timing_steps, "pass_item", item_work(value=True))
@@ -434,7 +434,7 @@ def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp
     Stubs(monkeypatch)
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     default, inductors = knobs.cache.dir, str(tmp_path / "torchinductor_user" / "triton" / "0")
-    stub_compile, workers_env, seen = run.record_and_compile, [], {}
+    stub_compile, workers_env, seen = setup_steps.record_and_compile, [], {}
 
     def compile_variants(*args, **kwargs):  # the workers inherit this environment
         workers_env.append(os.environ.get("TRITON_CACHE_DIR"))
@@ -448,7 +448,7 @@ def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp
         seen.setdefault(item.step, set()).add(knobs.cache.dir)
         return True
 
-    monkeypatch.setattr(run, "record_and_compile", compile_variants)
+    monkeypatch.setattr(setup_steps, "record_and_compile", compile_variants)
     monkeypatch.setattr(timing_steps, "peer_item", inductor_kernel)
     monkeypatch.setattr(timing_steps, "pass_item", timed)
     state, _, _ = _run(tmp_path)

@@ -78,7 +78,8 @@ def test_a_huge_budget_is_unlimited_not_a_setitimer_overflow(tmp_path, budget_s)
 class _Calls:
     def __init__(self, monkeypatch):
         self.steps: list[str] = []
-        monkeypatch.setattr(run, "use_comparable_settings", lambda tf32: None)  # process-wide cuDNN state
+        # cuDNN's settings are process-wide state
+        monkeypatch.setattr(setup_steps, "use_comparable_settings", lambda tf32: None)
         monkeypatch.setattr(setup_steps, "ceilings", lambda campaign: self.steps.append("ceilings"))
 
         def compile_variants(jobs, workers, target, timeout_s=None):
@@ -86,7 +87,7 @@ class _Calls:
             return [], {"results": [], "workers": workers, "wall_s": 0.0, "worker_s": [], "failures": [],
                         "cuda_utilities": None, "record_s": []}  # fmt: skip
 
-        monkeypatch.setattr(run, "record_and_compile", compile_variants)
+        monkeypatch.setattr(setup_steps, "record_and_compile", compile_variants)
         for step_module, name in ((setup_steps, "check_item"), (timing_steps, "pass_item"),
                                   (timing_steps, "peer_item"), (timing_steps, "training_item")):  # fmt: skip
             monkeypatch.setattr(step_module, name, lambda campaign, item: self.steps.append(item.step))
@@ -182,7 +183,7 @@ def test_a_dry_run_that_does_not_fit_says_what_the_run_would_do_and_fails(monkey
     plan = [costs.StepPlan("fprop", 10, 0, 30.0, "passes"), costs.StepPlan("finish", 1, 0, 2.0, "files")]
     text = costs.render_plan(spec.tiny(), plan, CostModel.cpu(), 8.0, "a test")
     assert "DOES NOT FIT the budget of 8 s" in text and "about 25% of its estimate" in text
-    assert "needs about 32 s" in text
+    assert "fits a budget of 32 s" in text
     assert "fits the budget of 0.001 s" not in costs.render_plan(
         spec.tiny(), plan, CostModel.cpu(), 1e-3, "x"
     )

@@ -217,6 +217,15 @@ def test_report_of_a_sweep_json_cut_short_names_it_and_writes_nothing(tmp_path):
     assert not (tmp_path / "batching.md").exists()
 
 
+def test_report_without_out_outside_a_checkout_writes_nothing(tmp_path, monkeypatch):
+    """Run from another folder, the default wrote a notes/batching.md of generated sections alone
+    there. Refused, naming --out; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"no notes/ folder here: run from the repository.s root, or give"):
+        cli.main(["report", "--no-plots"])
+    assert not any(tmp_path.iterdir())
+
+
 def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
     """`--out notes` (a folder) would put a campaign's notes in notes' parent: refused."""
     monkeypatch.chdir(tmp_path)

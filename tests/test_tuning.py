@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triton_conv import autotune_runs, autotune_tables, model_tuning, tuning, tuning_cache
+from triton_conv import autotune_runs, autotune_tables, model_tuning, output_files, tuning, tuning_cache
 from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import pruned_space
@@ -610,8 +610,9 @@ def test_tune_and_write_without_gpu_writes_nothing(tmp_path, capsys):
 
 
 def test_device_slug():
-    assert autotune_tables.device_slug("NVIDIA H200") == "nvidia-h200"
-    assert autotune_tables.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert output_files.slug("NVIDIA H200", "device") == "nvidia-h200"
+    assert output_files.slug("NVIDIA H100 80GB HBM3", "device") == "nvidia-h100-80gb-hbm3"
+    assert output_files.slug(" ", "device") == "device"
 
 
 # --- the GPU path, with a pretend GPU (no CUDA here): everything but do_bench and the kernels -----------

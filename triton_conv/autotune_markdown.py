@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 
 import torch
 from tabulate import tabulate
 
+from .output_files import slug
 from .provenance import git_commit
 
 NOTES_DIR = os.path.join("notes", "autotune")
@@ -41,11 +41,6 @@ COLUMNS = (
     ("model η", "predicted_efficiency", "{:.0%}"),
     ("timed", "candidates", "{}"),
 )
-
-
-def device_slug(name: str) -> str:
-    """'NVIDIA H200' -> 'nvidia-h200': a file name for a device."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
 
 
 def provenance(gpu: str | None) -> dict:
@@ -162,8 +157,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
             "notes/ holds measurements only: write them elsewhere"
         )
     os.makedirs(out_dir, exist_ok=True)
-    slug = device_slug(gpu)
-    data_path = os.path.join(out_dir, slug + ".json")
+    data_path = os.path.join(out_dir, slug(gpu, "device") + ".json")
     merged: dict[tuple, dict] = {}
     if os.path.exists(data_path):
         with open(data_path) as handle:
@@ -173,7 +167,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
     all_rows = list(merged.values())
     markdown = render(all_rows, gpu)  # before either write: a row it cannot render must not be kept
     _atomic_write(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
-    md_path = os.path.join(out_dir, slug + ".md")
+    md_path = os.path.join(out_dir, slug(gpu, "device") + ".md")
     _atomic_write(md_path, markdown)
     return md_path
 

@@ -18,7 +18,6 @@ import torch
 from .autotune_markdown import (  # noqa: F401 - re-exported
     NOTES_DIR,
     _observations,
-    device_slug,
     inside_notes,
     write_autotune_tables,
 )

@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help="pytest-benchmark JSONs (default: notes/sweeps/*.json), or a campaign's folder",
     )
-    report.add_argument("--out", default="notes/batching.md")
+    report.add_argument(
+        "--out",
+        help="the batching.md to write; a campaign's other notes go beside it (default: notes/batching.md"
+        " of the repository root this is run from)",
+    )
     report.add_argument("--no-plots", action="store_true")
     report.set_defaults(run=cmd_report)
     campaign = commands.add_parser("campaign", help="the headline measurements of one GPU lease, in a budget")

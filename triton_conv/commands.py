@@ -162,6 +162,13 @@ def cmd_report(args) -> int:
 def _report(args) -> int:
     from .report import make_model_report, make_report
 
+    if args.out is None:  # the checkout's notes/, never a notes/ made wherever the command runs
+        if not os.path.isdir("notes"):
+            raise ValueError(
+                "no notes/ folder here: run from the repository's root, or give --out FILE.md (a"
+                " campaign's other notes are written beside it)"
+            )
+        args.out = os.path.join("notes", "batching.md")
     if os.path.isdir(args.out):  # else a campaign's notes would land beside it, in its parent
         raise ValueError(
             f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
@@ -222,6 +229,7 @@ def cmd_static_report(args) -> int:
 def cmd_campaign(args) -> int:
     from .campaign import SPECS, dry_run, run_campaign
     from .campaign.costs import CostModel
+    from .campaign.output import check_out_folder
 
     spec = SPECS[args.spec]()
     if args.dry_run:
@@ -237,34 +245,12 @@ def cmd_campaign(args) -> int:
         plan = dry_run(spec, args.budget_s, on_gpu=on_gpu, costs=costs)
         print(plan.text)
         return 0 if plan.fits else 1
-    _check_writable_folder(args.out)
+    check_out_folder(args.out)
     state = run_campaign(spec, args.out, args.budget_s, workers=args.workers)
     if not state.get("timings"):  # a budget too small, or every item failed: say so in the exit status
         print(f"triton-conv campaign: nothing was timed ({state['status']}); see {args.out}/campaign.log")
         return 1
     return 1 if state["status"].startswith("failed") else 0
-
-
-def _check_writable_folder(folder: str) -> None:
-    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts.
-    The run replaces an earlier campaign's files there; files of those names without an earlier
-    campaign's campaign.json are someone else's, and stay."""
-    import tempfile
-
-    from .campaign.output import FILES
-
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
-    present = [name for name in FILES.values() if os.path.exists(os.path.join(folder, name))]
-    if present and FILES["campaign"] not in present:
-        raise SystemExit(
-            f"triton-conv campaign: --out {folder} holds {', '.join(present)} but no "
-            f"{FILES['campaign']}: not an earlier campaign's files, which the run would replace; "
-            "choose another folder"
-        )
 
 
 def cmd_sass_report(args) -> int:

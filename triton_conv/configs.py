@@ -146,10 +146,9 @@ def default_wgrad_split(
     key; folding the sums into the first column tile's programs, which load those dy blocks anyway,
     would remove them (not done: a kernel change to time on a GPU).
     """
-    gemm = problem.gemm("wgrad")
-    columns = wgrad_columns(problem, element_size)
-    tiles = problem.groups * cdiv(gemm.m, config.block_m) * cdiv(columns, config.block_n)
-    steps = cdiv(gemm.k, config.block_k)
+    tiles_m, tiles_n = tile_grid(problem, "wgrad", config, element_size)
+    tiles = problem.groups * tiles_m * tiles_n
+    steps = cdiv(problem.gemm("wgrad").k, config.block_k)
     if tiles == 0 or steps == 0:
         return 1
     fill = sm_count // tiles
@@ -220,6 +219,26 @@ def wgrad_columns(problem: ConvProblem, element_size: int = 2) -> int:
     the 16-bit one; 2 and 4 bytes give the same columns (tap_channels pads the same C/g for both)."""
     channels = tap_channels(problem, element_size) or problem.in_per_group
     return channels * problem.kernel_h * problem.kernel_w
+
+
+def tile_grid(
+    problem: ConvProblem, pass_name: str, config: KernelConfig, element_size: int = 2
+) -> tuple[int, int]:
+    """(row tiles, column tiles) of one group's GEMM in one launch, as the pass's launcher tiles it:
+    dgrad's for each stride phase (every phase gets phase 0's row tiles, the most), wgrad's columns
+    as its launch pads them (wgrad_columns), and "dgrad_masked" all N·H·W rows at once. The grid
+    is these tiles times groups, stride phases (dgrad) and split_k."""
+    if pass_name == "fprop":
+        rows, columns = problem.gemm("fprop").m, problem.out_per_group
+    elif pass_name == "dgrad":
+        rows, columns = problem.dgrad_launch_rows(), problem.in_per_group
+    elif pass_name == "dgrad_masked":
+        rows, columns = problem.batch * problem.height * problem.width, problem.in_per_group
+    elif pass_name == "wgrad":
+        rows, columns = problem.out_per_group, wgrad_columns(problem, element_size)
+    else:
+        raise ValueError(f"pass_name must be fprop, dgrad, dgrad_masked or wgrad, got {pass_name!r}")
+    return cdiv(rows, config.block_m), cdiv(columns, config.block_n)
 
 
 # 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a

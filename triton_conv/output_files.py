@@ -7,7 +7,14 @@ temporary file beside the target, which then replaces it (os.replace, one step o
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """'NVIDIA H200' -> 'nvidia-h200': a name for a file (a device's tables and plots, its tuning
+    cache, a layer's plot), the same for every writer of one device's files."""
+    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-") or fallback
 
 
 class UnwritableOutput(OSError):

@@ -26,6 +26,7 @@ import torch
 
 from .configs import KernelConfig, default_pass_config
 from .devices import DeviceSpec, get_device, live_device
+from .launchers import pass_launch
 from .memory_format import random_in_layout
 from .problem import ConvProblem
 from .pruning import Target, pruned_space, shared_memory
@@ -96,22 +97,9 @@ def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bo
 
 def pass_runner(problem, pass_name: str, tensors: dict, config: KernelConfig, channels_last: bool):
     """A callable that allocates the pass's output and launches it with `config` (what is timed)."""
-    if pass_name == "fprop":
-        from .launchers.fprop import conv2d_fprop
-
-        return lambda: conv2d_fprop(tensors["x"], tensors["weight"], None, problem, config)
-    if pass_name == "dgrad":
-        from .launchers.dgrad import conv2d_dgrad
-
-        return lambda: conv2d_dgrad(
-            tensors["dy"], tensors["weight"], problem, config, channels_last=channels_last
-        )
-    from .launchers.wgrad import conv2d_wgrad
-
-    dtype = tensors["x"].dtype
-    return lambda: conv2d_wgrad(
-        tensors["dy"], tensors["x"], problem, config,
-        weight_dtype=dtype, channels_last=channels_last, need_bias=False,
+    return pass_launch(
+        pass_name, problem, config,
+        x=tensors.get("x"), weight=tensors["weight"], dy=tensors.get("dy"), channels_last=channels_last,
     )  # fmt: skip
 
 

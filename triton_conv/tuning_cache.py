@@ -20,12 +20,12 @@ import datetime
 import json
 import math
 import os
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 
 from .configs import KernelConfig
+from .output_files import slug
 
 try:
     import fcntl
@@ -53,13 +53,9 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get(ENV_DIR) or os.path.join("~", ".cache", "triton-conv"))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "device"
-
-
 def cache_path(device_name: str) -> str:
     """<cache dir>/<device>--triton-<version>--triton-conv-<version>.json"""
-    name = f"{_slug(device_name)}--triton-{triton_version()}--triton-conv-{package_version()}.json"
+    name = f"{slug(device_name, 'device')}--triton-{triton_version()}--triton-conv-{package_version()}.json"
     return os.path.join(cache_dir(), name)
 
 

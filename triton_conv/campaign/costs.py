@@ -220,7 +220,7 @@ def render_plan(
         lines.append(
             f"The run would give each step about {budget_s / total:.0%} of its estimate and skip every item "
             f"that no longer fits (listed in campaign.json): fewer measurements than planned. All of it "
-            f"needs about {math.ceil(total)} s."
+            f"fits a budget of {math.ceil(total)} s (the total above, rounded up)."
         )
     lines += [
         "",

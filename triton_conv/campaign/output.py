@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 FILES = {
@@ -51,6 +52,24 @@ def write_json(path: str, data) -> None:
         json.dump(_plain(data), handle, indent=1, default=str)
         handle.write("\n")
     os.replace(temporary, path)
+
+
+def check_out_folder(folder: str) -> None:
+    """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts.
+    The run replaces an earlier campaign's files there; files of those names without an earlier
+    campaign's campaign.json are someone else's, and stay."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
+    present = [name for name in FILES.values() if os.path.exists(os.path.join(folder, name))]
+    if present and FILES["campaign"] not in present:
+        raise SystemExit(
+            f"triton-conv campaign: --out {folder} holds {', '.join(present)} but no "
+            f"{FILES['campaign']}: not an earlier campaign's files, which the run would replace; "
+            "choose another folder"
+        )
 
 
 class Output:

@@ -39,18 +39,16 @@ from collections import Counter
 import torch
 
 from .. import tuning
-from ..benchmarking import use_comparable_settings
 from ..runtime import interpreter_active
 from . import setup_steps, timing_steps
 from .check_child import compile_event
 from .check_process import CheckProcess
-from .costs import CostModel, Estimator, make_plan, render_plan
+from .costs import CostModel, Estimator
 from .limits import ItemTimeout, time_limit
 from .output import Output
 from .planning import compile_target, launch_jobs
-from .precompile import record_and_compile, usable_cores
-from .spec import CHECKED_STEPS, TF32, CampaignSpec, plan_items
-from .variants import LaunchJob
+from .precompile import usable_cores
+from .spec import CampaignSpec, plan_items
 
 FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
@@ -121,6 +119,14 @@ class Campaign:
 
     def skip(self, item_id: str, why: str) -> None:
         self.state["skipped"].append({"step": self.step_name, "item": item_id, "why": why})
+
+    def skip_step(self, why: str) -> None:
+        """The step's own work skipped (not one of its items)."""
+        self.skip(STEP, why)
+
+    def time_left(self) -> float:
+        """Seconds of the budget left before the last flush's reserve."""
+        return self.budget_s - RESERVE_S - self.elapsed()
 
     def error(self, item_id: str, failure: BaseException) -> None:
         text = f"{type(failure).__name__}: {failure}"[:600]
@@ -246,43 +252,6 @@ class Campaign:
                 "estimate_s", next((p.estimate_s for p in plan if p.name == entry["step"]), None)
             )
 
-    def compile_and_plan(self, jobs: list[LaunchJob], target) -> None:
-        """The compile step, then the plan from what it found. Without the compile's variants (its
-        failure) the plan counts none, and every kernel compiles on its first launch."""
-        log, began = self.out.log, self.elapsed()
-        compiled = {"variants": [], "report": None}
-
-        def compile_variants():
-            # At most half of what is left: a worker stuck in the compiler must not take the lease.
-            limit = (self.budget_s - self.elapsed()) / 2
-            if limit < self.costs.worker_start_s:  # it would be killed before it compiled anything
-                self.skip(STEP, f"budget: {limit:.1f} s, half of what is left, would not start a "
-                                f"compile worker ({self.costs.worker_start_s:.0f} s)")  # fmt: skip
-                return
-            log(f"recording {len(jobs)} launches and compiling their variants for {target} "
-                f"on {self.costs.workers} workers")  # fmt: skip
-            compiled["variants"], compiled["report"] = record_and_compile(
-                jobs, self.costs.workers, target, timeout_s=limit
-            )
-            for failure in compiled["report"]["failures"]:
-                self.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
-                log(f"ERROR compile: {failure}")
-
-        def plan():
-            steps = make_plan(self.spec, self.items, compiled["variants"], len(jobs), self.estimator)
-            self.set_plan(steps)
-            log("plan:\n" + render_plan(self.spec, steps, self.costs, self.budget_s, str(self.device)))
-
-        self.guarded("compile", compile_variants)
-        self.guarded("compile", plan)
-        variants, report, seconds = compiled["variants"], compiled["report"], self.elapsed() - began
-        if report is None or not self.guarded(
-            "compile", lambda: setup_steps.compile_all(self, variants, report, len(jobs), target, seconds)
-        ):
-            entry = {"step": "compile", "actual_s": round(seconds, 2), "items": 0, "done": 0}
-            self.state["steps"].append(entry)
-        self.flush()
-
     def run(self) -> dict:
         from triton import knobs
 
@@ -302,34 +271,10 @@ class Campaign:
         try:
             target = compile_target(self.spec, self.on_gpu)
             jobs = launch_jobs(self.spec, self.items)
-            began = self.elapsed()
-            self.guarded("ceilings", lambda: setup_steps.record_provenance(self))
-            # cuDNN's algorithm search on, as bench/ runs it
-            done = self.guarded("ceilings", lambda: use_comparable_settings(tf32=TF32))
-            ceilings_s = self.costs.startup_s + self.costs.ceilings_s  # the plan's estimate (make_plan)
-            if ceilings_s > self.budget_s - RESERVE_S - self.elapsed():
-                self.skip(STEP, f"budget: {ceilings_s:.1f} s more would pass the budget's end")
-                done = False
-            else:
-                done = self.guarded("ceilings", lambda: setup_steps.ceilings(self)) and done
-            entry = {"step": "ceilings", "actual_s": round(self.elapsed() - began, 2), "items": 1}
-            self.state["steps"].append({**entry, "done": int(done)})
-            self.flush()
-            self.compile_and_plan(jobs, target)
+            setup_steps.ceilings_step(self)
+            setup_steps.compile_and_plan(self, jobs, target)
             knobs.compilation.listener = self._on_compile
-            checked = [i for s in CHECKED_STEPS for i in self.items[s]]
-            self.checker = CheckProcess(str(self.device))
-            try:
-                first = checked[0] if checked else None  # its check starts the child process
-                estimate = lambda item: self.estimator.check_item(item, first=item is first)
-                by_pass = lambda item: item.kernel_pass
-                self.run_step("check", checked, setup_steps.check_item, estimate, group=by_pass)
-            finally:
-                self.checker.close()
-                self.state["check_processes"] = self.checker.started
-                if self.checker.unavailable:
-                    log(f"the check ran in the campaign's process: {self.checker.unavailable}")
-                    self.state["check_process_unavailable"] = self.checker.unavailable
+            setup_steps.check_step(self)
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
             flawed = self.state["errors"] or self.state["skipped"]

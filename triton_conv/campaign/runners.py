@@ -21,9 +21,7 @@ import torch
 
 from .. import benchmarking, benchmarking_transposed
 from ..configs import KernelConfig
-from ..launchers.dgrad import conv2d_dgrad
-from ..launchers.fprop import conv2d_fprop
-from ..launchers.wgrad import conv2d_wgrad
+from ..launchers import pass_launch
 from ..passes import pass_channels_last
 from ..problem import TRANSPOSED_PASSES, ConvProblem
 from ..tuning_keys import tuning_key
@@ -60,19 +58,12 @@ def launch_with_config(
 ) -> Callable[[], torch.Tensor]:
     """The custom op's launch of `pass_name` on `tensors` (make_inputs) with `config`; returns the
     pass's result (y, dx or dw; a transposed convolution's y, dx or dw)."""
-    channels_last = op_channels_last(pass_name, tensors, transposed)
     kernel, view = _kernel_tensors(pass_name, tensors, transposed)
-    x, w, dy = view["x"], view["w"], view["dy"]
-    if kernel == "fprop":
-        return lambda: conv2d_fprop(x, w, None, problem, config)
-    if kernel == "dgrad":
-        bias = tensors["b"] if transposed else None
-        return lambda: conv2d_dgrad(dy, w, problem, config, channels_last=channels_last, bias=bias)
-    if kernel == "wgrad":
-        return lambda: conv2d_wgrad(
-            dy, x, problem, config, weight_dtype=w.dtype, channels_last=channels_last, need_bias=False
-        )[0]
-    raise ValueError(f"pass_name must be fprop, dgrad or wgrad, got {pass_name!r}")
+    return pass_launch(
+        kernel, problem, config, x=view["x"], weight=view["w"], dy=view["dy"],
+        channels_last=op_channels_last(pass_name, tensors, transposed),
+        bias=tensors["b"] if transposed and kernel == "dgrad" else None,
+    )  # fmt: skip
 
 
 def reference_result(pass_name: str, problem: ConvProblem, tensors: dict, transposed: bool = False):

@@ -1,5 +1,6 @@
-"""The campaign's first steps: provenance and the machine's ceilings, the compile of every variant,
-and the check of every candidate against torch in float64 before anything is timed."""
+"""The campaign's first steps: provenance and the machine's ceilings, the compile of every variant
+and the plan made from it, and the check of every candidate against torch in float64 before
+anything is timed. Each takes the run (run.Campaign): its state, budget, output and bookkeeping."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 import torch
 
 from .. import provenance
-from ..benchmarking import tolerance
+from ..benchmarking import tolerance, use_comparable_settings
 from ..timers import measure_copy_bandwidth, measure_matmul_peak
+from .check_process import CheckProcess
+from .costs import make_plan, render_plan
 from .limits import ItemTimeout, held_back
-from .precompile import usable_cores
-from .spec import TF32
-from .variants import variants_json
+from .precompile import record_and_compile, usable_cores
+from .spec import CHECKED_STEPS, TF32
+from .variants import LaunchJob, variants_json
 
 
 def record_provenance(run) -> None:
@@ -89,6 +92,78 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
     for v in failed[:5]:
         log(f"compile failed: {v['kernel']}: {v['error']}")
     run.flush()
+
+
+def ceilings_step(run) -> None:
+    """Provenance first (every campaign.json has it), cuDNN's settings as bench/ runs them, then the
+    ceilings when their estimate still fits the budget."""
+    began = run.elapsed()
+    run.guarded("ceilings", lambda: record_provenance(run))
+    done = run.guarded("ceilings", lambda: use_comparable_settings(tf32=TF32))  # cuDNN's search on
+    ceilings_s = run.costs.startup_s + run.costs.ceilings_s  # the plan's estimate (make_plan)
+    if ceilings_s > run.time_left():
+        run.skip_step(f"budget: {ceilings_s:.1f} s more would pass the budget's end")
+        done = False
+    else:
+        done = run.guarded("ceilings", lambda: ceilings(run)) and done
+    entry = {"step": "ceilings", "actual_s": round(run.elapsed() - began, 2), "items": 1}
+    run.state["steps"].append({**entry, "done": int(done)})
+    run.flush()
+
+
+def compile_and_plan(run, jobs: list[LaunchJob], target) -> None:
+    """The compile step, then the plan from what it found. Without the compile's variants (its
+    failure) the plan counts none, and every kernel compiles on its first launch."""
+    log, began = run.out.log, run.elapsed()
+    compiled = {"variants": [], "report": None}
+
+    def compile_variants():
+        # At most half of what is left: a worker stuck in the compiler must not take the lease.
+        limit = (run.budget_s - run.elapsed()) / 2
+        if limit < run.costs.worker_start_s:  # it would be killed before it compiled anything
+            run.skip_step(f"budget: {limit:.1f} s, half of what is left, would not start a "
+                          f"compile worker ({run.costs.worker_start_s:.0f} s)")  # fmt: skip
+            return
+        log(f"recording {len(jobs)} launches and compiling their variants for {target} "
+            f"on {run.costs.workers} workers")  # fmt: skip
+        compiled["variants"], compiled["report"] = record_and_compile(
+            jobs, run.costs.workers, target, timeout_s=limit
+        )
+        for failure in compiled["report"]["failures"]:
+            run.state["errors"].append({"step": "compile", "item": "workers", "error": failure})
+            log(f"ERROR compile: {failure}")
+
+    def plan():
+        steps = make_plan(run.spec, run.items, compiled["variants"], len(jobs), run.estimator)
+        run.set_plan(steps)
+        log("plan:\n" + render_plan(run.spec, steps, run.costs, run.budget_s, str(run.device)))
+
+    run.guarded("compile", compile_variants)
+    run.guarded("compile", plan)
+    variants, report, seconds = compiled["variants"], compiled["report"], run.elapsed() - began
+    if report is None or not run.guarded(
+        "compile", lambda: compile_all(run, variants, report, len(jobs), target, seconds)
+    ):
+        entry = {"step": "compile", "actual_s": round(seconds, 2), "items": 0, "done": 0}
+        run.state["steps"].append(entry)
+    run.flush()
+
+
+def check_step(run) -> None:
+    """Every candidate of every item that is timed, checked in a child process; its stops counted
+    per kernel pass (two hung weight-gradient configs give up the weight gradient's checks only)."""
+    checked = [item for step in CHECKED_STEPS for item in run.items[step]]
+    run.checker = CheckProcess(str(run.device))
+    try:
+        first = checked[0] if checked else None  # its check starts the child process
+        estimate = lambda item: run.estimator.check_item(item, first=item is first)
+        run.run_step("check", checked, check_item, estimate, group=lambda item: item.kernel_pass)
+    finally:
+        run.checker.close()
+        run.state["check_processes"] = run.checker.started
+        if run.checker.unavailable:
+            run.out.log(f"the check ran in the campaign's process: {run.checker.unavailable}")
+            run.state["check_process_unavailable"] = run.checker.unavailable
 
 
 def check_item(run, item) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..configs import KernelConfig, cdiv
+from ..configs import KernelConfig, tile_grid
 from ..kernels.dgrad import dgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
@@ -39,8 +41,7 @@ def dgrad_plan(
     strides (an expanded dy, as y.sum().backward() makes) included."""
     stride_h, stride_w = problem.stride
     phase0 = problem.dgrad_phases()[0]  # tap steps are the same in all phases
-    rows = problem.dgrad_launch_rows()
-    tiles = cdiv(rows, config.block_m) * cdiv(problem.in_per_group, config.block_n)
+    tiles = math.prod(tile_grid(problem, "dgrad", config))
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
     workspace, _ = split_k_buffers(*split)

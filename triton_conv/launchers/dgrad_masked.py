@@ -3,9 +3,11 @@ stride-phase decomposition. Not used by the package's autograd."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..configs import KernelConfig, cdiv
+from ..configs import KernelConfig, tile_grid
 from ..kernels.dgrad_masked import dgrad_masked_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
@@ -14,13 +16,7 @@ from .common import LaunchSpec, kernel_flags, launch, split_k_buffers
 
 def masked_tiles(problem: ConvProblem, config: KernelConfig) -> int:
     """Programs of one launch: M = N*H*W rows x C/g columns per group, times groups and split-K."""
-    rows = problem.batch * problem.height * problem.width
-    return (
-        cdiv(rows, config.block_m)
-        * cdiv(problem.in_per_group, config.block_n)
-        * problem.groups
-        * config.split_k
-    )
+    return math.prod(tile_grid(problem, "dgrad_masked", config)) * problem.groups * config.split_k
 
 
 def masked_macs(problem: ConvProblem) -> int:
@@ -43,8 +39,7 @@ def dgrad_masked_spec(
     config: KernelConfig,
     force_int64: bool = False,
 ) -> LaunchSpec:
-    rows = problem.batch * problem.height * problem.width
-    tiles = cdiv(rows, config.block_m) * cdiv(problem.in_per_group, config.block_n)
+    tiles = math.prod(tile_grid(problem, "dgrad_masked", config))
     grid = (tiles, problem.groups, config.split_k)
     workspace, counters = split_k_buffers(
         config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..configs import KernelConfig, cdiv, row_spans
+from ..configs import KernelConfig, row_spans, tile_grid
 from ..kernels.fprop import fprop_kernel
 from ..memory_format import wants_channels_last
 from ..problem import ConvProblem
@@ -23,8 +25,7 @@ from .common import (
 def fprop_plan(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False) -> Plan:
     """Everything of the launch of y = conv2d(x, weight) + bias but the tensors; x, weight, y may
     have any strides."""
-    gemm = problem.gemm("fprop")
-    tiles = cdiv(gemm.m, config.block_m) * cdiv(gemm.n, config.block_n)
+    tiles = math.prod(tile_grid(problem, "fprop", config))
     split = (config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device)
     workspace, _ = split_k_buffers(*split)  # its size decides int64 as much as x's does
     flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64)

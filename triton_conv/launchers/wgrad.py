@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..configs import KernelConfig, cdiv, tap_channels, wgrad_columns
+from ..configs import KernelConfig, tap_channels, tile_grid
 from ..kernels.wgrad import wgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
@@ -76,14 +76,12 @@ def wgrad_plan(
     """
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
-    gemm = problem.gemm("wgrad")
     device = x.device
     padded = tap_channels(problem, x.element_size())
     if padded:  # the plan is made for the copy of x that each call makes (padded_input)
         n, _, h, w = problem.input_shape
         x = torch.empty((n, h, w, problem.groups * padded), dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
-    columns = wgrad_columns(problem, x.element_size())
-    tiles_m, tiles_n = cdiv(gemm.m, config.block_m), cdiv(columns, config.block_n)
+    tiles_m, tiles_n = tile_grid(problem, "wgrad", config, x.element_size())
     # With a bias, tiles_m more programs per group sum dy's rows (and count their own splits).
     bias_programs = tiles_m if db is not None else 0
     split = (

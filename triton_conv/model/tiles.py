@@ -37,9 +37,10 @@ stride phases skip the zeros of a zero-stuffed gradient).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ..configs import KernelConfig, cdiv, wgrad_columns
+from ..configs import KernelConfig, cdiv, tile_grid
 from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
@@ -49,14 +50,8 @@ from .resources import Occupancy, check_pass, dtype_kind, occupancy
 def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> int:
     """The CTAs of the pass's launch grid (as the launchers build it): tiles x split_k x groups."""
     check_pass(pass_name)
-    gemm = problem.gemm(pass_name)
-    columns = wgrad_columns(problem) if pass_name == "wgrad" else gemm.n
-    if pass_name == "dgrad" and problem.stride != (1, 1):
-        # One launch covers all stride phases, each given phase 0's row tiles (the most rows).
-        row_tiles = cdiv(problem.dgrad_launch_rows(), config.block_m) * problem.stride[0] * problem.stride[1]
-    else:
-        row_tiles = cdiv(gemm.m, config.block_m)
-    return row_tiles * cdiv(columns, config.block_n) * config.split_k * problem.groups
+    phases = problem.stride[0] * problem.stride[1] if pass_name == "dgrad" else 1
+    return math.prod(tile_grid(problem, pass_name, config)) * phases * config.split_k * problem.groups
 
 
 def reduction_efficiency(

@@ -27,7 +27,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..autotune_tables import device_slug, inside_notes, write_autotune_tables
+from .. import output_files
+from ..autotune_tables import inside_notes, write_autotune_tables
 from ..campaign.output import FILES
 from .campaign_inputs import CampaignFolderError, campaign_rows, check_autotune_merge, check_state, gpu_name
 from .markdown import replace_section, table
@@ -240,12 +241,13 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     if not state.get("on_gpu") and inside_notes(notes_dir):
         raise ValueError(
             f"{folder} was not measured on a GPU; notes/ holds measurements only: write elsewhere"
+            " (--out FILE.md outside notes/: the campaign's notes go beside it)"
         )
     compiled, checks = _load(folder, "compile.json"), _load(folder, "checks.json")
     timings, training = _load(folder, "timings.json"), _load(folder, "training.json")
     rows = campaign_rows(_load(folder, "autotune.json"), os.path.join(folder, "autotune.json"))
     gpu, started, body = _describe(folder, state, compiled, checks, training)
-    slug = device_slug(gpu)
+    slug = output_files.slug(gpu, "device")
     benchmarks = (timings or {}).get("benchmarks")  # [] when stopped before its first timing
     if benchmarks:
         _check_sweeps(folder, notes_dir, slug)
@@ -265,7 +267,8 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         every = sorted(glob.glob(str(sweeps / "*.json")))
         written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
     if rows:
-        written.append(write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu))
+        tables = write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu)
+        written += [tables, tables.removesuffix(".md") + ".json"]  # the tables and the rows they merge
     if training is not None:
         path = Path(notes_dir) / "training" / f"{slug}-resnet50-campaign.json"
         path.parent.mkdir(parents=True, exist_ok=True)

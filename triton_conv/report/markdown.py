@@ -87,10 +87,6 @@ def model_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-") or "x"
-
-
 def pass_label(record: dict) -> str:
     """A timing record's pass as the tables name it: a transposed convolution's (bench_transposed's and
     the campaign's records say `transposed`) with the kernel of its conv2d view that runs it."""

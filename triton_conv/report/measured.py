@@ -8,7 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..autotune_markdown import inside_notes
-from .markdown import pass_label, replace_section, slug, table
+from ..output_files import slug
+from .markdown import pass_label, replace_section, table
 from .plots import write_plots
 from .sweep_json import NOT_READ, load_run
 
@@ -22,8 +23,8 @@ def provenance(meta: dict, json_path) -> str:
     dirty = " + uncommitted changes" if commit.get("dirty") else ""
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in (ours.get("measured_peak_tflops") or {}).items()) or "—"
     lines = [
-        f"- GPU: {ours.get('gpu', '—')} ({ours.get('sm_count', '—')} SMs); CUDA {ours.get('cuda', '—')}, "
-        f"cuDNN {ours.get('cudnn', '—')}",
+        f"- GPU: {ours.get('gpu') or 'none'} ({ours.get('sm_count') or '—'} SMs); CUDA "
+        f"{ours.get('cuda') or '—'}, cuDNN {ours.get('cudnn') or '—'}",
         f"- torch {ours.get('torch', '—')}, Triton {ours.get('triton', '—')}, triton-conv "
         f"{ours.get('version', '—')}, Python {machine.get('python_version', '—')}",
         f"- commit {commit.get('id', 'unknown')}{dirty} ({commit.get('branch', '—')}); "
@@ -205,7 +206,8 @@ def _gb(nbytes):
 
 
 def _gpu(meta: dict) -> str:
-    return meta["machine_info"].get("triton_conv", {}).get("gpu") or "unknown GPU"
+    """The GPU a run names; a run that names none was not measured on one (the CPU's interpreter)."""
+    return meta["machine_info"].get("triton_conv", {}).get("gpu") or "cpu (interpreter)"
 
 
 def _cell(record: dict) -> tuple:

@@ -7,7 +7,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from .markdown import pass_label, slug
+from ..output_files import slug
+from .markdown import pass_label
 
 MIN_POINTS = 3  # a curve needs at least this many batch sizes
 STYLE = {"triton-conv": "C0", "cudnn": "C1", "inductor": "C2"}
