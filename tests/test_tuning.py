@@ -613,6 +613,9 @@ def test_device_slug():
     assert output_files.slug("NVIDIA H200", "device") == "nvidia-h200"
     assert output_files.slug("NVIDIA H100 80GB HBM3", "device") == "nvidia-h100-80gb-hbm3"
     assert output_files.slug(" ", "device") == "device"
+    # a MIG slice's name keeps the file names it had (dots dropped, as the tables' names did)
+    mig = output_files.slug("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "device")
+    assert mig == "nvidia-a100-sxm4-40gb-mig-1g-5gb"
 
 
 # --- the GPU path, with a pretend GPU (no CUDA here): everything but do_bench and the kernels -----------

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .memory_format import random_in_layout
+from .output_files import slug
 from .problem import ConvProblem
 from .timers import (  # noqa: F401 - re-exported: bench/ and the tests import them from here
     host_seconds,
@@ -281,8 +282,7 @@ def sweep_command(json_path: str, pytest_args=()) -> list[str]:
 def default_sweep_path(notes_dir: str = "notes") -> str:
     """notes/sweeps/<gpu>.json for the GPU torch sees ('notes/sweeps/nvidia-h200.json')."""
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no-gpu"
-    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
-    return str(Path(notes_dir) / "sweeps" / f"{slug}.json")
+    return str(Path(notes_dir) / "sweeps" / f"{slug(name, 'no-gpu')}.json")
 
 
 def run_sweep(json_path: str | None = None, pytest_args=(), env: dict | None = None) -> int:

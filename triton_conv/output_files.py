@@ -12,9 +12,10 @@ import tempfile
 
 
 def slug(text: str, fallback: str = "x") -> str:
-    """'NVIDIA H200' -> 'nvidia-h200': a name for a file (a device's tables and plots, its tuning
-    cache, a layer's plot), the same for every writer of one device's files."""
-    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-") or fallback
+    """'NVIDIA H200' -> 'nvidia-h200': a name for a file (a device's sweeps, tables, plots and tuning
+    cache, a layer's plot), the same for every writer of one device's files. Dots go too: a MIG
+    slice's name ('... MIG 1g.10gb') keeps the file names it had before the slug was shared."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or fallback
 
 
 class UnwritableOutput(OSError):

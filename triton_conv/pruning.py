@@ -7,11 +7,20 @@ what each one removed, so a reader can follow why a config was never timed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .configs import MIN_STEPS_PER_SPLIT, KernelConfig, cdiv, row_spans, wgmma_eligible, wgrad_columns
+from .configs import (
+    MIN_STEPS_PER_SPLIT,
+    KernelConfig,
+    cdiv,
+    row_spans,
+    tile_grid,
+    wgmma_eligible,
+    wgrad_columns,
+)
 from .devices import DeviceSpec, get_device
 from .problem import ConvProblem
 from .search_space import config_space
@@ -50,10 +59,9 @@ class Target:
 
     def tiles(self, c: KernelConfig) -> int:
         """Output tiles of one launch (all groups and stride phases), before any split."""
-        rows, cols, _ = self.dims()
         p = self.problem
         phases = p.stride[0] * p.stride[1] if self.pass_name == "dgrad" else 1
-        return cdiv(rows, c.block_m) * cdiv(cols, c.block_n) * p.groups * phases
+        return math.prod(tile_grid(p, self.pass_name, c, self.element_size)) * p.groups * phases
 
     def reduction_steps(self, c: KernelConfig) -> int:
         """BLOCK_K steps of the longest tile's whole reduction (all its taps; dgrad: the phase with the

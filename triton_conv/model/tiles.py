@@ -48,7 +48,8 @@ from .resources import Occupancy, check_pass, dtype_kind, occupancy
 
 
 def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> int:
-    """The CTAs of the pass's launch grid (as the launchers build it): tiles x split_k x groups."""
+    """The CTAs of the pass's launch grid (as the launchers build it): tiles x stride phases (dgrad)
+    x split_k x groups."""
     check_pass(pass_name)
     phases = problem.stride[0] * problem.stride[1] if pass_name == "dgrad" else 1
     return math.prod(tile_grid(problem, pass_name, config)) * phases * config.split_k * problem.groups
