@@ -241,6 +241,14 @@ def tile_grid(
     return cdiv(rows, config.block_m), cdiv(columns, config.block_n)
 
 
+def output_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig, element_size: int = 2) -> int:
+    """Output tiles of one launch, before any split: tile_grid's over every group and (dgrad) every
+    stride phase."""
+    phases = problem.stride[0] * problem.stride[1] if pass_name == "dgrad" else 1
+    tiles_m, tiles_n = tile_grid(problem, pass_name, config, element_size)
+    return tiles_m * tiles_n * problem.groups * phases
+
+
 # 4 channels: 8-byte vectors of bf16. Against 8 (16-byte vectors, but 8/3 the multiply-adds of a
 # 3-channel stem) they issued fewer instructions per useful multiply-add (notes/kernels.md).
 CHANNEL_VECTOR = 4

@@ -7,7 +7,6 @@ what each one removed, so a reader can follow why a config was never timed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +15,8 @@ from .configs import (
     MIN_STEPS_PER_SPLIT,
     KernelConfig,
     cdiv,
+    output_tiles,
     row_spans,
-    tile_grid,
     wgmma_eligible,
     wgrad_columns,
 )
@@ -59,9 +58,7 @@ class Target:
 
     def tiles(self, c: KernelConfig) -> int:
         """Output tiles of one launch (all groups and stride phases), before any split."""
-        p = self.problem
-        phases = p.stride[0] * p.stride[1] if self.pass_name == "dgrad" else 1
-        return math.prod(tile_grid(p, self.pass_name, c, self.element_size)) * p.groups * phases
+        return output_tiles(self.problem, self.pass_name, c, self.element_size)
 
     def reduction_steps(self, c: KernelConfig) -> int:
         """BLOCK_K steps of the longest tile's whole reduction (all its taps; dgrad: the phase with the

@@ -30,13 +30,15 @@ def pass_launch(
     """A callable that allocates one pass's output and launches it with `config`, as the custom op
     does (fprop without bias; dgrad with `bias` only as a transposed convolution's forward; wgrad's
     weight gradient alone): what the tuner and the campaign time, so the binary they compile is the
-    one the op runs. `bias` of fprop or wgrad is refused: no tuned config has seen one."""
-    if pass_name == "fprop" and bias is None:
+    one the op runs."""
+    if bias is not None and pass_name != "dgrad":
+        raise ValueError(f"a bias is launched with dgrad only (a transposed convolution's), not {pass_name}")
+    if pass_name == "fprop":
         return lambda: conv2d_fprop(x, weight, None, problem, config)
     if pass_name == "dgrad":
         return lambda: conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last, bias=bias)
-    if pass_name == "wgrad" and bias is None:
+    if pass_name == "wgrad":
         return lambda: conv2d_wgrad(
             dy, x, problem, config, weight_dtype=weight.dtype, channels_last=channels_last, need_bias=False
         )[0]
-    raise ValueError(f"pass_name must be fprop, dgrad or wgrad (a bias with dgrad only), got {pass_name!r}")
+    raise ValueError(f"pass_name must be fprop, dgrad or wgrad, got {pass_name!r}")

@@ -37,10 +37,9 @@ stride phases skip the zeros of a zero-stuffed gradient).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from ..configs import KernelConfig, cdiv, tile_grid
+from ..configs import KernelConfig, cdiv, output_tiles
 from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
@@ -51,8 +50,7 @@ def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> 
     """The CTAs of the pass's launch grid (as the launchers build it): tiles x stride phases (dgrad)
     x split_k x groups."""
     check_pass(pass_name)
-    phases = problem.stride[0] * problem.stride[1] if pass_name == "dgrad" else 1
-    return math.prod(tile_grid(problem, pass_name, config)) * phases * config.split_k * problem.groups
+    return output_tiles(problem, pass_name, config) * config.split_k
 
 
 def reduction_efficiency(
