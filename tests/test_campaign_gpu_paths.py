@@ -676,6 +676,24 @@ def test_nvidia_smi_answers_what_it_can(tmp_path, monkeypatch, binary):
         assert len(asked) == 1
 
 
+@pytest.mark.parametrize("pci", [(0, 0x3B, 0x1F), None])
+def test_nvidia_smi_is_asked_for_torchs_device_by_its_pci_bus_id(monkeypatch, pci):
+    # Under CUDA_VISIBLE_DEVICES=3, torch's device 0 is nvidia-smi's 3: the index alone names the
+    # wrong GPU, its bus id the right one.
+    asked = []
+
+    def smi(query, **kwargs):
+        asked.append(query[1])
+        return subprocess.CompletedProcess(query, 0, stdout=", ".join(provenance.SMI_FIELDS) + "\n")
+
+    ids = {} if pci is None else dict(zip(("pci_domain_id", "pci_bus_id", "pci_device_id"), pci, strict=True))
+    monkeypatch.setattr(provenance.subprocess, "run", smi)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(**ids))
+    assert provenance.nvidia_smi(2)["pstate"] == "pstate"
+    assert asked == (["--id=00000000:3B:1F.0"] if pci else ["--id=2"])
+
+
 # --- the APIs the GPU paths call, in this torch and Triton -------------------------------------------
 def test_the_gpu_paths_call_apis_this_torch_and_triton_have():
     from triton import knobs

@@ -92,9 +92,23 @@ def software() -> dict:
     }
 
 
-def _smi_query(index: int, fields) -> tuple[dict | None, str | None, bool]:
+def smi_id(index: int) -> str:
+    """nvidia-smi's name for torch's CUDA device `index`: its PCI bus id, since torch counts only the
+    devices CUDA_VISIBLE_DEVICES lets it see and nvidia-smi counts them all; the bare index where torch
+    has no GPU or does not say (then the two counts agree only without CUDA_VISIBLE_DEVICES)."""
+    if not torch.cuda.is_available():
+        return str(index)
+    props = torch.cuda.get_device_properties(index)
+    pci = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    if not all(isinstance(part, int) for part in pci):
+        return str(index)
+    domain, bus, device = pci
+    return f"{domain:08X}:{bus:02X}:{device:02X}.0"  # a GPU is function 0 of its PCI device
+
+
+def _smi_query(device: str, fields) -> tuple[dict | None, str | None, bool]:
     """(the fields' values, None) or (None, what went wrong, whether asking again could help)."""
-    query = ["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"]
+    query = ["nvidia-smi", f"--id={device}", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"]
     try:
         done = subprocess.run(query, capture_output=True, text=True, check=True, timeout=20)
     except subprocess.CalledProcessError as error:  # an unknown field fails the whole query
@@ -110,13 +124,14 @@ def _smi_query(index: int, fields) -> tuple[dict | None, str | None, bool]:
 
 
 def nvidia_smi(index: int = 0) -> dict:
-    """The SMI_FIELDS of GPU `index` as nvidia-smi reports them (strings with units). A field this
-    driver does not know fails nvidia-smi's whole query, so then each is asked alone and an unknown
-    one is None; {'error': ...} when nvidia-smi answers nothing (missing, hung)."""
-    values, error, again = _smi_query(index, SMI_FIELDS)
+    """The SMI_FIELDS of torch's CUDA device `index` as nvidia-smi reports them (strings with
+    units). A field this driver does not know fails nvidia-smi's whole query, so then each is asked
+    alone and an unknown one is None; {'error': ...} when nvidia-smi answers nothing (missing, hung)."""
+    device = smi_id(index)
+    values, error, again = _smi_query(device, SMI_FIELDS)
     if values is not None or not again:
         return values if values is not None else {"error": error}
-    alone = {field: _smi_query(index, (field,))[0] for field in SMI_FIELDS}
+    alone = {field: _smi_query(device, (field,))[0] for field in SMI_FIELDS}
     if all(answer is None for answer in alone.values()):
         return {"error": error}
     return {field: answer and answer[field] for field, answer in alone.items()} | {"error": error}
