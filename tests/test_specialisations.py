@@ -171,6 +171,31 @@ def test_misaligned_data_pointer_keeps_the_pointer_path(triton_only):
     assert rel_error(aligned[0], ref["dw"]) < REL_TOL_FP32_IEEE
 
 
+@pytest.mark.parametrize("operand", ["dy expanded", "x rows overlapping"])
+def test_zero_and_overlapping_row_strides_keep_the_pointer_path(operand, triton_only):
+    """A TMA descriptor is built only for rows that do not overlap: an expanded dy (row stride 0, as
+    `y.sum().backward()` with one output channel gives) and an NHWC view whose pixels overlap
+    (W stride 4 < C = 8) are read through pointers, with the right weight gradient."""
+    k = 1 if operand == "dy expanded" else 8
+    x = torch.randn(2, 8, 3, 4).contiguous(memory_format=torch.channels_last)
+    if operand == "x rows overlapping":
+        x = torch.randn(100).as_strided((2, 8, 3, 4), (48, 1, 16, 4))
+    w = torch.randn(k, 8, 1, 1)
+    problem = ConvProblem.from_shapes(x.shape, w.shape)
+    dy = torch.randn(2, k, 3, 4).contiguous(memory_format=torch.channels_last)
+    if operand == "dy expanded":
+        dy = torch.randn(1, 1, 1, 1).expand(2, 1, 3, 4)
+    flags = _flags(wgrad_plan(dy, x, torch.empty_like(w), None, problem, SMALL), ("DY_TMA", "X_TMA"))
+    assert flags == {"DY_TMA": k != 1, "X_TMA": False}  # (an expanded dy also keeps x off TMA)
+    x64, w64 = x.double(), w.double().requires_grad_()
+    (want,) = torch.autograd.grad(reference_conv2d(x64, w64, None, problem), w64, dy.double())
+    with triton_only() as proof:
+        options = dict(weight_dtype=torch.float32, channels_last=True, need_bias=False)
+        got, _ = conv2d_wgrad(dy, x, problem, SMALL, **options)
+    assert proof.launches == {"wgrad_kernel": 1}
+    assert rel_error(got, want) < REL_TOL_FP32_IEEE
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
     """One channel: a contiguous (K, 1, R, S) weight is a KRSC matrix too, though its channel

@@ -142,18 +142,20 @@ def tma_available(device: torch.device) -> bool:
 def tma_matrix(tensor, rows: tuple, cols: tuple, block: tuple[int, int]) -> TmaMatrix | None:
     """The TMA view of `tensor` as matrix_row_stride describes it, or None when TMA cannot load it:
     16- and 32-bit elements only (float64 keeps the pointer path), the data and the row stride
-    16-byte aligned."""
+    16-byte aligned, and rows that do not overlap. cuTensorMapEncodeTiled's documented rules say
+    nothing of a row stride of 0 (an expanded grad_output) or below the row's length (an
+    overlapping view); such operands keep the pointer path rather than trust an unstated rule."""
     size = tensor.element_size()
     stride = matrix_row_stride(tensor, rows, cols)
     if size not in (2, 4) or stride is None or tensor.numel() == 0:
-        return None
-    if tensor.data_ptr() % 16 or (stride * size) % 16:
         return None
     n_rows = n_cols = 1
     for dim in rows:
         n_rows *= tensor.size(dim)
     for dim in cols:
         n_cols *= tensor.size(dim)
+    if tensor.data_ptr() % 16 or (stride * size) % 16 or (n_rows > 1 and stride < n_cols):
+        return None
     return TmaMatrix(n_rows, n_cols, stride, block)
 
 
