@@ -146,6 +146,12 @@ _GPU_STATE = {
     "steps": [],
     "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30", "torch": "2.11", "triton": "3.6"},
 }  # fmt: skip
+# The files a campaign writes beside campaign.json at every flush, empty.
+_FLUSHED = {
+    "timings.json": '{"benchmarks": []}',
+    "autotune.json": '{"rows": []}',
+    "checks.json": '{"checks": []}',
+}
 BROKEN_FOLDERS = {
     "campaign.json of one field": (
         {"campaign.json": '{"on_gpu": true}'},
@@ -160,6 +166,10 @@ BROKEN_FOLDERS = {
         "provenance.gpu.name is None",
     ),
     "empty": ({}, "has no campaign.json"),
+    "checks.json lost": (
+        {**_FLUSHED, "campaign.json": json.dumps(_GPU_STATE), "checks.json": None},
+        "lacks checks.json",
+    ),
     "campaign.json cut short": ({"campaign.json": '{"on_gpu": tr'}, "campaign.json is not readable JSON"),
     "campaign.json a list": ({"campaign.json": "[1, 2]"}, "campaign.json holds a JSON list"),
     "provenance of another kind": (
@@ -176,13 +186,14 @@ BROKEN_FOLDERS = {
     ),
     "a timing of another format": (
         {
+            **_FLUSHED,
             "campaign.json": json.dumps(_GPU_STATE),
             "timings.json": json.dumps({"benchmarks": [{"extra_info": "x"}]}),
         },
         "timings.json is not a pytest-benchmark JSON this version reads",
     ),
     "checks of another kind": (
-        {"campaign.json": json.dumps(_GPU_STATE), "checks.json": json.dumps({"checks": [1, 2]})},
+        {**_FLUSHED, "campaign.json": json.dumps(_GPU_STATE), "checks.json": json.dumps({"checks": [1, 2]})},
         "not in the format this version",
     ),
 }
@@ -196,7 +207,8 @@ def test_report_of_a_broken_campaign_folder_says_why_and_writes_nothing(case, tm
     folder = tmp_path / "run"
     folder.mkdir()
     for name, text in files.items():
-        (folder / name).write_text(text)
+        if text is not None:
+            (folder / name).write_text(text)
     notes = tmp_path / "notes"
     with pytest.raises(SystemExit) as stopped:
         cli.main(["report", str(folder), "--out", str(notes / "batching.md"), "--no-plots"])
@@ -413,6 +425,31 @@ def test_the_demo_names_its_batch_when_a_later_allocation_fails(monkeypatch, err
     monkeypatch.setattr(torch.nn.functional, "conv2d", reference)
     with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 3: .*(allocate|out of memory)"):
         cli.main(["demo", "--batch", "3"])
+
+
+@pytest.mark.parametrize("batch", ["367640785907796", "100000000000000000", "99999999999999999999999"])
+def test_the_demo_refuses_a_batch_torch_cannot_size(monkeypatch, batch):
+    """A batch whose tensors' bytes overflow torch's int64 sizes ended in a torch traceback: 'Storage
+    size calculation overflowed', or from 2**63 on a TypeError out of torch.randn. It is refused in one
+    line naming --batch, before anything is allocated."""
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["demo", "--batch", batch])
+    message = stopped.value.code
+    assert isinstance(message, str) and "\n" not in message  # printed to stderr, exit status 1
+    assert message.startswith(f"triton-conv demo: --batch {batch}: too large")
+    assert "at most 367640785907795" in message
+
+
+def test_the_largest_batch_torch_can_size_reaches_the_allocation(monkeypatch):
+    """The limit is torch's, not lower: the largest batch it can size is tried (and runs out of memory)."""
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried")
+
+    monkeypatch.setattr(torch, "randn", out_of_memory)
+    with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 367640785907795: .*allocate"):
+        cli.main(["demo", "--batch", "367640785907795"])
 
 
 def test_the_demo_keeps_the_traceback_of_an_error_that_is_not_memory(monkeypatch):

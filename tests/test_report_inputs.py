@@ -4,6 +4,7 @@ anything, never poison notes/ for later reports, keep each campaign run whole, a
 was cut short. Every campaign folder and sweep here is SYNTHETIC, built in tmp_path."""
 
 import json
+import shutil
 
 import pytest
 
@@ -42,10 +43,13 @@ def _row(batch=1, **fields):
             **fields}  # fmt: skip
 
 
-def _folder(path, state=None, timings=None, rows=None, training=None):
+def _folder(path, state=None, timings=None, rows=None, training=None, checks=()):
+    """A campaign's folder: the four files every flush writes (timings, autotune rows and checks
+    empty unless given), training.json when given."""
     path.mkdir(parents=True)
-    files = {"campaign.json": state or _state(), "timings.json": timings, "training.json": training,
-             "autotune.json": None if rows is None else {"rows": rows}}  # fmt: skip
+    files = {"campaign.json": state or _state(), "timings.json": timings or {"benchmarks": []},
+             "training.json": training, "autotune.json": {"rows": rows or []},
+             "checks.json": {"checks": list(checks)}}  # fmt: skip
     for name, data in files.items():
         if data is not None:
             (path / name).write_text(json.dumps(data))
@@ -158,8 +162,8 @@ def test_a_report_from_the_kept_copy_regenerates_the_notes(tmp_path):
     (notes / "campaign.md").unlink()
     assert report_campaign(kept, str(notes), plots=False)[0] == kept
     assert "### H200, 2026-11-30" in (notes / "campaign.md").read_text()
-    assert _files(tmp_path / "notes" / "campaigns") == [f"h200-2026-11-30/{name}.json" for name in
-                                                         ("campaign", "timings", "training")]  # fmt: skip
+    names = ("autotune", "campaign", "checks", "timings", "training")
+    assert _files(tmp_path / "notes" / "campaigns") == [f"h200-2026-11-30/{name}.json" for name in names]
 
 
 def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):
@@ -249,3 +253,115 @@ def test_write_autotune_tables_keeps_the_stored_table_when_a_row_cannot_render(t
     with pytest.raises((TypeError, ValueError)):
         write_autotune_tables([_row(batch=8, winner_ms="fast")], str(folder), gpu="H200")
     assert (folder / "h200.json").read_text() == stored
+
+
+def _whole_steps(*extra):
+    """_state() whose steps also record `extra` steps as done (the files they write are owed)."""
+    state = _state()
+    state["steps"] += [{"step": step, "estimate_s": 1.0, "actual_s": 1.0, "done": 1} for step in extra]
+    return state
+
+
+@pytest.mark.parametrize(
+    "lost", ["timings.json", "checks.json", "autotune.json", "compile.json", "training.json"]
+)
+def test_a_copy_that_lost_a_file_is_refused_and_the_kept_copy_stays_whole(tmp_path, lost):
+    """A folder without checks.json was reported 'complete' with no Checks section, and the kept
+    copy of the same run lost its checks.json and timings.json."""
+    notes = tmp_path / "notes"
+    state = _whole_steps("compile", "training")
+    whole = _folder(tmp_path / "whole", state=state, timings=_timings(), training={"comparison": {}})
+    (whole / "compile.json").write_text(json.dumps({"variants": 0}))
+    kept = report_campaign(str(whole), str(notes), plots=False)[0]
+    before = {name: (notes / "campaigns" / kept / name).read_text() for name in _files(whole)}
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    (cut / lost).unlink()
+    with pytest.raises(SystemExit, match=f"{cut} lacks {lost}, which the run wrote beside its campaign.json"):
+        _report(cut, notes)
+    assert {name: (notes / "campaigns" / kept / name).read_text() for name in _files(whole)} == before
+
+
+def test_timings_fewer_than_campaign_json_counts_are_refused(tmp_path):
+    state = _state()
+    state["timings"] = 3
+    with pytest.raises(
+        CampaignFolderError, match="timings.json holds 2 timings where campaign.json counts 3"
+    ):
+        report_campaign(str(_folder(tmp_path / "run", state=state, timings=_timings())), str(tmp_path / "n"))
+
+
+def test_a_run_killed_before_its_plan_says_so(tmp_path, capsys):
+    """Killed in its compile step (the plan is written after it): 'never finished: none' was false."""
+    state = _state(status="running", ran=["ceilings"])
+    state["plan"] = []
+    report_campaign(str(_folder(tmp_path / "run", state=state)), str(tmp_path / "notes"), plots=False)
+    words = "never finished: every step after ceilings (it stopped before its plan"
+    assert words in capsys.readouterr().err
+    assert words in read_section(tmp_path / "notes" / "campaign.md", "campaign h200")
+
+
+def _set(data: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    data[last] = value
+
+
+IMPOSSIBLE = [
+    ("timings.json", "benchmarks.0.stats.median", -1.0, r"benchmarks\[0\].stats.median is -1.0"),
+    ("timings.json", "benchmarks.0.stats.median", float("nan"), r"benchmarks\[0\].stats.median is nan"),
+    ("timings.json", "benchmarks.0.extra_info.N", -5, r"benchmarks\[0\].extra_info.N is -5"),
+    ("timings.json", "machine_info.triton_conv", [], r"machine_info.triton_conv is \[\]"),
+    ("checks.json", "checks.0.passed", "no", r"checks\[0\].passed is 'no', not true or false"),
+    ("checks.json", "checks.0.relative_error", -1.0, r"checks\[0\].relative_error is -1.0"),
+    ("autotune.json", "rows.0.batch", -1, r"rows\[0\].batch is -1"),
+    ("autotune.json", "rows.0.winner_ms", float("inf"), r"rows\[0\].winner_ms is inf"),
+    ("autotune.json", "rows", None, "rows is None, not a list of rows"),
+    ("campaign.json", "budget_s", -1, "budget_s is -1, not a number of seconds above 0"),
+    ("campaign.json", "steps.0.actual_s", -1.0, r"steps\[0\].actual_s is -1.0"),
+    ("campaign.json", "provenance.date", "/../../xyz", "provenance.date is '/../../xyz', not a date"),
+]
+
+
+@pytest.mark.parametrize("name, field, value, words", IMPOSSIBLE, ids=[f"{n}:{f}" for n, f, *_ in IMPOSSIBLE])
+def test_impossible_values_are_refused_before_anything_is_written(tmp_path, name, field, value, words):
+    """A negative time became a -1e+03 ms cell, a check 'passed': 'no' counted as passed, a date that
+    is a path moved the kept copy out of campaigns/."""
+    check = {"item": "fprop 0", "config": "64x64x32", "relative_error": 1e-3, "passed": True}
+    run = _folder(tmp_path / "run", timings=_timings(), rows=[_row()], checks=[check])
+    data = json.loads((run / name).read_text())
+    _set(data, field, value)
+    (run / name).write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=words):
+        _report(run, tmp_path / "notes")
+    assert not (tmp_path / "notes").exists()
+
+
+@pytest.mark.parametrize("name", ["campaign.json", "timings.json", "checks.json"])
+def test_json_nested_too_deep_is_a_one_line_refusal(tmp_path, name):
+    run = _folder(tmp_path / "run", timings=_timings())
+    (run / name).write_text("[" * 100_000)
+    with pytest.raises(SystemExit, match=f"{run / name} is not readable JSON \\(nested too deep\\)"):
+        _report(run, tmp_path / "notes")
+
+
+@pytest.mark.parametrize("target", ["campaign.md", "autotune/h200.md", "batching.md"])
+def test_an_output_that_cannot_be_written_stops_the_report_before_its_first_write(tmp_path, target):
+    """campaign.md a folder: the command failed after twelve files were written."""
+    notes = tmp_path / "notes"
+    (notes / target).mkdir(parents=True)
+    with pytest.raises(SystemExit, match=f"{notes / target} is a folder"):
+        _report(_folder(tmp_path / "run", timings=_timings(), rows=[_row()]), notes)
+    assert _files(notes) == []
+
+
+def test_broken_markers_in_campaign_md_stop_the_report_before_its_first_write(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "campaign.md").write_text(
+        "<!-- BEGIN campaign h200: generated by triton_conv.report, do not edit by hand -->\n"
+    )
+    with pytest.raises(SystemExit, match="section 'campaign h200' has 1 BEGIN and 0 END"):
+        _report(_folder(tmp_path / "run", timings=_timings()), notes)
+    assert _files(notes) == ["campaign.md"]

@@ -182,3 +182,64 @@ def test_the_cache_folder_expands_a_leading_tilde(monkeypatch, tmp_path):
     assert tuning_cache.cache_dir() == os.path.join(str(tmp_path), "tuning")
     monkeypatch.delenv(tuning_cache.ENV_DIR)
     assert tuning_cache.cache_dir() == os.path.join(str(tmp_path), ".cache", "triton-conv")
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077], ids=["002", "022", "077"])
+@pytest.mark.parametrize("proc", [True, False], ids=["proc", "swap"])
+def test_the_written_file_has_the_mode_the_umask_gives(umask, proc, tmp_path, monkeypatch):
+    """mkstemp made the file 0600 whatever the umask: in a folder a group shares (umask 002) the next
+    user could take the lock but not read the file, and wrote over it with their entries alone."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    monkeypatch.setattr(tuning_cache, "_UMASK", None)  # read anew, under this test's umask
+    if not proc:  # not Linux: the umask is read by setting and restoring it
+        real_open = open
+
+        def no_proc(path, *args, **kwargs):
+            if path == "/proc/self/status":
+                raise FileNotFoundError(path)
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", no_proc)
+    before = os.umask(umask)
+    try:
+        cache = tuning_cache.TuningCache("Pretend")
+        cache.put(KEY, {"config": GOOD})
+        assert os.umask(umask) == umask  # the swap, where there was one, restored it
+    finally:
+        os.umask(before)
+    assert os.stat(cache.path).st_mode & 0o777 == 0o666 & ~umask
+    with open(cache.path) as handle:
+        assert list(json.load(handle)["entries"]) == [KEY]
+
+
+def test_a_file_there_but_unreadable_is_not_written_over(tmp_path, monkeypatch):
+    """Another user's cache file this user cannot read (its entries unknown): put leaves it as it is,
+    warns once, and the entry serves from memory. (Tests run as root, which chmod 000 does not stop,
+    so the read is made to fail.)"""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    path = tuning_cache.cache_path("Pretend")
+    _write(tmp_path, _file_with({"config": GOOD}))
+    with open(path, "rb") as handle:
+        theirs = handle.read()
+    real_open = open
+
+    def refuse(file, *args, **kwargs):
+        if file == path:
+            raise PermissionError(13, "Permission denied", file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    mine = {**GOOD, "block_m": 128}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = tuning_cache.TuningCache("Pretend")
+        assert cache.get("mine") is None
+        for key in ("mine", "mine too"):
+            assert cache.put(key, {"config": mine}) == {"config": mine}
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("unreadable tuning cache" in m for m in messages)
+    assert sum("cannot write tuning cache" in m and "left as it is" in m for m in messages) == 1, messages
+    assert cache.get("mine") == {"config": mine} and cache.get("mine too") == {"config": mine}
+    monkeypatch.undo()
+    with open(path, "rb") as handle:
+        assert handle.read() == theirs

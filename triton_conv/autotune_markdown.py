@@ -17,7 +17,7 @@ import os
 import torch
 from tabulate import tabulate
 
-from .output_files import slug
+from .output_files import slug, write_whole
 from .provenance import git_commit
 
 NOTES_DIR = os.path.join("notes", "autotune")
@@ -166,14 +166,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
     merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
     all_rows = list(merged.values())
     markdown = render(all_rows, gpu)  # before either write: a row it cannot render must not be kept
-    _atomic_write(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
+    write_whole(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
     md_path = os.path.join(out_dir, slug(gpu, "device") + ".md")
-    _atomic_write(md_path, markdown)
+    write_whole(md_path, markdown)
     return md_path
-
-
-def _atomic_write(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)

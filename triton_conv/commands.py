@@ -14,6 +14,15 @@ from .output_files import UnwritableOutput
 
 
 def cmd_demo(args) -> int:
+    # The largest tensor is the float64 reference's copy of the batch x 16 x 14 x 14 input; torch sizes
+    # a tensor's bytes in an int64, and a batch past that ended in a traceback from torch (an overflow
+    # of the storage size, or a TypeError from 2**63 on), so it is refused before anything is allocated.
+    most = (2**63 - 1) // (16 * 14 * 14 * torch.finfo(torch.float64).bits // 8)
+    if args.batch > most:
+        raise SystemExit(
+            f"triton-conv demo: --batch {args.batch}: too large, its tensors would hold more bytes than "
+            f"torch can size in an int64 (at most {most}; memory runs out long before that)"
+        )
     try:
         return _demo(args.batch)
     except RuntimeError as error:  # a batch too large for this machine, at whichever allocation
@@ -161,6 +170,7 @@ def cmd_report(args) -> int:
 
 def _report(args) -> int:
     from .report import make_model_report, make_report
+    from .report.markdown import check_sections
 
     if args.out is None:  # the checkout's notes/, never a notes/ made wherever the command runs
         if not os.path.isdir("notes"):
@@ -174,6 +184,8 @@ def _report(args) -> int:
             f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
         )
     folders = [path for path in args.json if os.path.isdir(path)]
+    if not folders:  # the sections this command splices, each checked before the first is written
+        check_sections(args.out, ["measured", "model-provenance", "model"])
     if folders and len(args.json) > 1:
         raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")
     if folders:

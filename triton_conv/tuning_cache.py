@@ -8,6 +8,9 @@ names another schema, device or version (stale), is ignored with a warning and r
 write; an entry that does not hold a valid config is dropped with a warning. A cache that cannot be
 read or written (a folder where the file should be, a cache folder that is a file or read-only)
 warns and the process carries on with what it has in memory: the cache never fails a convolution.
+A file that is there but cannot be read (another user's, in a shared folder) is never written over,
+since that would drop its entries. The file gets the mode the umask gives (0644, or 0664 under umask
+002 in a folder a group shares), not mkstemp's 0600, so everyone who can take the lock can read it.
 On a miss the file is re-read before anyone tunes, so a second process never re-tunes a
 shape another process has cached. `TuneResult` is what a tuning returns and, as `entry()`, what
 the file stores per key: winner, runner-up, every config's time, the problem it was timed on.
@@ -34,6 +37,29 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, writ
 
 SCHEMA = 1
 ENV_DIR = "TRITON_CONV_CACHE_DIR"
+_UMASK: int | None = None  # where /proc does not report it: read once, by setting and restoring it
+
+
+class _Unreadable(Exception):
+    """The cache file is there but could not be read: put must not write over it."""
+
+
+def current_umask() -> int:
+    """The process's umask. Linux reports it in /proc/self/status, which changes nothing (no window in
+    which another thread creates a file under a wrong umask); elsewhere it is read once by setting a
+    restrictive one and restoring it at once."""
+    global _UMASK
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o077)
+        os.umask(_UMASK)
+    return _UMASK
 
 
 def package_version() -> str:
@@ -76,15 +102,18 @@ class TuningCache:
         self.refresh()
 
     # --- reading ----------------------------------------------------------------------------------
-    def _read(self) -> dict[str, dict]:
+    def _read(self, writing: bool = False) -> dict[str, dict]:
         """The file's valid entries; {} (with a warning, once per problem) when missing, unreadable,
-        corrupt or stale."""
+        corrupt or stale. With `writing` (put's read under the lock) a file that is there but cannot be
+        read raises _Unreadable instead: writing over it would drop the entries it holds."""
         try:
             with open(self.path) as handle:
                 data = json.load(handle)
         except FileNotFoundError:
             return {}
         except OSError as error:  # a folder in its place, no permission, ...
+            if writing:
+                raise _Unreadable(str(error)) from error
             self._warn(f"unreadable tuning cache {self.path} ({error}): ignored")
             return {}
         except (ValueError, RecursionError) as error:  # not JSON, or nested too deep to parse
@@ -140,13 +169,20 @@ class TuningCache:
 
     def put(self, key: str, entry: dict) -> dict:
         """Add an entry and merge it into the file; returns the entry the file now holds for `key`
-        (another process's, when it cached the same key first). When the file cannot be written the
-        entry is kept in memory only, with a warning."""
+        (another process's, when it cached the same key first). When the file cannot be written, or
+        is there but cannot be read (it is then left as it is), the entry is kept in memory only, with
+        a warning."""
         try:
             with self._locked():
-                on_disk = self._read()
+                on_disk = self._read(writing=True)
                 merged = {**on_disk, key: on_disk.get(key, entry)}
                 self._write(merged)
+        except _Unreadable as error:
+            self._warn(
+                f"cannot write tuning cache {self.path}: it is there but cannot be read ({error}), so it "
+                "is left as it is; tuned configs stay in memory only"
+            )
+            merged = {key: self.entries.get(key, entry)}
         except OSError as error:
             self._warn(f"cannot write tuning cache {self.path} ({error}): tuned configs stay in memory only")
             merged = {key: self.entries.get(key, entry)}
@@ -159,6 +195,8 @@ class TuningCache:
         handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
         try:
             with os.fdopen(handle, "w") as out:
+                if hasattr(os, "fchmod"):  # mkstemp's 0600 would shut out a group sharing the folder
+                    os.fchmod(out.fileno(), 0o666 & ~current_umask())
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())

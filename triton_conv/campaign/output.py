@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from ..output_files import write_whole
+
 FILES = {
     "campaign": "campaign.json",
     "timings": "timings.json",
@@ -47,11 +49,7 @@ def _plain(value):
 
 
 def write_json(path: str, data) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(_plain(data), handle, indent=1, default=str)
-        handle.write("\n")
-    os.replace(temporary, path)
+    write_whole(path, json.dumps(_plain(data), indent=1, default=str) + "\n")
 
 
 def check_out_folder(folder: str) -> None:

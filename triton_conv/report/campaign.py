@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -30,9 +29,19 @@ from pathlib import Path
 from .. import output_files
 from ..autotune_tables import inside_notes, write_autotune_tables
 from ..campaign.output import FILES
-from .campaign_inputs import CampaignFolderError, campaign_rows, check_autotune_merge, check_state, gpu_name
-from .markdown import replace_section, table
+from .campaign_inputs import (
+    CampaignFolderError,
+    campaign_rows,
+    check_autotune_merge,
+    check_checks,
+    check_state,
+    check_whole,
+    gpu_name,
+)
+from .kept_copy import keep_whole, kept_copy_folder
+from .markdown import check_sections, replace_section, table
 from .measured import make_report, render_sweeps
+from .sweep_json import read_json
 
 CAMPAIGN_NOTE = "campaign.md"
 HEADER = """# Campaigns: one GPU lease, one command
@@ -53,10 +62,11 @@ def _load(folder: str, name: str) -> dict | None:
     if not os.path.exists(path):
         return None
     try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CampaignFolderError(f"{path} is not readable JSON ({error}): a copy cut short?") from None
+        data = read_json(path)
+    except OSError as error:
+        raise CampaignFolderError(f"{path} is not readable ({error}): a copy cut short?") from None
+    except ValueError as error:  # not JSON, cut short, nested too deep: read_json's message
+        raise CampaignFolderError(str(error)) from None
     if not isinstance(data, dict):
         raise CampaignFolderError(f"{path} holds a JSON {type(data).__name__}, not a campaign's object")
     return data
@@ -105,6 +115,9 @@ def cut_short(state: dict) -> str:
     unrecorded = set() if killed else UNRECORDED_STEPS  # a killed run never wrote its files' final form
     planned = [str(plan.get("step")) for plan in state.get("plan", [])]
     never = [step for step in planned if step not in ran and step not in unrecorded]
+    if not planned:  # the plan is written after the compile step: stopped before or in it
+        last = (state.get("steps") or [{}])[-1].get("step", "its start")
+        never = [f"every step after {last} (it stopped before its plan, written after the compile step)"]
     if not killed and not never:
         return ""
     why = (
@@ -184,39 +197,17 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _started(folder: Path) -> str | None:
-    """The start (provenance.date) of the run whose copy `folder` keeps; None when it keeps none."""
-    path = folder / "campaign.json"
-    if not path.exists():
-        return None
-    try:
-        return str((json.loads(path.read_text()).get("provenance") or {}).get("date", "undated"))
-    except (OSError, ValueError, AttributeError):  # not a copy this version made: not overwritten
-        return "unreadable"
-
-
-def kept_copy_folder(campaigns: Path, slug: str, started: str) -> Path:
-    """notes/campaigns/<gpu>-<date>/, or <gpu>-<date>-<hhmmss>/ when that one keeps another run of the
-    day (its campaign.json started at another time): each run kept whole, none mixed with another."""
-    day = campaigns / f"{slug}-{started[:10]}"
-    if _started(day) in (None, started):
-        return day
-    clock = "".join(re.findall(r"\d", started[10:]))[:6]
-    return campaigns / f"{slug}-{started[:10]}-{clock or 'later'}"
-
-
-def _keep_whole(folder: str, keep: Path) -> None:
-    """Copy the campaign's files into `keep`, removing those the folder lacks: the copy is one run's
-    whole. Reported from the kept copy itself (notes/README.md's way to regenerate), nothing moves."""
-    keep.mkdir(parents=True, exist_ok=True)
-    if os.path.samefile(folder, keep):
-        return
-    for name in FILES.values():
-        source, target = os.path.join(folder, name), keep / name
-        if os.path.exists(source):
-            shutil.copyfile(source, target)
-        elif target.exists():
-            target.unlink()
+def _outputs(notes_dir: str, keep: Path, slug: str, benchmarks, rows, training) -> list[str]:
+    """Every file report_campaign will write, to be checked writable before the first write."""
+    notes = Path(notes_dir)
+    paths = [keep / name for name in FILES.values()]
+    if benchmarks:
+        paths += [notes / "sweeps" / f"{slug}-campaign.json", notes / "batching.md"]
+    if rows:
+        paths += [notes / "autotune" / f"{slug}.md", notes / "autotune" / f"{slug}.json"]
+    if training is not None:
+        paths.append(notes / "training" / f"{slug}-resnet50-campaign.json")
+    return [str(path) for path in (*paths, notes / CAMPAIGN_NOTE)]
 
 
 def _check_sweeps(folder: str, notes_dir: str, slug: str) -> None:
@@ -245,6 +236,8 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         )
     compiled, checks = _load(folder, "compile.json"), _load(folder, "checks.json")
     timings, training = _load(folder, "timings.json"), _load(folder, "training.json")
+    check_whole(folder, state, timings)
+    check_checks(checks, os.path.join(folder, "checks.json"))
     rows = campaign_rows(_load(folder, "autotune.json"), os.path.join(folder, "autotune.json"))
     gpu, started, body = _describe(folder, state, compiled, checks, training)
     slug = output_files.slug(gpu, "device")
@@ -256,8 +249,13 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         check_autotune_merge(rows, folder, str(Path(notes_dir) / "autotune"), gpu, slug)
     keep = kept_copy_folder(Path(notes_dir) / "campaigns", slug, started)
-    # Everything read is checked: from here on, the writes.
-    _keep_whole(folder, keep)
+    for path in _outputs(notes_dir, keep, slug, benchmarks, rows, training):
+        output_files.check_writable(path)  # a folder in its place, a parent that is a file or read-only
+    check_sections(Path(notes_dir) / CAMPAIGN_NOTE, [f"campaign {slug}"])
+    if benchmarks:
+        check_sections(Path(notes_dir) / "batching.md", ["measured"])
+    # Everything read is checked, and every target can be written: from here on, the writes.
+    keep_whole(folder, keep)
     written = [str(keep)]
     if benchmarks:
         sweeps = Path(notes_dir) / "sweeps"

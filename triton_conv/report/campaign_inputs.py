@@ -7,11 +7,13 @@ format is refused by its name and the field that is wrong."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
+import re
 
 from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
-from .sweep_json import shown
+from ..campaign.output import FILES
+from .sweep_json import is_number, read_json, shown
 
 # A row's fields that write_autotune_tables keys, groups and sorts it by (row_key, render).
 ROW_TEXT = ("layer_set", "layer", "pass", "dtype", "layout")
@@ -36,8 +38,9 @@ def format_error(path, field: str, value, wanted: str, advice=REPORT_WITH_ITS_VE
     return CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {wrong}; {advice}")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_amount(value) -> bool:
+    """A time, ratio or count as the files hold them: a finite number, not below zero."""
+    return is_number(value) and math.isfinite(value) and value >= 0
 
 
 # campaign.json's fields that its note states as facts (campaign_section): (field, kind, wanted).
@@ -46,7 +49,13 @@ STATE_FIELDS = (
     ("budget_s", (int, float), "a number of seconds"), ("plan", list, "a list of steps"),
     ("steps", list, "a list of steps"), ("provenance", dict, "an object (written as the run starts)"),
 )  # fmt: skip
+# Written together at every flush of a run (campaign/run.py, _publish): a folder without one of them
+# is a copy that lost it, whose report would drop its checks or timings and say nothing.
+ALWAYS_WRITTEN = ("campaign", "timings", "autotune", "checks")
+# Written once their step has run: the step in campaign.json's steps means the file must be there.
+WRITTEN_BY_STEP = {"compile": "compile", "training": "training"}
 PROVENANCE_FIELDS = ("date", "torch", "triton")
+STEP_NUMBERS = ("estimate_s", "actual_s", "items", "done", "skipped")
 
 
 def check_state(state, path) -> None:
@@ -59,13 +68,21 @@ def check_state(state, path) -> None:
         empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
+    if not (_is_amount(state["budget_s"]) and state["budget_s"] > 0):
+        raise format_error(path, "budget_s", state["budget_s"], "a number of seconds above 0")
     for field in ("plan", "steps"):
         for index, step in enumerate(state[field]):
             if not isinstance(step, dict) or not isinstance(step.get("step"), str):
                 raise format_error(path, f"{field}[{index}]", step, "an object with a step's name")
+            for number in STEP_NUMBERS:
+                if step.get(number) is not None and not _is_amount(step[number]):
+                    raise format_error(path, f"{field}[{index}].{number}", step[number], "a number from 0")
     for field in PROVENANCE_FIELDS:
         if not isinstance(state["provenance"].get(field), str):
             raise format_error(path, f"provenance.{field}", state["provenance"].get(field), "a string")
+    # The date names the kept copy's folder (campaigns/<gpu>-<date>/): a date, not a path.
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([ T][\w:.+ -]*)?", state["provenance"]["date"]):
+        raise format_error(path, "provenance.date", state["provenance"]["date"], "a date (YYYY-MM-DD ...)")
     if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
         raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
 
@@ -94,12 +111,15 @@ def check_row(row, path, where: str, stored: bool = False) -> None:
         if field not in row:
             raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {where} has no {field!r}; {advice}")
     checks = [(ROW_TEXT, lambda v: isinstance(v, str), "a string"),
-              (ROW_INTEGERS, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-              (ROW_NUMBERS, lambda v: v is None or _is_number(v), "a number")]  # fmt: skip
+              (ROW_INTEGERS, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+               "an integer from 0"),
+              (ROW_NUMBERS, lambda v: v is None or _is_amount(v), "a number from 0")]  # fmt: skip
     for fields, fits, wanted in checks:
         for field in fields:
             if not fits(row.get(field)):
                 raise format_error(path, f"{where}.{field}", row.get(field), wanted, advice)
+    if row["batch"] < 1:
+        raise format_error(path, f"{where}.batch", row["batch"], "a batch size (an integer from 1)", advice)
     if stored:
         run = row.get("run")
         if not isinstance(run, dict) or not all(isinstance(run.get(key), str) for key in RUN_FIELDS):
@@ -109,7 +129,9 @@ def check_row(row, path, where: str, stored: bool = False) -> None:
 
 def campaign_rows(data: dict | None, path) -> list[dict]:
     """autotune.json's rows, each checked; [] when the file is absent."""
-    rows = (data or {}).get("rows") or []
+    if data is None:
+        return []
+    rows = data.get("rows")
     if not isinstance(rows, list):
         raise format_error(path, "rows", rows, "a list of rows")
     for index, row in enumerate(rows):
@@ -123,10 +145,11 @@ def stored_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise CampaignFolderError(f"{path} is not readable JSON ({error}): {FIX_OR_REMOVE}") from None
+        data = read_json(path)
+    except OSError as error:
+        raise CampaignFolderError(f"{path} is not readable ({error}): {FIX_OR_REMOVE}") from None
+    except ValueError as error:
+        raise CampaignFolderError(f"{error} ({FIX_OR_REMOVE})") from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: it holds no list of rows; {FIX_OR_REMOVE}")
@@ -153,3 +176,45 @@ def check_autotune_merge(rows: list[dict], folder: str, out_dir: str, gpu: str, 
             f"{folder}/autotune.json merged with {stored}: the table does not render "
             f"({type(error).__name__}: {error}): one of them is {NOT_THIS_FORMAT}"
         ) from None
+
+
+def check_checks(data: dict | None, path) -> None:
+    """checks.json's rows as campaign_section counts them: `passed` a bool (a 'no' would count as
+    passed), the relative error a number from 0 or null (not measured)."""
+    if data is None:
+        return
+    rows = data.get("checks")
+    if not isinstance(rows, list):
+        raise format_error(path, "checks", rows, "a list of checks")
+    for index, row in enumerate(rows):
+        where = f"checks[{index}]"
+        if not isinstance(row, dict):
+            raise format_error(path, where, row, "an object")
+        if not isinstance(row.get("passed"), bool):
+            raise format_error(path, f"{where}.passed", row.get("passed"), "true or false")
+        error = row.get("relative_error")
+        if error is not None and not _is_amount(error):
+            raise format_error(path, f"{where}.relative_error", error, "a number from 0 or null")
+        if row["passed"] and error is None:
+            raise format_error(path, f"{where}.relative_error", error, "a number (the check passed)")
+
+
+def check_whole(folder: str, state: dict, timings: dict | None) -> None:
+    """Refuse a folder that lost a file its campaign.json says the run wrote, or whose timings.json
+    holds fewer timings than campaign.json counts: its report would drop them without a word, and
+    keeping it would delete a whole earlier copy's files (kept_copy.keep_whole)."""
+    done = {step["step"] for step in state["steps"] if (step.get("done") or 0) >= 1}
+    names = [FILES[key] for key in ALWAYS_WRITTEN]
+    names += [FILES[key] for step, key in WRITTEN_BY_STEP.items() if step in done]
+    missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise CampaignFolderError(
+            f"{folder} lacks {', '.join(missing)}, which the run wrote beside its campaign.json: a copy"
+            " that lost files (a device call's files_left_out says why); report the whole folder"
+        )
+    counted, found = state.get("timings"), len((timings or {}).get("benchmarks") or [])
+    if isinstance(counted, int) and not isinstance(counted, bool) and found < counted:
+        raise CampaignFolderError(
+            f"{folder}/timings.json holds {found} timings where campaign.json counts {counted}:"
+            " a copy cut short"
+        )

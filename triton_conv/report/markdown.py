@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 from tabulate import tabulate
@@ -49,16 +48,44 @@ def _markers(name: str) -> tuple[str, str]:
             f"<!-- END {name} -->")  # fmt: skip
 
 
+def _section_span(text: str, path, name: str) -> tuple[int, int] | None:
+    """Where section `name` lies in `text` (from its BEGIN to the end of its END marker), None when
+    neither marker is there. A marker missing, repeated or out of order, or another section's BEGIN
+    inside, is an error: a hand edit or a merge broke the file, and splicing by guess would drop
+    the text between two sections."""
+    begin, end = _markers(name)
+    starts, ends = text.count(begin), text.count(end)
+    if starts == ends == 0:
+        return None
+    start, stop = text.find(begin), text.find(end)
+    if starts != 1 or ends != 1 or stop < start or "<!-- BEGIN " in text[start + len(begin) : stop]:
+        raise ValueError(
+            f"{path}: section '{name}' has {starts} BEGIN and {ends} END marker(s), not one pair in order"
+            f" around its own text ('{begin}' ... '{end}'): mend the file by hand, nothing was written"
+        )
+    return start, stop + len(end)
+
+
+def check_sections(path: str | os.PathLike, names) -> None:
+    """Raise ValueError when a section of `names` in the file at `path` is not spliceable (see
+    _section_span): a report checks this before it writes anything."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    for name in names:
+        _section_span(text, path, name)
+
+
 def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
     """Put `body` between the markers of section `name` in the markdown file at `path` (created if
-    missing; the section is appended when its markers are not there). Text outside stays as written."""
+    missing; the section is appended when its markers are not there). Text outside stays as written;
+    markers that are not one pair in order raise ValueError before the file is touched."""
     path = Path(path)
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
+    span = _section_span(text, path, name)
+    if span is not None:
+        text = text[: span[0]] + block + text[span[1] :]
     else:
         text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
     write_whole(path, text)
@@ -66,11 +93,14 @@ def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
 
 
 def read_section(path: str | os.PathLike, name: str) -> str | None:
-    """The body of section `name` in the file, or None."""
-    begin, end = _markers(name)
+    """The body of section `name` in the file, or None; ValueError for broken markers."""
     text = Path(path).read_text() if Path(path).exists() else ""
-    found = re.search(re.escape(begin) + r"\n(.*?)\n" + re.escape(end), text, re.S)
-    return found.group(1) if found else None
+    span = _section_span(text, path, name)
+    if span is None:
+        return None
+    begin, end = _markers(name)
+    inner = text[span[0] + len(begin) : span[1] - len(end)]
+    return inner.removeprefix("\n").removesuffix("\n")
 
 
 def git_commit() -> str:

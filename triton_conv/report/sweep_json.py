@@ -5,6 +5,7 @@ from it: a report writes several files, and one read that fails half-way leaves 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 NOT_READ = "is not a pytest-benchmark JSON this version reads"
@@ -34,10 +35,28 @@ def _record(json_path, index: int, bench) -> dict:
     bench = _object(json_path, where, bench)
     info = dict(_object(json_path, f"{where}.extra_info", bench.get("extra_info")))
     median = _object(json_path, f"{where}.stats", bench.get("stats")).get("median", info.get("seconds"))
-    if median is not None and (isinstance(median, bool) or not isinstance(median, (int, float))):
+    if median is not None and not (is_number(median) and math.isfinite(median) and median >= 0):
         raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds")
+    batch = info.get("N")
+    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        raise _refuse(json_path, f"{where}.extra_info.N", batch, "a batch size (an integer from 1)")
     info["seconds"], info["name"] = median, bench.get("name")
     return info
+
+
+def is_number(value) -> bool:
+    """An int or float that is not a bool (True is an int to Python, not a time to a report)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_json(json_path):
+    """The JSON in the file; ValueError for a file cut short, not JSON, or nested past Python's
+    recursion limit (which json raises as RecursionError)."""
+    try:
+        return json.loads(Path(json_path).read_text())
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError: cut short, not JSON
+        why = "nested too deep" if isinstance(error, RecursionError) else error
+        raise ValueError(f"{json_path} is not readable JSON ({why}): a copy cut short?") from None
 
 
 def _meta(json_path, data: dict) -> dict:
@@ -45,6 +64,7 @@ def _meta(json_path, data: dict) -> dict:
     ours = _object(json_path, "machine_info.triton_conv", meta["machine_info"].get("triton_conv"))
     if ours.get("gpu") is not None and not isinstance(ours["gpu"], str):
         raise _refuse(json_path, "machine_info.triton_conv.gpu", ours["gpu"], "a GPU's name")
+    meta["machine_info"] = {**meta["machine_info"], "triton_conv": ours}  # null read as {} downstream too
     meta["datetime"] = data.get("datetime", "")
     return meta
 
@@ -55,10 +75,7 @@ def load_run(json_path) -> tuple[list[dict], dict]:
     is a record this version reads (none with an extra_info 'kind' and a time: another version's) are
     refused: their report would replace measured tables with empty ones (make_report refuses a file
     with no benchmarks too; a campaign stopped before its first timing has an empty list)."""
-    try:
-        data = json.loads(Path(json_path).read_text())
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError: a file cut short or not JSON
-        raise ValueError(f"{json_path} is not readable JSON ({error}): a copy cut short?") from None
+    data = read_json(json_path)
     if not isinstance(data, dict):
         raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not a pytest-benchmark object")
     benchmarks = data.get("benchmarks")
