@@ -16,6 +16,9 @@ Its parts, each a module with its formulas in its docstring:
     network      a layer's and a layer set's time, S(N), the batching knee
     calibration  fitting the terms to measurements: at most two numbers (`fit_stack`, `fit_fraction`)
     memory       activation and weight bytes, the largest batch that fits
+    arguments    the checks of the public functions' arguments: a batch or count is an integer >= 1
+                 (Python, NumPy or torch), seconds and bytes finite, a problem has input channels;
+                 ValueError or TypeError naming the argument
 
 The public API, in the units it returns:
     layer_time(problem, pass, device, dtype, batch=, terms=)            seconds per call

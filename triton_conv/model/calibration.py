@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from .arguments import check_count, check_finite
 from .network import network_cost
 from .terms import CALL_FLOOR_S, Terms
 
@@ -39,10 +40,15 @@ def fit_stack(
 ) -> Terms:
     """The Terms of a stack from {batch: measured seconds per batch} at one or two batch sizes (see
     the module docstring); one batch size fits the stack overhead alone (achieved fraction 1)."""
+    if not isinstance(measured_s, Mapping):
+        raise TypeError(f"measured_s must be a mapping of batch size to seconds, got {measured_s!r}")
     if not 1 <= len(measured_s) <= 2:
         raise ValueError(f"a stack is calibrated on one or two batch sizes, got {sorted(measured_s)}")
+    measured = {check_count(n, "a batch size of measured_s"): check_finite(t, f"measured_s[{n!r}]", above=0)
+                for n, t in measured_s.items()}  # fmt: skip
+    check_finite(call_floor_s, "call_floor_s", least=0)
     layers = list(layers)
-    (n1, t1), *rest = sorted(measured_s.items())
+    (n1, t1), *rest = sorted(measured.items())
     cost1 = network_cost(layers, passes, n1, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad)
     inverse = 1.0
     if rest:
@@ -56,6 +62,9 @@ def fit_stack(
             )
         if overlapped:
             inverse = (t2 - cost2.calls * call_floor_s) / cost2.roofline_s
+            if not inverse > 0:
+                raise ValueError(f"cannot fit: N={n2} ({t2:.3g} s) takes less than its {cost2.calls} calls' "
+                                 f"floors ({cost2.calls * call_floor_s:.3g} s)")  # fmt: skip
         else:
             inverse = (t2 - t1) / (cost2.roofline_s - cost1.roofline_s)
     overhead = t1 if overlapped else t1 - cost1.calls * call_floor_s - cost1.roofline_s * inverse
@@ -72,8 +81,14 @@ def _log_error(inverse: float, points) -> float:
 
 def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     """η minimising Σ (ln t − ln(floor + roofline/η))² over (measured t, floor, roofline) in seconds:
-    a log-spaced scan of 1/η over [0.01, 1000], refined by golden-section search."""
-    points = [p for p in points if p[0] > 0]
+    a log-spaced scan of 1/η over [0.01, 1000], refined by golden-section search. Each t and roofline
+    must be finite and above 0, each floor finite and at least 0."""
+    points = [
+        (check_finite(t, f"points[{i}]'s measured seconds", above=0),
+         check_finite(floor, f"points[{i}]'s floor seconds", least=0),
+         check_finite(roofline, f"points[{i}]'s roofline seconds", above=0))
+        for i, (t, floor, roofline) in enumerate(points)
+    ]  # fmt: skip
     if not points:
         raise ValueError("no measured times to fit")
     grid = [10 ** (-2 + 5 * i / 500) for i in range(501)]

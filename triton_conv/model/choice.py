@@ -20,6 +20,7 @@ import functools
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
+from .arguments import check_config, check_problem
 from .resources import check_pass, dtype_kind, occupancy
 from .roofline import Prediction, fit_shared_memory, predict_config, reference_config
 from .terms import DEFAULT_TERMS, NO_FLOOR, Terms
@@ -36,6 +37,7 @@ def candidate_configs(problem: ConvProblem, pass_name: str, device: DeviceSpec |
     from ..pruning import pruned_space
 
     check_pass(pass_name)
+    problem = check_problem(problem)
     kind, size = dtype_kind(dtype)
     device = get_device(device)
     space = pruned_space(problem, pass_name, getattr(torch, _TORCH_DTYPES[kind]), device)
@@ -86,7 +88,7 @@ def best_config(
     """The config of candidate_configs with the least predicted time (see the module docstring); the
     design card's reference tile when there is none."""
     kind, _ = dtype_kind(dtype)
-    return _best(problem, pass_name, get_device(device), kind, allow_tf32, row_spans)
+    return _best(check_problem(problem), pass_name, get_device(device), kind, allow_tf32, row_spans)
 
 
 def predict(
@@ -103,6 +105,7 @@ def predict(
     """One pass's Prediction (roofline.predict_config) with `config`, or, given None, with the
     config an autotuner would pick (best_config). row_spans=False: a library that pads every tap's
     channels to its block (tiles.py)."""
+    problem, config = check_problem(problem), check_config(config)
     if config is None:
         kind, _ = dtype_kind(dtype)
         config = best_config(problem, pass_name, device, kind, allow_tf32=allow_tf32, row_spans=row_spans)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable
 
 from ..problem import ConvProblem
+from .arguments import check_count, check_finite, check_layers
 from .resources import dtype_kind
 
 
@@ -30,7 +31,7 @@ def _elements(problem: ConvProblem, transposed: bool = False) -> tuple[int, int,
 
 def _layer_elements(layers) -> list[tuple[tuple[int, int, int], int]]:
     """((input, weight, output) elements per image, count) of each layer (transposed ones too)."""
-    return [(_elements(layer[1], getattr(layer, "transposed", False)), layer[2]) for layer in layers]
+    return [(_elements(problem, transposed), count) for _, problem, count, transposed in check_layers(layers)]
 
 
 def activation_bytes_per_image(
@@ -46,7 +47,7 @@ def activation_bytes_per_image(
 
 def activation_bytes(layers, batch: int, dtype="fp16", training: bool = True) -> int:
     """Activation memory of a batch: linear in N (batch x per image)."""
-    return batch * activation_bytes_per_image(layers, dtype, training)
+    return check_count(batch, "batch") * activation_bytes_per_image(layers, dtype, training)
 
 
 def weight_bytes(layers: Iterable[tuple[str, ConvProblem, int]], dtype="fp16") -> int:
@@ -62,8 +63,10 @@ def max_batch_for_memory(
     *,
     include_weights: bool = True,
 ) -> int:
-    """The largest N whose activations (and weights, and in training their gradients) fit the budget;
-    0 when not even one image fits."""
+    """The largest N whose activations (and weights, and in training their gradients) fit the budget
+    (bytes, finite and at least 0; a fraction of a byte holds nothing); 0 when not even one image fits."""
+    budget = check_finite(budget_bytes, "budget_bytes", least=0)
+    budget_bytes = budget_bytes if type(budget_bytes) is int else math.floor(budget)
     layers = list(layers)
     per_image = activation_bytes_per_image(layers, dtype, training)
     fixed = weight_bytes(layers, dtype) * (2 if training else 1) if include_weights else 0

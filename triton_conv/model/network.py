@@ -27,6 +27,7 @@ from typing import NamedTuple
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import TRANSPOSED_PASSES, ConvProblem
+from .arguments import check_config, check_count, check_layers, check_problem
 from .choice import predict
 from .resources import check_pass, dtype_kind
 from .roofline import reference_config
@@ -48,12 +49,14 @@ def layer_time(
     """Seconds for one call of `pass_name` on `problem` (at `batch` images if given), in the chosen
     config unless one is given, with the floor and achieved fraction of `terms`."""
     if batch is not None:
-        problem = problem.with_batch(batch)
+        problem = check_problem(problem, batch=False).with_batch(check_count(batch, "batch"))
     return predict(problem, pass_name, config, device, dtype, allow_tf32=allow_tf32, terms=terms).time_s
 
 
 def _passes(passes) -> tuple[str, ...]:
     names = (passes,) if isinstance(passes, str) else tuple(passes)
+    if not names:
+        raise ValueError("passes is empty: name at least one of fprop, dgrad, wgrad")
     for name in names:
         check_pass(name)
     return names
@@ -103,13 +106,15 @@ def network_cost(
 ) -> NetworkCost:
     """The calls and summed roofline of the layers' passes at `batch` (one pass name or several)."""
     kind, _ = dtype_kind(dtype)
-    layers = tuple((*layer, getattr(layer, "transposed", False)) for layer in layers)
+    layers, batch, config = tuple(check_layers(layers)), check_count(batch, "batch"), check_config(config)
     return _cost(layers, _passes(passes), batch, get_device(device), kind, allow_tf32, input_dgrad, config)
 
 
 def network_time(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,
                  allow_tf32: bool = True, input_dgrad: bool = False, config=None) -> float:  # fmt: skip
     """T(N) in seconds (module docstring): `terms` is a stack's calibration or the default terms."""
+    if not isinstance(terms, Terms):
+        raise TypeError(f"terms must be a Terms, got {terms!r}")
     cost = network_cost(layers, passes, batch, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad,
                         config=config)  # fmt: skip
     return cost.time_s(terms)
@@ -118,7 +123,7 @@ def network_time(layers, passes, batch: int, device, dtype="fp16", *, terms: Ter
 def network_speedup(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,
                     allow_tf32: bool = True, input_dgrad: bool = False, config=None) -> float:  # fmt: skip
     """S(N) = N · T(1) / T(N) for a whole layer set, with or without a stack's calibration."""
-    layers = list(layers)
+    layers, batch = list(layers), check_count(batch, "batch")
     one, many = (
         network_time(
             layers,
@@ -147,6 +152,7 @@ def batching_speedup(
     terms: Terms = DEFAULT_TERMS,
 ) -> float:
     """S(N) = N · t(1) / t(N) of one layer; config None: each batch in its chosen config."""
+    problem, batch = check_problem(problem, batch=False), check_count(batch, "batch")
     one, many = (
         predict(problem.with_batch(n), pass_name, config, device, dtype, terms=terms) for n in (1, batch)
     )
@@ -165,8 +171,9 @@ def batching_knee(
     """The smallest batch whose tiles fill one wave (tiles >= slots) in `config` (None: the reference
     tile); None if none up to max_batch. `problem`'s own batch is ignored. Tiles never shrink as N
     grows, so a bisection finds it."""
+    problem, max_batch = check_problem(problem, batch=False), check_count(max_batch, "max_batch")
     device = get_device(device)
-    if config is None:
+    if check_config(config) is None:
         config = reference_config(pass_name, dtype, device)
 
     def fills(n: int) -> bool:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
+from .arguments import check_config, check_problem
 from .resources import check_pass, dtype_kind, smem_per_cta
 from .terms import DEFAULT_TERMS, Terms
 from .tiles import TileStats, tile_stats, work_flops
@@ -147,6 +148,9 @@ def predict_config(
     achieved fraction (terms.py; its stack overhead is a network's, not a call's); `row_spans` how
     fprop walks few channels (tiles.py). choice.predict is the same with the config an autotuner
     would pick when none is given."""
+    problem, config = check_problem(problem), check_config(config, optional=False)
+    if not isinstance(terms, Terms):
+        raise TypeError(f"terms must be a Terms, got {terms!r}")
     device = get_device(device)
     kind, size = dtype_kind(dtype)
     stats = tile_stats(problem, pass_name, config, device, dtype, row_spans=row_spans)

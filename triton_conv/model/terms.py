@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .arguments import check_finite
+
 CALL_FLOOR_S = 5e-6  # seconds per kernel call: an assumed launch-and-ramp time (see above)
 
 
@@ -49,11 +51,10 @@ class Terms:
     stack_overhead_s: float = 0.0
     overlapped: bool = False  # T = max(stack, GPU) instead of stack + GPU (see the module docstring)
 
-    def __post_init__(self):
-        if not self.call_floor_s >= 0:
-            raise ValueError(f"call_floor_s must be >= 0 seconds, got {self.call_floor_s!r}")
-        if not self.achieved_fraction > 0:
-            raise ValueError(f"achieved_fraction must be > 0, got {self.achieved_fraction!r}")
+    def __post_init__(self):  # finite; a fitted stack overhead may be negative (calibration.py)
+        check_finite(self.call_floor_s, "call_floor_s", least=0)
+        check_finite(self.achieved_fraction, "achieved_fraction", above=0)
+        check_finite(self.stack_overhead_s, "stack_overhead_s")
 
     def __str__(self) -> str:
         return (

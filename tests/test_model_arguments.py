@@ -1,0 +1,113 @@
+"""The model's public functions refuse the arguments they cannot use with a ValueError (a value out of
+range) or a TypeError (a wrong type) that names the argument (triton_conv.model.arguments). They
+divided by zero deep inside, failed on a missing attribute, or returned 0, nan, inf or negative
+seconds; NumPy and torch integers, which torch accepts as sizes, failed as batch sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+from triton_conv.layers import resnet50
+from triton_conv.model import (
+    Terms,
+    activation_bytes,
+    batching_knee,
+    batching_speedup,
+    best_config,
+    fit_fraction,
+    fit_stack,
+    layer_time,
+    max_batch_for_memory,
+    network_speedup,
+    network_time,
+    predict,
+)
+from triton_conv.problem import ConvProblem
+
+P = ConvProblem.from_shapes((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
+EMPTY = ConvProblem.from_shapes((1, 0, 8, 8), (4, 0, 3, 3))  # no input channels: ConvProblem accepts it
+LAYERS = resnet50()[:3]
+NAN, INF = float("nan"), float("inf")
+
+
+def _fit(measured, **kwargs):
+    return fit_stack(LAYERS, "fprop", "H200", "fp16", measured, **kwargs)
+
+
+def _case(name, call, error, words):
+    return pytest.param(call, error, words, id=name)
+
+
+CASES = [
+    *(_case(f"layer_time batch={n!r}", lambda n=n: layer_time(P, "fprop", "H200", batch=n), error, "batch")
+      for n, error in ((-1, ValueError), (0, ValueError), (2.5, TypeError), (NAN, TypeError),
+                       ("4", TypeError), (True, TypeError))),
+    _case("network_time N=-1", lambda: network_time(LAYERS, "fprop", -1, "H200"), ValueError, "batch"),
+    _case("network_speedup N=0", lambda: network_speedup(LAYERS, "fprop", 0, "H200"), ValueError, "batch"),
+    _case("batching_speedup N=0", lambda: batching_speedup(P, "fprop", 0, None, "H200"), ValueError, "batch"),
+    _case("activation_bytes N=-2", lambda: activation_bytes(LAYERS, -2), ValueError, "batch"),
+    _case("activation_bytes N=nan", lambda: activation_bytes(LAYERS, NAN), TypeError, "batch"),
+    _case("batching_knee max_batch=0", lambda: batching_knee(P, "fprop", None, "H200", max_batch=0),
+          ValueError, "max_batch"),
+    _case("problem of batch 0", lambda: predict(P.with_batch(0), "fprop", None, "H200"), ValueError, "batch"),
+    _case("no layers", lambda: network_speedup([], "fprop", 8, "H200"), ValueError, "layers"),
+    _case("no passes", lambda: network_speedup(LAYERS, [], 8, "H200"), ValueError, "passes"),
+    _case("count 0", lambda: network_speedup([LAYERS[0]._replace(count=0)], "fprop", 8, "H200"),
+          ValueError, "count"),
+    _case("count -3", lambda: network_time([LAYERS[0]._replace(count=-3)], "fprop", 8, "H200"),
+          ValueError, "count"),
+    _case("network of a C=0 layer", lambda: network_time([("empty", EMPTY, 1)], "fprop", 8, "H200"),
+          ValueError, "'empty'"),
+    _case("layer_time C=0", lambda: layer_time(EMPTY, "fprop", "H200"), ValueError, "input channels"),
+    _case("predict C=0", lambda: predict(EMPTY, "wgrad", None, "H200"), ValueError, "input channels"),
+    _case("best_config C=0", lambda: best_config(EMPTY, "dgrad", "H200"), ValueError, "input channels"),
+    _case("batching_knee C=0", lambda: batching_knee(EMPTY, "fprop", None, "H200"), ValueError,
+          "input channels"),
+    _case("predict config='64x64'", lambda: predict(P, "fprop", "64x64", "H200"), TypeError, "config"),
+    *(_case(f"fit_stack {m}", lambda m=m: _fit(m), ValueError, words) for m, words in (
+        ({1: NAN}, "measured_s[1]"), ({1: INF}, "measured_s[1]"), ({1: -1.0}, "measured_s[1]"),
+        ({1: 0.0}, "measured_s[1]"), ({1: 0.01, 2: INF}, "measured_s[2]"),
+        ({0: 0.01}, "batch size of measured_s"), ({-1: 0.01}, "batch size of measured_s"))),
+    _case("fit_stack of a list", lambda: _fit([(1, 0.01)]), TypeError, "measured_s"),
+    _case("fit_stack call_floor_s=inf", lambda: _fit({1: 0.01}, call_floor_s=INF), ValueError,
+          "call_floor_s"),
+    _case("overlapped fit below the floors", lambda: _fit({1: 1e-6, 2: 2e-6}, overlapped=True), ValueError,
+          "N=2"),
+    *(_case(f"Terms({field}={value})", lambda f=field, v=value: Terms(**{f: v}), error, field)
+      for field, value, error in (
+          ("stack_overhead_s", NAN, ValueError), ("stack_overhead_s", INF, ValueError),
+          ("call_floor_s", INF, ValueError), ("call_floor_s", -1e-6, ValueError),
+          ("achieved_fraction", INF, ValueError), ("achieved_fraction", 0.0, ValueError),
+          ("call_floor_s", "5e-6", TypeError))),
+    *(_case(f"fit_fraction {point}", lambda p=point: fit_fraction([(1e-3, 1e-5, 1e-4), p]), ValueError, words)
+      for point, words in (
+          ((INF, 5e-6, 1e-4), "points[1]'s measured"), ((0.0, 5e-6, 1e-4), "points[1]'s measured"),
+          ((1e-3, NAN, 1e-4), "points[1]'s floor"), ((1e-3, -1.0, 1e-4), "points[1]'s floor"),
+          ((1e-3, 5e-6, NAN), "points[1]'s roofline"))),
+    *(_case(f"max_batch_for_memory budget={b}", lambda b=b: max_batch_for_memory(LAYERS, b), ValueError,
+            "budget_bytes") for b in (INF, NAN, -1)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "error", "words"), CASES)
+def test_the_model_refuses_an_argument_it_cannot_use_and_names_it(call, error, words):
+    with pytest.raises(error) as raised:
+        call()
+    assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32, torch.tensor], ids=["int64", "int32", "torch"])
+def test_numpy_and_torch_integers_give_the_numbers_of_python_ints(integer):
+    assert layer_time(P, "wgrad", "H200", batch=integer(4)) == layer_time(P, "wgrad", "H200", batch=4)
+    for function in (network_time, network_speedup):
+        assert function(LAYERS, "fprop", integer(8), "H200") == function(LAYERS, "fprop", 8, "H200")
+    eight = batching_speedup(P, "fprop", 8, None, "H200")
+    assert batching_speedup(P, "fprop", integer(8), None, "H200") == eight
+    assert type(activation_bytes(LAYERS, integer(8))) is int
+    assert activation_bytes(LAYERS, integer(8)) == activation_bytes(LAYERS, 8)
+    assert _fit({integer(1): 2e-3, integer(8): 5e-3}) == _fit({1: 2e-3, 8: 5e-3})
+
+
+def test_a_budget_of_float_bytes_gives_an_int_batch():
+    assert max_batch_for_memory(LAYERS, 80e9) == max_batch_for_memory(LAYERS, 80_000_000_000)
+    assert type(max_batch_for_memory(LAYERS, 80e9 + 0.5)) is int

@@ -1,0 +1,77 @@
+"""The checks of the model's public arguments: each returns the value it accepts, or raises a
+ValueError (a value out of range) or a TypeError (a value of the wrong type) that names the argument.
+
+A count (a batch size, a layer's count) is an integer: a Python, NumPy or torch integer (anything
+with __index__, as torch's sizes accept), never a bool or a float. A number of seconds or bytes is a
+finite real number. A problem has at least one input channel (ConvProblem accepts C=0, as torch
+does, but its reduction is empty and the model has no time for it) and, unless its batch is
+replaced, at least one image.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..configs import KernelConfig
+from ..problem import ConvProblem
+
+
+def check_count(value, name: str, least: int = 1) -> int:
+    """`value` as an int, at least `least`."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = type(value).__index__(value)
+    except (TypeError, AttributeError):
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if number < least:
+        raise ValueError(f"{name} must be at least {least}, got {number}")
+    return number
+
+
+def check_finite(value, name: str, *, least: float | None = None, above: float | None = None) -> float:
+    """`value` as a float: finite, and >= least or > above when given."""
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    low = (least is None or number >= least) and (above is None or number > above)
+    if not (math.isfinite(number) and low):
+        bound = ("" if least is None else f" >= {least:g}") + ("" if above is None else f" > {above:g}")
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return number
+
+
+def check_problem(problem, name: str = "problem", *, batch: bool = True) -> ConvProblem:
+    """A ConvProblem with input channels and (batch=True) at least one image, its batch an int; with
+    batch=False its batch is the caller's to replace."""
+    if not isinstance(problem, ConvProblem):
+        raise TypeError(f"{name} must be a ConvProblem, got {problem!r}")
+    if problem.in_channels < 1:
+        raise ValueError(f"{name} has no input channels ({problem}): its reduction is empty, it has no time")
+    if batch:
+        n = check_count(problem.batch, f"{name}'s batch")
+        problem = problem if type(problem.batch) is int else problem.with_batch(n)
+    return problem
+
+
+def check_config(config, name: str = "config", *, optional: bool = True) -> KernelConfig | None:
+    if not (isinstance(config, KernelConfig) or (optional and config is None)):
+        raise TypeError(f"{name} must be a KernelConfig{' or None' if optional else ''}, got {config!r}")
+    return config
+
+
+def check_layers(layers, name: str = "layers") -> list[tuple[str, ConvProblem, int, bool]]:
+    """(name, problem, count, transposed) of each layer of a non-empty layer set of (name, problem,
+    count) (triton_conv.layers); each problem's batch is the caller's to set."""
+    checked = []
+    for layer in layers:
+        label, problem, count = layer
+        problem = check_problem(problem, f"{name}: layer {label!r}", batch=False)
+        count = check_count(count, f"{name}: layer {label!r}'s count")
+        checked.append((label, problem, count, getattr(layer, "transposed", False)))
+    if not checked:
+        raise ValueError(f"{name} is empty: a network of no layers has no time")
+    return checked
