@@ -144,7 +144,8 @@ def test_campaign_out_holding_files_of_its_names_but_no_campaign_is_refused(tmp_
 _GPU_STATE = {
     "on_gpu": True, "campaign": "h200", "status": "complete", "budget_s": 480, "plan": [{"step": "fprop"}],
     "steps": [],
-    "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30", "torch": "2.11", "triton": "3.6"},
+    "provenance": {"gpu": {"name": "H200"}, "date": "2026-11-30 10:00:00 UTC", "torch": "2.11",
+                   "triton": "3.6"},
 }  # fmt: skip
 # The files a campaign writes beside campaign.json at every flush, empty.
 _FLUSHED = {

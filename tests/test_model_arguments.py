@@ -85,7 +85,12 @@ CASES = [
           ((1e-3, NAN, 1e-4), "points[1]'s floor"), ((1e-3, -1.0, 1e-4), "points[1]'s floor"),
           ((1e-3, 5e-6, NAN), "points[1]'s roofline"))),
     *(_case(f"max_batch_for_memory budget={b}", lambda b=b: max_batch_for_memory(LAYERS, b), ValueError,
-            "budget_bytes") for b in (INF, NAN, -1)),
+            "budget_bytes") for b in (INF, NAN, -1, 10**400)),
+    # A dtype given by position where the flag stands read as training=True: the fp16 answer.
+    _case("max_batch_for_memory training='fp32'", lambda: max_batch_for_memory(LAYERS, 80e9, "fp32"),
+          TypeError, "training"),
+    _case("activation_bytes training='no'", lambda: activation_bytes(LAYERS, 8, "fp16", "no"), TypeError,
+          "training"),
 ]  # fmt: skip
 
 

@@ -271,7 +271,7 @@ def test_a_copy_that_lost_a_file_is_refused_and_the_kept_copy_stays_whole(tmp_pa
     notes = tmp_path / "notes"
     state = _whole_steps("compile", "training")
     whole = _folder(tmp_path / "whole", state=state, timings=_timings(), training={"comparison": {}})
-    (whole / "compile.json").write_text(json.dumps({"variants": 0}))
+    (whole / "compile.json").write_text(json.dumps(COMPILED))
     kept = report_campaign(str(whole), str(notes), plots=False)[0]
     before = {name: (notes / "campaigns" / kept / name).read_text() for name in _files(whole)}
     cut = tmp_path / "cut"
@@ -280,6 +280,9 @@ def test_a_copy_that_lost_a_file_is_refused_and_the_kept_copy_stays_whole(tmp_pa
     with pytest.raises(SystemExit, match=f"{cut} lacks {lost}, which the run wrote beside its campaign.json"):
         _report(cut, notes)
     assert {name: (notes / "campaigns" / kept / name).read_text() for name in _files(whole)} == before
+
+
+COMPILED = {"variants": 3, "launches": 5, "failed": 0, "already_cached": 0, "workers": 2, "wall_s": 1.5}
 
 
 def test_timings_fewer_than_campaign_json_counts_are_refused(tmp_path):
@@ -321,6 +324,23 @@ IMPOSSIBLE = [
     ("campaign.json", "budget_s", -1, "budget_s is -1, not a number of seconds above 0"),
     ("campaign.json", "steps.0.actual_s", -1.0, r"steps\[0\].actual_s is -1.0"),
     ("campaign.json", "provenance.date", "/../../xyz", "provenance.date is '/../../xyz', not a date"),
+    ("campaign.json", "provenance.date", "2026-13-45 10:00:00 UTC", "provenance.date is '2026-13-45"),
+    (
+        "campaign.json",
+        "provenance.date",
+        "2026-11-30",
+        "provenance.date is '2026-11-30', not a date and time",
+    ),
+    ("campaign.json", "timings", 2.0, "timings is 2.0, not a count of timings"),
+    (
+        "checks.json",
+        "checks.0.tolerance",
+        1e-4,
+        r"checks\[0\].passed is True, not true: its error 0.001 is above",
+    ),
+    ("compile.json", "launches", None, "launches is None, not a count"),
+    ("compile.json", "mean_compile_s", {"fprop_kernel": -1}, "mean_compile_s is"),
+    ("training.json", "comparison", "fast", "comparison is 'fast', not an object"),
 ]
 
 
@@ -329,7 +349,10 @@ def test_impossible_values_are_refused_before_anything_is_written(tmp_path, name
     """A negative time became a -1e+03 ms cell, a check 'passed': 'no' counted as passed, a date that
     is a path moved the kept copy out of campaigns/."""
     check = {"item": "fprop 0", "config": "64x64x32", "relative_error": 1e-3, "passed": True}
-    run = _folder(tmp_path / "run", timings=_timings(), rows=[_row()], checks=[check])
+    run = _folder(
+        tmp_path / "run", timings=_timings(), rows=[_row()], checks=[check], training={"comparison": {}}
+    )
+    (run / "compile.json").write_text(json.dumps(COMPILED))
     data = json.loads((run / name).read_text())
     _set(data, field, value)
     (run / name).write_text(json.dumps(data))
@@ -365,3 +388,31 @@ def test_broken_markers_in_campaign_md_stop_the_report_before_its_first_write(tm
     with pytest.raises(SystemExit, match="section 'campaign h200' has 1 BEGIN and 0 END"):
         _report(_folder(tmp_path / "run", timings=_timings()), notes)
     assert _files(notes) == ["campaign.md"]
+
+
+def test_the_measured_section_goes_to_the_file_out_names(tmp_path):
+    """`report DIR --out notes/preview.md` rewrote notes/batching.md and never wrote preview.md."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "batching.md").write_text("the real note\n")
+    assert cli.main(["report", str(_folder(tmp_path / "run", timings=_timings())),
+                     "--out", str(notes / "preview.md"), "--no-plots"]) == 0  # fmt: skip
+    assert (notes / "batching.md").read_text() == "the real note\n"
+    assert "Speedup of triton-conv over cuDNN" in read_section(notes / "preview.md", "measured")
+
+
+def test_links_are_neither_followed_out_of_the_folder_nor_written_through(tmp_path):
+    """A link in the campaign's folder copied its target into notes/; a link in notes/ had the copy
+    written into what it named (an earlier run's kept copy, a file outside notes/)."""
+    notes, outside = tmp_path / "notes", tmp_path / "outside.json"
+    outside.write_text("untouched")
+    run = _folder(tmp_path / "run", timings=_timings())
+    (notes / "sweeps").mkdir(parents=True)
+    (notes / "sweeps" / "h200-campaign.json").symlink_to(outside)
+    assert _report(run, notes) == 0
+    assert outside.read_text() == "untouched"
+    assert not (notes / "sweeps" / "h200-campaign.json").is_symlink()
+    linked = _folder(tmp_path / "linked", timings=_timings())
+    (linked / "campaign.log").symlink_to(outside)
+    with pytest.raises(SystemExit, match="campaign.log is a symbolic link"):
+        _report(linked, tmp_path / "other")

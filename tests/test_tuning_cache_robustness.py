@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import warnings
 
 import pytest
@@ -243,3 +244,40 @@ def test_a_file_there_but_unreadable_is_not_written_over(tmp_path, monkeypatch):
     monkeypatch.undo()
     with open(path, "rb") as handle:
         assert handle.read() == theirs
+
+
+def test_a_linked_cache_stays_linked_and_a_file_keeps_its_mode(tmp_path, monkeypatch):
+    """A cache shared through a link became a private file on the first write (the link replaced),
+    and one writer's umask of 077 made a group's file unreadable to the rest."""
+    shared = tmp_path / "team" / "cache.json"
+    shared.parent.mkdir()
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "mine"))
+    link = tuning_cache.cache_path("Pretend")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(shared, link)
+    cache = tuning_cache.TuningCache("Pretend")
+    cache.put(KEY, {"config": GOOD})
+    assert os.path.islink(link) and list(json.loads(shared.read_text())["entries"]) == [KEY]
+    os.chmod(shared, 0o664)
+    before = os.umask(0o077)
+    try:
+        cache.put("another", {"config": GOOD})
+    finally:
+        os.umask(before)
+    assert os.stat(shared).st_mode & 0o777 == 0o664
+    assert sorted(json.loads(shared.read_text())["entries"]) == sorted([KEY, "another"])
+
+
+def test_a_pipe_where_the_file_should_be_neither_blocks_nor_is_replaced(tmp_path, monkeypatch):
+    """open() of a FIFO waits for a writer: TuningCache() hung."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    path = tuning_cache.cache_path("Pretend")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkfifo(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = tuning_cache.TuningCache("Pretend")
+        assert cache.put(KEY, {"config": GOOD}) == {"config": GOOD}
+    messages = [str(w.message) for w in caught]
+    assert any("not a regular file: a pipe" in m for m in messages), messages
+    assert stat.S_ISFIFO(os.stat(path).st_mode) and cache.get(KEY) == {"config": GOOD}

@@ -141,9 +141,8 @@ def _report(args) -> int:
     if folders:
         from .report.campaign import report_campaign
 
-        for path in report_campaign(
-            folders[0], notes_dir=os.path.dirname(args.out) or ".", plots=not args.no_plots
-        ):
+        notes_dir = os.path.dirname(args.out) or "."  # the campaign's other notes go beside --out
+        for path in report_campaign(folders[0], notes_dir, plots=not args.no_plots, batching_md=args.out):
             print(f"wrote {path}")
         return 0
 

@@ -37,15 +37,23 @@ def check_writable(path: str) -> None:
         raise UnwritableOutput(f"{path}: {error}") from error
 
 
-def write_whole(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file beside it, renamed over it once written."""
+def write_whole(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file beside it, renamed over it once
+    written. A symbolic link at `path` is replaced, never written through: a report's copy cannot
+    change the file a link points to (an earlier run's kept copy, or one outside notes/)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(temporary, "w") as handle:
+        with open(temporary, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def copy_whole(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a file's bytes to `target` as write_whole writes (a link at `target` replaced, not followed)."""
+    with open(source, "rb") as handle:
+        write_whole(target, handle.read())

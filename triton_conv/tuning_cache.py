@@ -23,6 +23,7 @@ import datetime
 import json
 import math
 import os
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ def current_umask() -> int:
         _UMASK = os.umask(0o077)
         os.umask(_UMASK)
     return _UMASK
+
+
+def _kind(path: str) -> str:
+    mode = os.stat(path).st_mode
+    return "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
 
 
 def package_version() -> str:
@@ -107,11 +113,13 @@ class TuningCache:
         corrupt or stale. With `writing` (put's read under the lock) a file that is there but cannot be
         read raises _Unreadable instead: writing over it would drop the entries it holds."""
         try:
+            if os.path.exists(self.path) and not os.path.isfile(self.path):  # a pipe would block open
+                raise OSError(f"not a regular file: {_kind(self.path)}")
             with open(self.path) as handle:
                 data = json.load(handle)
         except FileNotFoundError:
             return {}
-        except OSError as error:  # a folder in its place, no permission, ...
+        except OSError as error:  # a folder or a pipe in its place, no permission, ...
             if writing:
                 raise _Unreadable(str(error)) from error
             self._warn(f"unreadable tuning cache {self.path} ({error}): ignored")
@@ -190,17 +198,24 @@ class TuningCache:
         return merged[key]
 
     def _write(self, entries: dict) -> None:
+        """Replace the file whole. A link is followed (a cache shared through one stays shared), and
+        the file keeps the mode it has (one writer's umask of 077 must not shut out the group);
+        a new file gets the mode the umask gives, not mkstemp's 0600."""
         text = json.dumps({**self.header, "entries": entries}, indent=1, sort_keys=True)
-        folder = os.path.dirname(self.path) or "."
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+        target = os.path.realpath(self.path)
+        try:
+            mode = os.stat(target).st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~current_umask()
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(target))
         try:
             with os.fdopen(handle, "w") as out:
-                if hasattr(os, "fchmod"):  # mkstemp's 0600 would shut out a group sharing the folder
-                    os.fchmod(out.fileno(), 0o666 & ~current_umask())
+                if hasattr(os, "fchmod"):
+                    os.fchmod(out.fileno(), mode)
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temporary, self.path)
+            os.replace(temporary, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)

@@ -37,11 +37,22 @@ def check_finite(value, name: str, *, least: float | None = None, above: float |
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    except OverflowError:  # an int past a float's range (10**400): not a finite number of anything
+        digits = len(str(abs(value)))
+        raise ValueError(f"{name} must be a finite number, got an integer of {digits} digits") from None
     low = (least is None or number >= least) and (above is None or number > above)
     if not (math.isfinite(number) and low):
         bound = ("" if least is None else f" >= {least:g}") + ("" if above is None else f" > {above:g}")
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
     return number
+
+
+def check_flag(value, name: str) -> bool:
+    """A yes or no: True or False (NumPy's bools too), never a string or a number that Python would
+    read as true ('fp32' given where a flag stands, by position)."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_problem(problem, name: str = "problem", *, batch: bool = True) -> ConvProblem:

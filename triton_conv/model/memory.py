@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 
 from ..problem import ConvProblem
-from .arguments import check_count, check_finite, check_layers
+from .arguments import check_count, check_finite, check_flag, check_layers
 from .resources import dtype_kind
 
 
@@ -40,7 +40,7 @@ def activation_bytes_per_image(
     """Training: Σ count · output (kept for backward); inference: max over layers of input + output."""
     _, size = dtype_kind(dtype)
     elements = _layer_elements(layers)
-    if training:
+    if check_flag(training, "training"):
         return size * sum(count * e[2] for e, count in elements)
     return size * max((e[0] + e[2] for e, _ in elements), default=0)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .campaign_inputs import (
     campaign_rows,
     check_autotune_merge,
     check_checks,
+    check_side_files,
     check_state,
     check_whole,
     gpu_name,
@@ -197,12 +197,12 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _outputs(notes_dir: str, keep: Path, slug: str, benchmarks, rows, training) -> list[str]:
+def _outputs(notes_dir: str, batching: Path, keep: Path, slug: str, benchmarks, rows, training) -> list[str]:
     """Every file report_campaign will write, to be checked writable before the first write."""
     notes = Path(notes_dir)
     paths = [keep / name for name in FILES.values()]
     if benchmarks:
-        paths += [notes / "sweeps" / f"{slug}-campaign.json", notes / "batching.md"]
+        paths += [notes / "sweeps" / f"{slug}-campaign.json", batching]
     if rows:
         paths += [notes / "autotune" / f"{slug}.md", notes / "autotune" / f"{slug}.json"]
     if training is not None:
@@ -222,9 +222,13 @@ def _check_sweeps(folder: str, notes_dir: str, slug: str) -> None:
     render_sweeps([*others, os.path.join(folder, "timings.json")], None, Path(notes_dir))
 
 
-def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -> list[str]:
+def report_campaign(
+    folder: str, notes_dir: str = "notes", plots: bool = True, batching_md: str | None = None
+) -> list[str]:
     """Everything the module's docstring lists, from the campaign folder `folder`; returns the paths
-    written. Nothing is written before every file it reads has been checked."""
+    written. Nothing is written before every file it reads has been checked. The measured section
+    goes into `batching_md` (the command's --out), by default <notes_dir>/batching.md."""
+    batching = Path(batching_md) if batching_md is not None else Path(notes_dir) / "batching.md"
     state = _load(folder, "campaign.json")
     if state is None:
         raise CampaignFolderError(f"{folder} has no campaign.json: not a campaign's folder")
@@ -238,6 +242,7 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
     timings, training = _load(folder, "timings.json"), _load(folder, "training.json")
     check_whole(folder, state, timings)
     check_checks(checks, os.path.join(folder, "checks.json"))
+    check_side_files(compiled, training, folder)
     rows = campaign_rows(_load(folder, "autotune.json"), os.path.join(folder, "autotune.json"))
     gpu, started, body = _describe(folder, state, compiled, checks, training)
     slug = output_files.slug(gpu, "device")
@@ -249,32 +254,32 @@ def report_campaign(folder: str, notes_dir: str = "notes", plots: bool = True) -
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         check_autotune_merge(rows, folder, str(Path(notes_dir) / "autotune"), gpu, slug)
     keep = kept_copy_folder(Path(notes_dir) / "campaigns", slug, started)
-    for path in _outputs(notes_dir, keep, slug, benchmarks, rows, training):
+    for path in _outputs(notes_dir, batching, keep, slug, benchmarks, rows, training):
         output_files.check_writable(path)  # a folder in its place, a parent that is a file or read-only
     check_sections(Path(notes_dir) / CAMPAIGN_NOTE, [f"campaign {slug}"])
     if benchmarks:
-        check_sections(Path(notes_dir) / "batching.md", ["measured"])
+        check_sections(batching, ["measured"])
     # Everything read is checked, and every target can be written: from here on, the writes.
     keep_whole(folder, keep)
     written = [str(keep)]
     if benchmarks:
         sweeps = Path(notes_dir) / "sweeps"
         sweeps.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(os.path.join(folder, "timings.json"), sweeps / f"{slug}-campaign.json")
+        output_files.copy_whole(os.path.join(folder, "timings.json"), sweeps / f"{slug}-campaign.json")
         written.append(str(sweeps / f"{slug}-campaign.json"))
         every = sorted(glob.glob(str(sweeps / "*.json")))
-        written.append(make_report(every, out_path=str(Path(notes_dir) / "batching.md"), plots=plots))
+        written.append(make_report(every, out_path=str(batching), plots=plots))
     if rows:
         tables = write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu)
         written += [tables, tables.removesuffix(".md") + ".json"]  # the tables and the rows they merge
     if training is not None:
         path = Path(notes_dir) / "training" / f"{slug}-resnet50-campaign.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(os.path.join(folder, "training.json"), path)
+        output_files.copy_whole(os.path.join(folder, "training.json"), path)
         written.append(str(path))
     note = Path(notes_dir) / CAMPAIGN_NOTE
     if not note.exists():
-        note.write_text(HEADER)
+        output_files.write_whole(note, HEADER)
     written.append(replace_section(note, f"campaign {slug}", body))
     if cut_short(state):  # said where the command's user reads, not only in the note
         print(f"triton-conv report: {folder}: {cut_short(state)}", file=sys.stderr)

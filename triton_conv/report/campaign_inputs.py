@@ -7,9 +7,9 @@ format is refused by its name and the field that is wrong."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
-import re
 
 from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
 from ..campaign.output import FILES
@@ -80,9 +80,15 @@ def check_state(state, path) -> None:
     for field in PROVENANCE_FIELDS:
         if not isinstance(state["provenance"].get(field), str):
             raise format_error(path, f"provenance.{field}", state["provenance"].get(field), "a string")
-    # The date names the kept copy's folder (campaigns/<gpu>-<date>/): a date, not a path.
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([ T][\w:.+ -]*)?", state["provenance"]["date"]):
-        raise format_error(path, "provenance.date", state["provenance"]["date"], "a date (YYYY-MM-DD ...)")
+    # The date names the kept copy's folder (campaigns/<gpu>-<date>/) and tells two runs of a day
+    # apart (kept_copy.py): a date and time to the second as provenance.utc_now writes it, not a path.
+    date = state["provenance"]["date"]
+    try:
+        datetime.datetime.strptime(date, "%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        raise format_error(
+            path, "provenance.date", date, "a date and time as 2026-11-30 10:00:00 UTC"
+        ) from None
     if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
         raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
 
@@ -197,6 +203,13 @@ def check_checks(data: dict | None, path) -> None:
             raise format_error(path, f"{where}.relative_error", error, "a number from 0 or null")
         if row["passed"] and error is None:
             raise format_error(path, f"{where}.relative_error", error, "a number (the check passed)")
+        limit = row.get("tolerance")
+        if limit is not None and not _is_amount(limit):
+            raise format_error(path, f"{where}.tolerance", limit, "a number from 0 or null")
+        if row["passed"] and limit is not None and error > limit:
+            raise format_error(
+                path, f"{where}.passed", True, f"true: its error {error:.3g} is above {limit:.3g}"
+            )
 
 
 def check_whole(folder: str, state: dict, timings: dict | None) -> None:
@@ -212,9 +225,37 @@ def check_whole(folder: str, state: dict, timings: dict | None) -> None:
             f"{folder} lacks {', '.join(missing)}, which the run wrote beside its campaign.json: a copy"
             " that lost files (a device call's files_left_out says why); report the whole folder"
         )
+    # A killed run never wrote its count (the run's end does): then there is nothing to compare.
     counted, found = state.get("timings"), len((timings or {}).get("benchmarks") or [])
-    if isinstance(counted, int) and not isinstance(counted, bool) and found < counted:
+    if counted is not None and not (isinstance(counted, int) and not isinstance(counted, bool)):
+        raise format_error(os.path.join(folder, "campaign.json"), "timings", counted, "a count of timings")
+    linked = [name for name in FILES.values() if os.path.islink(os.path.join(folder, name))]
+    if linked:  # the campaign writes plain files: a link would copy whatever it names into notes/
+        raise CampaignFolderError(f"{folder}: {', '.join(linked)} is a symbolic link, not a campaign's file")
+    if counted is not None and found < counted:
         raise CampaignFolderError(
             f"{folder}/timings.json holds {found} timings where campaign.json counts {counted}:"
             " a copy cut short"
         )
+
+
+COMPILE_COUNTS = ("variants", "launches", "failed", "already_cached", "workers")
+
+
+def check_side_files(compiled: dict | None, training: dict | None, folder) -> None:
+    """compile.json's counts and training.json's comparison, as campaign_section states them: a file
+    of another shape would print 'None kernel variants of None launches' as if the run said so."""
+    path = os.path.join(folder, "compile.json")
+    for field in COMPILE_COUNTS if compiled is not None else ():
+        value = compiled.get(field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise format_error(path, field, value, "a count")
+    if compiled is not None:
+        if compiled.get("wall_s") is not None and not _is_amount(compiled["wall_s"]):
+            raise format_error(path, "wall_s", compiled["wall_s"], "a number of seconds from 0")
+        means = compiled.get("mean_compile_s", {})
+        if not isinstance(means, dict) or not all(_is_amount(v) for v in means.values()):
+            raise format_error(path, "mean_compile_s", means, "an object of seconds per kernel")
+    if training is not None and not isinstance(training.get("comparison"), dict):
+        path = os.path.join(folder, "training.json")
+        raise format_error(path, "comparison", training.get("comparison"), "an object (training_check's)")

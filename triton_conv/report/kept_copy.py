@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from ..campaign.output import FILES
+from ..output_files import copy_whole
 
 
 def _started(folder: Path) -> str | None:
@@ -43,6 +43,6 @@ def keep_whole(folder: str, keep: Path) -> None:
     for name in FILES.values():
         source, target = os.path.join(folder, name), keep / name
         if os.path.exists(source):
-            shutil.copyfile(source, target)
+            copy_whole(source, target)
         elif target.exists():
             target.unlink()
