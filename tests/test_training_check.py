@@ -64,3 +64,43 @@ def test_compare_ratios():
     assert comparison["peak_memory_ratio"] == pytest.approx(0.9)
     assert comparison["max_loss_deviation"] == pytest.approx(0.1)
     assert comparison["meets_speed_target"] and comparison["meets_memory_target"]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (["--steps", "0"], "--steps must be at least 1, got 0"),  # was a StatisticsError
+        (["--batch", "0"], "--batch must be at least 1, got 0"),  # was NaN losses and a verdict
+        (["--blocks", "1,1,1,1,1"], "--blocks must be 1 to 4 block counts"),  # was a shape error in fc
+        (["--blocks", "1,x"], "--blocks must be 1 to 4 block counts"),
+        (["--warmup", "-1"], "--warmup must be at least 0"),
+    ],
+)
+def test_arguments_that_cannot_run_are_one_line_before_any_training(change, words, monkeypatch):
+    from triton_conv import training_check
+
+    monkeypatch.setattr(training_check, "train", lambda *a: pytest.fail("trained"))
+    with pytest.raises(SystemExit, match=f"training_check: {words}"):
+        main([*TINY, *change])
+
+
+def test_a_cpu_without_the_interpreter_is_refused_not_passed(monkeypatch):
+    """The converted model fell back to torch's convolutions: torch was timed against itself and the
+    check said it met its speed target."""
+    from triton_conv import runtime, training_check
+
+    monkeypatch.setattr(runtime, "interpreter_active", lambda: False)
+    monkeypatch.setattr(training_check, "train", lambda *a: pytest.fail("trained"))
+    with pytest.raises(SystemExit, match="falls back to torch's convolutions.*TRITON_INTERPRET=1"):
+        main([*TINY, "--device", "cpu"])
+
+
+def test_a_run_where_no_kernel_of_ours_ran_is_an_error(monkeypatch):
+    from triton_conv import training_check
+
+    def no_launches(*args):
+        return {"losses": [1.0], "median_step_seconds": 1.0, "kernel_launches": {}}
+
+    monkeypatch.setattr(training_check, "train", no_launches)
+    with pytest.raises(RuntimeError, match="no Triton kernel ran in the converted model's steps"):
+        main(TINY)

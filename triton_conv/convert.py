@@ -38,8 +38,8 @@ def _reason_to_skip(module: nn.Module) -> str | None:
         )
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return (
-            f"{kind.__name__} is lazy (its parameters are uninitialized until a first forward, which "
-            "turns it into a torch module); run one forward, then convert"
+            f"{kind.__name__} is lazy (its first forward turns it into its torch class, which a "
+            "conversion would skip); run one forward, then convert"
         )
     if kind not in CONVERSIONS:
         if getattr(module, "parametrizations", None) is not None:
@@ -49,7 +49,10 @@ def _reason_to_skip(module: nn.Module) -> str | None:
             )
         base = next((torch_class for torch_class in CONVERSIONS if isinstance(module, torch_class)), None)
         if base is not None:
-            return f"{kind.__name__} subclasses nn.{base.__name__} with its own behaviour"
+            return (
+                f"{kind.__name__} subclasses nn.{base.__name__}: a subclass may change what the module"
+                " computes (any subclass is left as it is, even one that adds nothing)"
+            )
         return f"{kind.__name__}: triton-conv has no kernels for it (only Conv1d, Conv2d, ConvTranspose2d)"
     patched = _patched_on_torch_class(kind)
     if patched:

@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,7 +74,7 @@ def build_models(args, device: torch.device):
     from .resnet50 import ResNet50
 
     torch.manual_seed(args.seed)
-    blocks = tuple(int(b) for b in args.blocks.split(","))
+    blocks = tuple(int(b) for b in str(args.blocks).split(","))
     net = ResNet50(args.width, blocks, args.classes).to(device).to(memory_format=torch.channels_last)
     report: list = []
     converted = convert_model(copy.deepcopy(net), report=report)
@@ -136,10 +137,43 @@ def train(net, data, args, device: torch.device) -> dict:
     }
 
 
+POSITIVE = ("steps", "batch", "width", "image", "classes", "data_batches")
+
+
+def check_args(args, device: torch.device) -> tuple[int, ...]:
+    """The stages' block counts; ValueError naming what cannot run: a count below 1, more stages than
+    ResNet-50's four, or a device whose tensors would fall back to torch's convolutions (a CPU
+    without TRITON_INTERPRET=1: the check would then time torch against torch and pass)."""
+    for name in POSITIVE:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
+    try:
+        blocks = tuple(int(count) for count in str(args.blocks).split(","))
+    except ValueError:
+        blocks = ()
+    if not 1 <= len(blocks) <= 4 or min(blocks) < 1:
+        raise ValueError(
+            f"--blocks must be 1 to 4 block counts of at least 1, as 3,4,6,3; got {args.blocks!r}"
+        )
+    from .runtime import runs_triton
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said here, as the error
+        if not runs_triton(torch.empty(0, device=device)):
+            raise ValueError(
+                f"on {device.type} tensors the converted model falls back to torch's convolutions: the check"
+                " would compare torch with itself; on a CPU set TRITON_INTERPRET=1 (before the import)"
+            )
+    return blocks
+
+
 def run(args) -> dict:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
+    check_args(args, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     net, converted, report = build_models(args, device)
@@ -155,6 +189,10 @@ def run(args) -> dict:
     }
     for impl, model in (("torch", net), ("triton-conv", converted)):
         result["runs"][impl] = train(model, data, args, device)
+    if not result["runs"]["triton-conv"]["kernel_launches"]:
+        raise RuntimeError(
+            "no Triton kernel ran in the converted model's steps: nothing of ours was measured"
+        )
     result["comparison"] = compare(result)
     return result
 
@@ -191,7 +229,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON path (default: print only the comparison)")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--image", type=int, default=224)
-    p.add_argument("--blocks", default="3,4,6,3")
+    p.add_argument("--blocks", default="3,4,6,3", help="bottleneck blocks per stage, 1 to 4 stages")
     p.add_argument("--classes", type=int, default=1000)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=3, help="steps left out of the median step time")
@@ -203,7 +241,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    result = run(args)
+    try:
+        result = run(args)
+    except ValueError as error:  # arguments that cannot run, said before any training
+        raise SystemExit(f"training_check: {error}") from None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
