@@ -218,6 +218,32 @@ def test_broken_markers_stop_the_splice_before_a_write(tmp_path, damage):
     assert path.read_text() == text
 
 
+def test_two_splices_of_one_note_at_once_keep_both_sections(tmp_path, monkeypatch):
+    """Two reports splicing one note at the same moment both read the old text, and the later write
+    dropped the earlier one's section (the window widened here by a slow write)."""
+    import threading
+    import time
+
+    from triton_conv.report import markdown
+
+    path = tmp_path / "note.md"
+    path.write_text("prose\n")
+    real_write = markdown.write_whole
+
+    def slow_write(target, text):
+        time.sleep(0.3)
+        real_write(target, text)
+
+    monkeypatch.setattr(markdown, "write_whole", slow_write)
+    threads = [threading.Thread(target=replace_section, args=(path, name, name)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert read_section(path, "a") == "a" and read_section(path, "b") == "b"
+    assert path.read_text().startswith("prose\n")
+
+
 def test_model_report_tables(tmp_path):
     note = tmp_path / "batching.md"
     report.make_model_report(("H200", "GTX 1050"), str(note))

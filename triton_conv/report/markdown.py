@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
 
 from tabulate import tabulate
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 from .. import provenance
 from ..output_files import write_whole
@@ -75,6 +81,23 @@ def check_sections(path: str | os.PathLike, names) -> None:
         _section_span(text, path, name)
 
 
+@contextlib.contextmanager
+def _folder_locked(path: Path):
+    """An exclusive lock on the folder holding `path` (flock of the folder itself: no lock file left
+    in notes/), so that two reports splicing one note read and write it in turn, not both from the
+    same old text (the later write dropped the earlier one's section). Without fcntl, no lock."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing the descriptor releases the lock
+
+
 def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
     """Put `body` between the markers of section `name` in the markdown file at `path` (created if
     missing; the section is appended when its markers are not there). Text outside stays as written;
@@ -82,13 +105,14 @@ def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
     path = Path(path)
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else ""
-    span = _section_span(text, path, name)
-    if span is not None:
-        text = text[: span[0]] + block + text[span[1] :]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
-    write_whole(path, text)
+    with _folder_locked(path):
+        text = path.read_text() if path.exists() else ""
+        span = _section_span(text, path, name)
+        if span is not None:
+            text = text[: span[0]] + block + text[span[1] :]
+        else:
+            text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+        write_whole(path, text)
     return str(path)
 
 
