@@ -428,7 +428,7 @@ def test_the_demo_names_its_batch_when_a_later_allocation_fails(monkeypatch, err
         cli.main(["demo", "--batch", "3"])
 
 
-@pytest.mark.parametrize("batch", ["367640785907796", "100000000000000000", "99999999999999999999999"])
+@pytest.mark.parametrize("batch", ["245093857271864", "100000000000000000", "99999999999999999999999"])
 def test_the_demo_refuses_a_batch_torch_cannot_size(monkeypatch, batch):
     """A batch whose tensors' bytes overflow torch's int64 sizes ended in a torch traceback: 'Storage
     size calculation overflowed', or from 2**63 on a TypeError out of torch.randn. It is refused in one
@@ -439,7 +439,7 @@ def test_the_demo_refuses_a_batch_torch_cannot_size(monkeypatch, batch):
     message = stopped.value.code
     assert isinstance(message, str) and "\n" not in message  # printed to stderr, exit status 1
     assert message.startswith(f"triton-conv demo: --batch {batch}: too large")
-    assert "at most 367640785907795" in message
+    assert "at most 245093857271863" in message
 
 
 def test_the_largest_batch_torch_can_size_reaches_the_allocation(monkeypatch):
@@ -449,8 +449,8 @@ def test_the_largest_batch_torch_can_size_reaches_the_allocation(monkeypatch):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried")
 
     monkeypatch.setattr(torch, "randn", out_of_memory)
-    with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 367640785907795: .*allocate"):
-        cli.main(["demo", "--batch", "367640785907795"])
+    with pytest.raises(SystemExit, match=r"triton-conv demo: --batch 245093857271863: .*allocate"):
+        cli.main(["demo", "--batch", "245093857271863"])
 
 
 def test_the_demo_keeps_the_traceback_of_an_error_that_is_not_memory(monkeypatch):

@@ -113,6 +113,10 @@ def test_numpy_and_torch_integers_give_the_numbers_of_python_ints(integer):
     assert _fit({integer(1): 2e-3, integer(8): 5e-3}) == _fit({1: 2e-3, 8: 5e-3})
 
 
+def test_numpy_bools_are_flags():
+    assert max_batch_for_memory(LAYERS, 80e9, np.False_) == max_batch_for_memory(LAYERS, 80e9, False)
+
+
 def test_a_budget_of_float_bytes_gives_an_int_batch():
     assert max_batch_for_memory(LAYERS, 80e9) == max_batch_for_memory(LAYERS, 80_000_000_000)
     assert type(max_batch_for_memory(LAYERS, 80e9 + 0.5)) is int

@@ -299,9 +299,17 @@ def test_a_run_killed_before_its_plan_says_so(tmp_path, capsys):
     state = _state(status="running", ran=["ceilings"])
     state["plan"] = []
     report_campaign(str(_folder(tmp_path / "run", state=state)), str(tmp_path / "notes"), plots=False)
-    words = "never finished: every step after ceilings (it stopped before its plan"
+    words = "never finished: every step after ceilings (no plan recorded"
     assert words in capsys.readouterr().err
     assert words in read_section(tmp_path / "notes" / "campaign.md", "campaign h200")
+
+
+def test_a_finished_run_whose_planning_failed_is_not_called_cut_short(tmp_path, capsys):
+    state = _state(status="complete, with errors or skips")
+    state["plan"] = []
+    report_campaign(str(_folder(tmp_path / "run", state=state)), str(tmp_path / "notes"), plots=False)
+    assert capsys.readouterr().err == ""
+    assert "Not a whole run" not in read_section(tmp_path / "notes" / "campaign.md", "campaign h200")
 
 
 def _set(data: dict, path: str, value) -> None:

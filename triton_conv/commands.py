@@ -134,8 +134,6 @@ def _report(args) -> int:
             f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
         )
     folders = [path for path in args.json if os.path.isdir(path)]
-    if not folders:  # the sections this command splices, each checked before the first is written
-        check_sections(args.out, ["measured", "model-provenance", "model"])
     if folders and len(args.json) > 1:
         raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")
     if folders:
@@ -148,6 +146,8 @@ def _report(args) -> int:
 
     # The sweeps first: one that is missing or unreadable stops the command before it writes anything.
     sweeps = args.json or sorted(glob.glob(os.path.join("notes", "sweeps", "*.json")))
+    # The sections this command splices, each checked before the first is written.
+    check_sections(args.out, ["measured"] * bool(sweeps) + ["model-provenance", "model"])
     if sweeps:
         make_report(sweeps, out_path=args.out, plots=not args.no_plots)
     make_model_report(out_path=args.out)

@@ -8,10 +8,10 @@ import torch
 
 
 def cmd_demo(args) -> int:
-    # The largest tensor is the float64 reference's copy of the batch x 16 x 14 x 14 input; torch sizes
-    # a tensor's bytes in an int64, and a batch past that ended in a traceback from torch (an overflow
-    # of the storage size, or a TypeError from 2**63 on), so it is refused before anything is allocated.
-    most = (2**63 - 1) // (16 * 14 * 14 * torch.finfo(torch.float64).bits // 8)
+    # The largest tensor is the float64 reference's batch x 24 x 14 x 14 output; torch sizes a tensor's
+    # bytes in an int64, and a batch past that ended in a traceback from torch (an overflow of the
+    # storage size, or a TypeError from 2**63 on), so it is refused before anything is allocated.
+    most = (2**63 - 1) // (24 * 14 * 14 * torch.finfo(torch.float64).bits // 8)
     if args.batch > most:
         raise SystemExit(
             f"triton-conv demo: --batch {args.batch}: too large, its tensors would hold more bytes than "

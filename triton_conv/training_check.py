@@ -68,13 +68,13 @@ def provenance(device: torch.device) -> dict:
     }
 
 
-def build_models(args, device: torch.device):
-    """(torch model, converted copy, convert_model's report): identical weights, channels_last."""
+def build_models(args, device: torch.device, blocks: tuple[int, ...]):
+    """(torch model, converted copy, convert_model's report): identical weights, channels_last;
+    `blocks` per stage as check_args read them from --blocks."""
     from . import convert_model
     from .resnet50 import ResNet50
 
     torch.manual_seed(args.seed)
-    blocks = tuple(int(b) for b in str(args.blocks).split(","))
     net = ResNet50(args.width, blocks, args.classes).to(device).to(memory_format=torch.channels_last)
     report: list = []
     converted = convert_model(copy.deepcopy(net), report=report)
@@ -169,14 +169,18 @@ def check_args(args, device: torch.device) -> tuple[int, ...]:
     return blocks
 
 
-def run(args) -> dict:
-    device = torch.device(
+def _device(args) -> torch.device:
+    return torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    check_args(args, device)
+
+
+def run(args) -> dict:
+    device = _device(args)
+    blocks = check_args(args, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    net, converted, report = build_models(args, device)
+    net, converted, report = build_models(args, device, blocks)
     reference, ours = net.state_dict(), converted.state_dict()
     identical = reference.keys() == ours.keys() and all(torch.equal(reference[k], ours[k]) for k in reference)
     data = fixed_data(args, device)
@@ -242,9 +246,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        result = run(args)
+        check_args(args, _device(args))
     except ValueError as error:  # arguments that cannot run, said before any training
         raise SystemExit(f"training_check: {error}") from None
+    result = run(args)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

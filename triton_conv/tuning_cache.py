@@ -9,8 +9,10 @@ write; an entry that does not hold a valid config is dropped with a warning. A c
 read or written (a folder where the file should be, a cache folder that is a file or read-only)
 warns and the process carries on with what it has in memory: the cache never fails a convolution.
 A file that is there but cannot be read (another user's, in a shared folder) is never written over,
-since that would drop its entries. The file gets the mode the umask gives (0644, or 0664 under umask
-002 in a folder a group shares), not mkstemp's 0600, so everyone who can take the lock can read it.
+since that would drop its entries. A new file gets the mode the umask gives (0644, or 0664 under
+umask 002 in a folder a group shares) and a rewritten one keeps its mode, so everyone who can take
+the lock can read it; a link is followed, and its target locked, so a cache shared through links
+stays one file.
 On a miss the file is re-read before anyone tunes, so a second process never re-tunes a
 shape another process has cached. `TuneResult` is what a tuning returns and, as `entry()`, what
 the file stores per key: winner, runner-up, every config's time, the problem it was timed on.
@@ -24,7 +26,7 @@ import json
 import math
 import os
 import stat
-import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 
@@ -38,29 +40,17 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock, writ
 
 SCHEMA = 1
 ENV_DIR = "TRITON_CONV_CACHE_DIR"
-_UMASK: int | None = None  # where /proc does not report it: read once, by setting and restoring it
 
 
 class _Unreadable(Exception):
     """The cache file is there but could not be read: put must not write over it."""
 
 
-def current_umask() -> int:
-    """The process's umask. Linux reports it in /proc/self/status, which changes nothing (no window in
-    which another thread creates a file under a wrong umask); elsewhere it is read once by setting a
-    restrictive one and restoring it at once."""
-    global _UMASK
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8) & 0o777
-    except (OSError, ValueError, IndexError):
-        pass
-    if _UMASK is None:
-        _UMASK = os.umask(0o077)
-        os.umask(_UMASK)
-    return _UMASK
+def _new_temporary(folder: str) -> tuple[int, str]:
+    """A new file in `folder` to be renamed over the cache: (descriptor, path), made with the mode the
+    umask gives (the kernel applies it to 0666), where mkstemp would make it 0600."""
+    path = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex}.json")
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
 
 
 def _kind(path: str) -> str:
@@ -165,8 +155,13 @@ class TuningCache:
     # --- writing ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self):
+        # Beside the file the writes replace (a link's target): writers that reach one shared cache
+        # through links of their own take one lock.
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(self.path + ".lock", "a") as lock:
+        path = os.path.realpath(self.path) + ".lock"
+        if os.path.exists(path) and not os.path.isfile(path):  # a pipe would block the open
+            raise OSError(f"its lock {path} is not a regular file: {_kind(path)}")
+        with open(path, "a") as lock:
             if fcntl is not None:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
@@ -198,20 +193,18 @@ class TuningCache:
         return merged[key]
 
     def _write(self, entries: dict) -> None:
-        """Replace the file whole. A link is followed (a cache shared through one stays shared), and
-        the file keeps the mode it has (one writer's umask of 077 must not shut out the group);
-        a new file gets the mode the umask gives, not mkstemp's 0600."""
+        """Replace the file whole. A link is followed (a cache shared through one stays shared; the
+        report's output_files.write_whole replaces links instead, its files being its own), and the
+        file keeps the mode it has (one writer's umask of 077 must not shut out the group); a new
+        file gets the mode the umask gives (_new_temporary)."""
         text = json.dumps({**self.header, "entries": entries}, indent=1, sort_keys=True)
         target = os.path.realpath(self.path)
-        try:
-            mode = os.stat(target).st_mode & 0o777
-        except OSError:
-            mode = 0o666 & ~current_umask()
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(target))
+        handle, temporary = _new_temporary(os.path.dirname(target))
         try:
             with os.fdopen(handle, "w") as out:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(out.fileno(), mode)
+                with contextlib.suppress(FileNotFoundError):
+                    if hasattr(os, "fchmod"):
+                        os.fchmod(out.fileno(), os.stat(target).st_mode & 0o777)
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())

@@ -106,8 +106,10 @@ class Output:
         self.data[name] = data
 
     def flush(self) -> None:
-        for name, data in self.data.items():
-            write_json(self.path(name), data)
+        # campaign.json last: a step it lists has written its files (compile.json, training.json)
+        # before, so a run killed in the middle of a flush never reads as a copy that lost one.
+        for name in sorted(self.data, key=lambda name: name == "campaign"):
+            write_json(self.path(name), self.data[name])
 
     def close(self) -> None:
         self.flush()

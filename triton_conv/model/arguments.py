@@ -38,8 +38,7 @@ def check_finite(value, name: str, *, least: float | None = None, above: float |
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
     except OverflowError:  # an int past a float's range (10**400): not a finite number of anything
-        digits = len(str(abs(value)))
-        raise ValueError(f"{name} must be a finite number, got an integer of {digits} digits") from None
+        raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
     low = (least is None or number >= least) and (above is None or number > above)
     if not (math.isfinite(number) and low):
         bound = ("" if least is None else f" >= {least:g}") + ("" if above is None else f" > {above:g}")
@@ -50,7 +49,8 @@ def check_finite(value, name: str, *, least: float | None = None, above: float |
 def check_flag(value, name: str) -> bool:
     """A yes or no: True or False (NumPy's bools too), never a string or a number that Python would
     read as true ('fp32' given where a flag stands, by position)."""
-    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")  # 2.x, 1.x
+    if not (isinstance(value, bool) or numpy_bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 

@@ -3,8 +3,9 @@
 - the folder's files are kept as they came back, under notes/campaigns/<gpu>-<date>/ (the date the
   run started); a second run of that GPU on that day is kept whole beside it, in
   <gpu>-<date>-<hhmmss>/ (its start time), and a run reported again replaces its own copy whole;
-- timings.json is also copied to notes/sweeps/<gpu>-campaign.json, and batching.md's measured
-  section is rewritten from every sweep there (triton_conv.report.measured), plots included;
+- timings.json is also copied to notes/sweeps/<gpu>-campaign.json, and the measured section of
+  batching.md (the command's --out) is rewritten from every sweep there (triton_conv.report.measured),
+  plots included;
 - the autotune rows go into notes/autotune/<gpu>.md and .json (autotune_tables.write_autotune_tables);
 - notes/campaign.md gets a section per GPU: provenance, ceilings, each step's estimate against its
   actual seconds (the cost model's check), compiles, checks, what was skipped, the training step;
@@ -33,6 +34,7 @@ from .campaign_inputs import (
     campaign_rows,
     check_autotune_merge,
     check_checks,
+    check_plain_files,
     check_side_files,
     check_state,
     check_whole,
@@ -115,9 +117,11 @@ def cut_short(state: dict) -> str:
     unrecorded = set() if killed else UNRECORDED_STEPS  # a killed run never wrote its files' final form
     planned = [str(plan.get("step")) for plan in state.get("plan", [])]
     never = [step for step in planned if step not in ran and step not in unrecorded]
-    if not planned:  # the plan is written after the compile step: stopped before or in it
+    if not planned and killed:  # the plan is made in the compile step: killed before it, or it failed
         last = (state.get("steps") or [{}])[-1].get("step", "its start")
-        never = [f"every step after {last} (it stopped before its plan, written after the compile step)"]
+        early = last in ("its start", "ceilings", "compile")
+        why = "stopped in or before the compile step" if early else "its planning failed"
+        never = [f"every step after {last} (no plan recorded: {why})"]
     if not killed and not never:
         return ""
     why = (
@@ -229,6 +233,7 @@ def report_campaign(
     written. Nothing is written before every file it reads has been checked. The measured section
     goes into `batching_md` (the command's --out), by default <notes_dir>/batching.md."""
     batching = Path(batching_md) if batching_md is not None else Path(notes_dir) / "batching.md"
+    check_plain_files(folder)
     state = _load(folder, "campaign.json")
     if state is None:
         raise CampaignFolderError(f"{folder} has no campaign.json: not a campaign's folder")
@@ -278,9 +283,7 @@ def report_campaign(
         output_files.copy_whole(os.path.join(folder, "training.json"), path)
         written.append(str(path))
     note = Path(notes_dir) / CAMPAIGN_NOTE
-    if not note.exists():
-        output_files.write_whole(note, HEADER)
-    written.append(replace_section(note, f"campaign {slug}", body))
+    written.append(replace_section(note, f"campaign {slug}", body, header=HEADER))
     if cut_short(state):  # said where the command's user reads, not only in the note
         print(f"triton-conv report: {folder}: {cut_short(state)}", file=sys.stderr)
     return written

@@ -8,12 +8,11 @@ format is refused by its name and the field that is wrong."""
 from __future__ import annotations
 
 import datetime
-import math
 import os
 
 from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
 from ..campaign.output import FILES
-from .sweep_json import is_number, read_json, shown
+from .sweep_json import is_amount, is_count, read_json, shown
 
 # A row's fields that write_autotune_tables keys, groups and sorts it by (row_key, render).
 ROW_TEXT = ("layer_set", "layer", "pass", "dtype", "layout")
@@ -36,11 +35,6 @@ FIX_OR_REMOVE = "fix or remove it"  # a file of notes/, written by an older vers
 def format_error(path, field: str, value, wanted: str, advice=REPORT_WITH_ITS_VERSION) -> CampaignFolderError:
     wrong = f"{field} is {shown(value)}, not {wanted}"
     return CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {wrong}; {advice}")
-
-
-def _is_amount(value) -> bool:
-    """A time, ratio or count as the files hold them: a finite number, not below zero."""
-    return is_number(value) and math.isfinite(value) and value >= 0
 
 
 # campaign.json's fields that its note states as facts (campaign_section): (field, kind, wanted).
@@ -68,14 +62,14 @@ def check_state(state, path) -> None:
         empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
-    if not (_is_amount(state["budget_s"]) and state["budget_s"] > 0):
+    if not (is_amount(state["budget_s"]) and state["budget_s"] > 0):
         raise format_error(path, "budget_s", state["budget_s"], "a number of seconds above 0")
     for field in ("plan", "steps"):
         for index, step in enumerate(state[field]):
             if not isinstance(step, dict) or not isinstance(step.get("step"), str):
                 raise format_error(path, f"{field}[{index}]", step, "an object with a step's name")
             for number in STEP_NUMBERS:
-                if step.get(number) is not None and not _is_amount(step[number]):
+                if step.get(number) is not None and not is_amount(step[number]):
                     raise format_error(path, f"{field}[{index}].{number}", step[number], "a number from 0")
     for field in PROVENANCE_FIELDS:
         if not isinstance(state["provenance"].get(field), str):
@@ -117,9 +111,8 @@ def check_row(row, path, where: str, stored: bool = False) -> None:
         if field not in row:
             raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {where} has no {field!r}; {advice}")
     checks = [(ROW_TEXT, lambda v: isinstance(v, str), "a string"),
-              (ROW_INTEGERS, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-               "an integer from 0"),
-              (ROW_NUMBERS, lambda v: v is None or _is_amount(v), "a number from 0")]  # fmt: skip
+              (ROW_INTEGERS, is_count, "an integer from 0"),
+              (ROW_NUMBERS, lambda v: v is None or is_amount(v), "a number from 0")]  # fmt: skip
     for fields, fits, wanted in checks:
         for field in fields:
             if not fits(row.get(field)):
@@ -199,17 +192,27 @@ def check_checks(data: dict | None, path) -> None:
         if not isinstance(row.get("passed"), bool):
             raise format_error(path, f"{where}.passed", row.get("passed"), "true or false")
         error = row.get("relative_error")
-        if error is not None and not _is_amount(error):
+        if error is not None and not is_amount(error):
             raise format_error(path, f"{where}.relative_error", error, "a number from 0 or null")
         if row["passed"] and error is None:
             raise format_error(path, f"{where}.relative_error", error, "a number (the check passed)")
         limit = row.get("tolerance")
-        if limit is not None and not _is_amount(limit):
+        if limit is not None and not is_amount(limit):
             raise format_error(path, f"{where}.tolerance", limit, "a number from 0 or null")
         if row["passed"] and limit is not None and error > limit:
             raise format_error(
                 path, f"{where}.passed", True, f"true: its error {error:.3g} is above {limit:.3g}"
             )
+
+
+def check_plain_files(folder: str) -> None:
+    """The campaign writes plain files: a link would copy whatever it names into notes/, and a pipe
+    would block the first read. Checked before anything in the folder is read."""
+    for name in FILES.values():
+        path = os.path.join(folder, name)
+        if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+            what = "a symbolic link" if os.path.islink(path) else "not a regular file"
+            raise CampaignFolderError(f"{folder}: {name} is {what}, not a campaign's file")
 
 
 def check_whole(folder: str, state: dict, timings: dict | None) -> None:
@@ -227,11 +230,8 @@ def check_whole(folder: str, state: dict, timings: dict | None) -> None:
         )
     # A killed run never wrote its count (the run's end does): then there is nothing to compare.
     counted, found = state.get("timings"), len((timings or {}).get("benchmarks") or [])
-    if counted is not None and not (isinstance(counted, int) and not isinstance(counted, bool)):
+    if counted is not None and not is_count(counted):
         raise format_error(os.path.join(folder, "campaign.json"), "timings", counted, "a count of timings")
-    linked = [name for name in FILES.values() if os.path.islink(os.path.join(folder, name))]
-    if linked:  # the campaign writes plain files: a link would copy whatever it names into notes/
-        raise CampaignFolderError(f"{folder}: {', '.join(linked)} is a symbolic link, not a campaign's file")
     if counted is not None and found < counted:
         raise CampaignFolderError(
             f"{folder}/timings.json holds {found} timings where campaign.json counts {counted}:"
@@ -248,13 +248,13 @@ def check_side_files(compiled: dict | None, training: dict | None, folder) -> No
     path = os.path.join(folder, "compile.json")
     for field in COMPILE_COUNTS if compiled is not None else ():
         value = compiled.get(field)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        if not is_count(value):
             raise format_error(path, field, value, "a count")
     if compiled is not None:
-        if compiled.get("wall_s") is not None and not _is_amount(compiled["wall_s"]):
+        if compiled.get("wall_s") is not None and not is_amount(compiled["wall_s"]):
             raise format_error(path, "wall_s", compiled["wall_s"], "a number of seconds from 0")
         means = compiled.get("mean_compile_s", {})
-        if not isinstance(means, dict) or not all(_is_amount(v) for v in means.values()):
+        if not isinstance(means, dict) or not all(is_amount(v) for v in means.values()):
             raise format_error(path, "mean_compile_s", means, "an object of seconds per kernel")
     if training is not None and not isinstance(training.get("comparison"), dict):
         path = os.path.join(folder, "training.json")

@@ -67,7 +67,7 @@ def _section_span(text: str, path, name: str) -> tuple[int, int] | None:
     if starts != 1 or ends != 1 or stop < start or "<!-- BEGIN " in text[start + len(begin) : stop]:
         raise ValueError(
             f"{path}: section '{name}' has {starts} BEGIN and {ends} END marker(s), not one pair in order"
-            f" around its own text ('{begin}' ... '{end}'): mend the file by hand, nothing was written"
+            f" around its own text ('{begin}' ... '{end}'): mend the file by hand"
         )
     return start, stop + len(end)
 
@@ -99,15 +99,16 @@ def _folder_locked(path: Path):
         os.close(folder)  # closing the descriptor releases the lock
 
 
-def replace_section(path: str | os.PathLike, name: str, body: str) -> str:
+def replace_section(path: str | os.PathLike, name: str, body: str, header: str = "") -> str:
     """Put `body` between the markers of section `name` in the markdown file at `path` (created if
-    missing; the section is appended when its markers are not there). Text outside stays as written;
-    markers that are not one pair in order raise ValueError before the file is touched."""
+    missing, starting with `header`; the section is appended when its markers are not there). Text
+    outside stays as written; markers that are not one pair in order raise ValueError before the
+    file is touched."""
     path = Path(path)
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
     with _folder_locked(path):
-        text = path.read_text() if path.exists() else ""
+        text = path.read_text() if path.exists() else header
         span = _section_span(text, path, name)
         if span is not None:
             text = text[: span[0]] + block + text[span[1] :]

@@ -35,10 +35,10 @@ def _record(json_path, index: int, bench) -> dict:
     bench = _object(json_path, where, bench)
     info = dict(_object(json_path, f"{where}.extra_info", bench.get("extra_info")))
     median = _object(json_path, f"{where}.stats", bench.get("stats")).get("median", info.get("seconds"))
-    if median is not None and not (is_number(median) and math.isfinite(median) and median >= 0):
+    if median is not None and not is_amount(median):
         raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds")
     batch = info.get("N")
-    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+    if batch is not None and not is_count(batch, 1):
         raise _refuse(json_path, f"{where}.extra_info.N", batch, "a batch size (an integer from 1)")
     info["seconds"], info["name"] = median, bench.get("name")
     return info
@@ -47,6 +47,16 @@ def _record(json_path, index: int, bench) -> dict:
 def is_number(value) -> bool:
     """An int or float that is not a bool (True is an int to Python, not a time to a report)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_amount(value) -> bool:
+    """A time, ratio or size as the files hold them: a finite number, not below zero."""
+    return is_number(value) and math.isfinite(value) and value >= 0
+
+
+def is_count(value, least: int = 0) -> bool:
+    """An int (not a bool) of at least `least`: a count, a batch size, an index."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def read_json(json_path):
