@@ -274,7 +274,14 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
      # datasheet peak (a negative stack cost was printed), or growing more slowly than that (850x
      # the roofline was printed); 1e-200 s divided by zero.
      (["--fit", "1=1e-6"], "faster than any run"), (["--fit", "1=1e-200"], "faster than any run"),
-     (["--fit", "1=0.001", "8=0.0010001"], "as if the work ran at")],
+     (["--fit", "1=0.001", "8=0.0010001"], "as if the work ran at"),
+     # A stack cost below zero printed T(1) = -0.411 ms, or (V100) faster than the model's own T(1);
+     # an overlapped fit printed 5.13 ms at the N=8 measured at 2 ms; 1e15 divided by zero.
+     (["--fit", "32=0.010", "128=0.040"], "stack cost comes out at -2.39 ms, below zero"),
+     (["--device", "V100", "--fit", "16=0.010", "64=0.040"], "below zero"),
+     (["--overlapped", "--fit", "8=0.002", "128=0.05"], "gives 0.00513 s at N=8, where 0.002 s"),
+     (["--fit", "1=0.001", "128=1e15"], "cannot fit"), (["--fit", "1=0.001", "128=1e16"], "cannot fit"),
+     (["--passes", "fprop", "fprop"], "names a pass twice")],
 )  # fmt: skip
 def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
     """...and before it prints a table: measurements it cannot fit were refused after the whole
@@ -474,3 +481,13 @@ def test_a_reader_that_leaves_early_is_no_traceback():
     env.pop("PYTHONUNBUFFERED", None)  # buffered, as in a plain shell: the write comes at the flush
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo, env=env)
     assert done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["static-report"], ["sass-report"], ["report"], ["campaign", "--dry-run"]]
+)
+def test_an_empty_out_is_refused_not_the_default(command, capsys):
+    """`--out ""` fell through to the default path and overwrote the committed report in notes/."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*command, "--out", ""])
+    assert stopped.value.code == 2 and "an empty path" in capsys.readouterr().err

@@ -82,6 +82,13 @@ def _count(text: str, least: int = 1) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    """An --out path: not empty (an empty one fell through to the default, and overwrote notes/)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give the file or folder to write")
+    return text
+
+
 def _count_from_zero(text: str) -> int:
     return _count(text, least=0)
 
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--out",
+        type=_path,
         help="the batching.md to write; a campaign's other notes go beside it (default: notes/batching.md"
         " of the repository root this is run from)",
     )
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop cleanly before this many seconds, counted from the run's start (the imports before"
         " it, and a CPU's re-run under the interpreter, take a few seconds more)",
     )
-    campaign.add_argument("--out", help="the folder for the seven output files")
+    campaign.add_argument("--out", type=_path, help="the folder for the seven output files")
     campaign.add_argument(
         "--dry-run", action="store_true", help="print the plan and its estimates, run nothing"
     )
@@ -165,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--passes", nargs="+", default=["fprop", "dgrad", "wgrad"], choices=["fprop", "dgrad", "wgrad"]
     )
     tune.add_argument("--dtypes", nargs="+", default=["fp16"], choices=["fp16", "bf16", "fp32"])
-    tune.add_argument("--out-dir", default="notes/autotune")
+    tune.add_argument("--out-dir", type=_path, default="notes/autotune")
     tune.add_argument("--rep-ms", type=_count, default=100, help="timed milliseconds per config")
     tune.add_argument("--max-configs", type=_count, default=None)
     tune.set_defaults(run=cmd_tune)
@@ -177,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         " shared memory, spills, whether the main loop takes wgmma, and what the pruning rules do with"
         " each config.",
     )
-    static.add_argument("--out", default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md")
+    static.add_argument(
+        "--out", type=_path, default=None, help="default: notes/autotune/sm90_static-triton<X.Y>.md"
+    )
     static.add_argument(
         "--workers", type=_count, default=None, help="compile processes (default: the usable cores)"
     )
@@ -191,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         " matmul of the same GEMM and tile and Inductor's conv templates; with --check, exit 1 when an"
         " issue-12 target is not met.",
     )
-    sass.add_argument("--out", default=None, help="default: notes/autotune/sm90_mainloop-triton<X.Y>.md")
+    sass.add_argument(
+        "--out", type=_path, default=None, help="default: notes/autotune/sm90_mainloop-triton<X.Y>.md"
+    )
     sass.add_argument("--workers", type=_count, default=2, help="compile processes")
     sass.add_argument(
         "--best", type=_count_from_zero, default=1, help="best-ranked pruned configs besides the default"

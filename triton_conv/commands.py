@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 
 import torch
@@ -43,6 +44,31 @@ def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) ->
             f"cannot fit: the time grows from N={batches[0]} to N={batches[-1]} as if the work ran at "
             f"{terms.achieved_fraction:.0%} of the datasheet peak"
         )
+    _refuse_a_fit_it_cannot_print(terms, measured, layers, args, device)
+
+
+def _refuse_a_fit_it_cannot_print(terms, measured: dict, layers, args, device) -> None:
+    """A calibration is printed only if it gives back what was measured (within 2%; an overlapped
+    fit whose GPU time at the first point exceeds the measurement cannot) and a stack cost from
+    zero: one below zero (times that grow with N faster than the model's roofline, as a
+    server-bound curve does) gives times below the model's own at small N, or below zero."""
+    from .model import network_time
+
+    def time_at(batch: int) -> float:
+        return network_time(layers, args.passes, batch, device, args.dtype, terms=terms)
+
+    for batch, seconds in sorted(measured.items()):
+        if not math.isclose(time_at(batch), seconds, rel_tol=0.02):
+            raise ValueError(
+                f"cannot fit: calibrated on {sorted(measured)}, the model gives {time_at(batch):.3g} s at "
+                f"N={batch}, where {seconds:g} s was measured{' (overlapped)' if args.overlapped else ''}"
+            )
+    if terms.stack_overhead_s < 0:
+        raise ValueError(
+            f"cannot fit: its stack cost comes out at {terms.stack_overhead_s * 1e3:.3g} ms, below zero "
+            f"(T(1) would be {time_at(1) * 1e3:.3g} ms): these times grow with N faster than the model's "
+            "roofline (a server-bound curve?), and such a fit is not printed as a prediction"
+        )
 
 
 def _predict(args) -> int:
@@ -53,13 +79,18 @@ def _predict(args) -> int:
     from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
 
     device, layers = get_device(args.device), get_layer_set(args.layers)
+    if len(set(args.passes)) < len(args.passes):  # a pass twice would count its time twice
+        raise ValueError(f"--passes names a pass twice: {' '.join(args.passes)}")
     calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:  # fitted first: measurements it cannot use stop the command before any table
         measured = dict(args.fit)
         if len(measured) < len(args.fit):
             raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
-        calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
-                                               overlapped=args.overlapped)  # fmt: skip
+        try:
+            calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
+                                                   overlapped=args.overlapped)  # fmt: skip
+        except (ZeroDivisionError, OverflowError):  # times too far apart for a float's precision
+            raise ValueError(f"cannot fit {sorted(measured.items())}: the times are too far apart") from None
         _refuse_what_no_gpu_measured(calibrations["calibrated"], measured, layers, args, device)
     rows = []
     for layer in layers:
