@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import stat
 import warnings
 
@@ -256,7 +257,21 @@ def test_a_linked_cache_stays_linked_and_a_file_keeps_its_mode(tmp_path, monkeyp
     assert sorted(json.loads(shared.read_text())["entries"]) == sorted([KEY, "another"])
 
 
-def test_a_pipe_where_the_file_should_be_neither_blocks_nor_is_replaced(tmp_path, monkeypatch):
+@pytest.fixture
+def no_hang():
+    """A regression here blocks in open() of a pipe: fail it after 20 s instead of holding CI."""
+
+    def stuck(*args):
+        raise TimeoutError("blocked on a pipe")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_pipe_where_the_file_should_be_neither_blocks_nor_is_replaced(tmp_path, monkeypatch, no_hang):
     """open() of a FIFO waits for a writer: TuningCache() hung."""
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
     path = tuning_cache.cache_path("Pretend")
@@ -271,7 +286,7 @@ def test_a_pipe_where_the_file_should_be_neither_blocks_nor_is_replaced(tmp_path
     assert stat.S_ISFIFO(os.stat(path).st_mode) and cache.get(KEY) == {"config": GOOD}
 
 
-def test_a_pipe_where_the_lock_should_be_is_a_warning_not_a_hang(tmp_path, monkeypatch):
+def test_a_pipe_where_the_lock_should_be_is_a_warning_not_a_hang(tmp_path, monkeypatch, no_hang):
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
     path = tuning_cache.cache_path("Pretend")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -48,10 +48,10 @@ def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) ->
 
 
 def _refuse_a_fit_it_cannot_print(terms, measured: dict, layers, args, device) -> None:
-    """A calibration is printed only if it gives back what was measured (within 2%; an overlapped
-    fit whose GPU time at the first point exceeds the measurement cannot) and a stack cost from
-    zero: one below zero (times that grow with N faster than the model's roofline, as a
-    server-bound curve does) gives times below the model's own at small N, or below zero."""
+    """A calibration is printed only if it gives back what was measured within 2% (an overlapped
+    fit cannot when its GPU time at the first point exceeds the measurement) and its stack cost is
+    not below zero (times that grow with N faster than the model's roofline, as a server-bound
+    curve's do, fit a negative one: T(N) below the model's own at small N, or below zero)."""
     from .model import network_time
 
     def time_at(batch: int) -> float:
