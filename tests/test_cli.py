@@ -483,6 +483,21 @@ def test_a_reader_that_leaves_early_is_no_traceback():
     assert done.stderr == "", done.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_one_line_not_a_traceback():
+    """`triton-conv predict > /dev/full` ended in an OSError traceback."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = f"{sys.executable} -m triton_conv predict --batch 1 > /dev/full"
+    env = {**os.environ, "PYTHONPATH": repo}
+    env.pop("PYTHONUNBUFFERED", None)
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=repo, env=env)
+    assert done.returncode == 1
+    assert done.stderr == "triton-conv: error: cannot write the output: No space left on device\n"
+
+
 @pytest.mark.parametrize(
     "command", [["static-report"], ["sass-report"], ["report"], ["campaign", "--dry-run"]]
 )

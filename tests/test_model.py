@@ -118,8 +118,12 @@ def test_get_device_is_case_insensitive_and_lists_names():
     assert get_device(H200) is H200
     assert get_device("V100") is DEVICES["V100 SXM2 16GB"]
     assert get_device("gtx-1080-ti") is get_device("1080 Ti") is DEVICES["GTX 1080 Ti"]
-    with pytest.raises(ValueError, match="H200 SXM.*GTX 1050"):
-        get_device("P100")
+    # The form factor may be left out; another form factor is another part, refused.
+    assert get_device("A100 40GB") is DEVICES["A100 SXM 40GB"]
+    assert get_device("v100-32gb") is DEVICES["V100 SXM2 32GB"]
+    for other_part in ("P100", "A100 PCIe 40GB", "H100 PCIe"):
+        with pytest.raises(ValueError, match="H200 SXM.*GTX 1050"):
+            get_device(other_part)
 
 
 def test_match_device_name():
@@ -516,7 +520,7 @@ def test_the_model_imports_no_kernel():
                 names.add(node.module or "")
         assert not {n for n in names if n.split(".")[0] in ("triton", "torch", "kernels", "launchers")}, path
         assert names <= {"__future__", "math", "re", "dataclasses", "typing", "collections.abc", "functools",
-                         "configs", "devices", "problem", *own}, (path, names)  # fmt: skip
+                         "configs", "devices", "device_sources", "problem", *own}, (path, names)  # fmt: skip
 
 
 def test_a_transposed_layer_is_modelled_by_its_views_passes():

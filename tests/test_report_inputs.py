@@ -255,6 +255,32 @@ def test_write_autotune_tables_keeps_the_stored_table_when_a_row_cannot_render(t
     assert (folder / "h200.json").read_text() == stored
 
 
+def test_two_merges_into_one_autotune_table_at_once_keep_both_rows(tmp_path, monkeypatch):
+    """Two runs merging rows into one device's table at the same moment both read the old JSON, and
+    the later write dropped the earlier one's rows (the window widened here by a slow write)."""
+    import threading
+    import time
+
+    from triton_conv import autotune_markdown
+
+    folder = tmp_path / "autotune"
+    real_write = autotune_markdown.write_whole
+
+    def slow_write(target, text):
+        time.sleep(0.3)
+        real_write(target, text)
+
+    monkeypatch.setattr(autotune_markdown, "write_whole", slow_write)
+    write = autotune_markdown.write_autotune_tables
+    threads = [threading.Thread(target=write, args=([_row(batch)], str(folder), "H200")) for batch in (1, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = json.loads((folder / "h200.json").read_text())["rows"]
+    assert sorted(row["batch"] for row in rows) == [1, 8]
+
+
 def _whole_steps(*extra):
     """_state() whose steps also record `extra` steps as done (the files they write are owed)."""
     state = _state()

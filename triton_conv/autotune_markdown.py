@@ -17,7 +17,7 @@ import os
 import torch
 from tabulate import tabulate
 
-from .output_files import slug, write_whole
+from .output_files import folder_locked, slug, write_whole
 from .provenance import git_commit
 
 NOTES_DIR = os.path.join("notes", "autotune")
@@ -158,15 +158,16 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
         )
     os.makedirs(out_dir, exist_ok=True)
     data_path = os.path.join(out_dir, slug(gpu, "device") + ".json")
-    merged: dict[tuple, dict] = {}
-    if os.path.exists(data_path):
-        with open(data_path) as handle:
-            merged = {row_key(r): r for r in json.load(handle)["rows"]}
-    run = provenance(gpu)
-    merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
-    all_rows = list(merged.values())
-    markdown = render(all_rows, gpu)  # before either write: a row it cannot render must not be kept
-    write_whole(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
     md_path = os.path.join(out_dir, slug(gpu, "device") + ".md")
-    write_whole(md_path, markdown)
+    with folder_locked(data_path):  # two runs merging into one table read and write it in turn
+        merged: dict[tuple, dict] = {}
+        if os.path.exists(data_path):
+            with open(data_path) as handle:
+                merged = {row_key(r): r for r in json.load(handle)["rows"]}
+        run = provenance(gpu)
+        merged.update({row_key(r): {**r, "run": r.get("run") or run} for r in rows})
+        all_rows = list(merged.values())
+        markdown = render(all_rows, gpu)  # before either write: a row it cannot render must not be kept
+        write_whole(data_path, json.dumps({"device": gpu, "rows": all_rows}, indent=1))
+        write_whole(md_path, markdown)
     return md_path

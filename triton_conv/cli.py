@@ -16,6 +16,7 @@ main             the README's main job: on a GPU the sweep and report, on a CPU 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -25,12 +26,12 @@ from .commands import (
     cmd_campaign,
     cmd_demo,
     cmd_main,
-    cmd_predict,
     cmd_report,
     cmd_sass_report,
     cmd_static_report,
     cmd_tune,
 )
+from .predict_command import cmd_predict
 
 KERNEL_COMMANDS = {"demo", "main", "campaign"}
 # The sweep's parts in the order `main` runs them: bench/cases.py PARTS (which the package cannot
@@ -236,4 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except BrokenPipeError:  # `triton-conv predict | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # a full disk (`predict > /dev/full`): say so, in one line
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush fails too
+        where = f" {error.filename}" if error.filename else " the output"
+        print(f"triton-conv: error: cannot write{where}: {error.strerror}", file=sys.stderr)
         return 1

@@ -6,9 +6,16 @@ temporary file beside the target, which then replaces it (os.replace, one step o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 
 def slug(text: str, fallback: str = "x") -> str:
@@ -57,3 +64,23 @@ def copy_whole(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Copy a file's bytes to `target` as write_whole writes (a link at `target` replaced, not followed)."""
     with open(source, "rb") as handle:
         write_whole(target, handle.read())
+
+
+@contextlib.contextmanager
+def folder_locked(path: str | os.PathLike):
+    """An exclusive lock on the folder holding `path` (flock of the folder itself: no lock file left
+    in notes/), so that two writers that read a file, merge into it and write it back (a report
+    splicing a note, autotune rows merged into a device's table) take turns instead of both starting
+    from the same old text (the later write dropped the earlier one's part). Without fcntl, no lock."""
+    parent = Path(path).parent
+    if fcntl is None:
+        yield
+        return
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(parent, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: unlocked, as before
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing the descriptor releases the lock

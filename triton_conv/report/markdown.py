@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from pathlib import Path
 
 from tabulate import tabulate
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None
-
 from .. import provenance
-from ..output_files import write_whole
+from ..output_files import folder_locked, write_whole
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 MODEL_SOURCES = (
     "devices.py",
+    "device_sources.py",
     "layers.py",
     "problem.py",
     "geometry_checks.py",
@@ -81,24 +76,6 @@ def check_sections(path: str | os.PathLike, names) -> None:
         _section_span(text, path, name)
 
 
-@contextlib.contextmanager
-def _folder_locked(path: Path):
-    """An exclusive lock on the folder holding `path` (flock of the folder itself: no lock file left
-    in notes/), so that two reports splicing one note read and write it in turn, not both from the
-    same old text (the later write dropped the earlier one's section). Without fcntl, no lock."""
-    if fcntl is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # a file system without flock: unlocked, as before
-            fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # closing the descriptor releases the lock
-
-
 def replace_section(path: str | os.PathLike, name: str, body: str, header: str = "") -> str:
     """Put `body` between the markers of section `name` in the markdown file at `path` (created if
     missing, starting with `header`; the section is appended when its markers are not there). Text
@@ -107,7 +84,7 @@ def replace_section(path: str | os.PathLike, name: str, body: str, header: str =
     path = Path(path)
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    with _folder_locked(path):
+    with folder_locked(path):
         text = path.read_text() if path.exists() else header
         span = _section_span(text, path, name)
         if span is not None:
