@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from triton_conv import benchmarking, tuning
+from triton_conv import benchmarking, choices
 from triton_conv.campaign import costs, h200, records, runners, spec, timing
 from triton_conv.campaign import run as run_module
 from triton_conv.campaign.output import FILES, write_json
@@ -246,13 +246,13 @@ MIXED = pytest.mark.parametrize("contiguous", [None, "x", "w"], ids=("nhwc", "x_
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, contiguous, triton_only):
     """The compile step compiles candidates; the op must then run the same binary: the same launch
-    plan (config, geometry, flags), with the winner pinned by tuning.pin_config."""
+    plan (config, geometry, flags), with the winner pinned by choices.pin_config."""
     problem = ConvProblem.from_shapes((3, 24, 7, 5), (40, 24, kernel, kernel), padding=kernel // 2)
     tensors = _relaid(benchmarking.make_inputs(problem, torch.float32, True, "cpu"), contiguous)
     config = spec.candidates(problem, pass_name, spec.tiny())[0]
     plans = {"fprop": fprop.plans, "dgrad": dgrad.plans, "wgrad": wgrad.plans}[pass_name]
     flag = op_channels_last(pass_name, tensors)
-    tuning.pin_config(problem, pass_name, torch.float32, flag, "cpu", config)
+    choices.pin_config(problem, pass_name, torch.float32, flag, "cpu", config)
     try:
         with triton_only():
             launch_with_config(pass_name, problem, tensors, config)()
@@ -260,7 +260,7 @@ def test_a_candidates_launch_is_the_ops_launch(pass_name, kernel, contiguous, tr
             benchmarking.triton_pass(pass_name, problem, tensors)()
         assert (plans.misses, plans.hits) == (misses, hits + 1), "the op made another launch"
     finally:
-        tuning.forget_choices()
+        choices.forget_choices()
 
 
 @MIXED
@@ -276,7 +276,7 @@ def test_a_transposed_candidates_launch_is_the_ops_launch(pass_name, contiguous,
     config = spec.candidates(view, kernel, spec.tiny())[0]
     plans = {"fprop": fprop.plans, "dgrad": dgrad.plans, "wgrad": wgrad.plans}[kernel]
     flag = runners.op_channels_last(pass_name, tensors, transposed=True)
-    tuning.pin_config(view, kernel, torch.float32, flag, "cpu", config)
+    choices.pin_config(view, kernel, torch.float32, flag, "cpu", config)
     try:
         with triton_only() as proof:
             got = launch_with_config(pass_name, view, tensors, config, transposed=True)()
@@ -285,7 +285,7 @@ def test_a_transposed_candidates_launch_is_the_ops_launch(pass_name, contiguous,
         assert (plans.misses, plans.hits) == (misses, hits + 1), "the op made another launch"
         assert proof.launches == {f"{kernel}_kernel": 2}
     finally:
-        tuning.forget_choices()
+        choices.forget_choices()
     want = runners.reference_result(pass_name, view, tensors, transposed=True)
     assert benchmarking.relative_error(got, want) < 1e-4
     key = runners.op_tuning_key(view, pass_name, tensors, transposed=True)

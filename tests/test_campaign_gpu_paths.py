@@ -126,29 +126,16 @@ def test_the_compilation_listener_takes_tritons_call(tmp_path):
 
 
 ON_REAL_TENSORS = """
-import torch
-from triton import knobs
-from triton_conv.benchmarking import DTYPES
 from triton_conv.campaign import spec
 from triton_conv.campaign.planning import launch_jobs
 from triton_conv.campaign.precompile import _record_here
-from triton_conv.campaign.runners import launch_with_config, make_inputs
-from triton_conv.campaign.target import TARGET_H200, use_compile_only_driver
+from triton_conv.campaign.target import TARGET_H200
 
 tiny = spec.tiny()
 jobs = launch_jobs(tiny, spec.plan_items(tiny))
 recorded = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200)}
-use_compile_only_driver(TARGET_H200)
-launched = set()
-
-def hook(*, key, fn, **_):
-    launched.add((fn.module, fn.name, str(key)))
-    return True  # stopped before it compiles: there is no GPU to launch on
-
-knobs.runtime.jit_cache_hook = hook
-for job in jobs:  # fresh allocations, as on the GPU: 16-byte aligned, views offset as there
-    tensors = make_inputs(job.problem, DTYPES[job.dtype], "cpu", job.transposed)
-    launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
+# fresh allocations, as on the GPU: 16-byte aligned, views offset as there
+launched = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200, device="cpu")}
 print(len(recorded), recorded == launched)
 """
 
@@ -730,7 +717,7 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
     against one image at a time, each record with its device, eager and host times and its fraction
     of the measured peak. triton-conv's images one at a time run the config the N=1 item checked and
     pinned; with none pinned they are skipped, not run on a default config no check ran."""
-    from triton_conv import timers, tuning
+    from triton_conv import choices, timers, tuning
     from triton_conv.campaign.runners import make_inputs, op_channels_last
 
     cuda = FakeCuda(monkeypatch, replay_ms=0.5)
@@ -747,13 +734,13 @@ def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypat
         tensors = make_inputs(one, spec.tiny().torch_dtype, campaign.device)
         channels_last = op_channels_last("fprop", tensors)
         w = tensors["w"]
-        tuning.pin_config(one, "fprop", w.dtype, channels_last, w.device, item.candidates[-1])
+        choices.pin_config(one, "fprop", w.dtype, channels_last, w.device, item.candidates[-1])
     # every launch of the op runs a pinned config: none falls through to tuning (or its default)
     monkeypatch.setattr(tuning, "autotune", lambda *args, **kwargs: pytest.fail("an unpinned shape ran"))
     try:
         assert timing_steps.pass_item(campaign, item) is True
     finally:
-        tuning.forget_choices()
+        choices.forget_choices()
         campaign.out.close()
     infos = [r["extra_info"] for r in campaign.records]
     if not one_image_pinned:
@@ -835,7 +822,7 @@ def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile
 
     import torch.nn.functional as F
 
-    from triton_conv import convert_model, passes, tuning
+    from triton_conv import choices, convert_model, passes
     from triton_conv.campaign.runners import launch_with_config, make_inputs, op_channels_last
     from triton_conv.launchers import dgrad, fprop, wgrad
     from triton_conv.resnet50 import ResNet50
@@ -865,7 +852,7 @@ def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile
             assert op_channels_last(pass_name, tensors) == channels_last
             launch_with_config(pass_name, problem, tensors, config)()
     finally:
-        tuning.forget_choices()
+        choices.forget_choices()
     assert {name for name, *_ in training} == {"fprop_kernel", "dgrad_kernel", "wgrad_kernel"}
     assert len(training) > 30 and training <= set(launched)
 
@@ -920,13 +907,13 @@ def test_the_first_checked_items_limit_includes_starting_the_checks_process(tmp_
 
 
 def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
-    """tune_item pins its winner with tuning.pin_config(item.problem, ...) and then times triton-conv's
+    """tune_item pins its winner with choices.pin_config(item.problem, ...) and then times triton-conv's
     op, which builds its own ConvProblem from the tensors and asks passes.choose_config. Where the two
     differ (a field of the problem, the layout flag, the device) the op runs the untuned default
     under the winner's name, compiled in the campaign's process. Checked on the H200 campaign's own
     problems (every layer, N, pass, the decoder's transposed passes, the 1920x1080 layer), and for
     N launches of one image, which run the N=1 item's winner; the op is stopped at its choice."""
-    from triton_conv import benchmarking, benchmarking_transposed, passes, tuning
+    from triton_conv import benchmarking, benchmarking_transposed, choices, passes
     from triton_conv.benchmarking import images_one_at_a_time
     from triton_conv.campaign.runners import make_inputs, op_channels_last, pass_function
 
@@ -940,7 +927,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
     asked = []
 
     def choose(problem, pass_name, dtype, device, channels_last):
-        asked.append(tuning.remembered_config(problem, pass_name, dtype, channels_last, device))
+        asked.append(choices.remembered_config(problem, pass_name, dtype, channels_last, device))
         raise Chosen
 
     monkeypatch.setattr(benchmarking, "random_in_layout", empty)
@@ -957,7 +944,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
 
     def pin(item, tensors, config) -> None:  # as timing_steps.tune_item pins
         w, flag = tensors["w"], op_channels_last(item.pass_name, tensors, item.transposed)
-        tuning.pin_config(item.problem, item.kernel_pass, w.dtype, flag, w.device, config)
+        choices.pin_config(item.problem, item.kernel_pass, w.dtype, flag, w.device, config)
 
     missed, checked = [], 0
     try:
@@ -976,7 +963,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
             if ask(images_one_at_a_time("triton-conv", item.problem, tensors)) != [singles[item.layer]]:
                 missed.append(f"{item.id} one at a time")
     finally:
-        tuning.forget_choices()
+        choices.forget_choices()
     assert checked > 300 and missed == []
 
 

@@ -18,7 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triton_conv import autotune_runs, autotune_tables, model_tuning, output_files, tuning, tuning_cache
+from triton_conv import (
+    autotune_runs,
+    autotune_tables,
+    choices,
+    model_tuning,
+    output_files,
+    tuning,
+    tuning_cache,
+)
 from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.pruning import pruned_space
@@ -39,9 +47,9 @@ def cache_dir(tmp_path, monkeypatch):
     """Every test gets its own cache folder and a process with nothing remembered."""
     folder = tmp_path / "cache"
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(folder))
-    tuning.forget_choices()
+    choices.forget_choices()
     yield folder
-    tuning.forget_choices()
+    choices.forget_choices()
 
 
 def score(c: KernelConfig) -> float:
@@ -137,27 +145,27 @@ def test_winner_is_the_fastest_and_a_failing_config_loses(fake_runner):
 
 
 def test_cpu_without_timer_is_the_default_and_touches_no_disk(cache_dir):
-    config = tuning.select_config(PROBLEM, "wgrad", torch.float32, True, "cpu")
+    config = choices.select_config(PROBLEM, "wgrad", torch.float32, True, "cpu")
     assert config == default_pass_config(PROBLEM, "wgrad", torch.float32, sm_count=1)
     assert not cache_dir.exists()
 
 
 def test_select_config_tunes_once_then_remembers(fake_runner, cache_dir):
     timer = FakeTimer()
-    first = tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer)
+    first = choices.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer)
     calls = timer.calls
     assert calls == len(pruned_space(PROBLEM, "fprop", torch.float16, "H200")) > 1
     assert first == min(pruned_space(PROBLEM, "fprop", torch.float16, "H200"), key=score)
-    assert tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
-    tuning.forget_choices()  # a fresh process: the file answers
-    assert tuning.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
+    assert choices.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
+    choices.forget_choices()  # a fresh process: the file answers
+    assert choices.select_config(PROBLEM, "fprop", torch.float16, True, "cpu", timer=timer) == first
     assert timer.calls == calls
     # the same key from another image size in the bucket: no new search
     other = ConvProblem.from_shapes((2, 5, 8, 12), (7, 5, 3, 3), padding=1)
     assert tuning_key(other, "fprop", torch.float16, True) == tuning_key(
         PROBLEM, "fprop", torch.float16, True
     )
-    assert tuning.select_config(other, "fprop", torch.float16, True, "cpu", timer=timer) == first
+    assert choices.select_config(other, "fprop", torch.float16, True, "cpu", timer=timer) == first
     assert timer.calls == calls
 
 
@@ -173,7 +181,7 @@ def test_cache_round_trip(cache_dir, fake_runner):
     assert KernelConfig.from_dict(entry["config"]) == result.best
     assert KernelConfig.from_dict(entry["runner_up"]) == result.runner_up
     assert len(entry["timings"]) == len(result.timings) and entry["problem"] == str(PROBLEM)
-    tuning.forget_choices()
+    choices.forget_choices()
     again = tuning.autotune(PROBLEM, "wgrad", torch.float16, True, "cpu", timer=FakeTimer())
     assert again.cached and again.best == result.best and again.best_ms == result.best_ms
 
@@ -410,7 +418,7 @@ def test_tune_model_tunes_exactly_the_keys_a_training_step_looks_up(
 
     def select_config(problem, pass_name, dtype, channels_last, device=None):
         looked_up.append(tuning_key(problem, pass_name, dtype, channels_last))
-        return tuning.select_config(problem, pass_name, dtype, channels_last, device, timer=timer)
+        return choices.select_config(problem, pass_name, dtype, channels_last, device, timer=timer)
 
     monkeypatch.setattr(passes, "select_config", select_config)
     calls = timer.calls
@@ -637,7 +645,7 @@ def pretend_gpu(monkeypatch, fake_runner):
 
 
 def test_gpu_path_times_on_a_miss_and_caches_per_device(pretend_gpu, cache_dir):
-    config = tuning.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda")
+    config = choices.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda")
     assert pretend_gpu.calls == len(pruned_space(PROBLEM, "dgrad", torch.float16, "H200")) > 1
     assert config == min(pruned_space(PROBLEM, "dgrad", torch.float16, "H200"), key=score)
     assert os.path.basename(tuning_cache.cache_path("Pretend H200")).startswith("pretend-h200--triton-")
@@ -645,19 +653,19 @@ def test_gpu_path_times_on_a_miss_and_caches_per_device(pretend_gpu, cache_dir):
         tuning_key(PROBLEM, "dgrad", torch.float16, True)
     ]
     assert entry["timed_on"] == "cuda"
-    tuning.forget_choices()
-    assert tuning.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda") == config
+    choices.forget_choices()
+    assert choices.select_config(PROBLEM, "dgrad", torch.float16, True, "cuda") == config
     assert pretend_gpu.calls == len(pruned_space(PROBLEM, "dgrad", torch.float16, "H200"))
 
 
 def test_autotune_env_off_uses_cache_hits_and_defaults_on_misses(pretend_gpu, monkeypatch):
-    tuned = tuning.select_config(PROBLEM, "wgrad", torch.float16, True, "cuda")
+    tuned = choices.select_config(PROBLEM, "wgrad", torch.float16, True, "cuda")
     calls = pretend_gpu.calls
     monkeypatch.setenv(tuning.ENV_AUTOTUNE, "0")
-    tuning.forget_choices()
-    assert tuning.select_config(PROBLEM, "wgrad", torch.float16, True, "cuda") == tuned  # a hit
+    choices.forget_choices()
+    assert choices.select_config(PROBLEM, "wgrad", torch.float16, True, "cuda") == tuned  # a hit
     other = PROBLEM.with_batch(64)
-    assert tuning.select_config(other, "wgrad", torch.float16, True, "cuda") == default_pass_config(
+    assert choices.select_config(other, "wgrad", torch.float16, True, "cuda") == default_pass_config(
         other, "wgrad", torch.float16, sm_count=132
     )
     assert pretend_gpu.calls == calls

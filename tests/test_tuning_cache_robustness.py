@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 
-from triton_conv import tuning, tuning_cache
+from triton_conv import choices, tuning, tuning_cache
 from triton_conv.configs import KernelConfig, default_pass_config
 from triton_conv.problem import ConvProblem
 from triton_conv.pruning import pruned_space
@@ -37,16 +37,16 @@ def pretend_gpu(tmp_path, monkeypatch, fake_runner):
     monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
     monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
     monkeypatch.setattr(tuning, "device_guard", lambda device: contextlib.nullcontext())  # no CUDA here
-    tuning.forget_choices()
+    choices.forget_choices()
     yield tmp_path / "cache"
-    tuning.forget_choices()
+    choices.forget_choices()
 
 
 def _choose():
     """What passes.choose_config does on a CUDA device (the cache read, then a re-tune on a miss)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        config = tuning.select_config(PROBLEM, "fprop", torch.float16, False, "cuda")
+        config = choices.select_config(PROBLEM, "fprop", torch.float16, False, "cuda")
     return config, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
@@ -141,7 +141,7 @@ def test_a_cache_folder_that_is_a_file(pretend_gpu):
     pretend_gpu.write_text("not a folder")
     config, messages = _choose()
     assert any("cannot write tuning cache" in m for m in messages)
-    tuning.forget_choices()
+    choices.forget_choices()
     assert _choose()[0] == config  # a re-tune gives the same choice; still nothing raised
 
 
@@ -297,3 +297,52 @@ def test_a_pipe_where_the_lock_should_be_is_a_warning_not_a_hang(tmp_path, monke
         assert cache.put(KEY, {"config": GOOD}) == {"config": GOOD}
     assert any("lock" in str(w.message) and "a pipe" in str(w.message) for w in caught)
     assert cache.get(KEY) == {"config": GOOD}
+
+
+def test_warnings_of_a_write_come_after_its_lock_is_released(tmp_path, monkeypatch):
+    """put warned about a malformed entry while it held the file lock: a warnings hook that ran a
+    convolution (and so a put of its own) waited for that lock in this same process, for ever."""
+    import fcntl
+
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    _write(tmp_path, _file_with(MALFORMED["a_string"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cache = tuning_cache.TuningCache("Pretend")
+    cache._warned.clear()  # the first read's warning again, now from put's read under the lock
+    free_when_warned = []
+
+    def hook(message, *args, **kwargs):
+        with open(os.path.realpath(cache.path) + ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free_when_warned.append(True)
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                free_when_warned.append(False)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = hook
+        assert cache.put(KEY, {"config": GOOD}) == {"config": GOOD}
+    assert free_when_warned == [True]
+
+
+def test_temporaries_left_by_killed_writers_are_removed_once_old(tmp_path, monkeypatch):
+    """A writer killed between creating its temporary and renaming it left a file (a megabyte or more
+    for a big cache) that nothing removed. Old ones go at the next write; a fresh one (a writer on
+    another machine sharing the folder, mid-write) stays."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    folder = os.path.dirname(tuning_cache.cache_path("Pretend"))
+    os.makedirs(folder, exist_ok=True)
+    old, fresh, other = (
+        os.path.join(folder, name) for name in (".tmp-1-a.json", ".tmp-2-b.json", "notes.json")
+    )
+    for path in (old, fresh, other):
+        with open(path, "w") as handle:
+            handle.write("{}")
+    hours_ago = os.path.getmtime(old) - 2 * tuning_cache.STALE_TEMPORARY_S
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    tuning_cache.TuningCache("Pretend").put(KEY, {"config": GOOD})
+    assert not os.path.exists(old) and os.path.exists(fresh) and os.path.exists(other)

@@ -36,7 +36,7 @@ from .autograd import checked_problem, checked_transposed_problem, conv2d_op, co
 from .nn import CONVERSIONS
 from .passes import pass_channels_last
 from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
-from .tuning import _device, autotune
+from .tuning import _device, autotune, autotuning_enabled
 from .tuning_cache import TuneResult
 from .tuning_keys import tuning_key
 
@@ -176,6 +176,40 @@ def _checked_batch_sizes(batch_sizes) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
+def _checked_workers(workers) -> int | None:
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        raise ConvArgumentError(f"compile_workers must be a whole number >= 0 or None, got {workers!r}")
+    return int(workers)
+
+
+def _compile_ahead(jobs, dtype, device, timer, workers, stream) -> None:
+    """Compile ahead what the tunings of `jobs` ((label, problem, kernel pass, layout) each) will time
+    (compile_ahead.py), when any of them will time (autotune: a GPU or a timer, and autotuning on or
+    a timer)."""
+    times = (device.type == "cuda" or timer is not None) and (timer is not None or autotuning_enabled())
+    if workers is None:
+        from .campaign.precompile import usable_cores
+
+        workers = usable_cores() if device.type == "cuda" and timer is None else 0
+    if not times or workers == 0:
+        return
+    from .compile_ahead import compile_ahead, untuned
+
+    pending = untuned(
+        [(problem, kernel_pass, layout) for _, problem, kernel_pass, layout in jobs], dtype, device
+    )
+    if not pending:
+        return
+    done = compile_ahead(pending, dtype, device, workers)
+    if stream is not None:
+        failures = f"; not finished: {'; '.join(done['failures'])}" if done["failures"] else ""
+        print(f"compiled ahead on {workers} processes: {done['variants']} kernel binaries of "
+              f"{done['launches']} launches to time ({done['failed']} failed to compile), "
+              f"{done['wall_s']:.1f} s{failures}", file=stream, flush=True)  # fmt: skip
+
+
 def tune_model(
     model,
     input_shapes,
@@ -188,6 +222,7 @@ def tune_model(
     device=None,
     timer=None,
     stream=None,
+    compile_workers=None,
 ) -> list[TuneResult]:
     """Tune every convolution of `model` ahead of time for each input shape and batch size.
 
@@ -199,9 +234,13 @@ def tune_model(
     re-timed): no input gradient where the input needs none (the first layer), no weight gradient
     where the weight is frozen. Progress goes to `stream` (stderr) one line per key. Without a GPU
     and a timer the lines say 'default'.
+    `compile_workers`: processes that compile, before any timing, every config the tunings will time
+    (compile_ahead.py; a model's first tuning otherwise spends minutes compiling on one core); by
+    default every usable core when a GPU will be timed, else none; 0: none.
     """
     stream = stream or sys.stderr
     passes, batch_sizes = _checked_passes(passes), _checked_batch_sizes(batch_sizes)
+    compile_workers = _checked_workers(compile_workers)
     shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
     device = _device(device)
     jobs: dict[str, tuple] = {}
@@ -216,6 +255,7 @@ def tune_model(
                         label = f"{call.name} (transposed {pass_name})" if call.transposed else call.name
                         key = tuning_key(sized, kernel_pass, dtype, layout)
                         jobs.setdefault(key, (label, sized, kernel_pass, layout))
+    _compile_ahead(jobs.values(), dtype, device, timer, compile_workers, stream if progress else None)
     results = []
     for i, (key, (label, problem, kernel_pass, layout)) in enumerate(jobs.items(), 1):
         start = time.perf_counter()

@@ -18,8 +18,9 @@ import warnings
 
 import torch
 
-from . import runtime, tuning
+from . import choices, runtime, tuning
 from .arguments import ConvArgumentError
+from .choices import select_config
 from .configs import KernelConfig, default_pass_config
 from .launchers.common import INT32_LIMIT, accumulator_dtype
 from .launchers.dgrad import conv2d_dgrad
@@ -27,7 +28,6 @@ from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
 from .memory_format import empty_in_layout, wants_channels_last
 from .problem import ConvProblem
-from .tuning import select_config
 from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
 
@@ -54,10 +54,10 @@ _warned_capture_default = False
 
 def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, channels_last: bool):
     """The config select_config would return, without timing: this process's choice for the problem
-    (select_config's memo, or tuning.pin_config), else the persistent cache's entry (which a tuning
+    (select_config's memo, or choices.pin_config), else the persistent cache's entry (which a tuning
     before capture wrote), else the default config, with a one-time warning."""
     global _warned_capture_default
-    remembered = tuning.remembered_config(problem, pass_name, dtype, channels_last, device)
+    remembered = choices.remembered_config(problem, pass_name, dtype, channels_last, device)
     if remembered is not None:
         return remembered
     name, live = tuning.device_identity(device)

@@ -1,13 +1,13 @@
 """Autotuning: time each surviving config of a pass's space, keep the fastest, remember it on disk.
 
-`select_config` is what the passes call: a cached config when there is one (in memory, then the
-per-device file of tuning_cache.py); on a miss on a CUDA device, every config that survives
-pruning.pruned_space is timed with triton.testing.do_bench (median, after warm-up) on fresh random
-inputs and the fastest is cached with the runner-up and all the times (TRITON_CONV_AUTOTUNE=0
-turns the timing off: cache hits are still used, misses get the default config). On the CPU (the
-interpreter) nothing is timed unless a caller passes a timer (`cpu_timer`, as the tests do): the
-default config is returned (configs.default_pass_config), so that the tests' launches do not
-depend on what a timing on a loaded CPU would pick.
+`autotune` is what choices.select_config (the passes' entry, memoised per process) asks: a
+cached config when there is one (the per-device file of tuning_cache.py); on a miss on a CUDA
+device, every config that survives pruning.pruned_space is timed with triton.testing.do_bench
+(median, after warm-up) on fresh random inputs and the fastest is cached with the runner-up and all
+the times (TRITON_CONV_AUTOTUNE=0 turns the timing off: cache hits are still used, misses get the
+default config). On the CPU (the interpreter) nothing is timed unless a caller passes a timer
+(`cpu_timer`, as the tests do): the default config is returned (configs.default_pass_config), so
+that the tests' launches do not depend on what a timing on a loaded CPU would pick.
 
 A whole model is tuned ahead of time by model_tuning.tune_model, a named layer set into table rows
 by autotune_runs.tune_layer_set; both build on this module (the dependency goes one way).
@@ -148,6 +148,20 @@ def device_identity(device: torch.device) -> tuple[str, DeviceSpec | None]:
     return _SPECS[index].name, _SPECS[index]
 
 
+def candidate_configs(
+    problem, pass_name, dtype, channels_last, target, max_configs=None
+) -> list[KernelConfig]:
+    """The configs a tuning for `target` (a DeviceSpec) times: the pass's space, pruned; what
+    tune_model compiles ahead (precompile.py)."""
+    kwargs = {} if max_configs is None else {"max_configs": max_configs}
+    return pruned_space(problem, pass_name, dtype, target, channels_last=channels_last, **kwargs)
+
+
+def tuning_target(live: DeviceSpec | None) -> DeviceSpec:
+    """The device whose limits prune a tuning's space: the live GPU, or CPU_TARGET without one."""
+    return live or get_device(CPU_TARGET)
+
+
 def tune_problem(
     problem,
     pass_name,
@@ -164,10 +178,9 @@ def tune_problem(
     device = _device(device)
     with device_guard(device):  # the inputs are made on `device`; Triton launches on the current one
         _, live = device_identity(device)
-        target = get_device(target) if target is not None else (live or get_device(CPU_TARGET))
+        target = get_device(target) if target is not None else tuning_target(live)
         if configs is None:
-            kwargs = {} if max_configs is None else {"max_configs": max_configs}
-            configs = pruned_space(problem, pass_name, dtype, target, channels_last=channels_last, **kwargs)
+            configs = candidate_configs(problem, pass_name, dtype, channels_last, target, max_configs)
         timer = timer or (gpu_timer if device.type == "cuda" else cpu_timer)
         tensors = random_inputs(problem, pass_name, dtype, channels_last, device)
         errors: dict[str, str] = {}
@@ -190,6 +203,20 @@ def launchable(config: KernelConfig, problem, pass_name, dtype, live: DeviceSpec
     return live is None or shared_memory(config, Target(problem, pass_name, dtype, live))
 
 
+def _tf32_setting(dtype) -> bool | None:
+    """The TF32 setting an fp32 tuning depends on (its key, its kernels); None for other dtypes."""
+    return fp32_uses_tf32() if dtype == torch.float32 else None
+
+
+def untimed_default(problem, pass_name, dtype, channels_last, live: DeviceSpec | None) -> KernelConfig:
+    """The config a pass runs without a tuning: the default for the live GPU (one SM without one)."""
+    if live is None:
+        return default_pass_config(problem, pass_name, dtype, sm_count=1, channels_last=channels_last)
+    return default_pass_config(
+        problem, pass_name, dtype, live.sm_count, live.compute_capability, channels_last=channels_last
+    )
+
+
 def autotune(
     problem, pass_name, dtype, channels_last, device=None, *, timer=None, target=None, max_configs=None
 ) -> TuneResult:
@@ -200,10 +227,10 @@ def autotune(
     """
     device = _device(device)
     name, live = device_identity(device)
+    settings = _tf32_setting(dtype)  # read once: the key, and whether the tuning may be cached
     key = tuning_key(problem, pass_name, dtype, channels_last)
     if device.type != "cuda" and timer is None:
-        default = default_pass_config(problem, pass_name, dtype, sm_count=1, channels_last=channels_last)
-        return TuneResult(key, default, None)
+        return TuneResult(key, untimed_default(problem, pass_name, dtype, channels_last, live), None)
     cache = get_cache(name)
     entry = cache.get(key)
     cached = None if entry is None else TuneResult.from_entry(key, entry)
@@ -218,64 +245,19 @@ def autotune(
             stacklevel=2,
         )
     if timer is None and not autotuning_enabled():
-        default = default_pass_config(
-            problem, pass_name, dtype, live.sm_count, live.compute_capability, channels_last=channels_last
-        )
-        return TuneResult(key, default, None)
+        return TuneResult(key, untimed_default(problem, pass_name, dtype, channels_last, live), None)
     result = tune_problem(
         problem, pass_name, dtype, channels_last, device, timer=timer, target=target, max_configs=max_configs
     )
+    if _tf32_setting(dtype) != settings:
+        warnings.warn(
+            f"triton-conv: the TF32 setting changed while {key} was tuned (another thread?): its "
+            "timings mix two kernels, so the winner is used but not cached",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return result
     if not launchable_entry:
         return result
     stored = cache.put(key, result.entry())
     return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)
-
-
-_CHOSEN: dict[tuple, KernelConfig] = {}
-
-
-def select_config(
-    problem: ConvProblem,
-    pass_name: str,
-    dtype: torch.dtype,
-    channels_last: bool,
-    device=None,
-    *,
-    timer: Timer | None = None,
-) -> KernelConfig:
-    """The config the autotuned passes launch with (memoised per problem in this process)."""
-    device = _device(device)
-    memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
-    config = _CHOSEN.get(memo)
-    if config is None:
-        config = autotune(problem, pass_name, dtype, channels_last, device, timer=timer).best
-        _CHOSEN[memo] = config
-    return config
-
-
-def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
-    # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
-    tf32 = dtype == torch.float32 and fp32_uses_tf32()
-    return (problem, pass_name, dtype, bool(channels_last), str(_device(device)), timer, tf32)
-
-
-def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelConfig) -> None:
-    """From now on in this process, the passes launch `config` for exactly this problem (its pass,
-    dtype, layout flag and device: pass the tensors' own device, 'cuda:0', as the ops see it),
-    whatever the cache holds for its tuning key: for a caller that timed its own candidates (the
-    campaign) and runs its winner through the custom ops. Other problems with the same key are not
-    affected; forget_choices() unpins."""
-    _CHOSEN[_memo_key(problem, pass_name, dtype, channels_last, device)] = config
-
-
-def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:
-    """The config select_config already chose (or pin_config pinned) for this problem, if any."""
-    return _CHOSEN.get(_memo_key(problem, pass_name, dtype, channels_last, device))
-
-
-def forget_choices() -> None:
-    """Clear the in-process memo (tests; after changing TRITON_CONV_CACHE_DIR)."""
-    from .tuning_cache import forget_open_caches
-
-    _CHOSEN.clear()
-    forget_open_caches()

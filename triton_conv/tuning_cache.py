@@ -26,6 +26,7 @@ import json
 import math
 import os
 import stat
+import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +52,22 @@ def _new_temporary(folder: str) -> tuple[int, str]:
     umask gives (the kernel applies it to 0666), where mkstemp would make it 0600."""
     path = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex}.json")
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+
+
+STALE_TEMPORARY_S = 3600.0  # a writer's temporary file this old was left by a killed writer
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Remove temporaries (_new_temporary) that writers killed between creating and renaming them
+    left behind (a megabyte or more each, never read). Only old ones: a writer on another machine
+    sharing the folder may hold no lock this one sees, and its temporary lives for milliseconds."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".tmp-") and entry.name.endswith(".json") and entry.is_file():
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > STALE_TEMPORARY_S:
+                        os.unlink(entry.path)
 
 
 def _kind(path: str) -> str:
@@ -98,10 +115,13 @@ class TuningCache:
         self.refresh()
 
     # --- reading ----------------------------------------------------------------------------------
-    def _read(self, writing: bool = False) -> dict[str, dict]:
+    def _read(self, writing: bool = False, warn=None) -> dict[str, dict]:
         """The file's valid entries; {} (with a warning, once per problem) when missing, unreadable,
         corrupt or stale. With `writing` (put's read under the lock) a file that is there but cannot be
-        read raises _Unreadable instead: writing over it would drop the entries it holds."""
+        read raises _Unreadable instead: writing over it would drop the entries it holds. `warn` takes
+        the warnings instead of warnings.warn (put's, raised once its lock is released: a warnings
+        hook that tunes a convolution would otherwise wait for that lock in this same process)."""
+        warn = warn or self._warn
         try:
             if os.path.exists(self.path) and not os.path.isfile(self.path):  # a pipe would block open
                 raise OSError(f"not a regular file: {_kind(self.path)}")
@@ -112,19 +132,17 @@ class TuningCache:
         except OSError as error:  # a folder or a pipe in its place, no permission, ...
             if writing:
                 raise _Unreadable(str(error)) from error
-            self._warn(f"unreadable tuning cache {self.path} ({error}): ignored")
+            warn(f"unreadable tuning cache {self.path} ({error}): ignored")
             return {}
         except (ValueError, RecursionError) as error:  # not JSON, or nested too deep to parse
-            self._warn(
-                f"corrupt tuning cache {self.path} ({type(error).__name__}): ignored, it will be rebuilt"
-            )
+            warn(f"corrupt tuning cache {self.path} ({type(error).__name__}): ignored, it will be rebuilt")
             return {}
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-            self._warn(f"corrupt tuning cache {self.path} (no entries table): ignored, it will be rebuilt")
+            warn(f"corrupt tuning cache {self.path} (no entries table): ignored, it will be rebuilt")
             return {}
         found = {k: data.get(k) for k in self.header}
         if found != self.header:
-            self._warn(
+            warn(
                 f"stale tuning cache {self.path} (made for {found}, now {self.header}): "
                 "ignored, it will be rebuilt"
             )
@@ -132,9 +150,7 @@ class TuningCache:
         entries = {k: v for k, v in data["entries"].items() if isinstance(k, str) and valid_entry(k, v)}
         if len(entries) != len(data["entries"]):
             dropped = len(data["entries"]) - len(entries)
-            self._warn(
-                f"tuning cache {self.path}: {dropped} malformed entries ignored (they will be re-tuned)"
-            )
+            warn(f"tuning cache {self.path}: {dropped} malformed entries ignored (they will be re-tuned)")
         return entries
 
     def _warn(self, message: str) -> None:
@@ -175,11 +191,13 @@ class TuningCache:
         (another process's, when it cached the same key first). When the file cannot be written, or
         is there but cannot be read (it is then left as it is), the entry is kept in memory only, with
         a warning."""
+        deferred: list[str] = []
         try:
             with self._locked():
-                on_disk = self._read(writing=True)
+                on_disk = self._read(writing=True, warn=deferred.append)
                 merged = {**on_disk, key: on_disk.get(key, entry)}
                 self._write(merged)
+                _remove_stale_temporaries(os.path.dirname(os.path.realpath(self.path)))
         except _Unreadable as error:
             self._warn(
                 f"cannot write tuning cache {self.path}: it is there but cannot be read ({error}), so it "
@@ -189,6 +207,9 @@ class TuningCache:
         except OSError as error:
             self._warn(f"cannot write tuning cache {self.path} ({error}): tuned configs stay in memory only")
             merged = {key: self.entries.get(key, entry)}
+        finally:
+            for message in deferred:
+                self._warn(message)
         self.entries.update(merged)
         return merged[key]
 

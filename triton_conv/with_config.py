@@ -29,7 +29,7 @@ def conv2d_with_config(
 ) -> torch.Tensor:
     """conv2d's forward with a caller-chosen tile config (for tests and debugging); never falls back
     to torch. The forward kernel only: a tensor that needs a gradient is refused, since the output
-    would silently have none (for gradients through a fixed config, tuning.pin_config it and call
+    would silently have none (for gradients through a fixed config, choices.pin_config it and call
     conv2d).
 
     `config=None` runs the forward's untuned default (configs.default_pass_config, for any GPU);
@@ -53,7 +53,7 @@ def _refuse_gradients(**tensors) -> None:
         if wants_grad or (tensor is not None and _has_tangent(tensor)):
             raise ConvArgumentError(
                 f"conv2d_with_config runs the forward kernel only and {name} needs a gradient: call it"
-                " under torch.no_grad(), or pin the config (triton_conv.tuning.pin_config) and call conv2d"
+                " under torch.no_grad(), or pin the config (triton_conv.choices.pin_config) and call conv2d"
             )
 
 

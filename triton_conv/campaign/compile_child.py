@@ -14,12 +14,28 @@ from .target import meta_as_target, use_compile_only_driver
 from .variants import LaunchJob, Variant, shares
 
 
-def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
+def _launch(job: LaunchJob, dtype, device):
+    """The job's launch on fresh tensors on `device`: a campaign item's (launch_with_config) or a
+    tuning's (pass_runner, in the job's layout), exactly as each will launch on the GPU."""
+    if job.layout is None:
+        from .runners import launch_with_config, make_inputs
+
+        tensors = make_inputs(job.problem, dtype, device, job.transposed)
+        return launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)
+    from ..tuning import pass_runner, random_inputs
+
+    tensors = random_inputs(job.problem, job.pass_name, dtype, job.layout, device)
+    return pass_runner(job.problem, job.pass_name, tensors, job.config, job.layout)
+
+
+def _record_here(jobs: list[LaunchJob], target, device: str = "meta") -> list[Variant]:
+    """The distinct binaries `jobs` launch, each job launched through Triton's JIT on fresh tensors
+    on `device` (meta: no data; "cpu": allocations, as a GPU's are, for the tests that compare the
+    two) and stopped before it compiles."""
     import torch
     from triton import knobs
 
     from ..benchmarking import DTYPES
-    from .runners import launch_with_config, make_inputs
 
     use_compile_only_driver(target)
     found: dict[tuple, list] = {}
@@ -33,11 +49,7 @@ def _record_here(jobs: list[LaunchJob], target) -> list[Variant]:
     try:
         with meta_as_target(target), torch.no_grad():
             for job in jobs:
-                tensors = make_inputs(job.problem, DTYPES[job.dtype], "meta", job.transposed)
-                launch = launch_with_config(
-                    job.pass_name, job.problem, tensors, job.config, transposed=job.transposed
-                )
-                launch()
+                _launch(job, DTYPES[job.dtype], device)()
     finally:
         knobs.runtime.jit_cache_hook = None
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]

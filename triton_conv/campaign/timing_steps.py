@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 
-from .. import training_check, tuning
+from .. import choices, training_check
 from ..benchmarking import images_one_at_a_time, in_turn, input_sets, relative_error, tolerance
 from ..layers import resnet50
 from ..timers import l2_multiple
@@ -82,7 +82,7 @@ def tune_item(run, item, sets) -> tuple | None:
     winner = timings[0][0]
     channels_last = op_channels_last(item.pass_name, sets[0], item.transposed)
     w = sets[0]["w"]
-    tuning.pin_config(item.problem, item.kernel_pass, w.dtype, channels_last, w.device, winner)
+    choices.pin_config(item.problem, item.kernel_pass, w.dtype, channels_last, w.device, winner)
     return winner, timings
 
 
@@ -181,7 +181,7 @@ def _one_image_pinned(run, item, tensors: dict) -> bool:
     one = item.problem.with_batch(1)
     channels_last = op_channels_last(item.pass_name, tensors, item.transposed)
     w = tensors["w"]
-    return tuning.remembered_config(one, item.kernel_pass, w.dtype, channels_last, w.device) is not None
+    return choices.remembered_config(one, item.kernel_pass, w.dtype, channels_last, w.device) is not None
 
 
 def peer_item(run, item) -> None:

@@ -12,14 +12,17 @@ from ..problem import ConvProblem
 
 @dataclass(frozen=True)
 class LaunchJob:
-    """One launch the campaign will make: a pass of a problem with a config, bf16 etc., channels_last
-    (a transposed convolution's pass of its view: runners.launch_with_config)."""
+    """One launch the campaign (or a tuning) will make: a pass of a problem with a config, bf16 etc.,
+    channels_last (a transposed convolution's pass of its view: runners.launch_with_config)."""
 
     pass_name: str
     problem: ConvProblem
     config: object  # KernelConfig
     dtype: str
     transposed: bool = False
+    # None: a campaign item's tensors (runners.make_inputs, channels_last); True or False: a tuning's
+    # (tuning.random_inputs in that layout, launched as tuning.pass_runner does): tune_model's jobs
+    layout: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ length, and never during a capture), so the passes can be captured in a CUDA gra
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -38,12 +40,18 @@ class LaunchSpec(NamedTuple):
 launch_counts: Counter = Counter()
 
 
+# Triton's interpreter keeps the running program's id and grid in module globals and patches
+# triton.language for the length of a launch: two threads interpreting at once read each other's
+# program ids (errors, or wrong values). On a GPU launches need no lock.
+_INTERPRETER = threading.RLock()
+
+
 def launch(spec: LaunchSpec) -> None:
     launch_counts[spec.kernel.__name__] += 1
     # Triton's launch itself (argument binding, specialisation key, the driver call) is Triton's.
-    spec.kernel[spec.grid](
-        *spec.args, **spec.constexprs, num_warps=spec.num_warps, num_stages=spec.num_stages
-    )
+    run = spec.kernel[spec.grid]
+    with _INTERPRETER if interpreter_active() else contextlib.nullcontext():
+        run(*spec.args, **spec.constexprs, num_warps=spec.num_warps, num_stages=spec.num_stages)
 
 
 class KernelFlags(NamedTuple):
@@ -65,13 +73,21 @@ def reaches_int32_limit(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
-def kernel_flags(dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool = False) -> KernelFlags:
+READ_NOW = object()
+
+
+def kernel_flags(
+    dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool = False, settings=READ_NOW
+) -> KernelFlags:
     """int64 offsets when a tensor (workspaces included) reaches 2**31 elements, or when the caller
     forces it, as tests do; TF32 for fp32 only when cuDNN would use it; the bf16 upcast only under
-    the interpreter."""
+    the interpreter. `settings`: flag_settings(dtype) as the caller read it for its plan cache's key
+    (read again here, another thread could have changed TF32 in between, and the plan cached under
+    one setting would launch the other's kernel); read now when not given."""
+    settings = flag_settings(dtype) if settings is READ_NOW else settings
     use_int64 = force_int64 or reaches_int32_limit(*tensors)
-    precision = "tf32" if dtype == torch.float32 and fp32_uses_tf32() else "ieee"
-    upcast = dtype == torch.bfloat16 and interpreter_active()
+    precision = "tf32" if dtype == torch.float32 and settings else "ieee"
+    upcast = dtype == torch.bfloat16 and bool(settings)
     return KernelFlags(use_int64, precision, upcast)
 
 

@@ -11,7 +11,7 @@ from ..kernels.dgrad import dgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from . import common
-from .common import Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
+from .common import READ_NOW, Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
 def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
@@ -34,8 +34,9 @@ def dense_weight(weight: torch.Tensor, columns: int) -> torch.Tensor:
 
 
 def dgrad_plan(
-    dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, has_bias=False
-) -> Plan:
+    dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, has_bias=False,
+    settings=READ_NOW,
+) -> Plan:  # fmt: skip
     """Everything of the launch of dx = conv2d_input(dy, weight) (+ a contiguous bias per channel of
     dx, a transposed convolution's) but the tensors; dy, weight and dx may have any strides, zero
     strides (an expanded dy, as y.sum().backward() makes) included."""
@@ -49,7 +50,7 @@ def dgrad_plan(
     if columns:  # the plan is made for the copy that each call makes (dense_weight)
         k, _, r, s = weight.shape
         weight = torch.empty((k, r, s, columns), dtype=weight.dtype, device="meta").permute(0, 3, 1, 2)
-    flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64)
+    flags = kernel_flags(dy.dtype, dy, weight, dx, workspace, force_int64=force_int64, settings=settings)
     # A row's taps are one bit each of an int32: a phase's, not the filter's (the stem's 7x7 s2
     # phases have at most 4x4 taps).
     most_taps = problem.dgrad_most_taps()
@@ -128,10 +129,13 @@ def conv2d_dgrad(
     if problem.out_per_group == 0:  # an empty reduction
         return dx.zero_() if bias is None else dx.copy_(bias.view(1, -1, 1, 1).expand_as(dx))
     has_bias = bias is not None
+    settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
         problem, config, geometry(dy), geometry(weight), channels_last, has_bias, dtype, dy.device,
-        force_int64, flag_settings(dtype),
+        force_int64, settings,
     )  # fmt: skip
-    plan = plans.get(key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias))
+    plan = plans.get(
+        key, lambda: dgrad_plan(dy, weight, dx, problem, config, force_int64, has_bias, settings)
+    )
     launch(plan.spec(_tensors(plan, dy, weight, bias, dx)))
     return dx

@@ -11,6 +11,7 @@ from ..kernels.fprop import fprop_kernel
 from ..memory_format import wants_channels_last
 from ..problem import ConvProblem
 from .common import (
+    READ_NOW,
     Plan,
     PlanCache,
     flag_settings,
@@ -22,13 +23,15 @@ from .common import (
 )
 
 
-def fprop_plan(x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False) -> Plan:
+def fprop_plan(
+    x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False, settings=READ_NOW
+) -> Plan:
     """Everything of the launch of y = conv2d(x, weight) + bias but the tensors; x, weight, y may
-    have any strides."""
+    have any strides; `settings` as kernel_flags takes them."""
     tiles = math.prod(tile_grid(problem, "fprop", config))
     split = (config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device)
     workspace, _ = split_k_buffers(*split)  # its size decides int64 as much as x's does
-    flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64)
+    flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64, settings=settings)
     ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
@@ -72,12 +75,12 @@ class _OutputPlan:
 
     __slots__ = ("shape", "memory_format", "plan")
 
-    def __init__(self, x, weight, bias, problem, config, force_int64):
+    def __init__(self, x, weight, bias, problem, config, force_int64, settings):
         self.shape = problem.output_shape
         channels_last = wants_channels_last(x, weight)  # the output follows the inputs, as cuDNN's
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         y = torch.empty(self.shape, dtype=x.dtype, device=x.device, memory_format=self.memory_format)
-        self.plan = fprop_plan(x, weight, bias, y, problem, config, force_int64)
+        self.plan = fprop_plan(x, weight, bias, y, problem, config, force_int64, settings)
 
 
 # Per shape: everything the launch depends on but the data. y is allocated from the plan, so its
@@ -96,11 +99,12 @@ def conv2d_fprop(
     """y = conv2d(x, weight) + bias for a validated 4-D problem, with the given tile config."""
     dtype = x.dtype
     bias = None if bias is None else bias.contiguous()  # read with unit stride (K elements if copied)
+    settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
         problem, config, geometry(x), geometry(weight), bias is not None, dtype, x.device,
-        force_int64, flag_settings(dtype),
+        force_int64, settings,
     )  # fmt: skip
-    cached = plans.get(key, lambda: _OutputPlan(x, weight, bias, problem, config, force_int64))
+    cached = plans.get(key, lambda: _OutputPlan(x, weight, bias, problem, config, force_int64, settings))
     y = torch.empty(cached.shape, dtype=dtype, device=x.device, memory_format=cached.memory_format)
     if y.numel() == 0:  # no input channels included: torch's output then has no channels either
         return y

@@ -11,6 +11,7 @@ from ..kernels.wgrad import wgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from .common import (
+    READ_NOW,
     LaunchSpec,
     Plan,
     PlanCache,
@@ -65,8 +66,9 @@ def padded_input(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor:
 
 
 def wgrad_plan(
-    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None
-) -> _WgradPlan:
+    dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None,
+    settings=READ_NOW,
+) -> _WgradPlan:  # fmt: skip
     """Everything of the launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is
     given) but the tensors.
 
@@ -91,7 +93,7 @@ def wgrad_plan(
     workspace, _ = split_k_buffers(*split)
     db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
-    flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64)
+    flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64, settings=settings)
     ints = (
         problem.batch, problem.height, problem.width,
         problem.in_per_group, problem.out_per_group, problem.out_height, problem.out_width,
@@ -173,9 +175,10 @@ def conv2d_wgrad(
     problem.out_channels elements. dy and x are the 4-D (batched) tensors, with any strides.
     """
     dtype = x.dtype
+    settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
         problem, config, geometry(dy), geometry(x), channels_last, need_bias, dtype, x.device,
-        force_int64, flag_settings(dtype),
+        force_int64, settings,
     )  # fmt: skip
     if key not in plans and (dy.shape != problem.output_shape or x.shape != problem.input_shape):
         raise ValueError(
@@ -191,6 +194,6 @@ def conv2d_wgrad(
         if db is not None:
             db.copy_(dy.sum(dim=(0, 2, 3), dtype=accumulator_dtype(dy.dtype)))
         return dw, db
-    plan = plans.get(key, lambda: wgrad_plan(dy, x, dw, db, problem, config, force_int64))
+    plan = plans.get(key, lambda: wgrad_plan(dy, x, dw, db, problem, config, force_int64, settings=settings))
     launch(plan.spec(dy, x, dw, db))
     return dw, db

@@ -1,0 +1,135 @@
+"""tune_model's compile step (triton_conv/compile_ahead.py): every config the tunings will time is
+compiled for sm_90 into Triton's cache by worker processes before any timing, exactly the binaries
+the tuner's own launches ask for; cached keys are not compiled again; bad arguments are refused
+before any work."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from triton_conv import choices, compile_ahead, model_tuning, tuning, tuning_cache
+from triton_conv.arguments import ConvArgumentError
+
+from .test_tuning import FakeTimer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class OneConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.fixture
+def fresh_caches(tmp_path, monkeypatch):
+    """This test's own tuning cache and Triton cache (the workers inherit the environment)."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "tuning"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+    choices.forget_choices()
+    tuning_cache.forget_open_caches()
+    yield tmp_path / "triton"
+    choices.forget_choices()
+    tuning_cache.forget_open_caches()
+
+
+def test_tune_model_compiles_what_it_will_time_then_nothing_once_cached(
+    fresh_caches, fake_runner, monkeypatch
+):
+    """Three configs per key (the space cut here to keep the compiles few): each key's launches are
+    recorded, their distinct binaries compiled for sm_90 into TRITON_CACHE_DIR, none failing; a
+    second tune_model finds every key cached and compiles nothing."""
+    real, offered = compile_ahead.candidate_configs, []
+
+    def first_three(*args):
+        offered.append(real(*args)[:3])
+        return offered[-1]
+
+    monkeypatch.setattr(compile_ahead, "candidate_configs", first_three)
+    stream = io.StringIO()
+    results = model_tuning.tune_model(
+        OneConv(), (3, 9, 10), (2,), torch.float16, ("fprop", "wgrad"),
+        device="cpu", timer=FakeTimer(), stream=stream, compile_workers=1,
+    )  # fmt: skip
+    assert len(results) == 2  # fprop and wgrad (the image needs no input gradient)
+    line = stream.getvalue().splitlines()[0]
+    found = re.fullmatch(
+        r"compiled ahead on 1 processes: (\d+) kernel binaries of (\d+) launches to time "
+        r"\((\d+) failed to compile\), [\d.]+ s",
+        line,
+    )
+    assert found, line
+    binaries, launches, failed = map(int, found.groups())
+    assert len(offered) == 2 and launches == sum(map(len, offered)) >= 4
+    assert 2 <= binaries <= launches and failed == 0
+    cubins = list(fresh_caches.rglob("*.cubin"))
+    assert len(cubins) == binaries, (len(cubins), binaries)
+    stream = io.StringIO()
+    model_tuning.tune_model(
+        OneConv(), (3, 9, 10), (2,), torch.float16, ("fprop", "wgrad"),
+        device="cpu", timer=FakeTimer(), stream=stream, compile_workers=1,
+    )  # fmt: skip
+    assert "compiled ahead" not in stream.getvalue() and "(cached" in stream.getvalue()
+
+
+def test_without_a_gpu_to_time_nothing_is_compiled_ahead(fresh_caches, fake_runner, monkeypatch):
+    """The default on a CPU with a timer is no workers; with autotuning off and no timer nothing
+    would be timed, so nothing is compiled even when workers are asked for."""
+    started = []
+    monkeypatch.setattr(compile_ahead, "compile_ahead", lambda *args, **kw: started.append(args))
+    stream = io.StringIO()
+    model_tuning.tune_model(OneConv(), (3, 9, 10), (2,), device="cpu", timer=FakeTimer(), stream=stream)
+    monkeypatch.setenv(tuning.ENV_AUTOTUNE, "0")
+    model_tuning.tune_model(OneConv(), (3, 9, 10), (4,), device="cpu", stream=stream, compile_workers=2)
+    assert started == [] and "compiled ahead" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("workers", [-1, True, 1.5, "2"])
+def test_compile_workers_must_be_a_count(workers, fresh_caches, monkeypatch):
+    monkeypatch.setattr(model_tuning, "conv_problems", lambda *a, **k: pytest.fail("work began"))
+    with pytest.raises(ConvArgumentError, match="compile_workers must be a whole number >= 0"):
+        model_tuning.tune_model(OneConv(), (3, 9, 10), compile_workers=workers)
+
+
+TUNING_ON_REAL_TENSORS = """
+import torch
+from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.target import TARGET_H200
+from triton_conv.campaign.variants import LaunchJob
+from triton_conv.devices import get_device
+from triton_conv.problem import ConvProblem
+from triton_conv.tuning import candidate_configs
+
+problems = [ConvProblem.from_shapes((2, 8, 9, 10), (16, 8, 3, 3), padding=1),
+            ConvProblem.from_shapes((2, 16, 7, 7), (16, 16, 1, 1), stride=2)]
+jobs = [LaunchJob(kernel, problem, config, "bf16", layout=layout)
+        for problem in problems for kernel in ("fprop", "dgrad", "wgrad") for layout in (True, False)
+        for config in candidate_configs(problem, kernel, torch.bfloat16, layout, get_device("H200"))[:4]]
+recorded = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200)}
+# what tune_problem launches: its inputs (tuning.random_inputs), fresh allocations, its runner
+launched = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200, device="cpu")}
+print(len(jobs), len(recorded), recorded == launched)
+"""
+
+
+def test_the_binaries_compiled_ahead_are_what_the_tuner_launches():
+    """The workers record a tuning's launches on meta tensors; the tuner launches on allocations, in
+    both layouts. Through Triton's own binder for the sm_90 target, the two ask for the same
+    specialisations, so the tuning finds every binary compiled."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", TUNING_ON_REAL_TENSORS], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs, count, same = done.stdout.split()
+    assert int(jobs) >= int(count) > 4 and same == "True"

@@ -1,0 +1,98 @@
+"""This process's choice of config per problem: what the passes launch.
+
+`select_config` answers from the memo, else from tuning.autotune (the on-disk cache, else a
+tuning), once per problem and thread-safely; `pin_config` makes a caller's own choice stick;
+`forget_choices` clears the memo (tests; after changing TRITON_CONV_CACHE_DIR).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from . import tuning
+from .configs import KernelConfig
+from .problem import ConvProblem
+from .runtime import fp32_uses_tf32
+from .tuning import Timer
+
+_CHOSEN: dict[tuple, KernelConfig] = {}
+
+
+def select_config(
+    problem: ConvProblem,
+    pass_name: str,
+    dtype: torch.dtype,
+    channels_last: bool,
+    device=None,
+    *,
+    timer: Timer | None = None,
+) -> KernelConfig:
+    """The config the autotuned passes launch with (memoised per problem in this process).
+
+    One tuning per problem however many threads miss it at once (DataParallel's replicas, autograd's
+    device threads): the others wait for its result instead of timing the same configs beside it,
+    each under the others' load. A pin_config made meanwhile wins over the tuning's result. A call of
+    the same problem from inside its own tuning (a hook or a dispatch mode that runs a convolution
+    while a config is timed) gets the untimed default instead of starting the tuning again."""
+    device = tuning._device(device)
+    memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
+    config = _CHOSEN.get(memo)
+    if config is not None:
+        return config
+    in_progress = _IN_PROGRESS.__dict__.setdefault("memos", set())
+    if memo in in_progress:
+        live = tuning.device_identity(device)[1]
+        return tuning.untimed_default(problem, pass_name, dtype, channels_last, live)
+    with _tuning_lock(memo):
+        config = _CHOSEN.get(memo)  # another thread's tuning, finished while this one waited
+        if config is None:
+            in_progress.add(memo)
+            try:
+                config = tuning.autotune(problem, pass_name, dtype, channels_last, device, timer=timer).best
+            finally:
+                in_progress.discard(memo)
+            if _memo_key(problem, pass_name, dtype, channels_last, device, timer) == memo:
+                config = _CHOSEN.setdefault(memo, config)  # not memoised if the TF32 setting changed
+    return config
+
+
+_IN_PROGRESS = threading.local()  # .memos: the problems this thread is tuning now
+_TUNING_LOCKS: dict[tuple, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _tuning_lock(memo: tuple) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _TUNING_LOCKS.setdefault(memo, threading.Lock())
+
+
+def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
+    # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
+    tf32 = dtype == torch.float32 and fp32_uses_tf32()
+    return (problem, pass_name, dtype, bool(channels_last), str(tuning._device(device)), timer, tf32)
+
+
+def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelConfig) -> None:
+    """From now on in this process, the passes launch `config` for exactly this problem (its pass,
+    dtype, layout flag and device: pass the tensors' own device, 'cuda:0', as the ops see it),
+    whatever the cache holds for its tuning key: for a caller that timed its own candidates (the
+    campaign) and runs its winner through the custom ops. Other problems with the same key are not
+    affected; forget_choices() unpins."""
+    _CHOSEN[_memo_key(problem, pass_name, dtype, channels_last, device)] = config
+
+
+def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:
+    """The config select_config already chose (or pin_config pinned) for this problem, if any."""
+    return _CHOSEN.get(_memo_key(problem, pass_name, dtype, channels_last, device))
+
+
+def forget_choices() -> None:
+    """Clear the in-process memo (tests; after changing TRITON_CONV_CACHE_DIR)."""
+    from .tuning_cache import forget_open_caches
+
+    _CHOSEN.clear()
+    with _LOCKS_LOCK:
+        _TUNING_LOCKS.clear()
+    forget_open_caches()

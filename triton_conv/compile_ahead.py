@@ -1,0 +1,86 @@
+"""A model's tuning compiled ahead, on every CPU core, before anything is timed.
+
+Tuning a pass times each config the pruning keeps (up to pruning.MAX_SURVIVORS), and Triton compiles
+each one on its first launch, one after the other, in the tuning's process. ResNet-50's training step
+at one batch size has 68 tuning keys, 1,195 such launches and 316 distinct kernel binaries (bf16,
+channels_last, N=32, pruned for an H200; 334 at N=1). Compiled for sm_90 on the 2-core CPU machine
+they took 333 s of compile, 0.35 to 2.43 s each (median 1.0), 184 s of wall time on two workers
+(Triton 3.9, 2026-12-01; notes/kernels.md, session 19). So a model's first tuning spends minutes in
+the compiler with one core busy. `compile_ahead` hands those compiles to the campaign's compile
+workers (campaign/precompile.py: each launch recorded on meta tensors through Triton's JIT,
+identical specializations compiled once, shared out over `workers` processes, written to Triton's
+on-disk cache); the tuning then finds each binary there.
+
+Nothing here changes a result: a binary not compiled ahead (a worker that failed or ran out of time,
+a specialization the recording could not foresee) compiles on its first launch, as it would have.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .benchmarking import DTYPES
+from .tuning import candidate_configs, device_identity, tuning_target
+from .tuning_cache import get_cache
+from .tuning_keys import tuning_key
+
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+def compile_target(device: torch.device) -> tuple[str, int, int]:
+    """Triton's GPUTarget (backend, arch, warp size) for `device`: its own on a CUDA device, an
+    H200's elsewhere (the CPU machine compiles for the GPU a campaign runs on)."""
+    from .campaign.target import TARGET_H200
+
+    if device.type != "cuda":
+        return TARGET_H200
+    major, minor = torch.cuda.get_device_capability(device)
+    return ("cuda", major * 10 + minor, 32)
+
+
+def untuned(tunings, dtype, device: torch.device) -> list[tuple]:
+    """The (problem, kernel pass, layout) of `tunings` whose tuning key the device's tuning cache does
+    not hold yet: the ones a tuning will time."""
+    cache = get_cache(device_identity(device)[0])
+    return [
+        (problem, kernel_pass, layout)
+        for problem, kernel_pass, layout in tunings
+        if cache.get(tuning_key(problem, kernel_pass, dtype, layout)) is None
+    ]
+
+
+def compile_ahead(tunings, dtype, device: torch.device, workers: int, timeout_s: float | None = None) -> dict:
+    """Compile every config that the tunings of `tunings` ((problem, kernel pass, layout) each) will
+    time on `device`, on `workers` processes. Returns {'launches', 'variants', 'compiled', 'failed',
+    'compile_s', 'wall_s', 'failures'}: how many launches were recorded, the distinct binaries among
+    them, how many of those compiled (or were in Triton's cache already) and failed, each one's
+    compile seconds (sorted), the wall time, and the workers that did not finish (their binaries
+    compile on first launch)."""
+    from .campaign.precompile import record_and_compile
+    from .campaign.variants import LaunchJob
+
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"compile_ahead: dtype {dtype} is not one of {', '.join(map(str, _DTYPE_NAMES))}")
+    started = time.perf_counter()
+    target = tuning_target(device_identity(device)[1])
+    jobs = [
+        LaunchJob(kernel_pass, problem, config, _DTYPE_NAMES[dtype], layout=bool(layout))
+        for problem, kernel_pass, layout in tunings
+        for config in candidate_configs(problem, kernel_pass, dtype, layout, target)
+    ]
+    if not jobs:
+        return {"launches": 0, "variants": 0, "compiled": 0, "failed": 0, "compile_s": [], "wall_s": 0.0,
+                "failures": []}  # fmt: skip
+    variants, report = record_and_compile(jobs, workers, compile_target(device), timeout_s)
+    failed = sum(1 for result in report["results"] if result["error"])
+    return {
+        "launches": len(jobs),
+        "variants": len(variants),
+        "compiled": len(report["results"]) - failed,
+        "failed": failed,
+        "compile_s": sorted(result["seconds"] for result in report["results"]),
+        "wall_s": time.perf_counter() - started,
+        "failures": report["failures"],
+    }
