@@ -102,6 +102,51 @@ def test_compile_workers_must_be_a_count(workers, fresh_caches, monkeypatch):
         model_tuning.tune_model(OneConv(), (3, 9, 10), compile_workers=workers)
 
 
+TF32_JOBS = """
+import dataclasses, pickle, sys
+import torch
+from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.target import TARGET_H200
+
+jobs = pickle.loads(bytes.fromhex(sys.argv[1]))
+torch.backends.cudnn.conv.fp32_precision = "ieee" if jobs[0].tf32 else "tf32"  # the other setting
+kept = {v.key for v in _record_here(jobs, TARGET_H200)}
+flipped = {v.key for v in _record_here([dataclasses.replace(j, tf32=not j.tf32) for j in jobs], TARGET_H200)}
+print(len(kept), len(flipped), kept.isdisjoint(flipped))
+"""
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_an_fp32_tuning_compiles_the_kernels_of_its_tf32_setting(tf32, set_tf32):
+    """The workers are new processes with torch's default TF32 setting: a tuning under the other
+    setting had every fp32 binary compiled for the kernel it would not launch. The jobs carry the
+    setting, and a worker whose own setting is the other records the jobs' kernels, not its own."""
+    import pickle
+
+    from triton_conv.campaign import precompile
+    from triton_conv.problem import ConvProblem
+
+    set_tf32(tf32)
+    problem = ConvProblem.from_shapes((2, 8, 9, 10), (16, 8, 3, 3), padding=1)
+    captured = {}
+
+    def record_only(jobs, workers, target, timeout_s):
+        captured["jobs"] = jobs
+        return [], {"results": [], "failures": []}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precompile, "record_and_compile", record_only)
+        compile_ahead.compile_ahead([(problem, "fprop", True)], torch.float32, torch.device("cpu"), 1)
+    jobs = captured["jobs"][:2]
+    assert jobs and all(job.tf32 is tf32 for job in jobs)
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", TF32_JOBS, pickle.dumps(jobs).hex()], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept, flipped, disjoint = done.stdout.split()
+    assert int(kept) == int(flipped) == len(jobs) and disjoint == "True"
+
+
 TUNING_ON_REAL_TENSORS = """
 import torch
 from triton_conv.campaign.precompile import _record_here

@@ -22,6 +22,7 @@ import time
 import torch
 
 from .benchmarking import DTYPES
+from .runtime import fp32_uses_tf32
 from .tuning import candidate_configs, device_identity, tuning_target
 from .tuning_cache import get_cache
 from .tuning_keys import tuning_key
@@ -65,8 +66,9 @@ def compile_ahead(tunings, dtype, device: torch.device, workers: int, timeout_s:
         raise ValueError(f"compile_ahead: dtype {dtype} is not one of {', '.join(map(str, _DTYPE_NAMES))}")
     started = time.perf_counter()
     target = tuning_target(device_identity(device)[1])
+    tf32 = fp32_uses_tf32() if dtype == torch.float32 else None  # the kernels the tuning will launch
     jobs = [
-        LaunchJob(kernel_pass, problem, config, _DTYPE_NAMES[dtype], layout=bool(layout))
+        LaunchJob(kernel_pass, problem, config, _DTYPE_NAMES[dtype], layout=bool(layout), tf32=tf32)
         for problem, kernel_pass, layout in tunings
         for config in candidate_configs(problem, kernel_pass, dtype, layout, target)
     ]

@@ -5,6 +5,7 @@ variants found into Triton's on-disk cache. They run with TRITON_INTERPRET=0 and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -28,6 +29,24 @@ def _launch(job: LaunchJob, dtype, device):
     return pass_runner(job.problem, job.pass_name, tensors, job.config, job.layout)
 
 
+@contextlib.contextmanager
+def _tf32_as(tf32: bool | None):
+    """cuDNN's conv precision (the first setting runtime.fp32_uses_tf32 reads) as a job recorded it:
+    a tuning's parent process may have switched TF32, which the workers would not see."""
+    import torch
+
+    if tf32 is None:
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    conv.fp32_precision = "tf32" if tf32 else "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
+
+
 def _record_here(jobs: list[LaunchJob], target, device: str = "meta") -> list[Variant]:
     """The distinct binaries `jobs` launch, each job launched through Triton's JIT on fresh tensors
     on `device` (meta: no data; "cpu": allocations, as a GPU's are, for the tests that compare the
@@ -49,7 +68,8 @@ def _record_here(jobs: list[LaunchJob], target, device: str = "meta") -> list[Va
     try:
         with meta_as_target(target), torch.no_grad():
             for job in jobs:
-                _launch(job, DTYPES[job.dtype], device)()
+                with _tf32_as(job.tf32):
+                    _launch(job, DTYPES[job.dtype], device)()
     finally:
         knobs.runtime.jit_cache_hook = None
     return [Variant(m, n, k, data, count) for (m, n, k), (data, count) in found.items()]

@@ -23,6 +23,7 @@ class LaunchJob:
     # None: a campaign item's tensors (runners.make_inputs, channels_last); True or False: a tuning's
     # (tuning.random_inputs in that layout, launched as tuning.pass_runner does): tune_model's jobs
     layout: bool | None = None
+    tf32: bool | None = None  # an fp32 tuning's TF32 setting (another kernel each way); None: as is
 
 
 @dataclass(frozen=True)
