@@ -31,6 +31,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 
+from .cache_entries import valid_entry
 from .configs import KernelConfig
 from .output_files import slug
 
@@ -276,39 +277,6 @@ class TuneResult:
 
 # Sanity bounds on a cached config, beyond KernelConfig's own checks: a hand-edited or foreign file
 # must not launch a kernel no tuning would have produced.
-_CONFIG_BOUNDS = {
-    "block_m": 512, "block_n": 512, "block_k": 512, "group_m": 64, "split_k": 256,
-    "num_warps": 32, "num_stages": 8,
-}  # fmt: skip
-
-
-def _valid_config(values) -> bool:
-    if not isinstance(values, dict) or set(values) != set(_CONFIG_BOUNDS):
-        return False
-    if not all(
-        type(values[name]) is int and 0 < values[name] <= bound for name, bound in _CONFIG_BOUNDS.items()
-    ):
-        return False
-    try:
-        KernelConfig.from_dict(values)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def valid_entry(key: str, entry) -> bool:
-    """An entry TuneResult.from_entry reads without error and whose configs are plausible."""
-    if not isinstance(entry, dict) or not _valid_config(entry.get("config")):
-        return False
-    runner_up = entry.get("runner_up")
-    if runner_up is not None and not _valid_config(runner_up):
-        return False
-    numbers = (entry.get("ms"), entry.get("runner_up_ms"))
-    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in numbers):
-        return False
-    return isinstance(entry.get("problem", ""), str) and isinstance(entry.get("timed_on"), (str, type(None)))
-
-
 _OPEN: dict[str, TuningCache] = {}
 
 
