@@ -65,7 +65,7 @@ def test_tune_model_compiles_what_it_will_time_then_nothing_once_cached(
     assert len(results) == 2  # fprop and wgrad (the image needs no input gradient)
     line = stream.getvalue().splitlines()[0]
     found = re.fullmatch(
-        r"compiled ahead on 1 processes: (\d+) kernel binaries of (\d+) launches to time "
+        r"compiled ahead by 1 worker: (\d+) kernel binaries of (\d+) launches to time "
         r"\((\d+) failed to compile\), [\d.]+ s",
         line,
     )
@@ -131,12 +131,14 @@ def test_an_fp32_tuning_compiles_the_kernels_of_its_tf32_setting(tf32, set_tf32)
     captured = {}
 
     def record_only(jobs, workers, target, timeout_s):
-        captured["jobs"] = jobs
+        captured.update(jobs=jobs, timeout_s=timeout_s)
         return [], {"results": [], "failures": []}
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(precompile, "record_and_compile", record_only)
         compile_ahead.compile_ahead([(problem, "fprop", True)], torch.float32, torch.device("cpu"), 1)
+    # a worker whose compiler hangs is stopped: 2 minutes to start, 10 s per launch of its share
+    assert captured["timeout_s"] == 120 + 10 * len(captured["jobs"])
     jobs = captured["jobs"][:2]
     assert jobs and all(job.tf32 is tf32 for job in jobs)
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}

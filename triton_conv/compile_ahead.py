@@ -58,7 +58,9 @@ def compile_ahead(tunings, dtype, device: torch.device, workers: int, timeout_s:
     'compile_s', 'wall_s', 'failures'}: how many launches were recorded, the distinct binaries among
     them, how many of those compiled (or were in Triton's cache already) and failed, each one's
     compile seconds (sorted), the wall time, and the workers that did not finish (their binaries
-    compile on first launch)."""
+    compile on first launch). A worker still running after `timeout_s` (default: 2 minutes to start
+    plus 10 s per launch of its share, ten times the median compile measured here) is stopped: a
+    compiler that hangs must not hang the tuning."""
     from .campaign.precompile import record_and_compile
     from .campaign.variants import LaunchJob
 
@@ -75,6 +77,8 @@ def compile_ahead(tunings, dtype, device: torch.device, workers: int, timeout_s:
     if not jobs:
         return {"launches": 0, "variants": 0, "compiled": 0, "failed": 0, "compile_s": [], "wall_s": 0.0,
                 "failures": []}  # fmt: skip
+    if timeout_s is None:
+        timeout_s = 120.0 + 10.0 * len(jobs) / workers
     variants, report = record_and_compile(jobs, workers, compile_target(device), timeout_s)
     failed = sum(1 for result in report["results"] if result["error"])
     return {

@@ -205,9 +205,10 @@ def _compile_ahead(jobs, dtype, device, timer, workers, stream) -> None:
     done = compile_ahead(pending, dtype, device, workers)
     if stream is not None:
         failures = f"; not finished: {'; '.join(done['failures'])}" if done["failures"] else ""
-        print(f"compiled ahead on {workers} processes: {done['variants']} kernel binaries of "
-              f"{done['launches']} launches to time ({done['failed']} failed to compile), "
-              f"{done['wall_s']:.1f} s{failures}", file=stream, flush=True)  # fmt: skip
+        by = f"{workers} worker{'s' if workers > 1 else ''}"
+        print(f"compiled ahead by {by}: {done['variants']} kernel binaries of {done['launches']} "
+              f"launches to time ({done['failed']} failed to compile), {done['wall_s']:.1f} s{failures}",
+              file=stream, flush=True)  # fmt: skip
 
 
 def tune_model(
