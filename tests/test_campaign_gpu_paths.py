@@ -126,16 +126,24 @@ def test_the_compilation_listener_takes_tritons_call(tmp_path):
 
 
 ON_REAL_TENSORS = """
+from tests.jit_hook import launched_keys
+from triton_conv.benchmarking import DTYPES
 from triton_conv.campaign import spec
 from triton_conv.campaign.planning import launch_jobs
 from triton_conv.campaign.precompile import _record_here
+from triton_conv.campaign.runners import launch_with_config, make_inputs
 from triton_conv.campaign.target import TARGET_H200
 
 tiny = spec.tiny()
 jobs = launch_jobs(tiny, spec.plan_items(tiny))
 recorded = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200)}
-# fresh allocations, as on the GPU: 16-byte aligned, views offset as there
-launched = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200, device="cpu")}
+
+def launch_all():  # fresh allocations, as on the GPU: 16-byte aligned, views offset as there
+    for job in jobs:
+        tensors = make_inputs(job.problem, DTYPES[job.dtype], "cpu", job.transposed)
+        launch_with_config(job.pass_name, job.problem, tensors, job.config, transposed=job.transposed)()
+
+launched = launched_keys(launch_all, TARGET_H200)
 print(len(recorded), recorded == launched)
 """
 

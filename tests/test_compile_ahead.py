@@ -156,7 +156,8 @@ from triton_conv.campaign.target import TARGET_H200
 from triton_conv.campaign.variants import LaunchJob
 from triton_conv.devices import get_device
 from triton_conv.problem import ConvProblem
-from triton_conv.tuning import candidate_configs
+from triton_conv.tuning import candidate_configs, tune_problem
+from tests.jit_hook import launched_keys
 
 problems = [ConvProblem.from_shapes((2, 8, 9, 10), (16, 8, 3, 3), padding=1),
             ConvProblem.from_shapes((2, 16, 7, 7), (16, 16, 1, 1), stride=2)]
@@ -164,8 +165,17 @@ jobs = [LaunchJob(kernel, problem, config, "bf16", layout=layout)
         for problem in problems for kernel in ("fprop", "dgrad", "wgrad") for layout in (True, False)
         for config in candidate_configs(problem, kernel, torch.bfloat16, layout, get_device("H200"))[:4]]
 recorded = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200)}
-# what tune_problem launches: its inputs (tuning.random_inputs), fresh allocations, its runner
-launched = {(v.module, v.kernel, v.key) for v in _record_here(jobs, TARGET_H200, device="cpu")}
+
+def tune_all():  # the tuner itself, on fresh allocations, its timer running each candidate once
+    for problem in problems:
+        for kernel in ("fprop", "dgrad", "wgrad"):
+            for layout in (True, False):
+                mine = (problem, kernel, layout)
+                configs = [job.config for job in jobs if (job.problem, job.pass_name, job.layout) == mine]
+                tune_problem(problem, kernel, torch.bfloat16, layout, "cpu", timer=lambda fn: (fn(), 1.0)[1],
+                             target="H200", configs=configs)
+
+launched = launched_keys(tune_all, TARGET_H200)
 print(len(jobs), len(recorded), recorded == launched)
 """
 
@@ -180,3 +190,49 @@ def test_the_binaries_compiled_ahead_are_what_the_tuner_launches():
     assert done.returncode == 0, done.stderr[-3000:]
     jobs, count, same = done.stdout.split()
     assert int(jobs) >= int(count) > 4 and same == "True"
+
+
+def test_a_compile_step_that_fails_leaves_the_tuning_as_it_was(fresh_caches, fake_runner, monkeypatch):
+    """Workers that could not start (no space for their folders, no processes left) raised out of
+    tune_model; the tuning now goes on, each config compiling when first timed."""
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compile_ahead, "compile_ahead", no_space)
+    stream = io.StringIO()
+    results = model_tuning.tune_model(
+        OneConv(), (3, 9, 10), (2,), device="cpu", timer=FakeTimer(), stream=stream, compile_workers=2
+    )
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("not compiled ahead (OSError: [Errno 28] No space left on device)")
+    assert len(results) == 2 and all("tuned" in line for line in lines[1:])
+
+
+def test_a_worker_that_cannot_start_stops_the_ones_started(monkeypatch, tmp_path):
+    """The first worker kept running, orphaned, with its folder, when the second could not start."""
+    from triton_conv.campaign import precompile
+
+    monkeypatch.setattr(precompile.tempfile, "tempdir", str(tmp_path))
+    started = []
+
+    class Process:
+        def __init__(self, args, **options):
+            if started:
+                raise OSError(11, "Resource temporarily unavailable")
+            started.append(self)
+            self.killed = False
+
+        def poll(self):
+            return 0 if self.killed else None
+
+        def kill(self):
+            self.killed = True
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(precompile.subprocess, "Popen", Process)
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        precompile.record_and_compile([], workers=3, timeout_s=5)
+    assert started[0].killed and list(tmp_path.iterdir()) == []

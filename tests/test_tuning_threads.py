@@ -125,7 +125,7 @@ def test_a_plan_is_built_under_the_tf32_setting_its_key_holds(first, monkeypatch
     x, w = torch.randn(PROBLEM.input_shape), torch.randn(PROBLEM.weight_shape)
     fprop.conv2d_fprop(x, w, None, PROBLEM, KernelConfig(32, 32, 16))
     (key,) = fprop.plans.plans
-    assert key[-1] is first
+    assert key[-1].tf32 is first
     assert launched[0].constexprs["INPUT_PRECISION"] == ("tf32" if first else "ieee")
     fprop.plans.clear()
 
@@ -171,3 +171,47 @@ def test_threads_running_convolutions_under_the_interpreter_get_torchs_values(tr
     finally:
         sys.setswitchinterval(interval)
     assert failures == [] and proof.launches["fprop_kernel"] == 9
+
+
+def test_a_gpu_launch_takes_no_lock(monkeypatch):
+    """Only the interpreter's launches are serialised; a GPU's run concurrently."""
+    from triton_conv.launchers.common import LaunchSpec, launch
+
+    class Refuses:
+        def __enter__(self):
+            raise AssertionError("a GPU launch took the interpreter's lock")
+
+        def __exit__(self, *exc):
+            return False
+
+    ran = []
+
+    class Kernel:
+        __name__ = "fake_kernel"
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: ran.append(grid)
+
+    monkeypatch.setattr(common, "interpreter_active", lambda: False)
+    monkeypatch.setattr(common, "_INTERPRETER", Refuses())
+    launch(LaunchSpec(Kernel(), (1, 1, 1), (), {}, 4, 3))
+    assert ran == [(1, 1, 1)]
+    common.launch_counts.pop("fake_kernel")
+
+
+def test_after_a_tuning_that_raised_the_next_call_tunes_again(monkeypatch):
+    """The problem leaves the thread's in-progress set however its tuning ends: a later call is a new
+    tuning, not the re-entry default."""
+    calls = []
+
+    def failing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory, say")
+        return real(*args, **kwargs)
+
+    real = tuning.autotune
+    monkeypatch.setattr(tuning, "autotune", failing_once)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _select()
+    assert _select() == min(_space(), key=lambda c: c.block_m * c.block_n) and len(calls) == 2

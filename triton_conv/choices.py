@@ -31,11 +31,14 @@ def select_config(
 ) -> KernelConfig:
     """The config the autotuned passes launch with (memoised per problem in this process).
 
-    One tuning per problem however many threads miss it at once (DataParallel's replicas, autograd's
-    device threads): the others wait for its result instead of timing the same configs beside it,
-    each under the others' load. A pin_config made meanwhile wins over the tuning's result. A call of
-    the same problem from inside its own tuning (a hook or a dispatch mode that runs a convolution
-    while a config is timed) gets the untimed default instead of starting the tuning again."""
+    One tuning per problem however many threads on one device miss it at once: the others wait for
+    its result instead of timing the same configs beside it, each under the others' load (threads on
+    different devices tune their own devices' problems, each on its own GPU). A pin_config made
+    meanwhile wins over the tuning's result. A call of the same problem from inside its own tuning (a
+    hook or a dispatch mode that runs a convolution while a config is timed) gets the untimed default
+    instead of starting the tuning again. Known limit: two threads whose tunings each run the other's
+    problem from such a hook wait for each other. tune_model and the `tune` command call
+    tuning.autotune directly, outside these locks."""
     device = tuning._device(device)
     memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
     config = _CHOSEN.get(memo)
@@ -55,6 +58,8 @@ def select_config(
                 in_progress.discard(memo)
             if _memo_key(problem, pass_name, dtype, channels_last, device, timer) == memo:
                 config = _CHOSEN.setdefault(memo, config)  # not memoised if the TF32 setting changed
+                with _LOCKS_LOCK:  # memoised: later callers never reach the lock (waiters hold it)
+                    _TUNING_LOCKS.pop(memo, None)
     return config
 
 
@@ -71,7 +76,10 @@ def _tuning_lock(memo: tuple) -> threading.Lock:
 def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
     # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
     tf32 = dtype == torch.float32 and fp32_uses_tf32()
-    return (problem, pass_name, dtype, bool(channels_last), str(tuning._device(device)), timer, tf32)
+    device = tuning._device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():  # 'cuda' is 'cuda:0':
+        device = torch.device("cuda", torch.cuda.current_device())  # one GPU, one memo
+    return (problem, pass_name, dtype, bool(channels_last), str(device), timer, tf32)
 
 
 def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelConfig) -> None:
@@ -92,7 +100,5 @@ def forget_choices() -> None:
     """Clear the in-process memo (tests; after changing TRITON_CONV_CACHE_DIR)."""
     from .tuning_cache import forget_open_caches
 
-    _CHOSEN.clear()
-    with _LOCKS_LOCK:
-        _TUNING_LOCKS.clear()
+    _CHOSEN.clear()  # the tuning locks stay: a tuning running now still holds its own
     forget_open_caches()

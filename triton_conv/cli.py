@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a full disk (`predict > /dev/full`): say so, in one line
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush fails too
+        if error.filename is None:  # stdout's own write: the exit's flush would fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         where = f" {error.filename}" if error.filename else " the output"
         print(f"triton-conv: error: cannot write{where}: {error.strerror}", file=sys.stderr)
         return 1

@@ -23,8 +23,8 @@ import torch
 
 from .benchmarking import DTYPES
 from .runtime import fp32_uses_tf32
-from .tuning import candidate_configs, device_identity, tuning_target
-from .tuning_cache import get_cache
+from .tuning import candidate_configs, device_identity, launchable, tuning_target
+from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
 
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -42,14 +42,19 @@ def compile_target(device: torch.device) -> tuple[str, int, int]:
 
 
 def untuned(tunings, dtype, device: torch.device) -> list[tuple]:
-    """The (problem, kernel pass, layout) of `tunings` whose tuning key the device's tuning cache does
-    not hold yet: the ones a tuning will time."""
-    cache = get_cache(device_identity(device)[0])
-    return [
-        (problem, kernel_pass, layout)
-        for problem, kernel_pass, layout in tunings
-        if cache.get(tuning_key(problem, kernel_pass, dtype, layout)) is None
-    ]
+    """The (problem, kernel pass, layout) of `tunings` that a tuning will time: those whose tuning key
+    the device's tuning cache does not hold, or holds with a config the live GPU cannot launch
+    (tuning.autotune re-tunes those)."""
+    name, live = device_identity(device)
+    cache = get_cache(name)
+
+    def cached(problem, kernel_pass, layout) -> bool:
+        key = tuning_key(problem, kernel_pass, dtype, layout)
+        entry = cache.get(key)
+        best = None if entry is None else TuneResult.from_entry(key, entry).best
+        return best is not None and launchable(best, problem, kernel_pass, dtype, live)
+
+    return [tuning for tuning in tunings if not cached(*tuning)]
 
 
 def compile_ahead(tunings, dtype, device: torch.device, workers: int, timeout_s: float | None = None) -> dict:

@@ -152,7 +152,7 @@ def candidate_configs(
     problem, pass_name, dtype, channels_last, target, max_configs=None
 ) -> list[KernelConfig]:
     """The configs a tuning for `target` (a DeviceSpec) times: the pass's space, pruned; what
-    tune_model compiles ahead (precompile.py)."""
+    tune_model compiles ahead (compile_ahead.py)."""
     kwargs = {} if max_configs is None else {"max_configs": max_configs}
     return pruned_space(problem, pass_name, dtype, target, channels_last=channels_last, **kwargs)
 

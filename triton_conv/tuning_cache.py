@@ -275,8 +275,6 @@ class TuneResult:
         )  # fmt: skip
 
 
-# Sanity bounds on a cached config, beyond KernelConfig's own checks: a hand-edited or foreign file
-# must not launch a kernel no tuning would have produced.
 _OPEN: dict[str, TuningCache] = {}
 
 

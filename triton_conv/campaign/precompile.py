@@ -4,7 +4,8 @@ Triton compiles a kernel once per *specialization*: the constexprs, the argument
 arguments equal 1 or divide by 16, which pointers are 16-byte aligned, num_warps and num_stages. Two
 launches with the same specialization share a binary (ResNet-50's layer at N=32 and N=128 often do).
 
-1. Recording: a child process runs each job's launch (runners.launch_with_config) on meta tensors
+1. Recording: a child process runs each job's launch (a campaign item's runners.launch_with_config,
+   a tuning's tuning.pass_runner: compile_child._launch) on meta tensors
    through Triton's real JIT, with a `jit_cache_hook` that records the launch's specialization and
    stops it before compiling or launching. Identical specializations collapse into one `Variant`.
    No GPU is needed: a compile-only driver names the target, and the meta tensors stand for the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,12 +53,23 @@ class Child:
         # PYTHONPATH would find from where the campaign was started.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
         self.started = time.perf_counter()
-        with open(self.paths["stderr"], "wb") as err:  # a file: a full pipe would stall the child
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
-                 self.paths["out.pickle"]],
-                stdout=subprocess.DEVNULL, stderr=err, env=env,
-            )  # fmt: skip
+        try:
+            with open(self.paths["stderr"], "wb") as err:  # a file: a full pipe would stall the child
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
+                     self.paths["out.pickle"]],
+                    stdout=subprocess.DEVNULL, stderr=err, env=env,
+                )  # fmt: skip
+        except BaseException:  # no process (EAGAIN, ENOMEM): no folder left behind either
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def stop(self) -> None:
+        """Kill the child if it still runs and remove its files (again harmless)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def result(self, timeout_s: float | None = None) -> tuple[object, float, float]:
         """(the child's answer, seconds it worked, seconds since it started). A child still running
@@ -121,24 +134,31 @@ def record_and_compile(
     workers = max(1, workers or usable_cores())
     started = time.perf_counter()
     request = {"jobs": list(jobs), "target": tuple(target), "workers": workers}
-    children = [Child("work", {**request, "index": index}) for index in range(workers)]
+    children: list[Child] = []
     complete, variants, results, busy, record_s, failures, utilities = None, [], [], [], [], [], None
-    for index, child in enumerate(children):
-        # One limit for them all: a child still running once it is spent is killed, not given more.
-        left = None if timeout_s is None else max(0.0, timeout_s - (time.perf_counter() - started))
-        try:
-            answer, seconds, _ = child.result(left)
-        except (TimeoutError, RuntimeError) as failure:
-            failures.append(f"worker {index}: {failure}"[:1000])
-            continue
-        if answer["complete"]:
-            complete = answer["variants"]
-        else:
-            variants += answer["variants"]
-        results += answer["results"]
-        utilities = answer["utilities"] or utilities
-        busy.append(round(seconds, 2))
-        record_s.append(round(answer["record_s"], 2))
+    try:  # a child that cannot start, or Ctrl-C while waiting: the others are stopped, not orphaned
+        for index in range(workers):
+            children.append(Child("work", {**request, "index": index}))
+        for index, child in enumerate(children):
+            # One limit for them all: a child still running once it is spent is killed, not given more.
+            left = None if timeout_s is None else max(0.0, timeout_s - (time.perf_counter() - started))
+            try:
+                answer, seconds, _ = child.result(left)
+            except (TimeoutError, RuntimeError) as failure:
+                failures.append(f"worker {index}: {failure}"[:1000])
+                continue
+            if answer["complete"]:
+                complete = answer["variants"]
+            else:
+                variants += answer["variants"]
+            results += answer["results"]
+            utilities = answer["utilities"] or utilities
+            busy.append(round(seconds, 2))
+            record_s.append(round(answer["record_s"], 2))
+    except BaseException:
+        for child in children:
+            child.stop()
+        raise
     wall = time.perf_counter() - started
     variants = complete if complete is not None else variants  # without worker 0: the shares compiled
     return variants, {

@@ -73,33 +73,36 @@ def reaches_int32_limit(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
-READ_NOW = object()
+class FlagSettings(NamedTuple):
+    """The process-wide settings a launch's kernel depends on, read once per call (flag_settings)."""
+
+    tf32: bool  # an fp32 dot in TF32 (cuDNN's setting, runtime.fp32_uses_tf32)
+    upcast: bool  # bf16 operands upcast before the dot (Triton's interpreter only)
+
+
+def flag_settings(dtype: torch.dtype) -> FlagSettings:
+    """The settings kernel_flags depends on, for a plan cache's key: the TF32 setting for fp32 (read
+    anew each call: torch.backends can change between calls), the interpreter for bf16; other
+    dtypes depend on neither."""
+    return FlagSettings(
+        dtype == torch.float32 and fp32_uses_tf32(), dtype == torch.bfloat16 and interpreter_active()
+    )
 
 
 def kernel_flags(
-    dtype: torch.dtype, *tensors: torch.Tensor, force_int64: bool = False, settings=READ_NOW
+    dtype: torch.dtype,
+    *tensors: torch.Tensor,
+    force_int64: bool = False,
+    settings: FlagSettings | None = None,
 ) -> KernelFlags:
     """int64 offsets when a tensor (workspaces included) reaches 2**31 elements, or when the caller
     forces it, as tests do; TF32 for fp32 only when cuDNN would use it; the bf16 upcast only under
-    the interpreter. `settings`: flag_settings(dtype) as the caller read it for its plan cache's key
-    (read again here, another thread could have changed TF32 in between, and the plan cached under
-    one setting would launch the other's kernel); read now when not given."""
-    settings = flag_settings(dtype) if settings is READ_NOW else settings
+    the interpreter. `settings`: flag_settings(dtype) as the caller read it for its plan cache's key,
+    not read again here (another thread could have changed TF32 in between, and the plan cached
+    under one setting would launch the other's kernel); read now when not given."""
+    settings = settings or flag_settings(dtype)
     use_int64 = force_int64 or reaches_int32_limit(*tensors)
-    precision = "tf32" if dtype == torch.float32 and settings else "ieee"
-    upcast = dtype == torch.bfloat16 and bool(settings)
-    return KernelFlags(use_int64, precision, upcast)
-
-
-def flag_settings(dtype: torch.dtype):
-    """The process-wide settings that kernel_flags reads, for a plan cache's key: the TF32 setting
-    for fp32 (read anew each call: torch.backends can change between calls), the interpreter for
-    bf16 (the upcast); other dtypes depend on neither."""
-    if dtype == torch.float32:
-        return fp32_uses_tf32()
-    if dtype == torch.bfloat16:
-        return interpreter_active()
-    return None
+    return KernelFlags(use_int64, "tf32" if settings.tf32 else "ieee", settings.upcast)
 
 
 def geometry(tensor: torch.Tensor) -> tuple:

@@ -11,7 +11,7 @@ from ..kernels.dgrad import dgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from . import common
-from .common import READ_NOW, Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
+from .common import Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
 
 
 def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
@@ -35,7 +35,7 @@ def dense_weight(weight: torch.Tensor, columns: int) -> torch.Tensor:
 
 def dgrad_plan(
     dy, weight, dx, problem: ConvProblem, config: KernelConfig, force_int64=False, has_bias=False,
-    settings=READ_NOW,
+    settings=None,
 ) -> Plan:  # fmt: skip
     """Everything of the launch of dx = conv2d_input(dy, weight) (+ a contiguous bias per channel of
     dx, a transposed convolution's) but the tensors; dy, weight and dx may have any strides, zero

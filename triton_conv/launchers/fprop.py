@@ -11,7 +11,6 @@ from ..kernels.fprop import fprop_kernel
 from ..memory_format import wants_channels_last
 from ..problem import ConvProblem
 from .common import (
-    READ_NOW,
     Plan,
     PlanCache,
     flag_settings,
@@ -24,7 +23,7 @@ from .common import (
 
 
 def fprop_plan(
-    x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False, settings=READ_NOW
+    x, weight, bias, y, problem: ConvProblem, config: KernelConfig, force_int64=False, settings=None
 ) -> Plan:
     """Everything of the launch of y = conv2d(x, weight) + bias but the tensors; x, weight, y may
     have any strides; `settings` as kernel_flags takes them."""

@@ -11,7 +11,6 @@ from ..kernels.wgrad import wgrad_kernel
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from .common import (
-    READ_NOW,
     LaunchSpec,
     Plan,
     PlanCache,
@@ -67,7 +66,7 @@ def padded_input(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor:
 
 def wgrad_plan(
     dy, x, dw, db, problem: ConvProblem, config: KernelConfig, force_int64=False, tma: bool | None = None,
-    settings=READ_NOW,
+    settings=None,
 ) -> _WgradPlan:  # fmt: skip
     """Everything of the launch of dw = wgrad(dy, x) (and db = dy summed over N, P, Q when db is
     given) but the tensors.
