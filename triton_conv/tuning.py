@@ -227,7 +227,7 @@ def autotune(
     """
     device = _device(device)
     name, live = device_identity(device)
-    settings = _tf32_setting(dtype)  # read once: the key, and whether the tuning may be cached
+    settings = _tf32_setting(dtype)  # at the start: a tuning during which it changes is not cached
     key = tuning_key(problem, pass_name, dtype, channels_last)
     if device.type != "cuda" and timer is None:
         return TuneResult(key, untimed_default(problem, pass_name, dtype, channels_last, live), None)
