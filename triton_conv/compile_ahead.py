@@ -5,7 +5,8 @@ each one on its first launch, one after the other, in the tuning's process. ResN
 at one batch size has 68 tuning keys, 1,195 such launches and 316 distinct kernel binaries (bf16,
 channels_last, N=32, pruned for an H200; 334 at N=1). Compiled for sm_90 on the 2-core CPU machine
 they took 333 s of compile, 0.35 to 2.43 s each (median 1.0), 184 s of wall time on two workers
-(Triton 3.9, 2026-12-01; notes/kernels.md, session 19). So a model's first tuning spends minutes in
+with Triton 3.9, and 197 s (median 0.58), 115 s of wall time, with the GPU machine's Triton 3.6
+(2026-12-01/02; notes/kernels.md, session 19). So a model's first tuning spends minutes in
 the compiler with one core busy. `compile_ahead` hands those compiles to the campaign's compile
 workers (campaign/precompile.py: each launch recorded on meta tensors through Triton's JIT,
 identical specializations compiled once, shared out over `workers` processes, written to Triton's
