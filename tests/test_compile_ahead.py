@@ -17,6 +17,7 @@ import torch
 
 from triton_conv import choices, compile_ahead, model_tuning, tuning, tuning_cache
 from triton_conv.arguments import ConvArgumentError
+from triton_conv.tuning_keys import tuning_key
 
 from .test_tuning import FakeTimer
 
@@ -236,3 +237,32 @@ def test_a_worker_that_cannot_start_stops_the_ones_started(monkeypatch, tmp_path
     with pytest.raises(OSError, match="temporarily unavailable"):
         precompile.record_and_compile([], workers=3, timeout_s=5)
     assert started[0].killed and list(tmp_path.iterdir()) == []
+
+
+def test_a_layer_sets_tuning_compiles_ahead_what_its_rows_will_time(fresh_caches, fake_runner, monkeypatch):
+    """`triton-conv tune` (tune_layer_set) times each row's candidates as tune_model does: the same
+    compile step comes first, for every (problem, pass) a row will tune, with the rows' target and
+    max_configs, once per dtype."""
+    from triton_conv import autotune_runs
+
+    from .test_tuning import LAYERS
+
+    asked = []
+
+    def record(*args, **kwargs):
+        asked.append((args, kwargs))
+        return {"launches": 0, "variants": 0, "failed": 0, "wall_s": 0.0, "failures": []}
+
+    monkeypatch.setattr(compile_ahead, "compile_ahead", record)
+    stream = io.StringIO()
+    rows = autotune_runs.tune_layer_set(
+        LAYERS, (1, 2), ("fprop", "dgrad", "wgrad"), (torch.float16, torch.float32), device="cpu",
+        timer=FakeTimer(), target="T4", max_configs=3, stream=stream, compile_workers=2,
+    )  # fmt: skip
+    assert [args[1] for args, _ in asked] == [torch.float16, torch.float32]
+    for (tunings, dtype, _, workers), options in asked:
+        assert workers == 2 and options == {"target": "T4", "max_configs": 3}
+        keys = {tuning_key(problem, kernel, dtype, layout) for problem, kernel, layout in tunings}
+        name = {torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+        assert keys == {row["key"] for row in rows if row["dtype"] == name} and len(keys) == len(tunings)
+    assert stream.getvalue().startswith("compiled ahead by 2 workers: 0 kernel binaries of 0 launches")

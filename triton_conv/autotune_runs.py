@@ -12,6 +12,7 @@ import torch
 
 from . import tuning
 from .autotune_markdown import cell
+from .compile_ahead import checked_workers, compile_before_tuning, default_workers
 from .problem import PASSES
 from .runtime import device_guard, fp32_uses_tf32
 from .tuning_keys import dtype_name
@@ -136,6 +137,7 @@ def tune_layer_set(
     max_configs=None,
     progress=True,
     stream=None,
+    compile_workers=None,
 ) -> list[dict]:
     """Tune every layer of a layer set (a name from layers.py, or a list of (name, problem, count))
     at each batch size, pass and dtype; one row per combination, with the fields COLUMNS shows.
@@ -144,10 +146,24 @@ def tune_layer_set(
     another problem with the same key). cuDNN is timed the same way, on a GPU only. dgrad is skipped
     for layers whose input is an image (4 channels or fewer): no network needs that gradient.
     Without a GPU and a timer nothing is timed: the rows hold the default config and no times.
+    `compile_workers`: as tune_model's (compile_ahead.py): what the rows will time is compiled
+    first, on every usable core of a GPU machine by default.
     """
     stream = stream or sys.stderr
+    compile_workers = checked_workers(compile_workers)
     set_name, layers = _layers(layer_set)
     run = _Run(device, timer, target, channels_last, cudnn, max_configs)
+    if run.timing:
+        workers = default_workers(run.device) if compile_workers is None else compile_workers
+        for dtype in dtypes:
+            tunings = [
+                (base.with_batch(batch), pass_name, channels_last)
+                for _, base, _ in layers
+                for batch, pass_name in itertools.product(batch_sizes, passes)
+                if not (pass_name == "dgrad" and base.in_channels <= 4)
+            ]
+            compile_before_tuning(tunings, dtype, run.device, workers, stream if progress else None,
+                                  target=target, max_configs=max_configs)  # fmt: skip
     if run.cudnn:
         torch.backends.cudnn.benchmark = True
     rows = []

@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .arguments import ConvArgumentError
 from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
+from .compile_ahead import checked_workers
 from .nn import CONVERSIONS
 from .passes import pass_channels_last
 from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
@@ -176,40 +177,17 @@ def _checked_batch_sizes(batch_sizes) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
-def _checked_workers(workers) -> int | None:
-    if workers is None:
-        return None
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
-        raise ConvArgumentError(f"compile_workers must be a whole number >= 0 or None, got {workers!r}")
-    return int(workers)
-
-
 def _compile_ahead(jobs, dtype, device, timer, workers, stream) -> None:
-    """Compile ahead what the tunings of `jobs` ((label, problem, kernel pass, layout) each) will time
-    (compile_ahead.py), when any of them will time (autotune: a GPU or a timer, and autotuning on or
-    a timer)."""
+    """compile_ahead.compile_before_tuning for the tunings of `jobs` ((label, problem, kernel pass,
+    layout) each), when any of them will time (autotune: a GPU or a timer, and autotuning on or a
+    timer)."""
+    from .compile_ahead import compile_before_tuning, default_workers
+
     times = (device.type == "cuda" or timer is not None) and (timer is not None or autotuning_enabled())
-    if workers is None:
-        from .campaign.precompile import usable_cores
-
-        cores = usable_cores()
-        workers = cores if device.type == "cuda" and timer is None and cores > 1 else 0
-    if not times or workers == 0:
-        return
-    from .compile_ahead import compile_ahead, untuned
-
-    pending = untuned(
-        [(problem, kernel_pass, layout) for _, problem, kernel_pass, layout in jobs], dtype, device
-    )
-    if not pending:
-        return
-    done = compile_ahead(pending, dtype, device, workers)
-    if stream is not None:
-        failures = f"; not finished: {'; '.join(done['failures'])}" if done["failures"] else ""
-        by = f"{workers} worker{'s' if workers > 1 else ''}"
-        print(f"compiled ahead by {by}: {done['variants']} kernel binaries of {done['launches']} "
-              f"launches to time ({done['failed']} failed to compile), {done['wall_s']:.1f} s{failures}",
-              file=stream, flush=True)  # fmt: skip
+    if times:
+        workers = default_workers(device) if workers is None else workers
+        tunings = [(problem, kernel_pass, layout) for _, problem, kernel_pass, layout in jobs]
+        compile_before_tuning(tunings, dtype, device, workers, stream)
 
 
 def tune_model(
@@ -238,14 +216,14 @@ def tune_model(
     and a timer the lines say 'default'.
     `compile_workers`: processes that compile, before any timing, every config the tunings will time
     (compile_ahead.py; a model's first tuning otherwise spends minutes compiling on one core); by
-    default every usable core when a GPU will be timed with the package's own timer (none with one
-    usable core, where a worker would only add its start), else none; 0: none. A count given
+    default every usable core when a GPU will be timed (none with one usable core, where a worker
+    would only add its start), else none; 0: none. A count given
     compiles for the tuning's device even where the tuning runs on the CPU (for an H200 there, as
     the tests check it). A compile step that fails leaves the tuning as it would have been.
     """
     stream = stream or sys.stderr
     passes, batch_sizes = _checked_passes(passes), _checked_batch_sizes(batch_sizes)
-    compile_workers = _checked_workers(compile_workers)
+    compile_workers = checked_workers(compile_workers)
     shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
     device = _device(device)
     jobs: dict[str, tuple] = {}
@@ -260,12 +238,7 @@ def tune_model(
                         label = f"{call.name} (transposed {pass_name})" if call.transposed else call.name
                         key = tuning_key(sized, kernel_pass, dtype, layout)
                         jobs.setdefault(key, (label, sized, kernel_pass, layout))
-    try:
-        _compile_ahead(jobs.values(), dtype, device, timer, compile_workers, stream if progress else None)
-    except Exception as failure:  # workers that could not start: each binary compiles when first timed
-        if progress:
-            print(f"not compiled ahead ({type(failure).__name__}: {failure}): each config compiles when "
-                  "it is first timed", file=stream, flush=True)  # fmt: skip
+    _compile_ahead(jobs.values(), dtype, device, timer, compile_workers, stream if progress else None)
     results = []
     for i, (key, (label, problem, kernel_pass, layout)) in enumerate(jobs.items(), 1):
         start = time.perf_counter()
