@@ -407,6 +407,20 @@ def test_tune_checks_its_out_dir_before_tuning(tmp_path, monkeypatch):
         cli.main(["tune", "--out-dir", str(tmp_path / "a file")])
 
 
+@pytest.mark.parametrize(
+    "given, passed", [([], None), (["--compile-workers", "0"], 0), (["--compile-workers", "3"], 3)]
+)
+def test_tune_passes_its_compile_workers_on(given, passed, tmp_path, monkeypatch):
+    from triton_conv import autotune_tables
+
+    asked = []
+    monkeypatch.setattr(autotune_tables.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(autotune_tables, "tune_layer_set", lambda *a, **k: asked.append(k) or [])
+    monkeypatch.setattr(autotune_tables, "write_autotune_tables", lambda rows, out_dir: "written")
+    assert cli.main(["tune", "--out-dir", str(tmp_path), *given]) == 0
+    assert asked[0]["compile_workers"] == passed
+
+
 def test_user_errors_end_in_one_line_not_a_traceback(monkeypatch):
     ran = []
     monkeypatch.setattr("triton_conv.commands.cmd_demo", lambda args: ran.append("demo"))

@@ -35,6 +35,7 @@ def tune_and_write(
     progress=True,
     rep_ms: int = 100,
     max_configs: int | None = None,
+    compile_workers: int | None = None,
 ) -> str | None:
     """The body of `triton-conv tune`: tune a layer set on the GPU (do_bench with `rep_ms` of timed
     runs per config) and merge the rows into <out_dir>/<device>.md. Without a GPU nothing is
@@ -59,5 +60,6 @@ def tune_and_write(
         timer=timer,
         max_configs=max_configs,
         progress=progress,
+        compile_workers=compile_workers,
     )
     return write_autotune_tables(rows, out_dir)

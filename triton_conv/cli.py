@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out-dir", type=_path, default="notes/autotune")
     tune.add_argument("--rep-ms", type=_count, default=100, help="timed milliseconds per config")
     tune.add_argument("--max-configs", type=_count, default=None)
+    tune.add_argument(
+        "--compile-workers", type=_count_from_zero, default=None,
+        help="processes that compile the configs before any timing (default: every usable core; 0: none)",
+    )  # fmt: skip
     tune.set_defaults(run=cmd_tune)
     static = commands.add_parser(
         "static-report",

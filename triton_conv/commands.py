@@ -73,6 +73,7 @@ def cmd_tune(args) -> int:
         path = tune_and_write(
             layer_set=args.layers, batch_sizes=args.batch, passes=args.passes, dtypes=args.dtypes,
             out_dir=args.out_dir, rep_ms=args.rep_ms, max_configs=args.max_configs,
+            compile_workers=args.compile_workers,
         )  # fmt: skip
     except UnwritableOutput as error:  # --out-dir a file, or not writable: found before the tuning
         raise SystemExit(f"triton-conv tune: --out-dir {args.out_dir}: {error}") from None
