@@ -169,8 +169,12 @@ def test_a_later_process_finds_every_precompiled_variant_in_the_cache(tiny_run, 
 
 
 def test_a_budget_cut_stops_in_time_and_leaves_valid_files(tmp_path, triton_cache, tiny_run):
+    """A budget well below the tiny plan's 54 s estimate. At 25 s the timed steps' share (each step
+    gets its estimate's share of what is left) was below one item's estimate unless the compile and
+    check steps were done within 10 s, which two loaded cores did not always manage: nothing was
+    timed and the command exited 1. At 35 s they have until about 20 s."""
     out = tmp_path / "cut"
-    budget = 25.0
+    budget = 35.0
     done = _campaign(out, budget, triton_cache)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = _files(out)
