@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from triton_conv import benchmarking, choices
-from triton_conv.campaign import costs, h200, records, runners, spec, timing
-from triton_conv.campaign import run as run_module
+from triton_conv.campaign import budget, costs, h200, records, runners, spec, timing
 from triton_conv.campaign.output import FILES, write_json
 from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
@@ -355,8 +354,8 @@ def test_the_peer_step_never_takes_the_later_steps_slack(tmp_path):
     ]
     run.set_plan(plan)
     run.started = time.monotonic()
-    assert run_module.OVERRUN_CAP["peer"] * 20 < 60
-    assert run.step_deadline("peer") == pytest.approx(run_module.OVERRUN_CAP["peer"] * 20, abs=0.5)
+    assert budget.OVERRUN_CAP["peer"] * 20 < 60
+    assert run.step_deadline("peer") == pytest.approx(budget.OVERRUN_CAP["peer"] * 20, abs=0.5)
     assert run.step_deadline("dgrad") == pytest.approx(90.0, abs=0.5)
     run.started -= 85  # late: the shortage is shared, and the cap is no longer what binds
     assert run.step_deadline("peer") == pytest.approx(85 + 15 * 20 / 60, abs=0.5)

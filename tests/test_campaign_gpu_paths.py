@@ -275,7 +275,7 @@ def _run(tmp_path, **options) -> tuple[dict, dict, Path]:
 def _items(step: str) -> list[str]:
     items = spec.plan_items(spec.tiny())
     if step == "check":
-        return [i.id for s in spec.CHECKED_STEPS for i in items[s]]
+        return [i.id for i in spec.check_order(items)]
     if step == "peer":
         return [i.id for i in items["fprop"] if i.peer]
     return [i.id for i in items[step]]

@@ -180,9 +180,13 @@ def test_a_dry_run_that_does_not_fit_says_what_the_run_would_do_and_fails(monkey
     """It printed the whole plan, 'DOES NOT FIT', exit 0: a budget could not be sized from it."""
     from triton_conv.campaign import costs
 
-    plan = [costs.StepPlan("fprop", 10, 0, 30.0, "passes"), costs.StepPlan("finish", 1, 0, 2.0, "files")]
+    plan = [
+        costs.StepPlan("fprop", 10, 0, 30.0, "passes", (3.0,) * 10),
+        costs.StepPlan("finish", 1, 0, 2.0, "files"),
+    ]
     text = costs.render_plan(spec.tiny(), plan, CostModel.cpu(), 8.0, "a test")
-    assert "DOES NOT FIT the budget of 8 s" in text and "about 25% of its estimate" in text
+    # fprop's deadline: 30/32 of the 8 s, then no later than the flush's reserve (6 s): two items
+    assert "DOES NOT FIT the budget of 8 s" in text and "would skip fprop 8 of 10 items;" in text
     assert "fits a budget of 32 s" in text
     assert "fits the budget of 0.001 s" not in costs.render_plan(
         spec.tiny(), plan, CostModel.cpu(), 1e-3, "x"
@@ -239,3 +243,75 @@ def test_inductors_workers_that_will_not_stop_are_killed_not_waited_for(monkeypa
     monkeypatch.setattr(async_compile, "shutdown_compile_workers", lambda: calls.append("stopped"))
     timing_steps.stop_inductor_workers()
     assert calls == ["stopped"]
+
+
+def test_the_dry_run_plays_the_budget_rules_out_on_the_plan():
+    """A dry run at too small a budget said only that each step got a fraction of its estimate; it
+    now names what the run's own rules (campaign/budget.py) would skip at the plan's estimates."""
+    from triton_conv.campaign import budget, costs
+
+    def plan(*steps):
+        return [costs.StepPlan(name, len(each) or 1, 0, sum(each) or seconds, "", each)
+                for name, seconds, each in steps]  # fmt: skip
+
+    steps = plan(
+        ("ceilings", 14.0, ()), ("compile", 30.0, ()), ("check", 0, (10.0, 1.0, 1.0)),
+        ("fprop", 0, (5.0, 20.0, 5.0)), ("finish", 2.0, ()),
+    )  # fmt: skip
+    total = sum(step.estimate_s for step in steps)
+    assert [o.runs for o in budget.play_out(steps, 6.0, total + budget.RESERVE_S)] == [1, 1, 3, 3, 1]
+    # 60 s: the ceilings run (14 s), the compile gets half of the 46 s left (23 s); the check's
+    # deadline is 37 + 12 x 23/44 ≈ 43.3 s: its 10 s item is skipped, the two 1 s items run; fprop's
+    # is 39 + 30 x 21/32 cut to the reserve, 58 s: 5 s and 5 s run, the 20 s item is skipped.
+    outlook = budget.play_out(steps, 6.0, 60.0)
+    assert [o.runs for o in outlook] == [1, 1, 2, 2, 1]
+    assert costs.cut_steps(outlook) == "check 1 of 3 items; fprop 1 of 3 items"
+    # 20 s: the ceilings fit (14 <= 18); half of the 6 s left would not start a worker (6 s).
+    outlook = budget.play_out(steps, 6.0, 20.0)
+    assert [o.runs for o in outlook][:2] == [1, 0]
+    assert costs.cut_steps(outlook).startswith("the compile (each kernel compiles when first run);")
+    outlook = budget.play_out(steps, 6.0, 10.0)
+    assert costs.cut_steps(outlook).startswith("the ceilings; the compile")
+    # a timed item whose check was skipped has nothing to time: skipped at no cost, the rest run
+    steps = [
+        costs.StepPlan("check", 3, 0, 7.0, "", (5.0, 1.0, 1.0), ("x", "y", "z")),
+        costs.StepPlan("fprop", 3, 0, 6.0, "", (2.0, 2.0, 2.0), ("x", "y", "z")),
+        costs.StepPlan("peer", 1, 0, 1.0, "", (1.0,), ("x",)),  # Inductor's: no check of its own
+        costs.StepPlan("finish", 1, 0, 1.0, ""),
+    ]
+    # check's deadline 10 x 7/15 = 4.7 s: 'x' (5 s) is skipped; fprop times 'y' and 'z' (6 s in all)
+    assert [o.runs for o in budget.play_out(steps, 6.0, 10.0)] == [2, 2, 1, 1]
+    # a later, shorter item still runs after a longer one is skipped, as in the run's loop
+    steps = plan(("fprop", 0, (5.0, 20.0, 5.0)), ("finish", 2.0, ()))
+    assert [o.runs for o in budget.play_out(steps, 6.0, 16.0)] == [2, 1]
+
+
+def test_the_run_and_the_dry_run_share_one_deadline_rule(tmp_path):
+    """Campaign.step_deadline is budget.step_deadline on the run's plan: the dry run's play-out
+    cannot drift from what the run does."""
+    from triton_conv.campaign import budget
+
+    campaign = _campaign(tmp_path, 100.0)
+    campaign.out.close()
+    campaign.state["plan"] = [
+        {"step": "a", "estimate_s": 50.0},
+        {"step": "peer", "estimate_s": 20.0},
+        {"step": "b", "estimate_s": 40.0},
+    ]
+    pairs = [(p["step"], p["estimate_s"]) for p in campaign.state["plan"]]
+    for name in ("a", "peer", "b", "absent"):
+        expected = budget.step_deadline(pairs, name, campaign.elapsed(), 100.0)
+        assert campaign.step_deadline(name) == pytest.approx(expected, abs=0.5)
+
+
+def test_the_check_takes_the_timed_steps_in_turn():
+    """Checked step by step, a check cut by the budget left the last timed steps (the batching curve,
+    the megapixel layer, the decoder) nothing checked, so nothing to time; in turn, each keeps its
+    first items."""
+    items = spec.plan_items(spec.tiny())
+    order = spec.check_order(items)
+    every = [item for step in spec.CHECKED_STEPS for item in items[step]]
+    assert sorted(map(id, order)) == sorted(map(id, every))  # each once
+    assert [item.step for item in order[: len(spec.CHECKED_STEPS)]] == list(spec.CHECKED_STEPS)
+    for step in spec.CHECKED_STEPS:  # each step's items keep their own order
+        assert [item for item in order if item.step == step] == items[step]

@@ -401,6 +401,7 @@ def test_tune_checks_its_out_dir_before_tuning(tmp_path, monkeypatch):
     from triton_conv import autotune_tables
 
     monkeypatch.setattr(autotune_tables.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("triton_conv.tuning.device_identity", lambda device: ("NVIDIA H200", None))
     monkeypatch.setattr(autotune_tables, "tune_layer_set", lambda *a, **k: pytest.fail("tuned first"))
     (tmp_path / "a file").write_text("")
     with pytest.raises(SystemExit, match="triton-conv tune: --out-dir"):
@@ -415,6 +416,7 @@ def test_tune_passes_its_compile_workers_on(given, passed, tmp_path, monkeypatch
 
     asked = []
     monkeypatch.setattr(autotune_tables.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("triton_conv.tuning.device_identity", lambda device: ("NVIDIA H200", None))
     monkeypatch.setattr(autotune_tables, "tune_layer_set", lambda *a, **k: asked.append(k) or [])
     monkeypatch.setattr(autotune_tables, "write_autotune_tables", lambda rows, out_dir: "written")
     assert cli.main(["tune", "--out-dir", str(tmp_path), *given]) == 0
@@ -520,3 +522,27 @@ def test_an_empty_out_is_refused_not_the_default(command, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main([*command, "--out", ""])
     assert stopped.value.code == 2 and "an empty path" in capsys.readouterr().err
+
+
+def test_predict_says_which_batches_no_device_memory_holds(capsys):
+    """`predict` gave times for any N, one that no run could hold included: the network table now
+    gives each batch's memory (model/memory.py's lower bound) and names the batches past the device's."""
+    from triton_conv.devices import get_device
+    from triton_conv.layers import get_layer_set
+    from triton_conv.model import activation_bytes, max_batch_for_memory, weight_bytes
+
+    device, layers = get_device("t4"), get_layer_set("resnet50")
+    largest = max_batch_for_memory(layers, device.mem_bytes, True, "fp16")
+    assert 256 < largest < 2048
+    cli.main(["predict", "--device", "t4", "--batch", "256", str(largest), str(largest + 1), "2048",
+              "--passes", "fprop", "dgrad", "wgrad"])  # fmt: skip
+    out = capsys.readouterr().out
+    expected = activation_bytes(layers, 256, "fp16", True) + 2 * weight_bytes(layers, "fp16")
+    row = next(
+        line.split() for line in out.splitlines() if line.startswith("ideal") and line.split()[1] == "256"
+    )
+    assert float(row[-1]) == pytest.approx(expected / 1e9, rel=1e-3)
+    assert f"N = {largest + 1}, 2048: more than the 16 GB of T4" in out
+    cli.main(["predict", "--device", "t4", "--batch", "2048"])  # inference keeps two activations at once
+    out = capsys.readouterr().out
+    assert "memory: inference" in out and "no run of that batch fits" not in out

@@ -140,6 +140,12 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
+def table_paths(out_dir: str, gpu: str) -> tuple[str, str]:
+    """A device's rows and tables: <out_dir>/<device-slug>.json and .md."""
+    stem = os.path.join(out_dir, slug(gpu, "device"))
+    return stem + ".json", stem + ".md"
+
+
 def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str | None = None) -> str:
     """Merge `rows` into <out_dir>/<device-slug>.json and rewrite <device-slug>.md from all of them.
 
@@ -157,8 +163,7 @@ def write_autotune_tables(rows: list[dict], out_dir: str = NOTES_DIR, gpu: str |
             "notes/ holds measurements only: write them elsewhere"
         )
     os.makedirs(out_dir, exist_ok=True)
-    data_path = os.path.join(out_dir, slug(gpu, "device") + ".json")
-    md_path = os.path.join(out_dir, slug(gpu, "device") + ".md")
+    data_path, md_path = table_paths(out_dir, gpu)
     with folder_locked(data_path):  # two runs merging into one table read and write it in turn
         merged: dict[tuple, dict] = {}
         if os.path.exists(data_path):

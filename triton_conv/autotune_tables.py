@@ -10,7 +10,6 @@ turn. The names are re-exported here, where the tests and the campaign's report 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import torch
@@ -43,10 +42,13 @@ def tune_and_write(
     if not torch.cuda.is_available():
         print(f"triton-conv tune: no CUDA device, nothing measured; {out_dir} left as it is", file=sys.stderr)
         return None
+    from .autotune_markdown import table_paths
     from .output_files import check_writable
-    from .tuning import gpu_timer
+    from .tuning import _device as tuning_device
+    from .tuning import device_identity, gpu_timer
 
-    check_writable(os.path.join(out_dir, "triton-conv-check"))  # before the tuning, not after
+    for path in table_paths(out_dir, device_identity(tuning_device(device))[0]):
+        check_writable(path)  # before the tuning, not after: a folder there, a read-only table
 
     by_name = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     dtypes = [by_name[d] if isinstance(d, str) else d for d in dtypes]

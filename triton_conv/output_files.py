@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -32,13 +33,30 @@ class UnwritableOutput(OSError):
 
 
 def check_writable(path: str) -> None:
-    """Raise UnwritableOutput saying why `path` cannot be written (a folder; a parent that cannot be
-    made or written), making its parent folder if missing."""
+    """Raise UnwritableOutput saying why `path` cannot be written: a folder; a read-only file; a
+    parent that cannot be made or written. Nothing is left behind: the missing parent folders are
+    not made (write_whole makes them when it writes), the nearest existing one is tested instead.
+
+    A read-only file is one this user may not write (os.access), or one with no write bit for
+    anyone: root may write any file, but a file made read-only (chmod a-w) to keep it is refused
+    for root too, as `cp` without -f would not replace it."""
     if os.path.isdir(path):
         raise UnwritableOutput(f"{path} is a folder: give the file to write")
-    folder = os.path.dirname(path) or "."
     try:
-        os.makedirs(folder, exist_ok=True)
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = 0  # missing: no file to keep
+    # A link is replaced, not written through: only a regular file is kept from the write.
+    if stat.S_ISREG(mode) and (not os.access(path, os.W_OK) or not mode & 0o222):
+        raise UnwritableOutput(f"{path} is read-only: make it writable, or give another file to write")
+    folder = os.path.dirname(path) or "."
+    while not os.path.lexists(folder) and os.path.dirname(folder) not in ("", folder):
+        folder = os.path.dirname(folder)  # the nearest folder there is: those below it are made by the writer
+    if not os.path.lexists(folder):
+        folder = "."
+    try:
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(f"{folder} is not a folder")
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise UnwritableOutput(f"{path}: {error}") from error

@@ -117,6 +117,8 @@ def _predict(args) -> int:
     print(tabulate(rows, headers=headers))
     if args.fit:
         print(f"\ncalibrated on {sorted(dict(args.fit))}: {calibrations['calibrated']}")
+    training = set(args.passes) != {"fprop"}  # a gradient pass: every activation kept for backward
+    gigabytes = lambda batch: _memory_bytes(layers, batch, args.dtype, training) / 1e9
     table = []
     for name, terms in calibrations.items():
         one = network_time(layers, args.passes, 1, device, args.dtype, terms=terms)
@@ -129,8 +131,24 @@ def _predict(args) -> int:
                     f"{seconds * 1e3:.3f}",
                     f"{batch / seconds:.0f}",
                     f"{batch * one / seconds:.2f}",
+                    f"{gigabytes(batch):.3g}",
                 ]
             )
     print(f"\nwhole {args.layers} ({', '.join(args.passes)}), PREDICTED:")
-    print(tabulate(table, headers=["terms", "N", "T(N) ms", "images/s", "S(N)"]))
+    print(tabulate(table, headers=["terms", "N", "T(N) ms", "images/s", "S(N)", "memory GB"]))
+    print(f"memory: {'training' if training else 'inference'}, the model's lower bound (model/memory.py: "
+          "the activations a pass keeps, the weights and in training their gradients; no optimizer "
+          "state, workspaces or framework)")  # fmt: skip
+    too_big = [batch for batch in args.batch if gigabytes(batch) * 1e9 > device.mem_bytes]
+    if too_big:
+        print(f"N = {', '.join(map(str, too_big))}: more than the {device.mem_bytes / 1e9:.3g} GB of "
+              f"{device.name} even at that bound; no run of that batch fits (its times are the "
+              "model's arithmetic only)")  # fmt: skip
     return 0
+
+
+def _memory_bytes(layers, batch: int, dtype: str, training: bool) -> int:
+    """model/memory.py's bound for one batch: activations, weights, and in training their gradients."""
+    from .model import activation_bytes, weight_bytes
+
+    return activation_bytes(layers, batch, dtype, training) + weight_bytes(layers, dtype) * (1 + training)

@@ -20,6 +20,7 @@ batching curve, a 1920x1080 layer, a U-Net-style decoder's transposed convolutio
     output.py       the folder and its files
     model_link.py   the only place that asks the batching model
     planning.py     the launches, the compile target, the dry run's plan
+    budget.py       the budget's rules: a step's deadline, played out on the plan by the dry run
     run.py          the run: budget, order, flushing
 """
 

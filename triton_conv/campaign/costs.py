@@ -13,9 +13,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+from .budget import StepOutlook, play_out
 from .check_process import FAULTS_BEFORE_SKIP
 from .model_link import predicted_seconds
-from .spec import CHECKED_STEPS, CampaignSpec, CurveItem, PassItem, TrainingItem
+from .spec import CampaignSpec, CurveItem, PassItem, TrainingItem, check_order
 from .variants import WEIGHT, Variant, shares
 
 
@@ -71,6 +72,8 @@ class StepPlan:
     compiles: int
     estimate_s: float
     what: str
+    item_seconds: tuple = ()  # each item's estimate, as the run estimates it before starting it
+    item_ids: tuple = ()  # each item's id (a timed item whose check was skipped is skipped too)
 
 
 class Estimator:
@@ -148,19 +151,20 @@ class Estimator:
 def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Estimator) -> list[StepPlan]:
     """The steps in order with their item counts, compiles and estimated seconds."""
     costs = est.costs
-    checked = [i for step in CHECKED_STEPS for i in items[step]]
+    checked = check_order(items)
     counts = {k: sum(1 for v in variants if v.pass_name == k) for k in WEIGHT}
     peers = [i for i in items["fprop"] if i.peer]
+    check_seconds = tuple(est.check_item(item, first=n == 0) for n, item in enumerate(checked))
+    ids = lambda chosen: tuple(item.id for item in chosen)
     plan = [
         StepPlan("ceilings", 1, 0, costs.startup_s + costs.ceilings_s,
                  "provenance (GPU, clocks, driver, versions, commit); bf16 matmul peak; copy bandwidth"),
         StepPlan("compile", len(variants), len(variants), est.compile(variants, launches),
                  f"{len(variants)} kernel variants ({', '.join(f'{k} {n}' for k, n in counts.items())}) "
                  f"of {launches} launches, on {min(costs.workers, len(variants) or 1)} workers"),
-        StepPlan("check", len(checked), 0,
-                 sum(est.check_item(item, first=n == 0) for n, item in enumerate(checked))
-                 + len(variants) * costs.load_s,
-                 "every candidate of every timed problem against torch in float64, in a child process"),
+        StepPlan("check", len(checked), 0, sum(check_seconds) + len(variants) * costs.load_s,
+                 "every candidate of every timed problem against torch in float64, in a child process",
+                 check_seconds, tuple(item.id for item in checked)),
     ]  # fmt: skip
     # The check's child loaded every variant; the campaign's process loads each again when it first
     # times it: a share per checked item of the timing steps.
@@ -177,15 +181,17 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
     }
     for step in ("fprop", "peer", "dgrad", "wgrad", "batching", "megapixel", "decoder", "training"):
         if step == "peer":
-            seconds = sum(est.peer_item(item, first=n == 0) for n, item in enumerate(peers))
-            plan.append(StepPlan(step, len(peers), 0, seconds, what[step]))
+            each = tuple(est.peer_item(item, first=n == 0) for n, item in enumerate(peers))
+            plan.append(StepPlan(step, len(peers), 0, sum(each), what[step], each, ids(peers)))
             continue
         chosen = items[step]
         if step == "training":
-            seconds = sum(est.training(item) for item in chosen)
+            each = tuple(est.training(item) for item in chosen)
+            plan.append(StepPlan(step, len(chosen), 0, sum(each), what[step], each, ids(chosen)))
         else:
-            seconds = sum(est.pass_item(item) + load_per_item for item in chosen)
-        plan.append(StepPlan(step, len(chosen), 0, seconds, what[step]))
+            each = tuple(est.pass_item(item) for item in chosen)
+            seconds = sum(each) + load_per_item * len(chosen)
+            plan.append(StepPlan(step, len(chosen), 0, seconds, what[step], each, ids(chosen)))
     plan.append(StepPlan("finish", 1, 0, costs.flush_s, "write the files"))
     return plan
 
@@ -195,6 +201,18 @@ class DryRun(NamedTuple):
 
     text: str
     fits: bool
+
+
+def cut_steps(outlook: list[StepOutlook]) -> str:
+    """The dry run's words for what a budget skips: 'the compile; fprop 3 of 16 items; ...'."""
+    whole = {"ceilings": "the ceilings", "compile": "the compile (each kernel compiles when first run)"}
+    parts = []
+    for step in outlook:
+        if step.name in whole and not step.runs:
+            parts.append(whole[step.name])
+        elif step.name not in whole and step.runs < step.items:
+            parts.append(f"{step.name} {step.items - step.runs} of {step.items} items")
+    return "; ".join(parts) or "nothing (only the reserve for the last flush is short)"
 
 
 def plan_fits(plan: list[StepPlan], budget_s: float) -> bool:
@@ -216,11 +234,12 @@ def render_plan(
         lines.append(f"{step.name:<10} {step.items:>6} {compiles:>9} {step.estimate_s:>11.1f}  {step.what}")
     verdict = "fits" if plan_fits(plan, budget_s) else "DOES NOT FIT"
     lines.append(f"{'total':<10} {'':>6} {'':>9} {total:>11.1f}  {verdict} the budget of {budget_s:g} s")
-    if not plan_fits(plan, budget_s):  # what the run does then (campaign/run.py's budget)
+    if not plan_fits(plan, budget_s):
         lines.append(
-            f"The run would give each step about {budget_s / total:.0%} of its estimate and skip every item "
-            f"that no longer fits (listed in campaign.json): fewer measurements than planned. All of it "
-            f"fits a budget of {math.ceil(total)} s (the total above, rounded up)."
+            f"At {budget_s:g} s, with every estimate exact, the run's budget rules would skip "
+            f"{cut_steps(play_out(plan, costs.worker_start_s, budget_s))}; a real run skips by its own "
+            f"pace and lists each skip in campaign.json. All of it fits a budget of {math.ceil(total)} s "
+            f"(the total above, rounded up)."
         )
     lines += [
         "",

@@ -5,10 +5,10 @@ later steps' still fit in what is left, it may run until
     start + budget - (estimates of the later steps, the final flush included),
 so a step that runs long eats the slack, never the later steps' time; if they no longer fit (the
 run is slower than the plan, or the budget smaller), every remaining step gets the same fraction of
-its estimate. The exception is a step in OVERRUN_CAP (the Inductor peer's: its estimate is the cost
+its estimate. The exception is a step in budget.OVERRUN_CAP (the Inductor peer's: its estimate is the cost
 model's least known term, and the dgrad, wgrad and training results come after it), which never gets
-more than that many times its estimate. No deadline reaches into the last RESERVE_S seconds, kept for
-the last flush. Before
+more than that many times its estimate. No deadline reaches into the last budget.RESERVE_S seconds,
+kept for the last flush (budget.py holds these rules; the dry run plays them out on the plan). Before
 each item the step asks whether the item, at its estimate scaled by how far this step's items have
 over- or under-run so far, still fits; one that does not is skipped and listed with the reason (so
 are the ceilings, when their estimate does not fit, and the compile, when half of what is left
@@ -40,7 +40,8 @@ import torch
 
 from .. import tuning
 from ..runtime import interpreter_active
-from . import setup_steps, timing_steps
+from . import budget, setup_steps, timing_steps
+from .budget import RESERVE_S
 from .check_child import compile_event
 from .check_process import CheckProcess
 from .costs import CostModel, Estimator
@@ -53,9 +54,7 @@ from .spec import CampaignSpec, plan_items
 FLUSH_EVERY_S = 15.0
 ITEM_LIMIT_FACTOR = 3.0  # an item is stopped after this many times its estimate...
 MIN_ITEM_LIMIT_S = 20.0  # ...or this many seconds, whichever is more, and never past the budget
-RESERVE_S = 2.0  # kept at the end for the last flush
 STOPPED_IN_A_ROW = 2  # items of a step stopped at their limits one after another: skip the rest
-OVERRUN_CAP = {"peer": 1.5}  # such a step's deadline: at most its start + this x its estimate
 
 
 STEP = "(step)"  # the item of an error in a step's own work, not in one of its items
@@ -152,20 +151,9 @@ class Campaign:
 
     # --- the loop ------------------------------------------------------------------------------------
     def step_deadline(self, name: str) -> float:
-        """Seconds into the run by which step `name` must be done (the module's docstring)."""
-        names = [p["step"] for p in self.state["plan"]]
-        if name not in names:
-            return self.budget_s
-        estimates = [p["estimate_s"] for p in self.state["plan"]]
-        mine, later = estimates[names.index(name)], sum(estimates[names.index(name) + 1 :])
-        left = self.budget_s - self.elapsed()
-        if mine + later <= left:
-            deadline = self.budget_s - later
-        else:
-            deadline = self.elapsed() + mine * max(0.0, left) / (mine + later)
-        if name in OVERRUN_CAP:
-            deadline = min(deadline, self.elapsed() + OVERRUN_CAP[name] * mine)
-        return deadline
+        """Seconds into the run by which step `name` must be done (budget.step_deadline)."""
+        plan = [(p["step"], p["estimate_s"]) for p in self.state["plan"]]
+        return budget.step_deadline(plan, name, self.elapsed(), self.budget_s)
 
     def guarded(self, step: str, work) -> bool:
         """Run a step's own work; a failure is listed (item STEP) and logged with its traceback, and
@@ -187,8 +175,8 @@ class Campaign:
 
     def _run_items(self, name: str, items: list, run_item, estimate, group=_whole_step) -> None:
         self.step_name = name
-        # The reserve is the last flush's: an item that would start in it could only be stopped at once.
-        deadline = min(self.step_deadline(name), self.budget_s - RESERVE_S)
+        estimates = [(p["step"], p["estimate_s"]) for p in self.state["plan"]]
+        deadline = budget.item_deadline(estimates, name, self.elapsed(), self.budget_s)
         started, planned, spent, done = self.elapsed(), 0.0, 0.0, 0
         stops = Counter()  # per group: its last items stopped at their limits, in a row
         before = Counter(self.compiles)

@@ -16,7 +16,7 @@ from .check_process import CheckProcess
 from .costs import make_plan, render_plan
 from .limits import ItemTimeout, held_back
 from .precompile import record_and_compile, usable_cores
-from .spec import CHECKED_STEPS, TF32
+from .spec import TF32, check_order
 from .variants import LaunchJob, variants_json
 
 
@@ -152,7 +152,7 @@ def compile_and_plan(run, jobs: list[LaunchJob], target) -> None:
 def check_step(run) -> None:
     """Every candidate of every item that is timed, checked in a child process; its stops counted
     per kernel pass (two hung weight-gradient configs give up the weight gradient's checks only)."""
-    checked = [item for step in CHECKED_STEPS for item in run.items[step]]
+    checked = check_order(run.items)
     run.checker = CheckProcess(str(run.device))
     try:
         first = checked[0] if checked else None  # its check starts the child process

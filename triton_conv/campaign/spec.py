@@ -281,6 +281,15 @@ def decoder_items(spec: CampaignSpec) -> list[PassItem]:
     return items
 
 
+def check_order(items: dict[str, list]) -> list:
+    """The check step's items: one of each CHECKED_STEPS step in turn, each step's in its own order.
+    A check cut short by the budget then leaves every timed step its first items checked, where
+    checking step by step would leave the last steps (the batching curve, the megapixel layer, the
+    decoder) nothing to time."""
+    queues = [list(items[step]) for step in CHECKED_STEPS]
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
 def plan_items(spec: CampaignSpec) -> dict[str, list]:
     """The timing steps' items, in the order they run (TIMING_STEPS)."""
     items = {

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from tabulate import tabulate
 
 from .. import provenance
-from ..output_files import folder_locked, write_whole
+from ..output_files import check_writable, folder_locked, write_whole
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 MODEL_SOURCES = (
@@ -49,48 +50,103 @@ def _markers(name: str) -> tuple[str, str]:
             f"<!-- END {name} -->")  # fmt: skip
 
 
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+
+
+def _fenced(text: str) -> tuple[list[tuple[int, int]], bool]:
+    """The spans of `text` inside fenced code blocks (CommonMark: a line of up to 3 spaces then ```
+    or ~~~, closed by a line of the same character at least as long; an unclosed one runs to the
+    end), and whether the text ends inside one. A note explaining the markers shows them there."""
+    spans, opened, offset = [], None, 0
+    for line in text.split("\n"):
+        match = _FENCE.fullmatch(line.rstrip("\r"))
+        if opened is None:
+            if match and not (match[1][0] == "`" and "`" in match[2]):  # ``` info has no backtick
+                opened = (match[1], offset)
+        elif (
+            match and match[1][0] == opened[0][0] and len(match[1]) >= len(opened[0]) and not match[2].strip()
+        ):
+            spans.append((opened[1], offset + len(line)))
+            opened = None
+        offset += len(line) + 1
+    if opened is not None:
+        spans.append((opened[1], len(text)))
+    return spans, opened is not None
+
+
+def _found(text: str, needle: str, fenced) -> list[int]:
+    """Where `needle` starts in `text`, outside the fenced spans."""
+    found, at = [], text.find(needle)
+    while at >= 0:
+        if not any(start <= at < stop for start, stop in fenced):
+            found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
 def _section_span(text: str, path, name: str) -> tuple[int, int] | None:
     """Where section `name` lies in `text` (from its BEGIN to the end of its END marker), None when
     neither marker is there. A marker missing, repeated or out of order, or another section's BEGIN
     inside, is an error: a hand edit or a merge broke the file, and splicing by guess would drop
-    the text between two sections."""
+    the text between two sections. Markers inside fenced code blocks are text, not markers."""
     begin, end = _markers(name)
-    starts, ends = text.count(begin), text.count(end)
-    if starts == ends == 0:
+    fenced = _fenced(text)[0]
+    starts, ends = _found(text, begin, fenced), _found(text, end, fenced)
+    if not starts and not ends:
         return None
-    start, stop = text.find(begin), text.find(end)
-    if starts != 1 or ends != 1 or stop < start or "<!-- BEGIN " in text[start + len(begin) : stop]:
+    start, stop = (starts or [-1])[0], (ends or [-1])[0]
+    if (
+        len(starts) != 1
+        or len(ends) != 1
+        or stop < start
+        or any(start < at < stop for at in _found(text, "<!-- BEGIN ", fenced))
+    ):
         raise ValueError(
-            f"{path}: section '{name}' has {starts} BEGIN and {ends} END marker(s), not one pair in order"
-            f" around its own text ('{begin}' ... '{end}'): mend the file by hand"
+            f"{path}: section '{name}' has {len(starts)} BEGIN and {len(ends)} END marker(s), not one pair"
+            f" in order around its own text ('{begin}' ... '{end}'): mend the file by hand"
         )
     return start, stop + len(end)
 
 
+def _splice_span(text: str, path, name: str) -> tuple[int, int] | None:
+    """_section_span, and ValueError when the section is to be appended to a text that ends inside
+    an unclosed code fence: appended there, it would be code, and every later splice append again."""
+    span = _section_span(text, path, name)
+    if span is None and _fenced(text)[1]:
+        raise ValueError(
+            f"{path}: ends inside a code block whose fence is not closed; section '{name}' would be"
+            " appended inside it: close the fence by hand"
+        )
+    return span
+
+
 def check_sections(path: str | os.PathLike, names) -> None:
     """Raise ValueError when a section of `names` in the file at `path` is not spliceable (see
-    _section_span): a report checks this before it writes anything."""
+    _section_span), UnwritableOutput when the file cannot be written: a report checks this before it
+    writes anything."""
+    check_writable(str(path))
     path = Path(path)
     text = path.read_text() if path.is_file() else ""
     for name in names:
-        _section_span(text, path, name)
+        _splice_span(text, path, name)
 
 
 def replace_section(path: str | os.PathLike, name: str, body: str, header: str = "") -> str:
     """Put `body` between the markers of section `name` in the markdown file at `path` (created if
     missing, starting with `header`; the section is appended when its markers are not there). Text
-    outside stays as written; markers that are not one pair in order raise ValueError before the
-    file is touched."""
+    outside stays as written; markers that are not one pair in order raise ValueError, and a
+    read-only file UnwritableOutput, before the file is touched."""
     path = Path(path)
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
     with folder_locked(path):
         text = path.read_text() if path.exists() else header
-        span = _section_span(text, path, name)
+        span = _splice_span(text, path, name)
         if span is not None:
             text = text[: span[0]] + block + text[span[1] :]
         else:
             text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+        check_writable(str(path))  # a read-only note is kept, not replaced
         write_whole(path, text)
     return str(path)
 
