@@ -181,7 +181,8 @@ def test_compile_workers_are_fresh_interpreters_that_cannot_see_the_gpu(monkeypa
     variants, report = record_and_compile([], workers=3, timeout_s=5)
     assert len(started) == 3 and variants == [] and len(report["failures"]) == 3
     for args, env in started:
-        assert args[:3] == [sys.executable, "-m", "triton_conv.campaign.precompile"]
+        assert args[:2] == [sys.executable, "-c"]  # child_processes' guard, then the module as -m runs it
+        assert "runpy.run_module('triton_conv.campaign.precompile', run_name='__main__'" in args[2]
         assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TRITON_INTERPRET"] == "0"
         # this package first, whatever the workers' cwd and the relative entry would find
         first, *rest = env["PYTHONPATH"].split(os.pathsep)

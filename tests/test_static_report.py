@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from triton_conv import static_report
+from triton_conv import compile_check, static_report
 from triton_conv.problem import PASSES
 from triton_conv.search_space import config_space
 
@@ -117,3 +121,181 @@ def test_build_spec_uses_the_gpu_flags():
     assert spec.constexprs["UPCAST"] is False and spec.constexprs["INPUT_PRECISION"] == "ieee"
     spec = static_report.build_spec("fprop", torch.float32, config_space("fprop")[0])
     assert spec.constexprs["INPUT_PRECISION"] == "tf32"
+
+
+# Stopping the compile workers. A few real fprop compiles in a cache of the test's own: each takes
+# seconds on two cores, so the workers are still busy when their parent is killed or interrupted.
+FEW = [("fprop", "fp16", config) for config in config_space("fprop")[:4]]
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields from the state on (state, ppid, ...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _workers_of(parent: int) -> dict[int, str]:
+    """The compile workers `parent` started: {pid: start time, which tells a reused pid apart}."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read()
+        except OSError:
+            continue
+        fields = _stat(int(entry))
+        if fields and int(fields[1]) == parent and b"triton_conv.compile_check" in command:
+            found[int(entry)] = fields[19]
+    return found
+
+
+def _running(workers: dict[int, str]) -> list[int]:
+    """Those still running (a zombie that nobody reaps, as in a container without an init, is not)."""
+    alive = []
+    for pid, started in workers.items():
+        fields = _stat(pid)
+        if fields is not None and fields[19] == started and fields[0] not in ("Z", "X"):
+            alive.append(pid)
+    return alive
+
+
+def _wait_for_workers(parent: subprocess.Popen, count: int = 2, timeout_s: float = 30.0) -> dict[int, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = _workers_of(parent.pid)
+        if len(workers) >= count:
+            return workers
+        assert parent.poll() is None, parent.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} compile workers after {timeout_s} s")
+
+
+def _gone_within(workers: dict[int, str], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _running(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _running(workers)
+
+
+def _start(code: str, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": REPO, "TRITON_CACHE_DIR": str(tmp_path / "triton-cache")}
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+@linux_only
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_compile_workers_die_with_their_parent(signum, tmp_path):
+    """A SIGTERM to `triton-conv static-report` left its workers compiling for a minute, orphaned:
+    each asks the kernel for SIGTERM when its parent dies, however it dies."""
+    parent = _start(
+        "from triton_conv import static_report\n"
+        "from triton_conv.search_space import config_space\n"
+        "static_report.compile_cases([('fprop', 'fp16', c) for c in config_space('fprop')[:4]], workers=2)\n",
+        tmp_path,
+    )
+    try:
+        workers = _wait_for_workers(parent)
+        time.sleep(3)  # past the worker's first lines: importing torch, or compiling
+        assert len(_running(workers)) == 2, "the workers finished before the test killed their parent"
+        parent.send_signal(signum)
+        parent.wait(timeout=10)
+        assert _gone_within(workers, 5) == []
+    finally:
+        parent.kill()
+        parent.communicate()
+
+
+@linux_only
+def test_sigint_to_the_cli_alone_stops_its_workers_and_says_so(tmp_path):
+    """SIGINT to the command's process alone (not its group, as Ctrl-C would) waited for the workers
+    to finish every compile; Ctrl-C ended it with a traceback. Now: the workers killed, one line, 130."""
+    out = tmp_path / "static.md"
+    parent = _start(
+        "import signal\n"  # Python turns SIGINT into KeyboardInterrupt only where it is not ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from triton_conv.cli import main\n"
+        f"raise SystemExit(main(['static-report', '--workers', '2', '--out', {str(out)!r}]))\n",
+        tmp_path,
+    )
+    try:
+        workers = _wait_for_workers(parent)
+        time.sleep(3)
+        assert len(_running(workers)) == 2
+        interrupted = time.monotonic()
+        parent.send_signal(signal.SIGINT)
+        _, err = parent.communicate(timeout=20)
+        assert time.monotonic() - interrupted < 5, "the command waited for its workers"
+        assert parent.returncode == 130, err.decode()
+        assert err.decode().strip() == "triton-conv static-report: interrupted"
+        assert _gone_within(workers, 1) == [] and not out.exists()
+    finally:
+        parent.kill()
+        parent.communicate()
+
+
+def test_an_exception_in_the_parent_kills_and_reaps_its_workers(tmp_path, monkeypatch):
+    """An exception while compile_specs waits (here raised by a timer, as Ctrl-C raises one) stops
+    the workers at once instead of waiting for their compiles, and leaves no zombie."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    started = []
+    real_popen = subprocess.Popen
+
+    def recorded(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        if len(started) == 2:  # both started: they are importing torch for seconds yet
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+        return started[-1]
+
+    class Stop(Exception):
+        pass
+
+    fired = []
+
+    def stop(*_):
+        fired.append(time.monotonic())
+        raise Stop
+
+    monkeypatch.setattr(compile_check.subprocess, "Popen", recorded)
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        with pytest.raises(Stop):
+            static_report.compile_cases(FEW, workers=2)
+        assert time.monotonic() - fired[0] < 5, "compile_specs waited for its workers (about 27 s)"
+        assert len(started) == 2
+        assert [proc.returncode for proc in started] == [-signal.SIGKILL] * 2  # killed, and reaped
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_worker_that_fails_stops_the_others(tmp_path, monkeypatch):
+    """One worker's failure was raised only once every other worker had compiled all of its share."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    started = []
+    real_popen, real_describe = subprocess.Popen, compile_check.describe
+
+    def recorded(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def second_unknown(spec, capability):  # worker 1's first job names no kernel: worker 0 is waited on first
+        job = real_describe(spec, capability)
+        return {**job, "name": "no_such_kernel"} if spec is specs[1] else job
+
+    specs = [static_report.build_spec(p, static_report._BY_NAME[d], c) for p, d, c in FEW]
+    monkeypatch.setattr(compile_check.subprocess, "Popen", recorded)
+    monkeypatch.setattr(compile_check, "describe", second_unknown)
+    with pytest.raises(RuntimeError, match="no_such_kernel"):
+        compile_check.compile_specs(specs, 90, workers=2)
+    assert [proc.returncode for proc in started] == [-signal.SIGKILL, 1]  # worker 0 killed mid-compile

@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         status = args.run(args)
         sys.stdout.flush()  # a piped stdout is buffered: its writes happen here, inside the try
         return status
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process: the finally blocks have run (compile
+        # workers stopped); one line, and the shell's status for SIGINT, not a traceback
+        print(f"triton-conv {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `triton-conv predict | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +25,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from .child_processes import module_child
 from .launchers.common import LaunchSpec
 from .runtime import interpreter_active
 from .sass import LoopStats, analyse
@@ -159,13 +160,24 @@ def _compile_here(job: dict) -> CompileReport:
     )
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Kill the workers still running and reap them all (as campaign.precompile's Child.stop)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
 def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 1) -> list[CompileReport]:
     """Compile each launch for sm_<capability> with no GPU present and report its resources.
 
     With workers > 1 the jobs are spread over that many child processes. Under TRITON_INTERPRET=1
     the kernels in this process are interpreted functions, which cannot be compiled, so the jobs
     always go to child processes that import the package uninterpreted. Triton's own cache keeps
-    what was compiled before: only changed kernels are compiled again.
+    what was compiled before: only changed kernels are compiled again. The workers do not outlive
+    this call: an exception here (Ctrl-C's KeyboardInterrupt too) kills and reaps them, and on Linux
+    the kernel stops them when this process dies (child_processes.py).
     """
     jobs = [describe(spec, capability) for spec in specs]
     workers = max(1, min(workers, len(jobs)))
@@ -176,16 +188,7 @@ def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": path}
     chunks = [jobs[i::workers] for i in range(workers)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "triton_conv.compile_check"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-        for _ in chunks
-    ]
+    procs: list[subprocess.Popen] = []
 
     def finish(proc, chunk):  # every worker gets its jobs at once: they compile in parallel
         out, err = proc.communicate(pickle.dumps(chunk))
@@ -193,8 +196,27 @@ def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 
             raise RuntimeError(f"compiling in a child process failed:\n{err.decode()[-4000:]}")
         return pickle.loads(out)
 
-    with ThreadPoolExecutor(len(procs)) as pool:
-        results = list(pool.map(finish, procs, chunks))
+    pool = ThreadPoolExecutor(workers)
+    try:  # any exception here (a worker's failure, Ctrl-C, a Popen that fails): the others are stopped too
+        for _ in chunks:
+            procs.append(
+                subprocess.Popen(
+                    module_child("triton_conv.compile_check"),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                )  # fmt: skip
+            )
+        futures = [pool.submit(finish, proc, chunk) for proc, chunk in zip(procs, chunks)]
+        wait(futures, return_when=FIRST_EXCEPTION)  # a worker that fails stops the others now
+        for future in futures:
+            if future.done():
+                future.result()
+        results = [future.result() for future in futures]
+    finally:
+        _stop(procs)  # after a success they have all exited: nothing to do
+        pool.shutdown(wait=True)  # prompt: a killed worker's communicate returns at once
     ordered: list = [None] * len(jobs)
     for i, reports in enumerate(results):
         ordered[i::workers] = reports
@@ -237,7 +259,7 @@ def example_spec(
     return spec._replace(constexprs=constexprs)
 
 
-if __name__ == "__main__":  # the child process of compile_specs: jobs in on stdin, reports out
+if __name__ == "__main__":  # a worker of compile_specs: jobs in on stdin, reports out
     # Import the module by name so the reports unpickle as triton_conv.compile_check.CompileReport.
     from triton_conv.compile_check import _compile_here as compile_job
 

@@ -9,10 +9,10 @@ import math
 import os
 import pickle
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from ..child_processes import python_child
 from .check_child import LAUNCH, check_configs
 from .limits import ItemTimeout
 
@@ -70,7 +70,7 @@ class CheckProcess:
         if self.process is not None:
             return self.process
         self.process = subprocess.Popen(
-            [sys.executable, "-c", CHILD_MAIN, PACKAGE_ROOT, self.device],
+            python_child(CHILD_MAIN, PACKAGE_ROOT, self.device),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._environment(),
         )  # fmt: skip
         self.started += 1

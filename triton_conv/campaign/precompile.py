@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 
+from ..child_processes import module_child
 from .check_process import PACKAGE_ROOT
 from .compile_child import _record_here  # noqa: F401 - re-exported: the tests record in-process
 from .target import TARGET_H200
@@ -56,8 +57,8 @@ class Child:
         try:
             with open(self.paths["stderr"], "wb") as err:  # a file: a full pipe would stall the child
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
-                     self.paths["out.pickle"]],
+                    module_child("triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
+                                 self.paths["out.pickle"]),
                     stdout=subprocess.DEVNULL, stderr=err, env=env,
                 )  # fmt: skip
         except BaseException:  # no process (EAGAIN, ENOMEM): no folder left behind either

@@ -1,0 +1,94 @@
+"""child_processes: every helper process the package starts (sm_90 compile workers, the campaign's
+compile and check children) dies with the process that started it, and ignores Ctrl-C, which its
+parent handles. A campaign killed at the lease's end left compile children running, and the check's
+child, which holds a CUDA context."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from triton_conv import child_processes
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+
+PARENT = """
+import subprocess, sys, time
+from triton_conv.child_processes import python_child
+child = subprocess.Popen(python_child("import time\\nprint('up', flush=True)\\ntime.sleep(60)"),
+                         stdout=subprocess.PIPE)
+assert child.stdout.readline() == b"up\\n"
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@linux_only
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_child_dies_with_its_parent(signum):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, env=env, cwd=repo)
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.send_signal(signum)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its parent"
+    finally:
+        parent.kill()
+
+
+def test_a_child_ignores_sigint_and_runs_its_code_with_its_arguments():
+    argv = child_processes.python_child(
+        "import os, signal, sys\nos.kill(os.getpid(), signal.SIGINT)\nprint(sys.argv[1:])", "a", "b"
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "['a', 'b']", done.stderr
+    argv = child_processes.module_child("json.tool", "--help")  # as `python -m json.tool --help`
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.startswith("usage:")
+
+
+def test_a_child_whose_parent_is_already_gone_exits():
+    code = child_processes.GUARD.format(parent=1)  # not this process: as if the parent had died first
+    done = subprocess.run([sys.executable, "-c", code + "print('ran')"], capture_output=True, text=True)
+    assert done.returncode == 1 and "ran" not in done.stdout and "is gone" in done.stderr
+
+
+def test_every_helper_process_starts_through_the_guard(monkeypatch):
+    """The compile workers, the campaign's compile children and the check's child."""
+    from triton_conv import compile_check
+    from triton_conv.campaign import check_process, precompile
+
+    guard = child_processes.GUARD.format(parent=os.getpid())
+    started = []
+
+    class Recorded:
+        def __init__(self, argv, **kwargs):
+            started.append(argv)
+            raise OSError("recorded only")
+
+    for module in (compile_check, precompile, check_process):
+        monkeypatch.setattr(module.subprocess, "Popen", Recorded)
+    with pytest.raises(OSError):
+        precompile.Child("record", {})
+    with pytest.raises(OSError):
+        check_process.CheckProcess("cpu")._start()
+    monkeypatch.setattr(compile_check, "describe", lambda spec, capability: spec)
+    with pytest.raises(OSError):
+        compile_check.compile_specs(["job 1", "job 2"], 90, workers=2)
+    assert len(started) == 3 and all(argv[1] == "-c" and argv[2].startswith(guard) for argv in started)
