@@ -113,13 +113,19 @@ def run_in_layouts(case, ours, theirs, bias_channels: int, failure: str, proof=N
         y = ours(leaves["x"], leaves["w"], leaves["b"], **case.kwargs)
         if y.requires_grad:
             y.backward(dy)
-    # Contiguous float64 copies: the reference gives values, and torch's CPU conv_transpose2d backward
-    # refuses some weight layouts ("grad_weight needs to be contiguous", torch 2.11 to 2.13).
-    reference = {k: None if v is None else v.detach().double().contiguous().requires_grad_(v.requires_grad)
+
+    # Fresh float64 copies with the standard strides: the reference gives values, and torch's CPU
+    # conv_transpose2d backward refuses some layouts ("grad_weight needs to be contiguous", torch 2.11
+    # to 2.13), size-1 dimensions with odd strides among them, which .contiguous() keeps as they are
+    # (a tensor with them counts as contiguous).
+    def standard(tensor):
+        return torch.empty(tensor.shape, dtype=torch.float64).copy_(tensor)
+
+    reference = {k: None if v is None else standard(v.detach()).requires_grad_(v.requires_grad)
                  for k, v in leaves.items()}  # fmt: skip
     y_ref = theirs(reference["x"], reference["w"], reference["b"], **case.kwargs)
     if y_ref.requires_grad:
-        y_ref.backward(dy.double())
+        y_ref.backward(standard(dy))
     assert y.dtype == case.dtype and y.shape == y_ref.shape, failure
     assert rel_error(y, y_ref) < bound(case.dtype), failure
     for name, leaf in leaves.items():

@@ -260,12 +260,15 @@ def test_the_dry_run_plays_the_budget_rules_out_on_the_plan():
     )  # fmt: skip
     total = sum(step.estimate_s for step in steps)
     assert [o.runs for o in budget.play_out(steps, 6.0, total + budget.RESERVE_S)] == [1, 1, 3, 3, 1]
-    # 60 s: the ceilings run (14 s), the compile gets half of the 46 s left (23 s); the check's
+    # 60 s: the ceilings run (14 s), the compile is stopped at half of the 46 s left (23 s); the check's
     # deadline is 37 + 12 x 23/44 ≈ 43.3 s: its 10 s item is skipped, the two 1 s items run; fprop's
     # is 39 + 30 x 21/32 cut to the reserve, 58 s: 5 s and 5 s run, the 20 s item is skipped.
     outlook = budget.play_out(steps, 6.0, 60.0)
     assert [o.runs for o in outlook] == [1, 1, 2, 2, 1]
-    assert costs.cut_steps(outlook) == "check 1 of 3 items; fprop 1 of 3 items"
+    assert costs.cut_steps(outlook) == (
+        "the end of the compile (what it had not compiled compiles when first run); "
+        "check 1 of 3 items; fprop 1 of 3 items"
+    )
     # 20 s: the ceilings fit (14 <= 18); half of the 6 s left would not start a worker (6 s).
     outlook = budget.play_out(steps, 6.0, 20.0)
     assert [o.runs for o in outlook][:2] == [1, 0]
@@ -315,3 +318,73 @@ def test_the_check_takes_the_timed_steps_in_turn():
     assert [item.step for item in order[: len(spec.CHECKED_STEPS)]] == list(spec.CHECKED_STEPS)
     for step in spec.CHECKED_STEPS:  # each step's items keep their own order
         assert [item for item in order if item.step == step] == items[step]
+
+
+def test_items_with_nothing_to_time_leave_the_pace_alone(tmp_path, monkeypatch):
+    """An item never checked returns False at once; counted with its full estimate it drove the pace
+    to its floor (0.5), and the next items were guessed at half their estimates: started where they
+    could not end before the step's deadline."""
+    campaign = _campaign(tmp_path, 25.0)
+    campaign.state["plan"] = [{"step": "fprop", "estimate_s": 30.0}]  # the deadline: 25 - reserve = 23 s
+    clock, seen = [0.0], []
+
+    @contextlib.contextmanager
+    def unlimited(seconds):
+        yield
+
+    monkeypatch.setattr(run, "time_limit", unlimited)
+    monkeypatch.setattr(campaign, "elapsed", lambda: clock[0])
+
+    def run_item(c, item):
+        if item.id.startswith("unchecked"):
+            return False
+        clock[0] += 10.0  # each timed item takes its estimate
+        seen.append(item.id)
+
+    items = [SimpleNamespace(id=f"unchecked {n}") for n in range(4)]
+    items += [SimpleNamespace(id=f"timed {n}") for n in range(3)]
+    campaign._run_items("fprop", items, run_item, lambda item: 10.0)
+    campaign.out.close()
+    # the third timed item would end at 30 s: skipped at its full 10 s, not guessed at 5 s
+    (skip,) = [s["why"] for s in campaign.state["skipped"] if s["item"] == "timed 2"]
+    assert seen == ["timed 0", "timed 1"] and skip.startswith("budget: 10.0 s more"), skip
+
+
+def test_a_steps_start_cost_falls_on_the_first_item_that_runs():
+    """The check's child process (and Inductor's first compile) was charged to item 0 alone: when the
+    budget skipped item 0, the next item paid the start unestimated. The start goes with the first
+    item that runs, in the plan and in the play-out."""
+    from triton_conv.campaign import budget, costs
+
+    steps = [
+        costs.StepPlan("check", 3, 0, 16.0, "", (10.0, 1.0, 1.0), ("x", "y", "z"), 4.0),
+        costs.StepPlan("finish", 1, 0, 2.0, ""),
+    ]
+    # 12 s: 'x' with the start (14 s) does not fit the check's 10 s; 'y' with it (5 s) does, 'z' (1 s) too
+    assert [o.runs for o in budget.play_out(steps, 6.0, 12.0)] == [2, 1]
+    assert [o.runs for o in budget.play_out(steps, 6.0, 18.0)] == [3, 1]
+    estimator = costs.Estimator(spec.tiny(), CostModel.cpu(), on_gpu=False)
+    items = spec.plan_items(spec.tiny())
+    plan = costs.make_plan(spec.tiny(), items, [], 0, estimator)
+    check = next(step for step in plan if step.name == "check")
+    order = spec.check_order(items)
+    assert check.item_seconds == tuple(estimator.check_item(item) for item in order)
+    assert check.start_s == CostModel.cpu().check_process_s
+    assert check.estimate_s == pytest.approx(sum(check.item_seconds) + check.start_s)
+
+
+def test_fits_means_the_budget_rules_run_everything():
+    """'fits' compared the estimates' total with the budget, though the rules keep RESERVE_S for the
+    last flush (the CPU's flush is estimated at 0.2 s) and give the compile half of what is left: at
+    the total the training step was skipped while the dry run said 'fits'."""
+    from triton_conv.campaign import budget, costs
+
+    steps = [costs.StepPlan("training", 1, 0, 10.0, "", (10.0,)), costs.StepPlan("finish", 1, 0, 0.2, "")]
+    assert not costs.plan_fits(steps, 10.2) and not costs.plan_fits(steps, 11.0)
+    assert costs.plan_fits(steps, 12.0) and budget.smallest_budget(steps, 6.0) == 12
+    steps = [costs.StepPlan("compile", 1, 1, 30.0, ""), costs.StepPlan("finish", 1, 0, 2.0, "")]
+    outlook = budget.play_out(steps, 6.0, 40.0)  # half of 40 s: the compile is stopped at 20 s
+    assert outlook[0].cut and "the end of the compile" in costs.cut_steps(outlook)
+    assert budget.smallest_budget(steps, 6.0) == 60
+    text = costs.render_plan(spec.tiny(), steps, CostModel.cpu(), 40.0, "x")
+    assert "DOES NOT FIT" in text and "fits a budget of 60 s" in text

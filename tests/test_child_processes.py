@@ -1,7 +1,7 @@
 """child_processes: every helper process the package starts (sm_90 compile workers, the campaign's
-compile and check children) dies with the process that started it, and ignores Ctrl-C, which its
-parent handles. A campaign killed at the lease's end left compile children running, and the check's
-child, which holds a CUDA context."""
+compile and check children) dies with the process that started it, and leads a process group of its
+own, which its parent kills whole. A campaign killed at the lease's end left compile children
+running, and the check's child, which holds a CUDA context."""
 
 import os
 import signal
@@ -53,14 +53,35 @@ def test_a_child_dies_with_its_parent(signum):
         parent.kill()
 
 
-def test_a_child_ignores_sigint_and_runs_its_code_with_its_arguments():
-    argv = child_processes.python_child(
-        "import os, signal, sys\nos.kill(os.getpid(), signal.SIGINT)\nprint(sys.argv[1:])", "a", "b"
-    )
+def test_a_child_runs_its_code_with_its_arguments():
+    argv = child_processes.python_child("import sys\nprint(sys.argv[1:])", "a", "b")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "['a', 'b']", done.stderr
     argv = child_processes.module_child("json.tool", "--help")  # as `python -m json.tool --help`
     assert subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.startswith("usage:")
+
+
+@linux_only
+def test_kill_group_stops_the_compilers_a_child_started():
+    """Killed alone, a compile worker left its ptxas running, which held the worker's stdout open:
+    the parent's communicate() waited for the compiler. The child leads its own group, and the
+    whole group is killed."""
+    code = (
+        "import subprocess\ngrandchild = subprocess.Popen(['sleep', '60'])\n"
+        "print(grandchild.pid, flush=True)\nsubprocess.run(['sleep', '60'])\n"
+    )
+    child = subprocess.Popen(
+        child_processes.python_child(code), stdout=subprocess.PIPE, start_new_session=True
+    )
+    grandchild = int(child.stdout.readline())
+    started = time.monotonic()
+    child_processes.kill_group(child)
+    child.communicate(timeout=10)  # no process holds its stdout open any more
+    assert time.monotonic() - started < 5 and child.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
 
 
 def test_a_child_whose_parent_is_already_gone_exits():
@@ -80,6 +101,7 @@ def test_every_helper_process_starts_through_the_guard(monkeypatch):
     class Recorded:
         def __init__(self, argv, **kwargs):
             started.append(argv)
+            assert kwargs.get("start_new_session") is True  # its group: kill_group reaches its compilers
             raise OSError("recorded only")
 
     for module in (compile_check, precompile, check_process):

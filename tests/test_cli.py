@@ -546,3 +546,34 @@ def test_predict_says_which_batches_no_device_memory_holds(capsys):
     cli.main(["predict", "--device", "t4", "--batch", "2048"])  # inference keeps two activations at once
     out = capsys.readouterr().out
     assert "memory: inference" in out and "no run of that batch fits" not in out
+
+
+INTERRUPTED_COMMAND = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell's child ignores SIGINT
+from triton_conv import cli
+
+def interrupted(args):
+    raise KeyboardInterrupt
+
+cli.cmd_predict = interrupted
+raise SystemExit(cli.{function}(["predict"]))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="death by a signal is POSIX's")
+@pytest.mark.parametrize("function, status", [("main", cli.INTERRUPTED), ("entry", -2)])
+def test_an_interrupted_command_says_so_in_one_line_and_dies_of_sigint(function, status):
+    """A traceback was printed after Ctrl-C; then, with main() returning 130, a shell loop over
+    `triton-conv` went on to its next command, since only a death by SIGINT stops one: main()
+    returns 130 to a caller in Python, the command itself (entry) dies of the signal."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_COMMAND.format(function=function)],
+        capture_output=True, text=True, cwd=repo, env={**os.environ, "PYTHONPATH": repo}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == status, done.stderr
+    assert done.stderr.strip() == "triton-conv predict: interrupted"

@@ -244,11 +244,11 @@ def test_predict_command_prints_the_ideal_and_the_fitted_curve(capsys):
     rows = {
         tuple(line.split()[:2]): [float(cell) for cell in line.split()[1:]]
         for line in out.splitlines()
-        if line.split()[:1] in (["ideal"], ["calibrated"]) and len(line.split()) == 5
+        if line.split()[:1] in (["ideal"], ["calibrated"]) and len(line.split()) == 6  # memory GB last
     }
     # the fit reproduces its two points: 12.8 ms at N=1, 20.0 ms at N=32 (S(32) = 32·12.8/20 = 20.48)
     assert rows[("calibrated", "1")][1] == pytest.approx(12.8, abs=1e-3)
-    assert rows[("calibrated", "32")][1:] == pytest.approx([20.0, 1600, 20.48], abs=1e-2)
+    assert rows[("calibrated", "32")][1:4] == pytest.approx([20.0, 1600, 20.48], abs=1e-2)
     ideal = network_time(quantization_layers(), "fprop", 8, V100)
     assert rows[("ideal", "8")][1] == pytest.approx(ideal * 1e3, abs=1e-3)
 

@@ -5,6 +5,7 @@ was cut short. Every campaign folder and sweep here is SYNTHETIC, built in tmp_p
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -164,6 +165,11 @@ def test_a_report_from_the_kept_copy_regenerates_the_notes(tmp_path):
     assert "### H200, 2026-11-30" in (notes / "campaign.md").read_text()
     names = ("autotune", "campaign", "checks", "timings", "training")
     assert _files(tmp_path / "notes" / "campaigns") == [f"h200-2026-11-30/{name}.json" for name in names]
+    # a kept copy made read-only (a copy of a fetched, read-only folder) is read, never written: the
+    # output check refused it as read-only
+    for path in Path(kept).iterdir():
+        path.chmod(0o444)
+    assert report_campaign(kept, str(notes), plots=False)[0] == kept
 
 
 def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):

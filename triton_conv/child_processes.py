@@ -1,14 +1,14 @@
 """The package's helper processes (sm_90 compile workers, the campaign's compile and check children)
 start through one guard, so that none outlives the process that started it.
 
-Each is a fresh Python (`python -c`, nothing forks). The guard runs before the child imports torch or
-Triton (seconds): on Linux it asks the kernel to send it SIGTERM when its parent dies, however the
-parent dies (SIGKILL, the lease's timeout included), and exits at once if the parent died before it
-asked. Strictly the kernel watches the thread that started the child: every caller here waits in that
-thread until its children are done or stopped. The child ignores SIGINT: Ctrl-C reaches the whole
-process group, and the parent, which owns the children, stops them (a traceback from each child would
-be noise, and one that died first would read as a failed compile or a faulting config). A parent
-that ends normally, or by an exception, stops its children itself (each caller's `finally`).
+Each is a fresh Python (`python -c`, nothing forks) in a session of its own (`start_new_session`), so
+that it and the compilers it runs (ptxas) form one process group: `kill_group` kills the group, and a
+compiler that held the child's stdout open cannot keep its parent waiting. Ctrl-C at a terminal reaches
+only the foreground group, the parent's, which stops its children. The guard runs before the child
+imports torch or Triton (seconds): on Linux it asks the kernel to send it SIGTERM when its parent
+dies, however the parent dies (SIGKILL, the lease's timeout included), and exits at once if the parent
+died before it asked. Strictly the kernel watches the thread that started the child: every caller here
+waits in that thread until its children are done or stopped.
 
 No import here may be heavy: the parent imports this module, the child only its GUARD text.
 """
@@ -16,10 +16,11 @@ No import here may be heavy: the parent imports this module, the child only its 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 
 GUARD = """import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     try:
         import ctypes
@@ -41,3 +42,19 @@ def module_child(module: str, *args: str) -> list[str]:
     being `args`) after the guard."""
     code = f"import runpy\nrunpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     return python_child(code, *args)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL to a running child's process group (the child and the compilers it started), or to
+    the child alone where it leads no group. Only while it is unreaped: its id, and its group's,
+    cannot have been reused. The caller reaps it."""
+    if process.poll() is not None:
+        return
+    pid = getattr(process, "pid", None)
+    try:
+        if pid is not None and os.getpgid(pid) == pid:  # its own group: started by start_new_session
+            os.killpg(pid, signal.SIGKILL)
+            return
+    except OSError:
+        pass
+    process.kill()

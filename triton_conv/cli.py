@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 
 import torch
@@ -228,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 128 + signal.SIGINT  # a command's status after Ctrl-C: 130
+_interrupted: list[str] = []  # commands main() ended on a KeyboardInterrupt in this process
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """The `triton-conv` command and `python -m triton_conv`: main(), and after an interrupt the
+    process ends by SIGINT, not by exit(130): `for n in ...; do triton-conv ...; done` in a shell
+    stops at Ctrl-C only when the command died of the signal (as an uncaught KeyboardInterrupt makes
+    Python do)."""
+    before = len(_interrupted)
+    status = main(argv)
+    if len(_interrupted) > before:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -240,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a piped stdout is buffered: its writes happen here, inside the try
         return status
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT to this process: the finally blocks have run (compile
-        # workers stopped); one line, and the shell's status for SIGINT, not a traceback
+        # workers stopped); one line, not a traceback, and the shell's status for SIGINT (`entry`
+        # then ends the process by SIGINT itself, as a shell loop expects of an interrupted command)
         print(f"triton-conv {args.command}: interrupted", file=sys.stderr)
-        return 130
+        _interrupted.append(args.command)
+        return INTERRUPTED
     except BrokenPipeError:  # `triton-conv predict | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -25,7 +25,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .child_processes import module_child
+from .child_processes import kill_group, module_child
 from .launchers.common import LaunchSpec
 from .runtime import interpreter_active
 from .sass import LoopStats, analyse
@@ -163,8 +163,7 @@ def _compile_here(job: dict) -> CompileReport:
 def _stop(procs: list[subprocess.Popen]) -> None:
     """Kill the workers still running and reap them all (as campaign.precompile's Child.stop)."""
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
     for proc in procs:
         proc.wait()
 
@@ -206,6 +205,7 @@ def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=env,
+                    start_new_session=True,
                 )  # fmt: skip
             )
         futures = [pool.submit(finish, proc, chunk) for proc, chunk in zip(procs, chunks)]

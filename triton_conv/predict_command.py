@@ -139,7 +139,9 @@ def _predict(args) -> int:
     print(f"memory: {'training' if training else 'inference'}, the model's lower bound (model/memory.py: "
           "the activations a pass keeps, the weights and in training their gradients; no optimizer "
           "state, workspaces or framework)")  # fmt: skip
-    too_big = [batch for batch in args.batch if gigabytes(batch) * 1e9 > device.mem_bytes]
+    too_big = [
+        batch for batch in args.batch if _memory_bytes(layers, batch, args.dtype, training) > device.mem_bytes
+    ]
     if too_big:
         print(f"N = {', '.join(map(str, too_big))}: more than the {device.mem_bytes / 1e9:.3g} GB of "
               f"{device.name} even at that bound; no run of that batch fits (its times are the "

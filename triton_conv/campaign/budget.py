@@ -6,6 +6,7 @@ on the plan alone: a step's deadline, and whether an item still fits before it."
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from .spec import CHECKED_STEPS
@@ -46,27 +47,33 @@ class StepOutlook(NamedTuple):
     name: str
     items: int
     runs: int  # items that would start (for the ceilings and the compile: 1 or 0)
+    cut: bool = False  # the compile: stopped at its time limit (half of what is left) before its end
+
+
+WHOLE_STEPS = ("ceilings", "compile", "finish")  # steps without items of their own
 
 
 def play_out(steps: list, worker_start_s: float, budget_s: float) -> list[StepOutlook]:
     """The run's budget rules applied to the plan (`steps`: costs.StepPlan, each with its items'
     estimates), as if every estimate were exact: the ceilings run when their estimate fits, the
-    compile when half of what is left would start a worker (it then takes its estimate, at most that
-    half), and each later step runs its items in order while each still ends before the step's
-    deadline (a later, shorter item may still fit after a longer one is skipped, as in the run);
-    an item of a CHECKED_STEPS step whose check was skipped is skipped at no cost (no candidate
-    of it passed a check; Inductor's peer step has no check and does not wait for one).
-    A real run differs by how far its steps over- or under-run their estimates."""
+    compile when half of what is left would start a worker (stopped at that half), and each later
+    step runs its items in order while each still ends before the step's deadline (a later, shorter
+    item may still fit after a longer one is skipped, as in the run). A step's start cost (the check's
+    child process, Inductor's first compile) falls on the first of its items that runs. An item of a
+    CHECKED_STEPS step whose check was skipped is skipped at no cost (no candidate of it passed a
+    check; Inductor's peer step has no check and does not wait for one). A real run differs by how
+    far its steps over- or under-run their estimates."""
     plan = [(step.name, step.estimate_s) for step in steps]
     elapsed, outlook = 0.0, []
     planned_checks, checked = set(), set()
     for step in steps:
+        cut = False
         if step.name == "ceilings":
             runs = int(step.estimate_s <= budget_s - RESERVE_S - elapsed)
             elapsed += step.estimate_s * runs
         elif step.name == "compile":
             half = (budget_s - elapsed) / 2
-            runs = int(half >= worker_start_s)
+            runs, cut = int(half >= worker_start_s), step.estimate_s > half
             elapsed += min(step.estimate_s, half) * runs
         elif step.name == "finish":
             runs = 1
@@ -76,10 +83,30 @@ def play_out(steps: list, worker_start_s: float, budget_s: float) -> list[StepOu
             for seconds, item_id in zip(step.item_seconds, ids):
                 if step.name in CHECKED_STEPS and item_id in planned_checks and item_id not in checked:
                     continue
+                seconds += step.start_s if runs == 0 else 0.0
                 if elapsed + seconds <= deadline:
                     elapsed, runs = elapsed + seconds, runs + 1
                     checked.update([item_id] if step.name == "check" else [])
             if step.name == "check":
                 planned_checks.update(ids)
-        outlook.append(StepOutlook(step.name, step.items, runs))
+        outlook.append(StepOutlook(step.name, step.items, runs, cut and bool(runs)))
     return outlook
+
+
+def complete(outlook: list[StepOutlook]) -> bool:
+    """Every step and item runs whole."""
+    return all(
+        not step.cut and step.runs == (1 if step.name in WHOLE_STEPS else step.items) for step in outlook
+    )
+
+
+def smallest_budget(steps: list, worker_start_s: float) -> int:
+    """The fewest whole seconds in which the play-out runs everything: the estimates' total, and
+    more where the last flush's reserve exceeds the flush's estimate or the compile's half-of-what-is-
+    left limit binds."""
+    total = math.ceil(sum(step.estimate_s for step in steps))
+    limit = 2 * total + 100  # the compile's limit binds below ceilings + 2 x compile <= 2 x total
+    for budget in range(total, limit):
+        if complete(play_out(steps, worker_start_s, budget)):
+            return budget
+    raise ValueError(f"no budget up to {limit} s runs the whole plan")  # a bug: say so

@@ -12,7 +12,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from ..child_processes import python_child
+from ..child_processes import kill_group, python_child
 from .check_child import LAUNCH, check_configs
 from .limits import ItemTimeout
 
@@ -71,7 +71,7 @@ class CheckProcess:
             return self.process
         self.process = subprocess.Popen(
             python_child(CHILD_MAIN, PACKAGE_ROOT, self.device),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._environment(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._environment(), start_new_session=True,
         )  # fmt: skip
         self.started += 1
         try:
@@ -105,8 +105,7 @@ class CheckProcess:
         process, self.process, self.busy = self.process, None, False
         if process is None:
             return None
-        if process.poll() is None:
-            process.kill()
+        kill_group(process)  # SIGKILL to its group, if it still runs
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=STOP_WAIT_S)
         for stream in (process.stdin, process.stdout):

@@ -9,11 +9,10 @@ datasheet peak and real kernels land well below it (issue 14 found 10-26% on pub
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
-from .budget import StepOutlook, play_out
+from .budget import RESERVE_S, StepOutlook, complete, play_out, smallest_budget
 from .check_process import FAULTS_BEFORE_SKIP
 from .model_link import predicted_seconds
 from .spec import CampaignSpec, CurveItem, PassItem, TrainingItem, check_order
@@ -74,6 +73,7 @@ class StepPlan:
     what: str
     item_seconds: tuple = ()  # each item's estimate, as the run estimates it before starting it
     item_ids: tuple = ()  # each item's id (a timed item whose check was skipped is skipped too)
+    start_s: float = 0.0  # paid by the first item that runs (a child process, a first compile)
 
 
 class Estimator:
@@ -113,14 +113,14 @@ class Estimator:
             seconds += 2 * (self.measurement(single, eager=True) + single) + self.costs.cudnn_search_s
         return seconds
 
-    def peer_item(self, item: PassItem, first: bool) -> float:
+    def peer_item(self, item: PassItem, first: bool = False) -> float:
         cudnn = self.kernel(item.problem, item.pass_name, None)
         compile_s = self.costs.peer_first_s if first else self.costs.peer_shape_s
         return compile_s + self.reference(item.problem) + self.measurement(cudnn, eager=True)
 
     def check_item(self, item: PassItem | CurveItem, first: bool = False) -> float:
-        """One item's check; the first also starts the check's child process (its imports and CUDA
-        context), and its time limit must allow for that."""
+        """One item's check; the first that runs also starts the check's child process (its imports
+        and CUDA context), and its time limit must allow for that."""
         launches = sum(self.kernel(item.problem, item.kernel_pass, c) for c in item.candidates)
         start = self.costs.check_process_s if first else 0.0
         return start + self.reference(item.problem) + len(item.candidates) * self.costs.check_s + launches
@@ -154,7 +154,7 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
     checked = check_order(items)
     counts = {k: sum(1 for v in variants if v.pass_name == k) for k in WEIGHT}
     peers = [i for i in items["fprop"] if i.peer]
-    check_seconds = tuple(est.check_item(item, first=n == 0) for n, item in enumerate(checked))
+    check_seconds = tuple(est.check_item(item) for item in checked)
     ids = lambda chosen: tuple(item.id for item in chosen)
     plan = [
         StepPlan("ceilings", 1, 0, costs.startup_s + costs.ceilings_s,
@@ -162,9 +162,10 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
         StepPlan("compile", len(variants), len(variants), est.compile(variants, launches),
                  f"{len(variants)} kernel variants ({', '.join(f'{k} {n}' for k, n in counts.items())}) "
                  f"of {launches} launches, on {min(costs.workers, len(variants) or 1)} workers"),
-        StepPlan("check", len(checked), 0, sum(check_seconds) + len(variants) * costs.load_s,
+        StepPlan("check", len(checked), 0,
+                 sum(check_seconds) + costs.check_process_s * bool(checked) + len(variants) * costs.load_s,
                  "every candidate of every timed problem against torch in float64, in a child process",
-                 check_seconds, tuple(item.id for item in checked)),
+                 check_seconds, tuple(item.id for item in checked), costs.check_process_s),
     ]  # fmt: skip
     # The check's child loaded every variant; the campaign's process loads each again when it first
     # times it: a share per checked item of the timing steps.
@@ -181,8 +182,10 @@ def make_plan(spec, items: dict, variants: list[Variant], launches: int, est: Es
     }
     for step in ("fprop", "peer", "dgrad", "wgrad", "batching", "megapixel", "decoder", "training"):
         if step == "peer":
-            each = tuple(est.peer_item(item, first=n == 0) for n, item in enumerate(peers))
-            plan.append(StepPlan(step, len(peers), 0, sum(each), what[step], each, ids(peers)))
+            first_s = costs.peer_first_s - costs.peer_shape_s  # Inductor's first compile, beyond a shape's
+            each = tuple(est.peer_item(item) for item in peers)
+            seconds = sum(each) + first_s * bool(peers)
+            plan.append(StepPlan(step, len(peers), 0, seconds, what[step], each, ids(peers), first_s))
             continue
         chosen = items[step]
         if step == "training":
@@ -210,13 +213,18 @@ def cut_steps(outlook: list[StepOutlook]) -> str:
     for step in outlook:
         if step.name in whole and not step.runs:
             parts.append(whole[step.name])
+        elif step.cut:
+            parts.append("the end of the compile (what it had not compiled compiles when first run)")
         elif step.name not in whole and step.runs < step.items:
             parts.append(f"{step.name} {step.items - step.runs} of {step.items} items")
     return "; ".join(parts) or "nothing (only the reserve for the last flush is short)"
 
 
-def plan_fits(plan: list[StepPlan], budget_s: float) -> bool:
-    return sum(step.estimate_s for step in plan) <= budget_s
+def plan_fits(
+    plan: list[StepPlan], budget_s: float, worker_start_s: float = CostModel.worker_start_s
+) -> bool:
+    """Whether the run's budget rules (budget.py) would run every step and item at these estimates."""
+    return complete(play_out(plan, worker_start_s, budget_s))
 
 
 def render_plan(
@@ -232,14 +240,16 @@ def render_plan(
     for step in plan:
         compiles = str(step.compiles) if step.compiles else "-"
         lines.append(f"{step.name:<10} {step.items:>6} {compiles:>9} {step.estimate_s:>11.1f}  {step.what}")
-    verdict = "fits" if plan_fits(plan, budget_s) else "DOES NOT FIT"
+    fits = plan_fits(plan, budget_s, costs.worker_start_s)
+    verdict = "fits" if fits else "DOES NOT FIT"
     lines.append(f"{'total':<10} {'':>6} {'':>9} {total:>11.1f}  {verdict} the budget of {budget_s:g} s")
-    if not plan_fits(plan, budget_s):
+    if not fits:
         lines.append(
             f"At {budget_s:g} s, with every estimate exact, the run's budget rules would skip "
             f"{cut_steps(play_out(plan, costs.worker_start_s, budget_s))}; a real run skips by its own "
-            f"pace and lists each skip in campaign.json. All of it fits a budget of {math.ceil(total)} s "
-            f"(the total above, rounded up)."
+            f"pace and lists each skip in campaign.json. All of it fits a budget of "
+            f"{smallest_budget(plan, costs.worker_start_s)} s (the rules keep {RESERVE_S:g} s for the "
+            "last flush and give the compile at most half of what is left)."
         )
     lines += [
         "",

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from ..child_processes import module_child
+from ..child_processes import kill_group, module_child
 from .check_process import PACKAGE_ROOT
 from .compile_child import _record_here  # noqa: F401 - re-exported: the tests record in-process
 from .target import TARGET_H200
@@ -59,7 +59,7 @@ class Child:
                 self.process = subprocess.Popen(
                     module_child("triton_conv.campaign.precompile", mode, self.paths["in.pickle"],
                                  self.paths["out.pickle"]),
-                    stdout=subprocess.DEVNULL, stderr=err, env=env,
+                    stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True,
                 )  # fmt: skip
         except BaseException:  # no process (EAGAIN, ENOMEM): no folder left behind either
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -68,7 +68,7 @@ class Child:
     def stop(self) -> None:
         """Kill the child if it still runs and remove its files (again harmless)."""
         if self.process.poll() is None:
-            self.process.kill()
+            kill_group(self.process)
             self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -85,7 +85,7 @@ class Child:
             with open(self.paths["out.pickle"], "rb") as handle:
                 answer = pickle.load(handle)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            kill_group(self.process)
             self.process.wait()
             age = time.perf_counter() - self.started
             raise TimeoutError(f"precompile child still running after {age:.0f} s: killed") from None

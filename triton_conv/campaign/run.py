@@ -204,6 +204,7 @@ class Campaign:
             if item is items[-1]:  # no later item of its step to keep time for (the training step's one)
                 limit = max(limit, deadline - began)
             limit = min(limit, self.budget_s - RESERVE_S - began)
+            timed = None
             try:
                 with time_limit(limit):
                     timed = run_item(self, item)
@@ -212,8 +213,9 @@ class Campaign:
             except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
                 stops[kind] = stopped + 1 if isinstance(failure, ItemTimeout) else 0
-            spent += self.elapsed() - began
-            planned += guess
+            if timed is not False:  # an item with nothing to time (never checked) says nothing of pace
+                spent += self.elapsed() - began
+                planned += guess
             if time.monotonic() - self.last_flush > FLUSH_EVERY_S:
                 self.flush()
         plan = next((p for p in self.state["plan"] if p["step"] == name), {})

@@ -155,9 +155,14 @@ def check_step(run) -> None:
     checked = check_order(run.items)
     run.checker = CheckProcess(str(run.device))
     try:
-        first = checked[0] if checked else None  # its check starts the child process
-        estimate = lambda item: run.estimator.check_item(item, first=item is first)
-        run.run_step("check", checked, check_item, estimate, group=lambda item: item.kernel_pass)
+        begun = []  # the first item that runs starts the child process (one the budget skips does not)
+
+        def begin(run, item):
+            begun.append(item.id)
+            return check_item(run, item)
+
+        estimate = lambda item: run.estimator.check_item(item, first=not begun)
+        run.run_step("check", checked, begin, estimate, group=lambda item: item.kernel_pass)
     finally:
         run.checker.close()
         run.state["check_processes"] = run.checker.started

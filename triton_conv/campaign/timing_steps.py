@@ -274,8 +274,13 @@ def run_all(run) -> None:
     est = run.estimator
     peers = [item for item in run.items["fprop"] if item.peer]
     run.run_step("fprop", run.items["fprop"], pass_item, est.pass_item)
-    first = {id(peers[0])} if peers else set()
-    run.run_step("peer", peers, peer_item, lambda item: est.peer_item(item, id(item) in first))
+    peers_begun = []  # Inductor's first compile (its worker pool) falls on the first item begun
+
+    def begin_peer(run, item):
+        peers_begun.append(item.id)
+        return peer_item(run, item)
+
+    run.run_step("peer", peers, begin_peer, lambda item: est.peer_item(item, first=not peers_begun))
     if peers:
         run.guarded("peer", stop_inductor_workers)
     for step in ("dgrad", "wgrad", "batching", "megapixel", "decoder"):

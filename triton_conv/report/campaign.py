@@ -201,10 +201,14 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _outputs(notes_dir: str, batching: Path, keep: Path, slug: str, benchmarks, rows, training) -> list[str]:
-    """Every file report_campaign will write, to be checked writable before the first write."""
+def _outputs(
+    folder: str, notes_dir: str, batching: Path, keep: Path, slug: str, benchmarks, rows, training
+) -> list[str]:
+    """Every file report_campaign will write, to be checked writable before the first write (the
+    kept copy's files, unless the report is made from the kept copy itself, which it leaves as it is)."""
     notes = Path(notes_dir)
-    paths = [keep / name for name in FILES.values()]
+    itself = keep.is_dir() and os.path.samefile(folder, keep)
+    paths = [] if itself else [keep / name for name in FILES.values()]
     if benchmarks:
         paths += [notes / "sweeps" / f"{slug}-campaign.json", batching]
     if rows:
@@ -259,7 +263,7 @@ def report_campaign(
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         check_autotune_merge(rows, folder, str(Path(notes_dir) / "autotune"), gpu, slug)
     keep = kept_copy_folder(Path(notes_dir) / "campaigns", slug, started)
-    for path in _outputs(notes_dir, batching, keep, slug, benchmarks, rows, training):
+    for path in _outputs(folder, notes_dir, batching, keep, slug, benchmarks, rows, training):
         output_files.check_writable(path)  # a folder in its place, a parent that is a file or read-only
     check_sections(Path(notes_dir) / CAMPAIGN_NOTE, [f"campaign {slug}"])
     if benchmarks:
