@@ -195,7 +195,7 @@ def test_a_dry_run_that_does_not_fit_says_what_the_run_would_do_and_fails(monkey
 
     def dry_run(spec, budget, **options):
         text = costs.render_plan(spec, plan, options["costs"] or CostModel.cpu(), budget, "x")
-        return costs.DryRun(text, costs.plan_fits(plan, budget))
+        return costs.DryRun(text, costs.plan_fits(plan, budget, 6.0))
 
     monkeypatch.setattr(campaign, "dry_run", dry_run)
     assert cli.main(["campaign", "--dry-run", "--budget-s", "8"]) == 1
@@ -380,11 +380,37 @@ def test_fits_means_the_budget_rules_run_everything():
     from triton_conv.campaign import budget, costs
 
     steps = [costs.StepPlan("training", 1, 0, 10.0, "", (10.0,)), costs.StepPlan("finish", 1, 0, 0.2, "")]
-    assert not costs.plan_fits(steps, 10.2) and not costs.plan_fits(steps, 11.0)
-    assert costs.plan_fits(steps, 12.0) and budget.smallest_budget(steps, 6.0) == 12
+    assert not costs.plan_fits(steps, 10.2, 6.0) and not costs.plan_fits(steps, 11.0, 6.0)
+    assert costs.plan_fits(steps, 12.0, 6.0) and budget.smallest_budget(steps, 6.0) == 12
     steps = [costs.StepPlan("compile", 1, 1, 30.0, ""), costs.StepPlan("finish", 1, 0, 2.0, "")]
     outlook = budget.play_out(steps, 6.0, 40.0)  # half of 40 s: the compile is stopped at 20 s
     assert outlook[0].cut and "the end of the compile" in costs.cut_steps(outlook)
     assert budget.smallest_budget(steps, 6.0) == 60
     text = costs.render_plan(spec.tiny(), steps, CostModel.cpu(), 40.0, "x")
     assert "DOES NOT FIT" in text and "fits a budget of 60 s" in text
+
+
+def test_a_check_after_its_child_died_is_estimated_with_a_new_childs_start(tmp_path, monkeypatch):
+    """The item after a child's death starts a new child (imports, CUDA context): its estimate, and so
+    its time limit, must hold that start, as the first item's does."""
+    from triton_conv.campaign import setup_steps
+
+    campaign = _campaign(tmp_path, 1000.0)
+    firsts, alive = [], object()
+
+    def estimate(item, first=False):
+        firsts.append(first)
+        return 0.1
+
+    def check_item(run, item):
+        run.checker.started = max(run.checker.started, 1)
+        # the second item's child dies with it; the next item starts another
+        run.checker.process = None if len(firsts) == 2 else alive
+
+    monkeypatch.setattr(campaign.estimator, "check_item", estimate)
+    monkeypatch.setattr(setup_steps, "check_item", check_item)
+    monkeypatch.setattr(setup_steps.CheckProcess, "close", lambda self: None)
+    campaign.items = {step: items[:1] for step, items in campaign.items.items()}
+    setup_steps.check_step(campaign)
+    campaign.out.close()
+    assert firsts[:4] == [True, False, True, False]

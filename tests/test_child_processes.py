@@ -18,10 +18,11 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR
 PARENT = """
 import subprocess, sys, time
 from triton_conv.child_processes import python_child
-child = subprocess.Popen(python_child("import time\\nprint('up', flush=True)\\ntime.sleep(60)"),
-                         stdout=subprocess.PIPE)
-assert child.stdout.readline() == b"up\\n"
-print(child.pid, flush=True)
+code = "import subprocess\\ncompiler = subprocess.Popen(['sleep', '60'])\\nprint(compiler.pid, flush=True)\\n"
+child = subprocess.Popen(python_child(code + "import time\\ntime.sleep(60)"), stdout=subprocess.PIPE,
+                         start_new_session=True)
+compiler = int(child.stdout.readline())
+print(child.pid, compiler, flush=True)
 time.sleep(60)
 """
 
@@ -41,14 +42,15 @@ def test_a_child_dies_with_its_parent(signum):
     env = {**os.environ, "PYTHONPATH": repo}
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, env=env, cwd=repo)
     try:
-        child = int(parent.stdout.readline())
-        assert _alive(child)
+        child, compiler = map(int, parent.stdout.readline().split())
+        assert _alive(child) and _alive(compiler)
         parent.send_signal(signum)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
+        while (_alive(child) or _alive(compiler)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(child), "the child outlived its parent"
+        assert not _alive(compiler), "the compiler the child started outlived it, in its own session"
     finally:
         parent.kill()
 

@@ -7,8 +7,10 @@ compiler that held the child's stdout open cannot keep its parent waiting. Ctrl-
 only the foreground group, the parent's, which stops its children. The guard runs before the child
 imports torch or Triton (seconds): on Linux it asks the kernel to send it SIGTERM when its parent
 dies, however the parent dies (SIGKILL, the lease's timeout included), and exits at once if the parent
-died before it asked. Strictly the kernel watches the thread that started the child: every caller here
-waits in that thread until its children are done or stopped.
+died before it asked. On SIGTERM it kills its whole group (when it leads one), so that the compilers
+it started, which nothing outside reaches in their own session, end with it. Strictly the kernel
+watches the thread that started the child: every caller here waits in that thread until its children
+are done or stopped.
 
 No import here may be heavy: the parent imports this module, the child only its GUARD text.
 """
@@ -21,6 +23,11 @@ import subprocess
 import sys
 
 GUARD = """import os, signal, sys
+def _ended(*_):  # SIGTERM, as the parent's death sends: the compilers it started end with it
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(128 + signal.SIGTERM)
+signal.signal(signal.SIGTERM, _ended)
 if sys.platform.startswith("linux"):
     try:
         import ctypes

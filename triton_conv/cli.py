@@ -16,6 +16,7 @@ main             the README's main job: on a GPU the sweep and report, on a CPU 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
@@ -241,8 +242,9 @@ def entry(argv: list[str] | None = None) -> int:
     before = len(_interrupted)
     status = main(argv)
     if len(_interrupted) > before:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):  # a reader that the same Ctrl-C ended (`| tee log`)
+                stream.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     return status

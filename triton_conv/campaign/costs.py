@@ -220,9 +220,7 @@ def cut_steps(outlook: list[StepOutlook]) -> str:
     return "; ".join(parts) or "nothing (only the reserve for the last flush is short)"
 
 
-def plan_fits(
-    plan: list[StepPlan], budget_s: float, worker_start_s: float = CostModel.worker_start_s
-) -> bool:
+def plan_fits(plan: list[StepPlan], budget_s: float, worker_start_s: float) -> bool:
     """Whether the run's budget rules (budget.py) would run every step and item at these estimates."""
     return complete(play_out(plan, worker_start_s, budget_s))
 

@@ -44,4 +44,6 @@ def dry_run(spec: CampaignSpec, budget_s: float, *, on_gpu: bool | None = None, 
     variants = record(jobs, compile_target(spec, on_gpu=here))
     plan = make_plan(spec, items, variants, len(jobs), Estimator(spec, costs, on_gpu))
     where = f"an {spec.device.name}" if on_gpu else "the CPU (Triton's interpreter)"
-    return DryRun(render_plan(spec, plan, costs, budget_s, where), plan_fits(plan, budget_s))
+    return DryRun(
+        render_plan(spec, plan, costs, budget_s, where), plan_fits(plan, budget_s, costs.worker_start_s)
+    )

@@ -161,7 +161,11 @@ def check_step(run) -> None:
             begun.append(item.id)
             return check_item(run, item)
 
-        estimate = lambda item: run.estimator.check_item(item, first=not begun)
+        def starts_a_child() -> bool:  # the first item that runs, or the first after a child died
+            checker = run.checker
+            return not begun or (checker.started > 0 and checker.process is None and not checker.unavailable)
+
+        estimate = lambda item: run.estimator.check_item(item, first=starts_a_child())
         run.run_step("check", checked, begin, estimate, group=lambda item: item.kernel_pass)
     finally:
         run.checker.close()

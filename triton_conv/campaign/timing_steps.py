@@ -64,14 +64,20 @@ def _input_sets(run, item, tensors: dict) -> list[dict]:
     return input_sets(tensors, make, run.device, item.pass_name)
 
 
-def tune_item(run, item, sets) -> tuple | None:
+def nothing_to_time(run, item) -> bool:
+    """True, and the item listed as skipped with the reason, when no candidate of it passed the check
+    (or it was never checked): said before its inputs are made, so that it costs no time."""
+    if run.checked.get(item.id):
+        return False
+    why = "no candidate passed the check" if item.id in run.checked else _unchecked(run, item)
+    run.skip(item.id, why)
+    return True
+
+
+def tune_item(run, item, sets) -> tuple:
     """Time the item's checked candidates (device time); pin the winner for triton-conv's op; one row
-    of the autotune tables. None when no candidate passed the check (or it was never checked)."""
-    configs = run.checked.get(item.id)
-    if not configs:
-        why = "no candidate passed the check" if item.id in run.checked else _unchecked(run, item)
-        run.skip(item.id, why)
-        return None
+    of the autotune tables."""
+    configs = run.checked[item.id]
     timings = []
     for config in configs:
         bind = partial(
@@ -125,13 +131,12 @@ def autotune_row(run, item, tensors, timings, cudnn_s: float | None) -> dict:
 def pass_item(run, item) -> bool:
     """One (layer, N, pass): candidates, then triton-conv's op and cuDNN, each checked and timed.
     False when there was nothing to time (no candidate passed the check: listed as skipped)."""
+    if nothing_to_time(run, item):
+        return False
     spec = run.spec
     tensors = make_inputs(item.problem, spec.torch_dtype, run.device, item.transposed)
     sets = _input_sets(run, item, tensors)
-    tuned = tune_item(run, item, sets)
-    if tuned is None:
-        return False
-    winner, timings = tuned
+    winner, timings = tune_item(run, item, sets)
     want = reference_result(item.pass_name, item.problem, tensors, item.transposed)
     limit = tolerance(spec.dtype, tf32=TF32)
     seconds = {}
