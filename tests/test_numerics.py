@@ -62,3 +62,39 @@ def test_every_pass_is_exact_on_integers(dtype, channels_last, config, set_tf32)
     )
     _exact(dw, dw64)
     _exact(db, dy64.sum(dim=(0, 2, 3)))
+
+
+# Multiples of 2**-6 with numerators large enough that most outputs need rounding to the 16-bit
+# dtype, small enough that every product and partial sum stays exact in fp32 (C·R·S = 18 and
+# N·P·Q = 50 terms, numerators below 2**16 each) and below fp16's largest value: every output must
+# then be the float64 result rounded to nearest even, as torch and compiled code round. Triton's
+# interpreter truncates fp32 to bf16; the kernels round by hand there (kernels.common.cast_output),
+# and about half of these outputs would be one unit short otherwise.
+ROUNDED_LIMITS = {torch.float16: 100, torch.bfloat16: 256}
+UNIT = 2**-6
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("dtype", list(ROUNDED_LIMITS), ids=str)
+def test_every_pass_rounds_to_nearest_even(dtype, config):
+    limit = ROUNDED_LIMITS[dtype]
+
+    def values(shape):
+        return (torch.randint(-limit, limit + 1, shape, dtype=torch.int64) * UNIT).to(dtype)
+
+    x, w, dy = values(PROBLEM.input_shape), values(PROBLEM.weight_shape), values(PROBLEM.output_shape)
+    b = values((PROBLEM.out_channels,))
+    x64, w64, dy64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_(), dy.double()
+    y64 = reference_conv2d(x64, w64, b, PROBLEM)
+    dx64, dw64 = torch.autograd.grad(y64, (x64, w64), dy64)
+    wants = (y64.detach(), dx64, dw64, dy64.sum(dim=(0, 2, 3)))
+    assert all(want.abs().max() < min(2**24 * UNIT**2, torch.finfo(dtype).max) for want in wants)
+    assert (wants[0] != wants[0].to(dtype).double()).float().mean() > 0.3  # most need rounding
+
+    y = conv2d_with_config(x, w, b, PROBLEM.stride, (1, 2), PROBLEM.dilation, 2, config=config)
+    dx = conv2d_dgrad(dy, w, PROBLEM, config, channels_last=False)
+    dw, db = conv2d_wgrad(dy, x, PROBLEM, config, weight_dtype=dtype, channels_last=False, need_bias=True)
+    for name, got, want in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), wants):
+        rounded = want.to(dtype)
+        short = (got != rounded).sum().item()
+        assert torch.equal(got, rounded), f"{name}: {short} of {got.numel()} not rounded to nearest even"

@@ -62,6 +62,14 @@ BAD = {
         TypeError,
         "input must be float16",
     ),
+    # A dtype the kernels do not compute in is also torch's NotImplementedError (bool, float8).
+    "bool_input": (_args(input=torch.ones(2, 4, 8, 8, dtype=torch.bool)), NotImplementedError, "input"),
+    "float8_weight": (
+        _args(weight=torch.randn(6, 4, 3, 3).to(torch.float8_e4m3fn)),
+        NotImplementedError,
+        "weight must be float16",
+    ),
+    "complex_bias": (_args(bias=torch.randn(6, dtype=torch.complex64)), TypeError, "bias must be float16"),
     "mismatched_dtypes": (_args(weight=torch.randn(6, 4, 3, 3).half()), TypeError, "weight's dtype"),
     "bias_dtype": (_args(bias=torch.randn(6).double()), TypeError, "bias's dtype"),
     "bias_length": (_args(bias=torch.randn(5)), ValueError, "bias must have 6"),

@@ -7,7 +7,7 @@ the geometry and its GEMM views. The model of tiles, waves and memory is triton_
 command line is `triton-conv` (cli.py)."""
 
 from ._version import __version__
-from .arguments import ConvArgumentError, ConvTypeError
+from .arguments import ConvArgumentError, ConvDtypeError, ConvTypeError
 from .autograd import Conv2dFunction, ConvTranspose2dFunction
 from .configs import KernelConfig
 from .convert import convert_model
@@ -22,6 +22,7 @@ __all__ = [
     "Conv2d",
     "Conv2dFunction",
     "ConvArgumentError",
+    "ConvDtypeError",
     "ConvProblem",
     "ConvTranspose2d",
     "ConvTranspose2dFunction",

@@ -27,6 +27,11 @@ class ConvTypeError(RuntimeError, TypeError):
     """A convolution argument of a wrong kind (catchable as torch's RuntimeError or TypeError)."""
 
 
+class ConvDtypeError(ConvTypeError, NotImplementedError):
+    """A tensor of a dtype the kernels do not compute in: also a NotImplementedError, which torch
+    raises for a dtype its convolution has no kernel for (bool, float8), itself a RuntimeError."""
+
+
 def as_int(value, name: str) -> int:
     """An int from what torch accepts for an int argument: a Python int, a NumPy integer, or an
     integer tensor of one element, within int64's range. bool is refused, as torch refuses it (and
@@ -84,7 +89,7 @@ def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
         kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
         raise ConvTypeError(f"{name} must be a dense (strided) tensor, got {kind}")
     if value.dtype not in FLOAT_DTYPES:
-        raise ConvTypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+        raise ConvDtypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
     if value.dim() not in ranks:
         expected = " or ".join(str(r) for r in ranks)
         raise ConvArgumentError(f"{name} must have {expected} dimensions, got shape {tuple(value.shape)}")

@@ -100,7 +100,7 @@ def zero_accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, operand_ptr):
 @triton.jit
 def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """acc += a @ b in the accumulator's dtype (fp32, or fp64 for gradcheck: Triton 3.6 needs
-    out_dtype named for that). UPCAST works around the interpreter's wrong bf16 dot (CPU tests only)."""
+    out_dtype named for that). UPCAST works around the interpreter's wrong bf16 dot (CPU only)."""
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
@@ -147,6 +147,23 @@ def reduce_splits(
 
 
 @triton.jit
+def cast_output(value, out_dtype: tl.constexpr, UPCAST: tl.constexpr):
+    """`value` in the output's dtype, rounded to nearest even. Compiled code rounds so; Triton's
+    interpreter (3.6 to 3.9) truncates fp32 to bf16, which left half of all outputs one unit in the
+    last place short of torch's, so under it (UPCAST: bf16 in the interpreter) the rounding is done
+    on the bits: add half a bf16 unit less one, plus the kept part's lowest bit, then drop the low
+    16 bits. An overflow becomes inf as torch's does; a NaN stays a NaN."""
+    if UPCAST:
+        bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+        rounded = tl.where(value != value, bits | 0x400000, rounded) & 0xFFFF0000
+        out = rounded.to(tl.float32, bitcast=True).to(out_dtype)
+    else:
+        out = value.to(out_dtype)
+    return out
+
+
+@triton.jit
 def store_tile(
     acc,
     out_ptr,
@@ -157,13 +174,14 @@ def store_tile(
     bias_ptr,
     bias_index,
     HAS_BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Add the bias (in the accumulator's dtype) to each column, cast to the output's dtype, and
     store with the output's strides."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(acc.dtype)
         acc = acc + bias[None, :]
-    out = acc.to(out_ptr.dtype.element_ty)
+    out = cast_output(acc, out_ptr.dtype.element_ty, UPCAST)
     tl.store(
         out_ptr + row_offsets[:, None] + col_offsets[None, :],
         out,

@@ -227,4 +227,4 @@ def dgrad_kernel(
     if do_store:
         dx_cols = as_offset(in_channel, USE_INT64)
         dx_cols = dx_cols if DX_C_UNIT else dx_cols * dx_sc
-        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, bias_ptr, in_channel, HAS_BIAS)
+        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, bias_ptr, in_channel, HAS_BIAS, UPCAST)

@@ -122,4 +122,4 @@ def dgrad_masked_kernel(
             + as_offset(w, USE_INT64) * dx_sw
         )
         dx_cols = as_offset(in_channel, USE_INT64) * dx_sc
-        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, dx_ptr, in_channel, False)
+        store_tile(acc, dx_ptr, dx_rows, dx_cols, row_ok, col_ok, dx_ptr, in_channel, False, UPCAST)

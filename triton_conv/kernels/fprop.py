@@ -192,4 +192,4 @@ def fprop_kernel(
             y_cols = as_offset(out_channel, USE_INT64)
         else:
             y_cols = as_offset(out_channel, USE_INT64) * y_sk
-        store_tile(acc, y_ptr, y_rows, y_cols, row_ok, col_ok, bias_ptr, out_channel, HAS_BIAS)
+        store_tile(acc, y_ptr, y_rows, y_cols, row_ok, col_ok, bias_ptr, out_channel, HAS_BIAS, UPCAST)

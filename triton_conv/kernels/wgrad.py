@@ -16,6 +16,7 @@ import triton.language as tl
 from .common import (
     as_offset,
     axis_taps,
+    cast_output,
     decode_pixels,
     mma,
     reduce_splits,
@@ -31,6 +32,7 @@ def bias_grad_tile(
     dy_ptr, db_ptr, db_workspace_ptr, counter_ptr, tile_m, group, split_id, steps,
     out_per_group, gemm_k, out_height, out_width, dy_sn, dy_sk, dy_sp, dy_sq,
     USE_INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):  # fmt: skip
     """db for BLOCK_M output channels: dy summed over the split's share of N·P·Q in fp32, the
     splits reduced in a fixed order like the weight tiles (reduce_splits)."""
@@ -58,7 +60,7 @@ def bias_grad_tile(
         )
         total = tl.sum(summed, axis=1)
     if do_store:
-        tl.store(db_ptr + channel, total.to(db_ptr.dtype.element_ty), mask=row_ok)
+        tl.store(db_ptr + channel, cast_output(total, db_ptr.dtype.element_ty, UPCAST), mask=row_ok)
 
 
 @triton.jit
@@ -125,7 +127,7 @@ def wgrad_kernel(
             dy_ptr, db_ptr, db_workspace_ptr, counter_ptr + tl.num_programs(1) * tiles_m * tiles_n,
             tl.program_id(0) - tiles_m * tiles_n, group, split_id, steps,
             out_per_group, gemm_k, out_height, out_width, dy_sn, dy_sk, dy_sp, dy_sq,
-            USE_INT64, BLOCK_M, BLOCK_K, SPLIT_K,
+            USE_INT64, BLOCK_M, BLOCK_K, SPLIT_K, UPCAST,
         )  # fmt: skip
     else:
         tile_m, tile_n = swizzled_tile(tl.program_id(0), tiles_m, tiles_n, GROUP_M)
@@ -292,4 +294,4 @@ def wgrad_kernel(
                 dw_cols += as_offset(c, USE_INT64)
             else:
                 dw_cols += as_offset(c, USE_INT64) * dw_sc
-            store_tile(acc, dw_ptr, dw_rows, dw_cols, row_ok, col_ok, db_ptr, 0, False)
+            store_tile(acc, dw_ptr, dw_rows, dw_cols, row_ok, col_ok, db_ptr, 0, False, UPCAST)
