@@ -276,11 +276,14 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
      (["--fit", "1=1e-6"], "faster than any run"), (["--fit", "1=1e-200"], "faster than any run"),
      (["--fit", "1=0.001", "8=0.0010001"], "as if the work ran at"),
      # A stack cost below zero printed T(1) = -0.411 ms, or (V100) faster than the model's own T(1);
-     # an overlapped fit printed 5.13 ms at the N=8 measured at 2 ms; 1e15 divided by zero.
+     # an overlapped fit printed 5.13 ms at the N=8 measured at 2 ms; 1e15 divided by zero (now: above a day).
      (["--fit", "32=0.010", "128=0.040"], "stack cost comes out at -2.39 ms, below zero"),
      (["--device", "V100", "--fit", "16=0.010", "64=0.040"], "below zero"),
      (["--overlapped", "--fit", "8=0.002", "128=0.05"], "gives 0.00513 s at N=8, where 0.002 s"),
-     (["--fit", "1=0.001", "128=1e15"], "cannot fit"), (["--fit", "1=0.001", "128=1e16"], "cannot fit"),
+     (["--fit", "1=0.001", "128=1e15"], "more than a day"), (["--fit", "1=0.001", "128=1e16"], "more than a"),
+     # One point of 1.7e308 s printed T(N) and S(N) as inf; one of 1e300 printed 0 images/s.
+     (["--fit", "1=1.7e308"], "more than a day for one batch"), (["--fit", "1=1e300"], "more than a day"),
+     (["--fit", "1=0.02", "8=1e5"], "8=100000: more than a day"),
      (["--passes", "fprop", "fprop"], "names a pass twice")],
 )  # fmt: skip
 def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):

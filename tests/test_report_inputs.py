@@ -231,6 +231,9 @@ def test_a_campaign_whose_timings_have_no_record_of_this_version_is_refused(tmp_
         ({**_timings(), "machine_info": "H200"}, "machine_info is 'H200', not an object"),
         ({**_timings(), "benchmarks": [{"extra_info": {"kind": "pass"}, "stats": {"median": 1e-5}}]},
          "extra_info is of another shape \\(KeyError"),
+        # A batch past a float's range (valid JSON, an int to Python) ended in a traceback.
+        ({**_timings(), "benchmarks": [{**b, "extra_info": {**b["extra_info"], "N": 10**400}}
+                                       for b in _timings()["benchmarks"]]}, "\\(OverflowError"),
     ],
 )  # fmt: skip
 def test_benchmarks_of_another_shape_are_format_errors_in_both_commands(tmp_path, data, words):
@@ -469,3 +472,34 @@ def test_a_refused_report_leaves_no_folder_behind(tmp_path):
     with pytest.raises(SystemExit, match="section 'campaign h200' has 1 BEGIN and 0 END"):
         _report(_folder(tmp_path / "run", timings=_timings(), rows=[_row()]), notes)
     assert sorted(p.name for p in notes.iterdir()) == ["campaign.md"]
+
+
+def test_a_report_never_writes_onto_or_inside_what_it_reads(tmp_path):
+    """`report s.json --out s.json` appended the note to the sweep (no longer JSON, and every later
+    report of it failed); `report DIR --out DIR/timings.json` did the same inside the campaign."""
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(_timings()))
+    before = sweep.read_bytes()
+    for command, name in ((cli.main, "report"), (report_main, "measured")):
+        with pytest.raises(SystemExit, match=f"--out {sweep} is {sweep}, which it reads"):
+            command([name, str(sweep), "--out", str(sweep), "--no-plots"])
+    assert sweep.read_bytes() == before
+    folder = _folder(tmp_path / "run", timings=_timings())
+    kept = {name: (folder / name).read_bytes() for name in _files(folder)}
+    for out in (folder / "timings.json", folder / "notes" / "batching.md"):
+        with pytest.raises(SystemExit, match=f"lies inside {folder}, which it reads"):
+            cli.main(["report", str(folder), "--out", str(out), "--no-plots"])
+    assert {name: (folder / name).read_bytes() for name in _files(folder)} == kept
+
+
+def test_plot_names_are_slugs_of_their_curve_however_a_sweep_names_it():
+    """A dtype read from a sweep as 'fp16/sub' made a path into a folder that did not exist, after
+    the report had written into notes/; '../..' in one could write outside plots/."""
+    from triton_conv.report.plots import _plot_name
+
+    assert _plot_name("resnet50", "layer1.0.conv2", "fprop", "bf16", "channels_last") == (
+        "resnet50-layer1-0-conv2-fprop-bf16-channels-last.png"
+    )
+    assert "/" not in _plot_name("resnet50", "conv1", "fprop", "../../x", "a/b")
+    long = _plot_name("resnet50", "conv1", "fprop", "bf16", "x" * 300)
+    assert len(long) <= 204 and long != _plot_name("resnet50", "conv1", "fprop", "bf16", "x" * 301)

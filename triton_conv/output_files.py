@@ -62,6 +62,19 @@ def check_writable(path: str) -> None:
         raise UnwritableOutput(f"{path}: {error}") from error
 
 
+def check_apart(output: str | os.PathLike, inputs, what: str = "--out") -> None:
+    """Raise ValueError when the file `output` is one of `inputs` (files or folders), or lies inside
+    one of the folders: a report that wrote a note onto a sweep JSON it read appended markdown to it,
+    and every later report of that JSON failed."""
+    out = Path(os.path.realpath(output))
+    for given in inputs:
+        source = Path(os.path.realpath(given))
+        if os.path.isdir(source) and (out == source or source in out.parents):
+            raise ValueError(f"{what} {output} lies inside {given}, which it reads: write elsewhere")
+        if os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source):
+            raise ValueError(f"{what} {output} is {given}, which it reads: write elsewhere")
+
+
 def write_whole(path: str | os.PathLike, text: str | bytes) -> None:
     """Write `text` (or bytes) to `path` through a temporary file beside it, renamed over it once
     written. A symbolic link at `path` is replaced, never written through: a report's copy cannot

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+SLOWEST_BATCH_S = 86_400.0  # a measured batch time above a day is a unit slip, not a network
+
 
 def cmd_predict(args) -> int:
     try:
@@ -24,6 +26,10 @@ def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) ->
     from .model import network_cost
 
     for batch, seconds in sorted(measured.items()):
+        if seconds > SLOWEST_BATCH_S:  # near a float's range, the tables printed inf
+            raise ValueError(
+                f"--fit {batch}={seconds:g}: more than a day for one batch; a measurement in other units?"
+            )
         cost = network_cost(layers, args.passes, batch, device, args.dtype)
         least = cost.calls * terms.call_floor_s + cost.roofline_s
         if not seconds >= least:

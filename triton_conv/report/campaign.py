@@ -81,7 +81,7 @@ def _describe(folder: str, state: dict, compiled, checks, training) -> tuple[str
     started = str((state.get("provenance") or {}).get("date", "undated"))
     try:
         section = campaign_section(state, compiled, checks, training)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as error:
         raise CampaignFolderError(
             f"{folder} is not in the format this version of triton-conv writes "
             f"({type(error).__name__}: {error}); report it with the version that ran the campaign"
@@ -237,6 +237,8 @@ def report_campaign(
     written. Nothing is written before every file it reads has been checked. The measured section
     goes into `batching_md` (the command's --out), by default <notes_dir>/batching.md."""
     batching = Path(batching_md) if batching_md is not None else Path(notes_dir) / "batching.md"
+    for note in (batching, Path(notes_dir) / CAMPAIGN_NOTE):  # the notes never inside what they read
+        output_files.check_apart(note, [folder])
     check_plain_files(folder)
     state = _load(folder, "campaign.json")
     if state is None:

@@ -170,7 +170,7 @@ def check_autotune_merge(rows: list[dict], folder: str, out_dir: str, gpu: str, 
     merged = {row_key(r): r for r in stored_rows(stored)} | {row_key(r): r for r in rows}
     try:
         render(list(merged.values()), gpu)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as error:
         raise CampaignFolderError(
             f"{folder}/autotune.json merged with {stored}: the table does not render "
             f"({type(error).__name__}: {error}): one of them is {NOT_THIS_FORMAT}"

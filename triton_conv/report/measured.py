@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..autotune_markdown import inside_notes
-from ..output_files import slug
+from ..output_files import check_apart, slug
 from .markdown import pass_label, replace_section, table
 from .plots import write_plots
 from .sweep_json import NOT_READ, load_run
@@ -269,7 +269,7 @@ def _render_checked(device: str, runs, plot_dir: Path | None, note_dir: Path) ->
     files it came from, not a traceback."""
     try:
         return render_device(device, runs, plot_dir, note_dir)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as error:
         files = " or ".join(str(path) for *_, path in runs)
         why = f"{type(error).__name__}: {error}"
         raise ValueError(
@@ -300,6 +300,7 @@ def make_report(json_path, out_path: str = "notes/batching.md", plots: bool = Tr
     them (one subsection per GPU; a GPU's JSONs merged), plots under <out_path's folder>/plots/<gpu>/;
     returns out_path. Every file is read and every table built before a plot or the note is written."""
     paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
+    check_apart(out_path, paths)
     note_dir = Path(out_path).parent
     body = render_sweeps(paths, None, note_dir)
     if plots:

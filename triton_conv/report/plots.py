@@ -3,6 +3,7 @@ prediction dashed over them. matplotlib is optional (`pip install 'triton-conv[p
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +45,15 @@ def curves(records) -> dict:
     }
 
 
+def _plot_name(*parts: str) -> str:
+    """A plot's file name from its curve's key, every part a slug (a dtype or layout read from a
+    sweep could hold a '/'), cut with a hash of the key beyond 200 characters (a file system's 255)."""
+    name = "-".join(slug(part) for part in parts)
+    if len(name) > 200:
+        name = f"{name[:183]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return f"{name}.png"
+
+
 def write_plots(records, out_dir: Path, note_dir: Path) -> str:
     """One PNG per layer, pass, dtype and layout; returns the markdown that shows them (or says why not)."""
     plt = matplotlib_pyplot()
@@ -71,10 +81,7 @@ def write_plots(records, out_dir: Path, note_dir: Path) -> str:
         axes.set_title(f"{layer} ({layer_set}), {pass_name}, {dtype}, {layout}", fontsize=9)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
-        path = (
-            out_dir
-            / f"{slug(layer_set)}-{slug(layer)}-{slug(pass_name.replace('+', ''))}-{dtype}-{layout}.png"
-        )
+        path = out_dir / _plot_name(layer_set, layer, pass_name.replace("+", ""), dtype, layout)
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)
         links.append(f"![{layer}, {pass_name}, {dtype}]({Path(os.path.relpath(path, note_dir)).as_posix()})")
