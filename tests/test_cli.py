@@ -128,7 +128,8 @@ def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, t
     out = existing if where == "a file" else existing / "run"
     with pytest.raises(SystemExit) as stopped:
         cli.main(["campaign", "--spec", "tiny", "--budget-s", "60", "--out", str(out)])
-    assert str(stopped.value).startswith(f"triton-conv campaign: --out {out} cannot hold the files")
+    why = "is a file, not a folder" if where == "a file" else "cannot hold the files"  # was: File exists
+    assert str(stopped.value).startswith(f"triton-conv campaign: --out {out} {why}")
     assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
 
 

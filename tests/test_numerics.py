@@ -98,3 +98,41 @@ def test_every_pass_rounds_to_nearest_even(dtype, config):
         rounded = want.to(dtype)
         short = (got != rounded).sum().item()
         assert torch.equal(got, rounded), f"{name}: {short} of {got.numel()} not rounded to nearest even"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_bf16_subnormals_are_numbers_not_zeros_or_others(config):
+    """bf16 subnormals (m·2^-133) against normal values (j·2^120): every product and sum is exact
+    in fp32, so each output is the float64 result rounded, and db, a sum of subnormals, is one
+    itself. Triton's interpreter converted bf16 subnormals to other numbers (3·2^-133 to 2^-127) both
+    ways; the kernels convert on the bits there (kernels.common.widen, cast_output). torch's CPU
+    convolution flushes them to zero (README: where it differs)."""
+
+    def scaled(shape, exponent):
+        return (torch.randint(-7, 8, shape, dtype=torch.int64) * 2.0**exponent).to(torch.bfloat16)
+
+    tiny_x, tiny_dy = scaled(PROBLEM.input_shape, -133), scaled(PROBLEM.output_shape, -133)
+    big_w, big_x = scaled(PROBLEM.weight_shape, 120), scaled(PROBLEM.input_shape, 120)
+    tiny_b = scaled((PROBLEM.out_channels,), -133)
+    assert tiny_x.abs().max() < torch.finfo(torch.bfloat16).tiny  # subnormal, and exactly so
+    y64 = reference_conv2d(tiny_x.double(), big_w.double(), tiny_b, PROBLEM)
+    x_probe = torch.zeros(PROBLEM.input_shape, dtype=torch.float64, requires_grad=True)
+    w_probe = torch.zeros(PROBLEM.weight_shape, dtype=torch.float64, requires_grad=True)
+    (dx64,) = torch.autograd.grad(
+        reference_conv2d(x_probe, big_w.double(), None, PROBLEM), x_probe, tiny_dy.double()
+    )
+    (dw64,) = torch.autograd.grad(
+        reference_conv2d(big_x.double(), w_probe, None, PROBLEM), w_probe, tiny_dy.double()
+    )
+
+    y = conv2d_with_config(tiny_x, big_w, tiny_b, PROBLEM.stride, (1, 2), PROBLEM.dilation, 2, config=config)
+    dx = conv2d_dgrad(tiny_dy, big_w, PROBLEM, config, channels_last=False)
+    dw, db = conv2d_wgrad(
+        tiny_dy, big_x, PROBLEM, config, weight_dtype=torch.bfloat16, channels_last=False, need_bias=True
+    )
+    db64 = tiny_dy.double().sum(dim=(0, 2, 3))
+    assert (db64 != 0).any() and db64.abs().max() < torch.finfo(torch.bfloat16).tiny * 8
+    for name, got, want in (("y", y, y64), ("dx", dx, dx64), ("dw", dw, dw64), ("db", db, db64)):
+        assert torch.equal(got, want.detach().to(torch.bfloat16)), (
+            f"{name}: {(got.double() - want).abs().max()}"
+        )

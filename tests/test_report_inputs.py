@@ -179,6 +179,7 @@ def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):
     early = _folder(tmp_path / "early", timings=_timings(), training={"comparison": {}})
     late = _folder(tmp_path / "late", state=_state(date="2026-11-30 14:05:09 UTC", status="running"))
     first = report_campaign(str(early), str(notes), plots=False)[0]
+    assert report_campaign(str(early), str(notes), plots=False)[0] == first  # again: its own copy, replaced
     second = report_campaign(str(late), str(notes), plots=False)[0]
     assert (first, second) == (str(notes / "campaigns" / "h200-2026-11-30"),
                                str(notes / "campaigns" / "h200-2026-11-30-140509"))  # fmt: skip
@@ -187,9 +188,25 @@ def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):
         assert (notes / "campaigns" / folder / "campaign.json").read_text() == (
             source / "campaign.json"
         ).read_text()
-    assert report_campaign(str(early), str(notes), plots=False)[0] == first  # again: its own copy, replaced
     assert report_campaign(second, str(notes), plots=False)[0] == second
     assert len(list((notes / "campaigns").iterdir())) == 2
+
+
+def test_an_earlier_campaign_reported_after_a_later_one_is_refused(tmp_path):
+    """Reported after the later run of its GPU, an earlier one replaced the later run's section of
+    campaign.md, its sweep and its autotune rows, without a word."""
+    notes = tmp_path / "notes"
+    early = _folder(tmp_path / "early", state=_state(date="2026-12-01 10:00:00 UTC"), timings=_timings())
+    late = _folder(tmp_path / "late", state=_state(date="2026-12-02 10:00:00 UTC"), timings=_timings())
+    other_gpu = _folder(tmp_path / "h100", state=_state(date="2026-11-01 10:00:00 UTC", gpu="H200 NVL"),
+                        timings=_timings())  # fmt: skip
+    report_campaign(str(late), str(notes), plots=False)
+    report_campaign(str(other_gpu), str(notes), plots=False)  # another GPU's slug begins with h200-
+    written = {name: (notes / name).read_bytes() for name in _files(notes)}
+    with pytest.raises(SystemExit, match="h200-2026-12-02 keeps a later campaign of H200 .*2026-12-01"):
+        _report(early, notes)
+    assert {name: (notes / name).read_bytes() for name in _files(notes)} == written
+    report_campaign(str(notes / "campaigns" / "h200-2026-12-02"), str(notes), plots=False)  # itself
 
 
 @pytest.mark.parametrize(
@@ -365,6 +382,7 @@ IMPOSSIBLE = [
     ("autotune.json", "rows.0.winner_ms", float("inf"), r"rows\[0\].winner_ms is inf"),
     ("autotune.json", "rows", None, "rows is None, not a list of rows"),
     ("campaign.json", "budget_s", -1, "budget_s is -1, not a number of seconds above 0"),
+    ("campaign.json", "on_gpu", "false", "on_gpu is 'false', not true or false"),  # was read as true
     ("campaign.json", "steps.0.actual_s", -1.0, r"steps\[0\].actual_s is -1.0"),
     ("campaign.json", "provenance.date", "/../../xyz", "provenance.date is '/../../xyz', not a date"),
     ("campaign.json", "provenance.date", "2026-13-45 10:00:00 UTC", "provenance.date is '2026-13-45"),
@@ -503,3 +521,21 @@ def test_plot_names_are_slugs_of_their_curve_however_a_sweep_names_it():
     assert "/" not in _plot_name("resnet50", "conv1", "fprop", "../../x", "a/b")
     long = _plot_name("resnet50", "conv1", "fprop", "bf16", "x" * 300)
     assert len(long) <= 204 and long != _plot_name("resnet50", "conv1", "fprop", "bf16", "x" * 301)
+
+
+def test_a_sweep_given_twice_is_refused_not_counted_as_two_runs(tmp_path):
+    """`report a.json a.json` said 'superseded: its measurements, measured again by a later run'."""
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(_timings()))
+    with pytest.raises(SystemExit, match="a sweep is given twice"):
+        cli.main(["report", str(sweep), str(tmp_path / "." / "sweep.json"), "--out", str(tmp_path / "b.md")])
+    assert not (tmp_path / "b.md").exists()
+
+
+def test_the_campaign_note_says_what_it_lacks_in_words_not_python():
+    """'cuDNN None' beside '—' elsewhere, and the workers' seconds printed as a Python list."""
+    from triton_conv.report.campaign import campaign_section
+
+    compiled = {"variants": 2, "launches": 3, "workers": 2, "wall_s": 1.0, "worker_s": [0.95, 0.891]}
+    text = campaign_section(_state(), compiled, None, None)
+    assert "CUDA —, cuDNN —, Python —" in text and "workers busy 0.95, 0.89 s;" in text

@@ -56,6 +56,8 @@ def check_out_folder(folder: str) -> None:
     """Make `folder` or say clearly why it cannot hold the campaign's files, before the run starts.
     The run replaces an earlier campaign's files there; files of those names without an earlier
     campaign's campaign.json are someone else's, and stay."""
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise SystemExit(f"triton-conv campaign: --out {folder} is a file, not a folder for the files")
     try:
         os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()

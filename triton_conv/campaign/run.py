@@ -272,9 +272,8 @@ class Campaign:
                 "cut by the budget" if cut else "complete, with errors or skips" if flawed else "complete"
             )
         except BaseException as failure:
-            self.state["status"] = f"failed in step {self.step_name}: {type(failure).__name__}: {failure}"[
-                :500
-            ]
+            why = ": ".join(filter(None, (type(failure).__name__, str(failure))))  # Ctrl-C has no text
+            self.state["status"] = f"failed in step {self.step_name}: {why}"[:500]
             self.state["traceback"] = traceback.format_exc()[-4000:]
             log(self.state["status"])
             if not isinstance(failure, Exception):

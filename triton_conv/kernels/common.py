@@ -98,12 +98,24 @@ def zero_accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, operand_ptr):
 
 
 @triton.jit
+def widen(value, acc_dtype: tl.constexpr, UPCAST: tl.constexpr):
+    """`value` in the accumulator's dtype. Under the interpreter (UPCAST), bf16 is widened on the
+    bits (a bf16 is an fp32's high half), since its own conversion loses subnormals: 3·2^-133 came
+    out as 2^-127, 2^-130 as 0."""
+    if UPCAST and value.dtype == tl.bfloat16:
+        out = (value.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        out = value.to(acc_dtype)
+    return out
+
+
+@triton.jit
 def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """acc += a @ b in the accumulator's dtype (fp32, or fp64 for gradcheck: Triton 3.6 needs
     out_dtype named for that). UPCAST works around the interpreter's wrong bf16 dot (CPU only)."""
     if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
+        a = widen(a, tl.float32, UPCAST)
+        b = widen(b, tl.float32, UPCAST)
     return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
@@ -151,13 +163,14 @@ def cast_output(value, out_dtype: tl.constexpr, UPCAST: tl.constexpr):
     """`value` in the output's dtype, rounded to nearest even. Compiled code rounds so; Triton's
     interpreter (3.6 to 3.9) truncates fp32 to bf16, which left half of all outputs one unit in the
     last place short of torch's, so under it (UPCAST: bf16 in the interpreter) the rounding is done
-    on the bits: add half a bf16 unit less one, plus the kept part's lowest bit, then drop the low
-    16 bits. An overflow becomes inf as torch's does; a NaN stays a NaN."""
-    if UPCAST:
+    on the bits: add half a bf16 unit less one, plus the kept part's lowest bit, then keep the high
+    16 bits (as bits: its conversion also turned subnormals into other numbers). An overflow becomes
+    inf as torch's does; a NaN stays a NaN."""
+    if UPCAST and out_dtype == tl.bfloat16:
         bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
         rounded = bits + 0x7FFF + ((bits >> 16) & 1)
-        rounded = tl.where(value != value, bits | 0x400000, rounded) & 0xFFFF0000
-        out = rounded.to(tl.float32, bitcast=True).to(out_dtype)
+        rounded = tl.where(value != value, bits | 0x400000, rounded)
+        out = (rounded >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         out = value.to(out_dtype)
     return out
@@ -179,7 +192,7 @@ def store_tile(
     """Add the bias (in the accumulator's dtype) to each column, cast to the output's dtype, and
     store with the output's strides."""
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0).to(acc.dtype)
+        bias = widen(tl.load(bias_ptr + bias_index, mask=col_mask, other=0.0), acc.dtype, UPCAST)
         acc = acc + bias[None, :]
     out = cast_output(acc, out_ptr.dtype.element_ty, UPCAST)
     tl.store(

@@ -23,6 +23,7 @@ from .common import (
     split_range,
     store_tile,
     swizzled_tile,
+    widen,
     zero_accumulator,
 )
 
@@ -51,7 +52,7 @@ def bias_grad_tile(
             mask=row_ok[:, None] & (npq < gemm_k)[None, :],
             other=0.0,
         )
-        total += tl.sum(tile.to(total.dtype), axis=1)
+        total += tl.sum(widen(tile, total.dtype, UPCAST), axis=1)
     do_store = True
     if SPLIT_K > 1:
         slot = group * tl.cdiv(out_per_group, BLOCK_M) + tile_m

@@ -40,7 +40,7 @@ from .campaign_inputs import (
     check_whole,
     gpu_name,
 )
-from .kept_copy import keep_whole, kept_copy_folder
+from .kept_copy import keep_whole, kept_copy_folder, later_runs
 from .markdown import check_sections, replace_section, table
 from .measured import make_report, render_sweeps
 from .sweep_json import read_json
@@ -143,8 +143,9 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         f"driver {gpu.get('driver_version', '—')}; clocks at the start: SM {gpu.get('clocks.sm', '—')} "
         f"(max {gpu.get('clocks.max.sm', '—')}), memory {gpu.get('clocks.mem', '—')}; after the ceilings: "
         f"SM {(ceilings.get('clocks_after') or {}).get('clocks.sm', '—')}",
-        f"- torch {prov.get('torch')}, Triton {prov.get('triton')}, CUDA {prov.get('cuda')}, cuDNN "
-        f"{prov.get('cudnn')}, Python {prov.get('python')}, triton-conv {prov.get('triton_conv')}",
+        f"- torch {prov.get('torch', '—')}, Triton {prov.get('triton', '—')}, CUDA "
+        f"{prov.get('cuda') or '—'}, cuDNN {prov.get('cudnn') or '—'}, Python {prov.get('python', '—')}, "
+        f"triton-conv {prov.get('triton_conv', '—')}",
         f"- commit {prov.get('commit')} ({prov.get('branch')}); run {prov.get('date')}; campaign "
         f"'{state.get('campaign')}', budget {state.get('budget_s')} s, status: **{state.get('status')}** "
         f"after {state.get('elapsed_s')} s",
@@ -166,7 +167,8 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         parts.append(
             f"#### Compiled ahead\n\n{compiled.get('variants')} kernel variants of "
             f"{compiled.get('launches')} launches on {compiled.get('workers')} workers in "
-            f"{_fmt(compiled.get('wall_s'), '.1f')} s (workers busy {compiled.get('worker_s')} s; "
+            f"{_fmt(compiled.get('wall_s'), '.1f')} s (workers busy "
+            f"{_seconds_each(compiled.get('worker_s'))} s; "
             f"{compiled.get('failed')} failed; {compiled.get('already_cached')} already cached). "
             f"Mean seconds per variant compiled: {mean or '—'}. In the timing process: "
             f"{cache.get('in_campaign_process')} (loaded: found in Triton's cache; compiled here: missed "
@@ -199,6 +201,10 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
 
 def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def _seconds_each(values) -> str:  # compile.json's worker_s, per worker: '0.95, 0.89', not a list
+    return ", ".join(_fmt(value, ".2f") for value in values) if isinstance(values, list) else _fmt(values, "")
 
 
 def _outputs(
@@ -265,6 +271,14 @@ def report_campaign(
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]
         check_autotune_merge(rows, folder, str(Path(notes_dir) / "autotune"), gpu, slug)
     keep = kept_copy_folder(Path(notes_dir) / "campaigns", slug, started)
+    later = later_runs(Path(notes_dir) / "campaigns", slug, started, folder)
+    if later:
+        when, copy = later[-1]
+        raise ValueError(
+            f"{copy} keeps a later campaign of {gpu} (started {when}) than this one ({started}), whose"
+            f" tables would replace the later run's: report this one first, then the later one again"
+            f" (triton-conv report {copy}), or write these notes elsewhere (--out)"
+        )
     for path in _outputs(folder, notes_dir, batching, keep, slug, benchmarks, rows, training):
         output_files.check_writable(path)  # a folder in its place, a parent that is a file or read-only
     check_sections(Path(notes_dir) / CAMPAIGN_NOTE, [f"campaign {slug}"])

@@ -83,6 +83,8 @@ def check_state(state, path) -> None:
         raise format_error(
             path, "provenance.date", date, "a date and time as 2026-11-30 10:00:00 UTC"
         ) from None
+    if not isinstance(state.get("on_gpu"), bool):  # the string "false" read as true, notes/ unguarded
+        raise format_error(path, "on_gpu", state.get("on_gpu"), "true or false")
     if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
         raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
 

@@ -24,6 +24,22 @@ def _started(folder: Path) -> str | None:
         return "unreadable"
 
 
+def later_runs(campaigns: Path, slug: str, started: str, folder: str) -> list[tuple[str, Path]]:
+    """(start, kept copy) of each run of this GPU kept in `campaigns` that started after `started`,
+    the run in `folder` itself left out; [] when either start is not a date."""
+    if not started[:4].isdigit() or not campaigns.is_dir():
+        return []
+    found = []
+    for copy in sorted(campaigns.iterdir()):
+        # <slug>-<date>[-<hhmmss>]: not another GPU's whose slug begins with this one
+        if not re.fullmatch(re.escape(slug) + r"-\d{4}-\d{2}-\d{2}(-\w+)?", copy.name) or not copy.is_dir():
+            continue
+        other = _started(copy)
+        if other and other[:4].isdigit() and other > started and not os.path.samefile(copy, folder):
+            found.append((other, copy))
+    return found
+
+
 def kept_copy_folder(campaigns: Path, slug: str, started: str) -> Path:
     """notes/campaigns/<gpu>-<date>/, or <gpu>-<date>-<hhmmss>/ when that one keeps another run of the
     day (its campaign.json started at another time): each run kept whole, none mixed with another."""

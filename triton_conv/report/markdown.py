@@ -84,6 +84,23 @@ def _found(text: str, needle: str, fenced) -> list[int]:
     return found
 
 
+_MARKER_LIKE = re.compile(r"<!--\s*(begin|end)\s+([^:>]*?)\s*(:[^>]*)?-->", re.IGNORECASE)
+
+
+def _changed_markers(text: str, name: str, fenced) -> list[str]:
+    """Comments outside code blocks that read as a marker of section `name` once case and spaces are
+    set aside, but are not its markers: an edit changed them, and the exact markers, no longer
+    found, would make the splice append the section again beside the old one."""
+    wanted = " ".join(name.lower().split())
+    return [
+        match[0]
+        for match in _MARKER_LIKE.finditer(text)
+        if " ".join(match[2].lower().split()) == wanted
+        and match[0] not in _markers(name)
+        and not any(start <= match.start() < stop for start, stop in fenced)
+    ]
+
+
 def _section_span(text: str, path, name: str) -> tuple[int, int] | None:
     """Where section `name` lies in `text` (from its BEGIN to the end of its END marker), None when
     neither marker is there. A marker missing, repeated or out of order, or another section's BEGIN
@@ -91,6 +108,12 @@ def _section_span(text: str, path, name: str) -> tuple[int, int] | None:
     the text between two sections. Markers inside fenced code blocks are text, not markers."""
     begin, end = _markers(name)
     fenced = _fenced(text)[0]
+    changed = _changed_markers(text, name, fenced)
+    if changed:
+        raise ValueError(
+            f"{path}: section '{name}' has a marker changed by hand, {changed[0]!r}: put back '{begin}'"
+            f" ... '{end}' as they were (mend the file by hand), or it would be appended a second time"
+        )
     starts, ends = _found(text, begin, fenced), _found(text, end, fenced)
     if not starts and not ends:
         return None
@@ -120,13 +143,23 @@ def _splice_span(text: str, path, name: str) -> tuple[int, int] | None:
     return span
 
 
+def _read(path) -> str:
+    """The note's text as it is on disk (line ends not translated: the text outside the sections is
+    written back as it was), ValueError naming the file when it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error}): not a note this command writes into") from None
+
+
 def check_sections(path: str | os.PathLike, names) -> None:
     """Raise ValueError when a section of `names` in the file at `path` is not spliceable (see
     _section_span), UnwritableOutput when the file cannot be written: a report checks this before it
     writes anything."""
     check_writable(str(path))
     path = Path(path)
-    text = path.read_text() if path.is_file() else ""
+    text = _read(path) if path.is_file() else ""
     for name in names:
         _splice_span(text, path, name)
 
@@ -140,12 +173,14 @@ def replace_section(path: str | os.PathLike, name: str, body: str, header: str =
     begin, end = _markers(name)
     block = f"{begin}\n{body.rstrip()}\n{end}"
     with folder_locked(path):
-        text = path.read_text() if path.exists() else header
+        text = _read(path) if path.exists() else header
         span = _splice_span(text, path, name)
+        line_end = "\r\n" if "\r\n" in text else "\n"  # a note with Windows line ends keeps them
+        block = block.replace("\n", line_end)
         if span is not None:
             text = text[: span[0]] + block + text[span[1] :]
         else:
-            text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+            text = (text.rstrip() + line_end * 2 if text.strip() else "") + block + line_end
         check_writable(str(path))  # a read-only note is kept, not replaced
         write_whole(path, text)
     return str(path)
@@ -153,12 +188,12 @@ def replace_section(path: str | os.PathLike, name: str, body: str, header: str =
 
 def read_section(path: str | os.PathLike, name: str) -> str | None:
     """The body of section `name` in the file, or None; ValueError for broken markers."""
-    text = Path(path).read_text() if Path(path).exists() else ""
+    text = _read(path) if Path(path).exists() else ""
     span = _section_span(text, path, name)
     if span is None:
         return None
     begin, end = _markers(name)
-    inner = text[span[0] + len(begin) : span[1] - len(end)]
+    inner = text[span[0] + len(begin) : span[1] - len(end)].replace("\r\n", "\n")
     return inner.removeprefix("\n").removesuffix("\n")
 
 

@@ -4,6 +4,7 @@ training memory and gradient accumulation; plots when matplotlib is there."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -301,6 +302,8 @@ def make_report(json_path, out_path: str = "notes/batching.md", plots: bool = Tr
     returns out_path. Every file is read and every table built before a plot or the note is written."""
     paths = [json_path] if isinstance(json_path, (str, Path)) else list(json_path)
     check_apart(out_path, paths)
+    if len({os.path.realpath(path) for path in paths}) < len(paths):  # one run, counted as two
+        raise ValueError(f"a sweep is given twice: {[str(path) for path in paths]}")
     note_dir = Path(out_path).parent
     body = render_sweeps(paths, None, note_dir)
     if plots:
