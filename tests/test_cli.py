@@ -88,6 +88,18 @@ def test_tune_refuses_a_pass_or_dtype_it_has_not(capsys):
     assert cli.build_parser().parse_args(["tune", "--dtypes", "bf16", "fp32"]).dtypes == ["bf16", "fp32"]
 
 
+def test_predict_dtype_is_a_name_not_a_size(capsys):
+    """The model's API takes element sizes (2, 4); the command line's message offered them too, and
+    then refused '2' (argparse passes text). Names only, and the message says which."""
+    for text in ("2", "fp8", ""):
+        with pytest.raises(SystemExit) as stopped:
+            cli.build_parser().parse_args(["predict", "--dtype", text])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "argument --dtype" in err and "sizes" not in err
+    for name in ("bf16", "torch.float16", "TF32", "float32"):
+        assert cli.build_parser().parse_args(["predict", "--dtype", name]).dtype == name
+
+
 @pytest.mark.parametrize(
     "argv",
     [["static-report", "--workers", "0"], ["sass-report", "--workers", "-1"], ["tune", "--rep-ms", "0"],

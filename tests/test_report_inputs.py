@@ -307,6 +307,45 @@ def test_two_merges_into_one_autotune_table_at_once_keep_both_rows(tmp_path, mon
     assert sorted(row["batch"] for row in rows) == [1, 8]
 
 
+def test_two_gpus_reported_into_one_notes_at_once_keep_both_subsections(tmp_path, monkeypatch):
+    """Two campaigns of two GPUs reported at once: the first listed notes/sweeps/ before the second
+    copied its sweep there, rendered slowly, and wrote its measured section last, without the
+    second GPU (the window widened here by a slow render of one sweep)."""
+    import threading
+    import time
+
+    from triton_conv import output_files
+    from triton_conv.report import campaign
+
+    notes = tmp_path / "notes"
+    folders = []
+    for gpu in ("H200", "A100"):
+        timings = _timings()
+        timings["machine_info"]["triton_conv"]["gpu"] = gpu
+        folders.append(_folder(tmp_path / gpu, state=_state(gpu=gpu), timings=timings))
+    real_copy, real_render = output_files.copy_whole, campaign.make_report
+
+    def copy_late_for_a100(source, target):
+        if "a100" in str(target):
+            time.sleep(0.3)  # the H200's report lists the sweeps first
+        real_copy(source, target)
+
+    def render_slowly_alone(paths, **kwargs):
+        if len(paths) == 1:
+            time.sleep(1.0)  # and, with only its own sweep, would write last
+        return real_render(paths, **kwargs)
+
+    monkeypatch.setattr(output_files, "copy_whole", copy_late_for_a100)
+    monkeypatch.setattr(campaign, "make_report", render_slowly_alone)
+    threads = [threading.Thread(target=report_campaign, args=(str(f), str(notes), False)) for f in folders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    measured = read_section(notes / "batching.md", "measured")
+    assert "H200" in measured and "A100" in measured
+
+
 def _whole_steps(*extra):
     """_state() whose steps also record `extra` steps as done (the files they write are owed)."""
     state = _state()

@@ -107,6 +107,20 @@ def _measurement(text: str) -> tuple[int, float]:
         ) from None
 
 
+def _dtype_name(text: str) -> str:
+    """predict's --dtype: a name the model knows (the model's API also takes element sizes, which a
+    command line would only confuse with a batch size: refused here)."""
+    from .model.resources import dtype_kind
+
+    try:
+        dtype_kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"fp16, bf16, fp32 or tf32 (or torch's names: float16, bfloat16, float32), got {text!r}"
+        ) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triton-conv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--layers", default="resnet50", help="a layer set of triton_conv.layers: resnet50, unet_decoder, ..."
     )
-    predict.add_argument("--dtype", default="fp16", help="fp16, bf16 or fp32 (tf32: fp32 operands)")
+    predict.add_argument(
+        "--dtype", default="fp16", type=_dtype_name, help="fp16, bf16 or fp32 (tf32: fp32 operands)"
+    )
     predict.add_argument("--batch", type=_count, nargs="+", default=[1, 8, 32, 128])
     predict.add_argument("--passes", nargs="+", default=["fprop"], choices=["fprop", "dgrad", "wgrad"])
     predict.add_argument(

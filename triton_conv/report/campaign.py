@@ -288,12 +288,14 @@ def report_campaign(
     keep_whole(folder, keep)
     written = [str(keep)]
     if benchmarks:
-        sweeps = Path(notes_dir) / "sweeps"
-        sweeps.mkdir(parents=True, exist_ok=True)
-        output_files.copy_whole(os.path.join(folder, "timings.json"), sweeps / f"{slug}-campaign.json")
-        written.append(str(sweeps / f"{slug}-campaign.json"))
-        every = sorted(glob.glob(str(sweeps / "*.json")))
-        written.append(make_report(every, out_path=str(batching), plots=plots))
+        sweep = Path(notes_dir) / "sweeps" / f"{slug}-campaign.json"
+        # Copy, list and render in turn with any other report: one that listed the sweeps before
+        # this copy could otherwise write its section last, without this GPU's subsection.
+        with output_files.folder_locked(sweep):
+            output_files.copy_whole(os.path.join(folder, "timings.json"), sweep)
+            written.append(str(sweep))
+            every = sorted(glob.glob(str(sweep.parent / "*.json")))
+            written.append(make_report(every, out_path=str(batching), plots=plots))
     if rows:
         tables = write_autotune_tables(rows, str(Path(notes_dir) / "autotune"), gpu=gpu)
         written += [tables, tables.removesuffix(".md") + ".json"]  # the tables and the rows they merge
