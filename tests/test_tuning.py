@@ -14,10 +14,12 @@ import textwrap
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import triton_conv
 from triton_conv import (
     autotune_runs,
     autotune_tables,
@@ -504,6 +506,38 @@ def test_tune_model_refuses_passes_and_batches_it_cannot_tune(passes, batch_size
                                     stream=io.StringIO())  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("input_shapes", "words"),
+    [([], "input_shapes must be"), ((np.int64(3), 10, 12), None), (torch.tensor([3, 10, 12]), "not a tensor"),
+     ((3, 0, 12), "input_shapes must be"), ((3,), "input_shapes must be"), ((10, 12), "input_shapes \\(10, 12\\)"),
+     ([(3, 10, 12), "3x10x12"], "input_shapes must be")],
+)  # fmt: skip
+def test_tune_model_names_input_shapes_it_cannot_take(input_shapes, words):
+    """An empty list raised IndexError, a NumPy integer TypeError ('not iterable'), a shape the model
+    refuses its forward's message with no word of which argument gave it."""
+    call = lambda: model_tuning.tune_model(Net(), input_shapes, (2,), device="cpu", stream=io.StringIO())
+    if words is None:
+        assert [r.key for r in call()] == [r.key for r in model_tuning.tune_model(
+            Net(), (3, 10, 12), (2,), device="cpu", stream=io.StringIO())]  # fmt: skip
+        return
+    with pytest.raises(RuntimeError, match=words):
+        call()
+
+
+def test_tune_model_tunes_the_models_dtype_unless_told():
+    """The default was fp16 whatever the model: an fp32 model's step found none of its keys tuned."""
+    keys = lambda model, **kw: {r.key.split()[1] for r in model_tuning.tune_model(
+        model, (3, 10, 12), (2,), device="cpu", stream=io.StringIO(), **kw)}  # fmt: skip
+    assert keys(Net()) == keys(Net(), dtype=torch.float32) and keys(Net()) & {"fp32", "tf32"}
+    assert keys(Net().double()) == {"fp64"} and keys(Net(), dtype=torch.bfloat16) == {"bf16"}
+    for dtype, error in ((torch.int32, "dtype must be one of"), ("fp16", "dtype must be one of")):
+        with pytest.raises(triton_conv.ConvTypeError, match=error):
+            keys(Net(), dtype=dtype)
+    if not torch.cuda.is_available():
+        with pytest.raises(triton_conv.ConvArgumentError, match="sees no CUDA device"):
+            model_tuning.tune_model(Net(), (3, 10, 12), device="cuda", stream=io.StringIO())
+
+
 def test_tune_model_takes_one_pass_name_and_one_batch_size():
     """A bare string was iterated as its letters ('f', 'p', ...), none of them a pass: nothing tuned."""
 
@@ -708,3 +742,40 @@ def test_autotune_switch_names_a_value_it_does_not_know(value, enabled, warns, m
         assert tuning.autotuning_enabled() is enabled
     said = [str(w.message) for w in caught if tuning.ENV_AUTOTUNE in str(w.message)]
     assert bool(said) is warns, said
+
+
+# --- pins ---------------------------------------------------------------------------------------------
+def test_pin_config_refuses_a_pin_no_pass_would_look_up():
+    """pin_config kept a pass named 'forward' (never looked up, no word), and a dict as config, which
+    failed later inside conv2d as 'unhashable type: dict'."""
+    problem = ConvProblem.from_shapes((2, 4, 8, 8), (6, 4, 3, 3))
+    good = ("fprop", torch.float32, KernelConfig(16, 16, 16))
+    bad = [(("forward", *good[1:]), "pass_name"), ((good[0], torch.int32, good[2]), "dtype"),
+           ((*good[:2], {"block_m": 16}), "config must be a KernelConfig")]  # fmt: skip
+    for (pass_name, dtype, config), words in bad:
+        with pytest.raises(RuntimeError, match=words):
+            choices.pin_config(problem, pass_name, dtype, False, "cpu", config)
+    with pytest.raises(RuntimeError, match="problem must be a ConvProblem"):
+        choices.pin_config((2, 4, 8, 8), *good[:2], False, "cpu", good[2])
+    assert not choices._CHOSEN
+
+
+def test_a_pin_given_with_a_stride_past_the_image_is_the_config_the_op_launches(monkeypatch, triton_only):
+    """The op runs the canonical problem (stride cut to the padded span); a pin of the problem as
+    written (stride 100) was kept under another key and never launched."""
+    from triton_conv import passes
+
+    problem = ConvProblem.from_shapes((2, 4, 8, 8), (6, 4, 3, 3), stride=100, padding=1)
+    pinned = KernelConfig(16, 32, 16, group_m=1)
+    chosen = []
+    real = passes.choose_config
+    monkeypatch.setattr(passes, "choose_config", lambda *args: chosen.append(real(*args)) or chosen[-1])
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    choices.pin_config(problem, "fprop", torch.float32, False, "cpu", pinned)
+    try:
+        with triton_only():
+            y = triton_conv.conv2d(x, w, stride=100, padding=1)
+    finally:
+        choices.forget_choices()
+    assert chosen == [pinned]
+    assert rel_error(y, F.conv2d(x.double(), w.double(), stride=100, padding=1)) < 1e-5

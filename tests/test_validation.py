@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +129,27 @@ def test_with_config_refuses_what_needs_a_gradient(case):
     assert sum(launch_counts.values()) == before
 
 
+def test_with_config_under_vmap_is_refused_before_a_launch():
+    """vmap's batched tensors failed inside the launcher ('Cannot access data pointer')."""
+    args, before = _args(), sum(launch_counts.values())
+    with pytest.raises(triton_conv.ConvArgumentError, match="input is one of a torch.func transform"):
+        torch.func.vmap(lambda x: triton_conv.conv2d_with_config(**{**args, "input": x}))(
+            torch.randn(3, 2, 4, 8, 8)
+        )
+    assert sum(launch_counts.values()) == before
+
+
+def test_with_config_on_meta_tensors_gives_conv2ds_shapes_and_launches_nothing():
+    """Meta tensors reached the kernel ('Cannot copy out of meta tensor'), where conv2d gives shapes."""
+    before = sum(launch_counts.values())
+    meta = {k: v.to("meta") for k, v in _args().items() if isinstance(v, torch.Tensor)}
+    args = {**_args(), **meta, "input": meta["input"].to(memory_format=torch.channels_last)}
+    got = triton_conv.conv2d_with_config(**args)
+    want = triton_conv.conv2d(args["input"], args["weight"], args["bias"], padding=1)
+    assert got.device.type == "meta" and (got.shape, got.stride()) == (want.shape, want.stride())
+    assert sum(launch_counts.values()) == before
+
+
 @pytest.mark.interpreter
 def test_with_config_runs_without_gradients():
     args = _args(weight=torch.randn(6, 4, 3, 3, requires_grad=True))
@@ -140,11 +162,24 @@ def test_with_config_runs_without_gradients():
 
 
 @pytest.mark.parametrize(
-    "field,value", [("block_m", 48), ("block_n", 8), ("block_k", 0), ("num_warps", 3), ("split_k", 0)]
-)
+    "field,value",
+    [("block_m", 48), ("block_n", 8), ("block_k", 0), ("num_warps", 3), ("split_k", 0),
+     ("split_k", 4000), ("num_warps", 64), ("block_m", 2048), ("num_stages", 9), ("group_m", 65)],
+)  # fmt: skip
 def test_bad_kernel_config(field, value):
-    with pytest.raises(ValueError, match=field):
+    """Out of range is a ConvArgumentError naming the field; a split-K of 4000 had run (114 s under
+    the interpreter, a 16 GB workspace at a 64x64 tile on a GPU), 64 warps and 2048-row tiles too."""
+    with pytest.raises(triton_conv.ConvArgumentError, match=f"config.{field}"):
         triton_conv.KernelConfig(**{field: value})
+
+
+@pytest.mark.parametrize("value", [True, 32.0, "32", None])
+def test_kernel_config_fields_are_whole_numbers(value):
+    """split_k=True ran as a split of 1 (and printed as 'sTrue'); NumPy integers are ints."""
+    with pytest.raises(triton_conv.ConvTypeError, match="config.split_k must be an int"):
+        triton_conv.KernelConfig(split_k=value)
+    config = triton_conv.KernelConfig(block_m=np.int64(32), split_k=np.int32(2))
+    assert config == triton_conv.KernelConfig(block_m=32, split_k=2) and type(config.block_m) is int
 
 
 @pytest.mark.interpreter

@@ -12,8 +12,9 @@ import threading
 import torch
 
 from . import tuning
+from .arguments import FLOAT_DTYPES, ConvArgumentError, ConvTypeError
 from .configs import KernelConfig
-from .problem import ConvProblem
+from .problem import PASSES, ConvProblem
 from .runtime import fp32_uses_tf32
 from .tuning import Timer
 
@@ -37,7 +38,8 @@ def select_config(
     meanwhile wins over the tuning's result. A call of the same problem from inside its own tuning (a
     hook or a dispatch mode that runs a convolution while a config is timed) gets the untimed default
     instead of starting the tuning again. Known limit: two threads whose tunings each run the other's
-    problem from such a hook wait for each other. tune_model and the `tune` command call
+    problem from such a hook wait for each other. A tuning that raises is not shared: each thread
+    that waited for it then tunes (and may raise) on its own. tune_model and the `tune` command call
     tuning.autotune directly, outside these locks."""
     device = tuning._device(device)
     memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
@@ -87,8 +89,23 @@ def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelC
     dtype, layout flag and device: pass the tensors' own device, 'cuda:0', as the ops see it),
     whatever the cache holds for its tuning key: for a caller that timed its own candidates (the
     campaign) and runs its winner through the custom ops. Other problems with the same key are not
-    affected; forget_choices() unpins."""
-    _CHOSEN[_memo_key(problem, pass_name, dtype, channels_last, device)] = config
+    affected; forget_choices() unpins. The problem is pinned in the form the ops run
+    (ConvProblem.canonical: a stride past the padded input cut to its span). A pin the passes could
+    never look up (another pass name, a dtype they do not run) or that is no KernelConfig is refused,
+    not kept unused or left to fail in a later convolution."""
+    _check_pin(problem, pass_name, dtype, config)
+    _CHOSEN[_memo_key(problem.canonical(), pass_name, dtype, channels_last, device)] = config
+
+
+def _check_pin(problem, pass_name, dtype, config) -> None:
+    if not isinstance(problem, ConvProblem):
+        raise ConvTypeError(f"problem must be a ConvProblem, got {type(problem).__name__}")
+    if pass_name not in PASSES:
+        raise ConvArgumentError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise ConvTypeError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if not isinstance(config, KernelConfig):
+        raise ConvTypeError(f"config must be a KernelConfig, got {type(config).__name__}")
 
 
 def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:

@@ -5,10 +5,12 @@ space the tuner times is in search_space.py, the tuning key in tuning_keys.py.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from .arguments import ConvArgumentError, ConvTypeError
 from .problem import ConvProblem, GemmShape
 
 
@@ -20,9 +22,22 @@ def _is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
+# The largest value of each field a launch may carry: a GPU launches at most 1,024 threads (32
+# warps) per block, a tile of 512 rows already needs more registers or shared memory than any GPU
+# has, and a split-K of more than 256 partial sums only multiplies the workspace (split_k x BM x BN
+# fp32) and the grid. The tuning cache's entries are held to the same bounds.
+CONFIG_BOUNDS = {
+    "block_m": 512, "block_n": 512, "block_k": 512, "group_m": 64, "split_k": 256,
+    "num_warps": 32, "num_stages": 8,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class KernelConfig:
-    """One tile shape and schedule. Blocks are powers of two and at least 16 (a GPU dot's minimum)."""
+    """One tile shape and schedule. Blocks are powers of two and at least 16 (a GPU dot's minimum),
+    num_warps a power of two, every field a whole number of at least 1 and at most CONFIG_BOUNDS'.
+    A field out of range raises ConvArgumentError, one of another kind ConvTypeError (NumPy
+    integers are taken as ints)."""
 
     block_m: int = 64
     block_n: int = 64
@@ -33,16 +48,19 @@ class KernelConfig:
     num_stages: int = 3
 
     def __post_init__(self):
+        for name, bound in CONFIG_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # split_k=True ran as 1
+                raise ConvTypeError(f"config.{name} must be an int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+            if not 1 <= value <= bound:
+                raise ConvArgumentError(f"config.{name} must be between 1 and {bound}, got {value}")
         for name in ("block_m", "block_n", "block_k"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not _is_power_of_two(value) or value < 16:
-                raise ValueError(f"config.{name} must be a power of two >= 16, got {value!r}")
-        for name in ("group_m", "split_k", "num_warps", "num_stages"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"config.{name} must be a positive int, got {value!r}")
+            if not _is_power_of_two(value) or value < 16:
+                raise ConvArgumentError(f"config.{name} must be a power of two >= 16, got {value!r}")
         if not _is_power_of_two(self.num_warps):
-            raise ValueError(f"config.num_warps must be a power of two, got {self.num_warps}")
+            raise ConvArgumentError(f"config.num_warps must be a power of two, got {self.num_warps}")
 
     def shared_bytes(self, element_size: int, capability: tuple[int, int] | None = None) -> int:
         """The operand pipeline's shared memory: buffers x (BM x BK + BK x BN) x element_size. Triton's
@@ -60,7 +78,9 @@ class KernelConfig:
     def from_dict(cls, values: dict) -> KernelConfig:
         names = {f.name for f in fields(cls)}
         if set(values) != names:
-            raise ValueError(f"a config needs exactly the fields {sorted(names)}, got {sorted(values)}")
+            raise ConvArgumentError(
+                f"a config needs exactly the fields {sorted(names)}, got {sorted(values)}"
+            )
         return cls(**values)
 
     def __str__(self) -> str:
@@ -151,7 +171,7 @@ def default_wgrad_split(
     steps = cdiv(problem.gemm("wgrad").k, config.block_k)
     if tiles == 0 or steps == 0:
         return 1
-    fill = sm_count // tiles
+    fill = min(sm_count // tiles, CONFIG_BOUNDS["split_k"])
     return max(1, min(fill, steps // MIN_STEPS_PER_SPLIT))
 
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .arguments import ConvArgumentError
+from .arguments import FLOAT_DTYPES, ConvArgumentError, ConvTypeError
 from .autograd import checked_problem, checked_transposed_problem, conv2d_op, conv_transpose2d_op
 from .compile_ahead import checked_workers
 from .nn import CONVERSIONS
@@ -177,6 +177,39 @@ def _checked_batch_sizes(batch_sizes) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
+def _checked_shapes(input_shapes) -> list[tuple[int, ...]]:
+    """One per-image shape or a list of them, each 2 to 4 whole numbers of at least 1 (an empty
+    list raised IndexError, a NumPy integer's shape a TypeError about iterating it)."""
+    if isinstance(input_shapes, torch.Tensor):  # a sample's values read as a shape, or not at all
+        raise ConvTypeError("input_shapes must be a shape such as (C, H, W) or a list of them, not a"
+                            " tensor (a sample x gives x.shape[1:])")  # fmt: skip
+    one = isinstance(input_shapes, (tuple, list, torch.Size)) and input_shapes
+    one = one and all(isinstance(size, numbers.Integral) for size in input_shapes)
+    shapes = [input_shapes] if one else input_shapes
+    try:
+        shapes = [tuple(shape) for shape in shapes]
+    except TypeError:
+        shapes = None
+    whole = lambda size: isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1
+    if not shapes or not all(2 <= len(shape) <= 4 and all(map(whole, shape)) for shape in shapes):
+        raise ConvArgumentError(
+            "input_shapes must be one image's shape, (C, H, W) or (C, L) (or (N, C, H, W), N ignored),"
+            f" of whole numbers >= 1, or a list of them, got {input_shapes!r}"
+        )
+    return [tuple(int(size) for size in shape) for shape in shapes]
+
+
+def _model_dtype(model, dtype) -> torch.dtype:
+    """The dtype the model's convolutions run in: `dtype`, else its first floating parameter's or
+    buffer's (the one conv_problems' forward runs in), else torch's default."""
+    if dtype is None:
+        state = [*model.parameters(), *model.buffers()]
+        dtype = next((t.dtype for t in state if t.is_floating_point()), torch.get_default_dtype())
+    if dtype not in FLOAT_DTYPES:
+        raise ConvTypeError(f"dtype must be one of {FLOAT_DTYPES} or None (the model's), got {dtype!r}")
+    return dtype
+
+
 def _compile_ahead(jobs, dtype, device, timer, workers, stream) -> None:
     """compile_ahead.compile_before_tuning for the tunings of `jobs` ((label, problem, kernel pass,
     layout) each), when any of them will time (autotune: a GPU or a timer, and autotuning on or a
@@ -194,7 +227,7 @@ def tune_model(
     model,
     input_shapes,
     batch_sizes=(1,),
-    dtype=torch.float16,
+    dtype=None,
     passes=PASSES,
     progress=True,
     *,
@@ -207,6 +240,8 @@ def tune_model(
     """Tune every convolution of `model` ahead of time for each input shape and batch size.
 
     `input_shapes`: one per-image shape ((C, H, W), or (C, L) for a 1-D model) or a list of them.
+    `dtype`: what the convolutions run in; None (the default): the model's parameters' dtype. Pass
+    the autocast dtype (torch.float16, torch.bfloat16) for a model run under torch.autocast.
     `passes`: which of each convolution's passes (fprop: forward, dgrad: input gradient, wgrad:
     weight gradient; a transposed convolution's run other kernels: ConvCall.kernel_pass).
     `channels_last`: the layout the model will run in (conv_problems). Exactly the tuning keys the
@@ -224,11 +259,18 @@ def tune_model(
     stream = stream or sys.stderr
     passes, batch_sizes = _checked_passes(passes), _checked_batch_sizes(batch_sizes)
     compile_workers = checked_workers(compile_workers)
-    shapes = [input_shapes] if isinstance(input_shapes[0], int) else list(input_shapes)
-    device = _device(device)
+    shapes, dtype, device = _checked_shapes(input_shapes), _model_dtype(model, dtype), _device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConvArgumentError(f"device is {device}, and this torch sees no CUDA device")
     jobs: dict[str, tuple] = {}
     for shape in shapes:
-        for call in conv_problems(model, shape, channels_last=channels_last):
+        try:
+            calls = conv_problems(model, shape, channels_last=channels_last)
+        except RuntimeError as error:  # the model refused the shape: say which argument gave it
+            raise ConvArgumentError(
+                f"input_shapes {shape}: the model's forward refused it: {error}"
+            ) from error
+        for call in calls:
             for batch in batch_sizes:
                 sized = call.problem.with_batch(batch)
                 for pass_name in passes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.autograd.forward_ad as forward_ad
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from . import passes
 from .arguments import ConvArgumentError, ConvTypeError
@@ -39,6 +40,11 @@ def conv2d_with_config(
     if config is not None and not isinstance(config, KernelConfig):
         raise ConvTypeError(f"config must be a KernelConfig, got {type(config).__name__}")
     _refuse_gradients(input=input, weight=weight, bias=bias)
+    _refuse_wrapped(input=input, weight=weight, bias=bias)
+    if input.device.type == "meta":  # shapes only, as conv2d gives them: nothing to launch on
+        from .functional import conv2d
+
+        return conv2d(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     if config is None:
@@ -54,6 +60,17 @@ def _refuse_gradients(**tensors) -> None:
             raise ConvArgumentError(
                 f"conv2d_with_config runs the forward kernel only and {name} needs a gradient: call it"
                 " under torch.no_grad(), or pin the config (triton_conv.choices.pin_config) and call conv2d"
+            )
+
+
+def _refuse_wrapped(**tensors) -> None:
+    """A tensor of a torch.func transform (vmap's batched tensor) holds no memory the kernel could
+    read: it failed inside the launcher ('Cannot access data pointer')."""
+    for name, tensor in tensors.items():
+        if tensor is not None and is_functorch_wrapped_tensor(tensor):
+            raise ConvArgumentError(
+                f"conv2d_with_config launches the kernel on plain tensors, and {name} is one of a"
+                " torch.func transform (vmap): call conv2d there"
             )
 
 
