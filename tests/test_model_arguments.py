@@ -18,6 +18,7 @@ from triton_conv.model import (
     fit_stack,
     layer_time,
     max_batch_for_memory,
+    network_cost,
     network_speedup,
     network_time,
     predict,
@@ -91,6 +92,38 @@ CASES = [
           TypeError, "training"),
     _case("activation_bytes training='no'", lambda: activation_bytes(LAYERS, 8, "fp16", "no"), TypeError,
           "training"),
+    # Flags given as strings were read as True: "no" fitted an overlapped stack, ran TF32, ...
+    _case("fit_stack overlapped='no'", lambda: _fit({1: 0.01, 8: 0.02}, overlapped="no"), TypeError,
+          "overlapped"),
+    _case("Terms overlapped='False'", lambda: Terms(overlapped="False"), TypeError, "overlapped"),
+    _case("predict allow_tf32='no'", lambda: predict(P, "fprop", None, "A100", "fp32", allow_tf32="no"),
+          TypeError, "allow_tf32"),
+    _case("best_config row_spans='False'", lambda: best_config(P, "fprop", "H200", row_spans="False"),
+          TypeError, "row_spans"),
+    _case("network_time input_dgrad=1", lambda: network_time(LAYERS, "dgrad", 8, "H200", input_dgrad=1),
+          TypeError, "input_dgrad"),
+    _case("max_batch_for_memory include_weights='no'",
+          lambda: max_batch_for_memory(LAYERS, 80e9, include_weights="no"), TypeError, "include_weights"),
+    # A pass named twice counted twice (the CLI refused it); a list of passes as one pass_name, a
+    # bare layer, a batch past int64 and a fit past a float's precision failed deep inside.
+    _case("network_time fprop twice", lambda: network_time(LAYERS, ("fprop", "fprop"), 1, "H200"),
+          ValueError, "twice"),
+    _case("layer_time pass list", lambda: layer_time(P, ["fprop"], "H200"), TypeError, "pass_name"),
+    _case("best_config pass list", lambda: best_config(P, ["fprop"], "H200"), TypeError, "pass_name"),
+    _case("network_time of a bare layer", lambda: network_time(LAYERS[0], "fprop", 1, "H200"), TypeError,
+          "layers[0]"),
+    _case("network_time of (name, problem)", lambda: network_time([("a", P)], "fprop", 1, "H200"),
+          TypeError, "layers[0]"),
+    _case("layer_time batch=10**400", lambda: layer_time(P, "fprop", "H200", batch=10**400), ValueError,
+          "batch must be at most"),
+    _case("fit_stack 5e-324", lambda: _fit({1: 5e-324, 2**40: 1e-323}), ValueError, "cannot fit measured_s"),
+    _case("fit_stack 1e308", lambda: _fit({1: 1e-3, 2: 1e308}), ValueError, "cannot fit measured_s"),
+    _case("fit_fraction of a flat point", lambda: fit_fraction((1e-5, 0, 1e-6)), TypeError, "points[0]"),
+    _case("fit_fraction of a pair", lambda: fit_fraction([(1e-5, 1e-6)]), TypeError, "points[0]"),
+    _case("negative output", lambda: layer_time(ConvProblem(1, 64, 2, 2, 64, 5, 5), "fprop", "H200"),
+          ValueError, "-2x-2 output"),
+    _case("negative height", lambda: layer_time(ConvProblem(1, 64, -5, 56, 64, 3, 3), "fprop", "H200"),
+          ValueError, "-5x56 input"),
 ]  # fmt: skip
 
 
@@ -120,3 +153,24 @@ def test_numpy_bools_are_flags():
 def test_a_budget_of_float_bytes_gives_an_int_batch():
     assert max_batch_for_memory(LAYERS, 80e9) == max_batch_for_memory(LAYERS, 80_000_000_000)
     assert type(max_batch_for_memory(LAYERS, 80e9 + 0.5)) is int
+
+
+def test_a_first_entry_of_several_layers_skips_one_input_gradient():
+    """Only the network's input needs no gradient: a first entry counting three layers of one shape
+    dropped all three of its dgrads (3 calls where the same layers listed apart make 5)."""
+    merged = network_cost([("a", P, 3)], ["fprop", "dgrad"], 8, "H200")
+    apart = network_cost([("a", P, 1), ("b", P, 1), ("c", P, 1)], ["fprop", "dgrad"], 8, "H200")
+    assert merged.calls == apart.calls == 5
+    assert merged.roofline_s == pytest.approx(apart.roofline_s, rel=1e-12)  # summed in another order
+
+
+def test_the_model_times_the_problem_the_ops_run():
+    """A stride past the image: the ops run the canonical problem (one output row); the model counted
+    a dgrad at stride 1000 as a million tiles."""
+    huge = ConvProblem.from_shapes((1, 64, 56, 56), (64, 64, 3, 3), stride=1000)
+    for pass_name in ("fprop", "dgrad", "wgrad"):
+        assert layer_time(huge, pass_name, "GTX 1050") == layer_time(huge.canonical(), pass_name, "GTX 1050")
+        assert (
+            predict(huge, pass_name, None, "H200").tiles
+            == predict(huge.canonical(), pass_name, None, "H200").tiles
+        )

@@ -508,8 +508,9 @@ def test_tune_model_refuses_passes_and_batches_it_cannot_tune(passes, batch_size
 
 @pytest.mark.parametrize(
     ("input_shapes", "words"),
-    [([], "input_shapes must be"), ((np.int64(3), 10, 12), None), (torch.tensor([3, 10, 12]), "not a tensor"),
-     ((3, 0, 12), "input_shapes must be"), ((3,), "input_shapes must be"), ((10, 12), "input_shapes \\(10, 12\\)"),
+    [([], "input_shapes must be"), ((np.int64(3), 10, 12), None),
+     (torch.tensor([3, 10, 12]), "not a tensor"), ((3, 0, 12), "input_shapes must be"),
+     ((3,), "input_shapes must be"), ((10, 12), "input_shapes \\(10, 12\\)"),
      ([(3, 10, 12), "3x10x12"], "input_shapes must be")],
 )  # fmt: skip
 def test_tune_model_names_input_shapes_it_cannot_take(input_shapes, words):

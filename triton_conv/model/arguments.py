@@ -16,8 +16,9 @@ from ..configs import KernelConfig
 from ..problem import ConvProblem
 
 
-def check_count(value, name: str, least: int = 1) -> int:
-    """`value` as an int, at least `least`."""
+def check_count(value, name: str, least: int = 1, most: int = 2**63 - 1) -> int:
+    """`value` as an int, at least `least` and at most `most` (int64's largest, as torch's sizes:
+    10**400 images reached the float arithmetic as an OverflowError)."""
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -26,6 +27,8 @@ def check_count(value, name: str, least: int = 1) -> int:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
     if number < least:
         raise ValueError(f"{name} must be at least {least}, got {number}")
+    if number > most:
+        raise ValueError(f"{name} must be at most {most}, got {number}")
     return number
 
 
@@ -56,12 +59,20 @@ def check_flag(value, name: str) -> bool:
 
 
 def check_problem(problem, name: str = "problem", *, batch: bool = True) -> ConvProblem:
-    """A ConvProblem with input channels and (batch=True) at least one image, its batch an int; with
-    batch=False its batch is the caller's to replace."""
+    """A ConvProblem with input channels, an output of at least one pixel and (batch=True) at least
+    one image, its batch an int; with batch=False its batch is the caller's to replace. Returned in
+    the form the ops run (ConvProblem.canonical: a stride past the padded input cut to its span, which
+    a dgrad at stride 1000 otherwise counted as a million tiles)."""
     if not isinstance(problem, ConvProblem):
         raise TypeError(f"{name} must be a ConvProblem, got {problem!r}")
     if problem.in_channels < 1:
         raise ValueError(f"{name} has no input channels ({problem}): its reduction is empty, it has no time")
+    if min(problem.height, problem.width, problem.out_height, problem.out_width) < 1:
+        raise ValueError(
+            f"{name} has a {problem.height}x{problem.width} input and a {problem.out_height}x"
+            f"{problem.out_width} output: a convolution the ops refuse has no time"
+        )
+    problem = problem.canonical()
     if batch:
         n = check_count(problem.batch, f"{name}'s batch")
         problem = problem if type(problem.batch) is int else problem.with_batch(n)
@@ -78,11 +89,13 @@ def check_layers(layers, name: str = "layers") -> list[tuple[str, ConvProblem, i
     """(name, problem, count, transposed) of each layer of a non-empty layer set of (name, problem,
     count) (triton_conv.layers); each problem's batch is the caller's to set."""
     checked = []
-    for layer in layers:
+    for index, layer in enumerate(layers):
+        if not (isinstance(layer, tuple) and len(layer) == 3):  # a Layer, or a (name, problem, count)
+            raise TypeError(f"{name}[{index}] must be a layer (name, problem, count), got {layer!r}")
         label, problem, count = layer
         problem = check_problem(problem, f"{name}: layer {label!r}", batch=False)
         count = check_count(count, f"{name}: layer {label!r}'s count")
         checked.append((label, problem, count, getattr(layer, "transposed", False)))
     if not checked:
-        raise ValueError(f"{name} is empty: a network of no layers has no time")
+        raise ValueError(f"{name} is empty: give at least one layer")
     return checked

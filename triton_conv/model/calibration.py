@@ -9,7 +9,13 @@ fit_stack — a software stack running a network: from its measured time per bat
     time (1/η = (T(N2) − calls·floor) / roofline(N2)) and the smaller the stack's (s = T(N1)).
     The floor stays what it is given (the default 5 µs): it cannot be told apart from s by a network's
     time. Every other batch size is then a prediction. A negative s or an η above 1 is returned as
-    found: it says the model's curve has the wrong shape for that stack, and the report shows it.
+    found: it says the model's curve has the wrong shape for that stack, and the report shows it
+    (network_time then gives what the fitted terms say, down to negative seconds at a batch below
+    the fitted ones; `triton-conv predict --fit` refuses such a fit). Overlapped, the fit reproduces
+    T(N1) only where the GPU's time at N1 is at most s; where it is more, the fitted terms give
+    max(s, G(N1)) > T(N1) at N1 (the stack was not host-bound there), returned as found too.
+    The Terms hold the three numbers and the flag only: predict with the same passes, allow_tf32 and
+    input_dgrad as the fit was made with.
 
 fit_fraction — a library's per-call times on one device and dtype: the single achieved fraction η
     that minimises the squared log error Σ (ln t_measured − ln(floor + roofline/η))² over the calls
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from .arguments import check_count, check_finite
+from .arguments import check_count, check_finite, check_flag
 from .network import network_cost
 from .terms import CALL_FLOOR_S, Terms
 
@@ -47,6 +53,7 @@ def fit_stack(
     measured = {check_count(n, "a batch size of measured_s"): check_finite(t, f"measured_s[{n!r}]", above=0)
                 for n, t in measured_s.items()}  # fmt: skip
     check_finite(call_floor_s, "call_floor_s", least=0)
+    overlapped = check_flag(overlapped, "overlapped")
     layers = list(layers)
     (n1, t1), *rest = sorted(measured.items())
     cost1 = network_cost(layers, passes, n1, device, dtype, allow_tf32=allow_tf32, input_dgrad=input_dgrad)
@@ -67,8 +74,14 @@ def fit_stack(
                                  f"floors ({cost2.calls * call_floor_s:.3g} s)")  # fmt: skip
         else:
             inverse = (t2 - t1) / (cost2.roofline_s - cost1.roofline_s)
+    fraction = 1.0 / inverse if inverse > 0 else math.inf
     overhead = t1 if overlapped else t1 - cost1.calls * call_floor_s - cost1.roofline_s * inverse
-    return Terms(call_floor_s, 1.0 / inverse, overhead, overlapped)
+    if not (math.isfinite(fraction) and math.isfinite(overhead)):  # times far apart for a float
+        raise ValueError(
+            f"cannot fit measured_s {sorted(measured.items())}: the achieved fraction comes out as"
+            f" {fraction:g}, the stack overhead {overhead:g} s (times too far apart for a float's precision)"
+        )
+    return Terms(call_floor_s, fraction, overhead, overlapped)
 
 
 def _log_error(inverse: float, points) -> float:
@@ -82,7 +95,12 @@ def _log_error(inverse: float, points) -> float:
 def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     """η minimising Σ (ln t − ln(floor + roofline/η))² over (measured t, floor, roofline) in seconds:
     a log-spaced scan of 1/η over [0.01, 1000], refined by golden-section search. Each t and roofline
-    must be finite and above 0, each floor finite and at least 0."""
+    must be finite and above 0, each floor finite and at least 0. The answer lies in [0.001, 100]:
+    one at either end says the best η lies beyond it (times below their floors give 100; a library
+    slower than a thousandth of its roofline gives 0.001), not that η is that value."""
+    for i, point in enumerate(points):
+        if isinstance(point, (str, bytes)) or not (isinstance(point, Sequence) and len(point) == 3):
+            raise TypeError(f"points[{i}] must be (measured s, floor s, roofline s), got {point!r}")
     points = [
         (check_finite(t, f"points[{i}]'s measured seconds", above=0),
          check_finite(floor, f"points[{i}]'s floor seconds", least=0),

@@ -20,7 +20,7 @@ import functools
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
-from .arguments import check_config, check_problem
+from .arguments import check_config, check_flag, check_problem
 from .resources import check_pass, dtype_kind, occupancy
 from .roofline import Prediction, fit_shared_memory, predict_config, reference_config
 from .terms import DEFAULT_TERMS, NO_FLOOR, Terms
@@ -88,6 +88,8 @@ def best_config(
     """The config of candidate_configs with the least predicted time (see the module docstring); the
     design card's reference tile when there is none."""
     kind, _ = dtype_kind(dtype)
+    check_pass(pass_name)
+    allow_tf32, row_spans = check_flag(allow_tf32, "allow_tf32"), check_flag(row_spans, "row_spans")
     return _best(check_problem(problem), pass_name, get_device(device), kind, allow_tf32, row_spans)
 
 

@@ -66,6 +66,7 @@ def max_batch_for_memory(
     """The largest N whose activations (and weights, and in training their gradients) fit the budget
     (bytes, finite and at least 0; a fraction of a byte holds nothing); 0 when not even one image fits."""
     budget = check_finite(budget_bytes, "budget_bytes", least=0)
+    include_weights = check_flag(include_weights, "include_weights")
     budget_bytes = budget_bytes if type(budget_bytes) is int else math.floor(budget)
     layers = list(layers)
     per_image = activation_bytes_per_image(layers, dtype, training)

@@ -8,7 +8,8 @@ with each call in the config choice.best_config picks for that N, and its time o
 T(N) = stack_overhead_s + G(N), or max(stack_overhead_s, G(N)) when the stack overlaps (terms.py).
 Without a stack's calibration the terms are the defaults: a 5 µs floor, the full roofline, no stack.
 In a training step (passes fprop, dgrad, wgrad) the first layer's dgrad is not run: its input is the
-network's input, which needs no gradient (`input_dgrad=True` runs it). A transposed layer
+network's input, which needs no gradient (`input_dgrad=True` runs it); a first entry that counts
+several layers of one shape skips one of their calls. A transposed layer
 (layers.TransposedLayer) runs each pass as its conv2d view's pass (ConvProblem's TRANSPOSED_PASSES):
 its forward is predicted as that view's dgrad, and batches as dgrad does.
 
@@ -27,7 +28,7 @@ from typing import NamedTuple
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import TRANSPOSED_PASSES, ConvProblem
-from .arguments import check_config, check_count, check_layers, check_problem
+from .arguments import check_config, check_count, check_flag, check_layers, check_problem
 from .choice import predict
 from .resources import check_pass, dtype_kind
 from .roofline import reference_config
@@ -59,6 +60,8 @@ def _passes(passes) -> tuple[str, ...]:
         raise ValueError("passes is empty: name at least one of fprop, dgrad, wgrad")
     for name in names:
         check_pass(name)
+    if len(set(names)) < len(names):
+        raise ValueError(f"passes names a pass twice, which would count its time twice: {names}")
     return names
 
 
@@ -84,12 +87,15 @@ def _cost(layers: tuple, passes: tuple, batch: int, device: DeviceSpec, kind: st
     calls, seconds = 0, 0.0
     for index, (_, problem, count, transposed) in enumerate(layers):
         for name in passes:
-            if name == "dgrad" and index == 0 and not input_dgrad:
+            # Only the network's input needs no gradient: one call of a first entry that counts
+            # several layers of its shape (all of them were skipped).
+            runs = count - 1 if name == "dgrad" and index == 0 and not input_dgrad else count
+            if not runs:
                 continue
             name = TRANSPOSED_PASSES[name] if transposed else name
             p = predict(problem.with_batch(batch), name, config, device, kind, allow_tf32=allow_tf32)
-            calls += count
-            seconds += count * p.roofline_s
+            calls += runs
+            seconds += runs * p.roofline_s
     return NetworkCost(calls, seconds)
 
 
@@ -107,6 +113,7 @@ def network_cost(
     """The calls and summed roofline of the layers' passes at `batch` (one pass name or several)."""
     kind, _ = dtype_kind(dtype)
     layers, batch, config = tuple(check_layers(layers)), check_count(batch, "batch"), check_config(config)
+    allow_tf32, input_dgrad = check_flag(allow_tf32, "allow_tf32"), check_flag(input_dgrad, "input_dgrad")
     return _cost(layers, _passes(passes), batch, get_device(device), kind, allow_tf32, input_dgrad, config)
 
 

@@ -83,6 +83,8 @@ def dtype_kind(dtype) -> tuple[str, int]:
 
 
 def check_pass(pass_name: str) -> None:
+    if not isinstance(pass_name, str):  # a list reached a cache's key as "unhashable type: 'list'"
+        raise TypeError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
-from .arguments import check_config, check_problem
+from .arguments import check_config, check_flag, check_problem
 from .resources import check_pass, dtype_kind, smem_per_cta
 from .terms import DEFAULT_TERMS, Terms
 from .tiles import TileStats, tile_stats, work_flops
@@ -149,6 +149,7 @@ def predict_config(
     fprop walks few channels (tiles.py). choice.predict is the same with the config an autotuner
     would pick when none is given."""
     problem, config = check_problem(problem), check_config(config, optional=False)
+    allow_tf32, row_spans = check_flag(allow_tf32, "allow_tf32"), check_flag(row_spans, "row_spans")
     if not isinstance(terms, Terms):
         raise TypeError(f"terms must be a Terms, got {terms!r}")
     device = get_device(device)

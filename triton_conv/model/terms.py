@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .arguments import check_finite
+from .arguments import check_finite, check_flag
 
 CALL_FLOOR_S = 5e-6  # seconds per kernel call: an assumed launch-and-ramp time (see above)
 
@@ -52,6 +52,7 @@ class Terms:
     overlapped: bool = False  # T = max(stack, GPU) instead of stack + GPU (see the module docstring)
 
     def __post_init__(self):  # finite; a fitted stack overhead may be negative (calibration.py)
+        object.__setattr__(self, "overlapped", check_flag(self.overlapped, "overlapped"))  # "False" was True
         check_finite(self.call_floor_s, "call_floor_s", least=0)
         check_finite(self.achieved_fraction, "achieved_fraction", above=0)
         check_finite(self.stack_overhead_s, "stack_overhead_s")
