@@ -6,6 +6,7 @@ ConvTranspose2d (subclasses of torch's) and convert_model for whole models; tune
 the geometry and its GEMM views. The model of tiles, waves and memory is triton_conv.model; the
 command line is `triton-conv` (cli.py)."""
 
+from . import model  # the model of tiles, waves and memory: triton_conv.model after `import triton_conv`
 from ._version import __version__
 from .arguments import ConvArgumentError, ConvDtypeError, ConvTypeError
 from .autograd import Conv2dFunction, ConvTranspose2dFunction
@@ -34,6 +35,7 @@ __all__ = [
     "conv2d_with_config",
     "conv_transpose2d",
     "convert_model",
+    "model",
     "tune_model",
     "__version__",
 ]
