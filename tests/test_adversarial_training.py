@@ -290,3 +290,29 @@ def test_complex_tensors_and_devices_mixed_with_meta_raise_naming_the_tensor(nam
     with triton_only() as proof, pytest.raises(RuntimeError, match=named):
         conv(x, w, b)
     assert not proof.launches
+
+
+def test_symbolic_trace_keeps_the_modules_and_their_hooks(triton_only):
+    """torch.fx's default tracer traces through triton-conv's modules (torch.nn's alone are leaves):
+    a forward hook ran once at trace time, never in the graph, and a pruned conv's pre-hook left an
+    fx Proxy as the module's weight. triton_conv.symbolic_trace keeps them as call_module nodes, so
+    hooks run on every call, as torch's modules' do in torch's trace."""
+    from torch.nn.utils import prune
+
+    reference = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).double()
+    model = triton_conv.convert_model(copy.deepcopy(reference))
+    prune.l1_unstructured(model[2], "weight", amount=0.5)
+    prune.l1_unstructured(reference[2], "weight", amount=0.5)
+    scale = {"k": 1.0}
+    for net in (model, reference):
+        net[0].register_forward_hook(lambda module, args, output: output * scale["k"])
+    graph, theirs = triton_conv.symbolic_trace(model), torch.fx.symbolic_trace(reference)
+    assert isinstance(model[2].weight, torch.Tensor)  # not a Proxy left by tracing
+    assert [n.op for n in graph.graph.nodes] == [n.op for n in theirs.graph.nodes]
+    assert isinstance(graph.get_submodule("0"), triton_conv.Conv2d)
+    x = torch.randn(2, 3, 7, 6, dtype=EXACT)
+    for k in (2.0, -3.0):  # the hook reads its state on every call
+        scale["k"] = k
+        with triton_only() as proof:
+            y = graph(x)
+        assert proof.launches == {"fprop_kernel": 2} and rel_error(y, theirs(x)) < EXACT_TOL

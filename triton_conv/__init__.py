@@ -13,6 +13,7 @@ from .autograd import Conv2dFunction, ConvTranspose2dFunction
 from .configs import KernelConfig
 from .convert import convert_model
 from .functional import conv1d, conv2d, conv_transpose2d
+from .fx_tracing import symbolic_trace
 from .model_tuning import tune_model
 from .nn import Conv1d, Conv2d, ConvTranspose2d
 from .problem import ConvProblem, GemmShape
@@ -36,6 +37,7 @@ __all__ = [
     "conv_transpose2d",
     "convert_model",
     "model",
+    "symbolic_trace",
     "tune_model",
     "__version__",
 ]
