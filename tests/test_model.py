@@ -152,6 +152,28 @@ def test_live_device():
         assert spec.mem_bytes == props.total_memory
 
 
+@pytest.mark.parametrize("clocks", [True, False], ids=["clocks", "no clocks (CUDA 13)"])
+def test_live_device_of_a_gpu_not_in_the_table_has_rates_above_zero(monkeypatch, clocks):
+    """An unknown GPU's rates came from the clocks in its properties, which CUDA 13's torch does not
+    report: an fp32 peak and a bandwidth of 0, and the model then divided by zero."""
+    from types import SimpleNamespace
+
+    props = SimpleNamespace(name="NVIDIA GeForce RTX 5090", multi_processor_count=170, major=12, minor=0,
+                            total_memory=32 * 10**9)  # fmt: skip
+    if clocks:
+        props.clock_rate, props.memory_clock_rate, props.memory_bus_width = 2_400_000, 14_000_000, 512
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    spec = live_device()
+    assert spec.sm_count == 170 and spec.fp32_tflops > 0 and spec.mem_bandwidth > 0
+    if clocks:
+        assert spec.fp32_tflops == pytest.approx(170 * 128 * 2 * 2.4e9 / 1e12)
+        assert spec.mem_bandwidth == pytest.approx(14e9 * 2 * 512 / 8)
+    problem = ConvProblem.from_shapes((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert predict(problem, "fprop", None, spec, "fp32").time_s > 0
+
+
 def test_dtype_kind():
     assert dtype_kind(torch.float16) == ("fp16", 2)
     assert dtype_kind(torch.bfloat16) == ("bf16", 2)

@@ -227,21 +227,21 @@ def live_device(index: int | None = None) -> DeviceSpec | None:
         )
         base = known
     else:
+        base = DEVICES["H100 SXM" if cc >= (9, 0) else "A100 SXM 80GB" if cc >= (8, 0) else "T4"]
         clock_hz = read("clock_rate", 0) * 1e3  # kHz
-        peaks = {
-            "fp16_tflops": None,
-            "bf16_tflops": None,
-            "tf32_tflops": None,
-            "fp32_tflops": sm_count * 128 * 2 * clock_hz / 1e12,
-        }
         # Double data rate on the bus: memory_clock_rate (kHz) x 2 x bus width (bits) / 8.
         bandwidth = read("memory_clock_rate", 0) * 1e3 * 2 * read("memory_bus_width", 0) / 8
+        # CUDA 13 dropped the clocks from its device properties: then the stand-in's rates
+        # (its fp32 peak scaled by the SM count, its bandwidth), never a rate of 0.
+        fp32 = sm_count * 128 * 2 * clock_hz / 1e12 or base.fp32_tflops * sm_count / base.sm_count
+        bandwidth = bandwidth or base.mem_bandwidth
+        peaks = {"fp16_tflops": None, "bf16_tflops": None, "tf32_tflops": None, "fp32_tflops": fp32}
         source = (
             f"live: torch.cuda.get_device_properties({index}); {props.name!r} is not in the table: "
             "fp32 peak estimated as SMs x 128 lanes x 2 x clock, no tensor rates, bandwidth from the "
-            "memory clock and bus width"
+            f"memory clock and bus width (where torch reports no clocks, {base.name}'s per SM and its"
+            " bandwidth)"
         )
-        base = DEVICES["H100 SXM" if cc >= (9, 0) else "A100 SXM 80GB" if cc >= (8, 0) else "T4"]
     reserved = 1 * KIB if cc >= (8, 0) else 0
     return replace(
         base,
