@@ -319,6 +319,17 @@ def test_convert_model_reports_a_conv_forward_patched_on_the_instance(kind):
     )
 
 
+def test_an_instance_attribute_no_forward_calls_is_no_patch():
+    """A Conv2d holding an `_output_padding` of its own (a name only ConvTranspose2d's forward
+    calls) was left on torch's convolution as 'patched'."""
+    conv = nn.Conv2d(2, 3, 3).double()
+    conv._output_padding = "anything"
+    model, report = nn.Sequential(conv), []
+    triton_conv.convert_model(model, report=report)
+    y, launched = _launches(lambda: model(torch.randn(1, 2, 5, 5, dtype=EXACT)))
+    assert report == [] and launched.get("fprop_kernel") == 1
+
+
 def test_convert_model_converts_a_conv_held_under_two_names():
     """named_children() gives a module held under two names once: the second name kept torch's
     module, and a forward through it ran torch's convolution with nothing reported."""

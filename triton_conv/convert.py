@@ -21,7 +21,8 @@ def _reason_to_skip(module: nn.Module) -> str | None:
     kind = type(module)
     if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
         return "already triton-conv's"
-    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module)]
+    # Only a method torch's class has can be one its forward calls (a Conv2d has no _output_padding).
+    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module) and hasattr(kind, name)]
     if patched:
         # An instance forward (accelerate-style wrappers), or an instance _conv_forward (a patched-in
         # weight standardisation), is bound to the torch module: converted, the module would still
