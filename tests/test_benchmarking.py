@@ -31,6 +31,22 @@ def test_synchronized_timer_and_medians_on_the_cpu():
     assert benchmarking.peak_memory_bytes(lambda: None, "cpu") is None
 
 
+def test_a_ceiling_is_timed_after_a_sustained_warm_up(monkeypatch):
+    """The matmul peak was the run's first GPU work with two calls of warm-up (an idle GPU's
+    clocks still ramping: a low peak, every fraction of it too high); now WARMUP_S of calls."""
+    import time
+
+    from triton_conv import timers
+
+    stamps = []
+    timers.warm_up(lambda: stamps.append(time.perf_counter()), seconds=0.05)
+    assert len(stamps) >= 2 and stamps[-1] - stamps[0] >= 0.04
+    warmed = []
+    monkeypatch.setattr(timers, "warm_up", lambda fn, seconds=timers.WARMUP_S: warmed.append(seconds))
+    assert timers.measure_matmul_peak(torch.float32, 32, "cpu") > 0 and warmed == [timers.WARMUP_S]
+    assert timers.measure_copy_bandwidth(1 << 16, "cpu") > 0 and len(warmed) == 2
+
+
 def test_peer_options_make_inductor_use_only_its_triton_templates():
     options = benchmarking.peer_options()
     assert options["max_autotune"] is True and options["triton.cudagraphs"] is False

@@ -989,3 +989,32 @@ def test_the_plan_counts_cudnns_algorithm_search_per_shape(monkeypatch):
         extra = run.Estimator(spec.tiny(), searching, True).pass_item(item)
         extra -= run.Estimator(spec.tiny(), free, True).pass_item(item)
         assert extra == pytest.approx(searches * searching.cudnn_search_s)
+
+
+def test_a_candidate_whose_capture_failed_never_wins_on_a_wall_clock(monkeypatch):
+    """tune_item sorted its candidates by seconds whatever their timer: one whose graph capture
+    failed held the synchronised wall clock (its launch cost included) against the others' device
+    time. Device-timed candidates rank first; the failed one ranks after them, by its own time."""
+    from triton_conv import choices
+    from triton_conv.campaign.timing import DEVICE_TIMER, Measurement
+    from triton_conv.configs import KernelConfig
+
+    problem = ConvProblem.from_shapes((1, 8, 6, 6), (8, 8, 3, 3), padding=1)
+    configs = [KernelConfig(16, 16, 16), KernelConfig(32, 16, 16), KernelConfig(16, 32, 16)]
+    wall = "synchronised wall clock (capture failed)"
+    measured = iter([(DEVICE_TIMER, 3e-5), (wall, 1e-5), (DEVICE_TIMER, 2e-5)])
+
+    def fake_measure(run, fn, eager=True):
+        timer, seconds = next(measured)
+        return Measurement([seconds], timer=timer)
+
+    monkeypatch.setattr(timing_steps, "_measure", fake_measure)
+    item = SimpleNamespace(id="item", pass_name="fprop", kernel_pass="fprop", problem=problem,
+                           transposed=False)  # fmt: skip
+    tensors = {"x": torch.randn(1, 8, 6, 6), "w": torch.randn(8, 8, 3, 3), "dy": torch.randn(1, 8, 6, 6)}
+    run = SimpleNamespace(checked={"item": configs})
+    try:
+        winner, timings = timing_steps.tune_item(run, item, [tensors])
+    finally:
+        choices.forget_choices()
+    assert winner == configs[2] and [c for c, _ in timings] == [configs[2], configs[0], configs[1]]

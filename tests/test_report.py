@@ -98,10 +98,31 @@ def test_knee_per_layer_and_device(records):
 
 
 def test_batching_speedups(records):
-    assert _row(report.batching_table(records), LAYER, "triton-conv")[-2:] == ["4.00", "8.00"]  # 320/80 µs
+    row = _row(report.batching_table(records), LAYER, "triton-conv")
+    assert (row[6], row[-1]) == ("4.00", "8.00")  # 320/80 µs; no eager times in these records: —
+    assert row[7:10] == ["—"] * 3
     curve = measured.speedup_curve_table(records)
     # Measured 8 x 40 µs / 80 µs; the synthetic model's 5 µs·N gives no speedup.
     assert _row(curve, "triton-conv", "8")[-2:] == ["4.00", "1.00"]
+
+
+def test_times_of_two_timers_are_never_divided(records):
+    """A campaign record whose graph capture failed holds the synchronised wall clock (the host's
+    launch cost included) where its peers hold device time: the ratios set one against the other
+    (several times at N=1). They compare the eager times both records carry instead."""
+    graph, wall = "CUDA graph replay, CUDA events", "synchronised wall clock (capture failed)"
+    timed = []
+    for r in records:
+        r = dict(r)
+        if r.get("kind") in ("pass", "batching"):
+            failed = r["implementation"] == "triton-conv" and r.get("how") != "one-at-a-time"
+            r["timer"], r["eager_seconds"] = (wall, r["seconds"]) if failed else (graph, 2 * r["seconds"])
+        timed.append(r)
+    # eager: cuDNN's 2 x 20 µs·N over ours max(40 µs, 10 µs·N) as measured eagerly
+    assert _row(report.speedup_table(timed), LAYER, "fprop")[-4:] == ["1.00", "2.00", "4.00", "4.00"]
+    batching = _row(report.batching_table(timed), LAYER, "triton-conv")
+    assert batching[6] == batching[9] == "8.00"  # eager 640 µs against 80 µs, in both columns
+    assert _row(report.batching_table(records), LAYER, "triton-conv")[6] == "4.00"  # one timer: its own
 
 
 def test_cells_whose_turn_read_less_than_the_l2_are_listed(records):

@@ -58,13 +58,27 @@ def peak_memory_bytes(fn: Callable[[], object], device) -> int | None:
     return torch.cuda.max_memory_allocated(device) - before
 
 
+WARMUP_S = 0.3  # of back-to-back calls before a ceiling is timed: an idle GPU's clocks ramp first
+
+
+def warm_up(fn: Callable[[], object], seconds: float = WARMUP_S) -> None:
+    """Call `fn` until `seconds` have passed (at least twice: cuBLAS picks its kernel on the first),
+    so that the timed calls that follow run at the clocks a sustained load gets, not an idle GPU's."""
+    start = synchronized_timer()
+    calls = 0
+    while calls < 2 or synchronized_timer() - start < seconds:
+        fn()
+        calls += 1
+
+
 def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 8192, device="cuda") -> float:
-    """The measured peak in FLOP/s: a size x size x size torch.matmul (cuBLAS), median of 10 runs."""
+    """The measured peak in FLOP/s: a size x size x size torch.matmul (cuBLAS), median of 10 rounds
+    of 5 calls, after WARMUP_S of calls (the first GPU work of a run meets idle clocks)."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
     run = lambda: torch.matmul(a, b)
-    median_seconds(run, repeats=2)  # warm-up, cuBLAS heuristics
-    return 2 * size**3 / median_seconds(run, repeats=10)
+    warm_up(run)
+    return 2 * size**3 / median_seconds(run, repeats=10, calls=5)
 
 
 def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
@@ -74,8 +88,8 @@ def measure_copy_bandwidth(nbytes: int = 2 << 30, device="cuda") -> float:
     source = torch.randn(elements, dtype=torch.bfloat16, device=device)
     target = torch.empty_like(source)
     run = lambda: target.copy_(source)
-    median_seconds(run, repeats=2)
-    return 2 * elements * 2 / median_seconds(run, repeats=10)
+    warm_up(run)
+    return 2 * elements * 2 / median_seconds(run, repeats=10, calls=5)
 
 
 # --- input sets in turn: timed calls that read memory, not the L2 cache -------------------------------

@@ -24,7 +24,7 @@ class CostModel:
     """Seconds, on the machine that runs the campaign. GPU defaults: an H200 machine with 16 cores."""
 
     startup_s: float = 10.0  # CUDA context, cuBLAS and cuDNN handles, first allocations
-    ceilings_s: float = 4.0  # nvidia-smi, an 8192^3 bf16 matmul and a 2 GiB copy, 10 runs each
+    ceilings_s: float = 4.0  # nvidia-smi; an 8192^3 bf16 matmul and a 2 GiB copy: 0.3 s warm, 50 calls each
     worker_start_s: float = 6.0  # a compile worker's imports of torch, Triton, the package (3-5 s here)
     record_per_launch_s: float = 0.004  # recording one launch on meta tensors (measured 2-5 ms here)
     # One kernel variant on one core. Measured with Triton 3.6 for sm_90 on one AMD EPYC core of the
@@ -54,7 +54,7 @@ class CostModel:
     @classmethod
     def cpu(cls, workers: int = 2) -> CostModel:
         """The interpreter on a small CPU (the tiny campaign): every launch is slow, nothing is fast."""
-        return cls(startup_s=0.5, ceilings_s=0.5, worker_start_s=5.0, check_process_s=4.0,
+        return cls(startup_s=0.5, ceilings_s=1.0, worker_start_s=5.0, check_process_s=4.0,
                    compile_s={"fprop": 1.5, "dgrad": 1.5, "wgrad": 2.5}, workers=workers, load_s=0.0,
                    reference_s=0.01, reference_flops=1e9, measure_s=0.0, host_call_s=0.0, cudnn_search_s=0.0,
                    peer_first_s=4.0, peer_shape_s=1.0, training_build_s=1.0, training_overhead_s=0.5,

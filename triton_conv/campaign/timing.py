@@ -31,6 +31,7 @@ from ..timers import host_seconds, synchronized_timer
 from .limits import held_back
 
 MAX_GRAPH_CALLS = 100  # calls in one captured graph (each keeps its outputs alive in the graph's pool)
+DEVICE_TIMER = "CUDA graph replay, CUDA events"  # a Measurement's timer when its device view was taken
 
 
 @dataclass
@@ -114,7 +115,7 @@ def measure(
         result.host_seconds = host_seconds(fn, calls=min(iterations, 20))
     try:
         result.rounds = graph_rounds(fn, iterations, rounds)
-        result.timer = "CUDA graph replay, CUDA events"
+        result.timer = DEVICE_TIMER
         result.device_seconds = statistics.median(result.rounds)
     except Exception as error:  # noqa: BLE001 - any capture failure: fall back to the eager view
         torch.cuda.synchronize()

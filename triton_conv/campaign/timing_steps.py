@@ -27,7 +27,7 @@ from .runners import (
     reference_result,
 )
 from .spec import TF32
-from .timing import Measurement, measure
+from .timing import DEVICE_TIMER, Measurement, measure
 
 
 def _measure(run, fn, eager: bool = True) -> Measurement:
@@ -78,13 +78,17 @@ def tune_item(run, item, sets) -> tuple:
     """Time the item's checked candidates (device time); pin the winner for triton-conv's op; one row
     of the autotune tables."""
     configs = run.checked[item.id]
-    timings = []
+    timed = []
     for config in configs:
         bind = partial(
             launch_with_config, item.pass_name, item.problem, config=config, transposed=item.transposed
         )
-        timings.append((config, _measure(run, in_turn(bind, sets), eager=False).seconds))
-    timings.sort(key=lambda pair: pair[1])
+        m = _measure(run, in_turn(bind, sets), eager=False)
+        timed.append((m.timer != DEVICE_TIMER, m.seconds, config))
+    # A candidate whose capture failed holds wall-clock time, its launch cost included: it ranks
+    # after every device-timed one, never against it.
+    timed.sort(key=lambda entry: entry[:2])
+    timings = [(config, seconds) for _, seconds, config in timed]
     winner = timings[0][0]
     channels_last = op_channels_last(item.pass_name, sets[0], item.transposed)
     w = sets[0]["w"]

@@ -54,21 +54,37 @@ def _ratio(a, b):
     return a / b if a and b else None
 
 
+def _alike(a: dict, b: dict) -> tuple:
+    """The times of two records measured alike: their `seconds` where one timer took both (a
+    campaign's device time by graph replay; bench/'s rounds); their eager times where a failed
+    capture left one of them on the synchronised wall clock, which holds the host's launch cost that
+    a replay leaves out (tens of µs: at N=1 several times the kernel); None where either lacks one."""
+    if a.get("timer") == b.get("timer"):
+        return a.get("seconds"), b.get("seconds")
+    return a.get("eager_seconds"), b.get("eager_seconds")
+
+
+def _alike_ratio(a: dict, b: dict):
+    return _ratio(*_alike(a, b))
+
+
 def speedup_table(records) -> str:
     """t_cuDNN / t_triton-conv per (layer, pass, dtype, layout) row and N column; > 1: triton-conv faster."""
     grouped = _by_impl(records)
     batches = sorted({n for by_n in grouped.values() for n in by_n})
     rows = []
     for key, by_n in grouped.items():
-        cells = [_ratio(by_n.get(n, {}).get("cudnn", {}).get("seconds"),
-                        by_n.get(n, {}).get("triton-conv", {}).get("seconds")) for n in batches]  # fmt: skip
+        cells = [_alike_ratio(by_n.get(n, {}).get("cudnn", {}), by_n.get(n, {}).get("triton-conv", {}))
+                 for n in batches]  # fmt: skip
         if any(c is not None for c in cells):
             rows.append([key[0], key[1], key[2], key[3], *cells])
     return table(["set", "layer", "pass", "dtype", *[f"N={n}" for n in batches]], rows)
 
 
 def batching_table(records) -> str:
-    """One batch of N against N launches of one image: measured S(N) = t(N one at a time) / t(batch)."""
+    """One batch of N against N launches of one image: measured S(N) = t(N one at a time) / t(batch),
+    in the records' own time (a campaign's: device time, no launch cost), and in eager time (a
+    Python caller's, each launch's host cost included) where the records have it."""
     pairs: dict = defaultdict(dict)
     for r in records:
         if r.get("kind") == "batching":
@@ -77,9 +93,12 @@ def batching_table(records) -> str:
     for (layer, impl, dtype, n), by_how in sorted(pairs.items()):
         batch, single = by_how.get("batch", {}), by_how.get("one-at-a-time", {})
         model = (batch or single).get("model_speedup")
+        eager_single, eager_batch = single.get("eager_seconds"), batch.get("eager_seconds")
         rows.append([layer, impl, dtype, n, _ms(batch.get("seconds")), _ms(single.get("seconds")),
-                     _ratio(single.get("seconds"), batch.get("seconds")), model])  # fmt: skip
-    headers = ["layer", "impl", "dtype", "N", "batch ms", "N x one image ms", "measured S(N)", "model S(N)"]
+                     _alike_ratio(single, batch), _ms(eager_batch), _ms(eager_single),
+                     _ratio(eager_single, eager_batch), model])  # fmt: skip
+    headers = ["layer", "impl", "dtype", "N", "batch ms", "N x one image ms", "measured S(N)",
+               "eager: batch ms", "eager: N x one ms", "eager S(N)", "model S(N)"]  # fmt: skip
     return table(headers, rows) if rows else ""
 
 
@@ -111,8 +130,8 @@ def throughput_tables(records) -> str:
             model = any_record.get("model") or {}
             sections[(layer_set, pass_name, dtype, layout)].append([
                 layer, n, *(_ms(r.get("seconds")) for r in (ours, cudnn, peer)), ours.get("tflops"),
-                ours.get("fraction_of_peak"), _ratio(cudnn.get("seconds"), ours.get("seconds")),
-                _ratio(cudnn.get("seconds"), peer.get("seconds")), model.get("tflops"),
+                ours.get("fraction_of_peak"), _alike_ratio(cudnn, ours), _alike_ratio(cudnn, peer),
+                model.get("tflops"),
                 any_record.get("tiles"), any_record.get("waves"),
             ])  # fmt: skip
     headers = ["layer", "N", "triton-conv ms", "cuDNN ms", "Inductor ms", "triton-conv TFLOP/s", "of peak",
@@ -157,9 +176,9 @@ def speedup_curve_table(records) -> str:
                     model = _ratio(
                         n * (one.get("model") or {}).get("seconds", 0), (r.get("model") or {}).get("seconds")
                     )
-                    rows.append(
-                        [key[0], key[1], key[3], impl, n, _ratio(n * one["seconds"], r["seconds"]), model]
-                    )
+                    single, batch = _alike(one, r)
+                    measured = _ratio(n * single, batch) if single else None
+                    rows.append([key[0], key[1], key[3], impl, n, measured, model])
     return table(["set", "layer", "dtype", "impl", "N", "measured S(N)", "model S(N)"], rows) if rows else ""
 
 
