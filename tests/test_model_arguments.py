@@ -174,3 +174,8 @@ def test_the_model_times_the_problem_the_ops_run():
             predict(huge, pass_name, None, "H200").tiles
             == predict(huge.canonical(), pass_name, None, "H200").tiles
         )
+
+
+def test_fit_fraction_reads_a_generator_of_points():
+    points = [(3e-5, 5e-6, 1e-5), (6e-5, 5e-6, 2.5e-5)]
+    assert fit_fraction(p for p in points) == fit_fraction(points)

@@ -98,6 +98,7 @@ def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     must be finite and above 0, each floor finite and at least 0. The answer lies in [0.001, 100]:
     one at either end says the best η lies beyond it (times below their floors give 100; a library
     slower than a thousandth of its roofline gives 0.001), not that η is that value."""
+    points = list(points)  # a generator is read once
     for i, point in enumerate(points):
         if isinstance(point, (str, bytes)) or not (isinstance(point, Sequence) and len(point) == 3):
             raise TypeError(f"points[{i}] must be (measured s, floor s, roofline s), got {point!r}")
