@@ -71,19 +71,21 @@ def published_tables() -> str:
     fit = f"N={FIT_BATCHES[0]} and N={FIT_BATCHES[1]}"
     parts = [
         f"#### P0. The targets (published copied, model predicted)\n\n{targets_table(comparisons, fits)}",
-        f"#### P1. Published ResNet-50 v1.5 inference (copied) and the model (predicted), each table fitted at {fit} (serial composition)\n\n"
-        + stack_table(comparisons),
+        "#### P1. Published ResNet-50 v1.5 inference (copied) and the model (predicted), each table "
+        f"fitted at {fit} (serial composition)\n\n" + stack_table(comparisons),
         "#### P2. Error of S(N), model (predicted) over published, every held-out batch: serial\n\n"
         + error_table(comparisons, "serial"),
         f"#### P3. The same, overlapped (T = max(stack, GPU))\n\n{error_table(comparisons, 'overlapped')}",
         f"#### P4. By stack\n\n{family_table(comparisons)}",
         "#### P5. S(32) by GPU and precision: published range, model (predicted) without calibration\n\n"
         + seed_table(comparisons),
-        "#### P6. DeepBench per layer (cuDNN 7.6, copied) against the model (predicted; floor read off each table, η fitted on the forward pass "
-        f"at N=8)\n\n{layer_summary_table(fits)}",
-        f"#### P7. DeepBench's ResNet layers, forward, fp16: published (copied) and the model (predicted)\n\n{resnet_table(fits)}",
-        "#### P8. Where the per-layer times miss: median model (predicted) over published time (held-out rows within 1.3×), "
-        f"by pass and filter, and the forward pass by cuDNN's algorithm\n\n{miss_table(fits)}",
+        "#### P6. DeepBench per layer (cuDNN 7.6, copied) against the model (predicted; floor read off "
+        f"each table, η fitted on the forward pass at N=8)\n\n{layer_summary_table(fits)}",
+        "#### P7. DeepBench's ResNet layers, forward, fp16: published (copied) and the model "
+        f"(predicted)\n\n{resnet_table(fits)}",
+        "#### P8. Where the per-layer times miss: median model (predicted) over published time "
+        "(held-out rows within 1.3×), by pass and filter, and the forward pass by cuDNN's algorithm\n\n"
+        + miss_table(fits),
         f"#### Sources of P1-P5\n\n{sources(comparisons)}",
     ]
     return "\n\n".join(parts)
