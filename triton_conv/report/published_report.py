@@ -98,8 +98,7 @@ def published_provenance() -> str:
         "its repository, file and commit); the model's numbers are predictions.** "
         f"triton-conv {__version__}, commit {git_commit()}, model sources sha256 {model_fingerprint()}; "
         f"generated {today} by `triton_conv.report.make_published_report` "
-        "(`python -m triton_conv.report published`). "
-        "Every DeepBench row: notes/published/deepbench_vs_model.md."
+        "(`python -m triton_conv.report published`)."
     )
 
 
@@ -115,5 +114,6 @@ def make_published_report(
         f"columns predicted\n\n{provenance}\n\nRead notes/batching.md (table P6) first.\n\n"
     )
     Path(rows_path).write_text(header + every_row(fit_all(load_deepbench())) + "\n")
-    replace_section(out_path, "published-provenance", provenance)
+    rows_file = "Every DeepBench row: notes/published/deepbench_vs_model.md."
+    replace_section(out_path, "published-provenance", f"{provenance} {rows_file}")
     return replace_section(out_path, "published", published_tables())
