@@ -115,7 +115,11 @@ def test_bf16_subnormals_are_numbers_not_zeros_or_others(config):
     big_w, big_x = scaled(PROBLEM.weight_shape, 120), scaled(PROBLEM.input_shape, 120)
     tiny_b = scaled((PROBLEM.out_channels,), -133)
     assert tiny_x.abs().max() < torch.finfo(torch.bfloat16).tiny  # subnormal, and exactly so
-    y64 = reference_conv2d(tiny_x.double(), big_w.double(), tiny_b, PROBLEM)
+    # The bias is added after the sum, as the kernels add it: torch's float64 CPU convolution starts
+    # from the bias, so where the products cancel to zero after it, the subnormal bias has already
+    # been rounded away (0 where the exact result is the bias; seen with seed 2311268378).
+    y64 = reference_conv2d(tiny_x.double(), big_w.double(), None, PROBLEM)
+    y64 = y64 + tiny_b.double()[None, :, None, None]
     x_probe = torch.zeros(PROBLEM.input_shape, dtype=torch.float64, requires_grad=True)
     w_probe = torch.zeros(PROBLEM.weight_shape, dtype=torch.float64, requires_grad=True)
     (dx64,) = torch.autograd.grad(
@@ -136,3 +140,17 @@ def test_bf16_subnormals_are_numbers_not_zeros_or_others(config):
         assert torch.equal(got, want.detach().to(torch.bfloat16)), (
             f"{name}: {(got.double() - want).abs().max()}"
         )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_the_bias_is_added_after_products_that_cancel(config):
+    """Each output is the sum of its products, then the bias: where the products cancel, a bias far
+    below them survives exactly (README: torch's CPU convolution may start from the bias and lose
+    it). Two products of opposite sign sum to an exact 0 in any order, split_k's too; a kernel that
+    started its accumulator from the bias would return 0 here."""
+    scale = torch.randint(1, 8, (1,)).item() * 2.0**-13
+    x = torch.tensor([scale, -scale], dtype=torch.float64).reshape(1, 2, 1, 1).repeat(1, 1, 3, 5)
+    weight = torch.ones(3, 2, 1, 1, dtype=torch.float64)
+    bias = torch.randint(1, 8, (3,), dtype=torch.int64) * 2.0**-133
+    y = conv2d_with_config(x, weight, bias.double(), 1, 0, 1, 1, config=config)
+    assert torch.equal(y, bias.double()[None, :, None, None].expand(1, 3, 3, 5))
