@@ -13,6 +13,9 @@ Under the interpreter every test of the session, bench/'s too, runs inside tests
 error; it costs about 5% of the suite on Triton 3.9, 1% on 3.6): a test fails if a kernel it
 launches loads, stores or updates an unmasked lane outside the elements of that launch's tensors (in
 this process, and in the child processes that run their script through `bounds.checked_script`).
+And each launch runs its programs in a random order drawn from the test's seed, as a GPU may run
+them, not in the interpreter's grid order (tests/program_order.py; TRITON_CONV_PROGRAM_ORDER=grid
+keeps the grid order).
 """
 
 import contextlib
@@ -65,11 +68,18 @@ _ASKED = os.environ.get("TRITON_CONV_CHECK_ADDRESSES")
 CHECK_ADDRESSES = (
     os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") if _ASKED is None else _ASKED not in ("", "0")
 )
+_ORDER = os.environ.get("TRITON_CONV_PROGRAM_ORDER", "any")
+if _ORDER not in ("any", "grid"):
+    raise pytest.UsageError(f"TRITON_CONV_PROGRAM_ORDER must be any or grid, got {_ORDER!r}")
+# A GPU runs a launch's programs in any order; the interpreter, unless told, in grid order.
+SHUFFLE_PROGRAMS = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") and _ORDER == "any"
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from triton_conv.launchers.common import launch_counts  # noqa: E402
+
+from . import program_order  # noqa: E402
 
 
 def _drop_unread_overflow_checks() -> None:
@@ -167,6 +177,8 @@ def _fresh_seed():
     replay = os.environ.get("TRITON_CONV_TEST_SEED", "")
     seed = int(replay) if replay else int.from_bytes(os.urandom(4), "little")
     torch.manual_seed(seed)
+    if SHUFFLE_PROGRAMS:
+        program_order.reseed(seed)
     print(f"torch.manual_seed({seed})")
     yield seed
 
@@ -186,6 +198,10 @@ def pytest_configure(config):
         from .bounds import SuiteCheck
 
         config.pluginmanager.register(SuiteCheck(), "triton-conv-address-check")
+    if SHUFFLE_PROGRAMS:
+        order = contextlib.ExitStack()
+        order.enter_context(program_order.programs_in_any_order())
+        config.add_cleanup(order.close)
 
 
 def pytest_collection_modifyitems(config, items):

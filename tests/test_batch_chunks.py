@@ -83,6 +83,32 @@ def test_conv2d_and_both_gradients_in_chunks_of_images(dtype, stride, monkeypatc
     assert proof.launches == {"fprop_kernel": 3, "dgrad_kernel": 3, "wgrad_kernel": 3}
 
 
+def test_chunked_bf16_weight_gradient_rounds_once(monkeypatch, triton_only):
+    """The chunks' float32 partial sums are added before the one rounding to bf16, as one launch
+    rounds. Small integers times multiples of 2^-6: every float32 sum is exact, so dw and db must be
+    the float64 gradient rounded once (a sum in bf16 between chunks rounds twice: about 40% of
+    the elements differed)."""
+    x = torch.randint(-3, 4, (5, 3, 7, 6)).bfloat16().requires_grad_()
+    w = torch.randint(-3, 4, (4, 3, 3, 2)).bfloat16().requires_grad_()
+    b = torch.randint(-3, 4, (4,)).bfloat16().requires_grad_()
+    geometry = dict(padding=1, dilation=(1, 2))
+    problem = ConvProblem.from_shapes(x.shape, w.shape, **geometry).canonical()
+    per_image = problem.out_height * problem.out_width
+    monkeypatch.setattr(passes, "ROWS_LIMIT", 2 * per_image + per_image // 2)
+    assert len(passes.batch_chunks(problem, "wgrad")) == 3
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, b, **geometry)
+        dy = (torch.randint(-255, 256, y.shape) * 2.0**-6).bfloat16()
+        dw, db = torch.autograd.grad(y, (w, b), dy)
+    assert proof.launches["wgrad_kernel"] == 3, proof.launches
+    exact = [t.detach().double().requires_grad_() for t in (w, b)]
+    want_dw, want_db = torch.autograd.grad(
+        F.conv2d(x.detach().double(), *exact, **geometry), exact, dy.double()
+    )
+    assert torch.equal(dw, want_dw.bfloat16()), f"{(dw != want_dw.bfloat16()).sum()} of {dw.numel()} differ"
+    assert torch.equal(db, want_db.bfloat16())
+
+
 @pytest.mark.parametrize("chunks", ["images", "groups"])
 def test_a_chunked_call_lays_its_outputs_out_as_one_launch_does(chunks, monkeypatch, triton_only):
     """Outputs whose size-1 dimensions let contiguous strides pass for channels_last (1x1 images, a

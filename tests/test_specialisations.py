@@ -102,6 +102,19 @@ CASES = {
         dict(TAP_BITS=False),
         dict(ONE_TAP_TILES=True),
     ),
+    # Linear rows with unequal strides: the q term steps by the width's stride, not the height's.
+    "3x3 stride (2, 1)": (
+        (2, 16, 8, 10), (8, 16, 3, 3), dict(stride=(2, 1), padding=1), "nhwc",
+        {}, {},
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=True, Q_EXTRA=True),
+    ),
+    # 3 channels padded to 4 (TAP_CHANNELS) and a row of 6 pixels that Q = 4 does not divide (though
+    # it divides 4 x 6): rows are not linear in the padded copy's pixels.
+    "3 channels, rows of 6 pixels": (
+        (2, 3, 5, 6), (4, 3, 3, 3), dict(padding=(1, 0)), "nchw",
+        {}, {},
+        dict(TAP_CHANNELS=4, ONE_TAP_TILES=False, LINEAR_ROWS=False),
+    ),
     # wgrad pads x to 4 channels per group below 4 (configs.tap_channels), 2 here: linear rows with
     # the stride's q term over the copy.
     "two channels per group": (
@@ -210,6 +223,22 @@ def test_row_spans_with_one_channel_and_an_nchw_weight(dtype, triton_only):
     with triton_only():
         got = conv2d_fprop(x, w, b, problem, SMALL)
     assert rel_error(got, reference_conv2d(x, w, b, problem)) < bound(dtype)
+
+
+@pytest.mark.parametrize("gapped", [False, True])
+def test_row_spans_need_pixels_one_channel_run_apart(gapped, triton_only):
+    """A tap row's S·C elements are one run only where the next pixel starts C elements on: an NHWC
+    view of every other column (a W stride of 2·C) is read tap by tap instead."""
+    x = make_tensor((2, 3, 9, 22 if gapped else 11), torch.float32, "nhwc")
+    x = x[..., ::2] if gapped else x
+    w = make_tensor((5, 3, 3, 3), torch.float32, "nhwc")
+    b = make_tensor((5,), torch.float32)
+    problem = ConvProblem.from_shapes(x.shape, w.shape, padding=1)
+    y = torch.empty(problem.output_shape).to(memory_format=torch.channels_last)
+    assert _flags(fprop_plan(x, w, b, y, problem, SMALL), ("ROW_SPANS",)) == dict(ROW_SPANS=not gapped)
+    with triton_only():
+        got = conv2d_fprop(x, w, b, problem, SMALL)
+    assert rel_error(got, reference_conv2d(x, w, b, problem)) < REL_TOL_FP32_IEEE
 
 
 def test_row_spans_with_more_tap_rows_than_tap_bits(triton_only):

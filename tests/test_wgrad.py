@@ -146,7 +146,7 @@ def test_without_bias(bias, triton_only):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_split_k_is_deterministic(dtype, triton_only):
     """Splits are summed in split order, whichever arrives last: the same input gives the same bits.
-    (The interpreter runs programs in one order; on a GPU the arrival order really varies.)"""
+    (Each launch runs its programs in its own order here, as on a GPU: tests/program_order.py.)"""
     problem = _problem(*FEATURES["dilation"])
     x = make_tensor(problem.input_shape, dtype, "nhwc")
     dy = make_tensor(problem.output_shape, dtype, "nhwc")
@@ -167,6 +167,13 @@ def test_gradient_accumulates_over_the_batch(triton_only):
     parts = [run_wgrad(dy[n : n + 1], x[n : n + 1], single, config, triton_only) for n in range(3)]
     assert rel_error(sum(p[0] for p in parts), dw) < 1e-13
     assert rel_error(sum(p[1] for p in parts), db) < 1e-13
+
+
+def test_a_step_past_one_image_runs_on_into_the_next(triton_only):
+    """A BLOCK_K of 32 over images of 4x5 output pixels (NCHW: no linear rows), one split: each
+    reduction step's pixels run on past the image's end into the next one, and a split takes
+    several such steps (the split-K configs above give each split one step)."""
+    check_case(*FEATURES["strided_1x1"], torch.float32, "nchw", triton_only, KernelConfig(16, 16, 32))
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2]], ids=str)
