@@ -216,3 +216,23 @@ def test_autocast_runs_in_the_autocast_dtype(triton_only):
     assert rel_error(
         y, F.conv2d(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double(), padding=1)
     ) < (tolerance(torch.bfloat16))
+
+
+def test_hessian_through_the_weight_gradient_with_a_bias(triton_only):
+    """Forward over reverse through the weight-gradient op: its jvp carries the bias gradient's
+    tangent too. Every block of the Hessian over (w, b), float64, against torch's."""
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+
+    def loss(conv):
+        return lambda w, b: (conv(x, w, b, padding=1, groups=2) ** 3).sum()
+
+    want = torch.func.hessian(loss(F.conv2d), argnums=(0, 1))(w, b)
+    with triton_only() as proof:
+        got = torch.func.hessian(loss(triton_conv.conv2d), argnums=(0, 1))(w, b)
+    assert proof.launches.get("wgrad_kernel"), proof.launches
+    for row in range(2):
+        for column in range(2):
+            err = rel_error(got[row][column], want[row][column])
+            assert err < 1e-12, f"H[{row}][{column}]: relative error {err:.2e}"

@@ -13,7 +13,7 @@ from triton_conv import KernelConfig
 from triton_conv.kernels.dgrad import phase_axis
 from triton_conv.launchers import common as launch_common
 from triton_conv.launchers.common import launch, reaches_int32_limit, zero_run
-from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_spec
+from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_plan, dgrad_spec
 from triton_conv.problem import ConvProblem
 from triton_conv.search_space import config_space
 
@@ -333,3 +333,24 @@ def test_launchers_copy_a_strided_bias_themselves(triton_only):
     assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1}
     assert rel_error(y, F.conv2d(x, w, every_other, padding=1)) < 1e-12
     assert rel_error(dx, F.conv_transpose2d(dy, w, expanded.expand(3), padding=1)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("kernel", "padding"),
+    [((1, 31), (0, 15)), ((4, 8), (2, 3)), ((16, 2), (7, 1)), ((3, 11), (1, 5))],
+    ids=["31 taps", "32 taps 4x8", "32 taps 16x2", "33 taps"],
+)
+def test_tap_bits_on_both_sides_of_32_taps(kernel, padding, triton_only):
+    """One bit per tap of a phase in an int32 (TAP_BITS) holds 31 taps; a phase of 32 or more is
+    tested tap by tap. Padded edges, so that rows skip taps."""
+    problem = ConvProblem.from_shapes((2, 3, 9, 40), (5, 3, *kernel), padding=padding)
+    dy = make_tensor(problem.output_shape, torch.float32, "nchw")
+    w = make_tensor(problem.weight_shape, torch.float32, "nchw")
+    config = KernelConfig(32, 16, 16)
+    taps = kernel[0] * kernel[1]
+    x_like = torch.empty(problem.input_shape)
+    assert dgrad_plan(dy, w, x_like, problem, config).constexprs["TAP_BITS"] == (taps <= 31)
+    with triton_only():
+        dx = conv2d_dgrad(dy, w, problem, config, channels_last=False)
+    err = rel_error(dx, reference_dgrad(dy, w, problem))
+    assert err < REL_TOL_FP32_IEEE, f"relative error {err:.2e}"

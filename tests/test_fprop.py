@@ -173,3 +173,24 @@ def test_problem_gemm_views():
     assert problem.gemm("dgrad") == (3 * 10 * 12, 4, 3 * 3 * 5)
     assert problem.gemm("wgrad") == (3, 4 * 3 * 5, 3 * 5 * 12)
     assert problem.flops() == 2 * 180 * 3 * 60 * 2
+
+
+def test_a_weight_whose_layout_torch_reads_twice(triton_only):
+    """torch's CPU convolution looks at a weight's layout twice: a (3, 1, 1, 1) slice of an NHWC
+    weight (strides (8, 1, 4, 2)) suggests channels_last, but made channels_last-contiguous it no
+    longer does, and torch answers in NCHW; so must the forward and both gradients here."""
+    full = torch.randn(3, 2, 2, 2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 5, 5)
+    theirs, ours = ([x.clone(), full.clone()[:, :1, :1, :1]] for _ in range(2))
+    assert ours[1].stride() == theirs[1].stride() == (8, 1, 4, 2)
+    theirs, ours = [t.requires_grad_() for t in theirs], [t.requires_grad_() for t in ours]
+    y_ref = torch.nn.functional.conv2d(*theirs)
+    dy = torch.randn(y_ref.shape)
+    grads_ref = torch.autograd.grad(y_ref, theirs, dy)
+    with triton_only() as proof:
+        y = triton_conv.conv2d(*ours)
+        grads = torch.autograd.grad(y, ours, dy)
+    assert proof.launches, "no kernel ran"
+    for name, got, want in zip(("y", "dx", "dw"), (y, *grads), (y_ref, *grads_ref)):
+        assert got.stride() == want.stride(), f"{name}: strides {got.stride()}, torch's {want.stride()}"
+        assert rel_error(got, want) < REL_TOL_FP32_IEEE, name

@@ -195,3 +195,24 @@ def test_convert_model_skips_parametrized_convs_with_a_report():
     assert model[0] is parametrized
     assert [name for name, _ in report] == ["0"] and "parametrized" in report[0][1]
     assert type(model[1]) is triton_conv.Conv2d and model[2][0] is model[1]  # a shared conv stays one
+
+
+@pytest.mark.parametrize(
+    ("torch_class", "ours"),
+    [
+        (nn.Conv2d, triton_conv.Conv2d),
+        (nn.Conv1d, triton_conv.Conv1d),
+        (nn.ConvTranspose2d, triton_conv.ConvTranspose2d),
+    ],
+    ids=lambda c: c.__name__,
+)
+def test_from_torch_shares_the_tensors_not_the_parameter_table(torch_class, ours):
+    """The converted module holds the torch module's weight and bias, and a parameter replaced or
+    removed on one module leaves the other's alone."""
+    conv = torch_class(2, 3, 3)
+    weight, bias = conv.weight, conv.bias
+    converted = ours.from_torch(conv)
+    assert converted.weight is weight and converted.bias is bias
+    converted.weight = nn.Parameter(torch.zeros_like(weight))
+    converted.register_parameter("bias", None)
+    assert conv.weight is weight and conv.bias is bias

@@ -288,3 +288,22 @@ def test_few_channel_groups_read_zero_padded_copies(dtype, layout, triton_only):
             assert err < bound(dtype), f"{layout} {config} {name}: relative error {err:.2e}"
     for before, after in zip(originals, (x, w, dy)):
         assert torch.equal(before, after) and before.stride() == after.stride()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "groups", "channels"),
+    [(torch.float32, 2, 8), (torch.float16, 4, 32), (torch.float32, 3, 12)],
+    ids=str,
+)
+def test_wgrad_reads_each_groups_channels_through_tma(dtype, groups, channels, triton_only):
+    """A grouped pointwise layer in channels_last whose groups' channel runs are 16-byte rows: x's
+    descriptor box starts at its group's first channel (X_TMA), and every group's dw is its own."""
+    problem, x, w, b, dy, ref = conv_case(
+        (2, channels, 5, 6), (2 * channels, channels // groups, 1, 1), dict(groups=groups), dtype, "nhwc"
+    )
+    plan = wgrad_plan(dy, x, torch.empty_like(w), None, problem, SMALL)
+    assert _flags(plan, ("X_TMA",)) == dict(X_TMA=True)
+    with triton_only():
+        got, _ = conv2d_wgrad(dy, x, problem, SMALL, weight_dtype=dtype, channels_last=True, need_bias=False)
+    err = rel_error(got, ref["dw"])
+    assert err < bound(dtype), f"relative error {err:.2e}"

@@ -52,6 +52,8 @@ BAD = {
     "zero_stride": (_args(stride=0), ValueError, "stride"),
     "negative_stride": (_args(stride=(1, -2)), ValueError, "stride"),
     "negative_padding": (_args(padding=-1), ValueError, "padding"),
+    "negative_height_padding": (_args(padding=(-1, 0)), ValueError, "padding"),
+    "negative_width_padding": (_args(padding=(0, -1)), ValueError, "padding"),
     "zero_dilation": (_args(dilation=0), ValueError, "dilation"),
     "zero_groups": (_args(groups=0), ValueError, "groups"),
     "same_with_stride": (_args(padding="same", stride=2), ValueError, "padding='same'"),
