@@ -174,6 +174,23 @@ def test_live_device_of_a_gpu_not_in_the_table_has_rates_above_zero(monkeypatch,
     assert predict(problem, "fprop", None, spec, "fp32").time_s > 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("sm_count", 0), ("regs_per_sm", -1), ("max_ctas_per_sm", 2.0), ("mem_bytes", True),
+     ("smem_reserved_per_cta", -1), ("fp32_tflops", 0.0), ("mem_bandwidth", float("nan")),
+     ("bf16_tflops", float("inf")), ("fp16_tflops", 0)],
+)  # fmt: skip
+def test_a_hand_built_device_with_a_count_or_rate_the_model_cannot_divide_by_is_refused(field, value):
+    """The model divides by the SM count, the rates and the bandwidth: a zero made infinite times far
+    from the spec that caused them."""
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=f"DeviceSpec {field} must be"):
+        replace(H200, **{field: value})
+    without_bf16 = replace(H200, bf16_tflops=None, smem_reserved_per_cta=0)  # both allowed
+    assert without_bf16.peak_flops("bf16") == H200.fp32_tflops * 1e12
+
+
 def test_dtype_kind():
     assert dtype_kind(torch.float16) == ("fp16", 2)
     assert dtype_kind(torch.bfloat16) == ("bf16", 2)

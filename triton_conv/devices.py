@@ -18,6 +18,7 @@ Every figure in `DEVICES` names the document it comes from (`DeviceSpec.source`)
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 
@@ -51,6 +52,24 @@ class DeviceSpec:
 
     max_regs_per_thread: int = 255
 
+    def __post_init__(self):
+        # The model divides by counts and rates; a spec built by hand with a zero (or a NaN rate)
+        # would give infinite or NaN times far from where it was made, so it is refused here.
+        for field in _COUNTS:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DeviceSpec {field} must be a positive integer, got {value!r}")
+        reserved = self.smem_reserved_per_cta
+        if isinstance(reserved, bool) or not isinstance(reserved, int) or reserved < 0:
+            raise ValueError(f"DeviceSpec smem_reserved_per_cta must be an integer >= 0, got {reserved!r}")
+        for field in _RATES:
+            value = getattr(self, field)
+            if value is None and field in _TENSOR_RATES:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                none = " or None" if field in _TENSOR_RATES else ""
+                raise ValueError(f"DeviceSpec {field} must be a finite rate above 0{none}, got {value!r}")
+
     def peak_flops(self, kind: str, allow_tf32: bool = True) -> float:
         """FLOP/s for GEMM operands of `kind` ('fp16', 'bf16' or 'fp32').
 
@@ -67,6 +86,19 @@ class DeviceSpec:
             raise ValueError(f"kind must be 'fp16', 'bf16' or 'fp32', got {kind!r}")
         return (tflops if tflops is not None else self.fp32_tflops) * 1e12
 
+
+_COUNTS = (
+    "sm_count",
+    "smem_per_sm",
+    "smem_per_block",
+    "regs_per_sm",
+    "max_threads_per_sm",
+    "max_ctas_per_sm",
+    "mem_bytes",
+    "max_regs_per_thread",
+)
+_TENSOR_RATES = ("fp16_tflops", "bf16_tflops", "tf32_tflops")
+_RATES = (*_TENSOR_RATES, "fp32_tflops", "mem_bandwidth")
 
 # The per-SM limits of each compute capability, from device_sources.GUIDE: shared memory per SM and per block,
 # shared memory the driver reserves per CTA, 32-bit registers, resident threads and CTAs per SM.
