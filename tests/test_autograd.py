@@ -236,3 +236,74 @@ def test_hessian_through_the_weight_gradient_with_a_bias(triton_only):
         for column in range(2):
             err = rel_error(got[row][column], want[row][column])
             assert err < 1e-12, f"H[{row}][{column}]: relative error {err:.2e}"
+
+
+def test_forward_over_reverse_of_the_weight_gradient_without_a_bias(triton_only):
+    """Without a bias the weight-gradient op's bias output is empty, so its tangent must be empty too:
+    a tangent of one element per output channel is refused by autograd. Its jvp has two ways in, both
+    taken: the tangent through grad_output (w moved, a cubic loss) and through the input alone (x
+    moved, a loss linear in y, whose grad_output has no tangent). float64, against torch's."""
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    target = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    x_t, w_t = torch.randn_like(x), torch.randn_like(w)
+
+    def weight_gradient(conv, loss):
+        return lambda x, w: torch.func.grad(lambda w: loss(conv(x, w, None, padding=1, groups=2)))(w)
+
+    def cubic(y):
+        return (y**3).sum()
+
+    def linear(y):
+        return (y * target).sum()
+
+    routes = {
+        "through grad_output": (cubic, lambda f: torch.func.jvp(lambda w: f(x, w), (w,), (w_t,))),
+        "through the input": (linear, lambda f: torch.func.jvp(lambda x: f(x, w), (x,), (x_t,))),
+    }
+    for route, (loss, forward_over_reverse) in routes.items():
+        want = forward_over_reverse(weight_gradient(F.conv2d, loss))
+        with triton_only() as proof:
+            got = forward_over_reverse(weight_gradient(triton_conv.conv2d, loss))
+        assert proof.launches.get("wgrad_kernel"), (route, proof.launches)
+        for name, ours, theirs in zip(("dw", "its tangent"), got, want, strict=True):
+            err = rel_error(ours, theirs)
+            assert err < 1e-12, f"{route}, {name}: relative error {err:.2e}"
+
+
+def test_input_grad_op_is_differentiable_in_the_weight_when_the_input_needs_no_gradient(triton_only):
+    """The input-gradient op's `input` only gives dx's shape and layout: whether its backward makes
+    the weight's gradient follows the weight's requires_grad, not the input's (a frozen input, as a
+    transposed convolution's or a gradient penalty's may be). float64, against torch's."""
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)  # requires no gradient
+    w = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    geometry = ((2, 1), (1, 1, 1, 1), (1, 1), 1)  # pads top, left, bottom, right
+    dy = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    g = torch.randn_like(x)  # the gradient arriving at dx
+    with triton_only() as proof:
+        dx = input_grad_op(dy, x, w, *geometry)
+        (got,) = torch.autograd.grad(dx, w, g)
+    assert proof.launches == {"dgrad_kernel": 1, "wgrad_kernel": 1}
+    # torch's: dx as the input gradient of its conv2d (create_graph keeps it differentiable in w)
+    x_ref, w_ref = x.clone().requires_grad_(), w.detach().clone().requires_grad_()
+    y = F.conv2d(x_ref, w_ref, stride=(2, 1), padding=1)
+    (dx_ref,) = torch.autograd.grad(y, x_ref, dy, create_graph=True)
+    (want,) = torch.autograd.grad(dx_ref, w_ref, g)
+    assert rel_error(dx.detach(), dx_ref.detach()) < 1e-12
+    assert rel_error(got, want) < 1e-12
+
+
+def test_gradient_ops_refuse_a_grad_output_of_another_dtype(triton_only):
+    """The gradient ops are public (torch.ops.triton_conv) and their kernels compute in one dtype: a
+    grad_output of another is a RuntimeError naming it, before any launch, not a failure inside the
+    kernel (Triton's "Both operands must be same dtype", which names nothing the caller gave)."""
+    x = torch.randn(2, 4, 7, 6)
+    w = torch.randn(3, 4, 3, 3)
+    geometry = ((2, 1), (1, 1, 1, 1), (1, 1), 1)
+    for dtype in (torch.float64, torch.float16):
+        dy = torch.randn(2, 3, 4, 6, dtype=dtype)
+        refused = rf"grad_output \({dtype}.* must have input's dtype"
+        for op, extra in ((input_grad_op, ()), (weight_grad_op, (True,))):
+            with triton_only() as proof, pytest.raises(RuntimeError, match=refused):
+                op(dy, x, w, *geometry, *extra)
+            assert proof.launches == {}, (op, dtype, proof.launches)

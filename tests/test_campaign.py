@@ -21,6 +21,7 @@ from triton_conv.campaign import budget, costs, h200, records, runners, spec, ti
 from triton_conv.campaign.output import FILES, write_json
 from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
+from triton_conv.configs import KernelConfig
 from triton_conv.launchers import dgrad, fprop, wgrad
 from triton_conv.layers import unet_decoder
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
@@ -232,6 +233,27 @@ def test_candidates_are_pruned_ranked_and_of_distinct_tiles():
         assert len({(c.block_m, c.block_n, c.split_k) for c in chosen}) == len(chosen)
         predicted = [costs.predicted_seconds(problem, pass_name, c, "bf16", plan.device) for c in space]
         assert costs.predicted_seconds(problem, pass_name, chosen[0], "bf16", plan.device) == min(predicted)
+
+
+def test_candidates_take_a_split_of_a_tile_as_a_shape_of_its_own(monkeypatch):
+    """The model cannot tell warps and stages apart, but a split-K variant of a tile is another
+    launch grid and another reduction: it is a shape of its own, picked before a second config of
+    any shape. Pruning and the model are stubbed, so the ranking is the test's (fastest first, in
+    the space's order) and the assertions hold whatever the model would rank."""
+    tile = KernelConfig(64, 64, 64, num_warps=4, num_stages=3)
+    more_warps = KernelConfig(64, 64, 64, num_warps=8, num_stages=3)  # the same shape as `tile`
+    split = KernelConfig(64, 64, 64, split_k=2, num_warps=4, num_stages=3)
+    ranked = [tile, more_warps, split]
+    monkeypatch.setattr(spec, "pruned_space", lambda *args, **kwargs: list(ranked))
+    monkeypatch.setattr(
+        spec, "predicted_seconds", lambda problem, pass_name, config, *args: ranked.index(config)
+    )
+    problem = ConvProblem.from_shapes((8, 256, 14, 14), (256, 256, 3, 3), padding=1)
+    plan = spec.tiny()
+    assert plan.candidates == 2
+    assert spec.candidates(problem, "fprop", plan) == (tile, split)
+    three = spec.CampaignSpec("three", candidates=3)  # every shape once, then the fastest left over
+    assert spec.candidates(problem, "fprop", three) == (tile, split, more_warps)
 
 
 def _relaid(tensors: dict, contiguous: str | None) -> dict:

@@ -915,6 +915,47 @@ def test_the_first_checked_items_limit_includes_starting_the_checks_process(tmp_
     assert check["estimate_s"] == pytest.approx(costs.check_process_s + items_s, abs=0.01)
 
 
+def test_the_peer_step_pays_inductors_first_compile_once(tmp_path, monkeypatch):
+    """Inductor's first compile (its worker pool, Dynamo, AOTAutograd: peer_first_s) happens once per
+    process, in the first peer item; every later item compiles only its own shape (peer_shape_s). The
+    run's estimate of each item (what its budget test and time limit are sized on) and the plan's
+    estimate of the step hold the first compile once, on a spec of two peer items."""
+    import dataclasses
+
+    from triton_conv.campaign.costs import CostModel
+
+    Stubs(monkeypatch)
+    charged = []  # (item, the run's estimate of it) as the peer step asks
+    real_run_step = run.Campaign.run_step
+
+    def run_step(campaign, name, items, run_item, estimate, *args, **kwargs):
+        if name == "peer":
+            asked = estimate
+
+            def estimate(item):
+                charged.append((item.id, asked(item)))
+                return charged[-1][1]
+
+        return real_run_step(campaign, name, items, run_item, estimate, *args, **kwargs)
+
+    monkeypatch.setattr(run.Campaign, "run_step", run_step)
+    monkeypatch.setattr(timing_steps, "stop_inductor_workers", lambda: None)  # no pool was started
+    two_peers = dataclasses.replace(spec.tiny(), peer=(("layer1.0.conv2", 2), ("layer1.0.conv2", 3)))
+    costs = dataclasses.replace(CostModel.cpu(workers=1), peer_first_s=40.0, peer_shape_s=1.0)
+    state = run.Campaign(two_peers, str(tmp_path / "out"), budget_s=1e4, echo=None, costs=costs).run()
+    assert state["status"] == "complete", state.get("traceback")
+    peers = [item for item in spec.plan_items(two_peers)["fprop"] if item.peer]
+    assert [item_id for item_id, _ in charged] == [item.id for item in peers] and len(peers) == 2
+    # What each item costs besides Inductor's compiles: the same cost model with them at zero.
+    free = run.Estimator(two_peers, dataclasses.replace(costs, peer_first_s=0.0, peer_shape_s=0.0), False)
+    rest = [free.peer_item(item) for item in peers]
+    assert charged[0][1] == pytest.approx(costs.peer_first_s + rest[0])  # the first: the whole first compile
+    assert charged[1][1] == pytest.approx(costs.peer_shape_s + rest[1])  # the second: its shape alone
+    step = next(p for p in state["plan"] if p["step"] == "peer")
+    once = costs.peer_first_s + costs.peer_shape_s + sum(rest)
+    assert step["estimate_s"] == pytest.approx(once, abs=0.01)
+
+
 def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
     """tune_item pins its winner with choices.pin_config(item.problem, ...) and then times triton-conv's
     op, which builds its own ConvProblem from the tensors and asks passes.choose_config. Where the two

@@ -204,6 +204,20 @@ def test_dgrad_split_rule_counts_the_longest_stride_phase():
     assert gemm_of(layer2_conv2, "dgrad") == (28 * 28, 128, 4 * 128)  # the main-loop report's matmul
 
 
+def test_dgrad_tiles_fit_one_stride_phase_not_every_input_pixel():
+    """dgrad of a stride-2 conv is four stride-phase GEMMs (stride_phases.py), each over about a
+    quarter of the input pixels: a tile is sized on one phase's rows (8x8 = 64 here), not on all
+    N·H·W = 256 input pixels, where a 128-row tile would compute 64 masked rows in every phase."""
+    layer = conv(64, 16, 16, 64, 3, stride=2, pad=1)
+    assert layer.dgrad_launch_rows() == 64 and layer.batch * layer.height * layer.width == 256
+    t = target(layer, "dgrad", torch.bfloat16)
+    assert t.dims()[0] == 64
+    assert not tile_fits_problem(cfg(128, 64, 64, stages=3), t)
+    assert any(c.block_m == 128 for c in config_space("dgrad"))  # so the rule has a tile to remove
+    pruning = prune(config_space("dgrad"), layer, "dgrad", torch.bfloat16, H200)
+    assert pruning.survivors and all(c.block_m == 64 for c in pruning.survivors)
+
+
 def test_wgmma_rule_on_hopper_only():
     falls_off = [cfg(32, 64, warps=4), cfg(64, 64, warps=2)]
     for c in falls_off:
@@ -310,6 +324,24 @@ def test_key_separates_what_changes_the_kernel():
     assert len({key, *others}) == len(others) + 1
 
 
+def test_key_tells_the_dilation_of_each_axis_apart():
+    """A dilation on the width alone changes the kernel's tap offsets on that axis only: the key
+    must name each axis's dilation, or the two layers share one tuned config. Same padding, so the
+    pixel buckets agree and the dilation is the only field that can tell them apart."""
+    for pass_name in PASSES:
+        keys = {}
+        for dilation in ((1, 1), (1, 2), (2, 1), (2, 2)):
+            layer = ConvProblem.from_shapes((1, 64, 56, 56), (64, 64, 3, 3), padding=2, dilation=dilation)
+            keys[dilation] = tuning_key(layer, pass_name, torch.float16, True)
+            assert f"dil={dilation[0]}x{dilation[1]}" in keys[dilation], keys[dilation]
+        assert len(set(keys.values())) == len(keys), keys
+        # The pixel buckets agree: dil= alone tells the keys apart.
+        without_dilation = {
+            " ".join(f for f in key.split() if not f.startswith("dil=")) for key in keys.values()
+        }
+        assert len(without_dilation) == 1, keys
+
+
 # --- KernelConfig and the defaults ---------------------------------------------------------------------
 def test_config_dict_round_trip():
     for c in config_space("wgrad"):
@@ -373,6 +405,22 @@ def test_stem_walks_tap_rows():
     assert all(c.num_warps == 8 or c.block_m < 128 for c in pruning.survivors)
     aligned = prune(config_space("fprop"), RESNET_3X3, "fprop", torch.bfloat16, H200)
     assert not aligned.removed["element_loads_take_eight_warps"]
+
+
+@pytest.mark.parametrize(("kernel_h", "kernel_w", "block_k"), [(3, 7, 32), (7, 3, 16)])
+def test_a_non_square_stem_walks_rows_of_its_kernel_width(kernel_h, kernel_w, block_k):
+    """A tap row of a 3-channel channels_last stem is one run of S·C elements, kernel width x
+    channels (configs.row_spans): a 3x7 filter walks runs of 21 (BLOCK_K 32), a 7x3 runs of 9
+    (BLOCK_K 16), in 3 and 7 tap rows. A square stem cannot tell S·C from R·C."""
+    stem = ConvProblem.from_shapes(
+        (32, 3, 224, 224), (64, 3, kernel_h, kernel_w), stride=2, padding=(kernel_h // 2, kernel_w // 2)
+    )
+    run = kernel_w * 3
+    default = default_pass_config(stem, "fprop", torch.bfloat16, capability=HOPPER)
+    assert default.block_k == block_k and default.num_warps == 8  # runs of 9 or 21: not 16-byte vectors
+    t = Target(stem, "fprop", torch.bfloat16, H200)
+    assert t.dims()[2] == run
+    assert t.reduction_steps(cfg(bk=16)) == kernel_h * -(-run // 16)  # tap rows x BLOCK_K steps per run
 
 
 def test_per_element_taps_stay_narrow():

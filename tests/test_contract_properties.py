@@ -329,7 +329,8 @@ def run_kind_case(case: KindCase):
         if torch_kind == "raise":
             for natural in (TypeError, ValueError):
                 assert not isinstance(expected, natural) or isinstance(got, natural), (got, expected, failure)
-        else:  # refused where torch takes it: only a bool tensor (torch's own handling is inconsistent)
+        else:  # refused where torch takes it: a bool tensor (torch's own handling is inconsistent); a bool
+            # after a tuple's first element, which torch's parser takes as 1, is never drawn (README says so)
             assert _has_bool_tensor(case.value), (got, failure)
         return
     assert torch_kind == "ok", (expected, failure)

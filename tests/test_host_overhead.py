@@ -139,6 +139,18 @@ def test_validation_memo_still_rejects_bad_arguments():
     assert triton_conv.functional.validate(x, w, b, stride=[1, 1], padding=(1,)) == PROBLEM
 
 
+def test_a_bool_in_a_tuple_is_refused_after_the_same_call_with_ints():
+    """True == 1 and hash(True) == hash(1): a memo keyed on the tuples themselves finds (1, True)
+    under the entry of (1, 1) and takes it. A call's answer must not depend on what came before it:
+    refused on a fresh memo, so refused once the same call with ints is memoised."""
+    x, w, b = _tensors()
+    ints = dict(stride=(1, 1), padding=(1, 1), dilation=[1, 1])
+    for name, with_a_bool in (("stride", (1, True)), ("padding", (True, 1)), ("dilation", [1, True])):
+        assert triton_conv.functional.validate(x, w, b, **ints) == PROBLEM  # memoised
+        with pytest.raises(TypeError, match=f"{name} must be an int, got True"):
+            triton_conv.functional.validate(x, w, b, **{**ints, name: with_a_bool})
+
+
 def test_host_time_per_call_stays_small(monkeypatch):
     """conv2d's host path with Triton's launch stubbed out: measured about 65-75 us per call on the
     development CPU (2 cores, loaded), about 100 us before the plan cache. The bound is generous

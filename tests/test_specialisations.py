@@ -72,6 +72,14 @@ CASES = {
         dict(POINTWISE=True, CHANNELS_ALIGNED=True),
         dict(ONE_TAP_TILES=True, DY_TMA=True, X_TMA=True),
     ),
+    # A 1x1 filter at stride 2 is no GEMM over x's rows: x's pixels of the output grid are every
+    # other one, so neither the pointwise loops nor wgrad's (N·H·W, C) descriptor of x may be chosen.
+    "1x1 stride 2 nhwc": (
+        (2, 32, 9, 11), (48, 32, 1, 1), dict(stride=2), "nhwc",
+        dict(POINTWISE=False, CHANNELS_ALIGNED=True, W_MATRIX=True, TAP_BITS=True),
+        dict(POINTWISE=False, CHANNELS_ALIGNED=True, TAP_BITS=True),
+        dict(ONE_TAP_TILES=True, LINEAR_ROWS=False, DY_TMA=True, X_TMA=False),
+    ),
     "3-channel stem": (
         (1, 3, 20, 18), (16, 3, 7, 7), dict(padding=3, stride=2), "nhwc",
         dict(CHANNELS_ALIGNED=False, ROW_SPANS=True, TAP_BITS=True),

@@ -346,3 +346,33 @@ def test_temporaries_left_by_killed_writers_are_removed_once_old(tmp_path, monke
     os.utime(other, (hours_ago, hours_ago))
     tuning_cache.TuningCache("Pretend").put(KEY, {"config": GOOD})
     assert not os.path.exists(old) and os.path.exists(fresh) and os.path.exists(other)
+
+
+def test_a_key_another_process_cached_first_keeps_its_entry(tmp_path, monkeypatch):
+    """Two processes tuned one key at once, and their timings (so their winners) may differ: the one
+    that wrote first keeps its entry, and the other's put answers with it, so every process runs one
+    config per key. (A second cache object on the same file stands for the other process: each keeps
+    its own entries in memory and meets the other's only in the file.)"""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    ours = tuning_cache.TuningCache("Pretend")  # loaded before the other process wrote
+    theirs, mine = {"config": GOOD}, {"config": {**GOOD, "block_m": 128}}
+    tuning_cache.TuningCache("Pretend").put(KEY, theirs)
+    assert ours.put(KEY, mine) == theirs
+    assert ours.get(KEY) == theirs
+    with open(ours.path) as handle:
+        assert json.load(handle)["entries"][KEY] == theirs
+    assert tuning_cache.TuningCache("Pretend").get(KEY) == theirs  # a process started later
+
+
+def test_a_miss_reads_what_another_process_wrote_since(tmp_path, monkeypatch):
+    """A process that tunes a shape another process cached after this one loaded the file would tune
+    it again (seconds to minutes on a GPU) and may run another config: a miss in memory re-reads the
+    file. This one already holds an entry of its own, so the re-read is not the first load's."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path))
+    ours = tuning_cache.TuningCache("Pretend")
+    ours.put("ours", {"config": GOOD})
+    assert ours.get(KEY) is None
+    theirs = {"config": {**GOOD, "block_n": 64}}
+    tuning_cache.TuningCache("Pretend").put(KEY, theirs)  # the other process, after our load
+    assert ours.get(KEY) == theirs
+    assert ours.get("ours") == {"config": GOOD}

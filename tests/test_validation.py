@@ -13,6 +13,8 @@ import triton_conv
 from triton_conv import runtime
 from triton_conv.launchers.common import launch_counts
 
+from .reference import rel_error
+
 
 def _args(**over):
     args = dict(
@@ -60,6 +62,12 @@ BAD = {
     "unknown_padding": (_args(padding="full"), ValueError, "padding"),
     "padding_triple": (_args(padding=(1, 1, 1)), TypeError, "padding"),
     "float_stride": (_args(stride=1.5), TypeError, "stride"),
+    # torch refuses a float tensor for an int argument (TypeError), as it does a float: int(2.0)
+    # would run it as stride 2.
+    "float_tensor_stride": (_args(stride=torch.tensor(2.0)), TypeError, "stride must be an int"),
+    # 2**63 is one past int64 (torch: "Overflow when unpacking long long"); let through, it reached
+    # the op's SymInt[] schema as a RuntimeError that is not a ValueError, and with_config ran it.
+    "stride_past_int64": (_args(stride=2**63), ValueError, "stride=9223372036854775808 is out of range"),
     "integer_input": (
         _args(input=torch.ones(2, 4, 8, 8, dtype=torch.int32)),
         TypeError,
@@ -161,6 +169,21 @@ def test_with_config_runs_without_gradients():
         *(t.double() for t in (args["input"], args["weight"], args["bias"])), padding=1
     )
     assert (got.double() - want).abs().max() < 1e-4
+
+
+def test_with_config_takes_an_unbatched_input_as_conv2d_does():
+    """A (C, H, W) input is one image, as conv2d (and torch's) take it: the output is that image's
+    (K, P, Q) convolution, computed as a batch of one. float64, against torch's."""
+    args = _args(
+        input=torch.randn(4, 8, 7, dtype=torch.float64),
+        weight=torch.randn(6, 4, 3, 3, dtype=torch.float64),
+        bias=torch.randn(6, dtype=torch.float64),
+        stride=(2, 1),
+    )
+    got = triton_conv.conv2d_with_config(**args)
+    want = torch.nn.functional.conv2d(**args)
+    assert got.shape == want.shape == triton_conv.conv2d(**args).shape == (6, 4, 7)
+    assert rel_error(got, want) < 1e-12
 
 
 @pytest.mark.parametrize(
