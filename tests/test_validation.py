@@ -180,7 +180,9 @@ def test_with_config_takes_an_unbatched_input_as_conv2d_does():
         bias=torch.randn(6, dtype=torch.float64),
         stride=(2, 1),
     )
+    before = launch_counts["fprop_kernel"]
     got = triton_conv.conv2d_with_config(**args)
+    assert launch_counts["fprop_kernel"] == before + 1, "the Triton kernel computed it"
     want = torch.nn.functional.conv2d(**args)
     assert got.shape == want.shape == triton_conv.conv2d(**args).shape == (6, 4, 7)
     assert rel_error(got, want) < 1e-12
