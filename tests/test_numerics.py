@@ -106,7 +106,7 @@ def test_bf16_subnormals_are_numbers_not_zeros_or_others(config):
     in fp32, so each output is the float64 result rounded, and db, a sum of subnormals, is one
     itself. Triton's interpreter converted bf16 subnormals to other numbers (3·2^-133 to 2^-127) both
     ways; the kernels convert on the bits there (kernels.common.widen, cast_output). torch's CPU
-    convolution flushes them to zero (README: where it differs)."""
+    convolution flushes them to zero on some CPUs (README: where it differs)."""
 
     def scaled(shape, exponent):
         return (torch.randint(-7, 8, shape, dtype=torch.int64) * 2.0**exponent).to(torch.bfloat16)

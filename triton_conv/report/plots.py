@@ -1,5 +1,6 @@
 """Throughput against N per layer: triton-conv, cuDNN and the Inductor peer measured, the model's
-prediction dashed over them. matplotlib is optional (`pip install 'triton-conv[plot]'`)."""
+prediction dashed over them. matplotlib is optional (`pip install -e '.[plot]'` in the checkout, or
+`pip install matplotlib`)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ def write_plots(records, out_dir: Path, note_dir: Path) -> str:
     """One PNG per layer, pass, dtype and layout; returns the markdown that shows them (or says why not)."""
     plt = matplotlib_pyplot()
     if plt is None:
-        return "Plots skipped: matplotlib is not installed (`pip install 'triton-conv[plot]'`)."
+        return (
+            "Plots skipped: matplotlib is not installed "
+            "(`pip install -e '.[plot]'` in the checkout, or `pip install matplotlib`)."
+        )
     chosen = curves(records)
     if not chosen:
         return "No plots: no layer was measured at three or more batch sizes."
