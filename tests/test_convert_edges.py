@@ -1,7 +1,8 @@
 """convert_model and the modules against models an adversarial user builds: a load_state_dict pre-hook
-registered before conversion, a conv both held and wrapped by torch.compile, a conv that is another
-conv's child, a patch on torch's class, and ConvTranspose2d attributes set to no pair after
-construction. Each was found converting silently wrong (or failing) before the fix it pins."""
+or a backward hook registered on either module, before or after the conversion, a conv both held and
+wrapped by torch.compile, a conv that is another conv's child, a patch on torch's class or on the
+functional its forward calls, and ConvTranspose2d attributes set to no pair after construction. Each
+was found converting silently wrong (or failing) before the fix it pins."""
 
 from __future__ import annotations
 
@@ -26,14 +27,24 @@ def _count_loads(module, state_dict, prefix, *args):
     module.loads_seen = getattr(module, "loads_seen", 0) + 1
 
 
+@pytest.mark.parametrize("registered", ["before", "after"])
 @pytest.mark.parametrize("then", ["load", "deepcopy", "pickle"])
-def test_a_load_state_dict_pre_hook_follows_the_converted_module(then):
+def test_a_load_state_dict_pre_hook_follows_the_converted_module(then, registered):
     """torch's register_load_state_dict_pre_hook keeps a weak reference to its module: shared as it
     was, it handed the hook the replaced torch module, or, once that was gone, load_state_dict,
-    deepcopy and pickle failed ("the hook of a dead Module")."""
+    deepcopy and pickle failed ("the hook of a dead Module"). Registered on a reference to the
+    torch module kept from before the conversion, it did so after the conversion too."""
     model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
-    handle = model[0].register_load_state_dict_pre_hook(_count_loads)
+    original = model[0]
+    if registered == "before":
+        handle = original.register_load_state_dict_pre_hook(_count_loads)
     triton_conv.convert_model(model)
+    if registered == "after":
+        handle = original.register_load_state_dict_pre_hook(_count_loads)
+        model.load_state_dict(model.state_dict())  # handed the converted module, not the original
+        assert model[0].loads_seen == 1 and not hasattr(original, "loads_seen")
+        del model[0].loads_seen
+    del original
     gc.collect()  # the torch module is gone
     if then == "deepcopy":
         model = copy.deepcopy(model)
@@ -45,6 +56,58 @@ def test_a_load_state_dict_pre_hook_follows_the_converted_module(then):
         handle.remove()  # the caller's handle still removes it
         model.load_state_dict(model.state_dict())
         assert model[0].loads_seen == 1
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook")  # torch's, for its module too
+@pytest.mark.parametrize("registered_on", ["original", "converted"])
+@pytest.mark.parametrize("register", ["register_full_backward_hook", "register_backward_hook"])
+def test_a_backward_hook_registered_after_the_conversion_fires_on_both_modules(register, registered_on):
+    """The two modules share their hook tables, but torch keeps whether a module's backward hooks
+    are full ones on the module itself: a full hook registered on a layer reference kept from before
+    the conversion (a Grad-CAM target) never fired in the converted model, and one registered on
+    the converted module never fired in the original. A copy of the converted model keeps it."""
+    torch_model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+    model = copy.deepcopy(torch_model)
+    original = model[0]
+    triton_conv.convert_model(model)
+    seen = []
+
+    def hook(module, grad_input, grad_output):
+        seen.append(grad_output[0].detach().clone())
+
+    expected = []
+    getattr(torch_model[0], register)(lambda module, grad_input, grad_output: expected.append(grad_output[0]))
+    getattr(original if registered_on == "original" else model[0], register)(hook)
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT, requires_grad=True)
+    (torch_model(x) ** 2).sum().backward()
+    copied = copy.deepcopy(model)
+    for module in (original, model[0], copied[0]):
+        seen.clear()
+        (module(x) ** 2).sum().backward()
+        assert len(seen) == 1 and rel_error(seen[0], expected[0]) < EXACT_TOL, type(module)
+    assert type(model[0]) is type(copied[0]) is triton_conv.Conv2d
+
+
+@pytest.mark.parametrize("kind, name", [("Conv2d", "conv2d"), ("Conv1d", "conv1d"),
+                                        ("ConvTranspose2d", "conv_transpose2d")])  # fmt: skip
+def test_a_patch_on_the_functional_torchs_module_calls_is_reported_not_dropped(monkeypatch, kind, name):
+    """torch's modules call torch.nn.functional.<name>: a patch there (a weight standardisation
+    written as a wrapper of F.conv2d) was silently dropped by the conversion, nothing reported."""
+    original = getattr(nn.functional, name)
+    monkeypatch.setattr(
+        nn.functional, name, lambda x, w, *args, **kwargs: original(x, 2 * w, *args, **kwargs)
+    )
+    torch_class = getattr(nn, kind)
+    model = nn.Sequential(torch_class(2, 3, 3, bias=False).to(EXACT))
+    x = torch.randn((1, 2, 5, 5) if kind != "Conv1d" else (1, 2, 5), dtype=EXACT)
+    expected = model(x)
+    report = []
+    triton_conv.convert_model(model, report=report)
+    assert type(model[0]) is torch_class and len(report) == 1
+    assert f"torch.nn.functional.{name} was replaced" in report[0][1]
+    assert rel_error(model(x), expected) < EXACT_TOL
+    monkeypatch.undo()
+    assert rel_error(model(x), expected / 2) < EXACT_TOL  # the patch was what ran
 
 
 def test_a_conv_held_and_wrapped_by_torch_compile_is_reported_for_the_wrapper():

@@ -226,3 +226,29 @@ def test_cpu_without_interpreter_falls_back_once(monkeypatch):
     assert sum(launch_counts.values()) == before
     expected = torch.nn.functional.conv2d(**args)
     assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")
+@pytest.mark.parametrize("op", ["conv2d", "conv1d", "conv_transpose2d"])
+@pytest.mark.parametrize("distributed", ["input", "weight"])
+def test_a_dtensor_is_refused_naming_it_before_a_launch(op, distributed):
+    """torch's convolutions have DTensor sharding rules, these ops none: DTensor's dispatch refused
+    them with its own NotImplementedError, naming the op and not the argument. (FSDP2 gives its
+    modules plain tensors in the forward, and works.)"""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    spatial = (5,) if op == "conv1d" else (5, 5)
+    x, w = torch.randn(2, 3, *spatial), torch.randn(3, 3, *(3,) * len(spatial))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        tensors = {"input": x, "weight": w}
+        tensors[distributed] = distribute_tensor(tensors[distributed], mesh, [Replicate()])
+        before = sum(launch_counts.values())
+        with pytest.raises(RuntimeError, match=f"{distributed} is a DTensor") as caught:
+            getattr(triton_conv, op)(tensors["input"], tensors["weight"])
+        assert isinstance(caught.value, TypeError) and sum(launch_counts.values()) == before
+    finally:
+        dist.destroy_process_group()

@@ -10,6 +10,7 @@ input) is checked for ConvProblem by geometry_checks.py, which uses these helper
 from __future__ import annotations
 
 import operator
+import sys
 
 import numpy as np
 import torch
@@ -88,6 +89,14 @@ def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
         # internal "NestedTensorImpl doesn't support sizes", naming no argument.
         kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
         raise ConvTypeError(f"{name} must be a dense (strided) tensor, got {kind}")
+    distributed = sys.modules.get("torch.distributed.tensor")  # none before DTensor's import
+    if distributed is not None and isinstance(value, distributed.DTensor):
+        # Without this, DTensor's dispatch refuses the op later ("does not have a sharding
+        # strategy registered"), naming the op, not the argument.
+        raise ConvTypeError(
+            f"{name} is a DTensor: triton-conv's ops have no sharding rules; convolve its local "
+            "tensor (to_local() or full_tensor()), or leave this layer on torch's convolution"
+        )
     if value.dtype not in FLOAT_DTYPES:
         raise ConvDtypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
     if value.dim() not in ranks:

@@ -61,12 +61,23 @@ def _reason_to_skip(module: nn.Module) -> str | None:
             f"nn.{kind.__name__}.{' and '.join(patched)} was replaced on torch's class (a patch), which "
             f"triton_conv.{kind.__name__} overrides: converted, the module would not run the patch"
         )
+    functional = _FUNCTIONAL[kind]
+    if getattr(F, functional) is not getattr(torch, functional):
+        return (
+            f"torch.nn.functional.{functional} was replaced (a patch), which nn.{kind.__name__}'s "
+            "forward calls: converted, the module would not run the patch"
+        )
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return "weight is not a tensor"
     if weight.dtype not in FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not supported"
     return None
+
+
+# The function torch's forward of each module calls, as torch.nn.functional.<name>; torch's own is
+# torch.<name> (the same object, given a docstring).
+_FUNCTIONAL = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.ConvTranspose2d: "conv_transpose2d"}
 
 
 def _patched_on_torch_class(kind: type) -> list[str]:

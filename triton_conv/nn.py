@@ -4,12 +4,12 @@ whole networks."""
 from __future__ import annotations
 
 import numbers
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import shared_hooks
 from .arguments import ConvArgumentError, ConvTypeError
 from .functional import conv1d, conv2d, conv_transpose2d
 
@@ -31,8 +31,23 @@ class _FromTorch:
             state[table] = type(state[table])(state[table])
         state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
         new.__dict__.update(state)
-        _point_load_hooks_at(new, conv)
+        shared_hooks.share(new, conv)
         return new
+
+    # torch reads and sets this flag on each module; the hook table it governs is shared.
+    _is_full_backward_hook = property(shared_hooks.full_hook_flag, shared_hooks.set_full_hook_flag)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        shared_hooks.point_load_hooks_at(self)  # pre-hooks registered on the original since
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        # A copy (deepcopy, pickle) shares nothing with the original: it takes the hooks as they
+        # stand, each load pre-hook holding this module rather than a copy of the original.
+        shared_hooks.point_load_hooks_at(self)
+        state = super().__getstate__()
+        state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
+        return state
 
     def __prepare_scriptable__(self):
         # torch.jit.script would compile the forward to TorchScript, which cannot call Triton
@@ -42,18 +57,6 @@ class _FromTorch:
             "cannot run Triton kernels): use torch.compile, torch.export or torch.jit.trace, or "
             "script the model before convert_model"
         )
-
-
-def _point_load_hooks_at(new: nn.Module, conv: nn.Module) -> None:
-    """torch's public load_state_dict pre-hooks hold a weak reference to the module they were
-    registered on (torch's _WrappedHook): left on `conv`, they would hand the hook the replaced
-    module, or fail once it is gone ("the hook of a dead Module", in load_state_dict, deepcopy and
-    pickle). Re-pointed in the shared table, so that the caller's handle still removes them."""
-    hooks = new._load_state_dict_pre_hooks
-    for key, hook in list(hooks.items()):
-        module = getattr(hook, "module", None) if getattr(hook, "with_module", False) else None
-        if isinstance(module, weakref.ref) and module() is conv:
-            hooks[key] = type(hook)(hook.hook, new)
 
 
 class Conv2d(_FromTorch, nn.Conv2d):

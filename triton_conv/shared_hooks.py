@@ -1,0 +1,66 @@
+"""The hooks a converted module shares with the torch module it replaced.
+
+`from_torch` shares the hook tables (a hook registered on either fires on both, and the handles a
+caller holds still remove them). torch keeps two facts about those hooks outside the tables, on
+each module: whether its backward hooks are full ones (`_is_full_backward_hook`, set by the first
+`register_full_backward_hook` or `register_backward_hook`), and, in each public load_state_dict
+pre-hook, a weak reference to the module the hook is handed. Both are made to follow the tables
+here, also for hooks registered on the original after the conversion (a Grad-CAM hook on a layer
+reference taken before `convert_model`).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from torch import nn
+
+# Each converted module's original, weakly: neither keeps the other alive.
+_ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+FULL_HOOK_FLAG = "_is_full_backward_hook"
+
+
+def share(new: nn.Module, original: nn.Module) -> None:
+    """Record that `new` shares `original`'s hook tables, and hand it the pre-hooks already there."""
+    _ORIGINALS[new] = weakref.ref(original)
+    point_load_hooks_at(new)
+
+
+def original_of(module: nn.Module) -> nn.Module | None:
+    reference = _ORIGINALS.get(module)
+    return reference() if reference is not None else None
+
+
+def full_hook_flag(module: nn.Module):
+    """The module's own flag, or, while it has none, the original's: a hook registered there after
+    the conversion set only the original's."""
+    own = module.__dict__.get(FULL_HOOK_FLAG)
+    original = original_of(module)
+    if own is None and original is not None:
+        return original.__dict__.get(FULL_HOOK_FLAG)
+    return own
+
+
+def set_full_hook_flag(module: nn.Module, value) -> None:
+    """Set on both: torch's module reads only its own, and runs the shared table's hooks by it."""
+    module.__dict__[FULL_HOOK_FLAG] = value
+    original = original_of(module)
+    if original is not None:
+        original.__dict__[FULL_HOOK_FLAG] = value
+
+
+def point_load_hooks_at(new: nn.Module) -> None:
+    """Hand `new` the shared table's public load_state_dict pre-hooks that hold the original (or a
+    module that is gone, which in a table only the two share can only be the original): left as
+    they are, they would hand the hook the replaced module, or fail once it is gone ("the hook of a
+    dead Module", in load_state_dict, deepcopy and pickle). Replaced under the same key, so that the
+    caller's handle still removes them."""
+    original = original_of(new)
+    hooks = new._load_state_dict_pre_hooks
+    for key, hook in list(hooks.items()):
+        module = getattr(hook, "module", None) if getattr(hook, "with_module", False) else None
+        if not isinstance(module, weakref.ref):
+            continue
+        held = module()
+        if held is None or (original is not None and held is original):
+            hooks[key] = type(hook)(hook.hook, new)
