@@ -228,3 +228,82 @@ def test_fake_outputs_have_the_real_calls_strides(x_shape, w_shape, channels_las
     with FakeTensorMode() as mode:
         fake = triton_conv.conv2d(mode.from_tensor(x), mode.from_tensor(w))
     assert fake.shape == real.shape and fake.stride() == real.stride() == F.conv2d(x, w).stride()
+
+
+@pytest.mark.parametrize("name", list(UNBACKED))
+def test_training_with_a_data_dependent_batch(name, fresh_compile):
+    """A batch dimension marked unbacked, in training: the transposed backward once asked whether
+    the input was empty (`numel() == 0`), which no trace can answer ('Could not guard on
+    data-dependent expression'). The general path also takes an empty batch."""
+    ours, theirs, w_shape, kwargs, _ = UNBACKED[name]
+    weight = torch.randn(w_shape, dtype=EXACT, requires_grad=True)
+    compiled = torch.compile(lambda x, w: ours(x, w, **kwargs), fullgraph=True, backend="aot_eager")
+    for n in (2, 0, 3):
+        x = torch.randn(n, 4, 7, 6, dtype=EXACT)
+        torch._dynamo.decorators.mark_unbacked(x, 0)
+        x.requires_grad_()
+        y = compiled(x, weight)
+        probe = torch.randn_like(y)
+        got = torch.autograd.grad(y, (x, weight), probe)
+        leaves = [t.detach().requires_grad_() for t in (x, weight)]
+        expected = torch.autograd.grad(theirs(*leaves, **kwargs), leaves, probe)
+        for ours_grad, torch_grad in zip(got, expected):
+            assert ours_grad.shape == torch_grad.shape and ours_grad.stride() == torch_grad.stride(), n
+            assert not n or rel_error(ours_grad, torch_grad) < EXACT_TOL, n
+
+
+@pytest.mark.parametrize("name", list(UNBACKED))
+def test_data_dependent_channel_counts(name, fresh_compile):
+    """Channel counts from .item() (a weight and bias cut to a learned width): the checks compared
+    them with plain `<`, `%` and `!=`, which a trace cannot answer for an unbacked size. Valid
+    counts train as torch's; counts that disagree get the op's error when it runs."""
+    ours, theirs, w_shape, kwargs, _ = UNBACKED[name]
+    weight = torch.randn(4, 4, 3, 3, dtype=EXACT, requires_grad=True)
+    bias = torch.randn(4, dtype=EXACT, requires_grad=True)
+    x = torch.randn(2, 4, 7, 6, dtype=EXACT)
+
+    def run(conv, x, w, b, n, m):
+        if conv in (F.conv2d, triton_conv.conv2d):  # output channels: the weight's and the bias's
+            return conv(x, w[: n.item()], b[: m.item()], **kwargs)
+        return conv(x[:, : m.item()], w[: n.item()], b, **kwargs)  # input channels: x's and w's
+
+    compiled = torch.compile(lambda *a: run(ours, *a), fullgraph=True, backend="aot_eager")
+    sizes = torch.tensor(3), torch.tensor(3)
+    y = compiled(x, weight, bias, *sizes)
+    got = torch.autograd.grad(y.sin().sum(), (weight, bias))
+    leaves = [t.detach().requires_grad_() for t in (weight, bias)]
+    expected_y = run(theirs, x, *leaves, *sizes)
+    expected = torch.autograd.grad(expected_y.sin().sum(), leaves)
+    assert rel_error(y, expected_y) < EXACT_TOL
+    for ours_grad, torch_grad in zip(got, expected):
+        assert rel_error(ours_grad, torch_grad) < EXACT_TOL
+    with pytest.raises(ConvArgumentError, match="bias must have 3|expects 3 input channels"):
+        compiled(x, weight, bias, torch.tensor(3), torch.tensor(2))
+
+
+def test_compiled_autograd_traces_the_backward_in_one_graph(fresh_compile):
+    """Compiled autograd hands dynamo the autograd Functions' Python backward: the transposed one's
+    layout check asked functorch whether a vmap wrapped the gradient, a call dynamo cannot trace
+    (with fullgraph=True, an error; without, a graph break at each). The gradients match torch's."""
+    from torch._dynamo import compiled_autograd
+
+    torch.manual_seed(0)
+    theirs = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.ConvTranspose2d(4, 2, 2, stride=2))
+    theirs = theirs.double()
+    ours = triton_conv.convert_model(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.ConvTranspose2d(4, 2, 2, stride=2)
+        ).double()
+    )
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 4, 4, dtype=EXACT)
+    theirs(x).pow(2).sum().backward()
+    loss = ours(x).pow(2).sum()
+    before = dict(launch_counts)
+    with compiled_autograd._enable(torch.compile(backend="aot_eager", fullgraph=True)):
+        loss.backward()
+    launched = {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)}
+    # The transposed input gradient is a forward; x needs no gradient, so no dgrad.
+    assert launched == {"fprop_kernel": 1, "wgrad_kernel": 2}, launched
+    for mine, reference in zip(ours.parameters(), theirs.parameters()):
+        assert rel_error(mine.grad, reference.grad) < EXACT_TOL

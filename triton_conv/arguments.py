@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 # Every geometry value the kernels see (a padded extent, a stride, a dilation) is a 32-bit int.
 INT32_MAX = 2**31 - 1
@@ -122,6 +123,9 @@ def check_tensors(input, weight, bias, input_ranks: tuple[int, ...], weight_rank
 
 
 def check_bias(bias, channels: int, what: str) -> None:
-    """A bias has one element per output channel (`what` says which channels those are)."""
-    if bias is not None and bias.shape[0] != channels:
+    """A bias has one element per output channel (`what` says which channels those are). Sizes
+    torch.compile cannot compare (data-dependent channel counts) are left to the op's real call;
+    torch.jit.trace's sizes are 0-d tensors."""
+    differs = bias is not None and bias.shape[0] != channels
+    if bool(differs) if isinstance(differs, torch.Tensor) else statically_known_true(differs):
         raise ConvArgumentError(f"bias must have {channels} elements ({what}), got {bias.shape[0]}")

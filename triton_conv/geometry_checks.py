@@ -77,14 +77,14 @@ def sided_conv2d_fields(input_shape, weight_shape, stride, padding, dilation, gr
         raise ConvArgumentError(f"padding must be non-negative, got {pads}")
     if groups <= 0:
         raise ConvArgumentError(f"groups must be positive, got {groups}")
-    if out_channels < groups or out_channels % groups:
+    if _fails(out_channels < groups) or _fails(out_channels % groups != 0):
         raise ConvArgumentError(
             f"groups={groups} must divide the weight's output channels ({out_channels}), which "
             f"cannot be 0: weight has shape {tuple(weight_shape)}"
         )
-    if in_channels % groups:
+    if _fails(in_channels % groups != 0):
         raise ConvArgumentError(f"groups={groups} must divide the input channels ({in_channels})")
-    if channels_per_group * groups != in_channels:
+    if _fails(channels_per_group * groups != in_channels):
         raise ConvArgumentError(
             f"weight expects {channels_per_group * groups} input channels "
             f"({channels_per_group} per group x groups={groups}), but input has {in_channels}"
@@ -103,7 +103,7 @@ def sided_conv2d_fields(input_shape, weight_shape, stride, padding, dilation, gr
             f"padding={pads} and dilation={dilation} make a padded input of {padded_h}x{padded_w} "
             f"and a kernel extent of {extent_h}x{extent_w}; the kernels take at most {INT32_MAX}"
         )
-    if in_channels and (kernel_h == 0 or kernel_w == 0):
+    if _fails(in_channels != 0) and (kernel_h == 0 or kernel_w == 0):
         raise ConvArgumentError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
     if _fails(in_channels != 0) and _fails(batch != 0) and (_fails(height == 0) or _fails(width == 0)):
         raise ConvArgumentError(
@@ -138,12 +138,12 @@ def transposed_view_fields(input_shape, weight_shape, stride, padding, output_pa
             f"output_padding={output_padding} must be smaller than stride={stride} or "
             f"dilation={dilation} (on each axis)"
         )
-    if weight_in < groups or weight_in % groups:
+    if _fails(weight_in < groups) or _fails(weight_in % groups != 0):
         raise ConvArgumentError(
             f"groups={groups} must divide the weight's input channels ({weight_in}, its first "
             f"dimension), which cannot be 0: weight has shape {weight_shape}"
         )
-    if in_channels != weight_in:
+    if _fails(in_channels != weight_in):
         raise ConvArgumentError(f"weight expects {weight_in} input channels, but input has {in_channels}")
     if 0 in (out_per_group, kernel_h, kernel_w):
         raise ConvArgumentError(f"weight must have output channels and a kernel, got shape {weight_shape}")

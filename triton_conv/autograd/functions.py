@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.autograd.forward_ad as forward_ad
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..launchers.common import accumulator_dtype
 from ..memory_format import wants_channels_last
@@ -204,6 +205,10 @@ class WeightGradFunction(torch.autograd.Function):
 def _vmapped(tensor: torch.Tensor) -> bool:
     """Whether a vmap batches the tensor at any functorch level (under a grad transform the batched
     tensor sits inside a gradient-tracking wrapper)."""
+    if torch.compiler.is_dynamo_compiling():
+        # Dynamo traces a backward only as compiled autograd's, whose tensors no vmap wraps; it
+        # cannot trace functorch's wrapper checks (and AOTAutograd's tracing under vmap runs them).
+        return False
     functorch = torch._C._functorch
     while functorch.is_functorch_wrapped_tensor(tensor):
         if functorch.is_batchedtensor(tensor):
@@ -252,7 +257,9 @@ class ConvTranspose2dFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        if input.numel() == 0:  # no batch: the view's geometry may have an empty image; no reduction
+        # No batch: the view's geometry may have an empty image; no reduction. A size torch.compile
+        # cannot decide (a data-dependent batch) takes the general path, whose ops take empty inputs.
+        if statically_known_true(input.numel() == 0):
             grad_input, grad_weight = _empty_batch_grads(input, weight, grad_output)
         else:
             grad_input, grad_weight = _input_grad_vjp(input, weight, grad_output, ctx.geometry, *needs[:2])
