@@ -27,6 +27,16 @@ def _count_loads(module, state_dict, prefix, *args):
     module.loads_seen = getattr(module, "loads_seen", 0) + 1
 
 
+def _left_alone_and_reported(model, x, words):
+    """convert_model leaves the model's one conv as it is, reports it with `words`, and the model
+    computes what it did; returns that output."""
+    torch_class, expected, report = type(model[0]), model(x), []
+    triton_conv.convert_model(model, report=report)
+    assert type(model[0]) is torch_class and len(report) == 1 and words in report[0][1], report
+    assert rel_error(model(x), expected) < EXACT_TOL
+    return expected
+
+
 @pytest.mark.parametrize("registered", ["before", "after"])
 @pytest.mark.parametrize("then", ["load", "deepcopy", "pickle"])
 def test_a_load_state_dict_pre_hook_follows_the_converted_module(then, registered):
@@ -100,12 +110,7 @@ def test_a_patch_on_the_functional_torchs_module_calls_is_reported_not_dropped(m
     torch_class = getattr(nn, kind)
     model = nn.Sequential(torch_class(2, 3, 3, bias=False).to(EXACT))
     x = torch.randn((1, 2, 5, 5) if kind != "Conv1d" else (1, 2, 5), dtype=EXACT)
-    expected = model(x)
-    report = []
-    triton_conv.convert_model(model, report=report)
-    assert type(model[0]) is torch_class and len(report) == 1
-    assert f"torch.nn.functional.{name} was replaced" in report[0][1]
-    assert rel_error(model(x), expected) < EXACT_TOL
+    expected = _left_alone_and_reported(model, x, f"torch.nn.functional.{name} was replaced")
     monkeypatch.undo()
     assert rel_error(model(x), expected / 2) < EXACT_TOL  # the patch was what ran
 
@@ -170,13 +175,7 @@ def test_a_method_patched_on_torchs_class_is_reported_not_dropped(monkeypatch, k
     torch_class = getattr(nn, kind)
     monkeypatch.setattr(torch_class, name, patch(getattr(torch_class, name)))
     model = nn.Sequential(torch_class(2, 3, 3).to(EXACT))
-    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
-    expected = model(x)
-    report = []
-    triton_conv.convert_model(model, report=report)
-    assert type(model[0]) is torch_class and len(report) == 1
-    assert f"nn.{kind}.{name} was replaced on torch's class" in report[0][1]
-    assert rel_error(model(x), expected) < EXACT_TOL
+    _left_alone_and_reported(model, torch.randn(1, 2, 5, 5, dtype=EXACT), f"nn.{kind}.{name} was replaced")
 
 
 def test_a_patch_triton_convs_module_does_not_override_still_converts(monkeypatch):
