@@ -1,6 +1,6 @@
 """Symbolic sizes: the fake (shape-only) implementations and the size checks under torch.compile's
 dynamic shapes, data-dependent (unbacked) sizes and torch.export. The checks raise only where a size
-provably fails (geometry_checks._fails) and the op's real call checks the sizes it is given; here,
+provably fails (arguments.size_check_fails) and the op's real call checks the sizes it is given; here,
 that no trace adds a guard torch's own convolution does not, that a fake output never has a size the
 real one lacks, and that an invalid size still gets the op's error. Tiny shapes, float64, compared
 with torch."""

@@ -122,10 +122,18 @@ def check_tensors(input, weight, bias, input_ranks: tuple[int, ...], weight_rank
             )
 
 
+def size_check_fails(condition) -> bool:
+    """Whether a size check fails. With ints (or torch.jit.trace's 0-d tensors), the check itself;
+    with the symbolic sizes of torch.compile(dynamic=True) or torch.export, only when it fails for
+    every size the tracer allows: a branch on a symbolic size would add a range guard that torch's
+    own convolution does not, or fail outright on a data-dependent size, and the op's real call
+    checks the sizes it is given."""
+    if isinstance(condition, torch.Tensor):
+        return bool(condition)
+    return statically_known_true(condition)
+
+
 def check_bias(bias, channels: int, what: str) -> None:
-    """A bias has one element per output channel (`what` says which channels those are). Sizes
-    torch.compile cannot compare (data-dependent channel counts) are left to the op's real call;
-    torch.jit.trace's sizes are 0-d tensors."""
-    differs = bias is not None and bias.shape[0] != channels
-    if bool(differs) if isinstance(differs, torch.Tensor) else statically_known_true(differs):
+    """A bias has one element per output channel (`what` says which channels those are)."""
+    if bias is not None and size_check_fails(bias.shape[0] != channels):
         raise ConvArgumentError(f"bias must have {channels} elements ({what}), got {bias.shape[0]}")

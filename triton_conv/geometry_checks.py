@@ -9,17 +9,9 @@ ConvArgumentError / ConvTypeError (arguments.py) naming the argument at fault.
 from __future__ import annotations
 
 import torch
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .arguments import INT32_MAX, ConvArgumentError, as_int, int_tuple
-
-
-def _fails(condition) -> bool:
-    """Whether a size check fails. With ints, the check itself; with the symbolic sizes of
-    torch.compile(dynamic=True) or torch.export, only when it fails for every size the tracer allows:
-    a branch on a symbolic size would add a range guard that torch's own convolution does not, and
-    the op's real call checks the sizes it is given."""
-    return statically_known_true(condition)
+from .arguments import size_check_fails as _fails
 
 
 def _is_traced_size(value) -> bool:

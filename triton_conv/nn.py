@@ -38,7 +38,7 @@ class _FromTorch:
     _is_full_backward_hook = property(shared_hooks.full_hook_flag, shared_hooks.set_full_hook_flag)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        shared_hooks.point_load_hooks_at(self)  # pre-hooks registered on the original since
+        shared_hooks.point_load_hooks_at(self)  # pre-hooks registered on the original since its conversion
         return super()._load_from_state_dict(*args, **kwargs)
 
     def __getstate__(self):

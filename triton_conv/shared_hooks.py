@@ -51,7 +51,7 @@ def set_full_hook_flag(module: nn.Module, value) -> None:
 
 def point_load_hooks_at(new: nn.Module) -> None:
     """Hand `new` the shared table's public load_state_dict pre-hooks that hold the original (or a
-    module that is gone, which in a table only the two share can only be the original): left as
+    module that is gone: the original, or another conversion of it sharing the table): left as
     they are, they would hand the hook the replaced module, or fail once it is gone ("the hook of a
     dead Module", in load_state_dict, deepcopy and pickle). Replaced under the same key, so that the
     caller's handle still removes them."""
