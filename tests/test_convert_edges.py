@@ -235,3 +235,18 @@ def test_torch_aos_quantized_convolutions_are_reported_not_passed_over():
     alone = []
     assert triton_conv.convert_model(quantized[0], report=alone) is quantized[0]
     assert [name for name, _ in alone] == ["<model>"]
+
+
+@pytest.mark.parametrize("name", ["torch._dynamo.eval_frame", "torch.ao.nn.quantized.modules.conv"])
+def test_a_module_half_imported_by_another_thread_is_not_read_for_its_class(monkeypatch, name):
+    """While another thread imports torch.compile's or torch.ao's module, it is in sys.modules
+    without its classes: reading `.OptimizedModule` or `._ConvNd` there raised AttributeError
+    ("partially initialized module") out of convert_model. No instance can exist yet."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    model, report = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Conv1d(2, 2, 1)), []
+    triton_conv.convert_model(model, report=report)
+    assert isinstance(model[0], triton_conv.Conv2d) and isinstance(model[1], triton_conv.Conv1d)
+    assert report == []

@@ -76,3 +76,35 @@ def test_the_interpreter_is_on_exactly_when_triton_wrapped_the_kernels_in_it():
         [sys.executable, "-c", _FALSE_INTERPRET], env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+_SET_AFTER_TRITON = """
+import os, warnings
+import torch, torch.nn.functional as F
+import triton  # as torch.compile's first call imports it: Triton's own @jit functions are made now
+os.environ["TRITON_INTERPRET"] = "1"
+import triton_conv
+from triton_conv.launchers.common import launch_counts
+from triton_conv.runtime import interpreter_active
+
+assert not interpreter_active()
+x, w = torch.randn(2, 3, 6, 5, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = triton_conv.conv2d(x, w, padding=1)
+assert torch.equal(out, F.conv2d(x, w, padding=1)) and not launch_counts, launch_counts
+assert any("before anything imports triton" in str(c.message) for c in caught), caught
+"""
+
+
+def test_interpret_set_after_tritons_import_falls_back_to_torch():
+    """TRITON_INTERPRET=1 set after triton was imported but before the package: the package's
+    kernels were made interpreted and Triton's own jit functions (tl.cdiv) were not, and every CPU
+    convolution raised the interpreter's "Cannot call @triton.jit'd outside of the scope of a
+    kernel". It is now the fallback to torch, with the warning that says where to set the variable."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-c", _SET_AFTER_TRITON], env={**env, "PYTHONPATH": ROOT},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
@@ -377,6 +378,50 @@ class Mixed(torch.nn.Module):
     def forward(self, x):
         y = self.up(torch.relu(self.down(x)), output_size=x.shape[-2:])
         return self.seq(y.flatten(2))
+
+
+def test_conv_problems_never_touches_the_model_it_reads():
+    """The forward that finds the calls ran on the model itself (its parameters swapped for meta
+    tensors by functional_call, its classes swapped, hooks added): a thread running the model
+    meanwhile got meta weights, and two finders at once restored each other's meta tensors as the
+    originals, leaving the model's weights on the meta device for good. It now runs on a meta copy.
+    A hook of the model sees the original as it was throughout, and two finders held in the middle
+    of their forwards at once leave it whole."""
+    net = Net()
+    values = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    seen = []
+    meeting = threading.Barrier(2, timeout=60)
+
+    def hook(module, args):  # copied with the model: it runs in each finder's forward
+        seen.append((type(net.stem), net.stem.weight.device.type, len(net.stem._forward_hooks)))
+        if threading.current_thread() is not threading.main_thread():
+            meeting.wait()  # both finders are in the middle of their forwards now
+
+    net.body.register_forward_pre_hook(hook)
+    alone = model_tuning.conv_problems(net, (3, 10, 12))
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(model_tuning.conv_problems(net, (3, 10, 12))))
+               for _ in range(2)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert found == [alone, alone]
+    assert seen == [(torch.nn.Conv2d, "cpu", 0)] * 3
+    state = net.state_dict()
+    assert all(state[name].device.type == "cpu" and torch.equal(state[name], values[name]) for name in values)
+    assert all(isinstance(p, torch.nn.Parameter) for p in net.parameters())
+
+
+def test_tune_model_names_a_model_it_cannot_copy():
+    """A model that copy.deepcopy refuses (a lock here; DistributedDataParallel's process group) is
+    named as such, not taken for a shape its forward refused."""
+    net = Net()
+    net.lock = threading.Lock()
+    words = "^model: .*copy.deepcopy failed .*pass the module it wraps"
+    with pytest.raises(RuntimeError, match=words) as caught:
+        model_tuning.tune_model(net, (3, 10, 12), device="cpu", stream=io.StringIO())
+    assert isinstance(caught.value, TypeError)
 
 
 def test_conv_problems_of_conv1d_and_conv_transpose2d():

@@ -3,11 +3,14 @@ TypeError), before any kernel launches, inputs untouched."""
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import triton_conv
 from triton_conv import runtime
@@ -252,3 +255,17 @@ def test_a_dtensor_is_refused_naming_it_before_a_launch(op, distributed):
         assert isinstance(caught.value, TypeError) and sum(launch_counts.values()) == before
     finally:
         dist.destroy_process_group()
+
+
+def test_a_module_half_imported_by_another_thread_is_not_read_for_its_class(monkeypatch):
+    """While another thread imports DTensor's module (the first torch.compile does), the module is in
+    sys.modules without its classes: reading `.DTensor` there raised AttributeError ("partially
+    initialized module") out of every convolution. No DTensor can exist yet, so there is nothing to
+    refuse."""
+    name = "torch.distributed.tensor"
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    x, w = torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    before = launch_counts["fprop_kernel"]
+    out = triton_conv.conv2d(x, w, padding=1)
+    assert launch_counts["fprop_kernel"] > before
+    assert torch.allclose(out, F.conv2d(x, w, padding=1), rtol=1e-12, atol=1e-12)

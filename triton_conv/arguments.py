@@ -90,8 +90,10 @@ def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
         # internal "NestedTensorImpl doesn't support sizes", naming no argument.
         kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
         raise ConvTypeError(f"{name} must be a dense (strided) tensor, got {kind}")
-    distributed = sys.modules.get("torch.distributed.tensor")  # none before DTensor's import
-    if distributed is not None and isinstance(value, distributed.DTensor):
+    # None before DTensor's import; while another thread imports it, the module is in sys.modules
+    # without the class yet (and no DTensor can exist)
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    if dtensor is not None and isinstance(value, dtensor):
         # Without this, DTensor's dispatch refuses the op later ("does not have a sharding
         # strategy registered"), naming the op, not the argument.
         raise ConvTypeError(

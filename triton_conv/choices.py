@@ -7,6 +7,7 @@ tuning), once per problem and thread-safely; `pin_config` makes a caller's own c
 
 from __future__ import annotations
 
+import os
 import threading
 
 import torch
@@ -68,6 +69,21 @@ def select_config(
 _IN_PROGRESS = threading.local()  # .memos: the problems this thread is tuning now
 _TUNING_LOCKS: dict[tuple, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
+
+
+def _forget_tuning_locks() -> None:
+    """In a forked child: the locks of tunings that other threads of the parent were running, which
+    no thread of the child will ever release."""
+    global _LOCKS_LOCK
+    _LOCKS_LOCK = threading.Lock()
+    _TUNING_LOCKS.clear()
+
+
+os.register_at_fork(
+    before=lambda: _LOCKS_LOCK.acquire(),
+    after_in_parent=lambda: _LOCKS_LOCK.release(),
+    after_in_child=_forget_tuning_locks,
+)
 
 
 def _tuning_lock(memo: tuple) -> threading.Lock:

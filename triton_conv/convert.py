@@ -97,8 +97,9 @@ def _patched_on_torch_class(kind: type) -> list[str]:
 def _quantized_convolution(module: nn.Module) -> str | None:
     """Why a torch.ao quantized convolution (nnq.Conv2d and its kin: integer kernels, classes of
     their own rather than nn.Conv*'s) is left alone, or None for any other module."""
-    quantized = sys.modules.get("torch.ao.nn.quantized.modules.conv")  # none before torch.ao's import
-    if quantized is None or not isinstance(module, quantized._ConvNd):
+    # None before torch.ao's import, or while another thread imports it (no instance exists yet)
+    quantized = getattr(sys.modules.get("torch.ao.nn.quantized.modules.conv"), "_ConvNd", None)
+    if quantized is None or not isinstance(module, quantized):
         return None
     return (
         f"{type(module).__name__} is a quantized convolution (torch.ao) running torch's integer "
@@ -109,8 +110,9 @@ def _quantized_convolution(module: nn.Module) -> str | None:
 def _compiled_wrapper(module: nn.Module) -> bool:
     """`module` is torch.compile's wrapper (OptimizedModule), whose compiled forward is bound to the
     module it wraps: replacing that child would leave the forward calling the torch module."""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # none can exist before it is imported
-    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+    # None before its import, or while another thread imports it: no wrapper can exist yet
+    wrapper = getattr(sys.modules.get("torch._dynamo.eval_frame"), "OptimizedModule", None)
+    return wrapper is not None and isinstance(module, wrapper)
 
 
 # torch's convolutions by the names its functions and aten ops go by

@@ -1,11 +1,12 @@
 """A model tuned ahead of time: the kernel launches its forward and backward will make, found without
 running a kernel, then tuned.
 
-`conv_problems(model, input_shape)` runs one forward on meta tensors (shapes and strides, no data,
-no kernels) in which every torch Conv1d, Conv2d and ConvTranspose2d computes as triton-conv's
-module does (the modules convert_model converts; triton-conv's own modules compute as they always
-do), and records each call of the package's ops (triton_conv::conv2d, ::conv_transpose2d) with the
-tensors the op receives. From those it names, exactly as the autograd ops and passes.py will at run time:
+`conv_problems(model, input_shape)` runs one forward of a copy of the model on meta tensors (shapes
+and strides, no data, no kernels; the model itself is never touched) in which every torch Conv1d,
+Conv2d and ConvTranspose2d computes as triton-conv's module does (the modules convert_model
+converts; triton-conv's own modules compute as they always do), and records each call of the
+package's ops (triton_conv::conv2d, ::conv_transpose2d) with the tensors the op receives. From
+those it names, exactly as the autograd ops and passes.py will at run time:
 
 - the conv2d problem the kernels run, canonical, as the op builds it: conv2d's own, conv1d's
   height-one conv2d, a transposed convolution's conv2d view (ConvProblem.from_transposed);
@@ -23,6 +24,7 @@ a graph is captured).
 
 from __future__ import annotations
 
+import copy
 import numbers
 import sys
 import time
@@ -112,6 +114,52 @@ def _meta_like(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return meta.requires_grad_(tensor.requires_grad)
 
 
+def _meta_copy(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """A copy of `model` whose parameters and buffers are meta tensors of their shapes (no data is
+    copied): the forward that finds the calls runs on it, so neither the model nor a thread running
+    it or tuning it at the same time sees a meta weight, a swapped class or a recording hook."""
+    twins = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        meta = _meta_like(tensor, channels_last)
+        is_parameter = isinstance(tensor, torch.nn.Parameter)
+        twins[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if is_parameter else meta
+    try:
+        return copy.deepcopy(model, twins)
+    except Exception as error:  # a module holding a process group, a lock, an open file ...
+        raise ConvTypeError(
+            f"model: its convolutions are found on a copy of it with meta tensors, and copy.deepcopy"
+            f" failed ({type(error).__name__}: {error}); pass the module it wraps"
+        ) from error
+
+
+def _recorded_calls(meta_model: torch.nn.Module, input_shape, channels_last: bool) -> list[ConvCall]:
+    """conv_problems on a _meta_copy, whose classes this may change: the copy is used for nothing else."""
+    shape = tuple(input_shape)
+    shape = (1, *(shape[1:] if len(shape) == 4 else shape))
+    names = {module: name for name, module in meta_model.named_modules()}
+    names[meta_model] = names[meta_model] or type(meta_model).__name__
+    stack: list[str] = []
+
+    def enter(module, args):
+        stack.append(names[module])
+
+    def leave(module, args, output):  # returns None: the output stays the module's
+        stack.pop()
+
+    for module in names:
+        module.register_forward_pre_hook(enter)
+        module.register_forward_hook(leave, always_call=True)
+        if type(module) in CONVERSIONS:  # torch's class -> triton-conv's, whose forward calls the ops
+            module.__class__ = CONVERSIONS[type(module)]
+    state = [*meta_model.parameters(), *meta_model.buffers()]
+    dtype = next((t.dtype for t in state if t.is_floating_point()), torch.get_default_dtype())
+    x = _meta_like(torch.empty(shape, dtype=dtype, device="meta"), channels_last)
+    recorder = _OpRecorder(stack)
+    with torch.enable_grad(), recorder:
+        meta_model(x)
+    return [call for call in recorder.calls if call is not None]
+
+
 def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = True) -> list[ConvCall]:
     """Each convolution call of one forward of `model` (the module docstring), in order, as ConvCall
     (name, problem at batch 1, kernel passes with their layout flags, transposed).
@@ -120,43 +168,12 @@ def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = 
     `channels_last`: the model's 4-D parameters and 4-D input are channels_last at run time (as
     model.to(memory_format=torch.channels_last) and x.to(memory_format=...) make them), else
     contiguous; the layouts inside the model follow from those, as on the GPU. Parameters' and
-    buffers' requires_grad say which gradients a training step asks for. The model is left as it was.
+    buffers' requires_grad say which gradients a training step asks for. The forward runs on a copy
+    of the model with meta tensors (_meta_copy): the model is left as it was, and threads may run it
+    meanwhile. A model that cannot be deep-copied (one holding a process group, as
+    DistributedDataParallel does) raises ConvTypeError: pass the module it wraps.
     """
-    shape = tuple(input_shape)
-    shape = (1, *(shape[1:] if len(shape) == 4 else shape))
-    names = {module: name for name, module in model.named_modules()}
-    names[model] = names[model] or type(model).__name__
-    stack: list[str] = []
-    recorder = _OpRecorder(stack)
-
-    def enter(module, args):
-        stack.append(names[module])
-
-    def leave(module, args, output):
-        stack.pop()
-
-    handles = []
-    for module in names:
-        handles += [
-            module.register_forward_pre_hook(enter),
-            module.register_forward_hook(leave, always_call=True),
-        ]
-    state = [*model.named_parameters(), *model.named_buffers()]
-    tensors = {name: _meta_like(tensor, channels_last) for name, tensor in state}
-    dtype = next((t.dtype for _, t in state if t.is_floating_point()), torch.get_default_dtype())
-    x = _meta_like(torch.empty(shape, dtype=dtype, device="meta"), channels_last)
-    swapped = {module: type(module) for module in names if type(module) in CONVERSIONS}
-    try:
-        for module in swapped:  # torch's class -> triton-conv's, whose forward calls the ops
-            module.__class__ = CONVERSIONS[type(module)]
-        with torch.enable_grad(), recorder:
-            torch.func.functional_call(model, tensors, (x,))
-    finally:
-        for module, kind in swapped.items():
-            module.__class__ = kind
-        for handle in handles:
-            handle.remove()
-    return [call for call in recorder.calls if call is not None]
+    return _recorded_calls(_meta_copy(model, channels_last), input_shape, channels_last)
 
 
 def _checked_passes(passes) -> tuple[str, ...]:
@@ -262,10 +279,11 @@ def tune_model(
     shapes, dtype, device = _checked_shapes(input_shapes), _model_dtype(model, dtype), _device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConvArgumentError(f"device is {device}, and this torch sees no CUDA device")
+    meta_model = _meta_copy(model, channels_last)
     jobs: dict[str, tuple] = {}
     for shape in shapes:
         try:
-            calls = conv_problems(model, shape, channels_last=channels_last)
+            calls = _recorded_calls(meta_model, shape, channels_last)
         except RuntimeError as error:  # the model refused the shape: say which argument gave it
             raise ConvArgumentError(
                 f"input_shapes {shape}: the model's forward refused it: {error}"

@@ -11,15 +11,19 @@ _warned_fallback = False
 
 
 def _kernels_interpreted() -> bool:
-    """Whether the package's kernels run in Triton's interpreter. Triton decides that once, when
-    @triton.jit wraps them (on import, from TRITON_INTERPRET as Triton reads it: '1', 'true', 'on'
-    or 'yes'), so the kernels are asked, not the environment: a value Triton reads as false
-    ('false', '2') or one set after the import would otherwise send CPU tensors to compiled kernels."""
+    """Whether the package's kernels run in Triton's interpreter. Triton decides that once per
+    function, when @triton.jit wraps it (on import, from TRITON_INTERPRET as Triton reads it: '1',
+    'true', 'on' or 'yes'), so the functions are asked, not the environment: a value Triton reads as
+    false ('false', '2') or one set after the import would otherwise send CPU tensors to compiled
+    kernels. Triton's own @jit functions (tl.cdiv, which the kernels call) are asked too: set after
+    triton's import (by torch.compile, say) but before the package's, the variable makes our kernels
+    interpreted and Triton's not, and every interpreted launch failed."""
+    import triton.language as tl
     from triton.runtime.interpreter import InterpretedFunction
 
     from .kernels.fprop import fprop_kernel
 
-    return isinstance(fprop_kernel, InterpretedFunction)
+    return isinstance(fprop_kernel, InterpretedFunction) and isinstance(tl.cdiv, InterpretedFunction)
 
 
 # Asked once, on import: a plain value rather than a cached function, which torch.compile would trace
@@ -50,8 +54,8 @@ def runs_triton(tensor: torch.Tensor) -> bool:
         _warned_fallback = True
         warnings.warn(
             f"triton_conv: {tensor.device.type} tensors fall back to torch's own convolutions; set "
-            "TRITON_INTERPRET=1 before importing triton_conv to run the Triton kernels on the CPU "
-            "(slow, for testing), or move the tensors to a CUDA device",
+            "TRITON_INTERPRET=1 before anything imports triton (triton_conv, torch.compile) to run "
+            "the Triton kernels on the CPU (slow, for testing), or move the tensors to a CUDA device",
             RuntimeWarning,
             stacklevel=3,
         )

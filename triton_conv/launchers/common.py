@@ -12,6 +12,7 @@ length, and never during a capture), so the passes can be captured in a CUDA gra
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import Counter
 from typing import Any, NamedTuple
@@ -44,6 +45,21 @@ launch_counts: Counter = Counter()
 # triton.language for the length of a launch: two threads interpreting at once read each other's
 # program ids (errors, or wrong values). On a GPU launches need no lock.
 _INTERPRETER = threading.RLock()
+
+
+def _renew_interpreter_lock() -> None:
+    global _INTERPRETER
+    _INTERPRETER = threading.RLock()
+
+
+# A fork waits for the launch in progress: a child forked in the middle of one would inherit the lock
+# held by a thread that does not exist there (every launch of the child would wait for ever) and a
+# half-patched triton.language. The lambdas read the lock the module holds at the time of the fork.
+os.register_at_fork(
+    before=lambda: _INTERPRETER.acquire(),
+    after_in_parent=lambda: _INTERPRETER.release(),
+    after_in_child=_renew_interpreter_lock,
+)
 
 
 def launch(spec: LaunchSpec) -> None:
