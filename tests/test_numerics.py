@@ -154,3 +154,39 @@ def test_the_bias_is_added_after_products_that_cancel(config):
     bias = torch.randint(1, 8, (3,), dtype=torch.int64) * 2.0**-133
     y = conv2d_with_config(x, weight, bias.double(), 1, 0, 1, 1, config=config)
     assert torch.equal(y, bias.double()[None, :, None, None].expand(1, 3, 3, 5))
+
+
+def test_fp16_weight_gradient_sums_the_images_in_fp32():
+    """Two images whose weight gradients are 80,000 and -70,000 (past fp16's 65,504, though every
+    product fits): the sum over the batch is kept in fp32, so the answer is the exact 10,000, where
+    torch's CPU path, which adds the images' gradients in fp16, gives inf (README, differences)."""
+    import triton_conv
+
+    x = torch.full((2, 1, 1, 4), 200.0, dtype=torch.float16, requires_grad=True)
+    dy = torch.tensor([[100.0] * 4, [-87.5] * 4], dtype=torch.float16).view(2, 1, 1, 4)
+    w = torch.ones(1, 1, 1, 1, dtype=torch.float16, requires_grad=True)
+    (dw,) = torch.autograd.grad(triton_conv.conv2d(x, w), w, dy)
+    assert dw.item() == 10000.0
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_a_nan_gradient_next_to_padding_reaches_the_padding_taps_weight_gradient(op):
+    """The weight gradient multiplies the padding as zeros: a NaN in the incoming gradient (conv2d)
+    or the input (conv_transpose2d) whose window reads padding makes that tap's gradient NaN too
+    (0·NaN), as torch's float64 path does (README, differences)."""
+    import torch.nn.functional as F
+
+    import triton_conv
+
+    x = torch.arange(1.0, 11.0, dtype=torch.float64).view(2, 1, 1, 5)
+    w = torch.ones(1, 1, 1, 3, dtype=torch.float64, requires_grad=True)
+    grad = torch.ones(2, 1, 1, 5, dtype=torch.float64)
+    grad[-1, 0, 0, 4] = float("nan")  # the last column: the third tap reads padding there
+    if op == "conv2d":
+        ours, theirs = (torch.autograd.grad(conv(x, w, padding=(0, 1)), w, grad)[0]
+                        for conv in (triton_conv.conv2d, F.conv2d))  # fmt: skip
+    else:  # x and the gradient exchange roles: the NaN is in the input
+        ours, theirs = (torch.autograd.grad(conv(grad, w, padding=(0, 1)), w, x)[0]
+                        for conv in (triton_conv.conv_transpose2d, F.conv_transpose2d))  # fmt: skip
+    assert ours.isnan().flatten().tolist() == [True, True, True]
+    assert theirs.isnan().flatten().tolist() == [True, True, True]

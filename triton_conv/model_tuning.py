@@ -39,6 +39,7 @@ from .compile_ahead import checked_workers
 from .nn import CONVERSIONS
 from .passes import pass_channels_last
 from .problem import PASSES, TRANSPOSED_PASSES, ConvProblem
+from .runtime import call_tf32, torch_conv_uses_tf32
 from .tuning import _device, autotune, autotuning_enabled
 from .tuning_cache import TuneResult
 from .tuning_keys import tuning_key
@@ -51,6 +52,7 @@ class ConvCall(NamedTuple):
     problem: ConvProblem  # at batch 1: the conv2d problem the kernels run (a transposed conv's view)
     passes: dict[str, bool]  # kernel pass -> the channels_last flag it is tuned under; forward first
     transposed: bool = False  # a transposed convolution: `passes` are its view's (TRANSPOSED_PASSES)
+    tf32: dict[str, bool] | None = None  # kernel pass -> fp32 in TF32 (the op's call_tf32 at run time)
 
     def kernel_pass(self, pass_name: str) -> str:
         """The kernel pass that runs the convolution's `pass_name` (fprop: its forward, dgrad: its
@@ -72,7 +74,9 @@ def _conv2d_call(name: str, args) -> ConvCall | None:
         return None
     wanted = _passes_run(input, weight)
     passes = {p: pass_channels_last(p, input, weight, None) for p in wanted}
-    return ConvCall(name, checked_problem(*args).with_batch(1), passes)
+    problem = checked_problem(*args)
+    tf32 = torch_conv_uses_tf32(input, weight, problem.groups, transposed=False)
+    return ConvCall(name, problem.with_batch(1), passes, tf32={p: tf32 for p in passes})
 
 
 def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
@@ -87,7 +91,12 @@ def _transposed_call(name: str, args, output: torch.Tensor) -> ConvCall | None:
     passes = {
         TRANSPOSED_PASSES[p]: pass_channels_last(p, input, weight, output, transposed=True) for p in wanted
     }
-    return ConvCall(name, checked_transposed_problem(*args).with_batch(1), passes, transposed=True)
+    problem = checked_transposed_problem(*args)
+    # Its forward is the transposed op; both gradients are conv2d's ops with the gradient as input.
+    forward = torch_conv_uses_tf32(input, weight, problem.groups, transposed=True)
+    backward = torch_conv_uses_tf32(output, weight, problem.groups, transposed=False)
+    tf32 = {p: forward if p == "dgrad" else backward for p in passes}
+    return ConvCall(name, problem.with_batch(1), passes, transposed=True, tf32=tf32)
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -229,14 +238,14 @@ def _model_dtype(model, dtype) -> torch.dtype:
 
 def _compile_ahead(jobs, dtype, device, timer, workers, stream) -> None:
     """compile_ahead.compile_before_tuning for the tunings of `jobs` ((label, problem, kernel pass,
-    layout) each), when any of them will time (autotune: a GPU or a timer, and autotuning on or a
-    timer)."""
+    layout, tf32) each, all of one tf32, under call_tf32 of it), when any of them will time
+    (autotune: a GPU or a timer, and autotuning on or a timer)."""
     from .compile_ahead import compile_before_tuning, default_workers
 
     times = (device.type == "cuda" or timer is not None) and (timer is not None or autotuning_enabled())
     if times:
         workers = default_workers(device) if workers is None else workers
-        tunings = [(problem, kernel_pass, layout) for _, problem, kernel_pass, layout in jobs]
+        tunings = [(problem, kernel_pass, layout) for _, problem, kernel_pass, layout, _ in jobs]
         compile_before_tuning(tunings, dtype, device, workers, stream)
 
 
@@ -296,13 +305,19 @@ def tune_model(
                     if kernel_pass in call.passes:
                         layout = call.passes[kernel_pass]
                         label = f"{call.name} (transposed {pass_name})" if call.transposed else call.name
-                        key = tuning_key(sized, kernel_pass, dtype, layout)
-                        jobs.setdefault(key, (label, sized, kernel_pass, layout))
-    _compile_ahead(jobs.values(), dtype, device, timer, compile_workers, stream if progress else None)
+                        tf32 = call.tf32[kernel_pass]  # the precision the op's call runs it in
+                        with call_tf32(tf32):
+                            key = tuning_key(sized, kernel_pass, dtype, layout)
+                        jobs.setdefault(key, (label, sized, kernel_pass, layout, tf32))
+    for tf32 in dict.fromkeys(job[-1] for job in jobs.values()):
+        with call_tf32(tf32):
+            alike = [job for job in jobs.values() if job[-1] == tf32]
+            _compile_ahead(alike, dtype, device, timer, compile_workers, stream if progress else None)
     results = []
-    for i, (key, (label, problem, kernel_pass, layout)) in enumerate(jobs.items(), 1):
+    for i, (key, (label, problem, kernel_pass, layout, tf32)) in enumerate(jobs.items(), 1):
         start = time.perf_counter()
-        result = autotune(problem, kernel_pass, dtype, layout, device, timer=timer)
+        with call_tf32(tf32):
+            result = autotune(problem, kernel_pass, dtype, layout, device, timer=timer)
         results.append(result)
         if progress:
             how = ("cached" if result.cached else f"tuned {len(result.timings)} configs"

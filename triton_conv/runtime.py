@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import warnings
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 _warned_fallback = False
 
@@ -62,20 +64,93 @@ def runs_triton(tensor: torch.Tensor) -> bool:
     return False
 
 
-def fp32_uses_tf32() -> bool:
-    """fp32 convolutions use TF32 exactly when cuDNN's would.
+def _resolved_tf32(chain, legacy) -> bool:
+    """torch's fp32 precision for one backend and op: the first of `chain` (the op's setting, the
+    backend's, the global one) that is not 'none', TF32 only when that is 'tf32' (all 'none' is
+    IEEE); `legacy()` where the new API is missing."""
+    if chain[0] is None:
+        return bool(legacy())
+    return next((precision for precision in chain if precision not in (None, "none")), "ieee") == "tf32"
 
-    torch (2.9 and later) resolves cuDNN's conv precision as the first of cuDNN-conv's, cuDNN's and
-    the global `fp32_precision` that is not 'none', and uses TF32 only when that is 'tf32' (all
-    'none', as `allow_tf32 = False` leaves them, is IEEE). The legacy `cudnn.allow_tf32` is read
-    only where that API is missing: reading it raises once the new API set conv and RNN apart.
-    """
+
+def cudnn_conv_uses_tf32() -> bool:
+    """cuDNN's convolutions compute fp32 in TF32: torch (2.9 and later) resolves their precision as
+    the first of cuDNN-conv's, cuDNN's and the global `fp32_precision` that is not 'none'. The legacy
+    `cudnn.allow_tf32` is read only where that API is missing: reading it raises once the new API set
+    conv and RNN apart."""
     conv_settings = getattr(torch.backends.cudnn, "conv", None)
     chain = (
         getattr(conv_settings, "fp32_precision", None),
         getattr(torch.backends.cudnn, "fp32_precision", None),
         getattr(torch.backends, "fp32_precision", None),
     )
-    if chain[0] is None:
-        return bool(torch.backends.cudnn.allow_tf32)
-    return next((precision for precision in chain if precision not in (None, "none")), "ieee") == "tf32"
+    return _resolved_tf32(chain, lambda: torch.backends.cudnn.allow_tf32)
+
+
+def cublas_uses_tf32() -> bool:
+    """cuBLAS's fp32 matmuls compute in TF32 (torch's own convolutions without cuDNN are im2col and
+    a cuBLAS GEMM): CUDA-matmul's `fp32_precision`, else the global one; by default IEEE."""
+    matmul = torch.backends.cuda.matmul
+    chain = (
+        getattr(matmul, "fp32_precision", None),
+        getattr(torch.backends.cuda, "fp32_precision", None),
+        getattr(torch.backends, "fp32_precision", None),
+    )
+    return _resolved_tf32(chain, lambda: matmul.allow_tf32)
+
+
+def _fits_int32_indexing(tensor: torch.Tensor) -> bool:
+    """torch's canUse32BitIndexMath: fewer than 2**31 - 1 elements, and so is the farthest offset."""
+    limit = 2**31 - 1
+    reach = sum((size - 1) * abs(step) for size, step in zip(tensor.shape, tensor.stride()))
+    return tensor.numel() < limit and (tensor.numel() == 0 or reach < limit)
+
+
+def torch_conv_uses_tf32(input: torch.Tensor, weight: torch.Tensor, groups: int, transposed: bool) -> bool:
+    """Whether torch's CUDA convolution of these operands computes fp32 in TF32 (its forward and both
+    gradients pick one backend). Not every one runs cuDNN: a depthwise convolution (groups equal to
+    the input's channels, more than one, output channels a multiple of them; not transposed) in NCHW
+    runs torch's own depthwise kernel, in IEEE fp32, unless an operand is too large for 32-bit
+    indexing (then cuDNN); with cuDNN disabled, depthwise ones run that kernel and the rest im2col and
+    cuBLAS, whose setting then counts. Otherwise cuDNN's setting."""
+    channels = input.shape[1]
+    depthwise = not transposed and 1 < groups == channels and weight.shape[0] % channels == 0
+    if not torch.backends.cudnn.enabled:
+        return False if depthwise else cublas_uses_tf32()
+    # cuDNN's layout choice: channels_last where torch suggests it for either operand, a conv1d's seen
+    # as torch sees it, with a height of one
+    operands = [t.unsqueeze(2) if t.dim() == 3 else t for t in (input, weight)]
+    nhwc = any(suggest_memory_format(t) == torch.channels_last for t in operands)
+    if depthwise and not nhwc and _fits_int32_indexing(input) and _fits_int32_indexing(weight):
+        return False  # torch's own depthwise kernel
+    return cudnn_conv_uses_tf32()
+
+
+# One convolution op's answer while its passes run (call_tf32): the tuning key, the memo and the
+# kernels' precision all read it through fp32_uses_tf32.
+_CALL_TF32: contextvars.ContextVar[bool | None] = contextvars.ContextVar("call_tf32", default=None)
+
+
+@contextlib.contextmanager
+def call_tf32(tf32: bool | None):
+    """Within: fp32_uses_tf32() answers `tf32` (None: the cuDNN setting, as outside any call)."""
+    token = _CALL_TF32.set(tf32)
+    try:
+        yield
+    finally:
+        _CALL_TF32.reset(token)
+
+
+def fp32_uses_tf32() -> bool:
+    """fp32 convolutions use TF32 exactly when torch's would: inside a convolution op, that call's
+    answer (torch_conv_uses_tf32, through call_tf32); elsewhere (a pass run directly, a tuning
+    without a call) cuDNN's setting."""
+    in_call = _CALL_TF32.get()
+    return cudnn_conv_uses_tf32() if in_call is None else in_call
+
+
+def torchs_precision(input: torch.Tensor, weight: torch.Tensor, groups: int, transposed: bool = False):
+    """call_tf32 for a convolution op's passes: fp32 in TF32 exactly when torch's convolution of the
+    same operands would use it (torch_conv_uses_tf32); other dtypes have no TF32 to choose."""
+    fp32 = input.dtype == torch.float32
+    return call_tf32(torch_conv_uses_tf32(input, weight, groups, transposed) if fp32 else None)

@@ -25,9 +25,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 def tuning_key(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channels_last: bool) -> str:
     """What the tuned config depends on: the pass's GEMM per group with its pixel dimension (M for
     fprop and dgrad, the reduction for wgrad) bucketed to a power of two, the filter, stride,
-    dilation, groups, dtype (fp32 reads 'tf32' when cuDNN's setting lets the kernels use TF32, a
-    different kernel) and layout. Batch and image size enter only through that bucket, so a
-    new image size does not always mean a new search. Example:
+    dilation, groups, dtype (fp32 reads 'tf32' when the kernels use TF32, a different kernel: as
+    torch's convolution of the call would, runtime.fp32_uses_tf32) and layout. Batch and image size
+    enter only through that bucket, so a new image size does not always mean a new search. Example:
     'fprop fp16 nhwc M~4096 N=64 K=576 RxS=3x3 stride=1x1 dil=1x1 g=1' (~: bucketed)."""
     m, n, k = problem.gemm(pass_name)
     kind = "tf32" if dtype == torch.float32 and fp32_uses_tf32() else dtype_name(dtype)

@@ -14,6 +14,7 @@ from .arguments import ConvArgumentError, ConvTypeError
 from .configs import KernelConfig, default_pass_config
 from .functional import validate
 from .memory_format import wants_channels_last
+from .runtime import torchs_precision
 
 
 def conv2d_with_config(
@@ -49,7 +50,8 @@ def conv2d_with_config(
     x = input if batched else input.unsqueeze(0)
     if config is None:
         config = default_pass_config(problem, "fprop", x.dtype, channels_last=wants_channels_last(x, weight))
-    y = passes.forward(x, weight, bias, problem, config, force_int64)
+    with torchs_precision(x, weight, problem.groups):  # as conv2d's op
+        y = passes.forward(x, weight, bias, problem, config, force_int64)
     return y if batched else y.squeeze(0)
 
 

@@ -9,6 +9,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
 from ..memory_format import empty_in_layout, wants_channels_last
+from ..runtime import torchs_precision
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 
 
@@ -27,7 +28,8 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
     if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
         return conv2d_fake(input, weight, bias, stride, padding, dilation, groups)
-    return passes.forward(input, weight, bias, problem)
+    with torchs_precision(input, weight, problem.groups):
+        return passes.forward(input, weight, bias, problem)
 
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
@@ -40,7 +42,9 @@ def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     if input.numel() == 0:
         return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
     # torch's rule for both gradients: channels_last if the input or the weight is.
-    return passes.input_grad(grad_output, weight, problem, channels_last=wants_channels_last(input, weight))
+    channels_last = wants_channels_last(input, weight)
+    with torchs_precision(input, weight, problem.groups):
+        return passes.input_grad(grad_output, weight, problem, channels_last=channels_last)
 
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
@@ -55,9 +59,10 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
         dw, db = weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias)
         return dw.zero_(), db.zero_()
     channels_last = wants_channels_last(input, weight)
-    dw, db = passes.weight_grad(
-        grad_output, input, problem, weight.dtype, channels_last=channels_last, need_bias=with_bias
-    )
+    with torchs_precision(input, weight, problem.groups):
+        dw, db = passes.weight_grad(
+            grad_output, input, problem, weight.dtype, channels_last=channels_last, need_bias=with_bias
+        )
     return dw, db if db is not None else grad_output.new_empty(0)
 
 
@@ -73,9 +78,10 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     )
     if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
         return conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    return passes.input_grad(
-        input, weight, problem, channels_last=wants_channels_last(input, weight), bias=bias
-    )
+    with torchs_precision(input, weight, problem.groups, transposed=True):
+        return passes.input_grad(
+            input, weight, problem, channels_last=wants_channels_last(input, weight), bias=bias
+        )
 
 
 def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):

@@ -92,7 +92,7 @@ def reaches_int32_limit(*tensors: torch.Tensor | None) -> bool:
 class FlagSettings(NamedTuple):
     """The process-wide settings a launch's kernel depends on, read once per call (flag_settings)."""
 
-    tf32: bool  # an fp32 dot in TF32 (cuDNN's setting, runtime.fp32_uses_tf32)
+    tf32: bool  # an fp32 dot in TF32 (as torch would for the call: runtime.fp32_uses_tf32)
     upcast: bool  # bf16 operands upcast before the dot (Triton's interpreter only)
 
 
