@@ -413,15 +413,69 @@ def test_conv_problems_never_touches_the_model_it_reads():
     assert all(isinstance(p, torch.nn.Parameter) for p in net.parameters())
 
 
-def test_tune_model_names_a_model_it_cannot_copy():
-    """A model that copy.deepcopy refuses (a lock here; DistributedDataParallel's process group) is
-    named as such, not taken for a shape its forward refused."""
+class _NotLive:
+    """model_calls._LIVE for a test that must find the calls on the copy."""
+
+    def __enter__(self):
+        raise AssertionError("the model was read live, not on its copy")
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _CopiesItsData(Net):
+    def __deepcopy__(self, memo):  # ignores the memo: a copy with real weights
+        copied = Net()
+        copied.load_state_dict(self.state_dict())
+        return copied
+
+
+def _uncopyable_net():
     net = Net()
-    net.lock = threading.Lock()
-    words = "^model: .*copy.deepcopy failed .*pass the module it wraps"
-    with pytest.raises(RuntimeError, match=words) as caught:
-        model_tuning.tune_model(net, (3, 10, 12), device="cpu", stream=io.StringIO())
-    assert isinstance(caught.value, TypeError)
+    net.lock = threading.Lock()  # copy.deepcopy refuses it (as DistributedDataParallel's process group)
+    return net
+
+
+def _net_read_through_a_closure():
+    net = Net()
+    net.head.register_forward_hook(lambda module, args, out: out + net.head.bias)  # the original's bias
+    return net
+
+
+def _legacy_weight_norm_net():
+    net = Net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates it for parametrizations
+        torch.nn.utils.weight_norm(net.stem)  # `weight`, recomputed by a hook: a non-leaf attribute
+    return net
+
+
+@pytest.mark.parametrize(
+    "make, on_the_copy",
+    [(_legacy_weight_norm_net, True), (_uncopyable_net, False), (_net_read_through_a_closure, False),
+     (_CopiesItsData, False)],
+)  # fmt: skip
+def test_a_model_the_copy_cannot_serve_is_read_live_and_left_as_it_was(make, on_the_copy, monkeypatch):
+    """The meta copy failed a model with legacy weight_norm (deepcopy refuses its computed weight),
+    and read real tensors of one whose hook reads the original or whose __deepcopy__ copies data
+    (an error naming neither). Such a model is now read live, as before the copy, one at a time;
+    weight_norm's is served by the copy (its computed weight has a meta twin too)."""
+    from triton_conv import model_calls
+
+    net = make()
+    values = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    if on_the_copy:
+        monkeypatch.setattr(model_calls, "_LIVE", _NotLive())
+    found = model_tuning.conv_problems(net, (3, 10, 12))
+    assert found == model_tuning.conv_problems(Net(), (3, 10, 12))
+    state = net.state_dict()
+    assert all(state[name].device.type == "cpu" and torch.equal(state[name], values[name]) for name in values)
+    assert type(net.stem) is torch.nn.Conv2d
+    hooks = lambda model: [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
+    assert hooks(net) == hooks(make())  # none added, none left
+    keys = lambda model: [r.key for r in model_tuning.tune_model(model, (3, 10, 12), device="cpu",
+                                                                  stream=io.StringIO())]  # fmt: skip
+    assert keys(net) == keys(Net())
 
 
 def test_conv_problems_of_conv1d_and_conv_transpose2d():

@@ -142,9 +142,10 @@ def call_tf32(tf32: bool | None):
 
 
 def fp32_uses_tf32() -> bool:
-    """fp32 convolutions use TF32 exactly when torch's would: inside a convolution op, that call's
-    answer (torch_conv_uses_tf32, through call_tf32); elsewhere (a pass run directly, a tuning
-    without a call) cuDNN's setting."""
+    """fp32 convolutions use TF32 when torch's would: inside a convolution op, that call's answer
+    (torch_conv_uses_tf32, through call_tf32; a depthwise-shaped transposed convolution's gradients
+    are conv2d's depthwise ops here, so IEEE where torch's cuDNN would use TF32: README); elsewhere
+    (a pass run directly, a tuning without a call) cuDNN's setting."""
     in_call = _CALL_TF32.get()
     return cudnn_conv_uses_tf32() if in_call is None else in_call
 
