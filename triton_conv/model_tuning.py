@@ -16,7 +16,7 @@ import torch
 
 from .arguments import FLOAT_DTYPES, ConvArgumentError, ConvTypeError
 from .compile_ahead import checked_workers
-from .model_calls import CallFinder, ConvCall, conv_problems  # noqa: F401  (conv_problems: this module's API too)
+from .model_calls import CallFinder, conv_problems  # noqa: F401  (conv_problems: this module's API too)
 from .problem import PASSES
 from .runtime import call_tf32
 from .tuning import _device, autotune, autotuning_enabled
