@@ -150,8 +150,7 @@ def test_each_pass_runs_in_the_precision_of_torchs_call(
     x = torch.randn(2, 6, *spatial)
     if nhwc:
         x = x.to(memory_format=torch.channels_last)
-    shape = (6, 6 // groups) if op != "conv_transpose2d" else (6, 6 // groups)
-    w = torch.randn(*shape, *(3,) * len(spatial))
+    w = torch.randn(6, 6 // groups, *(3,) * len(spatial))  # conv_transpose2d's (C_in, K/groups) too
     x.requires_grad_(), w.requires_grad_()
     with _precisions("tf32", "ieee", cudnn_enabled):
         out = getattr(triton_conv, op)(x, w, groups=groups)

@@ -120,15 +120,20 @@ def _meta_like(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return meta.requires_grad_(tensor.requires_grad)
 
 
+def _held_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """A module's own parameters, buffers and tensor attributes (not its children's)."""
+    held = [*module._parameters.values(), *module._buffers.values(), *vars(module).values()]
+    return [value for value in held if isinstance(value, torch.Tensor)]
+
+
 def _meta_twins(model: torch.nn.Module, channels_last: bool) -> dict[int, torch.Tensor]:
     """deepcopy's memo for a meta copy: each parameter, buffer and tensor attribute of the model's
     modules (legacy weight_norm's computed `weight`, which deepcopy refuses, a mask kept as a plain
     attribute) mapped to a meta tensor of its shape, a parameter to a parameter."""
     twins = {}
     for module in model.modules():
-        held = [*module._parameters.values(), *module._buffers.values(), *vars(module).values()]
-        for tensor in held:
-            if isinstance(tensor, torch.Tensor) and id(tensor) not in twins:
+        for tensor in _held_tensors(module):
+            if id(tensor) not in twins:
                 meta = _meta_like(tensor, channels_last)
                 is_parameter = isinstance(tensor, torch.nn.Parameter)
                 twins[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if is_parameter else meta
@@ -143,8 +148,7 @@ def _meta_copy(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module |
     except Exception:  # a lock, a process group, an open file ...
         return None
     for module in twin.modules():
-        held = [*module._parameters.values(), *module._buffers.values(), *vars(module).values()]
-        if any(isinstance(t, torch.Tensor) and t.device.type != "meta" for t in held):
+        if any(tensor.device.type != "meta" for tensor in _held_tensors(module)):
             return None
     return twin
 

@@ -100,7 +100,8 @@ def cublas_uses_tf32() -> bool:
 
 
 def _fits_int32_indexing(tensor: torch.Tensor) -> bool:
-    """torch's canUse32BitIndexMath: fewer than 2**31 - 1 elements, and so is the farthest offset."""
+    """torch's canUse32BitIndexMath: fewer than 2**31 - 1 elements, and so is the farthest offset
+    (torch's own limit, one below launchers.common.reaches_int32_limit's, which is the kernels')."""
     limit = 2**31 - 1
     reach = sum((size - 1) * abs(step) for size, step in zip(tensor.shape, tensor.stride()))
     return tensor.numel() < limit and (tensor.numel() == 0 or reach < limit)
