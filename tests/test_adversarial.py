@@ -438,7 +438,7 @@ def test_conv_transpose2d_module_output_size_kinds_match_torch(kwargs):
     h, w = reference(x).shape[-2:]
     sizes = [
         (h + 1, w), [h + 1, w + 1], torch.Size([2, 6, h, w + 1]), [6, h, w], [1, 1, h, w],
-        [torch.tensor(h + 1), w], [h], [], [h + 9, w], [h - 1, w], [-1, -1],
+        [torch.tensor(h + 1), w], [torch.tensor([[h + 1]]), w], [h], [], [h + 9, w], [h - 1, w], [-1, -1],
     ]  # fmt: skip
     for inputs in (x, x[0]):
         for size in sizes:

@@ -15,6 +15,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
@@ -277,7 +278,8 @@ def _int_kinds(value: int):
     """value in each form torch's int arguments may be given in (and a few it refuses)."""
     return st.sampled_from([
         value, np.int64(value), np.int32(value), torch.tensor(value), torch.tensor([value]),
-        torch.tensor(value, dtype=torch.int32), (value,), [value], (np.int64(value), torch.tensor(value)),
+        torch.tensor(value, dtype=torch.int32), torch.tensor([[value]]), (value,), [value],
+        (np.int64(value), torch.tensor(value)), (value, torch.tensor([[[value]]])),
     ])  # fmt: skip
 
 
@@ -347,6 +349,14 @@ def _has_bool_tensor(value) -> bool:
 @given(kind_cases())
 def test_integer_argument_kinds_match_torch(case):
     run_kind_case(case)
+
+
+@pytest.mark.parametrize("argument", ["stride", "padding", "dilation", "groups"])
+def test_a_one_element_tensor_of_any_rank_is_an_int(argument):
+    """torch takes tensor([[2]]) wherever an int goes (it was refused here once)."""
+    good = {"stride": 2, "padding": 1, "dilation": 2, "groups": 2}[argument]
+    for value in (torch.tensor([[good]]), (good, torch.tensor([[[good]]], dtype=torch.int32))):
+        run_kind_case(KindCase(argument, value))
 
 
 def test_a_case_reproduces_from_its_repr():

@@ -50,8 +50,8 @@ def as_int(value, name: str) -> int:
 
 
 def _as_int(value, name: str) -> int:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.dim() > 1 or value.dtype.is_floating_point or value.is_complex():
+    if isinstance(value, torch.Tensor):  # any one-element integer tensor, of any rank, as torch takes it
+        if value.numel() != 1 or value.dtype.is_floating_point or value.is_complex():
             raise ConvTypeError(
                 f"{name} must be an int, got a {value.dtype} tensor of shape {tuple(value.shape)}"
             )
