@@ -66,6 +66,28 @@ def test_an_operand_changed_in_place_after_the_forward_fails_the_backward_as_tor
                 y.sum().backward()
 
 
+@pytest.mark.parametrize("name", ["conv2d", "conv1d"])
+def test_an_input_changed_in_place_after_an_even_kernels_same_padding_is_torchs_copy(name, triton_only):
+    """torch pads an even kernel's padding='same' by a copy of the input and saves the copy, so a
+    caller may change its input in place before backward; ours then saves a copy too."""
+    ours, theirs, x_shape, w_shape, _, _ = OPS[name]
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn((*w_shape[:2], *(2 for _ in w_shape[2:])), dtype=torch.float64, requires_grad=True)
+
+    def weight_grad(op):
+        caller = x.clone()
+        y = op(caller, w, padding="same")
+        caller.mul_(2)
+        probe = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+        return torch.autograd.grad((y * probe).sum(), w)[0]
+
+    expected = weight_grad(theirs)
+    with triton_only() as proof:
+        got = weight_grad(ours)
+    assert proof.launches == {"fprop_kernel": 1, "wgrad_kernel": 1}, proof.launches
+    assert rel_error(got, expected) < 1e-12
+
+
 @pytest.mark.parametrize("name", OPS)
 def test_the_backward_reads_only_what_the_saved_tensor_hooks_unpack(name, triton_only):
     """The hooks pack a copy; the operands are then changed in place. torch's check cannot see the

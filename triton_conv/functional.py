@@ -138,9 +138,24 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
         problem = check(input, weight, bias, *geometry)
     if not runs_triton(input):
         return torch_conv(input, weight, bias, *geometry)
+    if _padded_by_a_copy(geometry[1], problem) and _recorded(input, weight, bias):
+        # torch pads an even kernel's 'same' by a zero-padded copy of the input, which its autograd
+        # saves: the caller may then change its input in place before backward. The kernels pad
+        # in their loads, so a copy is saved here instead, where autograd will keep one.
+        input = input.clone()
     batched = input.dim() == weight.dim()
     y = run(input if batched else input.unsqueeze(0), weight, bias, problem)
     return y if batched else y.squeeze(0)
+
+
+def _recorded(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _padded_by_a_copy(padding, problem: ConvProblem) -> bool:
+    """Whether torch runs this call on a padded copy of its input: 'same' with uneven pads."""
+    top, left, bottom, right = problem.pads
+    return isinstance(padding, str) and padding == "same" and (top != bottom or left != right)
 
 
 def _checked_quietly(check, *arguments) -> ConvProblem:
