@@ -23,10 +23,11 @@ from triton_conv.campaign.run import Campaign, launch_jobs
 from triton_conv.campaign.runners import launch_with_config, op_channels_last
 from triton_conv.configs import KernelConfig
 from triton_conv.launchers import dgrad, fprop, wgrad
-from triton_conv.layers import unet_decoder
+from triton_conv.layers import resnet50, unet_decoder
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 from triton_conv.pruning import pruned_space
 from triton_conv.report.measured import load_run
+from triton_conv.tuning import untimed_default
 from triton_conv.tuning_keys import tuning_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -338,6 +339,25 @@ def test_launch_jobs_are_distinct_and_cover_every_candidate():
         for c in getattr(i, "candidates", ())
     }
     assert set(map(launch, jobs)) == wanted
+
+
+def test_the_h200_campaign_compiles_the_training_steps_defaults_ahead():
+    """A layer whose pass item a deadline cut runs its untimed default in the training step: that
+    binary is compiled ahead with the rest, not in the training step's time limit."""
+    full = spec.h200()
+    items = spec.plan_items(full)
+    launches = {(j.pass_name, j.transposed, j.problem, j.config) for j in launch_jobs(full, items)}
+    t = full.training
+    needed = set()
+    for layer in resnet50(t.image, t.image):
+        problem = layer.problem.with_batch(t.batch)
+        for pass_name in ("fprop", "dgrad", "wgrad") if problem.in_channels > 4 else ("fprop", "wgrad"):
+            config = untimed_default(problem, pass_name, full.torch_dtype, True, full.device)
+            needed.add((pass_name, False, problem, config))
+    assert len(needed) == 68 and needed <= launches
+    candidates = {(i.pass_name, i.transposed, i.problem, c) for s in items.values() for i in s
+                  for c in getattr(i, "candidates", ())}  # fmt: skip
+    assert launches == candidates | needed
 
 
 def test_only_model_link_asks_the_model():

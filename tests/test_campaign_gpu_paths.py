@@ -366,10 +366,13 @@ def test_an_item_past_its_limit_is_stopped_even_if_it_catches_exceptions(tmp_pat
 def test_a_step_whose_items_keep_running_past_their_limits_is_given_up(tmp_path, monkeypatch):
     """Items stopped at their limits one after another (estimates far too low on this machine, an
     Inductor compile per shape slower than its limit) each cost their limit and time nothing: after
-    STOPPED_IN_A_ROW of them the rest of the step is skipped and listed, and the later steps run."""
+    STOPPED_IN_A_ROW of them the rest of the step is skipped and listed, and the later steps run.
+    After each, the binaries whose load a limit cut are made to load again (and the log says so)."""
     stubs = Stubs(monkeypatch)
     monkeypatch.setattr(run, "ITEM_LIMIT_FACTOR", 0.0)
     monkeypatch.setattr(run, "MIN_ITEM_LIMIT_S", 0.2)
+    reloads = []
+    monkeypatch.setattr(run, "reload_interrupted_loads", lambda: reloads.append(1) or 1)
 
     def item(campaign, item):
         stubs.calls.append((item.step, item.id))
@@ -379,7 +382,7 @@ def test_a_step_whose_items_keep_running_past_their_limits_is_given_up(tmp_path,
 
     monkeypatch.setattr(timing_steps, "pass_item", item)
     started = time.monotonic()
-    state, files, _ = _run(tmp_path)
+    state, files, out = _run(tmp_path)
     slow = _items("megapixel")
     assert len(slow) > run.STOPPED_IN_A_ROW and time.monotonic() - started < 3
     assert [(e["step"], e["item"]) for e in state["errors"]] == [("megapixel", i) for i in slow[:2]]
@@ -387,6 +390,7 @@ def test_a_step_whose_items_keep_running_past_their_limits_is_given_up(tmp_path,
     assert [s["item"] for s in skipped] == slow[2:]
     assert all(s["why"] == "the step's last 2 items were stopped at their time limits" for s in skipped)
     assert [c for c in stubs.calls if c[0] == "megapixel"] == [("megapixel", i) for i in slow[:2]]
+    assert len(reloads) == 2 and "its time limit cut a kernel's load" in (out / "campaign.log").read_text()
     assert ("decoder", _items("decoder")[0]) in stubs.calls and state[
         "status"
     ] == "complete, with errors or skips"
@@ -427,28 +431,35 @@ def test_the_check_step_gives_up_a_kernel_pass_whose_items_keep_stopping_not_the
     )
 
 
-def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp_path, monkeypatch):
+def test_the_peer_step_cannot_move_tritons_cache_or_ptxas_away_from_the_compile_steps(tmp_path, monkeypatch):
     """Inductor points an unset TRITON_CACHE_DIR at a folder of its own when it builds a kernel
-    (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and Triton reads
-    the variable at every compile: after the peer step this process would look for kernels and
-    launchers elsewhere than the compile workers wrote them. The campaign names the folder first."""
+    (torch 2.11: _inductor/runtime/triton_heuristics.py, CachingAutotuner.__init__), and an unset
+    TRITON_PTXAS_PATH at torch's own ptxas (runtime/compile_tasks.py, _set_triton_ptxas_path: 13.0
+    beside Triton 3.6's 12.8 in torch 2.11+cu130); Triton reads both at every compile. After the
+    peer step this process would look for kernels and launchers elsewhere than the compile workers
+    wrote them, and build with another ptxas. The campaign names both first."""
     from triton import knobs
 
     Stubs(monkeypatch)
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_PTXAS_PATH", raising=False)
     default, inductors = knobs.cache.dir, str(tmp_path / "torchinductor_user" / "triton" / "0")
+    tritons_ptxas, torchs_ptxas = provenance.ptxas()[0], str(tmp_path / "torch" / "bin" / "ptxas")
     stub_compile, workers_env, seen = setup_steps.record_and_compile, [], {}
 
+    def where():
+        return knobs.cache.dir, os.environ.get("TRITON_PTXAS_PATH")
+
     def compile_variants(*args, **kwargs):  # the workers inherit this environment
-        workers_env.append(os.environ.get("TRITON_CACHE_DIR"))
+        workers_env.append((os.environ.get("TRITON_CACHE_DIR"), os.environ.get("TRITON_PTXAS_PATH")))
         return stub_compile(*args, **kwargs)
 
-    def inductor_kernel(campaign, item):  # what CachingAutotuner.__init__ does
-        if os.getenv("TRITON_CACHE_DIR") is None:
-            os.environ["TRITON_CACHE_DIR"] = inductors
+    def inductor_kernel(campaign, item):  # what CachingAutotuner.__init__ and compile_tasks do
+        os.environ.setdefault("TRITON_CACHE_DIR", inductors)
+        os.environ.setdefault("TRITON_PTXAS_PATH", torchs_ptxas)
 
     def timed(campaign, item):
-        seen.setdefault(item.step, set()).add(knobs.cache.dir)
+        seen.setdefault(item.step, set()).add(where())
         return True
 
     monkeypatch.setattr(setup_steps, "record_and_compile", compile_variants)
@@ -456,9 +467,10 @@ def test_the_peer_step_cannot_move_tritons_cache_away_from_the_compile_steps(tmp
     monkeypatch.setattr(timing_steps, "pass_item", timed)
     state, _, _ = _run(tmp_path)
     assert state["status"] == "complete", state.get("traceback")
-    assert workers_env == [default]
-    assert set(seen) >= {"fprop", "dgrad", "wgrad", "decoder"} and all(s == {default} for s in seen.values())
-    assert "TRITON_CACHE_DIR" not in os.environ  # restored after the run
+    assert tritons_ptxas is not None and workers_env == [(default, tritons_ptxas)]
+    assert set(seen) >= {"fprop", "dgrad", "wgrad", "decoder"}
+    assert all(s == {(default, tritons_ptxas)} for s in seen.values()), seen
+    assert "TRITON_CACHE_DIR" not in os.environ and "TRITON_PTXAS_PATH" not in os.environ  # restored
 
 
 def test_on_a_gpu_the_target_is_the_gpus_and_out_of_memory_frees_the_cache(tmp_path, monkeypatch):

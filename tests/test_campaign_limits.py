@@ -15,7 +15,7 @@ import pytest
 from triton_conv import cli
 from triton_conv.campaign import precompile, run, setup_steps, spec, timing_steps
 from triton_conv.campaign.costs import CostModel, DryRun
-from triton_conv.campaign.limits import time_limit
+from triton_conv.campaign.limits import reload_interrupted_loads, time_limit
 from triton_conv.campaign.output import FILES, Output
 
 
@@ -414,3 +414,28 @@ def test_a_check_after_its_child_died_is_estimated_with_a_new_childs_start(tmp_p
     setup_steps.check_step(campaign)
     campaign.out.close()
     assert firsts[:4] == [True, False, True, False]
+
+
+def test_a_binary_whose_load_a_limit_cut_loads_again():
+    """Triton makes a binary's launcher, then loads its module (CompiledKernel._init_handles) and
+    loads only while the launcher is unset (the `run` property): a limit striking in between would
+    break that binary for the rest of the campaign's process. reload_interrupted_loads unsets those
+    launchers, and only those."""
+    import inspect
+
+    from triton.compiler.compiler import CompiledKernel
+
+    init = inspect.getsource(CompiledKernel._init_handles)
+    assert init.index("self._run = ") < init.index("load_binary(")  # the window this closes
+    assert "_init_handles" in inspect.getsource(CompiledKernel.run.fget)
+
+    def binary(launcher, function):
+        return SimpleNamespace(_run=launcher, function=function)
+
+    cut, loaded, never = binary(object(), None), binary(object(), 7), binary(None, None)
+    kernel = SimpleNamespace(device_caches={0: ({"a": cut, "b": loaded, "c": never}, {}, None, None, None)})
+    kept = loaded._run
+    assert reload_interrupted_loads([kernel]) == 1
+    assert cut._run is None and loaded._run is kept and never._run is None
+    assert reload_interrupted_loads([kernel, SimpleNamespace()]) == 0
+    assert reload_interrupted_loads() == 0  # the passes' own kernels: none cut here

@@ -227,3 +227,30 @@ def test_a_child_that_will_not_die_is_left_behind(monkeypatch):
     checker.process, checker.busy = Stuck(), True
     checker.close()
     assert killed == [True] and checker.process is None and not checker.busy
+
+
+def launch_leaving_one_element(pass_name, problem, tensors, config, transposed=False):
+    """A launch whose output is right but for its first element, which it never writes."""
+    from triton_conv.campaign.runners import reference_result
+
+    def run():
+        want = reference_result(pass_name, problem, tensors, transposed).to(tensors["x"].dtype)
+        got, written = torch.empty_like(want), torch.ones(want.shape, dtype=torch.bool)
+        written[(0,) * want.dim()] = False
+        got[written] = want[written]
+        return got
+
+    return run
+
+
+def test_an_output_element_no_launch_writes_fails_the_check(item_and_configs):
+    """Whatever memory the allocator hands the output, an element the launch never writes reads
+    NaN in the check (and torch's deterministic settings are left as they were)."""
+    item, configs, dtype = item_and_configs
+    request = {"launch": f"{__name__}:launch_leaving_one_element", "problem": item.problem,
+               "pass_name": item.pass_name, "transposed": item.transposed, "dtype": dtype,
+               "candidates": configs[:1]}  # fmt: skip
+    ((error, failure),) = check_child.check_configs(request, "cpu")
+    assert failure is None and math.isnan(error)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory

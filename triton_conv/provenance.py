@@ -82,6 +82,7 @@ def software() -> dict:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "cuda": torch.version.cuda or "none",
+        "ptxas": ptxas()[1],
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "python": sys.version.split()[0],
         "triton_conv": __version__,
@@ -90,6 +91,18 @@ def software() -> dict:
         "date": utc_now(),
         "commit": git_commit(),
     }
+
+
+def ptxas() -> tuple[str | None, str | None]:
+    """The path and version of the ptxas Triton compiles with (TRITON_PTXAS_PATH, else its own);
+    (None, None) where it has none."""
+    from triton import knobs
+
+    try:
+        tool = knobs.nvidia.ptxas
+    except (AttributeError, RuntimeError):  # no ptxas, or a Triton without the NVIDIA backend
+        return None, None
+    return tool.path, tool.version
 
 
 def smi_id(index: int) -> str:

@@ -24,6 +24,7 @@ A subprocess like the compile workers (precompile.py), not multiprocessing: noth
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -34,18 +35,12 @@ from collections.abc import Callable
 LAUNCH = "triton_conv.campaign.runners:launch_with_config"
 
 
-def _output_shape(problem, kernel_pass: str):
-    """The shape of a kernel pass's result (a transposed forward's is its view's dgrad's: x-shaped)."""
-    shapes = {"fprop": problem.output_shape, "dgrad": problem.input_shape, "wgrad": problem.weight_shape}
-    return shapes[kernel_pass]
-
-
 def check_configs(request: dict, device, announce: Callable[[int], None] | None = None):
     """(relative error, failure text or None) of each of the request's candidates, on fresh random
-    inputs against torch in float64. Before each launch a block of NaN the size of the output is
-    freed, so that an output element the kernel never writes reads NaN (the allocator hands the freed
-    block to the launch's output), and earlier outputs stay alive, so that no candidate inherits
-    another's correct answer. `announce(i)` is called before candidate i's launch."""
+    inputs against torch in float64. Each launch runs with every new tensor filled with NaN
+    (`fresh_memory_reads_nan`), so that an output element, or a workspace slot, that the kernel never
+    writes shows in the error, whatever memory the allocator hands the output. `announce(i)` is
+    called before candidate i's launch."""
     import torch
 
     from ..benchmarking import DTYPES, relative_error
@@ -59,20 +54,35 @@ def check_configs(request: dict, device, announce: Callable[[int], None] | None 
     want = reference_result(pass_name, problem, tensors, transposed)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)  # a fault of the reference's is the item's, not the first config's
-    kept = []
     for index, config in enumerate(request["candidates"]):
         if announce is not None:
             announce(index)
-        shape = _output_shape(problem, request["kernel_pass"])
-        poison = torch.full(shape, math.nan, dtype=dtype, device=device)
-        del poison
         try:
-            got = launch(pass_name, problem, tensors, config, transposed=transposed)()
+            with fresh_memory_reads_nan():
+                got = launch(pass_name, problem, tensors, config, transposed=transposed)()
             error = relative_error(got, want)  # synchronises: an asynchronous fault surfaces here
-            kept.append(got)
             yield error, None
         except Exception as launch_error:  # out of resources on this GPU, a fault: not timed
             yield math.nan, f"{type(launch_error).__name__}: {launch_error}"[:300]
+
+
+@contextlib.contextmanager
+def fresh_memory_reads_nan():
+    """Every tensor made inside is filled with NaN (integers with their largest value): torch's
+    deterministic mode with torch.utils.deterministic.fill_uninitialized_memory, warn_only so that
+    no torch op is refused. Both settings are restored after."""
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def context_alive(device) -> bool:

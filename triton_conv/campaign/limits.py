@@ -64,3 +64,26 @@ def held_back():
         _held -= 1
         if not _held and _pending:
             raise ItemTimeout(_pending.pop())
+
+
+def reload_interrupted_loads(kernels=None) -> int:
+    """Set every binary of `kernels` (JIT functions; the passes' own by default) that a time limit
+    cut while Triton loaded it to load again on its next launch; how many there were. Triton's
+    CompiledKernel._init_handles (3.6 to 3.9) makes the launcher, then loads the module: an
+    ItemTimeout between the two leaves the launcher set and no function, and each later launch of
+    that binary in this process would fail, in every item that uses it. Where Triton keeps its
+    kernels otherwise (another version, the interpreter) nothing is found and nothing changes."""
+    if kernels is None:
+        from ..kernels import dgrad, dgrad_masked, fprop, wgrad
+
+        modules = (fprop, dgrad, dgrad_masked, wgrad)
+        kernels = [k for m in modules for name, k in vars(m).items() if name.endswith("_kernel")]
+    reloaded = 0
+    for kernel in kernels:
+        for cache in getattr(kernel, "device_caches", {}).values():
+            binaries = cache[0] if isinstance(cache, tuple) and cache and isinstance(cache[0], dict) else {}
+            for binary in binaries.values():
+                if getattr(binary, "_run", None) is not None and getattr(binary, "function", 0) is None:
+                    binary._run = None  # the `run` property calls _init_handles again
+                    reloaded += 1
+    return reloaded

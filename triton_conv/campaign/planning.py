@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import torch
 
+from ..layers import resnet50
 from ..runtime import interpreter_active
+from ..tuning import untimed_default
 from .costs import CostModel, DryRun, Estimator, make_plan, plan_fits, render_plan
 from .precompile import record
-from .spec import CampaignSpec, plan_items
+from .spec import CampaignSpec, TrainingItem, plan_items
 from .variants import LaunchJob
 
 
@@ -23,7 +25,30 @@ def launch_jobs(spec: CampaignSpec, items: dict) -> list[LaunchJob]:
                 key = (item.pass_name, item.transposed, item.problem, config)
                 job = LaunchJob(item.pass_name, item.problem, config, spec.dtype, item.transposed)
                 jobs.setdefault(key, job)
+            for job in training_defaults(spec, item):
+                jobs.setdefault((job.pass_name, False, job.problem, job.config), job)
     return list(jobs.values())
+
+
+def training_defaults(spec: CampaignSpec, item) -> list[LaunchJob]:
+    """The training step's launches in their untimed default configs. A layer whose pass item a
+    step's deadline cut has no pinned winner, and the training step (the last) would otherwise
+    compile its defaults one after another in its own time limit (a second or so each, up to three
+    passes of 23 layers). The full ResNet-50 only: a narrowed network's shapes are not the model's."""
+    if not isinstance(item, TrainingItem):
+        return []
+    t = item.training
+    if (t.width, t.blocks) != (64, (3, 4, 6, 3)):
+        return []
+    jobs = []
+    for layer in resnet50(t.image, t.image):
+        problem = layer.problem.with_batch(t.batch)
+        for pass_name in ("fprop", "dgrad", "wgrad"):
+            if pass_name == "dgrad" and problem.in_channels <= 4:
+                continue  # the stem's input is an image: no gradient asked for
+            config = untimed_default(problem, pass_name, spec.torch_dtype, True, spec.device)
+            jobs.append(LaunchJob(pass_name, problem, config, spec.dtype))
+    return jobs
 
 
 def compile_target(spec: CampaignSpec, on_gpu: bool) -> tuple[str, int, int]:

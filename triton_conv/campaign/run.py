@@ -38,14 +38,14 @@ from collections import Counter
 
 import torch
 
-from .. import tuning
+from .. import provenance, tuning
 from ..runtime import interpreter_active
 from . import budget, setup_steps, timing_steps
 from .budget import RESERVE_S
 from .check_child import compile_event
 from .check_process import CheckProcess
 from .costs import CostModel, Estimator
-from .limits import ItemTimeout, time_limit
+from .limits import ItemTimeout, reload_interrupted_loads, time_limit
 from .output import Output
 from .planning import compile_target, launch_jobs
 from .precompile import usable_cores
@@ -213,6 +213,10 @@ class Campaign:
             except (Exception, ItemTimeout) as failure:  # one item's failure must not end the campaign
                 self.error(item.id, failure)
                 stops[kind] = stopped + 1 if isinstance(failure, ItemTimeout) else 0
+                if isinstance(failure, ItemTimeout) and reload_interrupted_loads():
+                    self.out.log(
+                        f"{item.id}: its time limit cut a kernel's load; it loads again when next launched"
+                    )
             if timed is not False:  # an item with nothing to time (never checked) says nothing of pace
                 spent += self.elapsed() - began
                 planned += guess
@@ -255,7 +259,13 @@ class Campaign:
         # Triton's cache folder is named before the compile workers start: Inductor (the peer step)
         # points an unset TRITON_CACHE_DIR at a folder of its own (torch 2.11's CachingAutotuner), and
         # every later compile and launcher build of this process would then miss what they wrote.
+        # And its ptxas: Inductor points an unset TRITON_PTXAS_PATH at torch's own (13.0 beside Triton
+        # 3.6's 12.8 in torch 2.11+cu130) on its first compile, after which this process would build
+        # kernels with another ptxas than the compile step's, under cache keys that still name the first.
         pinned = {tuning.ENV_AUTOTUNE: "0", "TRITON_CACHE_DIR": knobs.cache.dir}
+        ptxas_path, _ = provenance.ptxas()
+        if ptxas_path is not None:
+            pinned["TRITON_PTXAS_PATH"] = ptxas_path
         previous_env = {name: os.environ.get(name) for name in pinned}
         os.environ.update(pinned)
         try:
