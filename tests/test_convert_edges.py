@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
+import weakref
 
 import pytest
 import torch
@@ -96,6 +97,25 @@ def test_a_backward_hook_registered_after_the_conversion_fires_on_both_modules(r
         (module(x) ** 2).sum().backward()
         assert len(seen) == 1 and rel_error(seen[0], expected[0]) < EXACT_TOL, type(module)
     assert type(model[0]) is type(copied[0]) is triton_conv.Conv2d
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
+@pytest.mark.parametrize("register", ["register_full_backward_hook", "register_backward_hook"])
+def test_a_backward_hook_registered_on_an_original_that_is_then_freed_still_fires(register):
+    """A hook registered in a helper on a layer reference kept from before the conversion, which the
+    caller then drops: whether the hook is full or legacy lived on the original only, and the hook
+    never fired once the original was freed."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+    original = model[0]
+    triton_conv.convert_model(model)
+    seen = []
+    getattr(original, register)(lambda module, grad_input, grad_output: seen.append(grad_output[0]))
+    gone = weakref.ref(original)
+    del original
+    gc.collect()
+    assert gone() is None
+    (model(torch.randn(1, 2, 5, 5, dtype=EXACT, requires_grad=True)) ** 2).sum().backward()
+    assert len(seen) == 1 and model[0]._is_full_backward_hook is (register == "register_full_backward_hook")
 
 
 @pytest.mark.parametrize("kind, name", [("Conv2d", "conv2d"), ("Conv1d", "conv1d"),
