@@ -7,6 +7,7 @@ compile's one limit; and an --out holding a folder named like one of the files i
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from types import SimpleNamespace
 
@@ -427,15 +428,18 @@ def test_a_binary_whose_load_a_limit_cut_loads_again():
 
     init = inspect.getsource(CompiledKernel._init_handles)
     assert init.index("self._run = ") < init.index("load_binary(")  # the window this closes
+    assert "functools.partial(_raise_error" in init  # a binary out of resources: left as it is
     assert "_init_handles" in inspect.getsource(CompiledKernel.run.fget)
 
     def binary(launcher, function):
         return SimpleNamespace(_run=launcher, function=function)
 
     cut, loaded, never = binary(object(), None), binary(object(), 7), binary(None, None)
-    kernel = SimpleNamespace(device_caches={0: ({"a": cut, "b": loaded, "c": never}, {}, None, None, None)})
+    too_big = binary(functools.partial(print, "out of resources"), None)  # what raise_ leaves
+    binaries = {"a": cut, "b": loaded, "c": never, "d": too_big}
+    kernel = SimpleNamespace(device_caches={0: (binaries, {}, None, None, None)})
     kept = loaded._run
     assert reload_interrupted_loads([kernel]) == 1
-    assert cut._run is None and loaded._run is kept and never._run is None
+    assert cut._run is None and loaded._run is kept and never._run is None and too_big._run is not None
     assert reload_interrupted_loads([kernel, SimpleNamespace()]) == 0
     assert reload_interrupted_loads() == 0  # the passes' own kernels: none cut here

@@ -118,6 +118,32 @@ def test_a_backward_hook_registered_on_an_original_that_is_then_freed_still_fire
     assert len(seen) == 1 and model[0]._is_full_backward_hook is (register == "register_full_backward_hook")
 
 
+def test_a_converted_model_whose_originals_a_hook_holder_keeps_is_freed():
+    """An object that holds the model and its layers from before the conversion and hooks them with
+    its own methods (a monitor): the converted model, the originals and the monitor form cycles that
+    the collector frees; nothing of triton-conv's may hold them from outside."""
+
+    class Monitor:
+        def __init__(self, model):
+            self.model, self.layers = model, dict(model.named_children())
+            for layer in self.layers.values():
+                layer.register_forward_hook(self.record)
+                layer.register_full_backward_hook(self.record)
+
+        def record(self, module, inputs, output):
+            pass
+
+    def converted():
+        model = nn.Sequential(nn.Conv2d(2, 3, 3))
+        monitor = Monitor(model)
+        triton_conv.convert_model(model)
+        return weakref.ref(model[0]), weakref.ref(monitor)
+
+    references = converted()
+    gc.collect()
+    assert all(reference() is None for reference in references)
+
+
 @pytest.mark.parametrize("kind, name", [("Conv2d", "conv2d"), ("Conv1d", "conv1d"),
                                         ("ConvTranspose2d", "conv_transpose2d")])  # fmt: skip
 def test_a_patch_on_the_functional_torchs_module_calls_is_reported_not_dropped(monkeypatch, kind, name):

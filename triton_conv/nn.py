@@ -27,6 +27,7 @@ class _FromTorch:
         `conv` alone."""
         new = cls.__new__(cls)
         state = dict(conv.__dict__)
+        state.pop(shared_hooks.FLAG_KEEPER, None)
         for table in ("_parameters", "_buffers", "_modules"):
             state[table] = type(state[table])(state[table])
         state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
@@ -46,6 +47,7 @@ class _FromTorch:
         # stand, each load pre-hook holding this module rather than a copy of the original.
         shared_hooks.point_load_hooks_at(self)
         state = super().__getstate__()
+        state.pop(shared_hooks.FLAG_KEEPER, None)
         state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
         return state
 

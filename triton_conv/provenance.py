@@ -100,7 +100,7 @@ def ptxas() -> tuple[str | None, str | None]:
 
     try:
         tool = knobs.nvidia.ptxas
-    except (AttributeError, RuntimeError):  # no ptxas, or a Triton without the NVIDIA backend
+    except (AttributeError, RuntimeError, OSError):  # none, one not executable, no NVIDIA backend
         return None, None
     return tool.path, tool.version
 

@@ -18,12 +18,14 @@ from torch import nn
 # Each converted module's original, weakly: neither keeps the other alive.
 _ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FULL_HOOK_FLAG = "_is_full_backward_hook"
+FLAG_KEEPER = "_triton_conv_flag_keeper"  # not copied by deepcopy or pickle (nn.py's __getstate__)
 
 
 def share(new: nn.Module, original: nn.Module) -> None:
     """Record that `new` shares `original`'s hook tables, and hand it the pre-hooks already there.
     When the original goes, `new` keeps the flag it had then (a hook registered on a reference the
     caller then dropped, gone with it otherwise)."""
+    _ORIGINALS[new] = weakref.ref(original)
     attributes, converted = original.__dict__, weakref.ref(new)  # its attributes, not the module
 
     def keep_flag(_):  # called as the original goes; its attributes are still readable here
@@ -31,9 +33,9 @@ def share(new: nn.Module, original: nn.Module) -> None:
         if module is not None and module.__dict__.get(FULL_HOOK_FLAG) is None:
             module.__dict__[FULL_HOOK_FLAG] = attributes.get(FULL_HOOK_FLAG)
 
-    # The callback, and with it the original's attributes, is dropped once it has run. Until then an
-    # original held only by a cycle through its own attributes lives as long as `new` does.
-    _ORIGINALS[new] = weakref.ref(original, keep_flag)
+    # Held by `new` alone, so that whatever the original's attributes reach (a hook holding the
+    # model) is collected with `new`; the callback and the attributes are dropped once it has run.
+    new.__dict__[FLAG_KEEPER] = weakref.ref(original, keep_flag)
     point_load_hooks_at(new)
 
 

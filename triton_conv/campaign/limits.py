@@ -12,6 +12,7 @@ several), whose handler then trips the main thread's anyway.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 
@@ -83,7 +84,10 @@ def reload_interrupted_loads(kernels=None) -> int:
         for cache in getattr(kernel, "device_caches", {}).values():
             binaries = cache[0] if isinstance(cache, tuple) and cache and isinstance(cache[0], dict) else {}
             for binary in binaries.values():
-                if getattr(binary, "_run", None) is not None and getattr(binary, "function", 0) is None:
+                launcher = getattr(binary, "_run", None)
+                if isinstance(launcher, functools.partial):  # Triton's raiser: a binary out of resources
+                    continue
+                if launcher is not None and getattr(binary, "function", 0) is None:
                     binary._run = None  # the `run` property calls _init_handles again
                     reloaded += 1
     return reloaded

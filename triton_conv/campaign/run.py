@@ -263,9 +263,10 @@ class Campaign:
         # 3.6's 12.8 in torch 2.11+cu130) on its first compile, after which this process would build
         # kernels with another ptxas than the compile step's, under cache keys that still name the first.
         pinned = {tuning.ENV_AUTOTUNE: "0", "TRITON_CACHE_DIR": knobs.cache.dir}
-        ptxas_path, _ = provenance.ptxas()
-        if ptxas_path is not None:
+        ptxas_path, ptxas_version = provenance.ptxas()
+        if ptxas_path is not None:  # Inductor's peer kernels too: the same ptxas as ours
             pinned["TRITON_PTXAS_PATH"] = ptxas_path
+            log(f"ptxas {ptxas_version} ({ptxas_path}) for every kernel built, Inductor's included")
         previous_env = {name: os.environ.get(name) for name in pinned}
         os.environ.update(pinned)
         try:
