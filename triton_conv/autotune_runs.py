@@ -13,6 +13,7 @@ import torch
 from . import tuning
 from .autotune_markdown import cell
 from .compile_ahead import checked_workers, compile_before_tuning, default_workers
+from .layers import network_needs
 from .problem import PASSES
 from .runtime import device_guard, fp32_uses_tf32
 from .tuning_keys import dtype_name
@@ -123,12 +124,6 @@ class _Run:
         }  # fmt: skip
 
 
-def _tuned(base, pass_name: str) -> bool:
-    """Whether a layer set's row for this pass is tuned: not dgrad of a layer whose input is an image
-    (4 channels or fewer), a gradient no network needs."""
-    return not (pass_name == "dgrad" and base.in_channels <= 4)
-
-
 def tune_layer_set(
     layer_set,
     batch_sizes=(1, 8, 32, 128),
@@ -166,7 +161,7 @@ def tune_layer_set(
                 (base.with_batch(batch), pass_name, channels_last)
                 for _, base, _ in layers
                 for batch, pass_name in itertools.product(batch_sizes, passes)
-                if _tuned(base, pass_name)
+                if network_needs(base, pass_name)
             ]
             compile_before_tuning(tunings, dtype, run.device, workers, stream if progress else None,
                                   target=target, max_configs=max_configs)  # fmt: skip
@@ -175,7 +170,7 @@ def tune_layer_set(
     rows = []
     for index, (layer_name, base, count) in enumerate(layers):
         for batch, dtype, pass_name in itertools.product(batch_sizes, dtypes, passes):
-            if not _tuned(base, pass_name):
+            if not network_needs(base, pass_name):
                 continue
             row = {"layer_set": set_name, "layer": layer_name, "layer_index": index, "count": count}
             try:

@@ -34,6 +34,12 @@ class TransposedLayer(Layer):
     transposed = True
 
 
+def network_needs(problem: ConvProblem, pass_name: str) -> bool:
+    """Whether a network runs this pass of this layer: every pass but the input gradient of a layer
+    whose input is an image (4 channels or fewer), which no network asks for."""
+    return not (pass_name == "dgrad" and problem.in_channels <= 4)
+
+
 def _conv(c: int, h: int, w: int, k: int, r: int, stride: int = 1, pad: int = 0) -> ConvProblem:
     return ConvProblem.from_shapes((1, c, h, w), (k, c, r, r), stride=stride, padding=pad)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layers import resnet50
+from ..layers import network_needs, resnet50
 from ..runtime import interpreter_active
 from ..tuning import untimed_default
 from .costs import CostModel, DryRun, Estimator, make_plan, plan_fits, render_plan
@@ -44,8 +44,8 @@ def training_defaults(spec: CampaignSpec, item) -> list[LaunchJob]:
     for layer in resnet50(t.image, t.image):
         problem = layer.problem.with_batch(t.batch)
         for pass_name in ("fprop", "dgrad", "wgrad"):
-            if pass_name == "dgrad" and problem.in_channels <= 4:
-                continue  # the stem's input is an image: no gradient asked for
+            if not network_needs(problem, pass_name):
+                continue
             config = untimed_default(problem, pass_name, spec.torch_dtype, True, spec.device)
             jobs.append(LaunchJob(pass_name, problem, config, spec.dtype))
     return jobs

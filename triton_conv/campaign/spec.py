@@ -16,7 +16,7 @@ import torch
 from ..benchmarking import DTYPES
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
-from ..layers import get_layer_set
+from ..layers import get_layer_set, network_needs
 from ..problem import PASSES, TRANSPOSED_PASSES, ConvProblem
 from ..pruning import pruned_space
 from .model_link import predicted_seconds
@@ -249,8 +249,8 @@ def pass_items(spec: CampaignSpec, step: str) -> list[PassItem]:
     for name, problem in _layers(layer_set, names, spec):
         for n in batches:
             for pass_name in passes:
-                if pass_name == "dgrad" and problem.in_channels <= 4:
-                    continue  # the stem's input is an image: no network asks for its gradient
+                if not network_needs(problem, pass_name):
+                    continue
                 sized = problem.with_batch(n)
                 items.append(PassItem(step, layer_set, name, sized, pass_name,
                                       candidates(sized, pass_name, spec), (name, n) in peer))  # fmt: skip
