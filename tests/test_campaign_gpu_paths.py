@@ -981,7 +981,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
 
     def empty(shape, dtype, device, channels_last):  # the shapes and strides, not the values
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        return torch.empty(shape, dtype=dtype, device=device).to(memory_format=layout)
+        return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
 
     class Chosen(Exception):
         pass

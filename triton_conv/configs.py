@@ -189,7 +189,7 @@ def default_pass_config(
     reduction walks in BLOCK_K steps (fprop and dgrad: the channels of one tap, so a 3-channel stem
     does not load 64-channel blocks); wgrad's tile is default_wgrad_tile's, with the split that
     default_wgrad_split chooses (wgrad's tiles do not grow with the batch)."""
-    element_size = torch.empty((), dtype=dtype).element_size()
+    element_size = dtype.itemsize
     m, n, k = problem.gemm(pass_name)
     if pass_name == "wgrad":
         config = default_wgrad_tile(problem, element_size, capability)

@@ -9,6 +9,7 @@ and its passes run that view's (`kernel_pass`: its forward is the view's dgrad).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -88,7 +89,13 @@ def resnet50_convs(height: int = 224, width: int = 224) -> list[tuple[str, ConvP
 
 def resnet50(height: int = 224, width: int = 224) -> list[Layer]:
     """ResNet-50 v1.5's 53 convolutions at height x width, identical shapes merged (23 layers at 224)."""
-    return _merge(resnet50_convs(height, width))
+    return list(_resnet50_merged(height, width))
+
+
+@functools.cache
+def _resnet50_merged(height: int, width: int) -> tuple[Layer, ...]:
+    # The model and the reports ask for the same few sizes thousands of times; the layers are immutable.
+    return tuple(_merge(resnet50_convs(height, width)))
 
 
 def resnet50_megapixel() -> list[Layer]:

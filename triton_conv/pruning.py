@@ -42,7 +42,7 @@ class Target:
 
     @property
     def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
+        return self.dtype.itemsize
 
     def dims(self) -> tuple[int, int, int]:
         """(rows, columns, the dimension BLOCK_K walks) of one launch's tiles, as the launchers tile:
@@ -240,17 +240,23 @@ def prune(
         if not kept and configs:
             relaxed.append(rule.__name__)
             continue
-        removed[rule.__name__] = tuple(c for c in configs if c not in kept)
+        removed[rule.__name__] = _left_out(configs, kept)
         configs = kept
     kept = _same_tile_order(configs, target)
-    removed["same_tile_order"] = tuple(c for c in configs if c not in kept)
+    removed["same_tile_order"] = _left_out(configs, kept)
     ranked = sorted(
         kept,
         key=lambda c: (-round(target.fill_score(c), 6), -c.block_m * c.block_n, c.split_k),
     )
     removed["cap"] = tuple(ranked[max_configs:])
-    survivors = tuple(c for c in kept if c in ranked[:max_configs])
+    capped = set(ranked[:max_configs])
+    survivors = tuple(c for c in kept if c in capped)
     return Pruning(survivors, removed, tuple(relaxed))
+
+
+def _left_out(configs: list, kept: list) -> tuple:
+    kept_set = set(kept)  # configs are frozen dataclasses: a set, not a scan of the list per config
+    return tuple(c for c in configs if c not in kept_set)
 
 
 def pruned_space(
