@@ -151,11 +151,45 @@ def test_a_bool_in_a_tuple_is_refused_after_the_same_call_with_ints():
             triton_conv.functional.validate(x, w, b, **{**ints, name: with_a_bool})
 
 
+def _layouts() -> list:
+    """Tensors whose layouts the output-format rule tells apart, and ones it must not confuse."""
+    x = torch.randn(2, 4, 5, 6)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    one_by_one = torch.randn(8, 4, 1, 1).to(memory_format=torch.channels_last)  # strides (4, 1, 4, 4)
+    on_gpu = [nhwc.cuda(), nhwc.double().cuda()] if torch.cuda.is_available() else []  # NCHW in fp64
+    return on_gpu + [
+        x, nhwc, nhwc[:, 1:3], nhwc[:, :1], x[:, :1], one_by_one, one_by_one.contiguous(),
+        torch.randn(8, 4, 1, 1).contiguous(memory_format=torch.channels_last),  # strides (4, 1, 1, 1)
+        torch.randn(8, 4, 2, 2).contiguous(memory_format=torch.channels_last)[:1, :1],
+        x.permute(0, 2, 1, 3), x.transpose(2, 3), torch.randn(1, 4, 1, 1).expand(2, 4, 5, 6),
+        nhwc.double(), torch.empty(2, 4, 5, 6, device="meta", memory_format=torch.channels_last),
+        torch.randn(2, 4, 6),
+    ]  # fmt: skip
+
+
+def test_the_output_layout_memo_answers_as_the_rule(monkeypatch):
+    """wants_channels_last memoises its answer by what the rule reads (sizes, strides, dtype, device,
+    layout): for every ordered pair of layouts, asked twice and after the memo filled, it answers as
+    the rule does; the memo never grows past its bound."""
+    from triton_conv import memory_format
+
+    monkeypatch.setattr(memory_format, "_DECIDED", {})
+    monkeypatch.setattr(memory_format, "_DECIDED_MAX", 50)
+    layouts = _layouts()
+    pairs = [(a, b) for a in layouts for b in layouts if a.device == b.device]
+    for _ in range(2):
+        for pair in pairs:
+            assert memory_format.wants_channels_last(*pair) == memory_format._decide_channels_last(pair)
+            assert len(memory_format._DECIDED) <= 50
+    decided = {memory_format._decide_channels_last((t,)) for t in layouts}
+    assert decided == {True, False}  # the sample has both answers
+
+
 def test_host_time_per_call_stays_small(monkeypatch):
-    """conv2d's host path with Triton's launch stubbed out: measured about 65-75 us per call on the
-    development CPU (2 cores, loaded), about 100 us before the plan cache. The bound is generous
-    (1 ms, about 14x) so that a slow or busy machine does not fail it: it catches a launch path that has
-    started doing per-call work of another order (re-planning, tuning, a synchronisation)."""
+    """conv2d's host path with Triton's launch stubbed out: measured about 100 us per call on a
+    2-core development CPU (130 us there before the output-layout memo). The bound is generous
+    (1 ms, about 10x) so that a slow or busy machine does not fail it: it catches a launch path that
+    has started doing per-call work of another order (re-planning, tuning, a synchronisation)."""
     monkeypatch.setattr(type(fprop_kernel), "__getitem__", lambda self, grid: lambda *a, **k: None)
     x, w, b = _tensors(torch.float16, channels_last=True)
     with torch.no_grad():

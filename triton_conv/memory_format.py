@@ -26,6 +26,24 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
     has lost the strides that said channels_last, and the output is NCHW. cuDNN's second look keeps
     the caller's weight (only the input is made contiguous first), so on a GPU the first look
     stands."""
+    if any(t._has_symbolic_sizes_strides for t in tensors):
+        return _decide_channels_last(tensors)
+    # The rule reads only sizes, strides, dtypes and devices, and torch's helpers that it calls go
+    # through symbolic-shape guards: a quarter of a call's host time before this memo.
+    key = tuple((t.shape, t.stride(), t.dtype, t.device.type, t.layout) for t in tensors)
+    decided = _DECIDED.get(key)
+    if decided is None:
+        if len(_DECIDED) >= _DECIDED_MAX:  # many shapes (a dynamic resolution): start again
+            _DECIDED.clear()
+        decided = _DECIDED[key] = _decide_channels_last(tensors)
+    return decided
+
+
+_DECIDED: dict[tuple, bool] = {}
+_DECIDED_MAX = 4096
+
+
+def _decide_channels_last(tensors: tuple[torch.Tensor, ...]) -> bool:
     if any(t.dtype == torch.float64 and t.device.type == "cuda" for t in tensors):
         return False
     tensors = tuple(t for t in tensors if t.dim() == 4)
