@@ -156,7 +156,8 @@ def _layouts() -> list:
     x = torch.randn(2, 4, 5, 6)
     nhwc = x.contiguous(memory_format=torch.channels_last)
     one_by_one = torch.randn(8, 4, 1, 1).to(memory_format=torch.channels_last)  # strides (4, 1, 4, 4)
-    on_gpu = [nhwc.cuda(), nhwc.double().cuda()] if torch.cuda.is_available() else []  # NCHW in fp64
+    # On a GPU the rule keeps float64 in NCHW whatever the strides: the dtype is part of the key.
+    on_gpu = [nhwc.cuda(), nhwc.double().cuda()] if torch.cuda.is_available() else []
     return on_gpu + [
         x, nhwc, nhwc[:, 1:3], nhwc[:, :1], x[:, :1], one_by_one, one_by_one.contiguous(),
         torch.randn(8, 4, 1, 1).contiguous(memory_format=torch.channels_last),  # strides (4, 1, 1, 1)
