@@ -30,16 +30,27 @@ def _needs_autograd(args) -> bool:
     )
 
 
-def _apply(function: type[torch.autograd.Function], args):
+def _single_level(function: type[torch.autograd.Function]) -> type:
+    """function's formulas on a bare _SingleLevelFunction, as functorch builds one for each level
+    of a transform (torch._functorch.autograd_function.generate_single_level_function). From torch
+    2.14 the apply of a torch.autograd.Function subclass is C++ that hands the call to functorch
+    (custom_function_call) whenever a transform is active, and that call, made from this Autograd
+    kernel, finds no kernel (torch 2.14.1: 23 tests of torch.func transforms failed so). A
+    _SingleLevelFunction's apply records the node at the current level, on every torch."""
+    formulas = {name: function.__dict__[name] for name in ("forward", "setup_context", "backward", "jvp")}
+    return type(function.__name__, (torch.autograd.function._SingleLevelFunction,), formulas)
+
+
+def _apply(function: type[torch.autograd.Function], single_level: type, args):
     """function.apply, as the dispatcher's Autograd key runs it. Under a torch.func transform,
     autograd.Function.apply hands the call to functorch (custom_function_call), but at this key
     functorch has already handed the op to autograd at the transform's level, as it does for torch's
-    own ops: the plain (C++) apply is what records the node there."""
-    apply = super(torch.autograd.Function, function).apply
+    own ops: the plain (C++) apply of the single-level twin is what records the node there. Outside
+    a transform the Function's own node is recorded (compiled autograd asks its class for a key)."""
     if not torch._C._are_functorch_transforms_active():
-        return apply(*unwrap_dead_wrappers(args))
+        return super(torch.autograd.Function, function).apply(*unwrap_dead_wrappers(args))
     with enable_single_level_autograd_function():
-        return apply(*args)
+        return single_level.apply(*args)
 
 
 def _register(op, implementation, fake, function: type[torch.autograd.Function]) -> None:
@@ -47,9 +58,11 @@ def _register(op, implementation, fake, function: type[torch.autograd.Function])
     LIBRARY.impl(name, implementation, "CompositeExplicitAutograd")
     torch.library.register_fake(f"triton_conv::{name}", fake, lib=LIBRARY)
 
+    single_level = _single_level(function)
+
     def autograd_kernel(*args):
         if _needs_autograd(args):
-            return _apply(function, args)
+            return _apply(function, single_level, args)
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
 
