@@ -116,6 +116,18 @@ def test_random_inputs_are_random():
     assert set(tuning.random_inputs(PROBLEM, "fprop", torch.float16, True, "cpu")) == {"weight", "x"}
 
 
+def test_a_tuning_leaves_torchs_random_state_alone(triton_only):
+    """A seeded training must draw the same dropout masks whether its first step tuned (a cold
+    cache) or not: the tuning's inputs come from a generator of its own, never torch's default."""
+    before = torch.get_rng_state()
+    with triton_only() as proof:
+        timer = lambda f: tuning.cpu_timer(f, 1)
+        tuning.tune_problem(PROBLEM, "wgrad", torch.float32, True, "cpu", timer=timer, max_configs=2)
+    assert proof.launches.get("wgrad_kernel", 0) >= 2
+    assert torch.equal(torch.get_rng_state(), before)
+    assert tuning.tuning_generator("cpu") is tuning.tuning_generator(torch.device("cpu"))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_tuned_inputs_have_a_models_strides(channels_last):
     """The tuner times the binary a model runs: Triton specialises on strides equal to 1, and a 1x1

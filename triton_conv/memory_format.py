@@ -70,12 +70,13 @@ def _channels_last_strides(tensor: torch.Tensor) -> tuple:
     return make_channels_last_strides_for(tensor.shape)
 
 
-def random_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
+def random_in_layout(shape, dtype, device, channels_last: bool, generator=None) -> torch.Tensor:
     """Fresh random values in the memory format asked for, with the strides Module.to(memory_format=)
     gives a model's tensors: a 1x1 weight in channels_last gets (C, 1, C, C), where
     .contiguous(memory_format=) keeps (C, 1, 1, 1). The kernels take strides as arguments and Triton
     specialises on those equal to 1, so the two are different binaries; whatever times or compiles a
     pass ahead (the tuner, the benchmarks, the campaign) makes its inputs here and gets the binary a
-    converted model runs."""
+    converted model runs. `generator`: where the values come from (torch's default one if None)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.randn(shape, dtype=dtype, device=device).to(memory_format=layout)
+    values = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+    return values.to(memory_format=layout)

@@ -82,8 +82,10 @@ def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bo
     feed a norm and have none (the campaign times the same binaries); a bias's epilogue (fprop) and
     its gradient's programs (wgrad) run on the config tuned without them."""
 
+    generator = tuning_generator(device)
+
     def make(shape):
-        return random_in_layout(shape, dtype, device, channels_last)
+        return random_in_layout(shape, dtype, device, channels_last, generator)
 
     tensors = {"weight": make(problem.weight_shape)}
     if pass_name == "fprop":
@@ -93,6 +95,25 @@ def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bo
         if pass_name == "wgrad":
             tensors["x"] = make(problem.input_shape)
     return tensors
+
+
+# A tuning draws its inputs from generators of its own: one drawn from torch's default generator
+# would advance it, so a seeded training's dropout masks and initialisations would depend on
+# whether its first step tuned (a cold cache) or not (a warm one), and differ from torch's run.
+_GENERATORS: dict[torch.device, torch.Generator] = {}
+
+
+def tuning_generator(device) -> torch.Generator:
+    """This process's generator for tuning inputs on `device`, seeded once from the OS's entropy."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    generator = _GENERATORS.get(device)
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.seed()
+        generator = _GENERATORS.setdefault(device, generator)  # two threads: one generator wins
+    return generator
 
 
 def pass_runner(problem, pass_name: str, tensors: dict, config: KernelConfig, channels_last: bool):
