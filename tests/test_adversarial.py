@@ -230,6 +230,21 @@ def test_jit_trace(name, triton_only):
     assert rel_error(got_other, theirs(x_other, w, **kwargs)) < EXACT_TOL, name
 
 
+def test_jit_trace_leaves_the_record_of_shown_warnings_alone():
+    """Python shows a 'default' warning once per place; a traced call must not make it forget
+    (warnings.catch_warnings, which the checks once ran in, resets that record process-wide on
+    exit, and swaps every thread's filters meanwhile)."""
+    ours, _, x_shape, w_shape, kwargs = FUNCTIONAL["conv2d"]
+    w, x = torch.randn(w_shape, dtype=EXACT), torch.randn(2, *x_shape, dtype=EXACT)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's own
+        for _ in range(2):
+            warnings.warn("the caller's warning", UserWarning, stacklevel=1)
+            torch.jit.trace(lambda x: ours(x, w, **kwargs), (x,))
+    assert [str(w.message) for w in shown if w.category is UserWarning] == ["the caller's warning"]
+
+
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_jit_trace_of_a_sliced_example_passes_the_traces_own_check(name, triton_only):
     """torch.jit.trace checks its graph by tracing again on a dense copy of the example: the graph

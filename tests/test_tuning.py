@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from triton_conv import (
     autotune_runs,
     autotune_tables,
     choices,
+    model_calls,
     model_tuning,
     output_files,
     tuning,
@@ -423,6 +425,32 @@ def test_conv_problems_never_touches_the_model_it_reads():
     state = net.state_dict()
     assert all(state[name].device.type == "cpu" and torch.equal(state[name], values[name]) for name in values)
     assert all(isinstance(p, torch.nn.Parameter) for p in net.parameters())
+
+
+class _LayerDrop(Net):
+    """A forward that draws from the global generators, as LayerDrop's torch.rand([]) does."""
+
+    def forward(self, x):
+        keep = torch.rand([]) >= 0.0 and random.random() >= 0.0 and np.random.rand() >= 0.0
+        return super().forward(x) if keep else x
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_finding_the_calls_undoes_the_forwards_random_draws(live):
+    """A seeded run draws the same numbers after tune_model as without it: the meta forward's
+    draws from torch's, Python's and numpy's generators are undone, on the copy and read live
+    (a model holding a lock, which copy.deepcopy refuses)."""
+    net = _LayerDrop()
+    if live:
+        net.lock = threading.Lock()
+    states = lambda: (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    before = states()
+    finder = model_calls.CallFinder(net)
+    assert (finder.meta_model is None) is live
+    found = finder.calls((3, 10, 12))
+    after = states()
+    assert found == model_tuning.conv_problems(Net(), (3, 10, 12))
+    assert torch.equal(after[0], before[0]) and after[1] == before[1] and (after[2] == before[2]).all()
 
 
 class _NotLive:

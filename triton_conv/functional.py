@@ -159,14 +159,18 @@ def _padded_by_a_copy(padding, problem: ConvProblem) -> bool:
 
 
 def _checked_quietly(check, *arguments) -> ConvProblem:
-    """check(*arguments) under torch.jit.trace without its TracerWarnings: the checks turn the
-    traced sizes into ints, which the trace would warn makes them constants; only the checks use
-    those ints, and the traced op checks the sizes of every later call again itself. One of them
-    does become a constant, and that is said: the pads that padding='same' makes of the weight's
-    size."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    """check(*arguments) under torch.jit.trace with the tracer paused: traced, the sizes the checks
+    read are tensors, whose conversion to ints the trace would warn makes constants; only the checks
+    use those ints, and the traced op checks the sizes of every later call again itself. (Paused,
+    not silenced by warnings.catch_warnings: leaving that resets the record of warnings shown for
+    the whole process, and it swaps the filters of every thread.) One of them does become a
+    constant, and that is said: the pads that padding='same' makes of the weight's size."""
+    tracing = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
         problem = check(*arguments)
+    finally:
+        torch._C._set_tracing_state(tracing)
     if arguments[4] == "same" and any(problem.pads):  # conv2d's and conv1d's (transposed: no strings)
         warnings.warn(
             f"triton_conv: padding='same' is traced as this call's pads {problem.pads} (top, left, "

@@ -28,7 +28,10 @@ meanwhile would see them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import random
+import sys
 import threading
 from typing import NamedTuple
 
@@ -153,6 +156,24 @@ def _meta_copy(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module |
     return twin
 
 
+@contextlib.contextmanager
+def _random_states_kept():
+    """The global generators a forward may draw from (torch's CPU and initialised CUDA ones,
+    Python's, numpy's) as they were before it: a forward that drops layers at random (LayerDrop's
+    torch.rand([])) would otherwise make a seeded run's later draws depend on having tuned."""
+    saved = [(torch.set_rng_state, torch.get_rng_state()), (random.setstate, random.getstate())]
+    if torch.cuda.is_initialized():
+        saved.append((torch.cuda.set_rng_state_all, torch.cuda.get_rng_state_all()))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        saved.append((numpy.random.set_state, numpy.random.get_state()))
+    try:
+        yield
+    finally:
+        for restore, state in saved:
+            restore(state)
+
+
 def _record(model: torch.nn.Module, input_shape, channels_last: bool, run) -> list[ConvCall]:
     """The calls of `run(model, x)` on a meta input of one image's shape, each named by the
     innermost module running (hooks added for the call) and computed as triton-conv's modules do
@@ -183,7 +204,7 @@ def _record(model: torch.nn.Module, input_shape, channels_last: bool, run) -> li
     try:
         for module in swapped:  # torch's class -> triton-conv's, whose forward calls the ops
             module.__class__ = CONVERSIONS[type(module)]
-        with torch.enable_grad(), recorder:
+        with torch.enable_grad(), recorder, _random_states_kept():
             run(model, x)
     finally:
         for module, kind in swapped.items():
@@ -227,7 +248,11 @@ def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = 
     `channels_last`: the model's 4-D parameters and 4-D input are channels_last at run time (as
     model.to(memory_format=torch.channels_last) and x.to(memory_format=...) make them), else
     contiguous; the layouts inside the model follow from those, as on the GPU. Parameters' and
-    buffers' requires_grad say which gradients a training step asks for. The model is left as it
-    was.
+    buffers' requires_grad say which gradients a training step asks for. The model's
+    parameters, buffers, classes and hooks are left as they were, and so are the global random
+    generators (the forward's draws are undone). The forward and its hooks (the model's and global
+    ones) do run, on meta tensors, on a copy of the model where one can be made: a hook that keeps
+    its output keeps a meta tensor, one that reads values (.item()) makes the model unreadable
+    here, and a forward read live (the module docstring) sets its attributes on the model itself.
     """
     return CallFinder(model, channels_last).calls(input_shape)

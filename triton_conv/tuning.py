@@ -103,9 +103,12 @@ def random_inputs(problem: ConvProblem, pass_name: str, dtype, channels_last: bo
 _GENERATORS: dict[torch.device, torch.Generator] = {}
 
 
-def tuning_generator(device) -> torch.Generator:
-    """This process's generator for tuning inputs on `device`, seeded once from the OS's entropy."""
+def tuning_generator(device) -> torch.Generator | None:
+    """This process's generator for tuning inputs on `device`, seeded once from the OS's entropy;
+    None on the meta device (compile_ahead records launches there), where nothing is drawn."""
     device = torch.device(device)
+    if device.type == "meta":
+        return None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     generator = _GENERATORS.get(device)
