@@ -236,6 +236,7 @@ def test_jit_trace_leaves_the_record_of_shown_warnings_alone():
     exit, and swaps every thread's filters meanwhile)."""
     ours, _, x_shape, w_shape, kwargs = FUNCTIONAL["conv2d"]
     w, x = torch.randn(w_shape, dtype=EXACT), torch.randn(2, *x_shape, dtype=EXACT)
+    torch.jit.trace(lambda x: ours(x, w, **kwargs), (x,))  # whatever a first trace imports, before
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("default")
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's own
@@ -292,6 +293,23 @@ def test_jit_trace_says_that_same_padding_becomes_constant_pads(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         torch.jit.trace(lambda x, w: ours(x, w, padding="same"), (x, one_tap))
+
+
+@pytest.mark.parametrize("layer", ["Conv2d", "Conv1d"])
+def test_jit_trace_of_a_module_with_even_same_padding_passes_the_traces_own_check(layer, triton_only):
+    """An even kernel's 'same' copies its input when autograd records (as torch's padded copy is
+    saved); torch.jit.trace checks its graph by tracing again without grad, so a copy made only
+    with grad gave two graphs and a TracingCheckError. Traced, the copy is always made."""
+    ours, theirs = getattr(triton_conv.nn, layer)(2, 3, 2, padding="same"), getattr(torch.nn, layer)(2, 3, 2)
+    theirs.padding = "same"
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 2, *(5 for _ in range(ours.weight.dim() - 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # 'same' made constant pads: said
+        traced = torch.jit.trace(ours, (x,), check_trace=True)
+    with triton_only() as proof:
+        got = traced(x)
+    assert proof.launches and rel_error(got, theirs(x)) < 1e-5
 
 
 # --- 3. convert_model's corner cases -----------------------------------------------------------------

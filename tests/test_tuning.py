@@ -443,14 +443,37 @@ def test_finding_the_calls_undoes_the_forwards_random_draws(live):
     net = _LayerDrop()
     if live:
         net.lock = threading.Lock()
-    states = lambda: (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    states = lambda: (torch.get_rng_state(), random.getstate(), np.random.get_state())
     before = states()
     finder = model_calls.CallFinder(net)
     assert (finder.meta_model is None) is live
     found = finder.calls((3, 10, 12))
     after = states()
     assert found == model_tuning.conv_problems(Net(), (3, 10, 12))
-    assert torch.equal(after[0], before[0]) and after[1] == before[1] and (after[2] == before[2]).all()
+    assert torch.equal(after[0], before[0]) and after[1] == before[1]
+    (name, key, *position), (name_before, key_before, *position_before) = after[2], before[2]
+    assert name == name_before and (key == key_before).all() and position == position_before
+
+
+def test_another_threads_draws_from_torch_stand_while_the_calls_are_found():
+    """torch's generator is restored only where the finder's own forward drew (a seeded op under
+    its dispatch mode): a draw another thread makes meanwhile is not rewound and drawn again."""
+    started, drawn = threading.Event(), threading.Event()
+
+    class WaitsForADraw(Net):
+        def forward(self, x):
+            started.set()
+            assert drawn.wait(timeout=60)
+            return super().forward(x)
+
+    first = []
+    thread = threading.Thread(
+        target=lambda: (started.wait(timeout=60), first.append(torch.rand(4)), drawn.set())
+    )
+    thread.start()
+    model_tuning.conv_problems(WaitsForADraw(), (3, 10, 12))
+    thread.join(timeout=60)
+    assert not torch.equal(torch.rand(4), first[0])  # rewound, it would draw the same four again
 
 
 class _NotLive:

@@ -138,10 +138,12 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
         problem = check(input, weight, bias, *geometry)
     if not runs_triton(input):
         return torch_conv(input, weight, bias, *geometry)
-    if _padded_by_a_copy(geometry[1], problem) and _recorded(input, weight, bias):
+    if _padded_by_a_copy(geometry[1], problem) and (_recorded(input, weight, bias) or torch.jit.is_tracing()):
         # torch pads an even kernel's 'same' by a zero-padded copy of the input, which its autograd
         # saves: the caller may then change its input in place before backward. The kernels pad
-        # in their loads, so a copy is saved here instead, where autograd will keep one.
+        # in their loads, so a copy is saved here instead, where autograd will keep one. Traced,
+        # always: torch.jit.trace checks its graph by tracing again without grad, and the two
+        # graphs must agree.
         input = input.clone()
     batched = input.dim() == weight.dim()
     y = run(input if batched else input.unsqueeze(0), weight, bias, problem)

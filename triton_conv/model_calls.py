@@ -105,6 +105,7 @@ class _OpRecorder(TorchDispatchMode):
     def __init__(self, names: list[str]):
         super().__init__()
         self.names, self.calls = names, []
+        self.drew_on: set[str] = set()  # device types whose generators a seeded op drew from
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
@@ -112,6 +113,9 @@ class _OpRecorder(TorchDispatchMode):
             self.calls.append(_conv2d_call(self.names[-1], args))
         elif func is conv_transpose2d_op:
             self.calls.append(_transposed_call(self.names[-1], args, output))
+        elif torch.Tag.nondeterministic_seeded in func.tags:  # rand, uniform_, dropout, ...
+            results = output if isinstance(output, (tuple, list)) else (output,)
+            self.drew_on |= {t.device.type for t in results if isinstance(t, torch.Tensor)}
         return output
 
 
@@ -157,21 +161,30 @@ def _meta_copy(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module |
 
 
 @contextlib.contextmanager
-def _random_states_kept():
-    """The global generators a forward may draw from (torch's CPU and initialised CUDA ones,
-    Python's, numpy's) as they were before it: a forward that drops layers at random (LayerDrop's
-    torch.rand([])) would otherwise make a seeded run's later draws depend on having tuned."""
-    saved = [(torch.set_rng_state, torch.get_rng_state()), (random.setstate, random.getstate())]
-    if torch.cuda.is_initialized():
-        saved.append((torch.cuda.set_rng_state_all, torch.cuda.get_rng_state_all()))
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        saved.append((numpy.random.set_state, numpy.random.get_state()))
+def _random_states_kept(recorder: _OpRecorder):
+    """The global generators a forward draws from as they were before it: a forward that drops
+    layers at random (LayerDrop's torch.rand([])) would otherwise make a seeded run's later draws
+    depend on having tuned. torch's CPU and CUDA generators are restored only where this thread's
+    forward drew from them (`recorder` sees its seeded ops), so another thread's draws meanwhile
+    stand; Python's and numpy's (if numpy.random is in use) cannot be told apart by thread and are
+    restored whenever the forward ran (README says so)."""
+    saved = [(random.setstate, random.getstate())]
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        saved.append((numpy_random.set_state, numpy_random.get_state()))
+    torch_cpu = torch.get_rng_state()
+    # Reading a CUDA generator's state is refused while a stream captures a graph.
+    cuda_kept = torch.cuda.is_initialized() and not torch.cuda.is_current_stream_capturing()
+    torch_cuda = torch.cuda.get_rng_state_all() if cuda_kept else None
     try:
         yield
     finally:
         for restore, state in saved:
             restore(state)
+        if "cpu" in recorder.drew_on:
+            torch.set_rng_state(torch_cpu)
+        if "cuda" in recorder.drew_on and torch_cuda is not None:
+            torch.cuda.set_rng_state_all(torch_cuda)
 
 
 def _record(model: torch.nn.Module, input_shape, channels_last: bool, run) -> list[ConvCall]:
@@ -204,7 +217,7 @@ def _record(model: torch.nn.Module, input_shape, channels_last: bool, run) -> li
     try:
         for module in swapped:  # torch's class -> triton-conv's, whose forward calls the ops
             module.__class__ = CONVERSIONS[type(module)]
-        with torch.enable_grad(), recorder, _random_states_kept():
+        with torch.enable_grad(), recorder, _random_states_kept(recorder):
             run(model, x)
     finally:
         for module, kind in swapped.items():
