@@ -300,16 +300,16 @@ def test_jit_trace_of_a_module_with_even_same_padding_passes_the_traces_own_chec
     """An even kernel's 'same' copies its input when autograd records (as torch's padded copy is
     saved); torch.jit.trace checks its graph by tracing again without grad, so a copy made only
     with grad gave two graphs and a TracingCheckError. Traced, the copy is always made."""
-    ours, theirs = getattr(triton_conv.nn, layer)(2, 3, 2, padding="same"), getattr(torch.nn, layer)(2, 3, 2)
-    theirs.padding = "same"
+    ours = getattr(triton_conv.nn, layer)(2, 3, 2, padding="same", dtype=EXACT)
+    theirs = getattr(torch.nn, layer)(2, 3, 2, padding="same", dtype=EXACT)
     theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 2, *(5 for _ in range(ours.weight.dim() - 2)))
+    x = torch.randn(2, 2, *(5 for _ in range(ours.weight.dim() - 2)), dtype=EXACT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # 'same' made constant pads: said
         traced = torch.jit.trace(ours, (x,), check_trace=True)
     with triton_only() as proof:
         got = traced(x)
-    assert proof.launches and rel_error(got, theirs(x)) < 1e-5
+    assert proof.launches and rel_error(got, theirs(x)) < EXACT_TOL
 
 
 # --- 3. convert_model's corner cases -----------------------------------------------------------------

@@ -467,9 +467,13 @@ def test_another_threads_draws_from_torch_stand_while_the_calls_are_found():
             return super().forward(x)
 
     first = []
-    thread = threading.Thread(
-        target=lambda: (started.wait(timeout=60), first.append(torch.rand(4)), drawn.set())
-    )
+
+    def draw():  # in the middle of the finder's forward
+        started.wait(timeout=60)
+        first.append(torch.rand(4))
+        drawn.set()
+
+    thread = threading.Thread(target=draw)
     thread.start()
     model_tuning.conv_problems(WaitsForADraw(), (3, 10, 12))
     thread.join(timeout=60)
