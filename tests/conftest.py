@@ -170,6 +170,23 @@ def fake_runner(monkeypatch):
     monkeypatch.setattr(tuning, "pass_runner", runner)
 
 
+@pytest.fixture
+def pretend_gpu(tmp_path, monkeypatch, fake_runner):
+    """select_config's GPU path on the CPU: a device named 'Pretend', a timer that scores configs
+    without launching (the smallest tile wins), a fresh cache folder."""
+    from triton_conv import choices, tuning, tuning_cache
+    from triton_conv.devices import get_device
+
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
+    monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
+    monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
+    monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
+    monkeypatch.setattr(tuning, "device_guard", lambda device: contextlib.nullcontext())  # no CUDA here
+    choices.forget_choices()
+    yield tmp_path / "cache"
+    choices.forget_choices()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed():
     # Fresh random data every run; the seed is printed on failure so that a case can be replayed

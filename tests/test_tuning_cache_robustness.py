@@ -5,7 +5,6 @@ stays in memory); nothing raises out of the config choice that conv2d makes on a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -24,22 +23,6 @@ from triton_conv.tuning_keys import tuning_key
 PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
 KEY = tuning_key(PROBLEM, "fprop", torch.float16, False)
 GOOD = KernelConfig(64, 32, 32).as_dict()
-
-
-@pytest.fixture
-def pretend_gpu(tmp_path, monkeypatch, fake_runner):
-    """select_config's GPU path on the CPU: a device named 'Pretend', a timer that scores configs
-    without launching (the smallest tile wins), a fresh cache folder."""
-    from triton_conv.devices import get_device
-
-    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
-    monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
-    monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
-    monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
-    monkeypatch.setattr(tuning, "device_guard", lambda device: contextlib.nullcontext())  # no CUDA here
-    choices.forget_choices()
-    yield tmp_path / "cache"
-    choices.forget_choices()
 
 
 def _choose():

@@ -19,10 +19,9 @@ from triton_conv.launchers import common, fprop
 from triton_conv.pruning import pruned_space
 
 from .test_tuning_cache_robustness import PROBLEM
-from .test_tuning_cache_robustness import pretend_gpu as pretend_gpu_fixture  # noqa: F401
 
 # select_config's GPU path on the CPU (a device named 'Pretend', no launches, a fresh cache folder)
-pytestmark = pytest.mark.usefixtures("pretend_gpu_fixture")
+pytestmark = pytest.mark.usefixtures("pretend_gpu")
 
 
 class SlowTimer:

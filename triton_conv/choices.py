@@ -3,6 +3,11 @@
 `select_config` answers from the memo, else from tuning.autotune (the on-disk cache, else a
 tuning), once per problem and thread-safely; `pin_config` makes a caller's own choice stick;
 `forget_choices` clears the memo (tests; after changing TRITON_CONV_CACHE_DIR).
+
+Under torch.use_deterministic_algorithms(True) nothing is timed or read from the cache: a timed
+choice (and so the rounding of every sum) would depend on timing noise and on what some earlier
+process wrote, as cuDNN's benchmark mode does. `untimed_config` then answers: a pin, else the
+rules' default for the shape and GPU model, so two runs on one kind of GPU give the same bits.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .runtime import fp32_uses_tf32
 from .tuning import Timer
 
 _CHOSEN: dict[tuple, KernelConfig] = {}
+_PINNED: dict[tuple, KernelConfig] = {}  # pin_config's choices (also in _CHOSEN), which win everywhere
 
 
 def select_config(
@@ -110,7 +116,19 @@ def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelC
     never look up (another pass name, a dtype they do not run) or that is no KernelConfig is refused,
     not kept unused or left to fail in a later convolution."""
     _check_pin(problem, pass_name, dtype, config)
-    _CHOSEN[_memo_key(problem.canonical(), pass_name, dtype, channels_last, device)] = config
+    memo = _memo_key(problem.canonical(), pass_name, dtype, channels_last, device)
+    _CHOSEN[memo] = _PINNED[memo] = config
+
+
+def untimed_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig:
+    """What the passes launch in torch's deterministic mode: a pin_config's config, else the default
+    for the shape and the live GPU's model (its SM count and architecture), never a timed one."""
+    device = tuning._device(device)
+    pinned = _PINNED.get(_memo_key(problem, pass_name, dtype, channels_last, device))
+    if pinned is not None:
+        return pinned
+    live = tuning.device_identity(device)[1]
+    return tuning.untimed_default(problem, pass_name, dtype, channels_last, live)
 
 
 def _check_pin(problem, pass_name, dtype, config) -> None:
@@ -133,5 +151,6 @@ def forget_choices() -> None:
     """Clear the in-process memo (tests; after changing TRITON_CONV_CACHE_DIR)."""
     from .tuning_cache import forget_open_caches
 
+    _PINNED.clear()
     _CHOSEN.clear()  # the tuning locks stay: a tuning running now still holds its own
     forget_open_caches()

@@ -1,0 +1,143 @@
+"""torch.use_deterministic_algorithms(True): the config a pass launches never depends on a timing or
+on the tuning cache (either would make the rounding of every sum depend on timing noise or on what
+an earlier process wrote), only on the shape and the GPU's model; a pin still wins. Run on the CPU
+through the GPU's choice path (`pretend_gpu`: a device named 'Pretend' with an H200's limits, a
+timer that scores configs without launching them, so a tuning would pick the smallest tile)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv import choices, passes, tuning, tuning_cache
+from triton_conv.configs import KernelConfig
+from triton_conv.devices import get_device
+from triton_conv.problem import PASSES, ConvProblem
+from triton_conv.tuning_keys import tuning_key
+
+PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def not_capturing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # no CUDA here
+
+
+@contextlib.contextmanager
+def deterministic(warn_only: bool = False):
+    enabled = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=was_warn_only)
+
+
+def default_for(pass_name: str) -> KernelConfig:
+    return tuning.untimed_default(PROBLEM, pass_name, torch.float16, False, get_device("H200"))
+
+
+def other_than(config: KernelConfig) -> KernelConfig:
+    """A valid config that is not `config` (what a timed tuning might have cached)."""
+    for block_m in (32, 64, 128):
+        candidate = KernelConfig(block_m, 32, 32)
+        if candidate != config:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def write_cache(device_name: str, configs: dict[str, KernelConfig]) -> None:
+    """The tuning cache of `device_name` holding `configs` (pass -> config) for PROBLEM in fp16 NCHW."""
+    entries = {
+        tuning_key(PROBLEM, pass_name, torch.float16, False): {"config": config.as_dict()}
+        for pass_name, config in configs.items()
+    }
+    header = {
+        "schema": tuning_cache.SCHEMA, "device": device_name, "triton": tuning_cache.triton_version(),
+        "triton_conv": tuning_cache.package_version(),
+    }  # fmt: skip
+    path = tuning_cache.cache_path(device_name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump({**header, "entries": entries}, handle)
+    tuning_cache.forget_open_caches()
+
+
+@pytest.mark.parametrize("warn_only", [False, True])
+@pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
+def test_deterministic_mode_neither_times_nor_reads_the_cache(pass_name, warn_only, pretend_gpu):
+    default = default_for(pass_name)
+    write_cache("Pretend", {pass_name: other_than(default)})
+    timed_before = tuning.timing_calls
+    with deterministic(warn_only):
+        got = passes.choose_config(PROBLEM, pass_name, torch.float16, CUDA, False)
+    assert got == default
+    assert tuning.timing_calls == timed_before
+    # The same choice outside the mode reads the cache (the entry written above is honoured there).
+    assert passes.choose_config(PROBLEM, pass_name, torch.float16, CUDA, False) == other_than(default)
+
+
+def test_a_miss_in_deterministic_mode_is_not_tuned_or_cached(pretend_gpu):
+    timed_before = tuning.timing_calls
+    with deterministic():
+        got = passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False)
+    assert got == default_for("fprop")
+    assert tuning.timing_calls == timed_before
+    assert not os.path.exists(tuning_cache.cache_path("Pretend"))
+
+
+def test_a_memoised_tuning_is_not_used_in_deterministic_mode(pretend_gpu):
+    """A shape tuned earlier in the process (memoised) runs the default while the mode is on, and
+    its tuned config again once it is off."""
+    tuned = passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False)
+    assert tuning.timing_calls > 0 and tuned != default_for("fprop")  # the smallest tile won
+    with deterministic():
+        assert passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False) == default_for("fprop")
+    assert passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False) == tuned
+
+
+def test_a_pin_wins_in_deterministic_mode(pretend_gpu):
+    pinned = other_than(default_for("wgrad"))
+    choices.pin_config(PROBLEM, "wgrad", torch.float16, False, CUDA, pinned)
+    with deterministic():
+        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, CUDA, False) == pinned
+    choices.forget_choices()  # unpins
+    with deterministic():
+        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, CUDA, False) == default_for("wgrad")
+
+
+def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(tmp_path, monkeypatch, triton_only):
+    """End to end, on the suite's device: a convolution's forward and both gradients, run again in a
+    fresh process memo after the cache was filled with other configs, give the same bits. Its teeth
+    are on a GPU (`pytest tests` there), where the first run would otherwise tune and the second run
+    the cached configs; on the CPU both runs take the untimed default either way."""
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
+    choices.forget_choices()
+    x = torch.randn(PROBLEM.input_shape, dtype=torch.float16)
+    weight = torch.randn(PROBLEM.weight_shape, dtype=torch.float16)
+    dy = torch.randn(PROBLEM.output_shape, dtype=torch.float16)
+
+    def step():
+        x_, weight_ = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        y = triton_conv.conv2d(x_, weight_, padding=1)
+        y.backward(dy)
+        return y, x_.grad, weight_.grad
+
+    name, live = tuning.device_identity(x.device)
+    with deterministic(), triton_only() as proof:
+        first = step()
+        write_cache(name, {p: other_than(tuning.untimed_default(PROBLEM, p, torch.float16, False, live))
+                           for p in PASSES})  # fmt: skip
+        choices.forget_choices()
+        second = step()
+    choices.forget_choices()
+    assert sum(proof.launches.values()) >= 6, proof.launches  # three passes, twice, all Triton
+    for name, a, b in zip(("y", "dx", "dw"), first, second):
+        assert torch.equal(a, b), f"{name} differs between two deterministic runs"
