@@ -29,15 +29,24 @@ def not_capturing(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # no CUDA here
 
 
+MODES = ("algorithms", "warn_only", "cudnn")  # the three ways a user asks torch for it
+
+
 @contextlib.contextmanager
-def deterministic(warn_only: bool = False):
+def deterministic(mode: str = "algorithms"):
+    """torch.use_deterministic_algorithms(True) (warn-only or not), or cuDNN's deterministic flag."""
     enabled = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    cudnn_before = torch.backends.cudnn.deterministic
+    if mode == "cudnn":
+        torch.backends.cudnn.deterministic = True  # torch's reproducibility recipe for cuDNN
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=mode == "warn_only")
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=was_warn_only)
+        torch.backends.cudnn.deterministic = cudnn_before
 
 
 def default_for(pass_name: str) -> KernelConfig:
@@ -70,13 +79,13 @@ def write_cache(device_name: str, configs: dict[str, KernelConfig]) -> None:
     tuning_cache.forget_open_caches()
 
 
-@pytest.mark.parametrize("warn_only", [False, True])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
-def test_deterministic_mode_neither_times_nor_reads_the_cache(pass_name, warn_only, pretend_gpu):
+def test_deterministic_mode_neither_times_nor_reads_the_cache(pass_name, mode, pretend_gpu):
     default = default_for(pass_name)
     write_cache("Pretend", {pass_name: other_than(default)})
     timed_before = tuning.timing_calls
-    with deterministic(warn_only):
+    with deterministic(mode):
         got = passes.choose_config(PROBLEM, pass_name, torch.float16, CUDA, False)
     assert got == default
     assert tuning.timing_calls == timed_before
@@ -113,7 +122,10 @@ def test_a_pin_wins_in_deterministic_mode(pretend_gpu):
         assert passes.choose_config(PROBLEM, "wgrad", torch.float16, CUDA, False) == default_for("wgrad")
 
 
-def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(tmp_path, monkeypatch, triton_only):
+@pytest.mark.parametrize("mode", MODES)
+def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(
+    mode, tmp_path, monkeypatch, triton_only
+):
     """End to end, on the suite's device: a convolution's forward and both gradients, run again in a
     fresh process memo after the cache was filled with other configs, give the same bits. Its teeth
     are on a GPU (`pytest tests` there), where the first run would otherwise tune and the second run
@@ -131,7 +143,7 @@ def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(tmp_pat
         return y, x_.grad, weight_.grad
 
     name, live = tuning.device_identity(x.device)
-    with deterministic(), triton_only() as proof:
+    with deterministic(mode), triton_only() as proof:
         first = step()
         write_cache(name, {p: other_than(tuning.untimed_default(PROBLEM, p, torch.float16, False, live))
                            for p in PASSES})  # fmt: skip

@@ -4,7 +4,8 @@
 tuning), once per problem and thread-safely; `pin_config` makes a caller's own choice stick;
 `forget_choices` clears the memo (tests; after changing TRITON_CONV_CACHE_DIR).
 
-Under torch.use_deterministic_algorithms(True) nothing is timed or read from the cache: a timed
+Under torch.use_deterministic_algorithms(True) or torch.backends.cudnn.deterministic
+(runtime.deterministic_convolutions) the passes neither time nor read the cache: a timed
 choice (and so the rounding of every sum) would depend on timing noise and on what some earlier
 process wrote, as cuDNN's benchmark mode does. `untimed_config` then answers: a pin, else the
 rules' default for the shape and GPU model, so two runs on one kind of GPU give the same bits.

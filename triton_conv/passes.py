@@ -45,7 +45,7 @@ def choose_config(problem: ConvProblem, pass_name: str, dtype, device, channels_
     a GPU, else (CPU, interpreter) the untuned default. Memoised per problem in this process.
     During CUDA-graph capture nothing is timed (see the module's docstring); in torch's
     deterministic mode nothing is timed or read from the cache (choices.untimed_config)."""
-    if torch.are_deterministic_algorithms_enabled():
+    if runtime.deterministic_convolutions():
         return choices.untimed_config(problem, pass_name, dtype, channels_last, device)
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return config_during_capture(problem, pass_name, dtype, device, channels_last)

@@ -151,6 +151,14 @@ def fp32_uses_tf32() -> bool:
     return cudnn_conv_uses_tf32() if in_call is None else in_call
 
 
+def deterministic_convolutions() -> bool:
+    """torch's convolutions must give the same bits run after run: torch.use_deterministic_algorithms
+    (warn-only too) or cuDNN's own torch.backends.cudnn.deterministic, either of which holds torch's
+    CUDA convolutions to deterministic algorithms. The package stands in for cuDNN, so it honours
+    both, as it honours cuDNN's TF32 setting (choices.untimed_config)."""
+    return torch.are_deterministic_algorithms_enabled() or bool(torch.backends.cudnn.deterministic)
+
+
 def torchs_precision(input: torch.Tensor, weight: torch.Tensor, groups: int, transposed: bool = False):
     """call_tf32 for a convolution op's passes: fp32 in TF32 exactly when torch's convolution of the
     same operands would use it (torch_conv_uses_tf32); other dtypes have no TF32 to choose."""
