@@ -98,8 +98,44 @@ def _drop_unread_overflow_checks() -> None:
         interpreter.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
 
 
+def interpreter_builtins(pkg) -> list:
+    """(name, member) for each Triton builtin among `pkg`'s attributes, in name order: what Triton's
+    interpreter lists with inspect.getmembers, without inspect's generality (tests/test_harness.py
+    checks the two agree on every object the interpreter patches)."""
+    import triton.language as tl
+
+    members = ((name, getattr(pkg, name, None)) for name in dir(pkg))
+    return [(name, member) for name, member in members if tl.core.is_builtin(member)]
+
+
+def _list_builtins_quickly() -> None:
+    """The interpreter patches triton.language again at every call of a @triton.jit helper (Triton
+    3.6 to 3.9), listing each patched object's members with inspect.getmembers, which took about a
+    quarter of an interpreted launch of these kernels (tests/test_specialisations.py and
+    test_dgrad.py: 78 s, 55 s with the same listing made by `interpreter_builtins`). Replaced only
+    where the installed Triton's `_patch_builtin` is the one this was written against."""
+    import inspect
+
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_builtin", None)
+    try:
+        body = inspect.getsource(original)
+    except (OSError, TypeError):
+        return
+    if "inspect.getmembers(pkg)" not in body or "_patch_attr(pkg, name, member, builder, scope)" not in body:
+        return
+
+    def patch_builtin(pkg, builder, scope):
+        for name, member in interpreter_builtins(pkg):
+            interpreter._patch_attr(pkg, name, member, builder, scope)
+
+    interpreter._patch_builtin = patch_builtin
+
+
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     _drop_unread_overflow_checks()
+    _list_builtins_quickly()
 
 _TORCH_CONVOLUTIONS = {
     "convolution",
