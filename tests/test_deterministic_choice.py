@@ -20,6 +20,8 @@ from triton_conv.devices import get_device
 from triton_conv.problem import PASSES, ConvProblem
 from triton_conv.tuning_keys import tuning_key
 
+from .reference import bound, conv_case, rel_error
+
 PROBLEM = ConvProblem.from_shapes((2, 5, 9, 11), (7, 5, 3, 3), padding=1)
 CUDA = torch.device("cuda")
 
@@ -132,15 +134,16 @@ def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(
     the cached configs; on the CPU both runs take the untimed default either way."""
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
     choices.forget_choices()
-    x = torch.randn(PROBLEM.input_shape, dtype=torch.float16)
-    weight = torch.randn(PROBLEM.weight_shape, dtype=torch.float16)
-    dy = torch.randn(PROBLEM.output_shape, dtype=torch.float16)
+    problem, x, weight, bias, dy, ref = conv_case(
+        (2, 5, 9, 11), (7, 5, 3, 3), dict(padding=1), torch.float16, "nchw"
+    )
+    assert problem == PROBLEM  # the cache entries below are written for PROBLEM's keys
 
     def step():
-        x_, weight_ = x.clone().requires_grad_(), weight.clone().requires_grad_()
-        y = triton_conv.conv2d(x_, weight_, padding=1)
+        x_, weight_, bias_ = (t.clone().requires_grad_() for t in (x, weight, bias))
+        y = triton_conv.conv2d(x_, weight_, bias_, padding=1)
         y.backward(dy)
-        return y, x_.grad, weight_.grad
+        return y, x_.grad, weight_.grad, bias_.grad
 
     name, live = tuning.device_identity(x.device)
     with deterministic(mode), triton_only() as proof:
@@ -150,6 +153,8 @@ def test_deterministic_mode_gives_the_same_bits_whatever_the_cache_holds(
         choices.forget_choices()
         second = step()
     choices.forget_choices()
-    assert sum(proof.launches.values()) >= 6, proof.launches  # three passes, twice, all Triton
-    for name, a, b in zip(("y", "dx", "dw"), first, second):
+    # Three passes, twice, all Triton (the bias gradient comes with the weight gradient's launch).
+    assert sum(proof.launches.values()) >= 6, proof.launches
+    for name, a, b in zip(("y", "dx", "dw", "db"), first, second):
+        assert rel_error(a, ref[name]) < bound(torch.float16), f"{name} is wrong"
         assert torch.equal(a, b), f"{name} differs between two deterministic runs"
