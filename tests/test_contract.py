@@ -199,6 +199,61 @@ def test_no_input_channels_is_an_empty_output_as_in_torch(triton_only):
     assert y.shape == F.conv2d(x, w, b).shape == (2, 0, 3, 3) and not proof.launches
 
 
+EMPTY_BATCH_OPS = {
+    # name -> (ours, torch's, input shape, weight shape): the batch empty
+    "conv2d": (triton_conv.conv2d, F.conv2d, (0, 4, 5, 5), (6, 4, 3, 3)),
+    "conv2d-no-channels": (triton_conv.conv2d, F.conv2d, (2, 0, 5, 5), (6, 0, 3, 3)),
+    "conv_transpose2d": (triton_conv.conv_transpose2d, F.conv_transpose2d, (0, 4, 5, 5), (4, 6, 3, 3)),
+    "conv1d": (triton_conv.conv1d, F.conv1d, (0, 4, 7), (6, 4, 3)),
+}
+
+
+@pytest.mark.parametrize("layouts", list(itertools.product((False, True), repeat=3)), ids=str)
+@pytest.mark.parametrize("name", sorted(EMPTY_BATCH_OPS))
+def test_an_empty_batch_is_laid_out_as_torch_lays_it_out(name, layouts, triton_only):
+    """torch's empty path, on every device: the output contiguous whatever the inputs' layouts, the
+    gradients zeros_like(input) and zeros_like(weight). Ours followed the rule of a batch (channels
+    last if either input is), which matters once the empty tensor meets code that reads its strides
+    (.view, a kernel's layout check). The fake implementations (torch.compile) give the same strides."""
+    ours, theirs, input_shape, weight_shape = EMPTY_BATCH_OPS[name]
+    x_last, w_last, dy_last = layouts
+
+    def laid_out(shape, channels_last):
+        t = torch.randn(shape)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+
+    x, w, b = laid_out(input_shape, x_last), laid_out(weight_shape, w_last), torch.randn(6)
+    strides = []
+    for conv in (theirs, ours):
+        leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+        with triton_only() if conv is ours else contextlib.nullcontext() as proof:
+            y = conv(*leaves)
+            dy = laid_out(y.shape, dy_last)
+            grads = torch.autograd.grad(y, leaves, dy)
+        strides.append([y.stride()] + [g.stride() for g in grads])
+    assert not proof.launches
+    assert strides[1] == strides[0]
+    if name != "conv1d":  # conv1d runs the conv2d op on height-one views
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        op = ours
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fakes = [mode.from_tensor(t) for t in (x, w, b)]
+            assert op(*fakes).stride() == strides[0][0]
+
+
+@pytest.mark.parametrize("argument", ["stride", "padding", "dilation", "groups"])
+def test_a_zero_dimensional_numpy_array_is_the_int_it_holds(argument, triton_only):
+    """torch 2.13 fails an internal assert (PyList_Check) on np.array(2); ours computes with 2."""
+    x, w = torch.randn(1, 4, 7, 6, dtype=EXACT), torch.randn(4, 2, 3, 3, dtype=EXACT)
+    value = {"stride": 2, "padding": 1, "dilation": 2, "groups": 2}[argument]
+    kwargs = {"groups": 2, argument: value}
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, **{**kwargs, argument: np.array(value)})
+    assert proof.launches == {"fprop_kernel": 1}
+    assert rel_error(y, F.conv2d(x, w, **kwargs)) < EXACT_TOL
+
+
 # --- Conv2dFunction and the ops check their arguments ------------------------------------------------
 GEOMETRY = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
 

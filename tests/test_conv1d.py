@@ -214,6 +214,26 @@ def test_a_permuted_sequence_input_gives_torchs_strides(weight_layout, triton_on
         assert y.is_contiguous() and y.view(2, -1).shape == (2, 55)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("kernel", [2, 4])
+def test_an_even_same_convolution_of_one_channel_has_torchs_strides(kernel, triton_only):
+    """One channel given as (N, L, 1).transpose(1, 2): is_contiguous() says yes, with strides
+    (L, 1, 1). torch pads an even kernel's 'same' by a copy laid out (N, C, L) contiguous, so its
+    output is too (code may .view() it); ours, reading the input's own strides, was channels-inner.
+    The input gradient's strides are torch's as well."""
+    w = torch.randn(3, 1, kernel, dtype=torch.float64)
+    results = []
+    for conv in (F.conv1d, triton_conv.conv1d):
+        x = torch.randn(2, 7, 1, dtype=torch.float64).transpose(1, 2).requires_grad_()
+        torch.manual_seed(0)
+        with triton_only() if conv is triton_conv.conv1d else contextlib.nullcontext() as proof:
+            y = conv(x, w, padding="same")
+            grad_x = torch.autograd.grad(y, x, torch.randn_like(y))[0]
+        results.append((y.stride(), grad_x.stride()))
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": 1}
+    assert results[1] == results[0] == ((21, 7, 1), (7, 7, 1))
+
+
 def test_a_one_channel_pointwise_weight_sliced_from_a_channels_inner_one(triton_only):
     """A (K, 1, 1) weight cut from a (K, L, C)-ordered one has channels-inner strides, which say
     nothing once made contiguous: torch's CPU convolution looks again there and writes (N, K, L)

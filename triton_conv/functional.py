@@ -243,6 +243,11 @@ def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # already contiguous, and jit.trace's check, which traces a dense copy of a sliced example again,
     # finds the two graphs differ.
     x = x.contiguous()
+    if problem.pad_left != problem.pad_right:
+        # An even kernel's 'same': torch convolves a padded copy, laid out (N, C, L) contiguous
+        # whatever strides the input's size-1 dimensions had ((7, 1, 1) for one channel: its output
+        # would have been channels-innermost). The same elements with those strides, no copy:
+        x = x.reshape(-1).view(x.shape)
     y = _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem)
     if torch.jit.is_tracing():  # the trace would record _unsafe_view's sizes as constants
         return y.squeeze(2)

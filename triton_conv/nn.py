@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import shared_hooks
+from . import legacy_hooks, shared_hooks
 from .arguments import ConvArgumentError, ConvTypeError
 from .functional import conv1d, conv2d, conv_transpose2d
 
@@ -69,11 +69,15 @@ class Conv2d(_FromTorch, nn.Conv2d):
     """
 
     def _conv_forward(self, input, weight, bias):
+        padding = self.padding
         if self.padding_mode != "zeros":
             # As torch does: pad explicitly in the requested mode, then convolve unpadded.
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        # The geometry as it is now: a legacy hook's node runs this again in the backward.
+        stride, dilation, groups = self.stride, self.dilation, self.groups
+        run = lambda x, w, b: conv2d(x, w, b, stride, padding, dilation, groups)  # noqa: E731
+        return legacy_hooks.convolve(self, run, input, weight, bias)
 
 
 class Conv1d(_FromTorch, nn.Conv1d):
@@ -81,10 +85,14 @@ class Conv1d(_FromTorch, nn.Conv1d):
     parameters, state_dict and padding modes as torch's."""
 
     def _conv_forward(self, input, weight, bias):
+        padding = self.padding
         if self.padding_mode != "zeros":
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv1d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        # The geometry as it is now: a legacy hook's node runs this again in the backward.
+        stride, dilation, groups = self.stride, self.dilation, self.groups
+        run = lambda x, w, b: conv1d(x, w, b, stride, padding, dilation, groups)  # noqa: E731
+        return legacy_hooks.convolve(self, run, input, weight, bias)
 
 
 class ConvPaddingNotATuple(ConvTypeError, AssertionError):
@@ -157,10 +165,9 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        return conv_transpose2d(
-            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
-            self.dilation,
-        )  # fmt: skip
+        geometry = (self.stride, self.padding, output_padding, self.groups, self.dilation)
+        run = lambda x, w, b: conv_transpose2d(x, w, b, *geometry)  # noqa: E731
+        return legacy_hooks.convolve(self, run, input, self.weight, self.bias)
 
 
 # torch's class -> triton-conv's drop-in

@@ -24,6 +24,17 @@ def _bounded(shape, least: int) -> tuple:
     return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, least) for s in shape[2:]))
 
 
+def _empty_batch(input) -> bool:
+    """No batch (or no input channels): torch's convolutions then take their empty path on every
+    device, whose output is a view of an empty product, contiguous whatever the inputs' layouts,
+    and whose gradients are zeros_like(input) and zeros_like(weight), each in its tensor's layout."""
+    return statically_known_true(input.numel() == 0)
+
+
+def _output_layout(input, weight) -> bool:
+    return not _empty_batch(input) and wants_channels_last(input, weight)
+
+
 def conv2d(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
     if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
@@ -34,13 +45,13 @@ def conv2d(input, weight, bias, stride, padding, dilation, groups):
 
 def conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
-    return empty_in_layout(_bounded(problem.output_shape, 1), input, wants_channels_last(input, weight))
+    return empty_in_layout(_bounded(problem.output_shape, 1), input, _output_layout(input, weight))
 
 
 def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
     if input.numel() == 0:
-        return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
+        return input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups)
     # torch's rule for both gradients: channels_last if the input or the weight is.
     channels_last = wants_channels_last(input, weight)
     with torchs_precision(input, weight, problem.groups):
@@ -49,6 +60,8 @@ def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
+    if _empty_batch(input):
+        return torch.empty_like(input, dtype=grad_output.dtype, device=grad_output.device)
     return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
 
 
@@ -68,7 +81,10 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
 
 def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    dw = empty_in_layout(weight.shape, weight, wants_channels_last(input, weight))
+    if _empty_batch(input):
+        dw = torch.empty_like(weight)
+    else:
+        dw = empty_in_layout(weight.shape, weight, wants_channels_last(input, weight))
     return dw, grad_output.new_empty(weight.shape[0] if with_bias else 0)
 
 
@@ -90,4 +106,4 @@ def conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, 
     )
     # As the checks: an empty batch may have an empty output image.
     least = 1 if statically_known_true(problem.batch != 0) else 0
-    return empty_in_layout(_bounded(problem.input_shape, least), input, wants_channels_last(input, weight))
+    return empty_in_layout(_bounded(problem.input_shape, least), input, _output_layout(input, weight))

@@ -1,0 +1,139 @@
+"""torch's legacy backward hooks (`register_backward_hook`, and the global
+`register_module_backward_hook`) on this package's modules: each is handed what torch's module hands
+it, (grad input, grad weight, grad bias) with None where torch has None, and what it returns is used
+as torch uses it. Found by an adversarial try: a converted Conv1d handed the hook one gradient, of
+its output's 4-D view, and a module without a bias two gradients; a hook written for torch's tuple
+failed, or changed other gradients than it meant to, without an error."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_backward_hook
+
+import triton_conv
+
+from .contract import EXACT, EXACT_TOL
+from .reference import rel_error
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using a non-full backward hook")  # torch's, for its own too
+
+# name -> (module, input shape); strides, padding and output_padding that are not the defaults.
+MODULES = {
+    "conv1d": (lambda bias: nn.Conv1d(3, 4, 3, padding=1, bias=bias), (2, 3, 7)),
+    "conv1d-circular": (
+        lambda bias: nn.Conv1d(3, 4, 3, padding=2, padding_mode="circular", bias=bias),
+        (2, 3, 5),
+    ),
+    "conv2d": (lambda bias: nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=bias), (2, 3, 7, 6)),
+    "conv2d-reflect": (
+        lambda bias: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect", bias=bias),
+        (1, 3, 5, 6),
+    ),
+    "conv_transpose2d": (
+        lambda bias: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1, bias=bias),
+        (2, 3, 4, 5),
+    ),
+}
+
+
+def _shapes(grads):
+    return [None if g is None else tuple(g.shape) for g in grads]
+
+
+def _run(module, x, register: str):
+    """Backward through `module` with a legacy hook that records what it is handed and returns the
+    input gradient doubled and the weight gradient tripled."""
+    seen = []
+
+    def hook(_module, grad_input, grad_output):
+        seen.append(([None if g is None else g.clone() for g in grad_input], grad_output[0].clone()))
+        scale = (2, 3, 1)[: len(grad_input)]
+        return tuple(None if g is None else g * s for g, s in zip(grad_input, scale))
+
+    if register == "module":
+        handle = module.register_backward_hook(hook)
+    else:
+        handle = register_module_backward_hook(hook)
+    try:
+        grad_output = torch.randn_like(module(x.detach()))
+        module.zero_grad()
+        x.grad = None
+        module(x).backward(grad_output)
+    finally:
+        handle.remove()
+    (grad_input, dy), *rest = seen
+    assert not rest
+    params = [module.weight.grad, None if module.bias is None else module.bias.grad]
+    return grad_input, dy, [x.grad, *params]
+
+
+@pytest.mark.parametrize("register", ["module", "global"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_legacy_backward_hook_sees_and_changes_what_torch_s_does(name, bias, register, triton_only):
+    make, shape = MODULES[name]
+    torch_module = make(bias).to(EXACT)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(shape, dtype=EXACT, requires_grad=True)
+    seed = torch.randint(1 << 30, ()).item()
+
+    torch.manual_seed(seed)
+    expected_input, expected_dy, expected_grads = _run(torch_module, x, register)
+    torch.manual_seed(seed)
+    with triton_only() as proof:
+        got_input, got_dy, got_grads = _run(ours, x, register)
+
+    assert _shapes(got_input) == _shapes(expected_input), name
+    got_all, expected_all = got_input + [got_dy] + got_grads, expected_input + [expected_dy] + expected_grads
+    for got, expected in zip(got_all, expected_all):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert rel_error(got, expected) < EXACT_TOL
+    assert proof.launches.get("wgrad_kernel", 0) > 0 and proof.launches.get("dgrad_kernel", 0) > 0
+
+
+def test_a_legacy_hook_on_a_first_layer_sees_no_input_gradient(triton_only):
+    """An input that needs no gradient (an image into the first layer): None in its place, as torch."""
+    torch_module = nn.Conv1d(2, 3, 3).to(EXACT)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(2, 2, 6, dtype=EXACT)
+    seen = {}
+    for label, module in (("torch", torch_module), ("ours", ours)):
+        module.register_backward_hook(lambda m, gi, go, label=label: seen.update({label: _shapes(gi)}))
+        module(x).sum().backward()
+    assert seen["ours"] == seen["torch"] == [None, (3, 2, 3), (3,)]
+    assert rel_error(ours.weight.grad, torch_module.weight.grad) < EXACT_TOL
+
+
+def test_a_legacy_hook_leaves_double_backward_to_the_kernels(triton_only):
+    """A gradient penalty through a module with a legacy hook: the backward is recorded, and its
+    gradients are again this package's ops."""
+    torch_module = nn.Conv2d(2, 3, 3, padding=1).to(EXACT)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(2, 2, 5, 4, dtype=EXACT, requires_grad=True)
+    grads = {}
+    for label, module in (("torch", torch_module), ("ours", ours)):
+        module.register_backward_hook(lambda m, gi, go: None)
+        (dx,) = torch.autograd.grad((module(x) ** 2).sum(), x, create_graph=True)
+        grads[label] = torch.autograd.grad((dx**2).sum(), [x, module.weight])
+    for got, expected in zip(grads["ours"], grads["torch"]):
+        assert rel_error(got, expected) < EXACT_TOL
+
+
+@pytest.mark.parametrize("hooked", ["none", "full"])
+def test_only_legacy_hooks_take_the_one_node_path(hooked, triton_only):
+    """Without a legacy hook the output's node is the op's own, and no forward is recomputed."""
+    module = triton_conv.Conv2d(2, 3, 3).to(EXACT)
+    if hooked == "full":
+        module.register_full_backward_hook(lambda m, gi, go: None)
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT, requires_grad=True)
+    with triton_only() as proof:
+        y = module(x)
+        y.sum().backward()
+    assert proof.launches.get("fprop_kernel") == 1
+    if hooked == "none":
+        assert "ConvolutionNode" not in type(y.grad_fn).__name__
