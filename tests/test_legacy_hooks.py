@@ -137,3 +137,26 @@ def test_only_legacy_hooks_take_the_one_node_path(hooked, triton_only):
     assert proof.launches.get("fprop_kernel") == 1
     if hooked == "none":
         assert "ConvolutionNode" not in type(y.grad_fn).__name__
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv2d", "conv_transpose2d"])
+def test_under_autocast_the_hook_sees_the_cast_gradients(name, triton_only):
+    """torch's node takes autocast's bf16 casts, so its hook sees bf16 gradients of fp32 parameters;
+    and the backward, outside the autocast region, must differentiate the bf16 convolution."""
+    make, shape = MODULES[name]
+    torch_module = make(True)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(shape)
+    results = []
+    for module in (torch_module, ours):
+        seen = []
+        module.register_backward_hook(lambda m, gi, go, seen=seen: seen.append([g.dtype for g in gi]))
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(leaf)
+        (y.float() ** 2).sum().backward()
+        results.append((seen, y.dtype, leaf.grad, module.weight.grad))
+    (seen_torch, dtype_torch, *grads_torch), (seen_ours, dtype_ours, *grads_ours) = results
+    assert seen_ours == seen_torch == [[torch.bfloat16] * 3] and dtype_ours == dtype_torch
+    for got, expected in zip(grads_ours, grads_torch):
+        assert got.dtype == expected.dtype and rel_error(got, expected) < 3e-2

@@ -79,7 +79,7 @@ def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProb
     return _memoised("conv2d", ConvProblem.from_shapes, shape, weight_shape, *geometry)
 
 
-def _autocast(input, weight, bias):
+def autocast_arguments(input, weight, bias):
     """Under torch.autocast, cast as torch's own conv2d is cast: it is on autocast's lower-precision
     list on CUDA and on the CPU, which casts every floating-point tensor on the autocast device to
     the autocast dtype, except float64 (left alone, so a float64 convolution stays float64)."""
@@ -131,7 +131,7 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
     batch dimension again for an unbatched input."""
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(public, (input, weight, bias), input, weight, bias, *geometry)
-    input, weight, bias = _autocast(input, weight, bias)
+    input, weight, bias = autocast_arguments(input, weight, bias)
     if torch.jit.is_tracing():  # the checks read sizes that the trace records as tensors
         problem = _checked_quietly(check, input, weight, bias, *geometry)
     else:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch.nn.modules import module as torch_module
 
+from .functional import autocast_arguments
+
 
 def has_legacy_backward_hooks(module: torch.nn.Module) -> bool:
     """The module's or the global non-full backward hooks, as Module._call_impl finds them."""
@@ -67,5 +69,9 @@ def convolve(module: torch.nn.Module, run: Callable, input, weight, bias):
         or not has_legacy_backward_hooks(module)
     ):
         return run(input, weight, bias)
+    # Under autocast, torch's node takes the cast tensors (its hook sees bf16 gradients of fp32
+    # parameters), and the backward's recomputation, outside the autocast region, must run in the
+    # forward's dtype: cast here, as the op would have.
+    input, weight, bias = autocast_arguments(input, weight, bias)
     placeholder = bias if bias is not None else weight.new_empty(0)
     return _ConvolutionNode.apply(run, bias is not None, input, weight, placeholder)
