@@ -160,3 +160,93 @@ def test_under_autocast_the_hook_sees_the_cast_gradients(name, triton_only):
     assert seen_ours == seen_torch == [[torch.bfloat16] * 3] and dtype_ours == dtype_torch
     for got, expected in zip(grads_ours, grads_torch):
         assert got.dtype == expected.dtype and rel_error(got, expected) < 3e-2
+
+
+def _both(make):
+    torch_module = make().to(EXACT)
+    return torch_module, triton_conv.convert_model(copy.deepcopy(torch_module))
+
+
+def _hooked(module, seen):
+    module.register_backward_hook(lambda m, gi, go: seen.append(_shapes(gi)))
+    return module
+
+
+def test_tensor_hooks_on_the_inputs_fire_once(triton_only):
+    """The node's backward must not enter the engine again on the caller's tensors: a weight's
+    register_hook (doubling its gradient) and an input's retain_grad fired twice there."""
+    results = []
+    x = torch.randn(2, 3, 6, 6, dtype=EXACT, requires_grad=True)
+    for module in _both(lambda: nn.Conv2d(3, 4, 3)):
+        calls = []
+        _hooked(module, [])
+        module.weight.register_hook(lambda grad, calls=calls: (calls.append(1), grad * 2)[1])
+        hidden = x * 1
+        hidden.retain_grad()
+        module(hidden).sum().backward()
+        results.append((len(calls), module.weight.grad, hidden.grad))
+    (calls_torch, *grads_torch), (calls_ours, *grads_ours) = results
+    assert calls_ours == calls_torch == 1
+    for got, expected in zip(grads_ours, grads_torch):
+        assert rel_error(got, expected) < EXACT_TOL
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv2d", "conv_transpose2d"])
+def test_an_unbatched_input_is_batched_outside_the_node(name, triton_only):
+    """torch batches an unbatched input outside its node and squeezes after: its hook sees the
+    squeeze's one gradient, and the output may be changed in place (a ReLU(inplace=True))."""
+    make, shape = MODULES[name]
+    x = torch.randn(shape[1:], dtype=EXACT)
+    seen = {}
+    for label, module in zip(("torch", "ours"), _both(lambda: make(True))):
+        _hooked(module, seen.setdefault(label, []))
+        module(x).sum().backward()
+        module(x).relu_().sum().backward()  # the in-place change drops the hooked node, in both
+    assert seen["ours"] == seen["torch"] and len(seen["torch"]) == 1 and len(seen["torch"][0]) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("conv,kernel,shape", [(nn.Conv1d, 2, (2, 3, 7)), (nn.Conv2d, (2, 3), (2, 3, 7, 6))])
+def test_an_uneven_same_convolves_a_padded_copy_as_torch_s_does(conv, kernel, shape, triton_only):
+    """torch's hook sees the padded copy's gradient, and the caller may change its input in place
+    after the forward (torch saved the copy)."""
+    seen, grads = {}, {}
+    for label, module in zip(("torch", "ours"), _both(lambda: conv(3, 4, kernel, padding="same"))):
+        _hooked(module, seen.setdefault(label, []))
+        torch.manual_seed(0)
+        hidden = torch.randn(shape, dtype=EXACT, requires_grad=True) * 1
+        y = module(hidden)
+        hidden.mul_(2)
+        y.backward(torch.randn_like(y))
+        grads[label] = module.weight.grad
+    assert seen["ours"] == seen["torch"]
+    assert seen["torch"][0][0] != shape  # padded
+    assert rel_error(grads["ours"], grads["torch"]) < EXACT_TOL
+
+
+def test_forward_mode_ad_runs_the_ops_own_formulas(triton_only):
+    """A dual level open: the node has no jvp of its own, so the op's runs, as with no hook."""
+    import torch.autograd.forward_ad as forward_ad
+
+    x, tangent = torch.randn(1, 3, 5, 5, dtype=EXACT), torch.randn(1, 3, 5, 5, dtype=EXACT)
+    tangents = []
+    for module in _both(lambda: nn.Conv2d(3, 4, 3)):
+        _hooked(module, [])
+        with forward_ad.dual_level():
+            tangents.append(forward_ad.unpack_dual(module(forward_ad.make_dual(x, tangent))).tangent)
+    assert rel_error(tangents[1], tangents[0]) < EXACT_TOL
+
+
+def test_a_backward_inside_an_autocast_region_does_not_cast_again(triton_only):
+    """The forward ran in float32; torch's backward uses the float32 tensors it saved."""
+    x = torch.randn(1, 3, 5, 5, requires_grad=True)
+    grads = []
+    for module in _both(lambda: nn.Conv2d(3, 4, 3)):
+        module.float()
+        _hooked(module, [])
+        y = module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y.backward(torch.ones_like(y))
+        grads.append(module.weight.grad)
+    assert grads[1].dtype == grads[0].dtype == torch.float32
+    assert rel_error(grads[1], grads[0]) < 1e-5

@@ -8,10 +8,14 @@ node: conv1d's is a view of a conv2d of height one (one gradient, of the 4-D out
 called without a bias has no bias input at all (two gradients). A legacy hook written for torch's
 tuple would fail, or change other gradients than it meant to, without an error.
 
-So while a module has such a hook, its convolution is recorded as one node of torch's shape: the
-forward runs this package's op below autograd; the backward runs the op's own autograd formulas
-(this package's kernels again) on a recomputation of the forward, which costs one more forward
-kernel per backward. A module without legacy hooks never comes here.
+So while a module has such a hook, its convolution is recorded as one node of torch's shape, with
+torch's steps around it: an unbatched input gets its batch dimension outside the node (torch's
+hook then sees the squeeze's one gradient), and 'same' with uneven pads convolves an explicitly
+padded copy (torch's hook sees the padded input's gradient). The node's forward runs this package's
+op below autograd; its backward differentiates a recomputation of the forward with torch.func.vjp
+(this package's kernels again, one more forward kernel per backward), on functorch's own wrappers of
+the saved tensors: the engine is not entered again on the caller's tensors, whose tensor hooks
+(`register_hook`, `retain_grad`) would fire twice. A module without legacy hooks never comes here.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as forward_ad
+import torch.nn.functional as F
 from torch.nn.modules import module as torch_module
 
 from .functional import autocast_arguments
@@ -26,7 +32,6 @@ from .functional import autocast_arguments
 
 def has_legacy_backward_hooks(module: torch.nn.Module) -> bool:
     """The module's or the global non-full backward hooks, as Module._call_impl finds them."""
-    # The tables first: empty in nearly every call, and cheaper than the flag, a property here.
     own = bool(module._backward_hooks) and module._is_full_backward_hook is False
     shared = bool(torch_module._global_backward_hooks) and torch_module._global_is_full_backward_hook is False
     return own or shared
@@ -40,38 +45,65 @@ class _ConvolutionNode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: Callable, has_bias: bool, input, weight, bias):
         ctx.run, ctx.has_bias = run, has_bias
-        ctx.save_for_backward(input, weight, bias)
+        ctx.save_for_backward(input, weight, bias if has_bias else None)
         return run(input, weight, bias if has_bias else None)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight, bias = ctx.saved_tensors
         needed = ctx.needs_input_grad[2:]
-        wanted = [tensor for tensor, need in zip((input, weight, bias), needed) if need]
-        if not wanted:
+        if not any(needed):
             return None, None, None, None, None
-        with torch.enable_grad():
-            output = ctx.run(input, weight, bias if ctx.has_bias else None)
-        # create_graph when the backward itself is recorded (double backward): the gradients then
-        # come from the op's autograd formulas with their own graph back to input and weight.
-        grads = iter(torch.autograd.grad(output, wanted, grad_output, create_graph=torch.is_grad_enabled()))
-        return None, None, *(next(grads) if need else None for need in needed)
+        primals = (input, weight, bias) if ctx.has_bias else (input, weight)
+        # The casts were made before the node: a backward run inside an autocast region must not
+        # cast again. Under create_graph the vjp's ops are recorded on the saved tensors, as
+        # torch's double backward is.
+        with torch.autocast(input.device.type, enabled=False):
+            _, vjp = torch.func.vjp(lambda x, w, b=None: ctx.run(x, w, b), *primals)
+            grads = (*vjp(grad_output), None)
+        return None, None, *(grad if need else None for grad, need in zip(grads, needed))
 
 
-def convolve(module: torch.nn.Module, run: Callable, input, weight, bias):
-    """run(input, weight, bias), recorded as one node of torch's shape while the module has legacy
-    backward hooks that would see it. Under torch.compile or a torch.func transform torch's hooks are
-    not this node's concern (Dynamo traces the module; functorch records its own nodes): run as is."""
+def _same_as_torch(input, weight, arguments: dict) -> tuple:
+    """torch's 'same' for conv2d and conv1d: uneven pads (an even kernel extent) convolve a copy of
+    the input padded on the far side of each axis by the odd one, with the even split as padding."""
+    spatial = weight.dim() - 2
+    dilation = arguments["dilation"]
+    dilation = (dilation,) * spatial if isinstance(dilation, int) else tuple(dilation)
+    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+    near = tuple(total // 2 for total in totals)
+    far = [total - 2 * pad for total, pad in zip(totals, near)]
+    if any(far):
+        # F.pad lists the last axis first: (left, right, top, bottom).
+        input = F.pad(input, [side for odd in reversed(far) for side in (0, odd)])
+    return input, {**arguments, "padding": near}
+
+
+def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
+    """function(input, weight, bias, **arguments), recorded as one node of torch's shape while the
+    module has legacy backward hooks that would see it. Under torch.compile, a torch.func transform
+    or forward-mode AD this is not the node torch's hook is about (Dynamo traces the module;
+    functorch and forward AD need the ops' own formulas): run as is."""
     if (
-        torch.compiler.is_compiling()
-        or torch._C._are_functorch_transforms_active()
+        not (module._backward_hooks or torch_module._global_backward_hooks)
+        or torch.compiler.is_compiling()
         or not torch.is_grad_enabled()
+        or torch._C._are_functorch_transforms_active()
+        or getattr(forward_ad, "_current_level", -1) >= 0
         or not has_legacy_backward_hooks(module)
     ):
-        return run(input, weight, bias)
+        return function(input, weight, bias, **arguments)
+    if input.dim() == weight.dim() - 1:  # unbatched: torch batches outside its node, and squeezes
+        return convolve(module, function, input.unsqueeze(0), weight, bias, **arguments).squeeze(0)
+    if arguments.get("padding") == "same":
+        input, arguments = _same_as_torch(input, weight, arguments)
     # Under autocast, torch's node takes the cast tensors (its hook sees bf16 gradients of fp32
     # parameters), and the backward's recomputation, outside the autocast region, must run in the
     # forward's dtype: cast here, as the op would have.
     input, weight, bias = autocast_arguments(input, weight, bias)
     placeholder = bias if bias is not None else weight.new_empty(0)
+
+    def run(x, w, b):
+        return function(x, w, b, **arguments)
+
     return _ConvolutionNode.apply(run, bias is not None, input, weight, placeholder)

@@ -74,10 +74,8 @@ class Conv2d(_FromTorch, nn.Conv2d):
             # As torch does: pad explicitly in the requested mode, then convolve unpadded.
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        # The geometry as it is now: a legacy hook's node runs this again in the backward.
-        stride, dilation, groups = self.stride, self.dilation, self.groups
-        run = lambda x, w, b: conv2d(x, w, b, stride, padding, dilation, groups)  # noqa: E731
-        return legacy_hooks.convolve(self, run, input, weight, bias)
+        geometry = dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+        return legacy_hooks.convolve(self, conv2d, input, weight, bias, **geometry)
 
 
 class Conv1d(_FromTorch, nn.Conv1d):
@@ -89,10 +87,8 @@ class Conv1d(_FromTorch, nn.Conv1d):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
-        # The geometry as it is now: a legacy hook's node runs this again in the backward.
-        stride, dilation, groups = self.stride, self.dilation, self.groups
-        run = lambda x, w, b: conv1d(x, w, b, stride, padding, dilation, groups)  # noqa: E731
-        return legacy_hooks.convolve(self, run, input, weight, bias)
+        geometry = dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+        return legacy_hooks.convolve(self, conv1d, input, weight, bias, **geometry)
 
 
 class ConvPaddingNotATuple(ConvTypeError, AssertionError):
@@ -165,9 +161,11 @@ class ConvTranspose2d(_FromTorch, nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        geometry = (self.stride, self.padding, output_padding, self.groups, self.dilation)
-        run = lambda x, w, b: conv_transpose2d(x, w, b, *geometry)  # noqa: E731
-        return legacy_hooks.convolve(self, run, input, self.weight, self.bias)
+        geometry = dict(
+            stride=self.stride, padding=self.padding, output_padding=output_padding, groups=self.groups,
+            dilation=self.dilation,
+        )  # fmt: skip
+        return legacy_hooks.convolve(self, conv_transpose2d, input, self.weight, self.bias, **geometry)
 
 
 # torch's class -> triton-conv's drop-in
