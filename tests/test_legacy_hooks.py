@@ -250,3 +250,15 @@ def test_a_backward_inside_an_autocast_region_does_not_cast_again(triton_only):
         grads.append(module.weight.grad)
     assert grads[1].dtype == grads[0].dtype == torch.float32
     assert rel_error(grads[1], grads[0]) < 1e-5
+
+
+@pytest.mark.parametrize("change", [dict(stride=(2,)), dict(dilation=(0,))], ids=["stride", "dilation"])
+def test_a_same_module_given_a_bad_geometry_later_is_refused_as_torch_refuses_it(change):
+    """'same' with a stride (set after construction, which torch's constructor would refuse) is an
+    error in torch's forward: the node's explicit padding must not turn it into a convolution."""
+    for module in _both(lambda: nn.Conv1d(3, 4, 2, padding="same")):
+        _hooked(module, [])
+        for name, value in change.items():
+            setattr(module, name, value)
+        with pytest.raises(RuntimeError):
+            module(torch.randn(2, 3, 7, dtype=EXACT, requires_grad=True))

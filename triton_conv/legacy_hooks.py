@@ -68,8 +68,12 @@ def _same_as_torch(input, weight, arguments: dict) -> tuple:
     """torch's 'same' for conv2d and conv1d: uneven pads (an even kernel extent) convolve a copy of
     the input padded on the far side of each axis by the odd one, with the even split as padding."""
     spatial = weight.dim() - 2
-    dilation = arguments["dilation"]
-    dilation = (dilation,) * spatial if isinstance(dilation, int) else tuple(dilation)
+    stride, dilation = (
+        (value,) * spatial if isinstance(value, int) else tuple(value)
+        for value in (arguments["stride"], arguments["dilation"])
+    )
+    if any(s != 1 for s in stride) or any(d < 1 for d in dilation):
+        return input, arguments  # refused by the function, as torch refuses it
     totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
     near = tuple(total // 2 for total in totals)
     far = [total - 2 * pad for total, pad in zip(totals, near)]
