@@ -27,7 +27,7 @@ import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch.nn.modules import module as torch_module
 
-from .functional import autocast_arguments
+from .functional import autocast_arguments, validate, validate1d
 
 
 def has_legacy_backward_hooks(module: torch.nn.Module) -> bool:
@@ -64,22 +64,18 @@ class _ConvolutionNode(torch.autograd.Function):
         return None, None, *(grad if need else None for grad, need in zip(grads, needed))
 
 
-def _same_as_torch(input, weight, arguments: dict) -> tuple:
+def _same_as_torch(input, weight, bias, arguments: dict) -> tuple:
     """torch's 'same' for conv2d and conv1d: uneven pads (an even kernel extent) convolve a copy of
-    the input padded on the far side of each axis by the odd one, with the even split as padding."""
-    spatial = weight.dim() - 2
-    stride, dilation = (
-        (value,) * spatial if isinstance(value, int) else tuple(value)
-        for value in (arguments["stride"], arguments["dilation"])
-    )
-    if any(s != 1 for s in stride) or any(d < 1 for d in dilation):
-        return input, arguments  # refused by the function, as torch refuses it
-    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
-    near = tuple(total // 2 for total in totals)
-    far = [total - 2 * pad for total, pad in zip(totals, near)]
+    the input padded on the far side of each axis by the odd one, with the even split as padding.
+    The pads are the function's own (its checks first: a 'same' it refuses is refused here)."""
+    check = validate1d if weight.dim() == 3 else validate
+    top, left, bottom, right = check(input, weight, bias, **arguments).pads
+    if weight.dim() == 3:  # the height-one view's pads
+        far, near = (0, right - left), (left,)
+    else:  # F.pad lists the last axis first
+        far, near = (0, right - left, 0, bottom - top), (top, left)
     if any(far):
-        # F.pad lists the last axis first: (left, right, top, bottom).
-        input = F.pad(input, [side for odd in reversed(far) for side in (0, odd)])
+        input = F.pad(input, far)
     return input, {**arguments, "padding": near}
 
 
@@ -100,7 +96,7 @@ def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, *
     if input.dim() == weight.dim() - 1:  # unbatched: torch batches outside its node, and squeezes
         return convolve(module, function, input.unsqueeze(0), weight, bias, **arguments).squeeze(0)
     if arguments.get("padding") == "same":
-        input, arguments = _same_as_torch(input, weight, arguments)
+        input, arguments = _same_as_torch(input, weight, bias, arguments)
     # Under autocast, torch's node takes the cast tensors (its hook sees bf16 gradients of fp32
     # parameters), and the backward's recomputation, outside the autocast region, must run in the
     # forward's dtype: cast here, as the op would have.
