@@ -207,6 +207,19 @@ def fake_runner(monkeypatch):
 
 
 @pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A tuning cache folder of the test's own and a process with no choice remembered (before and
+    after), for tests that tune: `pytestmark = pytest.mark.usefixtures("cache_dir")`."""
+    from triton_conv import choices, tuning_cache
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(tuning_cache.ENV_DIR, str(folder))
+    choices.forget_choices()
+    yield folder
+    choices.forget_choices()
+
+
+@pytest.fixture
 def pretend_gpu(tmp_path, monkeypatch, fake_runner):
     """select_config's GPU path on the CPU: a device named 'Pretend', a timer that scores configs
     without launching (the smallest tile wins), a fresh cache folder."""

@@ -19,7 +19,7 @@ from triton_conv import choices, compile_ahead, model_tuning, tuning, tuning_cac
 from triton_conv.arguments import ConvArgumentError
 from triton_conv.tuning_keys import tuning_key
 
-from .test_tuning import FakeTimer
+from .tuning_fakes import FakeTimer
 
 REPO = Path(__file__).resolve().parent.parent
 
