@@ -51,6 +51,28 @@ def _files(folder: Path) -> dict:
     return {name: json.loads((folder / name).read_text()) for name in JSON_FILES if (folder / name).exists()}
 
 
+def test_a_campaign_whose_reader_left_runs_to_its_end(tmp_path, triton_cache):
+    """`triton-conv campaign ... | head -1`: the first print after the reader left raised
+    BrokenPipeError out of the run, which ended in its first step with campaign.json still saying
+    'running'. The echo stops; the run and its log go on."""
+    out = tmp_path / "out"
+    env = {**os.environ, "TRITON_CACHE_DIR": triton_cache, "TRITON_CONV_CACHE_DIR": str(tmp_path / "tuning")}
+    command = [sys.executable, "-m", "triton_conv", "campaign", "--spec", "tiny", "--out", str(out),
+               "--budget-s", "3", "--workers", "1"]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+    ) as process:
+        process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read()
+        process.wait(timeout=600)
+    state = json.loads((out / FILES["campaign"]).read_text())
+    assert not state["status"].startswith(("running", "failed")), state["status"]
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-2000:]
+    log = (out / FILES["log"]).read_text()
+    assert "the echo stopped (Broken pipe)" in log and f"campaign {state['status']}" in log
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, triton_cache):
     out = tmp_path_factory.mktemp("campaign") / "tiny"

@@ -401,3 +401,22 @@ def test_the_peer_step_pays_inductors_first_compile_once(tmp_path, monkeypatch):
     step = next(p for p in state["plan"] if p["step"] == "peer")
     once = costs.peer_first_s + costs.peer_shape_s + sum(rest)
     assert step["estimate_s"] == pytest.approx(once, abs=0.01)
+
+
+@pytest.mark.parametrize("failures", [1, setup_steps.MAX_LISTED_FAILURES + 3])
+def test_variants_that_failed_to_compile_are_the_runs_errors(tmp_path, failures):
+    """Ten variants failed (TRITON_CACHE_DIR a file): logged, but campaign.json listed no error and
+    the run called itself complete."""
+    campaign = run.Campaign(spec.tiny(), str(tmp_path / "out"), budget_s=60, echo=None)
+    results = [{"kernel": f"fprop_kernel_{index}", "error": "OSError: no cache folder", "cache_hit": False,
+                "seconds": 0.5} for index in range(failures)]  # fmt: skip
+    results.append({"kernel": "wgrad_kernel", "error": None, "cache_hit": False, "seconds": 1.0})
+    report = {"results": results, "workers": 1, "wall_s": 2.0, "worker_s": [2.0], "record_s": 0.1}
+    setup_steps.compile_all(campaign, [], report, launches=len(results), target=TARGET_H200, seconds=2.0)
+    campaign.out.close()
+    errors = json.loads((tmp_path / "out" / FILES["campaign"]).read_text())["errors"]
+    listed = min(failures, setup_steps.MAX_LISTED_FAILURES)
+    assert [e["item"] for e in errors[:listed]] == [f"fprop_kernel_{index}" for index in range(listed)]
+    assert all(e["step"] == "compile" and "no cache folder" in e["error"] for e in errors[:listed])
+    assert errors[listed:] == ([] if failures == listed else [
+        {"step": "compile", "item": "3 more variants", "error": "listed in compile.json"}])  # fmt: skip

@@ -7,7 +7,10 @@ compile's one limit; and an --out holding a folder named like one of the files i
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import io
+import json
 import time
 from types import SimpleNamespace
 
@@ -17,7 +20,7 @@ from triton_conv import cli
 from triton_conv.campaign import precompile, run, setup_steps, spec, timing_steps
 from triton_conv.campaign.costs import CostModel, DryRun
 from triton_conv.campaign.limits import reload_interrupted_loads, time_limit
-from triton_conv.campaign.output import FILES, Output
+from triton_conv.campaign.output import FILES, FIRST_FIELDS, Output, check_out_folder
 
 
 def _campaign(tmp_path, budget_s: float, **options) -> run.Campaign:
@@ -443,3 +446,33 @@ def test_a_binary_whose_load_a_limit_cut_loads_again():
     assert cut._run is None and loaded._run is kept and never._run is None and too_big._run is not None
     assert reload_interrupted_loads([kernel, SimpleNamespace()]) == 0
     assert reload_interrupted_loads() == 0  # the passes' own kernels: none cut here
+
+
+def test_a_folder_an_earlier_campaign_wrote_is_taken_again(tmp_path):
+    """A campaign.json is read, not trusted by its name: one the run wrote at its first flush has
+    the fields check_out_folder asks for, so the next run may replace it."""
+    out = tmp_path / "out"
+    earlier = run.Campaign(spec.tiny(), str(out), budget_s=60, echo=None)
+    earlier.flush()
+    earlier.out.close()
+    check_out_folder(str(out))  # no SystemExit
+    assert set(FIRST_FIELDS) <= set(json.loads((out / FILES["campaign"]).read_text()))
+
+
+class _ReaderLeft(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_an_echo_whose_reader_left_stops_and_the_log_goes_on(tmp_path):
+    """`triton-conv campaign ... | head`: the first print after head left raised BrokenPipeError
+    out of the campaign, which ended in its first step with campaign.json still saying 'running'."""
+    out = Output(str(tmp_path / "out"), echo=_ReaderLeft())
+    out.log("first")
+    out.log("second")
+    out.close()
+    lines = (tmp_path / "out" / FILES["log"]).read_text().splitlines()
+    assert [line.split("] ", 1)[-1] for line in lines] == [
+        "first", "the echo stopped (Broken pipe): this file alone goes on", "second",
+    ]  # fmt: skip
+    assert out.echo is None

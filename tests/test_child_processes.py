@@ -116,3 +116,36 @@ def test_every_helper_process_starts_through_the_guard(monkeypatch):
     with pytest.raises(OSError):
         compile_check.compile_specs(["job 1", "job 2"], 90, workers=2)
     assert len(started) == 3 and all(argv[1] == "-c" and argv[2].startswith(guard) for argv in started)
+
+
+def test_sm90_compile_workers_are_no_more_than_the_usable_cores(monkeypatch):
+    """`static-report --workers 500` started one child per job (309, each importing torch and
+    Triton) on a 2-core machine: the workers are capped at the cores, as the campaign's are, and
+    the reports still come back in the jobs' order."""
+    import pickle
+
+    from triton_conv import compile_check
+
+    started = []
+
+    class Worker:
+        returncode = 0
+
+        def __init__(self, argv, **kwargs):
+            started.append(argv)
+
+        def communicate(self, payload):
+            return pickle.dumps([f"report of {job}" for job in pickle.loads(payload)]), b""
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(compile_check, "usable_cores", lambda: 2)
+    monkeypatch.setattr(compile_check, "describe", lambda spec, capability: spec)
+    monkeypatch.setattr(compile_check.subprocess, "Popen", Worker)
+    jobs = [f"job {index}" for index in range(9)]
+    assert compile_check.compile_specs(jobs, workers=500) == [f"report of {job}" for job in jobs]
+    assert len(started) == 2

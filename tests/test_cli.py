@@ -145,13 +145,24 @@ def test_campaign_out_that_cannot_be_a_folder_is_refused_before_the_run(where, t
     assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
 
 
-def test_campaign_out_holding_files_of_its_names_but_no_campaign_is_refused(tmp_path):
-    """The run replaces an earlier campaign's seven files; a timings.json of another tool stays."""
-    (tmp_path / "timings.json").write_text("someone else's")
-    with pytest.raises(SystemExit, match="holds timings.json but no campaign.json"):
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        ({"timings.json": "someone else's"}, "no campaign.json"),
+        ({"campaign.json": '{"name": "my-app"}', "timings.json": "{}"}, "lacks a campaign's fields"),
+        ({"campaign.json": "[1, 2]"}, "lacks a campaign's fields"),
+        ({"campaign.json": '{"campaign": "tiny", "status"'}, "is not readable JSON"),
+    ],
+    ids=["no campaign.json", "another tool's", "a list", "cut short"],
+)
+def test_campaign_out_holding_files_of_its_names_but_no_campaign_is_refused(tmp_path, files, why):
+    """The run replaces an earlier campaign's seven files; files of those names that no campaign
+    wrote stay, whatever they are named (a campaign.json is read, not trusted by its name)."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit, match=f"holds .*, and .*{why}"):
         cli.main(["campaign", "--spec", "tiny", "--budget-s", "60", "--out", str(tmp_path)])
-    assert (tmp_path / "timings.json").read_text() == "someone else's"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["timings.json"]
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == files
 
 
 _GPU_STATE = {
@@ -296,8 +307,7 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
      (["--fit", "1=0.001", "128=1e15"], "more than a day"), (["--fit", "1=0.001", "128=1e16"], "more than a"),
      # One point of 1.7e308 s printed T(N) and S(N) as inf; one of 1e300 printed 0 images/s.
      (["--fit", "1=1.7e308"], "more than a day for one batch"), (["--fit", "1=1e300"], "more than a day"),
-     (["--fit", "1=0.02", "8=1e5"], "8=100000: more than a day"),
-     (["--passes", "fprop", "fprop"], "names a pass twice")],
+     (["--fit", "1=0.02", "8=1e5"], "8=100000: more than a day")],
 )  # fmt: skip
 def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
     """...and before it prints a table: measurements it cannot fit were refused after the whole
@@ -593,3 +603,17 @@ def test_an_interrupted_command_says_so_in_one_line_and_dies_of_sigint(function,
     )  # fmt: skip
     assert done.returncode == status, done.stderr
     assert done.stderr.strip() == "triton-conv predict: interrupted"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "--batch", "1", "8", "1"], ["predict", "--passes", "fprop", "fprop"],
+     ["tune", "--dtypes", "fp16", "fp16"], ["tune", "--batch", "32", "32"],
+     ["main", "--parts", "fprop", "fprop"]],
+)  # fmt: skip
+def test_an_option_of_several_values_refuses_a_value_twice(argv, capsys):
+    """`predict --batch 1 1` printed its rows twice; `main --parts fprop fprop` would run a part twice."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    value = argv[-1]
+    assert stopped.value.code == 2 and f"{argv[0]}: {argv[1]} names {value} twice" in capsys.readouterr().err

@@ -1,12 +1,16 @@
 """output_files.check_writable, the check a command makes of its output before its long work: it
-refuses a file made read-only, as `cp` without -f does, and leaves no folder of its own behind."""
+refuses a file made read-only, as `cp` without -f does, and anything that is not a file (a device,
+a named pipe), and leaves no folder of its own behind."""
 
 import os
+import socket
+import stat
 
 import pytest
 
 from triton_conv import cli, output_files
 from triton_conv.output_files import UnwritableOutput, check_writable
+from triton_conv.report.sweep_json import read_json
 
 
 def _read_only(path):
@@ -39,6 +43,45 @@ def test_a_writable_file_and_a_link_pass(tmp_path):
     check_writable(str(tmp_path / "report.md"))
     (tmp_path / "link.md").symlink_to(_read_only(tmp_path / "kept.md"))
     check_writable(str(tmp_path / "link.md"))
+
+
+def _special(tmp_path, kind: str) -> str:
+    path = str(tmp_path / kind)
+    if kind == "pipe":
+        os.mkfifo(path)
+    else:
+        bound = socket.socket(socket.AF_UNIX)
+        bound.bind(path)
+        bound.close()
+    return path
+
+
+@pytest.mark.parametrize(("kind", "words"), [("pipe", "a named pipe"), ("socket", "a socket")])
+def test_a_pipe_or_a_socket_is_refused_and_stays(tmp_path, kind, words):
+    """A report renamed over /dev/null made it a plain file (the machine's!), and opening a named
+    pipe to splice a note into it waited forever for a writer."""
+    path = _special(tmp_path, kind)
+    with pytest.raises(UnwritableOutput, match=f"^{path} is {words}"):
+        check_writable(path)
+    with pytest.raises(UnwritableOutput, match=f"^{path} is {words}"):
+        output_files.write_whole(path, "text")
+    assert not stat.S_ISREG(os.lstat(path).st_mode) and os.listdir(tmp_path) == [kind]
+
+
+def test_a_device_is_refused():
+    with pytest.raises(UnwritableOutput, match="^/dev/null is a device, not a file"):
+        check_writable("/dev/null")  # a check: nothing is written, whatever it answers
+
+
+def test_report_into_a_pipe_or_from_one_is_refused_without_waiting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = str(tmp_path / "note.md")
+    os.mkfifo(pipe)
+    with pytest.raises(SystemExit, match=f"^triton-conv report: {pipe} is a named pipe"):
+        cli.main(["report", "--out", pipe, "--no-plots"])
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_json(pipe)
+    assert os.listdir(tmp_path) == ["note.md"]
 
 
 @pytest.mark.parametrize("command", ["static-report", "sass-report"])
@@ -112,3 +155,19 @@ def test_tune_refuses_a_read_only_table_before_it_tunes(tmp_path, monkeypatch):
         assert table.read_text() == "kept"
         table.chmod(0o644)
         table.unlink()
+
+
+@pytest.mark.parametrize("out", ["settings.json", "-", "notes"])
+def test_report_out_must_be_a_markdown_file(tmp_path, monkeypatch, out):
+    """The report splices sections into --out: a JSON given by mistake got them appended (and was no
+    longer JSON), and `--out -` wrote a file named '-' and the campaign's notes into the folder."""
+    from triton_conv.report.__main__ import main as report_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "settings.json").write_text('{"a": 1}')
+    with pytest.raises(SystemExit, match=f"^triton-conv report: --out {out} is not a markdown file"):
+        cli.main(["report", "--out", out, "--no-plots"])
+    with pytest.raises(SystemExit, match=f"^python -m triton_conv.report model: --out {out} is not a"):
+        report_main(["model", "--out", out])
+    assert os.listdir(tmp_path) == ["settings.json"]
+    assert (tmp_path / "settings.json").read_text() == '{"a": 1}'

@@ -190,6 +190,11 @@ def test_two_runs_of_a_gpu_on_one_day_are_kept_whole_and_apart(tmp_path):
         ).read_text()
     assert report_campaign(second, str(notes), plots=False)[0] == second
     assert len(list((notes / "campaigns").iterdir())) == 2
+    # The later run timed nothing: its section says batching.md's timings are the earlier run's.
+    section = read_section(notes / "campaign.md", "campaign h200")
+    assert "This run timed nothing" in section and "h200-campaign.json, run 2026-11-30T10:00:00" in section
+    report_campaign(str(early), str(tmp_path / "other"), plots=False)
+    assert "timed nothing" not in read_section(tmp_path / "other" / "campaign.md", "campaign h200")
 
 
 def test_an_earlier_campaign_reported_after_a_later_one_is_refused(tmp_path):
@@ -538,12 +543,17 @@ def test_a_report_never_writes_onto_or_inside_what_it_reads(tmp_path):
     sweep.write_text(json.dumps(_timings()))
     before = sweep.read_bytes()
     for command, name in ((cli.main, "report"), (report_main, "measured")):
-        with pytest.raises(SystemExit, match=f"--out {sweep} is {sweep}, which it reads"):
+        with pytest.raises(SystemExit, match=f"--out {sweep} is not a markdown file"):
             command([name, str(sweep), "--out", str(sweep), "--no-plots"])
-    assert sweep.read_bytes() == before
+    note = tmp_path / "sweep.md"  # a sweep named as a note is still not written onto
+    note.write_bytes(before)
+    for command, name in ((cli.main, "report"), (report_main, "measured")):
+        with pytest.raises(SystemExit, match=f"--out {note} is {note}, which it reads"):
+            command([name, str(note), "--out", str(note), "--no-plots"])
+    assert sweep.read_bytes() == before == note.read_bytes()
     folder = _folder(tmp_path / "run", timings=_timings())
     kept = {name: (folder / name).read_bytes() for name in _files(folder)}
-    for out in (folder / "timings.json", folder / "notes" / "batching.md"):
+    for out in (folder / "timings.md", folder / "notes" / "batching.md"):
         with pytest.raises(SystemExit, match=f"lies inside {folder}, which it reads"):
             cli.main(["report", str(folder), "--out", str(out), "--no-plots"])
     assert {name: (folder / name).read_bytes() for name in _files(folder)} == kept
@@ -578,3 +588,39 @@ def test_the_campaign_note_says_what_it_lacks_in_words_not_python():
     compiled = {"variants": 2, "launches": 3, "workers": 2, "wall_s": 1.0, "worker_s": [0.95, 0.891]}
     text = campaign_section(_state(), compiled, None, None)
     assert "CUDA —, cuDNN —, Python —" in text and "workers busy 0.95, 0.89 s;" in text
+
+
+def test_text_from_a_runs_files_cannot_break_the_note(tmp_path):
+    """A status (kept whole from the exception that ended the run), an error or a GPU's name holding
+    line breaks, '|' or a section marker went into campaign.md as written: a stray END marker made
+    every later report of that folder fail, and a heading or a broken table appeared in the note."""
+    notes = tmp_path / "notes"
+    marker = "\n<!-- END campaign h200 -->\n\n# injected"
+    state = {**_state(status=f"failed in step fprop: RuntimeError: {marker}"),
+             "errors": [{"step": "fprop", "item": "conv1|N=1", "error": f"two\nlines|{marker}"}],
+             "skipped": []}  # fmt: skip
+    run = _folder(tmp_path / "run", state=state, timings=_timings(), training={"comparison": {"x": marker}})
+    report_campaign(str(run), str(notes), plots=False)
+    report_campaign(str(run), str(notes), plots=False)  # the markers are still one pair
+    text = (notes / "campaign.md").read_text()
+    assert text.count("<!-- END campaign h200 -->") == 1 and "\n# injected" not in text
+    section = read_section(notes / "campaign.md", "campaign h200")
+    assert "&lt;!-- END campaign h200 --&gt;" not in section  # '>' needs no escape
+    assert "&lt;!-- END campaign h200 -->" in section and "two lines\\|" in section
+    assert '"x": "\\n\\u003c!-- END campaign h200 -->' in section  # the JSON, escaped by JSON's rules
+
+
+@pytest.mark.parametrize(
+    ("ceilings", "words"),
+    [(None, "- measured ceilings: none (the ceilings step did not measure)"),
+     ({"matmul_dtype": "fp32", "matmul_size": 256, "matmul_tflops": 0.0412, "copy_gb_per_s": 8.25},
+      "fp32 matmul 256^3: 0.0412 TFLOP/s; device-to-device copy: 8.25 GB/s"),
+     ({"matmul_dtype": "bf16", "matmul_size": 8192, "matmul_tflops": 700.4, "copy_gb_per_s": 4012.6},
+      "bf16 matmul 8192^3: 700 TFLOP/s; device-to-device copy: 4013 GB/s")],
+)  # fmt: skip
+def test_the_ceilings_line_says_what_was_measured(ceilings, words):
+    """A skipped ceilings step read 'None matmul None^3: — TFLOP/s'; a CPU's 0.04 TFLOP/s read 0."""
+    from triton_conv.report.campaign import campaign_section
+
+    state = {**_state(), "ceilings": ceilings} if ceilings else _state()
+    assert words in campaign_section(state, None, None, None)

@@ -65,3 +65,26 @@ def kill_group(process: subprocess.Popen) -> None:
     except OSError:
         pass
     process.kill()
+
+
+def usable_cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: os.cpu_count() counts the host's, where a container or a
+    CPU affinity may allow fewer (one compile worker per host core would then thrash, each importing
+    torch). The fewest of the machine's, the affinity's and the cgroup's CPU quota (v2 cpu.max, v1
+    cfs_quota_us / cfs_period_us)."""
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(cgroup, quota_file)) as handle:
+                fields = handle.read().split()
+            if period_file is not None:
+                with open(os.path.join(cgroup, period_file)) as handle:
+                    fields += handle.read().split()
+            quota, period = int(fields[0]), int(fields[1])  # 'max' (no quota) raises: skipped
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            counts.append(max(1, quota // period))
+    return max(1, min(counts))

@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIST_OPTIONS = ("batch", "passes", "dtypes", "parts")  # options of several values, each once
 INTERRUPTED = 128 + signal.SIGINT  # a command's status after Ctrl-C: 130
 _interrupted: list[str] = []  # commands main() ended on a KeyboardInterrupt in this process
 
@@ -269,6 +270,11 @@ def entry(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for option in LIST_OPTIONS:  # a batch or a pass twice is work twice, or a row printed twice
+        given = getattr(args, option, None)
+        if isinstance(given, list) and len(set(given)) < len(given):
+            twice = sorted({value for value in given if given.count(value) > 1}, key=str)
+            parser.error(f"{args.command}: --{option} names {', '.join(map(str, twice))} twice")
     if args.command == "campaign" and args.out is None and not args.dry_run:
         # Said here, before a CPU machine re-runs the command under the interpreter.
         parser.error("campaign: --out DIR is required (or --dry-run)")

@@ -25,7 +25,7 @@ def cmd_report(args) -> int:
 
 def _report(args) -> int:
     from .report import make_model_report, make_report
-    from .report.markdown import check_sections
+    from .report.markdown import check_markdown_out, check_sections
 
     if args.out is None:  # the checkout's notes/, never a notes/ made wherever the command runs
         if not os.path.isdir("notes"):
@@ -38,6 +38,7 @@ def _report(args) -> int:
         raise ValueError(
             f"--out {args.out} is a folder: give the batching.md file to write, as notes/batching.md"
         )
+    check_markdown_out(args.out)
     folders = [path for path in args.json if os.path.isdir(path)]
     if folders and len(args.json) > 1:
         raise ValueError(f"give one campaign folder alone, or pytest-benchmark JSONs; got {args.json}")

@@ -117,7 +117,7 @@ def checked_workers(workers) -> int | None:
 def default_workers(device: torch.device) -> int:
     """Every usable core where the tunings launch on a GPU (none with one core, where a worker would
     only add its start); none elsewhere (the interpreter compiles nothing)."""
-    from .campaign.precompile import usable_cores
+    from .child_processes import usable_cores
 
     cores = usable_cores()
     return cores if device.type == "cuda" and cores > 1 else 0

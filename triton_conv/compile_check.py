@@ -25,7 +25,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .child_processes import kill_group, module_child
+from .child_processes import kill_group, module_child, usable_cores
 from .launchers.common import LaunchSpec
 from .runtime import interpreter_active
 from .sass import LoopStats, analyse
@@ -179,7 +179,7 @@ def compile_specs(specs: list[LaunchSpec], capability: int = 90, workers: int = 
     the kernel stops them when this process dies (child_processes.py).
     """
     jobs = [describe(spec, capability) for spec in specs]
-    workers = max(1, min(workers, len(jobs)))
+    workers = max(1, min(workers, len(jobs), usable_cores()))  # more would only thrash, each importing torch
     if workers == 1 and not interpreter_active():
         return [_compile_here(job) for job in jobs]
     # The children import this package from where this process did, whatever their working folder.

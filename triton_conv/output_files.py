@@ -47,6 +47,8 @@ def check_writable(path: str) -> None:
     except OSError:
         mode = 0  # missing: no file to keep
     # A link is replaced, not written through: only a regular file is kept from the write.
+    if mode and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise UnwritableOutput(f"{path} is {_kind(mode)}, not a file: give a file to write")
     if stat.S_ISREG(mode) and (not os.access(path, os.W_OK) or not mode & 0o222):
         raise UnwritableOutput(f"{path} is read-only: make it writable, or give another file to write")
     folder = os.path.dirname(path) or "."
@@ -60,6 +62,14 @@ def check_writable(path: str) -> None:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise UnwritableOutput(f"{path}: {error}") from error
+
+
+def _kind(mode: int) -> str:
+    """What a path that is neither a file, a link nor a folder is, in words: renaming a report over
+    /dev/null replaced the device with a file, and opening a named pipe waits for a writer."""
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a named pipe" if stat.S_ISFIFO(mode) else "a socket or other special file"
 
 
 def check_apart(output: str | os.PathLike, inputs, what: str = "--out") -> None:
@@ -80,6 +90,7 @@ def write_whole(path: str | os.PathLike, text: str | bytes) -> None:
     written. A symbolic link at `path` is replaced, never written through: a report's copy cannot
     change the file a link points to (an earlier run's kept copy, or one outside notes/)."""
     path = os.fspath(path)
+    check_plain_target(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
@@ -89,6 +100,19 @@ def write_whole(path: str | os.PathLike, text: str | bytes) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def check_plain_target(path: str) -> None:
+    """Raise UnwritableOutput when `path` is there and is neither a file, a link nor missing: the
+    last guard before a rename that would replace a device or a pipe (check_writable says so first)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise UnwritableOutput(
+            f"{path} is {_kind(mode) if not stat.S_ISDIR(mode) else 'a folder'}, not a file"
+        )
 
 
 def copy_whole(source: str | os.PathLike, target: str | os.PathLike) -> None:

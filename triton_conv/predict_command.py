@@ -79,8 +79,6 @@ def _predict(args) -> int:
     from .model import DEFAULT_TERMS, batching_knee, fit_stack, network_time, predict
 
     device, layers = get_device(args.device), get_layer_set(args.layers)
-    if len(set(args.passes)) < len(args.passes):  # a pass twice would count its time twice
-        raise ValueError(f"--passes names a pass twice: {' '.join(args.passes)}")
     calibrations = {"ideal": DEFAULT_TERMS}
     if args.fit:  # fitted first: measurements it cannot use stop the command before any table
         measured = dict(args.fit)

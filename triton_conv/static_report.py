@@ -101,7 +101,7 @@ def compile_cases(cases, workers: int | None = None, capability: int = 90) -> li
     from .compile_check import compile_specs
 
     specs = [build_spec(p, _BY_NAME[d], c, capability=capability) for p, d, c in cases]
-    from .campaign.precompile import usable_cores
+    from .child_processes import usable_cores
 
     return compile_specs(specs, capability, workers=workers or usable_cores())
 

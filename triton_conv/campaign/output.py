@@ -17,6 +17,7 @@ stopped at any moment, even killed, leaves the last complete version of each fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -63,13 +64,50 @@ def check_out_folder(folder: str) -> None:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise SystemExit(f"triton-conv campaign: --out {folder} cannot hold the files: {error}") from None
-    present = [name for name in FILES.values() if os.path.exists(os.path.join(folder, name))]
-    if present and FILES["campaign"] not in present:
+    _refuse_folders_in_place(folder)
+    present = [name for name in FILES.values() if os.path.lexists(os.path.join(folder, name))]
+    if not present:
+        return
+    why = _not_a_campaigns(os.path.join(folder, FILES["campaign"]))
+    if why:
         raise SystemExit(
-            f"triton-conv campaign: --out {folder} holds {', '.join(present)} but no "
-            f"{FILES['campaign']}: not an earlier campaign's files, which the run would replace; "
-            "choose another folder"
+            f"triton-conv campaign: --out {folder} holds {', '.join(present)}, and {why}: not an "
+            "earlier campaign's files, which the run would replace; choose another folder"
         )
+
+
+def _refuse_folders_in_place(folder: str) -> None:
+    paths = [os.path.join(folder, name) for name in FILES.values()]
+    taken = [path for path in paths if os.path.isdir(path) and not os.path.islink(path)]
+    if taken:
+        raise SystemExit(
+            f"triton-conv campaign: --out {folder} cannot hold the files: {', '.join(taken)} "
+            f"{'is a folder' if len(taken) == 1 else 'are folders'}"
+        )
+
+
+# What every campaign.json has from the run's first write on (run.Campaign's state): a file of that
+# name without them is someone else's, whose folder the run must not clear.
+FIRST_FIELDS = ("campaign", "status", "budget_s", "plan", "steps", "skipped", "errors")
+
+
+def _not_a_campaigns(path: str) -> str:
+    """Why the file at `path` is not a campaign.json this package wrote ('' when it is one)."""
+    name = FILES["campaign"]
+    if not os.path.lexists(path):
+        return f"no {name}"
+    if os.path.islink(path) or not os.path.isfile(path):
+        return f"its {name} is not a regular file"
+    if os.path.getsize(path) > 64 << 20:  # a campaign's is kilobytes
+        return f"its {name} is larger than a campaign's"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError, RecursionError):
+        return f"its {name} is not readable JSON"
+    if not isinstance(state, dict) or any(field not in state for field in FIRST_FIELDS):
+        return f"its {name} lacks a campaign's fields ({', '.join(FIRST_FIELDS)})"
+    return ""
 
 
 class Output:
@@ -78,14 +116,10 @@ class Output:
     def __init__(self, folder: str, echo=sys.stdout):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
-        paths = [os.path.join(folder, name) for name in FILES.values()]
-        taken = [path for path in paths if os.path.isdir(path) and not os.path.islink(path)]
-        if taken:  # refused before anything is removed or run, as the CLI refuses an --out it cannot use
-            raise SystemExit(
-                f"triton-conv campaign: --out {folder} cannot hold the files: {', '.join(taken)} "
-                f"{'is a folder' if len(taken) == 1 else 'are folders'}"
-            )
-        for path in paths:  # an earlier run's files must not pass for this run's
+        _refuse_folders_in_place(folder)  # before anything is removed or run, as the CLI refuses
+        for path in (
+            os.path.join(folder, name) for name in FILES.values()
+        ):  # an earlier run's files must not pass for this run's
             if os.path.lexists(path):
                 os.unlink(path)
         self.echo = echo
@@ -99,8 +133,16 @@ class Output:
     def log(self, message: str) -> None:
         line = f"[{time.monotonic() - self.started:7.1f} s] {message}"
         self._log.write(line + "\n")
-        if self.echo is not None:
+        if self.echo is None:
+            return
+        try:
             print(line, file=self.echo, flush=True)
+        except OSError as error:  # the reader left (`| head`) or a full disk: the run is not the echo's
+            self._log.write(f"the echo stopped ({error.strerror or error}): this file alone goes on\n")
+            if self.echo is sys.stdout:  # the exit's flush of what is still buffered would fail again
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.echo = None
 
     def set(self, name: str, data) -> None:
         if name not in FILES or name == "log":

@@ -57,6 +57,9 @@ def _triton_cache_dir() -> str:
     return str(knobs.cache.dir)
 
 
+MAX_LISTED_FAILURES = 20  # compile failures listed one by one in campaign.json; compile.json has all
+
+
 def compile_all(run, variants, report, launches: int, target, seconds: float) -> None:
     """Record what precompile.record_and_compile did: compile.json, the step's time, the failures."""
     log = run.out.log
@@ -91,6 +94,13 @@ def compile_all(run, variants, report, launches: int, target, seconds: float) ->
         f"{', '.join(f'{k} {s:.2f}' for k, s in mean.items()) or '-'}")  # fmt: skip
     for v in failed[:5]:
         log(f"compile failed: {v['kernel']}: {v['error']}")
+    # Listed as errors too: a run whose kernels failed to compile is not 'complete' (each such kernel
+    # compiles again on its first launch, inside a timed step, or fails there as well).
+    for v in failed[:MAX_LISTED_FAILURES]:
+        run.state["errors"].append({"step": "compile", "item": v["kernel"], "error": str(v["error"])[:600]})
+    if len(failed) > MAX_LISTED_FAILURES:
+        more = f"{len(failed) - MAX_LISTED_FAILURES} more variants"
+        run.state["errors"].append({"step": "compile", "item": more, "error": "listed in compile.json"})
     run.flush()
 
 

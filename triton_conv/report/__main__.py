@@ -3,6 +3,7 @@
 import argparse
 
 from . import DEFAULT_DEVICES, make_model_report, make_published_report, make_report
+from .markdown import check_markdown_out
 
 
 def main(argv=None) -> int:
@@ -19,6 +20,7 @@ def main(argv=None) -> int:
     measured.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     try:
+        check_markdown_out(args.out)
         if args.command == "model":
             print(make_model_report(args.devices, args.out))
         elif args.command == "published":

@@ -41,7 +41,7 @@ from .campaign_inputs import (
     gpu_name,
 )
 from .kept_copy import keep_whole, kept_copy_folder, later_runs
-from .markdown import check_sections, replace_section, table
+from .markdown import check_sections, inline, replace_section, table
 from .measured import make_report, render_sweeps
 from .sweep_json import read_json
 
@@ -86,7 +86,7 @@ def _describe(folder: str, state: dict, compiled, checks, training) -> tuple[str
             f"{folder} is not in the format this version of triton-conv writes "
             f"({type(error).__name__}: {error}); report it with the version that ran the campaign"
         ) from None
-    return gpu, started, f"### {gpu}, {started[:10]}\n\n{section}"
+    return gpu, started, f"### {inline(gpu)}, {started[:10]}\n\n{section}"
 
 
 def _row_provenance(state: dict, gpu: str) -> dict:
@@ -150,11 +150,13 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         f"'{state.get('campaign')}', budget {state.get('budget_s')} s, status: **{state.get('status')}** "
         f"after {state.get('elapsed_s')} s",
         f"- measured ceilings: {ceilings.get('matmul_dtype')} matmul {ceilings.get('matmul_size')}^3: "
-        f"{_fmt(ceilings.get('matmul_tflops'), '.0f')} TFLOP/s; device-to-device copy: "
-        f"{_fmt(ceilings.get('copy_gb_per_s'), '.0f')} GB/s (bytes read + written)",
+        f"{_amount(ceilings.get('matmul_tflops'))} TFLOP/s; device-to-device copy: "
+        f"{_amount(ceilings.get('copy_gb_per_s'))} GB/s (bytes read + written)"
+        if ceilings.get("matmul_dtype") else "- measured ceilings: none (the ceilings step did not measure)",
     ]  # fmt: skip
     if cut_short(state):
         lines.insert(0, f"- **Not a whole run**: {cut_short(state)}.")
+    lines = [inline(line) for line in lines]  # each one line of ours; the values in it are the run's
     parts = [
         "\n".join(lines),
         "#### Steps: the cost model's estimate against the run\n\n" + steps_table(state),
@@ -164,16 +166,15 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         mean = ", ".join(
             f"{k.removesuffix('_kernel')} {v:.2f}" for k, v in compiled.get("mean_compile_s", {}).items()
         )
-        parts.append(
-            f"#### Compiled ahead\n\n{compiled.get('variants')} kernel variants of "
-            f"{compiled.get('launches')} launches on {compiled.get('workers')} workers in "
-            f"{_fmt(compiled.get('wall_s'), '.1f')} s (workers busy "
-            f"{_seconds_each(compiled.get('worker_s'))} s; "
-            f"{compiled.get('failed')} failed; {compiled.get('already_cached')} already cached). "
-            f"Mean seconds per variant compiled: {mean or '—'}. In the timing process: "
-            f"{cache.get('in_campaign_process')} (loaded: found in Triton's cache; compiled here: missed "
-            "by the compile step)."
+        summary = (
+            f"{compiled.get('variants')} kernel variants of {compiled.get('launches')} launches on "
+            f"{compiled.get('workers')} workers in {_fmt(compiled.get('wall_s'), '.1f')} s (workers busy "
+            f"{_seconds_each(compiled.get('worker_s'))} s; {compiled.get('failed')} failed; "
+            f"{compiled.get('already_cached')} already cached). Mean seconds per variant compiled: "
+            f"{mean or '—'}. In the timing process: {cache.get('in_campaign_process')} (loaded: found "
+            "in Triton's cache; compiled here: missed by the compile step)."
         )
+        parts.append(f"#### Compiled ahead\n\n{inline(summary)}")
     if checks:
         rows = checks.get("checks", [])
         failed = [r for r in rows if not r.get("passed")]
@@ -195,12 +196,22 @@ def campaign_section(state: dict, compiled: dict | None, checks: dict | None, tr
         parts.append("#### Skipped or failed\n\n" + table(["step", "item", "why"], rows))
     if training:
         parts.append("#### Training step (ResNet-50, converted against torch's)\n\n```\n"
-                     + json.dumps(training.get("comparison"), indent=1) + "\n```")  # fmt: skip
+                     # '<' as JSON's own escape: the same values, and no comment can open here
+                     + json.dumps(training.get("comparison"), indent=1).replace("<", "\\u003c")
+                     + "\n```")  # fmt: skip
     return "\n\n".join(parts)
 
 
 def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def _amount(value) -> str:
+    """A ceiling in whole units where it is 10 or more (an H200's 700 TFLOP/s), else to three
+    figures: a CPU's 0.04 TFLOP/s read as 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return _fmt(value, "")
+    return format(value, ".0f" if abs(value) >= 10 else ".3g")
 
 
 def _seconds_each(values) -> str:  # compile.json's worker_s, per worker: '0.95, 0.89', not a list
@@ -234,6 +245,25 @@ def _check_sweeps(folder: str, notes_dir: str, slug: str) -> None:
         if Path(path).name != f"{slug}-campaign.json"
     ]
     render_sweeps([*others, os.path.join(folder, "timings.json")], None, Path(notes_dir))
+
+
+def _say_whose_tables(body: str, notes_dir: Path, slug: str, benchmarks) -> str:
+    """A run that timed nothing (cut short, failed) replaces its GPU's section of campaign.md but not
+    the measured section of batching.md: the section then says whose timings those are, so that the
+    notes never read as this run's measurements."""
+    sweep = notes_dir / "sweeps" / f"{slug}-campaign.json"
+    if benchmarks or not sweep.is_file():
+        return body
+    try:
+        earlier = json.loads(sweep.read_text()).get("datetime", "undated")
+    except (OSError, ValueError, AttributeError):
+        earlier = "undated"
+    heading, rest = body.split("\n\n", 1)
+    line = (
+        "- **This run timed nothing**: the measured section of batching.md holds the timings of an earlier"
+        f" campaign of this GPU (sweeps/{sweep.name}, run {inline(str(earlier)[:40])}), not this one's."
+    )
+    return f"{heading}\n\n{line}\n{rest}"
 
 
 def report_campaign(
@@ -279,6 +309,7 @@ def report_campaign(
             f" tables would replace the later run's: report this one first, then the later one again"
             f" (triton-conv report {copy}), or write these notes elsewhere (--out)"
         )
+    body = _say_whose_tables(body, Path(notes_dir), slug, benchmarks)
     for path in _outputs(folder, notes_dir, batching, keep, slug, benchmarks, rows, training):
         output_files.check_writable(path)  # a folder in its place, a parent that is a file or read-only
     check_sections(Path(notes_dir) / CAMPAIGN_NOTE, [f"campaign {slug}"])

@@ -27,12 +27,19 @@ MODEL_SOURCES = (
 )  # and model/*.py; what the model reads
 
 
+def inline(value) -> str:
+    """`value` as one line of text inside a generated section: its line breaks made spaces and its
+    '<' written as '&lt;' (the same on the page), so that text read from a run's files (a status,
+    an error, a GPU's name) can neither break a table nor write a section marker into the note."""
+    return " ".join(str(value).splitlines()).replace("<", "&lt;")
+
+
 def _cell(value, floatfmt: str) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
         return format(value, floatfmt)
-    return str(value)
+    return inline(value).replace("|", "\\|")
 
 
 def table(headers, rows, floatfmt: str = ".2f") -> str:
@@ -153,6 +160,13 @@ def _read(path) -> str:
         raise ValueError(f"{path} is not UTF-8 text ({error}): not a note this command writes into") from None
 
 
+def check_markdown_out(path: str | os.PathLike) -> None:
+    """Raise ValueError unless `path` names a markdown file (.md): a report splices sections into
+    it, and a JSON given by mistake got them appended and was no longer JSON."""
+    if not os.fspath(path).lower().endswith(".md"):
+        raise ValueError(f"--out {os.fspath(path)} is not a markdown file (.md): give the note to write")
+
+
 def check_sections(path: str | os.PathLike, names) -> None:
     """Raise ValueError when a section of `names` in the file at `path` is not spliceable (see
     _section_span), UnwritableOutput when the file cannot be written: a report checks this before it
@@ -171,6 +185,8 @@ def replace_section(path: str | os.PathLike, name: str, body: str, header: str =
     read-only file UnwritableOutput, before the file is touched."""
     path = Path(path)
     begin, end = _markers(name)
+    if _MARKER_LIKE.search(body):  # data escaped by `inline` cannot get here: a writer's mistake
+        raise ValueError(f"section '{name}' for {path} holds a section marker of its own: not written")
     block = f"{begin}\n{body.rstrip()}\n{end}"
     with folder_locked(path):
         text = _read(path) if path.exists() else header

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 NOT_READ = "is not a pytest-benchmark JSON this version reads"
@@ -62,6 +63,8 @@ def is_count(value, least: int = 0) -> bool:
 def read_json(json_path):
     """The JSON in the file; ValueError for a file cut short, not JSON, or nested past Python's
     recursion limit (which json raises as RecursionError)."""
+    if os.path.exists(json_path) and not os.path.isfile(json_path):  # a pipe would block the read
+        raise ValueError(f"{json_path} is not a regular file: give the JSON file a run wrote")
     try:
         return json.loads(Path(json_path).read_text())
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError: cut short, not JSON
