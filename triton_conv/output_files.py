@@ -46,9 +46,8 @@ def check_writable(path: str) -> None:
         mode = os.lstat(path).st_mode
     except OSError:
         mode = 0  # missing: no file to keep
+    check_plain_target(path)  # a device or a pipe
     # A link is replaced, not written through: only a regular file is kept from the write.
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise UnwritableOutput(f"{path} is {_kind(mode)}, not a file: give a file to write")
     if stat.S_ISREG(mode) and (not os.access(path, os.W_OK) or not mode & 0o222):
         raise UnwritableOutput(f"{path} is read-only: make it writable, or give another file to write")
     folder = os.path.dirname(path) or "."
@@ -110,9 +109,8 @@ def check_plain_target(path: str) -> None:
     except OSError:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise UnwritableOutput(
-            f"{path} is {_kind(mode) if not stat.S_ISDIR(mode) else 'a folder'}, not a file"
-        )
+        what = "a folder" if stat.S_ISDIR(mode) else _kind(mode)
+        raise UnwritableOutput(f"{path} is {what}, not a file: give a file to write")
 
 
 def copy_whole(source: str | os.PathLike, target: str | os.PathLike) -> None:

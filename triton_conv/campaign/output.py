@@ -117,9 +117,8 @@ class Output:
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         _refuse_folders_in_place(folder)  # before anything is removed or run, as the CLI refuses
-        for path in (
-            os.path.join(folder, name) for name in FILES.values()
-        ):  # an earlier run's files must not pass for this run's
+        # An earlier run's files must not pass for this run's.
+        for path in (os.path.join(folder, name) for name in FILES.values()):
             if os.path.lexists(path):
                 os.unlink(path)
         self.echo = echo
