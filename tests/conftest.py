@@ -258,6 +258,11 @@ def pytest_configure(config):
         )
     if TEST_DEVICE == "cuda":
         torch.set_default_device("cuda")
+        # A shape's first call on a GPU times every candidate config: the tests that prove a Triton
+        # kernel ran by counting launches counted the tuning's too (1,315 where 2 were expected, on
+        # the H200 on 2026-12-04), and the suite spent its time tuning. The default configs, as
+        # under the interpreter; a test of tuning itself sets the variable.
+        os.environ.setdefault("TRITON_CONV_AUTOTUNE", "0")
     elif interpreted and (reason := interpreter_problem()):
         pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
     if CHECK_ADDRESSES:  # a plugin, not this file's hooks: bench/'s items are checked too

@@ -58,9 +58,14 @@ def tolerance(dtype) -> float:
 
 
 def bound(dtype) -> float:
-    """Relative error allowed against a float64 reference under the interpreter, whose fp32 dot is
-    exact fp32 even when TF32 is requested."""
-    return REL_TOL_FP32_IEEE if dtype == torch.float32 else tolerance(dtype)
+    """Relative error allowed against a float64 reference. Under the interpreter an fp32 dot is
+    exact fp32 even when TF32 is requested, so fp32 is held to IEEE's bound; compiled for a GPU, fp32
+    runs in TF32 where torch's cuDNN would (on by default: 6e-4 to 9e-4 on the H200, 2026-12-04)."""
+    if dtype != torch.float32:
+        return tolerance(dtype)
+    from triton_conv.runtime import fp32_uses_tf32, interpreter_active
+
+    return tolerance(dtype) if not interpreter_active() and fp32_uses_tf32() else REL_TOL_FP32_IEEE
 
 
 def conv_case(x_shape, w_shape, kwargs, dtype, layout: str):

@@ -63,7 +63,7 @@ def test_convert_model_on_the_meta_device_then_materialise(triton_only):
     for ours, expected in zip(_grads(model, x_meta), _grads(theirs, x_meta.detach().requires_grad_())):
         assert ours.device.type == "meta" and ours.shape == expected.shape
 
-    model.to_empty(device="cpu")
+    model.to_empty(device=torch.get_default_device())  # the GPU where the tests run there
     model.load_state_dict(reference.state_dict())
     x = torch.randn(2, 4, 5, 6, dtype=EXACT, requires_grad=True)
     expected = _grads(reference, x)
