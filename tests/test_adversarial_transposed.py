@@ -29,7 +29,7 @@ from triton_conv.launchers.common import launch_counts
 
 from .conftest import TritonProof
 from .contract import EXACT, EXACT_TOL, outcome, refused_as_torch_refuses, reproduction
-from .reference import rel_error
+from .reference import bound, rel_error
 from .test_contract_properties import FAST
 
 MODULE = "tests.test_adversarial_transposed"
@@ -84,6 +84,11 @@ def run_output_size_case(case: OutputSizeCase):
     torch_kind, expected = outcome(lambda: reference(x, size))
     with TritonProof() as proof:
         kind, got = outcome(lambda: module(x, size))
+    if torch_kind == "ok" and expected.numel() == 0 and kind == "raise":
+        # An output of no rows or columns: ours refuses it (README, "Where it differs"); torch's
+        # CUDA path returns the empty tensor, as its float32 CPU path does from batch 2 on.
+        assert "the output would be" in str(got) and proof.launches == {}, (got, failure)
+        return
     assert kind == torch_kind, (got, expected, failure)
     assert proof.launches == ({"dgrad_kernel": 1} if kind == "ok" else {}), (proof.launches, failure)
     if kind == "raise":  # torch's own check (_output_padding), or ours where torch's F refuses
@@ -148,8 +153,8 @@ def run_module_case(case: ModuleCase):
         assert proof.launches == ({kernel: 1} if kind == "ok" else {}), (proof.launches, failure)
         if kind == "ok":
             assert got.dtype == expected.dtype and got.shape == expected.shape, failure
-            bound = EXACT_TOL if case.dtype == EXACT else 1e-5
-            assert rel_error(got, expected) < bound, failure
+            allowed = EXACT_TOL if case.dtype == EXACT else bound(case.dtype)  # TF32 on a GPU
+            assert rel_error(got, expected) < allowed, failure
 
 
 @settings(max_examples=15, **FAST)
