@@ -55,7 +55,13 @@ def git_commit(repo: str = _REPO, *, short: bool = False, ignore: tuple[str, ...
         given = os.environ.get(ENV_COMMIT, "").strip()
         return f"{given} (from ${ENV_COMMIT})" if given else "unknown (not a git checkout)"
     dirty = [path for path in changed if not any(fnmatch.fnmatch(path, pattern) for pattern in ignore)]
-    return head + (" + uncommitted changes" if dirty else "")
+    own = head + (" + uncommitted changes" if dirty else "")
+    given = os.environ.get(ENV_COMMIT, "").strip()
+    if given and (dirty or not (head.startswith(given) or given.startswith(head))):
+        # A copy whose .git is older than its files (a device machine's, whose copy of the work tree
+        # came with the session's first git state): the commit its caller named is the code's.
+        return f"{given} (from ${ENV_COMMIT}; the copy's git: {own})"
+    return own
 
 
 def git_branch(repo: str = _REPO) -> str | None:
