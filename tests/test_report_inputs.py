@@ -624,3 +624,14 @@ def test_the_ceilings_line_says_what_was_measured(ceilings, words):
 
     state = {**_state(), "ceilings": ceilings} if ceilings else _state()
     assert words in campaign_section(state, None, None, None)
+
+
+def test_a_section_body_holding_a_marker_is_not_written(tmp_path):
+    """The last guard behind `inline`: a writer that put unescaped text with a marker into a body
+    would have broken the note for every later report; the note is left as it was."""
+    note = tmp_path / "note.md"
+    replace_section(note, "kept", "first")
+    before = note.read_bytes()
+    with pytest.raises(ValueError, match="holds a section marker of its own"):
+        replace_section(note, "kept", "text\n<!-- END kept -->\n# injected")
+    assert note.read_bytes() == before and read_section(note, "kept") == "first"

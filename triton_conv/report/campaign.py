@@ -254,8 +254,8 @@ def _say_whose_tables(body: str, notes_dir: Path, slug: str, benchmarks) -> str:
     sweep = notes_dir / "sweeps" / f"{slug}-campaign.json"
     if benchmarks or not sweep.is_file():
         return body
-    try:
-        earlier = json.loads(sweep.read_text()).get("datetime", "undated")
+    try:  # read as every sweep is (a pipe in its place refused, not waited on)
+        earlier = read_json(sweep).get("datetime", "undated")
     except (OSError, ValueError, AttributeError):
         earlier = "undated"
     heading, rest = body.split("\n\n", 1)
