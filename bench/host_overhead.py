@@ -10,6 +10,8 @@ rounds of `calls` calls each, for:
   conv2d forward            triton_conv.conv2d under torch.no_grad()
   conv2d forward+backward   conv2d(x, w, b) then autograd backward (three custom ops, two launches
                             more; autograd's own graph work included)
+  op: fprop, dgrad, wgrad   each pass's custom op called directly (what a campaign's host_seconds
+                            times per call: the dispatcher, the checks, the config, the launcher)
   bare launcher             launchers.fprop.conv2d_fprop with a fixed config (allocation, the
                             per-shape launch cache, the launch)
   launch only (GPU)         the Triton kernel call alone, with arguments built beforehand
@@ -36,6 +38,7 @@ if not GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_conv is imported
 
 import triton_conv  # noqa: E402
+from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op  # noqa: E402
 from triton_conv.configs import default_config  # noqa: E402
 from triton_conv.kernels.dgrad import dgrad_kernel  # noqa: E402
 from triton_conv.kernels.fprop import fprop_kernel  # noqa: E402
@@ -123,9 +126,13 @@ def main(argv=None) -> int:
     def launcher():
         conv2d_fprop(x, weight, bias, problem, config)
 
+    geometry = (list(problem.stride), list(problem.pads), list(problem.dilation), problem.groups)
     rows = [
         ("conv2d forward", forward),
         ("conv2d forward+backward", forward_backward),
+        ("op: fprop", lambda: conv2d_op(x, weight, None, *geometry)),
+        ("op: dgrad", lambda: input_grad_op(dy, x, weight, *geometry)),
+        ("op: wgrad", lambda: weight_grad_op(dy, x, weight, *geometry, False)),
         ("bare launcher (fprop)", launcher),
     ]
     if GPU and not stubbed:

@@ -253,6 +253,21 @@ def test_phase_axes_enumerate_exactly_the_real_pairs():
         assert visited == _real_pairs(size, stride, pad, dil, kernel), (size, stride, pad, dil, kernel)
 
 
+def test_image_rows_are_the_largest_phase_of_one_image():
+    """dgrad_image_rows, the closed form the launch path asks on every call, is the row count of the
+    phase with the most input pixels, as the phases themselves count them (a phase may have none)."""
+    widths = itertools.cycle([(7, 3), (1, 1), (12, 2), (3, 5), (5, 4), (11, 1)])
+    for (size_h, stride_h, pad, dil, kernel), (size_w, stride_w) in zip(AXES, widths):
+        if size_h + 2 * pad < dil * (kernel - 1) + 1:
+            continue
+        problem = ConvProblem.from_shapes(
+            (3, 1, size_h, size_w), (1, 1, kernel, 1), (stride_h, stride_w), (pad, 0), (dil, 1)
+        )
+        rows = [phase.rows.count * phase.cols.count for phase in problem.dgrad_phases()]
+        assert problem.dgrad_image_rows() == max(rows) == rows[0], (size_h, size_w, stride_h, stride_w)
+        assert problem.dgrad_launch_rows() == 3 * rows[0]
+
+
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs",
     [

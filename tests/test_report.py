@@ -125,6 +125,29 @@ def test_times_of_two_timers_are_never_divided(records):
     assert _row(report.batching_table(records), LAYER, "triton-conv")[6] == "4.00"  # one timer: its own
 
 
+def test_host_time_per_call_against_device_time(records):
+    """Records with both a host and a device time (a campaign's) make one row per (pass, N): each
+    implementation's medians over the layers in µs, and how many cells the host's time exceeded.
+    Records without them (bench/'s) make no table."""
+    assert measured.host_time_table(records) == ""
+    timed = []
+    for r in records:
+        r = dict(r)
+        if r.get("kind") == "pass" and r["implementation"] != "inductor":
+            ours = r["implementation"] == "triton-conv"
+            r["device_seconds"], r["host_seconds"] = r["seconds"], (100e-6 if ours else 15e-6)
+            if r["N"] == 8:  # a second layer at N=8: medians of two cells, one launch-bound of two
+                other = {**r, "layer": "other", "device_seconds": 200e-6, "host_seconds": 120e-6}
+                timed.append(other)
+        timed.append(r)
+    text = measured.host_time_table(timed)
+    # triton-conv at N=1: 100 µs host, 40 µs device; cuDNN 15 µs host, 20 µs device
+    assert _row(text, "fprop", "1") == ["fprop", "1", "100.0", "40.0", "1 of 1", "15.0", "20.0", "0 of 1"]
+    # N=8, ours: hosts 100 and 120 (median 110), devices 80 and 200 (140); launch-bound 1 of 2
+    assert _row(text, "fprop", "8")[2:5] == ["110.0", "140.0", "1 of 2"]
+    assert _row(text, "fprop", "8")[5:] == ["67.5", "180.0", "0 of 2"]  # cuDNN: 15 and 120; 160, 200
+
+
 def test_cells_whose_turn_read_less_than_the_l2_are_listed(records):
     """A campaign record says how many L2s a turn over its input sets read (l2_multiple); below one
     the cell's times may come from the cache, and the report lists it. None (a CPU) lists nothing."""

@@ -4,10 +4,12 @@ identical starting weights, loss curves equal to torch's within fp32 noise, and 
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 
 import pytest
+import torch
 
-from triton_conv.training_check import compare, main
+from triton_conv.training_check import check_args, compare, main, parser
 
 # Three stages of one bottleneck each, 8 channels, 32x32 images: the last stage's BatchNorm still sees
 # 4 images x 2x2 pixels (with fewer values, training-mode BatchNorm amplifies rounding chaotically).
@@ -74,6 +76,7 @@ def test_compare_ratios():
         (["--blocks", "1,1,1,1,1"], "--blocks must be 1 to 4 block counts"),  # was a shape error in fc
         (["--blocks", "1,x"], "--blocks must be 1 to 4 block counts"),
         (["--warmup", "-1"], "--warmup must be at least 0"),
+        (["--cuda-graph", "--device", "cpu"], "--cuda-graph needs a CUDA device, got cpu"),
     ],
 )
 def test_arguments_that_cannot_run_are_one_line_before_any_training(change, words, monkeypatch):
@@ -104,3 +107,46 @@ def test_a_run_where_no_kernel_of_ours_ran_is_an_error(monkeypatch):
     monkeypatch.setattr(training_check, "train", no_launches)
     with pytest.raises(RuntimeError, match="no Triton kernel ran in the converted model's steps"):
         main(TINY)
+
+
+def test_cuda_graph_runs_both_models_through_the_graphed_steps(monkeypatch):
+    """--cuda-graph hands both runs to training_graphs.train_graphed, never to the eager loop."""
+    from triton_conv import training_check, training_graphs
+
+    ran = []
+
+    def graphed(net, data, args, device, dtype):
+        assert dtype is None  # TINY's fp32: no autocast
+        ran.append(type(net.conv1).__module__)
+        return {"losses": [1.0], "median_step_seconds": 1.0, "kernel_launches": {"fprop_kernel": 1},
+                "peak_step_memory_bytes": None, "peak_memory_bytes": None}  # fmt: skip
+
+    monkeypatch.setattr(training_check, "check_args", lambda args, device: (1, 1, 1))
+    monkeypatch.setattr(training_check, "train", lambda *a: pytest.fail("ran the eager steps"))
+    monkeypatch.setattr(training_graphs, "train_graphed", graphed)
+    args = parser().parse_args([*TINY, "--cuda-graph"])
+    result = training_check.run(args)
+    assert ran == ["torch.nn.modules.conv", "triton_conv.nn"]  # torch's model, then the converted one
+    assert result["config"]["cuda_graph"] is True
+
+
+def test_cuda_graph_needs_more_steps_than_its_eager_warm_up():
+    """Three eager steps at least (the warm-up before the capture): with --steps 3 nothing would be
+    replayed, and the median of no replays was an error after a whole training run."""
+    args = Namespace(**{**vars(parser().parse_args(TINY)), "cuda_graph": True, "steps": 3, "warmup": 1})
+    with pytest.raises(ValueError, match="--steps must be above 3, got 3"):
+        check_args(args, torch.device("cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_replayed_steps_train_as_the_eager_steps_do(tmp_path):
+    """On a GPU: the captured step, replayed, gives the losses the eager loop gives on the same
+    weights and data (both models), and the converted model's kernels are ours."""
+    eager, graphed = tmp_path / "eager.json", tmp_path / "graphed.json"
+    steps = [*TINY[:6], "--steps", "6", *TINY[8:], "--device", "cuda"]
+    assert main([*steps, "--out", str(eager)]) == 0
+    assert main([*steps, "--cuda-graph", "--out", str(graphed)]) == 0
+    eager, graphed = json.loads(eager.read_text()), json.loads(graphed.read_text())
+    for impl in ("torch", "triton-conv"):
+        assert graphed["runs"][impl]["losses"] == pytest.approx(eager["runs"][impl]["losses"], rel=1e-3)
+    assert graphed["runs"]["triton-conv"]["kernel_launches"]

@@ -125,10 +125,8 @@ ROWS_LIMIT = INT32_LIMIT - 512  # 512: the largest tile side a config may have (
 def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
     """(first image, images) of each launch of `pass_name`: one chunk unless the batch's GEMM rows
     would pass ROWS_LIMIT. An image whose own rows pass it cannot be split: a clear error."""
-    if pass_name == "dgrad":  # a stride phase's rows, as the kernel counts them
-        per_image = problem.with_batch(1).dgrad_launch_rows()
-    else:
-        per_image = problem.out_height * problem.out_width
+    # dgrad: a stride phase's rows, as the kernel counts them
+    per_image = problem.dgrad_image_rows() if pass_name == "dgrad" else problem.out_height * problem.out_width
     per_launch = ROWS_LIMIT // max(per_image, 1)
     if per_launch == 0:
         raise ConvArgumentError(

@@ -237,8 +237,13 @@ class ConvProblem:
     def dgrad_launch_rows(self) -> int:
         """GEMM rows of each stride phase's tiles in dgrad's one launch: phase 0's, which has the most
         rows of any phase (ceil division), so every phase gets its row tiles."""
-        first = self.dgrad_phases()[0]
-        return self.batch * first.rows.count * first.cols.count
+        return self.batch * self.dgrad_image_rows()
+
+    def dgrad_image_rows(self) -> int:
+        """One image's share of dgrad_launch_rows: phase 0's input pixels, ceil(H / stride_h) x
+        ceil(W / stride_w) (stride_phases' count of phase 0, without building the phases: the
+        launch path asks for it on every call)."""
+        return -(-self.height // self.stride[0]) * -(-self.width // self.stride[1])
 
     def dgrad_most_taps(self) -> int:
         """The taps of dgrad's longest phase, which is not phase 0 in general (a 3x3 stride-2 conv's

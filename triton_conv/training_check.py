@@ -5,6 +5,9 @@ per-step loss, synchronised step times and peak memory of each, written as JSON 
     python -m triton_conv.training_check --steps 50 --batch 32 --dtype bf16 \
         --out notes/training/<gpu>-resnet50-n32-bf16.json
 
+With --cuda-graph each run's step is captured once and replayed (training_graphs.py), which takes
+the host's time per call out of both runs' step times.
+
 `compare(result)` reduces the JSON to the numbers issue 7 asks for: speed ratio (torch step time /
 triton-conv step time, target >= 0.9), peak-memory ratio (triton-conv / torch, target <= 1) and the
 largest deviation between the two loss curves. On a CPU (TRITON_INTERPRET=1) it runs at a tiny scale
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .training_summary import run_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 IMPLS = ("torch", "triton-conv")
@@ -119,22 +123,7 @@ def train(net, data, args, device: torch.device) -> dict:
         losses.append(loss.item())
     timed = seconds[args.warmup :] or seconds
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {
-        "losses": losses,
-        "step_seconds": seconds,
-        "median_step_seconds": statistics.median(timed),
-        "first_step_seconds": seconds[0],
-        "images_per_second": args.batch / statistics.median(timed),
-        "peak_memory_bytes": peak,
-        "memory_before_bytes": before,
-        "peak_step_memory_bytes": peak - before if peak is not None else None,
-        # triton-conv's kernel launches during the steps (none for torch's run): whose kernels ran
-        "kernel_launches": {
-            k: v - launched_before.get(k, 0)
-            for k, v in launch_counts.items()
-            if v != launched_before.get(k, 0)
-        },  # fmt: skip
-    }
+    return run_summary(losses, seconds, timed, args.batch, peak, before, launched_before)
 
 
 POSITIVE = ("steps", "batch", "width", "image", "classes", "data_batches")
@@ -149,6 +138,16 @@ def check_args(args, device: torch.device) -> tuple[int, ...]:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be at least 0, got {args.warmup}")
+    if getattr(args, "cuda_graph", False):
+        from .training_graphs import GRAPH_WARMUP
+
+        if device.type != "cuda":
+            raise ValueError(f"--cuda-graph needs a CUDA device, got {device}")
+        if args.steps <= max(args.warmup, GRAPH_WARMUP):
+            raise ValueError(
+                f"--cuda-graph replays the steps after max(--warmup, {GRAPH_WARMUP}) eager ones: --steps must"
+                f" be above {max(args.warmup, GRAPH_WARMUP)}, got {args.steps}"
+            )
     try:
         blocks = tuple(int(count) for count in str(args.blocks).split(","))
     except ValueError:
@@ -192,13 +191,23 @@ def run(args) -> dict:
         "runs": {},
     }
     for impl, model in (("torch", net), ("triton-conv", converted)):
-        result["runs"][impl] = train(model, data, args, device)
+        result["runs"][impl] = _steps(model, data, args, device)
     if not result["runs"]["triton-conv"]["kernel_launches"]:
         raise RuntimeError(
             "no Triton kernel ran in the converted model's steps: nothing of ours was measured"
         )
     result["comparison"] = compare(result)
     return result
+
+
+def _steps(model, data, args, device: torch.device) -> dict:
+    """train, or with --cuda-graph training_graphs.train_graphed (the campaign's arguments have no
+    such field: eager)."""
+    if not getattr(args, "cuda_graph", False):
+        return train(model, data, args, device)
+    from .training_graphs import train_graphed
+
+    return train_graphed(model, data, args, device, DTYPES[args.dtype])
 
 
 def compare(result: dict) -> dict:
@@ -240,6 +249,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-batches", type=int, default=4, help="fixed batches, used in turn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--cuda-graph", action="store_true",
+        help="capture each run's whole step once and replay it (CUDA only): no Python per convolution",
+    )  # fmt: skip
     return p
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..autotune_markdown import inside_notes
 from ..output_files import check_apart, slug
+from .host_time import host_time_table
 from .markdown import pass_label, replace_section, table
 from .plots import write_plots
 from .sweep_json import NOT_READ, load_run
@@ -273,6 +274,7 @@ def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> s
         ("Knee per layer", knee_table(records, device)),
         ("Batching speedup S(N) = N·t(1)/t(N)", speedup_curve_table(records)),
         ("One batch of N against N launches of one image", batching_table(records)),
+        ("Host time per call against device time (medians over the layers)", host_time_table(records)),
         ("Training step and gradient accumulation (ResNet-50)", training_tables(records)),
         ("Throughput against N", throughput_tables(records)),
         ("Cells timed with inputs that may sit in the L2 (their times are a lower bound)", l2_table(records)),

@@ -1,0 +1,32 @@
+"""One training run's result as training_check writes it (its eager loop's and training_graphs'
+replayed steps' alike): losses, step times, peak memory and whose kernels ran."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def run_summary(losses, seconds, timed, batch: int, peak, before, launched_before: dict) -> dict:
+    """`timed`: the step times the median is taken over (the warm-up's left out); `peak` and
+    `before`: the device's peak and starting allocation (None on a CPU); `launched_before`:
+    launchers.common.launch_counts as it was before the run."""
+    from .launchers.common import launch_counts
+
+    median = statistics.median(timed)
+    return {
+        "losses": losses,
+        "step_seconds": seconds,
+        "median_step_seconds": median,
+        "first_step_seconds": seconds[0],
+        "images_per_second": batch / median,
+        "peak_memory_bytes": peak,
+        "memory_before_bytes": before,
+        "peak_step_memory_bytes": peak - before if peak is not None else None,
+        # triton-conv's kernel launches during the run (none for torch's): whose kernels ran. A
+        # replayed graph runs no Python: its run counts the warm-up's and the capture's launches.
+        "kernel_launches": {
+            name: count - launched_before.get(name, 0)
+            for name, count in launch_counts.items()
+            if count != launched_before.get(name, 0)
+        },
+    }
