@@ -130,6 +130,29 @@ def test_cuda_graph_runs_both_models_through_the_graphed_steps(monkeypatch):
     assert result["config"]["cuda_graph"] is True
 
 
+def test_a_failed_capture_keeps_the_other_run_and_says_which_failed(monkeypatch, tmp_path):
+    """A capture that raises (the graphed path first runs on a lent GPU) must not lose the other
+    model's finished run: the JSON is written with the error in the failed run's place, and the
+    command exits 1."""
+    from triton_conv import training_check, training_graphs
+
+    refusal = "operation not permitted when stream is capturing"
+
+    def graphed(net, data, args, device, dtype):
+        if type(net.conv1).__module__ == "triton_conv.nn":
+            raise RuntimeError(refusal)
+        return {"losses": [1.0], "median_step_seconds": 1.0, "kernel_launches": {}}
+
+    monkeypatch.setattr(training_check, "check_args", lambda args, device: (1, 1, 1))
+    monkeypatch.setattr(training_graphs, "train_graphed", graphed)
+    path = tmp_path / "graphed.json"
+    assert main([*TINY, "--cuda-graph", "--out", str(path)]) == 1
+    written = json.loads(path.read_text())
+    assert written["runs"]["torch"]["losses"] == [1.0]
+    assert written["runs"]["triton-conv"] == {"error": f"RuntimeError: {refusal}"}
+    assert written["comparison"] == {"failed": ["triton-conv"]}
+
+
 def test_cuda_graph_needs_more_steps_than_its_eager_warm_up():
     """Three eager steps at least (the warm-up before the capture): with --steps 3 nothing would be
     replayed, and the median of no replays was an error after a whole training run."""

@@ -190,8 +190,18 @@ def run(args) -> dict:
         "convert_skipped": [list(item) for item in report],
         "runs": {},
     }
+    graphed = getattr(args, "cuda_graph", False)
     for impl, model in (("torch", net), ("triton-conv", converted)):
-        result["runs"][impl] = _steps(model, data, args, device)
+        try:
+            result["runs"][impl] = _steps(model, data, args, device, graphed)
+        except Exception as error:  # a capture that fails: the other run's result is still written
+            if not graphed:
+                raise
+            result["runs"][impl] = {"error": f"{type(error).__name__}: {error}"}
+    failed = [impl for impl, run_result in result["runs"].items() if "error" in run_result]
+    if failed:
+        result["comparison"] = {"failed": failed}
+        return result
     if not result["runs"]["triton-conv"]["kernel_launches"]:
         raise RuntimeError(
             "no Triton kernel ran in the converted model's steps: nothing of ours was measured"
@@ -200,10 +210,9 @@ def run(args) -> dict:
     return result
 
 
-def _steps(model, data, args, device: torch.device) -> dict:
-    """train, or with --cuda-graph training_graphs.train_graphed (the campaign's arguments have no
-    such field: eager)."""
-    if not getattr(args, "cuda_graph", False):
+def _steps(model, data, args, device: torch.device, graphed: bool) -> dict:
+    """train, or (--cuda-graph; the campaign's arguments have no such field) train_graphed."""
+    if not graphed:
         return train(model, data, args, device)
     from .training_graphs import train_graphed
 
@@ -267,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["comparison"], indent=1))
-    return 0
+    return 1 if "failed" in result["comparison"] else 0
 
 
 if __name__ == "__main__":
