@@ -12,6 +12,7 @@ from ..autotune_markdown import inside_notes
 from ..output_files import check_apart, slug
 from .host_time import host_time_table
 from .markdown import pass_label, replace_section, table
+from .measured_model import FIT_BATCH, model_check_by_batch, model_check_table
 from .plots import write_plots
 from .sweep_json import NOT_READ, load_run
 
@@ -275,6 +276,12 @@ def render_device(device: str, runs, plot_dir: Path | None, note_dir: Path) -> s
         ("Batching speedup S(N) = N·t(1)/t(N)", speedup_curve_table(records)),
         ("One batch of N against N launches of one image", batching_table(records)),
         ("Host time per call against device time (medians over the layers)", host_time_table(records)),
+        (
+            f"The model against these timings: ResNet-50's layers, one floor and one achieved fraction per "
+            f"library fitted on the forward pass at N={FIT_BATCH}, every other cell held out",
+            model_check_table(records),
+        ),
+        ("The model against these timings, by batch size", model_check_by_batch(records)),
         ("Training step and gradient accumulation (ResNet-50)", training_tables(records)),
         ("Throughput against N", throughput_tables(records)),
         ("Cells timed with inputs that may sit in the L2 (their times are a lower bound)", l2_table(records)),
