@@ -8,9 +8,11 @@
 #   2. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
 #                          host path's fixes); run first: it compiles every kernel variant of the
 #                          step into Triton's cache on the known path
-#   3. training-graphed.json  the same step captured once and replayed, torch's and ours
+#   3. profile_step.txt    torch.profiler's and cProfile's tables of three eager steps of the
+#                          converted model (bench/profile_step.py): where the host's time goes
+#   4. training-graphed.json  the same step captured once and replayed, torch's and ours
 #                          (training_check --cuda-graph): the host's time taken out of both
-#   4. gpu_tests.log       the test suite on the GPU, stopped at the time left
+#   5. gpu_tests.log       the test suite on the GPU, stopped at the time left
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The defaults, untuned: the configs of a shape never tuned, as the campaign runs; tuning every
@@ -33,6 +35,9 @@ training=(--steps 13 --warmup 3 --batch 32 --dtype bf16)
 timeout -k 5 150 python3 -m triton_conv.training_check "${training[@]}" \
     --out "$OUT/training-eager.json" > "$OUT/training.log" 2>&1
 echo "eager training done at $(($(date +%s) - start)) s"
+timeout -k 5 60 python3 bench/profile_step.py --batch 32 --steps 3 --warmup 2 --dtype bf16 \
+    --out "$OUT/profile_step.txt" >> "$OUT/training.log" 2>&1
+echo "profile done at $(($(date +%s) - start)) s"
 timeout -k 5 100 python3 -m triton_conv.training_check "${training[@]}" --cuda-graph \
     --out "$OUT/training-graphed.json" >> "$OUT/training.log" 2>&1
 echo "graphed training done at $(($(date +%s) - start)) s"
