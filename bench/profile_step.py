@@ -6,7 +6,7 @@ few steps, after warm-up steps that compile and choose every config.
 
 The network, data, SGD and autocast are training_check's (its other options pass through: --width,
 --image, --blocks, --classes). On the GPU the table answers what the campaign's host timings only
-bound (notes/batching.md, "Host time per call"): how much of a convolution's 100-166 µs of host time
+bound (notes/batching.md, "Host time per call"): how much of a pass's 97-166 µs of host time
 is the op's Python, the dispatcher, autograd, and Triton's launch (JITFunction.run, its binder, the
 driver call). Without a GPU it runs the Triton kernels in the interpreter at the training check's
 tiny scale (set here), where the times are the interpreter's and only the counts mean anything.

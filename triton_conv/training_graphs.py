@@ -2,8 +2,8 @@
 model, data, SGD and autocast as training_check.train, with the whole step (forward, backward,
 optimizer) captured once and replayed, so that no Python runs per convolution.
 
-Why: the H200 campaign of 2026-12-04 measured triton-conv's host time per pass at 100-165 µs against
-cuDNN's 15-27 µs (notes/batching.md, "Host time per call"), more than the pass's device time in
+Why: the H200 campaign of 2026-12-04 measured triton-conv's host time per pass at 97-166 µs against
+cuDNN's 13-27 µs (notes/batching.md, "Host time per call"), more than the pass's device time in
 nearly every ResNet-50 layer up to N=128, and the eager step at 0.29 of torch's speed. A replayed
 graph issues the same kernels without the host: the two runs' step times then compare the kernels
 (and torch's own non-convolution kernels, alike in both), which is the comparison a user who
