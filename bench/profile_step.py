@@ -81,7 +81,11 @@ def main(argv=None) -> int:
     python.enable()
     steps()
     python.disable()
-    launches = {name: count - launched.get(name, 0) for name, count in common.launch_counts.items()}
+    launches = {  # by name, those that ran (launch_counts also holds earlier launches of the process)
+        name: count - launched.get(name, 0)
+        for name, count in sorted(common.launch_counts.items())
+        if count != launched.get(name, 0)
+    }
 
     out = io.StringIO()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (interpreter)"
