@@ -25,10 +25,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_conv is imported
 
-import torch.nn.functional as F  # noqa: E402
-
 from triton_conv import training_check  # noqa: E402
 from triton_conv.launchers import common  # noqa: E402
+from triton_conv.training_summary import training_step  # noqa: E402
 
 # The CPU's default: training_check's tiny network, one step of each (the interpreter under cProfile
 # is slow: a minute for three)
@@ -58,10 +57,7 @@ def main(argv=None) -> int:
     def step(index):
         x, y = data[index % len(data)]
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, x, y, dtype)
 
     def steps():
         for index in range(args.steps):

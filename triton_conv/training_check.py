@@ -27,9 +27,8 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .training_summary import run_summary
+from .training_summary import run_summary, training_step
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 IMPLS = ("torch", "triton-conv")
@@ -114,10 +113,7 @@ def train(net, data, args, device: torch.device) -> dict:
         _sync(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        optimizer.step()
+        loss = training_step(net, optimizer, x, y, dtype)
         _sync(device)
         seconds.append(time.perf_counter() - start)
         losses.append(loss.item())

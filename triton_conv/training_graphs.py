@@ -22,9 +22,8 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
-from .training_summary import run_summary
+from .training_summary import run_summary, training_step
 
 GRAPH_WARMUP = 3  # eager steps on a side stream before the capture, at least (torch's example)
 
@@ -48,14 +47,8 @@ def train_graphed(net, data, args, device: torch.device, dtype: torch.dtype | No
     static_x = torch.empty_like(data[0][0])
     static_y = torch.empty_like(data[0][1])
 
-    autocast = dict(dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False)
-
     def step():
-        with torch.autocast(device.type, **autocast):
-            loss = F.cross_entropy(net(static_x).float(), static_y)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return training_step(net, optimizer, static_x, static_y, dtype, cache_enabled=False)
 
     torch.cuda.empty_cache()
     torch.cuda.synchronize(device)

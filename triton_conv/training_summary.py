@@ -1,9 +1,25 @@
-"""One training run's result as training_check writes it (its eager loop's and training_graphs'
-replayed steps' alike): losses, step times, peak memory and whose kernels ran."""
+"""What every run of training steps shares (training_check's eager loop, training_graphs' captured
+step, bench/profile_step.py): the step itself, and the result as training_check writes it (losses,
+step times, peak memory, whose kernels ran)."""
 
 from __future__ import annotations
 
 import statistics
+
+import torch
+import torch.nn.functional as F
+
+
+def training_step(net, optimizer, x, y, dtype, *, cache_enabled: bool = True) -> torch.Tensor:
+    """One SGD step of cross-entropy on (x, y) under autocast in `dtype` (None: none, fp32); the
+    gradients are the caller's to clear (a captured step must not). `cache_enabled`: autocast's
+    cast cache, which a step captured in a CUDA graph must go without. Returns the loss."""
+    autocast = dict(dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=cache_enabled)
+    with torch.autocast(x.device.type, **autocast):
+        loss = F.cross_entropy(net(x).float(), y)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def run_summary(losses, seconds, timed, batch: int, peak, before, launched_before: dict) -> dict:
