@@ -15,6 +15,10 @@ rounds of `calls` calls each, for:
   bare launcher             launchers.fprop.conv2d_fprop with a fixed config (allocation, the
                             per-shape launch cache, the launch)
   launch only (GPU)         the Triton kernel call alone, with arguments built beforehand
+  compiled kernel's runner  the same launch through the compiled kernel's runner, every parameter
+                            in order (launchers.common.positional_arguments): the JIT's argument
+                            binding and cache lookup left out
+  empty Triton kernel, torch op   the fixed cost of one launch of each, for scale
   kernel (GPU)              the kernel's device time (CUDA events over many launches), for scale
 
 Without a GPU (or with --stub) the Triton launch is stubbed out (the kernel's `__getitem__`
@@ -37,16 +41,24 @@ GPU = torch.cuda.is_available()
 if not GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_conv is imported
 
+import triton  # noqa: E402
+
 import triton_conv  # noqa: E402
 from triton_conv.autograd import conv2d_op, input_grad_op, weight_grad_op  # noqa: E402
 from triton_conv.configs import default_config  # noqa: E402
 from triton_conv.kernels.dgrad import dgrad_kernel  # noqa: E402
 from triton_conv.kernels.fprop import fprop_kernel  # noqa: E402
 from triton_conv.kernels.wgrad import wgrad_kernel  # noqa: E402
+from triton_conv.launchers.common import positional_arguments  # noqa: E402
 from triton_conv.launchers.fprop import conv2d_fprop  # noqa: E402
 from triton_conv.problem import ConvProblem  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@triton.jit
+def empty_kernel(pointer):
+    pass
 
 
 def stub_launches() -> None:
@@ -147,6 +159,15 @@ def main(argv=None) -> int:
             )
 
         rows.append(("launch only (prepared args)", launch_only))
+        # What the JIT's argument binding and cache lookup cost: the compiled kernel's own runner,
+        # every parameter in the kernel's order (what a launch path that kept it could call).
+        options = dict(grid=spec.grid, num_warps=spec.num_warps, num_stages=spec.num_stages)
+        compiled = spec.kernel.warmup(*spec.args, **spec.constexprs, **options)
+        compiled = compiled.result() if hasattr(compiled, "result") else compiled
+        run_compiled, arguments = compiled[spec.grid], positional_arguments(spec)
+        rows.append(("compiled kernel's runner", lambda: run_compiled(*arguments)))
+        rows.append(("empty Triton kernel", lambda: empty_kernel[(1,)](y)))
+        rows.append(("torch op (bias.neg())", lambda: torch.neg(bias)))
 
     where = torch.cuda.get_device_name() if GPU else "CPU"
     print(

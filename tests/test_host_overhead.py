@@ -11,7 +11,7 @@ import torch
 import triton_conv
 from triton_conv import KernelConfig
 from triton_conv.kernels.fprop import fprop_kernel
-from triton_conv.launchers import common, dgrad, fprop, wgrad
+from triton_conv.launchers import common, dgrad, dgrad_masked, fprop, wgrad
 from triton_conv.problem import ConvProblem
 
 CONFIG = KernelConfig(16, 16, 16)
@@ -242,3 +242,69 @@ def test_forward_and_backward_replay_in_a_cuda_graph():
     for got, want in zip(captured, expected, strict=True):
         torch.testing.assert_close(got, want)  # a stale or mis-captured launch is far off
     assert not all(torch.equal(a, e) for a, e in zip(eager, expected))
+
+
+def _positional_launch(spec):
+    """A launch through `positional_arguments`: on a GPU the compiled kernel's own runner (the JIT's
+    binding and cache lookup bypassed, as bench/host_overhead.py times it), under the interpreter
+    the kernel called with every parameter positionally."""
+    common.launch_counts[spec.kernel.__name__] += 1
+    arguments = common.positional_arguments(spec)
+    if any(torch.is_tensor(a) and a.is_cuda for a in spec.args):
+        options = dict(grid=spec.grid, num_warps=spec.num_warps, num_stages=spec.num_stages)
+        compiled = spec.kernel.warmup(*spec.args, **spec.constexprs, **options)
+        compiled = compiled.result() if hasattr(compiled, "result") else compiled  # an async compile
+        compiled[spec.grid](*arguments)
+    else:
+        with common._INTERPRETER:
+            spec.kernel[spec.grid](*arguments)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_positional_arguments_launch_what_the_keyword_launch_does(stride, monkeypatch, triton_only):
+    """Every pass launched with its parameters in the kernel's order gives the keyword launch's bits:
+    the order `positional_arguments` makes is the kernel's (a swapped pair of sizes or flags would
+    change the result)."""
+    x, w, b = (t.requires_grad_() for t in _tensors())
+    dy = torch.randn(ConvProblem.from_shapes(x.shape, w.shape, stride=stride, padding=1).output_shape)
+
+    def passes():
+        y = triton_conv.conv2d(x, w, b, stride=stride, padding=1)
+        return (y, *torch.autograd.grad(y, (x, w, b), dy))
+
+    with triton_only() as proof:
+        keyword = passes()
+        for module in (common, fprop, dgrad, wgrad, dgrad_masked):
+            monkeypatch.setattr(module, "launch", _positional_launch)
+        positional = passes()
+    assert set(proof.launches) >= {"fprop_kernel", "wgrad_kernel"} and len(proof.launches) == 3
+    assert all(count == 2 for count in proof.launches.values())
+    for expected, got in zip(keyword, positional, strict=True):
+        assert torch.equal(expected, got)
+
+
+def test_positional_arguments_refuse_what_the_kernel_does_not_take():
+    x, w, b = _tensors()
+    spec = fprop.fprop_spec(x, w, b, torch.empty(PROBLEM.output_shape), PROBLEM, CONFIG)
+    assert len(common.positional_arguments(spec)) == len(fprop_kernel.arg_names)
+    with pytest.raises(TypeError, match="NOT_A_PARAMETER"):
+        common.positional_arguments(spec._replace(constexprs={**spec.constexprs, "NOT_A_PARAMETER": 1}))
+    missing = next(iter(spec.constexprs))
+    spec = spec._replace(constexprs={k: v for k, v in spec.constexprs.items() if k != missing})
+    with pytest.raises(TypeError, match=missing):
+        common.positional_arguments(spec)
+
+
+def test_the_host_overhead_script_prints_each_row(capsys, monkeypatch):
+    """bench/host_overhead.py on the CPU (launches stubbed): one line per host path, each a time."""
+    from bench import host_overhead
+
+    for kernel in (host_overhead.fprop_kernel, host_overhead.dgrad_kernel, host_overhead.wgrad_kernel):
+        monkeypatch.setattr(type(kernel), "__getitem__", type(kernel).__getitem__)  # undone after
+    assert host_overhead.main(["--calls", "3", "--rounds", "1", "--shape", "2,4,6,6,4,3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "launch stubbed" in lines[0]
+    rows = {line[:32].strip(): float(line[32:].split()[0]) for line in lines[2:]}
+    expected = {"conv2d forward", "conv2d forward+backward", "op: fprop", "op: dgrad", "op: wgrad"}
+    assert set(rows) == expected | {"bare launcher (fprop)"}
+    assert all(value > 0 for value in rows.values())

@@ -12,6 +12,7 @@ length, and never during a capture), so the passes can be captured in a CUDA gra
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
 from collections import Counter
@@ -68,6 +69,24 @@ def launch(spec: LaunchSpec) -> None:
     run = spec.kernel[spec.grid]
     with _INTERPRETER if interpreter_active() else contextlib.nullcontext():
         run(*spec.args, **spec.constexprs, num_warps=spec.num_warps, num_stages=spec.num_stages)
+
+
+def positional_arguments(spec: LaunchSpec) -> tuple:
+    """Every parameter of the spec's kernel in the kernel's order, the constexprs among them (their
+    defaults where the spec gives none): what a compiled kernel's runner (`compiled[grid](*args)`,
+    Triton 3.6 to 3.9) takes, bypassing the JIT's argument binding and cache lookup.
+    bench/host_overhead.py times that runner beside the JIT's launch on a GPU."""
+    parameters = list(inspect.signature(spec.kernel.fn).parameters.values())
+    unknown = set(spec.constexprs) - {parameter.name for parameter in parameters[len(spec.args) :]}
+    if unknown:
+        raise TypeError(f"{spec.kernel.__name__}: {sorted(unknown)} are not its trailing parameters")
+    rest = []
+    for parameter in parameters[len(spec.args) :]:
+        value = spec.constexprs.get(parameter.name, parameter.default)
+        if value is inspect.Parameter.empty:
+            raise TypeError(f"{spec.kernel.__name__}: no value for {parameter.name}")
+        rest.append(value)
+    return (*spec.args, *rest)
 
 
 class KernelFlags(NamedTuple):
