@@ -3,8 +3,10 @@
 # what the first H200 campaign left open, most telling first, each result written to $OUT as it
 # comes. At most 420 s (the device tool's timeout_s 480: a 15-minute lease keeps time for a second
 # try). Needs $OUT and, where the copy has no git history, TRITON_CONV_COMMIT.
-#   1. host_overhead.txt   each pass's host time per call with real launches, Triton's launch alone
-#                          and the kernel's device time (bench/host_overhead.py), at N=32 and N=1
+#   1. host_overhead.txt   each pass's host time per call with real launches, Triton's launch alone,
+#                          the compiled kernel's own runner (the JIT's binding left out), an empty
+#                          Triton kernel and a torch op, and the kernel's device time
+#                          (bench/host_overhead.py), at N=32 and N=1
 #   2. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
 #                          host path's fixes); run first: it compiles every kernel variant of the
 #                          step into Triton's cache on the known path
