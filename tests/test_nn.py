@@ -216,3 +216,41 @@ def test_from_torch_shares_the_tensors_not_the_parameter_table(torch_class, ours
     converted.weight = nn.Parameter(torch.zeros_like(weight))
     converted.register_parameter("bias", None)
     assert conv.weight is weight and conv.bias is bias
+
+
+class _Scaled(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x) * 10
+
+
+@pytest.mark.parametrize(
+    ("ours", "conv"),
+    [
+        (triton_conv.ConvTranspose2d, nn.Conv2d(4, 4, 3)),  # would run a transposed conv of its weight
+        (triton_conv.Conv2d, nn.ConvTranspose2d(4, 4, 3)),
+        (triton_conv.Conv2d, _Scaled(4, 4, 3)),  # its forward would be dropped
+        (triton_conv.Conv1d, nn.Conv2d(4, 4, 3)),
+        (triton_conv.Conv2d, nn.Linear(4, 4)),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, nn.Module) else value.__name__,
+)
+def test_from_torch_refuses_a_module_it_would_not_be(ours, conv):
+    """from_torch makes a module that is `conv` in all but its class: of another class, or a subclass
+    with its own forward, it would compute something else without a word."""
+    with pytest.raises(triton_conv.ConvTypeError, match=f"conv must be a torch.nn.{ours.__name__}"):
+        ours.from_torch(conv)
+    with pytest.raises(RuntimeError):
+        ours.from_torch(conv)
+
+
+def test_from_torch_takes_its_own_class_and_a_subclass_of_it_takes_torchs():
+    conv = nn.Conv2d(2, 3, 3)
+    ours = triton_conv.Conv2d.from_torch(conv)
+    assert type(triton_conv.Conv2d.from_torch(ours)) is triton_conv.Conv2d
+
+    class Mine(triton_conv.Conv2d):
+        pass
+
+    mine = Mine.from_torch(conv)
+    x = torch.randn(1, 2, 5, 5)
+    assert type(mine) is Mine and torch.allclose(mine(x), conv(x), atol=1e-5)

@@ -24,7 +24,15 @@ class _FromTorch:
         buffers (no copy), training mode, attributes and hooks. The hook tables are shared, not
         copied, so the handles a caller holds still remove them; parameters, buffers and submodules
         are new tables holding the same tensors, so that replacing one on the new module leaves
-        `conv` alone."""
+        `conv` alone. `conv` is of torch's class exactly (or of this one): a subclass's forward or
+        extra state would be dropped without a word, and another convolution's attributes would make
+        a module that computes something else; convert_model leaves those alone and reports them."""
+        torch_class = next(base for base in cls.__mro__ if base.__module__.startswith("torch.nn."))
+        if type(conv) not in (torch_class, cls):
+            raise ConvTypeError(
+                f"conv must be a torch.nn.{torch_class.__name__} (not a subclass) or a "
+                f"triton_conv.{cls.__name__}, got {type(conv).__module__}.{type(conv).__qualname__}"
+            )
         new = cls.__new__(cls)
         state = dict(conv.__dict__)
         state.pop(shared_hooks.FLAG_KEEPER, None)
