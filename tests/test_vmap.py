@@ -457,12 +457,52 @@ def test_compiled_forward_mode_through_the_rule(op, nesting):
 
 
 def test_folding_into_the_batch_is_a_view_where_the_strides_allow():
-    """The vmapped dimension next to N (in_dims 0 or 1 of a contiguous tensor) folds without a copy."""
-    for bdim in (0, 1):
-        x = batched(X, bdim).contiguous()  # in_dims 1: memory in (N, B) order, folded N-major
-        folded, vmapped = batching._into_batch(x, bdim)
-        assert folded.data_ptr() == x.data_ptr() and folded.shape == (B * X[0], *X[1:])
-        assert vmapped == bdim
+    """The vmapped dimension in front of N folds without a copy; behind it (in_dims 1 of a
+    contiguous tensor) it is copied B-major, as torch's rule does, not folded N-major."""
+    x = batched(X, 0)
+    folded = batching._into_batch(x, 0)
+    assert folded.data_ptr() == x.data_ptr() and folded.shape == (B * X[0], *X[1:])
+    x = batched(X, 1).contiguous()  # memory in (N, B) order
+    folded = batching._into_batch(x, 1)
+    assert folded.shape == (B * X[0], *X[1:]) and torch.equal(folded[: X[0]], x[:, 0])
+
+
+@pytest.mark.parametrize("bdim", [0, 1, 2, -1])
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d", "input_grad"])
+def test_each_samples_result_is_laid_out_as_torchs(op, bdim, triton_only):
+    """A sample's result inside vmap has torch's strides whatever dimension is vmapped: a
+    `.view(-1)` of it works where torch's does (found folding N-major, where each sample's N was
+    strided by B), and the stacked results have torch's strides."""
+    if op == "input_grad":  # vmapped cotangents, as jacrev makes them
+        x0, w = batched(X, None), batched(W, None)
+        x = batched(F.conv2d(x0, w, **GEOMETRY).shape, bdim).contiguous()
+
+        def ours_op(dy):
+            return input_grad_op(dy, x0, w, *OP_GEOMETRY)
+
+        def torch_op(dy):
+            return torch.ops.aten.convolution_backward(
+                dy, x0, w, None, (2, 1), (1, 0), (1, 2), False, (0, 0), 2, (True, False, False)
+            )[0]
+    else:
+        torch_conv, geometry, weight = {
+            "conv2d": (F.conv2d, GEOMETRY, W),
+            "conv_transpose2d": (F.conv_transpose2d, TRANSPOSED, TRANSPOSED_W),
+        }[op]
+        x, w = batched(X, bdim).contiguous(), batched(weight, None)
+
+        def ours_op(a):
+            return getattr(triton_conv, op)(a, w, **geometry)
+
+        def torch_op(a):
+            return torch_conv(a, w, **geometry)
+
+    def run(f):
+        return vmap(lambda a: f(a).view(-1), in_dims=bdim)(x), vmap(f, in_dims=bdim)(x)
+
+    ours, theirs = run(ours_op), run(torch_op)
+    assert close(ours[0], theirs[0]) and close(ours[1], theirs[1])
+    assert ours[1].stride() == theirs[1].stride()
 
 
 @pytest.mark.parametrize("op, dynamic", [("conv2d", False), ("conv2d", True), ("conv_transpose2d", True)])
@@ -483,3 +523,16 @@ def test_compiled_vmap_runs_the_rule_in_one_launch(op, dynamic):
     launched = {k: n - before.get(k, 0) for k, n in launch_counts.items() if n != before.get(k, 0)}
     assert launched == {"fprop_kernel" if op == "conv2d" else "dgrad_kernel": 1}
     assert close(ours, vmap(lambda x: torch_conv(x, w, **kwargs))(x))
+
+
+def test_batched_grads_through_torchs_older_vmap_loop_over_the_samples(triton_only):
+    """autograd.grad(is_grads_batched=True) runs torch's older vmap, which has no rules for custom
+    ops: the right gradients, one launch per sample and pass (README says so)."""
+    x, w = batched(X, None).requires_grad_(), batched(W, None).requires_grad_()
+    with triton_only() as proof:
+        y = triton_conv.conv2d(x, w, **GEOMETRY)
+        dys = torch.randn(B, *y.shape, dtype=EXACT)
+        ours = torch.autograd.grad(y, (x, w), dys, is_grads_batched=True)
+    theirs = torch.autograd.grad(F.conv2d(x, w, **GEOMETRY), (x, w), dys, is_grads_batched=True)
+    assert all(close(o, t) for o, t in zip(ours, theirs, strict=True))
+    assert proof.launches == {"fprop_kernel": 1, "dgrad_kernel": B, "wgrad_kernel": B}

@@ -45,17 +45,15 @@ def _into(tensor, bdim, dim):
 
 
 def _into_batch(tensor, bdim):
-    """The vmapped dimension merged into N: (folded tensor, vmapped dim of the result once N is split
-    again). Outer (0), or inner (1) when the vmapped dimension follows N and only that order is a view."""
-    if bdim == 1 and not _mergeable(tensor.movedim(1, 0), 0) and _mergeable(tensor, 0):
-        return tensor.flatten(0, 1), 1
-    return _into(tensor, bdim, 0), 0
+    """The vmapped dimension merged into N, outer: a view where the strides allow, else a copy, as
+    torch's own rule folds it. Folded N-major (a view of an (N, B, ...) tensor) each sample's result
+    would be strided by B (`.view(-1)` on it fails where torch's works)."""
+    return _into(tensor, bdim, 0)
 
 
-def _split_batch(tensor, vmapped, batch):
-    """_into_batch's result split again: (tensor, its vmapped dimension)."""
-    outer = tensor.shape[0] // batch
-    return tensor.unflatten(0, (batch, outer) if vmapped == 0 else (outer, batch)), vmapped
+def _split_batch(tensor, batch):
+    """_into_batch's result split again: (tensor, its vmapped dimension: 0)."""
+    return tensor.unflatten(0, (batch, tensor.shape[0] // batch)), 0
 
 
 def _outof(tensor, dim, batch):
@@ -130,8 +128,9 @@ def _fold_forward(batch, in_dims, input, weight, bias, run, weight_alone, groups
         if bx is None:
             y, y_dim = run(input, weight, None, groups), None
         else:
-            x, vmapped = _into_batch(input, bx)
-            y, y_dim = _split_batch(run(x, weight, bias if bb is None else None, groups), vmapped, batch)
+            y, y_dim = _split_batch(
+                run(_into_batch(input, bx), weight, bias if bb is None else None, groups), batch
+            )
         return _with_batched_bias(y, y_dim, bias, bb, batch) if bb is not None else (y, y_dim)
     bias_rows = None if bias is None else _front(bias, bb, batch)
     if bx is None:
@@ -173,8 +172,8 @@ def _fold_input_grad(batch, in_dims, grad_output, input, weight, stride, padding
     if bw is None and bdy is None:  # only input, a shape carrier, is batched: one result for all
         return run(grad_output, _sample(input, bx), weight, groups), None
     if bw is None:
-        dy, vmapped = _into_batch(grad_output, bdy)
-        return _split_batch(run(dy, _carrier(input, bx, 0, batch), weight, groups), vmapped, batch)
+        dy = _into_batch(grad_output, bdy)
+        return _split_batch(run(dy, _carrier(input, bx, 0, batch), weight, groups), batch)
     x = _carrier(input, bx, 1, batch)
     if bdy is None:  # (K, (B, C/g), R, S): each group's input channels of all samples side by side
         return _ungroup(run(grad_output, x, _into(weight, bw, 1), groups), 1, groups, batch), 1
