@@ -307,7 +307,9 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
      (["--fit", "1=0.001", "128=1e15"], "more than a day"), (["--fit", "1=0.001", "128=1e16"], "more than a"),
      # One point of 1.7e308 s printed T(N) and S(N) as inf; one of 1e300 printed 0 images/s.
      (["--fit", "1=1.7e308"], "more than a day for one batch"), (["--fit", "1=1e300"], "more than a day"),
-     (["--fit", "1=0.02", "8=1e5"], "8=100000: more than a day")],
+     (["--fit", "1=0.02", "8=1e5"], "8=100000: more than a day"),
+     # --overlapped alone changed nothing and said nothing.
+     (["--overlapped"], "give it with --fit")],
 )  # fmt: skip
 def test_predict_says_what_it_does_not_know_without_a_traceback(argv, words, capsys):
     """...and before it prints a table: measurements it cannot fit were refused after the whole

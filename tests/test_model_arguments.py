@@ -121,10 +121,53 @@ CASES = [
     _case("fit_fraction of a flat point", lambda: fit_fraction((1e-5, 0, 1e-6)), TypeError, "points[0]"),
     _case("fit_fraction of a pair", lambda: fit_fraction([(1e-5, 1e-6)]), TypeError, "points[0]"),
     _case("negative output", lambda: layer_time(ConvProblem(1, 64, 2, 2, 64, 5, 5), "fprop", "H200"),
-          ValueError, "-2x-2 output"),
+          ValueError, "larger than the padded input"),
     _case("negative height", lambda: layer_time(ConvProblem(1, 64, -5, 56, 64, 3, 3), "fprop", "H200"),
-          ValueError, "-5x56 input"),
+          ValueError, "input must have 4 non-negative dimensions"),
+    # The dataclass takes any field; the model ran torch's checks on a few, and gave negative FLOPs
+    # for a negative kernel or groups, a time for groups that divide nothing, ZeroDivisionError for
+    # a zero stride or groups.
+    *(_case(label, lambda fields=fields: layer_time(ConvProblem(1, 64, 56, 56, **fields), "fprop", "H200"),
+            error, words)
+      for label, fields, error, words in [
+          ("kernel -1", dict(out_channels=64, kernel_h=-1, kernel_w=3), ValueError, "non-negative"),
+          ("kernel 0", dict(out_channels=64, kernel_h=0, kernel_w=3), ValueError, "non-empty kernel"),
+          ("K -5", dict(out_channels=-5, kernel_h=3, kernel_w=3), ValueError, "non-negative"),
+          ("groups -1", dict(out_channels=64, kernel_h=3, kernel_w=3, groups=-1), ValueError, "groups"),
+          ("groups 0", dict(out_channels=64, kernel_h=3, kernel_w=3, groups=0), ValueError, "groups"),
+          ("groups 3", dict(out_channels=64, kernel_h=3, kernel_w=3, groups=3), ValueError, "groups=3"),
+          ("groups 128", dict(out_channels=64, kernel_h=3, kernel_w=3, groups=128), ValueError, "groups=128"),
+          ("dilation 0", dict(out_channels=64, kernel_h=3, kernel_w=3, dilation=(0, 0)), ValueError,
+           "dilation must be positive"),
+          ("stride 0", dict(out_channels=64, kernel_h=3, kernel_w=3, stride=(0, 1)), ValueError,
+           "stride must be positive"),
+          ("a float", dict(out_channels=64.0, kernel_h=3, kernel_w=3), TypeError, "must be integers"),
+      ]),
+    # Finite terms whose sums overflowed: S(N) NaN, times infinite.
+    _case("Terms floor 1e307", lambda: Terms(call_floor_s=1e307), ValueError, "call_floor_s"),
+    _case("Terms fraction 1e-320", lambda: Terms(achieved_fraction=1e-320), ValueError, "achieved_fraction"),
+    _case("Terms stack 1e308", lambda: Terms(stack_overhead_s=1e308), ValueError, "stack_overhead_s"),
 ]  # fmt: skip
+
+
+def test_numpy_element_sizes_and_rows_are_taken_as_python_ones():
+    assert layer_time(P, "fprop", "H200", np.int64(2)) == layer_time(P, "fprop", "H200", 2)
+    rows = [[1e-3, 5e-6, 5e-4], [2e-3, 5e-6, 9e-4]]
+    assert fit_fraction(np.array(rows)) == fit_fraction(rows) == fit_fraction([np.array(r) for r in rows])
+
+
+def test_a_problem_of_numpy_integers_is_the_problem_of_ints_in_either_order():
+    """NumPy fields (a stride given as one int too) are converted before anything is cached: the
+    model's answer does not depend on which form it saw first (an lru_cache keyed on equal values
+    once made the NumPy form fail or pass by call order)."""
+    fields = (1, 64, 56, 56, 64, 3, 3)
+    with_numpy = ConvProblem(*map(np.int64, fields), stride=np.int64(2), groups=np.int64(1))
+    with_ints = ConvProblem(*fields, stride=(2, 2))
+    for first, second in ((with_numpy, with_ints), (with_ints, with_numpy)):
+        assert layer_time(first, "fprop", "H200") == layer_time(second, "fprop", "H200")
+        assert (
+            predict(first, "fprop", None, "H200").config == predict(with_ints, "fprop", None, "H200").config
+        )
 
 
 @pytest.mark.parametrize(("call", "error", "words"), CASES)

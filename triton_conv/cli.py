@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibrate a stack on one or two measured batch times (seconds per batch)",
     )
     predict.add_argument(
-        "--overlapped", action="store_true", help="the stack overlaps the GPU (max, not sum)"
+        "--overlapped",
+        action="store_true",
+        help="with --fit: the calibrated stack overlaps the GPU (max, not sum)",
     )
     predict.set_defaults(run=cmd_predict)
     report = commands.add_parser("report", help="write notes/batching.md from sweeps and the model")

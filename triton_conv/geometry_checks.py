@@ -8,9 +8,11 @@ ConvArgumentError / ConvTypeError (arguments.py) naming the argument at fault.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-from .arguments import INT32_MAX, ConvArgumentError, as_int, int_tuple
+from .arguments import INT32_MAX, ConvArgumentError, ConvTypeError, as_int, int_tuple
 from .arguments import size_check_fails as _fails
 
 
@@ -18,11 +20,25 @@ def _is_traced_size(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
 
 
+def _dimension(value, name: str):
+    """One size of a shape: an int; a SymInt when torch.compile traces with dynamic shapes; a 0-d
+    integer tensor under torch.jit.trace, which records sizes as tensors; a NumPy integer (a shape
+    written by hand), as torch.Size takes it."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if _is_traced_size(value) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return int(value)
+    raise ConvTypeError(f"{name}'s dimensions must be integers, got {value!r}")
+
+
 def checked_shape(value, rank: int, name: str) -> tuple[int, ...]:
-    # ints; SymInts when torch.compile traces with dynamic shapes; 0-d integer tensors under
-    # torch.jit.trace, which records sizes as tensors.
-    shape = tuple(int(d) if _is_traced_size(d) else d for d in value)
-    if len(shape) != rank or not all(isinstance(d, (int, torch.SymInt)) and d >= 0 for d in shape):
+    try:
+        shape = tuple(d if type(d) is int else _dimension(d, name) for d in value)
+    except ConvTypeError:
+        raise
+    except TypeError as error:  # not a sequence of sizes at all
+        raise ConvTypeError(f"{name} must be a shape of {rank} integers, got {value!r}") from error
+    if len(shape) != rank or not all(d >= 0 for d in shape):
         raise ConvArgumentError(f"{name} must have {rank} non-negative dimensions, got shape {shape}")
     return shape
 

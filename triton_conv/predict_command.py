@@ -18,6 +18,14 @@ def cmd_predict(args) -> int:
         raise SystemExit(f"triton-conv predict: {error}") from None
 
 
+def _refuse_unit_slips(measured: dict) -> None:
+    for batch, seconds in sorted(measured.items()):
+        if seconds > SLOWEST_BATCH_S:  # near a float's range, the tables printed inf
+            raise ValueError(
+                f"--fit {batch}={seconds:g}: more than a day for one batch; a measurement in other units?"
+            )
+
+
 def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) -> None:
     """fit_stack reports a fit as found (fitted to published tables, a stack's cost can come out
     below zero); a measurement given here that no run of these layers on this device could have
@@ -26,10 +34,6 @@ def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) ->
     from .model import network_cost
 
     for batch, seconds in sorted(measured.items()):
-        if seconds > SLOWEST_BATCH_S:  # near a float's range, the tables printed inf
-            raise ValueError(
-                f"--fit {batch}={seconds:g}: more than a day for one batch; a measurement in other units?"
-            )
         cost = network_cost(layers, args.passes, batch, device, args.dtype)
         least = cost.calls * terms.call_floor_s + cost.roofline_s
         if not seconds >= least:
@@ -80,10 +84,13 @@ def _predict(args) -> int:
 
     device, layers = get_device(args.device), get_layer_set(args.layers)
     calibrations = {"ideal": DEFAULT_TERMS}
+    if args.overlapped and not args.fit:
+        raise ValueError("--overlapped says how a calibrated stack composes: give it with --fit")
     if args.fit:  # fitted first: measurements it cannot use stop the command before any table
         measured = dict(args.fit)
         if len(measured) < len(args.fit):
             raise ValueError(f"--fit gives a batch size twice: {[f'{n}={t}' for n, t in args.fit]}")
+        _refuse_unit_slips(measured)
         try:
             calibrations["calibrated"] = fit_stack(layers, args.passes, device, args.dtype, measured,
                                                    overlapped=args.overlapped)  # fmt: skip

@@ -32,8 +32,10 @@ def check_count(value, name: str, least: int = 1, most: int = 2**63 - 1) -> int:
     return number
 
 
-def check_finite(value, name: str, *, least: float | None = None, above: float | None = None) -> float:
-    """`value` as a float: finite, and >= least or > above when given."""
+def check_finite(
+    value, name: str, *, least: float | None = None, above: float | None = None, most: float | None = None
+) -> float:
+    """`value` as a float: finite, and >= least, > above and <= most when given."""
     try:
         if isinstance(value, (bool, str, bytes)):
             raise TypeError
@@ -43,8 +45,9 @@ def check_finite(value, name: str, *, least: float | None = None, above: float |
     except OverflowError:  # an int past a float's range (10**400): not a finite number of anything
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None
     low = (least is None or number >= least) and (above is None or number > above)
-    if not (math.isfinite(number) and low):
+    if not (math.isfinite(number) and low and (most is None or number <= most)):
         bound = ("" if least is None else f" >= {least:g}") + ("" if above is None else f" > {above:g}")
+        bound += "" if most is None else f" and <= {most:g}"
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
     return number
 
@@ -65,6 +68,31 @@ def check_problem(problem, name: str = "problem", *, batch: bool = True) -> Conv
     a dgrad at stride 1000 otherwise counted as a million tiles)."""
     if not isinstance(problem, ConvProblem):
         raise TypeError(f"{name} must be a ConvProblem, got {problem!r}")
+    try:  # the kinds of the fields are part of the key: 64.0 == 64, and hashes alike
+        key = (problem, batch, tuple(_kind(value) for value in vars(problem).values()))
+        checked = _CHECKED.get(key)
+    except TypeError:  # an unhashable field (a list for a stride): checked, not remembered
+        key = checked = None
+    if checked is None:
+        checked = _checked_problem(problem, name, batch)
+        if key is not None:
+            if len(_CHECKED) >= 4096:
+                _CHECKED.clear()
+            _CHECKED[key] = checked
+    return checked
+
+
+# Problems already checked (a model call checks its problem in each of its parts; a config search
+# predicts tens of configs of one problem): {(problem, batch flag, field kinds): checked problem}.
+_CHECKED: dict = {}
+
+
+def _kind(value):
+    return tuple(map(type, value)) if type(value) is tuple else type(value)
+
+
+def _checked_problem(problem: ConvProblem, name: str, batch: bool) -> ConvProblem:
+    problem = _rebuilt(problem, name, batch)
     if problem.in_channels < 1:
         raise ValueError(f"{name} has no input channels ({problem}): its reduction is empty, it has no time")
     if min(problem.height, problem.width, problem.out_height, problem.out_width) < 1:
@@ -77,6 +105,24 @@ def check_problem(problem, name: str = "problem", *, batch: bool = True) -> Conv
         n = check_count(problem.batch, f"{name}'s batch")
         problem = problem if type(problem.batch) is int else problem.with_batch(n)
     return problem
+
+
+def _rebuilt(problem: ConvProblem, name: str, batch: bool) -> ConvProblem:
+    """The problem through torch's checks of a convolution's shapes and arguments (ConvProblem's
+    constructors make them; the dataclass itself takes any field): ints (NumPy's too, converted),
+    a positive stride, dilation and groups that divide both channel counts, non-negative sizes. A
+    batch the caller will replace (batch=False) is checked as 1."""
+    try:
+        groups = check_count(problem.groups, "groups")
+        images = problem.batch if batch else 1
+        rebuilt = ConvProblem.from_sides(
+            (images, problem.in_channels, problem.height, problem.width),
+            (problem.out_channels, problem.in_channels // groups, problem.kernel_h, problem.kernel_w),
+            problem.stride, problem.pads, problem.dilation, groups,
+        )  # fmt: skip
+    except (TypeError, ValueError) as error:  # ConvTypeError and ConvArgumentError are both
+        raise type(error)(f"{name}: {error}") from None
+    return rebuilt if batch else rebuilt.with_batch(problem.batch)
 
 
 def check_config(config, name: str = "config", *, optional: bool = True) -> KernelConfig | None:

@@ -81,7 +81,13 @@ def fit_stack(
             f"cannot fit measured_s {sorted(measured.items())}: the achieved fraction comes out as"
             f" {fraction:g}, the stack overhead {overhead:g} s (times too far apart for a float's precision)"
         )
-    return Terms(call_floor_s, fraction, overhead, overlapped)
+    try:
+        return Terms(call_floor_s, fraction, overhead, overlapped)
+    except ValueError as error:  # a term beyond what any call or stack takes (terms.py's bounds)
+        raise ValueError(
+            f"cannot fit measured_s {sorted(measured.items())}: the achieved fraction comes out as"
+            f" {fraction:g}, the stack overhead {overhead:g} s ({error})"
+        ) from None
 
 
 def _log_error(inverse: float, points) -> float:
@@ -92,6 +98,17 @@ def _log_error(inverse: float, points) -> float:
     )
 
 
+def _is_triple(point) -> bool:
+    """Three numbers in order: a tuple, a list or a NumPy row (not a Sequence to collections.abc),
+    never a string or a mapping."""
+    if isinstance(point, (str, bytes, Mapping)) or not hasattr(point, "__getitem__"):
+        return False
+    try:
+        return len(point) == 3
+    except TypeError:  # a 0-d array
+        return False
+
+
 def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     """η minimising Σ (ln t − ln(floor + roofline/η))² over (measured t, floor, roofline) in seconds:
     a log-spaced scan of 1/η over [0.01, 1000], refined by golden-section search. Each t and roofline
@@ -100,7 +117,7 @@ def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     slower than a thousandth of its roofline gives 0.001), not that η is that value."""
     points = list(points)  # a generator is read once
     for i, point in enumerate(points):
-        if isinstance(point, (str, bytes)) or not (isinstance(point, Sequence) and len(point) == 3):
+        if not _is_triple(point):
             raise TypeError(f"points[{i}] must be (measured s, floor s, roofline s), got {point!r}")
     points = [
         (check_finite(t, f"points[{i}]'s measured seconds", above=0),

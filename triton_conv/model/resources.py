@@ -43,11 +43,13 @@ CTAs per SM = min(by shared memory, by registers, by threads, the device's CTA l
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import PASSES
+from .arguments import check_config, check_count
 
 REGISTER_OVERHEAD = 48  # registers per thread beyond accumulator and fragments (pointers, masks, loops)
 THREADS_PER_WARP = 32
@@ -67,7 +69,8 @@ def dtype_kind(dtype) -> tuple[str, int]:
     An element size of 2 means fp16, 4 means fp32; 'tf32' names fp32 operands (whether they run on
     the TF32 tensor path is `allow_tf32`'s to say).
     """
-    if isinstance(dtype, int) and not isinstance(dtype, bool):
+    if isinstance(dtype, numbers.Integral) and not isinstance(dtype, bool):  # NumPy's ints too
+        dtype = int(dtype)
         by_size = {2: "fp16", 4: "fp32"}
         if dtype not in by_size:
             raise ValueError(f"element size must be 2 (fp16) or 4 (fp32), got {dtype}")
@@ -92,7 +95,12 @@ def check_pass(pass_name: str) -> None:
 def smem_per_cta(config: KernelConfig, element_size: int, capability: tuple[int, int] | None = None) -> int:
     """The kernel's shared memory: the buffers Triton's pipeliner keeps of a BM x BK and a BK x BN
     operand tile (KernelConfig.shared_bytes), the bytes the pruning's shared_memory rule checks."""
+    config, element_size = _checked(config, element_size)
     return config.shared_bytes(element_size, capability)
+
+
+def _checked(config, element_size) -> tuple[KernelConfig, int]:
+    return check_config(config, optional=False), check_count(element_size, "element_size", 1, 8)
 
 
 def runs_wgmma(config: KernelConfig, capability) -> bool:
@@ -128,6 +136,7 @@ def registers_per_thread(
     config: KernelConfig, element_size: int, max_regs: int = 255, capability: tuple[int, int] | None = None
 ) -> int:
     """The register estimate (see the module docstring), rounded up to 8 and capped at `max_regs`."""
+    config, element_size = _checked(config, element_size)
     threads = config.num_warps * THREADS_PER_WARP
     accumulator = math.ceil(config.block_m * config.block_n / threads)
     if operands_in_shared_memory(config, element_size, capability):

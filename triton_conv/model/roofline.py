@@ -15,7 +15,10 @@ compute_s = work_flops / (peak · η_tile · η_k · η_wave) (tiles.py): waves 
   at the fp32 FMA rate).
 memory_s = (bytes + splitk_bytes) / bandwidth.
 time_s = call_floor_s + max(compute_s, memory_s) / achieved_fraction   (terms.py names both).
-tflops = flops / time_s / 1e12; efficiency = flops / time_s / peak.
+tflops = flops / time_s / 1e12; efficiency = flops / time_s / peak. Both count the conventional
+  FLOPs (the forward's, as benchmarks quote every pass), so a strided dgrad, whose stride phases
+  skip the products that meet padding, can show an efficiency above 1 (a 4x4 stride-2 kernel padded
+  by 3 on an 8x8 input computes 256 of every 576 conventional products).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def compulsory_bytes(problem: ConvProblem, pass_name: str, dtype="fp16") -> int:
     """Each tensor the pass reads or writes, once: fprop x, w -> y; dgrad dy, w -> dx; wgrad dy, x -> dw
     (x: the covered pixels only; dx: all of it)."""
     check_pass(pass_name)
+    problem = check_problem(problem)
     _, size = dtype_kind(dtype)
     x, w, y = (math.prod(s) for s in (problem.input_shape, problem.weight_shape, problem.output_shape))
     read = read_input_elements(problem)
@@ -79,7 +83,7 @@ class Prediction:
     achieved_fraction: float
     time_s: float  # floor_s + max(compute_s, memory_s) / achieved_fraction
     tflops: float  # flops / time_s / 1e12
-    efficiency: float  # of the peak
+    efficiency: float  # conventional FLOP/s over the peak (above 1 where work_flops < flops)
     bound: str  # "compute" or "memory"
 
     # The tile statistics, under the names of the design card (prediction.tiles, .waves, ...).

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from .arguments import check_finite, check_flag
 
 CALL_FLOOR_S = 5e-6  # seconds per kernel call: an assumed launch-and-ramp time (see above)
+MOST_SECONDS = 86400.0  # a day: more than any call's floor or any stack's cost per inference
+LEAST_FRACTION = 1e-6  # of the roofline: fitted fractions lie between 0.04 and 1.74 (batching.md)
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,14 @@ class Terms:
     stack_overhead_s: float = 0.0
     overlapped: bool = False  # T = max(stack, GPU) instead of stack + GPU (see the module docstring)
 
-    def __post_init__(self):  # finite; a fitted stack overhead may be negative (calibration.py)
+    def __post_init__(self):  # a fitted stack overhead may be negative (calibration.py)
         object.__setattr__(self, "overlapped", check_flag(self.overlapped, "overlapped"))  # "False" was True
-        check_finite(self.call_floor_s, "call_floor_s", least=0)
-        check_finite(self.achieved_fraction, "achieved_fraction", above=0)
-        check_finite(self.stack_overhead_s, "stack_overhead_s")
+        # Finite, and within bounds no call or stack comes near, so that no sum or quotient of them
+        # overflows (a 1e307 s floor made S(N) NaN, a fraction of 1e-320 infinite times).
+        check_finite(self.call_floor_s, "call_floor_s", least=0, most=MOST_SECONDS)
+        fraction = self.achieved_fraction
+        check_finite(fraction, "achieved_fraction", least=LEAST_FRACTION, most=1 / LEAST_FRACTION)
+        check_finite(self.stack_overhead_s, "stack_overhead_s", least=-MOST_SECONDS, most=MOST_SECONDS)
 
     def __str__(self) -> str:
         return (

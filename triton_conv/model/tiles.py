@@ -43,6 +43,7 @@ from ..configs import KernelConfig, cdiv, output_tiles
 from ..configs import row_spans as walks_row_spans
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
+from .arguments import check_config, check_problem
 from .resources import Occupancy, check_pass, dtype_kind, occupancy
 
 
@@ -50,6 +51,7 @@ def launch_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig) -> 
     """The CTAs of the pass's launch grid (as the launchers build it): tiles x stride phases (dgrad)
     x split_k x groups."""
     check_pass(pass_name)
+    problem, config = check_problem(problem), check_config(config, optional=False)
     return output_tiles(problem, pass_name, config) * config.split_k
 
 
@@ -78,6 +80,7 @@ def reduction_efficiency(
 def work_flops(problem: ConvProblem, pass_name: str) -> int:
     """FLOPs the tiles compute (see the module docstring): dgrad sums its stride phases' GEMMs."""
     check_pass(pass_name)
+    problem = check_problem(problem)
     if pass_name != "dgrad":
         return problem.flops(pass_name)
     total = 0
@@ -133,6 +136,8 @@ def tile_stats(
     """Tiles, slots, waves and both efficiencies of one pass (row_spans: how fprop walks few
     channels, module docstring). Raises ValueError if the config cannot run on the device (its shared
     memory exceeds the per-block maximum)."""
+    check_pass(pass_name)
+    problem, config = check_problem(problem), check_config(config, optional=False)
     device = get_device(device)
     _, size = dtype_kind(dtype)
     occ = occupancy(config, size, device)
