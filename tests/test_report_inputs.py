@@ -4,6 +4,7 @@ anything, never poison notes/ for later reports, keep each campaign run whole, a
 was cut short. Every campaign folder and sweep here is SYNTHETIC, built in tmp_path."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,14 +26,14 @@ def _state(date="2026-11-30 10:00:00 UTC", status="complete", ran=PLAN[:-1], gpu
             "steps": [{"step": step, "estimate_s": 1.0, "actual_s": 1.0} for step in ran]}  # fmt: skip
 
 
-def _timings():
-    """A campaign's timings.json: triton-conv and cuDNN on one layer at N=1."""
+def _timings(gpu="H200"):
+    """A campaign's timings.json: triton-conv and cuDNN on one layer at N=1, timed on `gpu`."""
     bench = [{"name": f"{impl}-1", "stats": {"median": seconds},
               "extra_info": {"kind": "pass", "implementation": impl, "pass": "fprop", "layer_set": "resnet50",
                              "layer": "conv1", "N": 1, "dtype": "bf16", "layout": "channels_last"}}
              for impl, seconds in (("triton-conv", 1e-5), ("cudnn", 2e-5))]  # fmt: skip
     return {
-        "machine_info": {"triton_conv": {"gpu": "H200"}},
+        "machine_info": {"triton_conv": {"gpu": gpu}},
         "datetime": "2026-11-30T10:00:00",
         "benchmarks": bench,
     }
@@ -204,7 +205,7 @@ def test_an_earlier_campaign_reported_after_a_later_one_is_refused(tmp_path):
     early = _folder(tmp_path / "early", state=_state(date="2026-12-01 10:00:00 UTC"), timings=_timings())
     late = _folder(tmp_path / "late", state=_state(date="2026-12-02 10:00:00 UTC"), timings=_timings())
     other_gpu = _folder(tmp_path / "h100", state=_state(date="2026-11-01 10:00:00 UTC", gpu="H200 NVL"),
-                        timings=_timings())  # fmt: skip
+                        timings=_timings("H200 NVL"))  # fmt: skip
     report_campaign(str(late), str(notes), plots=False)
     report_campaign(str(other_gpu), str(notes), plots=False)  # another GPU's slug begins with h200-
     written = {name: (notes / name).read_bytes() for name in _files(notes)}
@@ -255,7 +256,7 @@ def test_a_campaign_whose_timings_have_no_record_of_this_version_is_refused(tmp_
          "extra_info is of another shape \\(KeyError"),
         # A batch past a float's range (valid JSON, an int to Python) ended in a traceback.
         ({**_timings(), "benchmarks": [{**b, "extra_info": {**b["extra_info"], "N": 10**400}}
-                                       for b in _timings()["benchmarks"]]}, "\\(OverflowError"),
+                                       for b in _timings()["benchmarks"]]}, "N is int, not a batch size"),
     ],
 )  # fmt: skip
 def test_benchmarks_of_another_shape_are_format_errors_in_both_commands(tmp_path, data, words):
@@ -446,7 +447,30 @@ IMPOSSIBLE = [
     ("compile.json", "launches", None, "launches is None, not a count"),
     ("compile.json", "mean_compile_s", {"fprop_kernel": -1}, "mean_compile_s is"),
     ("training.json", "comparison", "fast", "comparison is 'fast', not an object"),
-]
+    # Values the notes printed as measurements (an adversarial review, session 38).
+    ("campaign.json", "ceilings", {"matmul_dtype": "bf16", "matmul_tflops": float("nan")},
+     "ceilings.matmul_tflops is nan"),
+    ("campaign.json", "ceilings", {"matmul_dtype": "bf16", "copy_gb_per_s": -5},
+     "ceilings.copy_gb_per_s is -5"),
+    ("campaign.json", "ceilings", {"matmul_dtype": "bf16", "matmul_tflops": "fast"},
+     "matmul_tflops is 'fast'"),
+    ("campaign.json", "elapsed_s", float("nan"), "elapsed_s is nan"),
+    ("campaign.json", "check_processes", "many", "check_processes is 'many'"),
+    ("timings.json", "benchmarks.0.extra_info.eager_seconds", -1, r"extra_info.eager_seconds is -1"),
+    ("timings.json", "benchmarks.0.extra_info.tflops", float("nan"), r"extra_info.tflops is nan"),
+    ("timings.json", "benchmarks.0.extra_info.model", {"seconds": -1e-3},
+     r"extra_info.model.seconds is -0.001"),
+    ("timings.json", "benchmarks.0.extra_info.N", 10**30, r"extra_info.N is"),
+    ("timings.json", "benchmarks.0.stats.median", 1e308, r"stats.median is 1e\+308"),
+    ("timings.json", "machine_info.triton_conv.gpu", "NVIDIA A100-SXM4-80GB", "timed on 'NVIDIA A100"),
+    ("timings.json", "machine_info.triton_conv.gpu", None, "timed on None, campaign.json's run on 'H200'"),
+    ("autotune.json", "rows.0.tiles", -4, r"rows\[0\].tiles is -4"),
+    ("autotune.json", "rows.0.tiles", "many", r"rows\[0\].tiles is 'many'"),
+    ("autotune.json", "rows.0.winner", 5, r"rows\[0\].winner is 5"),
+    ("autotune.json", "rows.0.gemm", [1, 2], r"rows\[0\].gemm is \[1, 2\]"),
+    ("compile.json", "worker_s", [float("nan"), -1], "worker_s is"),
+    ("training.json", "comparison", {"speed_ratio": float("nan")}, "comparison.speed_ratio is nan"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name, field, value, words", IMPOSSIBLE, ids=[f"{n}:{f}" for n, f, *_ in IMPOSSIBLE])
@@ -635,3 +659,23 @@ def test_a_section_body_holding_a_marker_is_not_written(tmp_path):
     with pytest.raises(ValueError, match="holds a section marker of its own"):
         replace_section(note, "kept", "text\n<!-- END kept -->\n# injected")
     assert note.read_bytes() == before and read_section(note, "kept") == "first"
+
+
+def test_timings_of_no_kind_this_version_reads_are_refused(tmp_path):
+    """Every record of a kind no table reads replaced the measured section with empty tables."""
+    timings = _timings()
+    for bench in timings["benchmarks"]:
+        bench["extra_info"]["kind"] = "zzz"
+    with pytest.raises(SystemExit, match="no.*kind.*this version reads|none of its 2 benchmarks"):
+        _report(_folder(tmp_path / "run", timings=timings), tmp_path / "notes")
+    assert not (tmp_path / "notes").exists()
+
+
+def test_text_of_a_row_cannot_add_columns_or_rows_to_the_autotune_table(tmp_path):
+    from triton_conv.autotune_markdown import render
+
+    run = {key: "x" for key in ("date", "gpu", "torch", "triton", "cuda", "triton_conv", "commit")}
+    table = render([_row(layer="a|b\n| x", winner="64x64|32", run=run)], "H200")
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1
+    assert "a\\|b \\| x" in table

@@ -63,7 +63,12 @@ def provenance(gpu: str | None) -> dict:
 def cell(row: dict, field: str, fmt: str) -> str:
     """A row's field as a table cell (— where it has none); tune_layer_set's progress lines too."""
     value = row.get(field)
-    return "—" if value is None else fmt.format(value)
+    return "—" if value is None else inline(fmt.format(value))
+
+
+def inline(text) -> str:
+    """Text for one table cell or heading: a '|' would open a column, a line break a row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def row_key(row: dict) -> tuple:
@@ -98,8 +103,10 @@ def render(rows: list[dict], gpu: str) -> str:
         ]
     for run in map(dict, runs):
         lines.append(
-            f"- {run['date']}: GPU {run['gpu']}, torch {run['torch']}, Triton {run['triton']}, "
-            f"CUDA {run['cuda']}, triton-conv {run['triton_conv']}, commit {run['commit']}"
+            inline(
+                f"- {run['date']}: GPU {run['gpu']}, torch {run['torch']}, Triton {run['triton']}, "
+                f"CUDA {run['cuda']}, triton-conv {run['triton_conv']}, commit {run['commit']}"
+            )
         )
     lines.append("")
     groups: dict[tuple, list[dict]] = {}
@@ -111,7 +118,7 @@ def render(rows: list[dict], gpu: str) -> str:
             pass_name = (
                 f"{pass_name} of the transposed convolution (its conv2d view's {chosen[0]['kernel_pass']})"
             )
-        lines += [f"## {layer_set}: {pass_name}, {dtype}, {layout}", ""]
+        lines += [f"## {inline(layer_set)}: {inline(pass_name)}, {inline(dtype)}, {inline(layout)}", ""]
         table = [[cell(r, field, fmt) for _, field, fmt in COLUMNS] for r in chosen]
         lines += [tabulate(table, [h for h, _, _ in COLUMNS], tablefmt="github", disable_numparse=True), ""]
         lines += [_observations(chosen), ""]

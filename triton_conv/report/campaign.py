@@ -235,6 +235,20 @@ def _outputs(
     return [str(path) for path in (*paths, notes / CAMPAIGN_NOTE)]
 
 
+def _check_same_gpu(folder: str, timings: dict, gpu: str | None) -> None:
+    """timings.json names the GPU its tables are filed under (batching.md's subsection); the other
+    notes take campaign.json's (`gpu`: its provenance.gpu.name, None on the CPU, as the timings'
+    then). Two names are two machines' files in one folder, not one run."""
+    machine = timings.get("machine_info") if isinstance(timings, dict) else None
+    ours = machine.get("triton_conv") if isinstance(machine, dict) else None
+    timed_on = ours.get("gpu") if isinstance(ours, dict) else None
+    if timed_on != gpu:
+        raise CampaignFolderError(
+            f"{folder}: timings.json was timed on {timed_on!r}, campaign.json's run on {gpu!r}:"
+            " not one campaign's files"
+        )
+
+
 def _check_sweeps(folder: str, notes_dir: str, slug: str) -> None:
     """Every sweep batching.md will be rebuilt from (those in notes/sweeps/, the campaign's replacing
     its GPU's earlier one), read and rendered as make_report will, writing nothing."""
@@ -296,6 +310,7 @@ def report_campaign(
     benchmarks = (timings or {}).get("benchmarks")  # [] when stopped before its first timing
     if benchmarks:
         _check_sweeps(folder, notes_dir, slug)
+        _check_same_gpu(folder, timings, (state["provenance"].get("gpu") or {}).get("name"))
     if rows:
         run = _row_provenance(state, gpu)
         rows = [{**r, "run": run, "source": f"campaign {state.get('campaign')}"} for r in rows]

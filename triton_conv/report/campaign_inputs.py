@@ -19,6 +19,9 @@ ROW_TEXT = ("layer_set", "layer", "pass", "dtype", "layout")
 ROW_INTEGERS = ("layer_index", "batch")
 # Fields rendered with a number's format ('{:.4f}'), and one compared with a number (_observations).
 ROW_NUMBERS = (*(field for _, field, fmt in COLUMNS if fmt != "{}"), "winner_split_k")
+# The rest of the table's columns ('{}' format), printed as they are.
+ROW_LABELS = ("gemm", "winner", "runner_up")
+ROW_COUNTS = ("tiles", "waves", "candidates", "count")
 # A stored row's provenance, as render lists and sorts it.
 RUN_FIELDS = ("date", "gpu", "torch", "triton", "cuda", "triton_conv", "commit")
 
@@ -83,10 +86,34 @@ def check_state(state, path) -> None:
         raise format_error(
             path, "provenance.date", date, "a date and time as 2026-11-30 10:00:00 UTC"
         ) from None
+    _check_stated_numbers(state, path)
     if not isinstance(state.get("on_gpu"), bool):  # the string "false" read as true, notes/ unguarded
         raise format_error(path, "on_gpu", state.get("on_gpu"), "true or false")
     if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
         raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
+
+
+# campaign.json's numbers that campaign_section states as measured, each absent or null when the
+# run did not get there: (field, wanted, check)
+CEILING_AMOUNTS = ("matmul_tflops", "copy_gb_per_s")
+
+
+def _check_stated_numbers(state: dict, path) -> None:
+    """The run's time, its check processes and its ceilings, as the note prints them: a NaN, a
+    negative bandwidth or a word would be printed as a measurement."""
+    if state.get("elapsed_s") is not None and not is_amount(state["elapsed_s"]):
+        raise format_error(path, "elapsed_s", state["elapsed_s"], "a number of seconds from 0")
+    if state.get("check_processes") is not None and not is_count(state["check_processes"]):
+        raise format_error(path, "check_processes", state["check_processes"], "a count")
+    ceilings = state.get("ceilings")
+    if ceilings is None:
+        return
+    if not isinstance(ceilings, dict):
+        raise format_error(path, "ceilings", ceilings, "an object")
+    for field in CEILING_AMOUNTS:
+        value = ceilings.get(field)
+        if value is not None and not (is_amount(value) and value > 0):
+            raise format_error(path, f"ceilings.{field}", value, "a number above 0")
 
 
 def gpu_name(state: dict, path) -> str:
@@ -114,7 +141,9 @@ def check_row(row, path, where: str, stored: bool = False) -> None:
             raise CampaignFolderError(f"{path} is {NOT_THIS_FORMAT}: {where} has no {field!r}; {advice}")
     checks = [(ROW_TEXT, lambda v: isinstance(v, str), "a string"),
               (ROW_INTEGERS, is_count, "an integer from 0"),
-              (ROW_NUMBERS, lambda v: v is None or is_amount(v), "a number from 0")]  # fmt: skip
+              (ROW_NUMBERS, lambda v: v is None or is_amount(v), "a number from 0"),
+              (ROW_LABELS, lambda v: v is None or isinstance(v, str), "a string or null"),
+              (ROW_COUNTS, lambda v: v is None or is_count(v), "an integer from 0 or null")]  # fmt: skip
     for fields, fits, wanted in checks:
         for field in fields:
             if not fits(row.get(field)):
@@ -255,9 +284,17 @@ def check_side_files(compiled: dict | None, training: dict | None, folder) -> No
     if compiled is not None:
         if compiled.get("wall_s") is not None and not is_amount(compiled["wall_s"]):
             raise format_error(path, "wall_s", compiled["wall_s"], "a number of seconds from 0")
+        busy = compiled.get("worker_s")
+        if busy is not None and not (isinstance(busy, list) and all(is_amount(v) for v in busy)):
+            raise format_error(path, "worker_s", busy, "a list of seconds from 0, one per worker")
         means = compiled.get("mean_compile_s", {})
         if not isinstance(means, dict) or not all(is_amount(v) for v in means.values()):
             raise format_error(path, "mean_compile_s", means, "an object of seconds per kernel")
-    if training is not None and not isinstance(training.get("comparison"), dict):
+    if training is not None:
         path = os.path.join(folder, "training.json")
-        raise format_error(path, "comparison", training.get("comparison"), "an object (training_check's)")
+        comparison = training.get("comparison")
+        if not isinstance(comparison, dict):
+            raise format_error(path, "comparison", comparison, "an object (training_check's)")
+        for field, value in comparison.items():  # printed as the run's findings
+            if isinstance(value, float) and not is_amount(value):
+                raise format_error(path, f"comparison.{field}", value, "a number from 0")

@@ -39,10 +39,36 @@ def _record(json_path, index: int, bench) -> dict:
     if median is not None and not is_amount(median):
         raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds")
     batch = info.get("N")
-    if batch is not None and not is_count(batch, 1):
-        raise _refuse(json_path, f"{where}.extra_info.N", batch, "a batch size (an integer from 1)")
+    if batch is not None and not (is_count(batch, 1) and batch <= MOST_IMAGES):
+        raise _refuse(
+            json_path, f"{where}.extra_info.N", batch, f"a batch size (an integer from 1 to {MOST_IMAGES})"
+        )
+    model = info.get("model")
+    if model is not None and not isinstance(model, dict):
+        raise _refuse(json_path, f"{where}.extra_info.model", model, "an object (the model's prediction)")
+    printed = [(f"extra_info.{f}", info.get(f)) for f in RECORD_AMOUNTS]
+    printed += [(f"extra_info.model.{f}", (model or {}).get(f)) for f in MODEL_AMOUNTS]
+    for field, value in printed:  # a NaN, a negative time or one past a day would print as measured
+        most = MOST_SECONDS if field.endswith("seconds") else MOST_AMOUNT
+        if value is not None and not (is_amount(value) and value <= most):
+            raise _refuse(json_path, f"{where}.{field}", value, f"a number from 0 to {most:g}")
+    if median is not None and median > MOST_SECONDS:
+        raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds up to a day")
     info["seconds"], info["name"] = median, bench.get("name")
     return info
+
+
+# What a timing's record holds that the tables print, each a number from 0 when present: times in
+# seconds (none past a day), rates and sizes (none past 1e18); a batch of more images than 2**31
+# would be more than any kernel here launches in one call.
+RECORD_AMOUNTS = ("eager_seconds", "host_seconds", "device_seconds", "tflops", "fraction_of_peak",
+                  "peak_memory_bytes", "model_weight_bytes", "model_activation_bytes")  # fmt: skip
+MODEL_AMOUNTS = ("seconds", "tflops", "efficiency")
+MOST_AMOUNT = 1e18
+MOST_SECONDS = 86400.0
+MOST_IMAGES = 2**31
+# The kinds of record the measured section reads (benchmarking.py, bench/, the campaign).
+READ_KINDS = ("pass", "batching", "training_step", "grad_accumulation", "matmul_peak", "dgrad_phases")
 
 
 def is_number(value) -> bool:
@@ -98,9 +124,9 @@ def load_run(json_path) -> tuple[list[dict], dict]:
         raise _refuse(json_path, "benchmarks", benchmarks, "a list of benchmarks")
     every = [_record(json_path, index, bench) for index, bench in enumerate(benchmarks)]
     records = [info for info in every if info.get("kind") and info["seconds"]]
-    if benchmarks and not records:
+    if benchmarks and not any(info["kind"] in READ_KINDS for info in records):
         raise ValueError(
             f"{json_path} {NOT_READ}: none of its {len(benchmarks)} benchmarks has an extra_info 'kind' "
-            "and a median time"
+            f"this version reads ({', '.join(READ_KINDS)}) and a median time"
         )
     return records, _meta(json_path, data)
