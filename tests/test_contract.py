@@ -424,3 +424,18 @@ def test_opcheck_with_gradients_through_the_backward_ops():
     dy = torch.randn(1, 4, 2, 3, dtype=EXACT, requires_grad=True)
     torch.library.opcheck(input_grad_op, (dy, x, w, *geometry))
     torch.library.opcheck(weight_grad_op, (dy, x, w, *geometry, True))
+
+
+def test_a_problem_checked_while_tracing_is_not_remembered_for_eager_calls(monkeypatch):
+    """While torch.export traces (plain ints, so the ops' memo could keep them) the problem is left
+    uncanonical; kept, an eager call of the same shapes ran a dilation of 2**31 on a one-tap axis,
+    which no kernel compiles."""
+    from triton_conv.autograd import checks
+
+    x, w = torch.empty(2, 3, 5, 5), torch.empty(4, 3, 1, 3)
+    arguments = (x, w, None, (1, 1), (0, 0, 0, 0), (2**31, 1), 1)
+    checks._PROBLEMS.clear()
+    with monkeypatch.context() as tracing:
+        tracing.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert checks.checked_problem(*arguments).dilation == (2**31, 1)  # as given, while tracing
+    assert checks.checked_problem(*arguments).dilation == (1, 1)

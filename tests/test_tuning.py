@@ -498,7 +498,7 @@ def test_pin_config_refuses_a_pin_no_pass_would_look_up():
             choices.pin_config(problem, pass_name, dtype, False, "cpu", config)
     with pytest.raises(RuntimeError, match="problem must be a ConvProblem"):
         choices.pin_config((2, 4, 8, 8), *good[:2], False, "cpu", good[2])
-    assert not choices._CHOSEN
+    assert not choices._CHOSEN and not choices._PINNED
 
 
 def test_a_pin_given_with_a_stride_past_the_image_is_the_config_the_op_launches(monkeypatch, triton_only):
@@ -520,3 +520,29 @@ def test_a_pin_given_with_a_stride_past_the_image_is_the_config_the_op_launches(
         choices.forget_choices()
     assert chosen == [pinned]
     assert rel_error(y, F.conv2d(x.double(), w.double(), stride=100, padding=1)) < 1e-5
+
+
+@pytest.mark.parametrize("case", ["depthwise NCHW", "cuDNN disabled"])
+def test_a_pin_holds_where_the_calls_tf32_differs_from_cudnns(case, monkeypatch, triton_only, set_tf32):
+    """A pin was keyed on cuDNN's TF32 setting as read outside any call; inside, the call's own
+    decides (IEEE for an NCHW depthwise convolution, cuBLAS's setting with cuDNN disabled), and the
+    pin was missed by the call it was made for (a tuning ran instead)."""
+    from triton_conv import passes
+
+    set_tf32(True)
+    groups, weight = (4, (4, 1, 3, 3)) if case == "depthwise NCHW" else (1, (6, 4, 3, 3))
+    problem = ConvProblem.from_shapes((2, 4, 8, 8), weight, padding=1, groups=groups)
+    pinned = KernelConfig(16, 32, 16, group_m=1)
+    chosen = []
+    real = passes.choose_config
+    monkeypatch.setattr(passes, "choose_config", lambda *args: chosen.append(real(*args)) or chosen[-1])
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(weight)
+    choices.pin_config(problem, "fprop", torch.float32, False, "cpu", pinned)
+    cudnn = torch.backends.cudnn.flags(enabled=case != "cuDNN disabled")  # monkeypatch cannot undo it
+    try:
+        with triton_only(), cudnn:
+            y = triton_conv.conv2d(x, w, padding=1, groups=groups)
+    finally:
+        choices.forget_choices()
+    assert chosen == [pinned]
+    assert rel_error(y, F.conv2d(x.double(), w.double(), padding=1, groups=groups)) < 1e-5

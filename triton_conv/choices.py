@@ -26,7 +26,7 @@ from .runtime import fp32_uses_tf32
 from .tuning import Timer
 
 _CHOSEN: dict[tuple, KernelConfig] = {}
-_PINNED: dict[tuple, KernelConfig] = {}  # pin_config's choices (also in _CHOSEN), which win everywhere
+_PINNED: dict[tuple, KernelConfig] = {}  # pin_config's choices (_pin_key), which win everywhere
 
 
 def select_config(
@@ -51,7 +51,7 @@ def select_config(
     tuning.autotune directly, outside these locks."""
     device = tuning._device(device)
     memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
-    config = _CHOSEN.get(memo)
+    config = _PINNED.get(memo[:5]) or _CHOSEN.get(memo)
     if config is not None:
         return config
     in_progress = _IN_PROGRESS.__dict__.setdefault("memos", set())
@@ -70,7 +70,7 @@ def select_config(
                 config = _CHOSEN.setdefault(memo, config)  # not memoised if the TF32 setting changed
                 with _LOCKS_LOCK:  # memoised: later callers never reach the lock (waiters hold it)
                     _TUNING_LOCKS.pop(memo, None)
-    return config
+    return _PINNED.get(memo[:5]) or config  # a pin made while this thread tuned wins
 
 
 _IN_PROGRESS = threading.local()  # .memos: the problems this thread is tuning now
@@ -100,6 +100,10 @@ def _tuning_lock(memo: tuple) -> threading.Lock:
 
 def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
     # fp32's TF32 setting changes the tuning key (a TF32 dot is another kernel), so the memo too.
+    # Its first five fields are a pin's key: a pin holds for the problem whatever the TF32 setting
+    # (which picks the kernel's precision, not the caller's tile) and timer. Outside a call the
+    # setting is cuDNN's; inside, the call's own (IEEE for an NCHW depthwise convolution, or with
+    # cuDNN disabled), so a pin keyed on it was missed by the very call it was made for.
     tf32 = dtype == torch.float32 and fp32_uses_tf32()
     device = tuning._device(device)
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():  # 'cuda' is 'cuda:0':
@@ -117,15 +121,14 @@ def pin_config(problem, pass_name, dtype, channels_last, device, config: KernelC
     never look up (another pass name, a dtype they do not run) or that is no KernelConfig is refused,
     not kept unused or left to fail in a later convolution."""
     _check_pin(problem, pass_name, dtype, config)
-    memo = _memo_key(problem.canonical(), pass_name, dtype, channels_last, device)
-    _CHOSEN[memo] = _PINNED[memo] = config
+    _PINNED[_memo_key(problem.canonical(), pass_name, dtype, channels_last, device)[:5]] = config
 
 
 def untimed_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig:
     """What the passes launch in torch's deterministic mode: a pin_config's config, else the default
     for the shape and the live GPU's model (its SM count and architecture), never a timed one."""
     device = tuning._device(device)
-    pinned = _PINNED.get(_memo_key(problem, pass_name, dtype, channels_last, device))
+    pinned = _PINNED.get(_memo_key(problem, pass_name, dtype, channels_last, device)[:5])
     if pinned is not None:
         return pinned
     live = tuning.device_identity(device)[1]
@@ -145,7 +148,8 @@ def _check_pin(problem, pass_name, dtype, config) -> None:
 
 def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:
     """The config select_config already chose (or pin_config pinned) for this problem, if any."""
-    return _CHOSEN.get(_memo_key(problem, pass_name, dtype, channels_last, device))
+    memo = _memo_key(problem, pass_name, dtype, channels_last, device)
+    return _PINNED.get(memo[:5]) or _CHOSEN.get(memo)
 
 
 def forget_choices() -> None:

@@ -3,6 +3,7 @@ the problem each op runs (memoised)."""
 
 from __future__ import annotations
 
+import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..arguments import ConvArgumentError, check_bias, check_tensor, check_tensors
@@ -13,7 +14,12 @@ _PROBLEMS: dict = {}
 
 def _memoised(key, build) -> ConvProblem:
     """build(), remembered under `key`. The dispatcher hands the ops plain ints (never a bool), or
-    SymInts under torch.compile's dynamic shapes, which do not hash: those are checked anew."""
+    SymInts under torch.compile's dynamic shapes, which do not hash: those are checked anew. So is
+    every problem built while torch.compile or torch.export traces: build's canonical() leaves the
+    problem as it is then (ConvProblem.canonical), and remembered it would reach the eager calls of
+    the same shapes uncut (export traces with plain ints)."""
+    if torch.compiler.is_compiling():
+        return build()
     try:
         problem = _PROBLEMS.get(key)
     except TypeError:

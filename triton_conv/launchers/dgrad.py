@@ -45,7 +45,7 @@ def dgrad_plan(
     tiles = math.prod(tile_grid(problem, "dgrad", config))
     grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
-    workspace, _ = split_k_buffers(*split)
+    workspace, _ = split_k_buffers(*split[:5], "meta")  # its size decides int64 (no memory)
     columns = dense_weight_columns(problem, config, weight.element_size())
     if columns:  # the plan is made for the copy that each call makes (dense_weight)
         k, _, r, s = weight.shape

@@ -29,7 +29,7 @@ def fprop_plan(
     have any strides; `settings` as kernel_flags takes them."""
     tiles = math.prod(tile_grid(problem, "fprop", config))
     split = (config.split_k, tiles * problem.groups, config.block_m, config.block_n, x.dtype, x.device)
-    workspace, _ = split_k_buffers(*split)  # its size decides int64 as much as x's does
+    workspace, _ = split_k_buffers(*split[:5], "meta")  # its size decides int64 as x's does
     flags = kernel_flags(x.dtype, x, weight, y, workspace, force_int64=force_int64, settings=settings)
     ints = (
         problem.batch, problem.height, problem.width,

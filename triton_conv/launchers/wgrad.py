@@ -89,7 +89,7 @@ def wgrad_plan(
         config.split_k, problem.groups * tiles_m * tiles_n, config.block_m, config.block_n,
         x.dtype, device, problem.groups * bias_programs,
     )  # fmt: skip
-    workspace, _ = split_k_buffers(*split)
+    workspace, _ = split_k_buffers(*split[:5], "meta")  # its size decides int64 (no memory)
     db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
     flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64, settings=settings)
