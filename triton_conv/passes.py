@@ -1,10 +1,12 @@
 """Each pass on validated tensors: choose the tile config, allocate, launch.
 
 The custom ops (triton_conv/autograd/implementations.py) call these; they in turn call the launchers.
-Config choice goes through triton_conv.tuning (a cached, per-device autotuned choice) on a GPU.
+Config choice goes through triton_conv.choices (a pin, the process's memo, else tuning's cached,
+per-device autotuned choice on a GPU; the untimed default in deterministic mode).
 
-CUDA graphs: nothing here or in the launchers reads tensor data or synchronises, so the passes can
-be captured. Only tuning cannot: timing configs while a stream is capturing would launch and
+CUDA graphs: nothing here or in the launchers reads tensor data or synchronises (but the first fill
+of launchers.common.zero_run's zeros, once per device, dtype and length, never during a capture),
+so the passes can be captured. Only tuning cannot: timing configs while a stream is capturing would launch and
 synchronise inside the capture. During a capture the config therefore comes from what is already
 known (the process's memo or the persistent cache, as a warm-up run before capture leaves it) or,
 for a shape never seen, the untuned default, with a one-time warning.
@@ -21,7 +23,7 @@ import torch
 from . import choices, runtime, tuning
 from .arguments import ConvArgumentError
 from .choices import select_config
-from .configs import KernelConfig, default_pass_config
+from .configs import CONFIG_BOUNDS, KernelConfig, default_pass_config
 from .launchers.common import INT32_LIMIT, accumulator_dtype
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
@@ -119,7 +121,8 @@ def _stride_phases(problem: ConvProblem) -> int:
 # phase, wgrad's reduction over output pixels) with 32-bit ints, the last tile's rows past the end
 # included; the int64 variants widen offsets, not these indices. Past the limit a pass runs in
 # chunks of images, one launch each, as torch splits a batch for cuDNN's 32-bit indexing.
-ROWS_LIMIT = INT32_LIMIT - 512  # 512: the largest tile side a config may have (tuning_cache's bounds)
+# The largest tile side a config may have (configs.CONFIG_BOUNDS: 512).
+ROWS_LIMIT = INT32_LIMIT - max(CONFIG_BOUNDS[side] for side in ("block_m", "block_n", "block_k"))
 
 
 def batch_chunks(problem: ConvProblem, pass_name: str) -> list[tuple[int, int]]:
