@@ -26,7 +26,8 @@ from .runtime import fp32_uses_tf32
 from .tuning import Timer
 
 _CHOSEN: dict[tuple, KernelConfig] = {}
-_PINNED: dict[tuple, KernelConfig] = {}  # pin_config's choices (_pin_key), which win everywhere
+# pin_config's choices, keyed on a memo key's first five fields (_pinned); they win everywhere
+_PINNED: dict[tuple, KernelConfig] = {}
 
 
 def select_config(
@@ -51,7 +52,7 @@ def select_config(
     tuning.autotune directly, outside these locks."""
     device = tuning._device(device)
     memo = _memo_key(problem, pass_name, dtype, channels_last, device, timer)
-    config = _PINNED.get(memo[:5]) or _CHOSEN.get(memo)
+    config = _pinned(memo) or _CHOSEN.get(memo)
     if config is not None:
         return config
     in_progress = _IN_PROGRESS.__dict__.setdefault("memos", set())
@@ -70,7 +71,7 @@ def select_config(
                 config = _CHOSEN.setdefault(memo, config)  # not memoised if the TF32 setting changed
                 with _LOCKS_LOCK:  # memoised: later callers never reach the lock (waiters hold it)
                     _TUNING_LOCKS.pop(memo, None)
-    return _PINNED.get(memo[:5]) or config  # a pin made while this thread tuned wins
+    return _pinned(memo) or config  # a pin made while this thread tuned wins
 
 
 _IN_PROGRESS = threading.local()  # .memos: the problems this thread is tuning now
@@ -96,6 +97,12 @@ os.register_at_fork(
 def _tuning_lock(memo: tuple) -> threading.Lock:
     with _LOCKS_LOCK:
         return _TUNING_LOCKS.setdefault(memo, threading.Lock())
+
+
+def _pinned(memo: tuple) -> KernelConfig | None:
+    """The pin for a memo key's problem (its first five fields), if any; nothing hashed when no pin
+    exists (the common case, on every pass's call)."""
+    return _PINNED.get(memo[:5]) if _PINNED else None
 
 
 def _memo_key(problem, pass_name, dtype, channels_last, device, timer=None) -> tuple:
@@ -128,7 +135,7 @@ def untimed_config(problem, pass_name, dtype, channels_last, device) -> KernelCo
     """What the passes launch in torch's deterministic mode: a pin_config's config, else the default
     for the shape and the live GPU's model (its SM count and architecture), never a timed one."""
     device = tuning._device(device)
-    pinned = _PINNED.get(_memo_key(problem, pass_name, dtype, channels_last, device)[:5])
+    pinned = _pinned(_memo_key(problem, pass_name, dtype, channels_last, device))
     if pinned is not None:
         return pinned
     live = tuning.device_identity(device)[1]
@@ -149,7 +156,7 @@ def _check_pin(problem, pass_name, dtype, config) -> None:
 def remembered_config(problem, pass_name, dtype, channels_last, device) -> KernelConfig | None:
     """The config select_config already chose (or pin_config pinned) for this problem, if any."""
     memo = _memo_key(problem, pass_name, dtype, channels_last, device)
-    return _PINNED.get(memo[:5]) or _CHOSEN.get(memo)
+    return _pinned(memo) or _CHOSEN.get(memo)
 
 
 def forget_choices() -> None:
