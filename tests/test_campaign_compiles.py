@@ -31,7 +31,7 @@ def _descriptors(variant) -> int:
 
 
 def test_the_compile_step_records_the_tma_variants_an_h200_launches():
-    """wgrad passes TMA descriptors on sm_90 and newer (launchers.common.tma_available of a CUDA
+    """wgrad passes TMA descriptors on sm_90 and newer (launchers.tma.tma_available of a CUDA
     device); the recording runs on meta tensors, which must stand for the target's. An H200 whose
     variants were recorded without them compiled every wgrad kernel again in the campaign's process."""
     problem = ConvProblem.from_shapes((2, 64, 9, 9), (64, 64, 3, 3), padding=1)
@@ -46,16 +46,16 @@ def test_the_compile_step_records_the_tma_variants_an_h200_launches():
 
 
 def test_meta_as_target_answers_as_the_launchers_rule_does_for_a_cuda_device(monkeypatch):
-    from triton_conv.launchers import common, wgrad
+    from triton_conv.launchers import tma, wgrad
 
     meta = torch.device("meta")
     for arch in (80, 89, 90, 100, 120):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, a=arch: divmod(a, 10))
-        on_cuda = common.tma_available(torch.device("cuda"))
+        on_cuda = tma.tma_available(torch.device("cuda"))
         with target.meta_as_target(("cuda", arch, 32)):
             assert wgrad.tma_available(meta) == on_cuda == (arch >= 90), arch
-            assert wgrad.tma_available(torch.device("cpu")) == common.tma_available(torch.device("cpu"))
-        assert wgrad.tma_available is common.tma_available  # restored
+            assert wgrad.tma_available(torch.device("cpu")) == tma.tma_available(torch.device("cpu"))
+        assert wgrad.tma_available is tma.tma_available  # restored
     monkeypatch.undo()
     assert not wgrad.tma_available(meta)
 

@@ -173,9 +173,9 @@ def test_the_output_layout_memo_answers_as_the_rule(monkeypatch):
     layout): for every ordered pair of layouts, asked twice and after the memo filled, it answers as
     the rule does; the memo never grows past its bound."""
     from triton_conv import memory_format
+    from triton_conv.memo import BoundedMemo
 
-    monkeypatch.setattr(memory_format, "_DECIDED", {})
-    monkeypatch.setattr(memory_format, "_DECIDED_MAX", 50)
+    monkeypatch.setattr(memory_format, "_DECIDED", BoundedMemo(limit=50))
     layouts = _layouts()
     pairs = [(a, b) for a in layouts for b in layouts if a.device == b.device]
     for _ in range(2):

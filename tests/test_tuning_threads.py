@@ -123,7 +123,7 @@ def test_a_plan_is_built_under_the_tf32_setting_its_key_holds(first, monkeypatch
     fprop.plans.clear()
     x, w = torch.randn(PROBLEM.input_shape), torch.randn(PROBLEM.weight_shape)
     fprop.conv2d_fprop(x, w, None, PROBLEM, KernelConfig(32, 32, 16))
-    (key,) = fprop.plans.plans
+    (key,) = fprop.plans.values
     assert key[-1].tf32 is first
     assert launched[0].constexprs["INPUT_PRECISION"] == ("tf32" if first else "ieee")
     fprop.plans.clear()

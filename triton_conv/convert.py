@@ -167,12 +167,11 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
     ConvTranspose1d/3d, torch.ao's quantized ones), lazy modules, subclasses, parametrized modules,
-    modules whose forward
-    (or _conv_forward, _output_padding) was replaced on the instance or, for a method triton-conv's
-    module overrides, on torch's class, modules compiled
-    (torch.compile(conv), conv.compile()) before conversion, whose compiled code would still run
-    torch's convolution; and where no module can be replaced, the convolutions of TorchScript
-    modules and of graphs (torch.export's .module()).
+    modules whose forward (or _conv_forward, _output_padding) was replaced on the instance or, for a
+    method triton-conv's module overrides, on torch's class, modules compiled (torch.compile(conv),
+    conv.compile()) before conversion, whose compiled code would still run torch's convolution; and
+    where no module can be replaced, the convolutions of TorchScript modules and of graphs
+    (torch.export's .module()).
 
     A conv held in two places of `model` stays one module; one shared by two models stays one only
     when both are converted in one call (of a module that holds both): each call makes its own.

@@ -16,6 +16,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
 from .autograd import conv2d_op, conv_transpose2d_op
+from .memo import BoundedMemo
 from .problem import ConvProblem
 from .runtime import runs_triton
 
@@ -47,7 +48,7 @@ def _plain(value):
     return None
 
 
-_PROBLEMS: dict = {}
+_PROBLEMS = BoundedMemo()
 
 
 def _memoised(kind: str, build, *arguments) -> ConvProblem:
@@ -61,14 +62,7 @@ def _memoised(kind: str, build, *arguments) -> ConvProblem:
     traced = torch.compiler.is_compiling() or not all(type(d) is int for shape in shapes for d in shape)
     if None in geometry or traced:
         return build(*arguments)
-    key = (kind, *shapes, *geometry)
-    problem = _PROBLEMS.get(key)
-    if problem is None:
-        problem = build(*arguments)
-        if len(_PROBLEMS) >= 4096:
-            _PROBLEMS.clear()
-        _PROBLEMS[key] = problem
-    return problem
+    return _PROBLEMS.get((kind, *shapes, *geometry), lambda: build(*arguments))
 
 
 def _problem(shape, weight_shape, stride, padding, dilation, groups) -> ConvProblem:

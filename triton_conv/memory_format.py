@@ -13,6 +13,8 @@ from torch._prims_common import (
     suggest_memory_format,
 )
 
+from .memo import BoundedMemo
+
 
 def wants_channels_last(*tensors: torch.Tensor) -> bool:
     """The output follows its inputs' memory format, as torch's convolutions do: channels_last if
@@ -31,16 +33,10 @@ def wants_channels_last(*tensors: torch.Tensor) -> bool:
     # The rule reads only sizes, strides, dtypes and devices, and torch's helpers that it calls go
     # through symbolic-shape guards: a quarter of a call's host time before this memo.
     key = tuple((t.shape, t.stride(), t.dtype, t.device.type, t.layout) for t in tensors)
-    decided = _DECIDED.get(key)
-    if decided is None:
-        if len(_DECIDED) >= _DECIDED_MAX:  # many shapes (a dynamic resolution): start again
-            _DECIDED.clear()
-        decided = _DECIDED[key] = _decide_channels_last(tensors)
-    return decided
+    return _DECIDED.get(key, lambda: _decide_channels_last(tensors))
 
 
-_DECIDED: dict[tuple, bool] = {}
-_DECIDED_MAX = 4096
+_DECIDED = BoundedMemo()
 
 
 def _decide_channels_last(tensors: tuple[torch.Tensor, ...]) -> bool:

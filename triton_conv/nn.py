@@ -59,6 +59,16 @@ class _FromTorch:
         state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
         return state
 
+    def _convolve(self, function, input, weight, bias):
+        """Conv1d's and Conv2d's _conv_forward with `function`: torch's, on this package's kernels."""
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            # As torch does: pad explicitly in the requested mode, then convolve unpadded.
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        geometry = dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+        return legacy_hooks.convolve(self, function, input, weight, bias, **geometry)
+
     def __prepare_scriptable__(self):
         # torch.jit.script would compile the forward to TorchScript, which cannot call Triton
         # kernels; without this it fails deep inside triton_conv.functional with no hint why.
@@ -77,13 +87,7 @@ class Conv2d(_FromTorch, nn.Conv2d):
     """
 
     def _conv_forward(self, input, weight, bias):
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            # As torch does: pad explicitly in the requested mode, then convolve unpadded.
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        geometry = dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
-        return legacy_hooks.convolve(self, conv2d, input, weight, bias, **geometry)
+        return self._convolve(conv2d, input, weight, bias)
 
 
 class Conv1d(_FromTorch, nn.Conv1d):
@@ -91,12 +95,7 @@ class Conv1d(_FromTorch, nn.Conv1d):
     parameters, state_dict and padding modes as torch's."""
 
     def _conv_forward(self, input, weight, bias):
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        geometry = dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
-        return legacy_hooks.convolve(self, conv1d, input, weight, bias, **geometry)
+        return self._convolve(conv1d, input, weight, bias)
 
 
 class ConvPaddingNotATuple(ConvTypeError, AssertionError):

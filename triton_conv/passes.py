@@ -23,14 +23,13 @@ import torch
 from . import choices, runtime, tuning
 from .arguments import ConvArgumentError
 from .choices import select_config
-from .configs import CONFIG_BOUNDS, KernelConfig, default_pass_config
+from .configs import CONFIG_BOUNDS, KernelConfig
 from .launchers.common import INT32_LIMIT, accumulator_dtype
 from .launchers.dgrad import conv2d_dgrad
 from .launchers.fprop import conv2d_fprop
 from .launchers.wgrad import conv2d_wgrad
 from .memory_format import empty_in_layout, wants_channels_last
 from .problem import ConvProblem
-from .tuning_cache import TuneResult, get_cache
 from .tuning_keys import tuning_key
 
 
@@ -67,10 +66,9 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
         return remembered
     name, live = tuning.device_identity(device)
     key = tuning_key(problem, pass_name, dtype, channels_last)
-    entry = get_cache(name).get(key)
-    cached = None if entry is None else TuneResult.from_entry(key, entry).best
-    if cached is not None and tuning.launchable(cached, problem, pass_name, dtype, live):
-        return cached  # (an entry too big for this GPU's shared memory gets the default, as a miss)
+    cached, launchable = tuning.cached_result(key, problem, pass_name, dtype, name, live)
+    if cached is not None and launchable:
+        return cached.best  # (an entry too big for this GPU's shared memory gets the default, as a miss)
     if not _warned_capture_default:
         _warned_capture_default = True
         warnings.warn(
@@ -80,9 +78,7 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, c
             RuntimeWarning,
             stacklevel=2,
         )
-    return default_pass_config(
-        problem, pass_name, dtype, live.sm_count, live.compute_capability, channels_last=channels_last
-    )
+    return tuning.untimed_default(problem, pass_name, dtype, channels_last, live)
 
 
 # The launchers put the groups (times dgrad's stride phases, which run side by side) on the grid's y
@@ -215,10 +211,10 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
 def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: bool, need_bias: bool):
     images = batch_chunks(problem, "wgrad")
     if len(images) > 1:  # each chunk's sums in float32 (float64 for float64), added, then rounded once
-        accumulate = accumulator_dtype(weight_dtype)
+        sum_dtype = accumulator_dtype(weight_dtype)
         parts = [
             weight_grad(
-                dy[first : first + count], x[first : first + count], problem.with_batch(count), accumulate,
+                dy[first : first + count], x[first : first + count], problem.with_batch(count), sum_dtype,
                 channels_last=channels_last, need_bias=need_bias,
             )
             for first, count in images

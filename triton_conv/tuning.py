@@ -241,6 +241,14 @@ def untimed_default(problem, pass_name, dtype, channels_last, live: DeviceSpec |
     )
 
 
+def cached_result(key, problem, pass_name, dtype, name: str, live) -> tuple[TuneResult | None, bool]:
+    """The persistent cache's result for `key` on the GPU model `name` (None on a miss), and whether
+    its config can launch on the live GPU (a miss can: nothing stands in the way of a tuning)."""
+    entry = get_cache(name).get(key)
+    cached = None if entry is None else TuneResult.from_entry(key, entry)
+    return cached, cached is None or launchable(cached.best, problem, pass_name, dtype, live)
+
+
 def autotune(
     problem, pass_name, dtype, channels_last, device=None, *, timer=None, target=None, max_configs=None
 ) -> TuneResult:
@@ -255,10 +263,7 @@ def autotune(
     key = tuning_key(problem, pass_name, dtype, channels_last)
     if device.type != "cuda" and timer is None:
         return TuneResult(key, untimed_default(problem, pass_name, dtype, channels_last, live), None)
-    cache = get_cache(name)
-    entry = cache.get(key)
-    cached = None if entry is None else TuneResult.from_entry(key, entry)
-    launchable_entry = cached is None or launchable(cached.best, problem, pass_name, dtype, live)
+    cached, launchable_entry = cached_result(key, problem, pass_name, dtype, name, live)
     if cached is not None and launchable_entry:
         return cached
     if not launchable_entry:
@@ -283,5 +288,5 @@ def autotune(
         return result
     if not launchable_entry:
         return result
-    stored = cache.put(key, result.entry())
+    stored = get_cache(name).put(key, result.entry())
     return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)

@@ -39,7 +39,6 @@ from .functions import (
     ConvTranspose2dFunction,
     InputGradFunction,
     WeightGradFunction,
-    bias_grad,
 )
 from .ops import conv2d_op, conv_transpose2d_op, input_grad_op, weight_grad_op
 
@@ -48,7 +47,6 @@ __all__ = [
     "ConvTranspose2dFunction",
     "InputGradFunction",
     "WeightGradFunction",
-    "bias_grad",
     "checked_problem",
     "checked_transposed_problem",
     "conv2d_op",

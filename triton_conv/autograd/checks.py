@@ -7,9 +7,10 @@ import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..arguments import ConvArgumentError, check_bias, check_tensor, check_tensors
+from ..memo import BoundedMemo, hashable
 from ..problem import ConvProblem
 
-_PROBLEMS: dict = {}
+_PROBLEMS = BoundedMemo()
 
 
 def _memoised(key, build) -> ConvProblem:
@@ -18,18 +19,9 @@ def _memoised(key, build) -> ConvProblem:
     every problem built while torch.compile or torch.export traces: build's canonical() leaves the
     problem as it is then (ConvProblem.canonical), and remembered it would reach the eager calls of
     the same shapes uncut (export traces with plain ints)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not hashable(key):
         return build()
-    try:
-        problem = _PROBLEMS.get(key)
-    except TypeError:
-        return build()
-    if problem is None:
-        problem = build()
-        if len(_PROBLEMS) >= 4096:
-            _PROBLEMS.clear()
-        _PROBLEMS[key] = problem
-    return problem
+    return _PROBLEMS.get(key, build)
 
 
 def checked_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:

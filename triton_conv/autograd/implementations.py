@@ -24,7 +24,7 @@ def _bounded(shape, least: int) -> tuple:
     return (*shape[:2], *(s if isinstance(s, int) else torch.sym_max(s, least) for s in shape[2:]))
 
 
-def _empty_batch(input) -> bool:
+def _empty_input(input) -> bool:
     """No batch (or no input channels): torch's convolutions then take their empty path on every
     device, whose output is a view of an empty product, contiguous whatever the inputs' layouts,
     and whose gradients are zeros_like(input) and zeros_like(weight), each in its tensor's layout."""
@@ -32,7 +32,7 @@ def _empty_batch(input) -> bool:
 
 
 def _output_layout(input, weight) -> bool:
-    return not _empty_batch(input) and wants_channels_last(input, weight)
+    return not _empty_input(input) and wants_channels_last(input, weight)
 
 
 def conv2d(input, weight, bias, stride, padding, dilation, groups):
@@ -60,7 +60,7 @@ def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
 
 def input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    if _empty_batch(input):
+    if _empty_input(input):
         return torch.empty_like(input, dtype=grad_output.dtype, device=grad_output.device)
     return empty_in_layout(input.shape, grad_output, wants_channels_last(input, weight))
 
@@ -81,7 +81,7 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
 
 def weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias):
     checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
-    if _empty_batch(input):
+    if _empty_input(input):
         dw = torch.empty_like(weight)
     else:
         dw = empty_in_layout(weight.shape, weight, wants_channels_last(input, weight))

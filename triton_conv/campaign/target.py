@@ -44,16 +44,17 @@ def use_compile_only_driver(target) -> None:
 @contextlib.contextmanager
 def meta_as_target(target):
     """While recording, meta tensors stand for tensors on the target GPU where a launcher asks what the
-    GPU can do: `launchers.common.tma_available(device)` (whether wgrad passes TMA descriptors) answers
+    GPU can do: `launchers.tma.tma_available(device)` (whether wgrad passes TMA descriptors) answers
     for a meta tensor what it answers for a CUDA device of the target's capability, not False. Without
     this an H200 launches TMA variants of wgrad that the compile step never compiled, and compiles
     them one by one in the campaign's process. The launchers' plan caches are emptied on the way in
     and out, since their keys hold the device, not the answer."""
     import torch
 
-    from ..launchers import common, dgrad, fprop, wgrad  # noqa: F401 - imported, so found below
+    from ..launchers import dgrad, fprop, tma, wgrad  # noqa: F401 - imported, so found below
+    from ..memo import BoundedMemo
 
-    original = common.tma_available
+    original = tma.tma_available
     backend, arch, _ = target
     capability = divmod(int(arch), 10)  # 90 -> (9, 0), 100 -> (10, 0)
 
@@ -68,7 +69,7 @@ def meta_as_target(target):
 
     launchers = [m for name, m in sys.modules.items() if name.startswith("triton_conv.launchers.")]
     asking = [m for m in launchers if getattr(m, "tma_available", None) is original]
-    plan_caches = [v for m in launchers for v in vars(m).values() if isinstance(v, common.PlanCache)]
+    plan_caches = [v for m in launchers for v in vars(m).values() if isinstance(v, BoundedMemo)]
     for cache in plan_caches:
         cache.clear()
     try:

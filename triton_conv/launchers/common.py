@@ -3,7 +3,7 @@ launch plans.
 
 A launch plan is everything of a launch that depends only on the call's geometry (shapes, strides,
 dtype, device, problem, tile config and flags): the grid, the integer arguments and the constexprs.
-Each launcher keeps its plans in a `PlanCache` keyed on exactly those, so a repeated call only
+Each launcher keeps its plans in a `memo.BoundedMemo` keyed on exactly those, so a repeated call only
 allocates its output, fetches the plan and launches. Nothing on the launch path reads a tensor's
 data or synchronises with the device (but `zero_run`'s first fill, once per device, dtype and
 length, and never during a capture), so the passes can be captured in a CUDA graph.
@@ -19,7 +19,6 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 import torch
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..runtime import fp32_uses_tf32, interpreter_active
 
@@ -140,7 +139,7 @@ def kernel_flags(
     return KernelFlags(use_int64, "tf32" if settings.tf32 else "ieee", settings.upcast)
 
 
-def geometry(tensor: torch.Tensor) -> tuple:
+def layout_key(tensor: torch.Tensor) -> tuple:
     """What of a tensor a launch depends on: shape and strides (zero strides of an expanded tensor
     included) and whether its data is 16-byte aligned (what TMA needs). dtype and device enter the
     key once, the operands': the outputs follow them, but for wgrad's dw in the accumulator's dtype
@@ -148,73 +147,8 @@ def geometry(tensor: torch.Tensor) -> tuple:
     return (tensor.shape, tensor.stride(), tensor.data_ptr() % 16 == 0)
 
 
-def matrix_row_stride(tensor: torch.Tensor, rows: tuple[int, ...], cols: tuple[int, ...]) -> int | None:
-    """The row stride when the tensor's memory is a row-major matrix whose row index runs over the
-    dims `rows` and whose column index runs over the dims `cols` (each listed outer to inner), with
-    unit stride along the columns; None when it is not. Dims of size 1 are free."""
-    extent = 1
-    for dim in reversed(cols):
-        if tensor.size(dim) != 1 and tensor.stride(dim) != extent:
-            return None
-        extent *= tensor.size(dim)
-    row_stride = span = None
-    for dim in reversed(rows):
-        if tensor.size(dim) == 1:
-            continue
-        if row_stride is None:
-            row_stride, span = tensor.stride(dim), tensor.stride(dim) * tensor.size(dim)
-        elif tensor.stride(dim) != span:
-            return None
-        else:
-            span *= tensor.size(dim)
-    return extent if row_stride is None else row_stride
-
-
-class TmaMatrix(NamedTuple):
-    """One operand as TMA sees it: a (rows x cols) matrix with unit column stride, loaded in boxes
-    of `block`. `descriptor(tensor)` builds the host descriptor for a call's tensor (per call: it
-    holds the data pointer)."""
-
-    rows: int
-    cols: int
-    row_stride: int
-    block: tuple[int, int]
-
-    def descriptor(self, tensor: torch.Tensor) -> TensorDescriptor:
-        return TensorDescriptor(tensor, [self.rows, self.cols], [self.row_stride, 1], list(self.block))
-
-
-def tma_available(device: torch.device) -> bool:
-    """TMA on Hopper and newer GPUs, and in Triton's interpreter (CPU tensors). For older GPUs
-    Triton rewrites descriptor loads into bounds-checked pointer loads, costlier in registers than
-    the kernels' own pointer paths (sm_80 spilled), so those get no descriptors."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 9
-    return device.type == "cpu"
-
-
-def tma_matrix(tensor, rows: tuple, cols: tuple, block: tuple[int, int]) -> TmaMatrix | None:
-    """The TMA view of `tensor` as matrix_row_stride describes it, or None when TMA cannot load it:
-    16- and 32-bit elements only (float64 keeps the pointer path), the data and the row stride
-    16-byte aligned, and rows that do not overlap. cuTensorMapEncodeTiled's documented rules say
-    nothing of a row stride of 0 (an expanded grad_output) or below the row's length (an
-    overlapping view); such operands keep the pointer path rather than trust an unstated rule."""
-    size = tensor.element_size()
-    stride = matrix_row_stride(tensor, rows, cols)
-    if size not in (2, 4) or stride is None or tensor.numel() == 0:
-        return None
-    n_rows = n_cols = 1
-    for dim in rows:
-        n_rows *= tensor.size(dim)
-    for dim in cols:
-        n_cols *= tensor.size(dim)
-    if tensor.data_ptr() % 16 or (stride * size) % 16 or (n_rows > 1 and stride < n_cols):
-        return None
-    return TmaMatrix(n_rows, n_cols, stride, block)
-
-
 class Plan(NamedTuple):
-    """A launch without its tensors: what a PlanCache keeps per shape. `spec(tensors)` puts the
+    """A launch without its tensors: what a launcher's plan memo keeps per shape. `spec(tensors)` puts the
     call's tensors (and the split-K buffers) in front of the integer arguments."""
 
     kernel: Any
@@ -248,38 +182,6 @@ class Plan(NamedTuple):
         return LaunchSpec(self.kernel, self.grid, args, self.constexprs, self.num_warps, self.num_stages)
 
 
-class PlanCache:
-    """One launcher's plans, keyed on everything that changes its launch. `get(key, build)` returns
-    the cached plan or builds, stores and returns it. Bounded: cleared when it reaches `limit`
-    entries (a model has tens of shapes; a shape sweep should not grow without end)."""
-
-    def __init__(self, name: str, limit: int = 4096):
-        self.name, self.limit = name, limit
-        self.plans: dict = {}
-        self.hits = self.misses = 0
-
-    def get(self, key, build):
-        plan = self.plans.get(key)
-        if plan is not None:
-            self.hits += 1
-            return plan
-        self.misses += 1
-        if len(self.plans) >= self.limit:
-            self.plans.clear()
-        plan = self.plans[key] = build()
-        return plan
-
-    def __contains__(self, key) -> bool:
-        return key in self.plans
-
-    def __len__(self) -> int:
-        return len(self.plans)
-
-    def clear(self) -> None:
-        self.plans.clear()
-        self.hits = self.misses = 0
-
-
 _placeholders: dict = {}
 
 
@@ -288,12 +190,29 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _placeholder(dtype: torch.dtype, device) -> torch.Tensor:
+    """One element of `dtype` per device, cached: the argument of a buffer the kernel never touches."""
+    key = (torch.device(device), dtype)
+    if key not in _placeholders:
+        _placeholders[key] = torch.empty(1, dtype=dtype, device=device)
+    return _placeholders[key]
+
+
+def split_workspace(split_k: int, elements: int, dtype, device) -> torch.Tensor:
+    """`split_k` partial results of `elements` each, in the accumulator's dtype of `dtype`; with
+    split_k 1 the kernel never touches it and a cached placeholder serves (no allocation on the
+    launch path)."""
+    acc_dtype = accumulator_dtype(dtype)
+    if split_k == 1:
+        return _placeholder(acc_dtype, device)
+    return torch.empty(split_k * elements, dtype=acc_dtype, device=device)
+
+
 def split_k_buffers(
     split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device, extra_counters: int = 0
 ):
-    """Partial tiles (in the accumulator's dtype) and zeroed arrival counters for deterministic
-    split-K; with split_k 1 the kernel never touches them, and one cached placeholder pair per
-    device serves (no allocation on the launch path).
+    """Partial tiles (split_workspace) and zeroed arrival counters for deterministic split-K; with
+    split_k 1 the kernel never touches them, and cached placeholders serve.
 
     With split_k > 1 both are allocated per call, on the current stream, the counters zeroed by a
     memset that a CUDA graph captures like any kernel. They are deliberately not cached, although
@@ -302,16 +221,9 @@ def split_k_buffers(
     two launches count arrivals in the same counters and finish each other's tiles. The caching
     allocator already makes the per-call allocation cheap and stream-safe. `extra_counters` more
     counters follow the tiles' (wgrad's bias-gradient programs count their splits there)."""
-    acc_dtype = accumulator_dtype(dtype)
+    workspace = split_workspace(split_k, tile_slots * block_m * block_n, dtype, device)
     if split_k == 1:
-        key = (torch.device(device), acc_dtype)
-        if key not in _placeholders:
-            _placeholders[key] = (
-                torch.empty(1, dtype=acc_dtype, device=device),
-                torch.empty(1, dtype=torch.int32, device=device),
-            )
-        return _placeholders[key]
-    workspace = torch.empty(tile_slots * split_k * block_m * block_n, dtype=acc_dtype, device=device)
+        return workspace, _placeholder(torch.int32, device)
     counters = torch.zeros(tile_slots + extra_counters, dtype=torch.int32, device=device)
     return workspace, counters
 

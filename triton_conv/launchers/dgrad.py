@@ -8,10 +8,11 @@ import torch
 
 from ..configs import KernelConfig, tile_grid
 from ..kernels.dgrad import dgrad_kernel
+from ..memo import BoundedMemo
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from . import common
-from .common import Plan, PlanCache, flag_settings, geometry, kernel_flags, launch, split_k_buffers
+from .common import Plan, flag_settings, kernel_flags, launch, layout_key, split_k_buffers
 
 
 def dense_weight_columns(problem: ConvProblem, config: KernelConfig, element_size: int) -> int:
@@ -103,7 +104,7 @@ def _weight_operand(plan: Plan, weight: torch.Tensor) -> torch.Tensor:
 
 # Per shape: everything the launch depends on but the data. dx's strides follow from its shape and
 # memory format (problem and channels_last), so they are not part of the key.
-plans = PlanCache("dgrad")
+plans = BoundedMemo()
 
 
 def conv2d_dgrad(
@@ -131,7 +132,7 @@ def conv2d_dgrad(
     has_bias = bias is not None
     settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
-        problem, config, geometry(dy), geometry(weight), channels_last, has_bias, dtype, dy.device,
+        problem, config, layout_key(dy), layout_key(weight), channels_last, has_bias, dtype, dy.device,
         force_int64, settings,
     )  # fmt: skip
     plan = plans.get(

@@ -8,18 +8,18 @@ import torch
 
 from ..configs import KernelConfig, row_spans, tile_grid
 from ..kernels.fprop import fprop_kernel
+from ..memo import BoundedMemo
 from ..memory_format import wants_channels_last
 from ..problem import ConvProblem
 from .common import (
     Plan,
-    PlanCache,
     flag_settings,
-    geometry,
     kernel_flags,
     launch,
-    matrix_row_stride,
+    layout_key,
     split_k_buffers,
 )
+from .tma import matrix_row_stride
 
 
 def fprop_plan(
@@ -84,7 +84,7 @@ class _OutputPlan:
 
 # Per shape: everything the launch depends on but the data. y is allocated from the plan, so its
 # strides follow from x's and weight's and are not part of the key.
-plans = PlanCache("fprop")
+plans = BoundedMemo()
 
 
 def conv2d_fprop(
@@ -100,7 +100,7 @@ def conv2d_fprop(
     bias = None if bias is None else bias.contiguous()  # read with unit stride (K elements if copied)
     settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
-        problem, config, geometry(x), geometry(weight), bias is not None, dtype, x.device,
+        problem, config, layout_key(x), layout_key(weight), bias is not None, dtype, x.device,
         force_int64, settings,
     )  # fmt: skip
     cached = plans.get(key, lambda: _OutputPlan(x, weight, bias, problem, config, force_int64, settings))

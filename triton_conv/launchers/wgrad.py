@@ -8,50 +8,34 @@ import torch
 
 from ..configs import KernelConfig, tap_channels, tile_grid
 from ..kernels.wgrad import wgrad_kernel
+from ..memo import BoundedMemo
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
 from .common import (
     LaunchSpec,
     Plan,
-    PlanCache,
     accumulator_dtype,
     flag_settings,
-    geometry,
     kernel_flags,
     launch,
+    layout_key,
     split_k_buffers,
-    tma_available,
-    tma_matrix,
+    split_workspace,
 )
-
-_db_placeholders: dict = {}
-
-
-def _db_split_buffer(split_k: int, row_slots: int, block_m: int, dtype, device) -> torch.Tensor:
-    """Per-split partial bias gradients of the first column block (accumulator dtype); with split_k
-    1 the kernel never touches it, and one cached placeholder per device serves.
-
-    A sibling of split_k_buffers (launchers/common.py), kept here while wgrad is its only user."""
-    acc_dtype = accumulator_dtype(dtype)
-    if split_k == 1:
-        key = (torch.device(device), acc_dtype)
-        if key not in _db_placeholders:
-            _db_placeholders[key] = torch.empty(1, dtype=acc_dtype, device=device)
-        return _db_placeholders[key]
-    return torch.empty(row_slots * split_k * block_m, dtype=acc_dtype, device=device)
+from .tma import tma_available, tma_matrix
 
 
 class _WgradPlan(NamedTuple):
     plan: Plan
-    db_split: tuple  # _db_split_buffer's arguments
+    db_split: tuple  # split_workspace's arguments: per-split partial bias gradients of dy's row blocks
     db_buffer: torch.Tensor | None  # the cached placeholder when split_k is 1, else None: per call
     groups: int  # of the convolution: padded_input's copy of x pads each group's channels
 
     def spec(self, dy, x, dw, db) -> LaunchSpec:
-        db_workspace = self.db_buffer if self.db_buffer is not None else _db_split_buffer(*self.db_split)
-        padded = self.plan.constexprs["TAP_CHANNELS"]
-        if padded:
-            x = padded_input(x, self.groups, padded)
+        db_workspace = self.db_buffer if self.db_buffer is not None else split_workspace(*self.db_split)
+        padded_channels = self.plan.constexprs["TAP_CHANNELS"]
+        if padded_channels:
+            x = padded_input(x, self.groups, padded_channels)
         return self.plan.spec((dy, x, dw, db if db is not None else dw), (db_workspace,))
 
 
@@ -78,10 +62,11 @@ def wgrad_plan(
     if db is not None and (db.shape != (problem.out_channels,) or db.stride() != (1,)):
         raise ValueError(f"db must be contiguous with shape ({problem.out_channels},), got {tuple(db.shape)}")
     device = x.device
-    padded = tap_channels(problem, x.element_size())
-    if padded:  # the plan is made for the copy of x that each call makes (padded_input)
+    padded_channels = tap_channels(problem, x.element_size())  # per group; 0: x is read as it is
+    if padded_channels:  # the plan is made for the copy of x that each call makes (padded_input)
         n, _, h, w = problem.input_shape
-        x = torch.empty((n, h, w, problem.groups * padded), dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
+        padded_nhwc = (n, h, w, problem.groups * padded_channels)
+        x = torch.empty(padded_nhwc, dtype=x.dtype, device="meta").permute(0, 3, 1, 2)
     tiles_m, tiles_n = tile_grid(problem, "wgrad", config, x.element_size())
     # With a bias, tiles_m more programs per group sum dy's rows (and count their own splits).
     bias_programs = tiles_m if db is not None else 0
@@ -90,7 +75,7 @@ def wgrad_plan(
         x.dtype, device, problem.groups * bias_programs,
     )  # fmt: skip
     workspace, _ = split_k_buffers(*split[:5], "meta")  # its size decides int64 (no memory)
-    db_split = (config.split_k, problem.groups * tiles_m, config.block_m, x.dtype, device)
+    db_split = (config.split_k, problem.groups * tiles_m * config.block_m, x.dtype, device)
     # The workspace is indexed too: a big split-K workspace needs int64 offsets as much as x does.
     flags = kernel_flags(x.dtype, dy, x, dw, workspace, force_int64=force_int64, settings=settings)
     ints = (
@@ -120,7 +105,7 @@ def wgrad_plan(
     row_step = problem.stride[0] * x.stride(2)
     # With TAP_CHANNELS the kernel computes x_lin itself, as a whole number of padded pixels.
     linear = (
-        (one_tap or padded > 0) and row_step % (problem.out_width * max(padded, 1)) == 0
+        (one_tap or padded_channels > 0) and row_step % (problem.out_width * max(padded_channels, 1)) == 0
         and x.stride(0) == problem.out_height * row_step
     )  # fmt: skip
     x_lin = row_step // problem.out_width if linear else 0
@@ -130,7 +115,7 @@ def wgrad_plan(
         HAS_BIAS=db is not None,
         DY_K_UNIT=dy.stride(1) == 1, X_C_UNIT=x.stride(1) == 1, DW_C_UNIT=dw.stride(1) == 1,
         ONE_TAP_TILES=one_tap, COLUMNS_ALIGNED=aligned,
-        TAP_CHANNELS=padded, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
+        TAP_CHANNELS=padded_channels, LINEAR_ROWS=linear, Q_EXTRA=q_extra != 0,
         DY_TMA=dy_view is not None, X_TMA=x_view is not None,
         USE_INT64=flags.use_int64, INPUT_PRECISION=flags.input_precision, UPCAST=flags.upcast,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
@@ -142,7 +127,7 @@ def wgrad_plan(
         wgrad_kernel, grid, ints, constexprs, config.num_warps, config.num_stages, split,
         split_k_buffers(*split) if single else None, ((0, dy_view), (1, x_view)),
     )  # fmt: skip
-    return _WgradPlan(plan, db_split, _db_split_buffer(*db_split) if single else None, problem.groups)
+    return _WgradPlan(plan, db_split, split_workspace(*db_split) if single else None, problem.groups)
 
 
 def wgrad_spec(
@@ -154,7 +139,7 @@ def wgrad_spec(
 
 # Per shape: everything the launch depends on but the data. dw's and db's strides follow from their
 # shapes and memory format (problem and channels_last), so they are not part of the key.
-plans = PlanCache("wgrad")
+plans = BoundedMemo()
 
 
 def conv2d_wgrad(
@@ -176,7 +161,7 @@ def conv2d_wgrad(
     dtype = x.dtype
     settings = flag_settings(dtype)  # read once: the key and the plan built under it
     key = (
-        problem, config, geometry(dy), geometry(x), channels_last, need_bias, dtype, x.device,
+        problem, config, layout_key(dy), layout_key(x), channels_last, need_bias, dtype, x.device,
         force_int64, settings,
     )  # fmt: skip
     if key not in plans and (dy.shape != problem.output_shape or x.shape != problem.input_shape):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from ..configs import KernelConfig
+from ..memo import BoundedMemo, hashable
 from ..problem import ConvProblem
 
 
@@ -68,23 +69,17 @@ def check_problem(problem, name: str = "problem", *, batch: bool = True) -> Conv
     a dgrad at stride 1000 otherwise counted as a million tiles)."""
     if not isinstance(problem, ConvProblem):
         raise TypeError(f"{name} must be a ConvProblem, got {problem!r}")
-    try:  # the kinds of the fields are part of the key: 64.0 == 64, and hashes alike
-        key = (problem, batch, tuple(_kind(value) for value in vars(problem).values()))
-        checked = _CHECKED.get(key)
-    except TypeError:  # an unhashable field (a list for a stride): checked, not remembered
-        key = checked = None
-    if checked is None:
-        checked = _checked_problem(problem, name, batch)
-        if key is not None:
-            if len(_CHECKED) >= 4096:
-                _CHECKED.clear()
-            _CHECKED[key] = checked
-    return checked
+    # The kinds of the fields are part of the key: 64.0 == 64, and hashes alike. A problem with an
+    # unhashable field (a list for a stride) is checked, not remembered.
+    key = (problem, batch, tuple(_kind(value) for value in vars(problem).values()))
+    if not hashable(key):
+        return _checked_problem(problem, name, batch)
+    return _CHECKED.get(key, lambda: _checked_problem(problem, name, batch))
 
 
 # Problems already checked (a model call checks its problem in each of its parts; a config search
 # predicts tens of configs of one problem): {(problem, batch flag, field kinds): checked problem}.
-_CHECKED: dict = {}
+_CHECKED = BoundedMemo()
 
 
 def _kind(value):
