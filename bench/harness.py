@@ -11,7 +11,6 @@ through benchmark.pedantic (a single run when benchmarks are disabled), checked 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import time
 
@@ -208,16 +207,10 @@ def model_info(
 
 
 def config_in_use(problem: ConvProblem, pass_name: str, dtype: torch.dtype, channels_last: bool, device):
-    """The tile config triton-conv launches for this pass (passes.choose_config), or None if unknown."""
+    """The tile config triton-conv launches for this pass (passes.choose_config: the same memo, so no
+    second tuning), or None for a row of no single pass (fwd+bwd)."""
     from triton_conv import passes
 
-    choose = getattr(passes, "choose_config", None)
-    if choose is None or pass_name == "fwd+bwd":
+    if pass_name == "fwd+bwd":
         return None
-    extra = (
-        {"channels_last": channels_last} if "channels_last" in inspect.signature(choose).parameters else {}
-    )
-    try:
-        return choose(problem, pass_name, dtype, torch.device(device), **extra)
-    except Exception:  # a changed signature must not stop a sweep: the model then uses its default
-        return None
+    return passes.choose_config(problem, pass_name, dtype, channels_last, torch.device(device))

@@ -294,3 +294,25 @@ def test_default_gpu_sweep_has_the_decoder_against_cudnn(monkeypatch):
     assert {c.layer for c in decoder} == {layer.name for layer in get_layer_set("unet_decoder")}
     assert {c.pass_name for c in decoder} == set(benchmarking.BENCH_PASSES)
     assert {c.impl for c in decoder} == set(cases.TWO) and {c.problem.batch for c in decoder} == {1, 8, 32}
+
+
+@pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "wgrad"])
+def test_the_benchmarks_record_the_config_the_op_launches(pass_name):
+    """bench/'s records carry the config triton-conv launches (harness.config_in_use): a pin for the
+    problem's layout is found, the other layout's default is not mistaken for it (it once swallowed
+    any error, a changed argument order included, and recorded None)."""
+    from bench.harness import config_in_use
+    from triton_conv import choices, passes
+    from triton_conv.configs import KernelConfig
+
+    problem = ConvProblem(2, 8, 9, 7, 16, 3, 3, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1)
+    pinned = KernelConfig(16, 32, 16, group_m=2, split_k=3, num_warps=2, num_stages=1)
+    try:
+        choices.pin_config(problem, pass_name, torch.float16, True, "cpu", pinned)
+        assert config_in_use(problem, pass_name, torch.float16, True, "cpu") == pinned
+        unpinned = config_in_use(problem, pass_name, torch.float16, False, "cpu")
+        assert unpinned != pinned
+        assert unpinned == passes.choose_config(problem, pass_name, torch.float16, False, torch.device("cpu"))
+    finally:
+        choices.forget_choices()
+    assert config_in_use(problem, "fwd+bwd", torch.float16, True, "cpu") is None

@@ -242,8 +242,8 @@ def test_a_converted_models_training_launches_the_kernels_the_pass_steps_compile
         monkeypatch.setattr(module, "launch", lambda launch: launched.append(_specialisation(launch)))
     choose = passes.choose_config
 
-    def recorded_choice(problem, pass_name, dtype, device, channels_last):
-        config = choose(problem, pass_name, dtype, device, channels_last)
+    def recorded_choice(problem, pass_name, dtype, channels_last, device):
+        config = choose(problem, pass_name, dtype, channels_last, device)
         chosen.append((problem, pass_name, dtype, channels_last, config))
         return config
 
@@ -287,7 +287,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
 
     asked = []
 
-    def choose(problem, pass_name, dtype, device, channels_last):
+    def choose(problem, pass_name, dtype, channels_last, device):
         asked.append(choices.remembered_config(problem, pass_name, dtype, channels_last, device))
         raise Chosen
 

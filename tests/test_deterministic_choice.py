@@ -88,17 +88,17 @@ def test_deterministic_mode_neither_times_nor_reads_the_cache(pass_name, mode, p
     write_cache("Pretend", {pass_name: other_than(default)})
     timed_before = tuning.timing_calls
     with deterministic(mode):
-        got = passes.choose_config(PROBLEM, pass_name, torch.float16, CUDA, False)
+        got = passes.choose_config(PROBLEM, pass_name, torch.float16, False, CUDA)
     assert got == default
     assert tuning.timing_calls == timed_before
     # The same choice outside the mode reads the cache (the entry written above is honoured there).
-    assert passes.choose_config(PROBLEM, pass_name, torch.float16, CUDA, False) == other_than(default)
+    assert passes.choose_config(PROBLEM, pass_name, torch.float16, False, CUDA) == other_than(default)
 
 
 def test_a_miss_in_deterministic_mode_is_not_tuned_or_cached(pretend_gpu):
     timed_before = tuning.timing_calls
     with deterministic():
-        got = passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False)
+        got = passes.choose_config(PROBLEM, "fprop", torch.float16, False, CUDA)
     assert got == default_for("fprop")
     assert tuning.timing_calls == timed_before
     assert not os.path.exists(tuning_cache.cache_path("Pretend"))
@@ -107,21 +107,21 @@ def test_a_miss_in_deterministic_mode_is_not_tuned_or_cached(pretend_gpu):
 def test_a_memoised_tuning_is_not_used_in_deterministic_mode(pretend_gpu):
     """A shape tuned earlier in the process (memoised) runs the default while the mode is on, and
     its tuned config again once it is off."""
-    tuned = passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False)
+    tuned = passes.choose_config(PROBLEM, "fprop", torch.float16, False, CUDA)
     assert tuning.timing_calls > 0 and tuned != default_for("fprop")  # the smallest tile won
     with deterministic():
-        assert passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False) == default_for("fprop")
-    assert passes.choose_config(PROBLEM, "fprop", torch.float16, CUDA, False) == tuned
+        assert passes.choose_config(PROBLEM, "fprop", torch.float16, False, CUDA) == default_for("fprop")
+    assert passes.choose_config(PROBLEM, "fprop", torch.float16, False, CUDA) == tuned
 
 
 def test_a_pin_wins_in_deterministic_mode(pretend_gpu):
     pinned = other_than(default_for("wgrad"))
     choices.pin_config(PROBLEM, "wgrad", torch.float16, False, CUDA, pinned)
     with deterministic():
-        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, CUDA, False) == pinned
+        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, False, CUDA) == pinned
     choices.forget_choices()  # unpins
     with deterministic():
-        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, CUDA, False) == default_for("wgrad")
+        assert passes.choose_config(PROBLEM, "wgrad", torch.float16, False, CUDA) == default_for("wgrad")
 
 
 @pytest.mark.parametrize("mode", MODES)

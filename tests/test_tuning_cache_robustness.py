@@ -96,7 +96,7 @@ def test_during_a_graph_capture_an_entry_too_big_for_the_device_gets_the_default
         tuning_cache.forget_open_caches()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the once-per-process default's warning
-            got = passes.config_during_capture(PROBLEM, "fprop", torch.float16, "cuda", False)
+            got = passes.config_during_capture(PROBLEM, "fprop", torch.float16, False, "cuda")
         assert got == want, entry
 
 

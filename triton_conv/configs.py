@@ -264,7 +264,7 @@ def tile_grid(
 def output_tiles(problem: ConvProblem, pass_name: str, config: KernelConfig, element_size: int = 2) -> int:
     """Output tiles of one launch, before any split: tile_grid's over every group and (dgrad) every
     stride phase."""
-    phases = problem.stride[0] * problem.stride[1] if pass_name == "dgrad" else 1
+    phases = problem.phase_count if pass_name == "dgrad" else 1
     tiles_m, tiles_n = tile_grid(problem, pass_name, config, element_size)
     return tiles_m * tiles_n * problem.groups * phases
 

@@ -41,7 +41,7 @@ def pass_channels_last(pass_name: str, x, weight, dy, transposed: bool = False) 
     return wants_channels_last(dy if transposed and pass_name != "fprop" else x, weight)
 
 
-def choose_config(problem: ConvProblem, pass_name: str, dtype, device, channels_last: bool) -> KernelConfig:
+def choose_config(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device) -> KernelConfig:
     """The tuned config for this problem's tuning key: the persistent cache, else a timed search on
     a GPU, else (CPU, interpreter) the untuned default. Memoised per problem in this process.
     During CUDA-graph capture nothing is timed (see the module's docstring); in torch's
@@ -49,14 +49,14 @@ def choose_config(problem: ConvProblem, pass_name: str, dtype, device, channels_
     if runtime.deterministic_convolutions():
         return choices.untimed_config(problem, pass_name, dtype, channels_last, device)
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return config_during_capture(problem, pass_name, dtype, device, channels_last)
+        return config_during_capture(problem, pass_name, dtype, channels_last, device)
     return select_config(problem, pass_name, dtype, channels_last, device)
 
 
 _warned_capture_default = False
 
 
-def config_during_capture(problem: ConvProblem, pass_name: str, dtype, device, channels_last: bool):
+def config_during_capture(problem: ConvProblem, pass_name: str, dtype, channels_last: bool, device):
     """The config select_config would return, without timing: this process's choice for the problem
     (select_config's memo, or choices.pin_config), else the persistent cache's entry (which a tuning
     before capture wrote), else the default config, with a one-time warning."""
@@ -107,10 +107,6 @@ def _chunk(problem: ConvProblem, first: int, groups: int):
         slice(first * in_group, (first + groups) * in_group),
         slice(first * out_group, (first + groups) * out_group),
     )
-
-
-def _stride_phases(problem: ConvProblem) -> int:
-    return problem.stride[0] * problem.stride[1]
 
 
 # The kernels index a launch's GEMM rows (fprop's output pixels, dgrad's input pixels of a stride
@@ -169,7 +165,7 @@ def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: boo
             y[:, cout] = forward(x[:, cin], weight[cout], part_bias, part, config, force_int64)
         return y
     if config is None:
-        config = choose_config(problem, "fprop", x.dtype, x.device, wants_channels_last(x, weight))
+        config = choose_config(problem, "fprop", x.dtype, wants_channels_last(x, weight), x.device)
     return conv2d_fprop(x, weight, bias, problem, config, force_int64=force_int64)
 
 
@@ -177,7 +173,7 @@ def forward(x, weight, bias, problem: ConvProblem, config=None, force_int64: boo
 def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=None) -> torch.Tensor:
     """dgrad; with a bias, the forward of the transposed convolution whose conv2d view is `problem`
     (the same kernel, tuned under the same key)."""
-    phases = _stride_phases(problem)
+    phases = problem.phase_count
     if phases > GRID_Y_LIMIT:  # one group's phases fill the y axis; chunks of groups cannot split them
         raise ConvArgumentError(
             f"stride: the input gradient (and a transposed convolution's forward) runs its "
@@ -203,7 +199,7 @@ def input_grad(dy, weight, problem: ConvProblem, *, channels_last: bool, bias=No
                 bias=None if bias is None else bias[cin],
             )  # fmt: skip
         return dx
-    config = choose_config(problem, "dgrad", dy.dtype, dy.device, channels_last)
+    config = choose_config(problem, "dgrad", dy.dtype, channels_last, dy.device)
     return conv2d_dgrad(dy, weight, problem, config, channels_last=channels_last, bias=bias)
 
 
@@ -235,7 +231,7 @@ def weight_grad(dy, x, problem: ConvProblem, weight_dtype, *, channels_last: boo
             if db is not None:
                 db[cout] = part_db
         return dw, db
-    config = choose_config(problem, "wgrad", dy.dtype, dy.device, channels_last)
+    config = choose_config(problem, "wgrad", dy.dtype, channels_last, dy.device)
     return conv2d_wgrad(
         dy, x, problem, config, weight_dtype=weight_dtype, channels_last=channels_last, need_bias=need_bias
     )

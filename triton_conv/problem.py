@@ -234,6 +234,11 @@ class ConvProblem:
         """The stride_h x stride_w dense sub-problems of the input gradient (see stride_phases.py)."""
         return dgrad_phases(self)
 
+    @property
+    def phase_count(self) -> int:
+        """stride_h x stride_w: dgrad's stride phases, which its one launch runs side by side."""
+        return self.stride[0] * self.stride[1]
+
     def dgrad_launch_rows(self) -> int:
         """GEMM rows of each stride phase's tiles in dgrad's one launch: phase 0's, which has the most
         rows of any phase (ceil division), so every phase gets its row tiles."""

@@ -44,7 +44,7 @@ def dgrad_plan(
     stride_h, stride_w = problem.stride
     phase0 = problem.dgrad_phases()[0]  # tap steps are the same in all phases
     tiles = math.prod(tile_grid(problem, "dgrad", config))
-    grid = (tiles, problem.groups * stride_h * stride_w, config.split_k)
+    grid = (tiles, problem.groups * problem.phase_count, config.split_k)
     split = (config.split_k, tiles * grid[1], config.block_m, config.block_n, dy.dtype, dy.device)
     workspace, _ = split_k_buffers(*split[:5], "meta")  # its size decides int64 (no memory)
     columns = dense_weight_columns(problem, config, weight.element_size())

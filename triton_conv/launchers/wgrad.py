@@ -87,29 +87,9 @@ def wgrad_plan(
     )  # fmt: skip
     aligned = problem.in_per_group % config.block_n == 0
     one_tap = aligned or problem.kernel_h * problem.kernel_w == 1
-    # A group's first channel must start a TMA box on a 16-byte boundary too.
-    size = dy.element_size()
-    dy_view = x_view = None
-    if not (tma_available(device) if tma is None else tma):
-        pass  # pointer loads throughout
-    elif problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:  # dy as an (N·P·Q, K) matrix
-        dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
-    if (
-        dy_view is not None
-        and problem.is_pointwise
-        and (problem.groups == 1 or (problem.in_per_group * size) % 16 == 0)
-    ):
-        x_view = tma_matrix(x, (0, 2, 3), (1,), (config.block_k, config.block_n))  # x as (N·H·W, C)
-    # x's pixels of the output grid (n, p·stride_h, q·stride_w) lie x_lin apart in u = (n, p, q)
-    # order, plus a term in q when stride_w > 1: the rows' addresses move by a scalar per step.
-    row_step = problem.stride[0] * x.stride(2)
-    # With TAP_CHANNELS the kernel computes x_lin itself, as a whole number of padded pixels.
-    linear = (
-        (one_tap or padded_channels > 0) and row_step % (problem.out_width * max(padded_channels, 1)) == 0
-        and x.stride(0) == problem.out_height * row_step
-    )  # fmt: skip
-    x_lin = row_step // problem.out_width if linear else 0
-    q_extra = problem.stride[1] * x.stride(3) - x_lin if linear else 0
+    has_tma = tma_available(device) if tma is None else tma
+    dy_view, x_view = _tma_views(dy, x, problem, config) if has_tma else (None, None)
+    linear, x_lin, q_extra = _linear_rows(x, problem, one_tap or padded_channels > 0, padded_channels)
     ints = (*ints, x_lin, q_extra)  # integer arguments, so the JIT sees their divisibility
     constexprs = dict(
         HAS_BIAS=db is not None,
@@ -128,6 +108,39 @@ def wgrad_plan(
         split_k_buffers(*split) if single else None, ((0, dy_view), (1, x_view)),
     )  # fmt: skip
     return _WgradPlan(plan, db_split, split_workspace(*db_split) if single else None, problem.groups)
+
+
+def _tma_views(dy, x, problem: ConvProblem, config: KernelConfig) -> tuple:
+    """The TMA views of dy, as an (N·P·Q, K) matrix, and of x, as (N·H·W, C) for a 1x1 stride-1
+    convolution whose dy has one, or None for an operand loaded through pointers. With groups, each
+    group's first channel must start a box on a 16-byte boundary too."""
+    size = dy.element_size()
+    dy_view = x_view = None
+    if problem.groups == 1 or (problem.out_per_group * size) % 16 == 0:
+        dy_view = tma_matrix(dy, (0, 2, 3), (1,), (config.block_k, config.block_m))
+    if (
+        dy_view is not None
+        and problem.is_pointwise
+        and (problem.groups == 1 or (problem.in_per_group * size) % 16 == 0)
+    ):
+        x_view = tma_matrix(x, (0, 2, 3), (1,), (config.block_k, config.block_n))
+    return dy_view, x_view
+
+
+def _linear_rows(x, problem: ConvProblem, whole_rows: bool, padded_channels: int) -> tuple[bool, int, int]:
+    """(LINEAR_ROWS, x_lin, q_extra). x's pixels of the output grid (n, p·stride_h, q·stride_w) lie
+    x_lin apart in u = (n, p, q) order, plus q_extra per q when stride_w > 1: the rows' addresses
+    then move by a scalar per step. `whole_rows`: the tiles' rows are whole pixels (one tap per tile,
+    or a padded copy, whose x_lin the kernel computes as a whole number of padded pixels)."""
+    row_step = problem.stride[0] * x.stride(2)
+    linear = (
+        whole_rows and row_step % (problem.out_width * max(padded_channels, 1)) == 0
+        and x.stride(0) == problem.out_height * row_step
+    )  # fmt: skip
+    if not linear:
+        return False, 0, 0
+    x_lin = row_step // problem.out_width
+    return True, x_lin, problem.stride[1] * x.stride(3) - x_lin
 
 
 def wgrad_spec(
