@@ -171,6 +171,21 @@ def test_cache_round_trip(cache_dir, fake_runner):
     assert again.cached and again.best == result.best and again.best_ms == result.best_ms
 
 
+def test_a_tuning_is_written_to_the_cache_it_read(cache_dir, fake_runner, monkeypatch, tmp_path):
+    """The folder is read from TRITON_CONV_CACHE_DIR at each get_cache: one changed while a tuning
+    runs (another thread, a test) must not receive a result whose miss it never saw."""
+    moved = tmp_path / "moved"
+
+    class MovingTimer(FakeTimer):
+        def __call__(self, fn):
+            monkeypatch.setenv(tuning_cache.ENV_DIR, str(moved))
+            tuning_cache.forget_open_caches()
+            return super().__call__(fn)
+
+    tuning.autotune(PROBLEM, "wgrad", torch.float16, True, "cpu", timer=MovingTimer())
+    assert os.listdir(cache_dir) and not moved.exists()
+
+
 def test_write_is_atomic(cache_dir, monkeypatch):
     cache = tuning_cache.TuningCache("cpu")
     cache.put("a", {"config": KernelConfig().as_dict()})

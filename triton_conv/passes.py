@@ -66,7 +66,7 @@ def config_during_capture(problem: ConvProblem, pass_name: str, dtype, channels_
         return remembered
     name, live = tuning.device_identity(device)
     key = tuning_key(problem, pass_name, dtype, channels_last)
-    cached, launchable = tuning.cached_result(key, problem, pass_name, dtype, name, live)
+    cached, launchable = tuning.cached_result(key, problem, pass_name, dtype, tuning.get_cache(name), live)
     if cached is not None and launchable:
         return cached.best  # (an entry too big for this GPU's shared memory gets the default, as a miss)
     if not _warned_capture_default:

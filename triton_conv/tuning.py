@@ -241,10 +241,10 @@ def untimed_default(problem, pass_name, dtype, channels_last, live: DeviceSpec |
     )
 
 
-def cached_result(key, problem, pass_name, dtype, name: str, live) -> tuple[TuneResult | None, bool]:
-    """The persistent cache's result for `key` on the GPU model `name` (None on a miss), and whether
-    its config can launch on the live GPU (a miss can: nothing stands in the way of a tuning)."""
-    entry = get_cache(name).get(key)
+def cached_result(key, problem, pass_name, dtype, cache, live) -> tuple[TuneResult | None, bool]:
+    """`cache`'s result for `key` (get_cache of the GPU model; None on a miss), and whether its
+    config can launch on the live GPU (a miss can: nothing stands in the way of a tuning)."""
+    entry = cache.get(key)
     cached = None if entry is None else TuneResult.from_entry(key, entry)
     return cached, cached is None or launchable(cached.best, problem, pass_name, dtype, live)
 
@@ -263,7 +263,8 @@ def autotune(
     key = tuning_key(problem, pass_name, dtype, channels_last)
     if device.type != "cuda" and timer is None:
         return TuneResult(key, untimed_default(problem, pass_name, dtype, channels_last, live), None)
-    cached, launchable_entry = cached_result(key, problem, pass_name, dtype, name, live)
+    cache = get_cache(name)  # the one read is the one written, whatever changes while it tunes
+    cached, launchable_entry = cached_result(key, problem, pass_name, dtype, cache, live)
     if cached is not None and launchable_entry:
         return cached
     if not launchable_entry:
@@ -288,5 +289,5 @@ def autotune(
         return result
     if not launchable_entry:
         return result
-    stored = get_cache(name).put(key, result.entry())
+    stored = cache.put(key, result.entry())
     return result if stored["config"] == result.best.as_dict() else TuneResult.from_entry(key, stored)
