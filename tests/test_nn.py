@@ -254,3 +254,12 @@ def test_from_torch_takes_its_own_class_and_a_subclass_of_it_takes_torchs():
     mine = Mine.from_torch(conv)
     x = torch.randn(1, 2, 5, 5)
     assert type(mine) is Mine and torch.allclose(mine(x), conv(x), atol=1e-5)
+    from_ours = Mine.from_torch(ours)  # ours adds nothing to torch's: a subclass of ours takes it
+    assert type(from_ours) is Mine and torch.allclose(from_ours(x), conv(x), atol=1e-5)
+
+    class Theirs(triton_conv.Conv2d):
+        def forward(self, input):
+            return 2 * super().forward(input)
+
+    with pytest.raises(triton_conv.ConvTypeError, match="not a subclass"):
+        Mine.from_torch(Theirs.from_torch(conv))  # another subclass's forward would be dropped

@@ -26,12 +26,15 @@ class _FromTorch:
         are new tables holding the same tensors, so that replacing one on the new module leaves
         `conv` alone. `conv` is of torch's class exactly (or of this one): a subclass's forward or
         extra state would be dropped without a word, and another convolution's attributes would make
-        a module that computes something else; convert_model leaves those alone and reports them."""
+        a module that computes something else; convert_model leaves those alone and reports them.
+        A subclass of this class also takes this class's modules (they add nothing to torch's)."""
         torch_class = next(base for base in cls.__mro__ if base.__module__.startswith("torch.nn."))
-        if type(conv) not in (torch_class, cls):
+        ours = next(base for base in cls.__mro__ if base.__module__ == __name__)
+        if type(conv) not in (torch_class, ours, cls):
+            also = "" if cls is ours else f" or a {cls.__module__}.{cls.__qualname__}"
             raise ConvTypeError(
                 f"conv must be a torch.nn.{torch_class.__name__} (not a subclass) or a "
-                f"triton_conv.{cls.__name__}, got {type(conv).__module__}.{type(conv).__qualname__}"
+                f"triton_conv.{ours.__name__}{also}, got {type(conv).__module__}.{type(conv).__qualname__}"
             )
         new = cls.__new__(cls)
         state = dict(conv.__dict__)
