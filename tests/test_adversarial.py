@@ -504,8 +504,9 @@ def test_weight_gradient_of_an_image_whose_batch_stride_overlaps_it():
 
 
 def test_forward_tangent_under_vmap_of_a_batched_bias():
-    """vmap over the bias of a jvp of conv1d (stride 2, dilation 2): torch 2.13's tangent is wrong
-    there; ours equals conv1d(tangent of x, w) + conv1d(x, tangent of w) for every bias."""
+    """vmap over the bias of a jvp of conv1d (stride 2, dilation 2): reported wrong in torch's tangent
+    on 2026-12-01 (not reproduced with torch 2.11 or 2.13 on 2026-12-04); ours equals
+    conv1d(tangent of x, w) + conv1d(x, tangent of w) for every bias."""
     from torch.func import jvp, vmap
 
     x, w = torch.randn(2, 1, 5, dtype=EXACT), torch.randn(1, 1, 2, dtype=EXACT)
@@ -516,7 +517,7 @@ def test_forward_tangent_under_vmap_of_a_batched_bias():
         return jvp(lambda x, w: triton_conv.conv1d(x, w, bias, **args), (x, w), (x.cos(), w.sin()))
 
     (outputs, tangents), launches = _launches(lambda: vmap(one)(biases))
-    assert launches.get("fprop_kernel")  # torch's own convolution gives a wrong tangent here
+    assert launches.get("fprop_kernel")  # the Triton kernel computed it, not torch's convolution
     for bias, output, tangent in zip(biases, outputs, tangents):
         assert rel_error(output, F.conv1d(x, w, bias, **args)) < EXACT_TOL
         expected = F.conv1d(x.cos(), w, None, **args) + F.conv1d(x, w.sin(), None, **args)
