@@ -26,7 +26,7 @@ from triton_conv.launchers import dgrad, fprop, wgrad
 from triton_conv.layers import resnet50, unet_decoder
 from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 from triton_conv.pruning import pruned_space
-from triton_conv.report.measured import load_run
+from triton_conv.report.sweep_json import load_run
 from triton_conv.tuning import untimed_default
 from triton_conv.tuning_keys import tuning_key
 

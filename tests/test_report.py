@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from triton_conv import report
-from triton_conv.report import measured, plots, published, published_report
+from triton_conv.report import host_time, measured_tables, plots, published, published_report, sweep_json
 from triton_conv.report.markdown import read_section, replace_section
 
 NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
@@ -73,7 +73,7 @@ def _synthetic_json(tmp_path) -> Path:
 
 @pytest.fixture
 def records(tmp_path):
-    return measured.load_run(_synthetic_json(tmp_path))[0]
+    return sweep_json.load_run(_synthetic_json(tmp_path))[0]
 
 
 def _row(text: str, *cells: str) -> list[str]:
@@ -91,7 +91,7 @@ def test_speedup_against_cudnn(records):
 
 
 def test_knee_per_layer_and_device(records):
-    text = measured.knee_table(records, "SYNTHETIC GPU")
+    text = measured_tables.knee_table(records, "SYNTHETIC GPU")
     assert _row(text, "triton-conv", "1..8")[-2:] == ["4", "43"]  # measured knee, model knee
     assert _row(text, "cudnn", "1..8")[-2:] == ["1", "43"]
     assert "inductor" not in text  # one batch size only: no knee
@@ -101,7 +101,7 @@ def test_batching_speedups(records):
     row = _row(report.batching_table(records), LAYER, "triton-conv")
     assert (row[6], row[-1]) == ("4.00", "8.00")  # 320/80 µs; no eager times in these records: —
     assert row[7:10] == ["—"] * 3
-    curve = measured.speedup_curve_table(records)
+    curve = measured_tables.speedup_curve_table(records)
     # Measured 8 x 40 µs / 80 µs; the synthetic model's 5 µs·N gives no speedup.
     assert _row(curve, "triton-conv", "8")[-2:] == ["4.00", "1.00"]
 
@@ -129,7 +129,7 @@ def test_host_time_per_call_against_device_time(records):
     """Records with both a host and a device time (a campaign's) make one row per (pass, N): each
     implementation's medians over the layers in µs, and how many cells the host's time exceeded.
     Records without them (bench/'s) make no table."""
-    assert measured.host_time_table(records) == ""
+    assert host_time.host_time_table(records) == ""
     timed = []
     for r in records:
         r = dict(r)
@@ -140,7 +140,7 @@ def test_host_time_per_call_against_device_time(records):
                 other = {**r, "layer": "other", "device_seconds": 200e-6, "host_seconds": 120e-6}
                 timed.append(other)
         timed.append(r)
-    text = measured.host_time_table(timed)
+    text = host_time.host_time_table(timed)
     # triton-conv at N=1: 100 µs host, 40 µs device; cuDNN 15 µs host, 20 µs device
     assert _row(text, "fprop", "1") == ["fprop", "1", "100.0", "40.0", "1 of 1", "15.0", "20.0", "0 of 1"]
     # N=8, ours: hosts 100 and 120 (median 110), devices 80 and 200 (140); launch-bound 1 of 2
@@ -151,11 +151,11 @@ def test_host_time_per_call_against_device_time(records):
 def test_cells_whose_turn_read_less_than_the_l2_are_listed(records):
     """A campaign record says how many L2s a turn over its input sets read (l2_multiple); below one
     the cell's times may come from the cache, and the report lists it. None (a CPU) lists nothing."""
-    assert measured.l2_table(records) == ""
+    assert measured_tables.l2_table(records) == ""
     marked = [dict(r) for r in records]
     for r, multiple in zip(marked, (0.4, 2.5, None, *[3.0] * len(marked)), strict=False):
         r["l2_multiple"] = multiple
-    text = measured.l2_table(marked)
+    text = measured_tables.l2_table(marked)
     small = marked[0]
     assert _row(text, small["layer"], str(small["N"]))[-1] == "0.40"
     assert len([line for line in text.splitlines() if line.startswith("|")]) == 3  # header, rule, one row
@@ -177,20 +177,20 @@ def test_transposed_records_name_their_pass_and_kernel(tmp_path, records):
             data["benchmarks"] += [_transposed("triton-conv", n, ours, pass_name),
                                    _transposed("cudnn", n, cudnn, pass_name)]  # fmt: skip
     path.write_text(json.dumps(data))
-    both = measured.load_run(path)[0]
+    both = sweep_json.load_run(path)[0]
     text = report.speedup_table(both)
     assert _row(text, "up1", "fprop (transposed, dgrad kernel)")[-4:] == ["3.00", "—", "—", "1.50"]
     assert _row(text, "up1", "dgrad (transposed, fprop kernel)")[-4:] == ["3.00", "—", "—", "1.50"]
     assert _row(text, "up1", "wgrad (transposed)")[-1] == "1.50"
     assert _row(text, LAYER, "fprop")[-4:] == ["0.50", "1.00", "2.00", "2.00"]  # conv2d's rows unchanged
-    sections = measured.throughput_tables(both)
+    sections = measured_tables.throughput_tables(both)
     assert "##### unet_decoder, fprop (transposed, dgrad kernel), fp16, channels_last" in sections
     # the transposed forward's S(N): 8 x 10 µs / 40 µs measured
-    assert _row(measured.speedup_curve_table(both), "up1", "triton-conv")[-2:] == ["2.00", "1.00"]
+    assert _row(measured_tables.speedup_curve_table(both), "up1", "triton-conv")[-2:] == ["2.00", "1.00"]
 
 
 def test_training_and_accumulation(records):
-    text = measured.training_tables(records)
+    text = measured_tables.training_tables(records)
     assert _row(text, "cudnn", "32", "1")[-2:] == ["5.00", "0.25"]  # 5x the time, a quarter of the memory
     assert _row(text, "cudnn", "3200.00")[3] == "10.00"  # the plain step: 10 ms, 3200 images/s
 

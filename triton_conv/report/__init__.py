@@ -9,9 +9,11 @@ markers and leave its hand-written text alone.
 """
 
 from .markdown import read_section, replace_section
-from .measured import batching_table, load_run, make_report, speedup_table
+from .measured import make_report
+from .measured_tables import batching_table, speedup_table
 from .model import DEFAULT_DEVICES, make_model_report, model_tables
 from .published_report import make_published_report, published_tables
+from .sweep_json import load_run
 
 __all__ = [
     "DEFAULT_DEVICES",
