@@ -232,10 +232,12 @@ def _frozen(how):
         return torch.jit.freeze(torch.jit.script(model.eval())), ["<model>"]
     if how == "export":
         return torch.export.export(model, (x,)).module(), ["<model>"]
+    if how == "unflatten":  # modules of their own, each with its graph (no GraphModule subclass)
+        return torch.export.unflatten(torch.export.export(model, (x,))), ["0", "2"]
     return torch.fx.symbolic_trace(_Functional()), ["<model>"]
 
 
-@pytest.mark.parametrize("how", ["script", "trace", "freeze", "export", "fx of F.conv2d"])
+@pytest.mark.parametrize("how", ["script", "trace", "freeze", "export", "unflatten", "fx of F.conv2d"])
 def test_convert_model_reports_convolutions_compiled_into_code_or_graphs(how):
     """A scripted, traced, frozen or exported model runs torch's convolutions from its code or graph,
     which replacing modules cannot change: convert_model left them without a word (its report

@@ -144,21 +144,55 @@ def test_a_converted_model_whose_originals_a_hook_holder_keeps_is_freed():
     assert all(reference() is None for reference in references)
 
 
+@pytest.mark.parametrize("also_torch", [False, True], ids=["F only", "F and torch"])
 @pytest.mark.parametrize("kind, name", [("Conv2d", "conv2d"), ("Conv1d", "conv1d"),
                                         ("ConvTranspose2d", "conv_transpose2d")])  # fmt: skip
-def test_a_patch_on_the_functional_torchs_module_calls_is_reported_not_dropped(monkeypatch, kind, name):
+def test_a_patch_on_the_functional_torchs_module_calls_is_reported_not_dropped(
+    monkeypatch, kind, name, also_torch
+):
     """torch's modules call torch.nn.functional.<name>: a patch there (a weight standardisation
-    written as a wrapper of F.conv2d) was silently dropped by the conversion, nothing reported."""
+    written as a wrapper of F.conv2d) was silently dropped by the conversion, nothing reported; and
+    then again when torch.<name> was patched with the same function (the check compared the two)."""
     original = getattr(nn.functional, name)
-    monkeypatch.setattr(
-        nn.functional, name, lambda x, w, *args, **kwargs: original(x, 2 * w, *args, **kwargs)
-    )
+    patched = lambda x, w, *args, **kwargs: original(x, 2 * w, *args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(nn.functional, name, patched)
+    if also_torch:
+        monkeypatch.setattr(torch, name, patched)
     torch_class = getattr(nn, kind)
     model = nn.Sequential(torch_class(2, 3, 3, bias=False).to(EXACT))
     x = torch.randn((1, 2, 5, 5) if kind != "Conv1d" else (1, 2, 5), dtype=EXACT)
     expected = _left_alone_and_reported(model, x, f"torch.nn.functional.{name} was replaced")
     monkeypatch.undo()
     assert rel_error(model(x), expected / 2) < EXACT_TOL  # the patch was what ran
+
+
+def test_a_patch_on_torchs_name_alone_is_not_one_the_modules_run(monkeypatch):
+    """torch's modules call F.conv2d, not torch.conv2d: a patch on torch.conv2d alone does not run
+    in them, and the conv was left on torch's with a report of a patch of F.conv2d."""
+    original = torch.conv2d
+    monkeypatch.setattr(torch, "conv2d", lambda x, w, *args, **kwargs: original(x, 2 * w, *args, **kwargs))
+    model, report = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT)), []
+    triton_conv.convert_model(model, report=report)
+    assert report == [] and type(model[0]) is triton_conv.nn.Conv2d
+
+
+def test_a_dtensor_layer_is_left_alone_and_reported():
+    """A layer whose parameters distribute_module made DTensors was converted without a word, and
+    its first forward then refused the DTensor: the conversion leaves it on torch's and says so."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import distribute_module
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+        distribute_module(model, init_device_mesh("cpu", (1,)))
+        report = []
+        triton_conv.convert_model(model, report=report)
+        assert type(model[0]) is nn.Conv2d and len(report) == 1, report
+        assert report[0][0] == "0" and "weight and bias are DTensors" in report[0][1]
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_conv_held_and_wrapped_by_torch_compile_is_reported_for_the_wrapper():

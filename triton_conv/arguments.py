@@ -82,6 +82,13 @@ def int_tuple(value, name: str, count: int) -> tuple[int, ...]:
     return (as_int(value, name),) * count
 
 
+def is_dtensor(value) -> bool:
+    # None before DTensor's import; while another thread imports it, the module is in sys.modules
+    # without the class yet (and no DTensor can exist)
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    return dtensor is not None and isinstance(value, dtensor)
+
+
 def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
     if not isinstance(value, torch.Tensor):
         raise ConvTypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -90,10 +97,7 @@ def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
         # internal "NestedTensorImpl doesn't support sizes", naming no argument.
         kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
         raise ConvTypeError(f"{name} must be a dense (strided) tensor, got {kind}")
-    # None before DTensor's import; while another thread imports it, the module is in sys.modules
-    # without the class yet (and no DTensor can exist)
-    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
-    if dtensor is not None and isinstance(value, dtensor):
+    if is_dtensor(value):
         # Without this, DTensor's dispatch refuses the op later ("does not have a sharding
         # strategy registered"), naming the op, not the argument.
         raise ConvTypeError(

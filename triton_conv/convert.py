@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arguments import FLOAT_DTYPES, ConvTypeError
+from .arguments import FLOAT_DTYPES, ConvTypeError, is_dtensor
 from .nn import CONVERSIONS
 
 # The methods that torch's forward of each convolution calls: one set on the instance replaces ours.
@@ -62,7 +62,7 @@ def _reason_to_skip(module: nn.Module) -> str | None:
             f"triton_conv.{kind.__name__} overrides: converted, the module would not run the patch"
         )
     functional = _FUNCTIONAL[kind]
-    if getattr(F, functional) is not getattr(torch, functional):
+    if getattr(F, functional) is not getattr(torch._C._VariableFunctions, functional):
         return (
             f"torch.nn.functional.{functional} was replaced (a patch), which nn.{kind.__name__}'s "
             "forward calls: converted, the module would not run the patch"
@@ -72,11 +72,18 @@ def _reason_to_skip(module: nn.Module) -> str | None:
         return "weight is not a tensor"
     if weight.dtype not in FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not supported"
+    sharded = [name for name in ("weight", "bias") if is_dtensor(getattr(module, name, None))]
+    if sharded:
+        return (
+            f"its {' and '.join(sharded)} {'is a DTensor' if len(sharded) == 1 else 'are DTensors'} "
+            "(torch.distributed.tensor): triton-conv's ops have no sharding rules"
+        )
     return None
 
 
 # The function torch's forward of each module calls, as torch.nn.functional.<name>; torch's own is
-# torch.<name> (the same object, given a docstring).
+# the builtin torch._C._VariableFunctions.<name> (torch.<name> and F.<name> are that object, and a
+# patch of either name leaves it as it is).
 _FUNCTIONAL = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.ConvTranspose2d: "conv_transpose2d"}
 
 
@@ -117,7 +124,7 @@ def _compiled_wrapper(module: nn.Module) -> bool:
 
 # torch's convolutions by the names its functions and aten ops go by
 _TORCH_CONV_NAMES = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-_TORCH_CONV_FUNCTIONS = {getattr(F, name) for name in _TORCH_CONV_NAMES}  # torch.conv2d is F.conv2d
+_TORCH_CONV_FUNCTIONS = {getattr(torch._C._VariableFunctions, name) for name in _TORCH_CONV_NAMES}
 _ATEN_CONVOLUTIONS = {f"aten::{name}" for name in (*_TORCH_CONV_NAMES, "convolution", "_convolution")}
 
 
@@ -136,7 +143,8 @@ def _script_calls_torch_convolution(module: torch.jit.ScriptModule) -> bool:
 def _frozen_convolution(module: nn.Module) -> str | None:
     """Why `module` runs torch's convolution in code that no module swap reaches, or None: a
     TorchScript module (torch.jit.script, trace or freeze compiled its forward), or a graph
-    (torch.export's .module(), an fx graph of functions) whose nodes call torch's convolution."""
+    (torch.export's .module() or unflatten's modules, an fx graph of functions) whose nodes call
+    torch's convolution."""
     if isinstance(module, torch.jit.ScriptModule):
         # Said once, where the call is: by the innermost module whose code calls it (a traced
         # triton_conv.Conv2d calls triton_conv's op; torch.jit.freeze inlines the children).
@@ -147,7 +155,8 @@ def _frozen_convolution(module: nn.Module) -> str | None:
             f"{module.original_name} was compiled by torch.jit.script, trace or freeze, whose code runs "
             "torch's conv; convert before tracing (torch.jit.script cannot run Triton kernels)"
         )
-    if not isinstance(module, torch.fx.GraphModule):
+    if not isinstance(getattr(module, "graph", None), torch.fx.Graph):
+        # an fx GraphModule, or torch.export.unflatten's InterpreterModule (no GraphModule subclass)
         return None
     calls = [node.name for node in module.graph.nodes if _calls_torch_convolution(node)]
     if not calls:
@@ -169,9 +178,10 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     ConvTranspose1d/3d, torch.ao's quantized ones), lazy modules, subclasses, parametrized modules,
     modules whose forward (or _conv_forward, _output_padding) was replaced on the instance or, for a
     method triton-conv's module overrides, on torch's class, modules compiled (torch.compile(conv),
-    conv.compile()) before conversion, whose compiled code would still run torch's convolution; and
-    where no module can be replaced, the convolutions of TorchScript modules and of graphs
-    (torch.export's .module()).
+    conv.compile()) before conversion, whose compiled code would still run torch's convolution,
+    modules whose weight or bias is a DTensor; and where no module can be replaced, the
+    convolutions of TorchScript modules and of graphs (torch.export's .module(),
+    torch.export.unflatten's).
 
     A conv held in two places of `model` stays one module; one shared by two models stays one only
     when both are converted in one call (of a module that holds both): each call makes its own.
