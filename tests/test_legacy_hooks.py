@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_backward_hook
 
 import triton_conv
+from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
 from .reference import rel_error
@@ -44,9 +45,11 @@ def _shapes(grads):
     return [None if g is None else tuple(g.shape) for g in grads]
 
 
-def _run(module, x, register: str):
-    """Backward through `module` with a legacy hook that records what it is handed and returns the
-    input gradient doubled and the weight gradient tripled."""
+def _run(module, x, register: str, call=None):
+    """Backward through `module` (called as `call`, torch.compile's wrapper of it, where given)
+    with a legacy hook that records what it is handed and returns the input gradient doubled and
+    the weight gradient tripled."""
+    call = module if call is None else call
     seen = []
 
     def hook(_module, grad_input, grad_output):
@@ -59,10 +62,10 @@ def _run(module, x, register: str):
     else:
         handle = register_module_backward_hook(hook)
     try:
-        grad_output = torch.randn_like(module(x.detach()))
+        grad_output = torch.randn_like(call(x.detach()))
         module.zero_grad()
         x.grad = None
-        module(x).backward(grad_output)
+        call(x).backward(grad_output)
     finally:
         handle.remove()
     (grad_input, dy), *rest = seen
@@ -94,6 +97,39 @@ def test_a_legacy_backward_hook_sees_and_changes_what_torch_s_does(name, bias, r
         if got is not None:
             assert rel_error(got, expected) < EXACT_TOL
     assert proof.launches.get("wgrad_kernel", 0) > 0 and proof.launches.get("dgrad_kernel", 0) > 0
+
+
+@pytest.mark.parametrize(
+    "name, bias",
+    [*((name, True) for name in sorted(MODULES)), ("conv1d", False), ("conv_transpose2d", False)],
+)
+def test_under_torch_compile_a_legacy_hook_sees_what_torch_s_eager_module_hands_it(name, bias):
+    """A legacy hook makes Dynamo compile the module's forward as a frame of its own, and the hook
+    landed on the compiled region's node: a transposed convolution's hook was handed (weight, bias,
+    input), and what it did to "the input's gradient" it did to the weight's; a Conv1d's one
+    gradient, of the 4-D view. The node is now recorded outside the graph: torch's eager one."""
+    make, shape = MODULES[name]
+    torch_module = make(bias).to(EXACT)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(shape, dtype=EXACT, requires_grad=True)
+    seed = torch.randint(1 << 30, ()).item()
+
+    torch.manual_seed(seed)
+    expected_input, expected_dy, expected_grads = _run(torch_module, x, "module")
+    torch._dynamo.reset()
+    torch.manual_seed(seed)
+    # torch.compile does not compile under a dispatch mode (triton_only's): launches counted bare
+    before = dict(launch_counts)
+    got_input, got_dy, got_grads = _run(ours, x, "module", torch.compile(ours, backend="aot_eager"))
+    launched = {k: v - before.get(k, 0) for k, v in launch_counts.items()}
+
+    assert _shapes(got_input) == _shapes(expected_input), name
+    got_all, expected_all = got_input + [got_dy] + got_grads, expected_input + [expected_dy] + expected_grads
+    for got, expected in zip(got_all, expected_all):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert rel_error(got, expected) < EXACT_TOL
+    assert launched.get("wgrad_kernel", 0) > 0 and launched.get("dgrad_kernel", 0) > 0
 
 
 def test_a_legacy_hook_on_a_first_layer_sees_no_input_gradient(triton_only):

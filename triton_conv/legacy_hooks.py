@@ -81,20 +81,31 @@ def _same_as_torch(input, weight, bias, arguments: dict) -> tuple:
 
 def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
     """function(input, weight, bias, **arguments), recorded as one node of torch's shape while the
-    module has legacy backward hooks that would see it. Under torch.compile, a torch.func transform
-    or forward-mode AD this is not the node torch's hook is about (Dynamo traces the module;
-    functorch and forward AD need the ops' own formulas): run as is."""
+    module has legacy backward hooks that would see it. Under a torch.func transform or
+    forward-mode AD it runs as is (functorch and forward AD need the ops' own formulas)."""
+    if not (module._backward_hooks or torch_module._global_backward_hooks):
+        return function(input, weight, bias, **arguments)
+    if not torch.compiler.is_compiling():
+        return _recorded(module, function, input, weight, bias, **arguments)
+    if torch.is_grad_enabled() and has_legacy_backward_hooks(module):
+        # A legacy hook makes Dynamo compile the module's forward as a frame of its own, and the hook
+        # lands on the compiled region's node, whose gradients come in the order the graph first
+        # read its inputs (a transposed convolution's weight first). Recorded outside the graph, the
+        # node is torch's eager one.
+        return _outside_the_graph(module, function, input, weight, bias, **arguments)
+    return function(input, weight, bias, **arguments)
+
+
+def _recorded(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
     if (
-        not (module._backward_hooks or torch_module._global_backward_hooks)
-        or torch.compiler.is_compiling()
-        or not torch.is_grad_enabled()
+        not torch.is_grad_enabled()
         or torch._C._are_functorch_transforms_active()
         or getattr(forward_ad, "_current_level", -1) >= 0
         or not has_legacy_backward_hooks(module)
     ):
         return function(input, weight, bias, **arguments)
     if input.dim() == weight.dim() - 1:  # unbatched: torch batches outside its node, and squeezes
-        return convolve(module, function, input.unsqueeze(0), weight, bias, **arguments).squeeze(0)
+        return _recorded(module, function, input.unsqueeze(0), weight, bias, **arguments).squeeze(0)
     if arguments.get("padding") == "same":
         input, arguments = _same_as_torch(input, weight, bias, arguments)
     # Under autocast, torch's node takes the cast tensors (its hook sees bf16 gradients of fp32
@@ -107,3 +118,6 @@ def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, *
         return function(x, w, b, **arguments)
 
     return _ConvolutionNode.apply(run, bias is not None, input, weight, placeholder)
+
+
+_outside_the_graph = torch.compiler.disable(_recorded, recursive=True)
