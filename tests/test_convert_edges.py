@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import triton_conv
+from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
 from .reference import rel_error
@@ -97,6 +98,30 @@ def test_a_backward_hook_registered_after_the_conversion_fires_on_both_modules(r
         (module(x) ** 2).sum().backward()
         assert len(seen) == 1 and rel_error(seen[0], expected[0]) < EXACT_TOL, type(module)
     assert type(model[0]) is type(copied[0]) is triton_conv.Conv2d
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
+@pytest.mark.parametrize("register", ["register_full_backward_hook", "register_backward_hook"])
+def test_a_converted_module_with_a_backward_hook_compiles(register):
+    """torch.compile of a converted module with a backward hook: Dynamo (torch 2.11) read the flag's
+    property through `module.__dict__.get(its own name)` as a getattr of that name, which is the
+    property again: RecursionError, out of the compile."""
+    torch_model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+    model = triton_conv.convert_model(copy.deepcopy(torch_model))
+    seen, expected = [], []
+    getattr(torch_model[0], register)(lambda module, grad_input, grad_output: expected.append(grad_output[0]))
+    getattr(model[0], register)(lambda module, grad_input, grad_output: seen.append(grad_output[0]))
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT, requires_grad=True)
+    (torch_model(x) ** 2).sum().backward()
+    expected_grads = [x.grad.clone(), *(p.grad for p in torch_model.parameters())]
+    x.grad = None
+    torch._dynamo.reset()
+    before = launch_counts["wgrad_kernel"]
+    (torch.compile(model, backend="aot_eager")(x) ** 2).sum().backward()
+    assert launch_counts["wgrad_kernel"] > before  # the compile ran this package's kernels
+    assert len(seen) == 1 and rel_error(seen[0], expected[0]) < EXACT_TOL
+    for got, want in zip([x.grad, *(p.grad for p in model.parameters())], expected_grads, strict=True):
+        assert rel_error(got, want) < EXACT_TOL
 
 
 @pytest.mark.filterwarnings("ignore:Using a non-full backward hook")

@@ -39,6 +39,7 @@ class _FromTorch:
         new = cls.__new__(cls)
         state = dict(conv.__dict__)
         state.pop(shared_hooks.FLAG_KEEPER, None)
+        state[shared_hooks.OWN_FLAG] = conv._is_full_backward_hook
         for table in ("_parameters", "_buffers", "_modules"):
             state[table] = type(state[table])(state[table])
         state["_non_persistent_buffers_set"] = set(state.get("_non_persistent_buffers_set", ()))
@@ -59,7 +60,9 @@ class _FromTorch:
         shared_hooks.point_load_hooks_at(self)
         state = super().__getstate__()
         state.pop(shared_hooks.FLAG_KEEPER, None)
-        state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
+        # Under both names: torch's __setstate__ resets the flag (through the property) when its
+        # own name is missing.
+        state[shared_hooks.OWN_FLAG] = state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
         return state
 
     def _convolve(self, function, input, weight, bias):

@@ -17,7 +17,10 @@ from torch import nn
 
 # Each converted module's original, weakly: neither keeps the other alive.
 _ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-FULL_HOOK_FLAG = "_is_full_backward_hook"
+FULL_HOOK_FLAG = "_is_full_backward_hook"  # a torch module's attribute; ours is a property of that name
+# Where a converted module keeps its own flag: under its own name, since Dynamo (torch 2.11) reads
+# `module.__dict__.get(name)` as `getattr(module, name)`, which for the property's name recursed.
+OWN_FLAG = "_triton_conv_is_full_backward_hook"
 FLAG_KEEPER = "_triton_conv_flag_keeper"  # not copied by deepcopy or pickle (nn.py's __getstate__)
 
 
@@ -30,8 +33,8 @@ def share(new: nn.Module, original: nn.Module) -> None:
 
     def keep_flag(_):  # called as the original goes; its attributes are still readable here
         module = converted()
-        if module is not None and module.__dict__.get(FULL_HOOK_FLAG) is None:
-            module.__dict__[FULL_HOOK_FLAG] = attributes.get(FULL_HOOK_FLAG)
+        if module is not None and module.__dict__.get(OWN_FLAG) is None:
+            module.__dict__[OWN_FLAG] = attributes.get(OWN_FLAG, attributes.get(FULL_HOOK_FLAG))
 
     # Held by `new` alone, so that whatever the original's attributes reach (a hook holding the
     # model) is collected with `new`; the callback and the attributes are dropped once it has run.
@@ -47,19 +50,19 @@ def original_of(module: nn.Module) -> nn.Module | None:
 def full_hook_flag(module: nn.Module):
     """The module's own flag, or, while it has none, the original's: a hook registered there after
     the conversion set only the original's."""
-    own = module.__dict__.get(FULL_HOOK_FLAG)
+    own = module.__dict__.get(OWN_FLAG)
     original = original_of(module)
     if own is None and original is not None:
-        return original.__dict__.get(FULL_HOOK_FLAG)
+        return original._is_full_backward_hook
     return own
 
 
 def set_full_hook_flag(module: nn.Module, value) -> None:
     """Set on both: torch's module reads only its own, and runs the shared table's hooks by it."""
-    module.__dict__[FULL_HOOK_FLAG] = value
+    module.__dict__[OWN_FLAG] = value
     original = original_of(module)
     if original is not None:
-        original.__dict__[FULL_HOOK_FLAG] = value
+        original._is_full_backward_hook = value
 
 
 def point_load_hooks_at(new: nn.Module) -> None:
