@@ -132,6 +132,49 @@ def test_under_torch_compile_a_legacy_hook_sees_what_torch_s_eager_module_hands_
     assert launched.get("wgrad_kernel", 0) > 0 and launched.get("dgrad_kernel", 0) > 0
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_under_torch_func_a_legacy_hook_sees_what_torch_s_hands_it(name, bias, triton_only):
+    """torch.func.grad of a functional_call, and per-sample gradients (vmap of grad): the hook was
+    handed the op's own node's gradients (a Conv1d's one, of its 4-D view; two without a bias), and
+    what it did to the first it did to another. The one node now has functorch's form."""
+    make, shape = MODULES[name]
+    torch_module = make(bias).to(EXACT)
+    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
+    x = torch.randn(shape, dtype=EXACT)
+
+    def gradients(module, per_sample: bool):
+        seen = []
+
+        def hook(_module, grad_input, grad_output):
+            seen.append(_shapes(grad_input))
+            return tuple(None if g is None else g * s for g, s in zip(grad_input, (2, 3, 1)))
+
+        handle = module.register_backward_hook(hook)
+        params = dict(module.named_parameters())
+
+        def loss(xs, p):
+            return torch.func.functional_call(module, p, (xs[None] if per_sample else xs,)).pow(2).sum()
+
+        try:
+            if per_sample:
+                grads = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)), in_dims=(0, None))(x, params)
+            else:
+                grads = torch.func.grad(loss, argnums=(0, 1))(x, params)
+        finally:
+            handle.remove()
+        return seen, [grads[0], *(grads[1][key] for key in sorted(grads[1]))]
+
+    for per_sample in (False, True):
+        expected_seen, expected = gradients(torch_module, per_sample)
+        with triton_only() as proof:
+            got_seen, got = gradients(ours, per_sample)
+        assert got_seen == expected_seen, (name, per_sample)
+        for g, e in zip(got, expected, strict=True):
+            assert rel_error(g, e) < EXACT_TOL
+        assert proof.launches.get("wgrad_kernel", 0) > 0 and proof.launches.get("dgrad_kernel", 0) > 0
+
+
 def test_a_legacy_hook_on_a_first_layer_sees_no_input_gradient(triton_only):
     """An input that needs no gradient (an image into the first layer): None in its place, as torch."""
     torch_module = nn.Conv1d(2, 3, 3).to(EXACT)

@@ -42,11 +42,17 @@ class _ConvolutionNode(torch.autograd.Function):
     zero-element placeholder that needs no gradient: the node still has a bias input, whose gradient
     reaches the hook as None, as torch's does."""
 
+    generate_vmap_rule = True  # the forward is the op, which has its own vmap rule
+
     @staticmethod
-    def forward(ctx, run: Callable, has_bias: bool, input, weight, bias):
+    def forward(run: Callable, has_bias: bool, input, weight, bias):
+        return run(input, weight, bias if has_bias else None)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        run, has_bias, input, weight, bias = inputs
         ctx.run, ctx.has_bias = run, has_bias
         ctx.save_for_backward(input, weight, bias if has_bias else None)
-        return run(input, weight, bias if has_bias else None)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -81,8 +87,9 @@ def _same_as_torch(input, weight, bias, arguments: dict) -> tuple:
 
 def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
     """function(input, weight, bias, **arguments), recorded as one node of torch's shape while the
-    module has legacy backward hooks that would see it. Under a torch.func transform or
-    forward-mode AD it runs as is (functorch and forward AD need the ops' own formulas)."""
+    module has legacy backward hooks that would see it (torch.func's grad, vjp and vmap included:
+    the node has functorch's form). Under forward-mode AD it runs as is: the tangents need the
+    ops' own formulas, and no backward hook runs there."""
     if not (module._backward_hooks or torch_module._global_backward_hooks):
         return function(input, weight, bias, **arguments)
     if not torch.compiler.is_compiling():
@@ -99,7 +106,6 @@ def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, *
 def _recorded(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
     if (
         not torch.is_grad_enabled()
-        or torch._C._are_functorch_transforms_active()
         or getattr(forward_ad, "_current_level", -1) >= 0
         or not has_legacy_backward_hooks(module)
     ):
