@@ -607,7 +607,7 @@ def test_a_sweep_given_twice_is_refused_not_counted_as_two_runs(tmp_path):
 
 def test_the_campaign_note_says_what_it_lacks_in_words_not_python():
     """'cuDNN None' beside '—' elsewhere, and the workers' seconds printed as a Python list."""
-    from triton_conv.report.campaign import campaign_section
+    from triton_conv.report.campaign_section import campaign_section
 
     compiled = {"variants": 2, "launches": 3, "workers": 2, "wall_s": 1.0, "worker_s": [0.95, 0.891]}
     text = campaign_section(_state(), compiled, None, None)
@@ -644,7 +644,7 @@ def test_text_from_a_runs_files_cannot_break_the_note(tmp_path):
 )  # fmt: skip
 def test_the_ceilings_line_says_what_was_measured(ceilings, words):
     """A skipped ceilings step read 'None matmul None^3: — TFLOP/s'; a CPU's 0.04 TFLOP/s read 0."""
-    from triton_conv.report.campaign import campaign_section
+    from triton_conv.report.campaign_section import campaign_section
 
     state = {**_state(), "ceilings": ceilings} if ceilings else _state()
     assert words in campaign_section(state, None, None, None)
