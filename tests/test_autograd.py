@@ -75,6 +75,29 @@ def test_gradient_memory_formats_are_torchs(op, x_layout, w_layout, grad_layout,
         assert rel_error(g, e) < 1e-12, name
 
 
+@pytest.mark.parametrize("padding", [1, "same"], ids=("padding1", "same_even_kernel"))
+@pytest.mark.parametrize("w_innermost", [False, True], ids=("w_ncl", "w_nlc"))
+@pytest.mark.parametrize("x_innermost", [False, True], ids=("x_ncl", "x_nlc"))
+def test_conv1d_gradient_layouts_are_torchs(x_innermost, w_innermost, padding, triton_only):
+    """conv1d's gradients follow torch's layout rule too (channels innermost if x or the weight has
+    them), also for an even kernel's 'same', whose input gradient came back contiguous (found
+    2026-12-04: the flat view that re-strides the input's size-1 dimensions made it so)."""
+
+    def make(shape, innermost):
+        values = torch.randn(shape[0], shape[2], shape[1], dtype=torch.float64)
+        return (values.transpose(1, 2) if innermost else values.transpose(1, 2).contiguous()).requires_grad_()
+
+    x, w = make((2, 3, 7), x_innermost), make((4, 3, 2), w_innermost)
+    reference = F.conv1d(x, w, padding=padding)
+    dy = torch.randn_like(reference)
+    expected = torch.autograd.grad(reference, (x, w), dy)
+    with triton_only():
+        got = torch.autograd.grad(triton_conv.conv1d(x, w, padding=padding), (x, w), dy)
+    for name, g, e in zip(("dx", "dw"), got, expected, strict=True):
+        assert g.stride() == e.stride(), f"{name}: strides {g.stride()}, torch's {e.stride()}"
+        assert rel_error(g, e) < 1e-12, name
+
+
 @pytest.mark.parametrize(
     "wanted,launched",
     [

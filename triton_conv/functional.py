@@ -230,6 +230,14 @@ def conv1d(
     return _entry(conv1d, validate1d, F.conv1d, _run_conv1d, input, weight, bias, *geometry)
 
 
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # torch copies a permuted (N, L, C).transpose(1, 2) input too, so that its output is (N, K, L)
     # contiguous: code written for F.conv1d may .view() it
@@ -237,10 +245,12 @@ def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # already contiguous, and jit.trace's check, which traces a dense copy of a sliced example again,
     # finds the two graphs differ.
     x = x.contiguous()
-    if problem.pad_left != problem.pad_right:
+    if problem.pad_left != problem.pad_right and x.stride() != _contiguous_strides(x.shape):
         # An even kernel's 'same': torch convolves a padded copy, laid out (N, C, L) contiguous
         # whatever strides the input's size-1 dimensions had ((7, 1, 1) for one channel: its output
-        # would have been channels-innermost). The same elements with those strides, no copy:
+        # would have been channels-innermost). The same elements with those strides, no copy. Only
+        # then: the flat view's backward makes the input gradient contiguous, where torch's follows
+        # a channels-innermost weight.
         x = x.reshape(-1).view(x.shape)
     y = _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem)
     if torch.jit.is_tracing():  # the trace would record _unsafe_view's sizes as constants
