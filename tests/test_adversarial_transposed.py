@@ -104,6 +104,17 @@ def test_conv_transpose2d_output_size_of_every_kind_matches_torch(case):
     run_output_size_case(case)
 
 
+@pytest.mark.parametrize("shape", [(2, 3), (1, 1, 2, 3, 3)], ids=["rank2", "rank5"])
+def test_output_size_with_an_input_of_the_wrong_rank_names_the_input(shape, triton_only):
+    """With an output_size, torch's rule reads the input's last dimensions first: a 2-D input gave
+    IndexError ("Dimension out of range"), a 5-D one a range of sizes made of its wrong dimensions,
+    blamed on output_size. Without one, the input's rank was already named; now with one too."""
+    module = triton_conv.ConvTranspose2d(2, 3, 3, stride=2, dtype=EXACT)
+    with triton_only() as proof, pytest.raises(RuntimeError, match="input must have 3 or 4 dimensions"):
+        module(torch.randn(shape, dtype=EXACT), output_size=(7, 7))
+    assert not proof.launches
+
+
 # --- 2. the modules against torch's: repr, state_dict both ways, dtypes, outputs ---------------------
 @dataclass(frozen=True)
 class ModuleCase:

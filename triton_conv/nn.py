@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import legacy_hooks, shared_hooks
-from .arguments import ConvArgumentError, ConvTypeError
+from .arguments import ConvArgumentError, ConvTypeError, check_tensor
 from .functional import conv1d, conv2d, conv_transpose2d
 
 
@@ -125,6 +125,10 @@ def output_padding_for(input, output_size, stride, padding, kernel_size, num_spa
     ConvTypeError (torch's kind, and RuntimeError), naming output_size. A module attribute that
     torch's rule indexes but that is no pair (`conv.stride = 2` set after construction: torch's
     TypeError) is named as itself."""
+    if output_size is not None:
+        # torch's rule reads the input's last dimensions: the wrong rank gave an IndexError, or a
+        # range of sizes made of the wrong dimensions, named output_size
+        check_tensor(input, "input", (num_spatial_dims + 1, num_spatial_dims + 2))
     geometry = {"stride": stride, "padding": padding, "kernel_size": kernel_size, "dilation": dilation}
     for name, value in geometry.items():
         if output_size is not None and value is not None and not _is_sequence_of(value, num_spatial_dims):
