@@ -125,6 +125,27 @@ def test_a_converted_module_with_a_backward_hook_compiles(register):
 
 
 @pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
+def test_converted_models_with_hooks_compile_one_after_another():
+    """Two converted models compiled in turn, legacy hooks on the first, full ones on the second:
+    Dynamo (torch 2.13) guarded the lookup of each conv's original in a WeakKeyDictionary on the
+    index of its key, which the first model's collected originals had moved: IndexError out of the
+    second compile."""
+    for register in ("register_backward_hook", "register_full_backward_hook"):
+        torch_model = nn.Sequential(*(nn.Conv2d(2, 2, 3, padding=1).to(EXACT) for _ in range(2)))
+        model = triton_conv.convert_model(copy.deepcopy(torch_model))
+        for conv in model:
+            getattr(conv, register)(lambda module, grad_input, grad_output: None)
+        x = torch.randn(1, 2, 4, 4, dtype=EXACT, requires_grad=True)
+        torch._dynamo.reset()
+        (torch.compile(model, backend="aot_eager")(x) ** 2).sum().backward()
+        got = [x.grad, *(p.grad for p in model.parameters())]
+        x.grad = None
+        (torch_model(x) ** 2).sum().backward()
+        for g, e in zip(got, [x.grad, *(p.grad for p in torch_model.parameters())], strict=True):
+            assert rel_error(g, e) < EXACT_TOL, register
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-full backward hook")
 @pytest.mark.parametrize("register", ["register_full_backward_hook", "register_backward_hook"])
 def test_a_backward_hook_registered_on_an_original_that_is_then_freed_still_fires(register):
     """A hook registered in a helper on a layer reference kept from before the conversion, which the

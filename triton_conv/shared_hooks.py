@@ -15,20 +15,19 @@ import weakref
 
 from torch import nn
 
-# Each converted module's original, weakly: neither keeps the other alive.
-_ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FULL_HOOK_FLAG = "_is_full_backward_hook"  # a torch module's attribute; ours is a property of that name
 # Where a converted module keeps its own flag: under its own name, since Dynamo (torch 2.11) reads
 # `module.__dict__.get(name)` as `getattr(module, name)`, which for the property's name recursed.
 OWN_FLAG = "_triton_conv_is_full_backward_hook"
-FLAG_KEEPER = "_triton_conv_flag_keeper"  # not copied by deepcopy or pickle (nn.py's __getstate__)
+# A converted module's weak reference to its original (neither keeps the other alive), whose
+# callback keeps the flag when the original goes; not copied by deepcopy or pickle (__getstate__).
+FLAG_KEEPER = "_triton_conv_flag_keeper"
 
 
 def share(new: nn.Module, original: nn.Module) -> None:
     """Record that `new` shares `original`'s hook tables, and hand it the pre-hooks already there.
     When the original goes, `new` keeps the flag it had then (a hook registered on a reference the
     caller then dropped, gone with it otherwise)."""
-    _ORIGINALS[new] = weakref.ref(original)
     attributes, converted = original.__dict__, weakref.ref(new)  # its attributes, not the module
 
     def keep_flag(_):  # called as the original goes; its attributes are still readable here
@@ -43,7 +42,9 @@ def share(new: nn.Module, original: nn.Module) -> None:
 
 
 def original_of(module: nn.Module) -> nn.Module | None:
-    reference = _ORIGINALS.get(module)
+    # The converted module's own weak reference (not a table of them: Dynamo guards a lookup in a
+    # WeakKeyDictionary on the index of its key, which the collector moves: IndexError, torch 2.13)
+    reference = module.__dict__.get(FLAG_KEEPER)
     return reference() if reference is not None else None
 
 
