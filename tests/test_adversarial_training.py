@@ -98,6 +98,24 @@ def test_flop_counter_counts_what_it_counts_for_torch(training, triton_only):
     assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1}
 
 
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_a_compiled_call_under_a_dispatch_mode_leaves_the_function_working(backend):
+    """One compiled call under a TorchDispatchMode (FlopCounterMode), and the next call outside it
+    failed: Dynamo then traced into the op's Python kernel (KeyError(torch.uint64) in the
+    interpreter's fake run). The kernels are now closed to Dynamo."""
+    x, w = torch.randn(1, 2, 5, 5, dtype=EXACT), torch.randn(3, 2, 3, 3, dtype=EXACT)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, w: triton_conv.conv2d(x, w, padding=1), backend=backend)
+    with FlopCounterMode(display=False) as counter:
+        under_mode = compiled(x, w)
+    before = launch_counts["fprop_kernel"]
+    again = compiled(x, w)
+    assert launch_counts["fprop_kernel"] > before
+    expected = F.conv2d(x, w, padding=1)
+    assert counter.get_total_flops() > 0
+    assert rel_error(under_mode, expected) < EXACT_TOL and rel_error(again, expected) < EXACT_TOL
+
+
 # --- pins: what matched torch when this pass probed it --------------------------------------------------
 GRADIENT_CASES = {
     "conv2d": (
