@@ -74,28 +74,40 @@ def _run(module, x, register: str, call=None):
     return grad_input, dy, [x.grad, *params]
 
 
+def _pair(name: str, bias: bool):
+    """torch's module of MODULES[name], ours converted from a copy, and an input needing grad."""
+    make, shape = MODULES[name]
+    torch_module = make(bias).to(EXACT)
+    x = torch.randn(shape, dtype=EXACT, requires_grad=True)
+    return torch_module, triton_conv.convert_model(copy.deepcopy(torch_module)), x
+
+
+def _assert_as_torch(got, expected, name: str) -> None:
+    """_run's results against torch's: what the hook saw (shapes, None where torch's has None, and
+    values), the incoming gradient, and the gradients it left."""
+    (got_input, got_dy, got_grads), (expected_input, expected_dy, expected_grads) = got, expected
+    assert _shapes(got_input) == _shapes(expected_input), name
+    got_all, expected_all = got_input + [got_dy] + got_grads, expected_input + [expected_dy] + expected_grads
+    for g, e in zip(got_all, expected_all, strict=True):
+        assert (g is None) == (e is None), name
+        if g is not None:
+            assert rel_error(g, e) < EXACT_TOL, name
+
+
 @pytest.mark.parametrize("register", ["module", "global"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_a_legacy_backward_hook_sees_and_changes_what_torch_s_does(name, bias, register, triton_only):
-    make, shape = MODULES[name]
-    torch_module = make(bias).to(EXACT)
-    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
-    x = torch.randn(shape, dtype=EXACT, requires_grad=True)
+    torch_module, ours, x = _pair(name, bias)
     seed = torch.randint(1 << 30, ()).item()
 
     torch.manual_seed(seed)
-    expected_input, expected_dy, expected_grads = _run(torch_module, x, register)
+    expected = _run(torch_module, x, register)
     torch.manual_seed(seed)
     with triton_only() as proof:
-        got_input, got_dy, got_grads = _run(ours, x, register)
+        got = _run(ours, x, register)
 
-    assert _shapes(got_input) == _shapes(expected_input), name
-    got_all, expected_all = got_input + [got_dy] + got_grads, expected_input + [expected_dy] + expected_grads
-    for got, expected in zip(got_all, expected_all):
-        assert (got is None) == (expected is None)
-        if got is not None:
-            assert rel_error(got, expected) < EXACT_TOL
+    _assert_as_torch(got, expected, name)
     assert proof.launches.get("wgrad_kernel", 0) > 0 and proof.launches.get("dgrad_kernel", 0) > 0
 
 
@@ -108,27 +120,19 @@ def test_under_torch_compile_a_legacy_hook_sees_what_torch_s_eager_module_hands_
     landed on the compiled region's node: a transposed convolution's hook was handed (weight, bias,
     input), and what it did to "the input's gradient" it did to the weight's; a Conv1d's one
     gradient, of the 4-D view. The node is now recorded outside the graph: torch's eager one."""
-    make, shape = MODULES[name]
-    torch_module = make(bias).to(EXACT)
-    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
-    x = torch.randn(shape, dtype=EXACT, requires_grad=True)
+    torch_module, ours, x = _pair(name, bias)
     seed = torch.randint(1 << 30, ()).item()
 
     torch.manual_seed(seed)
-    expected_input, expected_dy, expected_grads = _run(torch_module, x, "module")
+    expected = _run(torch_module, x, "module")
     torch._dynamo.reset()
     torch.manual_seed(seed)
     # torch.compile does not compile under a dispatch mode (triton_only's): launches counted bare
     before = dict(launch_counts)
-    got_input, got_dy, got_grads = _run(ours, x, "module", torch.compile(ours, backend="aot_eager"))
+    got = _run(ours, x, "module", torch.compile(ours, backend="aot_eager"))
     launched = {k: v - before.get(k, 0) for k, v in launch_counts.items()}
 
-    assert _shapes(got_input) == _shapes(expected_input), name
-    got_all, expected_all = got_input + [got_dy] + got_grads, expected_input + [expected_dy] + expected_grads
-    for got, expected in zip(got_all, expected_all):
-        assert (got is None) == (expected is None)
-        if got is not None:
-            assert rel_error(got, expected) < EXACT_TOL
+    _assert_as_torch(got, expected, name)
     assert launched.get("wgrad_kernel", 0) > 0 and launched.get("dgrad_kernel", 0) > 0
 
 
@@ -138,10 +142,8 @@ def test_under_torch_func_a_legacy_hook_sees_what_torch_s_hands_it(name, bias, t
     """torch.func.grad of a functional_call, and per-sample gradients (vmap of grad): the hook was
     handed the op's own node's gradients (a Conv1d's one, of its 4-D view; two without a bias), and
     what it did to the first it did to another. The one node now has functorch's form."""
-    make, shape = MODULES[name]
-    torch_module = make(bias).to(EXACT)
-    ours = triton_conv.convert_model(copy.deepcopy(torch_module))
-    x = torch.randn(shape, dtype=EXACT)
+    torch_module, ours, x = _pair(name, bias)
+    x = x.detach()
 
     def gradients(module, per_sample: bool):
         seen = []
