@@ -376,3 +376,27 @@ def test_a_module_half_imported_by_another_thread_is_not_read_for_its_class(monk
     triton_conv.convert_model(model, report=report)
     assert isinstance(model[0], triton_conv.Conv2d) and isinstance(model[1], triton_conv.Conv1d)
     assert report == []
+
+
+@pytest.mark.parametrize("register_first", ["register_full_backward_hook", "register_backward_hook"])
+def test_a_deep_copy_of_a_parametrized_converted_conv_shares_nothing_with_the_original(register_first):
+    """torch's parametrize gives a parametrized module's class a __deepcopy__ that copies its
+    __dict__ as it is (where the class has none), which kept the converted module's reference to
+    the torch module it replaced: a backward hook registered on the copy (an EMA or teacher model)
+    set the original's full-hook flag, and a hook of the other kind on the live model then raised
+    'Cannot use both regular backward hooks and full backward hooks'."""
+    kinds = ["register_full_backward_hook", "register_backward_hook"]
+    other = kinds[1 - kinds.index(register_first)]
+    model = nn.Sequential(nn.Conv2d(2, 3, 3).to(EXACT))
+    original = model[0]
+    triton_conv.convert_model(model)
+    torch.nn.utils.parametrizations.weight_norm(model[0])
+    copied = copy.deepcopy(model)
+    getattr(copied[0], register_first)(lambda module, grad_input, grad_output: None)
+    assert original._is_full_backward_hook is model[0]._is_full_backward_hook is None
+    getattr(model[0], other)(lambda module, grad_input, grad_output: None)  # raised before the fix
+    x = torch.randn(1, 2, 5, 5, dtype=EXACT)
+    # the copy computes what the model does, on its own tensors, through the Triton kernel
+    y, launched = _launches(lambda: copied(x))
+    assert rel_error(y, model(x)) < EXACT_TOL and launched.get("fprop_kernel", 0) == 1
+    assert copied[0].parametrizations.weight.original0 is not model[0].parametrizations.weight.original0

@@ -263,3 +263,26 @@ def test_from_torch_takes_its_own_class_and_a_subclass_of_it_takes_torchs():
 
     with pytest.raises(triton_conv.ConvTypeError, match="not a subclass"):
         Mine.from_torch(Theirs.from_torch(conv))  # another subclass's forward would be dropped
+
+
+@pytest.mark.parametrize("patch", ["compile", "forward", "_conv_forward"])
+@pytest.mark.parametrize("ours", [triton_conv.Conv1d, triton_conv.Conv2d, triton_conv.ConvTranspose2d])
+def test_from_torch_refuses_a_module_bound_to_torchs_convolution(ours, patch):
+    """A conv compiled in place, or with a method of its own on the instance, carries a call bound to
+    itself: from_torch took it, and the new module ran torch's convolution on the original's weights,
+    so after a load_state_dict(assign=True) it computed with the old ones. convert_model reports
+    such a conv; from_torch now refuses it (RuntimeError)."""
+    conv = next(base for base in ours.__mro__ if base.__module__.startswith("torch.nn."))(2, 2, 3)
+    if patch == "compile":
+        conv.compile(backend="eager")
+    elif patch == "forward":
+        original_forward = conv.forward
+        conv.forward = lambda input: original_forward(input)  # an accelerate-style wrapper
+    elif hasattr(type(conv), "_conv_forward"):
+        conv._conv_forward = conv._conv_forward  # a bound method of its own
+    else:  # ConvTranspose2d's forward calls _output_padding, not _conv_forward
+        conv._output_padding = conv._output_padding
+    with pytest.raises(triton_conv.ConvTypeError, match="cannot be converted") as raised:
+        ours.from_torch(conv)
+    assert isinstance(raised.value, RuntimeError)
+    torch._dynamo.reset()

@@ -11,32 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arguments import FLOAT_DTYPES, ConvTypeError, is_dtensor
-from .nn import CONVERSIONS
-
-# The methods that torch's forward of each convolution calls: one set on the instance replaces ours.
-_CALLED_BY_FORWARD = ("forward", "_conv_forward", "_output_padding")
+from .nn import CALLED_BY_FORWARD, CONVERSIONS, bound_to_torch
 
 
 def _reason_to_skip(module: nn.Module) -> str | None:
     kind = type(module)
     if isinstance(module, tuple(CONVERSIONS.values())):  # parametrizing makes a subclass of ours
         return "already triton-conv's"
-    # Only a method torch's class has can be one its forward calls (a Conv2d has no _output_padding).
-    patched = [name for name in _CALLED_BY_FORWARD if name in vars(module) and hasattr(kind, name)]
-    if patched:
-        # An instance forward (accelerate-style wrappers), or an instance _conv_forward (a patched-in
-        # weight standardisation), is bound to the torch module: converted, the module would still
-        # run torch's convolution.
-        return (
-            f"{kind.__name__} has {' and '.join(patched)} of its own on the instance (a wrapper or a "
-            "patch) that runs torch's conv"
-        )
-    if getattr(module, "_compiled_call_impl", None) is not None:
-        # module.compile() compiled the torch module's own call; a converted module would run it.
-        return (
-            f"{kind.__name__} was compiled in place (module.compile()) and would still run torch's "
-            "conv; convert before compiling"
-        )
+    bound = bound_to_torch(module)
+    if bound is not None:
+        return bound
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return (
             f"{kind.__name__} is lazy (its first forward turns it into its torch class, which a "
@@ -98,7 +82,7 @@ def _patched_on_torch_class(kind: type) -> list[str]:
         )
 
     overrides = vars(CONVERSIONS[kind])
-    return [name for name in _CALLED_BY_FORWARD if name in overrides and not torchs_own(getattr(kind, name))]
+    return [name for name in CALLED_BY_FORWARD if name in overrides and not torchs_own(getattr(kind, name))]
 
 
 def _quantized_convolution(module: nn.Module) -> str | None:

@@ -3,6 +3,7 @@ whole networks."""
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import torch
@@ -12,6 +13,30 @@ from torch import nn
 from . import legacy_hooks, shared_hooks
 from .arguments import ConvArgumentError, ConvTypeError, check_tensor
 from .functional import conv1d, conv2d, conv_transpose2d
+
+# The methods torch's forward of a conv module calls.
+CALLED_BY_FORWARD = ("forward", "_conv_forward", "_output_padding")
+
+
+def bound_to_torch(module: nn.Module) -> str | None:
+    """Why `module`, given this package's class, would still run torch's convolution on its own
+    tensors, or None. An instance forward (accelerate-style wrappers) or _conv_forward (a patched-in
+    weight standardisation) is bound to that module, and so is module.compile()'s compiled call:
+    a copy of the module's attributes would carry them along."""
+    kind = type(module)
+    # Only a method torch's class has can be one its forward calls (a Conv2d has no _output_padding).
+    patched = [name for name in CALLED_BY_FORWARD if name in vars(module) and hasattr(kind, name)]
+    if patched:
+        return (
+            f"{kind.__name__} has {' and '.join(patched)} of its own on the instance (a wrapper or a "
+            "patch) that runs torch's conv"
+        )
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        return (
+            f"{kind.__name__} was compiled in place (module.compile()) and would still run torch's "
+            "conv; convert before compiling"
+        )
+    return None
 
 
 class _FromTorch:
@@ -36,6 +61,9 @@ class _FromTorch:
                 f"conv must be a torch.nn.{torch_class.__name__} (not a subclass) or a "
                 f"triton_conv.{ours.__name__}{also}, got {type(conv).__module__}.{type(conv).__qualname__}"
             )
+        reason = bound_to_torch(conv)
+        if reason is not None:
+            raise ConvTypeError(f"conv cannot be converted: {reason}")
         new = cls.__new__(cls)
         state = dict(conv.__dict__)
         state.pop(shared_hooks.FLAG_KEEPER, None)
@@ -64,6 +92,17 @@ class _FromTorch:
         # own name is missing.
         state[shared_hooks.OWN_FLAG] = state[shared_hooks.FULL_HOOK_FLAG] = self._is_full_backward_hook
         return state
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy's own steps around __getstate__, defined here so that torch's parametrize,
+        # which gives a parametrized module's class a __deepcopy__ copying __dict__ as it is only
+        # where the class has none, does not carry the reference to the original module into the
+        # copy (a hook registered on the copy would then set the original's flag). Named, not
+        # self.__getstate__: a parametrized class's own raises (it refuses pickling).
+        replica = type(self).__new__(type(self))
+        memo[id(self)] = replica
+        replica.__setstate__(copy.deepcopy(_FromTorch.__getstate__(self), memo))
+        return replica
 
     def _convolve(self, function, input, weight, bias):
         """Conv1d's and Conv2d's _conv_forward with `function`: torch's, on this package's kernels."""
