@@ -397,3 +397,24 @@ def test_nested_tensors_are_refused_naming_the_tensor(name, position):
     args[position] = torch.nested.nested_tensor(list(args[position].unsqueeze(0)))
     words = f"{position} must be a dense.*nested"
     refused_as_torch_refuses(getattr(triton_conv, name), getattr(F, name), args, words)
+
+
+def test_the_weight_gradient_of_a_strided_transposed_weight_where_torch_refuses():
+    """torch's CPU conv_transpose2d backward raises 'grad_weight needs to be contiguous' for this
+    weight view in float64 and float16 (float32 computes): ours computes the weight gradient, which
+    is torch's on contiguous copies of the same values (found 2026-12-05, torch 2.11 and 2.13)."""
+    geometry = dict(stride=(3, 2), padding=(2, 1), output_padding=(0, 1), groups=3, dilation=(1, 2))
+    x = torch.randn(1, 4, 1, 12, dtype=EXACT).permute(0, 3, 1, 2)  # (1, 12, 4, 1)
+    w = torch.empty_strided((12, 4, 1, 2), (8, 1, 96, 4), dtype=EXACT).copy_(torch.randn(12, 4, 1, 2))
+    dy = torch.randn(1, 12, 6, 2, dtype=EXACT)
+    views = [t.detach().requires_grad_() for t in (x, w)]
+    expected = torch.autograd.grad(
+        F.conv_transpose2d(*(t.contiguous() for t in views), **geometry), views, dy
+    )
+    views = [t.detach().requires_grad_() for t in (x, w)]
+    got, launched = _launches(
+        lambda: torch.autograd.grad(triton_conv.conv_transpose2d(*views, **geometry), views, dy)
+    )
+    assert launched.get("fprop_kernel", 0) == 1 and launched.get("wgrad_kernel", 0) == 1, launched
+    for ours, theirs in zip(got, expected, strict=True):
+        assert rel_error(ours, theirs) < EXACT_TOL
