@@ -278,11 +278,13 @@ def test_report_out_must_name_a_file_not_a_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv",
     [["--batch", "0"], ["--batch", "-4"], ["--fit", "8"], ["--fit", "8=abc"], ["--fit", "8=0"],
-     ["--fit", "8=-1"], ["--fit", "8=nan"], ["--fit", "0=0.01"]],
+     ["--fit", "8=-1"], ["--fit", "8=nan"], ["--fit", "0=0.01"], ["--batch", str(2**63)],
+     ["--fit", f"{10**20}=1"]],
 )  # fmt: skip
 def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
     """A batch of 0 or less divided by zero; a measured time of 0, below 0 or NaN was fitted into
-    predictions of negative or NaN seconds (printed as the calibrated stack's): argparse's error."""
+    predictions of negative or NaN seconds (printed as the calibrated stack's): argparse's error.
+    A batch past an int64 was refused by the model, naming its own argument, not the flag."""
     with pytest.raises(SystemExit) as stopped:
         cli.build_parser().parse_args(["predict", *argv])
     assert stopped.value.code == 2 and f"argument {argv[0]}" in capsys.readouterr().err
@@ -389,6 +391,15 @@ def test_a_report_whose_out_is_a_folder_stops_before_compiling(command, tmp_path
     _compiling_raises(monkeypatch, AssertionError("compiled before the output was checked"))
     with pytest.raises(SystemExit, match=f"triton-conv {command}: .* is a folder"):
         cli.main([command, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("command", ["static-report", "sass-report"])
+def test_a_report_whose_out_is_no_markdown_file_stops_before_compiling(command, tmp_path, monkeypatch):
+    """`--out notes.txt` compiled for minutes (report refused it at once)."""
+    _compiling_raises(monkeypatch, AssertionError("compiled before the output was checked"))
+    with pytest.raises(SystemExit, match=f"triton-conv {command}: .* is not a markdown file"):
+        cli.main([command, "--out", str(tmp_path / "report.txt")])
+    assert not (tmp_path / "report.txt").exists()
 
 
 @pytest.mark.parametrize("command", ["static-report", "sass-report"])

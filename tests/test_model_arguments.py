@@ -143,6 +143,16 @@ CASES = [
            "stride must be positive"),
           ("a float", dict(out_channels=64.0, kernel_h=3, kernel_w=3), TypeError, "must be integers"),
       ]),
+    # A layer set whose one pass is the skipped first input gradient: a time of 0 s, S(N) a
+    # ZeroDivisionError, a fit that blamed the times. Two keys of one batch size: a fit on one point.
+    *(_case(label, call, ValueError, "no kernel call") for label, call in [
+        ("network_time of no call", lambda: network_time(resnet50()[:1], "dgrad", 8, "V100")),
+        ("network_speedup of no call", lambda: network_speedup(resnet50()[:1], "dgrad", 8, "V100")),
+        ("fit_stack of no call", lambda: fit_stack(resnet50()[:1], "dgrad", "V100", "fp16", {1: 0.01})),
+    ]),
+    _case("fit_stack of 1 and tensor(1)", lambda: _fit({1: 0.0128, torch.tensor(1): 0.04}), ValueError,
+          "one batch size twice"),
+    _case("fit_fraction(None)", lambda: fit_fraction(None), TypeError, "points must be a sequence"),
     # Finite terms whose sums overflowed: S(N) NaN, times infinite.
     _case("Terms floor 1e307", lambda: Terms(call_floor_s=1e307), ValueError, "call_floor_s"),
     _case("Terms fraction 1e-320", lambda: Terms(achieved_fraction=1e-320), ValueError, "achieved_fraction"),

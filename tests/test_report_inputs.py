@@ -456,6 +456,12 @@ IMPOSSIBLE = [
      "matmul_tflops is 'fast'"),
     ("campaign.json", "elapsed_s", float("nan"), "elapsed_s is nan"),
     ("campaign.json", "check_processes", "many", "check_processes is 'many'"),
+    # A status no run writes was printed as the run's; a skipped list of no entries failed with a
+    # TypeError naming no field; an empty GPU name was said to be None (session 41's review).
+    ("campaign.json", "status", "weird", "status is 'weird', not one of"),
+    ("campaign.json", "skipped", "x", "skipped is 'x', not a list"),
+    ("campaign.json", "errors", [{"step": "fprop"}], r"errors\[0\] is \{'step': 'fprop'\}"),
+    ("campaign.json", "provenance.gpu.name", "", "provenance.gpu.name is '', not the GPU's name"),
     ("timings.json", "benchmarks.0.extra_info.eager_seconds", -1, r"extra_info.eager_seconds is -1"),
     ("timings.json", "benchmarks.0.extra_info.tflops", float("nan"), r"extra_info.tflops is nan"),
     ("timings.json", "benchmarks.0.extra_info.model", {"seconds": -1e-3},

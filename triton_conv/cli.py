@@ -74,14 +74,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+_MOST = 2**63 - 1  # an int64, as torch's sizes (the model refuses more, naming its own argument)
+
+
 def _count(text: str, least: int = 1) -> int:
-    """A number of processes: an int of at least 1 (or `least`)."""
+    """A count (processes, images): an int of at least 1 (or `least`) that fits an int64."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"at least {least}, got {value}")
+    if not least <= value <= _MOST:
+        raise argparse.ArgumentTypeError(f"from {least} to 2**63 - 1, got {value}")
     return value
 
 

@@ -84,9 +84,21 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _check_note_name(command: str, out) -> None:
+    """A note's --out names a markdown file, refused before minutes of compiling, as report's is."""
+    from .report.markdown import check_markdown_out
+
+    try:
+        if out is not None and not os.path.isdir(out):  # a folder: the writer's check says so
+            check_markdown_out(out)
+    except ValueError as error:
+        raise SystemExit(f"triton-conv {command}: {error}") from None
+
+
 def cmd_static_report(args) -> int:
     from .static_report import write_static_report
 
+    _check_note_name("static-report", args.out)
     try:
         print(f"wrote {write_static_report(args.out, workers=args.workers)}")
     except UnwritableOutput as error:  # --out a folder, or not writable: found before the compiling
@@ -124,6 +136,7 @@ def cmd_campaign(args) -> int:
 def cmd_sass_report(args) -> int:
     from .mainloop_report import write_mainloop_report
 
+    _check_note_name("sass-report", args.out)
     try:
         path, broken = write_mainloop_report(args.out, workers=args.workers, best=args.best)
     except UnwritableOutput as error:  # --out a folder, or not writable: found before the compiling

@@ -52,6 +52,8 @@ def fit_stack(
         raise ValueError(f"a stack is calibrated on one or two batch sizes, got {sorted(measured_s)}")
     measured = {check_count(n, "a batch size of measured_s"): check_finite(t, f"measured_s[{n!r}]", above=0)
                 for n, t in measured_s.items()}  # fmt: skip
+    if len(measured) < len(measured_s):  # two keys of one batch size (1 and tensor(1)): one time dropped
+        raise ValueError(f"measured_s names one batch size twice: {list(measured_s)}")
     check_finite(call_floor_s, "call_floor_s", least=0)
     overlapped = check_flag(overlapped, "overlapped")
     layers = list(layers)
@@ -115,7 +117,12 @@ def fit_fraction(points: Sequence[tuple[float, float, float]]) -> float:
     must be finite and above 0, each floor finite and at least 0. The answer lies in [0.001, 100]:
     one at either end says the best η lies beyond it (times below their floors give 100; a library
     slower than a thousandth of its roofline gives 0.001), not that η is that value."""
-    points = list(points)  # a generator is read once
+    try:
+        points = list(points)  # a generator is read once
+    except TypeError:
+        raise TypeError(
+            f"points must be a sequence of (measured s, floor s, roofline s), got {points!r}"
+        ) from None
     for i, point in enumerate(points):
         if not _is_triple(point):
             raise TypeError(f"points[{i}] must be (measured s, floor s, roofline s), got {point!r}")

@@ -114,7 +114,13 @@ def network_cost(
     kind, _ = dtype_kind(dtype)
     layers, batch, config = tuple(check_layers(layers)), check_count(batch, "batch"), check_config(config)
     allow_tf32, input_dgrad = check_flag(allow_tf32, "allow_tf32"), check_flag(input_dgrad, "input_dgrad")
-    return _cost(layers, _passes(passes), batch, get_device(device), kind, allow_tf32, input_dgrad, config)
+    cost = _cost(layers, _passes(passes), batch, get_device(device), kind, allow_tf32, input_dgrad, config)
+    if not cost.calls:  # a time of 0 s, and S(N) a division by it
+        raise ValueError(
+            "layers and passes make no kernel call: the only pass is the input gradient of the first "
+            "layer, which a network does not compute (input_dgrad=True counts it)"
+        )
+    return cost
 
 
 def network_time(layers, passes, batch: int, device, dtype="fp16", *, terms: Terms = DEFAULT_TERMS,

@@ -52,6 +52,10 @@ ALWAYS_WRITTEN = ("campaign", "timings", "autotune", "checks")
 # Written once their step has run: the step in campaign.json's steps means the file must be there.
 WRITTEN_BY_STEP = {"compile": "compile", "training": "training"}
 PROVENANCE_FIELDS = ("date", "torch", "triton")
+# The statuses a run writes (campaign/run.py), besides 'failed in step <name>: <why>'.
+STATUSES = ("running", "complete", "complete, with errors or skips", "cut by the budget")
+# The lists of what a run skipped and what failed, each entry's fields as the note prints them.
+ENTRY_LISTS = {"skipped": ("step", "item", "why"), "errors": ("step", "item", "error")}
 STEP_NUMBERS = ("estimate_s", "actual_s", "items", "done", "skipped")
 
 
@@ -65,6 +69,15 @@ def check_state(state, path) -> None:
         empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
+    if state["status"] not in STATUSES and not state["status"].startswith("failed in step "):
+        raise format_error(path, "status", state["status"], f"one of {STATUSES} or 'failed in step ...'")
+    for field, keys in ENTRY_LISTS.items():
+        entries = state.get(field, [])
+        if not isinstance(entries, list):
+            raise format_error(path, field, entries, "a list")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in keys):
+                raise format_error(path, f"{field}[{index}]", entry, f"an object of strings {keys}")
     if not (is_amount(state["budget_s"]) and state["budget_s"] > 0):
         raise format_error(path, "budget_s", state["budget_s"], "a number of seconds above 0")
     for field in ("plan", "steps"):
@@ -90,7 +103,8 @@ def check_state(state, path) -> None:
     if not isinstance(state.get("on_gpu"), bool):  # the string "false" read as true, notes/ unguarded
         raise format_error(path, "on_gpu", state.get("on_gpu"), "true or false")
     if state.get("on_gpu") and gpu_name(state, path) == "unknown GPU":
-        raise format_error(path, "provenance.gpu.name", None, "the GPU's name (on_gpu is true)")
+        name = (state["provenance"].get("gpu") or {}).get("name")
+        raise format_error(path, "provenance.gpu.name", name, "the GPU's name (on_gpu is true)")
 
 
 # campaign.json's numbers that campaign_section states as measured, each absent or null when the
