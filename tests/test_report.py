@@ -3,6 +3,7 @@ tmp_path, never written into notes/), the model's report, and the section splici
 hand-written text of notes/batching.md."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -543,3 +544,18 @@ def test_a_note_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes(b"\xff\xfe prose\n")
     with pytest.raises(ValueError, match=f"{path} is not UTF-8"):
         replace_section(path, "a", "x")
+
+
+@pytest.mark.parametrize("note", ["notes/batching.md", "notes/published/deepbench_vs_model.md"])
+def test_the_committed_model_tables_are_of_the_model_as_it_is(note):
+    """Every section the model wrote names the fingerprint of the model's sources it was made from:
+    a change to the model's code leaves the committed tables of another model until they are made
+    again (`triton-conv report` and `python -m triton_conv.report published`, then commit)."""
+    from triton_conv.report.markdown import model_fingerprint
+
+    text = (Path(__file__).resolve().parent.parent / note).read_text()
+    named = set(re.findall(r"sha256 ([0-9a-f]{12})", text))
+    assert named == {model_fingerprint()}, (
+        f"{note} names model sources {sorted(named)}, the sources now are {model_fingerprint()}: "
+        "regenerate it with `triton-conv report` and `python -m triton_conv.report published`"
+    )
