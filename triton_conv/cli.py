@@ -83,8 +83,10 @@ def _count(text: str, least: int = 1) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
-    if not least <= value <= _MOST:
-        raise argparse.ArgumentTypeError(f"from {least} to 2**63 - 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"at least {least}, got {value}")
+    if value > _MOST:
+        raise argparse.ArgumentTypeError(f"at most 2**63 - 1, got {value}")
     return value
 
 
