@@ -89,6 +89,11 @@ def _refuse_folders_in_place(folder: str) -> None:
 # What every campaign.json has from the run's first write on (run.Campaign's state): a file of that
 # name without them is someone else's, whose folder the run must not clear.
 FIRST_FIELDS = ("campaign", "status", "budget_s", "plan", "steps", "skipped", "errors")
+# campaign.json's status: running until the run ends, then one of the others, or
+# FAILED_STATUS + "<step>: <why>" (the report refuses any other).
+RUNNING, COMPLETE, FLAWED, CUT = "running", "complete", "complete, with errors or skips", "cut by the budget"
+STATUSES = (RUNNING, COMPLETE, FLAWED, CUT)
+FAILED_STATUS = "failed in step "
 
 
 def _not_a_campaigns(path: str) -> str:

@@ -40,7 +40,7 @@ import torch
 
 from .. import provenance, tuning
 from ..runtime import interpreter_active
-from . import budget, setup_steps, timing_steps
+from . import budget, output, setup_steps, timing_steps
 from .budget import RESERVE_S
 from .check_child import compile_event
 from .check_process import CheckProcess
@@ -81,7 +81,7 @@ class Campaign:
         self.out = Output(out_dir, echo)
         self.items = plan_items(spec)
         self.state = {
-            "campaign": spec.name, "status": "running", "budget_s": budget_s,
+            "campaign": spec.name, "status": output.RUNNING, "budget_s": budget_s,
             "on_gpu": self.on_gpu, "device": str(self.device), "cost_model": self.costs.as_dict(),
             "plan": [], "steps": [], "skipped": [], "errors": [], "triton_cache": {},
         }  # fmt: skip
@@ -279,12 +279,10 @@ class Campaign:
             timing_steps.run_all(self)
             cut = any(s["why"].startswith("budget") for s in self.state["skipped"])
             flawed = self.state["errors"] or self.state["skipped"]
-            self.state["status"] = (
-                "cut by the budget" if cut else "complete, with errors or skips" if flawed else "complete"
-            )
+            self.state["status"] = output.CUT if cut else output.FLAWED if flawed else output.COMPLETE
         except BaseException as failure:
             why = ": ".join(filter(None, (type(failure).__name__, str(failure))))  # Ctrl-C has no text
-            self.state["status"] = f"failed in step {self.step_name}: {why}"[:500]
+            self.state["status"] = f"{output.FAILED_STATUS}{self.step_name}: {why}"[:500]
             self.state["traceback"] = traceback.format_exc()[-4000:]
             log(self.state["status"])
             if not isinstance(failure, Exception):

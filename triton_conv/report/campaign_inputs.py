@@ -11,7 +11,7 @@ import datetime
 import os
 
 from ..autotune_markdown import COLUMNS, inside_notes, render, row_key
-from ..campaign.output import FILES
+from ..campaign.output import FAILED_STATUS, FILES, STATUSES
 from .sweep_json import is_amount, is_count, read_json, shown
 
 # A row's fields that write_autotune_tables keys, groups and sorts it by (row_key, render).
@@ -52,8 +52,6 @@ ALWAYS_WRITTEN = ("campaign", "timings", "autotune", "checks")
 # Written once their step has run: the step in campaign.json's steps means the file must be there.
 WRITTEN_BY_STEP = {"compile": "compile", "training": "training"}
 PROVENANCE_FIELDS = ("date", "torch", "triton")
-# The statuses a run writes (campaign/run.py), besides 'failed in step <name>: <why>'.
-STATUSES = ("running", "complete", "complete, with errors or skips", "cut by the budget")
 # The lists of what a run skipped and what failed, each entry's fields as the note prints them.
 ENTRY_LISTS = {"skipped": ("step", "item", "why"), "errors": ("step", "item", "error")}
 STEP_NUMBERS = ("estimate_s", "actual_s", "items", "done", "skipped")
@@ -69,8 +67,8 @@ def check_state(state, path) -> None:
         empty = value == ""  # no steps: stopped in its first; no plan: its planning failed
         if not isinstance(value, kind) or isinstance(value, bool) or empty:
             raise format_error(path, field, value, wanted)
-    if state["status"] not in STATUSES and not state["status"].startswith("failed in step "):
-        raise format_error(path, "status", state["status"], f"one of {STATUSES} or 'failed in step ...'")
+    if state["status"] not in STATUSES and not state["status"].startswith(FAILED_STATUS):
+        raise format_error(path, "status", state["status"], f"one of {STATUSES} or '{FAILED_STATUS}...'")
     for field, keys in ENTRY_LISTS.items():
         entries = state.get(field, [])
         if not isinstance(entries, list):
