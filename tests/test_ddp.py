@@ -31,6 +31,12 @@ def _worker(rank, world, port, inputs, queue):
     # numpy arrays travel by value: a tensor would travel as shared memory that dies with this process.
     grads = [p.grad.numpy().copy() for p in model.parameters()]
     queue.put((rank, grads, launch_counts["wgrad_kernel"]))
+    # The result reaches the parent before any teardown, and the model (which holds the process
+    # group) goes before the group does: once, a rank's exit hung with the group's destructor
+    # joining gloo's threads under the GIL at interpreter exit, its result still in the queue.
+    queue.close()
+    queue.join_thread()
+    del model
     dist.destroy_process_group()
 
 
