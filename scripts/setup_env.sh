@@ -51,8 +51,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$(find_python)" -m venv "$venv" >&2
 fi
 python="$(cd "$venv/bin" && pwd)/python"
-# Quiet, but a failing install still prints pip's error. The test and plot extras are installed: the
-# suite checks the plots too.
+# Quiet, but a failing install still prints pip's error. The test, plot and onnx extras are
+# installed: the suite checks the plots and the ONNX export too.
 "$python" -m pip install -q --upgrade pip >&2
-"$python" -m pip install -q "${pins[@]}" -e '.[test,plot]' >&2
+"$python" -m pip install -q "${pins[@]}" -e '.[test,plot,onnx]' >&2
 echo "$python"

@@ -18,7 +18,7 @@ from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tenso
 from .autograd import conv2d_op, conv_transpose2d_op
 from .memo import BoundedMemo
 from .problem import ConvProblem
-from .runtime import runs_triton
+from .runtime import exporting_to_onnx, runs_triton
 
 
 def validate(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> ConvProblem:
@@ -121,8 +121,9 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
     with __torch_function__ (torch.fx's Proxy, subclasses, TorchFunctionModes) to that protocol as
     torch's own functions do; cast as autocast casts torch's own, check every argument (`check`:
     validate, validate1d or validate_transposed), fall back to `torch_conv` where the Triton
-    kernels cannot run, else run(input with a batch dimension, weight, bias, problem) and drop the
-    batch dimension again for an unbatched input."""
+    kernels cannot run or while torch.onnx exports (runtime.exporting_to_onnx), else run(input
+    with a batch dimension, weight, bias, problem) and drop the batch dimension again for an
+    unbatched input."""
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(public, (input, weight, bias), input, weight, bias, *geometry)
     input, weight, bias = autocast_arguments(input, weight, bias)
@@ -130,7 +131,7 @@ def _entry(public, check, torch_conv, run, input, weight, bias, *geometry) -> to
         problem = _checked_quietly(check, input, weight, bias, *geometry)
     else:
         problem = check(input, weight, bias, *geometry)
-    if not runs_triton(input):
+    if exporting_to_onnx() or not runs_triton(input):
         return torch_conv(input, weight, bias, *geometry)
     if _padded_by_a_copy(geometry[1], problem) and (_recorded(input, weight, bias) or torch.jit.is_tracing()):
         # torch pads an even kernel's 'same' by a zero-padded copy of the input, which its autograd

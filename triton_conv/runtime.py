@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import warnings
 
 import torch
@@ -36,6 +37,29 @@ _INTERPRETED = _kernels_interpreted()
 def interpreter_active() -> bool:
     """Whether the package's kernels run in Triton's interpreter (see _kernels_interpreted)."""
     return _INTERPRETED
+
+
+# Where torch 2.11 to 2.13 keep the two ONNX exporters' "exporting now" flags.
+_ONNX_FLAGS = "torch.onnx._internal.exporter._flags"
+_ONNX_TORCHSCRIPT_GLOBALS = "torch.onnx._internal.torchscript_exporter._globals"
+
+
+def exporting_to_onnx() -> bool:
+    """torch.onnx.export is running, by either exporter. An ONNX model runs in an ONNX runtime,
+    never on these kernels: the package then calls torch's own convolution, so that the exported
+    graph holds ONNX's Conv and ConvTranspose, as the torch model's would. Read from the flags
+    directly (torch.onnx.is_in_onnx_export imports two modules per call: about 1.7 µs, against
+    0.2 µs here); torch.onnx is imported by torch.compile, so it is not a sign of an export."""
+    if "torch.onnx" not in sys.modules:
+        return False
+    flags, script = sys.modules.get(_ONNX_FLAGS), sys.modules.get(_ONNX_TORCHSCRIPT_GLOBALS)
+    if flags is None or script is None:  # not yet imported, or another torch's layout: ask torch
+        return torch.onnx.is_in_onnx_export()
+    if flags._is_onnx_exporting:
+        return True
+    # TorchScript's exporter traces with torch.jit, never under Dynamo, which cannot read its flag
+    # (a property): under torch.compile the answer is no.
+    return not torch.compiler.is_dynamo_compiling() and script.GLOBALS.in_onnx_export
 
 
 def device_guard(device: torch.device):
