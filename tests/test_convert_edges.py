@@ -363,6 +363,49 @@ def test_torch_aos_quantized_convolutions_are_reported_not_passed_over():
     assert [name for name, _ in alone] == ["<model>"]
 
 
+def _prepared(kind: str, model: nn.Module, x: torch.Tensor) -> nn.Module:
+    from torch.ao import quantization as tq
+    from torch.ao.quantization import quantize_fx
+
+    if kind == "prepare_fx":
+        return quantize_fx.prepare_fx(model.eval(), tq.get_default_qconfig_mapping("fbgemm"), (x,))
+    if kind == "prepare_qat_fx":
+        return quantize_fx.prepare_qat_fx(model.train(), tq.get_default_qat_qconfig_mapping("fbgemm"), (x,))
+    model.eval().qconfig = tq.get_default_qconfig("fbgemm")
+    return tq.prepare(tq.fuse_modules(model, [["0", "1"]]))  # eager: the first conv fused with its ReLU
+
+
+def _quantized(prepared: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from torch.ao import quantization as tq
+    from torch.ao.quantization import quantize_fx
+
+    prepared(x)  # calibrates the observers
+    if isinstance(prepared, torch.fx.GraphModule):
+        return quantize_fx.convert_fx(prepared.eval())(x)
+    quantized = tq.convert(prepared)
+    return quantized(torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)).dequantize()
+
+
+@pytest.mark.parametrize("kind", ["prepare", "prepare_fx", "prepare_qat_fx"])
+def test_convolutions_prepared_for_quantization_are_reported_and_quantize_as_torchs(kind):
+    """Converted between torch.ao's prepare and convert, a conv that convert finds by its torch class
+    stayed in floating point (silently, after prepare_fx: the quantized model differed from
+    torch's). A conv with a qconfig is left alone and reported; the model quantizes as torch's."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1))
+    x = torch.randn(2, 3, 7, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13: torch.ao.quantization is deprecated
+        prepared = _prepared(kind, model, x)
+        ours, report = copy.deepcopy(prepared), []
+        triton_conv.convert_model(ours, report=report)
+        assert report and all("prepared for quantization" in reason for _, reason in report), report
+        assert not any(isinstance(m, tuple(triton_conv.nn.CONVERSIONS.values())) for m in ours.modules())
+        assert torch.equal(_quantized(ours, x), _quantized(prepared, x))
+
+
 @pytest.mark.parametrize("name", ["torch._dynamo.eval_frame", "torch.ao.nn.quantized.modules.conv"])
 def test_a_module_half_imported_by_another_thread_is_not_read_for_its_class(monkeypatch, name):
     """While another thread imports torch.compile's or torch.ao's module, it is in sys.modules

@@ -21,6 +21,12 @@ def _reason_to_skip(module: nn.Module) -> str | None:
     bound = bound_to_torch(module)
     if bound is not None:
         return bound
+    if getattr(module, "qconfig", None) is not None:
+        return (
+            f"{kind.__name__} is prepared for quantization (torch.ao's prepare, prepare_fx or prepare_qat "
+            "gave it a qconfig), and torch.ao's convert finds it by its torch class: converted, it "
+            "would stay in floating point"
+        )
     if isinstance(module, nn.modules.lazy.LazyModuleMixin):
         return (
             f"{kind.__name__} is lazy (its first forward turns it into its torch class, which a "
@@ -159,7 +165,8 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
 
     What is left alone, and why, is appended to `report` as (qualified name, reason) pairs when a
     list is given, and otherwise said in one warning: every other convolution (Conv3d,
-    ConvTranspose1d/3d, torch.ao's quantized ones), lazy modules, subclasses, parametrized modules,
+    ConvTranspose1d/3d, torch.ao's quantized ones), convs prepared for quantization (a qconfig),
+    lazy modules, subclasses, parametrized modules,
     modules whose forward (or _conv_forward, _output_padding) was replaced on the instance or, for a
     method triton-conv's module overrides, on torch's class, modules compiled (torch.compile(conv),
     conv.compile()) before conversion, whose compiled code would still run torch's convolution,
