@@ -37,7 +37,7 @@ TINY = ["--width", "8", "--image", "32", "--batch", "4", "--blocks", "1,1,1", "-
 
 def _arguments(argv):
     parser = training_check.parser()
-    parser.description = __doc__.split("\n\n")[0]
+    parser.prog, parser.description = "python bench/profile_step.py", __doc__.split("\n\n")[0]
     parser.set_defaults(steps=3)
     parser.add_argument("--rows", type=int, default=40, help="rows of each table")
     # Without a GPU the tiny network first; the caller's options after it override it.

@@ -479,6 +479,14 @@ def test_report_writes_notes_from_the_folder_and_refuses_cpu_runs_in_notes(tiny_
         assert not note.exists()
     finally:
         note.unlink(missing_ok=True)
+    # another clone's notes/ (the default --out from its root, with this checkout installed)
+    clone = tmp_path / "clone"
+    (clone / "triton_conv").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("")
+    with pytest.raises(ValueError, match="not measured on a GPU"):
+        report_campaign(str(out), notes_dir=str(clone / "notes"), plots=False)
+    assert not (clone / "notes").exists()
+    report_campaign(str(out), notes_dir=str(tmp_path / "elsewhere" / "notes"), plots=False)  # no checkout
 
 
 def test_timings_say_how_they_were_timed(tiny_run):

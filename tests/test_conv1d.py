@@ -214,6 +214,33 @@ def test_a_permuted_sequence_input_gives_torchs_strides(weight_layout, triton_on
         assert y.is_contiguous() and y.view(2, -1).shape == (2, 55)
 
 
+@pytest.mark.parametrize("changed", [False, True])
+@pytest.mark.parametrize("needs_grad", ["input", "weight", "both"])
+def test_a_permuted_input_changed_in_place_before_backward_raises_as_torchs(needs_grad, changed):
+    """torch saves conv1d's input itself (made contiguous below autograd): a change of it in place
+    before backward raises. Ours convolves a contiguous copy, which no change reaches: it computed
+    gradients where torch raised. Unchanged, the gradients are torch's, on this package's kernels."""
+    results = []
+    for conv in (F.conv1d, triton_conv.conv1d):
+        torch.manual_seed(0)
+        h = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=needs_grad != "weight") * 1.0
+        w = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=needs_grad != "input")
+        with TritonProof() if conv is triton_conv.conv1d else contextlib.nullcontext():
+            y = conv(h.transpose(1, 2), w, padding=1)  # a sequence model's (N, L, C) activations
+            if changed:
+                with torch.no_grad():
+                    h.mul_(2)
+            leaves = [t for t in (h, w) if t.requires_grad and t.is_leaf]
+            results.append(outcome(lambda: torch.autograd.grad(y.square().sum(), leaves or [h])))  # noqa: B023
+    (torch_kind, torch_grads), (our_kind, our_grads) = results
+    assert our_kind == torch_kind == ("raise" if changed else "ok"), results
+    if changed:
+        assert isinstance(our_grads, RuntimeError) and "modified by an inplace operation" in str(our_grads)
+    else:
+        for ours, theirs in zip(our_grads, torch_grads, strict=True):
+            assert rel_error(ours, theirs) < 1e-12
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("kernel", [2, 4])
 def test_an_even_same_convolution_of_one_channel_has_torchs_strides(kernel, triton_only):

@@ -138,8 +138,22 @@ def _observations(rows: list[dict]) -> str:
 
 
 def inside_notes(path: str) -> bool:
-    """Whether `path` lies in the repository's notes/ (which holds GPU measurements only)."""
-    return _inside(path, os.path.join(_REPO, "notes"))
+    """Whether `path` lies in a triton-conv checkout's notes/ (which holds GPU measurements only):
+    this package's, or another clone's (a notes/ beside a triton_conv/ package and a
+    pyproject.toml), where a command run from that clone with this one installed writes by default."""
+    real = os.path.realpath(path)
+    while True:
+        parent = os.path.dirname(real)
+        if os.path.basename(real) == "notes" and _is_checkout(parent):
+            return True
+        if parent == real:
+            return _inside(path, os.path.join(_REPO, "notes"))
+        real = parent
+
+
+def _is_checkout(folder: str) -> bool:
+    package, project = os.path.join(folder, "triton_conv"), os.path.join(folder, "pyproject.toml")
+    return os.path.isdir(package) and os.path.isfile(project)
 
 
 def _inside(path: str, folder: str) -> bool:

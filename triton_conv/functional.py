@@ -245,7 +245,7 @@ def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # A statement of its own: inline, a trace names the result after the input where the example is
     # already contiguous, and jit.trace's check, which traces a dense copy of a sliced example again,
     # finds the two graphs differ.
-    x = x.contiguous()
+    caller, x = x, x.contiguous()
     if problem.pad_left != problem.pad_right and x.stride() != _contiguous_strides(x.shape):
         # An even kernel's 'same': torch convolves a padded copy, laid out (N, C, L) contiguous
         # whatever strides the input's size-1 dimensions had ((7, 1, 1) for one channel: its output
@@ -254,12 +254,32 @@ def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
         # a channels-innermost weight.
         x = x.reshape(-1).view(x.shape)
     y = _run_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, problem)
+    if x is not caller and y.grad_fn is not None and not torch.compiler.is_compiling():
+        _check_version_at_backward(y.grad_fn, caller)
     if torch.jit.is_tracing():  # the trace would record _unsafe_view's sizes as constants
         return y.squeeze(2)
     # Not a view, as torch's conv1d output is not: a view made under no_grad cannot be modified in
     # place where grad mode is on, nor detach_()ed. _unsafe_view is view's data, without the link
     # (and strides of its own for a dimension of size 1, which addresses nothing).
     return torch.ops.aten._unsafe_view(y, (y.shape[0], y.shape[1], y.shape[3]))
+
+
+def _check_version_at_backward(node, caller: torch.Tensor) -> None:
+    """torch makes conv1d's input contiguous below autograd and saves the caller's tensor, so a
+    change of it in place before backward raises there; ours saves the contiguous copy, which no
+    change of the caller's reaches. The check torch's saved tensor makes, on the caller's tensor,
+    when the convolution's node runs (every time it runs: a second backward, a double backward)."""
+    version = caller._version
+
+    def check(grad_outputs):
+        if caller._version != version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: conv1d's input {list(caller.shape)} is at version "
+                f"{caller._version}; expected version {version} instead"
+            )
+
+    node.register_prehook(check)
 
 
 # --- conv_transpose2d: the input-gradient kernel, with a bias -------------------------------------

@@ -15,7 +15,7 @@
 Everything is read and checked first (campaign_inputs.py): a file of another format is refused by
 its name and field before anything is written.
 
-A campaign run on the CPU (the interpreter) is refused anywhere under the repository's notes/.
+A campaign run on the CPU (the interpreter) is refused anywhere under a triton-conv checkout's notes/.
 """
 
 from __future__ import annotations
