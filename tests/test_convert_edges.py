@@ -406,6 +406,31 @@ def test_convolutions_prepared_for_quantization_are_reported_and_quantize_as_tor
         assert torch.equal(_quantized(ours, x), _quantized(prepared, x))
 
 
+def test_a_model_quantized_after_conversion_says_so_before_any_launch():
+    """torch.ao's prepare and convert find convs by torch's classes: on a converted model they leave
+    ours in floating point and hand them the QuantStub's quantized tensor. The error said only
+    'got torch.quint8'; it says what happened and what to do, and nothing is launched."""
+    import warnings
+
+    from torch.ao import quantization as tq
+
+    torch.manual_seed(0)
+    model = nn.Sequential(tq.QuantStub(), nn.Conv2d(3, 4, 3), tq.DeQuantStub())
+    x = torch.randn(2, 3, 7, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13: torch.ao.quantization is deprecated
+        converted = triton_conv.convert_model(model)
+        converted.eval().qconfig = tq.get_default_qconfig("fbgemm")
+        prepared = tq.prepare(converted)
+        prepared(x)
+        quantized = tq.convert(prepared)
+    assert isinstance(quantized[1], triton_conv.Conv2d)  # left in floating point by torch.ao
+    before = dict(launch_counts)
+    with pytest.raises(RuntimeError, match="a quantized tensor: triton-conv has no integer kernels"):
+        quantized(x)
+    assert dict(launch_counts) == before
+
+
 @pytest.mark.parametrize("name", ["torch._dynamo.eval_frame", "torch.ao.nn.quantized.modules.conv"])
 def test_a_module_half_imported_by_another_thread_is_not_read_for_its_class(monkeypatch, name):
     """While another thread imports torch.compile's or torch.ao's module, it is in sys.modules

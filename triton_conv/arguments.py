@@ -105,7 +105,17 @@ def check_tensor(value, name: str, ranks: tuple[int, ...]) -> None:
             "tensor (to_local() or full_tensor()), or leave this layer on torch's convolution"
         )
     if value.dtype not in FLOAT_DTYPES:
-        raise ConvDtypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+        # A quantized tensor reaches a converted conv when torch.ao quantized the model after
+        # convert_model: its prepare and convert find convs by torch's classes and skip ours.
+        advice = (
+            " (a quantized tensor: triton-conv has no integer kernels; quantize the torch model, "
+            "before convert_model or without it)"
+            if value.is_quantized
+            else ""
+        )
+        raise ConvDtypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}{advice}"
+        )
     if value.dim() not in ranks:
         expected = " or ".join(str(r) for r in ranks)
         raise ConvArgumentError(f"{name} must have {expected} dimensions, got shape {tuple(value.shape)}")
