@@ -151,6 +151,56 @@ def test_compile_with_dynamic_shapes_compiles_once(name):
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
+def test_a_compiled_convolution_is_not_recompiled_by_imports_elsewhere(name, monkeypatch):
+    """Traced by Dynamo, the check for a running ONNX export read sys.modules, and Dynamo guarded on
+    that dict's size: every import anywhere in the program recompiled the frame (a first call, which
+    imports modules, compiled twice), and past the recompile limit (8) fullgraph=True failed."""
+    import types
+
+    from torch._dynamo.testing import CompileCounter
+
+    ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
+    w, x = torch.randn(w_shape, dtype=EXACT), torch.randn(2, *x_shape, dtype=EXACT)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(lambda x: ours(x, w, **kwargs), backend=counter, fullgraph=True)
+    for index in range(10):
+        monkeypatch.setitem(sys.modules, f"triton_conv_test_import_{index}", types.ModuleType("m"))
+        got, launched = _launches(lambda: compiled(x))
+        assert launched and rel_error(got, theirs(x, w, **kwargs)) < EXACT_TOL, (name, index)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1, f"{name}: {counter.frame_count} frames for one shape"
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONAL))
+def test_a_strict_export_asks_whether_onnx_is_exporting_each_time(name, monkeypatch):
+    """Dynamo keeps the answer as a constant of a compiled graph; an export traces anew: a strict
+    torch.export (torch.onnx's dynamo=True exporter falls back to one) records torch's convolution
+    while torch.onnx exports, ours before and after."""
+    flags = pytest.importorskip("torch.onnx._internal.exporter._flags")
+    ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
+    model = _FunctionalModel(ours, w_shape, kwargs)
+    x = torch.randn(2, *x_shape, dtype=EXACT)
+    recorded = []
+    for exporting in (False, True, False):
+        monkeypatch.setattr(flags, "_is_onnx_exporting", exporting)
+        program = torch.export.export(model, (x,), strict=True)
+        targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+        recorded.append({target.split(".")[0] for target in targets if "conv" in target})
+    assert recorded == [{"triton_conv"}, {"aten"}, {"triton_conv"}], recorded
+
+
+class _FunctionalModel(nn.Module):
+    def __init__(self, conv, w_shape, kwargs):
+        super().__init__()
+        self.conv, self.kwargs = conv, kwargs
+        self.weight = nn.Parameter(torch.randn(w_shape, dtype=EXACT))
+
+    def forward(self, x):
+        return self.conv(x, self.weight, **self.kwargs)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_export_with_a_dynamic_batch(name, triton_only):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
 

@@ -44,6 +44,11 @@ _ONNX_FLAGS = "torch.onnx._internal.exporter._flags"
 _ONNX_TORCHSCRIPT_GLOBALS = "torch.onnx._internal.torchscript_exporter._globals"
 
 
+# Dynamo calls it while tracing and keeps the answer as a constant of the graph, with no guard: traced,
+# its reads of sys.modules made Dynamo guard on that dict's size, so that every later import anywhere
+# in the program recompiled each compiled convolution (and after 8, fullgraph=True failed). An
+# export (strict torch.export, torch.onnx's dynamo=True) traces anew and asks again.
+@torch.compiler.assume_constant_result
 def exporting_to_onnx() -> bool:
     """torch.onnx.export is running, by either exporter. An ONNX model runs in an ONNX runtime,
     never on these kernels: the package then calls torch's own convolution, so that the exported
@@ -55,11 +60,7 @@ def exporting_to_onnx() -> bool:
     flags, script = sys.modules.get(_ONNX_FLAGS), sys.modules.get(_ONNX_TORCHSCRIPT_GLOBALS)
     if flags is None or script is None:  # not yet imported, or another torch's layout: ask torch
         return torch.onnx.is_in_onnx_export()
-    if flags._is_onnx_exporting:
-        return True
-    # TorchScript's exporter traces with torch.jit, never under Dynamo, which cannot read its flag
-    # (a property): under torch.compile the answer is no.
-    return not torch.compiler.is_dynamo_compiling() and script.GLOBALS.in_onnx_export
+    return bool(flags._is_onnx_exporting or script.GLOBALS.in_onnx_export)
 
 
 def device_guard(device: torch.device):
@@ -70,11 +71,16 @@ def device_guard(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
+def kernels_run_on(device: torch.device) -> bool:
+    """Whether the Triton kernels run on tensors of this device (meta tensors: the ops' shape-only
+    implementations)."""
+    return device.type in ("cuda", "meta") or (device.type == "cpu" and interpreter_active())
+
+
 def runs_triton(tensor: torch.Tensor) -> bool:
-    """True when a tensor on this device runs the Triton kernels (meta tensors: the ops' shape-only
-    implementations); warns once when it cannot."""
+    """True when a tensor on this device runs the Triton kernels; warns once when it cannot."""
     global _warned_fallback
-    if tensor.device.type in ("cuda", "meta") or (tensor.device.type == "cpu" and interpreter_active()):
+    if kernels_run_on(tensor.device):
         return True
     if not _warned_fallback:
         _warned_fallback = True

@@ -8,8 +8,9 @@ import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .. import passes
+from ..arguments import ConvArgumentError
 from ..memory_format import empty_in_layout, wants_channels_last
-from ..runtime import torchs_precision
+from ..runtime import kernels_run_on, torchs_precision
 from .checks import checked_grad_problem, checked_problem, checked_transposed_problem
 
 
@@ -35,10 +36,24 @@ def _output_layout(input, weight) -> bool:
     return not _empty_input(input) and wants_channels_last(input, weight)
 
 
+def _check_launchable(op: str, input) -> None:
+    """The functions fall back to torch's convolution on a device the kernels cannot run on; a
+    program traced, exported or compiled with these ops (torch.jit, torch.export, AOTInductor) calls
+    the ops themselves, and Triton failed at the launch ('0 active drivers')."""
+    if not kernels_run_on(input.device):
+        raise ConvArgumentError(
+            f"triton_conv::{op}: input is on the {input.device.type}, where this package's Triton "
+            "kernels do not run (they run on CUDA devices, and on the CPU under TRITON_INTERPRET=1 "
+            "set before triton is imported); a program traced or exported with them runs only there: "
+            "trace or export the torch model for this device, or move the tensors to a CUDA device"
+        )
+
+
 def conv2d(input, weight, bias, stride, padding, dilation, groups):
     problem = checked_problem(input, weight, bias, stride, padding, dilation, groups)
     if input.numel() == 0 or weight.numel() == 0:  # no batch or no input channels: empty, like torch
         return conv2d_fake(input, weight, bias, stride, padding, dilation, groups)
+    _check_launchable("conv2d", input)
     with torchs_precision(input, weight, problem.groups):
         return passes.forward(input, weight, bias, problem)
 
@@ -52,6 +67,7 @@ def input_grad(grad_output, input, weight, stride, padding, dilation, groups):
     problem = checked_grad_problem(grad_output, input, weight, stride, padding, dilation, groups)
     if input.numel() == 0:
         return input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups)
+    _check_launchable("conv2d_input_grad", input)
     # torch's rule for both gradients: channels_last if the input or the weight is.
     channels_last = wants_channels_last(input, weight)
     with torchs_precision(input, weight, problem.groups):
@@ -71,6 +87,7 @@ def weight_grad(grad_output, input, weight, stride, padding, dilation, groups, w
     if input.numel() == 0 or weight.numel() == 0:  # an empty reduction, or nothing to reduce into
         dw, db = weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups, with_bias)
         return dw.zero_(), db.zero_()
+    _check_launchable("conv2d_weight_grad", input)
     channels_last = wants_channels_last(input, weight)
     with torchs_precision(input, weight, problem.groups):
         dw, db = passes.weight_grad(
@@ -94,6 +111,7 @@ def conv_transpose2d(input, weight, bias, stride, padding, output_padding, group
     )
     if input.numel() == 0:  # no batch (a transposed convolution always has input channels)
         return conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    _check_launchable("conv_transpose2d", input)
     with torchs_precision(input, weight, problem.groups, transposed=True):
         return passes.input_grad(
             input, weight, problem, channels_last=wants_channels_last(input, weight), bias=bias
