@@ -203,18 +203,10 @@ class _FunctionalModel(nn.Module):
 @pytest.mark.parametrize("name", list(FUNCTIONAL))
 def test_export_with_a_dynamic_batch(name, triton_only):
     ours, theirs, x_shape, w_shape, kwargs = FUNCTIONAL[name]
-
-    class Model(nn.Module):
-        def __init__(self, conv):
-            super().__init__()
-            self.conv, self.weight = conv, nn.Parameter(torch.randn(w_shape, dtype=EXACT))
-
-        def forward(self, x):
-            return self.conv(x, self.weight, **kwargs)
-
     x = torch.randn(2, *x_shape, dtype=EXACT)
     batch = torch.export.Dim("batch", min=1, max=16)
-    exported = torch.export.export(Model(ours), (x,), dynamic_shapes=({0: batch},))
+    model = _FunctionalModel(ours, w_shape, kwargs)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     x3 = torch.randn(3, *x_shape, dtype=EXACT)
     expected = theirs(x3, exported.module().weight, **kwargs)
     with triton_only() as proof:  # the exported program calls our op, whose kernel runs

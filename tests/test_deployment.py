@@ -29,8 +29,9 @@ REFUSAL = "where this package's Triton kernels do not run"
 
 def _op_calls():
     """Each op, called as a traced program calls it (four pads), on fresh float64 CPU tensors."""
-    x, w, b = (torch.randn(shape, dtype=EXACT) for shape in ((2, 3, 6, 5), (4, 3, 3, 3), (4,)))
-    dy = torch.randn(2, 4, 5, 4, dtype=EXACT)  # padding (top, left, bottom, right) = (1, 1, 0, 0)
+    # On the CPU whatever the suite's device: the refusal is of CPU tensors without the interpreter.
+    x, w, b = (torch.randn(shape, dtype=EXACT, device="cpu") for shape in ((2, 3, 6, 5), (4, 3, 3, 3), (4,)))
+    dy = torch.randn(2, 4, 5, 4, dtype=EXACT, device="cpu")  # pads (top, left, bottom, right) (1, 1, 0, 0)
     geometry = ([1, 1], [1, 1, 0, 0], [1, 1], 1)
     return {
         "conv2d": lambda: conv2d_op(x, w, b, *geometry),
@@ -54,13 +55,14 @@ def test_the_functions_still_fall_back_to_torch_where_the_ops_refuse(monkeypatch
     torch's convolution there (with the one-time warning)."""
     monkeypatch.setattr(runtime, "_INTERPRETED", False)
     monkeypatch.setattr(runtime, "_warned_fallback", False)
-    x, w = torch.randn(2, 3, 6, 5, dtype=EXACT), torch.randn(4, 3, 3, 3, dtype=EXACT)
+    x, w = (torch.randn(shape, dtype=EXACT, device="cpu") for shape in ((2, 3, 6, 5), (4, 3, 3, 3)))
     before = dict(launch_counts)
     with pytest.warns(RuntimeWarning, match="fall back to torch's own convolutions"):
         got = triton_conv.conv2d(x, w, None, 2, 1)
     assert dict(launch_counts) == before and rel_error(got, F.conv2d(x, w, None, 2, 1)) < EXACT_TOL
 
 
+@pytest.mark.interpreter  # traced on CPU tensors, which run the kernels' ops only when interpreted
 def test_a_saved_trace_loaded_where_the_kernels_cannot_run_says_why(tmp_path):
     """Traced under the interpreter, loaded in a CPU process without it: the op's error, which says
     what to do, not Triton's."""
