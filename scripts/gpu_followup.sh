@@ -7,14 +7,17 @@
 #                          the compiled kernel's own runner (the JIT's binding left out), an empty
 #                          Triton kernel and a torch op, and the kernel's device time
 #                          (bench/host_overhead.py), at N=32 and N=1
-#   2. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
+#   2. split_reduction.txt split-K's new two-level reduction on the GPU: each config checked against
+#                          torch, then timed at 16, 32 and 64 splits beside the campaign's times of
+#                          the same configs (bench/split_reduction.py; .json beside it)
+#   3. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
 #                          host path's fixes); run first: it compiles every kernel variant of the
 #                          step into Triton's cache on the known path
-#   3. profile_step.txt    torch.profiler's and cProfile's tables of three eager steps of the
+#   4. profile_step.txt    torch.profiler's and cProfile's tables of three eager steps of the
 #                          converted model (bench/profile_step.py): where the host's time goes
-#   4. training-graphed.json  the same step captured once and replayed, torch's and ours
+#   5. training-graphed.json  the same step captured once and replayed, torch's and ours
 #                          (training_check --cuda-graph): the host's time taken out of both
-#   5. gpu_tests.log       the test suite on the GPU, stopped at the time left
+#   6. gpu_tests.log       the test suite on the GPU (8 workers), stopped at the time left
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The defaults, untuned: the configs of a shape never tuned, as the campaign runs; tuning every
@@ -31,11 +34,13 @@ left() { echo $((420 - ($(date +%s) - start))); }
     done
 } > "$OUT/host_overhead.txt" 2>&1
 echo "host overhead done at $(($(date +%s) - start)) s"
+timeout -k 5 60 python3 bench/split_reduction.py --out "$OUT/split_reduction.txt" > "$OUT/training.log" 2>&1
+echo "split reduction done at $(($(date +%s) - start)) s (exit $?)"
 
 training=(--steps 13 --warmup 3 --batch 32 --dtype bf16)
 # The first run compiles every kernel variant of the step (Triton's cache serves the second).
 timeout -k 5 150 python3 -m triton_conv.training_check "${training[@]}" \
-    --out "$OUT/training-eager.json" > "$OUT/training.log" 2>&1
+    --out "$OUT/training-eager.json" >> "$OUT/training.log" 2>&1
 echo "eager training done at $(($(date +%s) - start)) s"
 timeout -k 5 60 python3 bench/profile_step.py --batch 32 --steps 3 --warmup 2 --dtype bf16 \
     --out "$OUT/profile_step.txt" >> "$OUT/training.log" 2>&1
@@ -45,7 +50,8 @@ timeout -k 5 100 python3 -m triton_conv.training_check "${training[@]}" --cuda-g
 echo "graphed training done at $(($(date +%s) - start)) s"
 
 if [ "$(left)" -gt 30 ]; then
-    timeout -k 10 -s INT "$(left)" python3 -m pytest tests -q -p no:cacheprovider -rfE > "$OUT/gpu_tests.log" 2>&1
+    workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")
+    timeout -k 10 -s INT "$(left)" python3 -m pytest tests -q -p no:cacheprovider -rfE $workers > "$OUT/gpu_tests.log" 2>&1
 fi
 echo "tests done at $(($(date +%s) - start)) s"
 tail -n 3 "$OUT/gpu_tests.log" 2>/dev/null

@@ -179,6 +179,7 @@ CONFIGS = (
     KernelConfig(16, 16, 16),
     KernelConfig(32, 16, 16, split_k=3),
     KernelConfig(16, 32, 16, group_m=4, split_k=2),
+    KernelConfig(16, 16, 16, group_m=2, split_k=9),  # the two-level split sum: 3 groups of 3
 )
 
 # (x shape, w shape, conv2d kwargs)

@@ -61,11 +61,12 @@ def test_a_seed_replays_its_orders():
     assert torch.equal(first, _arrival_ranks())
 
 
-# Two groups, several row and column tiles per group, three splits of the reduction: a workspace
-# slot or counter shared by two tiles, or a sum made by the highest split instead of the last to
-# arrive, gives wrong values or bits that change from one order to the next.
+# Two groups, several row and column tiles per group, three splits of the reduction (one group of
+# splits), eight (three groups, the last short: split_groups) and sixteen (four of four): a workspace
+# slot or counter shared by two tiles or two groups, or a sum made by the highest split instead of
+# the last to arrive, gives wrong values or bits that change from one order to the next.
 X_SHAPE, W_SHAPE, KWARGS = (2, 8, 9, 7), (40, 4, 3, 3), dict(padding=1, groups=2)
-SPLIT = KernelConfig(16, 16, 16, split_k=3)
+SPLITS = (3, 8, 16)
 ORDERS = 3
 
 
@@ -75,27 +76,29 @@ def _float64_gradients(x, w, b, dy):
     return (y64.detach(), *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
 
 
-def _run(pass_name, x, w, b, dy, problem):
+def _run(pass_name, x, w, b, dy, problem, split):
     if pass_name == "fprop":
-        return (conv2d_with_config(x, w, b, **KWARGS, config=SPLIT),)
+        return (conv2d_with_config(x, w, b, **KWARGS, config=split),)
     if pass_name == "dgrad":
-        return (conv2d_dgrad(dy, w, problem, SPLIT, channels_last=False),)
+        return (conv2d_dgrad(dy, w, problem, split, channels_last=False),)
     if pass_name == "dgrad_masked":
-        return (conv2d_dgrad_masked(dy, w, problem, SPLIT, channels_last=False),)
+        return (conv2d_dgrad_masked(dy, w, problem, split, channels_last=False),)
     return conv2d_wgrad(
-        dy, x, problem, SPLIT, weight_dtype=torch.float32, channels_last=False, need_bias=True
+        dy, x, problem, split, weight_dtype=torch.float32, channels_last=False, need_bias=True
     )
 
 
+@pytest.mark.parametrize("split_k", SPLITS)
 @pytest.mark.parametrize("pass_name", ["fprop", "dgrad", "dgrad_masked", "wgrad"])
-def test_split_k_in_any_order_is_right_and_the_same_bits(pass_name, triton_only):
+def test_split_k_in_any_order_is_right_and_the_same_bits(pass_name, split_k, triton_only):
     x, w, b = torch.randn(X_SHAPE), torch.randn(W_SHAPE), torch.randn(W_SHAPE[0])
     problem = ConvProblem.from_shapes(X_SHAPE, W_SHAPE, **KWARGS)
     dy = torch.randn(problem.output_shape)
     y64, dx64, dw64, db64 = _float64_gradients(x, w, b, dy)
     expected = {"fprop": (y64,), "dgrad": (dx64,), "dgrad_masked": (dx64,), "wgrad": (dw64, db64)}[pass_name]
     with triton_only() as proof:
-        results = [_run(pass_name, x, w, b, dy, problem) for _ in range(ORDERS)]  # an order each
+        split = KernelConfig(16, 16, 16, split_k=split_k)
+        results = [_run(pass_name, x, w, b, dy, problem, split) for _ in range(ORDERS)]  # an order each
     assert proof.launches == {f"{pass_name}_kernel": ORDERS}, proof.launches
     for outputs in results:
         for output, reference in zip(outputs, expected, strict=True):

@@ -119,6 +119,50 @@ def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
+@triton.constexpr_function
+def split_groups(split_k):
+    """(splits per group, groups) of reduce_splits' two-level sum.
+
+    The split that sums a tile's partials reads them one after another, each read a round trip to
+    L2: on the H200 of 2026-12-04 about 0.3 µs per 64x64 fp32 partial (fitted to the campaign's
+    timings of one config at 16, 32 and 64 splits), so that 64 splits ran slower than 32 on the
+    layers that most need them. In groups, the last split of each group to arrive sums its group,
+    and the last group to finish sums the groups' sums: size + groups reads, plus one more count,
+    on the path of the last split instead of split_k (16 + 1 instead of 64). Taken where that is
+    fewer; the sum's order stays fixed (within each group by split, then by group). A compile-time
+    function (the kernels call it on SPLIT_K) that the launchers call too."""
+    split_k = int(split_k)
+    size = 1
+    while size * size < split_k:  # ceil(sqrt(split_k)), in what the JIT lets such a function use
+        size += 1
+    groups = (split_k + size - 1) // size
+    return (size, groups) if size + groups + 1 < split_k else (split_k, 1)
+
+
+@triton.constexpr_function
+def split_counters(split_k):
+    """Arrival counters per output tile: one per group, and one more for the groups when there
+    are several. The launchers size their counter buffers by it."""
+    groups = split_groups(split_k)[1]
+    return 1 if groups == 1 else groups + 1
+
+
+@triton.constexpr_function
+def splits_per_group(split_k):
+    """split_groups' group size."""
+    return split_groups(split_k)[0]
+
+
+@triton.jit
+def _sum_partials(workspace_ptr, tile_base, tile_elems, local, first, end, step, total):
+    """total plus the workspace's partial tiles first, first + step, ... (before end), in order. The
+    bounds are runtime values: a constexpr trip count was unrolled into all its tiles' loads in
+    flight at once, which spilled a TF32 dgrad."""
+    for slot in range(first, end, step):
+        total += tl.load(workspace_ptr + tile_base + slot * tile_elems + local)
+    return total
+
+
 @triton.jit
 def reduce_splits(
     acc,
@@ -131,12 +175,16 @@ def reduce_splits(
     BLOCK_N: tl.constexpr,
     USE_INT64: tl.constexpr,
 ):
-    """Deterministic split-K: every split parks its partial tile in the workspace; the last
-    split to arrive sums all of them in split order, so the bits never depend on arrival order.
+    """Deterministic split-K: every split parks its partial tile in the workspace; the last split
+    of its group to arrive sums the group's partials in split order, and (with several groups,
+    split_groups) the last group to finish sums the groups' sums in group order, so the bits never
+    depend on arrival order. Every caller puts its splits on grid axis 2, SPLIT_K of them.
 
     Call only when SPLIT_K > 1. Returns (sum, is_last); only the split with is_last set may run
-    the epilogue. The last split also resets the tile's counter to zero, so counters can be reused.
+    the epilogue. Each counter is reset to zero by the split that saw it complete.
     """
+    GROUP_SIZE: tl.constexpr = splits_per_group(SPLIT_K)
+    COUNTERS: tl.constexpr = split_counters(SPLIT_K)
     tile_elems = BLOCK_M * BLOCK_N
     local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     tile_base = as_offset(tile_slot, USE_INT64) * SPLIT_K * tile_elems
@@ -145,16 +193,28 @@ def reduce_splits(
     # thread's stores are ordered before it, which a CTA barrier does (Triton's compiles put one
     # there today only because shared memory is reused at this point; this one does not rely on it).
     tl.debug_barrier()
+    splits = tl.num_programs(2)  # SPLIT_K, as a runtime bound (_sum_partials)
+    counters = counter_ptr + as_offset(tile_slot, USE_INT64) * COUNTERS
+    first = split_id // GROUP_SIZE * GROUP_SIZE
+    end = min(first + GROUP_SIZE, splits)
     # acq_rel: our partial is visible before the count moves; the last split sees all partials.
-    arrived = tl.atomic_add(counter_ptr + tile_slot, 1, sem="acq_rel")
-    is_last = arrived == SPLIT_K - 1
+    arrived = tl.atomic_add(counters + split_id // GROUP_SIZE, 1, sem="acq_rel")
+    is_last = arrived == end - first - 1
     total = tl.zeros_like(acc)
     if is_last:
-        # The split count as a runtime bound (grid axis 2 of every caller): with the constexpr, the
-        # loop was unrolled into SPLIT_K tiles of loads in flight, which spilled a TF32 dgrad.
-        for split in range(0, tl.num_programs(2)):
-            total += tl.load(workspace_ptr + tile_base + split * tile_elems + local)
-        tl.store(counter_ptr + tile_slot, 0)
+        total = _sum_partials(workspace_ptr, tile_base, tile_elems, local, first, end, 1, total)
+        tl.store(counters + split_id // GROUP_SIZE, 0)
+        if COUNTERS > 1:
+            # The group's sum replaces its first partial, which only this split reads.
+            tl.store(workspace_ptr + tile_base + first * tile_elems + local, total)
+            tl.debug_barrier()
+            finished = tl.atomic_add(counters + COUNTERS - 1, 1, sem="acq_rel")
+            is_last = finished == COUNTERS - 2
+            if is_last:
+                total = _sum_partials(
+                    workspace_ptr, tile_base, tile_elems, local, 0, splits, GROUP_SIZE, tl.zeros_like(acc)
+                )
+                tl.store(counters + COUNTERS - 1, 0)
     return total, is_last
 
 

@@ -20,6 +20,7 @@ from .common import (
     decode_pixels,
     mma,
     reduce_splits,
+    split_counters,
     split_range,
     store_tile,
     swizzled_tile,
@@ -125,7 +126,8 @@ def wgrad_kernel(
     steps = tl.cdiv(as_offset(batch, USE_INT64) * out_height * out_width, BLOCK_K)
     if HAS_BIAS and tl.program_id(0) >= tiles_m * tiles_n:
         bias_grad_tile(
-            dy_ptr, db_ptr, db_workspace_ptr, counter_ptr + tl.num_programs(1) * tiles_m * tiles_n,
+            dy_ptr, db_ptr, db_workspace_ptr,
+            counter_ptr + tl.num_programs(1) * tiles_m * tiles_n * split_counters(SPLIT_K),
             tl.program_id(0) - tiles_m * tiles_n, group, split_id, steps,
             out_per_group, gemm_k, out_height, out_width, dy_sn, dy_sk, dy_sp, dy_sq,
             USE_INT64, BLOCK_M, BLOCK_K, SPLIT_K, UPCAST,

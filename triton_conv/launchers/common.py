@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ..kernels.common import split_counters
 from ..runtime import fp32_uses_tf32, interpreter_active
 
 INT32_LIMIT = 2**31
@@ -220,11 +221,13 @@ def split_k_buffers(
     two streams (or by a graph replayed on one stream while eager launches run on another) would let
     two launches count arrivals in the same counters and finish each other's tiles. The caching
     allocator already makes the per-call allocation cheap and stream-safe. `extra_counters` more
-    counters follow the tiles' (wgrad's bias-gradient programs count their splits there)."""
+    slots follow the tiles' (wgrad's bias-gradient programs count their splits there); each slot has
+    split_counters(split_k) counters (one per group of splits, and one for the groups)."""
     workspace = split_workspace(split_k, tile_slots * block_m * block_n, dtype, device)
     if split_k == 1:
         return workspace, _placeholder(torch.int32, device)
-    counters = torch.zeros(tile_slots + extra_counters, dtype=torch.int32, device=device)
+    slots = tile_slots + extra_counters
+    counters = torch.zeros(slots * split_counters(split_k), dtype=torch.int32, device=device)
     return workspace, counters
 
 

@@ -1,0 +1,144 @@
+"""Split-K's reduction on the GPU: one tile config at several split counts, timed as the campaign
+times its candidates, beside what the campaign of 2026-12-04 measured for the same config.
+
+    python bench/split_reduction.py [--out FILE] [--smoke]
+
+Every split-K launch ends with the partial tiles summed by the split that arrives last. Until
+kernels.common.split_groups that split read all of them one after another, about 0.3 µs per 64x64
+fp32 partial on an H200 (fitted to the campaign's timings of one config at 16, 32 and 64 splits),
+and 64 splits ran slower than 32 where the wide reduction of a small weight gradient needs them.
+Now groups of about sqrt(split) partials are summed by their own last split, and the groups' sums
+by the last group: this script times the same configs, so the next GPU run says what that saved.
+
+Each case is launched exactly as the custom op launches it (campaign.runners.launch_with_config),
+checked against torch in float64 first (a race in the two-level sum would show here), then timed by
+CUDA-graph replay over input sets that overflow the L2 (campaign.timing.measure, device view), as
+the campaign timed its candidates. Without a GPU, or with --smoke, small shapes run once under
+Triton's interpreter: the check runs, the times say nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_conv is imported
+
+from triton_conv.benchmarking import relative_error, tolerance  # noqa: E402
+from triton_conv.campaign.runners import launch_with_config, make_inputs, reference_result  # noqa: E402
+from triton_conv.campaign.timing import measure  # noqa: E402
+from triton_conv.configs import KernelConfig  # noqa: E402
+from triton_conv.kernels.common import split_groups  # noqa: E402
+from triton_conv.problem import ConvProblem  # noqa: E402
+from triton_conv.timers import in_turn, input_sets  # noqa: E402
+
+CAMPAIGN = Path(__file__).resolve().parent.parent / "notes/campaigns/nvidia-h200-2026-12-04/autotune.json"
+# (layer as the campaign names it, N, C, H, W, K, R, stride, pass, tile, splits): the campaign's
+# cases where one tile was timed at several split counts, wgrad's wide reductions first.
+CASES = [
+    ("layer1.0.conv1", 32, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer1.0.conv1", 8, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer1.0.conv1", 128, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer1.0.conv3", 32, 64, 56, 56, 256, 1, 1, "wgrad", (64, 64, 64, 4, 3), (32, 64)),
+    ("conv1", 32, 3, 224, 224, 64, 7, 2, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer3.0.conv1", 128, 512, 28, 28, 256, 1, 1, "wgrad", (256, 64, 64, 4, 3), (16, 32)),
+    ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "fprop", (64, 64, 64, 4, 3), (8, 16)),
+    ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "dgrad", (64, 64, 64, 4, 3), (8, 16)),
+]
+# Small shapes for the CPU: one group of splits (3) and three groups of three, the last short (8).
+SMOKE = [
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "wgrad", (16, 16, 16, 4, 1), (3, 8)),
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "fprop", (16, 16, 16, 4, 1), (8,)),
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "dgrad", (16, 16, 16, 4, 1), (8,)),
+]
+
+
+def campaign_times() -> dict:
+    """{(layer, N, pass, config text): microseconds} from the campaign's candidate timings."""
+    if not CAMPAIGN.exists():
+        return {}
+    times = {}
+    for row in json.loads(CAMPAIGN.read_text())["rows"]:
+        if row.get("layer_set") == "resnet50":
+            for config, ms in row["timings"]:
+                times[(row["layer"], row["batch"], row["pass"], config)] = ms * 1e3
+    return times
+
+
+def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
+    layer, n, c, h, w, k, r, stride, pass_name, tile, splits = case
+    problem = ConvProblem.from_shapes((n, c, h, w), (k, c, r, r), stride=stride, padding=r // 2)
+    tensors = make_inputs(problem, dtype, device)
+    want = reference_result(pass_name, problem, tensors)
+    sets = input_sets(tensors, partial(make_inputs, problem, dtype, device), device, pass_name)
+    rows = []
+    block_m, block_n, block_k, warps, stages = tile
+    for split in splits:
+        config = KernelConfig(block_m, block_n, block_k, 8, split, warps, stages)
+        error = relative_error(launch_with_config(pass_name, problem, tensors, config)(), want)
+        bind = partial(launch_with_config, pass_name, problem, config=config)
+        timed = measure(in_turn(bind, sets), rounds=20, min_round_s=2e-3, on_gpu=on_gpu, eager=False)
+        size, groups = split_groups(split)
+        rows.append({
+            "layer": layer, "batch": n, "pass": pass_name, "config": str(config), "split_k": split,
+            "groups": f"{groups}x{size}" if groups > 1 else "1", "relative_error": error,
+            "us": timed.seconds * 1e6, "timer": timed.timer,
+            "campaign_us": before.get((layer, n, pass_name, str(config))),
+        })  # fmt: skip
+    return rows
+
+
+def render(rows: list[dict], where: str) -> str:
+    lines = [
+        f"# split-K reduction, {where}; torch {torch.__version__}",
+        "# groups: groups x splits per group of the two-level sum (1: one split sums them all)",
+        f"{'layer':16s} {'N':>4s} {'pass':5s} {'config':24s} {'groups':>6s} {'rel.err':>8s} "
+        f"{'us':>9s} {'2026-12-04 us':>13s} {'ratio':>6s}",
+    ]
+    for row in rows:
+        before = row["campaign_us"]
+        ratio = f"{before / row['us']:6.2f}" if before and row["us"] > 0 else f"{'—':>6s}"
+        before_text = f"{before:13.1f}" if before else f"{'—':>13s}"
+        lines.append(
+            f"{row['layer']:16s} {row['batch']:4d} {row['pass']:5s} {row['config']:24s} {row['groups']:>6s} "
+            f"{row['relative_error']:8.1e} {row['us']:9.1f} {before_text} {ratio}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", help="also write the table to this file (and its rows as .json beside)")
+    parser.add_argument("--smoke", action="store_true", help="small shapes (the CPU's and the tests' run)")
+    args = parser.parse_args(argv)
+    on_gpu = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if on_gpu else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    before = campaign_times() if on_gpu else {}
+    rows, failed = [], []
+    for case in SMOKE if not on_gpu else CASES:
+        try:
+            rows += run_case(case, dtype, device, on_gpu, before)
+        except Exception as error:  # one case's failure leaves the others' rows
+            failed.append(f"{case[0]} N={case[1]} {case[8]}: {type(error).__name__}: {error}")
+    where = torch.cuda.get_device_name() if on_gpu else "CPU interpreter (smoke: times say nothing)"
+    text = render(rows, where) + "".join(f"# failed: {line}\n" for line in failed)
+    print(text, end="")
+    if args.out:
+        Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    bound = tolerance("bf16" if on_gpu else "fp32", tf32=False)
+    return 1 if failed or any(not row["relative_error"] <= bound for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

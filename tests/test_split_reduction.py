@@ -1,0 +1,43 @@
+"""bench/split_reduction.py at the CPU's small scale: each split count's result checked against
+torch, the two-level sum's groups named, and the campaign's times found for the configs it timed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import split_reduction
+from triton_conv.kernels.common import split_counters, split_groups
+
+pytestmark = pytest.mark.interpreter
+
+
+def test_the_smoke_run_checks_every_split_count_and_writes_its_rows(tmp_path):
+    out = tmp_path / "split.txt"
+    assert split_reduction.main(["--smoke", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [(row["pass"], row["split_k"], row["groups"]) for row in rows] == [
+        ("wgrad", 3, "1"), ("wgrad", 8, "3x3"), ("fprop", 8, "3x3"), ("dgrad", 8, "3x3"),
+    ]  # fmt: skip
+    assert all(row["relative_error"] < 1e-5 for row in rows)
+    assert "groups" in out.read_text().splitlines()[2]
+
+
+def test_the_campaign_times_are_found_by_the_configs_text():
+    times = split_reduction.campaign_times()
+    for layer, n, *_, pass_name, tile, splits in split_reduction.CASES:
+        for split in splits:
+            block_m, block_n, block_k, warps, stages = tile
+            text = f"{block_m}x{block_n}x{block_k} g8 s{split} w{warps} st{stages}"
+            assert (layer, n, pass_name, text) in times, (layer, n, pass_name, text)
+    assert round(times[("layer1.0.conv1", 32, "wgrad", "64x64x64 g8 s32 w4 st3")], 1) == 34.6
+
+
+@pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 16, 31, 32, 64, 100, 128])
+def test_split_groups_cover_every_split_once_and_shorten_the_serial_sum(split_k):
+    size, groups = split_groups(split_k)
+    assert (groups - 1) * size < split_k <= groups * size  # every split in one group, none empty
+    serial = size + groups + 1 if groups > 1 else split_k  # partials read by the last split, + 1 count
+    assert serial <= split_k and (groups == 1) == (split_k < 8)
+    assert split_counters(split_k) == (1 if groups == 1 else groups + 1)
