@@ -7,8 +7,9 @@ Every split-K launch ends with the partial tiles summed by the split that arrive
 kernels.common.split_groups that split read all of them one after another, about 0.3 µs per 64x64
 fp32 partial on an H200 (fitted to the campaign's timings of one config at 16, 32 and 64 splits),
 and 64 splits ran slower than 32 where the wide reduction of a small weight gradient needs them.
-Now groups of about sqrt(split) partials are summed by their own last split, and the groups' sums
-by the last group: this script times the same configs, so the next GPU run says what that saved.
+Now, from 9 splits on, groups of about sqrt(split) partials are summed by their own last split, and
+the groups' sums by the last group: this script times the same configs, so the next GPU run says
+what that saved.
 
 Each case is launched exactly as the custom op launches it (campaign.runners.launch_with_config),
 checked against torch in float64 first (a race in the two-level sum would show here), then timed by
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -41,22 +43,24 @@ from triton_conv.timers import in_turn, input_sets  # noqa: E402
 
 CAMPAIGN = Path(__file__).resolve().parent.parent / "notes/campaigns/nvidia-h200-2026-12-04/autotune.json"
 # (layer as the campaign names it, N, C, H, W, K, R, stride, pass, tile, splits): the campaign's
-# cases where one tile was timed at several split counts, wgrad's wide reductions first.
+# cases where one tile was timed at several split counts, the most telling first (each case's first
+# launches compile its kernels: a run cut short keeps the cases before it). 8 splits keep the
+# one-level sum: fprop's and dgrad's time there is the control, the same code as the campaign's.
 CASES = [
     ("layer1.0.conv1", 32, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("conv1", 32, 3, 224, 224, 64, 7, 2, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer1.0.conv3", 32, 64, 56, 56, 256, 1, 1, "wgrad", (64, 64, 64, 4, 3), (32, 64)),
+    ("layer3.0.conv1", 128, 512, 28, 28, 256, 1, 1, "wgrad", (256, 64, 64, 4, 3), (16, 32)),
     ("layer1.0.conv1", 8, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
     ("layer1.0.conv1", 128, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
-    ("layer1.0.conv3", 32, 64, 56, 56, 256, 1, 1, "wgrad", (64, 64, 64, 4, 3), (32, 64)),
-    ("conv1", 32, 3, 224, 224, 64, 7, 2, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
-    ("layer3.0.conv1", 128, 512, 28, 28, 256, 1, 1, "wgrad", (256, 64, 64, 4, 3), (16, 32)),
     ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "fprop", (64, 64, 64, 4, 3), (8, 16)),
     ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "dgrad", (64, 64, 64, 4, 3), (8, 16)),
 ]
-# Small shapes for the CPU: one group of splits (3) and three groups of three, the last short (8).
+# Small shapes for the CPU: one group of splits (3), and three groups of four, the last short (10).
 SMOKE = [
-    ("smoke", 2, 8, 9, 7, 24, 3, 1, "wgrad", (16, 16, 16, 4, 1), (3, 8)),
-    ("smoke", 2, 8, 9, 7, 24, 3, 1, "fprop", (16, 16, 16, 4, 1), (8,)),
-    ("smoke", 2, 8, 9, 7, 24, 3, 1, "dgrad", (16, 16, 16, 4, 1), (8,)),
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "wgrad", (16, 16, 16, 4, 1), (3, 10)),
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "fprop", (16, 16, 16, 4, 1), (10,)),
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "dgrad", (16, 16, 16, 4, 1), (10,)),
 ]
 
 
@@ -113,30 +117,40 @@ def render(rows: list[dict], where: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(out: str, rows: list[dict], notes: list[str], where: str) -> None:
+    Path(out).write_text(render(rows, where) + "".join(line + "\n" for line in notes))
+    Path(out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", help="also write the table to this file (and its rows as .json beside)")
     parser.add_argument("--smoke", action="store_true", help="small shapes (the CPU's and the tests' run)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no case after this many seconds")
     args = parser.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if on_gpu else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if on_gpu else torch.float32
     before = campaign_times() if on_gpu else {}
-    rows, failed = [], []
-    for case in SMOKE if not on_gpu else CASES:
+    where = torch.cuda.get_device_name() if on_gpu else "CPU interpreter (smoke: times say nothing)"
+    start, rows, notes = time.monotonic(), [], []
+    for case in CASES if on_gpu else SMOKE:
+        if args.budget_s is not None and time.monotonic() - start > args.budget_s:
+            notes.append(f"# not run (budget): {case[0]} N={case[1]} {case[8]}")
+            continue
         try:
             rows += run_case(case, dtype, device, on_gpu, before)
         except Exception as error:  # one case's failure leaves the others' rows
-            failed.append(f"{case[0]} N={case[1]} {case[8]}: {type(error).__name__}: {error}")
-    where = torch.cuda.get_device_name() if on_gpu else "CPU interpreter (smoke: times say nothing)"
-    text = render(rows, where) + "".join(f"# failed: {line}\n" for line in failed)
-    print(text, end="")
+            notes.append(f"# failed: {case[0]} N={case[1]} {case[8]}: {type(error).__name__}: {error}")
+        if args.out:  # after each case, so that a run stopped from outside keeps what it measured
+            _write(args.out, rows, notes, where)
     if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        _write(args.out, rows, notes, where)
+    print(render(rows, where) + "".join(line + "\n" for line in notes), end="")
     bound = tolerance("bf16" if on_gpu else "fp32", tf32=False)
+    failed = any(line.startswith("# failed") for line in notes)
     return 1 if failed or any(not row["relative_error"] <= bound for row in rows) else 0
 
 

@@ -18,10 +18,17 @@ def test_the_smoke_run_checks_every_split_count_and_writes_its_rows(tmp_path):
     assert split_reduction.main(["--smoke", "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(row["pass"], row["split_k"], row["groups"]) for row in rows] == [
-        ("wgrad", 3, "1"), ("wgrad", 8, "3x3"), ("fprop", 8, "3x3"), ("dgrad", 8, "3x3"),
+        ("wgrad", 3, "1"), ("wgrad", 10, "3x4"), ("fprop", 10, "3x4"), ("dgrad", 10, "3x4"),
     ]  # fmt: skip
     assert all(row["relative_error"] < 1e-5 for row in rows)
     assert "groups" in out.read_text().splitlines()[2]
+
+
+def test_a_spent_budget_starts_no_case_and_says_so(tmp_path):
+    out = tmp_path / "split.txt"
+    assert split_reduction.main(["--smoke", "--budget-s", "0", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text()) == []
+    assert out.read_text().count("# not run (budget): smoke N=2") == len(split_reduction.SMOKE)
 
 
 def test_the_campaign_times_are_found_by_the_configs_text():
@@ -34,10 +41,11 @@ def test_the_campaign_times_are_found_by_the_configs_text():
     assert round(times[("layer1.0.conv1", 32, "wgrad", "64x64x64 g8 s32 w4 st3")], 1) == 34.6
 
 
-@pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 16, 31, 32, 64, 100, 128])
+@pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 10, 16, 31, 32, 64, 100, 128, 132])
 def test_split_groups_cover_every_split_once_and_shorten_the_serial_sum(split_k):
     size, groups = split_groups(split_k)
     assert (groups - 1) * size < split_k <= groups * size  # every split in one group, none empty
-    serial = size + groups + 1 if groups > 1 else split_k  # partials read by the last split, + 1 count
-    assert serial <= split_k and (groups == 1) == (split_k < 8)
+    serial = size + groups + 2 if groups > 1 else split_k  # reads by the last split; its second step as 2
+    assert serial < split_k or groups == 1
+    assert (groups == 1) == (split_k <= 8)
     assert split_counters(split_k) == (1 if groups == 1 else groups + 1)

@@ -127,16 +127,18 @@ def split_groups(split_k):
     L2: on the H200 of 2026-12-04 about 0.3 µs per 64x64 fp32 partial (fitted to the campaign's
     timings of one config at 16, 32 and 64 splits), so that 64 splits ran slower than 32 on the
     layers that most need them. In groups, the last split of each group to arrive sums its group,
-    and the last group to finish sums the groups' sums: size + groups reads, plus one more count,
-    on the path of the last split instead of split_k (16 + 1 instead of 64). Taken where that is
-    fewer; the sum's order stays fixed (within each group by split, then by group). A compile-time
-    function (the kernels call it on SPLIT_K) that the launchers call too."""
+    and the last group to finish sums the groups' sums: size + groups reads on the path of the last
+    split instead of split_k (16 instead of 64), and one step more (the group's sum stored and
+    fenced, a second count), counted as two reads. Taken where that is fewer: from 9 splits on, so
+    8 splits keep the one-level sum. The sum's order stays fixed (within each group by split, then
+    by group). A compile-time function (the kernels call it on SPLIT_K) that the launchers call too
+    (through a cache: a call costs microseconds on the host)."""
     split_k = int(split_k)
     size = 1
     while size * size < split_k:  # ceil(sqrt(split_k)), in what the JIT lets such a function use
         size += 1
     groups = (split_k + size - 1) // size
-    return (size, groups) if size + groups + 1 < split_k else (split_k, 1)
+    return (size, groups) if size + groups + 2 < split_k else (split_k, 1)
 
 
 @triton.constexpr_function
@@ -196,7 +198,7 @@ def reduce_splits(
     splits = tl.num_programs(2)  # SPLIT_K, as a runtime bound (_sum_partials)
     counters = counter_ptr + as_offset(tile_slot, USE_INT64) * COUNTERS
     first = split_id // GROUP_SIZE * GROUP_SIZE
-    end = min(first + GROUP_SIZE, splits)
+    end = min(first + GROUP_SIZE, SPLIT_K)
     # acq_rel: our partial is visible before the count moves; the last split sees all partials.
     arrived = tl.atomic_add(counters + split_id // GROUP_SIZE, 1, sem="acq_rel")
     is_last = arrived == end - first - 1

@@ -12,6 +12,7 @@ length, and never during a capture), so the passes can be captured in a CUDA gra
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import threading
@@ -209,6 +210,12 @@ def split_workspace(split_k: int, elements: int, dtype, device) -> torch.Tensor:
     return torch.empty(split_k * elements, dtype=acc_dtype, device=device)
 
 
+@functools.cache
+def _counters_per_slot(split_k: int) -> int:
+    """split_counters, remembered: the constexpr function takes microseconds per host call."""
+    return int(split_counters(split_k))
+
+
 def split_k_buffers(
     split_k: int, tile_slots: int, block_m: int, block_n: int, dtype, device, extra_counters: int = 0
 ):
@@ -227,7 +234,7 @@ def split_k_buffers(
     if split_k == 1:
         return workspace, _placeholder(torch.int32, device)
     slots = tile_slots + extra_counters
-    counters = torch.zeros(slots * split_counters(split_k), dtype=torch.int32, device=device)
+    counters = torch.zeros(slots * _counters_per_slot(split_k), dtype=torch.int32, device=device)
     return workspace, counters
 
 
