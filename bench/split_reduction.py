@@ -1,7 +1,8 @@
 """Split-K's reduction on the GPU: one tile config at several split counts, timed as the campaign
 times its candidates, beside what the campaign of 2026-12-04 measured for the same config.
 
-    python bench/split_reduction.py [--out FILE] [--smoke]
+    python bench/split_reduction.py [--out FILE] [--smoke] [--budget-s S]
+    python bench/split_reduction.py --fit     the campaign's fits below, from its committed timings
 
 Every split-K launch ends with the partial tiles summed by the split that arrives last. Until
 kernels.common.split_groups that split read all of them one after another, about 0.3 µs per 64x64
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from functools import partial
@@ -64,6 +66,9 @@ SMOKE = [
 ]
 
 
+_CONFIG_TEXT = re.compile(r"(\d+)x(\d+)x(\d+) g(\d+) s(\d+) w(\d+) st(\d+)")  # str(KernelConfig)
+
+
 def campaign_times() -> dict:
     """{(layer, N, pass, config text): microseconds} from the campaign's candidate timings."""
     if not CAMPAIGN.exists():
@@ -74,6 +79,57 @@ def campaign_times() -> dict:
             for config, ms in row["timings"]:
                 times[(row["layer"], row["batch"], row["pass"], config)] = ms * 1e3
     return times
+
+
+def campaign_fits() -> list[dict]:
+    """The campaign's weight gradients timed with one tile at three split counts or more: t = a +
+    b·(reduction steps per split) + c·split, solved (least squares beyond three) per layer and N.
+    c is the last split's serial sum, µs per partial tile; b a CTA's time per BLOCK_K step; a the
+    rest (launch, counter memset, prologue, epilogue). Where the tile count times the split exceeds
+    a wave, the waves add time that this form does not have, and c takes it up."""
+    if not CAMPAIGN.exists():
+        return []
+    fits = []
+    for row in json.loads(CAMPAIGN.read_text())["rows"]:
+        if row.get("layer_set") != "resnet50" or row["pass"] != "wgrad":
+            continue
+        by_tile = {}
+        for text, ms in row["timings"]:
+            config = KernelConfig(*map(int, _CONFIG_TEXT.fullmatch(text).groups()))
+            tile = (config.block_m, config.block_n, config.block_k, config.num_warps, config.num_stages)
+            by_tile.setdefault(tile, []).append((config.split_k, ms * 1e3))
+        reduction = int(row["gemm"].split("×")[2])
+        for tile, timed in by_tile.items():
+            if len(timed) < 3:
+                continue
+            timed.sort()
+            steps = -(-reduction // tile[2])
+            design = torch.tensor(
+                [[1.0, -(-steps // split), split] for split, _ in timed], dtype=torch.float64
+            )
+            times = torch.tensor([[us] for _, us in timed], dtype=torch.float64)
+            a, b, c = torch.linalg.lstsq(design, times).solution.flatten().tolist()
+            fits.append({
+                "layer": row["layer"], "batch": row["batch"], "gemm": row["gemm"], "tile": tile,
+                "timed": timed, "a_us": a, "b_us_per_step": b, "c_us_per_split": c,
+            })  # fmt: skip
+    return fits
+
+
+def render_fits(fits: list[dict]) -> str:
+    lines = [
+        "# the campaign of 2026-12-04 (H200), wgrad: t = a + b·(steps per split) + c·split per layer and N",
+        f"{'layer':16s} {'N':>4s} {'GEMM M×N×K':>18s} {'tile':>8s} {'timed (split: us)':34s} "
+        f"{'a us':>6s} {'b us':>6s} {'c us':>6s}",
+    ]
+    for fit in fits:
+        timed = " ".join(f"{split}: {us:.1f}" for split, us in fit["timed"])
+        lines.append(
+            f"{fit['layer']:16s} {fit['batch']:4d} {fit['gemm']:>18s} "
+            f"{fit['tile'][0]:>4d}x{fit['tile'][1]:<3d} "
+            f"{timed:34s} {fit['a_us']:6.1f} {fit['b_us_per_step']:6.3f} {fit['c_us_per_split']:6.2f}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
@@ -129,7 +185,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the table to this file (and its rows as .json beside)")
     parser.add_argument("--smoke", action="store_true", help="small shapes (the CPU's and the tests' run)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no case after this many seconds")
+    parser.add_argument("--fit", action="store_true", help="print the campaign's fits (no kernel runs)")
     args = parser.parse_args(argv)
+    if args.fit:
+        print(render_fits(campaign_fits()), end="")
+        return 0
     on_gpu = torch.cuda.is_available() and not args.smoke
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if on_gpu else torch.float32

@@ -41,6 +41,17 @@ def test_the_campaign_times_are_found_by_the_configs_text():
     assert round(times[("layer1.0.conv1", 32, "wgrad", "64x64x64 g8 s32 w4 st3")], 1) == 34.6
 
 
+def test_the_campaign_fits_behind_the_notes():
+    """notes/kernels.md (session 44) quotes these: layer1.0.conv1's weight gradient, one output tile,
+    0.33 to 0.41 µs per split's partial at every N, 0.28 to 0.33 µs per 64-deep step."""
+    fits = {fit["batch"]: fit for fit in split_reduction.campaign_fits() if fit["layer"] == "layer1.0.conv1"}
+    assert sorted(fits) == [1, 8, 32, 128]
+    per_split = [round(fits[n]["c_us_per_split"], 2) for n in (1, 8, 32, 128)]
+    assert per_split == [0.33, 0.33, 0.34, 0.41]
+    assert all(0.27 < fit["b_us_per_step"] < 0.33 for fit in fits.values())
+    assert "layer1.0.conv1" in split_reduction.render_fits(list(fits.values()))
+
+
 @pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 10, 16, 31, 32, 64, 100, 128, 132])
 def test_split_groups_cover_every_split_once_and_shorten_the_serial_sum(split_k):
     size, groups = split_groups(split_k)
