@@ -13,8 +13,8 @@
 #                          torch, then timed at 16, 32 and 64 splits beside the campaign's times of
 #                          the same configs (bench/split_reduction.py; .json beside it)
 #   3. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
-#                          host path's fixes); run first: it compiles every kernel variant of the
-#                          step into Triton's cache on the known path
+#                          host path's fixes); run before 4 and 5: it compiles every kernel
+#                          variant of the step into Triton's cache on the known path
 #   4. profile_step.txt    torch.profiler's and cProfile's tables of three eager steps of the
 #                          converted model (bench/profile_step.py): where the host's time goes
 #   5. training-graphed.json  the same step captured once and replayed, torch's and ours
