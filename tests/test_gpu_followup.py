@@ -1,0 +1,68 @@
+"""scripts/gpu_followup.sh, the one command a GPU lease runs after the campaign, checked without a
+GPU: it is valid bash, it brings back no more files than the device tool returns (8), and every
+program it calls accepts the arguments it is given (a renamed flag would cost the lease's only run)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import host_overhead, profile_step, split_reduction
+from triton_conv import training_check
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_followup.sh"
+MAX_FILES = 8  # what the device tool brings back from $OUT
+PROGRAMS = {
+    "bench/host_overhead.py": host_overhead.main,
+    "bench/split_reduction.py": split_reduction.main,
+    "bench/profile_step.py": profile_step.main,
+    "triton_conv.training_check": training_check.main,
+}
+
+
+def _commands() -> list[list[str]]:
+    """Each python3 call of the script as its argument list after the program, with the script's
+    shell variables filled in as the script sets them."""
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    training = re.search(r"training=\((.*?)\)", text).group(1)
+    text = text.replace('"${training[@]}"', training)
+    calls = []
+    for line in text.splitlines():
+        found = re.search(r"python3 (-m )?(\S+) (.*?)(>|$)", line)
+        if found and found.group(2) in PROGRAMS:
+            words = shlex.split(found.group(3).replace('"$shape"', "1,8,8,8,8,3").replace("$OUT", "/out"))
+            calls.append([found.group(2), *words])
+    return calls
+
+
+def test_the_script_is_valid_bash_and_brings_back_at_most_eight_files():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    files = set(re.findall(r"\$OUT/([\w.-]+)", SCRIPT.read_text()))
+    # bench/split_reduction.py --out writes a .json beside its table.
+    files |= {Path(name).with_suffix(".json").name for name in files if name.startswith("split_reduction")}
+    assert len(files) <= MAX_FILES, sorted(files)
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_every_program_accepts_the_arguments_the_script_gives_it(program, monkeypatch):
+    calls = [words[1:] for words in _commands() if words[0] == program]
+    assert calls, f"the script no longer calls {program}"
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        parse(self, args, namespace)  # an unknown or malformed argument exits with status 2 here
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    for argv in calls:
+        with pytest.raises(_Parsed):
+            PROGRAMS[program](argv)
