@@ -47,7 +47,7 @@ CAMPAIGN = Path(__file__).resolve().parent.parent / "notes/campaigns/nvidia-h200
 # (layer as the campaign names it, N, C, H, W, K, R, stride, pass, tile, splits): the campaign's
 # cases where one tile was timed at several split counts, the most telling first (each case's first
 # launches compile its kernels: a run cut short keeps the cases before it). 8 splits keep the
-# one-level sum: fprop's and dgrad's time there is the control, the same code as the campaign's.
+# one-level sum: fprop's and dgrad's times there are the control (the same sum as the campaign's).
 CASES = [
     ("layer1.0.conv1", 32, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
     ("conv1", 32, 3, 224, 224, 64, 7, 2, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
