@@ -48,6 +48,13 @@ def test_the_script_is_valid_bash_and_brings_back_at_most_eight_files():
     assert len(files) <= MAX_FILES, sorted(files)
 
 
+def test_every_program_the_script_runs_is_checked_here():
+    """A program added to the script without a row in PROGRAMS would go unchecked."""
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    programs = {match[1] for match in re.findall(r"python3 (-m )?(\S+)", text)}
+    assert programs <= set(PROGRAMS) | {"-c", "pytest"}, sorted(programs - set(PROGRAMS))
+
+
 class _Parsed(Exception):
     pass
 
