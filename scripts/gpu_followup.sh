@@ -9,9 +9,11 @@
 #                          the compiled kernel's own runner (the JIT's binding left out), an empty
 #                          Triton kernel and a torch op, and the kernel's device time
 #                          (bench/host_overhead.py), at N=32 and N=1
-#   2. split_reduction.txt split-K's new two-level reduction on the GPU: each config checked against
-#                          torch, then timed at 16, 32 and 64 splits beside the campaign's times of
-#                          the same configs (bench/split_reduction.py; .json beside it)
+#   2. since_campaign.txt  the kernel changes since the campaign, at the campaign's configs: dgrad's
+#                          spread zero run (fprop at the same config the control) and split-K's
+#                          two-level sum at 16, 32 and 64 splits (8 the control); each checked
+#                          against torch, then timed beside the campaign's times of the same
+#                          configs (bench/since_campaign.py; .json beside it)
 #   3. training-eager.json the ResNet-50 step eagerly at this commit (the campaign's ran before the
 #                          host path's fixes); run before 4 and 5: it compiles every kernel
 #                          variant of the step into Triton's cache on the known path
@@ -36,9 +38,9 @@ left() { echo $((420 - ($(date +%s) - start))); }
     done
 } > "$OUT/host_overhead.txt" 2>&1
 echo "host overhead done at $(($(date +%s) - start)) s"
-timeout -k 5 70 python3 bench/split_reduction.py --budget-s 50 --out "$OUT/split_reduction.txt" > "$OUT/training.log" 2>&1
+timeout -k 5 70 python3 bench/since_campaign.py --budget-s 50 --out "$OUT/since_campaign.txt" > "$OUT/training.log" 2>&1
 status=$?
-echo "split reduction done at $(($(date +%s) - start)) s (exit $status)"
+echo "since-campaign timings done at $(($(date +%s) - start)) s (exit $status)"
 
 training=(--steps 13 --warmup 3 --batch 32 --dtype bf16)
 # The first run compiles every kernel variant of the step (Triton's cache serves the second).

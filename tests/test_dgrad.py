@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from triton_conv import KernelConfig
-from triton_conv.kernels.dgrad import phase_axis
+from triton_conv.kernels.dgrad import ZERO_SEGMENTS, phase_axis
 from triton_conv.launchers import common as launch_common
 from triton_conv.launchers.common import launch, reaches_int32_limit, zero_run
 from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_plan, dgrad_spec
@@ -182,9 +182,12 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
     out_channels, dtype, layout, triton_only, monkeypatch
 ):
     """With TAP_BITS a row whose tap falls in the padding reads BLOCK_K elements of the launcher's
-    zero run (launchers.common.zero_run) instead of a masked dy. Here the run sits between NaN
-    fences as wide as itself: a read past either end would put NaN in dx. Filled with ones instead
-    of zeros, the same launch must give a different dx: the padding rows do read the run."""
+    zero run (launchers.common.zero_run) instead of a masked dy, from its program's own segment
+    (ZERO_SEGMENTS of them). Here the run sits between NaN fences as wide as itself: a read past
+    either end would put NaN in dx. Filled with ones instead of zeros, the same launch must give a
+    different dx (the padding rows do read the run), and ones in the second segment alone must
+    change a part of it (the second program reads its own segment, not one address shared by
+    every program)."""
     # Even H: the last row (h = 9) reads p = 5, one past dy; stride 1 across: both edges pad.
     x_shape, w_shape, kwargs = (1, 5, 10, 11), (out_channels, 5, 3, 3), dict(stride=(2, 1), padding=1)
     problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
@@ -192,27 +195,37 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
     ref = reference_dgrad(dy, w, problem)
     runs = []
 
-    def fenced(fill):
+    def fenced(fill, segment=None):
         def run(length, run_dtype, device):
+            assert length == ZERO_SEGMENTS.value * LARGEST_BLOCK_K
             fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
             runs.append((length, fence))
-            return fence[length : 2 * length].fill_(fill)
+            inside = fence[length : 2 * length].zero_()
+            if segment is None:
+                return inside.fill_(fill)
+            inside[segment * LARGEST_BLOCK_K : (segment + 1) * LARGEST_BLOCK_K] = fill
+            return inside
 
         return run
+
+    def launch_with(run, config):
+        monkeypatch.setattr(launch_common, "zero_run", run)
+        with triton_only():
+            return conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
 
     for config in (KernelConfig(16, 16, LARGEST_BLOCK_K), KernelConfig(32, 16, LARGEST_BLOCK_K, split_k=2)):
         monkeypatch.setattr(launch_common, "zero_run", fenced(0.0))
         dx = run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=config, dy=dy)
         assert not dx.isnan().any()
-        assert (
-            runs[-1][0] == LARGEST_BLOCK_K and runs[-1][1][LARGEST_BLOCK_K : 2 * LARGEST_BLOCK_K].eq(0).all()
-        )
-        monkeypatch.setattr(launch_common, "zero_run", fenced(1.0))
-        with triton_only():
-            ones = conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
-        assert rel_error(ones, ref) > 0.1, "the padding rows did not read the zero run"
+        length, fence = runs[-1]
+        assert fence[length : 2 * length].eq(0).all(), "the zero run was written"
+        assert rel_error(launch_with(fenced(1.0), config), ref) > 0.1, "the padding rows did not read the run"
+        # The same launch twice: bit-identical but where the program that owns segment 1 reads padding.
+        changed = (launch_with(fenced(0.0), config) != launch_with(fenced(1.0, segment=1), config)).sum()
+        assert 0 < changed.item() < dx.numel() // 2, "the second program did not read its own segment"
     monkeypatch.undo()
-    assert torch.count_nonzero(zero_run(LARGEST_BLOCK_K, dtype, dy.device)) == 0, "the zero run was written"
+    run = zero_run(ZERO_SEGMENTS.value * LARGEST_BLOCK_K, dtype, dy.device)
+    assert torch.count_nonzero(run) == 0, "the zero run was written"
 
 
 # --- the phase decomposition spends no multiply-add on an inserted zero -------------------------

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import host_overhead, profile_step, split_reduction
+from bench import host_overhead, profile_step, since_campaign
 from triton_conv import training_check
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_followup.sh"
 MAX_FILES = 8  # what the device tool brings back from $OUT
 PROGRAMS = {
     "bench/host_overhead.py": host_overhead.main,
-    "bench/split_reduction.py": split_reduction.main,
+    "bench/since_campaign.py": since_campaign.main,
     "bench/profile_step.py": profile_step.main,
     "triton_conv.training_check": training_check.main,
 }
@@ -43,8 +43,8 @@ def _commands() -> list[list[str]]:
 def test_the_script_is_valid_bash_and_brings_back_at_most_eight_files():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     files = set(re.findall(r"\$OUT/([\w.-]+)", SCRIPT.read_text()))
-    # bench/split_reduction.py --out writes a .json beside its table.
-    files |= {Path(name).with_suffix(".json").name for name in files if name.startswith("split_reduction")}
+    # bench/since_campaign.py --out writes a .json beside its table.
+    files |= {Path(name).with_suffix(".json").name for name in files if name.startswith("since_campaign")}
     assert len(files) <= MAX_FILES, sorted(files)
 
 

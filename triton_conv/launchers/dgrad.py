@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..configs import KernelConfig, tile_grid
-from ..kernels.dgrad import dgrad_kernel
+from ..kernels.dgrad import ZERO_SEGMENTS, dgrad_kernel
 from ..memo import BoundedMemo
 from ..memory_format import empty_in_layout
 from ..problem import ConvProblem
@@ -89,9 +89,10 @@ def _tensors(plan: Plan, dy, weight, bias, dx) -> tuple:
 
 
 def _zeros(plan: Plan, dy: torch.Tensor) -> torch.Tensor:
-    """What padding rows read with TAP_BITS: BLOCK_K zeros of dy's dtype (else an unread dy)."""
+    """What padding rows read with TAP_BITS: a segment of BLOCK_K zeros of dy's dtype per program
+    (ZERO_SEGMENTS of them), else an unread dy."""
     return (
-        common.zero_run(plan.constexprs["BLOCK_K"], dy.dtype, dy.device)
+        common.zero_run(ZERO_SEGMENTS.value * plan.constexprs["BLOCK_K"], dy.dtype, dy.device)
         if plan.constexprs["TAP_BITS"]
         else dy
     )

@@ -1,16 +1,21 @@
-"""Split-K's reduction on the GPU: one tile config at several split counts, timed as the campaign
-times its candidates, beside what the campaign of 2026-12-04 measured for the same config.
+"""Kernel changes since the H200 campaign of 2026-12-04, timed on the GPU at the configs the
+campaign timed, beside what it measured for them (the follow-up's item 2, scripts/gpu_followup.sh).
 
-    python bench/split_reduction.py [--out FILE] [--smoke] [--budget-s S]
-    python bench/split_reduction.py --fit     the campaign's fits below, from its committed timings
+    python bench/since_campaign.py [--out FILE] [--smoke] [--budget-s S]
+    python bench/since_campaign.py --fit     the campaign's split-K fits, from its committed timings
 
-Every split-K launch ends with the partial tiles summed by the split that arrives last. Until
-kernels.common.split_groups that split read all of them one after another, about 0.3 µs per 64x64
-fp32 partial on an H200 (fitted to the campaign's timings of one config at 16, 32 and 64 splits),
-and 64 splits ran slower than 32 where the wide reduction of a small weight gradient needs them.
-Now, from 9 splits on, groups of about sqrt(split) partials are summed by their own last split, and
-the groups' sums by the last group: this script times the same configs, so the next GPU run says
-what that saved.
+Two changes, each with a control that did not change:
+- dgrad's zero run. With TAP_BITS a padding row copies zeros instead of a masked dy; in the
+  campaign every program copied the same bytes, and dgrad ran up to 3.4 times as long as fprop at
+  the same config and GEMM shape where the static main loops are alike (ResNet-50's 7x7 layers,
+  most at narrow tiles): the copies queue at the L2 slice that holds those bytes. Now each program
+  reads its own segment (kernels.dgrad.ZERO_SEGMENTS). fprop at the same config is the control.
+- split-K's sum. The split that arrives last sums the partial tiles; until kernels.common.
+  split_groups it read them all one after another, about 0.3 µs per 64x64 fp32 partial (fitted to
+  the campaign's timings of one config at 16, 32 and 64 splits), and 64 splits ran slower than 32
+  where the wide reduction of a small weight gradient needs them. From 9 splits on, groups of about
+  sqrt(split) partials are now summed by their own last split, and the groups' sums by the last
+  group. 8 splits keep the one-level sum: the control.
 
 Each case is launched exactly as the custom op launches it (campaign.runners.launch_with_config),
 checked against torch in float64 first (a race in the two-level sum would show here), then timed by
@@ -44,13 +49,18 @@ from triton_conv.problem import ConvProblem  # noqa: E402
 from triton_conv.timers import in_turn, input_sets  # noqa: E402
 
 CAMPAIGN = Path(__file__).resolve().parent.parent / "notes/campaigns/nvidia-h200-2026-12-04/autotune.json"
-# (layer as the campaign names it, N, C, H, W, K, R, stride, pass, tile, splits): the campaign's
-# cases where one tile was timed at several split counts, the most telling first (each case's first
-# launches compile its kernels: a run cut short keeps the cases before it). 8 splits keep the
-# one-level sum: fprop's and dgrad's times there are the control (the same sum as the campaign's).
+# (layer as the campaign names it, N, C, H, W, K, R, stride, pass, tile, splits): campaign configs,
+# the most telling first (each case's first launches compile its kernels: a run cut short keeps the
+# cases before it). The dgrad rows' controls are fprop's at the same config (campaign: 77.8 µs
+# against dgrad's 263.6; 30.3 against 76.0; 105.1 against 193.8); 8 splits are split-K's control.
 CASES = [
+    ("layer4.1.conv2", 128, 512, 7, 7, 512, 3, 1, "dgrad", (128, 64, 32, 8, 4), (1,)),
+    ("layer4.1.conv2", 128, 512, 7, 7, 512, 3, 1, "fprop", (128, 64, 32, 8, 4), (1,)),
     ("layer1.0.conv1", 32, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer4.1.conv2", 32, 512, 7, 7, 512, 3, 1, "dgrad", (64, 64, 64, 4, 3), (1,)),
+    ("layer3.1.conv2", 128, 256, 14, 14, 256, 3, 1, "dgrad", (64, 64, 32, 4, 4), (1,)),
     ("conv1", 32, 3, 224, 224, 64, 7, 2, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
+    ("layer4.1.conv2", 32, 512, 7, 7, 512, 3, 1, "fprop", (64, 64, 64, 4, 3), (1,)),
     ("layer1.0.conv3", 32, 64, 56, 56, 256, 1, 1, "wgrad", (64, 64, 64, 4, 3), (32, 64)),
     ("layer3.0.conv1", 128, 512, 28, 28, 256, 1, 1, "wgrad", (256, 64, 64, 4, 3), (16, 32)),
     ("layer1.0.conv1", 8, 64, 56, 56, 64, 1, 1, "wgrad", (64, 64, 64, 4, 3), (16, 32, 64)),
@@ -157,7 +167,7 @@ def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
 
 def render(rows: list[dict], where: str) -> str:
     lines = [
-        f"# split-K reduction, {where}; torch {torch.__version__}",
+        f"# since the campaign (dgrad's zero run, split-K's sum), {where}; torch {torch.__version__}",
         "# groups: groups x splits per group of the two-level sum (1: one split sums them all)",
         f"{'layer':16s} {'N':>4s} {'pass':5s} {'config':24s} {'groups':>6s} {'rel.err':>8s} "
         f"{'us':>9s} {'2026-12-04 us':>13s} {'ratio':>6s}",

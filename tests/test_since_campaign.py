@@ -1,4 +1,4 @@
-"""bench/split_reduction.py at the CPU's small scale: each split count's result checked against
+"""bench/since_campaign.py at the CPU's small scale: each split count's result checked against
 torch, the two-level sum's groups named, and the campaign's times found for the configs it timed."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench import split_reduction
+from bench import since_campaign
 from triton_conv.kernels.common import split_counters, split_groups
 
 pytestmark = pytest.mark.interpreter
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.interpreter
 
 def test_the_smoke_run_checks_every_split_count_and_writes_its_rows(tmp_path):
     out = tmp_path / "split.txt"
-    assert split_reduction.main(["--smoke", "--out", str(out)]) == 0
+    assert since_campaign.main(["--smoke", "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(row["pass"], row["split_k"], row["groups"]) for row in rows] == [
         ("wgrad", 3, "1"), ("wgrad", 10, "3x4"), ("fprop", 10, "3x4"), ("dgrad", 10, "3x4"),
@@ -26,14 +26,14 @@ def test_the_smoke_run_checks_every_split_count_and_writes_its_rows(tmp_path):
 
 def test_a_spent_budget_starts_no_case_and_says_so(tmp_path):
     out = tmp_path / "split.txt"
-    assert split_reduction.main(["--smoke", "--budget-s", "0", "--out", str(out)]) == 0
+    assert since_campaign.main(["--smoke", "--budget-s", "0", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text()) == []
-    assert out.read_text().count("# not run (budget): smoke N=2") == len(split_reduction.SMOKE)
+    assert out.read_text().count("# not run (budget): smoke N=2") == len(since_campaign.SMOKE)
 
 
 def test_the_campaign_times_are_found_by_the_configs_text():
-    times = split_reduction.campaign_times()
-    for layer, n, *_, pass_name, tile, splits in split_reduction.CASES:
+    times = since_campaign.campaign_times()
+    for layer, n, *_, pass_name, tile, splits in since_campaign.CASES:
         for split in splits:
             block_m, block_n, block_k, warps, stages = tile
             text = f"{block_m}x{block_n}x{block_k} g8 s{split} w{warps} st{stages}"
@@ -44,12 +44,12 @@ def test_the_campaign_times_are_found_by_the_configs_text():
 def test_the_campaign_fits_behind_the_notes():
     """notes/kernels.md (session 44) quotes these: layer1.0.conv1's weight gradient, one output tile,
     0.33 to 0.41 µs per split's partial at every N, 0.28 to 0.33 µs per 64-deep step."""
-    fits = {fit["batch"]: fit for fit in split_reduction.campaign_fits() if fit["layer"] == "layer1.0.conv1"}
+    fits = {fit["batch"]: fit for fit in since_campaign.campaign_fits() if fit["layer"] == "layer1.0.conv1"}
     assert sorted(fits) == [1, 8, 32, 128]
     per_split = [round(fits[n]["c_us_per_split"], 2) for n in (1, 8, 32, 128)]
     assert per_split == [0.33, 0.33, 0.34, 0.41]
     assert all(0.27 < fit["b_us_per_step"] < 0.33 for fit in fits.values())
-    assert "layer1.0.conv1" in split_reduction.render_fits(list(fits.values()))
+    assert "layer1.0.conv1" in since_campaign.render_fits(list(fits.values()))
 
 
 @pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 10, 16, 31, 32, 64, 100, 128, 132])
