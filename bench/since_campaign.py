@@ -3,6 +3,7 @@ campaign timed, beside what it measured for them (the follow-up's item 2, script
 
     python bench/since_campaign.py [--out FILE] [--smoke] [--budget-s S]
     python bench/since_campaign.py --fit     the campaign's split-K fits, from its committed timings
+    python bench/since_campaign.py --pairs   its dgrad against fprop at the same configs, likewise
 
 Two changes, each with a control that did not change:
 - dgrad's zero run. With TAP_BITS a padding row copies zeros instead of a masked dy; in the
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 import time
 from functools import partial
@@ -142,6 +144,81 @@ def render_fits(fits: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def padded_share(problem: ConvProblem) -> float:
+    """The share of dgrad's (input pixel, tap) pairs, over its stride phases, whose dy pixel lies in
+    the padding: the rows that copy the zero run with TAP_BITS."""
+
+    def axis(size, out_size, stride, pad, dil, taps):
+        pairs = [(h + pad - r * dil) for h in range(size) for r in range(taps)]
+        reached = [p // stride for p in pairs if p % stride == 0]  # a phase's taps: exact rows
+        return sum(0 <= p < out_size for p in reached) / len(reached)
+
+    rows = axis(problem.height, problem.out_height, problem.stride[0], problem.pad_top,
+                problem.dilation[0], problem.kernel_h)  # fmt: skip
+    cols = axis(problem.width, problem.out_width, problem.stride[1], problem.pad_left,
+                problem.dilation[1], problem.kernel_w)  # fmt: skip
+    return 1.0 - rows * cols
+
+
+def campaign_pairs() -> list[dict]:
+    """Every config the campaign timed for both fprop and dgrad of one stride-1 ResNet-50 layer and
+    N: the same tile on the same GEMM shape (M = N·H·W, N and K the channels), whose main loops
+    issue about the same instructions per step (notes/autotune/sm90_mainloop-*.md), with dgrad's
+    share of padding copies. (A strided layer's dgrad is another GEMM: its phases' rows cover the
+    input, four times fprop's output rows at stride 2.)"""
+    from triton_conv.layers import resnet50_convs
+
+    convs = dict(resnet50_convs())
+    times = campaign_times()
+    pairs = []
+    for (layer, n, pass_name, config), dgrad_us in sorted(times.items()):
+        fprop_us = times.get((layer, n, "fprop", config))
+        if pass_name != "dgrad" or fprop_us is None:
+            continue
+        problem = convs[layer].with_batch(n)
+        if problem.stride != (1, 1):
+            continue
+        pairs.append({
+            "layer": layer, "batch": n, "config": config, "fprop_us": fprop_us, "dgrad_us": dgrad_us,
+            "ratio": dgrad_us / fprop_us, "padded": padded_share(problem) if not problem.is_pointwise else 0.0,
+            "filter": f"{problem.kernel_h}x{problem.kernel_w}", "block_n": int(config.split("x")[1]),
+        })  # fmt: skip
+    return pairs
+
+
+def pair_medians(pairs: list[dict]) -> dict:
+    """{(padded share rounded to 0.1%, BLOCK_N or "all"): (pairs, median dgrad/fprop)}."""
+    groups = {}
+    for pair in pairs:
+        share = round(pair["padded"], 3)
+        for key in ((share, "all"), (share, pair["block_n"])):
+            groups.setdefault(key, []).append(pair["ratio"])
+    return {key: (len(ratios), statistics.median(ratios)) for key, ratios in groups.items()}
+
+
+def render_pairs(pairs: list[dict]) -> str:
+    lines = [
+        "# the campaign of 2026-12-04 (H200, bf16, channels_last): dgrad against fprop at the same config,",
+        "# stride-1 layers (the same GEMM); padded: dgrad's share of (input pixel, tap) pairs that copy",
+        "# the zero run instead of dy (one address for every program then)",
+        f"{'padded':>6s} {'BLOCK_N':>7s} {'pairs':>5s} {'median dgrad/fprop':>18s}",
+    ]
+    medians = pair_medians(pairs)
+    for share, block_n in sorted(medians, key=lambda key: (key[0], key[1] == "all", str(key[1]).zfill(4))):
+        count, median = medians[(share, block_n)]
+        lines.append(f"{share:6.1%} {block_n!s:>7s} {count:5d} {median:18.2f}")
+    lines.append(
+        f"{'layer':16s} {'filter':6s} {'N':>4s} {'config':24s} {'padded':>6s} {'fprop us':>9s} "
+        f"{'dgrad us':>9s} {'dgrad/fprop':>11s}"
+    )
+    for pair in sorted(pairs, key=lambda p: (-p["padded"], p["layer"], p["batch"], p["config"])):
+        lines.append(
+            f"{pair['layer']:16s} {pair['filter']:6s} {pair['batch']:4d} {pair['config']:24s} "
+            f"{pair['padded']:6.1%} {pair['fprop_us']:9.1f} {pair['dgrad_us']:9.1f} {pair['ratio']:11.2f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
     layer, n, c, h, w, k, r, stride, pass_name, tile, splits = case
     problem = ConvProblem.from_shapes((n, c, h, w), (k, c, r, r), stride=stride, padding=r // 2)
@@ -195,10 +272,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the table to this file (and its rows as .json beside)")
     parser.add_argument("--smoke", action="store_true", help="small shapes (the CPU's and the tests' run)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no case after this many seconds")
-    parser.add_argument("--fit", action="store_true", help="print the campaign's fits (no kernel runs)")
+    parser.add_argument("--fit", action="store_true", help="print the campaign's split-K fits (no kernel runs)")
+    parser.add_argument(
+        "--pairs", action="store_true", help="print the campaign's dgrad against fprop at one config (no kernel runs)"
+    )
     args = parser.parse_args(argv)
-    if args.fit:
-        print(render_fits(campaign_fits()), end="")
+    if args.fit or args.pairs:
+        print(render_fits(campaign_fits()) if args.fit else render_pairs(campaign_pairs()), end="")
         return 0
     on_gpu = torch.cuda.is_available() and not args.smoke
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -9,6 +9,7 @@ import pytest
 
 from bench import since_campaign
 from triton_conv.kernels.common import split_counters, split_groups
+from triton_conv.problem import ConvProblem
 
 pytestmark = pytest.mark.interpreter
 
@@ -50,6 +51,31 @@ def test_the_campaign_fits_behind_the_notes():
     assert per_split == [0.33, 0.33, 0.34, 0.41]
     assert all(0.27 < fit["b_us_per_step"] < 0.33 for fit in fits.values())
     assert "layer1.0.conv1" in since_campaign.render_fits(list(fits.values()))
+
+
+def test_the_campaign_pairs_behind_the_notes():
+    """notes/kernels.md (session 45) quotes these: dgrad over fprop at the same config on stride-1
+    layers, by the share of dgrad's copies that read the zero run, the medians rising with it."""
+    pairs = since_campaign.campaign_pairs()
+    medians = since_campaign.pair_medians(pairs)
+    shares = {share: round(median, 2) for (share, block_n), (_, median) in medians.items() if block_n == "all"}
+    assert shares == {0.0: 0.99, 0.024: 0.97, 0.047: 1.01, 0.093: 1.2, 0.181: 1.66}
+    assert medians[(0.181, 64)] == (6, pytest.approx(2.38, abs=0.005))
+    worst = max(pairs, key=lambda pair: pair["ratio"])
+    assert (worst["layer"], worst["batch"], worst["config"]) == ("layer4.1.conv2", 128, "128x64x32 g8 s1 w8 st4")
+    assert round(worst["ratio"], 2) == 3.39 and round(worst["padded"], 3) == 0.181
+    assert "median dgrad/fprop" in since_campaign.render_pairs(pairs)
+
+
+def test_the_padded_share_counts_each_phase_s_own_taps():
+    # 7x7, 3x3, pad 1: per axis 2 of 21 (pixel, tap) pairs read padding, 1 - (19/21)^2 in all.
+    assert since_campaign.padded_share(ConvProblem.from_shapes((1, 8, 7, 7), (8, 8, 3, 3), padding=1)) == (
+        pytest.approx(1 - (19 / 21) ** 2)
+    )
+    # Stride 2 on 8 rows, 3 taps, pad 1: phase 0 (even h) takes tap 1 only, phase 1 taps 0 and 2;
+    # of those 12 pairs, h = 7 with tap 0 reads p = 4, past the 4 output rows.
+    share = since_campaign.padded_share(ConvProblem.from_shapes((1, 8, 8, 8), (8, 8, 3, 3), stride=2, padding=1))
+    assert share == pytest.approx(1 - (11 / 12) ** 2)
 
 
 @pytest.mark.parametrize("split_k", [1, 2, 4, 7, 8, 9, 10, 16, 31, 32, 64, 100, 128, 132])
