@@ -161,11 +161,11 @@ def padded_share(problem: ConvProblem) -> float:
 
 
 def campaign_pairs() -> list[dict]:
-    """Every config the campaign timed for both fprop and dgrad of one stride-1 ResNet-50 layer and
-    N: the same tile on the same GEMM shape (M = N·H·W, N and K the channels), whose main loops
-    issue about the same instructions per step (notes/autotune/sm90_mainloop-*.md), with dgrad's
-    share of padding copies. (A strided layer's dgrad is another GEMM: its phases' rows cover the
-    input, four times fprop's output rows at stride 2.)"""
+    """Every config the campaign timed for both fprop and dgrad of one ResNet-50 layer and N whose
+    two passes are the same GEMM: stride 1 and as many input as output channels (M = N·H·W, N = C,
+    K = C·R·S), with dgrad's share of padding copies. (Elsewhere they differ: a strided layer's
+    dgrad rows cover the input, four times fprop's output rows at stride 2, and C != K swaps the
+    GEMM's N and K.)"""
     from triton_conv.layers import resnet50_convs
 
     convs = dict(resnet50_convs())
@@ -176,11 +176,12 @@ def campaign_pairs() -> list[dict]:
         if pass_name != "dgrad" or fprop_us is None:
             continue
         problem = convs[layer].with_batch(n)
-        if problem.stride != (1, 1):
+        if problem.stride != (1, 1) or problem.in_channels != problem.out_channels:
             continue
         pairs.append({
             "layer": layer, "batch": n, "config": config, "fprop_us": fprop_us, "dgrad_us": dgrad_us,
-            "ratio": dgrad_us / fprop_us, "padded": padded_share(problem) if not problem.is_pointwise else 0.0,
+            "ratio": dgrad_us / fprop_us,
+            "padded": padded_share(problem) if not problem.is_pointwise else 0.0,
             "filter": f"{problem.kernel_h}x{problem.kernel_w}", "block_n": int(config.split("x")[1]),
         })  # fmt: skip
     return pairs
@@ -199,7 +200,7 @@ def pair_medians(pairs: list[dict]) -> dict:
 def render_pairs(pairs: list[dict]) -> str:
     lines = [
         "# the campaign of 2026-12-04 (H200, bf16, channels_last): dgrad against fprop at the same config,",
-        "# stride-1 layers (the same GEMM); padded: dgrad's share of (input pixel, tap) pairs that copy",
+        "# stride 1 and C = K (the same GEMM); padded: dgrad's share of (input pixel, tap) pairs that copy",
         "# the zero run instead of dy (one address for every program then)",
         f"{'padded':>6s} {'BLOCK_N':>7s} {'pairs':>5s} {'median dgrad/fprop':>18s}",
     ]
@@ -272,9 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the table to this file (and its rows as .json beside)")
     parser.add_argument("--smoke", action="store_true", help="small shapes (the CPU's and the tests' run)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no case after this many seconds")
-    parser.add_argument("--fit", action="store_true", help="print the campaign's split-K fits (no kernel runs)")
+    parser.add_argument("--fit", action="store_true", help="the campaign's split-K fits (no kernel runs)")
     parser.add_argument(
-        "--pairs", action="store_true", help="print the campaign's dgrad against fprop at one config (no kernel runs)"
+        "--pairs", action="store_true", help="its dgrad against fprop at one config (no runs)"
     )
     args = parser.parse_args(argv)
     if args.fit or args.pairs:
