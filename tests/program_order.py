@@ -20,6 +20,10 @@ import numpy as np
 from triton.runtime import interpreter
 
 _rng = np.random.default_rng(0)
+# The interpreter's own, taken before any hook: chosen_programs bypasses programs_in_any_order,
+# which would draw a permutation of the whole (there: billions of programs) grid.
+_SET_GRID_DIM = interpreter.InterpreterBuilder.set_grid_dim
+_SET_GRID_IDX = interpreter.InterpreterBuilder.set_grid_idx
 
 
 def reseed(seed: int) -> None:
@@ -46,6 +50,28 @@ def programs_in_any_order():
         program = int(order[(x * ny + y) * nz + z])
         x, rest = divmod(program, ny * nz)
         return saved_idx(self, x, *divmod(rest, nz))
+
+    builder.set_grid_dim, builder.set_grid_idx = set_grid_dim, set_grid_idx
+    try:
+        yield
+    finally:
+        builder.set_grid_dim, builder.set_grid_idx = saved_dim, saved_idx
+
+
+@contextlib.contextmanager
+def chosen_programs(grid: tuple[int, int, int], programs: list[tuple[int, int, int]]):
+    """Launches made with the grid (len(programs), 1, 1) run `programs`, the (x, y, z) ids of
+    `grid`, and `tl.num_programs` says `grid`: a few programs of a launch too large to run whole
+    under the interpreter (past 2**31 programs) run as they would in it."""
+    builder = interpreter.InterpreterBuilder
+    saved_dim, saved_idx = builder.set_grid_dim, builder.set_grid_idx
+
+    def set_grid_dim(self, nx, ny, nz):
+        assert (nx, ny, nz) == (len(programs), 1, 1), "launch with a grid of (len(programs), 1, 1)"
+        _SET_GRID_DIM(self, *grid)
+
+    def set_grid_idx(self, x, y, z):
+        return _SET_GRID_IDX(self, *programs[x])
 
     builder.set_grid_dim, builder.set_grid_idx = set_grid_dim, set_grid_idx
     try:

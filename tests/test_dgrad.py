@@ -17,6 +17,7 @@ from triton_conv.launchers.dgrad import conv2d_dgrad, dgrad_plan, dgrad_spec
 from triton_conv.problem import ConvProblem
 from triton_conv.search_space import config_space
 
+from . import bounds, program_order
 from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, reference_conv2d, rel_error
 
 # (input shape, weight shape, conv2d keyword arguments): strides, dilations and paddings whose phases
@@ -185,9 +186,9 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
     zero run (launchers.common.zero_run) instead of a masked dy, from its program's own segment
     (ZERO_SEGMENTS of them). Here the run sits between NaN fences as wide as itself: a read past
     either end would put NaN in dx. Filled with ones instead of zeros, the same launch must give a
-    different dx (the padding rows do read the run), and ones in the second segment alone must
-    change a part of it (the second program reads its own segment, not one address shared by
-    every program)."""
+    different dx (the padding rows do read the run), and ones in the second segment alone, or in
+    the third, must each change a part of it, not the same part (programs 1 and 2 read their own
+    segments, not one address shared by every program)."""
     # Even H: the last row (h = 9) reads p = 5, one past dy; stride 1 across: both edges pad.
     x_shape, w_shape, kwargs = (1, 5, 10, 11), (out_channels, 5, 3, 3), dict(stride=(2, 1), padding=1)
     problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
@@ -220,12 +221,80 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
         length, fence = runs[-1]
         assert fence[length : 2 * length].eq(0).all(), "the zero run was written"
         assert rel_error(launch_with(fenced(1.0), config), ref) > 0.1, "the padding rows did not read the run"
-        # The same launch twice: bit-identical but where the program that owns segment 1 reads padding.
-        changed = (launch_with(fenced(0.0), config) != launch_with(fenced(1.0, segment=1), config)).sum()
-        assert 0 < changed.item() < dx.numel() // 2, "the second program did not read its own segment"
+        # The same launch again: bit-identical but where the program that owns the filled segment
+        # reads padding, a part of dx of its own for each segment.
+        zeros = launch_with(fenced(0.0), config)
+        changed = [launch_with(fenced(1.0, segment=k), config) != zeros for k in (1, 2)]
+        assert changed[0].any() and changed[1].any(), "programs 1 and 2 did not read their own segments"
+        assert not (changed[0] & changed[1]).any(), "two programs read one segment"
     monkeypatch.undo()
     run = zero_run(ZERO_SEGMENTS.value * LARGEST_BLOCK_K, dtype, dy.device)
     assert torch.count_nonzero(run) == 0, "the zero run was written"
+
+
+def fenced_zero_run(length, run_dtype, device):
+    """A zero run between NaN fences as long as itself: a read past either end puts NaN in dx."""
+    fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
+    return fence[length : 2 * length].zero_()
+
+
+def test_programs_past_the_segment_count_read_inside_the_zero_run(monkeypatch):
+    """Programs past the first ZERO_SEGMENTS read segment (program mod ZERO_SEGMENTS): four
+    programs of a 2,048-program launch (64 groups x 16 stride phases x 2 tiles), ids 1,214 to
+    2,047, each in the phase whose last row and column read padding. A kernel that left out the
+    modulus read past the run into its NaN fence."""
+    x_shape, w_shape, kwargs = (1, 64, 20, 20), (64, 1, 3, 3), dict(stride=4, padding=1, groups=64)
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    dy, w = torch.randn(problem.output_shape), torch.randn(w_shape)
+    dx = torch.full(problem.input_shape, float("nan"))
+    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run)
+    spec = dgrad_spec(dy, w, dx, problem, KernelConfig(16, 16, 16))
+    tiles, group_phases, _ = spec.grid
+    assert (tiles, group_phases) == (2, 64 * 16) and spec.constexprs["TAP_BITS"]
+    # Phase (3, 3) of groups 37 and 63: rows h = 3, 7, ..., 19 and the same columns; h = 19 reads p = 5.
+    programs = [(tile, 16 * group + 15, 0) for group in (37, 63) for tile in range(tiles)]
+    assert min(tile + tiles * phase for tile, phase, _ in programs) >= ZERO_SEGMENTS.value
+    with program_order.chosen_programs(spec.grid, programs):
+        launch(spec._replace(grid=(len(programs), 1, 1)))
+    ref = reference_dgrad(dy, w, problem)
+    for group in (37, 63):
+        assert rel_error(dx[:, group, 3::4, 3::4], ref[:, group, 3::4, 3::4]) < REL_TOL_FP32_IEEE
+
+
+def test_a_program_past_two_to_the_31_reads_inside_the_zero_run(monkeypatch):
+    """A legal launch of 65,539 x 65,534 programs (two groups, stride 32,767 across one column):
+    its linear program id wraps in int32, where `program % ZERO_SEGMENTS` went negative and read
+    before the run. Two of its programs run (tests/program_order.chosen_programs): tile 0 and the
+    last tile of group 1, whose first and last rows read padding; their rows of dx must be right
+    and every read inside a tensor (the fence around the run is NaN)."""
+    rows = 65538 * 16 + 16
+    x_shape, w_shape = (1, 32, rows, 1), (32, 16, 3, 1)
+    kwargs = dict(stride=(1, 32767), padding=(1, 0), groups=2)
+    problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
+    config = KernelConfig(16, 16, 16)
+    dy = torch.zeros(problem.output_shape)  # untouched pages: only the rows the programs read are set
+    head, tail = slice(0, 17), slice(rows - 17, rows)
+    for part in (head, tail):
+        dy[:, :, part] = torch.randn(1, 32, 17, 1)
+    w = torch.randn(w_shape)
+    dx = torch.full(problem.input_shape, float("nan"))
+    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run)
+    spec = dgrad_spec(dy, w, dx, problem, config)
+    tiles, group_phases, _ = spec.grid
+    assert tiles * group_phases >= 2**31 and spec.constexprs["TAP_BITS"]
+    group_1 = group_phases // 2  # phase 0 of group 1: the only phase across (stride 32,767) with rows
+    programs = [(0, group_1, 0), (tiles - 1, group_1, 0)]
+    with program_order.chosen_programs(spec.grid, programs), bounds.addresses_checked() as outside:
+        launch(spec._replace(grid=(len(programs), 1, 1)))
+    assert not outside.accesses, outside.report()
+
+    def reference(part):  # 17 rows of dy give 16 exact rows of dx at one end
+        return torch.nn.grad.conv2d_input(
+            (1, 32, 17, 1), w.double(), dy[:, :, part].double(), padding=(1, 0), groups=2
+        )[:, 16:]
+
+    assert rel_error(dx[:, 16:, :16], reference(head)[:, :, :16]) < REL_TOL_FP32_IEEE
+    assert rel_error(dx[:, 16:, rows - 16 :], reference(tail)[:, :, 1:]) < REL_TOL_FP32_IEEE
 
 
 # --- the phase decomposition spends no multiply-add on an inserted zero -------------------------

@@ -13,9 +13,9 @@ phase (a smaller phase's surplus tiles do no work), axis 2 splits the reduction.
 With TAP_BITS a row whose tap reads padding takes its BLOCK_K channels from `zeros_ptr` (the
 launcher's never-written run of ZERO_SEGMENTS x BLOCK_K zeros) instead of a masked load from dy:
 the copy then needs no mask, which Triton 3.9 turns into four more instructions per 16-byte
-vector. Each program reads its own segment of the run: with one segment, every padding row of
-every CTA copies the same bytes, and those 16-byte copies (cp.async.cg, past the L1) all queue at
-the one L2 slice that holds them.
+vector. Each program reads its own segment of the run (its linear id modulo ZERO_SEGMENTS): with
+one segment, every padding row of every CTA copies the same bytes, and those 16-byte copies
+(cp.async.cg, past the L1) all queue at the one L2 slice that holds them.
 
 HAS_BIAS adds a bias per column (input channel) in the epilogue: the transposed convolution's forward
 is this pass, and its bias belongs there.
@@ -179,9 +179,12 @@ def dgrad_kernel(
         first_cols = ((1 << (taps_h * cols)) - 1) // ((1 << cols) - 1)  # bits jr·taps_w, every jr
         tap_bad = ~tap_bits(lo_h, hi_h, lo_w, hi_w, cols, first_cols)[:, None]
         tap_bit = 1 << (jr * cols + js)
+        # The linear program id wraps in int32 past 2**31 programs (nothing bounds the grid's
+        # product), where `%` goes negative: its magnitude is a segment all the same. (Masking the
+        # low bits is as right, but ptxas then schedules the stem's loop 2 instructions longer.)
         program = tl.program_id(0) + tl.num_programs(0) * (tl.program_id(1) + tl.num_programs(1) * split_id)
         # A segment is BLOCK_K elements: the same contiguity and alignment as dy's channels.
-        zero_run = zeros_ptr + (program % ZERO_SEGMENTS) * BLOCK_K + offs_k[None, :]
+        zero_run = zeros_ptr + tl.abs(program % ZERO_SEGMENTS) * BLOCK_K + offs_k[None, :]
 
     acc = zero_accumulator(BLOCK_M, BLOCK_N, dy_ptr)
     for _ in range(it, it_end):
