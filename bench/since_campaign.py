@@ -160,6 +160,31 @@ def padded_share(problem: ConvProblem) -> float:
     return 1.0 - rows * cols
 
 
+def zero_run_copies(problem: ConvProblem, config: KernelConfig, element_size: int = 2) -> int:
+    """Warp-wide copy instructions of a stride-1 dgrad launch that read the zero run: per CTA, tap
+    and channel block, the dy tile's BLOCK_M rows move in 16-byte vectors, BLOCK_K·size/16 threads
+    to a row, so one warp's copy spans 32 / that many consecutive rows (Triton's blocked layout
+    for the tile); it reads the run when any of its rows reads padding at that tap. Rows past the
+    GEMM's M are masked off and read nothing."""
+    assert problem.stride == (1, 1), "a stride-1 layer: one phase, every tap"
+    rows_per_copy = max(1, 32 // max(1, config.block_k * element_size // 16))
+    gemm_m = problem.batch * problem.height * problem.width
+    rows = torch.arange(-(-gemm_m // config.block_m) * config.block_m)
+    h, w = rows % (problem.height * problem.width) // problem.width, rows % problem.width
+    copies = 0
+    for r in range(problem.kernel_h):
+        for s in range(problem.kernel_w):
+            p = h + problem.pad_top - r * problem.dilation[0]
+            q = w + problem.pad_left - s * problem.dilation[1]
+            padded = (rows < gemm_m) & (
+                (p < 0) | (p >= problem.out_height) | (q < 0) | (q >= problem.out_width)
+            )
+            copies += int(padded.view(-1, rows_per_copy).any(1).sum())
+    column_tiles = -(-problem.in_per_group // config.block_n)
+    channel_blocks = -(-problem.out_per_group // config.block_k)
+    return copies * column_tiles * channel_blocks * problem.groups
+
+
 def campaign_pairs() -> list[dict]:
     """Every config the campaign timed for both fprop and dgrad of one ResNet-50 layer and N whose
     two passes are the same GEMM: stride 1 and as many input as output channels (M = N·H·W, N = C,
@@ -178,8 +203,10 @@ def campaign_pairs() -> list[dict]:
         problem = convs[layer].with_batch(n)
         if problem.stride != (1, 1) or problem.in_channels != problem.out_channels:
             continue
+        copies = zero_run_copies(problem, KernelConfig(*map(int, _CONFIG_TEXT.fullmatch(config).groups())))
         pairs.append({
             "layer": layer, "batch": n, "config": config, "fprop_us": fprop_us, "dgrad_us": dgrad_us,
+            "copies": copies, "excess_us": dgrad_us - fprop_us,
             "ratio": dgrad_us / fprop_us,
             "padded": padded_share(problem) if not problem.is_pointwise else 0.0,
             "filter": f"{problem.kernel_h}x{problem.kernel_w}", "block_n": int(config.split("x")[1]),
@@ -197,6 +224,14 @@ def pair_medians(pairs: list[dict]) -> dict:
     return {key: (len(ratios), statistics.median(ratios)) for key, ratios in groups.items()}
 
 
+def queue_rate(pair: dict, least_excess_us: float = 20.0) -> float | None:
+    """Zero-run copies per second of dgrad's excess time (GHz), where the excess is large enough
+    to be the queue's and not the timings' noise; else None."""
+    if pair["excess_us"] < least_excess_us:
+        return None
+    return pair["copies"] / pair["excess_us"] / 1e3
+
+
 def render_pairs(pairs: list[dict]) -> str:
     lines = [
         "# the campaign of 2026-12-04 (H200, bf16, channels_last): dgrad against fprop at the same config,",
@@ -208,14 +243,18 @@ def render_pairs(pairs: list[dict]) -> str:
     for share, block_n in sorted(medians, key=lambda key: (key[0], key[1] == "all", str(key[1]).zfill(4))):
         count, median = medians[(share, block_n)]
         lines.append(f"{share:6.1%} {block_n!s:>7s} {count:5d} {median:18.2f}")
-    lines.append(
+    lines += [
+        "# run copies: warp-wide copies that read the zero run (zero_run_copies); G/s: of them per",
+        "# second of dgrad's time beyond fprop's, where that excess is 20 us or more (a queue's rate)",
         f"{'layer':16s} {'filter':6s} {'N':>4s} {'config':24s} {'padded':>6s} {'fprop us':>9s} "
-        f"{'dgrad us':>9s} {'dgrad/fprop':>11s}"
-    )
+        f"{'dgrad us':>9s} {'dgrad/fprop':>11s} {'run copies':>10s} {'G/s':>5s}",
+    ]
     for pair in sorted(pairs, key=lambda p: (-p["padded"], p["layer"], p["batch"], p["config"])):
+        rate = f"{queue_rate(pair):5.2f}" if queue_rate(pair) else f"{'':5s}"
         lines.append(
             f"{pair['layer']:16s} {pair['filter']:6s} {pair['batch']:4d} {pair['config']:24s} "
-            f"{pair['padded']:6.1%} {pair['fprop_us']:9.1f} {pair['dgrad_us']:9.1f} {pair['ratio']:11.2f}"
+            f"{pair['padded']:6.1%} {pair['fprop_us']:9.1f} {pair['dgrad_us']:9.1f} {pair['ratio']:11.2f} "
+            f"{pair['copies']:10d} {rate}"
         )
     return "\n".join(lines) + "\n"
 

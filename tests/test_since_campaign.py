@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bench import since_campaign
+from triton_conv.configs import KernelConfig
 from triton_conv.kernels.common import split_counters, split_groups
 from triton_conv.problem import ConvProblem
 
@@ -68,6 +69,35 @@ def test_the_campaign_pairs_behind_the_notes():
     assert worst["config"] == "128x64x32 g8 s1 w8 st4"
     assert round(worst["ratio"], 2) == 3.39 and round(worst["padded"], 3) == 0.181
     assert "median dgrad/fprop" in since_campaign.render_pairs(pairs)
+
+
+def test_the_excess_follows_the_copies_that_read_the_zero_run():
+    """notes/kernels.md (session 45): at 7x7 and N=128 two configs make the same number of copies
+    that read the run and took the same time beyond fprop, though their fprop times differ; the
+    config with half the copies took half that: one queue's rate, 3.55 to 3.66 G copies/s."""
+    pairs = {
+        pair["config"]: pair
+        for pair in since_campaign.campaign_pairs()
+        if (pair["layer"], pair["batch"]) == ("layer4.1.conv2", 128)
+    }
+    wide_m, square, wide_n = (
+        pairs[c] for c in ("128x64x32 g8 s1 w8 st4", "64x64x32 g8 s1 w4 st4", "64x128x32 g8 s1 w8 st4")
+    )
+    assert wide_m["copies"] == square["copies"] == 2 * wide_n["copies"] == 659456
+    assert (
+        abs(wide_m["excess_us"] - square["excess_us"]) < 0.2
+        and abs(wide_m["fprop_us"] - square["fprop_us"]) > 20
+    )
+    assert [round(since_campaign.queue_rate(p), 2) for p in (wide_m, square, wide_n)] == [3.55, 3.55, 3.66]
+
+
+def test_zero_run_copies_counts_warp_copies_with_a_padded_row():
+    # 2x2 image, 3x3 filter, pad 1: every pixel pads at every tap but the centre; the 4 rows are one
+    # warp's copy at BLOCK_K 64 (bf16: 8 threads to a row), the tile's other 12 rows masked off.
+    problem = ConvProblem.from_shapes((1, 64, 2, 2), (64, 64, 3, 3), padding=1)
+    assert since_campaign.zero_run_copies(problem, KernelConfig(16, 64, 64)) == 8
+    # Two column tiles and two channel blocks of the reduction: four times as many.
+    assert since_campaign.zero_run_copies(problem, KernelConfig(16, 32, 32)) == 8 * 2 * 2
 
 
 def test_the_padded_share_counts_each_phase_s_own_taps():
