@@ -70,8 +70,10 @@ CASES = [
     ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "fprop", (64, 64, 64, 4, 3), (8, 16)),
     ("layer4.1.conv2", 1, 512, 7, 7, 512, 3, 1, "dgrad", (64, 64, 64, 4, 3), (8, 16)),
 ]
-# Small shapes for the CPU: one group of splits (3), and three groups of four, the last short (10).
+# Small shapes for the CPU: one group of splits (3), and three groups of four, the last short (10);
+# dgrad unsplit, as the zero run's cases run.
 SMOKE = [
+    ("smoke", 2, 8, 9, 7, 24, 3, 1, "dgrad", (16, 16, 16, 4, 1), (1,)),
     ("smoke", 2, 8, 9, 7, 24, 3, 1, "wgrad", (16, 16, 16, 4, 1), (3, 10)),
     ("smoke", 2, 8, 9, 7, 24, 3, 1, "fprop", (16, 16, 16, 4, 1), (10,)),
     ("smoke", 2, 8, 9, 7, 24, 3, 1, "dgrad", (16, 16, 16, 4, 1), (10,)),

@@ -20,7 +20,8 @@ def test_the_smoke_run_checks_every_split_count_and_writes_its_rows(tmp_path):
     assert since_campaign.main(["--smoke", "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(row["pass"], row["split_k"], row["groups"]) for row in rows] == [
-        ("wgrad", 3, "1"), ("wgrad", 10, "3x4"), ("fprop", 10, "3x4"), ("dgrad", 10, "3x4"),
+        ("dgrad", 1, "1"), ("wgrad", 3, "1"), ("wgrad", 10, "3x4"),
+        ("fprop", 10, "3x4"), ("dgrad", 10, "3x4"),
     ]  # fmt: skip
     assert all(row["relative_error"] < 1e-5 for row in rows)
     assert "groups" in out.read_text().splitlines()[2]
