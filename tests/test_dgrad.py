@@ -175,6 +175,23 @@ def test_int64_chosen_for_views_that_reach_2_pow_31():
 LARGEST_BLOCK_K = max(c.block_k for c in config_space("dgrad"))
 
 
+def fenced_zero_run(fill=0.0, segment=None, runs=None):
+    """A stand-in for launchers.common.zero_run: the run between NaN fences as long as itself (a
+    read past either end puts NaN in dx), holding zeros but `fill` in every segment (segment None)
+    or in one; each (length, fence) made is appended to `runs` when given."""
+
+    def run(length, run_dtype, device):
+        fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
+        inside = fence[length : 2 * length].zero_()
+        block_k = length // ZERO_SEGMENTS.value
+        inside[slice(None) if segment is None else slice(segment * block_k, (segment + 1) * block_k)] = fill
+        if runs is not None:
+            runs.append((length, fence))
+        return inside
+
+    return run
+
+
 @pytest.mark.parametrize(
     "out_channels", [2 * LARGEST_BLOCK_K, LARGEST_BLOCK_K + 24], ids=["aligned", "k_tail"]
 )
@@ -196,46 +213,29 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
     ref = reference_dgrad(dy, w, problem)
     runs = []
 
-    def fenced(fill, segment=None):
-        def run(length, run_dtype, device):
-            assert length == ZERO_SEGMENTS.value * LARGEST_BLOCK_K
-            fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
-            runs.append((length, fence))
-            inside = fence[length : 2 * length].zero_()
-            if segment is None:
-                return inside.fill_(fill)
-            inside[segment * LARGEST_BLOCK_K : (segment + 1) * LARGEST_BLOCK_K] = fill
-            return inside
-
-        return run
-
     def launch_with(run, config):
         monkeypatch.setattr(launch_common, "zero_run", run)
         with triton_only():
             return conv2d_dgrad(dy, w, problem, config, channels_last=layout == "nhwc")
 
     for config in (KernelConfig(16, 16, LARGEST_BLOCK_K), KernelConfig(32, 16, LARGEST_BLOCK_K, split_k=2)):
-        monkeypatch.setattr(launch_common, "zero_run", fenced(0.0))
+        monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run(runs=runs))
         dx = run_case(x_shape, w_shape, kwargs, dtype, layout, triton_only, config=config, dy=dy)
         assert not dx.isnan().any()
         length, fence = runs[-1]
+        assert length == ZERO_SEGMENTS.value * LARGEST_BLOCK_K
         assert fence[length : 2 * length].eq(0).all(), "the zero run was written"
-        assert rel_error(launch_with(fenced(1.0), config), ref) > 0.1, "the padding rows did not read the run"
+        ones = launch_with(fenced_zero_run(1.0), config)
+        assert rel_error(ones, ref) > 0.1, "the padding rows did not read the run"
         # The same launch again: bit-identical but where the program that owns the filled segment
         # reads padding, a part of dx of its own for each segment.
-        zeros = launch_with(fenced(0.0), config)
-        changed = [launch_with(fenced(1.0, segment=k), config) != zeros for k in (1, 2)]
+        zeros = launch_with(fenced_zero_run(), config)
+        changed = [launch_with(fenced_zero_run(1.0, segment=k), config) != zeros for k in (1, 2)]
         assert changed[0].any() and changed[1].any(), "programs 1 and 2 did not read their own segments"
         assert not (changed[0] & changed[1]).any(), "two programs read one segment"
     monkeypatch.undo()
     run = zero_run(ZERO_SEGMENTS.value * LARGEST_BLOCK_K, dtype, dy.device)
     assert torch.count_nonzero(run) == 0, "the zero run was written"
-
-
-def fenced_zero_run(length, run_dtype, device):
-    """A zero run between NaN fences as long as itself: a read past either end puts NaN in dx."""
-    fence = torch.full((3 * length,), float("nan"), dtype=run_dtype, device=device)
-    return fence[length : 2 * length].zero_()
 
 
 def test_programs_past_the_segment_count_read_inside_the_zero_run(monkeypatch):
@@ -247,7 +247,7 @@ def test_programs_past_the_segment_count_read_inside_the_zero_run(monkeypatch):
     problem = ConvProblem.from_shapes(x_shape, w_shape, **kwargs)
     dy, w = torch.randn(problem.output_shape), torch.randn(w_shape)
     dx = torch.full(problem.input_shape, float("nan"))
-    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run)
+    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run())
     spec = dgrad_spec(dy, w, dx, problem, KernelConfig(16, 16, 16))
     tiles, group_phases, _ = spec.grid
     assert (tiles, group_phases) == (2, 64 * 16) and spec.constexprs["TAP_BITS"]
@@ -278,7 +278,7 @@ def test_a_program_past_two_to_the_31_reads_inside_the_zero_run(monkeypatch):
         dy[:, :, part] = torch.randn(1, 32, 17, 1)
     w = torch.randn(w_shape)
     dx = torch.full(problem.input_shape, float("nan"))
-    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run)
+    monkeypatch.setattr(launch_common, "zero_run", fenced_zero_run())
     spec = dgrad_spec(dy, w, dx, problem, config)
     tiles, group_phases, _ = spec.grid
     assert tiles * group_phases >= 2**31 and spec.constexprs["TAP_BITS"]
