@@ -147,13 +147,12 @@ def campaign_pairs() -> list[dict]:
         problem = convs[layer].with_batch(n)
         if problem.stride != (1, 1) or problem.in_channels != problem.out_channels:
             continue
-        copies = zero_run_copies(problem, KernelConfig(*map(int, _CONFIG_TEXT.fullmatch(config).groups())))
+        tile = KernelConfig(*map(int, _CONFIG_TEXT.fullmatch(config).groups()))
         pairs.append({
             "layer": layer, "batch": n, "config": config, "fprop_us": fprop_us, "dgrad_us": dgrad_us,
-            "copies": copies, "excess_us": dgrad_us - fprop_us,
-            "ratio": dgrad_us / fprop_us,
-            "padded": padded_share(problem) if not problem.is_pointwise else 0.0,
-            "filter": f"{problem.kernel_h}x{problem.kernel_w}", "block_n": int(config.split("x")[1]),
+            "copies": zero_run_copies(problem, tile), "excess_us": dgrad_us - fprop_us,
+            "ratio": dgrad_us / fprop_us, "padded": padded_share(problem),
+            "filter": f"{problem.kernel_h}x{problem.kernel_w}", "block_n": tile.block_n,
         })  # fmt: skip
     return pairs
 
