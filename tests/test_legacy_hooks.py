@@ -343,3 +343,50 @@ def test_a_same_module_given_a_bad_geometry_later_is_refused_as_torch_refuses_it
             setattr(module, name, value)
         with pytest.raises(RuntimeError):
             module(torch.randn(2, 3, 7, dtype=EXACT, requires_grad=True))
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+@pytest.mark.parametrize("given", [None, [1.0], "numpy"], ids=["None", "list", "numpy"])
+def test_a_hooked_module_given_a_non_tensor_raises_the_function_s_error(name, given):
+    """A legacy hook must not change which error a wrong input gets: the node's path asked the
+    input for .dim() first (AttributeError, neither torch's TypeError nor a RuntimeError)."""
+    import numpy as np
+
+    given = np.zeros(MODULES[name][1]) if given == "numpy" else given
+    module = triton_conv.convert_model(MODULES[name][0](True))
+    errors = []
+    for hooked in (False, True):
+        if hooked:
+            _hooked(module, [])
+        with pytest.raises(TypeError) as raised:  # as torch's module raises
+            module(given)
+        errors.append(raised.value)
+    assert (type(errors[1]), str(errors[1])) == (type(errors[0]), str(errors[0]))
+
+
+@pytest.mark.parametrize("register", ["module", "global"])
+def test_torch_fx_refuses_clearly_to_trace_through_a_module_with_a_legacy_hook(register, triton_only):
+    """fx's tracer hands the module a Proxy. The node's path branched on it (a TraceError about
+    control flow); given to the function, torch's own module call then loops without end (it
+    indexes the Proxy output in search of a tensor, as for any module fx traces through). The
+    error says what to use; triton_conv.symbolic_trace keeps the module, hook and all."""
+    torch_model = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same", bias=False), nn.ReLU()).to(EXACT)
+    model = triton_conv.convert_model(copy.deepcopy(torch_model))
+    x = torch.randn(2, 3, 6, 5, dtype=EXACT, requires_grad=True)
+    seen = []
+    hook = lambda m, gi, go: seen.append(len(gi))
+    register_hook = register_module_backward_hook if register == "global" else model[0].register_backward_hook
+    handle = register_hook(hook)
+    try:
+        with pytest.raises(torch.fx.proxy.TraceError, match="triton_conv.symbolic_trace"):
+            torch.fx.symbolic_trace(model)
+        traced = triton_conv.symbolic_trace(model)
+        with triton_only() as proof:
+            y = traced(x)
+            y.sum().backward()
+    finally:
+        handle.remove()
+    # the node's backward recomputes the forward (the module docstring): two forward launches
+    assert proof.launches == {"fprop_kernel": 2, "dgrad_kernel": 1, "wgrad_kernel": 1}
+    assert rel_error(y, torch_model(x)) < EXACT_TOL
+    assert 3 in seen  # the hook ran in the graph, on torch's (input, weight, bias) node

@@ -204,6 +204,19 @@ def _uncopyable_net():
     return net
 
 
+class _ScaledNet(Net):
+    """A plain tensor attribute (not a buffer) in the forward's arithmetic, and a lock."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.scale = torch.full((1, 8, 1, 1), 2.0)
+
+    def forward(self, x):
+        x = self.frozen(self.body(self.stem(x) * self.scale))
+        return self.head(x.mean((2, 3)))
+
+
 def _net_read_through_a_closure():
     net = Net()
     net.head.register_forward_hook(lambda module, args, out: out + net.head.bias)  # the original's bias
@@ -221,7 +234,7 @@ def _legacy_weight_norm_net():
 @pytest.mark.parametrize(
     "make, on_the_copy",
     [(_legacy_weight_norm_net, True), (_uncopyable_net, False), (_net_read_through_a_closure, False),
-     (_CopiesItsData, False)],
+     (_CopiesItsData, False), (_ScaledNet, False)],
 )  # fmt: skip
 def test_a_model_the_copy_cannot_serve_is_read_live_and_left_as_it_was(make, on_the_copy, monkeypatch):
     """The meta copy failed a model with legacy weight_norm (deepcopy refuses its computed weight),
@@ -241,6 +254,8 @@ def test_a_model_the_copy_cannot_serve_is_read_live_and_left_as_it_was(make, on_
     assert type(net.stem) is torch.nn.Conv2d
     hooks = lambda model: [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
     assert hooks(net) == hooks(make())  # none added, none left
+    # a plain tensor attribute (read live it was left real: the forward mixed devices) is its own again
+    assert not isinstance(net, _ScaledNet) or (net.scale.device.type == "cpu" and net.scale.eq(2).all())
     keys = lambda model: [r.key for r in model_tuning.tune_model(model, (3, 10, 12), device="cpu",
                                                                   stream=io.StringIO())]  # fmt: skip
     assert keys(net) == keys(Net())

@@ -104,8 +104,21 @@ def convolve(module: torch.nn.Module, function: Callable, input, weight, bias, *
 
 
 def _recorded(module: torch.nn.Module, function: Callable, input, weight, bias, **arguments):
+    if isinstance(input, torch.fx.Proxy) and has_legacy_backward_hooks(module):
+        # torch's Module call then looks for a tensor in the traced output by indexing it, and a
+        # Proxy indexed is another Proxy: it loops, growing, for any module fx traces through.
+        raise torch.fx.proxy.TraceError(
+            f"torch.fx.symbolic_trace cannot trace through {type(module).__name__} while it has a "
+            "legacy backward hook (register_backward_hook or register_module_backward_hook): torch's "
+            "module call loops on the traced output. triton_conv.symbolic_trace keeps triton-conv's "
+            "modules as call_module nodes, as torch's trace keeps torch's; or use "
+            "register_full_backward_hook"
+        )
+    # Any other non-tensor input (a wrong argument) goes to the function as it would without the
+    # hook, and gets the function's own error.
     if (
-        not torch.is_grad_enabled()
+        not isinstance(input, torch.Tensor)
+        or not torch.is_grad_enabled()
         or getattr(forward_ad, "_current_level", -1) >= 0
         or not has_legacy_backward_hooks(module)
     ):

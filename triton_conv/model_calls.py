@@ -21,9 +21,9 @@ The forward runs on a copy of the model whose tensors are meta tensors (CallFind
 itself is never touched and other threads may run it meanwhile. A model the copy cannot serve
 (copy.deepcopy refuses it; a forward or hook that reads the original model's tensors, through a
 closure; a `__deepcopy__` that copies data) is read as before: its own forward under
-torch.func.functional_call with meta tensors swapped in, its classes swapped and hooks added for
-the length of that call, one such call at a time in the process; a thread running that model
-meanwhile would see them.
+torch.func.functional_call with meta tensors swapped in (its plain tensor attributes too), its
+classes swapped and hooks added for the length of that call, one such call at a time in the
+process; a thread running that model meanwhile would see them.
 """
 
 from __future__ import annotations
@@ -248,9 +248,30 @@ class CallFinder:
             name: _meta_like(tensor, self.channels_last)
             for name, tensor in (*self.model.named_parameters(), *self.model.named_buffers())
         }
-        with _LIVE:
+        with _LIVE, _attributes_on_meta(self.model, self.channels_last):
             return _record(self.model, input_shape, self.channels_last,
                            lambda m, x: torch.func.functional_call(m, tensors, (x,)))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _attributes_on_meta(model: torch.nn.Module, channels_last: bool):
+    """Each module's plain tensor attributes (not parameters or buffers, which functional_call
+    swaps) as meta tensors for the length of a live forward, then the originals again: a forward
+    that computes with one (`y * self.scale`) would otherwise mix meta and real tensors."""
+    swapped = []
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                swapped.append((module, name, value))
+    twins = {}
+    try:
+        for module, name, value in swapped:
+            twin = twins.setdefault(id(value), _meta_like(value, channels_last))
+            module.__dict__[name] = twin
+        yield
+    finally:
+        for module, name, value in swapped:
+            module.__dict__[name] = value
 
 
 def conv_problems(model: torch.nn.Module, input_shape, *, channels_last: bool = True) -> list[ConvCall]:

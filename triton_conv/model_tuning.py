@@ -132,9 +132,10 @@ def tune_model(
     for shape in shapes:
         try:
             calls = finder.calls(shape)
-        except RuntimeError as error:  # the model refused the shape: say which argument gave it
+        except RuntimeError as error:  # say which argument gave the shape, and how it was run
             raise ConvArgumentError(
-                f"input_shapes {shape}: the model's forward refused it: {error}"
+                f"input_shapes {shape}: the model's forward, run at this shape on meta tensors (shapes, "
+                f"no data), failed: {error}"
             ) from error
         for call in calls:
             for batch in batch_sizes:
