@@ -3,6 +3,9 @@ range) or a TypeError (a wrong type) that names the argument (triton_conv.model.
 divided by zero deep inside, failed on a missing attribute, or returned 0, nan, inf or negative
 seconds; NumPy and torch integers, which torch accepts as sizes, failed as batch sizes."""
 
+from decimal import Decimal
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -157,6 +160,8 @@ CASES = [
     _case("Terms floor 1e307", lambda: Terms(call_floor_s=1e307), ValueError, "call_floor_s"),
     _case("Terms fraction 1e-320", lambda: Terms(achieved_fraction=1e-320), ValueError, "achieved_fraction"),
     _case("Terms stack 1e308", lambda: Terms(stack_overhead_s=1e308), ValueError, "stack_overhead_s"),
+    _case("network_time passes None", lambda: network_time(LAYERS, None, 1, "H200"), TypeError, "passes"),
+    _case("network_time passes 5", lambda: network_time(LAYERS, 5, 1, "H200"), TypeError, "passes"),
 ]  # fmt: skip
 
 
@@ -236,3 +241,31 @@ def test_the_model_times_the_problem_the_ops_run():
 def test_fit_fraction_reads_a_generator_of_points():
     points = [(3e-5, 5e-6, 1e-5), (6e-5, 5e-6, 2.5e-5)]
     assert fit_fraction(p for p in points) == fit_fraction(points)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [torch.tensor(2e-5, requires_grad=True), torch.tensor([2e-5]), np.float32(2e-5), Decimal("0.00002"),
+     Fraction(1, 50000)],
+    ids=["tensor", "1-element tensor", "numpy", "Decimal", "Fraction"],
+)  # fmt: skip
+def test_terms_keep_their_numbers_as_floats(value):
+    """Terms checked its numbers but kept the caller's objects: a tensor came back out of every
+    time computed with it (with a grad_fn), a Decimal failed the first sum without a name."""
+    terms = Terms(call_floor_s=value, achieved_fraction=value * 10000, stack_overhead_s=value)
+    assert all(
+        type(getattr(terms, name)) is float
+        for name in ("call_floor_s", "achieved_fraction", "stack_overhead_s")
+    )
+    assert terms == Terms(
+        call_floor_s=float(value), achieved_fraction=float(value * 10000), stack_overhead_s=float(value)
+    )
+    assert "µs per call" in str(terms)
+    assert type(network_time(resnet50(), "fprop", 8, "H200", terms=terms)) is float
+    fitted = fit_stack(resnet50(), "fprop", "H200", "fp16", {1: 1e-2, 32: 4e-2}, call_floor_s=value)
+    assert type(fitted.call_floor_s) is float and type(fitted.stack_overhead_s) is float
+
+
+def test_a_meta_tensor_term_is_refused_by_name():
+    with pytest.raises(TypeError, match="call_floor_s"):
+        Terms(call_floor_s=torch.empty((), device="meta"))

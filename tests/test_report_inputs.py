@@ -640,6 +640,21 @@ def test_text_from_a_runs_files_cannot_break_the_note(tmp_path):
     assert '"x": "\\n\\u003c!-- END campaign h200 -->' in section  # the JSON, escaped by JSON's rules
 
 
+def test_a_gpu_name_from_a_sweep_cannot_break_the_measured_section(tmp_path):
+    """campaign.md escaped a GPU's name, but the measured section of batching.md wrote it as read:
+    a name holding a line break put a heading of its own into the note."""
+    from triton_conv.report.measured import make_report
+
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(_timings(gpu="H200 | <b>x</b>\n# injected")))
+    note = tmp_path / "batching.md"
+    make_report(str(sweep), str(note), plots=False)
+    text = note.read_text()
+    assert "\n# injected" not in text and "<b>" not in text
+    assert "### H200 | &lt;b>x&lt;/b> # injected: measured" in text
+    assert "- GPU: H200 | &lt;b>x&lt;/b> # injected (" in text
+
+
 @pytest.mark.parametrize(
     ("ceilings", "words"),
     [(None, "- measured ceilings: none (the ceilings step did not measure)"),

@@ -126,8 +126,29 @@ def _dtype_name(text: str) -> str:
     return text
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's store, refusing an option given twice: `--fit 1=0.01 --fit 128=0.04` kept the
+    last alone (a calibration on one point, silently), as `--passes a --passes b` and `--out`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is not None and getattr(self, "given", False):
+            several = f" (its values go after one {option_string}: {option_string} A B ...)"
+            parser.error(f"{option_string} is given twice" + (several if self.nargs in ("+", "*") else ""))
+        self.given = True
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The commands' parser (its subcommands' too: add_subparsers makes parsers of its own class)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="triton-conv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -41,7 +41,7 @@ def check_finite(
         if isinstance(value, (bool, str, bytes)):
             raise TypeError
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor with no value (meta)
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
     except OverflowError:  # an int past a float's range (10**400): not a finite number of anything
         raise ValueError(f"{name} must be a finite number, got an integer too large for a float") from None

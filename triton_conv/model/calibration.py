@@ -54,7 +54,7 @@ def fit_stack(
                 for n, t in measured_s.items()}  # fmt: skip
     if len(measured) < len(measured_s):  # two keys of one batch size (1 and tensor(1)): one time dropped
         raise ValueError(f"measured_s names one batch size twice: {list(measured_s)}")
-    check_finite(call_floor_s, "call_floor_s", least=0)
+    call_floor_s = check_finite(call_floor_s, "call_floor_s", least=0)
     overlapped = check_flag(overlapped, "overlapped")
     layers = list(layers)
     (n1, t1), *rest = sorted(measured.items())

@@ -55,7 +55,12 @@ def layer_time(
 
 
 def _passes(passes) -> tuple[str, ...]:
-    names = (passes,) if isinstance(passes, str) else tuple(passes)
+    try:
+        names = (passes,) if isinstance(passes, str) else tuple(passes)
+    except TypeError:
+        raise TypeError(
+            f"passes must be a pass name or a list of them (fprop, dgrad, wgrad), got {passes!r}"
+        ) from None
     if not names:
         raise ValueError("passes is empty: name at least one of fprop, dgrad, wgrad")
     for name in names:

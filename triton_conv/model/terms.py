@@ -57,10 +57,19 @@ class Terms:
         object.__setattr__(self, "overlapped", check_flag(self.overlapped, "overlapped"))  # "False" was True
         # Finite, and within bounds no call or stack comes near, so that no sum or quotient of them
         # overflows (a 1e307 s floor made S(N) NaN, a fraction of 1e-320 infinite times).
-        check_finite(self.call_floor_s, "call_floor_s", least=0, most=MOST_SECONDS)
-        fraction = self.achieved_fraction
-        check_finite(fraction, "achieved_fraction", least=LEAST_FRACTION, most=1 / LEAST_FRACTION)
-        check_finite(self.stack_overhead_s, "stack_overhead_s", least=-MOST_SECONDS, most=MOST_SECONDS)
+        # Each kept as the checked float: a tensor, numpy scalar, Decimal or Fraction came back out of
+        # every time computed with it (a tensor with a grad_fn), or failed later without a name.
+        checked = {
+            "call_floor_s": check_finite(self.call_floor_s, "call_floor_s", least=0, most=MOST_SECONDS),
+            "achieved_fraction": check_finite(
+                self.achieved_fraction, "achieved_fraction", least=LEAST_FRACTION, most=1 / LEAST_FRACTION
+            ),
+            "stack_overhead_s": check_finite(
+                self.stack_overhead_s, "stack_overhead_s", least=-MOST_SECONDS, most=MOST_SECONDS
+            ),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def __str__(self) -> str:
         return (

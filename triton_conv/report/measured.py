@@ -11,7 +11,7 @@ from pathlib import Path
 from ..autotune_markdown import inside_notes
 from ..output_files import check_apart, slug
 from .host_time import host_time_table
-from .markdown import replace_section, table
+from .markdown import inline, replace_section, table
 from .measured_model import FIT_BATCH, model_check_by_batch, model_check_table
 from .measured_tables import (
     batching_table,
@@ -42,12 +42,13 @@ def provenance(meta: dict, json_path) -> str:
         f"TF32 for fp32: {ours.get('tf32', '—')}; measured matmul peak (TFLOP/s): {peaks}",
         f"- source: `{json_path}`",
     ]
-    return "\n".join(lines)
+    # Text read from the run's file: a line break in a GPU's name wrote a heading into the note.
+    return "\n".join(inline(line) for line in lines)
 
 
 def _gpu(meta: dict) -> str:
     """The GPU a run names; a run that names none was not measured on one (the CPU's interpreter)."""
-    return meta["machine_info"].get("triton_conv", {}).get("gpu") or "cpu (interpreter)"
+    return inline(meta["machine_info"].get("triton_conv", {}).get("gpu") or "cpu (interpreter)")
 
 
 def _cell(record: dict) -> tuple:
