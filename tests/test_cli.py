@@ -650,6 +650,15 @@ def test_an_option_given_twice_is_refused(argv, capsys):
     assert stopped.value.code == 2 and f"{argv[1]} is given twice" in capsys.readouterr().err
 
 
+def test_one_parser_parses_twice():
+    """The refusal of a second occurrence is per parse, not per parser."""
+    parser = cli.build_parser()
+    for batch in ("2", "4"):
+        assert parser.parse_args(["predict", "--batch", batch, "--fit", "1=1e-2"]).batch == [int(batch)]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "--batch", "2", "--batch", "4"])
+
+
 def test_an_option_given_once_with_its_values_still_runs(capsys):
     assert cli.main(["predict", "--fit", "1=1e-2", "128=0.04", "--batch", "1", "32"]) == 0
     assert "calibrated" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -350,8 +351,6 @@ def test_a_same_module_given_a_bad_geometry_later_is_refused_as_torch_refuses_it
 def test_a_hooked_module_given_a_non_tensor_raises_the_function_s_error(name, given):
     """A legacy hook must not change which error a wrong input gets: the node's path asked the
     input for .dim() first (AttributeError, neither torch's TypeError nor a RuntimeError)."""
-    import numpy as np
-
     given = np.zeros(MODULES[name][1]) if given == "numpy" else given
     module = triton_conv.convert_model(MODULES[name][0](True))
     errors = []

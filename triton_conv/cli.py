@@ -128,10 +128,13 @@ def _dtype_name(text: str) -> str:
 
 class _StoreOnce(argparse._StoreAction):
     """argparse's store, refusing an option given twice: `--fit 1=0.01 --fit 128=0.04` kept the
-    last alone (a calibration on one point, silently), as `--passes a --passes b` and `--out`."""
+    last alone (a calibration on one point, silently), as `--passes a --passes b` and `--out`.
+    `given` is per parse (_Parser resets it)."""
+
+    given = False
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if option_string is not None and getattr(self, "given", False):
+        if option_string is not None and self.given:
             several = f" (its values go after one {option_string}: {option_string} A B ...)"
             parser.error(f"{option_string} is given twice" + (several if self.nargs in ("+", "*") else ""))
         self.given = True
@@ -145,6 +148,12 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        for action in self._actions:  # a parser parses again from nothing given
+            if isinstance(action, _StoreOnce):
+                action.given = False
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -258,16 +258,16 @@ def _attributes_on_meta(model: torch.nn.Module, channels_last: bool):
     """Each module's plain tensor attributes (not parameters or buffers, which functional_call
     swaps) as meta tensors for the length of a live forward, then the originals again: a forward
     that computes with one (`y * self.scale`) would otherwise mix meta and real tensors."""
-    swapped = []
-    for module in model.modules():
-        for name, value in list(vars(module).items()):
-            if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
-                swapped.append((module, name, value))
-    twins = {}
+    twins = _meta_twins(model, channels_last)  # the meta copy's twins: one per tensor, shared as it is
+    swapped = [
+        (module, name, value)
+        for module in model.modules()
+        for name, value in list(vars(module).items())
+        if isinstance(value, torch.Tensor)
+    ]
     try:
         for module, name, value in swapped:
-            twin = twins.setdefault(id(value), _meta_like(value, channels_last))
-            module.__dict__[name] = twin
+            module.__dict__[name] = twins[id(value)]
         yield
     finally:
         for module, name, value in swapped:
