@@ -64,7 +64,8 @@ def test_predict_names_the_kernel_a_transposed_layer_runs(capsys):
         predict(pix2pix.problem.with_batch(8), "fprop", None, device).time_s * 1e6
     )
     whole = network_time(unet_decoder(), ("fprop", "dgrad", "wgrad"), 8, device)
-    assert f"{whole * 1e3:.3f}" in out
+    ideal_8 = next(line.split() for line in out.splitlines() if line.startswith("ideal      8"))
+    assert float(ideal_8[2]) == pytest.approx(whole * 1e3, abs=5e-4)
 
 
 @pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf", "-inf", "ten"])
@@ -303,9 +304,9 @@ def test_predict_refuses_batches_and_measurements_it_cannot_use(argv, capsys):
      (["--fit", "1=0.001", "8=0.0010001"], "as if the work ran at"),
      # A stack cost below zero printed T(1) = -0.411 ms, or (V100) faster than the model's own T(1);
      # an overlapped fit printed 5.13 ms at the N=8 measured at 2 ms; 1e15 divided by zero (now: above a day).
-     (["--fit", "32=0.010", "128=0.040"], "stack cost comes out at -2.39 ms, below zero"),
+     (["--fit", "32=0.010", "128=0.040"], "stack cost comes out at -2.4 ms, below zero"),
      (["--device", "V100", "--fit", "16=0.010", "64=0.040"], "below zero"),
-     (["--overlapped", "--fit", "8=0.002", "128=0.05"], "gives 0.00513 s at N=8, where 0.002 s"),
+     (["--overlapped", "--fit", "8=0.002", "128=0.05"], "gives 0.00564 s at N=8, where 0.002 s"),
      (["--fit", "1=0.001", "128=1e15"], "more than a day"), (["--fit", "1=0.001", "128=1e16"], "more than a"),
      # One point of 1.7e308 s printed T(N) and S(N) as inf; one of 1e300 printed 0 images/s.
      (["--fit", "1=1.7e308"], "more than a day for one batch"), (["--fit", "1=1e300"], "more than a day"),

@@ -35,7 +35,7 @@ def _refuse_what_no_gpu_measured(terms, measured: dict, layers, args, device) ->
 
     for batch, seconds in sorted(measured.items()):
         cost = network_cost(layers, args.passes, batch, device, args.dtype)
-        least = cost.calls * terms.call_floor_s + cost.roofline_s
+        least = cost.calls * terms.call_floor_s + cost.serial_s + cost.roofline_s
         if not seconds >= least:
             raise ValueError(
                 f"--fit {batch}={seconds:g}: faster than any run of these layers on {device.name} in "

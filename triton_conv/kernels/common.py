@@ -4,6 +4,8 @@
 import triton
 import triton.language as tl
 
+from ..configs import split_sum_groups
+
 
 @triton.jit
 def swizzled_tile(tile_id, tiles_m, tiles_n, GROUP_M: tl.constexpr):
@@ -119,26 +121,9 @@ def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
-@triton.constexpr_function
-def split_groups(split_k):
-    """(splits per group, groups) of reduce_splits' two-level sum.
-
-    The split that sums a tile's partials reads them one after another, each read a round trip to
-    L2: on the H200 of 2026-12-04 about 0.3 µs per 64x64 fp32 partial (fitted to the campaign's
-    timings of one config at 16, 32 and 64 splits), so that 64 splits ran slower than 32 on the
-    layers that most need them. In groups, the last split of each group to arrive sums its group,
-    and the last group to finish sums the groups' sums: size + groups reads on the path of the last
-    split instead of split_k (16 instead of 64), and one step more (the group's sum stored and
-    fenced, a second count), counted as two reads. Taken where that is fewer: from 9 splits on, so
-    8 splits keep the one-level sum. The sum's order stays fixed (within each group by split, then
-    by group). A compile-time function (the kernels call it on SPLIT_K) that the launchers call too
-    (through a cache: a call costs microseconds on the host)."""
-    split_k = int(split_k)
-    size = 1
-    while size * size < split_k:  # ceil(sqrt(split_k)), in what the JIT lets such a function use
-        size += 1
-    groups = (split_k + size - 1) // size
-    return (size, groups) if size + groups + 2 < split_k else (split_k, 1)
+# (splits per group, groups) of reduce_splits' two-level sum: configs.split_sum_groups, whose
+# docstring says why, called by the kernels at compile time.
+split_groups = triton.constexpr_function(split_sum_groups)
 
 
 @triton.constexpr_function

@@ -9,7 +9,8 @@ launch takes `waves` rounds, and a launch with fewer tiles than slots leaves SMs
 Its parts, each a module with its formulas in its docstring:
     resources    one CTA's shared memory and registers, CTAs per SM (`occupancy`)
     tiles        tiles, slots, waves, tile, reduction and wave efficiency (`tile_stats`)
-    roofline     one call's time: floor + max(compute, memory) / achieved fraction (`predict_config`)
+    roofline     one call's time: floor + max(compute, memory) / achieved fraction + split-K's serial
+                 sum of partial tiles (`predict_config`, `split_sum_s`)
     choice       the config of the pruned space with the least predicted time (`best_config`), and
                  `predict`, which uses it when no config is given
     terms        the named terms: per-call floor, achieved fraction, stack overhead (`Terms`)
@@ -52,7 +53,14 @@ from .network import (
     network_time,
 )
 from .resources import Occupancy, dtype_kind, occupancy, registers_per_thread, smem_per_cta
-from .roofline import Prediction, compulsory_bytes, predict_config, reference_config
+from .roofline import (
+    SPLIT_READ_S,
+    Prediction,
+    compulsory_bytes,
+    predict_config,
+    reference_config,
+    split_sum_s,
+)
 from .terms import CALL_FLOOR_S, DEFAULT_TERMS, NO_FLOOR, Terms
 from .tiles import TileStats, launch_tiles, tile_stats, work_flops
 
@@ -60,6 +68,7 @@ __all__ = [
     "CALL_FLOOR_S",
     "DEFAULT_TERMS",
     "NO_FLOOR",
+    "SPLIT_READ_S",
     "NetworkCost",
     "Occupancy",
     "Prediction",
@@ -87,6 +96,7 @@ __all__ = [
     "reference_config",
     "registers_per_thread",
     "smem_per_cta",
+    "split_sum_s",
     "tile_stats",
     "weight_bytes",
     "work_flops",

@@ -2,11 +2,14 @@
 
 fit_stack — a software stack running a network: from its measured time per batch at one or two
     batch sizes N1 < N2, the stack overhead s (seconds per inference) and, with a second batch size,
-    the achieved fraction η. Serial, T(N) = s + calls·floor + roofline(N)/η is linear in s and 1/η,
-    so two points give them exactly:
-        1/η = (T(N2) − T(N1)) / (roofline(N2) − roofline(N1)),  s = T(N1) − calls·floor − roofline(N1)/η.
-    Overlapped, T(N) = max(s, calls·floor + roofline(N)/η): the larger batch is taken to be the GPU's
-    time (1/η = (T(N2) − calls·floor) / roofline(N2)) and the smaller the stack's (s = T(N1)).
+    the achieved fraction η. Serial, T(N) = s + calls·floor + serial(N) + roofline(N)/η is linear in
+    s and 1/η (serial(N): the calls' split-K serial sums, roofline.py, which η does not scale), so
+    two points give them exactly:
+        1/η = (T(N2) − T(N1) − serial(N2) + serial(N1)) / (roofline(N2) − roofline(N1)),
+        s = T(N1) − calls·floor − serial(N1) − roofline(N1)/η.
+    Overlapped, T(N) = max(s, calls·floor + serial(N) + roofline(N)/η): the larger batch is taken to
+    be the GPU's time (1/η = (T(N2) − calls·floor − serial(N2)) / roofline(N2)) and the smaller the
+    stack's (s = T(N1)).
     The floor stays what it is given (the default 5 µs): it cannot be told apart from s by a network's
     time. Every other batch size is then a prediction. A negative s or an η above 1 is returned as
     found: it says the model's curve has the wrong shape for that stack, and the report shows it
@@ -70,14 +73,16 @@ def fit_stack(
                 f"cannot fit: the time must grow from N={n1} ({t1:.3g} s) to N={n2} ({t2:.3g} s)"
             )
         if overlapped:
-            inverse = (t2 - cost2.calls * call_floor_s) / cost2.roofline_s
+            inverse = (t2 - cost2.calls * call_floor_s - cost2.serial_s) / cost2.roofline_s
             if not inverse > 0:
+                least = cost2.calls * call_floor_s + cost2.serial_s
                 raise ValueError(f"cannot fit: N={n2} ({t2:.3g} s) takes less than its {cost2.calls} calls' "
-                                 f"floors ({cost2.calls * call_floor_s:.3g} s)")  # fmt: skip
+                                 f"floors and serial sums ({least:.3g} s)")  # fmt: skip
         else:
-            inverse = (t2 - t1) / (cost2.roofline_s - cost1.roofline_s)
+            inverse = (t2 - t1 - cost2.serial_s + cost1.serial_s) / (cost2.roofline_s - cost1.roofline_s)
     fraction = 1.0 / inverse if inverse > 0 else math.inf
-    overhead = t1 if overlapped else t1 - cost1.calls * call_floor_s - cost1.roofline_s * inverse
+    gpu1 = cost1.calls * call_floor_s + cost1.serial_s + cost1.roofline_s * inverse
+    overhead = t1 if overlapped else t1 - gpu1
     if not (math.isfinite(fraction) and math.isfinite(overhead)):  # times far apart for a float
         raise ValueError(
             f"cannot fit measured_s {sorted(measured.items())}: the achieved fraction comes out as"

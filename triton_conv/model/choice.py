@@ -2,13 +2,15 @@
 config_space, pruned by pruning.py as the tuner prunes it before timing) that the roofline predicts
 fastest, as an autotuner that measured exactly the model's times would pick.
 
-The ranking is by the roofline time at achieved fraction 1, ties broken towards fewer splits, larger
-tiles, then the config's text. Neither the per-call floor (added to every config alike) nor the
-achieved fraction (dividing every config's roofline alike) changes the ranking, so one choice serves
-every calibration (terms.py).
+The ranking is by the time at achieved fraction 1 without the floor (Prediction.ideal_s: the
+roofline plus split-K's serial sum), ties broken towards fewer splits, larger tiles, then the
+config's text. The per-call floor (added to every config alike) does not change the ranking; the
+achieved fraction divides the roofline but not the serial sum, so a fitted fraction below 1 would
+weigh the sum a little less, and the choice is still made once, at 1, so that one choice serves
+every calibration (terms.py) and a calibration stays a fit of two numbers.
 
 At a small batch the choice is usually a 64x64 tile with the reduction split (its partial tiles fill
-the slots that N=1 leaves idle; a 14x14, 256-channel layer on an H200 runs 8 splits); at a large
+the slots that N=1 leaves idle; a 14x14, 256-channel layer on an H200 runs 4 splits); at a large
 batch a large tile (fewer, fuller waves). The model gives each slot 1/W of the peak, so a smaller
 tile gains speed only by filling more of the slots, never by running alone on an SM.
 """
@@ -69,7 +71,7 @@ def _best(
             terms=NO_FLOOR,
             row_spans=row_spans,
         )
-        key = (p.roofline_s, config.split_k, -config.block_m * config.block_n, str(config))
+        key = (p.ideal_s, config.split_k, -config.block_m * config.block_n, str(config))
         ranked.append((key, config))
     if not ranked:
         return reference_config(pass_name, kind, device)

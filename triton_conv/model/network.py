@@ -2,7 +2,7 @@
 
 A layer set is a list of (name, problem at N=1, count) (triton_conv.layers). Its GPU time at batch N is
 
-    G(N) = Σ_layers Σ_passes count · (call_floor_s + roofline(N) / achieved_fraction)
+    G(N) = Σ_layers Σ_passes count · (call_floor_s + roofline(N) / achieved_fraction + serial(N))
 
 with each call in the config choice.best_config picks for that N, and its time on a stack
 T(N) = stack_overhead_s + G(N), or max(stack_overhead_s, G(N)) when the stack overlaps (terms.py).
@@ -71,14 +71,16 @@ def _passes(passes) -> tuple[str, ...]:
 
 
 class NetworkCost(NamedTuple):
-    """What T(N) is made of: kernel calls per step, and the sum of their roofline times (seconds)."""
+    """What T(N) is made of: kernel calls per step, the sum of their roofline times and the sum of
+    their split-K serial sums (seconds; roofline.py)."""
 
     calls: int
     roofline_s: float
+    serial_s: float = 0.0
 
     def gpu_s(self, terms: Terms = DEFAULT_TERMS) -> float:
-        """G = calls · call_floor_s + roofline_s / achieved_fraction."""
-        return self.calls * terms.call_floor_s + self.roofline_s / terms.achieved_fraction
+        """G = calls · call_floor_s + roofline_s / achieved_fraction + serial_s."""
+        return self.calls * terms.call_floor_s + self.roofline_s / terms.achieved_fraction + self.serial_s
 
     def time_s(self, terms: Terms = DEFAULT_TERMS) -> float:
         """T = stack_overhead_s + G, or max(stack_overhead_s, G) when the stack overlaps."""
@@ -89,7 +91,7 @@ class NetworkCost(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def _cost(layers: tuple, passes: tuple, batch: int, device: DeviceSpec, kind: str, allow_tf32: bool,
           input_dgrad: bool, config: KernelConfig | None) -> NetworkCost:  # fmt: skip
-    calls, seconds = 0, 0.0
+    calls, seconds, serial = 0, 0.0, 0.0
     for index, (_, problem, count, transposed) in enumerate(layers):
         for name in passes:
             # Only the network's input needs no gradient: one call of a first entry that counts
@@ -101,7 +103,8 @@ def _cost(layers: tuple, passes: tuple, batch: int, device: DeviceSpec, kind: st
             p = predict(problem.with_batch(batch), name, config, device, kind, allow_tf32=allow_tf32)
             calls += runs
             seconds += runs * p.roofline_s
-    return NetworkCost(calls, seconds)
+            serial += runs * p.serial_s
+    return NetworkCost(calls, seconds, serial)
 
 
 def network_cost(
@@ -115,7 +118,8 @@ def network_cost(
     input_dgrad: bool = False,
     config: KernelConfig | None = None,
 ) -> NetworkCost:
-    """The calls and summed roofline of the layers' passes at `batch` (one pass name or several)."""
+    """The calls, summed roofline and summed serial sums of the layers' passes at `batch` (one pass
+    name or several)."""
     kind, _ = dtype_kind(dtype)
     layers, batch, config = tuple(check_layers(layers)), check_count(batch, "batch"), check_config(config)
     allow_tf32, input_dgrad = check_flag(allow_tf32, "allow_tf32"), check_flag(input_dgrad, "input_dgrad")

@@ -14,7 +14,13 @@ compute_s = work_flops / (peak · η_tile · η_k · η_wave) (tiles.py): waves 
   peak: device.peak_flops(dtype) (fp32 uses TF32 when allow_tf32, a type without tensor cores runs
   at the fp32 FMA rate).
 memory_s = (bytes + splitk_bytes) / bandwidth.
-time_s = call_floor_s + max(compute_s, memory_s) / achieved_fraction   (terms.py names both).
+serial_s = split-K's serial sum: the split that finishes a tile reads its partial tiles one after
+  another (configs.split_sum_reads: split_k of them up to 8 splits, about 2·sqrt(split_k) + 2 in
+  two levels beyond), each read a round trip that no other CTA's work hides, SPLIT_READ_S per
+  64x64 fp32 partial (16 KiB) and in proportion to a partial's bytes. It is a latency, measured as
+  one, so the achieved fraction does not scale it.
+time_s = call_floor_s + max(compute_s, memory_s) / achieved_fraction + serial_s   (terms.py names
+  the floor and the fraction).
 tflops = flops / time_s / 1e12; efficiency = flops / time_s / peak. Both count the conventional
   FLOPs (the forward's, as benchmarks quote every pass), so a strided dgrad, whose stride phases
   skip the products that meet padding, can show an efficiency above 1 (a 4x4 stride-2 kernel padded
@@ -27,13 +33,27 @@ import functools
 import math
 from dataclasses import dataclass, replace
 
-from ..configs import KernelConfig
+from ..configs import KernelConfig, split_sum_reads
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
 from .arguments import check_config, check_flag, check_problem
 from .resources import check_pass, dtype_kind, smem_per_cta
 from .terms import DEFAULT_TERMS, Terms
 from .tiles import TileStats, tile_stats, work_flops
+
+# Seconds for the finishing split to read one 64x64 fp32 partial tile: the campaign of 2026-12-04
+# (H200) timed layer1.0.conv1's weight gradient in one 64x64 tile at 2 to 64 splits and N = 1 to
+# 128, and t = a + b·(steps per split) + c·split fits c = 0.33, 0.33, 0.34 and 0.41 µs
+# (`python bench/since_campaign.py --fit`; the lowest three, where one wave holds every split).
+# No other device was timed: the same seconds are assumed on every one.
+SPLIT_READ_S = 0.33e-6
+_TIMED_PARTIAL_ELEMENTS = 64 * 64
+
+
+def split_sum_s(config: KernelConfig) -> float:
+    """serial_s of the module docstring: the finishing split's partial reads, one after another."""
+    reads = split_sum_reads(config.split_k)
+    return reads * SPLIT_READ_S * config.block_m * config.block_n / _TIMED_PARTIAL_ELEMENTS
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,7 +101,8 @@ class Prediction:
     memory_s: float  # at the datasheet bandwidth
     floor_s: float  # the per-call floor
     achieved_fraction: float
-    time_s: float  # floor_s + max(compute_s, memory_s) / achieved_fraction
+    serial_s: float  # split-K's serial sum of the partial tiles (a latency: not scaled)
+    time_s: float  # floor_s + max(compute_s, memory_s) / achieved_fraction + serial_s
     tflops: float  # flops / time_s / 1e12
     efficiency: float  # conventional FLOP/s over the peak (above 1 where work_flops < flops)
     bound: str  # "compute" or "memory"
@@ -99,8 +120,14 @@ class Prediction:
 
     @property
     def roofline_s(self) -> float:
-        """max(compute_s, memory_s): the ideal kernel's time, without floor or achieved fraction."""
+        """max(compute_s, memory_s): what the achieved fraction scales."""
         return max(self.compute_s, self.memory_s)
+
+    @property
+    def ideal_s(self) -> float:
+        """roofline_s + serial_s: the time at achieved fraction 1 without the floor, which the
+        config choice ranks by (choice.py)."""
+        return self.roofline_s + self.serial_s
 
     @property
     def time_per_image_s(self) -> float:
@@ -167,7 +194,8 @@ def predict_config(
     efficiency = stats.tile_efficiency * stats.reduction_efficiency * stats.wave_efficiency
     compute_s = work / (peak * efficiency) if work else 0.0
     memory_s = (nbytes + splitk_bytes) / device.mem_bandwidth
-    time_s = terms.call_floor_s + max(compute_s, memory_s) / terms.achieved_fraction
+    serial_s = split_sum_s(config)
+    time_s = terms.call_floor_s + max(compute_s, memory_s) / terms.achieved_fraction + serial_s
     return Prediction(
         stats=stats,
         config=config,
@@ -182,6 +210,7 @@ def predict_config(
         memory_s=memory_s,
         floor_s=terms.call_floor_s,
         achieved_fraction=terms.achieved_fraction,
+        serial_s=serial_s,
         time_s=time_s,
         tflops=flops / time_s / 1e12,
         efficiency=flops / time_s / peak,

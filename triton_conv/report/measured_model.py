@@ -103,7 +103,7 @@ def fit_library(key: tuple, records: list[dict]) -> LibraryFit | None:
     problems = [parse_problem(r["problem"]) for r in records]
     ideal = [predict(p, r["pass"], None, device, dtype, terms=NO_FLOOR) for p, r in zip(problems, records)]
     floor = min(r["seconds"] for r in records)
-    fitted = [(r["seconds"], floor, i.roofline_s) for r, p, i in zip(records, problems, ideal)
+    fitted = [(r["seconds"], floor + i.serial_s, i.roofline_s) for r, p, i in zip(records, problems, ideal)
               if r["pass"] == "fprop" and p.batch == FIT_BATCH]  # fmt: skip
     if not fitted:
         return None

@@ -110,7 +110,7 @@ def fit_device(rows: list[LayerRow]) -> DeviceFit:
         )
         for r in rows
     ]
-    fitted = [(r.seconds, floor, p.roofline_s) for r, p in zip(rows, ideal, strict=True)
+    fitted = [(r.seconds, floor + p.serial_s, p.roofline_s) for r, p in zip(rows, ideal, strict=True)
               if r.pass_name == "fprop" and r.problem.batch == FIT_BATCH]  # fmt: skip
     terms = Terms(call_floor_s=floor, achieved_fraction=fit_fraction(fitted))
     predicted = [predict(r.problem, r.pass_name, p.config, device, dtype, allow_tf32=False, terms=terms,
