@@ -4,7 +4,7 @@
 import triton
 import triton.language as tl
 
-from ..configs import split_sum_groups
+from ..split_sum import split_sum_groups
 
 
 @triton.jit
@@ -121,7 +121,7 @@ def mma(acc, a, b, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
 
 
-# (splits per group, groups) of reduce_splits' two-level sum: configs.split_sum_groups, whose
+# (splits per group, groups) of reduce_splits' two-level sum: split_sum.split_sum_groups, whose
 # docstring says why, called by the kernels at compile time.
 split_groups = triton.constexpr_function(split_sum_groups)
 

@@ -1,6 +1,6 @@
 """The model: tiles, waves, a roofline, the config a library would pick, the terms it leaves out,
 activation memory. Pure Python: its modules import no kernel or launcher (only problem, configs,
-pruning and devices), though importing it runs triton_conv/__init__.py, which imports Triton.
+split_sum, pruning and devices), though importing it runs triton_conv/__init__.py, which imports Triton.
 
 It explains what batching buys a convolution. The batch folds into the GEMM's M (fprop: N·P·Q rows;
 dgrad: N·H·W rows); a launch makes one CTA per output tile; the GPU runs `slots` CTAs at once, so a

@@ -79,7 +79,13 @@ def fit_stack(
                 raise ValueError(f"cannot fit: N={n2} ({t2:.3g} s) takes less than its {cost2.calls} calls' "
                                  f"floors and serial sums ({least:.3g} s)")  # fmt: skip
         else:
-            inverse = (t2 - t1 - cost2.serial_s + cost1.serial_s) / (cost2.roofline_s - cost1.roofline_s)
+            growth = cost2.serial_s - cost1.serial_s  # the split-K serial sums: not scaled by η
+            if not t2 - t1 > growth:
+                raise ValueError(
+                    f"cannot fit: the time grows from N={n1} to N={n2} by {t2 - t1:.3g} s, no more than the "
+                    f"model's split-K serial sums alone ({growth:.3g} s): as if the work took no time"
+                )
+            inverse = (t2 - t1 - growth) / (cost2.roofline_s - cost1.roofline_s)
     fraction = 1.0 / inverse if inverse > 0 else math.inf
     gpu1 = cost1.calls * call_floor_s + cost1.serial_s + cost1.roofline_s * inverse
     overhead = t1 if overlapped else t1 - gpu1

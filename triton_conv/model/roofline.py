@@ -1,4 +1,5 @@
-"""The time of one call: a roofline over the tiles and waves, plus the per-call floor.
+"""The time of one call: a roofline over the tiles and waves, plus the per-call floor and split-K's
+serial sum of partial tiles.
 
 FLOPs (`flops`) = 2·N·P·Q·K·(C/g)·R·S for every pass (problem.flops("fprop")): the work TFLOP/s is
 quoted against; `work_flops` (tiles.py) is what the tiles compute.
@@ -15,7 +16,7 @@ compute_s = work_flops / (peak · η_tile · η_k · η_wave) (tiles.py): waves 
   at the fp32 FMA rate).
 memory_s = (bytes + splitk_bytes) / bandwidth.
 serial_s = split-K's serial sum: the split that finishes a tile reads its partial tiles one after
-  another (configs.split_sum_reads: split_k of them up to 8 splits, about 2·sqrt(split_k) + 2 in
+  another (split_sum.split_sum_reads: split_k of them up to 8 splits, about 2·sqrt(split_k) + 2 in
   two levels beyond), each read a round trip that no other CTA's work hides, SPLIT_READ_S per
   64x64 fp32 partial (16 KiB) and in proportion to a partial's bytes. It is a latency, measured as
   one, so the achieved fraction does not scale it.
@@ -33,9 +34,10 @@ import functools
 import math
 from dataclasses import dataclass, replace
 
-from ..configs import KernelConfig, split_sum_reads
+from ..configs import KernelConfig
 from ..devices import DeviceSpec, get_device
 from ..problem import ConvProblem
+from ..split_sum import split_sum_reads
 from .arguments import check_config, check_flag, check_problem
 from .resources import check_pass, dtype_kind, smem_per_cta
 from .terms import DEFAULT_TERMS, Terms

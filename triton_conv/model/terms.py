@@ -13,9 +13,9 @@ call_floor_s (seconds per kernel call)
 
 achieved_fraction (dimensionless, 0 < η <= 1, per device and dtype)
     The fraction of the roofline a real library reaches once tiles and waves are accounted for: its
-    compute and memory terms both run at η times the datasheet rates. It does not change which config
-    is fastest (every config's roofline time is divided by the same η), so the model's choice of
-    config (choice.py) is made once, at η = 1.
+    compute and memory terms both run at η times the datasheet rates (split-K's serial sum of
+    partial tiles, a latency measured as one, is not scaled: roofline.py). The model's choice of
+    config (choice.py) is made once, at η = 1, so that it is the same for every calibration.
 
 stack_overhead_s (seconds per inference, independent of the batch)
     What a software stack spends per call of the network beyond its convolution kernels' floors and
@@ -23,7 +23,7 @@ stack_overhead_s (seconds per inference, independent of the batch)
     their cost does not grow with the batch. Added once to a network's time (network.py).
 
 A whole network on a stack then takes, with G(N) = Σ_calls (call_floor_s + roofline_i(N) /
-achieved_fraction) the GPU's time,
+achieved_fraction + serial_i(N)) the GPU's time (serial_i: the call's split-K serial sum),
     T(N) = stack_overhead_s + G(N)            (serial: the stack's cost adds to the GPU's), or
     T(N) = max(stack_overhead_s, G(N))        (overlapped: the host dispatches asynchronously and
                                                the GPU works while it does).
