@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from bench import campaign_readings
 from triton_conv.configs import KernelConfig
+from triton_conv.model import SPLIT_READ_S
 from triton_conv.problem import ConvProblem
 
 
@@ -21,6 +24,8 @@ def test_the_campaign_fits_behind_the_notes():
     assert per_split == [0.33, 0.33, 0.34, 0.41]
     assert all(0.27 < fit["b_us_per_step"] < 0.33 for fit in fits.values())
     assert "layer1.0.conv1" in campaign_readings.render_fits(list(fits.values()))
+    # the model's per-read time is these fits' median where one wave holds every split (N <= 32)
+    assert statistics.median(per_split[:3]) * 1e-6 == pytest.approx(SPLIT_READ_S, rel=1e-12)
 
 
 def test_the_campaign_pairs_behind_the_notes():
