@@ -46,6 +46,7 @@ from triton_conv.campaign.timing import measure  # noqa: E402
 from triton_conv.configs import KernelConfig  # noqa: E402
 from triton_conv.kernels.common import split_groups  # noqa: E402
 from triton_conv.problem import ConvProblem  # noqa: E402
+from triton_conv.split_sum import split_sum_reads  # noqa: E402
 from triton_conv.timers import in_turn, input_sets  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script (python bench/since_campaign.py): bench/ is on the path
@@ -82,9 +83,25 @@ SMOKE = [
 ]
 
 
-def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
+def fitted_us(fit: dict | None, problem: ConvProblem, block_k: int, split: int) -> float | None:
+    """What the campaign's fit of this weight gradient's tile (campaign_readings.campaign_fits: t = a +
+    b·steps per split + c·split, with one partial read per split then) says the two-level sum takes
+    now: a + b·steps per split + c·split_sum_reads(split). The prediction this run checks; the model
+    (triton_conv.model) charges the same reads."""
+    if fit is None:
+        return None
+    steps = -(-problem.gemm("wgrad").k // block_k)
+    return (
+        fit["a_us"]
+        + fit["b_us_per_step"] * -(-steps // split)
+        + fit["c_us_per_split"] * split_sum_reads(split)
+    )
+
+
+def run_case(case, dtype, device, on_gpu: bool, before: dict, fits: dict | None = None) -> list[dict]:
     layer, n, c, h, w, k, r, stride, pass_name, tile, splits = case
     problem = ConvProblem.from_shapes((n, c, h, w), (k, c, r, r), stride=stride, padding=r // 2)
+    fit = (fits or {}).get((layer, n, tile)) if pass_name == "wgrad" else None
     tensors = make_inputs(problem, dtype, device)
     want = reference_result(pass_name, problem, tensors)
     sets = input_sets(tensors, partial(make_inputs, problem, dtype, device), device, pass_name)
@@ -101,6 +118,7 @@ def run_case(case, dtype, device, on_gpu: bool, before: dict) -> list[dict]:
             "groups": f"{groups}x{size}" if groups > 1 else "1", "relative_error": error,
             "us": timed.seconds * 1e6, "timer": timed.timer,
             "campaign_us": before.get((layer, n, pass_name, str(config))),
+            "fit_us": fitted_us(fit, problem, block_k, split),
         })  # fmt: skip
     return rows
 
@@ -109,16 +127,18 @@ def render(rows: list[dict], where: str) -> str:
     lines = [
         f"# since the campaign (dgrad's zero run, split-K's sum), {where}; torch {torch.__version__}",
         "# groups: groups x splits per group of the two-level sum (1: one split sums them all)",
+        "# fit us: the campaign's fit with the two-level sum's reads (fitted_us): what this run checks",
         f"{'layer':16s} {'N':>4s} {'pass':5s} {'config':24s} {'groups':>6s} {'rel.err':>8s} "
-        f"{'us':>9s} {'2026-12-04 us':>13s} {'ratio':>6s}",
+        f"{'us':>9s} {'2026-12-04 us':>13s} {'ratio':>6s} {'fit us':>7s}",
     ]
     for row in rows:
         before = row["campaign_us"]
         ratio = f"{before / row['us']:6.2f}" if before and row["us"] > 0 else f"{'—':>6s}"
         before_text = f"{before:13.1f}" if before else f"{'—':>13s}"
+        fit_text = f"{row['fit_us']:7.1f}" if row.get("fit_us") is not None else f"{'—':>7s}"
         lines.append(
             f"{row['layer']:16s} {row['batch']:4d} {row['pass']:5s} {row['config']:24s} {row['groups']:>6s} "
-            f"{row['relative_error']:8.1e} {row['us']:9.1f} {before_text} {ratio}"
+            f"{row['relative_error']:8.1e} {row['us']:9.1f} {before_text} {ratio} {fit_text}"
         )
     return "\n".join(lines) + "\n"
 
@@ -147,6 +167,7 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if on_gpu else torch.float32
     before = campaign_times() if on_gpu else {}
+    fits = {(fit["layer"], fit["batch"], fit["tile"]): fit for fit in campaign_fits()} if on_gpu else {}
     where = torch.cuda.get_device_name() if on_gpu else "CPU interpreter (smoke: times say nothing)"
     start, rows, notes = time.monotonic(), [], []
     for case in CASES if on_gpu else SMOKE:
@@ -154,7 +175,7 @@ def main(argv=None) -> int:
             notes.append(f"# not run (budget): {case[0]} N={case[1]} {case[8]}")
             continue
         try:
-            rows += run_case(case, dtype, device, on_gpu, before)
+            rows += run_case(case, dtype, device, on_gpu, before, fits)
         except Exception as error:  # one case's failure leaves the others' rows
             notes.append(f"# failed: {case[0]} N={case[1]} {case[8]}: {type(error).__name__}: {error}")
         if args.out:  # after each case, so that a run stopped from outside keeps what it measured
