@@ -655,6 +655,44 @@ def test_a_gpu_name_from_a_sweep_cannot_break_the_measured_section(tmp_path):
     assert "- GPU: H200 | &lt;b>x&lt;/b> # injected (" in text
 
 
+def test_benchmarks_the_report_does_not_read_are_counted_in_its_provenance(tmp_path):
+    """A sweep's records of a kind no table reads, of no kind or with no time were dropped without a
+    word beside the ones it read."""
+    from triton_conv.report.measured import make_report
+
+    data = _timings()
+    data["benchmarks"] += [
+        {"name": "new", "stats": {"median": 1e-5}, "extra_info": {"kind": "future_kind"}},
+        {"name": "new2", "stats": {"median": 2e-5}, "extra_info": {"kind": "future_kind"}},
+        {"name": "plain", "stats": {"median": 1e-5}, "extra_info": {}},
+        {"name": "untimed", "stats": {}, "extra_info": {"kind": "pass"}},
+    ]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(data))
+    note = tmp_path / "batching.md"
+    make_report(str(sweep), str(note), plots=False)
+    assert (
+        "- benchmarks this version does not read: 2 (kind 'future_kind'), 1 (no kind), 1 (no median time)"
+        in note.read_text()
+    )
+    sweep.write_text(json.dumps(_timings()))
+    make_report(str(sweep), str(note), plots=False)
+    assert "does not read" not in note.read_text()
+
+
+@pytest.mark.parametrize("median", [1e-30, 5e-10])
+def test_a_median_below_a_nanosecond_is_refused(tmp_path, median):
+    """1e-30 s was read as a time (1e25 TFLOP/s in the tables)."""
+    from triton_conv.report.sweep_json import load_run
+
+    data = _timings()
+    data["benchmarks"][0]["stats"]["median"] = median
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"stats.median is .*, not a time of at least 1e-09 s"):
+        load_run(sweep)
+
+
 @pytest.mark.parametrize(
     ("ceilings", "words"),
     [(None, "- measured ceilings: none (the ceilings step did not measure)"),

@@ -42,6 +42,9 @@ def provenance(meta: dict, json_path) -> str:
         f"TF32 for fp32: {ours.get('tf32', '—')}; measured matmul peak (TFLOP/s): {peaks}",
         f"- source: `{json_path}`",
     ]
+    if meta.get("not_read"):
+        unread = ", ".join(f"{count} ({why})" for why, count in meta["not_read"].items())
+        lines.append(f"- benchmarks this version does not read: {unread}")
     # Text read from the run's file: a line break in a GPU's name wrote a heading into the note.
     return "\n".join(inline(line) for line in lines)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 NOT_READ = "is not a pytest-benchmark JSON this version reads"
@@ -38,6 +39,8 @@ def _record(json_path, index: int, bench) -> dict:
     median = _object(json_path, f"{where}.stats", bench.get("stats")).get("median", info.get("seconds"))
     if median is not None and not is_amount(median):
         raise _refuse(json_path, f"{where}.stats.median", median, "a number of seconds")
+    if median is not None and median < LEAST_SECONDS:  # 1e-30 s was read as a time, 1e25 TFLOP/s
+        raise _refuse(json_path, f"{where}.stats.median", median, f"a time of at least {LEAST_SECONDS:g} s")
     batch = info.get("N")
     if batch is not None and not (is_count(batch, 1) and batch <= MOST_IMAGES):
         raise _refuse(
@@ -66,6 +69,7 @@ RECORD_AMOUNTS = ("eager_seconds", "host_seconds", "device_seconds", "tflops", "
 MODEL_AMOUNTS = ("seconds", "tflops", "efficiency")
 MOST_AMOUNT = 1e18
 MOST_SECONDS = 86400.0
+LEAST_SECONDS = 1e-9  # a nanosecond: no call of a kernel, a launch or a step takes less
 MOST_IMAGES = 2**31
 # The kinds of record the measured section reads (benchmarking.py, bench/, the campaign).
 READ_KINDS = ("pass", "batching", "training_step", "grad_accumulation", "matmul_peak", "dgrad_phases")
@@ -129,4 +133,13 @@ def load_run(json_path) -> tuple[list[dict], dict]:
             f"{json_path} {NOT_READ}: none of its {len(benchmarks)} benchmarks has an extra_info 'kind' "
             f"this version reads ({', '.join(READ_KINDS)}) and a median time"
         )
-    return records, _meta(json_path, data)
+    meta = _meta(json_path, data)
+    # Benchmarks no table reads (another version's kind, no kind, no time) were dropped unsaid.
+    unread = Counter(
+        ("no median time" if not info.get("seconds") else f"kind {str(info['kind'])!r}" if info.get("kind")
+         else "no kind")
+        for info in every
+        if not (info.get("kind") in READ_KINDS and info.get("seconds"))
+    )  # fmt: skip
+    meta["not_read"] = dict(sorted(unread.items()))
+    return records, meta
