@@ -27,6 +27,8 @@ The public API, in the units it returns:
     network_speedup(layers, passes, N, device, dtype, terms=)           S(N) = N·T(1)/T(N)
     fit_stack(layers, passes, device, dtype, {N1: s, N2: s}, overlapped=)  Terms of a stack
     fit_fraction([(measured s, floor s, roofline s), ...])              a library's achieved fraction
+                 (floor s: the per-call floor plus the call's split-K serial sum, Prediction.serial_s)
+    split_sum_s(config)                                                 seconds of split-K's serial sum
     predict(problem, pass, config, device, dtype, terms=, row_spans=)   a Prediction (tiles, waves, ...)
     best_config(problem, pass, device, dtype, row_spans=)               the KernelConfig a tuner would pick
 `row_spans` (predict, best_config, tile_stats) says how fprop walks fewer than 16 channels: True, as
