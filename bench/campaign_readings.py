@@ -67,7 +67,7 @@ def campaign_fits() -> list[dict]:
             a, b, c = torch.linalg.lstsq(design, times).solution.flatten().tolist()
             fits.append({
                 "layer": row["layer"], "batch": row["batch"], "gemm": row["gemm"], "tile": tile,
-                "timed": timed, "a_us": a, "b_us_per_step": b, "c_us_per_split": c,
+                "timed": timed, "steps": steps, "a_us": a, "b_us_per_step": b, "c_us_per_split": c,
             })  # fmt: skip
     return fits
 

@@ -83,18 +83,16 @@ SMOKE = [
 ]
 
 
-def fitted_us(fit: dict | None, problem: ConvProblem, block_k: int, split: int) -> float | None:
+def fitted_us(fit: dict | None, split: int) -> float | None:
     """What the campaign's fit of this weight gradient's tile (campaign_readings.campaign_fits: t = a +
     b·steps per split + c·split, with one partial read per split then) says the two-level sum takes
     now: a + b·steps per split + c·split_sum_reads(split). The prediction this run checks; the model
     (triton_conv.model) charges the same reads."""
     if fit is None:
         return None
-    steps = -(-problem.gemm("wgrad").k // block_k)
+    steps_per_split = -(-fit["steps"] // split)
     return (
-        fit["a_us"]
-        + fit["b_us_per_step"] * -(-steps // split)
-        + fit["c_us_per_split"] * split_sum_reads(split)
+        fit["a_us"] + fit["b_us_per_step"] * steps_per_split + fit["c_us_per_split"] * split_sum_reads(split)
     )
 
 
@@ -118,7 +116,7 @@ def run_case(case, dtype, device, on_gpu: bool, before: dict, fits: dict | None 
             "groups": f"{groups}x{size}" if groups > 1 else "1", "relative_error": error,
             "us": timed.seconds * 1e6, "timer": timed.timer,
             "campaign_us": before.get((layer, n, pass_name, str(config))),
-            "fit_us": fitted_us(fit, problem, block_k, split),
+            "fit_us": fitted_us(fit, split),
         })  # fmt: skip
     return rows
 

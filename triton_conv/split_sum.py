@@ -31,7 +31,7 @@ def split_sum_reads(split_k: int) -> int:
     counted as two reads more) on the longest path, where the last group to finish is a full one
     (a short last group finishing last reads fewer: 10 instead of 14 at 32 splits); 0 without
     split-K, whose tile never leaves the registers."""
-    size, groups = split_sum_groups(split_k)
-    if split_k == 1:
+    if int(split_k) == 1:
         return 0
+    size, groups = split_sum_groups(split_k)
     return split_k if groups == 1 else size + groups + 2
