@@ -29,6 +29,15 @@ class ConvTypeError(RuntimeError, TypeError):
     """A convolution argument of a wrong kind (catchable as torch's RuntimeError or TypeError)."""
 
 
+def inference_tensor_error(op: str, argument: str) -> ConvArgumentError:
+    """torch's refusal to save an inference tensor for backward, naming the op and the argument."""
+    return ConvArgumentError(
+        f"{op}: {argument} is an inference tensor (made under torch.inference_mode), and inference "
+        f"tensors cannot be saved for backward, which this call needs: clone {argument} outside inference "
+        "mode to get a normal tensor, or run the call under torch.inference_mode or torch.no_grad"
+    )
+
+
 class ConvDtypeError(ConvTypeError, NotImplementedError):
     """A tensor of a dtype the kernels do not compute in: also a NotImplementedError, which torch
     raises for a dtype its convolution has no kernel for (bool, float8), itself a RuntimeError."""

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from .arguments import ConvArgumentError, ConvTypeError, check_bias, check_tensors, int_tuple
+from .arguments import (
+    ConvArgumentError,
+    ConvTypeError,
+    check_bias,
+    check_tensors,
+    inference_tensor_error,
+    int_tuple,
+)
 from .autograd import conv2d_op, conv_transpose2d_op
 from .memo import BoundedMemo
 from .problem import ConvProblem
@@ -246,6 +253,9 @@ def _run_conv1d(x, weight, bias, problem: ConvProblem) -> torch.Tensor:
     # already contiguous, and jit.trace's check, which traces a dense copy of a sliced example again,
     # finds the two graphs differ.
     caller, x = x, x.contiguous()
+    if x is not caller and caller.is_inference() and _recorded(caller, weight, bias):
+        # torch's conv1d saves the caller's tensor, and refuses an inference tensor before computing
+        raise inference_tensor_error("conv1d", "input")
     if problem.pad_left != problem.pad_right and x.stride() != _contiguous_strides(x.shape):
         # An even kernel's 'same': torch convolves a padded copy, laid out (N, C, L) contiguous
         # whatever strides the input's size-1 dimensions had ((7, 1, 1) for one channel: its output

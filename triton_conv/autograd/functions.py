@@ -72,6 +72,7 @@ class Conv2dFunction(torch.autograd.Function):
     The bottom/right padding may be negative (a crop: see ConvProblem.from_sides)."""
 
     generate_vmap_rule = True
+    saved_arguments = (0, 1)  # the op's arguments that setup_context saves for backward
 
     forward = _forward_below_autograd(conv2d_op)
 
@@ -123,6 +124,7 @@ class InputGradFunction(torch.autograd.Function):
     """dx = conv_input(dy, w), linear in dy and in w; `input` only gives dx's shape and layout."""
 
     generate_vmap_rule = True
+    saved_arguments = (0, 2)
 
     forward = _forward_below_autograd(input_grad_op)
 
@@ -159,6 +161,7 @@ class WeightGradFunction(torch.autograd.Function):
     shape, dtype and layout."""
 
     generate_vmap_rule = True
+    saved_arguments = (0, 1)
 
     forward = _forward_below_autograd(weight_grad_op)
 
@@ -240,6 +243,7 @@ class ConvTranspose2dFunction(torch.autograd.Function):
     conv2d view applied to x, so its backward is that pass's (InputGradFunction's) plus the bias sum."""
 
     generate_vmap_rule = True
+    saved_arguments = (0, 1)
 
     forward = _forward_below_autograd(conv_transpose2d_op)
 

@@ -9,6 +9,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 from torch._functorch.utils import enable_single_level_autograd_function, unwrap_dead_wrappers
 
+from ..arguments import inference_tensor_error
 from . import implementations as impl
 from .batching import RULES
 from .functions import Conv2dFunction, ConvTranspose2dFunction, InputGradFunction, WeightGradFunction
@@ -28,6 +29,18 @@ def _needs_autograd(args) -> bool:
     return torch._guards.TracingContext.try_get() is not None and any(
         isinstance(arg, torch.Tensor) and torch._VF._unpack_dual(arg, 0).tangent is not None for arg in args
     )
+
+
+def _refuse_inference_tensors(op, function: type[torch.autograd.Function], args) -> None:
+    """torch's error for an inference tensor that autograd would save for backward, raised before the
+    op computes anything, as torch's convolutions raise it (they save their inputs first; the
+    Function saves them after its forward ran). Only where reverse mode records and the tensor is
+    the caller's own: under a torch.func transform functorch hands the op wrappers, which it saves."""
+    if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
+        return
+    for index in function.saved_arguments:
+        if args[index].is_inference():
+            raise inference_tensor_error(str(op._schema.name), op._schema.arguments[index].name)
 
 
 def _single_level(function: type[torch.autograd.Function]) -> type:
@@ -65,6 +78,7 @@ def _register(op, implementation, fake, function: type[torch.autograd.Function])
 
     def autograd_kernel(*args):
         if _needs_autograd(args):
+            _refuse_inference_tensors(op, function, args)
             return _apply(function, single_level, args)
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
