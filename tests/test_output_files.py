@@ -157,10 +157,11 @@ def test_tune_refuses_a_read_only_table_before_it_tunes(tmp_path, monkeypatch):
         table.unlink()
 
 
-@pytest.mark.parametrize("out", ["settings.json", "-", "notes"])
+@pytest.mark.parametrize("out", ["settings.json", "-", "notes", ".md", "sub/.MD", "sub.md/"])
 def test_report_out_must_be_a_markdown_file(tmp_path, monkeypatch, out):
     """The report splices sections into --out: a JSON given by mistake got them appended (and was no
-    longer JSON), and `--out -` wrote a file named '-' and the campaign's notes into the folder."""
+    longer JSON), and `--out -` wrote a file named '-' and the campaign's notes into the folder, as
+    `--out .md` did (no note's name)."""
     from triton_conv.report.__main__ import main as report_main
 
     monkeypatch.chdir(tmp_path)

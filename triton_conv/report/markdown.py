@@ -162,8 +162,11 @@ def _read(path) -> str:
 
 def check_markdown_out(path: str | os.PathLike) -> None:
     """Raise ValueError unless `path` names a markdown file (.md): a report splices sections into
-    it, and a JSON given by mistake got them appended and was no longer JSON."""
-    if not os.fspath(path).lower().endswith(".md"):
+    it, and a JSON given by mistake got them appended and was no longer JSON. A name that is only
+    the extension (`.md`, `notes/.md`) names no note: the campaign's notes, written beside it, went
+    into the working folder."""
+    name = os.path.basename(os.fspath(path))
+    if not name.lower().endswith(".md") or len(name) == len(".md"):
         raise ValueError(f"--out {os.fspath(path)} is not a markdown file (.md): give the note to write")
 
 
