@@ -211,7 +211,8 @@ def dgrad_kernel(
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
         acc = mma(acc, a, b, INPUT_PRECISION, UPCAST)
 
-        # Next (tap row, tap column, channel block), channel blocks innermost.
+        # Next (tap row, tap column, channel block), channel blocks innermost (inline: fprop's
+        # comment says why).
         blocks_left -= 1
         tap_done = blocks_left == 0
         blocks_left = tl.where(tap_done, channel_blocks, blocks_left)
