@@ -157,6 +157,51 @@ def _frozen_convolution(module: nn.Module) -> str | None:
     )
 
 
+# How deep into an attribute's containers (list, tuple, dict, set) a search for an old module looks
+_REFERENCE_DEPTH = 4
+_REGISTERED = ("_modules", "_parameters", "_buffers")  # what walk() already replaced or shares
+
+
+def _stale_references(model: nn.Module, replaced: dict[int, str]) -> list[tuple[str, str]]:
+    """Where a module of `model` still holds a torch conv that convert_model replaced (`replaced`:
+    id of the torch module -> the name it was converted under) outside its registered children: in a
+    plain list, tuple, dict or set attribute, or as a bound method (`self.up = self.conv.forward`).
+    A forward that reaches it there runs torch's conv, and parameters later assigned to the
+    converted module (load_state_dict(assign=True)) do not reach it: a different answer unsaid."""
+    found = []
+
+    def search(value, path: str, depth: int, seen: set) -> None:
+        owner = getattr(value, "__self__", None) if callable(value) else None
+        target = owner if owner is not None and not isinstance(value, type) else value
+        if isinstance(target, nn.Module):
+            if id(target) in replaced:
+                found.append((path, replaced[id(target)]))
+            return
+        if depth == 0 or id(value) in seen or not isinstance(value, (list, tuple, dict, set, frozenset)):
+            return
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            search(item, f"{path}[{key!r}]", depth - 1, seen)
+
+    for name, module in model.named_modules(remove_duplicate=True):
+        if _compiled_wrapper(module):  # reported whole; its forward's own record of the module aside
+            continue
+        for attribute, value in vars(module).items():
+            if attribute not in _REGISTERED:
+                search(value, f"{name}.{attribute}" if name else attribute, _REFERENCE_DEPTH, set())
+    return [
+        (
+            path,
+            f"holds the torch module converted as '{converted_as}' (a plain attribute, not a registered "
+            "submodule): a forward through it runs torch's conv, and parameters assigned to the converted "
+            "module later (load_state_dict(assign=True)) do not reach it; hold modules in nn.ModuleList or "
+            "nn.ModuleDict",
+        )
+        for path, converted_as in found
+    ]
+
+
 def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     """Replace every torch.nn.Conv1d, Conv2d and ConvTranspose2d in `model` (nested ones too) with
     triton-conv's module that shares its parameters, buffers, attributes and hooks (forward,
@@ -172,7 +217,8 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     conv.compile()) before conversion, whose compiled code would still run torch's convolution,
     modules whose weight or bias is a DTensor; and where no module can be replaced, the
     convolutions of TorchScript modules and of graphs (torch.export's .module(),
-    torch.export.unflatten's).
+    torch.export.unflatten's), and the model's plain references to a conv it converted (a list,
+    tuple, dict or set attribute, a bound method), which still reach torch's module.
 
     A conv held in two places of `model` stays one module; one shared by two models stays one only
     when both are converted in one call (of a module that holds both): each call makes its own.
@@ -184,6 +230,7 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
         raise ConvTypeError(f"report must be a list or None, got {type(report).__name__}")
     skipped: list[tuple[str, str]] = []
     converted: dict[int, nn.Module] = {}  # a conv used in two places stays one module
+    converted_as: dict[int, str] = {}  # the torch module's id -> where it was first converted
 
     def convert(module: nn.Module, name: str, wrapped: bool = False) -> nn.Module:
         if wrapped:
@@ -199,6 +246,7 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
             reason = _reason_to_skip(module)
         if reason is None:
             converted[id(module)] = CONVERSIONS[type(module)].from_torch(module)
+            converted_as[id(module)] = name or "<model>"
             return converted[id(module)]
         if reason != "already triton-conv's":
             skipped.append((name or "<model>", reason))
@@ -229,6 +277,7 @@ def convert_model(model: nn.Module, report: list | None = None) -> nn.Module:
     if isinstance(model, nn.modules.conv._ConvNd):
         model = convert(model, "")
     walk(model, "")
+    skipped += _stale_references(model, converted_as)
     if report is not None:
         report.extend(skipped)
     elif skipped:
