@@ -158,6 +158,32 @@ def test_nested_vmap(triton_only):
     assert counts == {"fprop_kernel": 1}
 
 
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d", "conv1d"])
+@pytest.mark.parametrize("unbatched", [True, False], ids=["unbatched", "one_image"])
+def test_nested_vmap_of_weights_then_biases_is_laid_out_as_torchs(op, unbatched, triton_only):
+    """Weights vmapped at the outer level, biases alone at the inner, one input: the bias rule
+    added to an unsqueezed output, and the add ordered the two vmapped dimensions the other way
+    round, so a `.view()` of the result failed where torch's works."""
+    torch_conv = getattr(F, op)
+    x_shape, w_shape = {
+        "conv2d": ((2, 4, 5), (4, 2, 3, 3)),
+        "conv_transpose2d": ((4, 4, 5), (4, 4, 3, 3)),
+        "conv1d": ((2, 5), (4, 2, 3)),
+    }[op]
+    x = batched(x_shape if unbatched else (1, *x_shape), None)
+    w, b = batched(w_shape, 0, 2), batched((4,), 0, 3)
+
+    def run(conv):
+        inner = vmap(lambda bias, weight: conv(x, weight, bias, padding=1), (0, None))
+        return vmap(lambda weight: inner(b, weight))(w)
+
+    ours, counts = launches(triton_only, lambda: run(getattr(triton_conv, op)))
+    theirs = run(torch_conv)
+    assert close(ours, theirs) and ours.stride() == theirs.stride()
+    assert ours.view(6, -1).shape == theirs.view(6, -1).shape
+    assert sum(counts.values()) == 1
+
+
 def test_channels_last_samples_keep_their_layout(triton_only):
     """Samples in channels_last, stacked at dim 0: the fold is a view and each output sample is
     channels_last too, as cuDNN's; stacked at the last dim (a copy), the values still match."""

@@ -113,11 +113,16 @@ def _meta_sample(tensor, bdim):
 def _with_batched_bias(y, y_dim, bias, bias_dim, batch):
     """y plus a batched bias, broadcast over N and the image (torch's output of a convolution with
     no input channels has no channels, and no bias: an unbatched y is then only expanded to B)."""
-    rows = bias.movedim(bias_dim, 0)
-    y = y.movedim(y_dim, 0) if y_dim is not None else y.unsqueeze(0)
-    if y.shape[2] != rows.shape[1]:
+    rows = bias.movedim(bias_dim, 0).view(batch, 1, -1, 1, 1)
+    if y_dim is not None:
+        y = y.movedim(y_dim, 0)
+    if y.shape[-3] != rows.shape[2]:
+        y = y if y_dim is not None else y.unsqueeze(0)
         return y.expand(batch, *y.shape[1:]), 0
-    return y + rows.view(batch, 1, -1, 1, 1), 0
+    # An unbatched y is broadcast by the add, not unsqueezed first, as torch's rule adds: under an
+    # outer vmap (of the weight) an unsqueezed y's size-1 dimension let the add order the two
+    # vmapped dimensions the other way round, and a .view() of the result failed.
+    return y + rows, 0
 
 
 def _fold_forward(batch, in_dims, input, weight, bias, run, weight_alone, groups):
