@@ -307,3 +307,34 @@ def test_compiled_autograd_traces_the_backward_in_one_graph(fresh_compile):
     assert launched == {"fprop_kernel": 1, "wgrad_kernel": 2}, launched
     for mine, reference in zip(ours.parameters(), theirs.parameters()):
         assert rel_error(mine.grad, reference.grad) < EXACT_TOL
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, x_shape, w_shape",
+    [
+        (triton_conv.conv2d, F.conv2d, (2, 3, 5, 6), (4, 3, 3, 3)),
+        (triton_conv.conv1d, F.conv1d, (2, 3, 7), (4, 3, 3)),
+    ],
+    ids=["conv2d", "conv1d"],
+)
+def test_an_unbacked_input_channel_count_trains_as_torchs(ours, theirs, x_shape, w_shape, fresh_compile):
+    """The input channels marked unbacked (mark_unbacked): the output's shape asked whether there
+    were any (torch's empty-input path gives no output channels), which no trace can answer; torch
+    2.13's shape function takes them as some, and so does ours."""
+    x = torch.randn(x_shape, dtype=EXACT)
+    weight = torch.randn(w_shape, dtype=EXACT)
+    torch._dynamo.decorators.mark_unbacked(x, 1)
+    torch._dynamo.decorators.mark_unbacked(weight, 1)
+    x.requires_grad_()
+    weight.requires_grad_()
+    compiled = torch.compile(lambda x, w: ours(x, w, None, padding=1), fullgraph=True, backend="aot_eager")
+    before = sum(launch_counts.values())
+    y = compiled(x, weight)
+    got = torch.autograd.grad(y.sin().sum(), (x, weight))
+    assert sum(launch_counts.values()) == before + 3, "fprop, dgrad and wgrad ran on the Triton kernels"
+    leaves = [t.detach().requires_grad_() for t in (x, weight)]
+    expected_y = theirs(*leaves, None, padding=1)
+    expected = torch.autograd.grad(expected_y.sin().sum(), leaves)
+    assert rel_error(y, expected_y) < EXACT_TOL
+    for ours_grad, torch_grad in zip(got, expected):
+        assert rel_error(ours_grad, torch_grad) < EXACT_TOL

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_true
 
 from .arguments import ConvArgumentError
 from .geometry_checks import conv2d_fields, sided_conv2d_fields, transposed_view_fields
@@ -152,7 +153,9 @@ class ConvProblem:
     def output_shape(self) -> tuple[int, int, int, int]:
         """(N, K, P, Q); with no input channels (N, 0, P, Q), because that is what torch's conv2d
         returns (its empty-input path), bias or not."""
-        channels = self.out_channels if self.in_channels else 0
+        # A channel count torch.compile marks unbacked (data-dependent) is taken as nonzero, as
+        # torch's own shape function takes it: a guard on it cannot be made.
+        channels = self.out_channels if guard_or_true(self.in_channels != 0) else 0
         return (self.batch, channels, self.out_height, self.out_width)
 
     @property
