@@ -531,6 +531,27 @@ def test_each_samples_result_is_laid_out_as_torchs(op, bdim, triton_only):
     assert ours[1].stride() == theirs[1].stride()
 
 
+@pytest.mark.parametrize("in_dims", [(None, 0, None), (0, 0, None), (None, 0, 0)])
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_a_weight_vmapped_ensemble_exports_non_strict(op, in_dims):
+    """torch.export (non-strict, the default) of vmap over the weights: the rules returned the
+    result with its vmapped dimension at 1, vmap moved it, and export recorded the move as an
+    operation on a lifted constant and refused the program ('fake tensor in the exported program
+    constant's list'); torch's conv2d with a bias exports."""
+    x_shape, w_shape = (X, W) if op == "conv2d" else (X, TRANSPOSED_W)
+    geometry = GEOMETRY if op == "conv2d" else TRANSPOSED
+    out_channels = W[0] if op == "conv2d" else TRANSPOSED_W[1] * TRANSPOSED["groups"]
+    x, w, b = (batched(shape, bdim) for shape, bdim in zip((x_shape, w_shape, (out_channels,)), in_dims))
+
+    class Ensemble(nn.Module):
+        def forward(self, x, w, b):
+            return vmap(lambda x, w, b: getattr(triton_conv, op)(x, w, b, **geometry), in_dims)(x, w, b)
+
+    program = torch.export.export(Ensemble(), (x, w, b), strict=False)
+    expected = vmap(lambda x, w, b: getattr(F, op)(x, w, b, **geometry), in_dims)(x, w, b)
+    assert close(program.module()(x, w, b), expected)
+
+
 @pytest.mark.parametrize("op, dynamic", [("conv2d", False), ("conv2d", True), ("conv_transpose2d", True)])
 def test_compiled_vmap_runs_the_rule_in_one_launch(op, dynamic):
     """torch.compile(fullgraph=True) traces through the rule: the compiled graph holds the folded op,

@@ -76,6 +76,13 @@ def _ungroup(tensor, dim, groups, batch):
     return tensor.flatten(dim + 1, dim + 2)
 
 
+def _batch_first(tensor, dim):
+    """(the result with its vmapped dimension `dim` moved first, 0): a view, the same tensor for
+    vmap's caller. Left at `dim`, vmap moved it itself, and torch.export (non-strict) recorded that
+    move as an operation on a constant it then refused (a weight-vmapped ensemble did not export)."""
+    return tensor.movedim(dim, 0), 0
+
+
 def _carrier(tensor, bdim, dim, batch):
     """A stand-in for an argument the op reads only for its shape and layout (input_grad's input,
     weight_grad's weight) with the vmapped dimension folded into `dim`: the tensor's own view where
@@ -140,10 +147,10 @@ def _fold_forward(batch, in_dims, input, weight, bias, run, weight_alone, groups
     bias_rows = None if bias is None else _front(bias, bb, batch)
     if bx is None:
         b = None if bias is None else _group_major(bias_rows, 0, groups)
-        return _ungroup(run(input, weight_alone(weight, bw), b, groups), 1, groups, batch), 1
+        return _batch_first(_ungroup(run(input, weight_alone(weight, bw), b, groups), 1, groups, batch), 1)
     b = None if bias is None else bias_rows.flatten()
     y = run(_into(input, bx, 1), _into(weight, bw, 0), b, groups * batch)
-    return _outof(y, 1, batch), 1
+    return _batch_first(_outof(y, 1, batch), 1)
 
 
 def _fold_conv2d(batch, in_dims, input, weight, bias, stride, padding, dilation, groups):
@@ -181,9 +188,9 @@ def _fold_input_grad(batch, in_dims, grad_output, input, weight, stride, padding
         return _split_batch(run(dy, _carrier(input, bx, 0, batch), weight, groups), batch)
     x = _carrier(input, bx, 1, batch)
     if bdy is None:  # (K, (B, C/g), R, S): each group's input channels of all samples side by side
-        return _ungroup(run(grad_output, x, _into(weight, bw, 1), groups), 1, groups, batch), 1
+        return _batch_first(_ungroup(run(grad_output, x, _into(weight, bw, 1), groups), 1, groups, batch), 1)
     dx = run(_into(grad_output, bdy, 1), x, _into(weight, bw, 0), groups * batch)
-    return _outof(dx, 1, batch), 1
+    return _batch_first(_outof(dx, 1, batch), 1)
 
 
 def _fold_weight_grad(
@@ -204,7 +211,8 @@ def _fold_weight_grad(
     if bdy is None:  # one gradient against B inputs: group-major input channels; db is shared
         x = _group_major(_front(input, bx, batch).transpose(0, 1), 1, groups)
         dw, db = run(grad_output, x, _carrier(weight, bw, 1, batch), groups)
-        return (_outof(dw, 1, batch), db), (1, None)
+        dw, _ = _batch_first(_outof(dw, 1, batch), 1)
+        return (dw, db), (0, None)
     dy, x = _into(grad_output, bdy, 1), _into(input, bx, 1)
     dw, db = run(dy, x, _carrier(weight, bw, 0, batch), groups * batch)
     db = _outof(db, 0, batch) if with_bias else db
