@@ -256,6 +256,14 @@ def test_cap_keeps_the_best_filled():
     assert len(pruned_space(SMALL.with_batch(128), "wgrad", torch.float16, H200)) <= MAX_SURVIVORS
 
 
+@pytest.mark.parametrize("max_configs", [0, -1, 1.5, "2", True])
+def test_a_cap_of_no_configs_is_refused_by_name(max_configs):
+    """0 or fewer kept nothing, and the tuning that timed the survivors failed on an empty ranking
+    (IndexError); a float or string failed as a slice index."""
+    with pytest.raises(RuntimeError, match="max_configs must be a positive int"):
+        pruned_space(SMALL, "fprop", torch.float16, H200, max_configs)
+
+
 def test_every_config_removed_once_and_rules_named():
     pruning = prune(config_space("fprop"), SMALL, "fprop", torch.float32, "T4")
     removed = [c for configs in pruning.removed.values() for c in configs]

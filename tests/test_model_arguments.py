@@ -25,6 +25,7 @@ from triton_conv.model import (
     network_speedup,
     network_time,
     predict,
+    split_sum_s,
 )
 from triton_conv.problem import ConvProblem
 
@@ -162,6 +163,9 @@ CASES = [
     _case("Terms stack 1e308", lambda: Terms(stack_overhead_s=1e308), ValueError, "stack_overhead_s"),
     _case("network_time passes None", lambda: network_time(LAYERS, None, 1, "H200"), TypeError, "passes"),
     _case("network_time passes 5", lambda: network_time(LAYERS, 5, 1, "H200"), TypeError, "passes"),
+    # An AttributeError ('split_k') that named nothing the caller gave.
+    *(_case(f"split_sum_s({label})", lambda v=value: split_sum_s(v), TypeError, "must be a KernelConfig")
+      for label, value in [("None", None), ("a string", "64x64x32"), ("a dict", {"split_k": 2})]),
 ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ tune_model refuses."""
 
 from __future__ import annotations
 
+import copy
 import io
 import random
 import threading
@@ -405,6 +406,20 @@ def test_tune_model_names_input_shapes_it_cannot_take(input_shapes, words):
         return
     with pytest.raises(RuntimeError, match=words):
         call()
+
+
+def test_a_shape_no_tensor_can_have_leaves_the_model_as_it_was():
+    """The hooks that name the calls were added before the meta input was made: a shape whose size
+    overflows raised there and left them on the caller's model, whose deepcopy then failed in them
+    (KeyError) and whose torch.save could not pickle them."""
+    model = triton_conv.convert_model(Net())
+    with pytest.raises(RuntimeError, match="input_shapes"):
+        model_tuning.tune_model(model, (3, 2**31, 2**31), (2,), device="cpu", stream=io.StringIO())
+    for module in model.modules():
+        assert not module._forward_pre_hooks and not module._forward_hooks
+    x = torch.randn(1, 3, 10, 12)
+    assert torch.equal(copy.deepcopy(model)(x), model(x))
+    torch.save(model, io.BytesIO())
 
 
 def test_tune_model_tunes_the_models_dtype_unless_told():

@@ -203,18 +203,18 @@ def _record(model: torch.nn.Module, input_shape, channels_last: bool, run) -> li
     def leave(module, args, output):  # returns None: the output stays the module's
         stack.pop()
 
-    handles = []
-    for module in names:
-        handles += [
-            module.register_forward_pre_hook(enter),
-            module.register_forward_hook(leave, always_call=True),
-        ]
     state = [*model.parameters(), *model.buffers()]
     dtype = next((t.dtype for t in state if t.is_floating_point()), torch.get_default_dtype())
     x = _meta_like(torch.empty(shape, dtype=dtype, device="meta"), channels_last)
     swapped = {module: type(module) for module in names if type(module) in CONVERSIONS}
     recorder = _OpRecorder(stack)
-    try:
+    handles = []
+    try:  # everything added to the model inside: a shape no tensor can have left the hooks behind
+        for module in names:
+            handles += [
+                module.register_forward_pre_hook(enter),
+                module.register_forward_hook(leave, always_call=True),
+            ]
         for module in swapped:  # torch's class -> triton-conv's, whose forward calls the ops
             module.__class__ = CONVERSIONS[type(module)]
         with torch.enable_grad(), recorder, _random_states_kept(recorder):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .arguments import ConvArgumentError
 from .configs import (
     MIN_STEPS_PER_SPLIT,
     KernelConfig,
@@ -228,6 +229,9 @@ def prune(
 ) -> Pruning:
     """Apply PROBLEM_RULES in order, then merge GROUP_M variants with the same tile order
     ('same_tile_order') and keep the max_configs best by Target.fill_score ('cap')."""
+    if isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1:
+        # 0 kept nothing, and the tuning that timed them failed on an empty list (IndexError)
+        raise ConvArgumentError(f"max_configs must be a positive int, got {max_configs!r}")
     configs = list(configs)
     floors = tuple(
         min((getattr(c, a) for c in configs), default=16) for a in ("block_m", "block_n", "block_k")

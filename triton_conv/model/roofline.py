@@ -54,6 +54,7 @@ _TIMED_PARTIAL_ELEMENTS = 64 * 64
 
 def split_sum_s(config: KernelConfig) -> float:
     """serial_s of the module docstring: the finishing split's partial reads, one after another."""
+    config = check_config(config, optional=False)
     reads = split_sum_reads(config.split_k)
     return reads * SPLIT_READ_S * config.block_m * config.block_n / _TIMED_PARTIAL_ELEMENTS
 
