@@ -4,6 +4,7 @@ modules, and say what it leaves alone and why."""
 from __future__ import annotations
 
 import sys
+import types
 import warnings
 
 import torch
@@ -171,8 +172,7 @@ def _stale_references(model: nn.Module, replaced: dict[int, str]) -> list[tuple[
     found = []
 
     def search(value, path: str, depth: int, seen: set) -> None:
-        owner = getattr(value, "__self__", None) if callable(value) else None
-        target = owner if owner is not None and not isinstance(value, type) else value
+        target = value.__self__ if isinstance(value, types.MethodType) else value  # a bound method's module
         if isinstance(target, nn.Module):
             if id(target) in replaced:
                 found.append((path, replaced[id(target)]))
