@@ -1,13 +1,17 @@
-"""scripts/gpu_followup.sh, the one command a GPU lease runs after the campaign, checked without a
-GPU: it is valid bash, it brings back no more files than the device tool returns (8), and every
-program it calls accepts the arguments it is given (a renamed flag would cost the lease's only run)."""
+"""The two commands a GPU lease runs after the campaign, checked without a GPU.
+scripts/gpu_followup.sh is valid bash, brings back no more files than the device tool returns (8),
+and every program it calls accepts the arguments it is given (a renamed flag would cost the lease's
+only run). scripts/gpu_tests.sh runs pytest with the arguments it is given and says in one line how
+the run ended, stopped at its time limit included."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from bench import host_overhead, profile_step, since_campaign
 from triton_conv import training_check
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_followup.sh"
+TESTS_SCRIPT = SCRIPT.with_name("gpu_tests.sh")
 MAX_FILES = 8  # what the device tool brings back from $OUT
 PROGRAMS = {
     "bench/host_overhead.py": host_overhead.main,
@@ -73,3 +78,32 @@ def test_every_program_accepts_the_arguments_the_script_gives_it(program, monkey
     for argv in calls:
         with pytest.raises(_Parsed):
             PROGRAMS[program](argv)
+
+
+def _run_gpu_tests(
+    seconds: int, log: Path, workers: int, *pytest_arguments: str
+) -> subprocess.CompletedProcess:
+    """scripts/gpu_tests.sh with this interpreter as the `python3` it calls (on the GPU machine the
+    image's own)."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TRITON_CONV_TEST_WORKERS": str(workers),
+    }
+    command = ["bash", str(TESTS_SCRIPT), str(seconds), str(log), *pytest_arguments]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
+
+
+def test_the_test_script_runs_the_tests_it_is_given_and_reports_their_summary(tmp_path):
+    subprocess.run(["bash", "-n", str(TESTS_SCRIPT)], check=True)
+    done = _run_gpu_tests(120, tmp_path / "log", 2, "tests/test_memo.py", "-k", "not nothing_matches_this")
+    assert done.returncode == 0, done.stdout + done.stderr
+    counted = len((tmp_path / "log").read_text().split(" PASSED ")) - 1
+    assert counted >= 1 and f"{counted} passed in" in done.stdout, done.stdout
+
+
+def test_the_test_script_stopped_at_its_limit_says_so(tmp_path):
+    """Stopped by SIGINT as Ctrl-C would: pytest's summary of what ran, after `stopped at`."""
+    done = _run_gpu_tests(3, tmp_path / "log", 0, "tests/test_fprop.py")
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert done.stdout.startswith("gpu tests (exit 124): stopped at 3 s: "), done.stdout
