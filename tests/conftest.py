@@ -227,6 +227,7 @@ def pretend_gpu(tmp_path, monkeypatch, fake_runner):
     from triton_conv.devices import get_device
 
     monkeypatch.setenv(tuning_cache.ENV_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv(tuning.ENV_AUTOTUNE, "1")  # on a GPU the suite's default is 0 (pytest_configure)
     monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend", get_device("H200")))
     monkeypatch.setattr(tuning, "random_inputs", lambda *args: {})
     monkeypatch.setattr(tuning, "gpu_timer", lambda fn: fn.config.block_m * fn.config.block_n / 1e3)
@@ -376,6 +377,7 @@ def _global_state() -> dict:
     return {
         "launchers": _launch_functions(),
         "cudnn TF32": _tf32_state(),
+        "cudnn benchmark": torch.backends.cudnn.benchmark,
         "default dtype": torch.get_default_dtype(),
         "grad mode": torch.is_grad_enabled(),
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
@@ -396,6 +398,7 @@ def _no_leaked_state():
         module.launch = function
     if before["cudnn TF32"] != after["cudnn TF32"] and len(before["cudnn TF32"]) == 5:
         _restore_tf32(before["cudnn TF32"])
+    torch.backends.cudnn.benchmark = before["cudnn benchmark"]
     torch.set_default_dtype(before["default dtype"])
     torch.set_grad_enabled(before["grad mode"])
     if before["TRITON_INTERPRET"] is None:

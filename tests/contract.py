@@ -96,7 +96,7 @@ def run_in_layouts(case, ours, theirs, bias_channels: int, failure: str, proof=N
     to their values. `case` has x_shape, w_shape, kwargs, dtype, x, w, b, dy (Layouts, b None for no
     bias), needs (of "xwb") and seed. Returns what `proof` (a context such as the triton_only
     fixture) recorded, for the caller to check which kernels ran; None without one."""
-    generator = torch.Generator().manual_seed(case.seed)
+    generator = torch.Generator(torch.get_default_device()).manual_seed(case.seed)
     x, x_storage = place(case.x_shape, case.dtype, case.x, generator)
     w, w_storage = place(case.w_shape, case.dtype, case.w, generator)
     b, b_storage = (None, None) if case.b is None else place((bias_channels,), case.dtype, case.b, generator)

@@ -58,11 +58,20 @@ def programs_in_any_order():
         builder.set_grid_dim, builder.set_grid_idx = saved_dim, saved_idx
 
 
+def _refuse_compiled_kernels(name: str) -> None:
+    """These hooks patch Triton's interpreter: with compiled kernels they would silently do nothing."""
+    from triton_conv.runtime import interpreter_active
+
+    if not interpreter_active():
+        raise AssertionError(f"{name} works in Triton's interpreter only: mark the test `interpreter`")
+
+
 @contextlib.contextmanager
 def chosen_programs(grid: tuple[int, int, int], programs: list[tuple[int, int, int]]):
     """Launches made with the grid (len(programs), 1, 1) run `programs`, the (x, y, z) ids of
     `grid`, and `tl.num_programs` says `grid`: a few programs of a launch too large to run whole
     under the interpreter (past 2**31 programs) run as they would in it."""
+    _refuse_compiled_kernels("chosen_programs")
     builder = interpreter.InterpreterBuilder
     saved_dim, saved_idx = builder.set_grid_dim, builder.set_grid_idx
 

@@ -307,11 +307,13 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
         w, flag = tensors["w"], op_channels_last(item.pass_name, tensors, item.transposed)
         choices.pin_config(item.problem, item.kernel_pass, w.dtype, flag, w.device, config)
 
+    # Where the suite's ops run: CPU tensors without the interpreter are refused before the choice.
+    device = torch.get_default_device()
     missed, checked = [], 0
     try:
         for step in spec.CHECKED_STEPS:
             for item in items[step]:
-                tensors = make_inputs(item.problem, plan.torch_dtype, "cpu", item.transposed)
+                tensors = make_inputs(item.problem, plan.torch_dtype, device, item.transposed)
                 pin(item, tensors, item.candidates[-1])
                 op = pass_function("triton-conv", item.pass_name, item.problem, tensors, on_gpu=True,
                                    transposed=item.transposed)  # fmt: skip
@@ -320,7 +322,7 @@ def test_every_h200_items_op_runs_the_winner_the_campaign_pinned(monkeypatch):
                     missed.append(item.id)
         singles = {i.layer: i.candidates[-1] for i in items["batching"] if i.problem.batch == 1}
         for item in [i for i in items["batching"] if i.one_at_a_time]:
-            tensors = make_inputs(item.problem, plan.torch_dtype, "cpu")
+            tensors = make_inputs(item.problem, plan.torch_dtype, device)
             if ask(images_one_at_a_time("triton-conv", item.problem, tensors)) != [singles[item.layer]]:
                 missed.append(f"{item.id} one at a time")
     finally:

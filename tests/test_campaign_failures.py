@@ -357,7 +357,7 @@ def test_the_first_checked_items_limit_includes_starting_the_checks_process(tmp_
     assert first >= run.ITEM_LIMIT_FACTOR * costs.check_process_s
     assert all(limit < costs.check_process_s for limit in rest[:-1])  # the last: the step's deadline
     check = next(p for p in state["plan"] if p["step"] == "check")
-    est = run.Estimator(spec.tiny(), costs, False)
+    est = run.Estimator(spec.tiny(), costs, state["on_gpu"])  # as the run priced them (True on a GPU)
     items_s = sum(est.check_item(i) for s in spec.CHECKED_STEPS for i in spec.plan_items(spec.tiny())[s])
     assert check["estimate_s"] == pytest.approx(costs.check_process_s + items_s, abs=0.01)
 
@@ -394,7 +394,9 @@ def test_the_peer_step_pays_inductors_first_compile_once(tmp_path, monkeypatch):
     peers = [item for item in spec.plan_items(two_peers)["fprop"] if item.peer]
     assert [item_id for item_id, _ in charged] == [item.id for item in peers] and len(peers) == 2
     # What each item costs besides Inductor's compiles: the same cost model with them at zero.
-    free = run.Estimator(two_peers, dataclasses.replace(costs, peer_first_s=0.0, peer_shape_s=0.0), False)
+    # (on_gpu as the run priced them: True on a GPU, whose estimates time each kernel)
+    without = dataclasses.replace(costs, peer_first_s=0.0, peer_shape_s=0.0)
+    free = run.Estimator(two_peers, without, state["on_gpu"])
     rest = [free.peer_item(item) for item in peers]
     assert charged[0][1] == pytest.approx(costs.peer_first_s + rest[0])  # the first: the whole first compile
     assert charged[1][1] == pytest.approx(costs.peer_shape_s + rest[1])  # the second: its shape alone

@@ -45,6 +45,7 @@ def checker(monkeypatch, tmp_path):
     process.close()
 
 
+@pytest.mark.interpreter  # real launches on CPU tensors
 def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item_and_configs):
     item, (ok, dies, wrong, lost, last), dtype = item_and_configs
     monkeypatch.setattr(check_process, "RESTARTS_PER_ITEM", 2)
@@ -86,6 +87,7 @@ def test_a_faulting_config_costs_itself_and_a_restart(monkeypatch, checker, item
     assert checker.started == 3 and checker.process is None
 
 
+@pytest.mark.interpreter  # real launches on CPU tensors
 def test_a_hung_launch_costs_its_config_and_never_reaches_another_item(
     monkeypatch, checker, item_and_configs
 ):
@@ -152,6 +154,7 @@ def test_the_child_probes_a_real_context_only_on_a_gpu():
         assert check_child.context_alive("cuda")
 
 
+@pytest.mark.interpreter  # real launches on CPU tensors
 def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch, item_and_configs):
     item, configs, dtype = item_and_configs
     monkeypatch.setattr(check_process, "CHILD_MAIN", "import sys; sys.exit(5)")  # dies before it is ready
@@ -163,6 +166,7 @@ def test_a_child_that_cannot_start_leaves_the_check_to_this_process(monkeypatch,
     assert checker.started == 1 and checker.process is None  # tried once, not once per item
 
 
+@pytest.mark.interpreter  # real launches on CPU tensors
 def test_a_first_child_slow_to_start_is_tried_again_before_the_check_moves_here(
     monkeypatch, item_and_configs
 ):
@@ -235,7 +239,7 @@ def launch_leaving_one_element(pass_name, problem, tensors, config, transposed=F
 
     def run():
         want = reference_result(pass_name, problem, tensors, transposed).to(tensors["x"].dtype)
-        got, written = torch.empty_like(want), torch.ones(want.shape, dtype=torch.bool)
+        got, written = torch.empty_like(want), torch.ones(want.shape, dtype=torch.bool, device=want.device)
         written[(0,) * want.dim()] = False
         got[written] = want[written]
         return got

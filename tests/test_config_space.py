@@ -21,7 +21,7 @@ from triton_conv.launchers.wgrad import conv2d_wgrad
 from triton_conv.problem import ConvProblem
 from triton_conv.search_space import config_space
 
-from .reference import REL_TOL_FP32_IEEE, make_tensor, reference_conv2d, rel_error
+from .reference import bound, make_tensor, reference_conv2d, rel_error
 
 # GEMMs: fprop 80 x 21 x 19·9, dgrad 2 phases of 40 x 19 x 21·(2 or 1)·3, wgrad 21 x 171 x 80.
 PROBLEM = ConvProblem.from_shapes((2, 19, 7, 10), (21, 19, 3, 3), stride=(2, 1), padding=(1, 1))
@@ -49,13 +49,27 @@ def tensors():
     )
 
 
+def _skip_unless_launchable(config, pass_name, tensors):
+    """Under the interpreter every config runs. On a GPU, fp32's largest tiles need more shared
+    memory per block than it has (240 KiB on sm_90, of 227: notes/autotune/sm90_static-triton3.6.md),
+    and Triton refuses to launch them; the tuner never picks them (pruning's shared_memory rule)."""
+    device = tensors["x"].device
+    if device.type != "cuda":
+        return
+    from triton_conv.tuning import device_identity, launchable
+
+    if not launchable(config, PROBLEM, pass_name, torch.float32, device_identity(device)[1]):
+        pytest.skip(f"fp32 {config} needs more shared memory per block than this GPU has")
+
+
 def _check(out, ref, what):
     err = rel_error(out, ref)
-    assert err < REL_TOL_FP32_IEEE, f"{what}: relative error {err:.2e}"
+    assert err < bound(torch.float32), f"{what}: relative error {err:.2e}"  # TF32's on a GPU
 
 
 @pytest.mark.parametrize("config", config_space("fprop"), ids=str)
 def test_fprop_config(config, tensors, triton_only):
+    _skip_unless_launchable(config, "fprop", tensors)
     with triton_only() as proof:
         y = conv2d_fprop(tensors["x"], tensors["w"], tensors["b"], PROBLEM, config)
     assert proof.launches == {"fprop_kernel": 1}
@@ -64,6 +78,7 @@ def test_fprop_config(config, tensors, triton_only):
 
 @pytest.mark.parametrize("config", config_space("dgrad"), ids=str)
 def test_dgrad_config(config, tensors, triton_only):
+    _skip_unless_launchable(config, "dgrad", tensors)
     with triton_only() as proof:
         dx = conv2d_dgrad(tensors["dy"], tensors["w"], PROBLEM, config, channels_last=True)
     assert proof.launches == {"dgrad_kernel": 1}
@@ -74,6 +89,7 @@ def test_dgrad_config(config, tensors, triton_only):
 @pytest.mark.parametrize("config", config_space("dgrad"), ids=str)
 def test_dgrad_config_with_the_bias_epilogue(config, tensors, triton_only):
     """Every dgrad config with a bias (the transposed forward's), split-K's included: added once."""
+    _skip_unless_launchable(config, "dgrad", tensors)
     with triton_only() as proof:
         dx = conv2d_dgrad(
             tensors["dy"], tensors["w"], PROBLEM, config, channels_last=False, bias=tensors["c_bias"]
@@ -84,6 +100,7 @@ def test_dgrad_config_with_the_bias_epilogue(config, tensors, triton_only):
 
 @pytest.mark.parametrize("config", config_space("wgrad"), ids=str)
 def test_wgrad_config(config, tensors, triton_only):
+    _skip_unless_launchable(config, "wgrad", tensors)
     with triton_only() as proof:
         dw, db = conv2d_wgrad(
             tensors["dy"], tensors["x"], PROBLEM, config,

@@ -147,7 +147,7 @@ def _modes(case: ModeCase):
 
 
 def run_mode_case(case: ModeCase):
-    generator = torch.Generator().manual_seed(case.seed)
+    generator = torch.Generator(torch.get_default_device()).manual_seed(case.seed)  # the tensors' device
     shapes = ((2, 3, 5, 4), (4, 3, 3, 3), (4,))
     tensors = [
         None if dtype is None else torch.randn(shape, generator=generator).to(dtype)
@@ -250,7 +250,7 @@ def _apply_transform(case: TransformCase, conv, primals, directions):
 
 
 def run_transform_case(case: TransformCase):
-    generator = torch.Generator().manual_seed(case.seed)
+    generator = torch.Generator(torch.get_default_device()).manual_seed(case.seed)  # the tensors' device
     shapes = (case.x_shape, case.w_shape, (case.w_shape[0],))
     primals = tuple(torch.randn(s, generator=generator, dtype=EXACT) for s in shapes)
     directions = tuple(torch.randn(s, generator=generator, dtype=EXACT) for s in shapes)

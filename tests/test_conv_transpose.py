@@ -26,7 +26,7 @@ from triton_conv.problem import TRANSPOSED_PASSES, ConvProblem
 
 from .conftest import TritonProof
 from .contract import outcome, refused_as_torch_refuses, reproduction, same_outcome_as_torch
-from .reference import REL_TOL_FP32_IEEE, bound, make_tensor, rel_error
+from .reference import bound, make_tensor, rel_error
 
 MODULE = "tests.test_conv_transpose"
 
@@ -99,8 +99,11 @@ def test_forward_and_gradients_match_torch(feature, dtype, layout, with_bias, tr
     for name, got, ref in zip("xwb", (x.grad, w.grad, None if b is None else b.grad), grads):
         if ref is not None:
             assert got.dtype == dtype and rel_error(got, ref) < 2 * bound(dtype), f"d{name}"
-    # The output follows the input's (or weight's) memory format, as torch's does.
+    # The output follows the input's (or weight's) memory format, as torch's does. On a GPU torch's
+    # float64 reference stays NCHW whatever the layout (cuDNN): there, torch's output in y's dtype.
     if layout != "strided":
+        if x.device.type == "cuda":
+            expected = F.conv_transpose2d(x.detach(), w.detach(), None, **kwargs)
         assert y.stride() == expected.stride()
 
 
@@ -133,7 +136,9 @@ def test_every_tile_config_of_the_bias_epilogue(feature, config, triton_only):
     with triton_only() as proof:
         y = conv2d_dgrad(x, w, view, config, channels_last=True, bias=b)
     assert proof.launches == {"dgrad_kernel": 1}
-    assert rel_error(y, F.conv_transpose2d(x.double(), w.double(), b.double(), **kwargs)) < REL_TOL_FP32_IEEE
+    # fp32: IEEE under the interpreter; on a GPU a launch outside a call takes cuDNN's TF32 setting
+    expected = F.conv_transpose2d(x.double(), w.double(), b.double(), **kwargs)
+    assert rel_error(y, expected) < bound(torch.float32)
 
 
 # --- the conv2d view -------------------------------------------------------------------------------

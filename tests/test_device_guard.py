@@ -71,6 +71,7 @@ def test_every_pass_launches_inside_its_tensors_device_guard(launches_outside_a_
     assert len(launched) >= 6 and not unguarded, (launched, unguarded)
 
 
+@pytest.mark.interpreter  # tunes on "cpu": kernels launched on CPU tensors
 def test_tuning_launches_inside_its_devices_guard(launches_outside_a_guard):
     unguarded, launched = launches_outside_a_guard
     problem = ConvProblem.from_shapes((1, 4, 5, 5), (4, 4, 3, 3), padding=1)
@@ -83,6 +84,7 @@ def test_tuning_launches_inside_its_devices_guard(launches_outside_a_guard):
     assert len(launched) >= 6 and not unguarded, (launched, unguarded)
 
 
+@pytest.mark.interpreter  # tunes on "cpu": kernels launched on CPU tensors
 def test_the_autotune_tables_launch_inside_their_devices_guard(launches_outside_a_guard):
     unguarded, launched = launches_outside_a_guard
     layers = [("tiny", ConvProblem.from_shapes((1, 4, 5, 5), (4, 4, 3, 3), padding=1), 1)]

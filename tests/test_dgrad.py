@@ -139,7 +139,7 @@ def test_every_element_written(feature, config):
     dx = torch.full(problem.input_shape, float("nan"))
     launch(dgrad_spec(dy, w, dx, problem, config))
     err = rel_error(dx, reference_dgrad(dy, w, problem))  # fails on any NaN left
-    assert err < REL_TOL_FP32_IEEE
+    assert err < bound(torch.float32)  # TF32 on a GPU
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -238,6 +238,7 @@ def test_padding_rows_read_the_zero_run_and_nothing_past_it(
     assert torch.count_nonzero(run) == 0, "the zero run was written"
 
 
+@pytest.mark.interpreter  # program_order.chosen_programs picks the programs in Triton's interpreter only
 def test_programs_past_the_segment_count_read_inside_the_zero_run(monkeypatch):
     """Programs past the first ZERO_SEGMENTS read segment (program mod ZERO_SEGMENTS): four
     programs of a 2,048-program launch (64 groups x 16 stride phases x 2 tiles), ids 1,214 to
@@ -261,6 +262,7 @@ def test_programs_past_the_segment_count_read_inside_the_zero_run(monkeypatch):
         assert rel_error(dx[:, group, 3::4, 3::4], ref[:, group, 3::4, 3::4]) < REL_TOL_FP32_IEEE
 
 
+@pytest.mark.interpreter  # chosen_programs and addresses_checked: Triton's interpreter only
 def test_a_program_past_two_to_the_31_reads_inside_the_zero_run(monkeypatch):
     """A legal launch of 65,539 x 65,534 programs (two groups, stride 32,767 across one column):
     its linear program id wraps in int32, where `program % ZERO_SEGMENTS` went negative and read
@@ -450,4 +452,4 @@ def test_tap_bits_on_both_sides_of_32_taps(kernel, padding, triton_only):
     with triton_only():
         dx = conv2d_dgrad(dy, w, problem, config, channels_last=False)
     err = rel_error(dx, reference_dgrad(dy, w, problem))
-    assert err < REL_TOL_FP32_IEEE, f"relative error {err:.2e}"
+    assert err < bound(torch.float32), f"relative error {err:.2e}"  # TF32 on a GPU

@@ -43,6 +43,9 @@ def _exit_status(pid: int, seconds: float) -> int | None:
     return None
 
 
+# The interpreter's lock is what a fork must not inherit held; a child forked from a process that
+# uses CUDA cannot use CUDA at all ("Cannot re-initialize CUDA in forked subprocess").
+@pytest.mark.interpreter
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point
 def test_a_child_forked_during_a_launch_and_a_tuning_runs_convolutions(monkeypatch):

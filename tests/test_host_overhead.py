@@ -296,13 +296,14 @@ def test_positional_arguments_refuse_what_the_kernel_does_not_take():
 
 
 def test_the_host_overhead_script_prints_each_row(capsys, monkeypatch):
-    """bench/host_overhead.py on the CPU (launches stubbed): one line per host path, each a time."""
+    """bench/host_overhead.py with its launches stubbed (--stub; always so without a GPU): one line per
+    host path, each a time."""
     from bench import host_overhead
 
     kernel_type = type(host_overhead.fprop_kernel)  # the three kernels' one type, which the script stubs
     assert {type(host_overhead.dgrad_kernel), type(host_overhead.wgrad_kernel)} == {kernel_type}
     monkeypatch.setattr(kernel_type, "__getitem__", kernel_type.__getitem__)  # the stub undone after
-    assert host_overhead.main(["--calls", "3", "--rounds", "1", "--shape", "2,4,6,6,4,3"]) == 0
+    assert host_overhead.main(["--calls", "3", "--rounds", "1", "--shape", "2,4,6,6,4,3", "--stub"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "launch stubbed" in lines[0]
     rows = {line[:32].strip(): float(line[32:].split()[0]) for line in lines[2:]}

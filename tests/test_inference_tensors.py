@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import triton_conv
 from triton_conv.launchers.common import launch_counts
 
-from .reference import rel_error
+from .reference import bound, rel_error
 
 
 def _tensor(kind: str, shape: tuple) -> torch.Tensor | None:
@@ -78,7 +78,7 @@ def test_an_inference_tensor_is_refused_where_torch_refuses_it_and_before_a_laun
     else:
         assert not isinstance(got, Exception), f"torch computed it, ours raised {got}"
         assert sum(launch_counts.values()) > before, "the Triton kernel computed it"
-        assert rel_error(got, expected) < 1e-5
+        assert rel_error(got, expected) < bound(torch.float32)  # 1e-5 here; TF32's on a GPU
         assert got.requires_grad == expected.requires_grad
 
 

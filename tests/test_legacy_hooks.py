@@ -19,7 +19,7 @@ import triton_conv
 from triton_conv.launchers.common import launch_counts
 
 from .contract import EXACT, EXACT_TOL
-from .reference import rel_error
+from .reference import bound, rel_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using a non-full backward hook")  # torch's, for its own too
 
@@ -234,7 +234,7 @@ def test_under_autocast_the_hook_sees_the_cast_gradients(name, triton_only):
         seen = []
         module.register_backward_hook(lambda m, gi, go, seen=seen: seen.append([g.dtype for g in gi]))
         leaf = x.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(torch.get_default_device().type, dtype=torch.bfloat16):
             y = module(leaf)
         (y.float() ** 2).sum().backward()
         results.append((seen, y.dtype, leaf.grad, module.weight.grad))
@@ -331,7 +331,7 @@ def test_a_backward_inside_an_autocast_region_does_not_cast_again(triton_only):
             y.backward(torch.ones_like(y))
         grads.append(module.weight.grad)
     assert grads[1].dtype == grads[0].dtype == torch.float32
-    assert rel_error(grads[1], grads[0]) < 1e-5
+    assert rel_error(grads[1], grads[0]) < bound(torch.float32)  # 1e-5 here; TF32's on a GPU
 
 
 @pytest.mark.parametrize("change", [dict(stride=(2,)), dict(dilation=(0,))], ids=["stride", "dilation"])

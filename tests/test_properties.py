@@ -10,7 +10,7 @@ import triton_conv
 from triton_conv import KernelConfig
 from triton_conv.problem import ConvProblem
 
-from .reference import REL_TOL_FP32_IEEE, reference_conv2d, rel_error
+from .reference import bound, reference_conv2d, rel_error
 
 
 @st.composite
@@ -61,4 +61,4 @@ def test_random_geometry_matches_reference(case):
     problem = ConvProblem.from_shapes(x.shape, w.shape, **kwargs)
     y = triton_conv.conv2d_with_config(x, w, b, **kwargs, config=config)
     ref = reference_conv2d(x, w, b, problem)
-    assert rel_error(y, ref) < REL_TOL_FP32_IEEE
+    assert rel_error(y, ref) < bound(torch.float32)  # TF32's where the GPU uses it

@@ -424,6 +424,7 @@ def pretend_h200(monkeypatch, fake_runner):
     from triton_conv.devices import get_device
 
     timer = FakeTimer()
+    monkeypatch.setenv(tuning.ENV_AUTOTUNE, "1")  # on a GPU the suite's default is 0 (conftest)
     monkeypatch.setattr(tuning, "device_identity", lambda device: ("Pretend H200", get_device("H200")))
     real_inputs = tuning.random_inputs
     monkeypatch.setattr(tuning, "random_inputs", lambda p, n, d, c, device: real_inputs(p, n, d, c, "cpu"))

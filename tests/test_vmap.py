@@ -198,11 +198,12 @@ def test_channels_last_samples_keep_their_layout(triton_only):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_casts_as_a_loop_over_the_samples(dtype, triton_only):
-    """Under CPU autocast each sample is cast as torch casts conv2d, weight and bias batched or not,
-    a float32 input with a low-precision weight included; float64 is left alone. (torch's own rule
-    skips the cast: its vmapped conv2d gives float32 where its loop gives `dtype`.)"""
+    """Under autocast (on the suite's device) each sample is cast as torch casts conv2d, weight and
+    bias batched or not, a float32 input with a low-precision weight included; float64 is left
+    alone. (torch's own rule skips the cast: its vmapped conv2d gives float32 where its loop gives
+    `dtype`.)"""
     x, w, b = batched(X, 0).float(), batched(W, 0).to(dtype), batched((W[0],), None).float()
-    with torch.autocast("cpu", dtype=dtype), triton_only() as proof:
+    with torch.autocast(torch.get_default_device().type, dtype=dtype), triton_only() as proof:
         ours = vmap(lambda x, w: triton_conv.conv2d(x, w, b, **GEOMETRY))(x, w)
         exact = vmap(lambda x, w: triton_conv.conv2d(x, w, b.double(), **GEOMETRY))(x.double(), w.double())
     assert ours.dtype == dtype and exact.dtype == EXACT

@@ -114,7 +114,7 @@ def _per_sample(case: VmapCase, tensors):
 def run_vmap_case(case: VmapCase, proof=None):
     ours = OPS[case.op][0]
     failure = reproduction(MODULE, f"run_vmap_case({case!r})")
-    generator = torch.Generator().manual_seed(case.seed)
+    generator = torch.Generator(torch.get_default_device()).manual_seed(case.seed)  # place's device
     bias_channels = (
         case.w_shape[1] * case.kwargs["groups"] if case.op == "conv_transpose2d" else case.w_shape[0]
     )

@@ -173,8 +173,16 @@ def _device(args) -> torch.device:
 def run(args) -> dict:
     device = _device(args)
     blocks = check_args(args, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # cuDNN's benchmark mode for the step, as training scripts set it; the caller's setting after.
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = benchmark or device.type == "cuda"
+    try:
+        return _run(args, device, blocks)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _run(args, device: torch.device, blocks: tuple[int, ...]) -> dict:
     net, converted, report = build_models(args, device, blocks)
     reference, ours = net.state_dict(), converted.state_dict()
     identical = reference.keys() == ours.keys() and all(torch.equal(reference[k], ours[k]) for k in reference)
