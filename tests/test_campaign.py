@@ -89,10 +89,10 @@ def test_tiny_campaign_runs_every_step_within_a_minute(tiny_run):
     state = files["campaign.json"]
     assert state["status"] == "complete" and not state["errors"] and not state["skipped"]
     # Under a minute on an idle machine; on one shared with other work, that much longer (CPU time).
+    # On a GPU the items are timed for real: within half as long again as the plan's estimate.
     busy = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    assert state["elapsed_s"] < 60 * busy, (
-        f"the campaign took {state['elapsed_s']} s (process: {wall_s:.0f} s)"
-    )
+    limit = 1.5 * sum(step["estimate_s"] for step in state["plan"]) if state["on_gpu"] else 60 * busy
+    assert state["elapsed_s"] < limit, f"the campaign took {state['elapsed_s']} s (process: {wall_s:.0f} s)"
     assert sorted(os.listdir(out)) == sorted(FILES.values()) and len(FILES) <= 8
     assert state["check_processes"] == 1  # the check ran in its own process, which never died
     ran = {step["step"]: step for step in state["steps"]}
@@ -518,24 +518,11 @@ def test_readme_and_notes_give_one_device_command_under_2000_characters():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the real kernels at tiny shapes")
-def test_tiny_campaign_on_the_gpu(tmp_path):
-    env = {**os.environ, "TRITON_INTERPRET": "0"}  # never the interpreter on a GPU
-    out = str(tmp_path / "gpu")
-    command = [
-        sys.executable,
-        "-m",
-        "triton_conv",
-        "campaign",
-        "--spec",
-        "tiny",
-        "--out",
-        out,
-        "--budget-s",
-        "120",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads((tmp_path / "gpu" / "campaign.json").read_text())
+def test_tiny_campaign_on_the_gpu(tiny_run):
+    """Where the suite runs on a GPU, the module's tiny run is a GPU run (TRITON_INTERPRET is unset
+    there): one campaign for every test of the module, not a second one in the same worker."""
+    _, files, _ = tiny_run
+    state = files["campaign.json"]
     assert state["on_gpu"] and state["status"] == "complete"
     # Every launch the compile step planned (the candidates, the ops' winners) came from Triton's
     # cache. Only what it does not plan compiles in the process: the images one at a time (N=1, which
