@@ -267,6 +267,9 @@ def test_the_gpu_paths_call_apis_this_torch_and_triton_have():
     assert hasattr(knobs.compilation, "listener") and hasattr(knobs.runtime, "jit_cache_hook")
 
 
+# torch.cuda faked around interpreted kernels; on a GPU the module's tiny campaign in test_campaign.py
+# runs this branch for real (a real launch beside a fake torch.cuda would mix the two).
+@pytest.mark.interpreter
 @pytest.mark.parametrize("one_image_pinned", [True, False])
 def test_a_pass_item_on_the_gpu_branch_times_by_graph_replay(tmp_path, monkeypatch, one_image_pinned):
     """pass_item with the campaign's GPU branch (the kernels in the interpreter, torch.cuda faked):
