@@ -3,6 +3,7 @@ identical starting weights, loss curves equal to torch's within fp32 noise, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from argparse import Namespace
 
@@ -178,3 +179,30 @@ def test_replayed_steps_train_as_the_eager_steps_do(tmp_path):
     for impl in ("torch", "triton-conv"):
         assert graphed["runs"][impl]["losses"] == pytest.approx(eager["runs"][impl]["losses"], rel=1e-3)
     assert graphed["runs"]["triton-conv"]["kernel_launches"]
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_the_step_runs_with_cudnns_benchmark_and_leaves_the_callers_setting(monkeypatch, raises):
+    """On a GPU the check turns cuDNN's algorithm search on for its step, as training scripts do; it
+    left it on for the rest of the process (every later cuDNN call of the caller's searched)."""
+    from triton_conv import training_check
+
+    seen = []
+
+    def step(args, device, blocks):
+        seen.append(torch.backends.cudnn.benchmark)
+        if raises:
+            raise RuntimeError("a step that failed")
+        return {}
+
+    monkeypatch.setattr(training_check, "_device", lambda args: torch.device("cuda"))
+    monkeypatch.setattr(training_check, "check_args", lambda args, device: (1, 1, 1))
+    monkeypatch.setattr(training_check, "_run", step)
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with pytest.raises(RuntimeError) if raises else contextlib.nullcontext():
+            training_check.run(Namespace())
+        assert seen == [True] and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
