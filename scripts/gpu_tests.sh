@@ -21,8 +21,8 @@ workers=()
 if [ "$count" -gt 0 ] && python3 -c "import xdist" 2>/dev/null; then
     workers=(-n "$count" --dist loadfile)
 fi
-# Provenance first: the commit (TRITON_CONV_COMMIT where the copy has no git history), the date,
-# the device and the versions.
+# Provenance first: the commit (TRITON_CONV_COMMIT, which a device machine's copy needs: its .git
+# may be older than its files), the date, the device and the versions.
 {
     echo "commit ${TRITON_CONV_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}, $(date -u +%FT%TZ)"
     python3 -c 'import sys, numpy, torch, triton

@@ -4,6 +4,7 @@ hand-written text of notes/batching.md."""
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 from triton_conv import report
 from triton_conv.report import host_time, measured_tables, plots, published, published_report, sweep_json
 from triton_conv.report.markdown import read_section, replace_section
+
+# The device machine's image need not have git: what needs the binary skips there.
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
 
 NOTES = Path(__file__).resolve().parent.parent / "notes" / "batching.md"
 LAYER = "probe (14x14, 256)"
@@ -433,6 +437,7 @@ def test_report_module_names_a_missing_or_broken_sweep_without_a_traceback(tmp_p
     assert not (tmp_path / "batching.md").exists()
 
 
+@needs_git
 def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
     """The model report writes notes/batching.md; the published report run next (notes/README's
     order) stamped itself '+ uncommitted changes' for that file alone. Code and data still count."""
@@ -462,6 +467,7 @@ def test_a_report_run_after_another_reads_a_clean_tree(tmp_path):
         git("checkout", "-q", "--", name)
 
 
+@needs_git
 def test_a_copy_inside_another_repository_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
     """A device machine's copy of the package (no .git of its own) in a folder that another work tree
     holds: git answered that tree's HEAD; the commit the caller named is the package's."""
@@ -481,6 +487,7 @@ def test_a_copy_inside_another_repository_takes_its_commit_from_the_environment(
     assert provenance.git_commit(str(tmp_path), short=True) != provenance.git_commit(str(copy))
 
 
+@needs_git
 def test_a_copy_whose_git_is_older_than_its_files_names_the_callers_commit(tmp_path, monkeypatch):
     """The H200 run of 2026-12-04 came with the session's first git state and the last commit's
     files: its provenance read '4cc08ac + uncommitted changes' where the code was c6428b2's, which
