@@ -142,12 +142,9 @@ def addresses_checked():
     """`with addresses_checked() as outside: ...; assert not outside.accesses`. Interpreter only.
     An inner block takes the accesses made inside it from an outer one (the whole-suite check of
     tests/conftest.py): a test that provokes accesses outside asserts on them itself."""
-    from triton_conv.runtime import interpreter_active
+    from .program_order import require_interpreter
 
-    if not interpreter_active():  # the hooks below would silently check nothing
-        raise AssertionError(
-            "addresses_checked works in Triton's interpreter only: mark the test `interpreter`"
-        )
+    require_interpreter("addresses_checked")
     outside = Outside()
     builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
     names = ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")

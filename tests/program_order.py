@@ -58,8 +58,9 @@ def programs_in_any_order():
         builder.set_grid_dim, builder.set_grid_idx = saved_dim, saved_idx
 
 
-def _refuse_compiled_kernels(name: str) -> None:
-    """These hooks patch Triton's interpreter: with compiled kernels they would silently do nothing."""
+def require_interpreter(name: str) -> None:
+    """For hooks that patch Triton's interpreter (these, and tests/bounds.py's address check): with
+    compiled kernels they would silently do nothing."""
     from triton_conv.runtime import interpreter_active
 
     if not interpreter_active():
@@ -71,7 +72,7 @@ def chosen_programs(grid: tuple[int, int, int], programs: list[tuple[int, int, i
     """Launches made with the grid (len(programs), 1, 1) run `programs`, the (x, y, z) ids of
     `grid`, and `tl.num_programs` says `grid`: a few programs of a launch too large to run whole
     under the interpreter (past 2**31 programs) run as they would in it."""
-    _refuse_compiled_kernels("chosen_programs")
+    require_interpreter("chosen_programs")
     builder = interpreter.InterpreterBuilder
     saved_dim, saved_idx = builder.set_grid_dim, builder.set_grid_idx
 

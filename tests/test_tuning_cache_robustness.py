@@ -25,14 +25,6 @@ KEY = tuning_key(PROBLEM, "fprop", torch.float16, False)
 GOOD = KernelConfig(64, 32, 32).as_dict()
 
 
-@pytest.fixture(autouse=True)
-def _autotuning_on(monkeypatch):
-    """These tests re-tune on a miss, as conv2d does on a GPU by default: on for each of them, also
-    where tests/conftest.py turns it off for the whole run (TRITON_CONV_AUTOTUNE=0 on a GPU); a test
-    of autotuning off sets the variable itself."""
-    monkeypatch.setenv(tuning.ENV_AUTOTUNE, "1")
-
-
 def _choose():
     """What passes.choose_config does on a CUDA device (the cache read, then a re-tune on a miss)."""
     with warnings.catch_warnings(record=True) as caught:
